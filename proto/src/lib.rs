@@ -1,0 +1,41 @@
+//! `skylane-proto`: the Skylane wire protocol (`skylane/1`).
+//!
+//! This crate defines what travels between game clients, relays and origins: the
+//! messages ([`ClientMsg`], [`ServerMsg`], [`LinkMsg`]), the event classes that decide
+//! priority and delivery ([`EventClass`]), the framing on QUIC streams and datagrams
+//! ([`codec`]), and the signed session tokens ([`token`]).
+//!
+//! **Contract.** No I/O, no async runtime, no clock: functions that need the time
+//! take it as an argument. Decoding never panics; any byte string yields a message
+//! or a typed [`DecodeError`]. Forwarded game payloads are [`Payload`]s, which share
+//! the received buffer instead of copying it.
+//!
+//! # Layout
+//! * [`ids`]: numeric identifiers and channels.
+//! * [`class`]: event classes and their delivery policies.
+//! * [`message`]: every message, grouped by direction.
+//! * [`payload`]: zero-copy opaque game bytes.
+//! * [`codec`]: frames, datagrams, size limits, decode errors.
+//! * [`token`]: JWT issue and offline verification.
+
+pub mod class;
+pub mod codec;
+pub mod ids;
+pub mod message;
+pub mod payload;
+pub mod token;
+
+pub use class::{ClassSet, Coalescing, Delivery, EventClass, UnknownClass};
+pub use codec::{
+    decode_datagram, decode_message, encode_datagram, encode_frame, encode_frame_to_bytes,
+    DecodeError, EncodeError, FrameDecoder, WireMessage, DEFAULT_MAX_FRAME, MAX_DATAGRAM,
+};
+pub use ids::{ChannelId, EntityId, RelayId, SessionId, TeamId, WorldId};
+pub use message::{
+    Action, ActionResult, Area, BandwidthMode, BatchEvent, ChannelCursor, ClientMsg, Delta,
+    EntityVersion, ErrorCode, ErrorMsg, Event, EventBatch, GoAway, Hello, Keyframe, LinkMsg,
+    Outcome, Ping, Pong, Refusal, RefusalCode, RejectCode, RelayInfo, ResumeTicket, ServerMsg,
+    SpectatorFilter, SpectatorSubscribe, Welcome, ALPN, PROTOCOL_VERSION,
+};
+pub use payload::Payload;
+pub use token::{Claims, Role, TokenError, TokenKeyPair, TokenSigner, TokenVerifier};

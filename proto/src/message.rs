@@ -1,0 +1,548 @@
+//! The messages of protocol `skylane/1`, grouped by direction.
+//!
+//! * [`ClientMsg`]: client → relay (players and spectators).
+//! * [`ServerMsg`]: relay → client.
+//! * [`LinkMsg`]: relay ↔ origin and relay ↔ relay, carrying many sessions over
+//!   one connection.
+//!
+//! Field types are chosen for size on the wire (postcard varints, numeric ids) and
+//! for zero-copy forwarding ([`Payload`]). `docs/protocol.md` explains each message
+//! and the streams that carry it.
+
+use serde::{Deserialize, Serialize};
+
+use crate::class::{ClassSet, EventClass};
+use crate::ids::{ChannelId, EntityId, RelayId, SessionId, TeamId, WorldId};
+use crate::payload::Payload;
+use crate::token::Role;
+
+/// Version of the message set; carried in every frame and in [`Hello`].
+pub const PROTOCOL_VERSION: u8 = 1;
+
+/// QUIC ALPN identifier of this protocol version.
+pub const ALPN: &[u8] = b"skylane/1";
+
+/// An opaque, relay-issued ticket that lets a session resume on any relay.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResumeTicket(pub Payload);
+
+/// The last sequence number a client has seen on one channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChannelCursor {
+    /// The channel.
+    pub channel: ChannelId,
+    /// Last sequence number received (events up to and including it were seen).
+    pub seq: u64,
+}
+
+/// An entity and the version of it that an action read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct EntityVersion {
+    /// The entity.
+    pub entity: EntityId,
+    /// Its version when read; every committed change increments it.
+    pub version: u64,
+}
+
+/// A relay as advertised to clients (in welcome, go-away and directory answers).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RelayInfo {
+    /// Relay id.
+    pub id: RelayId,
+    /// Region name (for example `eu-west`).
+    pub region: String,
+    /// Addresses clients may connect to, as `host:port` strings.
+    pub addrs: Vec<String>,
+    /// Latitude in degrees.
+    pub lat: f32,
+    /// Longitude in degrees.
+    pub lon: f32,
+}
+
+/// First message of a client connection, on its control stream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Hello {
+    /// [`PROTOCOL_VERSION`] the client speaks.
+    pub version: u8,
+    /// Signed JWT (see [`crate::token`]).
+    pub token: String,
+    /// World to join (must be allowed by the token).
+    pub world: WorldId,
+    /// Present when resuming an earlier session.
+    pub resume: Option<ResumeTicket>,
+    /// Last sequence seen per channel, so exactly the missed events are replayed.
+    pub last_seen: Vec<ChannelCursor>,
+}
+
+/// Accepts a [`Hello`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Welcome {
+    /// The session (the same one when resuming).
+    pub session: SessionId,
+    /// Ticket for a later resume.
+    pub resume_ticket: ResumeTicket,
+    /// Relay's clock, microseconds since the Unix epoch.
+    pub server_time_us: u64,
+    /// Other relays the client may probe, nearest first.
+    pub suggested_relays: Vec<RelayInfo>,
+}
+
+/// Why a connection or request was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum RefusalCode {
+    /// The token is malformed, forged or signed by an unknown key.
+    BadToken,
+    /// The token has expired or is not valid yet.
+    TokenExpired,
+    /// The token's role may not do this (for example a spectator sending actions).
+    WrongRole,
+    /// No origin hosts the requested world.
+    UnknownWorld,
+    /// The token does not allow the requested world.
+    WorldNotAllowed,
+    /// The client speaks a protocol version the relay does not.
+    VersionMismatch,
+    /// Too many connections or handshakes; try another relay or later.
+    Overloaded,
+    /// The resume ticket is unknown, expired or for another player.
+    ResumeRejected,
+    /// The relay is draining; go to one of the suggested relays.
+    Draining,
+    /// The first message was not a hello.
+    ProtocolViolation,
+}
+
+/// Refuses a [`Hello`]; the relay closes the connection after sending it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Refusal {
+    /// Machine-readable cause.
+    pub code: RefusalCode,
+    /// Human-readable detail.
+    pub reason: String,
+}
+
+/// A player's request to change the world.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Action {
+    /// Class: decides delivery and priority.
+    pub class: EventClass,
+    /// Per-session sequence number, strictly increasing; replays are rejected.
+    pub seq: u64,
+    /// Client clock, microseconds (for timestamp sanity and reaction-time checks).
+    pub client_time_us: u64,
+    /// Entity versions the action was based on (optimistic concurrency).
+    pub reads: Vec<EntityVersion>,
+    /// Game-defined parameters.
+    pub payload: Payload,
+}
+
+/// Why an action was rejected (not a conflict: the action itself is not acceptable).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum RejectCode {
+    /// The payload could not be decoded by the game.
+    Malformed,
+    /// The payload exceeds the class's size limit.
+    TooLarge,
+    /// The sequence number was already used (replay) or went backwards.
+    Replayed,
+    /// The client timestamp is implausible.
+    BadTimestamp,
+    /// The session sent more than its class's rate limit.
+    RateLimited,
+    /// The world is unknown to this origin.
+    UnknownWorld,
+    /// The player does not own the entity it acted on.
+    NotOwner,
+    /// Moved faster than the game allows.
+    Speed,
+    /// Acted before its cooldown expired.
+    Cooldown,
+    /// Target out of range.
+    Range,
+    /// Not enough currency or items.
+    Resources,
+    /// The session's role may not act (spectators).
+    Forbidden,
+    /// The player is banned from the world.
+    Banned,
+    /// A game-specific rule, numbered by the game.
+    Game(u16),
+}
+
+/// The outcome of an [`Action`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Outcome {
+    /// Committed at `tick`.
+    Applied {
+        /// World tick that applied the action.
+        tick: u64,
+    },
+    /// Another action committed first; nothing was applied. The client reconciles
+    /// from `current` and `state`.
+    Conflict {
+        /// Current versions of the entities the action read.
+        current: Vec<EntityVersion>,
+        /// Game-encoded current state of those entities.
+        state: Payload,
+    },
+    /// Not acceptable; nothing was applied.
+    Rejected {
+        /// Machine-readable cause.
+        code: RejectCode,
+        /// Human-readable detail.
+        detail: String,
+    },
+}
+
+/// Answers one [`Action`], matched by its sequence number.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ActionResult {
+    /// The action's sequence number.
+    pub seq: u64,
+    /// What happened.
+    pub outcome: Outcome,
+}
+
+/// One event inside an [`EventBatch`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BatchEvent {
+    /// Per-channel sequence number; consecutive within a channel.
+    pub seq: u64,
+    /// Class (the relay schedules by it).
+    pub class: EventClass,
+    /// Entity the event is about, when there is one (movement coalesces by it).
+    pub entity: Option<EntityId>,
+    /// Game-defined body.
+    pub payload: Payload,
+}
+
+/// The events of one channel for one world tick, signed by the origin.
+///
+/// A batch is the unit of fan-out: the origin sends it once per relay, and the relay
+/// forwards its bytes unchanged to every local subscriber of the channel. The hash
+/// chain (`prev_hash`) and the origin's Ed25519 `signature` let any receiver detect a
+/// forged, dropped or reordered batch.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventBatch {
+    /// World.
+    pub world: WorldId,
+    /// Channel.
+    pub channel: ChannelId,
+    /// World tick that produced the events.
+    pub tick: u64,
+    /// Origin clock when the tick ran, microseconds since the Unix epoch.
+    pub origin_time_us: u64,
+    /// The events, in sequence order.
+    pub events: Vec<BatchEvent>,
+    /// Hash of the previous batch of this channel (all zero for the first).
+    pub prev_hash: [u8; 32],
+    /// Origin's Ed25519 signature (64 bytes; empty when the origin does not sign).
+    pub signature: Payload,
+}
+
+/// A single event, with its full context (as the client SDK hands it to a game).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// World.
+    pub world: WorldId,
+    /// Channel.
+    pub channel: ChannelId,
+    /// World tick.
+    pub tick: u64,
+    /// Per-channel sequence number.
+    pub seq: u64,
+    /// Origin clock, microseconds since the Unix epoch.
+    pub origin_time_us: u64,
+    /// Class.
+    pub class: EventClass,
+    /// Entity the event is about, if any.
+    pub entity: Option<EntityId>,
+    /// Game-defined body.
+    pub payload: Payload,
+}
+
+impl EventBatch {
+    /// The batch's events with their full context.
+    pub fn iter_events(&self) -> impl Iterator<Item = Event> + '_ {
+        self.events.iter().map(move |e| Event {
+            world: self.world,
+            channel: self.channel,
+            tick: self.tick,
+            seq: e.seq,
+            origin_time_us: self.origin_time_us,
+            class: e.class,
+            entity: e.entity,
+            payload: e.payload.clone(),
+        })
+    }
+}
+
+/// The full state of one channel at a tick; receivers start or recover from it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Keyframe {
+    /// World.
+    pub world: WorldId,
+    /// Channel.
+    pub channel: ChannelId,
+    /// Tick the state is taken at.
+    pub tick: u64,
+    /// Channel sequence number the keyframe corresponds to.
+    pub seq: u64,
+    /// Game-encoded state.
+    pub state: Payload,
+}
+
+/// The change of one channel's state since `base_tick`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Delta {
+    /// World.
+    pub world: WorldId,
+    /// Channel.
+    pub channel: ChannelId,
+    /// Tick after applying the delta.
+    pub tick: u64,
+    /// Tick of the keyframe or delta this applies to.
+    pub base_tick: u64,
+    /// Channel sequence number.
+    pub seq: u64,
+    /// Game-encoded change.
+    pub payload: Payload,
+}
+
+/// An axis-aligned area of the world map.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Area {
+    /// Minimum x.
+    pub min_x: f32,
+    /// Minimum y.
+    pub min_y: f32,
+    /// Maximum x.
+    pub max_x: f32,
+    /// Maximum y.
+    pub max_y: f32,
+}
+
+/// What a spectator wants to see.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SpectatorFilter {
+    /// Classes to receive.
+    pub classes: ClassSet,
+    /// Teams to follow (empty: all).
+    pub teams: Vec<TeamId>,
+    /// Entities to follow (empty: all).
+    pub entities: Vec<EntityId>,
+    /// Area to watch (`None`: the whole world).
+    pub area: Option<Area>,
+}
+
+/// How much of the feed a spectator receives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BandwidthMode {
+    /// Every event.
+    Full,
+    /// Coalesced to `hz` updates per second, latest state per entity.
+    Reduced {
+        /// Updates per second.
+        hz: u16,
+    },
+    /// Keyframes only.
+    KeyframesOnly,
+}
+
+/// Starts or changes a spectator feed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SpectatorSubscribe {
+    /// World to watch.
+    pub world: WorldId,
+    /// What to see.
+    pub filter: SpectatorFilter,
+    /// Delay behind live play, milliseconds.
+    pub delay_ms: u32,
+    /// Bandwidth mode.
+    pub mode: BandwidthMode,
+}
+
+/// RTT and clock-offset probe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ping {
+    /// Echoed in the pong.
+    pub nonce: u64,
+    /// Sender's clock, microseconds.
+    pub sent_us: u64,
+}
+
+/// Answers a [`Ping`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pong {
+    /// The ping's nonce.
+    pub nonce: u64,
+    /// The ping's `sent_us`, echoed.
+    pub sent_us: u64,
+    /// Answerer's clock when it received the ping, microseconds.
+    pub received_us: u64,
+    /// Answerer's clock when it sent the pong, microseconds.
+    pub replied_us: u64,
+}
+
+/// Tells a client to move: the relay is draining or no longer the best.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GoAway {
+    /// Human-readable reason.
+    pub reason: String,
+    /// Where to go, best first.
+    pub alternatives: Vec<RelayInfo>,
+    /// Ticket to resume the session at one of them.
+    pub resume_ticket: ResumeTicket,
+}
+
+/// Machine-readable error codes for [`ErrorMsg`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ErrorCode {
+    /// A frame could not be decoded.
+    Malformed,
+    /// A frame exceeded the size limit.
+    TooLarge,
+    /// A message arrived in a state where it is not allowed.
+    Unexpected,
+    /// The peer is being rate limited.
+    RateLimited,
+    /// The world is unknown.
+    UnknownWorld,
+    /// The session is unknown.
+    UnknownSession,
+    /// An internal failure on the sender's side.
+    Internal,
+}
+
+/// A protocol error report; the connection may stay open.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorMsg {
+    /// Cause.
+    pub code: ErrorCode,
+    /// Detail for logs.
+    pub message: String,
+}
+
+/// Client → relay.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ClientMsg {
+    /// Opens or resumes a session.
+    Hello(Hello),
+    /// A player action.
+    Action(Action),
+    /// Asks for extra channels (the origin decides what is granted).
+    Subscribe(Vec<ChannelId>),
+    /// Drops channels.
+    Unsubscribe(Vec<ChannelId>),
+    /// Starts or changes a spectator feed.
+    SpectatorSubscribe(SpectatorSubscribe),
+    /// RTT / clock probe.
+    Ping(Ping),
+    /// Ends the session for good (no resume).
+    Bye,
+}
+
+/// Relay → client.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ServerMsg {
+    /// Session accepted.
+    Welcome(Welcome),
+    /// Session refused.
+    Refusal(Refusal),
+    /// Result of an action.
+    ActionResult(ActionResult),
+    /// A channel's events for a tick.
+    Events(EventBatch),
+    /// A channel's full state.
+    Keyframe(Keyframe),
+    /// A channel's change.
+    Delta(Delta),
+    /// The channels the session now receives changed.
+    Subscriptions {
+        /// Channels added.
+        added: Vec<ChannelId>,
+        /// Channels removed.
+        removed: Vec<ChannelId>,
+    },
+    /// Answer to a ping.
+    Pong(Pong),
+    /// Move to another relay.
+    GoAway(GoAway),
+    /// A protocol error.
+    Error(ErrorMsg),
+}
+
+/// Relay ↔ origin and relay ↔ relay. Session-scoped messages name their session,
+/// so one connection carries every session of a relay.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum LinkMsg {
+    /// First message on a link: who is speaking.
+    LinkHello {
+        /// [`PROTOCOL_VERSION`].
+        version: u8,
+        /// The relay's id (origins use their own id space for peers).
+        relay: RelayId,
+    },
+    /// A session joined (or resumed at) the relay.
+    SessionOpen {
+        /// Session.
+        session: SessionId,
+        /// Player id from the token's subject.
+        player: String,
+        /// World joined.
+        world: WorldId,
+        /// Role from the token.
+        role: Role,
+        /// Team, when the game assigned one before.
+        team: Option<TeamId>,
+        /// Resume point per channel; empty for a new session.
+        resume_from: Vec<ChannelCursor>,
+    },
+    /// A session left for good (or its grace period expired).
+    SessionClose {
+        /// Session.
+        session: SessionId,
+    },
+    /// An action of a session.
+    Action {
+        /// Session.
+        session: SessionId,
+        /// The action.
+        action: Action,
+    },
+    /// The result of an action of a session.
+    ActionResult {
+        /// Session.
+        session: SessionId,
+        /// Result.
+        result: ActionResult,
+    },
+    /// A channel's events for a tick (once per relay).
+    Events(EventBatch),
+    /// A channel's full state (once per relay).
+    Keyframe(Keyframe),
+    /// A channel's change (once per relay).
+    Delta(Delta),
+    /// The channels one session receives changed.
+    Subscriptions {
+        /// Session.
+        session: SessionId,
+        /// Channels added.
+        added: Vec<ChannelId>,
+        /// Channels removed.
+        removed: Vec<ChannelId>,
+    },
+    /// Events a resuming session missed, for that session only.
+    Replay {
+        /// Session.
+        session: SessionId,
+        /// Missed batches, in order.
+        batches: Vec<EventBatch>,
+    },
+    /// Link RTT probe.
+    Ping(Ping),
+    /// Answer to a link ping.
+    Pong(Pong),
+    /// A protocol error on the link.
+    Error(ErrorMsg),
+}
