@@ -203,11 +203,15 @@ mod tests {
 
     #[test]
     fn class_sets() {
-        let set: ClassSet = [EventClass::Critical, EventClass::Chat].into_iter().collect();
+        let set: ClassSet = [EventClass::Critical, EventClass::Chat]
+            .into_iter()
+            .collect();
         assert!(set.contains(EventClass::Critical));
         assert!(set.contains(EventClass::Chat));
         assert!(!set.contains(EventClass::Movement));
         assert!(EventClass::ALL.iter().all(|c| ClassSet::ALL.contains(*c)));
-        assert!(EventClass::ALL.iter().all(|c| !ClassSet::EMPTY.contains(*c)));
+        assert!(EventClass::ALL
+            .iter()
+            .all(|c| !ClassSet::EMPTY.contains(*c)));
     }
 }

@@ -106,6 +106,27 @@ pub enum EncodeError {
     Serialize(postcard::Error),
 }
 
+/// Lets postcard write straight into a `BytesMut` (slices are copied whole).
+struct BytesMutFlavor<'a>(&'a mut BytesMut);
+
+impl postcard::ser_flavors::Flavor for BytesMutFlavor<'_> {
+    type Output = ();
+
+    fn try_push(&mut self, data: u8) -> postcard::Result<()> {
+        self.0.put_u8(data);
+        Ok(())
+    }
+
+    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
+        self.0.extend_from_slice(data);
+        Ok(())
+    }
+
+    fn finalize(self) -> postcard::Result<()> {
+        Ok(())
+    }
+}
+
 fn varint_len(mut v: usize) -> usize {
     let mut n = 1;
     while v >= 0x80 {
@@ -156,7 +177,7 @@ pub fn encode_frame<M: WireMessage>(
     // Assume a one-byte length prefix (most frames are short); move the body if not.
     out.put_u8(0);
     out.put_u8(PROTOCOL_VERSION);
-    if let Err(e) = postcard::to_io(msg, (&mut *out).writer()) {
+    if let Err(e) = postcard::serialize_with_flavor(msg, BytesMutFlavor(out)) {
         out.truncate(start);
         return Err(EncodeError::Serialize(e));
     }
@@ -178,7 +199,10 @@ pub fn encode_frame<M: WireMessage>(
 }
 
 /// Encodes `msg` as one stream frame in a new buffer.
-pub fn encode_frame_to_bytes<M: WireMessage>(msg: &M, max_frame: usize) -> Result<Bytes, EncodeError> {
+pub fn encode_frame_to_bytes<M: WireMessage>(
+    msg: &M,
+    max_frame: usize,
+) -> Result<Bytes, EncodeError> {
     let mut out = BytesMut::with_capacity(128);
     encode_frame(msg, max_frame, &mut out)?;
     Ok(out.freeze())
@@ -192,12 +216,11 @@ pub fn decode_message<M: WireMessage>(body: Bytes) -> Result<M, DecodeError> {
     if version != PROTOCOL_VERSION {
         return Err(DecodeError::UnknownVersion { found: version });
     }
-    let (msg, trailing) = with_source(&body, || postcard::take_from_bytes::<M>(rest)).map_err(
-        |e| match e {
+    let (msg, trailing) =
+        with_source(&body, || postcard::take_from_bytes::<M>(rest)).map_err(|e| match e {
             postcard::Error::DeserializeUnexpectedEnd => DecodeError::Truncated,
             other => DecodeError::Malformed(other),
-        },
-    )?;
+        })?;
     if !trailing.is_empty() {
         return Err(DecodeError::TrailingBytes(trailing.len()));
     }
@@ -351,7 +374,7 @@ mod tests {
                 entity: None,
                 payload: Payload::from(vec![42u8; 20_000]),
             }],
-            prev_hash: [0; 32],
+            prev_hash: crate::Hash32([0; 32]),
             signature: Payload::empty(),
         });
         let bytes = encode_frame_to_bytes(&batch, DEFAULT_MAX_FRAME).unwrap();
@@ -371,7 +394,11 @@ mod tests {
         let mut out = BytesMut::from(&b"keep"[..]);
         let err = encode_frame(&big, 100, &mut out).unwrap_err();
         assert!(matches!(err, EncodeError::TooLarge { limit: 100, .. }));
-        assert_eq!(&out[..], b"keep", "failed encode leaves the buffer untouched");
+        assert_eq!(
+            &out[..],
+            b"keep",
+            "failed encode leaves the buffer untouched"
+        );
 
         let bytes = encode_frame_to_bytes(&big, DEFAULT_MAX_FRAME).unwrap();
         let mut dec = FrameDecoder::new(100);

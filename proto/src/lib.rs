@@ -18,6 +18,9 @@
 //! * [`codec`]: frames, datagrams, size limits, decode errors.
 //! * [`token`]: JWT issue and offline verification.
 
+/// Re-export of the `bytes` crate, whose [`bytes::Bytes`] the API uses.
+pub use bytes;
+
 pub mod class;
 pub mod codec;
 pub mod ids;
@@ -33,9 +36,9 @@ pub use codec::{
 pub use ids::{ChannelId, EntityId, RelayId, SessionId, TeamId, WorldId};
 pub use message::{
     Action, ActionResult, Area, BandwidthMode, BatchEvent, ChannelCursor, ClientMsg, Delta,
-    EntityVersion, ErrorCode, ErrorMsg, Event, EventBatch, GoAway, Hello, Keyframe, LinkMsg,
-    Outcome, Ping, Pong, Refusal, RefusalCode, RejectCode, RelayInfo, ResumeTicket, ServerMsg,
-    SpectatorFilter, SpectatorSubscribe, Welcome, ALPN, PROTOCOL_VERSION,
+    EntityVersion, ErrorCode, ErrorMsg, Event, EventBatch, GoAway, Hash32, Hello, Keyframe,
+    LinkMsg, Outcome, Ping, Pong, Refusal, RefusalCode, RejectCode, RelayInfo, ResumeTicket,
+    ServerMsg, SpectatorFilter, SpectatorSubscribe, Welcome, ALPN, PROTOCOL_VERSION,
 };
 pub use payload::Payload;
 pub use token::{Claims, Role, TokenError, TokenKeyPair, TokenSigner, TokenVerifier};

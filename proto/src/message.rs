@@ -22,6 +22,46 @@ pub const PROTOCOL_VERSION: u8 = 1;
 /// QUIC ALPN identifier of this protocol version.
 pub const ALPN: &[u8] = b"skylane/1";
 
+/// A 32-byte hash (SHA-256), encoded as one byte string rather than 32 fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Hash32(pub [u8; 32]);
+
+impl Serialize for Hash32 {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_bytes(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Hash32 {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Hash32;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("32 bytes")
+            }
+            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Hash32, E> {
+                <[u8; 32]>::try_from(v)
+                    .map(Hash32)
+                    .map_err(|_| E::invalid_length(v.len(), &self))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Hash32, A::Error> {
+                let mut out = [0u8; 32];
+                for (i, b) in out.iter_mut().enumerate() {
+                    *b = seq
+                        .next_element()?
+                        .ok_or_else(|| serde::de::Error::invalid_length(i, &self))?;
+                }
+                Ok(Hash32(out))
+            }
+        }
+        deserializer.deserialize_bytes(V)
+    }
+}
+
 /// An opaque, relay-issued ticket that lets a session resume on any relay.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ResumeTicket(pub Payload);
@@ -235,7 +275,7 @@ pub struct EventBatch {
     /// The events, in sequence order.
     pub events: Vec<BatchEvent>,
     /// Hash of the previous batch of this channel (all zero for the first).
-    pub prev_hash: [u8; 32],
+    pub prev_hash: Hash32,
     /// Origin's Ed25519 signature (64 bytes; empty when the origin does not sign).
     pub signature: Payload,
 }

@@ -397,7 +397,12 @@ impl TokenVerifier {
     }
 
     /// [`verify`](Self::verify), then require one of `allowed` roles.
-    pub fn verify_role(&self, token: &str, now: u64, allowed: &[Role]) -> Result<Claims, TokenError> {
+    pub fn verify_role(
+        &self,
+        token: &str,
+        now: u64,
+        allowed: &[Role],
+    ) -> Result<Claims, TokenError> {
         let claims = self.verify(token, now)?;
         if !allowed.contains(&claims.role) {
             return Err(TokenError::WrongRole {
