@@ -12,6 +12,9 @@
 //! load them ([`Identity::load`], [`load_roots`]) and writes only in
 //! [`DevCa::write_dev_pki`]. It never disables certificate verification.
 
+// Library code reports errors; tests may unwrap.
+#![cfg_attr(not(test), warn(clippy::unwrap_used))]
+
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -177,10 +180,7 @@ impl DevCa {
         let key = KeyPair::generate()?;
         let mut params = CertificateParams::new(sans)?;
         let mut dn = DistinguishedName::new();
-        dn.push(
-            DnType::CommonName,
-            format!("skylane {}", kind.file_stem()),
-        );
+        dn.push(DnType::CommonName, format!("skylane {}", kind.file_stem()));
         params.distinguished_name = dn;
         params.use_authority_key_identifier_extension = true;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
@@ -366,8 +366,7 @@ pub fn rustls_server_config(
             builder.with_client_cert_verifier(verifier)
         }
     };
-    let mut config =
-        builder.with_single_cert(identity.chain.clone(), identity.key.clone_key())?;
+    let mut config = builder.with_single_cert(identity.chain.clone(), identity.key.clone_key())?;
     config.alpn_protocols = vec![skylane_proto::ALPN.to_vec()];
     Ok(config)
 }

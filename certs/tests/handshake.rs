@@ -4,7 +4,9 @@
 use std::net::SocketAddr;
 
 use quinn::Endpoint;
-use skylane_certs::{client_config, server_config, ClientAuth, DevCa, Identity, LeafKind, LocalPki};
+use skylane_certs::{
+    client_config, server_config, ClientAuth, DevCa, Identity, LeafKind, LocalPki,
+};
 
 fn loopback() -> SocketAddr {
     "127.0.0.1:0".parse().unwrap()
@@ -26,7 +28,11 @@ async fn serve_echo(endpoint: Endpoint) {
 #[tokio::test]
 async fn client_and_server_connect_with_generated_certs() {
     let pki = LocalPki::generate(&[]).unwrap();
-    let server = Endpoint::server(server_config(&pki.relay, ClientAuth::None).unwrap(), loopback()).unwrap();
+    let server = Endpoint::server(
+        server_config(&pki.relay, ClientAuth::None).unwrap(),
+        loopback(),
+    )
+    .unwrap();
     let addr = server.local_addr().unwrap();
     tokio::spawn(serve_echo(server));
 
@@ -52,15 +58,26 @@ async fn client_and_server_connect_with_generated_certs() {
 async fn client_that_does_not_trust_the_ca_fails_clearly() {
     let pki = LocalPki::generate(&[]).unwrap();
     let other = LocalPki::generate(&[]).unwrap();
-    let server = Endpoint::server(server_config(&pki.relay, ClientAuth::None).unwrap(), loopback()).unwrap();
+    let server = Endpoint::server(
+        server_config(&pki.relay, ClientAuth::None).unwrap(),
+        loopback(),
+    )
+    .unwrap();
     let addr = server.local_addr().unwrap();
     tokio::spawn(serve_echo(server));
 
     let mut client = Endpoint::client(loopback()).unwrap();
     client.set_default_client_config(client_config(other.roots().unwrap(), None).unwrap());
-    let err = client.connect(addr, "localhost").unwrap().await.unwrap_err();
+    let err = client
+        .connect(addr, "localhost")
+        .unwrap()
+        .await
+        .unwrap_err();
     let text = err.to_string();
-    assert!(text.contains("invalid peer certificate"), "unexpected error: {text}");
+    assert!(
+        text.contains("invalid peer certificate"),
+        "unexpected error: {text}"
+    );
 }
 
 #[tokio::test]
@@ -70,8 +87,11 @@ async fn mutual_tls_accepts_a_certified_peer_and_refuses_one_without_a_certifica
     let relay = Identity::from_pair(&ca.issue(LeafKind::Relay, &[]).unwrap()).unwrap();
     let roots = || skylane_certs::roots_from_pem(&ca.pem().cert_pem).unwrap();
 
-    let server =
-        Endpoint::server(server_config(&origin, ClientAuth::Required(roots())).unwrap(), loopback()).unwrap();
+    let server = Endpoint::server(
+        server_config(&origin, ClientAuth::Required(roots())).unwrap(),
+        loopback(),
+    )
+    .unwrap();
     let addr = server.local_addr().unwrap();
     tokio::spawn(serve_echo(server));
 
@@ -95,7 +115,10 @@ async fn mutual_tls_accepts_a_certified_peer_and_refuses_one_without_a_certifica
             let (mut send, mut recv) = conn.open_bi().await.unwrap();
             let _ = send.write_all(b"x").await;
             let _ = send.finish();
-            assert!(recv.read_to_end(1024).await.is_err(), "origin served a peer without a certificate");
+            assert!(
+                recv.read_to_end(1024).await.is_err(),
+                "origin served a peer without a certificate"
+            );
             conn.closed().await.to_string()
         }
     };
@@ -111,7 +134,8 @@ fn dev_pki_written_to_disk_loads_back() {
     let names = vec!["relay-eu.example".to_owned()];
     let written = DevCa::write_dev_pki(dir.path(), &names).unwrap();
     assert_eq!(written.len(), 6);
-    let relay = Identity::load(&dir.path().join("relay.pem"), &dir.path().join("relay.key")).unwrap();
+    let relay =
+        Identity::load(&dir.path().join("relay.pem"), &dir.path().join("relay.key")).unwrap();
     assert_eq!(relay.chain().len(), 2, "leaf and CA");
     skylane_certs::load_roots(&dir.path().join("ca.pem")).unwrap();
     // A second run reuses the CA.
@@ -121,7 +145,10 @@ fn dev_pki_written_to_disk_loads_back() {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(dir.path().join("relay.key")).unwrap().permissions().mode();
+        let mode = std::fs::metadata(dir.path().join("relay.key"))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
     }
 }

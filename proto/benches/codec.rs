@@ -2,7 +2,7 @@
 //!
 //! Run: `cargo bench -p skylane-proto --bench codec`. Figures are recorded in
 //! docs/benchmarks.md (target: an event with a 100-byte payload in ≤ 200 ns).
-#![allow(missing_docs, clippy::unwrap_used)]
+#![allow(missing_docs)]
 
 use bytes::BytesMut;
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};

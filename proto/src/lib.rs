@@ -18,6 +18,9 @@
 //! * [`codec`]: frames, datagrams, size limits, decode errors.
 //! * [`token`]: JWT issue and offline verification.
 
+// Library code reports errors; tests may unwrap.
+#![cfg_attr(not(test), warn(clippy::unwrap_used))]
+
 /// Re-export of the `bytes` crate, whose [`bytes::Bytes`] the API uses.
 pub use bytes;
 

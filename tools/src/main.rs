@@ -1,1 +1,49 @@
-fn main() {}
+//! `skylane`: the Skylane command-line tool.
+//!
+//! Operators and developers use it to generate development certificates, manage
+//! token keys and issue tokens. Later subcommands (demo, loadgen, replay, probe,
+//! netsim-proxy) join as their parts of the system land.
+//!
+//! It is a thin shell: every subcommand parses its flags with clap and calls into the
+//! library crates; errors are reported with `anyhow` and a non-zero exit code.
+
+mod cmd;
+
+use clap::{Parser, Subcommand};
+
+/// Skylane: a QUIC edge relay network for real-time games.
+#[derive(Debug, Parser)]
+#[command(name = "skylane", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Development certificates (CA, relay and origin leaves).
+    #[command(subcommand)]
+    Certs(cmd::certs::CertsCmd),
+    /// Session tokens: key pairs, issuing and checking tokens.
+    #[command(subcommand)]
+    Token(cmd::token::TokenCmd),
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Certs(c) => c.run(),
+        Command::Token(c) => c.run(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}

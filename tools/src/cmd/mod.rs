@@ -1,0 +1,4 @@
+//! One module per subcommand group.
+
+pub(crate) mod certs;
+pub(crate) mod token;
