@@ -7,6 +7,9 @@
 //!   `skylane/1`, TLS 1.3, and mutual TLS for relay↔origin links
 //!   ([`server_config`], [`client_config`]).
 //!
+//! Development keys are Ed25519: fast, and with fixed-size signatures, so handshakes
+//! have the same packet sizes on every run (the simulator's traces rely on it).
+//!
 //! **Contract.** Only the ring crypto provider is used, passed explicitly, so no
 //! process-wide default provider is needed. The crate reads files only when asked to
 //! load them ([`Identity::load`], [`load_roots`]) and writes only in
@@ -21,7 +24,7 @@ use std::sync::Arc;
 
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose,
+    Issuer, KeyPair, KeyUsagePurpose, SerialNumber,
 };
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
@@ -126,13 +129,14 @@ impl std::fmt::Debug for DevCa {
 impl DevCa {
     /// Generates a new CA named `common_name`.
     pub fn generate(common_name: &str) -> Result<Self, CertError> {
-        let key = KeyPair::generate()?;
+        let key = KeyPair::generate_for(&rcgen::PKCS_ED25519)?;
         let mut params = CertificateParams::new(Vec::<String>::new())?;
         let mut dn = DistinguishedName::new();
         dn.push(DnType::CommonName, common_name);
         dn.push(DnType::OrganizationName, "Skylane development");
         params.distinguished_name = dn;
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.serial_number = Some(fixed_length_serial());
         params.key_usages = vec![
             KeyUsagePurpose::KeyCertSign,
             KeyUsagePurpose::CrlSign,
@@ -177,12 +181,13 @@ impl DevCa {
                 sans.push(n.clone());
             }
         }
-        let key = KeyPair::generate()?;
+        let key = KeyPair::generate_for(&rcgen::PKCS_ED25519)?;
         let mut params = CertificateParams::new(sans)?;
         let mut dn = DistinguishedName::new();
         dn.push(DnType::CommonName, format!("skylane {}", kind.file_stem()));
         params.distinguished_name = dn;
         params.use_authority_key_identifier_extension = true;
+        params.serial_number = Some(fixed_length_serial());
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = match kind {
             LeafKind::Relay | LeafKind::Origin => vec![
@@ -230,6 +235,34 @@ impl DevCa {
         }
         Ok(written)
     }
+}
+
+/// A random 16-byte serial whose DER encoding always has the same length (first byte
+/// in 0x01..=0x7f: no sign padding, no leading zero), so certificates, and therefore
+/// handshakes, have the same size on every run.
+fn fixed_length_serial() -> SerialNumber {
+    let mut bytes: [u8; 16] = rand_bytes();
+    bytes[0] = (bytes[0] & 0x7f).max(1);
+    SerialNumber::from_slice(&bytes)
+}
+
+fn rand_bytes<const N: usize>() -> [u8; N] {
+    let mut out = [0u8; N];
+    // Serial numbers need uniqueness, not secrecy; ring's system RNG provides both.
+    let rng = ring::rand::SystemRandom::new();
+    if ring::rand::SecureRandom::fill(&rng, &mut out).is_err() {
+        // The OS RNG failing is fatal elsewhere too; fall back to the clock so
+        // certificate generation still yields distinct serials.
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos()
+            .to_le_bytes();
+        for (o, b) in out.iter_mut().zip(t.iter().cycle()) {
+            *o = *b;
+        }
+    }
+    out
 }
 
 fn read(path: &Path) -> Result<String, CertError> {
