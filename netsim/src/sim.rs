@@ -199,11 +199,35 @@ pub(crate) struct SocketSlot {
     capacity: usize,
 }
 
+/// A packet on its way, ordered by arrival time then by enqueue order, so packets
+/// due at the same instant arrive in the order they were sent (deterministic).
 struct InFlight {
+    at: Instant,
+    seq: u64,
     id: u64,
     sent_us: u64,
     duplicate: bool,
     dgram: Datagram,
+}
+
+impl PartialEq for InFlight {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at, self.seq) == (other.at, other.seq)
+    }
+}
+
+impl Eq for InFlight {}
+
+impl PartialOrd for InFlight {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for InFlight {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.at, self.seq).cmp(&(other.at, other.seq))
+    }
 }
 
 pub(crate) struct Core {
@@ -221,8 +245,7 @@ pub(crate) struct Core {
     patches: Vec<(Side, Side, LinkPatch)>,
     partitions: Vec<(Side, Side)>,
     spikes: Vec<(Side, Side, Duration, Instant)>,
-    heap: BinaryHeap<Reverse<(Instant, u64)>>,
-    in_flight: HashMap<u64, InFlight>,
+    heap: BinaryHeap<Reverse<InFlight>>,
     next_seq: u64,
     pump_deadline: Option<Instant>,
 }
@@ -289,7 +312,6 @@ impl Sim {
                 partitions: Vec::new(),
                 spikes: Vec::new(),
                 heap: BinaryHeap::new(),
-                in_flight: HashMap::new(),
                 next_seq: 0,
                 pump_deadline: None,
             }),
@@ -374,8 +396,7 @@ impl Sim {
 
     /// The parameters now in force from host `from` to host `to`.
     pub fn link_params(&self, from: HostId, to: HostId) -> LinkParams {
-        let mut core = self.shared.lock();
-        core.link(from, to).params
+        self.shared.lock().link(from, to).params
     }
 
     /// Applies a fault now.
@@ -580,10 +601,10 @@ impl Sim {
         };
         core.link(src_host, dst_host);
         let Core { links, rng, .. } = &mut *core;
-        let verdict = links
-            .get_mut(&(src_host, dst_host))
-            .map(|l| l.handle_packet(now, data.len(), rng))
-            .unwrap_or(Verdict::Drop(DropReason::NoListener));
+        let verdict = match links.get_mut(&(src_host, dst_host)) {
+            Some(link) => link.handle_packet(now, data.len(), rng),
+            None => Verdict::Drop(DropReason::NoListener),
+        };
         match verdict {
             Verdict::Drop(reason) => core.trace.record(record(TraceVerdict::Dropped { reason })),
             Verdict::Deliver { at, duplicate_at } => {
@@ -617,15 +638,14 @@ impl Core {
         u64::try_from(t.saturating_duration_since(self.start).as_micros()).unwrap_or(u64::MAX)
     }
 
-    /// Ensures the link state from `a` to `b` exists; returns a copy of it.
-    fn link(&mut self, a: HostId, b: HostId) -> LinkState {
-        if let Some(l) = self.links.get(&(a, b)) {
-            return l.clone();
+    /// The link state from `a` to `b`, created from the rules on first use.
+    fn link(&mut self, a: HostId, b: HostId) -> &mut LinkState {
+        if !self.links.contains_key(&(a, b)) {
+            let mut state = LinkState::new(LinkParams::default());
+            self.configure(a, b, &mut state);
+            self.links.insert((a, b), state);
         }
-        let mut state = LinkState::new(LinkParams::default());
-        self.configure(a, b, &mut state);
-        self.links.insert((a, b), state.clone());
-        state
+        self.links.get_mut(&(a, b)).expect("inserted above")
     }
 
     fn configure(&self, a: HostId, b: HostId, state: &mut LinkState) {
@@ -687,28 +707,26 @@ impl Core {
     ) {
         let seq = self.next_seq;
         self.next_seq += 1;
-        self.heap.push(Reverse((at, seq)));
-        self.in_flight.insert(
+        self.heap.push(Reverse(InFlight {
+            at,
             seq,
-            InFlight {
-                id,
-                sent_us,
-                duplicate,
-                dgram: Datagram { src, dst, data },
-            },
-        );
+            id,
+            sent_us,
+            duplicate,
+            dgram: Datagram { src, dst, data },
+        }));
     }
 
     /// Delivers every packet due at `now`; returns the next arrival time.
     fn deliver_due(&mut self, now: Instant) -> Option<Instant> {
-        while let Some(&Reverse((at, seq))) = self.heap.peek() {
-            if at > now {
-                return Some(at);
+        while let Some(Reverse(next)) = self.heap.peek() {
+            if next.at > now {
+                return Some(next.at);
             }
-            self.heap.pop();
-            let Some(p) = self.in_flight.remove(&seq) else {
-                continue;
+            let Some(Reverse(p)) = self.heap.pop() else {
+                break;
             };
+            let at = p.at;
             let at_us = self.micros(at);
             let mut rec = TraceRecord {
                 id: p.id,

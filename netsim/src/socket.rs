@@ -124,13 +124,13 @@ impl AsyncUdpSocket for SimSocket {
             };
             let len = d.data.len().min(bufs[n].len());
             bufs[n][..len].copy_from_slice(&d.data[..len]);
-            let mut m = RecvMeta::default();
-            m.addr = d.src;
-            m.len = len;
-            m.stride = len;
-            m.ecn = None;
-            m.dst_ip = Some(d.dst.ip());
-            meta[n] = m;
+            meta[n] = RecvMeta {
+                addr: d.src,
+                len,
+                stride: len,
+                ecn: None,
+                dst_ip: Some(d.dst.ip()),
+            };
             n += 1;
         }
         if n == 0 {
