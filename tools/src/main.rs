@@ -1,7 +1,8 @@
 //! `skylane`: the Skylane command-line tool.
 //!
 //! Operators and developers use it to generate development certificates, manage
-//! token keys and issue tokens. Later subcommands (demo, loadgen, replay, probe,
+//! token keys and issue tokens, and to impair real UDP traffic between processes
+//! (`netsim-proxy`). Later subcommands (demo, loadgen, replay, probe,
 //! netsim-proxy) join as their parts of the system land.
 //!
 //! It is a thin shell: every subcommand parses its flags with clap and calls into the
@@ -27,6 +28,9 @@ enum Command {
     /// Session tokens: key pairs, issuing and checking tokens.
     #[command(subcommand)]
     Token(cmd::token::TokenCmd),
+    /// A UDP impairment proxy (latency, jitter, loss, bandwidth) between real
+    /// processes, controllable while it runs (partition, heal, spike) from stdin.
+    NetsimProxy(cmd::proxy::ProxyCmd),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -34,6 +38,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Certs(c) => c.run(),
         Command::Token(c) => c.run(),
+        Command::NetsimProxy(c) => c.run(),
     }
 }
 

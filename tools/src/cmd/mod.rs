@@ -1,4 +1,5 @@
 //! One module per subcommand group.
 
 pub(crate) mod certs;
+pub(crate) mod proxy;
 pub(crate) mod token;
