@@ -30,6 +30,10 @@ struct Args {
     /// Seed.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Ask peers to acknowledge every N ack-eliciting packets (QUIC ACK-frequency
+    /// extension) instead of quinn's default of every 2; 0 keeps the default.
+    #[arg(long, default_value_t = 0)]
+    ack_every: u32,
 }
 
 const REGIONS: [&str; 4] = ["virginia", "london", "tokyo", "sao-paulo"];
@@ -47,6 +51,12 @@ fn main() -> anyhow::Result<()> {
             .max_idle_timeout(Some(Duration::from_secs(30).try_into()?))
             .max_concurrent_bidi_streams(4u32.into())
             .max_concurrent_uni_streams(4u32.into());
+        if args.ack_every > 0 {
+            let mut ack = quinn::AckFrequencyConfig::default();
+            ack.ack_eliciting_threshold(args.ack_every.into())
+                .max_ack_delay(Some(Duration::from_millis(100)));
+            transport.ack_frequency_config(Some(ack));
+        }
         let transport = Arc::new(transport);
         let mut sc = server_config(&pki.relay, ClientAuth::None)?;
         sc.transport_config(transport.clone());
@@ -106,6 +116,7 @@ fn main() -> anyhow::Result<()> {
         anyhow::Ok(serde_json::json!({
             "clients": args.clients,
             "rate_hz": args.rate,
+            "ack_every": args.ack_every,
             "simulated_s": sim.elapsed().as_secs_f64(),
             "datagrams": received.load(Ordering::Relaxed),
             "sent": sent.load(Ordering::Relaxed),

@@ -1,8 +1,35 @@
 //! `skylane-origin`: the authoritative world server.
 //!
-//! **Status:** reserved in the workspace; the world engine, optimistic
-//! concurrency, interest management, validators, event log and network shell are
-//! tracked by the origin issue and not written yet.
+//! A game implements [`World`] (its rules: decode, validate, apply, describe); the
+//! [`Engine`] runs one world as a single-writer state machine: actions applied one
+//! at a time in arrival order, optimistic concurrency on entity versions, registered
+//! rule validators, an anomaly detector ([`anticheat`]), interest management over a
+//! grid ([`interest`]), and per-channel event batches that are sequenced, signed,
+//! hash-chained and kept in a bounded history for resumes. [`arena`] is the
+//! reference game.
 //!
-//! **Contract (for when it lands):** a world is a single-writer actor; its engine
-//! is pure (no I/O, no clock) so replays are deterministic.
+//! **Contract.** The engine and worlds are pure: no I/O, no clock (time comes in as
+//! arguments), no ambient randomness, so replaying the same inputs gives the same
+//! state hash. The network shell, persistence and the binary are thin layers around
+//! them (tracked by the origin issue; not all written yet).
+//!
+//! # Layout
+//! * [`world`]: the `World` trait and what passes through it.
+//! * [`engine`]: the per-world state machine.
+//! * [`interest`]: area-of-interest grid with hysteresis.
+//! * [`anticheat`]: behavioural anomaly detection.
+//! * [`arena`]: the reference game.
+
+#![cfg_attr(not(test), warn(clippy::unwrap_used))]
+
+pub mod anticheat;
+pub mod arena;
+pub mod engine;
+pub mod interest;
+pub mod world;
+
+pub use anticheat::{AnomalyKind, Detector, DetectorConfig, Enforcement, Violation};
+pub use arena::{Arena, ArenaAction, ArenaConfig, ArenaEvent};
+pub use engine::{Engine, EngineConfig, EngineStats, JoinError, Output, ResumeError};
+pub use interest::{Grid, Interest, InterestChange};
+pub use world::{Ctx, Emit, Emitted, Observation, Rejection, Validator, World};

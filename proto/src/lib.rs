@@ -17,13 +17,18 @@
 //! * [`payload`]: zero-copy opaque game bytes.
 //! * [`codec`]: frames, datagrams, size limits, decode errors.
 //! * [`token`]: JWT issue and offline verification.
+//! * [`chain`]: signed, hash-chained event batches (tamper evidence).
 
 // Library code reports errors; tests may unwrap.
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
+/// Re-export of `ed25519_dalek`, whose keys [`ChainSigner`] and [`ChainVerifier`] use.
+pub use ed25519_dalek;
+
 /// Re-export of the `bytes` crate, whose [`bytes::Bytes`] the API uses.
 pub use bytes;
 
+pub mod chain;
 pub mod class;
 pub mod codec;
 pub mod ids;
@@ -31,6 +36,7 @@ pub mod message;
 pub mod payload;
 pub mod token;
 
+pub use chain::{batch_hash, ChainError, ChainSigner, ChainVerifier};
 pub use class::{ClassSet, Coalescing, Delivery, EventClass, UnknownClass};
 pub use codec::{
     decode_datagram, decode_message, encode_datagram, encode_frame, encode_frame_to_bytes,

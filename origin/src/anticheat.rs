@@ -1,0 +1,334 @@
+//! Anomaly detection at the origin: each player's recent behaviour against the
+//! population's.
+//!
+//! Rule validators catch actions that are impossible (too fast, off cooldown, out of
+//! range). This detector catches behaviour that is possible once but not
+//! sustainably: hit accuracy far above the population's, reaction times below
+//! human limits, and action rates above what a client sends. It keeps a small
+//! rolling window per session, evaluates once per second of world time (not per
+//! action), and reports [`Violation`]s with their evidence. Pure: no clock.
+
+use std::collections::{HashMap, VecDeque};
+
+use serde::Serialize;
+use skylane_proto::SessionId;
+
+/// What the origin does about a violation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Enforcement {
+    /// Record it only.
+    #[default]
+    Flag,
+    /// Record it and disconnect the session.
+    Kick,
+    /// Record it, disconnect, and refuse the player for the rest of the world's life.
+    Ban,
+}
+
+/// Kinds of anomaly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AnomalyKind {
+    /// Hit accuracy far above the population.
+    Accuracy,
+    /// Reactions faster than humanly possible.
+    ReactionTime,
+    /// More actions per second than allowed.
+    ActionRate,
+    /// A rule validator refused an action (speed, cooldown, range...).
+    Rule,
+}
+
+/// A recorded violation with its evidence.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Violation {
+    /// Session.
+    pub session: SessionId,
+    /// Player id.
+    pub player: String,
+    /// World tick when detected.
+    pub tick: u64,
+    /// Kind.
+    pub kind: AnomalyKind,
+    /// What was measured, in words and numbers.
+    pub evidence: String,
+    /// What was done.
+    pub enforcement: Enforcement,
+}
+
+/// Detector thresholds. Defaults are conservative: honest bots and players must
+/// never trip them (tests measure the false-positive count at zero).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, serde::Deserialize)]
+pub struct DetectorConfig {
+    /// Attacks a player must have made in the window before accuracy is judged.
+    pub min_attacks: usize,
+    /// Accuracy at or above this is always suspicious (given `min_attacks`).
+    pub max_accuracy: f64,
+    /// Standard deviations above the population mean that are suspicious.
+    pub accuracy_sigmas: f64,
+    /// A median reaction below this (microseconds) is suspicious.
+    pub min_reaction_us: u64,
+    /// Reaction samples needed before the median is judged.
+    pub min_reactions: usize,
+    /// Actions per second above this are suspicious.
+    pub max_actions_per_sec: f64,
+    /// Window of recent attacks kept per session.
+    pub window: usize,
+    /// What to do on an anomaly.
+    pub enforcement: Enforcement,
+}
+
+impl Default for DetectorConfig {
+    fn default() -> Self {
+        Self {
+            min_attacks: 20,
+            max_accuracy: 0.95,
+            accuracy_sigmas: 4.0,
+            min_reaction_us: 120_000,
+            min_reactions: 10,
+            max_actions_per_sec: 120.0,
+            window: 64,
+            enforcement: Enforcement::Kick,
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Recent {
+    player: String,
+    attacks: VecDeque<bool>,
+    reactions: VecDeque<u64>,
+    actions_this_period: u32,
+    flagged: Option<AnomalyKind>,
+}
+
+/// Per-session behaviour windows and the population's statistics.
+#[derive(Debug)]
+pub struct Detector {
+    cfg: DetectorConfig,
+    sessions: HashMap<SessionId, Recent>,
+}
+
+impl Detector {
+    /// A detector with `cfg`.
+    pub fn new(cfg: DetectorConfig) -> Self {
+        Self {
+            cfg,
+            sessions: HashMap::new(),
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &DetectorConfig {
+        &self.cfg
+    }
+
+    /// Starts tracking a session.
+    pub fn handle_join(&mut self, session: SessionId, player: &str) {
+        self.sessions.insert(
+            session,
+            Recent {
+                player: player.to_owned(),
+                ..Recent::default()
+            },
+        );
+    }
+
+    /// Stops tracking a session.
+    pub fn handle_leave(&mut self, session: SessionId) {
+        self.sessions.remove(&session);
+    }
+
+    /// Counts an action (applied or not).
+    pub fn handle_action(&mut self, session: SessionId) {
+        if let Some(r) = self.sessions.get_mut(&session) {
+            r.actions_this_period = r.actions_this_period.saturating_add(1);
+        }
+    }
+
+    /// Records an applied attack.
+    pub fn handle_attack(&mut self, session: SessionId, hit: bool, reaction_us: Option<u64>) {
+        let window = self.cfg.window;
+        if let Some(r) = self.sessions.get_mut(&session) {
+            r.attacks.push_back(hit);
+            if r.attacks.len() > window {
+                r.attacks.pop_front();
+            }
+            if let Some(us) = reaction_us.filter(|_| hit) {
+                r.reactions.push_back(us);
+                if r.reactions.len() > window {
+                    r.reactions.pop_front();
+                }
+            }
+        }
+    }
+
+    /// A rule validator refused an action: a violation with the validator's evidence.
+    pub fn rule_violation(
+        &self,
+        session: SessionId,
+        tick: u64,
+        evidence: String,
+    ) -> Option<Violation> {
+        let r = self.sessions.get(&session)?;
+        Some(Violation {
+            session,
+            player: r.player.clone(),
+            tick,
+            kind: AnomalyKind::Rule,
+            evidence,
+            enforcement: Enforcement::Flag,
+        })
+    }
+
+    /// Judges every session over the period that just ended (`period_secs` of world
+    /// time) and returns new anomalies. A session is reported once per kind.
+    pub fn evaluate(&mut self, tick: u64, period_secs: f64) -> Vec<Violation> {
+        let cfg = self.cfg;
+        let accuracy =
+            |r: &Recent| r.attacks.iter().filter(|h| **h).count() as f64 / r.attacks.len() as f64;
+        // Population accuracy over players with enough attacks.
+        let pop: Vec<f64> = self
+            .sessions
+            .values()
+            .filter(|r| r.attacks.len() >= cfg.min_attacks)
+            .map(accuracy)
+            .collect();
+        let (mean, sd) = if pop.len() >= 2 {
+            let m = pop.iter().sum::<f64>() / pop.len() as f64;
+            let v = pop.iter().map(|a| (a - m).powi(2)).sum::<f64>() / (pop.len() - 1) as f64;
+            (m, v.sqrt())
+        } else {
+            (0.0, 0.0)
+        };
+        let mut out = Vec::new();
+        let mut ids: Vec<SessionId> = self.sessions.keys().copied().collect();
+        ids.sort();
+        for id in ids {
+            let Some(r) = self.sessions.get_mut(&id) else {
+                continue;
+            };
+            let rate = f64::from(r.actions_this_period) / period_secs.max(1e-9);
+            r.actions_this_period = 0;
+            if r.flagged.is_some() {
+                continue;
+            }
+            let mut found = None;
+            if rate > cfg.max_actions_per_sec {
+                found = Some((
+                    AnomalyKind::ActionRate,
+                    format!("{rate:.0} actions/s (max {})", cfg.max_actions_per_sec),
+                ));
+            } else if r.attacks.len() >= cfg.min_attacks {
+                let acc = accuracy(r);
+                let outlier = pop.len() >= 5 && sd > 0.0 && acc > mean + cfg.accuracy_sigmas * sd;
+                if acc >= cfg.max_accuracy || outlier {
+                    found = Some((
+                        AnomalyKind::Accuracy,
+                        format!(
+                            "accuracy {:.0}% over {} attacks (population {:.0}% ± {:.0}%, n={})",
+                            acc * 100.0,
+                            r.attacks.len(),
+                            mean * 100.0,
+                            sd * 100.0,
+                            pop.len()
+                        ),
+                    ));
+                }
+            }
+            if found.is_none() && r.reactions.len() >= cfg.min_reactions {
+                let mut sorted: Vec<u64> = r.reactions.iter().copied().collect();
+                sorted.sort_unstable();
+                let median = sorted[sorted.len() / 2];
+                if median < cfg.min_reaction_us {
+                    found = Some((
+                        AnomalyKind::ReactionTime,
+                        format!(
+                            "median reaction {} ms over {} hits (min {} ms)",
+                            median / 1000,
+                            sorted.len(),
+                            cfg.min_reaction_us / 1000
+                        ),
+                    ));
+                }
+            }
+            if let Some((kind, evidence)) = found {
+                r.flagged = Some(kind);
+                out.push(Violation {
+                    session: id,
+                    player: r.player.clone(),
+                    tick,
+                    kind,
+                    evidence,
+                    enforcement: cfg.enforcement,
+                });
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accuracy_outlier_is_caught_and_reported_once() {
+        let mut d = Detector::new(DetectorConfig::default());
+        for s in 0..10u64 {
+            d.handle_join(SessionId(s), &format!("p{s}"));
+            for i in 0..40 {
+                // Honest players hit about a third of their shots.
+                d.handle_attack(SessionId(s), (i + s) % 3 == 0, Some(300_000));
+            }
+        }
+        d.handle_join(SessionId(99), "aimbot");
+        for _ in 0..40 {
+            d.handle_attack(SessionId(99), true, Some(300_000));
+        }
+        let v = d.evaluate(30, 1.0);
+        assert_eq!(v.len(), 1, "{v:?}");
+        assert_eq!(v[0].session, SessionId(99));
+        assert_eq!(v[0].kind, AnomalyKind::Accuracy);
+        assert!(v[0].evidence.contains("accuracy 100%"));
+        assert!(d.evaluate(60, 1.0).is_empty(), "reported once");
+    }
+
+    #[test]
+    fn inhuman_reactions_and_floods_are_caught() {
+        let mut d = Detector::new(DetectorConfig::default());
+        d.handle_join(SessionId(1), "fast");
+        for i in 0..12 {
+            d.handle_attack(SessionId(1), true, Some(33_000));
+            d.handle_attack(SessionId(1), i % 2 == 0, None);
+        }
+        d.handle_join(SessionId(2), "flood");
+        for _ in 0..500 {
+            d.handle_action(SessionId(2));
+        }
+        let v = d.evaluate(30, 1.0);
+        let kinds: Vec<_> = v.iter().map(|x| (x.session, x.kind)).collect();
+        assert!(
+            kinds.contains(&(SessionId(1), AnomalyKind::ReactionTime)),
+            "{v:?}"
+        );
+        assert!(
+            kinds.contains(&(SessionId(2), AnomalyKind::ActionRate)),
+            "{v:?}"
+        );
+    }
+
+    #[test]
+    fn too_few_samples_are_not_judged() {
+        let mut d = Detector::new(DetectorConfig::default());
+        d.handle_join(SessionId(1), "lucky");
+        for _ in 0..5 {
+            d.handle_attack(SessionId(1), true, Some(50_000));
+        }
+        assert!(d.evaluate(30, 1.0).is_empty());
+        assert!(d.rule_violation(SessionId(1), 3, "speed".into()).is_some());
+        d.handle_leave(SessionId(1));
+        assert!(d.rule_violation(SessionId(1), 3, "speed".into()).is_none());
+    }
+}

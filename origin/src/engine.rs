@@ -1,0 +1,639 @@
+//! The world engine: one single-writer state machine per world.
+//!
+//! Sans-IO: inputs are `handle_*` calls with the time as an argument, outputs come
+//! out of [`Engine::poll_output`], and [`Engine::poll_timeout`] says when the next
+//! tick is due. The network shell (or a test, or a replay) feeds it.
+//!
+//! Per tick, queued actions are applied one at a time in arrival order (the order
+//! of `handle_action` calls; the network shell calls it as frames arrive, so a
+//! replay of the log reproduces it exactly). For each action, in order:
+//! 1. the session must exist and be a player;
+//! 2. its sequence number must exceed the session's last (replays are rejected);
+//! 3. the payload must fit the size limit and decode;
+//! 4. every entity version it read must be current, otherwise a
+//!    [`Outcome::Conflict`] carries the current versions and state (optimistic
+//!    concurrency: the first action to commit wins);
+//! 5. every registered validator must pass, otherwise [`Outcome::Rejected`];
+//! 6. the world applies it; its events are sequenced per channel.
+//!
+//! At the end of the tick each channel's events become one signed, hash-chained
+//! [`EventBatch`], kept in a bounded per-channel history for resumes.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+
+use skylane_proto::{
+    Action, ActionResult, BatchEvent, ChainSigner, ChannelCursor, ChannelId, EntityId,
+    EntityVersion, EventBatch, Keyframe, Outcome, RejectCode, Role, SessionId, TeamId, WorldId,
+};
+
+use crate::anticheat::{Detector, DetectorConfig, Enforcement, Violation};
+use crate::interest::{Grid, Interest};
+use crate::world::{Ctx, Emit, Emitted, Rejection, Validator, World};
+
+/// Engine settings.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EngineConfig {
+    /// The world's id.
+    pub world: WorldId,
+    /// Ticks per second. Defaults to 30.
+    pub tick_hz: u32,
+    /// Ticks between keyframes of each subscribed channel. Defaults to 30 (1 s).
+    pub keyframe_every: u64,
+    /// Batches kept per channel for resumes. Defaults to 300 (10 s at 30 Hz).
+    pub history: usize,
+    /// Largest action payload accepted. Defaults to 1,024 bytes.
+    pub max_payload: usize,
+    /// Actions queued for the next tick before further ones are refused (rate
+    /// limited). Defaults to 100,000.
+    pub max_queue: usize,
+    /// Anomaly detector settings.
+    pub detector: DetectorConfig,
+}
+
+impl EngineConfig {
+    /// Defaults for `world`.
+    pub fn new(world: WorldId) -> Self {
+        Self {
+            world,
+            tick_hz: 30,
+            keyframe_every: 30,
+            history: 300,
+            max_payload: 1024,
+            max_queue: 100_000,
+            detector: DetectorConfig::default(),
+        }
+    }
+
+    /// Tick length in microseconds.
+    pub fn tick_us(&self) -> u64 {
+        1_000_000 / u64::from(self.tick_hz.max(1))
+    }
+}
+
+/// Why a session could not join.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JoinError {
+    /// The session id is already in use.
+    #[error("{0} already joined")]
+    Duplicate(SessionId),
+    /// The player is banned from this world.
+    #[error("player {0:?} is banned from this world")]
+    Banned(String),
+}
+
+/// Why a resume could not be served from history.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ResumeError {
+    /// The history no longer holds the events after the cursor: start from a keyframe.
+    #[error("history of {channel} starts at {oldest}, after the requested {requested}")]
+    TooOld {
+        /// Channel.
+        channel: ChannelId,
+        /// Oldest sequence number still held.
+        oldest: u64,
+        /// Sequence requested.
+        requested: u64,
+    },
+}
+
+/// What the engine asks its shell to do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Output {
+    /// Send an action's result to its session.
+    Result {
+        /// Session.
+        session: SessionId,
+        /// Result.
+        result: ActionResult,
+    },
+    /// Send a channel's batch to every relay with subscribers of it.
+    Batch(EventBatch),
+    /// Send a channel's keyframe.
+    Keyframe(Keyframe),
+    /// Tell the session's relay that its channels changed.
+    Subscriptions {
+        /// Session.
+        session: SessionId,
+        /// Added.
+        added: Vec<ChannelId>,
+        /// Removed.
+        removed: Vec<ChannelId>,
+    },
+    /// A violation was recorded (and enforced if it says so).
+    Violation(Violation),
+    /// Disconnect the session.
+    Kick {
+        /// Session.
+        session: SessionId,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Counters since the engine started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EngineStats {
+    /// Ticks run.
+    pub ticks: u64,
+    /// Actions applied.
+    pub applied: u64,
+    /// Actions answered with a conflict.
+    pub conflicts: u64,
+    /// Actions rejected.
+    pub rejected: u64,
+    /// Actions refused because the queue was full.
+    pub overflowed: u64,
+    /// Events emitted.
+    pub events: u64,
+    /// Violations recorded.
+    pub violations: u64,
+}
+
+#[derive(Debug)]
+struct SessionState {
+    player: String,
+    avatar: Option<EntityId>,
+    role: Role,
+    team: Option<TeamId>,
+    last_seq: u64,
+}
+
+#[derive(Debug, Default)]
+struct ChannelLog {
+    next_seq: u64,
+    history: VecDeque<EventBatch>,
+    subscribers: u32,
+}
+
+/// One world's authoritative state machine.
+pub struct Engine<W: World> {
+    world: W,
+    cfg: EngineConfig,
+    validators: Vec<(&'static str, Validator<W>)>,
+    signer: ChainSigner,
+    grid: Grid,
+    interest: Interest,
+    detector: Detector,
+    tick: u64,
+    next_tick_us: u64,
+    sessions: HashMap<SessionId, SessionState>,
+    banned: HashSet<String>,
+    queue: VecDeque<(SessionId, Action)>,
+    channels: HashMap<ChannelId, ChannelLog>,
+    outputs: VecDeque<Output>,
+    staged: Vec<Emitted>,
+    stats: EngineStats,
+}
+
+impl<W: World> std::fmt::Debug for Engine<W> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("world", &self.world.name())
+            .field("tick", &self.tick)
+            .field("sessions", &self.sessions.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<W: World> Engine<W> {
+    /// An engine for `world`, signing batches with `signer`, starting at `now_us`.
+    pub fn new(world: W, grid: Grid, cfg: EngineConfig, signer: ChainSigner, now_us: u64) -> Self {
+        let validators = world.validators();
+        Self {
+            world,
+            validators,
+            signer,
+            grid,
+            interest: Interest::new(grid),
+            detector: Detector::new(cfg.detector),
+            cfg,
+            tick: 0,
+            next_tick_us: now_us + cfg.tick_us(),
+            sessions: HashMap::new(),
+            banned: HashSet::new(),
+            queue: VecDeque::new(),
+            channels: HashMap::new(),
+            outputs: VecDeque::new(),
+            staged: Vec::new(),
+            stats: EngineStats::default(),
+        }
+    }
+
+    /// The world (read-only).
+    pub fn world(&self) -> &W {
+        &self.world
+    }
+
+    /// The world, mutably: for scenario set-up outside the action path (not for
+    /// game traffic, which must go through [`handle_action`](Self::handle_action)).
+    pub fn world_mut(&mut self) -> &mut W {
+        &mut self.world
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &EngineConfig {
+        &self.cfg
+    }
+
+    /// The current tick (ticks completed).
+    pub fn tick(&self) -> u64 {
+        self.tick
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> EngineStats {
+        self.stats
+    }
+
+    /// A session's avatar.
+    pub fn avatar(&self, session: SessionId) -> Option<EntityId> {
+        self.sessions.get(&session).and_then(|s| s.avatar)
+    }
+
+    /// The channels a session receives.
+    pub fn channels_of(&self, session: SessionId) -> Vec<ChannelId> {
+        let Some(s) = self.sessions.get(&session) else {
+            return Vec::new();
+        };
+        let mut out = vec![ChannelId::World];
+        if let Some(t) = s.team {
+            out.push(ChannelId::Team(t));
+        }
+        if let Some(a) = s.avatar {
+            out.extend(self.interest.cells(a));
+        }
+        out
+    }
+
+    /// When the next tick is due (microseconds, the shell's clock).
+    pub fn poll_timeout(&self) -> u64 {
+        self.next_tick_us
+    }
+
+    /// The next thing to do.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    fn subscribe(&mut self, session: SessionId, added: Vec<ChannelId>, removed: Vec<ChannelId>) {
+        for c in &added {
+            self.channels.entry(*c).or_default().subscribers += 1;
+        }
+        for c in &removed {
+            if let Some(log) = self.channels.get_mut(c) {
+                log.subscribers = log.subscribers.saturating_sub(1);
+            }
+        }
+        if !added.is_empty() || !removed.is_empty() {
+            self.outputs.push_back(Output::Subscriptions {
+                session,
+                added,
+                removed,
+            });
+        }
+    }
+
+    /// A session joins. Players get an avatar; spectators only the world channel
+    /// (their filtered, delayed feed is the relay's business).
+    pub fn handle_join(
+        &mut self,
+        session: SessionId,
+        player: &str,
+        role: Role,
+        team: Option<TeamId>,
+    ) -> Result<Option<EntityId>, JoinError> {
+        if self.sessions.contains_key(&session) {
+            return Err(JoinError::Duplicate(session));
+        }
+        if self.banned.contains(player) {
+            return Err(JoinError::Banned(player.to_owned()));
+        }
+        let mut emit = Emit::default();
+        let avatar =
+            (role == Role::Player).then(|| self.world.join(player, team, self.tick, &mut emit));
+        let team = avatar.and_then(|a| self.world.team(a)).or(team);
+        self.stage(emit);
+        self.sessions.insert(
+            session,
+            SessionState {
+                player: player.to_owned(),
+                avatar,
+                role,
+                team,
+                last_seq: 0,
+            },
+        );
+        self.detector.handle_join(session, player);
+        let mut added = vec![ChannelId::World];
+        if let Some(t) = team {
+            added.push(ChannelId::Team(t));
+        }
+        if let Some(a) = avatar {
+            if let Some((x, y)) = self.world.position(a) {
+                if let Some(change) = self.interest.handle_move(a, x, y) {
+                    added.extend(change.added);
+                }
+            }
+        }
+        self.subscribe(session, added, Vec::new());
+        Ok(avatar)
+    }
+
+    /// A session leaves for good.
+    pub fn handle_leave(&mut self, session: SessionId) {
+        let removed = self.channels_of(session);
+        let Some(s) = self.sessions.remove(&session) else {
+            return;
+        };
+        if let Some(a) = s.avatar {
+            let mut emit = Emit::default();
+            self.world.leave(a, self.tick, &mut emit);
+            self.stage(emit);
+            self.interest.handle_leave(a);
+        }
+        self.detector.handle_leave(session);
+        self.queue.retain(|(sid, _)| *sid != session);
+        self.subscribe(session, Vec::new(), removed);
+    }
+
+    /// Queues an action for the next tick (arrival order is application order).
+    pub fn handle_action(&mut self, session: SessionId, action: Action) {
+        self.detector.handle_action(session);
+        if self.queue.len() >= self.cfg.max_queue {
+            self.stats.overflowed += 1;
+            self.stats.rejected += 1;
+            self.outputs.push_back(Output::Result {
+                session,
+                result: ActionResult {
+                    seq: action.seq,
+                    outcome: Outcome::Rejected {
+                        code: RejectCode::RateLimited,
+                        detail: "world queue full".into(),
+                    },
+                },
+            });
+            return;
+        }
+        self.queue.push_back((session, action));
+    }
+
+    /// Runs every tick due at `now_us`.
+    pub fn handle_timeout(&mut self, now_us: u64) {
+        while now_us >= self.next_tick_us {
+            let at = self.next_tick_us;
+            self.run_tick(at);
+            self.next_tick_us += self.cfg.tick_us();
+        }
+    }
+
+    /// Runs one tick now, whatever the time (tests, replays).
+    pub fn run_tick(&mut self, now_us: u64) {
+        self.tick += 1;
+        self.stats.ticks += 1;
+        let mut pending: Vec<Emitted> = std::mem::take(&mut self.staged);
+        while let Some((session, action)) = self.queue.pop_front() {
+            let seq = action.seq;
+            let outcome = self.process(session, action, &mut pending);
+            match &outcome {
+                Outcome::Applied { .. } => self.stats.applied += 1,
+                Outcome::Conflict { .. } => self.stats.conflicts += 1,
+                Outcome::Rejected { .. } => self.stats.rejected += 1,
+            }
+            self.outputs.push_back(Output::Result {
+                session,
+                result: ActionResult { seq, outcome },
+            });
+        }
+        self.publish(pending, now_us);
+        if self.cfg.keyframe_every > 0 && self.tick % self.cfg.keyframe_every == 0 {
+            self.keyframes();
+        }
+        if self.tick % u64::from(self.cfg.tick_hz.max(1)) == 0 {
+            let found = self.detector.evaluate(self.tick, 1.0);
+            for v in found {
+                self.enforce(v);
+            }
+        }
+    }
+
+    fn enforce(&mut self, v: Violation) {
+        self.stats.violations += 1;
+        let session = v.session;
+        let reason = format!("{:?}: {}", v.kind, v.evidence);
+        let enforcement = v.enforcement;
+        self.outputs.push_back(Output::Violation(v));
+        match enforcement {
+            Enforcement::Flag => {}
+            Enforcement::Kick | Enforcement::Ban => {
+                if enforcement == Enforcement::Ban {
+                    if let Some(s) = self.sessions.get(&session) {
+                        self.banned.insert(s.player.clone());
+                    }
+                }
+                self.outputs.push_back(Output::Kick { session, reason });
+                self.handle_leave(session);
+            }
+        }
+    }
+
+    fn reject(code: RejectCode, detail: impl Into<String>) -> Outcome {
+        Outcome::Rejected {
+            code,
+            detail: detail.into(),
+        }
+    }
+
+    fn process(
+        &mut self,
+        session: SessionId,
+        action: Action,
+        pending: &mut Vec<Emitted>,
+    ) -> Outcome {
+        let Some(s) = self.sessions.get_mut(&session) else {
+            return Self::reject(RejectCode::Forbidden, "unknown session");
+        };
+        let (Role::Player, Some(avatar)) = (s.role, s.avatar) else {
+            return Self::reject(
+                RejectCode::Forbidden,
+                format!("{} sessions cannot act", s.role),
+            );
+        };
+        if action.seq <= s.last_seq {
+            return Self::reject(
+                RejectCode::Replayed,
+                format!("sequence {} already used (last {})", action.seq, s.last_seq),
+            );
+        }
+        s.last_seq = action.seq;
+        if action.payload.len() > self.cfg.max_payload {
+            return Self::reject(
+                RejectCode::TooLarge,
+                format!("{} bytes > {}", action.payload.len(), self.cfg.max_payload),
+            );
+        }
+        let decoded = match self.world.decode_action(action.class, &action.payload) {
+            Ok(a) => a,
+            Err(r) => return Self::reject(r.code, r.detail),
+        };
+        // Optimistic concurrency: every read must still be current.
+        if action
+            .reads
+            .iter()
+            .any(|r| self.world.version(r.entity) != Some(r.version))
+        {
+            let current = action
+                .reads
+                .iter()
+                .map(|r| EntityVersion {
+                    entity: r.entity,
+                    version: self.world.version(r.entity).unwrap_or(0),
+                })
+                .collect();
+            let ids: Vec<EntityId> = action.reads.iter().map(|r| r.entity).collect();
+            return Outcome::Conflict {
+                current,
+                state: self.world.describe(&ids),
+            };
+        }
+        let ctx = Ctx {
+            tick: self.tick,
+            tick_hz: self.cfg.tick_hz,
+            avatar,
+            client_time_us: action.client_time_us,
+        };
+        for (_, validate) in &self.validators {
+            if let Err(Rejection { code, detail }) = validate(&self.world, &ctx, &decoded) {
+                if let Some(v) =
+                    self.detector
+                        .rule_violation(session, self.tick, format!("{code:?}: {detail}"))
+                {
+                    self.stats.violations += 1;
+                    self.outputs.push_back(Output::Violation(v));
+                }
+                return Outcome::Rejected { code, detail };
+            }
+        }
+        let mut emit = Emit::default();
+        let obs = self.world.apply(&ctx, &decoded, &mut emit);
+        if obs.attack {
+            self.detector
+                .handle_attack(session, obs.hit, obs.reaction_us);
+        }
+        pending.append(&mut emit.events);
+        if let Some((x, y)) = self.world.position(avatar) {
+            if let Some(change) = self.interest.handle_move(avatar, x, y) {
+                self.subscribe(session, change.added, change.removed);
+            }
+        }
+        Outcome::Applied { tick: self.tick }
+    }
+
+    /// Events emitted outside a tick's action processing (joins, leaves) wait for the
+    /// next tick's batches.
+    fn stage(&mut self, emit: Emit) {
+        self.staged.extend(emit.events);
+    }
+
+    fn publish(&mut self, pending: Vec<Emitted>, now_us: u64) {
+        self.stats.events += pending.len() as u64;
+        // Group by channel, channels in order of first emission.
+        let mut order: Vec<ChannelId> = Vec::new();
+        let mut groups: HashMap<ChannelId, Vec<Emitted>> = HashMap::new();
+        for e in pending {
+            groups
+                .entry(e.channel)
+                .or_insert_with(|| {
+                    order.push(e.channel);
+                    Vec::new()
+                })
+                .push(e);
+        }
+        for channel in order {
+            let Some(events) = groups.remove(&channel) else {
+                continue;
+            };
+            let log = self.channels.entry(channel).or_default();
+            let events = events
+                .into_iter()
+                .map(|e| {
+                    log.next_seq += 1;
+                    BatchEvent {
+                        seq: log.next_seq,
+                        class: e.class,
+                        entity: e.entity,
+                        payload: e.payload,
+                    }
+                })
+                .collect();
+            let mut batch = EventBatch {
+                world: self.cfg.world,
+                channel,
+                tick: self.tick,
+                origin_time_us: now_us,
+                events,
+                prev_hash: Default::default(),
+                signature: Default::default(),
+            };
+            self.signer.seal(&mut batch);
+            log.history.push_back(batch.clone());
+            while log.history.len() > self.cfg.history {
+                log.history.pop_front();
+            }
+            self.outputs.push_back(Output::Batch(batch));
+        }
+    }
+
+    fn keyframes(&mut self) {
+        let mut subscribed: Vec<ChannelId> = self
+            .channels
+            .iter()
+            .filter(|(_, l)| l.subscribers > 0)
+            .map(|(c, _)| *c)
+            .collect();
+        subscribed.sort();
+        for channel in subscribed {
+            let seq = self.channels.get(&channel).map_or(0, |l| l.next_seq);
+            let state = self.world.channel_state(channel, &self.grid);
+            self.outputs.push_back(Output::Keyframe(Keyframe {
+                world: self.cfg.world,
+                channel,
+                tick: self.tick,
+                seq,
+                state,
+            }));
+        }
+    }
+
+    /// The batches of `cursor.channel` after `cursor.seq`, for a resuming session.
+    pub fn history_since(&self, cursor: ChannelCursor) -> Result<Vec<EventBatch>, ResumeError> {
+        let Some(log) = self.channels.get(&cursor.channel) else {
+            return Ok(Vec::new());
+        };
+        if cursor.seq >= log.next_seq {
+            return Ok(Vec::new());
+        }
+        let oldest = log
+            .history
+            .front()
+            .and_then(|b| b.events.first())
+            .map_or(log.next_seq + 1, |e| e.seq);
+        if cursor.seq + 1 < oldest {
+            return Err(ResumeError::TooOld {
+                channel: cursor.channel,
+                oldest,
+                requested: cursor.seq + 1,
+            });
+        }
+        Ok(log
+            .history
+            .iter()
+            .filter(|b| b.events.last().is_some_and(|e| e.seq > cursor.seq))
+            .cloned()
+            .collect())
+    }
+
+    /// The world's state hash now.
+    pub fn state_hash(&self) -> skylane_proto::Hash32 {
+        self.world.state_hash()
+    }
+}

@@ -1,0 +1,155 @@
+//! The contract between the engine and a game: the [`World`] trait.
+//!
+//! A game implements `World` with its rules; the [`crate::Engine`] does everything
+//! else: ordering, replay protection, optimistic concurrency, running the
+//! registered validators, event sequencing and signing, interest management.
+//!
+//! A world is pure: no I/O, no clock (the tick and times come in [`Ctx`]), no
+//! randomness except what it derives from its state, so a replay of the same
+//! actions gives the same state hash.
+
+use std::fmt;
+
+use skylane_proto::{ChannelId, EntityId, EventClass, Hash32, Payload, RejectCode, TeamId};
+
+/// Why a game refused an action.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    /// Machine-readable cause.
+    pub code: RejectCode,
+    /// Human-readable detail (recorded as evidence, sent to the client).
+    pub detail: String,
+}
+
+impl Rejection {
+    /// A rejection with `code` and `detail`.
+    pub fn new(code: RejectCode, detail: impl Into<String>) -> Self {
+        Self {
+            code,
+            detail: detail.into(),
+        }
+    }
+}
+
+impl fmt::Display for Rejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}: {}", self.code, self.detail)
+    }
+}
+
+/// Who acts, and when.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Ctx {
+    /// The world tick being computed.
+    pub tick: u64,
+    /// Ticks per second of the world.
+    pub tick_hz: u32,
+    /// The acting player's avatar entity.
+    pub avatar: EntityId,
+    /// The action's client timestamp (microseconds, client clock).
+    pub client_time_us: u64,
+}
+
+/// One event a world emits while applying an action.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Emitted {
+    /// Channel it goes to.
+    pub channel: ChannelId,
+    /// Class.
+    pub class: EventClass,
+    /// Entity it is about.
+    pub entity: Option<EntityId>,
+    /// Game-encoded body.
+    pub payload: Payload,
+}
+
+/// Collects the events a world emits.
+#[derive(Debug, Default)]
+pub struct Emit {
+    pub(crate) events: Vec<Emitted>,
+}
+
+impl Emit {
+    /// Emits an event.
+    pub fn push(
+        &mut self,
+        channel: ChannelId,
+        class: EventClass,
+        entity: Option<EntityId>,
+        payload: impl Into<Payload>,
+    ) {
+        self.events.push(Emitted {
+            channel,
+            class,
+            entity,
+            payload: payload.into(),
+        });
+    }
+
+    /// The events emitted so far.
+    pub fn events(&self) -> &[Emitted] {
+        &self.events
+    }
+}
+
+/// What the anomaly detector learns from one applied action.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Observation {
+    /// The action was an attack.
+    pub attack: bool,
+    /// The attack hit.
+    pub hit: bool,
+    /// Time from the target becoming visible (in range) to the attack, if the game
+    /// tracks it (microseconds).
+    pub reaction_us: Option<u64>,
+}
+
+/// A rule check registered on a world (speed, cooldown, range, ownership...).
+pub type Validator<W> = fn(&W, &Ctx, &<W as World>::Action) -> Result<(), Rejection>;
+
+/// A game's rules.
+pub trait World: Send + 'static {
+    /// A decoded action.
+    type Action: fmt::Debug + Send;
+
+    /// The world's name (logs, metrics).
+    fn name(&self) -> &str;
+
+    /// Decodes an action's payload, or refuses it as malformed.
+    fn decode_action(&self, class: EventClass, payload: &[u8]) -> Result<Self::Action, Rejection>;
+
+    /// The rule validators the engine runs before applying an action, with names for
+    /// metrics. Each must be cheap and must not mutate.
+    fn validators(&self) -> Vec<(&'static str, Validator<Self>)>
+    where
+        Self: Sized;
+
+    /// Current version of an entity; `None` if it does not exist.
+    fn version(&self, entity: EntityId) -> Option<u64>;
+
+    /// Creates the avatar of a joining player and returns its entity.
+    fn join(&mut self, player: &str, team: Option<TeamId>, tick: u64, out: &mut Emit) -> EntityId;
+
+    /// Removes a player's avatar.
+    fn leave(&mut self, avatar: EntityId, tick: u64, out: &mut Emit);
+
+    /// Applies a validated action whose reads are current. Must bump the version of
+    /// every entity it changes.
+    fn apply(&mut self, ctx: &Ctx, action: &Self::Action, out: &mut Emit) -> Observation;
+
+    /// Encodes the current state of `entities`, sent with a conflict so the client
+    /// can reconcile.
+    fn describe(&self, entities: &[EntityId]) -> Payload;
+
+    /// Position of an entity on the map, for interest management.
+    fn position(&self, entity: EntityId) -> Option<(f32, f32)>;
+
+    /// Team of an entity.
+    fn team(&self, entity: EntityId) -> Option<TeamId>;
+
+    /// The full state of a channel, for keyframes.
+    fn channel_state(&self, channel: ChannelId, grid: &crate::interest::Grid) -> Payload;
+
+    /// A hash of the whole state (replays compare it tick by tick).
+    fn state_hash(&self) -> Hash32;
+}

@@ -1,0 +1,709 @@
+//! The origin engine with the arena game: optimistic concurrency, bad input,
+//! anti-cheat, tamper evidence, resume history, determinism.
+
+use proptest::prelude::*;
+use skylane_origin::*;
+use skylane_proto::{
+    Action, ChainSigner, ChainVerifier, ChannelCursor, ChannelId, EntityId, EntityVersion,
+    EventClass, Outcome, Payload, RejectCode, Role, SessionId, WorldId,
+};
+
+const KEY: [u8; 32] = [42; 32];
+
+fn engine() -> Engine<Arena> {
+    engine_with(ArenaConfig::default())
+}
+
+fn engine_with(cfg: ArenaConfig) -> Engine<Arena> {
+    let arena = Arena::new(cfg);
+    let grid = arena.grid();
+    Engine::new(
+        arena,
+        grid,
+        EngineConfig::new(WorldId(1)),
+        ChainSigner::from_bytes(&KEY),
+        0,
+    )
+}
+
+fn join(e: &mut Engine<Arena>, s: u64) -> EntityId {
+    e.handle_join(SessionId(s), &format!("p{s}"), Role::Player, None)
+        .unwrap()
+        .unwrap()
+}
+
+fn act(seq: u64, a: &ArenaAction, reads: Vec<EntityVersion>) -> Action {
+    Action {
+        class: EventClass::Critical,
+        seq,
+        client_time_us: seq * 1000,
+        reads,
+        payload: a.encode(),
+    }
+}
+
+fn read(e: &Engine<Arena>, id: EntityId) -> EntityVersion {
+    EntityVersion {
+        entity: id,
+        version: World::version(e.world(), id).unwrap(),
+    }
+}
+
+/// Runs a tick and returns the results by session, in order.
+fn tick(e: &mut Engine<Arena>) -> Vec<(SessionId, Outcome)> {
+    let now = e.poll_timeout();
+    e.handle_timeout(now);
+    let mut out = Vec::new();
+    while let Some(o) = e.poll_output() {
+        if let Output::Result { session, result } = o {
+            out.push((session, result.outcome));
+        }
+    }
+    out
+}
+
+fn drain(e: &mut Engine<Arena>) -> Vec<Output> {
+    std::iter::from_fn(|| e.poll_output()).collect()
+}
+
+fn first_item(e: &Engine<Arena>) -> (EntityId, f32, f32) {
+    let (id, item) = e.world().items().next().unwrap();
+    (*id, item.x, item.y)
+}
+
+#[test]
+fn two_players_pick_up_one_item_in_one_tick_exactly_one_gets_it() {
+    let mut e = engine();
+    let (a, b) = (join(&mut e, 1), join(&mut e, 2));
+    let (item, x, y) = first_item(&e);
+    e.world_mut().place(a, x, y);
+    e.world_mut().place(b, x, y);
+    tick(&mut e);
+    let r = read(&e, item);
+    e.handle_action(SessionId(1), act(1, &ArenaAction::PickUp { item }, vec![r]));
+    e.handle_action(SessionId(2), act(1, &ArenaAction::PickUp { item }, vec![r]));
+    let results = tick(&mut e);
+    assert!(
+        matches!(results[0], (SessionId(1), Outcome::Applied { .. })),
+        "{results:?}"
+    );
+    match &results[1] {
+        (SessionId(2), Outcome::Conflict { current, state }) => {
+            assert_eq!(current[0].entity, item);
+            assert!(current[0].version > r.version);
+            assert!(!state.is_empty(), "conflict carries the current state");
+        }
+        other => panic!("second pickup should conflict: {other:?}"),
+    }
+    assert_eq!(e.world().item(item).unwrap().holder, Some(a));
+    // Without declared reads, the ownership rule still refuses the second pickup.
+    let (item2, x2, y2) = e
+        .world()
+        .items()
+        .nth(1)
+        .map(|(i, it)| (*i, it.x, it.y))
+        .unwrap();
+    e.world_mut().place(a, x2, y2);
+    e.world_mut().place(b, x2, y2);
+    e.handle_action(
+        SessionId(2),
+        act(2, &ArenaAction::PickUp { item: item2 }, vec![]),
+    );
+    e.handle_action(
+        SessionId(1),
+        act(2, &ArenaAction::PickUp { item: item2 }, vec![]),
+    );
+    let results = tick(&mut e);
+    assert!(matches!(results[0].1, Outcome::Applied { .. }));
+    assert!(
+        matches!(
+            results[1].1,
+            Outcome::Rejected {
+                code: RejectCode::NotOwner,
+                ..
+            }
+        ),
+        "{results:?}"
+    );
+    assert_eq!(e.world().item(item2).unwrap().holder, Some(b));
+}
+
+#[test]
+fn two_trades_spending_the_same_coins_never_both_apply() {
+    let mut e = engine();
+    let (a, b, c) = (join(&mut e, 1), join(&mut e, 2), join(&mut e, 3));
+    tick(&mut e);
+    let total = e.world().total_coins();
+    let trade = |to| ArenaAction::Trade {
+        partner: to,
+        give_coins: 80,
+        give_items: vec![],
+        get_coins: 0,
+        get_items: vec![],
+    };
+    // With reads: the second is a conflict.
+    let ra = read(&e, a);
+    e.handle_action(SessionId(1), act(1, &trade(b), vec![ra]));
+    e.handle_action(SessionId(1), act(2, &trade(c), vec![ra]));
+    let results = tick(&mut e);
+    assert!(matches!(results[0].1, Outcome::Applied { .. }));
+    assert!(
+        matches!(results[1].1, Outcome::Conflict { .. }),
+        "{results:?}"
+    );
+    // Without reads: the resources rule refuses what would go negative.
+    e.handle_action(SessionId(1), act(3, &trade(c), vec![]));
+    let results = tick(&mut e);
+    assert!(
+        matches!(
+            results[0].1,
+            Outcome::Rejected {
+                code: RejectCode::Resources,
+                ..
+            }
+        ),
+        "{results:?}"
+    );
+    assert_eq!(e.world().player(a).unwrap().coins, 20);
+    assert_eq!(e.world().total_coins(), total);
+}
+
+#[test]
+fn one_item_cannot_be_traded_twice() {
+    let mut e = engine();
+    let (a, b, c) = (join(&mut e, 1), join(&mut e, 2), join(&mut e, 3));
+    let (item, x, y) = first_item(&e);
+    e.world_mut().place(a, x, y);
+    e.handle_action(SessionId(1), act(1, &ArenaAction::PickUp { item }, vec![]));
+    tick(&mut e);
+    let give = |to| ArenaAction::Trade {
+        partner: to,
+        give_coins: 0,
+        give_items: vec![item],
+        get_coins: 1,
+        get_items: vec![],
+    };
+    e.handle_action(SessionId(1), act(2, &give(b), vec![]));
+    e.handle_action(SessionId(1), act(3, &give(c), vec![]));
+    let results = tick(&mut e);
+    assert!(matches!(results[0].1, Outcome::Applied { .. }));
+    assert!(
+        matches!(
+            results[1].1,
+            Outcome::Rejected {
+                code: RejectCode::NotOwner,
+                ..
+            }
+        ),
+        "{results:?}"
+    );
+    let holders: Vec<EntityId> = [a, b, c]
+        .into_iter()
+        .filter(|p| e.world().player(*p).unwrap().items.contains(&item))
+        .collect();
+    assert_eq!(holders, vec![b]);
+}
+
+#[test]
+fn a_move_from_a_stale_position_conflicts() {
+    let mut e = engine();
+    let a = join(&mut e, 1);
+    e.world_mut().place(a, 500.0, 500.0);
+    tick(&mut e);
+    let stale = read(&e, a);
+    e.handle_action(
+        SessionId(1),
+        act(1, &ArenaAction::Move { x: 500.2, y: 500.0 }, vec![stale]),
+    );
+    e.handle_action(
+        SessionId(1),
+        act(2, &ArenaAction::Move { x: 500.4, y: 500.0 }, vec![stale]),
+    );
+    let results = tick(&mut e);
+    assert!(matches!(results[0].1, Outcome::Applied { .. }));
+    assert!(matches!(results[1].1, Outcome::Conflict { .. }));
+    assert_eq!(e.world().player(a).unwrap().x, 500.2);
+}
+
+#[test]
+fn bad_input_gets_typed_rejections_and_leaves_others_untouched() {
+    let mut e = engine();
+    let (a, b) = (join(&mut e, 1), join(&mut e, 2));
+    e.world_mut().place(a, 100.0, 100.0);
+    e.world_mut().place(b, 900.0, 900.0);
+    tick(&mut e);
+    let b_before = e.world().player(b).unwrap().clone();
+    let (item, _, _) = first_item(&e);
+    let mv = ArenaAction::Move { x: 100.1, y: 100.0 };
+    e.handle_action(SessionId(99), act(1, &mv, vec![])); // unknown session
+    e.handle_action(
+        SessionId(1),
+        Action {
+            payload: Payload::from_static(b"\xff\xff\xff"),
+            ..act(1, &mv, vec![])
+        },
+    );
+    e.handle_action(SessionId(1), act(1, &mv, vec![])); // replays seq 1
+    e.handle_action(
+        SessionId(1),
+        Action {
+            payload: Payload::from(vec![0u8; 5000]),
+            ..act(2, &mv, vec![])
+        },
+    );
+    let steal = ArenaAction::Trade {
+        partner: b,
+        give_coins: 0,
+        give_items: vec![],
+        get_coins: 0,
+        get_items: vec![item],
+    };
+    e.handle_action(SessionId(1), act(3, &steal, vec![]));
+    let results = tick(&mut e);
+    let codes: Vec<_> = results
+        .iter()
+        .map(|(_, o)| match o {
+            Outcome::Rejected { code, .. } => *code,
+            other => panic!("expected a rejection, got {other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        codes,
+        vec![
+            RejectCode::Forbidden,
+            RejectCode::Malformed,
+            RejectCode::Replayed,
+            RejectCode::TooLarge,
+            RejectCode::NotOwner
+        ]
+    );
+    assert_eq!(e.world().player(b).unwrap(), &b_before);
+    assert_eq!(e.stats().rejected, 5);
+    // A spectator cannot act.
+    e.handle_join(SessionId(7), "viewer", Role::Spectator, None)
+        .unwrap();
+    e.handle_action(SessionId(7), act(1, &mv, vec![]));
+    assert!(matches!(
+        tick(&mut e)[0].1,
+        Outcome::Rejected {
+            code: RejectCode::Forbidden,
+            ..
+        }
+    ));
+}
+
+#[test]
+fn a_speed_hack_is_rejected_and_recorded() {
+    let mut e = engine();
+    let a = join(&mut e, 1);
+    e.world_mut().place(a, 100.0, 100.0);
+    tick(&mut e);
+    // Max 10 units/s at 30 Hz: one tick allows 0.33 units.
+    e.handle_action(
+        SessionId(1),
+        act(1, &ArenaAction::Move { x: 150.0, y: 100.0 }, vec![]),
+    );
+    let now = e.poll_timeout();
+    e.handle_timeout(now);
+    let out = drain(&mut e);
+    assert!(out.iter().any(|o| matches!(o, Output::Result { result, .. } if matches!(result.outcome, Outcome::Rejected { code: RejectCode::Speed, .. }))));
+    let v = out
+        .iter()
+        .find_map(|o| match o {
+            Output::Violation(v) => Some(v),
+            _ => None,
+        })
+        .expect("violation recorded");
+    assert_eq!(v.kind, AnomalyKind::Rule);
+    assert!(v.evidence.contains("Speed"), "{}", v.evidence);
+    assert_eq!(e.world().player(a).unwrap().x, 100.0);
+}
+
+/// Honest bots wander and shoot near their targets with aim error after a human
+/// reaction delay; one aimbot shoots exactly at a target the tick it arrives.
+#[test]
+fn an_aimbot_is_caught_and_honest_bots_are_not() {
+    // A small map keeps respawned players within range of each other.
+    let mut e = engine_with(ArenaConfig {
+        width: 120.0,
+        height: 120.0,
+        cell: 40.0,
+        ..ArenaConfig::default()
+    });
+    let n_honest = 40u64;
+    let mut avatars = Vec::new();
+    for s in 1..=n_honest + 1 {
+        avatars.push(join(&mut e, s));
+    }
+    // Everyone in one area so targets are in range.
+    for (i, a) in avatars.iter().enumerate() {
+        e.world_mut()
+            .place(*a, 40.0 + (i % 8) as f32 * 5.0, 40.0 + (i / 8) as f32 * 5.0);
+    }
+    tick(&mut e);
+    let aimbot = SessionId(n_honest + 1);
+    let mut seqs = vec![0u64; n_honest as usize + 2];
+    let mut rng = 12345u64;
+    let mut next = |m: u64| {
+        rng = rng
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (rng >> 33) % m
+    };
+    let mut kicked = Vec::new();
+    let mut violations = Vec::new();
+    let mut fires = std::collections::HashSet::new();
+    let mut applied_fires = vec![0usize; n_honest as usize + 2];
+    for t in 0..2400u64 {
+        for s in 1..=n_honest + 1 {
+            let session = SessionId(s);
+            if kicked.contains(&session) {
+                continue;
+            }
+            let me = avatars[s as usize - 1];
+            let Some(p) = e.world().player(me).cloned() else {
+                continue;
+            };
+            let nearest = e
+                .world()
+                .players()
+                .filter(|(id, _)| **id != me)
+                .map(|(id, q)| {
+                    (
+                        *id,
+                        q.clone(),
+                        ((p.x - q.x).powi(2) + (p.y - q.y).powi(2)).sqrt(),
+                    )
+                })
+                .filter(|(_, _, d)| *d < 55.0)
+                .min_by(|a, b| a.2.total_cmp(&b.2));
+            let in_range = nearest.is_some();
+            let tp = nearest.map(|(_, q, _)| q).unwrap_or_else(|| p.clone());
+            let off_cooldown = p.last_fire_tick.is_none_or(|f| e.tick() + 1 >= f + 10);
+            let action = if session == aimbot {
+                (in_range && off_cooldown).then_some(ArenaAction::Fire { x: tp.x, y: tp.y })
+            } else if in_range
+                && off_cooldown
+                && next(100) < 20
+                && e.tick() + 1 - tp.last_move_tick >= 6
+            {
+                // Aim error of up to ±2.5 units: about a third of shots land.
+                let (dx, dy) = (
+                    next(500) as f32 / 100.0 - 2.5,
+                    next(500) as f32 / 100.0 - 2.5,
+                );
+                Some(ArenaAction::Fire {
+                    x: tp.x + dx,
+                    y: tp.y + dy,
+                })
+            } else if next(100) < 30 {
+                let (dx, dy) = (next(60) as f32 / 100.0 - 0.3, next(60) as f32 / 100.0 - 0.3);
+                Some(ArenaAction::Move {
+                    x: (p.x + dx * 0.5).clamp(0.0, 120.0),
+                    y: (p.y + dy * 0.5).clamp(0.0, 120.0),
+                })
+            } else {
+                None
+            };
+            if let Some(a) = action {
+                seqs[s as usize] += 1;
+                if matches!(a, ArenaAction::Fire { .. }) {
+                    fires.insert((s, seqs[s as usize]));
+                }
+                e.handle_action(session, act(seqs[s as usize], &a, vec![]));
+            }
+        }
+        let now = e.poll_timeout();
+        e.handle_timeout(now);
+        for o in drain(&mut e) {
+            match o {
+                Output::Violation(v) if v.kind != AnomalyKind::Rule => violations.push(v),
+                Output::Kick { session, .. } => kicked.push(session),
+                Output::Result { session, result }
+                    if matches!(result.outcome, Outcome::Applied { .. })
+                        && fires.contains(&(session.0, result.seq)) =>
+                {
+                    applied_fires[session.0 as usize] += 1;
+                }
+                _ => {}
+            }
+        }
+        let _ = t;
+    }
+    // The detector judges accuracy after 20 attacks: most honest bots must get there,
+    // or "no false positives" would mean nothing.
+    let judged = (1..=n_honest as usize)
+        .filter(|s| applied_fires[*s] >= 20)
+        .count();
+    assert!(
+        judged >= 30,
+        "only {judged} honest bots fired 20 times: {applied_fires:?}"
+    );
+    let false_positives = violations.iter().filter(|v| v.session != aimbot).count();
+    eprintln!(
+        "honest bots: {n_honest}, judged (>= 20 attacks): {judged}, false positives: {false_positives}; aimbot: {:?}",
+        violations.iter().find(|v| v.session == aimbot).map(|v| &v.evidence)
+    );
+    assert_eq!(false_positives, 0, "honest bots flagged: {violations:?}");
+    assert!(
+        violations.iter().any(|v| v.session == aimbot),
+        "aimbot not caught"
+    );
+    assert!(kicked.contains(&aimbot), "the default enforcement kicks");
+    assert!(e.stats().applied > 1000);
+}
+
+#[test]
+fn batches_are_signed_chained_and_sequenced() {
+    let mut e = engine();
+    let a = join(&mut e, 1);
+    e.world_mut().place(a, 500.0, 500.0);
+    let mut verifier = ChainVerifier::new(ChainSigner::from_bytes(&KEY).verifying_key());
+    let mut batches = 0;
+    for seq in 1..=20u64 {
+        e.handle_action(
+            SessionId(1),
+            act(
+                seq,
+                &ArenaAction::Move {
+                    x: 500.0 + seq as f32 * 0.3,
+                    y: 500.0,
+                },
+                vec![],
+            ),
+        );
+        let now = e.poll_timeout();
+        e.handle_timeout(now);
+        for o in drain(&mut e) {
+            if let Output::Batch(b) = o {
+                verifier.verify(&b).unwrap();
+                batches += 1;
+            }
+        }
+    }
+    assert!(batches >= 20);
+}
+
+#[test]
+fn resume_history_returns_missed_batches_until_it_is_evicted() {
+    let mut e = engine();
+    let a = join(&mut e, 1);
+    e.world_mut().place(a, 500.0, 500.0);
+    let cell = ChannelId::Cell { x: 5, y: 5 };
+    for seq in 1..=10u64 {
+        e.handle_action(
+            SessionId(1),
+            act(
+                seq,
+                &ArenaAction::Move {
+                    x: 500.0 + seq as f32 * 0.3,
+                    y: 500.0,
+                },
+                vec![],
+            ),
+        );
+        tick(&mut e);
+    }
+    let missed = e
+        .history_since(ChannelCursor {
+            channel: cell,
+            seq: 6,
+        })
+        .unwrap();
+    let seqs: Vec<u64> = missed
+        .iter()
+        .flat_map(|b| b.events.iter().map(|ev| ev.seq))
+        .collect();
+    assert_eq!(seqs, vec![7, 8, 9, 10]);
+    assert!(e
+        .history_since(ChannelCursor {
+            channel: cell,
+            seq: 10
+        })
+        .unwrap()
+        .is_empty());
+    // After 300+ more batches the oldest are gone.
+    for seq in 11..=320u64 {
+        e.handle_action(
+            SessionId(1),
+            act(
+                seq,
+                &ArenaAction::Move {
+                    x: 503.0 + (seq % 2) as f32 * 0.3,
+                    y: 500.0,
+                },
+                vec![],
+            ),
+        );
+        tick(&mut e);
+    }
+    assert!(matches!(
+        e.history_since(ChannelCursor {
+            channel: cell,
+            seq: 6
+        }),
+        Err(ResumeError::TooOld { .. })
+    ));
+}
+
+#[test]
+fn moving_across_cells_updates_subscriptions_and_keyframes_follow() {
+    let mut e = engine();
+    let a = join(&mut e, 1);
+    drain(&mut e);
+    e.world_mut().place(a, 505.0, 505.0);
+    // The first move registers the avatar's real position.
+    let mut seq = 0;
+    let mut subs = Vec::new();
+    let mut keyframes = 0;
+    for _ in 0..90 {
+        seq += 1;
+        let x = 505.0 + seq as f32 * 0.3;
+        e.handle_action(
+            SessionId(1),
+            act(seq, &ArenaAction::Move { x, y: 505.0 }, vec![]),
+        );
+        let now = e.poll_timeout();
+        e.handle_timeout(now);
+        for o in drain(&mut e) {
+            match o {
+                Output::Subscriptions { added, removed, .. } => subs.push((added, removed)),
+                Output::Keyframe(_) => keyframes += 1,
+                _ => {}
+            }
+        }
+    }
+    assert!(!subs.is_empty(), "moving 27 units crosses into a new area");
+    assert!(keyframes >= 3, "keyframes every 30 ticks");
+    let cells = e.channels_of(SessionId(1));
+    assert!(cells.contains(&ChannelId::World));
+    assert!(cells.iter().any(|c| matches!(c, ChannelId::Team(_))));
+}
+
+#[test]
+fn same_inputs_give_the_same_state_and_batches() {
+    let run = || {
+        let mut e = engine();
+        let mut out = Vec::new();
+        for s in 1..=5 {
+            join(&mut e, s);
+        }
+        for seq in 1..=50u64 {
+            for s in 1..=5u64 {
+                let a = e.avatar(SessionId(s)).unwrap();
+                let p = e.world().player(a).unwrap().clone();
+                let action = if seq % 7 == 0 {
+                    ArenaAction::Fire {
+                        x: p.x + 1.0,
+                        y: p.y,
+                    }
+                } else {
+                    ArenaAction::Move {
+                        x: (p.x + 0.2).min(1000.0),
+                        y: p.y,
+                    }
+                };
+                e.handle_action(SessionId(s), act(seq, &action, vec![]));
+            }
+            let now = e.poll_timeout();
+            e.handle_timeout(now);
+            out.extend(drain(&mut e).into_iter().filter_map(|o| match o {
+                Output::Batch(b) => Some(b),
+                _ => None,
+            }));
+        }
+        (e.state_hash(), out)
+    };
+    let (h1, b1) = run();
+    let (h2, b2) = run();
+    assert_eq!(h1, h2);
+    assert_eq!(b1, b2);
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Trade {
+        from: usize,
+        to: usize,
+        give: u64,
+        get: u64,
+        give_item: Option<usize>,
+        with_reads: bool,
+    },
+    PickUp {
+        who: usize,
+        item: usize,
+    },
+    Tick,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        (
+            0..4usize,
+            0..4usize,
+            0..150u64,
+            0..150u64,
+            prop::option::of(0..6usize),
+            any::<bool>()
+        )
+            .prop_map(|(from, to, give, get, give_item, with_reads)| Op::Trade {
+                from,
+                to,
+                give,
+                get,
+                give_item,
+                with_reads
+            }),
+        (0..4usize, 0..6usize).prop_map(|(who, item)| Op::PickUp { who, item }),
+        Just(Op::Tick),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Whatever trades and pickups arrive in whatever order, total coins and the set
+    /// of items are conserved, no balance goes negative, and every item has at most
+    /// one holder that agrees with the holder's inventory.
+    #[test]
+    fn trades_and_pickups_conserve_coins_and_items(ops in prop::collection::vec(op(), 1..80)) {
+        let mut e = engine();
+        let players: Vec<EntityId> = (1..=4).map(|s| join(&mut e, s)).collect();
+        let items: Vec<EntityId> = e.world().items().take(6).map(|(i, _)| *i).collect();
+        let item_count = e.world().items().count();
+        tick(&mut e);
+        let total = e.world().total_coins();
+        let mut seqs = [0u64; 5];
+        for o in ops {
+            match o {
+                Op::Tick => { tick(&mut e); }
+                Op::Trade { from, to, give, get, give_item, with_reads } => {
+                    let (a, b) = (players[from], players[to]);
+                    let reads = if with_reads { vec![read(&e, a), read(&e, b)] } else { vec![] };
+                    seqs[from + 1] += 1;
+                    let give_items = give_item.map(|i| vec![items[i]]).unwrap_or_default();
+                    e.handle_action(SessionId(from as u64 + 1), act(seqs[from + 1], &ArenaAction::Trade {
+                        partner: b, give_coins: give, give_items, get_coins: get, get_items: vec![],
+                    }, reads));
+                }
+                Op::PickUp { who, item } => {
+                    let it = e.world().item(items[item]).unwrap().clone();
+                    e.world_mut().place(players[who], it.x, it.y);
+                    seqs[who + 1] += 1;
+                    e.handle_action(SessionId(who as u64 + 1), act(seqs[who + 1], &ArenaAction::PickUp { item: items[item] }, vec![]));
+                }
+            }
+        }
+        tick(&mut e);
+        prop_assert_eq!(e.world().total_coins(), total);
+        prop_assert_eq!(e.world().items().count(), item_count);
+        for (id, item) in e.world().items() {
+            let holders: Vec<_> = players.iter().filter(|p| e.world().player(**p).unwrap().items.contains(id)).collect();
+            match item.holder {
+                Some(h) => prop_assert_eq!(holders, vec![&h]),
+                None => prop_assert!(holders.is_empty()),
+            }
+        }
+    }
+}
