@@ -27,7 +27,7 @@ pub enum Enforcement {
 }
 
 /// Kinds of anomaly.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AnomalyKind {
     /// Hit accuracy far above the population.
@@ -94,7 +94,7 @@ impl Default for DetectorConfig {
     }
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
 struct Recent {
     player: String,
     attacks: VecDeque<bool>,
@@ -104,7 +104,7 @@ struct Recent {
 }
 
 /// Per-session behaviour windows and the population's statistics.
-#[derive(Debug)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct Detector {
     cfg: DetectorConfig,
     sessions: HashMap<SessionId, Recent>,

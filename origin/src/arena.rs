@@ -812,6 +812,28 @@ impl World for Arena {
         Payload::from(postcard::to_stdvec(&(players, items)).unwrap_or_default())
     }
 
+    fn diff(&self, other: &Self) -> Vec<EntityId> {
+        let mut out: BTreeSet<EntityId> = BTreeSet::new();
+        for (id, p) in &self.players {
+            if other.players.get(id) != Some(p) {
+                out.insert(*id);
+            }
+        }
+        out.extend(
+            other
+                .players
+                .keys()
+                .filter(|id| !self.players.contains_key(id)),
+        );
+        for (id, i) in &self.items {
+            if other.items.get(id) != Some(i) {
+                out.insert(*id);
+            }
+        }
+        out.extend(other.items.keys().filter(|id| !self.items.contains_key(id)));
+        out.into_iter().collect()
+    }
+
     fn state_hash(&self) -> Hash32 {
         let mut h = Sha256::new();
         h.update(b"skylane/arena/1");

@@ -23,7 +23,8 @@ use std::collections::{HashMap, HashSet, VecDeque};
 
 use skylane_proto::{
     Action, ActionResult, BatchEvent, ChainSigner, ChannelCursor, ChannelId, EntityId,
-    EntityVersion, EventBatch, Keyframe, Outcome, RejectCode, Role, SessionId, TeamId, WorldId,
+    EntityVersion, EventBatch, Hash32, Keyframe, Outcome, RejectCode, Role, SessionId, TeamId,
+    WorldId,
 };
 
 use crate::anticheat::{Detector, DetectorConfig, Enforcement, Violation};
@@ -31,7 +32,7 @@ use crate::interest::{Grid, Interest};
 use crate::world::{Ctx, Emit, Emitted, Rejection, Validator, World};
 
 /// Engine settings.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct EngineConfig {
     /// The world's id.
     pub world: WorldId,
@@ -149,7 +150,7 @@ pub struct EngineStats {
     pub violations: u64,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct SessionState {
     player: String,
     avatar: Option<EntityId>,
@@ -161,8 +162,28 @@ struct SessionState {
 #[derive(Debug, Default)]
 struct ChannelLog {
     next_seq: u64,
+    last_hash: Hash32,
     history: VecDeque<EventBatch>,
     subscribers: u32,
+}
+
+/// Everything needed to restart an engine exactly where it was (persistence).
+/// Resume history is not included: after a restart, sessions resume from keyframes.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct EngineSnapshot<W> {
+    /// Ticks completed.
+    pub tick: u64,
+    /// When the next tick is due.
+    pub next_tick_us: u64,
+    /// The world.
+    pub world: W,
+    sessions: Vec<(SessionId, SessionState)>,
+    banned: Vec<String>,
+    channels: Vec<(ChannelId, u64, Hash32, u32)>,
+    interest: Interest,
+    detector: Detector,
+    queue: Vec<(SessionId, Action)>,
+    staged: Vec<Emitted>,
 }
 
 /// One world's authoritative state machine.
@@ -386,7 +407,13 @@ impl<W: World> Engine<W> {
         }
     }
 
-    /// Runs one tick now, whatever the time (tests, replays).
+    /// Runs exactly the next tick at `at_us` (replays feed logged tick times).
+    pub fn run_tick_at(&mut self, at_us: u64) {
+        self.run_tick(at_us);
+        self.next_tick_us = at_us + self.cfg.tick_us();
+    }
+
+    /// Runs one tick now, whatever the time (tests).
     pub fn run_tick(&mut self, now_us: u64) {
         self.tick += 1;
         self.stats.ticks += 1;
@@ -574,7 +601,7 @@ impl<W: World> Engine<W> {
                 prev_hash: Default::default(),
                 signature: Default::default(),
             };
-            self.signer.seal(&mut batch);
+            log.last_hash = self.signer.seal(&mut batch);
             log.history.push_back(batch.clone());
             while log.history.len() > self.cfg.history {
                 log.history.pop_front();
@@ -633,7 +660,78 @@ impl<W: World> Engine<W> {
     }
 
     /// The world's state hash now.
-    pub fn state_hash(&self) -> skylane_proto::Hash32 {
+    pub fn state_hash(&self) -> Hash32 {
         self.world.state_hash()
+    }
+
+    /// A snapshot of the whole engine (world included).
+    pub fn snapshot(&self) -> EngineSnapshot<W>
+    where
+        W: Clone,
+    {
+        let mut sessions: Vec<_> = self.sessions.iter().map(|(k, v)| (*k, v.clone())).collect();
+        sessions.sort_by_key(|(k, _)| *k);
+        let mut banned: Vec<_> = self.banned.iter().cloned().collect();
+        banned.sort();
+        let mut channels: Vec<_> = self
+            .channels
+            .iter()
+            .map(|(c, l)| (*c, l.next_seq, l.last_hash, l.subscribers))
+            .collect();
+        channels.sort_by_key(|(c, ..)| *c);
+        EngineSnapshot {
+            tick: self.tick,
+            next_tick_us: self.next_tick_us,
+            world: self.world.clone(),
+            sessions,
+            banned,
+            channels,
+            interest: self.interest.clone(),
+            detector: self.detector.clone(),
+            queue: self.queue.iter().cloned().collect(),
+            staged: self.staged.clone(),
+        }
+    }
+
+    /// An engine restarted from `snap`, signing with `signer` (the same key, so the
+    /// hash chains continue).
+    pub fn restore(
+        snap: EngineSnapshot<W>,
+        grid: Grid,
+        cfg: EngineConfig,
+        mut signer: ChainSigner,
+    ) -> Self {
+        let validators = snap.world.validators();
+        let mut channels = HashMap::new();
+        for (c, next_seq, last_hash, subscribers) in snap.channels {
+            signer.resume(c, last_hash);
+            channels.insert(
+                c,
+                ChannelLog {
+                    next_seq,
+                    last_hash,
+                    history: VecDeque::new(),
+                    subscribers,
+                },
+            );
+        }
+        Self {
+            world: snap.world,
+            cfg,
+            validators,
+            signer,
+            grid,
+            interest: snap.interest,
+            detector: snap.detector,
+            tick: snap.tick,
+            next_tick_us: snap.next_tick_us,
+            sessions: snap.sessions.into_iter().collect(),
+            banned: snap.banned.into_iter().collect(),
+            queue: snap.queue.into_iter().collect(),
+            channels,
+            outputs: VecDeque::new(),
+            staged: snap.staged,
+            stats: EngineStats::default(),
+        }
     }
 }

@@ -8,10 +8,12 @@
 
 use std::collections::HashMap;
 
+use serde::{Deserialize, Serialize};
+
 use skylane_proto::{ChannelId, EntityId};
 
 /// The grid over a world's map.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Grid {
     /// Map width.
     pub width: f32,
@@ -92,7 +94,7 @@ pub struct InterestChange {
 }
 
 /// Tracks every player's centre cell.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Interest {
     grid: Grid,
     centres: HashMap<EntityId, (u16, u16)>,

@@ -19,6 +19,8 @@
 //! * [`interest`]: area-of-interest grid with hysteresis.
 //! * [`anticheat`]: behavioural anomaly detection.
 //! * [`arena`]: the reference game.
+//! * [`journal`]: the redb input log and snapshots; replay and divergence checks.
+//! * [`persist`]: an engine that records its inputs and restarts from its journal.
 
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
@@ -26,10 +28,16 @@ pub mod anticheat;
 pub mod arena;
 pub mod engine;
 pub mod interest;
+pub mod journal;
+pub mod persist;
 pub mod world;
 
 pub use anticheat::{AnomalyKind, Detector, DetectorConfig, Enforcement, Violation};
 pub use arena::{Arena, ArenaAction, ArenaConfig, ArenaEvent};
-pub use engine::{Engine, EngineConfig, EngineStats, JoinError, Output, ResumeError};
+pub use engine::{
+    Engine, EngineConfig, EngineSnapshot, EngineStats, JoinError, Output, ResumeError,
+};
 pub use interest::{Grid, Interest, InterestChange};
+pub use journal::{replay, Divergence, Input, Journal, JournalError, JournalMeta, ReplayReport};
+pub use persist::Persistent;
 pub use world::{Ctx, Emit, Emitted, Observation, Rejection, Validator, World};

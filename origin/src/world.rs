@@ -51,7 +51,7 @@ pub struct Ctx {
 }
 
 /// One event a world emits while applying an action.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Emitted {
     /// Channel it goes to.
     pub channel: ChannelId,
@@ -152,4 +152,10 @@ pub trait World: Send + 'static {
 
     /// A hash of the whole state (replays compare it tick by tick).
     fn state_hash(&self) -> Hash32;
+
+    /// Entities whose state differs between `self` and `other` (a replay names them
+    /// when it finds a divergence).
+    fn diff(&self, other: &Self) -> Vec<EntityId>
+    where
+        Self: Sized;
 }

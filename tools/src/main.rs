@@ -31,6 +31,9 @@ enum Command {
     /// A UDP impairment proxy (latency, jitter, loss, bandwidth) between real
     /// processes, controllable while it runs (partition, heal, spike) from stdin.
     NetsimProxy(cmd::proxy::ProxyCmd),
+    /// Re-execute a world's journal, check its state hash tick by tick, and report the
+    /// first divergent tick and the entities that differ (exit code 3 if diverged).
+    Replay(cmd::replay::ReplayCmd),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -39,6 +42,7 @@ fn main() -> anyhow::Result<()> {
         Command::Certs(c) => c.run(),
         Command::Token(c) => c.run(),
         Command::NetsimProxy(c) => c.run(),
+        Command::Replay(c) => c.run(),
     }
 }
 

@@ -192,3 +192,76 @@ fn netsim_proxy_forwards_with_delay_and_obeys_stdin_commands() {
     out.read_line(&mut stats).unwrap(); // "partitioned" was consumed; next is the final stats
     assert!(stats.contains("\"partitioned\":1"), "{stats}");
 }
+
+#[test]
+fn replay_reports_a_consistent_journal_and_refuses_another_world() {
+    use skylane_origin::persist::PersistConfig;
+    use skylane_origin::*;
+    use skylane_proto::{Action, ChainSigner, EventClass, Role, SessionId, WorldId};
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("w.redb");
+    {
+        let arena = Arena::new(ArenaConfig::default());
+        let meta = JournalMeta {
+            world_kind: "arena".into(),
+            world: WorldId(9),
+            engine: EngineConfig::new(WorldId(9)),
+            grid: arena.grid(),
+        };
+        let engine = Engine::new(
+            arena,
+            meta.grid,
+            meta.engine,
+            ChainSigner::from_bytes(&[1; 32]),
+            0,
+        );
+        let mut p = Persistent::create(
+            &path,
+            &meta,
+            engine,
+            PersistConfig {
+                snapshot_every: 10,
+                hash_every: 1,
+            },
+        )
+        .unwrap();
+        p.handle_join(SessionId(1), "a", Role::Player, None)
+            .unwrap();
+        for seq in 1..=25u64 {
+            let me = p
+                .engine()
+                .world()
+                .player(p.engine().avatar(SessionId(1)).unwrap())
+                .unwrap()
+                .clone();
+            let mv = ArenaAction::Move {
+                x: me.x + 0.2,
+                y: me.y,
+            };
+            p.handle_action(
+                SessionId(1),
+                Action {
+                    class: EventClass::Movement,
+                    seq,
+                    client_time_us: 0,
+                    reads: vec![],
+                    payload: mv.encode(),
+                },
+            );
+            let now = p.poll_timeout();
+            p.handle_timeout(now).unwrap();
+        }
+        p.flush().unwrap();
+    }
+    let text = ok(&["replay", "--log", p(&path)]);
+    assert!(
+        text.contains("25 ticks") && text.contains("consistent"),
+        "{text}"
+    );
+    let json = ok(&["replay", "--log", p(&path), "--world", "9", "--json"]);
+    assert!(json.contains("\"divergence\":null"), "{json}");
+    let wrong = skylane(&["replay", "--log", p(&path), "--world", "8"]);
+    assert!(!wrong.status.success());
+    assert!(String::from_utf8_lossy(&wrong.stderr).contains("not world-8"));
+}

@@ -2,4 +2,5 @@
 
 pub(crate) mod certs;
 pub(crate) mod proxy;
+pub(crate) mod replay;
 pub(crate) mod token;

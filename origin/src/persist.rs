@@ -1,0 +1,184 @@
+//! [`Persistent`]: an engine that writes every input to its journal and restarts
+//! from it.
+//!
+//! Inputs are buffered and written in one transaction per tick; a snapshot is
+//! written every `snapshot_every` ticks. [`Persistent::open`] restarts a world from
+//! its latest snapshot plus the inputs logged after it, with the same state hash it
+//! had when it stopped. [`Persistent::flush`] writes what is buffered (graceful
+//! shutdown calls it).
+
+use std::path::Path;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use skylane_proto::{Action, ChainSigner, EntityId, Role, SessionId, TeamId};
+
+use crate::engine::{Engine, JoinError, Output};
+use crate::journal::{apply_input, Input, Journal, JournalError, JournalMeta};
+use crate::world::World;
+
+/// Persistence settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PersistConfig {
+    /// Ticks between snapshots. Defaults to 300 (10 s at 30 Hz).
+    pub snapshot_every: u64,
+    /// Ticks between recorded state hashes (1 = every tick). Defaults to 1.
+    pub hash_every: u64,
+}
+
+impl Default for PersistConfig {
+    fn default() -> Self {
+        Self {
+            snapshot_every: 300,
+            hash_every: 1,
+        }
+    }
+}
+
+/// An engine with a journal.
+#[derive(Debug)]
+pub struct Persistent<W: World> {
+    engine: Engine<W>,
+    journal: Journal,
+    pending: Vec<Input>,
+    cfg: PersistConfig,
+}
+
+impl<W> Persistent<W>
+where
+    W: World + Clone + Serialize + DeserializeOwned,
+{
+    /// Starts a new journal at `path` for `engine` (a fresh world), writing its
+    /// initial snapshot.
+    pub fn create(
+        path: &Path,
+        meta: &JournalMeta,
+        engine: Engine<W>,
+        cfg: PersistConfig,
+    ) -> Result<Self, JournalError> {
+        let mut journal = Journal::create(path, meta)?;
+        journal.save_snapshot(&engine.snapshot(), engine.state_hash())?;
+        Ok(Self {
+            engine,
+            journal,
+            pending: Vec::new(),
+            cfg,
+        })
+    }
+
+    /// Restarts the world recorded at `path`: latest snapshot, then the inputs after
+    /// it. Outputs of the catch-up are discarded (they were sent before the stop).
+    pub fn open(
+        path: &Path,
+        kind: &str,
+        signer: ChainSigner,
+        cfg: PersistConfig,
+    ) -> Result<Self, JournalError> {
+        let (journal, meta) = Journal::open(path)?;
+        if meta.world_kind != kind {
+            return Err(JournalError::WrongWorld {
+                expected: kind.to_owned(),
+                found: meta.world_kind,
+            });
+        }
+        let (snap, _, from) = journal
+            .latest_snapshot::<W>()?
+            .ok_or(JournalError::NoSnapshot)?;
+        let mut engine = Engine::restore(snap, meta.grid, meta.engine, signer);
+        for (_, input) in journal.inputs(from)? {
+            apply_input(&mut engine, &input);
+        }
+        Ok(Self {
+            engine,
+            journal,
+            pending: Vec::new(),
+            cfg,
+        })
+    }
+
+    /// The engine (read-only; inputs must go through this wrapper to be recorded).
+    pub fn engine(&self) -> &Engine<W> {
+        &self.engine
+    }
+
+    /// See [`Engine::handle_join`].
+    pub fn handle_join(
+        &mut self,
+        session: SessionId,
+        player: &str,
+        role: Role,
+        team: Option<TeamId>,
+    ) -> Result<Option<EntityId>, JoinError> {
+        self.pending.push(Input::Join {
+            session,
+            player: player.to_owned(),
+            role,
+            team,
+        });
+        self.engine.handle_join(session, player, role, team)
+    }
+
+    /// See [`Engine::handle_leave`].
+    pub fn handle_leave(&mut self, session: SessionId) {
+        self.pending.push(Input::Leave { session });
+        self.engine.handle_leave(session);
+    }
+
+    /// See [`Engine::handle_action`].
+    pub fn handle_action(&mut self, session: SessionId, action: Action) {
+        self.pending.push(Input::Action {
+            session,
+            action: action.clone(),
+        });
+        self.engine.handle_action(session, action);
+    }
+
+    /// Runs every tick due at `now_us`, writing each tick's inputs in one transaction.
+    pub fn handle_timeout(&mut self, now_us: u64) -> Result<(), JournalError> {
+        while now_us >= self.engine.poll_timeout() {
+            let at = self.engine.poll_timeout();
+            self.engine.run_tick_at(at);
+            let tick = self.engine.tick();
+            let hash = (self.cfg.hash_every > 0 && tick % self.cfg.hash_every == 0)
+                .then(|| self.engine.state_hash());
+            self.pending.push(Input::Tick {
+                tick,
+                at_us: at,
+                hash,
+            });
+            self.flush()?;
+            if self.cfg.snapshot_every > 0 && tick % self.cfg.snapshot_every == 0 {
+                self.journal
+                    .save_snapshot(&self.engine.snapshot(), self.engine.state_hash())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// When the next tick is due.
+    pub fn poll_timeout(&self) -> u64 {
+        self.engine.poll_timeout()
+    }
+
+    /// The next output.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.engine.poll_output()
+    }
+
+    /// Writes buffered inputs.
+    pub fn flush(&mut self) -> Result<(), JournalError> {
+        self.journal.append(&self.pending)?;
+        self.pending.clear();
+        Ok(())
+    }
+
+    /// The journal.
+    pub fn journal(&self) -> &Journal {
+        &self.journal
+    }
+
+    /// The journal, mutably (repair tools and tests).
+    pub fn journal_mut(&mut self) -> &mut Journal {
+        &mut self.journal
+    }
+}
