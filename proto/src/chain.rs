@@ -8,6 +8,18 @@
 //!
 //! The hash covers a canonical encoding of every field except the signature:
 //! `SHA-256("skylane/batch/1" ‖ postcard(batch without signature))`.
+//!
+//! **Signing cadence.** Ed25519 signing costs ~20 µs; a busy world emits thousands
+//! of channel batches per tick, so signing each one would dominate the tick. Every
+//! batch is hash-chained, and every `sign_every`-th batch of a channel (and the
+//! first) is signed. Because each batch commits to its predecessor's hash, a
+//! forged, dropped or reordered batch breaks the chain at the next batch, or, if
+//! the forger rewrote the chain onward, at the next signed batch, whose signature
+//! covers its `prev_hash`. Receivers require a signature at least every
+//! `sign_every` batches per channel ([`ChainError::MissingSignature`]), so
+//! stripping signatures is caught too. Tampering is therefore detected within
+//! `sign_every` batches of the channel (default [`DEFAULT_SIGN_EVERY`]: one second
+//! at 30 Hz).
 
 use std::collections::HashMap;
 
@@ -20,6 +32,9 @@ use crate::message::{BatchEvent, EventBatch, Hash32};
 use crate::payload::Payload;
 
 const DOMAIN: &[u8] = b"skylane/batch/1";
+
+/// Default signing cadence: every 30th batch of a channel.
+pub const DEFAULT_SIGN_EVERY: u32 = 30;
 
 #[derive(Serialize)]
 struct Unsigned<'a> {
@@ -68,6 +83,16 @@ pub enum ChainError {
         /// Tick.
         tick: u64,
     },
+    /// More unsigned batches in a row than the signing cadence allows.
+    #[error("{channel}: {run} unsigned batches in a row (at most {allowed} allowed)")]
+    MissingSignature {
+        /// Channel.
+        channel: ChannelId,
+        /// Unsigned batches in a row.
+        run: u32,
+        /// Allowed by the cadence.
+        allowed: u32,
+    },
     /// Sequence numbers are not consecutive.
     #[error("sequence gap on {channel}: expected {expected}, found {found}")]
     SequenceGap {
@@ -83,7 +108,8 @@ pub enum ChainError {
 /// Signs batches and keeps each channel's chain (origin side).
 pub struct ChainSigner {
     key: SigningKey,
-    last: HashMap<ChannelId, Hash32>,
+    sign_every: u32,
+    last: HashMap<ChannelId, (Hash32, u32)>,
 }
 
 impl std::fmt::Debug for ChainSigner {
@@ -99,8 +125,16 @@ impl ChainSigner {
     pub fn new(key: SigningKey) -> Self {
         Self {
             key,
+            sign_every: DEFAULT_SIGN_EVERY,
             last: HashMap::new(),
         }
+    }
+
+    /// Signs every `n`-th batch of a channel (1 signs every batch). Defaults to
+    /// [`DEFAULT_SIGN_EVERY`].
+    pub fn set_sign_every(&mut self, n: u32) -> &mut Self {
+        self.sign_every = n.max(1);
+        self
     }
 
     /// A signer from 32 secret-key bytes.
@@ -114,16 +148,33 @@ impl ChainSigner {
     }
 
     /// Continues the chain from `hash` on `channel` (after a restart from a log).
+    /// The next batch on the channel is signed (so receivers can re-anchor).
     pub fn resume(&mut self, channel: ChannelId, hash: Hash32) {
-        self.last.insert(channel, hash);
+        self.last.insert(channel, (hash, 0));
     }
 
-    /// Sets `prev_hash`, signs `batch`, and records it as the channel's last batch.
+    /// Sets `prev_hash`, signs `batch` when the cadence says so, and records it as
+    /// the channel's last batch. Returns the batch's hash.
     pub fn seal(&mut self, batch: &mut EventBatch) -> Hash32 {
-        batch.prev_hash = self.last.get(&batch.channel).copied().unwrap_or_default();
+        let (prev, since) = self
+            .last
+            .get(&batch.channel)
+            .copied()
+            .unwrap_or((Hash32::default(), 0));
+        batch.prev_hash = prev;
         let hash = batch_hash(batch);
-        batch.signature = Payload::from(self.key.sign(&hash.0).to_bytes().to_vec());
-        self.last.insert(batch.channel, hash);
+        let sign = since == 0;
+        batch.signature = if sign {
+            Payload::from(self.key.sign(&hash.0).to_bytes().to_vec())
+        } else {
+            Payload::empty()
+        };
+        let next = if since + 1 >= self.sign_every {
+            0
+        } else {
+            since + 1
+        };
+        self.last.insert(batch.channel, (hash, next));
         hash
     }
 }
@@ -132,12 +183,14 @@ impl ChainSigner {
 struct ChannelState {
     hash: Hash32,
     next_seq: u64,
+    unsigned_run: u32,
 }
 
 /// Verifies batches and their chains (relay, client and replay side).
 #[derive(Debug, Clone)]
 pub struct ChainVerifier {
     key: VerifyingKey,
+    max_unsigned: u32,
     channels: HashMap<ChannelId, ChannelState>,
 }
 
@@ -146,8 +199,16 @@ impl ChainVerifier {
     pub fn new(key: VerifyingKey) -> Self {
         Self {
             key,
+            max_unsigned: DEFAULT_SIGN_EVERY - 1,
             channels: HashMap::new(),
         }
+    }
+
+    /// Accepts the signing cadence `n` of [`ChainSigner::set_sign_every`]: at most
+    /// `n - 1` unsigned batches in a row per channel.
+    pub fn set_sign_every(&mut self, n: u32) -> &mut Self {
+        self.max_unsigned = n.max(1) - 1;
+        self
     }
 
     /// Checks the signature only (no chain state): for a relay that forwards
@@ -167,15 +228,39 @@ impl ChainVerifier {
     /// keyframe or a resume: the next batch must chain to `hash` and start at
     /// `next_seq`.
     pub fn trust(&mut self, channel: ChannelId, hash: Hash32, next_seq: u64) {
-        self.channels
-            .insert(channel, ChannelState { hash, next_seq });
+        self.channels.insert(
+            channel,
+            ChannelState {
+                hash,
+                next_seq,
+                unsigned_run: 0,
+            },
+        );
     }
 
-    /// Verifies the signature, the chain and the sequence numbers of the next batch
-    /// of its channel. The first batch seen on a channel is trusted by signature
-    /// alone.
+    /// Verifies the chain, the sequence numbers, and the signature when present, of
+    /// the next batch of its channel. The first batch seen on a channel anchors the
+    /// chain; if it is unsigned, a signed batch must follow within the cadence.
     pub fn verify(&mut self, batch: &EventBatch) -> Result<(), ChainError> {
-        let hash = self.check_signature(batch)?;
+        let (hash, signed) = if batch.signature.is_empty() {
+            (batch_hash(batch), false)
+        } else {
+            (self.check_signature(batch)?, true)
+        };
+        let run = if signed {
+            0
+        } else {
+            self.channels
+                .get(&batch.channel)
+                .map_or(1, |s| s.unsigned_run + 1)
+        };
+        if run > self.max_unsigned {
+            return Err(ChainError::MissingSignature {
+                channel: batch.channel,
+                run,
+                allowed: self.max_unsigned,
+            });
+        }
         if let Some(state) = self.channels.get(&batch.channel) {
             if batch.prev_hash != state.hash {
                 return Err(ChainError::BrokenChain {
@@ -207,8 +292,14 @@ impl ChainVerifier {
             }
             next_seq += 1;
         }
-        self.channels
-            .insert(batch.channel, ChannelState { hash, next_seq });
+        self.channels.insert(
+            batch.channel,
+            ChannelState {
+                hash,
+                next_seq,
+                unsigned_run: run,
+            },
+        );
         Ok(())
     }
 }
@@ -239,6 +330,7 @@ mod tests {
 
     fn signed_chain(len: u64) -> (ChainSigner, Vec<EventBatch>) {
         let mut signer = ChainSigner::from_bytes(&[7; 32]);
+        signer.set_sign_every(1);
         let batches = (0..len)
             .map(|t| {
                 let mut b = batch(t, t * 2, 2);
@@ -273,6 +365,7 @@ mod tests {
         );
         // A batch signed by another key is refused too.
         let mut other = ChainSigner::from_bytes(&[9; 32]);
+        other.set_sign_every(1);
         let mut b = batch(9, 0, 1);
         other.seal(&mut b);
         assert!(matches!(
@@ -306,6 +399,7 @@ mod tests {
     #[test]
     fn sequence_gaps_inside_a_batch_are_caught() {
         let mut signer = ChainSigner::from_bytes(&[1; 32]);
+        signer.set_sign_every(1);
         let mut b = batch(0, 0, 3);
         b.events[2].seq = 5;
         signer.seal(&mut b);
@@ -318,6 +412,59 @@ mod tests {
                 found: 5
             })
         );
+    }
+
+    #[test]
+    fn sparse_signatures_still_catch_forgery_and_stripping() {
+        let mut signer = ChainSigner::from_bytes(&[7; 32]);
+        signer.set_sign_every(4);
+        let mut batches: Vec<EventBatch> = (0..9)
+            .map(|t| {
+                let mut b = batch(t, t, 1);
+                signer.seal(&mut b);
+                b
+            })
+            .collect();
+        let signed: Vec<bool> = batches.iter().map(|b| !b.signature.is_empty()).collect();
+        assert_eq!(
+            signed,
+            [true, false, false, false, true, false, false, false, true]
+        );
+        let mut v = ChainVerifier::new(signer.verifying_key());
+        v.set_sign_every(4);
+        for b in &batches {
+            v.verify(b).unwrap();
+        }
+        // A relay forges unsigned batch 5 and rewrites the chain after it: the next
+        // signed batch (8) commits to the genuine hash of 7 and exposes it.
+        let mut forged = batches.clone();
+        forged[5].events[0].payload = Payload::from_static(b"forged");
+        for i in 6..8 {
+            forged[i].prev_hash = batch_hash(&forged[i - 1]);
+        }
+        let mut v = ChainVerifier::new(signer.verifying_key());
+        v.set_sign_every(4);
+        let results: Vec<_> = forged.iter().map(|b| v.verify(b)).collect();
+        assert!(results[..8].iter().all(Result::is_ok));
+        assert_eq!(
+            results[8],
+            Err(ChainError::BrokenChain {
+                channel: ChannelId::World,
+                tick: 8
+            })
+        );
+        // Stripping the signatures is refused once the cadence is exceeded.
+        for b in &mut batches {
+            b.signature = Payload::empty();
+        }
+        let mut v = ChainVerifier::new(signer.verifying_key());
+        v.set_sign_every(4);
+        let results: Vec<_> = batches.iter().map(|b| v.verify(b)).collect();
+        assert!(results[..3].iter().all(Result::is_ok));
+        assert!(matches!(
+            results[3],
+            Err(ChainError::MissingSignature { run: 4, .. })
+        ));
     }
 
     #[test]

@@ -36,7 +36,7 @@ pub mod message;
 pub mod payload;
 pub mod token;
 
-pub use chain::{batch_hash, ChainError, ChainSigner, ChainVerifier};
+pub use chain::{batch_hash, ChainError, ChainSigner, ChainVerifier, DEFAULT_SIGN_EVERY};
 pub use class::{ClassSet, Coalescing, Delivery, EventClass, UnknownClass};
 pub use codec::{
     decode_datagram, decode_message, encode_datagram, encode_frame, encode_frame_to_bytes,
