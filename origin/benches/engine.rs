@@ -108,9 +108,10 @@ fn moves_10k(c: &mut Criterion) {
         )
     });
     g.finish();
-    assert!(
-        e.stats().applied > 0 && e.stats().rejected == 0,
-        "{:?}",
+    assert_eq!(
+        e.stats().rejected,
+        0,
+        "every benchmarked move must be legal: {:?}",
         e.stats()
     );
 }
@@ -213,7 +214,7 @@ fn interest(c: &mut Criterion) {
         b.iter(|| {
             n = (n + 1) % 10_000;
             step += 1;
-            let x = (n % 100) as f32 * 100.0 + 50.0 + (step % 3) as f32 * 0.3;
+            let x = (n % 100) as f32 * 100.0 + 50.0 + ((step / 10_000) % 3) as f32 * 0.3;
             black_box(i.handle_move(EntityId(n), x, (n / 100) as f32 * 100.0 + 50.0))
         })
     });
@@ -222,11 +223,27 @@ fn interest(c: &mut Criterion) {
         b.iter(|| {
             n = (n + 1) % 10_000;
             step += 1;
-            let x = (n % 100) as f32 * 100.0 + if step % 2 == 0 { 50.0 } else { 170.0 };
+            // Each entity is visited once per 10,000 steps; alternate per visit.
+            let x = (n % 100) as f32 * 100.0
+                + if (step / 10_000) % 2 == 0 {
+                    50.0
+                } else {
+                    170.0
+                };
             black_box(i.handle_move(EntityId(n), x.min(9_999.0), (n / 100) as f32 * 100.0 + 50.0))
         })
     });
     g.finish();
+    // Check the border case really changes subscriptions on every visit.
+    let changes = (0..20_000u64)
+        .filter(|k| {
+            let n = k % 10_000;
+            let x = (n % 100) as f32 * 100.0 + if (k / 10_000) % 2 == 0 { 170.0 } else { 50.0 };
+            i.handle_move(EntityId(n), x.min(9_999.0), (n / 100) as f32 * 100.0 + 50.0)
+                .is_some()
+        })
+        .count();
+    eprintln!("interest: {changes} of 20000 border moves changed subscriptions");
 }
 
 criterion_group! {

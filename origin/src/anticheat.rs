@@ -8,7 +8,9 @@
 //! rolling window per session, evaluates once per second of world time (not per
 //! action), and reports [`Violation`]s with their evidence. Pure: no clock.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use rustc_hash::FxHashMap as HashMap;
 
 use serde::Serialize;
 use skylane_proto::SessionId;
@@ -115,7 +117,7 @@ impl Detector {
     pub fn new(cfg: DetectorConfig) -> Self {
         Self {
             cfg,
-            sessions: HashMap::new(),
+            sessions: HashMap::default(),
         }
     }
 

@@ -19,7 +19,10 @@
 //! At the end of the tick each channel's events become one signed, hash-chained
 //! [`EventBatch`], kept in a bounded per-channel history for resumes.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashSet, VecDeque};
+use std::sync::Arc;
+
+use rustc_hash::FxHashMap as HashMap;
 
 use skylane_proto::{
     Action, ActionResult, BatchEvent, ChainSigner, ChannelCursor, ChannelId, EntityId,
@@ -107,8 +110,9 @@ pub enum Output {
         /// Result.
         result: ActionResult,
     },
-    /// Send a channel's batch to every relay with subscribers of it.
-    Batch(EventBatch),
+    /// Send a channel's batch to every relay with subscribers of it. Shared with the
+    /// resume history, so publishing costs no copy.
+    Batch(Arc<EventBatch>),
     /// Send a channel's keyframe.
     Keyframe(Keyframe),
     /// Tell the session's relay that its channels changed.
@@ -163,7 +167,7 @@ struct SessionState {
 struct ChannelLog {
     next_seq: u64,
     last_hash: Hash32,
-    history: VecDeque<EventBatch>,
+    history: VecDeque<Arc<EventBatch>>,
     subscribers: u32,
 }
 
@@ -230,10 +234,10 @@ impl<W: World> Engine<W> {
             cfg,
             tick: 0,
             next_tick_us: now_us + cfg.tick_us(),
-            sessions: HashMap::new(),
+            sessions: HashMap::default(),
             banned: HashSet::new(),
             queue: VecDeque::new(),
-            channels: HashMap::new(),
+            channels: HashMap::default(),
             outputs: VecDeque::new(),
             staged: Vec::new(),
             stats: EngineStats::default(),
@@ -565,7 +569,7 @@ impl<W: World> Engine<W> {
         self.stats.events += pending.len() as u64;
         // Group by channel, channels in order of first emission.
         let mut order: Vec<ChannelId> = Vec::new();
-        let mut groups: HashMap<ChannelId, Vec<Emitted>> = HashMap::new();
+        let mut groups: HashMap<ChannelId, Vec<Emitted>> = HashMap::default();
         for e in pending {
             groups
                 .entry(e.channel)
@@ -602,6 +606,7 @@ impl<W: World> Engine<W> {
                 signature: Default::default(),
             };
             log.last_hash = self.signer.seal(&mut batch);
+            let batch = Arc::new(batch);
             log.history.push_back(batch.clone());
             while log.history.len() > self.cfg.history {
                 log.history.pop_front();
@@ -632,7 +637,10 @@ impl<W: World> Engine<W> {
     }
 
     /// The batches of `cursor.channel` after `cursor.seq`, for a resuming session.
-    pub fn history_since(&self, cursor: ChannelCursor) -> Result<Vec<EventBatch>, ResumeError> {
+    pub fn history_since(
+        &self,
+        cursor: ChannelCursor,
+    ) -> Result<Vec<Arc<EventBatch>>, ResumeError> {
         let Some(log) = self.channels.get(&cursor.channel) else {
             return Ok(Vec::new());
         };
@@ -702,7 +710,7 @@ impl<W: World> Engine<W> {
         mut signer: ChainSigner,
     ) -> Self {
         let validators = snap.world.validators();
-        let mut channels = HashMap::new();
+        let mut channels = HashMap::default();
         for (c, next_seq, last_hash, subscribers) in snap.channels {
             signer.resume(c, last_hash);
             channels.insert(

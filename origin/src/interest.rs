@@ -6,7 +6,7 @@
 //! more than `margin` (hysteresis), so a player pacing along a border does not flip
 //! subscriptions every tick. Pure and O(1) per move unless the centre changes.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 
 use serde::{Deserialize, Serialize};
 
@@ -105,7 +105,7 @@ impl Interest {
     pub fn new(grid: Grid) -> Self {
         Self {
             grid,
-            centres: HashMap::new(),
+            centres: HashMap::default(),
         }
     }
 
