@@ -65,6 +65,22 @@ fn spawn_echo(server: Endpoint) {
     });
 }
 
+/// Connects to the echo server and completes one 8-byte round trip on a new stream.
+async fn echo_stream(p: &Pair) -> (quinn::Connection, quinn::SendStream, quinn::RecvStream) {
+    let conn = p
+        .client
+        .connect(p.server_addr, "server")
+        .unwrap()
+        .await
+        .unwrap();
+    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    let mut buf = [0u8; 8];
+    send.write_all(&1u64.to_le_bytes()).await.unwrap();
+    recv.read_exact(&mut buf).await.unwrap();
+    assert_eq!(u64::from_le_bytes(buf), 1);
+    (conn, send, recv)
+}
+
 #[test]
 fn quinn_rtt_matches_the_link_and_handshake_takes_one_rtt() {
     run(|| async {
@@ -240,17 +256,8 @@ fn partition_stalls_a_stream_and_heal_resumes_it() {
         let b = sim.add_host("client", "amsterdam");
         let p = pair(&sim, a, b, Duration::from_secs(30));
         spawn_echo(p.server.clone());
-        let conn = p
-            .client
-            .connect(p.server_addr, "server")
-            .unwrap()
-            .await
-            .unwrap();
-        let (mut send, mut recv) = conn.open_bi().await.unwrap();
+        let (_conn, mut send, mut recv) = echo_stream(&p).await;
         let mut buf = [0u8; 8];
-
-        send.write_all(&1u64.to_le_bytes()).await.unwrap();
-        recv.read_exact(&mut buf).await.unwrap();
 
         sim.partition(a, b);
         send.write_all(&2u64.to_le_bytes()).await.unwrap();
@@ -317,16 +324,8 @@ fn a_client_whose_address_changes_keeps_its_connection() {
         let b = sim.add_host("client", "paris");
         let p = pair(&sim, a, b, Duration::from_secs(10));
         spawn_echo(p.server.clone());
-        let conn = p
-            .client
-            .connect(p.server_addr, "server")
-            .unwrap()
-            .await
-            .unwrap();
-        let (mut send, mut recv) = conn.open_bi().await.unwrap();
+        let (_conn, mut send, mut recv) = echo_stream(&p).await;
         let mut buf = [0u8; 8];
-        send.write_all(&1u64.to_le_bytes()).await.unwrap();
-        recv.read_exact(&mut buf).await.unwrap();
         let before = sim.ip(b);
         sim.apply(Fault::ChangeAddress(b));
         assert_ne!(sim.ip(b), before);

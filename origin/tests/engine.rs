@@ -62,6 +62,14 @@ fn tick(e: &mut Engine<Arena>) -> Vec<(SessionId, Outcome)> {
     out
 }
 
+#[track_caller]
+fn assert_rejected(outcome: &Outcome, code: RejectCode) {
+    assert!(
+        matches!(outcome, Outcome::Rejected { code: c, .. } if *c == code),
+        "expected {code:?}, got {outcome:?}"
+    );
+}
+
 fn drain(e: &mut Engine<Arena>) -> Vec<Output> {
     std::iter::from_fn(|| e.poll_output()).collect()
 }
@@ -115,16 +123,7 @@ fn two_players_pick_up_one_item_in_one_tick_exactly_one_gets_it() {
     );
     let results = tick(&mut e);
     assert!(matches!(results[0].1, Outcome::Applied { .. }));
-    assert!(
-        matches!(
-            results[1].1,
-            Outcome::Rejected {
-                code: RejectCode::NotOwner,
-                ..
-            }
-        ),
-        "{results:?}"
-    );
+    assert_rejected(&results[1].1, RejectCode::NotOwner);
     assert_eq!(e.world().item(item2).unwrap().holder, Some(b));
 }
 
@@ -154,16 +153,7 @@ fn two_trades_spending_the_same_coins_never_both_apply() {
     // Without reads: the resources rule refuses what would go negative.
     e.handle_action(SessionId(1), act(3, &trade(c), vec![]));
     let results = tick(&mut e);
-    assert!(
-        matches!(
-            results[0].1,
-            Outcome::Rejected {
-                code: RejectCode::Resources,
-                ..
-            }
-        ),
-        "{results:?}"
-    );
+    assert_rejected(&results[0].1, RejectCode::Resources);
     assert_eq!(e.world().player(a).unwrap().coins, 20);
     assert_eq!(e.world().total_coins(), total);
 }
@@ -187,16 +177,7 @@ fn one_item_cannot_be_traded_twice() {
     e.handle_action(SessionId(1), act(3, &give(c), vec![]));
     let results = tick(&mut e);
     assert!(matches!(results[0].1, Outcome::Applied { .. }));
-    assert!(
-        matches!(
-            results[1].1,
-            Outcome::Rejected {
-                code: RejectCode::NotOwner,
-                ..
-            }
-        ),
-        "{results:?}"
-    );
+    assert_rejected(&results[1].1, RejectCode::NotOwner);
     let holders: Vec<EntityId> = [a, b, c]
         .into_iter()
         .filter(|p| e.world().player(*p).unwrap().items.contains(&item))
