@@ -636,6 +636,23 @@ impl<W: World> Engine<W> {
         }
     }
 
+    /// A keyframe of `channel` now (for a resume the history cannot serve).
+    pub fn keyframe_now(&self, channel: ChannelId) -> Keyframe {
+        let seq = self.channels.get(&channel).map_or(0, |l| l.next_seq);
+        Keyframe {
+            world: self.cfg.world,
+            channel,
+            tick: self.tick,
+            seq,
+            state: self.world.channel_state(channel, &self.grid),
+        }
+    }
+
+    /// Whether the session exists.
+    pub fn has_session(&self, session: SessionId) -> bool {
+        self.sessions.contains_key(&session)
+    }
+
     /// The batches of `cursor.channel` after `cursor.seq`, for a resuming session.
     pub fn history_since(
         &self,

@@ -10,8 +10,8 @@
 //!
 //! **Contract.** The engine and worlds are pure: no I/O, no clock (time comes in as
 //! arguments), no ambient randomness, so replaying the same inputs gives the same
-//! state hash. The network shell, persistence and the binary are thin layers around
-//! them (tracked by the origin issue; not all written yet).
+//! state hash. Persistence ([`persist`]) and the network shell ([`server`], which
+//! reads time only through tokio) are thin layers around them.
 //!
 //! # Layout
 //! * [`world`]: the `World` trait and what passes through it.
@@ -21,6 +21,8 @@
 //! * [`arena`]: the reference game.
 //! * [`journal`]: the redb input log and snapshots; replay and divergence checks.
 //! * [`persist`]: an engine that records its inputs and restarts from its journal.
+//! * [`server`]: the QUIC shell relays connect to (tokio + quinn, mutual TLS).
+//! * [`metrics`]: Prometheus metrics.
 
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
@@ -29,7 +31,9 @@ pub mod arena;
 pub mod engine;
 pub mod interest;
 pub mod journal;
+pub mod metrics;
 pub mod persist;
+pub mod server;
 pub mod world;
 
 pub use anticheat::{AnomalyKind, Detector, DetectorConfig, Enforcement, Violation};
@@ -39,5 +43,7 @@ pub use engine::{
 };
 pub use interest::{Grid, Interest, InterestChange};
 pub use journal::{replay, Divergence, Input, Journal, JournalError, JournalMeta, ReplayReport};
+pub use metrics::OriginMetrics;
 pub use persist::Persistent;
+pub use server::{Core, OriginServer, ServerConfig};
 pub use world::{Ctx, Emit, Emitted, Observation, Rejection, Validator, World};

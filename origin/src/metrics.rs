@@ -1,0 +1,87 @@
+//! Prometheus metrics of an origin.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+/// Label: an outcome, error or violation kind.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    /// The kind.
+    pub kind: String,
+}
+
+/// An origin's metrics.
+#[derive(Debug, Clone)]
+pub struct OriginMetrics {
+    /// Actions by outcome (applied, conflict, rejected_<code>).
+    pub actions: Family<KindLabel, Counter>,
+    /// Violations by kind.
+    pub violations: Family<KindLabel, Counter>,
+    /// Link protocol errors by kind (decode errors, unknown sessions, unknown worlds).
+    pub link_errors: Family<KindLabel, Counter>,
+    /// Relays connected.
+    pub relays: Gauge,
+    /// Sessions in the world.
+    pub sessions: Gauge,
+    /// Ticks run.
+    pub ticks: Counter,
+    /// Batches sent to relays (one per relay per channel batch).
+    pub batches_sent: Counter,
+    /// Relays disconnected for falling too far behind.
+    pub slow_relays: Counter,
+    /// Tick duration in seconds.
+    pub tick_seconds: Histogram,
+}
+
+impl OriginMetrics {
+    /// Creates the metrics and registers them in `registry` under `skylane_origin_`.
+    pub fn new(registry: &mut Registry) -> Self {
+        let m = Self {
+            actions: Family::default(),
+            violations: Family::default(),
+            link_errors: Family::default(),
+            relays: Gauge::default(),
+            sessions: Gauge::default(),
+            ticks: Counter::default(),
+            batches_sent: Counter::default(),
+            slow_relays: Counter::default(),
+            tick_seconds: Histogram::new(exponential_buckets(0.000_05, 2.0, 14)),
+        };
+        let r = registry.sub_registry_with_prefix("skylane_origin");
+        r.register("actions", "Actions by outcome", m.actions.clone());
+        r.register(
+            "violations",
+            "Anti-cheat violations by kind",
+            m.violations.clone(),
+        );
+        r.register(
+            "link_errors",
+            "Link protocol errors by kind",
+            m.link_errors.clone(),
+        );
+        r.register("relays", "Relays connected", m.relays.clone());
+        r.register("sessions", "Sessions in the world", m.sessions.clone());
+        r.register("ticks", "Ticks run", m.ticks.clone());
+        r.register(
+            "batches_sent",
+            "Channel batches sent to relays",
+            m.batches_sent.clone(),
+        );
+        r.register(
+            "slow_relays",
+            "Relays dropped for falling behind",
+            m.slow_relays.clone(),
+        );
+        r.register("tick_seconds", "Tick duration", m.tick_seconds.clone());
+        m
+    }
+
+    /// Counts one `kind` in `family`.
+    pub fn count(family: &Family<KindLabel, Counter>, kind: impl Into<String>) {
+        family.get_or_create(&KindLabel { kind: kind.into() }).inc();
+    }
+}

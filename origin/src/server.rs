@@ -1,0 +1,906 @@
+//! The origin's network shell: relays connect over QUIC with mutual TLS and carry
+//! all their sessions over one connection.
+//!
+//! Link layout (relay ↔ origin, protocol `skylane/1`, [`LinkMsg`] frames):
+//! * The relay opens one bidirectional **control** stream and sends `LinkHello`.
+//!   Upstream it carries session lifecycle (`SessionOpen`, `SessionClose`) and
+//!   pings; downstream it is lane 0: hello, subscription changes, action results,
+//!   resume replays, errors (highest stream priority).
+//! * The relay sends actions on unidirectional streams of its choosing (it shards
+//!   them by class and session to limit head-of-line blocking) or as datagrams.
+//!   Every incoming stream is read the same way. The origin acknowledges a session
+//!   by its first `Subscriptions` message; the relay forwards the session's actions
+//!   only after that acknowledgement.
+//! * Downstream batches and keyframes go on `lanes` unidirectional streams sharded
+//!   by channel, so one channel's batches stay in order (its hash chain needs that)
+//!   while a stalled stream holds up only the channels that hash to it. Each batch is
+//!   encoded once and sent once per relay that has subscribers of the channel.
+//!
+//! The world itself runs in one actor task that owns the engine ([`Core`]): the
+//! single writer. Readers and writers are separate tasks joined by bounded queues:
+//! if a relay falls a full lane queue behind, it is disconnected (its sessions wait
+//! for it or for another relay within the grace period) instead of growing memory.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use quinn::{Connection, Endpoint};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use skylane_proto::{
+    encode_frame_to_bytes, Action, ChannelCursor, ChannelId, EntityId, ErrorCode, ErrorMsg,
+    EventBatch, FrameDecoder, Keyframe, LinkMsg, Pong, RelayId, Role, SessionId, TeamId, WorldId,
+    DEFAULT_MAX_FRAME, PROTOCOL_VERSION,
+};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+use crate::engine::{Engine, JoinError, Output, ResumeError};
+use crate::journal::JournalError;
+use crate::metrics::OriginMetrics;
+use crate::persist::Persistent;
+use crate::world::World;
+
+/// What the shell needs from a world engine (an [`Engine`], or a [`Persistent`] one).
+pub trait Core: Send + 'static {
+    /// The world's id.
+    fn world_id(&self) -> WorldId;
+    /// See [`Engine::handle_join`].
+    fn handle_join(
+        &mut self,
+        s: SessionId,
+        player: &str,
+        role: Role,
+        team: Option<TeamId>,
+    ) -> Result<Option<EntityId>, JoinError>;
+    /// See [`Engine::handle_leave`].
+    fn handle_leave(&mut self, s: SessionId);
+    /// See [`Engine::handle_action`].
+    fn handle_action(&mut self, s: SessionId, a: Action);
+    /// See [`Engine::handle_timeout`].
+    fn handle_timeout(&mut self, now_us: u64) -> Result<(), JournalError>;
+    /// See [`Engine::poll_output`].
+    fn poll_output(&mut self) -> Option<Output>;
+    /// See [`Engine::poll_timeout`].
+    fn poll_timeout(&self) -> u64;
+    /// See [`Engine::channels_of`].
+    fn channels_of(&self, s: SessionId) -> Vec<ChannelId>;
+    /// See [`Engine::history_since`].
+    fn history_since(&self, c: ChannelCursor) -> Result<Vec<Arc<EventBatch>>, ResumeError>;
+    /// See [`Engine::keyframe_now`].
+    fn keyframe_now(&self, c: ChannelId) -> Keyframe;
+    /// See [`Engine::has_session`].
+    fn has_session(&self, s: SessionId) -> bool;
+    /// Writes anything buffered (graceful shutdown).
+    fn flush(&mut self) -> Result<(), JournalError>;
+}
+
+impl<W: World> Core for Engine<W> {
+    fn world_id(&self) -> WorldId {
+        self.config().world
+    }
+    fn handle_join(
+        &mut self,
+        s: SessionId,
+        p: &str,
+        r: Role,
+        t: Option<TeamId>,
+    ) -> Result<Option<EntityId>, JoinError> {
+        Self::handle_join(self, s, p, r, t)
+    }
+    fn handle_leave(&mut self, s: SessionId) {
+        Self::handle_leave(self, s);
+    }
+    fn handle_action(&mut self, s: SessionId, a: Action) {
+        Self::handle_action(self, s, a);
+    }
+    fn handle_timeout(&mut self, now_us: u64) -> Result<(), JournalError> {
+        Self::handle_timeout(self, now_us);
+        Ok(())
+    }
+    fn poll_output(&mut self) -> Option<Output> {
+        Self::poll_output(self)
+    }
+    fn poll_timeout(&self) -> u64 {
+        Self::poll_timeout(self)
+    }
+    fn channels_of(&self, s: SessionId) -> Vec<ChannelId> {
+        Self::channels_of(self, s)
+    }
+    fn history_since(&self, c: ChannelCursor) -> Result<Vec<Arc<EventBatch>>, ResumeError> {
+        Self::history_since(self, c)
+    }
+    fn keyframe_now(&self, c: ChannelId) -> Keyframe {
+        Self::keyframe_now(self, c)
+    }
+    fn has_session(&self, s: SessionId) -> bool {
+        Self::has_session(self, s)
+    }
+    fn flush(&mut self) -> Result<(), JournalError> {
+        Ok(())
+    }
+}
+
+impl<W: World + Clone + Serialize + DeserializeOwned> Core for Persistent<W> {
+    fn world_id(&self) -> WorldId {
+        self.engine().config().world
+    }
+    fn handle_join(
+        &mut self,
+        s: SessionId,
+        p: &str,
+        r: Role,
+        t: Option<TeamId>,
+    ) -> Result<Option<EntityId>, JoinError> {
+        Self::handle_join(self, s, p, r, t)
+    }
+    fn handle_leave(&mut self, s: SessionId) {
+        Self::handle_leave(self, s);
+    }
+    fn handle_action(&mut self, s: SessionId, a: Action) {
+        Self::handle_action(self, s, a);
+    }
+    fn handle_timeout(&mut self, now_us: u64) -> Result<(), JournalError> {
+        Self::handle_timeout(self, now_us)
+    }
+    fn poll_output(&mut self) -> Option<Output> {
+        Self::poll_output(self)
+    }
+    fn poll_timeout(&self) -> u64 {
+        Self::poll_timeout(self)
+    }
+    fn channels_of(&self, s: SessionId) -> Vec<ChannelId> {
+        self.engine().channels_of(s)
+    }
+    fn history_since(&self, c: ChannelCursor) -> Result<Vec<Arc<EventBatch>>, ResumeError> {
+        self.engine().history_since(c)
+    }
+    fn keyframe_now(&self, c: ChannelId) -> Keyframe {
+        self.engine().keyframe_now(c)
+    }
+    fn has_session(&self, s: SessionId) -> bool {
+        self.engine().has_session(s)
+    }
+    fn flush(&mut self) -> Result<(), JournalError> {
+        Self::flush(self)
+    }
+}
+
+/// Shell settings.
+#[derive(Debug, Clone, Copy)]
+pub struct ServerConfig {
+    /// Downstream batch streams per relay (sharded by channel). Defaults to 8.
+    pub lanes: usize,
+    /// Frames queued per lane before the relay counts as too slow. Defaults to 4,096.
+    pub lane_queue: usize,
+    /// How long a session whose relay disconnected waits to be resumed elsewhere.
+    /// Defaults to 30 s.
+    pub session_grace: Duration,
+    /// Largest frame accepted from a relay. Defaults to 64 KiB.
+    pub max_frame: usize,
+    /// The clock's epoch: microseconds since the Unix epoch at the moment the server
+    /// starts (the engine must have been created with the same `now_us`).
+    pub base_unix_us: u64,
+}
+
+impl ServerConfig {
+    /// Defaults with the given epoch.
+    pub fn new(base_unix_us: u64) -> Self {
+        Self {
+            lanes: 8,
+            lane_queue: 4096,
+            session_grace: Duration::from_secs(30),
+            max_frame: DEFAULT_MAX_FRAME,
+            base_unix_us,
+        }
+    }
+}
+
+enum Cmd {
+    RelayUp {
+        id: u64,
+        relay: RelayId,
+        conn: Connection,
+        lanes: Vec<mpsc::Sender<Bytes>>,
+    },
+    RelayDown {
+        id: u64,
+    },
+    Msg {
+        id: u64,
+        msg: LinkMsg,
+    },
+    BadFrame {
+        id: u64,
+        label: &'static str,
+    },
+}
+
+/// A running origin server.
+#[derive(Debug)]
+pub struct OriginServer {
+    shutdown: watch::Sender<bool>,
+    actor: JoinHandle<Result<(), JournalError>>,
+    accept: JoinHandle<()>,
+}
+
+impl OriginServer {
+    /// Serves relays on `endpoint` (configured with the origin's mTLS server config).
+    /// Must be called inside a tokio runtime.
+    pub fn spawn<C: Core>(
+        endpoint: Endpoint,
+        core: C,
+        cfg: ServerConfig,
+        metrics: OriginMetrics,
+    ) -> Self {
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let (tx, rx) = mpsc::channel(65_536);
+        let accept = tokio::spawn(accept_loop(endpoint.clone(), tx, cfg, shutdown_rx.clone()));
+        let actor = Actor {
+            core,
+            cfg,
+            metrics,
+            start: Instant::now(),
+            relays: HashMap::new(),
+            session_relay: HashMap::new(),
+            orphans: HashMap::new(),
+        };
+        let actor = tokio::spawn(actor.run(rx, shutdown_rx, endpoint));
+        Self {
+            shutdown,
+            actor,
+            accept,
+        }
+    }
+
+    /// Stops accepting, closes relay connections, flushes the journal, and returns
+    /// the world's final error if it failed.
+    pub async fn shutdown(self) -> Result<(), JournalError> {
+        let _ = self.shutdown.send(true);
+        self.accept.abort();
+        match self.actor.await {
+            Ok(r) => r,
+            Err(_) => Ok(()),
+        }
+    }
+}
+
+async fn accept_loop(
+    endpoint: Endpoint,
+    tx: mpsc::Sender<Cmd>,
+    cfg: ServerConfig,
+    shutdown: watch::Receiver<bool>,
+) {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    while let Some(incoming) = endpoint.accept().await {
+        if *shutdown.borrow() {
+            incoming.refuse();
+            continue;
+        }
+        let id = NEXT.fetch_add(1, Ordering::Relaxed);
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            match incoming.await {
+                Ok(conn) => serve_relay(id, conn, tx, cfg).await,
+                Err(e) => debug!(cause = %e, "relay handshake failed"),
+            }
+        });
+    }
+}
+
+fn lane_priority(lane: usize) -> i32 {
+    if lane == 0 {
+        10
+    } else {
+        5
+    }
+}
+
+/// Reads one connection's streams and feeds the actor; writes its lanes.
+async fn serve_relay(id: u64, conn: Connection, tx: mpsc::Sender<Cmd>, cfg: ServerConfig) {
+    let Ok((ctl_send, mut ctl_recv)) = conn.accept_bi().await else {
+        return;
+    };
+    // The first control frame must be the relay's hello.
+    let mut dec = FrameDecoder::new(cfg.max_frame);
+    let relay = loop {
+        match dec.poll_message::<LinkMsg>() {
+            Ok(Some(LinkMsg::LinkHello { version, relay })) if version == PROTOCOL_VERSION => {
+                break relay
+            }
+            Ok(Some(_)) | Err(_) => {
+                conn.close(1u32.into(), b"expected link hello");
+                return;
+            }
+            Ok(None) => match ctl_recv.read_chunk(cfg.max_frame, true).await {
+                Ok(Some(chunk)) => dec.push(&chunk.bytes),
+                _ => return,
+            },
+        }
+    };
+    info!(relay = %relay, remote = %conn.remote_address(), "relay connected");
+
+    let mut lanes = Vec::with_capacity(cfg.lanes + 1);
+    let (lane0_tx, lane0_rx) = mpsc::channel::<Bytes>(cfg.lane_queue);
+    tokio::spawn(write_lane(conn.clone(), 0, Some(ctl_send), lane0_rx));
+    lanes.push(lane0_tx);
+    for lane in 1..=cfg.lanes {
+        let (ltx, lrx) = mpsc::channel::<Bytes>(cfg.lane_queue);
+        tokio::spawn(write_lane(conn.clone(), lane, None, lrx));
+        lanes.push(ltx);
+    }
+    if tx
+        .send(Cmd::RelayUp {
+            id,
+            relay,
+            conn: conn.clone(),
+            lanes,
+        })
+        .await
+        .is_err()
+    {
+        return;
+    }
+    // Anything after the hello on the control stream.
+    tokio::spawn(read_stream(id, dec, ctl_recv, tx.clone(), cfg.max_frame));
+    {
+        let (conn, tx) = (conn.clone(), tx.clone());
+        tokio::spawn(async move {
+            while let Ok(recv) = conn.accept_uni().await {
+                tokio::spawn(read_stream(
+                    id,
+                    FrameDecoder::new(cfg.max_frame),
+                    recv,
+                    tx.clone(),
+                    cfg.max_frame,
+                ));
+            }
+        });
+    }
+    {
+        let (conn, tx) = (conn.clone(), tx.clone());
+        tokio::spawn(async move {
+            while let Ok(d) = conn.read_datagram().await {
+                let cmd = match skylane_proto::decode_datagram::<LinkMsg>(d) {
+                    Ok(msg) => Cmd::Msg { id, msg },
+                    Err(e) => Cmd::BadFrame {
+                        id,
+                        label: e.label(),
+                    },
+                };
+                if tx.send(cmd).await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+    let reason = conn.closed().await;
+    info!(relay = %relay, cause = %reason, "relay disconnected");
+    let _ = tx.send(Cmd::RelayDown { id }).await;
+}
+
+async fn read_stream(
+    id: u64,
+    mut dec: FrameDecoder,
+    mut recv: quinn::RecvStream,
+    tx: mpsc::Sender<Cmd>,
+    max: usize,
+) {
+    loop {
+        loop {
+            let cmd = match dec.poll_message::<LinkMsg>() {
+                Ok(Some(msg)) => Cmd::Msg { id, msg },
+                Ok(None) => break,
+                Err(e) => {
+                    // The stream is out of sync: report and stop reading it.
+                    let _ = tx
+                        .send(Cmd::BadFrame {
+                            id,
+                            label: e.label(),
+                        })
+                        .await;
+                    let _ = recv.stop(1u32.into());
+                    return;
+                }
+            };
+            if tx.send(cmd).await.is_err() {
+                return;
+            }
+        }
+        match recv.read_chunk(max, true).await {
+            Ok(Some(chunk)) => dec.push(&chunk.bytes),
+            _ => return,
+        }
+    }
+}
+
+async fn write_lane(
+    conn: Connection,
+    lane: usize,
+    stream: Option<quinn::SendStream>,
+    mut rx: mpsc::Receiver<Bytes>,
+) {
+    let mut stream = stream;
+    while let Some(frame) = rx.recv().await {
+        if stream.is_none() {
+            match conn.open_uni().await {
+                Ok(s) => stream = Some(s),
+                Err(_) => return,
+            }
+        }
+        let Some(s) = stream.as_mut() else { return };
+        let _ = s.set_priority(lane_priority(lane));
+        if s.write_all(&frame).await.is_err() {
+            return;
+        }
+    }
+}
+
+struct RelayState {
+    relay: RelayId,
+    conn: Connection,
+    lanes: Vec<mpsc::Sender<Bytes>>,
+    channels: HashMap<ChannelId, u32>,
+    sessions: HashSet<SessionId>,
+}
+
+struct Actor<C> {
+    core: C,
+    cfg: ServerConfig,
+    metrics: OriginMetrics,
+    start: Instant,
+    relays: HashMap<u64, RelayState>,
+    session_relay: HashMap<SessionId, u64>,
+    orphans: HashMap<SessionId, Instant>,
+}
+
+fn lane_of(channel: ChannelId, lanes: usize) -> usize {
+    let h = match channel {
+        ChannelId::World => 0,
+        ChannelId::Team(t) => 7919 * u64::from(t.0) + 1,
+        ChannelId::Cell { x, y } => u64::from(x) * 31 + u64::from(y) * 1_000_003 + 2,
+    };
+    1 + (h % lanes.max(1) as u64) as usize
+}
+
+fn frame(msg: &LinkMsg) -> Option<Bytes> {
+    encode_frame_to_bytes(msg, DEFAULT_MAX_FRAME).ok()
+}
+
+impl<C: Core> Actor<C> {
+    fn now_us(&self) -> u64 {
+        self.cfg.base_unix_us + self.start.elapsed().as_micros() as u64
+    }
+
+    fn deadline(&self) -> Instant {
+        let due = self
+            .core
+            .poll_timeout()
+            .saturating_sub(self.cfg.base_unix_us);
+        self.start + Duration::from_micros(due)
+    }
+
+    async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<Cmd>,
+        mut shutdown: watch::Receiver<bool>,
+        endpoint: Endpoint,
+    ) -> Result<(), JournalError> {
+        let mut sweep = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            let deadline = self.deadline();
+            tokio::select! {
+                biased;
+                _ = shutdown.changed() => break,
+                () = tokio::time::sleep_until(deadline) => {
+                    let t = std::time::Instant::now();
+                    let now = self.now_us();
+                    self.core.handle_timeout(now)?;
+                    self.metrics.ticks.inc();
+                    self.metrics.tick_seconds.observe(t.elapsed().as_secs_f64());
+                }
+                cmd = rx.recv() => match cmd {
+                    Some(cmd) => self.handle(cmd),
+                    None => break,
+                },
+                _ = sweep.tick() => self.sweep_orphans(),
+            }
+            self.route();
+        }
+        endpoint.close(0u32.into(), b"origin shutting down");
+        self.core.flush()?;
+        info!("origin stopped; journal flushed");
+        Ok(())
+    }
+
+    fn handle(&mut self, cmd: Cmd) {
+        match cmd {
+            Cmd::RelayUp {
+                id,
+                relay,
+                conn,
+                lanes,
+            } => {
+                self.relays.insert(
+                    id,
+                    RelayState {
+                        relay,
+                        conn,
+                        lanes,
+                        channels: HashMap::new(),
+                        sessions: HashSet::new(),
+                    },
+                );
+                self.metrics.relays.set(self.relays.len() as i64);
+                let hello = LinkMsg::LinkHello {
+                    version: PROTOCOL_VERSION,
+                    relay: RelayId(0),
+                };
+                self.send(id, 0, frame(&hello));
+            }
+            Cmd::RelayDown { id } => {
+                if let Some(r) = self.relays.remove(&id) {
+                    let now = Instant::now();
+                    for s in r.sessions {
+                        self.session_relay.remove(&s);
+                        self.orphans.insert(s, now);
+                    }
+                }
+                self.metrics.relays.set(self.relays.len() as i64);
+            }
+            Cmd::BadFrame { id, label } => {
+                OriginMetrics::count(&self.metrics.link_errors, label);
+                self.error(
+                    id,
+                    ErrorCode::Malformed,
+                    format!("undecodable frame: {label}"),
+                );
+            }
+            Cmd::Msg { id, msg } => self.handle_msg(id, msg),
+        }
+    }
+
+    fn error(&mut self, id: u64, code: ErrorCode, message: String) {
+        warn!(?code, %message, "link error");
+        self.send(id, 0, frame(&LinkMsg::Error(ErrorMsg { code, message })));
+    }
+
+    fn handle_msg(&mut self, id: u64, msg: LinkMsg) {
+        match msg {
+            LinkMsg::SessionOpen {
+                session,
+                player,
+                world,
+                role,
+                team,
+                resume_from,
+            } => {
+                if world != self.core.world_id() {
+                    OriginMetrics::count(&self.metrics.link_errors, "unknown_world");
+                    return self.error(
+                        id,
+                        ErrorCode::UnknownWorld,
+                        format!(
+                            "{session}: this origin hosts {}, not {world}",
+                            self.core.world_id()
+                        ),
+                    );
+                }
+                if self.core.has_session(session) {
+                    self.resume(id, session, &resume_from);
+                } else {
+                    match self.core.handle_join(session, &player, role, team) {
+                        Ok(_) => self.attach(id, session),
+                        Err(e) => {
+                            OriginMetrics::count(&self.metrics.link_errors, "join_refused");
+                            self.error(id, ErrorCode::Unexpected, format!("{session}: {e}"));
+                            self.send(id, 0, frame(&LinkMsg::SessionClose { session }));
+                        }
+                    }
+                }
+                self.metrics
+                    .sessions
+                    .set(self.session_relay.len() as i64 + self.orphans.len() as i64);
+            }
+            LinkMsg::SessionClose { session } => {
+                if self.session_relay.get(&session) == Some(&id) {
+                    self.detach(session);
+                    self.core.handle_leave(session);
+                }
+            }
+            LinkMsg::Action { session, action } => {
+                if self.session_relay.get(&session) == Some(&id) {
+                    self.core.handle_action(session, action);
+                } else {
+                    OriginMetrics::count(&self.metrics.link_errors, "unknown_session");
+                    self.error(
+                        id,
+                        ErrorCode::UnknownSession,
+                        format!("{session} is not open on this link"),
+                    );
+                }
+            }
+            LinkMsg::Ping(p) => {
+                let now = self.now_us();
+                let pong = LinkMsg::Pong(Pong {
+                    nonce: p.nonce,
+                    sent_us: p.sent_us,
+                    received_us: now,
+                    replied_us: now,
+                });
+                self.send(id, 0, frame(&pong));
+            }
+            LinkMsg::Pong(_) => {}
+            other => {
+                OriginMetrics::count(&self.metrics.link_errors, "unexpected");
+                self.error(
+                    id,
+                    ErrorCode::Unexpected,
+                    format!("unexpected message {}", variant(&other)),
+                );
+            }
+        }
+    }
+
+    /// Binds a session to a relay and tells the relay every channel it receives.
+    fn attach(&mut self, id: u64, session: SessionId) {
+        self.orphans.remove(&session);
+        if let Some(old) = self.session_relay.insert(session, id) {
+            if old != id {
+                let channels = self.core.channels_of(session);
+                if let Some(r) = self.relays.get_mut(&old) {
+                    r.sessions.remove(&session);
+                    for c in channels {
+                        dec(&mut r.channels, c);
+                    }
+                }
+            }
+        }
+        let channels = self.core.channels_of(session);
+        if let Some(r) = self.relays.get_mut(&id) {
+            r.sessions.insert(session);
+            for c in &channels {
+                *r.channels.entry(*c).or_insert(0) += 1;
+            }
+        }
+    }
+
+    fn detach(&mut self, session: SessionId) {
+        let Some(id) = self.session_relay.remove(&session) else {
+            return;
+        };
+        let channels = self.core.channels_of(session);
+        if let Some(r) = self.relays.get_mut(&id) {
+            r.sessions.remove(&session);
+            for c in channels {
+                dec(&mut r.channels, c);
+            }
+        }
+    }
+
+    /// A known session arrives on a (possibly new) relay: subscriptions, then exactly
+    /// the batches it missed per channel (or a keyframe where history ran out).
+    fn resume(&mut self, id: u64, session: SessionId, cursors: &[ChannelCursor]) {
+        self.attach(id, session);
+        let channels = self.core.channels_of(session);
+        self.send(
+            id,
+            0,
+            frame(&LinkMsg::Subscriptions {
+                session,
+                added: channels.clone(),
+                removed: Vec::new(),
+            }),
+        );
+        let mut batches = Vec::new();
+        for c in &channels {
+            let cursor = cursors.iter().find(|x| x.channel == *c).copied();
+            match cursor.map(|cur| self.core.history_since(cur)) {
+                Some(Ok(missed)) => batches.extend(missed.iter().map(|b| (**b).clone())),
+                Some(Err(ResumeError::TooOld { .. })) | None => {
+                    let kf = self.core.keyframe_now(*c);
+                    self.send(id, 0, frame(&LinkMsg::Keyframe(kf)));
+                }
+            }
+        }
+        // Replays go in frames under the size limit.
+        let mut chunk: Vec<EventBatch> = Vec::new();
+        let mut size = 0;
+        for b in batches {
+            let len = b.events.iter().map(|e| e.payload.len() + 16).sum::<usize>() + 128;
+            if size + len > DEFAULT_MAX_FRAME / 2 && !chunk.is_empty() {
+                self.send(
+                    id,
+                    0,
+                    frame(&LinkMsg::Replay {
+                        session,
+                        batches: std::mem::take(&mut chunk),
+                    }),
+                );
+                size = 0;
+            }
+            size += len;
+            chunk.push(b);
+        }
+        if !chunk.is_empty() {
+            self.send(
+                id,
+                0,
+                frame(&LinkMsg::Replay {
+                    session,
+                    batches: chunk,
+                }),
+            );
+        }
+    }
+
+    fn sweep_orphans(&mut self) {
+        let grace = self.cfg.session_grace;
+        let expired: Vec<SessionId> = self
+            .orphans
+            .iter()
+            .filter(|(_, t)| t.elapsed() >= grace)
+            .map(|(s, _)| *s)
+            .collect();
+        for s in expired {
+            self.orphans.remove(&s);
+            self.core.handle_leave(s);
+            debug!(session = %s, "session grace expired");
+        }
+    }
+
+    fn send(&mut self, id: u64, lane: usize, frame: Option<Bytes>) {
+        let Some(frame) = frame else { return };
+        let Some(r) = self.relays.get(&id) else {
+            return;
+        };
+        let Some(tx) = r.lanes.get(lane) else { return };
+        if tx.try_send(frame).is_err() {
+            // Too far behind (or gone): drop the relay; its sessions can resume.
+            self.metrics.slow_relays.inc();
+            warn!(relay = %r.relay, lane, "relay too slow; disconnecting");
+            r.conn.close(2u32.into(), b"too slow");
+        }
+    }
+
+    fn route(&mut self) {
+        while let Some(out) = self.core.poll_output() {
+            match out {
+                Output::Result { session, result } => {
+                    match &result.outcome {
+                        skylane_proto::Outcome::Applied { .. } => {
+                            OriginMetrics::count(&self.metrics.actions, "applied")
+                        }
+                        skylane_proto::Outcome::Conflict { .. } => {
+                            OriginMetrics::count(&self.metrics.actions, "conflict")
+                        }
+                        skylane_proto::Outcome::Rejected { code, .. } => OriginMetrics::count(
+                            &self.metrics.actions,
+                            format!("rejected_{code:?}").to_lowercase(),
+                        ),
+                    }
+                    if let Some(&id) = self.session_relay.get(&session) {
+                        self.send(id, 0, frame(&LinkMsg::ActionResult { session, result }));
+                    }
+                }
+                Output::Batch(batch) => {
+                    let channel = batch.channel;
+                    let targets: Vec<u64> = self
+                        .relays
+                        .iter()
+                        .filter(|(_, r)| r.channels.get(&channel).is_some_and(|n| *n > 0))
+                        .map(|(id, _)| *id)
+                        .collect();
+                    if targets.is_empty() {
+                        continue;
+                    }
+                    let bytes = frame(&LinkMsg::Events((*batch).clone()));
+                    let lane = lane_of(channel, self.cfg.lanes);
+                    for id in targets {
+                        self.metrics.batches_sent.inc();
+                        self.send(id, lane, bytes.clone());
+                    }
+                }
+                Output::Keyframe(kf) => {
+                    let channel = kf.channel;
+                    let targets: Vec<u64> = self
+                        .relays
+                        .iter()
+                        .filter(|(_, r)| r.channels.get(&channel).is_some_and(|n| *n > 0))
+                        .map(|(id, _)| *id)
+                        .collect();
+                    let bytes = frame(&LinkMsg::Keyframe(kf));
+                    let lane = lane_of(channel, self.cfg.lanes);
+                    for id in targets {
+                        self.send(id, lane, bytes.clone());
+                    }
+                }
+                Output::Subscriptions {
+                    session,
+                    added,
+                    removed,
+                } => {
+                    let Some(&id) = self.session_relay.get(&session) else {
+                        continue;
+                    };
+                    if let Some(r) = self.relays.get_mut(&id) {
+                        for c in &added {
+                            *r.channels.entry(*c).or_insert(0) += 1;
+                        }
+                        for c in &removed {
+                            dec(&mut r.channels, *c);
+                        }
+                    }
+                    self.send(
+                        id,
+                        0,
+                        frame(&LinkMsg::Subscriptions {
+                            session,
+                            added,
+                            removed,
+                        }),
+                    );
+                }
+                Output::Violation(v) => {
+                    OriginMetrics::count(
+                        &self.metrics.violations,
+                        format!("{:?}", v.kind).to_lowercase(),
+                    );
+                    warn!(session = %v.session, player = %v.player, kind = ?v.kind, evidence = %v.evidence, "violation");
+                }
+                Output::Kick { session, reason } => {
+                    warn!(%session, %reason, "kicking session");
+                    if let Some(&id) = self.session_relay.get(&session) {
+                        self.send(
+                            id,
+                            0,
+                            frame(&LinkMsg::Error(ErrorMsg {
+                                code: ErrorCode::Unexpected,
+                                message: format!("{session} kicked: {reason}"),
+                            })),
+                        );
+                        self.send(id, 0, frame(&LinkMsg::SessionClose { session }));
+                    }
+                    // The engine already removed the session; forget its routing.
+                    if let Some(id) = self.session_relay.remove(&session) {
+                        if let Some(r) = self.relays.get_mut(&id) {
+                            r.sessions.remove(&session);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn dec(map: &mut HashMap<ChannelId, u32>, c: ChannelId) {
+    if let Some(n) = map.get_mut(&c) {
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            map.remove(&c);
+        }
+    }
+}
+
+fn variant(msg: &LinkMsg) -> &'static str {
+    match msg {
+        LinkMsg::LinkHello { .. } => "LinkHello",
+        LinkMsg::SessionOpen { .. } => "SessionOpen",
+        LinkMsg::SessionClose { .. } => "SessionClose",
+        LinkMsg::Action { .. } => "Action",
+        LinkMsg::ActionResult { .. } => "ActionResult",
+        LinkMsg::Events(_) => "Events",
+        LinkMsg::Keyframe(_) => "Keyframe",
+        LinkMsg::Delta(_) => "Delta",
+        LinkMsg::Subscriptions { .. } => "Subscriptions",
+        LinkMsg::Replay { .. } => "Replay",
+        LinkMsg::Ping(_) => "Ping",
+        LinkMsg::Pong(_) => "Pong",
+        LinkMsg::Error(_) => "Error",
+    }
+}
