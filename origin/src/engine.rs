@@ -411,6 +411,12 @@ impl<W: World> Engine<W> {
         }
     }
 
+    /// Schedules the next tick one tick after `now_us` (after a restart, so the
+    /// world does not try to catch up on the time it was down).
+    pub fn rebase(&mut self, now_us: u64) {
+        self.next_tick_us = now_us + self.cfg.tick_us();
+    }
+
     /// Runs exactly the next tick at `at_us` (replays feed logged tick times).
     pub fn run_tick_at(&mut self, at_us: u64) {
         self.run_tick(at_us);

@@ -23,11 +23,13 @@
 //! * [`persist`]: an engine that records its inputs and restarts from its journal.
 //! * [`server`]: the QUIC shell relays connect to (tokio + quinn, mutual TLS).
 //! * [`metrics`]: Prometheus metrics.
+//! * [`config`]: operator configuration (file, flags, environment).
 
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
 pub mod anticheat;
 pub mod arena;
+pub mod config;
 pub mod engine;
 pub mod interest;
 pub mod journal;

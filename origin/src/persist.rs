@@ -155,6 +155,11 @@ where
         Ok(())
     }
 
+    /// See [`Engine::rebase`].
+    pub fn rebase(&mut self, now_us: u64) {
+        self.engine.rebase(now_us);
+    }
+
     /// When the next tick is due.
     pub fn poll_timeout(&self) -> u64 {
         self.engine.poll_timeout()

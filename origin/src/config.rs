@@ -1,0 +1,249 @@
+//! Origin configuration: one struct filled from a TOML file, flags and environment
+//! variables (flags and variables win over the file, the file over defaults).
+//! Unknown keys in the file are rejected by name.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args};
+use serde::{Deserialize, Serialize};
+
+/// Everything an operator sets on an origin.
+#[derive(Debug, Clone, PartialEq, Args, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OriginConfig {
+    /// Address relays connect to (QUIC, mutual TLS).
+    #[arg(long, env = "SKYLANE_ORIGIN_LISTEN", default_value = "127.0.0.1:4500")]
+    pub listen: SocketAddr,
+    /// The world this origin hosts.
+    #[arg(long, env = "SKYLANE_ORIGIN_WORLD", default_value_t = 1)]
+    pub world: u64,
+    /// Ticks per second.
+    #[arg(long, env = "SKYLANE_ORIGIN_TICK_HZ", default_value_t = 30)]
+    pub tick_hz: u32,
+    /// Journal file (redb): actions log and snapshots. Without it the world is not
+    /// persisted.
+    #[arg(long, env = "SKYLANE_ORIGIN_JOURNAL")]
+    pub journal: Option<PathBuf>,
+    /// Ticks between snapshots.
+    #[arg(long, env = "SKYLANE_ORIGIN_SNAPSHOT_EVERY", default_value_t = 300)]
+    pub snapshot_every: u64,
+    /// Certificate chain (PEM) presented to relays.
+    #[arg(long, env = "SKYLANE_ORIGIN_CERT")]
+    pub cert: Option<PathBuf>,
+    /// Private key (PEM) of the certificate.
+    #[arg(long, env = "SKYLANE_ORIGIN_KEY")]
+    pub key: Option<PathBuf>,
+    /// CA bundle (PEM) that relay certificates must chain to.
+    #[arg(long, env = "SKYLANE_ORIGIN_CA")]
+    pub ca: Option<PathBuf>,
+    /// Development mode: use (or create) a development PKI in this directory
+    /// (`skylane certs gen` layout) instead of --cert/--key/--ca.
+    #[arg(long, env = "SKYLANE_ORIGIN_DEV_CERTS")]
+    pub dev_certs: Option<PathBuf>,
+    /// Ed25519 key (PKCS#8 PEM, as written by `skylane token keygen`) that signs
+    /// event batches. Relays and clients verify with its public key.
+    #[arg(long, env = "SKYLANE_ORIGIN_SIGNING_KEY")]
+    pub signing_key: Option<PathBuf>,
+    /// Address of the HTTP endpoint serving /metrics and /status.
+    #[arg(long, env = "SKYLANE_ORIGIN_ADMIN", default_value = "127.0.0.1:9500")]
+    pub admin: SocketAddr,
+    /// Largest action payload accepted, in bytes.
+    #[arg(long, env = "SKYLANE_ORIGIN_MAX_PAYLOAD", default_value_t = 1024)]
+    pub max_payload: usize,
+    /// Seconds a session whose relay vanished waits to resume elsewhere.
+    #[arg(long, env = "SKYLANE_ORIGIN_SESSION_GRACE", default_value_t = 30)]
+    pub session_grace_secs: u64,
+}
+
+/// Why a configuration is unusable.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// File.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this struct (unknown keys are named here).
+    #[error("{path}: {message}")]
+    Parse {
+        /// File.
+        path: PathBuf,
+        /// What is wrong, with the key's name.
+        message: String,
+    },
+    /// Settings that cannot work together.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Merges layers: every argument given on the command line or in the environment
+/// wins; otherwise the file's value; otherwise the default.
+///
+/// `cli` is the struct clap produced (defaults filled in); `matches` tells which of
+/// its values were given explicitly.
+pub fn merge<T>(cli: &T, matches: &ArgMatches, file: Option<&Path>) -> Result<T, ConfigError>
+where
+    T: Serialize + for<'de> Deserialize<'de> + Clone,
+{
+    let Some(path) = file else {
+        return Ok(cli.clone());
+    };
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let file_value: toml::Table = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })?;
+    let mut merged = serde_json::to_value(cli).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+    let obj = merged
+        .as_object_mut()
+        .ok_or_else(|| ConfigError::Invalid("config is not a table".into()))?;
+    for (key, value) in file_value {
+        let explicit = matches!(
+            matches.value_source(&key),
+            Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+        );
+        if !obj.contains_key(&key) {
+            return Err(ConfigError::Parse {
+                path: path.to_owned(),
+                message: format!("unknown key `{key}`"),
+            });
+        }
+        if !explicit {
+            obj.insert(
+                key,
+                serde_json::to_value(value).map_err(|e| ConfigError::Invalid(e.to_string()))?,
+            );
+        }
+    }
+    serde_json::from_value(merged).map_err(|e| ConfigError::Parse {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })
+}
+
+impl OriginConfig {
+    /// Checks settings that clap and serde cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let tls = [&self.cert, &self.key, &self.ca];
+        let some = tls.iter().filter(|p| p.is_some()).count();
+        if self.dev_certs.is_some() && some > 0 {
+            return Err(ConfigError::Invalid(
+                "use either dev_certs or cert/key/ca, not both".into(),
+            ));
+        }
+        if self.dev_certs.is_none() && some != 3 {
+            return Err(ConfigError::Invalid(
+                "TLS needs cert, key and ca (mutual TLS with relays), or dev_certs for development"
+                    .into(),
+            ));
+        }
+        for (name, path) in [
+            ("cert", &self.cert),
+            ("key", &self.key),
+            ("ca", &self.ca),
+            ("signing_key", &self.signing_key),
+        ] {
+            if let Some(p) = path {
+                if !p.exists() {
+                    return Err(ConfigError::Invalid(format!(
+                        "{name}: {} does not exist",
+                        p.display()
+                    )));
+                }
+            }
+        }
+        if self.tick_hz == 0 || self.tick_hz > 1000 {
+            return Err(ConfigError::Invalid(format!(
+                "tick_hz must be 1..=1000, not {}",
+                self.tick_hz
+            )));
+        }
+        if self.signing_key.is_none() && self.dev_certs.is_none() {
+            return Err(ConfigError::Invalid(
+                "signing_key is required outside development mode".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::{CommandFactory, FromArgMatches, Parser};
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        origin: OriginConfig,
+    }
+
+    fn parse(args: &[&str], file: Option<&Path>) -> Result<OriginConfig, ConfigError> {
+        let matches = Cli::command().try_get_matches_from(args).unwrap();
+        let cli = Cli::from_arg_matches(&matches).unwrap();
+        merge(&cli.origin, &matches, file)
+    }
+
+    #[test]
+    fn file_overrides_defaults_and_flags_override_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("origin.toml");
+        std::fs::write(&f, "world = 9\ntick_hz = 60\nlisten = \"127.0.0.1:4600\"\n").unwrap();
+        let c = parse(&["x", "--tick-hz", "20"], Some(&f)).unwrap();
+        assert_eq!(c.world, 9, "file over default");
+        assert_eq!(c.tick_hz, 20, "flag over file");
+        assert_eq!(c.listen, "127.0.0.1:4600".parse().unwrap());
+        assert_eq!(c.snapshot_every, 300, "default");
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("origin.toml");
+        std::fs::write(&f, "wrold = 9\n").unwrap();
+        let err = parse(&["x"], Some(&f)).unwrap_err().to_string();
+        assert!(err.contains("wrold"), "{err}");
+        std::fs::write(&f, "listen = \"nowhere\"\n").unwrap();
+        let err = parse(&["x"], Some(&f)).unwrap_err().to_string();
+        assert!(err.contains("origin.toml"), "{err}");
+        let err = parse(&["x"], Some(&dir.path().join("missing.toml"))).unwrap_err();
+        assert!(matches!(err, ConfigError::Read { .. }));
+    }
+
+    #[test]
+    fn validation_explains_missing_tls() {
+        let c = parse(&["x"], None).unwrap();
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("cert, key and ca"), "{err}");
+        let c = parse(&["x", "--dev-certs", "/tmp/x", "--tick-hz", "0"], None).unwrap();
+        assert!(c.validate().unwrap_err().to_string().contains("tick_hz"));
+        let c = parse(
+            &[
+                "x",
+                "--cert",
+                "/nonexistent.pem",
+                "--key",
+                "/k",
+                "--ca",
+                "/c",
+                "--signing-key",
+                "/s",
+            ],
+            None,
+        )
+        .unwrap();
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("/nonexistent.pem"));
+    }
+}
