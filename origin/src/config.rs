@@ -106,16 +106,17 @@ where
         .as_object_mut()
         .ok_or_else(|| ConfigError::Invalid("config is not a table".into()))?;
     for (key, value) in file_value {
-        let explicit = matches!(
-            matches.value_source(&key),
-            Some(ValueSource::CommandLine | ValueSource::EnvVariable)
-        );
+        // Checked first: asking clap about an id it does not know panics.
         if !obj.contains_key(&key) {
             return Err(ConfigError::Parse {
                 path: path.to_owned(),
                 message: format!("unknown key `{key}`"),
             });
         }
+        let explicit = matches!(
+            matches.value_source(&key),
+            Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+        );
         if !explicit {
             obj.insert(
                 key,
