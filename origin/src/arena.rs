@@ -125,6 +125,12 @@ pub enum ArenaEvent {
         y: f32,
         /// Team.
         team: TeamId,
+        /// Hit points.
+        hp: u32,
+        /// Coins.
+        coins: u64,
+        /// Entity version after the change (receivers keep the newest).
+        version: u64,
     },
     /// A player left.
     Left {
@@ -139,6 +145,8 @@ pub enum ArenaEvent {
         x: f32,
         /// Position.
         y: f32,
+        /// Entity version after the change.
+        version: u64,
     },
     /// An item was picked up.
     PickedUp {
@@ -146,6 +154,8 @@ pub enum ArenaEvent {
         item: EntityId,
         /// Avatar.
         by: EntityId,
+        /// Item version after the change.
+        version: u64,
     },
     /// A trade completed.
     Traded {
@@ -161,6 +171,14 @@ pub enum ArenaEvent {
         items_a_to_b: Vec<EntityId>,
         /// Items b → a.
         items_b_to_a: Vec<EntityId>,
+        /// Coins of a after the trade.
+        a_coins: u64,
+        /// Coins of b after the trade.
+        b_coins: u64,
+        /// Version of a after the trade.
+        a_version: u64,
+        /// Version of b after the trade.
+        b_version: u64,
     },
     /// A shot hit.
     Hit {
@@ -170,6 +188,8 @@ pub enum ArenaEvent {
         target: EntityId,
         /// Target's hit points after the hit.
         hp: u32,
+        /// Target's version after the hit.
+        version: u64,
     },
     /// A shot missed.
     Missed {
@@ -186,6 +206,10 @@ pub enum ArenaEvent {
         x: f32,
         /// Respawn position.
         y: f32,
+        /// Hit points after respawning.
+        hp: u32,
+        /// Victim's version after respawning.
+        version: u64,
     },
 }
 
@@ -575,6 +599,9 @@ impl World for Arena {
                 x,
                 y,
                 team,
+                hp: self.cfg.start_hp,
+                coins: self.cfg.start_coins,
+                version: 1,
             }
             .payload(),
         );
@@ -619,6 +646,7 @@ impl World for Arena {
                             entity: me,
                             x: *x,
                             y: *y,
+                            version: p.version,
                         }
                         .payload(),
                     );
@@ -638,6 +666,7 @@ impl World for Arena {
                         ArenaEvent::PickedUp {
                             item: *item,
                             by: me,
+                            version: i.version,
                         }
                         .payload(),
                     );
@@ -675,6 +704,8 @@ impl World for Arena {
                 }
                 a.version += 1;
                 b.version += 1;
+                let (a_coins, b_coins, a_version, b_version) =
+                    (a.coins, b.coins, a.version, b.version);
                 self.players.insert(me, a);
                 self.players.insert(*partner, b);
                 out.push(
@@ -688,6 +719,10 @@ impl World for Arena {
                         coins_b_to_a: *get_coins,
                         items_a_to_b: give_items.clone(),
                         items_b_to_a: get_items.clone(),
+                        a_coins,
+                        b_coins,
+                        a_version,
+                        b_version,
                     }
                     .payload(),
                 );
@@ -729,6 +764,7 @@ impl World for Arena {
                             shooter: me,
                             target,
                             hp: t.hp,
+                            version: t.version,
                         }
                         .payload(),
                     );
@@ -738,6 +774,9 @@ impl World for Arena {
                         t.y = ny;
                         t.hp = start_hp;
                         t.last_move_tick = ctx.tick;
+                        // A second change (the respawn): a second version, so receivers
+                        // that see the hit after the death keep the respawn.
+                        t.version += 1;
                         out.push(
                             ChannelId::World,
                             EventClass::Critical,
@@ -747,6 +786,8 @@ impl World for Arena {
                                 by: me,
                                 x: nx,
                                 y: ny,
+                                hp: start_hp,
+                                version: t.version,
                             }
                             .payload(),
                         );

@@ -24,6 +24,7 @@
 //! * [`server`]: the QUIC shell relays connect to (tokio + quinn, mutual TLS).
 //! * [`metrics`]: Prometheus metrics.
 //! * [`config`]: operator configuration (file, flags, environment).
+//! * [`view`]: a client's view rebuilt from keyframes and batches, and the consistency checker.
 
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
@@ -36,6 +37,7 @@ pub mod journal;
 pub mod metrics;
 pub mod persist;
 pub mod server;
+pub mod view;
 pub mod world;
 
 pub use anticheat::{AnomalyKind, Detector, DetectorConfig, Enforcement, Violation};
@@ -48,4 +50,5 @@ pub use journal::{replay, Divergence, Input, Journal, JournalError, JournalMeta,
 pub use metrics::OriginMetrics;
 pub use persist::Persistent;
 pub use server::{Core, OriginServer, ServerConfig};
+pub use view::{ArenaView, Mismatch, ViewError};
 pub use world::{Ctx, Emit, Emitted, Observation, Rejection, Validator, World};
