@@ -16,10 +16,14 @@ use skylane_proto::{
 };
 
 fn engine(players: u64, size: f32) -> Engine<Arena> {
+    engine_cells(players, size, 100.0)
+}
+
+fn engine_cells(players: u64, size: f32, cell: f32) -> Engine<Arena> {
     let arena = Arena::new(ArenaConfig {
         width: size,
         height: size,
-        cell: 100.0,
+        cell,
         ..ArenaConfig::default()
     });
     let grid = arena.grid();
@@ -70,8 +74,16 @@ fn percentiles(label: &str, runs: usize, mut f: impl FnMut()) {
 }
 
 fn moves_10k(c: &mut Criterion) {
+    // Worst case for per-channel costs: 100-unit cells, ~6,300 channels with events
+    // every tick. Then 250-unit cells (1,600 cells), a usual density for 10,000
+    // players on this map.
+    moves_10k_cells(c, 100.0, "moves_per_tick_10k_players");
+    moves_10k_cells(c, 250.0, "moves_per_tick_10k_players_250_cells");
+}
+
+fn moves_10k_cells(c: &mut Criterion, cell: f32, name: &str) {
     let n = 10_000u64;
-    let mut e = engine(n, 10_000.0);
+    let mut e = engine_cells(n, 10_000.0, cell);
     // Each player alternates between its spawn point and 0.2 units east of it.
     let starts: Vec<(f32, f32)> = (1..=n)
         .map(|s| {
@@ -83,7 +95,7 @@ fn moves_10k(c: &mut Criterion) {
     let mut g = c.benchmark_group("engine");
     g.throughput(Throughput::Elements(n));
     g.sample_size(20);
-    g.bench_function("moves_per_tick_10k_players", |b| {
+    g.bench_function(name, |b| {
         b.iter_batched(
             || {
                 seq += 1;

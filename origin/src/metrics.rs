@@ -17,7 +17,7 @@ pub struct KindLabel {
 /// An origin's metrics.
 #[derive(Debug, Clone)]
 pub struct OriginMetrics {
-    /// Actions by outcome (applied, conflict, rejected_<code>).
+    /// Actions by outcome (`applied`, `conflict`, `rejected_<code>`).
     pub actions: Family<KindLabel, Counter>,
     /// Violations by kind.
     pub violations: Family<KindLabel, Counter>,
