@@ -25,16 +25,18 @@ async fn serve_echo(endpoint: Endpoint) {
     }
 }
 
+/// Starts an echo server with `identity` and returns its address.
+fn start_server(identity: &Identity, auth: ClientAuth) -> SocketAddr {
+    let server = Endpoint::server(server_config(identity, auth).unwrap(), loopback()).unwrap();
+    let addr = server.local_addr().unwrap();
+    tokio::spawn(serve_echo(server));
+    addr
+}
+
 #[tokio::test]
 async fn client_and_server_connect_with_generated_certs() {
     let pki = LocalPki::generate(&[]).unwrap();
-    let server = Endpoint::server(
-        server_config(&pki.relay, ClientAuth::None).unwrap(),
-        loopback(),
-    )
-    .unwrap();
-    let addr = server.local_addr().unwrap();
-    tokio::spawn(serve_echo(server));
+    let addr = start_server(&pki.relay, ClientAuth::None);
 
     let mut client = Endpoint::client(loopback()).unwrap();
     client.set_default_client_config(client_config(pki.roots().unwrap(), None).unwrap());
@@ -58,13 +60,7 @@ async fn client_and_server_connect_with_generated_certs() {
 async fn client_that_does_not_trust_the_ca_fails_clearly() {
     let pki = LocalPki::generate(&[]).unwrap();
     let other = LocalPki::generate(&[]).unwrap();
-    let server = Endpoint::server(
-        server_config(&pki.relay, ClientAuth::None).unwrap(),
-        loopback(),
-    )
-    .unwrap();
-    let addr = server.local_addr().unwrap();
-    tokio::spawn(serve_echo(server));
+    let addr = start_server(&pki.relay, ClientAuth::None);
 
     let mut client = Endpoint::client(loopback()).unwrap();
     client.set_default_client_config(client_config(other.roots().unwrap(), None).unwrap());

@@ -119,6 +119,15 @@ fn quinn_rtt_matches_the_link_and_handshake_takes_one_rtt() {
     });
 }
 
+/// A network of two hosts in one lab region with `params` on the link from a to b.
+fn two_hosts(seed: u64, params: LinkParams) -> (Sim, HostId, HostId) {
+    let sim = Sim::new(seed);
+    let a = sim.add_host("a", "lab");
+    let b = sim.add_host("b", "lab");
+    sim.set_link(a, b, params);
+    (sim, a, b)
+}
+
 /// Sends `n` numbered packets a→b over raw simulated UDP, 1 ms apart, and returns
 /// which arrived.
 async fn blast(
@@ -160,13 +169,9 @@ async fn blast(
 #[test]
 fn independent_loss_is_within_three_sigma() {
     run(|| async {
-        let sim = Sim::new(7);
-        let a = sim.add_host("a", "lab");
-        let b = sim.add_host("b", "lab");
         let p = 0.05;
-        sim.set_link(
-            a,
-            b,
+        let (sim, a, b) = two_hosts(
+            7,
             LinkParams {
                 loss: Loss::Independent(p),
                 ..LinkParams::default()
@@ -189,12 +194,8 @@ fn independent_loss_is_within_three_sigma() {
 #[test]
 fn bursty_loss_has_the_configured_mean_burst() {
     run(|| async {
-        let sim = Sim::new(11);
-        let a = sim.add_host("a", "lab");
-        let b = sim.add_host("b", "lab");
-        sim.set_link(
-            a,
-            b,
+        let (sim, a, b) = two_hosts(
+            11,
             LinkParams {
                 loss: Loss::bursty(0.05, 4.0),
                 ..LinkParams::default()
@@ -223,12 +224,8 @@ fn bursty_loss_has_the_configured_mean_burst() {
 #[test]
 fn bandwidth_caps_throughput_and_drops_past_the_queue_budget() {
     run(|| async {
-        let sim = Sim::new(3);
-        let a = sim.add_host("a", "lab");
-        let b = sim.add_host("b", "lab");
-        sim.set_link(
-            a,
-            b,
+        let (sim, a, b) = two_hosts(
+            3,
             LinkParams {
                 bandwidth_bps: Some(1_000_000),
                 queue_budget: Duration::from_millis(100),
