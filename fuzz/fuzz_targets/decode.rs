@@ -9,7 +9,9 @@ use skylane_proto::bytes::Bytes;
 use skylane_proto::{decode_datagram, decode_message, ClientMsg, FrameDecoder, LinkMsg, ServerMsg};
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&ctl, rest)) = data.split_first() else { return };
+    let Some((&ctl, rest)) = data.split_first() else {
+        return;
+    };
     let b = Bytes::copy_from_slice(rest);
     let _ = decode_message::<ClientMsg>(b.clone());
     let _ = decode_message::<ServerMsg>(b.clone());
