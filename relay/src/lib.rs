@@ -1,9 +1,17 @@
 //! `skylane-relay`: the edge relay.
 //!
-//! **Status:** reserved in the workspace; the relay (QUIC termination, GeoIP and
-//! RTT routing, per-class priority scheduling, fan-out, resume, drain) is tracked
-//! by the relay issue and not written yet.
+//! **Status:** in progress. Written so far: the per-connection priority
+//! [`scheduler`] (pure core). Still to come (relay issue): QUIC termination, token
+//! checks, GeoIP and RTT routing, edge anti-cheat, upstream links to origins,
+//! fan-out, resume, drain, the `skylane-relay` binary.
 //!
-//! **Contract (for when it lands):** every stateful core (routing table, priority
-//! scheduler, session table, edge validators) is a sans-IO state machine that takes
-//! `now` as an argument; tokio and quinn code is a thin shell around them.
+//! **Contract:** every stateful core (routing table, priority scheduler, session
+//! table, edge validators) is a sans-IO state machine that takes `now` as an
+//! argument and never reads a clock; tokio and quinn code is a thin shell around
+//! them.
+
+#![cfg_attr(not(test), warn(clippy::unwrap_used))]
+
+pub mod scheduler;
+
+pub use scheduler::{Outgoing, Overflow, Scheduler, SchedulerConfig, SchedulerStats};
