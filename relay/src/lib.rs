@@ -1,7 +1,7 @@
 //! `skylane-relay`: the edge relay.
 //!
 //! **Status:** in progress. Written so far: the per-connection priority
-//! [`scheduler`] (pure core). Still to come (relay issue): QUIC termination, token
+//! [`scheduler`] and the [`edge`] anti-cheat guard (pure cores). Still to come (relay issue): QUIC termination, token
 //! checks, GeoIP and RTT routing, edge anti-cheat, upstream links to origins,
 //! fan-out, resume, drain, the `skylane-relay` binary.
 //!
@@ -12,6 +12,8 @@
 
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
+pub mod edge;
 pub mod scheduler;
 
+pub use edge::{EdgeConfig, EdgeGuard, EdgeViolation, Rate, Verdict};
 pub use scheduler::{Outgoing, Overflow, Scheduler, SchedulerConfig, SchedulerStats};
