@@ -1,7 +1,8 @@
 //! `skylane-relay`: the edge relay.
 //!
 //! **Status:** in progress. Written so far: the per-connection priority
-//! [`scheduler`] and the [`edge`] anti-cheat guard (pure cores). Still to come (relay issue): QUIC termination, token
+//! [`scheduler`], the [`edge`] anti-cheat guard and the [`routing`] table
+//! (pure cores). Still to come (relay issue): QUIC termination, token
 //! checks, GeoIP and RTT routing, edge anti-cheat, upstream links to origins,
 //! fan-out, resume, drain, the `skylane-relay` binary.
 //!
@@ -13,7 +14,9 @@
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
 pub mod edge;
+pub mod routing;
 pub mod scheduler;
 
 pub use edge::{EdgeConfig, EdgeGuard, EdgeViolation, Rate, Verdict};
+pub use routing::{Link, OriginId, Path, RouteChange, RoutingConfig, RoutingTable};
 pub use scheduler::{Outgoing, Overflow, Scheduler, SchedulerConfig, SchedulerStats};
