@@ -1,8 +1,8 @@
 //! `skylane-relay`: the edge relay.
 //!
 //! **Status:** in progress. Written so far: the per-connection priority
-//! [`scheduler`], the [`edge`] anti-cheat guard and the [`routing`] table
-//! (pure cores). Still to come (relay issue): QUIC termination, token
+//! [`scheduler`], the [`edge`] anti-cheat guard, the [`routing`] table and
+//! the [`session`] table with resume tickets (pure cores). Still to come (relay issue): QUIC termination, token
 //! checks, GeoIP and RTT routing, edge anti-cheat, upstream links to origins,
 //! fan-out, resume, drain, the `skylane-relay` binary.
 //!
@@ -16,7 +16,11 @@
 pub mod edge;
 pub mod routing;
 pub mod scheduler;
+pub mod session;
 
 pub use edge::{EdgeConfig, EdgeGuard, EdgeViolation, Rate, Verdict};
 pub use routing::{Link, OriginId, Path, RouteChange, RoutingConfig, RoutingTable};
 pub use scheduler::{Outgoing, Overflow, Scheduler, SchedulerConfig, SchedulerStats};
+pub use session::{
+    AttachError, ConnId, Presence, SessionEntry, SessionTable, TicketClaims, TicketError, TicketKey,
+};
