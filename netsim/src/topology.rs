@@ -104,14 +104,7 @@ pub fn region(name: &str) -> Option<&'static RegionInfo> {
     REGIONS.iter().find(|r| r.name == name)
 }
 
-/// Great-circle distance in kilometres (haversine, mean Earth radius 6,371 km).
-pub fn distance_km(lat1: f64, lon1: f64, lat2: f64, lon2: f64) -> f64 {
-    let (p1, p2) = (lat1.to_radians(), lat2.to_radians());
-    let dp = (lat2 - lat1).to_radians();
-    let dl = (lon2 - lon1).to_radians();
-    let a = (dp / 2.0).sin().powi(2) + p1.cos() * p2.cos() * (dl / 2.0).sin().powi(2);
-    2.0 * 6371.0 * a.sqrt().asin()
-}
+pub use skylane_proto::geo::distance_km;
 
 /// Round-trip time between two regions: measured where known, estimated otherwise.
 /// `None` if a name is unknown.

@@ -18,6 +18,7 @@
 //! * [`codec`]: frames, datagrams, size limits, decode errors.
 //! * [`token`]: JWT issue and offline verification.
 //! * [`chain`]: signed, hash-chained event batches (tamper evidence).
+//! * [`geo`]: great-circle distances.
 
 // Library code reports errors; tests may unwrap.
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
@@ -31,6 +32,7 @@ pub use bytes;
 pub mod chain;
 pub mod class;
 pub mod codec;
+pub mod geo;
 pub mod ids;
 pub mod message;
 pub mod payload;

@@ -2,7 +2,8 @@
 //!
 //! **Status:** in progress. Written so far: the per-connection priority
 //! [`scheduler`], the [`edge`] anti-cheat guard, the [`routing`] table and
-//! the [`session`] table with resume tickets (pure cores). Still to come (relay issue): QUIC termination, token
+//! the [`session`] table with resume tickets (pure cores), and [`geo`]: GeoIP
+//! lookups and the nearest-relay directory. Still to come (relay issue): QUIC termination, token
 //! checks, GeoIP and RTT routing, edge anti-cheat, upstream links to origins,
 //! fan-out, resume, drain, the `skylane-relay` binary.
 //!
@@ -14,11 +15,13 @@
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
 pub mod edge;
+pub mod geo;
 pub mod routing;
 pub mod scheduler;
 pub mod session;
 
 pub use edge::{EdgeConfig, EdgeGuard, EdgeViolation, Rate, Verdict};
+pub use geo::{Directory, GeoDb, GeoError};
 pub use routing::{Link, OriginId, Path, RouteChange, RoutingConfig, RoutingTable};
 pub use scheduler::{Outgoing, Overflow, Scheduler, SchedulerConfig, SchedulerStats};
 pub use session::{
