@@ -81,6 +81,24 @@ async fn echo_stream(p: &Pair) -> (quinn::Connection, quinn::SendStream, quinn::
     (conn, send, recv)
 }
 
+/// An echo server on `a`, a client on `b`, and one completed round trip.
+async fn connected(
+    sim: &Sim,
+    a: HostId,
+    b: HostId,
+    idle: Duration,
+) -> (
+    Pair,
+    quinn::Connection,
+    quinn::SendStream,
+    quinn::RecvStream,
+) {
+    let p = pair(sim, a, b, idle);
+    spawn_echo(p.server.clone());
+    let (conn, send, recv) = echo_stream(&p).await;
+    (p, conn, send, recv)
+}
+
 #[test]
 fn quinn_rtt_matches_the_link_and_handshake_takes_one_rtt() {
     run(|| async {
@@ -251,9 +269,7 @@ fn partition_stalls_a_stream_and_heal_resumes_it() {
         let sim = Sim::new(5);
         let a = sim.add_host("server", "london");
         let b = sim.add_host("client", "amsterdam");
-        let p = pair(&sim, a, b, Duration::from_secs(30));
-        spawn_echo(p.server.clone());
-        let (_conn, mut send, mut recv) = echo_stream(&p).await;
+        let (_p, _conn, mut send, mut recv) = connected(&sim, a, b, Duration::from_secs(30)).await;
         let mut buf = [0u8; 8];
 
         sim.partition(a, b);
@@ -319,9 +335,7 @@ fn a_client_whose_address_changes_keeps_its_connection() {
         let sim = Sim::new(13);
         let a = sim.add_host("server", "frankfurt");
         let b = sim.add_host("client", "paris");
-        let p = pair(&sim, a, b, Duration::from_secs(10));
-        spawn_echo(p.server.clone());
-        let (_conn, mut send, mut recv) = echo_stream(&p).await;
+        let (_p, _conn, mut send, mut recv) = connected(&sim, a, b, Duration::from_secs(10)).await;
         let mut buf = [0u8; 8];
         let before = sim.ip(b);
         sim.apply(Fault::ChangeAddress(b));

@@ -62,6 +62,15 @@ fn tick(e: &mut Engine<Arena>) -> Vec<(SessionId, Outcome)> {
     out
 }
 
+/// Session 1 (placed at (500, 500)) steps 0.3 units east per sequence number.
+fn move_east(e: &mut Engine<Arena>, seq: u64) {
+    let step = ArenaAction::Move {
+        x: 500.0 + seq as f32 * 0.3,
+        y: 500.0,
+    };
+    e.handle_action(SessionId(1), act(seq, &step, vec![]));
+}
+
 #[track_caller]
 fn assert_rejected(outcome: &Outcome, code: RejectCode) {
     assert!(
@@ -442,17 +451,7 @@ fn batches_are_signed_chained_and_sequenced() {
     let mut verifier = ChainVerifier::new(ChainSigner::from_bytes(&KEY).verifying_key());
     let mut batches = 0;
     for seq in 1..=20u64 {
-        e.handle_action(
-            SessionId(1),
-            act(
-                seq,
-                &ArenaAction::Move {
-                    x: 500.0 + seq as f32 * 0.3,
-                    y: 500.0,
-                },
-                vec![],
-            ),
-        );
+        move_east(&mut e, seq);
         let now = e.poll_timeout();
         e.handle_timeout(now);
         for o in drain(&mut e) {
@@ -472,17 +471,7 @@ fn resume_history_returns_missed_batches_until_it_is_evicted() {
     e.world_mut().place(a, 500.0, 500.0);
     let cell = ChannelId::Cell { x: 5, y: 5 };
     for seq in 1..=10u64 {
-        e.handle_action(
-            SessionId(1),
-            act(
-                seq,
-                &ArenaAction::Move {
-                    x: 500.0 + seq as f32 * 0.3,
-                    y: 500.0,
-                },
-                vec![],
-            ),
-        );
+        move_east(&mut e, seq);
         tick(&mut e);
     }
     let missed = e
