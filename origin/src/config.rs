@@ -3,10 +3,9 @@
 //! Unknown keys in the file are rejected by name.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use clap::parser::ValueSource;
-use clap::{ArgMatches, Args};
+use clap::Args;
 use serde::{Deserialize, Serialize};
 
 /// Everything an operator sets on an origin.
@@ -57,78 +56,7 @@ pub struct OriginConfig {
     pub session_grace_secs: u64,
 }
 
-/// Why a configuration is unusable.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// The file could not be read.
-    #[error("cannot read {path}: {source}")]
-    Read {
-        /// File.
-        path: PathBuf,
-        /// Cause.
-        source: std::io::Error,
-    },
-    /// The file is not valid TOML for this struct (unknown keys are named here).
-    #[error("{path}: {message}")]
-    Parse {
-        /// File.
-        path: PathBuf,
-        /// What is wrong, with the key's name.
-        message: String,
-    },
-    /// Settings that cannot work together.
-    #[error("{0}")]
-    Invalid(String),
-}
-
-/// Merges layers: every argument given on the command line or in the environment
-/// wins; otherwise the file's value; otherwise the default.
-///
-/// `cli` is the struct clap produced (defaults filled in); `matches` tells which of
-/// its values were given explicitly.
-pub fn merge<T>(cli: &T, matches: &ArgMatches, file: Option<&Path>) -> Result<T, ConfigError>
-where
-    T: Serialize + for<'de> Deserialize<'de> + Clone,
-{
-    let Some(path) = file else {
-        return Ok(cli.clone());
-    };
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-        path: path.to_owned(),
-        source,
-    })?;
-    let file_value: toml::Table = toml::from_str(&text).map_err(|e| ConfigError::Parse {
-        path: path.to_owned(),
-        message: e.to_string(),
-    })?;
-    let mut merged = serde_json::to_value(cli).map_err(|e| ConfigError::Invalid(e.to_string()))?;
-    let obj = merged
-        .as_object_mut()
-        .ok_or_else(|| ConfigError::Invalid("config is not a table".into()))?;
-    for (key, value) in file_value {
-        // Checked first: asking clap about an id it does not know panics.
-        if !obj.contains_key(&key) {
-            return Err(ConfigError::Parse {
-                path: path.to_owned(),
-                message: format!("unknown key `{key}`"),
-            });
-        }
-        let explicit = matches!(
-            matches.value_source(&key),
-            Some(ValueSource::CommandLine | ValueSource::EnvVariable)
-        );
-        if !explicit {
-            obj.insert(
-                key,
-                serde_json::to_value(value).map_err(|e| ConfigError::Invalid(e.to_string()))?,
-            );
-        }
-    }
-    serde_json::from_value(merged).map_err(|e| ConfigError::Parse {
-        path: path.to_owned(),
-        message: e.to_string(),
-    })
-}
+pub use skylane_ops::{merge, ConfigError};
 
 impl OriginConfig {
     /// Checks settings that clap and serde cannot.
@@ -180,6 +108,7 @@ impl OriginConfig {
 mod tests {
     use super::*;
     use clap::{CommandFactory, FromArgMatches, Parser};
+    use std::path::Path;
 
     #[derive(Debug, Parser)]
     struct Cli {

@@ -227,6 +227,31 @@ pub fn decode_message<M: WireMessage>(body: Bytes) -> Result<M, DecodeError> {
     Ok(msg)
 }
 
+/// postcard's variant index of `LinkMsg::Events` and `ServerMsg::Events`.
+const LINK_EVENTS_TAG: u8 = 5;
+const SERVER_EVENTS_TAG: u8 = 3;
+
+/// Turns the body of a received `LinkMsg::Events` frame (as returned by
+/// [`FrameDecoder::poll_frame`]) into a complete `ServerMsg::Events` stream frame
+/// without decoding and re-encoding the batch: the two messages differ only in
+/// their variant tag, so the relay swaps the tag and copies the body once, however
+/// many clients receive it. `None` if `body` is not an events frame.
+pub fn link_events_to_client_frame(body: &[u8]) -> Option<Bytes> {
+    match body {
+        [PROTOCOL_VERSION, LINK_EVENTS_TAG, rest @ ..] => {
+            let len = rest.len() + 2;
+            let mut out = BytesMut::with_capacity(len + MAX_VARINT_LEN);
+            out.resize(varint_len(len), 0);
+            put_varint(&mut out[..], len);
+            out.put_u8(PROTOCOL_VERSION);
+            out.put_u8(SERVER_EVENTS_TAG);
+            out.extend_from_slice(rest);
+            Some(out.freeze())
+        }
+        _ => None,
+    }
+}
+
 /// Encodes `msg` as one datagram (at most [`MAX_DATAGRAM`] bytes).
 pub fn encode_datagram<M: WireMessage>(msg: &M) -> Result<Bytes, EncodeError> {
     let mut out = Vec::with_capacity(64);
@@ -329,6 +354,46 @@ impl FrameDecoder {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn relabelled_events_frame_equals_a_fresh_server_encoding() {
+        use crate::{BatchEvent, ChannelId, EventBatch, EventClass, LinkMsg, ServerMsg, WorldId};
+        for n in [0usize, 1, 3, 200] {
+            let batch = EventBatch {
+                world: WorldId(3),
+                channel: ChannelId::Cell { x: 4, y: 9 },
+                tick: 77,
+                origin_time_us: 123_456,
+                events: (0..n)
+                    .map(|i| BatchEvent {
+                        seq: i as u64 + 1,
+                        class: EventClass::Movement,
+                        entity: None,
+                        payload: vec![7u8; 40].into(),
+                    })
+                    .collect(),
+                prev_hash: Default::default(),
+                signature: vec![1u8; 64].into(),
+            };
+            let link =
+                encode_frame_to_bytes(&LinkMsg::Events(batch.clone()), DEFAULT_MAX_FRAME).unwrap();
+            let mut dec = FrameDecoder::default();
+            dec.push(&link);
+            let body = dec.poll_frame().unwrap().unwrap();
+            let relabelled = link_events_to_client_frame(&body).unwrap();
+            let fresh =
+                encode_frame_to_bytes(&ServerMsg::Events(batch), DEFAULT_MAX_FRAME).unwrap();
+            assert_eq!(relabelled, fresh, "{n} events");
+        }
+        let other = encode_frame_to_bytes(
+            &LinkMsg::SessionClose {
+                session: crate::SessionId(1),
+            },
+            DEFAULT_MAX_FRAME,
+        )
+        .unwrap();
+        assert!(link_events_to_client_frame(&other[1..]).is_none());
+    }
+
     use super::*;
     use crate::message::{Ping, ServerMsg};
     use crate::{EventBatch, EventClass, Payload, WorldId};

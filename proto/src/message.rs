@@ -480,6 +480,15 @@ pub enum ClientMsg {
     Ping(Ping),
     /// Ends the session for good (no resume).
     Bye,
+    /// Which relays suit this client? Allowed as the first message instead of
+    /// [`Hello`] (no token needed): the relay answers [`ServerMsg::Directory`] with
+    /// the relays nearest to `addr` (or to the connection's address) and closes.
+    Directory {
+        /// The address to place (`None`: the connection's source address).
+        addr: Option<String>,
+        /// How many relays to return (capped by the relay).
+        count: u8,
+    },
 }
 
 /// Relay → client.
@@ -510,6 +519,8 @@ pub enum ServerMsg {
     GoAway(GoAway),
     /// A protocol error.
     Error(ErrorMsg),
+    /// Answer to [`ClientMsg::Directory`]: relays nearest first.
+    Directory(Vec<RelayInfo>),
 }
 
 /// Relay ↔ origin and relay ↔ relay. Session-scoped messages name their session,

@@ -227,7 +227,21 @@ impl Scheduler {
     /// The next message to send at `now`: the most urgent class first, sessions in
     /// turn within a class, stale messages dropped on the way.
     pub fn poll_next(&mut self, now: Instant) -> Option<Outgoing> {
-        for r in 0..EventClass::COUNT {
+        self.poll_next_ready(now, |_| true)
+    }
+
+    /// Like [`poll_next`](Self::poll_next), skipping classes whose output is not
+    /// `ready` (for example a stream whose send buffer is full), so a blocked bulk
+    /// stream never holds back critical messages.
+    pub fn poll_next_ready(
+        &mut self,
+        now: Instant,
+        ready: impl Fn(EventClass) -> bool,
+    ) -> Option<Outgoing> {
+        for (r, class) in EventClass::ALL.iter().enumerate() {
+            if !ready(*class) {
+                continue;
+            }
             while let Some(e) = self.classes[r].pop() {
                 if e.deadline.is_some_and(|d| d <= now) {
                     self.stats.expired[r] += 1;

@@ -1,0 +1,184 @@
+//! `skylane-ops`: what every Skylane binary does the same way for its operator.
+//!
+//! * [`merge`]: one configuration struct filled from a TOML file, flags and
+//!   environment variables (flags and variables win over the file, the file over
+//!   defaults), unknown keys rejected by name.
+//! * [`admin_router`] / [`serve_admin`]: the admin HTTP endpoint with `/metrics` in
+//!   the Prometheus/OpenMetrics text format; binaries add their own routes
+//!   (`/status`, `/drain`).
+//! * [`init_logging`]: `tracing` to stderr, filtered by `RUST_LOG`.
+//!
+//! The origin and the relay share this crate so their operators get identical
+//! behaviour (see `docs/operations.md`).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use clap::parser::ValueSource;
+use clap::ArgMatches;
+use prometheus_client::registry::Registry;
+use serde::{Deserialize, Serialize};
+
+/// Why a configuration is unusable.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// File.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this struct (unknown keys are named here).
+    #[error("{path}: {message}")]
+    Parse {
+        /// File.
+        path: PathBuf,
+        /// What is wrong, with the key's name.
+        message: String,
+    },
+    /// Settings that cannot work together.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Merges layers: every argument given on the command line or in the environment
+/// wins; otherwise the file's value; otherwise the default.
+///
+/// `cli` is the struct clap produced (defaults filled in); `matches` tells which of
+/// its values were given explicitly.
+pub fn merge<T>(cli: &T, matches: &ArgMatches, file: Option<&Path>) -> Result<T, ConfigError>
+where
+    T: Serialize + for<'de> Deserialize<'de> + Clone,
+{
+    let Some(path) = file else {
+        return Ok(cli.clone());
+    };
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let file_value: toml::Table = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })?;
+    let mut merged = serde_json::to_value(cli).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+    let obj = merged
+        .as_object_mut()
+        .ok_or_else(|| ConfigError::Invalid("config is not a table".into()))?;
+    for (key, value) in file_value {
+        // Checked first: asking clap about an id it does not know panics.
+        if !obj.contains_key(&key) {
+            return Err(ConfigError::Parse {
+                path: path.to_owned(),
+                message: format!("unknown key `{key}`"),
+            });
+        }
+        let explicit = matches!(
+            matches.value_source(&key),
+            Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+        );
+        if !explicit {
+            obj.insert(
+                key,
+                serde_json::to_value(value).map_err(|e| ConfigError::Invalid(e.to_string()))?,
+            );
+        }
+    }
+    serde_json::from_value(merged).map_err(|e| ConfigError::Parse {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })
+}
+
+/// A router serving `/metrics` from `registry`; add routes with `.route(..)`.
+pub fn admin_router(registry: Arc<Registry>) -> axum::Router {
+    axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let registry = registry.clone();
+            async move {
+                let mut text = String::new();
+                let _ = prometheus_client::encoding::text::encode(&mut text, &registry);
+                (
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    )],
+                    text,
+                )
+            }
+        }),
+    )
+}
+
+/// Binds `addr` and serves `router` in a background task; returns the bound address.
+pub async fn serve_admin(addr: SocketAddr, router: axum::Router) -> std::io::Result<SocketAddr> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let bound = listener.local_addr()?;
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, router).await;
+    });
+    Ok(bound)
+}
+
+/// Logs to stderr with `RUST_LOG` (default `info`). Safe to call twice.
+pub fn init_logging() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Checks that an optional file setting names a readable file.
+pub fn check_file(name: &str, path: Option<&PathBuf>) -> Result<(), ConfigError> {
+    if let Some(p) = path {
+        std::fs::metadata(p).map_err(|e| {
+            ConfigError::Invalid(format!("{name}: cannot read {}: {e}", p.display()))
+        })?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::{Args, CommandFactory, FromArgMatches, Parser};
+
+    #[derive(Debug, Clone, PartialEq, Args, Serialize, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Demo {
+        #[arg(long, env = "SKYLANE_OPS_TEST_A", default_value_t = 1)]
+        a: u32,
+        #[arg(long, default_value_t = 2)]
+        b: u32,
+    }
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        demo: Demo,
+    }
+
+    #[test]
+    fn flags_beat_the_file_which_beats_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("x.toml");
+        std::fs::write(&f, "a = 5\nb = 6\n").unwrap();
+        let m = Cli::command()
+            .try_get_matches_from(["x", "--b", "9"])
+            .unwrap();
+        let cli = Cli::from_arg_matches(&m).unwrap();
+        let c = merge(&cli.demo, &m, Some(&f)).unwrap();
+        assert_eq!(c, Demo { a: 5, b: 9 });
+        std::fs::write(&f, "c = 1\n").unwrap();
+        let err = merge(&cli.demo, &m, Some(&f)).unwrap_err().to_string();
+        assert!(err.contains("unknown key `c`"), "{err}");
+        assert!(check_file("geoip", Some(&dir.path().join("nope"))).is_err());
+        assert!(check_file("geoip", Some(&f)).is_ok());
+    }
+}
