@@ -93,6 +93,24 @@ where
     })
 }
 
+/// Metric label: an outcome, error or violation kind.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+pub struct KindLabel {
+    /// The kind.
+    pub kind: String,
+}
+
+/// Counts one `kind` in `family`.
+pub fn count(
+    family: &prometheus_client::metrics::family::Family<
+        KindLabel,
+        prometheus_client::metrics::counter::Counter,
+    >,
+    kind: impl Into<String>,
+) {
+    family.get_or_create(&KindLabel { kind: kind.into() }).inc();
+}
+
 /// A router serving `/metrics` from `registry`; add routes with `.route(..)`.
 pub fn admin_router(registry: Arc<Registry>) -> axum::Router {
     axum::Router::new().route(

@@ -1,18 +1,12 @@
 //! Prometheus metrics of an origin.
 
-use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
-/// Label: an outcome, error or violation kind.
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct KindLabel {
-    /// The kind.
-    pub kind: String,
-}
+pub use skylane_ops::KindLabel;
 
 /// An origin's metrics.
 #[derive(Debug, Clone)]
@@ -82,6 +76,6 @@ impl OriginMetrics {
 
     /// Counts one `kind` in `family`.
     pub fn count(family: &Family<KindLabel, Counter>, kind: impl Into<String>) {
-        family.get_or_create(&KindLabel { kind: kind.into() }).inc();
+        skylane_ops::count(family, kind);
     }
 }

@@ -238,6 +238,12 @@ impl ChainVerifier {
         );
     }
 
+    /// Forgets a channel's chain: the next batch anchors it again (after the
+    /// receiver resynchronised from a keyframe).
+    pub fn forget(&mut self, channel: ChannelId) {
+        self.channels.remove(&channel);
+    }
+
     /// Verifies the chain, the sequence numbers, and the signature when present, of
     /// the next batch of its channel. The first batch seen on a channel anchors the
     /// chain; if it is unsigned, a signed batch must follow within the cadence.

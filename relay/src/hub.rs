@@ -162,7 +162,12 @@ impl Hub {
     /// A session opens or resumes here. `resume_from` is what its client last
     /// received per channel; its subscriptions start empty until the origin's
     /// `Subscriptions` arrive.
-    pub fn handle_open(&mut self, session: SessionId, world: WorldId, resume_from: &[ChannelCursor]) {
+    pub fn handle_open(
+        &mut self,
+        session: SessionId,
+        world: WorldId,
+        resume_from: &[ChannelCursor],
+    ) {
         self.handle_close(session);
         let cursors = resume_from
             .iter()
@@ -195,12 +200,7 @@ impl Hub {
         let mut v: Vec<ChannelCursor> = f
             .cursors
             .iter()
-            .filter_map(|(ch, c)| {
-                c.last.map(|seq| ChannelCursor {
-                    channel: *ch,
-                    seq,
-                })
-            })
+            .filter_map(|(ch, c)| c.last.map(|seq| ChannelCursor { channel: *ch, seq }))
             .collect();
         v.sort_by_key(|c| c.channel);
         v
@@ -321,7 +321,9 @@ impl Hub {
             let c = feed.cursors.entry(channel).or_default();
             let take = match (c.last, c.gap_since) {
                 (None, _) => true,
-                (Some(_), Some(since)) if now.saturating_duration_since(since) >= self.cfg.gap_timeout => {
+                (Some(_), Some(since))
+                    if now.saturating_duration_since(since) >= self.cfg.gap_timeout =>
+                {
                     self.stats.resyncs += 1;
                     true
                 }
@@ -450,7 +452,14 @@ mod tests {
         let mut h = Hub::new(HubConfig::default());
         let s = SessionId(9);
         // The client last saw seq 3; live traffic is at 6.. when it resumes here.
-        h.handle_open(s, W, &[ChannelCursor { channel: CH, seq: 3 }]);
+        h.handle_open(
+            s,
+            W,
+            &[ChannelCursor {
+                channel: CH,
+                seq: 3,
+            }],
+        );
         h.handle_batch(now, batch(6, 7)); // before the subscription: ring only
         h.handle_subscriptions(now, s, &[CH], &[]);
         h.handle_batch(now, batch(8, 8)); // a hole (4..5 missing): held
@@ -477,7 +486,14 @@ mod tests {
         let t0 = Instant::now();
         let mut h = Hub::new(HubConfig::default());
         let s = SessionId(1);
-        h.handle_open(s, W, &[ChannelCursor { channel: CH, seq: 1 }]);
+        h.handle_open(
+            s,
+            W,
+            &[ChannelCursor {
+                channel: CH,
+                seq: 1,
+            }],
+        );
         h.handle_subscriptions(t0, s, &[CH], &[]);
         h.handle_batch(t0, batch(5, 5));
         h.handle_keyframe(t0, W, CH, 5, Bytes::from_static(b"kf5"));
@@ -499,7 +515,10 @@ mod tests {
         h.handle_open(s, W, &[]);
         h.handle_batch(now, batch(1, 1));
         h.handle_subscriptions(now, s, &[CH], &[]);
-        assert!(drain(&mut h).is_empty(), "no cursor: history is not replayed");
+        assert!(
+            drain(&mut h).is_empty(),
+            "no cursor: history is not replayed"
+        );
         h.handle_batch(now, batch(2, 2));
         h.handle_subscriptions(now, s, &[], &[CH]);
         h.handle_batch(now, batch(3, 3));

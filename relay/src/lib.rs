@@ -14,11 +14,22 @@
 
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
+pub mod admission;
 pub mod edge;
 pub mod geo;
+pub mod hub;
+pub mod metrics;
 pub mod routing;
 pub mod scheduler;
+pub mod server;
 pub mod session;
+
+pub use admission::{Admission, AdmissionConfig, Refused};
+pub use hub::{BatchFrame, Delivery, Hub, HubConfig, HubStats};
+pub use metrics::RelayMetrics;
+pub use server::{
+    Limits, OriginSpec, OriginStatus, Relay, RelaySettings, RelayStatus, RouteStatus,
+};
 
 pub use edge::{EdgeConfig, EdgeGuard, EdgeViolation, Rate, Verdict};
 pub use geo::{Directory, GeoDb, GeoError};

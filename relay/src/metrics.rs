@@ -1,0 +1,118 @@
+//! Prometheus metrics of a relay (registered under `skylane_relay_`).
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+pub use skylane_ops::KindLabel;
+
+/// A relay's metrics. Cloning shares the same counters.
+#[derive(Debug, Clone, Default)]
+pub struct RelayMetrics {
+    /// Client connections open.
+    pub connections: Gauge,
+    /// Sessions held (connected and detached).
+    pub sessions: Gauge,
+    /// Connection attempts refused before the handshake, by reason.
+    pub admission_refused: Family<KindLabel, Counter>,
+    /// Hellos refused, by refusal code.
+    pub refusals: Family<KindLabel, Counter>,
+    /// Edge anti-cheat violations, by kind.
+    pub edge_violations: Family<KindLabel, Counter>,
+    /// Sessions disconnected by the edge guard.
+    pub edge_disconnects: Counter,
+    /// Undecodable client or link frames, by decode error.
+    pub decode_errors: Family<KindLabel, Counter>,
+    /// Actions forwarded to origins.
+    pub actions_forwarded: Counter,
+    /// Batches received from origins (one per channel per tick).
+    pub batches_in: Counter,
+    /// Frames handed to client connections.
+    pub frames_out: Counter,
+    /// Client messages dropped by the scheduler, by reason (`expired`, `evicted`).
+    pub dropped: Family<KindLabel, Counter>,
+    /// Clients disconnected for falling too far behind.
+    pub slow_clients: Counter,
+    /// Resumed sessions.
+    pub resumes: Counter,
+    /// Origin links up.
+    pub links_up: Gauge,
+    /// Origin link (re)connections.
+    pub link_connects: Counter,
+    /// Go-aways sent.
+    pub go_aways: Counter,
+}
+
+impl RelayMetrics {
+    /// Creates the metrics and registers them in `registry`.
+    pub fn new(registry: &mut Registry) -> Self {
+        let m = Self::default();
+        let r = registry.sub_registry_with_prefix("skylane_relay");
+        r.register(
+            "connections",
+            "Client connections open",
+            m.connections.clone(),
+        );
+        r.register("sessions", "Sessions held", m.sessions.clone());
+        r.register(
+            "admission_refused",
+            "Connection attempts refused before the handshake",
+            m.admission_refused.clone(),
+        );
+        r.register("refusals", "Hellos refused by code", m.refusals.clone());
+        r.register(
+            "edge_violations",
+            "Edge anti-cheat violations by kind",
+            m.edge_violations.clone(),
+        );
+        r.register(
+            "edge_disconnects",
+            "Sessions disconnected by the edge guard",
+            m.edge_disconnects.clone(),
+        );
+        r.register(
+            "decode_errors",
+            "Undecodable frames by error",
+            m.decode_errors.clone(),
+        );
+        r.register(
+            "actions_forwarded",
+            "Actions forwarded to origins",
+            m.actions_forwarded.clone(),
+        );
+        r.register(
+            "batches_in",
+            "Batches received from origins",
+            m.batches_in.clone(),
+        );
+        r.register(
+            "frames_out",
+            "Frames handed to clients",
+            m.frames_out.clone(),
+        );
+        r.register(
+            "dropped",
+            "Client messages dropped by reason",
+            m.dropped.clone(),
+        );
+        r.register(
+            "slow_clients",
+            "Clients disconnected for falling behind",
+            m.slow_clients.clone(),
+        );
+        r.register("resumes", "Sessions resumed", m.resumes.clone());
+        r.register("links_up", "Origin links up", m.links_up.clone());
+        r.register(
+            "link_connects",
+            "Origin link connections made",
+            m.link_connects.clone(),
+        );
+        r.register("go_aways", "Go-aways sent", m.go_aways.clone());
+        m
+    }
+
+    /// Counts one `kind` in `family`.
+    pub fn count(family: &Family<KindLabel, Counter>, kind: impl Into<String>) {
+        skylane_ops::count(family, kind);
+    }
+}

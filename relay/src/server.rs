@@ -1,0 +1,1667 @@
+//! The relay's network shell: quinn and tokio around the pure cores.
+//!
+//! Tasks:
+//! * **accept loop**: [`Admission`] (connections per IP, handshakes per second)
+//!   before any cryptography; refused peers get a QUIC `CONNECTION_REFUSED`.
+//! * **one task per client connection**: reads the first message on the client's
+//!   control stream (`Hello`, or `Directory` which needs no token), verifies the
+//!   token and resume ticket offline (in parallel across connections), asks the
+//!   actor for a session, then reads the client's streams and datagrams through
+//!   the session's [`EdgeGuard`] and answers pings itself.
+//! * **one writer per client connection**: the connection's [`Scheduler`] feeding
+//!   one QUIC stream per event class (stream priority from the class); a class
+//!   whose stream is blocked is skipped, so bulk never holds back critical.
+//! * **one link task per origin**: connects with mutual TLS, reconnects with
+//!   exponential backoff and jitter, reads the origin's lanes, writes actions on
+//!   per-class streams (movement as datagrams), reports RTT to the routing table.
+//! * **the actor**: owns the [`SessionTable`], [`Hub`], [`RoutingTable`] and the
+//!   connection and link handles; everything stateful happens here, in order.
+//!
+//! Bounds: a client's outgoing queue (`client_queue` frames, then the scheduler's
+//! per-class capacities); when a reliable class overflows the client is
+//! disconnected and resumes (its missed events are replayed), so a slow client
+//! costs bounded memory and never slows others down.
+
+use std::collections::VecDeque;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use quinn::{Connection, Endpoint};
+use rustc_hash::FxHashMap as HashMap;
+use serde::Serialize;
+use skylane_proto::{
+    decode_datagram, decode_message, encode_frame_to_bytes, link_events_to_client_frame, Action,
+    ActionResult, ChannelCursor, ClientMsg, ErrorCode, ErrorMsg, EventBatch, EventClass,
+    FrameDecoder, GoAway, Hello, LinkMsg, Outcome, Pong, Refusal, RefusalCode, RejectCode,
+    RelayInfo, Role, ServerMsg, SessionId, TokenError, TokenVerifier, Welcome, WorldId,
+    DEFAULT_MAX_FRAME, MAX_DATAGRAM, PROTOCOL_VERSION,
+};
+use tokio::sync::{mpsc, oneshot, watch, Notify};
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+use crate::admission::{Admission, AdmissionConfig};
+use crate::edge::{EdgeConfig, EdgeGuard, Verdict};
+use crate::geo::{Directory, GeoDb};
+use crate::hub::{BatchFrame, Hub, HubConfig};
+use crate::metrics::RelayMetrics;
+use crate::routing::{Link, OriginId, Path, RoutingConfig, RoutingTable};
+use crate::scheduler::{Outgoing, Scheduler, SchedulerConfig};
+use crate::session::{AttachError, ConnId, Presence, SessionTable, TicketClaims, TicketKey};
+
+/// An origin this relay links to.
+#[derive(Debug, Clone)]
+pub struct OriginSpec {
+    /// Its id in this relay's routing table.
+    pub id: OriginId,
+    /// Address (QUIC, mutual TLS).
+    pub addr: SocketAddr,
+    /// TLS server name in its certificate.
+    pub server_name: String,
+    /// Worlds it hosts.
+    pub worlds: Vec<WorldId>,
+}
+
+/// Limits and timers.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Connection admission.
+    pub admission: AdmissionConfig,
+    /// Sessions held (connected and detached).
+    pub max_sessions: usize,
+    /// Largest frame accepted from a client.
+    pub max_client_frame: usize,
+    /// Frames queued between the actor and a client's scheduler.
+    pub client_queue: usize,
+    /// Actions buffered for a session until the origin acknowledges it.
+    pub pending_actions: usize,
+    /// How long a disconnected session is kept for a resume.
+    pub session_grace: Duration,
+    /// How long a resume ticket is valid.
+    pub ticket_ttl: Duration,
+    /// Time a new connection has to send its first message.
+    pub hello_timeout: Duration,
+    /// Longest a drain waits for clients to leave.
+    pub drain_deadline: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            admission: AdmissionConfig::default(),
+            max_sessions: 50_000,
+            max_client_frame: 16 * 1024,
+            client_queue: 1024,
+            pending_actions: 64,
+            session_grace: Duration::from_secs(30),
+            ticket_ttl: Duration::from_secs(3600),
+            hello_timeout: Duration::from_secs(5),
+            drain_deadline: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Everything a relay needs besides its endpoint.
+#[derive(Debug, Clone)]
+pub struct RelaySettings {
+    /// This relay.
+    pub info: RelayInfo,
+    /// Every relay of the deployment (this one included), for GeoIP answers.
+    pub directory: Directory,
+    /// GeoIP database, if configured.
+    pub geo: Option<Arc<GeoDb>>,
+    /// Origins and the worlds they host.
+    pub origins: Vec<OriginSpec>,
+    /// Client configuration for origin links (mutual TLS).
+    pub link_tls: quinn::ClientConfig,
+    /// Token verification (public key, audience).
+    pub tokens: TokenVerifier,
+    /// Deployment-wide resume ticket key.
+    pub tickets: TicketKey,
+    /// Limits and timers.
+    pub limits: Limits,
+    /// Edge anti-cheat.
+    pub edge: EdgeConfig,
+    /// Per-connection scheduler bounds.
+    pub scheduler: SchedulerConfig,
+    /// Fan-out ring and hole timeout.
+    pub hub: HubConfig,
+    /// Path selection.
+    pub routing: RoutingConfig,
+}
+
+/// Microseconds since the Unix epoch, advancing with tokio's clock (so paused
+/// simulations see consistent times).
+#[derive(Debug, Clone, Copy)]
+struct Clock {
+    base_unix_us: u64,
+    base: Instant,
+}
+
+impl Clock {
+    fn new() -> Self {
+        let base_unix_us = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as u64);
+        Self {
+            base_unix_us,
+            base: Instant::now(),
+        }
+    }
+    fn unix_us(&self) -> u64 {
+        self.base_unix_us + self.base.elapsed().as_micros() as u64
+    }
+    fn unix_secs(&self) -> u64 {
+        self.unix_us() / 1_000_000
+    }
+}
+
+/// A relay's state as `/status` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct RelayStatus {
+    /// Relay id.
+    pub relay: u32,
+    /// Region.
+    pub region: String,
+    /// Whether it is draining.
+    pub draining: bool,
+    /// Client connections.
+    pub connections: usize,
+    /// Sessions with a live connection.
+    pub sessions_connected: usize,
+    /// Sessions waiting for a resume.
+    pub sessions_detached: usize,
+    /// Origin links.
+    pub origins: Vec<OriginStatus>,
+    /// Chosen path per world.
+    pub routes: Vec<RouteStatus>,
+    /// Batches received from origins.
+    pub batches_in: u64,
+    /// Frames handed to clients.
+    pub frames_out: u64,
+}
+
+/// One origin link in [`RelayStatus`].
+#[derive(Debug, Clone, Serialize)]
+pub struct OriginStatus {
+    /// Origin id.
+    pub id: u32,
+    /// Address.
+    pub addr: String,
+    /// Whether the link is up.
+    pub up: bool,
+    /// Smoothed RTT in milliseconds (quinn's estimate).
+    pub rtt_ms: Option<f64>,
+}
+
+/// One world's route in [`RelayStatus`].
+#[derive(Debug, Clone, Serialize)]
+pub struct RouteStatus {
+    /// World.
+    pub world: u64,
+    /// `direct:<origin>`, `via:<relay>:<origin>` or `unreachable`.
+    pub path: String,
+}
+
+enum Cmd {
+    Hello {
+        conn_id: ConnId,
+        ip: IpAddr,
+        player: String,
+        role: Role,
+        world: WorldId,
+        resume: Option<SessionId>,
+        last_seen: Vec<ChannelCursor>,
+        out: mpsc::Sender<Outgoing>,
+        conn: Connection,
+        reply: oneshot::Sender<Result<Welcome, Refusal>>,
+    },
+    Action {
+        session: SessionId,
+        action: Action,
+    },
+    Bye {
+        session: SessionId,
+    },
+    Gone {
+        conn_id: ConnId,
+    },
+    LinkUp {
+        origin: OriginId,
+        link: LinkTx,
+    },
+    LinkDown {
+        origin: OriginId,
+    },
+    FromOrigin {
+        origin: OriginId,
+        body: Bytes,
+    },
+    LinkRtt {
+        origin: OriginId,
+        rtt: Duration,
+    },
+    Drain,
+    Status(oneshot::Sender<RelayStatus>),
+}
+
+/// Handle to a running relay.
+#[derive(Debug, Clone)]
+pub struct Relay {
+    cmd: mpsc::Sender<Cmd>,
+    done: watch::Receiver<bool>,
+    addr: SocketAddr,
+}
+
+impl Relay {
+    /// Serves clients on `endpoint` (configured with the relay's client-facing
+    /// server config) and links to the configured origins through it. Must be
+    /// called inside a tokio runtime.
+    pub fn spawn(endpoint: Endpoint, settings: RelaySettings, metrics: RelayMetrics) -> Self {
+        let (cmd_tx, cmd_rx) = mpsc::channel(65_536);
+        let (done_tx, done) = watch::channel(false);
+        let addr = endpoint
+            .local_addr()
+            .unwrap_or_else(|_| ([0, 0, 0, 0], 0).into());
+        let clock = Clock::new();
+        let shared = Arc::new(Shared {
+            settings: settings.clone(),
+            metrics: metrics.clone(),
+            cmd: cmd_tx.clone(),
+            admission: Mutex::new(Admission::new(settings.limits.admission)),
+            clock,
+        });
+        let mut routing = RoutingTable::new(settings.routing);
+        for o in &settings.origins {
+            for w in &o.worlds {
+                routing.handle_world(*w, o.id);
+            }
+        }
+        let mut links = HashMap::default();
+        for o in &settings.origins {
+            let task = tokio::spawn(link_task(shared.clone(), endpoint.clone(), o.clone()));
+            links.insert(
+                o.id,
+                LinkState {
+                    spec: o.clone(),
+                    tx: None,
+                    rtt: None,
+                    task,
+                },
+            );
+        }
+        let accept = tokio::spawn(accept_loop(shared.clone(), endpoint.clone()));
+        let actor = Actor {
+            sessions: SessionTable::new(
+                settings.info.id,
+                settings.limits.session_grace,
+                settings.limits.max_sessions,
+            ),
+            hub: Hub::new(settings.hub),
+            routing,
+            links,
+            conns: HashMap::default(),
+            feeds: HashMap::default(),
+            draining: None,
+            shared,
+        };
+        tokio::spawn(async move {
+            actor.run(cmd_rx, endpoint).await;
+            accept.abort();
+            let _ = done_tx.send(true);
+        });
+        Self {
+            cmd: cmd_tx,
+            done,
+            addr,
+        }
+    }
+
+    /// The address clients connect to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Starts a drain: every client gets a go-away naming other relays; the relay
+    /// exits when its clients have left or the drain deadline passes.
+    pub fn drain(&self) {
+        let _ = self.cmd.try_send(Cmd::Drain);
+    }
+
+    /// The relay's state now (`None` once it has exited).
+    pub async fn status(&self) -> Option<RelayStatus> {
+        let (tx, rx) = oneshot::channel();
+        self.cmd.send(Cmd::Status(tx)).await.ok()?;
+        rx.await.ok()
+    }
+
+    /// Resolves when the relay has exited (after a drain).
+    pub async fn closed(&self) {
+        let mut done = self.done.clone();
+        let _ = done.wait_for(|d| *d).await;
+    }
+}
+
+struct Shared {
+    settings: RelaySettings,
+    metrics: RelayMetrics,
+    cmd: mpsc::Sender<Cmd>,
+    admission: Mutex<Admission>,
+    clock: Clock,
+}
+
+impl Shared {
+    fn now(&self) -> std::time::Instant {
+        Instant::now().into_std()
+    }
+
+    fn alternatives(&self, ip: IpAddr, count: usize) -> Vec<RelayInfo> {
+        let me = self.settings.info.id;
+        self.settings
+            .directory
+            .for_client(self.settings.geo.as_deref(), ip, count + 1)
+            .into_iter()
+            .filter(|r| r.id != me)
+            .take(count)
+            .collect()
+    }
+}
+
+async fn accept_loop(shared: Arc<Shared>, endpoint: Endpoint) {
+    let mut next: u64 = 1;
+    while let Some(incoming) = endpoint.accept().await {
+        let ip = incoming.remote_address().ip();
+        let verdict = shared
+            .admission
+            .lock()
+            .map_or(Ok(()), |mut a| a.handle_incoming(shared.now(), ip));
+        if let Err(why) = verdict {
+            RelayMetrics::count(&shared.metrics.admission_refused, why.label());
+            incoming.refuse();
+            continue;
+        }
+        let conn_id: ConnId = next;
+        next += 1;
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            shared.metrics.connections.inc();
+            match incoming.await {
+                Ok(conn) => serve_client(&shared, conn, conn_id).await,
+                Err(e) => debug!(cause = %e, "client handshake failed"),
+            }
+            shared.metrics.connections.dec();
+            if let Ok(mut a) = shared.admission.lock() {
+                a.handle_closed(ip);
+            }
+        });
+    }
+}
+
+fn refusal_of(e: &TokenError) -> RefusalCode {
+    match e {
+        TokenError::Expired { .. } | TokenError::NotYetValid { .. } => RefusalCode::TokenExpired,
+        TokenError::WrongRole { .. } => RefusalCode::WrongRole,
+        TokenError::WorldNotAllowed { .. } => RefusalCode::WorldNotAllowed,
+        _ => RefusalCode::BadToken,
+    }
+}
+
+fn frame(msg: &ServerMsg) -> Bytes {
+    encode_frame_to_bytes(msg, DEFAULT_MAX_FRAME).unwrap_or_default()
+}
+
+/// Writes one message on the control stream, finishes it, waits (briefly) for the
+/// peer to have it, and closes the connection.
+async fn answer_and_close(conn: &Connection, mut send: quinn::SendStream, msg: &ServerMsg) {
+    let _ = send.write_all(&frame(msg)).await;
+    let _ = send.finish();
+    let _ = tokio::time::timeout(Duration::from_secs(2), send.stopped()).await;
+    conn.close(0u32.into(), b"done");
+}
+
+async fn read_first(
+    recv: &mut quinn::RecvStream,
+    dec: &mut FrameDecoder,
+) -> Result<ClientMsg, &'static str> {
+    loop {
+        match dec.poll_message::<ClientMsg>() {
+            Ok(Some(m)) => return Ok(m),
+            Ok(None) => {}
+            Err(e) => return Err(e.label()),
+        }
+        match recv.read_chunk(DEFAULT_MAX_FRAME, true).await {
+            Ok(Some(c)) => dec.push(&c.bytes),
+            _ => return Err("closed"),
+        }
+    }
+}
+
+async fn serve_client(shared: &Arc<Shared>, conn: Connection, conn_id: ConnId) {
+    let s = &shared.settings;
+    let ip = conn.remote_address().ip();
+    let Ok(Ok((send, mut recv))) =
+        tokio::time::timeout(s.limits.hello_timeout, conn.accept_bi()).await
+    else {
+        conn.close(1u32.into(), b"no control stream");
+        return;
+    };
+    let mut dec = FrameDecoder::new(s.limits.max_client_frame);
+    let first =
+        match tokio::time::timeout(s.limits.hello_timeout, read_first(&mut recv, &mut dec)).await {
+            Ok(Ok(m)) => m,
+            Ok(Err(label)) => {
+                RelayMetrics::count(&shared.metrics.decode_errors, label);
+                conn.close(1u32.into(), b"bad first message");
+                return;
+            }
+            Err(_) => {
+                conn.close(1u32.into(), b"hello timeout");
+                return;
+            }
+        };
+    let refuse = |code: RefusalCode, reason: String| {
+        RelayMetrics::count(&shared.metrics.refusals, format!("{code:?}").to_lowercase());
+        debug!(?code, %reason, "refusing client");
+        ServerMsg::Refusal(Refusal { code, reason })
+    };
+    let hello: Hello = match first {
+        ClientMsg::Hello(h) => h,
+        ClientMsg::Directory { addr, count } => {
+            let target = addr.and_then(|a| a.parse::<IpAddr>().ok()).unwrap_or(ip);
+            let relays =
+                s.directory
+                    .for_client(s.geo.as_deref(), target, usize::from(count.clamp(1, 16)));
+            answer_and_close(&conn, send, &ServerMsg::Directory(relays)).await;
+            return;
+        }
+        _ => {
+            let msg = refuse(RefusalCode::ProtocolViolation, "expected hello".into());
+            return answer_and_close(&conn, send, &msg).await;
+        }
+    };
+    if hello.version != PROTOCOL_VERSION {
+        let msg = refuse(
+            RefusalCode::VersionMismatch,
+            format!(
+                "relay speaks version {PROTOCOL_VERSION}, not {}",
+                hello.version
+            ),
+        );
+        return answer_and_close(&conn, send, &msg).await;
+    }
+    let now_unix = shared.clock.unix_secs();
+    let claims = match s.tokens.verify(&hello.token, now_unix) {
+        Ok(c) => c,
+        Err(e) => {
+            let msg = refuse(refusal_of(&e), e.to_string());
+            return answer_and_close(&conn, send, &msg).await;
+        }
+    };
+    if claims.role == Role::Operator {
+        let msg = refuse(
+            RefusalCode::WrongRole,
+            "operators cannot join worlds".into(),
+        );
+        return answer_and_close(&conn, send, &msg).await;
+    }
+    if !claims.allows_world(hello.world) {
+        let msg = refuse(
+            RefusalCode::WorldNotAllowed,
+            format!("token does not allow {}", hello.world),
+        );
+        return answer_and_close(&conn, send, &msg).await;
+    }
+    let resume = match &hello.resume {
+        None => None,
+        Some(t) => match s.tickets.verify(t, now_unix) {
+            Ok(tc)
+                if tc.player == claims.sub && tc.world == hello.world && tc.role == claims.role =>
+            {
+                Some(tc.session)
+            }
+            Ok(_) => {
+                let msg = refuse(
+                    RefusalCode::ResumeRejected,
+                    "ticket belongs to another player or world".into(),
+                );
+                return answer_and_close(&conn, send, &msg).await;
+            }
+            Err(e) => {
+                let msg = refuse(RefusalCode::ResumeRejected, e.to_string());
+                return answer_and_close(&conn, send, &msg).await;
+            }
+        },
+    };
+    let (out_tx, out_rx) = mpsc::channel(s.limits.client_queue);
+    let (reply_tx, reply_rx) = oneshot::channel();
+    let role = claims.role;
+    let cmd = Cmd::Hello {
+        conn_id,
+        ip,
+        player: claims.sub,
+        role,
+        world: hello.world,
+        resume,
+        last_seen: hello.last_seen,
+        out: out_tx.clone(),
+        conn: conn.clone(),
+        reply: reply_tx,
+    };
+    if shared.cmd.send(cmd).await.is_err() {
+        return;
+    }
+    let welcome = match reply_rx.await {
+        Ok(Ok(w)) => w,
+        Ok(Err(r)) => {
+            let msg = refuse(r.code, r.reason);
+            return answer_and_close(&conn, send, &msg).await;
+        }
+        Err(_) => return,
+    };
+    let session = welcome.session;
+    let mut send = send;
+    if send
+        .write_all(&frame(&ServerMsg::Welcome(welcome)))
+        .await
+        .is_err()
+    {
+        let _ = shared.cmd.send(Cmd::Gone { conn_id }).await;
+        return;
+    }
+    tokio::spawn(write_client(
+        conn.clone(),
+        out_rx,
+        s.scheduler,
+        shared.metrics.clone(),
+        session,
+    ));
+    let reader = Arc::new(ClientReader {
+        shared: shared.clone(),
+        conn: conn.clone(),
+        session,
+        role,
+        out: out_tx,
+        guard: Mutex::new(EdgeGuard::new(s.edge, shared.now())),
+    });
+    // The rest of the control stream, then every stream and datagram the client opens.
+    tokio::spawn(reader.clone().read_stream(recv, dec));
+    {
+        let (reader, conn) = (reader.clone(), conn.clone());
+        let max = s.limits.max_client_frame;
+        tokio::spawn(async move {
+            while let Ok(r) = conn.accept_uni().await {
+                tokio::spawn(reader.clone().read_stream(r, FrameDecoder::new(max)));
+            }
+        });
+    }
+    {
+        let (reader, conn) = (reader.clone(), conn.clone());
+        tokio::spawn(async move {
+            while let Ok(d) = conn.read_datagram().await {
+                match decode_datagram::<ClientMsg>(d) {
+                    Ok(m) => reader.handle(m).await,
+                    Err(e) => RelayMetrics::count(&reader.shared.metrics.decode_errors, e.label()),
+                }
+            }
+        });
+    }
+    // `send` stays open for the connection's life.
+    conn.closed().await;
+    drop(send);
+    let _ = shared.cmd.send(Cmd::Gone { conn_id }).await;
+}
+
+struct ClientReader {
+    shared: Arc<Shared>,
+    conn: Connection,
+    session: SessionId,
+    role: Role,
+    out: mpsc::Sender<Outgoing>,
+    guard: Mutex<EdgeGuard>,
+}
+
+impl ClientReader {
+    async fn read_stream(self: Arc<Self>, mut recv: quinn::RecvStream, mut dec: FrameDecoder) {
+        loop {
+            loop {
+                match dec.poll_message::<ClientMsg>() {
+                    Ok(Some(m)) => self.handle(m).await,
+                    Ok(None) => break,
+                    Err(e) => {
+                        RelayMetrics::count(&self.shared.metrics.decode_errors, e.label());
+                        self.reply(
+                            EventClass::Critical,
+                            &ServerMsg::Error(ErrorMsg {
+                                code: ErrorCode::Malformed,
+                                message: format!("undecodable frame: {e}"),
+                            }),
+                        );
+                        let _ = recv.stop(1u32.into());
+                        return;
+                    }
+                }
+            }
+            match recv.read_chunk(DEFAULT_MAX_FRAME, true).await {
+                Ok(Some(c)) => dec.push(&c.bytes),
+                _ => return,
+            }
+        }
+    }
+
+    fn reply(&self, class: EventClass, msg: &ServerMsg) {
+        let _ = self.out.try_send(Outgoing {
+            class,
+            session: self.session,
+            entity: None,
+            bytes: frame(msg),
+        });
+    }
+
+    async fn handle(&self, msg: ClientMsg) {
+        let m = &self.shared.metrics;
+        match msg {
+            ClientMsg::Ping(p) => {
+                let now = self.shared.clock.unix_us();
+                self.reply(
+                    EventClass::Critical,
+                    &ServerMsg::Pong(Pong {
+                        nonce: p.nonce,
+                        sent_us: p.sent_us,
+                        received_us: now,
+                        replied_us: now,
+                    }),
+                );
+            }
+            ClientMsg::Action(action) => {
+                if self.role != Role::Player {
+                    return self.reject(&action, RejectCode::Forbidden, "spectators cannot act");
+                }
+                let verdict = self.guard.lock().map_or(Verdict::Pass, |mut g| {
+                    g.handle_action(self.shared.now(), &action)
+                });
+                match verdict {
+                    Verdict::Pass => {
+                        let _ = self
+                            .shared
+                            .cmd
+                            .send(Cmd::Action {
+                                session: self.session,
+                                action,
+                            })
+                            .await;
+                    }
+                    Verdict::Drop(v) => {
+                        RelayMetrics::count(&m.edge_violations, v.label());
+                        let code = match v {
+                            crate::EdgeViolation::RateLimited(_) => RejectCode::RateLimited,
+                            crate::EdgeViolation::Replayed { .. } => RejectCode::Replayed,
+                            crate::EdgeViolation::TooLarge { .. } => RejectCode::TooLarge,
+                            crate::EdgeViolation::BadTimestamp { .. } => RejectCode::BadTimestamp,
+                        };
+                        self.reject(&action, code, &v.to_string());
+                    }
+                    Verdict::Disconnect(v) => {
+                        RelayMetrics::count(&m.edge_violations, v.label());
+                        m.edge_disconnects.inc();
+                        warn!(session = %self.session, violation = %v, "edge guard disconnects session");
+                        let _ = self
+                            .shared
+                            .cmd
+                            .send(Cmd::Bye {
+                                session: self.session,
+                            })
+                            .await;
+                        self.conn.close(3u32.into(), b"too many violations");
+                    }
+                }
+            }
+            ClientMsg::Bye => {
+                let _ = self
+                    .shared
+                    .cmd
+                    .send(Cmd::Bye {
+                        session: self.session,
+                    })
+                    .await;
+                self.conn.close(0u32.into(), b"bye");
+            }
+            ClientMsg::Hello(_) | ClientMsg::Directory { .. } => self.reply(
+                EventClass::Critical,
+                &ServerMsg::Error(ErrorMsg {
+                    code: ErrorCode::Unexpected,
+                    message: "hello and directory are first messages only".into(),
+                }),
+            ),
+            ClientMsg::Subscribe(_)
+            | ClientMsg::Unsubscribe(_)
+            | ClientMsg::SpectatorSubscribe(_) => {
+                self.reply(
+                    EventClass::Critical,
+                    &ServerMsg::Error(ErrorMsg {
+                        code: ErrorCode::Unexpected,
+                        message: "channel interest is managed by the origin".into(),
+                    }),
+                );
+            }
+        }
+    }
+
+    fn reject(&self, action: &Action, code: RejectCode, detail: &str) {
+        self.reply(
+            EventClass::Critical,
+            &ServerMsg::ActionResult(ActionResult {
+                seq: action.seq,
+                outcome: Outcome::Rejected {
+                    code,
+                    detail: detail.to_owned(),
+                },
+            }),
+        );
+    }
+}
+
+/// Per-class output lanes of one client connection.
+struct Lanes {
+    tx: Vec<mpsc::Sender<Bytes>>,
+}
+
+impl Lanes {
+    fn ready(&self, class: EventClass) -> bool {
+        self.tx[class.rank()].capacity() > 0
+    }
+}
+
+/// The connection's scheduler: strict priority between classes, fairness between
+/// sessions, deadlines; each class writes its own QUIC stream.
+async fn write_client(
+    conn: Connection,
+    mut rx: mpsc::Receiver<Outgoing>,
+    cfg: SchedulerConfig,
+    metrics: RelayMetrics,
+    session: SessionId,
+) {
+    let wake = Arc::new(Notify::new());
+    let mut lanes = Lanes { tx: Vec::new() };
+    for class in EventClass::ALL {
+        let (tx, lrx) = mpsc::channel::<Bytes>(8);
+        lanes.tx.push(tx);
+        tokio::spawn(write_lane(conn.clone(), class, lrx, wake.clone()));
+    }
+    let mut sched = Scheduler::new(cfg);
+    let mut last_stats = *sched.stats();
+    loop {
+        let now = Instant::now().into_std();
+        while let Some(o) = sched.poll_next_ready(now, |c| lanes.ready(c)) {
+            metrics.frames_out.inc();
+            let _ = lanes.tx[o.class.rank()].try_send(o.bytes);
+        }
+        let st = *sched.stats();
+        for c in EventClass::ALL {
+            let r = c.rank();
+            let expired = st.expired[r] - last_stats.expired[r];
+            let evicted = st.evicted[r] - last_stats.evicted[r];
+            if expired > 0 {
+                metrics
+                    .dropped
+                    .get_or_create(&crate::metrics::KindLabel {
+                        kind: format!("expired_{c}"),
+                    })
+                    .inc_by(expired);
+            }
+            if evicted > 0 {
+                metrics
+                    .dropped
+                    .get_or_create(&crate::metrics::KindLabel {
+                        kind: format!("evicted_{c}"),
+                    })
+                    .inc_by(evicted);
+            }
+        }
+        last_stats = st;
+        let deadline = sched.poll_timeout().map(Instant::from_std);
+        tokio::select! {
+            m = rx.recv() => match m {
+                Some(o) => {
+                    if sched.handle_enqueue(Instant::now().into_std(), o).is_err() {
+                        metrics.slow_clients.inc();
+                        warn!(%session, "client too slow; disconnecting (it will resume)");
+                        conn.close(4u32.into(), b"too slow");
+                        return;
+                    }
+                    // Take whatever else is queued before scheduling.
+                    while let Ok(o) = rx.try_recv() {
+                        if sched.handle_enqueue(Instant::now().into_std(), o).is_err() {
+                            metrics.slow_clients.inc();
+                            conn.close(4u32.into(), b"too slow");
+                            return;
+                        }
+                    }
+                }
+                None => return,
+            },
+            () = wake.notified() => {}
+            () = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => std::future::pending().await,
+                }
+            } => sched.handle_timeout(Instant::now().into_std()),
+        }
+    }
+}
+
+async fn write_lane(
+    conn: Connection,
+    class: EventClass,
+    mut rx: mpsc::Receiver<Bytes>,
+    wake: Arc<Notify>,
+) {
+    let mut stream: Option<quinn::SendStream> = None;
+    while let Some(bytes) = rx.recv().await {
+        if stream.is_none() {
+            match conn.open_uni().await {
+                Ok(s) => {
+                    let _ = s.set_priority(class.quic_priority());
+                    stream = Some(s);
+                }
+                Err(_) => return,
+            }
+        }
+        let Some(s) = stream.as_mut() else { return };
+        if s.write_all(&bytes).await.is_err() {
+            return;
+        }
+        wake.notify_one();
+    }
+}
+
+/// Senders into one origin link.
+#[derive(Clone)]
+struct LinkTx {
+    conn: Connection,
+    control: mpsc::Sender<Bytes>,
+    actions: Vec<mpsc::Sender<Bytes>>,
+}
+
+impl LinkTx {
+    fn send_control(&self, msg: &LinkMsg) -> bool {
+        match encode_frame_to_bytes(msg, DEFAULT_MAX_FRAME) {
+            Ok(b) => self.control.try_send(b).is_ok(),
+            Err(_) => false,
+        }
+    }
+
+    fn send_action(&self, session: SessionId, action: Action) -> bool {
+        let class = action.class;
+        let msg = LinkMsg::Action { session, action };
+        if class == EventClass::Movement {
+            if let Ok(d) = skylane_proto::encode_datagram(&msg) {
+                if d.len() <= MAX_DATAGRAM
+                    && self.conn.max_datagram_size().is_some_and(|m| d.len() <= m)
+                {
+                    return self.conn.send_datagram(d).is_ok();
+                }
+            }
+        }
+        match encode_frame_to_bytes(&msg, DEFAULT_MAX_FRAME) {
+            Ok(b) => self.actions[class.rank()].try_send(b).is_ok(),
+            Err(_) => false,
+        }
+    }
+}
+
+async fn link_writer(
+    conn: Connection,
+    mut stream: Option<quinn::SendStream>,
+    priority: i32,
+    mut rx: mpsc::Receiver<Bytes>,
+) {
+    while let Some(b) = rx.recv().await {
+        if stream.is_none() {
+            match conn.open_uni().await {
+                Ok(s) => stream = Some(s),
+                Err(_) => return,
+            }
+        }
+        let Some(s) = stream.as_mut() else { return };
+        let _ = s.set_priority(priority);
+        if s.write_all(&b).await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn link_reader(
+    shared: Arc<Shared>,
+    origin: OriginId,
+    mut recv: quinn::RecvStream,
+    mut dec: FrameDecoder,
+) {
+    loop {
+        loop {
+            match dec.poll_frame() {
+                Ok(Some(body)) => {
+                    if shared
+                        .cmd
+                        .send(Cmd::FromOrigin { origin, body })
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    RelayMetrics::count(&shared.metrics.decode_errors, e.label());
+                    let _ = recv.stop(1u32.into());
+                    return;
+                }
+            }
+        }
+        match recv.read_chunk(DEFAULT_MAX_FRAME, true).await {
+            Ok(Some(c)) => dec.push(&c.bytes),
+            _ => return,
+        }
+    }
+}
+
+/// Connects one origin link and keeps it connected.
+async fn link_task(shared: Arc<Shared>, endpoint: Endpoint, spec: OriginSpec) {
+    let mut backoff = Duration::from_millis(100);
+    let mut jitter = Jitter::new(u64::from(spec.id.0) ^ u64::from(shared.settings.info.id.0) << 32);
+    loop {
+        match connect_link(&shared, &endpoint, &spec).await {
+            Ok(conn) => {
+                backoff = Duration::from_millis(100);
+                let reason = conn.closed().await;
+                warn!(origin = %spec.id, cause = %reason, "origin link down");
+                let _ = shared.cmd.send(Cmd::LinkDown { origin: spec.id }).await;
+            }
+            Err(e) => debug!(origin = %spec.id, cause = %e, "origin link connect failed"),
+        }
+        let wait = backoff.mul_f64(jitter.factor());
+        tokio::time::sleep(wait).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// Deterministic jitter factor in [0.5, 1.5) (xorshift; seeded per link so
+/// relays do not reconnect in lockstep).
+struct Jitter(u64);
+
+impl Jitter {
+    fn new(seed: u64) -> Self {
+        Self(seed | 1)
+    }
+    fn factor(&mut self) -> f64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        0.5 + (self.0 >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+async fn connect_link(
+    shared: &Arc<Shared>,
+    endpoint: &Endpoint,
+    spec: &OriginSpec,
+) -> Result<Connection, String> {
+    let connecting = endpoint
+        .connect_with(
+            shared.settings.link_tls.clone(),
+            spec.addr,
+            &spec.server_name,
+        )
+        .map_err(|e| e.to_string())?;
+    let conn = tokio::time::timeout(Duration::from_secs(5), connecting)
+        .await
+        .map_err(|_| "handshake timeout".to_string())?
+        .map_err(|e| e.to_string())?;
+    let (mut ctl_send, ctl_recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
+    let hello = LinkMsg::LinkHello {
+        version: PROTOCOL_VERSION,
+        relay: shared.settings.info.id,
+    };
+    let bytes = encode_frame_to_bytes(&hello, DEFAULT_MAX_FRAME).map_err(|e| e.to_string())?;
+    ctl_send
+        .write_all(&bytes)
+        .await
+        .map_err(|e| e.to_string())?;
+    let _ = ctl_send.set_priority(10);
+    let origin = spec.id;
+    tokio::spawn(link_reader(
+        shared.clone(),
+        origin,
+        ctl_recv,
+        FrameDecoder::default(),
+    ));
+    {
+        let (conn, shared) = (conn.clone(), shared.clone());
+        tokio::spawn(async move {
+            while let Ok(r) = conn.accept_uni().await {
+                tokio::spawn(link_reader(
+                    shared.clone(),
+                    origin,
+                    r,
+                    FrameDecoder::default(),
+                ));
+            }
+        });
+    }
+    let (control, crx) = mpsc::channel(65_536);
+    tokio::spawn(link_writer(conn.clone(), Some(ctl_send), 10, crx));
+    let mut actions = Vec::new();
+    for class in EventClass::ALL {
+        let (tx, rx) = mpsc::channel(16_384);
+        tokio::spawn(link_writer(conn.clone(), None, class.quic_priority(), rx));
+        actions.push(tx);
+    }
+    {
+        let (conn, shared) = (conn.clone(), shared.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(500));
+            while conn.close_reason().is_none() {
+                tick.tick().await;
+                let rtt = conn.rtt();
+                if shared.cmd.send(Cmd::LinkRtt { origin, rtt }).await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+    shared.metrics.link_connects.inc();
+    info!(origin = %origin, addr = %spec.addr, "origin link up");
+    let link = LinkTx {
+        conn: conn.clone(),
+        control,
+        actions,
+    };
+    shared
+        .cmd
+        .send(Cmd::LinkUp { origin, link })
+        .await
+        .map_err(|_| "relay stopped".to_string())?;
+    Ok(conn)
+}
+
+struct LinkState {
+    spec: OriginSpec,
+    tx: Option<LinkTx>,
+    rtt: Option<Duration>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+struct ConnState {
+    out: mpsc::Sender<Outgoing>,
+    conn: Connection,
+    ip: IpAddr,
+}
+
+/// Relay-side state of a session beyond the session table.
+struct SessionFeed {
+    origin: OriginId,
+    /// The origin acknowledged the session on the current link.
+    acked: bool,
+    /// Actions waiting for the acknowledgement.
+    pending: VecDeque<Action>,
+    /// Told to go away (drain): leaving is not a disconnect to wait for.
+    sent_away: bool,
+}
+
+struct Actor {
+    shared: Arc<Shared>,
+    sessions: SessionTable,
+    hub: Hub,
+    routing: RoutingTable,
+    links: HashMap<OriginId, LinkState>,
+    conns: HashMap<ConnId, ConnState>,
+    feeds: HashMap<SessionId, SessionFeed>,
+    draining: Option<Instant>,
+}
+
+impl Actor {
+    async fn run(mut self, mut rx: mpsc::Receiver<Cmd>, endpoint: Endpoint) {
+        let mut sweep = tokio::time::interval(Duration::from_millis(250));
+        loop {
+            tokio::select! {
+                cmd = rx.recv() => match cmd {
+                    Some(cmd) => self.handle(cmd),
+                    None => break,
+                },
+                _ = sweep.tick() => {
+                    if self.sweep() {
+                        break;
+                    }
+                }
+            }
+            self.flush();
+        }
+        info!(relay = %self.shared.settings.info.id, "relay stopped");
+        for l in self.links.values() {
+            l.task.abort();
+            if let Some(tx) = &l.tx {
+                tx.conn.close(0u32.into(), b"relay stopped");
+            }
+        }
+        endpoint.close(0u32.into(), b"relay stopped");
+    }
+
+    fn now(&self) -> std::time::Instant {
+        Instant::now().into_std()
+    }
+
+    /// Expiries and the drain; `true` when the relay should exit.
+    fn sweep(&mut self) -> bool {
+        let now = self.now();
+        self.sessions.handle_timeout(now);
+        while let Some((s, e)) = self.sessions.poll_expired() {
+            debug!(session = %s, "session grace expired");
+            self.end_session(s, e.world, true);
+        }
+        self.routing.handle_timeout(now);
+        while let Some(change) = self.routing.poll_change() {
+            info!(origin = %change.origin, from = ?change.from, to = ?change.to, "route change");
+        }
+        self.shared.metrics.sessions.set(self.sessions.len() as i64);
+        if let Some(deadline) = self.draining {
+            let connected = self.conns.len();
+            if connected == 0 || Instant::now() >= deadline {
+                info!(left = connected, "drain finished");
+                return true;
+            }
+        }
+        false
+    }
+
+    fn handle(&mut self, cmd: Cmd) {
+        match cmd {
+            Cmd::Hello {
+                conn_id,
+                ip,
+                player,
+                role,
+                world,
+                resume,
+                last_seen,
+                out,
+                conn,
+                reply,
+            } => {
+                let r = self.hello(conn_id, ip, &player, role, world, resume, &last_seen);
+                if r.is_ok() {
+                    self.conns.insert(conn_id, ConnState { out, conn, ip });
+                }
+                let _ = reply.send(r);
+            }
+            Cmd::Action { session, action } => self.action(session, action),
+            Cmd::Bye { session } => {
+                if let Some(e) = self.sessions.handle_close(session) {
+                    self.end_session(session, e.world, true);
+                }
+            }
+            Cmd::Gone { conn_id } => {
+                self.conns.remove(&conn_id);
+                let ids = self.sessions.handle_disconnect(self.now(), conn_id);
+                for s in ids {
+                    let away = self.feeds.get(&s).is_some_and(|f| f.sent_away);
+                    if away {
+                        // It moved to another relay; the origin follows it there.
+                        if let Some(e) = self.sessions.handle_close(s) {
+                            self.end_session(s, e.world, false);
+                        }
+                    }
+                }
+            }
+            Cmd::LinkUp { origin, link } => self.link_up(origin, link),
+            Cmd::LinkDown { origin } => {
+                if let Some(l) = self.links.get_mut(&origin) {
+                    l.tx = None;
+                }
+                self.shared.metrics.links_up.dec();
+                self.routing
+                    .handle_link_down(self.now(), Link::Origin(origin));
+                for f in self.feeds.values_mut() {
+                    if f.origin == origin {
+                        f.acked = false;
+                    }
+                }
+            }
+            Cmd::FromOrigin { origin, body } => self.handle_origin_frame(origin, body),
+            Cmd::LinkRtt { origin, rtt } => {
+                if let Some(l) = self.links.get_mut(&origin) {
+                    l.rtt = Some(rtt);
+                }
+                self.routing
+                    .handle_rtt(self.now(), Link::Origin(origin), rtt);
+            }
+            Cmd::Drain => self.drain(),
+            Cmd::Status(tx) => {
+                let _ = tx.send(self.status());
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn hello(
+        &mut self,
+        conn_id: ConnId,
+        ip: IpAddr,
+        player: &str,
+        role: Role,
+        world: WorldId,
+        resume: Option<SessionId>,
+        last_seen: &[ChannelCursor],
+    ) -> Result<Welcome, Refusal> {
+        let refusal = |code, reason: String| Refusal { code, reason };
+        if self.draining.is_some() {
+            return Err(refusal(RefusalCode::Draining, "relay is draining".into()));
+        }
+        let Some(origin) = self.routing.origin_of(world) else {
+            return Err(refusal(
+                RefusalCode::UnknownWorld,
+                format!("no origin hosts {world}"),
+            ));
+        };
+        let session = match resume {
+            Some(s) => {
+                self.shared.metrics.resumes.inc();
+                s
+            }
+            None => self.sessions.new_session_id(),
+        };
+        match self
+            .sessions
+            .handle_attach(session, player, world, role, conn_id)
+        {
+            Ok(()) => {}
+            Err(AttachError::InUse(_)) => {
+                return Err(refusal(
+                    RefusalCode::ResumeRejected,
+                    format!("{session} is connected elsewhere"),
+                ))
+            }
+            Err(AttachError::Full(n)) => {
+                return Err(refusal(
+                    RefusalCode::Overloaded,
+                    format!("relay holds its maximum of {n} sessions"),
+                ))
+            }
+        }
+        self.hub.handle_open(session, world, last_seen);
+        self.feeds.insert(
+            session,
+            SessionFeed {
+                origin,
+                acked: false,
+                pending: VecDeque::new(),
+                sent_away: false,
+            },
+        );
+        self.open_upstream(session, last_seen.to_vec());
+        let s = &self.shared.settings;
+        let expires = self.shared.clock.unix_secs() + s.limits.ticket_ttl.as_secs();
+        let ticket = s.tickets.issue(&TicketClaims {
+            session,
+            player: player.to_owned(),
+            world,
+            role,
+            expires,
+        });
+        Ok(Welcome {
+            session,
+            resume_ticket: ticket,
+            server_time_us: self.shared.clock.unix_us(),
+            suggested_relays: self.shared.alternatives(ip, 3),
+        })
+    }
+
+    /// Tells the session's origin about it (new, or resumed from `cursors`).
+    fn open_upstream(&mut self, session: SessionId, cursors: Vec<ChannelCursor>) {
+        let Some(e) = self.sessions.get(session) else {
+            return;
+        };
+        let Some(feed) = self.feeds.get_mut(&session) else {
+            return;
+        };
+        feed.acked = false;
+        let Some(link) = self.links.get(&feed.origin).and_then(|l| l.tx.as_ref()) else {
+            return; // opened when the link comes up
+        };
+        link.send_control(&LinkMsg::SessionOpen {
+            session,
+            player: e.player.clone(),
+            world: e.world,
+            role: e.role,
+            team: None,
+            resume_from: cursors,
+        });
+    }
+
+    fn end_session(&mut self, session: SessionId, _world: WorldId, tell_origin: bool) {
+        self.hub.handle_close(session);
+        if let Some(feed) = self.feeds.remove(&session) {
+            if tell_origin {
+                if let Some(link) = self.links.get(&feed.origin).and_then(|l| l.tx.as_ref()) {
+                    link.send_control(&LinkMsg::SessionClose { session });
+                }
+            }
+        }
+    }
+
+    fn action(&mut self, session: SessionId, action: Action) {
+        let Some(feed) = self.feeds.get_mut(&session) else {
+            return;
+        };
+        let link = self.links.get(&feed.origin).and_then(|l| l.tx.as_ref());
+        match link {
+            Some(link) if feed.acked => {
+                if link.send_action(session, action) {
+                    self.shared.metrics.actions_forwarded.inc();
+                }
+            }
+            _ => {
+                if feed.pending.len() >= self.shared.settings.limits.pending_actions {
+                    let seq = action.seq;
+                    self.send_to_client(
+                        session,
+                        EventClass::Critical,
+                        &ServerMsg::ActionResult(ActionResult {
+                            seq,
+                            outcome: Outcome::Rejected {
+                                code: RejectCode::RateLimited,
+                                detail: "origin unreachable; action buffer full".into(),
+                            },
+                        }),
+                    );
+                } else {
+                    feed.pending.push_back(action);
+                }
+            }
+        }
+    }
+
+    fn link_up(&mut self, origin: OriginId, link: LinkTx) {
+        self.shared.metrics.links_up.inc();
+        let now = self.now();
+        self.routing
+            .handle_rtt(now, Link::Origin(origin), link.conn.rtt());
+        if let Some(l) = self.links.get_mut(&origin) {
+            l.tx = Some(link);
+        }
+        // Every session of this origin resumes from what its client has been given.
+        let ids: Vec<SessionId> = self
+            .feeds
+            .iter()
+            .filter(|(_, f)| f.origin == origin)
+            .map(|(s, _)| *s)
+            .collect();
+        for s in ids {
+            let cursors = self.hub.cursors(s);
+            self.open_upstream(s, cursors);
+        }
+    }
+
+    fn handle_origin_frame(&mut self, origin: OriginId, body: Bytes) {
+        let now = self.now();
+        // Batches are forwarded by swapping the frame's tag, not re-encoding.
+        let client_frame = link_events_to_client_frame(&body);
+        let msg = match decode_message::<LinkMsg>(body) {
+            Ok(m) => m,
+            Err(e) => {
+                RelayMetrics::count(&self.shared.metrics.decode_errors, e.label());
+                return;
+            }
+        };
+        match msg {
+            LinkMsg::Events(batch) => {
+                self.shared.metrics.batches_in.inc();
+                if let (Some(frame), Some(b)) = (client_frame, batch_frame(&batch, None)) {
+                    self.hub.handle_batch(now, BatchFrame { frame, ..b });
+                }
+            }
+            LinkMsg::Keyframe(kf) => {
+                let (world, channel, seq) = (kf.world, kf.channel, kf.seq);
+                let f = frame(&ServerMsg::Keyframe(kf));
+                self.hub.handle_keyframe(now, world, channel, seq, f);
+            }
+            LinkMsg::Subscriptions {
+                session,
+                added,
+                removed,
+            } => {
+                self.hub
+                    .handle_subscriptions(now, session, &added, &removed);
+                if let Some(feed) = self.feeds.get_mut(&session) {
+                    if !feed.acked {
+                        feed.acked = true;
+                        let pending: Vec<Action> = feed.pending.drain(..).collect();
+                        let link = self.links.get(&origin).and_then(|l| l.tx.clone());
+                        if let Some(link) = link {
+                            for a in pending {
+                                if link.send_action(session, a) {
+                                    self.shared.metrics.actions_forwarded.inc();
+                                }
+                            }
+                        }
+                    }
+                }
+                self.send_to_client(
+                    session,
+                    EventClass::State,
+                    &ServerMsg::Subscriptions { added, removed },
+                );
+            }
+            LinkMsg::Replay { session, batches } => {
+                let frames = batches
+                    .into_iter()
+                    .filter_map(|b| {
+                        let f = frame(&ServerMsg::Events(b.clone()));
+                        batch_frame(&b, Some(f))
+                    })
+                    .collect();
+                self.hub.handle_replay(now, session, frames);
+            }
+            LinkMsg::ActionResult { session, result } => {
+                self.send_to_client(
+                    session,
+                    EventClass::Critical,
+                    &ServerMsg::ActionResult(result),
+                );
+            }
+            LinkMsg::SessionClose { session } => {
+                // The origin ended it (kick, ban, refused join).
+                self.send_to_client(
+                    session,
+                    EventClass::Critical,
+                    &ServerMsg::Error(ErrorMsg {
+                        code: ErrorCode::Unexpected,
+                        message: "session closed by the origin".into(),
+                    }),
+                );
+                if let Some(Presence::Connected(c)) = self.sessions.get(session).map(|e| e.presence)
+                {
+                    if let Some(cs) = self.conns.get(&c) {
+                        let conn = cs.conn.clone();
+                        tokio::spawn(async move {
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                            conn.close(5u32.into(), b"closed by origin");
+                        });
+                    }
+                }
+                if let Some(e) = self.sessions.handle_close(session) {
+                    self.end_session(session, e.world, false);
+                }
+            }
+            LinkMsg::Error(e) => {
+                RelayMetrics::count(
+                    &self.shared.metrics.decode_errors,
+                    format!("origin_{:?}", e.code).to_lowercase(),
+                );
+                warn!(origin = %origin, code = ?e.code, message = %e.message, "origin reported an error");
+            }
+            LinkMsg::Pong(p) => {
+                let rtt =
+                    Duration::from_micros(self.shared.clock.unix_us().saturating_sub(p.sent_us));
+                self.routing.handle_rtt(now, Link::Origin(origin), rtt);
+            }
+            LinkMsg::Ping(p) => {
+                let t = self.shared.clock.unix_us();
+                if let Some(link) = self.links.get(&origin).and_then(|l| l.tx.as_ref()) {
+                    link.send_control(&LinkMsg::Pong(Pong {
+                        nonce: p.nonce,
+                        sent_us: p.sent_us,
+                        received_us: t,
+                        replied_us: t,
+                    }));
+                }
+            }
+            LinkMsg::LinkHello { .. }
+            | LinkMsg::Delta(_)
+            | LinkMsg::SessionOpen { .. }
+            | LinkMsg::Action { .. } => {}
+        }
+    }
+
+    fn send_to_client(&mut self, session: SessionId, class: EventClass, msg: &ServerMsg) {
+        self.send_frame(session, class, frame(msg));
+    }
+
+    fn send_frame(&mut self, session: SessionId, class: EventClass, bytes: Bytes) {
+        let Some(Presence::Connected(c)) = self.sessions.get(session).map(|e| e.presence) else {
+            return;
+        };
+        let Some(cs) = self.conns.get(&c) else {
+            return;
+        };
+        if cs
+            .out
+            .try_send(Outgoing {
+                class,
+                session,
+                entity: None,
+                bytes,
+            })
+            .is_err()
+        {
+            self.shared.metrics.slow_clients.inc();
+            warn!(%session, "client queue full; disconnecting (it will resume)");
+            cs.conn.close(4u32.into(), b"too slow");
+        }
+    }
+
+    /// Hands the hub's deliveries to the clients' connections.
+    fn flush(&mut self) {
+        while let Some(d) = self.hub.poll_delivery() {
+            self.send_frame(d.session, d.class, d.frame);
+        }
+    }
+
+    fn drain(&mut self) {
+        if self.draining.is_some() {
+            return;
+        }
+        let deadline = Instant::now() + self.shared.settings.limits.drain_deadline;
+        self.draining = Some(deadline);
+        info!(clients = self.conns.len(), "draining");
+        let conns: Vec<(ConnId, IpAddr)> = self.conns.iter().map(|(c, s)| (*c, s.ip)).collect();
+        for (c, ip) in conns {
+            let alternatives = self.shared.alternatives(ip, 3);
+            for s in self.sessions.sessions_of(c).to_vec() {
+                let Some(e) = self.sessions.get(s) else {
+                    continue;
+                };
+                let s_cfg = &self.shared.settings;
+                let ticket = s_cfg.tickets.issue(&TicketClaims {
+                    session: s,
+                    player: e.player.clone(),
+                    world: e.world,
+                    role: e.role,
+                    expires: self.shared.clock.unix_secs() + s_cfg.limits.ticket_ttl.as_secs(),
+                });
+                if let Some(f) = self.feeds.get_mut(&s) {
+                    f.sent_away = true;
+                }
+                self.shared.metrics.go_aways.inc();
+                self.send_to_client(
+                    s,
+                    EventClass::Critical,
+                    &ServerMsg::GoAway(GoAway {
+                        reason: "relay draining".into(),
+                        alternatives: alternatives.clone(),
+                        resume_ticket: ticket,
+                    }),
+                );
+            }
+        }
+    }
+
+    fn status(&self) -> RelayStatus {
+        let mut connected = 0;
+        let mut detached = 0;
+        for s in self.feeds.keys() {
+            match self.sessions.get(*s).map(|e| e.presence) {
+                Some(Presence::Connected(_)) => connected += 1,
+                Some(Presence::Detached(_)) => detached += 1,
+                None => {}
+            }
+        }
+        let mut origins: Vec<OriginStatus> = self
+            .links
+            .iter()
+            .map(|(id, l)| OriginStatus {
+                id: id.0,
+                addr: l.spec.addr.to_string(),
+                up: l.tx.is_some(),
+                rtt_ms: l.rtt.map(|r| r.as_secs_f64() * 1000.0),
+            })
+            .collect();
+        origins.sort_by_key(|o| o.id);
+        let mut routes: Vec<RouteStatus> = Vec::new();
+        for l in self.links.values() {
+            for w in &l.spec.worlds {
+                let path = match self.routing.route(*w) {
+                    Some(Path::Direct(o)) => format!("direct:{}", o.0),
+                    Some(Path::Via(r, o)) => format!("via:{}:{}", r.0, o.0),
+                    None => "unreachable".into(),
+                };
+                routes.push(RouteStatus { world: w.0, path });
+            }
+        }
+        routes.sort_by_key(|r| r.world);
+        let hs = self.hub.stats();
+        RelayStatus {
+            relay: self.shared.settings.info.id.0,
+            region: self.shared.settings.info.region.clone(),
+            draining: self.draining.is_some(),
+            connections: self.conns.len(),
+            sessions_connected: connected,
+            sessions_detached: detached,
+            origins,
+            routes,
+            batches_in: hs.batches_in,
+            frames_out: hs.delivered,
+        }
+    }
+}
+
+/// The hub's view of a batch (`frame` filled by the caller).
+fn batch_frame(b: &EventBatch, frame: Option<Bytes>) -> Option<BatchFrame> {
+    let first = b.events.first()?.seq;
+    let last = b.events.last()?.seq;
+    let class = b
+        .events
+        .iter()
+        .map(|e| e.class)
+        .min_by_key(|c| c.rank())
+        .unwrap_or(EventClass::State);
+    Some(BatchFrame {
+        world: b.world,
+        channel: b.channel,
+        first,
+        last,
+        class,
+        frame: frame.unwrap_or_default(),
+    })
+}
