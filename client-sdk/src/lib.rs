@@ -55,9 +55,9 @@ use quinn::{Connection, Endpoint};
 use skylane_proto::ed25519_dalek::VerifyingKey;
 use skylane_proto::{
     decode_datagram, encode_datagram, encode_frame_to_bytes, Action, ChainError, ChainVerifier,
-    ChannelId, ClientMsg, EntityVersion, Event, EventClass, FrameDecoder, Hello, Keyframe, Outcome,
-    Payload, Ping, RefusalCode, RelayInfo, ResumeTicket, ServerMsg, SessionId, WorldId,
-    DEFAULT_MAX_FRAME, MAX_DATAGRAM, PROTOCOL_VERSION,
+    ChannelCursor, ChannelId, ClientMsg, EntityVersion, Event, EventClass, FrameDecoder, Hello,
+    Keyframe, Outcome, Payload, Ping, RefusalCode, RelayInfo, ResumeTicket, ServerMsg, SessionId,
+    WorldId, DEFAULT_MAX_FRAME, MAX_DATAGRAM, PROTOCOL_VERSION,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
@@ -135,8 +135,8 @@ pub enum ClientEvent {
     Keyframe(Keyframe),
     /// The channels this session receives changed.
     Subscriptions {
-        /// Added.
-        added: Vec<ChannelId>,
+        /// Added, each with the last sequence number before its first event.
+        added: Vec<ChannelCursor>,
         /// Removed.
         removed: Vec<ChannelId>,
     },
@@ -910,6 +910,13 @@ impl Driver {
                 }
             }
             ServerMsg::Subscriptions { added, removed } => {
+                self.order
+                    .handle_subscriptions(&added, &removed, &mut released);
+                for c in &removed {
+                    if let Some(v) = &mut self.verifier {
+                        v.forget(*c);
+                    }
+                }
                 let _ = events
                     .send(ClientEvent::Subscriptions { added, removed })
                     .await;

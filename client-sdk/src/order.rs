@@ -24,6 +24,9 @@ pub enum Released {
 struct Chan {
     last: Option<u64>,
     held: BTreeMap<u64, EventBatch>,
+    /// A keyframe ahead of `last`, waiting for the batches before it (they may
+    /// travel on another stream) or for a second keyframe proving a real gap.
+    keyframe: Option<Keyframe>,
 }
 
 /// Counters.
@@ -74,6 +77,29 @@ impl Ordering {
         v
     }
 
+    /// The session's channels changed. A newly added channel starts after the given
+    /// sequence number (batches held beyond it are released); a channel already
+    /// tracked (a resume) keeps its own cursor; a removed channel is forgotten.
+    pub fn handle_subscriptions(
+        &mut self,
+        added: &[ChannelCursor],
+        removed: &[ChannelId],
+        out: &mut Vec<Released>,
+    ) {
+        for c in removed {
+            self.chans.remove(c);
+        }
+        for a in added {
+            let ch = self.chans.entry(a.channel).or_default();
+            if ch.last.is_none() {
+                ch.last = Some(a.seq);
+                ch.held
+                    .retain(|_, b| b.events.last().is_some_and(|e| e.seq > a.seq));
+                Self::drain_held(ch, out);
+            }
+        }
+    }
+
     /// A batch arrived; returns what can be released now, in order.
     pub fn handle_batch(&mut self, batch: EventBatch, out: &mut Vec<Released>) {
         let (Some(first), Some(last)) = (batch.events.first(), batch.events.last()) else {
@@ -104,27 +130,48 @@ impl Ordering {
             }
             _ => Self::release(ch, batch, out),
         }
+        if ch.keyframe.as_ref().is_some_and(|k| Some(k.seq) == ch.last) {
+            if let Some(k) = ch.keyframe.take() {
+                out.push(Released::Keyframe(k));
+            }
+        }
         Self::drain_held(ch, out);
     }
 
-    /// A keyframe arrived.
+    /// A keyframe arrived. One at the channel's position is released as a
+    /// checkpoint; one ahead of it waits for the batches before it (they may
+    /// travel on another stream), and a second keyframe ahead of a still-unfilled
+    /// gap resynchronises the channel from it (the gap is given up). Returns
+    /// whether a resync happened.
     pub fn handle_keyframe(&mut self, kf: Keyframe, out: &mut Vec<Released>) -> bool {
         let ch = self.chans.entry(kf.channel).or_default();
-        let resync = match ch.last {
-            Some(l) if kf.seq < l => return false,
+        match ch.last {
+            Some(l) if kf.seq < l => false,
             Some(l) if kf.seq > l => {
-                self.stats.resyncs += 1;
-                self.stats.skipped_events += kf.seq - l;
-                true
+                if ch.keyframe.as_ref().is_some_and(|k| k.seq < kf.seq) {
+                    self.stats.resyncs += 1;
+                    self.stats.skipped_events += kf.seq - l;
+                    ch.keyframe = None;
+                    Self::jump(ch, kf, out);
+                    true
+                } else {
+                    ch.keyframe = Some(kf);
+                    false
+                }
             }
-            _ => false,
-        };
+            _ => {
+                Self::jump(ch, kf, out);
+                false
+            }
+        }
+    }
+
+    fn jump(ch: &mut Chan, kf: Keyframe, out: &mut Vec<Released>) {
         ch.last = Some(kf.seq);
         ch.held
             .retain(|_, b| b.events.last().is_some_and(|e| e.seq > kf.seq));
         out.push(Released::Keyframe(kf));
         Self::drain_held(ch, out);
-        resync
     }
 
     fn release(ch: &mut Chan, mut batch: EventBatch, out: &mut Vec<Released>) {
@@ -140,6 +187,13 @@ impl Ordering {
 
     fn drain_held(ch: &mut Chan, out: &mut Vec<Released>) {
         while let Some(l) = ch.last {
+            if ch.keyframe.as_ref().is_some_and(|k| k.seq <= l) {
+                if let Some(k) = ch.keyframe.take() {
+                    if k.seq == l {
+                        out.push(Released::Keyframe(k));
+                    }
+                }
+            }
             let Some((&k, _)) = ch.held.iter().next() else {
                 return;
             };
@@ -203,20 +257,36 @@ mod tests {
         assert_eq!(o.cursors()[0].seq, 6);
     }
 
+    fn kf(seq: u64) -> Keyframe {
+        Keyframe {
+            world: WorldId(1),
+            channel: ChannelId::World,
+            tick: seq,
+            seq,
+            state: Default::default(),
+        }
+    }
+
     #[test]
-    fn a_keyframe_past_a_gap_resyncs() {
+    fn a_keyframe_overtaking_its_batches_waits_for_them() {
+        let mut o = Ordering::new(64);
+        let mut out = Vec::new();
+        o.handle_batch(batch(1, 1), &mut out);
+        assert!(!o.handle_keyframe(kf(3), &mut out));
+        o.handle_batch(batch(2, 3), &mut out);
+        o.handle_batch(batch(4, 4), &mut out);
+        assert_eq!(seqs(&out), [1, 2, 3, 1003, 4]);
+        assert_eq!(o.stats().resyncs, 0);
+    }
+
+    #[test]
+    fn a_second_keyframe_past_an_unfilled_gap_resyncs() {
         let mut o = Ordering::new(64);
         let mut out = Vec::new();
         o.handle_batch(batch(1, 1), &mut out);
         o.handle_batch(batch(9, 9), &mut out);
-        let kf = Keyframe {
-            world: WorldId(1),
-            channel: ChannelId::World,
-            tick: 8,
-            seq: 8,
-            state: Default::default(),
-        };
-        assert!(o.handle_keyframe(kf, &mut out));
+        assert!(!o.handle_keyframe(kf(5), &mut out));
+        assert!(o.handle_keyframe(kf(8), &mut out));
         assert_eq!(seqs(&out), [1, 1008, 9]);
         assert_eq!(o.stats().skipped_events, 7);
     }

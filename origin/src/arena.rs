@@ -119,6 +119,8 @@ pub enum ArenaEvent {
     Spawned {
         /// Avatar.
         entity: EntityId,
+        /// Player id (the token's subject), so a client can find its own avatar.
+        player: String,
         /// Position.
         x: f32,
         /// Position.
@@ -596,6 +598,7 @@ impl World for Arena {
             Some(id),
             ArenaEvent::Spawned {
                 entity: id,
+                player: player.to_owned(),
                 x,
                 y,
                 team,

@@ -119,8 +119,9 @@ pub enum Output {
     Subscriptions {
         /// Session.
         session: SessionId,
-        /// Added.
-        added: Vec<ChannelId>,
+        /// Added, each with the channel's last sequence number so far (the session
+        /// receives what comes after it).
+        added: Vec<ChannelCursor>,
         /// Removed.
         removed: Vec<ChannelId>,
     },
@@ -310,6 +311,13 @@ impl<W: World> Engine<W> {
             }
         }
         if !added.is_empty() || !removed.is_empty() {
+            let added = added
+                .into_iter()
+                .map(|channel| ChannelCursor {
+                    channel,
+                    seq: self.channel_seq(channel),
+                })
+                .collect();
             self.outputs.push_back(Output::Subscriptions {
                 session,
                 added,
@@ -652,6 +660,11 @@ impl<W: World> Engine<W> {
             seq,
             state: self.world.channel_state(channel, &self.grid),
         }
+    }
+
+    /// The last sequence number assigned on a channel (0 before its first event).
+    pub fn channel_seq(&self, channel: ChannelId) -> u64 {
+        self.channels.get(&channel).map_or(0, |l| l.next_seq)
     }
 
     /// Whether the session exists.

@@ -76,6 +76,8 @@ pub trait Core: Send + 'static {
     fn keyframe_now(&self, c: ChannelId) -> Keyframe;
     /// See [`Engine::has_session`].
     fn has_session(&self, s: SessionId) -> bool;
+    /// See [`Engine::channel_seq`].
+    fn channel_seq(&self, c: ChannelId) -> u64;
     /// Writes anything buffered (graceful shutdown).
     fn flush(&mut self) -> Result<(), JournalError>;
 }
@@ -121,6 +123,9 @@ impl<W: World> Core for Engine<W> {
     fn has_session(&self, s: SessionId) -> bool {
         Self::has_session(self, s)
     }
+    fn channel_seq(&self, c: ChannelId) -> u64 {
+        Self::channel_seq(self, c)
+    }
     fn flush(&mut self) -> Result<(), JournalError> {
         Ok(())
     }
@@ -165,6 +170,9 @@ impl<W: World + Clone + Serialize + DeserializeOwned> Core for Persistent<W> {
     }
     fn has_session(&self, s: SessionId) -> bool {
         self.engine().has_session(s)
+    }
+    fn channel_seq(&self, c: ChannelId) -> u64 {
+        self.engine().channel_seq(c)
     }
     fn flush(&mut self) -> Result<(), JournalError> {
         Self::flush(self)
@@ -693,7 +701,13 @@ impl<C: Core> Actor<C> {
             0,
             frame(&LinkMsg::Subscriptions {
                 session,
-                added: channels.clone(),
+                added: channels
+                    .iter()
+                    .map(|c| ChannelCursor {
+                        channel: *c,
+                        seq: self.core.channel_seq(*c),
+                    })
+                    .collect(),
                 removed: Vec::new(),
             }),
         );
@@ -830,7 +844,7 @@ impl<C: Core> Actor<C> {
                     };
                     if let Some(r) = self.relays.get_mut(&id) {
                         for c in &added {
-                            *r.channels.entry(*c).or_insert(0) += 1;
+                            *r.channels.entry(c.channel).or_insert(0) += 1;
                         }
                         for c in &removed {
                             dec(&mut r.channels, *c);

@@ -179,8 +179,10 @@ fn relay_joins_sessions_sends_actions_and_receives_signed_batches() {
         let LinkMsg::Subscriptions { added, .. } = seen.last().unwrap() else {
             unreachable!()
         };
-        assert!(added.contains(&ChannelId::World));
-        assert!(added.iter().any(|c| matches!(c, ChannelId::Cell { .. })));
+        assert!(added.iter().any(|c| c.channel == ChannelId::World));
+        assert!(added
+            .iter()
+            .any(|c| matches!(c.channel, ChannelId::Cell { .. })));
 
         // The avatar's spawn point arrives in a world-channel batch.
         let mut verifier = ChainVerifier::new(ChainSigner::from_bytes(&KEY).verifying_key());

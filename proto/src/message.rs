@@ -508,8 +508,9 @@ pub enum ServerMsg {
     Delta(Delta),
     /// The channels the session now receives changed.
     Subscriptions {
-        /// Channels added.
-        added: Vec<ChannelId>,
+        /// Channels added, each with the last sequence number before the session's
+        /// first event on it.
+        added: Vec<ChannelCursor>,
         /// Channels removed.
         removed: Vec<ChannelId>,
     },
@@ -578,8 +579,9 @@ pub enum LinkMsg {
     Subscriptions {
         /// Session.
         session: SessionId,
-        /// Channels added.
-        added: Vec<ChannelId>,
+        /// Channels added, each with the last sequence number *before* the
+        /// session's first event on it (so the relay delivers from exactly there).
+        added: Vec<ChannelCursor>,
         /// Channels removed.
         removed: Vec<ChannelId>,
     },

@@ -295,8 +295,13 @@ fn server_msg() -> impl Strategy<Value = ServerMsg> {
         batch().prop_map(ServerMsg::Events),
         keyframe().prop_map(ServerMsg::Keyframe),
         delta().prop_map(ServerMsg::Delta),
-        (channels(), channels())
-            .prop_map(|(added, removed)| ServerMsg::Subscriptions { added, removed }),
+        (channels(), channels()).prop_map(|(added, removed)| ServerMsg::Subscriptions {
+            added: added
+                .into_iter()
+                .map(|channel| ChannelCursor { channel, seq: 1 })
+                .collect(),
+            removed,
+        }),
         pong().prop_map(ServerMsg::Pong),
         go_away,
         error_msg().prop_map(ServerMsg::Error),
@@ -342,13 +347,18 @@ fn link_msg() -> impl Strategy<Value = LinkMsg> {
         batch().prop_map(LinkMsg::Events),
         keyframe().prop_map(LinkMsg::Keyframe),
         delta().prop_map(LinkMsg::Delta),
-        (any::<u64>(), channels(), channels()).prop_map(|(s, added, removed)| {
-            LinkMsg::Subscriptions {
-                session: SessionId(s),
-                added,
-                removed,
+        (any::<u64>(), channels(), channels(), any::<u64>()).prop_map(
+            |(s, added, removed, seq)| {
+                LinkMsg::Subscriptions {
+                    session: SessionId(s),
+                    added: added
+                        .into_iter()
+                        .map(|channel| ChannelCursor { channel, seq })
+                        .collect(),
+                    removed,
+                }
             }
-        }),
+        ),
         (any::<u64>(), prop::collection::vec(batch(), 0..3)).prop_map(|(s, batches)| {
             LinkMsg::Replay {
                 session: SessionId(s),

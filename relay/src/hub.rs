@@ -207,11 +207,14 @@ impl Hub {
     }
 
     /// The channels a session receives changed (origin's interest management).
+    /// Each added channel names the last sequence number before the session's
+    /// first event on it; a session that already has a cursor there (a resume)
+    /// keeps its own.
     pub fn handle_subscriptions(
         &mut self,
         now: Instant,
         session: SessionId,
-        added: &[ChannelId],
+        added: &[ChannelCursor],
         removed: &[ChannelId],
     ) {
         let Some(feed) = self.feeds.get_mut(&session) else {
@@ -226,17 +229,21 @@ impl Hub {
                 }
             }
         }
-        for ch in added {
-            if feed.channels.insert(*ch) {
+        for a in added {
+            let c = feed.cursors.entry(a.channel).or_default();
+            if c.last.is_none() {
+                c.last = Some(a.seq);
+            }
+            if feed.channels.insert(a.channel) {
                 self.channels
-                    .entry((world, *ch))
+                    .entry((world, a.channel))
                     .or_default()
                     .subscribers
                     .push(session);
             }
         }
-        for ch in added {
-            self.fill_from_ring(now, session, world, *ch);
+        for a in added {
+            self.fill_from_ring(now, session, world, a.channel);
         }
     }
 
@@ -421,6 +428,10 @@ mod tests {
         }
     }
 
+    fn at(seq: u64) -> ChannelCursor {
+        ChannelCursor { channel: CH, seq }
+    }
+
     fn drain(h: &mut Hub) -> Vec<(u64, String)> {
         std::iter::from_fn(|| h.poll_delivery())
             .map(|d| (d.session.0, String::from_utf8(d.frame.to_vec()).unwrap()))
@@ -433,7 +444,7 @@ mod tests {
         let mut h = Hub::new(HubConfig::default());
         for s in 1..=3 {
             h.handle_open(SessionId(s), W, &[]);
-            h.handle_subscriptions(now, SessionId(s), &[CH], &[]);
+            h.handle_subscriptions(now, SessionId(s), &[at(0)], &[]);
         }
         let b = batch(1, 2);
         let ptr = b.frame.as_ptr();
@@ -461,7 +472,7 @@ mod tests {
             }],
         );
         h.handle_batch(now, batch(6, 7)); // before the subscription: ring only
-        h.handle_subscriptions(now, s, &[CH], &[]);
+        h.handle_subscriptions(now, s, &[at(7)], &[]);
         h.handle_batch(now, batch(8, 8)); // a hole (4..5 missing): held
         assert!(drain(&mut h).is_empty());
         // The replay covers 4..7 (overlapping the live 6..7).
@@ -494,7 +505,7 @@ mod tests {
                 seq: 1,
             }],
         );
-        h.handle_subscriptions(t0, s, &[CH], &[]);
+        h.handle_subscriptions(t0, s, &[at(4)], &[]);
         h.handle_batch(t0, batch(5, 5));
         h.handle_keyframe(t0, W, CH, 5, Bytes::from_static(b"kf5"));
         assert!(drain(&mut h).is_empty(), "too early to give up on the hole");
@@ -508,21 +519,23 @@ mod tests {
     }
 
     #[test]
-    fn new_sessions_start_live_and_unsubscribed_channels_stop() {
+    fn new_sessions_start_at_the_origins_subscription_point() {
         let now = Instant::now();
         let mut h = Hub::new(HubConfig::default());
         let s = SessionId(1);
         h.handle_open(s, W, &[]);
+        // Batches 1 and 2 arrive before the subscription, which starts after 1.
         h.handle_batch(now, batch(1, 1));
-        h.handle_subscriptions(now, s, &[CH], &[]);
-        assert!(
-            drain(&mut h).is_empty(),
-            "no cursor: history is not replayed"
-        );
         h.handle_batch(now, batch(2, 2));
+        h.handle_subscriptions(now, s, &[at(1)], &[]);
+        assert_eq!(
+            drain(&mut h),
+            [(1, "2-2".to_string())],
+            "filled from the ring"
+        );
         h.handle_subscriptions(now, s, &[], &[CH]);
         h.handle_batch(now, batch(3, 3));
-        assert_eq!(drain(&mut h), [(1, "2-2".to_string())]);
+        assert!(drain(&mut h).is_empty(), "unsubscribed");
         assert!(h.cursors(s).is_empty());
     }
 

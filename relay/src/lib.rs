@@ -28,7 +28,8 @@ pub use admission::{Admission, AdmissionConfig, Refused};
 pub use hub::{BatchFrame, Delivery, Hub, HubConfig, HubStats};
 pub use metrics::RelayMetrics;
 pub use server::{
-    Limits, OriginSpec, OriginStatus, Relay, RelaySettings, RelayStatus, RouteStatus,
+    client_transport, link_transport, Limits, OriginSpec, OriginStatus, Relay, RelaySettings,
+    RelayStatus, RouteStatus,
 };
 
 pub use edge::{EdgeConfig, EdgeGuard, EdgeViolation, Rate, Verdict};

@@ -132,6 +132,32 @@ pub struct RelaySettings {
     pub routing: RoutingConfig,
 }
 
+/// Transport settings for the client-facing endpoint: bounded per-connection
+/// memory (stream and connection windows, a few streams per client), idle
+/// detection, keep-alive.
+pub fn client_transport() -> quinn::TransportConfig {
+    let mut t = quinn::TransportConfig::default();
+    t.max_idle_timeout(Duration::from_secs(10).try_into().ok())
+        .keep_alive_interval(Some(Duration::from_secs(2)))
+        .max_concurrent_uni_streams(16u32.into())
+        .max_concurrent_bidi_streams(2u32.into())
+        .stream_receive_window((64u32 * 1024).into())
+        .receive_window((256u32 * 1024).into())
+        .send_window(1024 * 1024)
+        .datagram_receive_buffer_size(Some(64 * 1024))
+        .datagram_send_buffer_size(64 * 1024);
+    t
+}
+
+/// Transport settings for origin links (mutual TLS, many sessions multiplexed).
+pub fn link_transport() -> quinn::TransportConfig {
+    let mut t = quinn::TransportConfig::default();
+    t.max_idle_timeout(Duration::from_secs(5).try_into().ok())
+        .keep_alive_interval(Some(Duration::from_millis(500)))
+        .max_concurrent_uni_streams(64u32.into());
+    t
+}
+
 /// Microseconds since the Unix epoch, advancing with tokio's clock (so paused
 /// simulations see consistent times).
 #[derive(Debug, Clone, Copy)]

@@ -1,4 +1,367 @@
 //! `skylane-tests`: workspace-level integration and scenario tests.
 //!
-//! The tests live in `tests/tests/`; this library holds helpers they share.
-//! It is never published and never used by the shipped crates.
+//! The tests live in `tests/tests/`; this library holds what they share: [`Net`],
+//! a whole deployment (one origin hosting the arena, relays in several regions,
+//! players) inside a netsim simulation, over real quinn connections with
+//! generated certificates and tokens. It is never published and never used by the
+//! shipped crates.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::registry::Registry;
+use skylane_certs::{client_config, server_config, ClientAuth, LocalPki};
+use skylane_client::{Client, ClientEvent};
+use skylane_netsim::{HostId, Sim};
+use skylane_origin::{
+    Arena, ArenaAction, ArenaConfig, ArenaEvent, Engine, EngineConfig, OriginMetrics, OriginServer,
+    ServerConfig,
+};
+use skylane_proto::ed25519_dalek::VerifyingKey;
+use skylane_proto::{
+    ChainSigner, Claims, EventClass, Outcome, RelayId, RelayInfo, Role, TokenKeyPair, TokenSigner,
+    WorldId,
+};
+use skylane_relay::{
+    client_transport, link_transport, Directory, Limits, OriginId, OriginSpec, Relay, RelayMetrics,
+    RelaySettings, TicketKey,
+};
+
+/// The world every scenario plays.
+pub const WORLD: WorldId = WorldId(1);
+/// Side of the scenarios' square map.
+pub const MAP: f32 = 150.0;
+const SIGNING: [u8; 32] = [42; 32];
+
+/// A relay in the simulation.
+#[derive(Debug, Clone)]
+pub struct RelayNode {
+    /// Its host.
+    pub host: HostId,
+    /// Its handle.
+    pub relay: Relay,
+    /// Client-facing address.
+    pub addr: SocketAddr,
+    /// Its metrics.
+    pub metrics: RelayMetrics,
+}
+
+/// A deployment in a simulation.
+pub struct Net {
+    /// The simulation.
+    pub sim: Sim,
+    /// Certificates.
+    pub pki: LocalPki,
+    /// Token signer.
+    pub tokens: TokenSigner,
+    /// The origin's host.
+    pub origin_host: HostId,
+    /// The origin.
+    pub origin: OriginServer,
+    /// The origin's metrics.
+    pub origin_metrics: OriginMetrics,
+    /// Relays, in the order given.
+    pub relays: Vec<RelayNode>,
+}
+
+/// Options of [`Net::start`].
+#[derive(Debug, Clone)]
+pub struct NetOptions {
+    /// Simulation seed.
+    pub seed: u64,
+    /// Region of the origin.
+    pub origin_region: &'static str,
+    /// Relays: (id, region).
+    pub relays: Vec<(u32, &'static str)>,
+    /// Relay limits.
+    pub limits: Limits,
+    /// Edge settings.
+    pub edge: skylane_relay::EdgeConfig,
+}
+
+impl Default for NetOptions {
+    fn default() -> Self {
+        Self {
+            seed: 1,
+            origin_region: "frankfurt",
+            relays: vec![(1, "amsterdam"), (2, "virginia"), (3, "tokyo")],
+            limits: Limits::default(),
+            edge: skylane_relay::EdgeConfig::default(),
+        }
+    }
+}
+
+impl Net {
+    /// Starts an origin and the relays (inside a netsim runtime).
+    pub fn start(opts: NetOptions) -> Self {
+        let sim = Sim::new(opts.seed);
+        let pki = LocalPki::generate(&[]).expect("pki");
+        let pair = TokenKeyPair::generate().expect("token key");
+        let tokens = TokenSigner::from_pem(&pair.private_pem).expect("signer");
+        let origin_host = sim.add_host("origin", opts.origin_region);
+        let mut sc = server_config(
+            &pki.origin,
+            ClientAuth::Required(pki.roots().expect("roots")),
+        )
+        .expect("origin tls");
+        sc.transport_config(Arc::new(link_transport()));
+        let endpoint = sim
+            .endpoint(origin_host, 4500, Some(sc))
+            .expect("origin endpoint");
+        let origin_addr = endpoint.local_addr().expect("addr");
+        // A small map (4 cells): every player is interested in every cell, so each
+        // sees everyone's moves.
+        let arena = Arena::new(ArenaConfig {
+            width: MAP,
+            height: MAP,
+            items: 20,
+            ..ArenaConfig::default()
+        });
+        let grid = arena.grid();
+        let mut ecfg = EngineConfig::new(WORLD);
+        ecfg.max_payload = 16 * 1024;
+        let engine = Engine::new(arena, grid, ecfg, ChainSigner::from_bytes(&SIGNING), 0);
+        let origin_metrics = OriginMetrics::new(&mut Registry::default());
+        let origin = OriginServer::spawn(
+            endpoint,
+            engine,
+            ServerConfig::new(0),
+            origin_metrics.clone(),
+        );
+
+        let mut hosts = Vec::new();
+        let mut infos = Vec::new();
+        for (id, region) in &opts.relays {
+            let host = sim.add_host(format!("relay-{id}"), *region);
+            let r = skylane_netsim::topology::region(region).expect("known region");
+            infos.push(RelayInfo {
+                id: RelayId(*id),
+                region: (*region).to_string(),
+                addrs: vec![SocketAddr::new(sim.ip(host), 4433).to_string()],
+                lat: r.lat as f32,
+                lon: r.lon as f32,
+            });
+            hosts.push(host);
+        }
+        let directory = Directory::new(infos.clone());
+        let verifier = tokens.verifier("skylane");
+        let link_tls =
+            client_config(pki.roots().expect("roots"), Some(&pki.relay)).expect("link tls");
+        let mut relays = Vec::new();
+        for (host, info) in hosts.into_iter().zip(infos) {
+            let mut sc = server_config(&pki.relay, ClientAuth::None).expect("relay tls");
+            sc.transport_config(Arc::new(client_transport()));
+            let endpoint = sim.endpoint(host, 4433, Some(sc)).expect("relay endpoint");
+            let addr = endpoint.local_addr().expect("addr");
+            let metrics = RelayMetrics::new(&mut Registry::default());
+            let settings = RelaySettings {
+                info,
+                directory: directory.clone(),
+                geo: None,
+                origins: vec![OriginSpec {
+                    id: OriginId(1),
+                    addr: origin_addr,
+                    server_name: "localhost".into(),
+                    worlds: vec![WORLD],
+                }],
+                link_tls: link_tls.clone(),
+                tokens: verifier.clone(),
+                tickets: TicketKey::new(&[9; 32]),
+                limits: opts.limits,
+                edge: opts.edge,
+                scheduler: Default::default(),
+                hub: Default::default(),
+                routing: Default::default(),
+            };
+            let relay = Relay::spawn(endpoint, settings, metrics.clone());
+            relays.push(RelayNode {
+                host,
+                relay,
+                addr,
+                metrics,
+            });
+        }
+        Self {
+            sim,
+            pki,
+            tokens,
+            origin_host,
+            origin,
+            origin_metrics,
+            relays,
+        }
+    }
+
+    /// The origin's batch-signing public key.
+    pub fn origin_key(&self) -> VerifyingKey {
+        ChainSigner::from_bytes(&SIGNING).verifying_key()
+    }
+
+    /// A token for `player`.
+    pub fn token(&self, player: &str, role: Role) -> String {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_secs();
+        self.tokens
+            .issue(&Claims::new(
+                player,
+                role,
+                vec![WORLD],
+                "skylane",
+                now,
+                3600,
+            ))
+            .expect("token")
+    }
+
+    /// A client builder for a new host in `region`, trusting the deployment and
+    /// verifying batches; returns the host too.
+    pub fn client_builder(
+        &self,
+        region: &str,
+        player: &str,
+    ) -> (HostId, skylane_client::ClientBuilder) {
+        let host = self.sim.add_host(format!("client-{player}"), region);
+        let endpoint = self.sim.endpoint(host, 0, None).expect("client endpoint");
+        let b = Client::builder()
+            .token(self.token(player, Role::Player))
+            .world(WORLD)
+            .ca_pem(self.pki.ca_pem.clone())
+            .endpoint(endpoint)
+            .origin_key(self.origin_key());
+        (host, b)
+    }
+}
+
+/// A player who knows where its avatar is and walks it.
+pub struct Walker {
+    /// The client.
+    pub client: Client,
+    /// Player name.
+    pub name: String,
+    /// Avatar, once seen.
+    pub avatar: Option<skylane_proto::EntityId>,
+    /// Position.
+    pub pos: (f32, f32),
+    /// Every event received as (channel, seq), and every subscription start as
+    /// (channel, seq before the first event).
+    pub seen: Vec<Seen>,
+    dir: f32,
+}
+
+impl Walker {
+    /// Wraps a connected client.
+    pub fn new(client: Client, name: &str) -> Self {
+        Self {
+            client,
+            name: name.to_owned(),
+            avatar: None,
+            pos: (0.0, 0.0),
+            seen: Vec::new(),
+            dir: 1.0,
+        }
+    }
+
+    /// Takes every waiting event; learns the avatar and position.
+    pub fn absorb(&mut self) -> Vec<ClientEvent> {
+        let mut out = Vec::new();
+        while let Some(ev) = self.client.try_next_event() {
+            if let ClientEvent::Subscriptions { added, .. } = &ev {
+                for a in added {
+                    self.seen.push(Seen::Start(a.channel, a.seq));
+                }
+            }
+            if let ClientEvent::Event(e) = &ev {
+                self.seen.push(Seen::Event(e.channel, e.seq));
+                match ArenaEvent::decode(&e.payload) {
+                    Some(ArenaEvent::Spawned {
+                        entity,
+                        player,
+                        x,
+                        y,
+                        ..
+                    }) if player == self.name => {
+                        self.avatar = Some(entity);
+                        self.pos = (x, y);
+                    }
+                    Some(ArenaEvent::Moved { entity, x, y, .. }) if Some(entity) == self.avatar => {
+                        self.pos = (x, y);
+                    }
+                    _ => {}
+                }
+            }
+            out.push(ev);
+        }
+        out
+    }
+
+    /// Waits until the avatar is known (absorbing events).
+    pub async fn wait_spawn(&mut self) {
+        for _ in 0..200 {
+            self.absorb();
+            if self.avatar.is_some() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("{} never saw its avatar spawn", self.name);
+    }
+
+    /// One legal step (0.25 units, under the speed limit at 30 Hz), bouncing at the edges.
+    pub fn step_action(&mut self) -> ArenaAction {
+        let (x, y) = self.pos;
+        if !(5.0..=MAP - 5.0).contains(&(x + self.dir * 0.25)) {
+            self.dir = -self.dir;
+        }
+        let nx = x + self.dir * 0.25;
+        self.pos = (nx, y);
+        ArenaAction::Move { x: nx, y }
+    }
+
+    /// Sends one step as a state action and waits for its outcome.
+    pub async fn step(&mut self) -> Outcome {
+        let a = self.step_action();
+        match self.client.act(EventClass::State, vec![], a.encode()).await {
+            Ok(o) => o,
+            Err(e) => Outcome::Rejected {
+                code: skylane_proto::RejectCode::Game(0),
+                detail: e.to_string(),
+            },
+        }
+    }
+}
+
+/// What a [`Walker`] saw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seen {
+    /// An event.
+    Event(skylane_proto::ChannelId, u64),
+    /// A subscription (re)starting after this sequence number.
+    Start(skylane_proto::ChannelId, u64),
+}
+
+/// Checks that per channel the sequence numbers are consecutive from each
+/// subscription start (nothing lost, nothing repeated); returns the number of
+/// events checked.
+pub fn assert_exactly_once(seen: &[Seen]) -> usize {
+    let mut last: std::collections::HashMap<skylane_proto::ChannelId, u64> = Default::default();
+    let mut n = 0;
+    for s in seen {
+        match *s {
+            Seen::Start(c, seq) => {
+                // A resume re-announces tracked channels: keep the tracked cursor.
+                last.entry(c).or_insert(seq);
+            }
+            Seen::Event(c, seq) => {
+                n += 1;
+                if let Some(l) = last.get(&c) {
+                    assert_eq!(seq, l + 1, "channel {c}: after {l} came {seq}");
+                }
+                last.insert(c, seq);
+            }
+        }
+    }
+    n
+}
