@@ -1,11 +1,20 @@
 //! `skylane-relay`: the edge relay.
 //!
-//! **Status:** in progress. Written so far: the per-connection priority
-//! [`scheduler`], the [`edge`] anti-cheat guard, the [`routing`] table and
-//! the [`session`] table with resume tickets (pure cores), and [`geo`]: GeoIP
-//! lookups and the nearest-relay directory. Still to come (relay issue): QUIC termination, token
-//! checks, GeoIP and RTT routing, edge anti-cheat, upstream links to origins,
-//! fan-out, resume, drain, the `skylane-relay` binary.
+//! A relay terminates QUIC from game clients (ALPN `skylane/1`), checks their
+//! tokens offline, carries their sessions to the origin hosting their world over
+//! one multiplexed link per origin, fans each channel batch out to every local
+//! subscriber without re-encoding, schedules each client's traffic by event class,
+//! keeps sessions across reconnects (to this or another relay), and drains on
+//! request.
+//!
+//! # Layout
+//! * Pure cores: [`admission`] (connections per IP, handshake rate), [`edge`]
+//!   (per-session anti-cheat), [`hub`] (fan-out and exactly-once ordering per
+//!   session), [`routing`] (paths to origins), [`scheduler`] (per-connection
+//!   priority), [`session`] (session table, resume tickets), [`geo`] (GeoIP and
+//!   the nearest-relay directory).
+//! * Shell: [`server`] (quinn and tokio tasks around the cores), [`config`]
+//!   (operator configuration), [`metrics`]; the `skylane-relay` binary.
 //!
 //! **Contract:** every stateful core (routing table, priority scheduler, session
 //! table, edge validators) is a sans-IO state machine that takes `now` as an
@@ -15,6 +24,7 @@
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
 pub mod admission;
+pub mod config;
 pub mod edge;
 pub mod geo;
 pub mod hub;

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use skylane_client::ClientEvent;
 use skylane_netsim::{run, Fault};
-use skylane_proto::{Outcome, RefusalCode};
+use skylane_proto::{EventClass, Outcome, RefusalCode};
 use skylane_tests::{assert_exactly_once, Net, NetOptions, Seen, Walker};
 
 #[test]
@@ -212,5 +212,48 @@ fn a_client_whose_address_changes_keeps_its_session() {
         let st = w.client.stats();
         assert_eq!(st.reconnects, 0, "migration, not a reconnect");
         assert_exactly_once(&w.seen);
+    });
+}
+
+#[test]
+fn a_flooding_session_is_cut_off_while_others_keep_their_latency() {
+    run(|| async {
+        let net = Net::start(NetOptions::default());
+        let relay = net.relays[0].addr;
+        let (_, b) = net.client_builder("paris", "honest");
+        let mut honest = Walker::new(b.relays([relay]).connect().await.unwrap(), "honest");
+        honest.wait_spawn().await;
+        let rtts = |v: &mut Vec<Duration>| {
+            v.sort();
+            v[v.len() * 99 / 100]
+        };
+        let mut quiet = Vec::new();
+        for _ in 0..60 {
+            let t = tokio::time::Instant::now();
+            assert!(matches!(honest.step().await, Outcome::Applied { .. }));
+            quiet.push(t.elapsed());
+        }
+        let (_, b) = net.client_builder("paris", "flooder");
+        let flooder = b.relays([relay]).connect().await.unwrap();
+        let mut loud = Vec::new();
+        for i in 0..60 {
+            // 50 chat messages per honest step: 1,500/s against a limit of 5/s.
+            for _ in 0..50 {
+                let _ = flooder.send(EventClass::Chat, vec![0u8; 200].into());
+            }
+            let t = tokio::time::Instant::now();
+            let o = honest.step().await;
+            assert!(matches!(o, Outcome::Applied { .. }), "step {i}: {o:?}");
+            loud.push(t.elapsed());
+        }
+        let m = &net.relays[0].metrics;
+        assert!(m.edge_disconnects.get() >= 1, "the flooder was cut off");
+        let (q, l) = (rtts(&mut quiet), rtts(&mut loud));
+        assert!(
+            l <= q + q / 2 + Duration::from_millis(5),
+            "honest p99 action round trip {q:?} quiet, {l:?} during the flood"
+        );
+        honest.absorb();
+        assert_exactly_once(&honest.seen);
     });
 }
