@@ -237,6 +237,31 @@ impl DevCa {
     }
 }
 
+/// Certificate, key and CA files for a binary: in development mode (`dev_dir`) the
+/// development PKI is written there (reusing its CA) and `<stem>.pem`/`<stem>.key`
+/// with `ca.pem` are used; otherwise the three configured paths, each required.
+pub fn tls_files(
+    dev_dir: Option<&Path>,
+    stem: &str,
+    cert: Option<&Path>,
+    key: Option<&Path>,
+    ca: Option<&Path>,
+) -> Result<(PathBuf, PathBuf, PathBuf), CertError> {
+    if let Some(dir) = dev_dir {
+        DevCa::write_dev_pki(dir, &[])?;
+        return Ok((
+            dir.join(format!("{stem}.pem")),
+            dir.join(format!("{stem}.key")),
+            dir.join("ca.pem"),
+        ));
+    }
+    let need = |p: Option<&Path>, what: &str| {
+        p.map(Path::to_path_buf)
+            .ok_or_else(|| CertError::Verifier(format!("{what} is required")))
+    };
+    Ok((need(cert, "cert")?, need(key, "key")?, need(ca, "ca")?))
+}
+
 /// A random 16-byte serial whose DER encoding always has the same length (first byte
 /// in 0x01..=0x7f: no sign padding, no leading zero), so certificates, and therefore
 /// handshakes, have the same size on every run.

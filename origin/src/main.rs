@@ -5,7 +5,6 @@
 //! one JSON line on stdout tells where it listens. SIGTERM or Ctrl-C stops it
 //! gracefully: relays are disconnected and the journal is flushed.
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -14,7 +13,7 @@ use anyhow::Context as _;
 use axum::routing::get;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use prometheus_client::registry::Registry;
-use skylane_certs::{load_roots, server_config, ClientAuth, DevCa, Identity};
+use skylane_certs::{load_roots, server_config, tls_files, ClientAuth, Identity};
 use skylane_origin::config::{merge, OriginConfig};
 use skylane_origin::persist::PersistConfig;
 use skylane_origin::{
@@ -70,22 +69,14 @@ fn load_signing_key(cfg: &OriginConfig) -> anyhow::Result<SigningKey> {
 }
 
 fn tls(cfg: &OriginConfig) -> anyhow::Result<quinn::ServerConfig> {
-    let (cert, key, ca) = match &cfg.dev_certs {
-        Some(dir) => {
-            DevCa::write_dev_pki(dir, &[])
-                .with_context(|| format!("development PKI in {}", dir.display()))?;
-            (
-                dir.join("origin.pem"),
-                dir.join("origin.key"),
-                dir.join("ca.pem"),
-            )
-        }
-        None => (
-            cfg.cert.clone().context("cert is required")?,
-            cfg.key.clone().context("key is required")?,
-            cfg.ca.clone().context("ca is required")?,
-        ),
-    };
+    let (cert, key, ca) = tls_files(
+        cfg.dev_certs.as_deref(),
+        "origin",
+        cfg.cert.as_deref(),
+        cfg.key.as_deref(),
+        cfg.ca.as_deref(),
+    )
+    .context("TLS files")?;
     let identity = Identity::load(&cert, &key)?;
     let roots = load_roots(&ca)?;
     let mut sc = server_config(&identity, ClientAuth::Required(roots))?;
@@ -110,12 +101,7 @@ fn check(path: &Path) -> anyhow::Result<()> {
 }
 
 fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    skylane_ops::init_logging();
     let matches = Cli::command().get_matches();
     let cli = Cli::from_arg_matches(&matches)?;
     if let Some(Command::CheckConfig { file }) = &cli.command {
@@ -144,6 +130,7 @@ async fn serve(cfg: OriginConfig) -> anyhow::Result<()> {
     let metrics = OriginMetrics::new(&mut registry);
     let mut server_cfg = ServerConfig::new(base_us);
     server_cfg.session_grace = Duration::from_secs(cfg.session_grace_secs);
+    let world = cfg.world;
     let persist = PersistConfig {
         snapshot_every: cfg.snapshot_every,
         hash_every: 1,
@@ -177,39 +164,15 @@ async fn serve(cfg: OriginConfig) -> anyhow::Result<()> {
         ),
     };
 
-    let registry = Arc::new(registry);
-    let world = cfg.world;
-    let app = axum::Router::new()
-        .route(
-            "/metrics",
-            get({
-                let registry = registry.clone();
-                move || async move {
-                    let mut text = String::new();
-                    let _ = prometheus_client::encoding::text::encode(&mut text, &registry);
-                    (
-                        [(
-                            axum::http::header::CONTENT_TYPE,
-                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                        )],
-                        text,
-                    )
-                }
-            }),
-        )
-        .route(
-            "/status",
-            get(move || async move {
-                axum::Json(serde_json::json!({ "world": world, "listen": listen.to_string() }))
-            }),
-        );
-    let admin = tokio::net::TcpListener::bind(cfg.admin)
+    let app = skylane_ops::admin_router(Arc::new(registry)).route(
+        "/status",
+        get(move || async move {
+            axum::Json(serde_json::json!({ "world": world, "listen": listen.to_string() }))
+        }),
+    );
+    let admin_addr = skylane_ops::serve_admin(cfg.admin, app)
         .await
         .with_context(|| format!("binding admin {}", cfg.admin))?;
-    let admin_addr: SocketAddr = admin.local_addr()?;
-    tokio::spawn(async move {
-        let _ = axum::serve(admin, app).await;
-    });
     println!(
         "{}",
         serde_json::json!({ "event": "listening", "relays": listen.to_string(), "admin": admin_addr.to_string(), "world": world })

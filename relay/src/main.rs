@@ -14,7 +14,7 @@ use anyhow::Context as _;
 use axum::routing::{get, post};
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use prometheus_client::registry::Registry;
-use skylane_certs::{client_config, load_roots, server_config, ClientAuth, DevCa, Identity};
+use skylane_certs::{client_config, load_roots, server_config, tls_files, ClientAuth, Identity};
 use skylane_proto::{TokenKeyPair, TokenVerifier};
 use skylane_relay::config::{parse_origin, parse_peer, RelayConfig};
 use skylane_relay::{
@@ -115,22 +115,14 @@ fn secrets(cfg: &RelayConfig) -> anyhow::Result<(TokenVerifier, Vec<u8>)> {
 }
 
 async fn serve(cfg: RelayConfig) -> anyhow::Result<()> {
-    let (cert, key, ca) = match &cfg.dev_certs {
-        Some(dir) => {
-            DevCa::write_dev_pki(dir, &[])
-                .with_context(|| format!("development PKI in {}", dir.display()))?;
-            (
-                dir.join("relay.pem"),
-                dir.join("relay.key"),
-                dir.join("ca.pem"),
-            )
-        }
-        None => (
-            cfg.cert.clone().context("cert is required")?,
-            cfg.key.clone().context("key is required")?,
-            cfg.ca.clone().context("ca is required")?,
-        ),
-    };
+    let (cert, key, ca) = tls_files(
+        cfg.dev_certs.as_deref(),
+        "relay",
+        cfg.cert.as_deref(),
+        cfg.key.as_deref(),
+        cfg.ca.as_deref(),
+    )
+    .context("TLS files")?;
     let identity = Identity::load(&cert, &key)?;
     let roots = load_roots(&ca)?;
     let mut sc = server_config(&identity, ClientAuth::None)?;

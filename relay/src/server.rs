@@ -732,27 +732,11 @@ impl ClientReader {
                         RelayMetrics::count(&m.edge_violations, v.label());
                         m.edge_disconnects.inc();
                         warn!(session = %self.session, violation = %v, "edge guard disconnects session");
-                        let _ = self
-                            .shared
-                            .cmd
-                            .send(Cmd::Bye {
-                                session: self.session,
-                            })
-                            .await;
-                        self.conn.close(3u32.into(), b"too many violations");
+                        self.end(3, b"too many violations").await;
                     }
                 }
             }
-            ClientMsg::Bye => {
-                let _ = self
-                    .shared
-                    .cmd
-                    .send(Cmd::Bye {
-                        session: self.session,
-                    })
-                    .await;
-                self.conn.close(0u32.into(), b"bye");
-            }
+            ClientMsg::Bye => self.end(0, b"bye").await,
             ClientMsg::Hello(_) | ClientMsg::Directory { .. } => self.reply(
                 EventClass::Critical,
                 &ServerMsg::Error(ErrorMsg {
@@ -772,6 +756,13 @@ impl ClientReader {
                 );
             }
         }
+    }
+
+    /// Ends the session for good and closes the connection.
+    async fn end(&self, code: u32, reason: &[u8]) {
+        let session = self.session;
+        let _ = self.shared.cmd.send(Cmd::Bye { session }).await;
+        self.conn.close(code.into(), reason);
     }
 
     fn reject(&self, action: &Action, code: RejectCode, detail: &str) {
@@ -826,23 +817,18 @@ async fn write_client(
         let st = *sched.stats();
         for c in EventClass::ALL {
             let r = c.rank();
-            let expired = st.expired[r] - last_stats.expired[r];
-            let evicted = st.evicted[r] - last_stats.evicted[r];
-            if expired > 0 {
-                metrics
-                    .dropped
-                    .get_or_create(&crate::metrics::KindLabel {
-                        kind: format!("expired_{c}"),
-                    })
-                    .inc_by(expired);
-            }
-            if evicted > 0 {
-                metrics
-                    .dropped
-                    .get_or_create(&crate::metrics::KindLabel {
-                        kind: format!("evicted_{c}"),
-                    })
-                    .inc_by(evicted);
+            for (reason, n) in [
+                ("expired", st.expired[r] - last_stats.expired[r]),
+                ("evicted", st.evicted[r] - last_stats.evicted[r]),
+            ] {
+                if n > 0 {
+                    metrics
+                        .dropped
+                        .get_or_create(&crate::metrics::KindLabel {
+                            kind: format!("{reason}_{c}"),
+                        })
+                        .inc_by(n);
+                }
             }
         }
         last_stats = st;
