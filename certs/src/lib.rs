@@ -402,6 +402,10 @@ pub enum ClientAuth {
     None,
     /// Mutual TLS: the peer must present a certificate issued by one of these roots.
     Required(RootCertStore),
+    /// A relay's endpoint: game clients present no certificate, peer relays present
+    /// one issued by these roots (checked when presented; the relay requires it on
+    /// peer connections).
+    Optional(RootCertStore),
 }
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
@@ -419,6 +423,13 @@ pub fn rustls_server_config(
         ClientAuth::None => builder.with_no_client_auth(),
         ClientAuth::Required(roots) => {
             let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+                .build()
+                .map_err(|e| CertError::Verifier(e.to_string()))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+        ClientAuth::Optional(roots) => {
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+                .allow_unauthenticated()
                 .build()
                 .map_err(|e| CertError::Verifier(e.to_string()))?;
             builder.with_client_cert_verifier(verifier)
@@ -456,6 +467,36 @@ pub fn server_config(
     let quic = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
         .map_err(|e| CertError::Quic(e.to_string()))?;
     Ok(quinn::ServerConfig::with_crypto(Arc::new(quic)))
+}
+
+/// A relay's server configuration: ALPN `skylane/1` for game clients and
+/// `skylane-peer/1` for peer relays, client certificates optional (see
+/// [`ClientAuth::Optional`]).
+pub fn relay_server_config(
+    identity: &Identity,
+    peer_roots: RootCertStore,
+) -> Result<quinn::ServerConfig, CertError> {
+    let mut tls = rustls_server_config(identity, ClientAuth::Optional(peer_roots))?;
+    tls.alpn_protocols = vec![
+        skylane_proto::ALPN.to_vec(),
+        skylane_proto::PEER_ALPN.to_vec(),
+    ];
+    let quic = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
+        .map_err(|e| CertError::Quic(e.to_string()))?;
+    Ok(quinn::ServerConfig::with_crypto(Arc::new(quic)))
+}
+
+/// The client configuration a relay uses towards peer relays: ALPN
+/// `skylane-peer/1`, presenting the relay's identity.
+pub fn peer_client_config(
+    roots: RootCertStore,
+    identity: &Identity,
+) -> Result<quinn::ClientConfig, CertError> {
+    let mut tls = rustls_client_config(roots, Some(identity))?;
+    tls.alpn_protocols = vec![skylane_proto::PEER_ALPN.to_vec()];
+    let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
+        .map_err(|e| CertError::Quic(e.to_string()))?;
+    Ok(quinn::ClientConfig::new(Arc::new(quic)))
 }
 
 /// A quinn client configuration trusting `roots`, with an optional client identity.

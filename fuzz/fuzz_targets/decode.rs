@@ -6,7 +6,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use skylane_proto::bytes::Bytes;
-use skylane_proto::{decode_datagram, decode_message, ClientMsg, FrameDecoder, LinkMsg, ServerMsg};
+use skylane_proto::{decode_datagram, decode_message, ClientMsg, FrameDecoder, LinkMsg, PeerMsg, ServerMsg};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&ctl, rest)) = data.split_first() else {
@@ -16,6 +16,7 @@ fuzz_target!(|data: &[u8]| {
     let _ = decode_message::<ClientMsg>(b.clone());
     let _ = decode_message::<ServerMsg>(b.clone());
     let _ = decode_message::<LinkMsg>(b.clone());
+    let _ = decode_message::<PeerMsg>(b.clone());
     let _ = decode_datagram::<ServerMsg>(b);
     // Feed the stream decoder in chunks whose size the first byte picks.
     let chunk = usize::from(ctl % 17) + 1;

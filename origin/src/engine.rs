@@ -443,6 +443,8 @@ impl<W: World> Engine<W> {
                 Outcome::Applied { .. } => self.stats.applied += 1,
                 Outcome::Conflict { .. } => self.stats.conflicts += 1,
                 Outcome::Rejected { .. } => self.stats.rejected += 1,
+                // Only relays answer this way.
+                Outcome::Unknown { .. } => {}
             }
             self.outputs.push_back(Output::Result {
                 session,

@@ -797,6 +797,7 @@ impl<C: Core> Actor<C> {
                             &self.metrics.actions,
                             format!("rejected_{code:?}").to_lowercase(),
                         ),
+                        skylane_proto::Outcome::Unknown { .. } => {}
                     }
                     if let Some(&id) = self.session_relay.get(&session) {
                         self.send(id, 0, frame(&LinkMsg::ActionResult { session, result }));

@@ -13,7 +13,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::message::{ClientMsg, LinkMsg, ServerMsg, PROTOCOL_VERSION};
+use crate::message::{ClientMsg, LinkMsg, PeerMsg, ServerMsg, PROTOCOL_VERSION};
 use crate::payload::with_source;
 
 /// Default maximum size of one stream frame (version byte and message).
@@ -27,7 +27,7 @@ pub const MAX_DATAGRAM: usize = 1200;
 const MAX_VARINT_LEN: usize = 5;
 
 /// A message type that may be put on the wire (sealed: [`ClientMsg`], [`ServerMsg`],
-/// [`LinkMsg`]).
+/// [`LinkMsg`], [`PeerMsg`]).
 pub trait WireMessage: Serialize + DeserializeOwned + sealed::Sealed {}
 
 mod sealed {
@@ -35,11 +35,13 @@ mod sealed {
     impl Sealed for super::ClientMsg {}
     impl Sealed for super::ServerMsg {}
     impl Sealed for super::LinkMsg {}
+    impl Sealed for super::PeerMsg {}
 }
 
 impl WireMessage for ClientMsg {}
 impl WireMessage for ServerMsg {}
 impl WireMessage for LinkMsg {}
+impl WireMessage for PeerMsg {}
 
 /// Why bytes could not be decoded into a message.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -232,6 +232,14 @@ pub enum Outcome {
         /// Human-readable detail.
         detail: String,
     },
+    /// The relay lost its path to the origin after forwarding the action and before
+    /// the outcome came back: it may or may not have been applied. The client
+    /// learns which from the world's events (or resends it with a new sequence
+    /// number after checking).
+    Unknown {
+        /// Human-readable detail.
+        detail: String,
+    },
 }
 
 /// Answers one [`Action`], matched by its sequence number.
@@ -598,4 +606,59 @@ pub enum LinkMsg {
     Pong(Pong),
     /// A protocol error on the link.
     Error(ErrorMsg),
+}
+
+/// QUIC ALPN of relay-to-relay connections (mutual TLS): peer reports and
+/// forwarded origin links.
+pub const PEER_ALPN: &[u8] = b"skylane-peer/1";
+
+/// One origin as a peer relay reaches it directly.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OriginReport {
+    /// The origin's address (`ip:port`), as both relays' configurations name it.
+    pub addr: String,
+    /// The reporting relay's smoothed RTT to it, in microseconds.
+    pub rtt_us: u32,
+}
+
+/// Relay-to-relay messages (ALPN [`PEER_ALPN`]). The first message on the first
+/// bidirectional stream says what the connection is for:
+/// * [`PeerMsg::Hello`]: a measurement link; the accepting relay then sends a
+///   [`PeerMsg::Report`] of its direct origin RTTs every half second.
+/// * [`PeerMsg::Via`]: a forwarded origin link; the accepting relay connects to
+///   that origin (only one it is configured for, only directly), answers
+///   [`PeerMsg::ViaReady`] or [`PeerMsg::ViaRefused`], then relays every stream and
+///   datagram of the connection unchanged in both directions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PeerMsg {
+    /// Opens a measurement link.
+    Hello {
+        /// [`PROTOCOL_VERSION`].
+        version: u8,
+        /// The connecting relay.
+        relay: RelayId,
+    },
+    /// The accepting relay's direct links to origins that are up.
+    Report {
+        /// The reporting relay.
+        relay: RelayId,
+        /// Origins it reaches directly.
+        origins: Vec<OriginReport>,
+    },
+    /// Asks for a forwarded link to an origin.
+    Via {
+        /// [`PROTOCOL_VERSION`].
+        version: u8,
+        /// The connecting relay.
+        relay: RelayId,
+        /// The origin's address (`ip:port`).
+        origin: String,
+    },
+    /// The forwarded link is connected; what follows is the origin's link protocol.
+    ViaReady,
+    /// The forwarded link could not be made.
+    ViaRefused {
+        /// Why.
+        reason: String,
+    },
 }

@@ -98,6 +98,7 @@ fn action_result() -> impl Strategy<Value = ActionResult> {
         any::<u64>().prop_map(|tick| Outcome::Applied { tick }),
         (versions(), payload()).prop_map(|(current, state)| Outcome::Conflict { current, state }),
         (reject_code(), ".{0,20}").prop_map(|(code, detail)| Outcome::Rejected { code, detail }),
+        ".{0,20}".prop_map(|detail| Outcome::Unknown { detail }),
     ];
     (any::<u64>(), outcome).prop_map(|(seq, outcome)| ActionResult { seq, outcome })
 }
@@ -308,6 +309,32 @@ fn server_msg() -> impl Strategy<Value = ServerMsg> {
     ]
 }
 
+fn peer_msg() -> impl Strategy<Value = PeerMsg> {
+    let report =
+        ("[0-9.:]{0,21}", any::<u32>()).prop_map(|(addr, rtt_us)| OriginReport { addr, rtt_us });
+    prop_oneof![
+        (any::<u8>(), any::<u32>()).prop_map(|(version, r)| PeerMsg::Hello {
+            version,
+            relay: RelayId(r)
+        }),
+        (any::<u32>(), prop::collection::vec(report, 0..4)).prop_map(|(r, origins)| {
+            PeerMsg::Report {
+                relay: RelayId(r),
+                origins,
+            }
+        }),
+        (any::<u8>(), any::<u32>(), "[0-9.:]{0,21}").prop_map(|(version, r, origin)| {
+            PeerMsg::Via {
+                version,
+                relay: RelayId(r),
+                origin,
+            }
+        }),
+        Just(PeerMsg::ViaReady),
+        ".{0,40}".prop_map(|reason| PeerMsg::ViaRefused { reason }),
+    ]
+}
+
 fn link_msg() -> impl Strategy<Value = LinkMsg> {
     let open = (
         any::<u64>(),
@@ -405,10 +432,16 @@ proptest! {
     }
 
     #[test]
+    fn peer_messages_round_trip(msg in peer_msg()) {
+        round_trip(&msg);
+    }
+
+    #[test]
     fn random_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
         let b = Bytes::from(bytes.clone());
         let _ = decode_message::<ClientMsg>(b.clone());
         let _ = decode_message::<ServerMsg>(b.clone());
+        let _ = decode_message::<PeerMsg>(b.clone());
         let _ = decode_datagram::<LinkMsg>(b);
         let mut dec = FrameDecoder::new(256);
         dec.push(&bytes);

@@ -13,7 +13,8 @@
 //!   session), [`routing`] (paths to origins), [`scheduler`] (per-connection
 //!   priority), [`session`] (session table, resume tickets), [`geo`] (GeoIP and
 //!   the nearest-relay directory).
-//! * Shell: [`server`] (quinn and tokio tasks around the cores), [`config`]
+//! * Shell: [`server`] (quinn and tokio tasks around the cores), [`peer`]
+//!   (relay-to-relay measurement and forwarded origin links), [`config`]
 //!   (operator configuration), [`metrics`]; the `skylane-relay` binary.
 //!
 //! **Contract:** every stateful core (routing table, priority scheduler, session
@@ -29,6 +30,7 @@ pub mod edge;
 pub mod geo;
 pub mod hub;
 pub mod metrics;
+pub mod peer;
 pub mod routing;
 pub mod scheduler;
 pub mod server;
@@ -37,6 +39,7 @@ pub mod session;
 pub use admission::{Admission, AdmissionConfig, Refused};
 pub use hub::{BatchFrame, Delivery, Hub, HubConfig, HubStats};
 pub use metrics::RelayMetrics;
+pub use peer::PeerSpec;
 pub use server::{
     client_transport, link_transport, Limits, OriginSpec, OriginStatus, Relay, RelaySettings,
     RelayStatus, RouteStatus,

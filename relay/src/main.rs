@@ -14,12 +14,14 @@ use anyhow::Context as _;
 use axum::routing::{get, post};
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use prometheus_client::registry::Registry;
-use skylane_certs::{client_config, load_roots, server_config, tls_files, ClientAuth, Identity};
+use skylane_certs::{
+    client_config, load_roots, peer_client_config, relay_server_config, tls_files, Identity,
+};
 use skylane_proto::{TokenKeyPair, TokenVerifier};
 use skylane_relay::config::{parse_origin, parse_peer, RelayConfig};
 use skylane_relay::{
     client_transport, link_transport, AdmissionConfig, Directory, GeoDb, Limits, OriginId,
-    OriginSpec, Relay, RelayMetrics, RelaySettings, TicketKey,
+    OriginSpec, PeerSpec, Relay, RelayMetrics, RelaySettings, TicketKey,
 };
 use tracing::info;
 
@@ -125,10 +127,13 @@ async fn serve(cfg: RelayConfig) -> anyhow::Result<()> {
     .context("TLS files")?;
     let identity = Identity::load(&cert, &key)?;
     let roots = load_roots(&ca)?;
-    let mut sc = server_config(&identity, ClientAuth::None)?;
+    // One endpoint: game clients (skylane/1) and peer relays (skylane-peer/1, mTLS).
+    let mut sc = relay_server_config(&identity, roots.clone())?;
     sc.transport_config(Arc::new(client_transport()));
-    let mut link_tls = client_config(roots, Some(&identity))?;
+    let mut link_tls = client_config(roots.clone(), Some(&identity))?;
     link_tls.transport_config(Arc::new(link_transport()));
+    let mut peer_tls = peer_client_config(roots, &identity)?;
+    peer_tls.transport_config(Arc::new(link_transport()));
     let (tokens, secret) = secrets(&cfg)?;
     let geo = match &cfg.geoip {
         Some(p) => Some(Arc::new(GeoDb::open(p)?)),
@@ -145,8 +150,21 @@ async fn serve(cfg: RelayConfig) -> anyhow::Result<()> {
         });
     }
     let mut relays = vec![cfg.info()];
+    let mut peers = Vec::new();
     for p in &cfg.peers {
-        relays.push(parse_peer(p)?);
+        let info = parse_peer(p)?;
+        let target = info.addrs.first().cloned().unwrap_or_default();
+        let addr = std::net::ToSocketAddrs::to_socket_addrs(&target)
+            .with_context(|| format!("resolving peer {target}"))?
+            .next()
+            .with_context(|| format!("peer {target} has no address"))?;
+        let host = target.rsplit_once(':').map_or(target.as_str(), |(h, _)| h);
+        peers.push(PeerSpec {
+            id: info.id,
+            addr,
+            server_name: host.trim_matches(['[', ']']).to_owned(),
+        });
+        relays.push(info);
     }
     let limits = Limits {
         admission: AdmissionConfig {
@@ -172,6 +190,8 @@ async fn serve(cfg: RelayConfig) -> anyhow::Result<()> {
         scheduler: Default::default(),
         hub: Default::default(),
         routing: Default::default(),
+        peers,
+        peer_tls: Some(peer_tls),
     };
     let endpoint = quinn::Endpoint::server(sc, cfg.listen)
         .with_context(|| format!("binding {}", cfg.listen))?;

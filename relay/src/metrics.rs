@@ -41,6 +41,12 @@ pub struct RelayMetrics {
     pub link_connects: Counter,
     /// Go-aways sent.
     pub go_aways: Counter,
+    /// Origin links this relay forwards for peer relays.
+    pub forwarded_links: Gauge,
+    /// Path changes to an origin (direct or through a peer).
+    pub route_changes: Counter,
+    /// Actions answered `Unknown` because their origin link failed in flight.
+    pub actions_unknown: Counter,
 }
 
 impl RelayMetrics {
@@ -108,6 +114,21 @@ impl RelayMetrics {
             m.link_connects.clone(),
         );
         r.register("go_aways", "Go-aways sent", m.go_aways.clone());
+        r.register(
+            "forwarded_links",
+            "Origin links forwarded for peer relays",
+            m.forwarded_links.clone(),
+        );
+        r.register(
+            "route_changes",
+            "Path changes to origins",
+            m.route_changes.clone(),
+        );
+        r.register(
+            "actions_unknown",
+            "Actions whose origin link failed before the outcome",
+            m.actions_unknown.clone(),
+        );
         m
     }
 

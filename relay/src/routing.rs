@@ -170,6 +170,29 @@ impl RoutingTable {
         self.evaluate(now);
     }
 
+    /// A peer relay's full report: its RTT to each origin it reaches directly.
+    /// Origins it no longer reports are withdrawn.
+    pub fn handle_peer_reports(
+        &mut self,
+        now: Instant,
+        peer: RelayId,
+        reports: &[(OriginId, Duration)],
+    ) {
+        self.peer_reports
+            .retain(|(p, o), _| *p != peer || reports.iter().any(|(r, _)| r == o));
+        for (origin, rtt) in reports {
+            self.peer_reports.insert((peer, *origin), (*rtt, now));
+        }
+        self.evaluate(now);
+    }
+
+    /// A path through `peer` to `origin` failed: forget the peer's report until
+    /// it sends a new one.
+    pub fn handle_peer_withdraw(&mut self, now: Instant, peer: RelayId, origin: OriginId) {
+        self.peer_reports.remove(&(peer, origin));
+        self.evaluate(now);
+    }
+
     /// Re-evaluates with the passage of time (hold timers, stale links).
     pub fn handle_timeout(&mut self, now: Instant) {
         self.evaluate(now);
@@ -409,5 +432,32 @@ mod tests {
         t.handle_rtt(t0 + Duration::from_secs(12), Link::Origin(O), ms(100));
         assert_eq!(t.route(W), Some(Path::Direct(O)));
         assert_eq!(t.origin_of(W), Some(O));
+    }
+
+    #[test]
+    fn a_full_report_withdraws_missing_origins_and_a_failed_via_is_forgotten() {
+        let t0 = Instant::now();
+        let mut t = table(t0);
+        let _ = t.poll_change();
+        t.handle_rtt(t0, Link::Peer(P), ms(10));
+        t.handle_peer_reports(t0, P, &[(O, ms(20))]);
+        // The direct link fails: through the peer at once.
+        t.handle_link_down(t0, Link::Origin(O));
+        assert_eq!(t.route(W), Some(Path::Via(P, O)));
+        // The peer stops reaching the origin: nothing left.
+        t.handle_peer_reports(t0, P, &[]);
+        assert_eq!(t.route(W), None);
+        // It reaches it again, then a forwarded link through it fails.
+        t.handle_peer_reports(t0, P, &[(O, ms(20))]);
+        assert_eq!(t.route(W), Some(Path::Via(P, O)));
+        t.handle_peer_withdraw(t0, P, O);
+        assert_eq!(t.route(W), None);
+        let changes: Vec<_> = std::iter::from_fn(|| t.poll_change())
+            .map(|c| c.to)
+            .collect();
+        assert_eq!(
+            changes,
+            vec![Some(Path::Via(P, O)), None, Some(Path::Via(P, O)), None]
+        );
     }
 }

@@ -47,6 +47,7 @@ use crate::edge::{EdgeConfig, EdgeGuard, Verdict};
 use crate::geo::{Directory, GeoDb};
 use crate::hub::{BatchFrame, Hub, HubConfig};
 use crate::metrics::RelayMetrics;
+use crate::peer::{connect_via, peer_task, serve_peer, PeerSpec};
 use crate::routing::{Link, OriginId, Path, RoutingConfig, RoutingTable};
 use crate::scheduler::{Outgoing, Scheduler, SchedulerConfig};
 use crate::session::{AttachError, ConnId, Presence, SessionTable, TicketClaims, TicketKey};
@@ -130,6 +131,11 @@ pub struct RelaySettings {
     pub hub: HubConfig,
     /// Path selection.
     pub routing: RoutingConfig,
+    /// Peer relays to measure and forward through (see [`crate::peer`]).
+    pub peers: Vec<PeerSpec>,
+    /// Client configuration for peer links (mutual TLS, ALPN `skylane-peer/1`);
+    /// `None` disables outgoing peer links.
+    pub peer_tls: Option<quinn::ClientConfig>,
 }
 
 /// Transport settings for the client-facing endpoint: bounded per-connection
@@ -231,7 +237,7 @@ pub struct RouteStatus {
     pub path: String,
 }
 
-enum Cmd {
+pub(crate) enum Cmd {
     Hello {
         conn_id: ConnId,
         ip: IpAddr,
@@ -256,18 +262,31 @@ enum Cmd {
     },
     LinkUp {
         origin: OriginId,
+        path: Path,
         link: LinkTx,
     },
+    /// A link ended (`failed`) or was closed to follow a route change.
     LinkDown {
         origin: OriginId,
+        path: Path,
+        failed: bool,
+    },
+    /// A measurement of the direct path (link RTT, or a probe while forwarded).
+    DirectRtt {
+        origin: OriginId,
+        rtt: Duration,
+    },
+    PeerReport {
+        peer: skylane_proto::RelayId,
+        rtt: Duration,
+        reports: Vec<(OriginId, Duration)>,
+    },
+    PeerDown {
+        peer: skylane_proto::RelayId,
     },
     FromOrigin {
         origin: OriginId,
         body: Bytes,
-    },
-    LinkRtt {
-        origin: OriginId,
-        rtt: Duration,
     },
     Drain,
     Status(oneshot::Sender<RelayStatus>),
@@ -298,6 +317,8 @@ impl Relay {
             cmd: cmd_tx.clone(),
             admission: Mutex::new(Admission::new(settings.limits.admission)),
             clock,
+            endpoint: endpoint.clone(),
+            direct: Mutex::new(HashMap::default()),
         });
         let mut routing = RoutingTable::new(settings.routing);
         for o in &settings.origins {
@@ -307,16 +328,31 @@ impl Relay {
         }
         let mut links = HashMap::default();
         for o in &settings.origins {
-            let task = tokio::spawn(link_task(shared.clone(), endpoint.clone(), o.clone()));
+            let (route, route_rx) = watch::channel(None);
+            let task = tokio::spawn(link_task(shared.clone(), o.clone(), route_rx));
             links.insert(
                 o.id,
                 LinkState {
                     spec: o.clone(),
                     tx: None,
+                    path: None,
                     rtt: None,
+                    route,
                     task,
                 },
             );
+        }
+        let mut peer_tasks = Vec::new();
+        if settings.peer_tls.is_some() {
+            for p in &settings.peers {
+                if p.id != settings.info.id {
+                    peer_tasks.push(tokio::spawn(peer_task(
+                        shared.clone(),
+                        endpoint.clone(),
+                        p.clone(),
+                    )));
+                }
+            }
         }
         let accept = tokio::spawn(accept_loop(shared.clone(), endpoint.clone()));
         let actor = Actor {
@@ -331,6 +367,7 @@ impl Relay {
             conns: HashMap::default(),
             feeds: HashMap::default(),
             draining: None,
+            peer_tasks,
             shared,
         };
         tokio::spawn(async move {
@@ -370,15 +407,54 @@ impl Relay {
     }
 }
 
-struct Shared {
-    settings: RelaySettings,
-    metrics: RelayMetrics,
-    cmd: mpsc::Sender<Cmd>,
+pub(crate) struct Shared {
+    pub(crate) settings: RelaySettings,
+    pub(crate) metrics: RelayMetrics,
+    pub(crate) cmd: mpsc::Sender<Cmd>,
     admission: Mutex<Admission>,
     clock: Clock,
+    endpoint: Endpoint,
+    /// RTT of each direct origin link that is up (what peers are told).
+    direct: Mutex<HashMap<OriginId, Duration>>,
 }
 
 impl Shared {
+    /// Direct origin links that are up, with their RTT, by origin address.
+    pub(crate) fn direct_rtts(&self) -> Vec<(SocketAddr, Duration)> {
+        let Ok(d) = self.direct.lock() else {
+            return Vec::new();
+        };
+        self.settings
+            .origins
+            .iter()
+            .filter_map(|o| d.get(&o.id).map(|rtt| (o.addr, *rtt)))
+            .collect()
+    }
+
+    fn set_direct(&self, origin: OriginId, rtt: Option<Duration>) {
+        if let Ok(mut d) = self.direct.lock() {
+            match rtt {
+                Some(r) => d.insert(origin, r),
+                None => d.remove(&origin),
+            };
+        }
+    }
+
+    /// A mutual-TLS connection straight to an origin (no link protocol yet).
+    pub(crate) async fn connect_origin_direct(
+        &self,
+        spec: &OriginSpec,
+    ) -> Result<Connection, String> {
+        let endpoint = self.endpoint.clone();
+        let connecting = endpoint
+            .connect_with(self.settings.link_tls.clone(), spec.addr, &spec.server_name)
+            .map_err(|e| e.to_string())?;
+        tokio::time::timeout(Duration::from_secs(5), connecting)
+            .await
+            .map_err(|_| "handshake timeout".to_string())?
+            .map_err(|e| e.to_string())
+    }
+
     fn now(&self) -> std::time::Instant {
         Instant::now().into_std()
     }
@@ -414,6 +490,7 @@ async fn accept_loop(shared: Arc<Shared>, endpoint: Endpoint) {
         tokio::spawn(async move {
             shared.metrics.connections.inc();
             match incoming.await {
+                Ok(conn) if is_peer(&conn) => serve_peer(shared.clone(), conn).await,
                 Ok(conn) => serve_client(&shared, conn, conn_id).await,
                 Err(e) => debug!(cause = %e, "client handshake failed"),
             }
@@ -423,6 +500,14 @@ async fn accept_loop(shared: Arc<Shared>, endpoint: Endpoint) {
             }
         });
     }
+}
+
+/// Whether a connection negotiated the peer-relay ALPN.
+fn is_peer(conn: &Connection) -> bool {
+    conn.handshake_data()
+        .and_then(|h| h.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
+        .and_then(|h| h.protocol)
+        .is_some_and(|p| p == skylane_proto::PEER_ALPN)
 }
 
 fn refusal_of(e: &TokenError) -> RefusalCode {
@@ -891,7 +976,7 @@ async fn write_lane(
 
 /// Senders into one origin link.
 #[derive(Clone)]
-struct LinkTx {
+pub(crate) struct LinkTx {
     conn: Connection,
     control: mpsc::Sender<Bytes>,
     actions: Vec<mpsc::Sender<Bytes>>,
@@ -979,35 +1064,126 @@ async fn link_reader(
     }
 }
 
-/// Connects one origin link and keeps it connected.
-async fn link_task(shared: Arc<Shared>, endpoint: Endpoint, spec: OriginSpec) {
+/// Keeps one origin link connected over the path the routing table chose:
+/// straight to the origin, or forwarded by a peer relay. Reconnects with
+/// exponential backoff and jitter; follows route changes by closing the link and
+/// reconnecting (the actor reopens its sessions with their cursors, so nothing is
+/// lost or repeated). While forwarded, it probes the direct path every two
+/// seconds so the route can come back when the direct path heals.
+async fn link_task(
+    shared: Arc<Shared>,
+    spec: OriginSpec,
+    mut route: watch::Receiver<Option<Path>>,
+) {
     let mut backoff = Duration::from_millis(100);
     let mut jitter = Jitter::new(u64::from(spec.id.0) ^ u64::from(shared.settings.info.id.0) << 32);
     loop {
-        match connect_link(&shared, &endpoint, &spec).await {
+        let path = route.borrow_and_update().unwrap_or(Path::Direct(spec.id));
+        let conn = match path {
+            Path::Direct(_) => shared.connect_origin_direct(&spec).await,
+            Path::Via(peer, _) => match shared.settings.peers.iter().find(|p| p.id == peer) {
+                Some(p) => connect_via(&shared, &shared.endpoint, p, spec.addr).await,
+                None => Err(format!("unknown peer {peer}")),
+            },
+        };
+        let conn = match conn {
+            Ok(c) => start_link(&shared, &spec, path, c).await,
+            Err(e) => Err(e),
+        };
+        match conn {
             Ok(conn) => {
                 backoff = Duration::from_millis(100);
-                let reason = conn.closed().await;
-                warn!(origin = %spec.id, cause = %reason, "origin link down");
-                let _ = shared.cmd.send(Cmd::LinkDown { origin: spec.id }).await;
+                let failed = tokio::select! {
+                    reason = conn.closed() => {
+                        warn!(origin = %spec.id, ?path, cause = %reason, "origin link down");
+                        true
+                    }
+                    () = route_moves_away(&mut route, path) => {
+                        info!(origin = %spec.id, from = ?path, "origin link following a route change");
+                        conn.close(0u32.into(), b"re-routed");
+                        false
+                    }
+                    () = probe_direct(&shared, &spec, path) => false,
+                };
+                let _ = shared
+                    .cmd
+                    .send(Cmd::LinkDown {
+                        origin: spec.id,
+                        path,
+                        failed,
+                    })
+                    .await;
+                if !failed {
+                    continue;
+                }
             }
-            Err(e) => debug!(origin = %spec.id, cause = %e, "origin link connect failed"),
+            Err(e) => {
+                debug!(origin = %spec.id, ?path, cause = %e, "origin link connect failed");
+                let _ = shared
+                    .cmd
+                    .send(Cmd::LinkDown {
+                        origin: spec.id,
+                        path,
+                        failed: true,
+                    })
+                    .await;
+            }
         }
+        // Wait out the backoff, unless the route changes meanwhile.
         let wait = backoff.mul_f64(jitter.factor());
-        tokio::time::sleep(wait).await;
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = route_moves_away(&mut route, path) => {}
+        }
         backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// Resolves when the chosen route is a usable path other than `path`.
+async fn route_moves_away(route: &mut watch::Receiver<Option<Path>>, path: Path) {
+    loop {
+        if route.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+        if route.borrow_and_update().is_some_and(|p| p != path) {
+            return;
+        }
+    }
+}
+
+/// While `path` is forwarded, measures the direct path every two seconds with a
+/// bare handshake and reports it; never resolves.
+async fn probe_direct(shared: &Shared, spec: &OriginSpec, path: Path) {
+    if matches!(path, Path::Direct(_)) {
+        return std::future::pending().await;
+    }
+    let mut tick = tokio::time::interval(Duration::from_secs(2));
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        if let Ok(c) = shared.connect_origin_direct(spec).await {
+            let rtt = c.rtt();
+            c.close(0u32.into(), b"probe");
+            let _ = shared
+                .cmd
+                .send(Cmd::DirectRtt {
+                    origin: spec.id,
+                    rtt,
+                })
+                .await;
+        }
     }
 }
 
 /// Deterministic jitter factor in [0.5, 1.5) (xorshift; seeded per link so
 /// relays do not reconnect in lockstep).
-struct Jitter(u64);
+pub(crate) struct Jitter(u64);
 
 impl Jitter {
-    fn new(seed: u64) -> Self {
+    pub(crate) fn new(seed: u64) -> Self {
         Self(seed | 1)
     }
-    fn factor(&mut self) -> f64 {
+    pub(crate) fn factor(&mut self) -> f64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
@@ -1015,22 +1191,14 @@ impl Jitter {
     }
 }
 
-async fn connect_link(
+/// Starts the origin link protocol on a connection (direct or forwarded) and
+/// hands the link to the actor.
+async fn start_link(
     shared: &Arc<Shared>,
-    endpoint: &Endpoint,
     spec: &OriginSpec,
+    path: Path,
+    conn: Connection,
 ) -> Result<Connection, String> {
-    let connecting = endpoint
-        .connect_with(
-            shared.settings.link_tls.clone(),
-            spec.addr,
-            &spec.server_name,
-        )
-        .map_err(|e| e.to_string())?;
-    let conn = tokio::time::timeout(Duration::from_secs(5), connecting)
-        .await
-        .map_err(|_| "handshake timeout".to_string())?
-        .map_err(|e| e.to_string())?;
     let (mut ctl_send, ctl_recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
     let hello = LinkMsg::LinkHello {
         version: PROTOCOL_VERSION,
@@ -1070,21 +1238,27 @@ async fn connect_link(
         tokio::spawn(link_writer(conn.clone(), None, class.quic_priority(), rx));
         actions.push(tx);
     }
-    {
+    if matches!(path, Path::Direct(_)) {
+        // quinn's smoothed RTT of a direct link is the direct path's cost.
         let (conn, shared) = (conn.clone(), shared.clone());
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_millis(500));
             while conn.close_reason().is_none() {
                 tick.tick().await;
                 let rtt = conn.rtt();
-                if shared.cmd.send(Cmd::LinkRtt { origin, rtt }).await.is_err() {
+                if shared
+                    .cmd
+                    .send(Cmd::DirectRtt { origin, rtt })
+                    .await
+                    .is_err()
+                {
                     return;
                 }
             }
         });
     }
     shared.metrics.link_connects.inc();
-    info!(origin = %origin, addr = %spec.addr, "origin link up");
+    info!(origin = %origin, addr = %spec.addr, ?path, "origin link up");
     let link = LinkTx {
         conn: conn.clone(),
         control,
@@ -1092,7 +1266,7 @@ async fn connect_link(
     };
     shared
         .cmd
-        .send(Cmd::LinkUp { origin, link })
+        .send(Cmd::LinkUp { origin, path, link })
         .await
         .map_err(|_| "relay stopped".to_string())?;
     Ok(conn)
@@ -1101,7 +1275,12 @@ async fn connect_link(
 struct LinkState {
     spec: OriginSpec,
     tx: Option<LinkTx>,
+    /// The path of the connected link.
+    path: Option<Path>,
+    /// Direct RTT (link or probe).
     rtt: Option<Duration>,
+    /// The routing table's choice, which the link task follows.
+    route: watch::Sender<Option<Path>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -1120,6 +1299,22 @@ struct SessionFeed {
     pending: VecDeque<Action>,
     /// Told to go away (drain): leaving is not a disconnect to wait for.
     sent_away: bool,
+    /// Sequence numbers of reliable actions forwarded on the current link and not
+    /// yet answered (at most `Limits::pending_actions`; older ones are forgotten).
+    in_flight: VecDeque<u64>,
+}
+
+impl SessionFeed {
+    /// Remembers a forwarded reliable action until its outcome arrives.
+    fn track(&mut self, class: EventClass, seq: u64, limit: usize) {
+        if class == EventClass::Movement {
+            return;
+        }
+        if self.in_flight.len() >= limit {
+            self.in_flight.pop_front();
+        }
+        self.in_flight.push_back(seq);
+    }
 }
 
 struct Actor {
@@ -1131,6 +1326,7 @@ struct Actor {
     conns: HashMap<ConnId, ConnState>,
     feeds: HashMap<SessionId, SessionFeed>,
     draining: Option<Instant>,
+    peer_tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Actor {
@@ -1139,7 +1335,10 @@ impl Actor {
         loop {
             tokio::select! {
                 cmd = rx.recv() => match cmd {
-                    Some(cmd) => self.handle(cmd),
+                    Some(cmd) => {
+                        self.handle(cmd);
+                        self.apply_route_changes();
+                    }
                     None => break,
                 },
                 _ = sweep.tick() => {
@@ -1151,6 +1350,9 @@ impl Actor {
             self.flush();
         }
         info!(relay = %self.shared.settings.info.id, "relay stopped");
+        for t in &self.peer_tasks {
+            t.abort();
+        }
         for l in self.links.values() {
             l.task.abort();
             if let Some(tx) = &l.tx {
@@ -1164,6 +1366,17 @@ impl Actor {
         Instant::now().into_std()
     }
 
+    /// Hands the routing table's decisions to the link tasks.
+    fn apply_route_changes(&mut self) {
+        while let Some(change) = self.routing.poll_change() {
+            info!(origin = %change.origin, from = ?change.from, to = ?change.to, "route change");
+            self.shared.metrics.route_changes.inc();
+            if let Some(l) = self.links.get(&change.origin) {
+                l.route.send_replace(change.to);
+            }
+        }
+    }
+
     /// Expiries and the drain; `true` when the relay should exit.
     fn sweep(&mut self) -> bool {
         let now = self.now();
@@ -1173,9 +1386,7 @@ impl Actor {
             self.end_session(s, e.world, true);
         }
         self.routing.handle_timeout(now);
-        while let Some(change) = self.routing.poll_change() {
-            info!(origin = %change.origin, from = ?change.from, to = ?change.to, "route change");
-        }
+        self.apply_route_changes();
         self.shared.metrics.sessions.set(self.sessions.len() as i64);
         if let Some(deadline) = self.draining {
             let connected = self.conns.len();
@@ -1226,27 +1437,30 @@ impl Actor {
                     }
                 }
             }
-            Cmd::LinkUp { origin, link } => self.link_up(origin, link),
-            Cmd::LinkDown { origin } => {
-                if let Some(l) = self.links.get_mut(&origin) {
-                    l.tx = None;
-                }
-                self.shared.metrics.links_up.dec();
-                self.routing
-                    .handle_link_down(self.now(), Link::Origin(origin));
-                for f in self.feeds.values_mut() {
-                    if f.origin == origin {
-                        f.acked = false;
-                    }
-                }
-            }
+            Cmd::LinkUp { origin, path, link } => self.link_up(origin, path, link),
+            Cmd::LinkDown {
+                origin,
+                path,
+                failed,
+            } => self.link_down(origin, path, failed),
             Cmd::FromOrigin { origin, body } => self.handle_origin_frame(origin, body),
-            Cmd::LinkRtt { origin, rtt } => {
+            Cmd::DirectRtt { origin, rtt } => {
                 if let Some(l) = self.links.get_mut(&origin) {
                     l.rtt = Some(rtt);
+                    if l.path.is_some_and(|p| matches!(p, Path::Direct(_))) {
+                        self.shared.set_direct(origin, Some(rtt));
+                    }
                 }
                 self.routing
                     .handle_rtt(self.now(), Link::Origin(origin), rtt);
+            }
+            Cmd::PeerReport { peer, rtt, reports } => {
+                let now = self.now();
+                self.routing.handle_rtt(now, Link::Peer(peer), rtt);
+                self.routing.handle_peer_reports(now, peer, &reports);
+            }
+            Cmd::PeerDown { peer } => {
+                self.routing.handle_link_down(self.now(), Link::Peer(peer));
             }
             Cmd::Drain => self.drain(),
             Cmd::Status(tx) => {
@@ -1309,6 +1523,7 @@ impl Actor {
                 acked: false,
                 pending: VecDeque::new(),
                 sent_away: false,
+                in_flight: VecDeque::new(),
             },
         );
         self.open_upstream(session, last_seen.to_vec());
@@ -1369,8 +1584,10 @@ impl Actor {
         let link = self.links.get(&feed.origin).and_then(|l| l.tx.as_ref());
         match link {
             Some(link) if feed.acked => {
+                let (class, seq) = (action.class, action.seq);
                 if link.send_action(session, action) {
                     self.shared.metrics.actions_forwarded.inc();
+                    feed.track(class, seq, self.shared.settings.limits.pending_actions);
                 }
             }
             _ => {
@@ -1394,13 +1611,17 @@ impl Actor {
         }
     }
 
-    fn link_up(&mut self, origin: OriginId, link: LinkTx) {
+    fn link_up(&mut self, origin: OriginId, path: Path, link: LinkTx) {
         self.shared.metrics.links_up.inc();
         let now = self.now();
-        self.routing
-            .handle_rtt(now, Link::Origin(origin), link.conn.rtt());
+        if matches!(path, Path::Direct(_)) {
+            let rtt = link.conn.rtt();
+            self.routing.handle_rtt(now, Link::Origin(origin), rtt);
+            self.shared.set_direct(origin, Some(rtt));
+        }
         if let Some(l) = self.links.get_mut(&origin) {
             l.tx = Some(link);
+            l.path = Some(path);
         }
         // Every session of this origin resumes from what its client has been given.
         let ids: Vec<SessionId> = self
@@ -1412,6 +1633,52 @@ impl Actor {
         for s in ids {
             let cursors = self.hub.cursors(s);
             self.open_upstream(s, cursors);
+        }
+    }
+
+    fn link_down(&mut self, origin: OriginId, path: Path, failed: bool) {
+        let now = self.now();
+        let was_up = match self.links.get_mut(&origin) {
+            Some(l) => {
+                l.path = None;
+                l.tx.take().is_some()
+            }
+            None => false,
+        };
+        if was_up {
+            self.shared.metrics.links_up.dec();
+        }
+        self.shared.set_direct(origin, None);
+        if failed {
+            match path {
+                Path::Direct(_) => self.routing.handle_link_down(now, Link::Origin(origin)),
+                Path::Via(peer, _) => self.routing.handle_peer_withdraw(now, peer, origin),
+            }
+        }
+        // Sessions wait for the next link; actions forwarded on this one and not
+        // answered may or may not have been applied: say so instead of leaving
+        // the client waiting.
+        let mut unknown = Vec::new();
+        for (s, f) in &mut self.feeds {
+            if f.origin == origin {
+                f.acked = false;
+                for seq in f.in_flight.drain(..) {
+                    unknown.push((*s, seq));
+                }
+            }
+        }
+        for (session, seq) in unknown {
+            self.shared.metrics.actions_unknown.inc();
+            self.send_to_client(
+                session,
+                EventClass::Critical,
+                &ServerMsg::ActionResult(ActionResult {
+                    seq,
+                    outcome: Outcome::Unknown {
+                        detail: "the relay's link to the origin failed before the outcome".into(),
+                    },
+                }),
+            );
         }
     }
 
@@ -1451,9 +1718,12 @@ impl Actor {
                         let pending: Vec<Action> = feed.pending.drain(..).collect();
                         let link = self.links.get(&origin).and_then(|l| l.tx.clone());
                         if let Some(link) = link {
+                            let limit = self.shared.settings.limits.pending_actions;
                             for a in pending {
+                                let (class, seq) = (a.class, a.seq);
                                 if link.send_action(session, a) {
                                     self.shared.metrics.actions_forwarded.inc();
+                                    feed.track(class, seq, limit);
                                 }
                             }
                         }
@@ -1476,6 +1746,11 @@ impl Actor {
                 self.hub.handle_replay(now, session, frames);
             }
             LinkMsg::ActionResult { session, result } => {
+                if let Some(f) = self.feeds.get_mut(&session) {
+                    if let Some(i) = f.in_flight.iter().position(|s| *s == result.seq) {
+                        f.in_flight.remove(i);
+                    }
+                }
                 self.send_to_client(
                     session,
                     EventClass::Critical,

@@ -11,7 +11,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus_client::registry::Registry;
-use skylane_certs::{client_config, server_config, ClientAuth, LocalPki};
+use skylane_certs::{
+    client_config, peer_client_config, relay_server_config, server_config, ClientAuth, LocalPki,
+};
 use skylane_client::{Client, ClientEvent};
 use skylane_netsim::{HostId, Sim};
 use skylane_origin::{
@@ -24,8 +26,8 @@ use skylane_proto::{
     WorldId,
 };
 use skylane_relay::{
-    client_transport, link_transport, Directory, Limits, OriginId, OriginSpec, Relay, RelayMetrics,
-    RelaySettings, TicketKey,
+    client_transport, link_transport, Directory, Limits, OriginId, OriginSpec, PeerSpec, Relay,
+    RelayMetrics, RelaySettings, TicketKey,
 };
 
 /// The world every scenario plays.
@@ -121,12 +123,24 @@ impl Net {
         let grid = arena.grid();
         let mut ecfg = EngineConfig::new(WORLD);
         ecfg.max_payload = 16 * 1024;
-        let engine = Engine::new(arena, grid, ecfg, ChainSigner::from_bytes(&SIGNING), 0);
+        // The origin's clock is Unix time, like the relays' and clients', so event
+        // latencies measured through the synchronised clock are meaningful.
+        let base_unix_us = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_micros() as u64;
+        let engine = Engine::new(
+            arena,
+            grid,
+            ecfg,
+            ChainSigner::from_bytes(&SIGNING),
+            base_unix_us,
+        );
         let origin_metrics = OriginMetrics::new(&mut Registry::default());
         let origin = OriginServer::spawn(
             endpoint,
             engine,
-            ServerConfig::new(0),
+            ServerConfig::new(base_unix_us),
             origin_metrics.clone(),
         );
 
@@ -148,9 +162,22 @@ impl Net {
         let verifier = tokens.verifier("skylane");
         let link_tls =
             client_config(pki.roots().expect("roots"), Some(&pki.relay)).expect("link tls");
+        let mut peer_tls =
+            peer_client_config(pki.roots().expect("roots"), &pki.relay).expect("peer tls");
+        peer_tls.transport_config(Arc::new(link_transport()));
+        let peers: Vec<PeerSpec> = infos
+            .iter()
+            .zip(&hosts)
+            .map(|(i, h)| PeerSpec {
+                id: i.id,
+                addr: SocketAddr::new(sim.ip(*h), 4433),
+                server_name: "localhost".into(),
+            })
+            .collect();
         let mut relays = Vec::new();
         for (host, info) in hosts.into_iter().zip(infos) {
-            let mut sc = server_config(&pki.relay, ClientAuth::None).expect("relay tls");
+            let mut sc =
+                relay_server_config(&pki.relay, pki.roots().expect("roots")).expect("relay tls");
             sc.transport_config(Arc::new(client_transport()));
             let endpoint = sim.endpoint(host, 4433, Some(sc)).expect("relay endpoint");
             let addr = endpoint.local_addr().expect("addr");
@@ -173,6 +200,8 @@ impl Net {
                 scheduler: Default::default(),
                 hub: Default::default(),
                 routing: Default::default(),
+                peers: peers.clone(),
+                peer_tls: Some(peer_tls.clone()),
             };
             let relay = Relay::spawn(endpoint, settings, metrics.clone());
             relays.push(RelayNode {

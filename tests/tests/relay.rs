@@ -257,3 +257,77 @@ fn a_flooding_session_is_cut_off_while_others_keep_their_latency() {
         assert_exactly_once(&honest.seen);
     });
 }
+
+#[test]
+fn a_partitioned_direct_path_is_routed_through_a_peer_relay() {
+    run(|| async {
+        let net = Net::start(NetOptions::default());
+        let ams = &net.relays[0];
+        let (_, b) = net.client_builder("paris", "routed");
+        let mut routed = Walker::new(b.relays([ams.addr]).connect().await.unwrap(), "routed");
+        let (_, b) = net.client_builder("virginia", "other");
+        let mut other = Walker::new(
+            b.relays([net.relays[1].addr]).connect().await.unwrap(),
+            "other",
+        );
+        routed.wait_spawn().await;
+        other.wait_spawn().await;
+        // Peer reports arrive every half second; let the table learn them.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let status = ams.relay.status().await.unwrap();
+        assert_eq!(status.routes[0].path, "direct:1", "{status:?}");
+
+        // Cut amsterdam ↔ frankfurt. Clients keep their connections to the relay.
+        net.sim.partition(ams.host, net.origin_host);
+        let mut applied = 0;
+        let mut unknown = 0;
+        for _ in 0..120 {
+            match routed.step().await {
+                Outcome::Applied { .. } => applied += 1,
+                Outcome::Unknown { .. } => unknown += 1,
+                o => panic!("unexpected outcome {o:?}"),
+            }
+            other.step().await;
+            routed.absorb();
+            other.absorb();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let status = ams.relay.status().await.unwrap();
+        assert!(
+            status.routes[0].path.starts_with("via:"),
+            "re-routed through a peer: {status:?}"
+        );
+        assert!(status.origins[0].up, "link up through the peer");
+        let st = routed.client.stats();
+        assert_eq!(st.reconnects, 0, "the client never noticed: {st:?}");
+        assert_eq!(st.order.resyncs, 0, "no gap needed a keyframe");
+        assert!(
+            unknown <= 1,
+            "at most the action in flight at the cut: {unknown}"
+        );
+        assert!(applied >= 100, "{applied} applied");
+        let n = assert_exactly_once(&routed.seen);
+        assert!(n > 200, "saw {n} events");
+        // The world channel went on without a hole: the routed player saw the
+        // other player's moves made during the partition.
+        let forwarded: i64 = net
+            .relays
+            .iter()
+            .skip(1)
+            .map(|r| r.metrics.forwarded_links.get())
+            .sum();
+        assert_eq!(forwarded, 1, "one peer forwards amsterdam's link");
+
+        // Heal: the direct path comes back after the hysteresis hold.
+        net.sim.heal(ams.host, net.origin_host);
+        tokio::time::sleep(Duration::from_secs(8)).await;
+        for _ in 0..20 {
+            assert!(matches!(routed.step().await, Outcome::Applied { .. }));
+            routed.absorb();
+        }
+        let status = ams.relay.status().await.unwrap();
+        assert_eq!(status.routes[0].path, "direct:1", "{status:?}");
+        assert_exactly_once(&routed.seen);
+        assert_eq!(routed.client.stats().reconnects, 0);
+    });
+}
