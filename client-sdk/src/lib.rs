@@ -364,6 +364,7 @@ impl ClientBuilder {
             cmd: cmd_tx,
             events: events_rx,
             shared,
+            clock,
         })
     }
 }
@@ -415,6 +416,7 @@ pub struct Client {
     cmd: mpsc::Sender<Cmd>,
     events: mpsc::Receiver<ClientEvent>,
     shared: Arc<Mutex<SharedState>>,
+    clock: UnixClock,
 }
 
 #[derive(Debug)]
@@ -492,6 +494,14 @@ impl Client {
     /// The relay currently connected.
     pub fn relay(&self) -> Option<SocketAddr> {
         self.shared.lock().ok().and_then(|s| s.relay)
+    }
+
+    /// The deployment's clock now (microseconds since the Unix epoch), through the
+    /// synchronised offset; `None` before the first pong. Compare with an event's
+    /// `origin_time_us` for its age, or use it to interpolate world time.
+    pub fn server_time_us(&self) -> Option<u64> {
+        let offset = self.shared.lock().ok()?.stats.clock_offset_us?;
+        Some(self.clock.now_us().saturating_add_signed(offset))
     }
 
     /// Counters, clock estimate and latency percentiles.
@@ -896,9 +906,10 @@ impl Driver {
         let mut released = Vec::new();
         match m {
             ServerMsg::Events(b) => self.order.handle_batch(b, &mut released),
-            ServerMsg::Keyframe(k) => {
+            ServerMsg::Keyframe(k) => self.order.handle_keyframe(k, &mut released),
+            ServerMsg::Resync(k) => {
                 let channel = k.channel;
-                if self.order.handle_keyframe(k, &mut released) {
+                if self.order.handle_resync(k, &mut released) {
                     if let Some(v) = &mut self.verifier {
                         v.forget(channel);
                     }

@@ -138,30 +138,41 @@ impl Ordering {
         Self::drain_held(ch, out);
     }
 
-    /// A keyframe arrived. One at the channel's position is released as a
-    /// checkpoint; one ahead of it waits for the batches before it (they may
-    /// travel on another stream), and a second keyframe ahead of a still-unfilled
-    /// gap resynchronises the channel from it (the gap is given up). Returns
-    /// whether a resync happened.
-    pub fn handle_keyframe(&mut self, kf: Keyframe, out: &mut Vec<Released>) -> bool {
+    /// A checkpoint keyframe arrived. The first one of a channel starts it; one at
+    /// the channel's position is released; one ahead of it waits for the batches
+    /// before it, which travel on other (slower) streams and always arrive, and
+    /// is released in its place, or replaced by a newer checkpoint. Checkpoints
+    /// never skip events.
+    pub fn handle_keyframe(&mut self, kf: Keyframe, out: &mut Vec<Released>) {
         let ch = self.chans.entry(kf.channel).or_default();
         match ch.last {
-            Some(l) if kf.seq < l => false,
+            Some(l) if kf.seq < l => {}
             Some(l) if kf.seq > l => {
-                if ch.keyframe.as_ref().is_some_and(|k| k.seq < kf.seq) {
-                    self.stats.resyncs += 1;
-                    self.stats.skipped_events += kf.seq - l;
-                    ch.keyframe = None;
-                    Self::jump(ch, kf, out);
-                    true
-                } else {
+                if ch.keyframe.as_ref().is_none_or(|k| k.seq < kf.seq) {
                     ch.keyframe = Some(kf);
-                    false
                 }
             }
-            _ => {
+            _ => Self::jump(ch, kf, out),
+        }
+    }
+
+    /// The relay gave up a hole in the channel: continue from this keyframe,
+    /// skipping what lies between. Returns whether events were skipped (the
+    /// caller resets the channel's hash chain).
+    pub fn handle_resync(&mut self, kf: Keyframe, out: &mut Vec<Released>) -> bool {
+        let ch = self.chans.entry(kf.channel).or_default();
+        match ch.last {
+            Some(l) if kf.seq <= l => false,
+            Some(l) => {
+                self.stats.resyncs += 1;
+                self.stats.skipped_events += kf.seq - l;
+                ch.keyframe = None;
                 Self::jump(ch, kf, out);
-                false
+                true
+            }
+            None => {
+                Self::jump(ch, kf, out);
+                true
             }
         }
     }
@@ -272,7 +283,7 @@ mod tests {
         let mut o = Ordering::new(64);
         let mut out = Vec::new();
         o.handle_batch(batch(1, 1), &mut out);
-        assert!(!o.handle_keyframe(kf(3), &mut out));
+        o.handle_keyframe(kf(3), &mut out);
         o.handle_batch(batch(2, 3), &mut out);
         o.handle_batch(batch(4, 4), &mut out);
         assert_eq!(seqs(&out), [1, 2, 3, 1003, 4]);
@@ -280,15 +291,26 @@ mod tests {
     }
 
     #[test]
-    fn a_second_keyframe_past_an_unfilled_gap_resyncs() {
+    fn checkpoints_never_skip_and_a_resync_does() {
         let mut o = Ordering::new(64);
         let mut out = Vec::new();
         o.handle_batch(batch(1, 1), &mut out);
         o.handle_batch(batch(9, 9), &mut out);
-        assert!(!o.handle_keyframe(kf(5), &mut out));
-        assert!(o.handle_keyframe(kf(8), &mut out));
-        assert_eq!(seqs(&out), [1, 1008, 9]);
-        assert_eq!(o.stats().skipped_events, 7);
+        // Checkpoints ahead of a gap wait (the newest replaces older ones).
+        o.handle_keyframe(kf(5), &mut out);
+        o.handle_keyframe(kf(8), &mut out);
+        assert_eq!(seqs(&out), [1]);
+        assert_eq!(o.stats().resyncs, 0);
+        // The gap fills late (bulk on a slow stream): nothing skipped.
+        o.handle_batch(batch(2, 8), &mut out);
+        assert_eq!(seqs(&out), [1, 2, 3, 4, 5, 6, 7, 8, 1008, 9]);
+        // The relay gives a hole up: the resync jumps over it.
+        o.handle_batch(batch(15, 15), &mut out);
+        assert!(o.handle_resync(kf(14), &mut out));
+        assert_eq!(seqs(&out)[10..], [1014, 15]);
+        assert_eq!(o.stats().skipped_events, 5);
+        // A stale resync changes nothing.
+        assert!(!o.handle_resync(kf(12), &mut out));
     }
 
     proptest! {

@@ -103,6 +103,19 @@ pub enum ArenaAction {
         /// Aim y.
         y: f32,
     },
+    /// Paint a spray (decal image bytes) where the avatar stands: bulk traffic to
+    /// everyone who sees that cell. Size is bounded by the engine's payload limit.
+    Spray {
+        /// Image bytes (opaque to the server).
+        data: Vec<u8>,
+    },
+    /// Put a map marker for everyone in the world: critical, must arrive fast.
+    Mark {
+        /// Marker x.
+        x: f32,
+        /// Marker y.
+        y: f32,
+    },
 }
 
 impl ArenaAction {
@@ -197,6 +210,26 @@ pub enum ArenaEvent {
     Missed {
         /// Shooter.
         shooter: EntityId,
+    },
+    /// A spray was painted (bulk, on the sprayer's cell channel).
+    Sprayed {
+        /// Sprayer.
+        by: EntityId,
+        /// Where.
+        x: f32,
+        /// Where.
+        y: f32,
+        /// Image bytes.
+        data: Vec<u8>,
+    },
+    /// A map marker was placed (critical, on the world channel).
+    Marked {
+        /// Who placed it.
+        by: EntityId,
+        /// Marker x.
+        x: f32,
+        /// Marker y.
+        y: f32,
     },
     /// A player died and respawned.
     Died {
@@ -444,12 +477,15 @@ fn check_ownership(w: &Arena, ctx: &Ctx, a: &ArenaAction) -> Result<(), Rejectio
             }
             Ok(())
         }
-        ArenaAction::Move { .. } | ArenaAction::Fire { .. } => Ok(()),
+        ArenaAction::Move { .. }
+        | ArenaAction::Fire { .. }
+        | ArenaAction::Spray { .. }
+        | ArenaAction::Mark { .. } => Ok(()),
     }
 }
 
 fn check_speed(w: &Arena, ctx: &Ctx, a: &ArenaAction) -> Result<(), Rejection> {
-    let ArenaAction::Move { x, y } = a else {
+    let (ArenaAction::Move { x, y } | ArenaAction::Mark { x, y }) = a else {
         return Ok(());
     };
     if !x.is_finite()
@@ -463,6 +499,9 @@ fn check_speed(w: &Arena, ctx: &Ctx, a: &ArenaAction) -> Result<(), Rejection> {
             RejectCode::Malformed,
             "position outside the map",
         ));
+    }
+    if matches!(a, ArenaAction::Mark { .. }) {
+        return Ok(());
     }
     let me = w.me(ctx)?;
     let ticks = ctx.tick.saturating_sub(me.last_move_tick).max(1);
@@ -726,6 +765,38 @@ impl World for Arena {
                         b_coins,
                         a_version,
                         b_version,
+                    }
+                    .payload(),
+                );
+                Observation::default()
+            }
+            ArenaAction::Spray { data } => {
+                if let Some(p) = self.players.get(&me) {
+                    let (x, y) = (p.x, p.y);
+                    out.push(
+                        grid.channel_of(x, y),
+                        EventClass::Bulk,
+                        Some(me),
+                        ArenaEvent::Sprayed {
+                            by: me,
+                            x,
+                            y,
+                            data: data.clone(),
+                        }
+                        .payload(),
+                    );
+                }
+                Observation::default()
+            }
+            ArenaAction::Mark { x, y } => {
+                out.push(
+                    ChannelId::World,
+                    EventClass::Critical,
+                    Some(me),
+                    ArenaEvent::Marked {
+                        by: me,
+                        x: *x,
+                        y: *y,
                     }
                     .payload(),
                 );

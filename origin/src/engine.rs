@@ -47,6 +47,10 @@ pub struct EngineConfig {
     pub history: usize,
     /// Largest action payload accepted. Defaults to 1,024 bytes.
     pub max_payload: usize,
+    /// A channel's events of one tick are split into batches of at most this many
+    /// payload bytes (one event always fits), so every batch frame stays under
+    /// the link's frame limit however busy the tick. Default 32 KiB.
+    pub max_batch_bytes: usize,
     /// Actions queued for the next tick before further ones are refused (rate
     /// limited). Defaults to 100,000.
     pub max_queue: usize,
@@ -63,6 +67,7 @@ impl EngineConfig {
             keyframe_every: 30,
             history: 300,
             max_payload: 1024,
+            max_batch_bytes: 32 * 1024,
             max_queue: 100_000,
             detector: DetectorConfig::default(),
         }
@@ -600,34 +605,46 @@ impl<W: World> Engine<W> {
                 continue;
             };
             let log = self.channels.entry(channel).or_default();
-            let events = events
-                .into_iter()
-                .map(|e| {
-                    log.next_seq += 1;
-                    BatchEvent {
+            // Per-event overhead on the wire: sequence, class, entity, length.
+            const EVENT_OVERHEAD: usize = 24;
+            let mut chunks: Vec<Vec<BatchEvent>> = vec![Vec::new()];
+            let mut bytes = 0;
+            for e in events {
+                let size = e.payload.len() + EVENT_OVERHEAD;
+                let full = chunks.last().is_some_and(|c| !c.is_empty());
+                if full && bytes + size > self.cfg.max_batch_bytes {
+                    chunks.push(Vec::new());
+                    bytes = 0;
+                }
+                bytes += size;
+                log.next_seq += 1;
+                if let Some(c) = chunks.last_mut() {
+                    c.push(BatchEvent {
                         seq: log.next_seq,
                         class: e.class,
                         entity: e.entity,
                         payload: e.payload,
-                    }
-                })
-                .collect();
-            let mut batch = EventBatch {
-                world: self.cfg.world,
-                channel,
-                tick: self.tick,
-                origin_time_us: now_us,
-                events,
-                prev_hash: Default::default(),
-                signature: Default::default(),
-            };
-            log.last_hash = self.signer.seal(&mut batch);
-            let batch = Arc::new(batch);
-            log.history.push_back(batch.clone());
-            while log.history.len() > self.cfg.history {
-                log.history.pop_front();
+                    });
+                }
             }
-            self.outputs.push_back(Output::Batch(batch));
+            for events in chunks {
+                let mut batch = EventBatch {
+                    world: self.cfg.world,
+                    channel,
+                    tick: self.tick,
+                    origin_time_us: now_us,
+                    events,
+                    prev_hash: Default::default(),
+                    signature: Default::default(),
+                };
+                log.last_hash = self.signer.seal(&mut batch);
+                let batch = Arc::new(batch);
+                log.history.push_back(batch.clone());
+                while log.history.len() > self.cfg.history {
+                    log.history.pop_front();
+                }
+                self.outputs.push_back(Output::Batch(batch));
+            }
         }
     }
 

@@ -265,7 +265,7 @@ impl ArenaView {
                     }
                 }
             }
-            ArenaEvent::Missed { .. } => {}
+            ArenaEvent::Missed { .. } | ArenaEvent::Sprayed { .. } | ArenaEvent::Marked { .. } => {}
         }
     }
 

@@ -677,3 +677,69 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_busy_tick_is_split_into_batches_that_fit_a_frame() {
+    // A map of one cell: every spray lands on the same channel.
+    let arena = Arena::new(ArenaConfig {
+        width: 10.0,
+        height: 10.0,
+        ..ArenaConfig::default()
+    });
+    let grid = arena.grid();
+    let mut cfg = EngineConfig::new(WorldId(1));
+    cfg.max_payload = 16 * 1024;
+    let mut e = Engine::new(arena, grid, cfg, ChainSigner::from_bytes(&KEY), 0);
+    for s in 1..=10 {
+        join(&mut e, s);
+    }
+    tick(&mut e);
+    while e.poll_output().is_some() {}
+    // Ten 12 KB sprays and ten markers in one tick.
+    for s in 1..=10 {
+        let spray = ArenaAction::Spray {
+            data: vec![s as u8; 12 * 1024],
+        };
+        e.handle_action(SessionId(s), act(1, &spray, vec![]));
+        let mark = ArenaAction::Mark { x: 1.0, y: 2.0 };
+        e.handle_action(SessionId(s), act(2, &mark, vec![]));
+    }
+    let now = e.poll_timeout();
+    e.handle_timeout(now);
+    let mut verifier = ChainVerifier::new(ChainSigner::from_bytes(&KEY).verifying_key());
+    let mut per_channel: std::collections::HashMap<ChannelId, Vec<u64>> = Default::default();
+    let (mut sprays, mut marks, mut batches) = (0, 0, 0);
+    while let Some(o) = e.poll_output() {
+        let Output::Batch(b) = o else { continue };
+        batches += 1;
+        let frame = skylane_proto::encode_frame_to_bytes(
+            &skylane_proto::LinkMsg::Events((*b).clone()),
+            skylane_proto::DEFAULT_MAX_FRAME,
+        );
+        assert!(frame.is_ok(), "every batch fits a frame");
+        verifier.verify(&b).unwrap();
+        for ev in &b.events {
+            per_channel.entry(b.channel).or_default().push(ev.seq);
+            match ArenaEvent::decode(&ev.payload) {
+                Some(ArenaEvent::Sprayed { data, .. }) => {
+                    assert_eq!(data.len(), 12 * 1024);
+                    assert_eq!(ev.class, EventClass::Bulk);
+                    sprays += 1;
+                }
+                Some(ArenaEvent::Marked { .. }) => {
+                    assert_eq!(
+                        (b.channel, ev.class),
+                        (ChannelId::World, EventClass::Critical)
+                    );
+                    marks += 1;
+                }
+                _ => {}
+            }
+        }
+    }
+    assert_eq!((sprays, marks), (10, 10));
+    assert!(batches >= 5, "120 KB of sprays in 32 KB batches: {batches}");
+    for seqs in per_channel.values() {
+        assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{seqs:?}");
+    }
+}

@@ -254,6 +254,25 @@ pub fn link_events_to_client_frame(body: &[u8]) -> Option<Bytes> {
     }
 }
 
+const SERVER_KEYFRAME_TAG: u8 = 4;
+const SERVER_RESYNC_TAG: u8 = 11;
+
+/// Turns a complete `ServerMsg::Keyframe` frame into the equivalent
+/// `ServerMsg::Resync` frame (same body, other variant tag), so the relay can
+/// resynchronise one session from a keyframe frame it shares with every other.
+/// `None` if `frame` is not a keyframe frame.
+pub fn keyframe_frame_as_resync(frame: &[u8]) -> Option<Bytes> {
+    let (_, n) = read_varint(frame).ok()??;
+    match frame.get(n..)? {
+        [PROTOCOL_VERSION, SERVER_KEYFRAME_TAG, ..] => {
+            let mut out = BytesMut::from(frame);
+            out[n + 1] = SERVER_RESYNC_TAG;
+            Some(out.freeze())
+        }
+        _ => None,
+    }
+}
+
 /// Encodes `msg` as one datagram (at most [`MAX_DATAGRAM`] bytes).
 pub fn encode_datagram<M: WireMessage>(msg: &M) -> Result<Bytes, EncodeError> {
     let mut out = Vec::with_capacity(64);
@@ -394,6 +413,34 @@ mod tests {
         )
         .unwrap();
         assert!(link_events_to_client_frame(&other[1..]).is_none());
+    }
+
+    #[test]
+    fn a_keyframe_frame_becomes_the_same_resync_frame() {
+        for size in [0usize, 10, 300, 70_000] {
+            let kf = crate::Keyframe {
+                world: WorldId(1),
+                channel: crate::ChannelId::World,
+                tick: 9,
+                seq: 41,
+                state: vec![3u8; size].into(),
+            };
+            let frame = encode_frame_to_bytes(&ServerMsg::Keyframe(kf.clone()), 1 << 20).unwrap();
+            let fresh = encode_frame_to_bytes(&ServerMsg::Resync(kf), 1 << 20).unwrap();
+            assert_eq!(keyframe_frame_as_resync(&frame).unwrap(), fresh, "{size}");
+        }
+        let pong = encode_frame_to_bytes(
+            &ServerMsg::Pong(crate::Pong {
+                nonce: 1,
+                sent_us: 2,
+                received_us: 3,
+                replied_us: 4,
+            }),
+            DEFAULT_MAX_FRAME,
+        )
+        .unwrap();
+        assert!(keyframe_frame_as_resync(&pong).is_none());
+        assert!(keyframe_frame_as_resync(&[]).is_none());
     }
 
     use super::*;

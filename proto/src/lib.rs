@@ -42,8 +42,8 @@ pub use chain::{batch_hash, ChainError, ChainSigner, ChainVerifier, DEFAULT_SIGN
 pub use class::{ClassSet, Coalescing, Delivery, EventClass, UnknownClass};
 pub use codec::{
     decode_datagram, decode_message, encode_datagram, encode_frame, encode_frame_to_bytes,
-    link_events_to_client_frame, DecodeError, EncodeError, FrameDecoder, WireMessage,
-    DEFAULT_MAX_FRAME, MAX_DATAGRAM,
+    keyframe_frame_as_resync, link_events_to_client_frame, DecodeError, EncodeError, FrameDecoder,
+    WireMessage, DEFAULT_MAX_FRAME, MAX_DATAGRAM,
 };
 pub use ids::{ChannelId, EntityId, RelayId, SessionId, TeamId, WorldId};
 pub use message::{

@@ -530,6 +530,10 @@ pub enum ServerMsg {
     Error(ErrorMsg),
     /// Answer to [`ClientMsg::Directory`]: relays nearest first.
     Directory(Vec<RelayInfo>),
+    /// The relay gave up a hole in this channel (the missing batches are no
+    /// longer available): continue from this keyframe. A plain
+    /// [`ServerMsg::Keyframe`] is a checkpoint and never skips events.
+    Resync(Keyframe),
 }
 
 /// Relay ↔ origin and relay ↔ relay. Session-scoped messages name their session,

@@ -295,6 +295,7 @@ fn server_msg() -> impl Strategy<Value = ServerMsg> {
         action_result().prop_map(ServerMsg::ActionResult),
         batch().prop_map(ServerMsg::Events),
         keyframe().prop_map(ServerMsg::Keyframe),
+        keyframe().prop_map(ServerMsg::Resync),
         delta().prop_map(ServerMsg::Delta),
         (channels(), channels()).prop_map(|(added, removed)| ServerMsg::Subscriptions {
             added: added

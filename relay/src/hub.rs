@@ -338,13 +338,21 @@ impl Hub {
                 (Some(_), Some(_)) => false,
             };
             if take {
+                // A keyframe past this session's position skips events: tell the
+                // client it is a resync, not a checkpoint.
+                let skips = c.last.is_some_and(|l| l != seq);
                 c.last = Some(seq);
                 c.gap_since = None;
                 self.stats.delivered += 1;
+                let frame = if skips {
+                    skylane_proto::keyframe_frame_as_resync(&frame).unwrap_or_else(|| frame.clone())
+                } else {
+                    frame.clone()
+                };
                 self.out.push_back(Delivery {
                     session: s,
                     class: EventClass::State,
-                    frame: frame.clone(),
+                    frame,
                 });
             }
         }

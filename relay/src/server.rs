@@ -149,7 +149,11 @@ pub fn client_transport() -> quinn::TransportConfig {
         .max_concurrent_bidi_streams(2u32.into())
         .stream_receive_window((64u32 * 1024).into())
         .receive_window((256u32 * 1024).into())
-        .send_window(1024 * 1024)
+        // Unacknowledged bytes a connection may hold. Large on purpose: when it
+        // fills, every stream's writes block, critical included, so bulk must
+        // never be able to fill it. What it holds are shared frames (written
+        // without a copy) that the scheduler's per-class bounds already limit.
+        .send_window(8 * 1024 * 1024)
         .datagram_receive_buffer_size(Some(64 * 1024))
         .datagram_send_buffer_size(64 * 1024);
     t
@@ -967,7 +971,9 @@ async fn write_lane(
             }
         }
         let Some(s) = stream.as_mut() else { return };
-        if s.write_all(&bytes).await.is_err() {
+        // The frame is shared with every other receiver: hand quinn the same
+        // buffer (no copy per connection).
+        if s.write_chunk(bytes).await.is_err() {
             return;
         }
         wake.notify_one();

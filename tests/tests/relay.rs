@@ -1,5 +1,6 @@
 //! Relay scenarios over netsim: players in several regions through relays to one
-//! origin, resume across a path cut, drain, migration, flood isolation.
+//! origin, resume across a path cut, drain, migration, flood isolation, routing
+//! through a peer relay, priority on a saturated link.
 
 use std::time::Duration;
 
@@ -329,5 +330,145 @@ fn a_partitioned_direct_path_is_routed_through_a_peer_relay() {
         assert_eq!(status.routes[0].path, "direct:1", "{status:?}");
         assert_exactly_once(&routed.seen);
         assert_eq!(routed.client.stats().reconnects, 0);
+    });
+}
+
+/// What the viewer of the priority scenario measured.
+#[derive(Default)]
+struct Viewed {
+    /// Latency (µs, origin tick to receipt) of each marker, by phase (the
+    /// marker's x coordinate).
+    marks: Vec<(u32, u64)>,
+    sprays: usize,
+    spray_bytes: usize,
+    seen: Vec<Seen>,
+}
+
+#[test]
+fn critical_events_keep_their_latency_while_bulk_saturates_the_link() {
+    use skylane_netsim::LinkPatch;
+    use skylane_origin::{ArenaAction, ArenaEvent};
+    use std::sync::{Arc, Mutex};
+
+    run(|| async {
+        let net = Net::start(NetOptions::default());
+        let ams = net.relays[0].clone();
+        let (vhost, b) = net.client_builder("paris", "viewer");
+        let mut viewer = b.relays([ams.addr]).connect().await.unwrap();
+        let (_, b) = net.client_builder("paris", "marker");
+        let mut marker = Walker::new(b.relays([ams.addr]).connect().await.unwrap(), "marker");
+        let mut sprayers = Vec::new();
+        for i in 0..8 {
+            let name = format!("sprayer{i}");
+            let (_, b) = net.client_builder("paris", &name);
+            sprayers.push(Walker::new(
+                b.relays([ams.addr]).connect().await.unwrap(),
+                &name,
+            ));
+        }
+        marker.wait_spawn().await;
+        for s in &mut sprayers {
+            s.wait_spawn().await;
+        }
+        // The viewer reads its events as they arrive and times each marker.
+        let viewed = Arc::new(Mutex::new(Viewed::default()));
+        let reader = {
+            let viewed = viewed.clone();
+            tokio::spawn(async move {
+                while let Some(ev) = viewer.next_event().await {
+                    let mut v = viewed.lock().unwrap();
+                    match ev {
+                        ClientEvent::Subscriptions { added, .. } => {
+                            v.seen
+                                .extend(added.iter().map(|a| Seen::Start(a.channel, a.seq)));
+                        }
+                        ClientEvent::Event(e) => {
+                            v.seen.push(Seen::Event(e.channel, e.seq));
+                            match ArenaEvent::decode(&e.payload) {
+                                Some(ArenaEvent::Marked { x, .. }) => {
+                                    let now = viewer.server_time_us().expect("clock synced");
+                                    v.marks
+                                        .push((x as u32, now.saturating_sub(e.origin_time_us)));
+                                }
+                                Some(ArenaEvent::Sprayed { data, .. }) => {
+                                    v.sprays += 1;
+                                    v.spray_bytes += data.len();
+                                }
+                                _ => {}
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                viewer
+            })
+        };
+        // The relay → viewer path: 5 Mbit/s with a shallow queue (6 ms at line rate,
+        // about three full packets).
+        net.sim.patch_link(
+            ams.host,
+            vhost,
+            LinkPatch {
+                bandwidth_bps: Some(Some(5_000_000)),
+                queue_budget: Some(Duration::from_millis(6)),
+                ..LinkPatch::default()
+            },
+        );
+        let mark = |phase: f32| ArenaAction::Mark { x: phase, y: 1.0 }.encode();
+        // Phase 1: markers alone, 10 per second for 4 s.
+        for _ in 0..40 {
+            marker.client.send(EventClass::Critical, mark(1.0)).unwrap();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // Phase 2: eight sprayers each send 12 KB ten times a second (about 8 Mbit/s
+        // towards the viewer, 1.6 times the link) for 6 s, markers continuing.
+        let spray = ArenaAction::Spray {
+            data: vec![7; 12 * 1024],
+        }
+        .encode();
+        for _ in 0..60 {
+            marker.client.send(EventClass::Critical, mark(2.0)).unwrap();
+            for s in &sprayers {
+                s.client.send(EventClass::Bulk, spray.clone()).unwrap();
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let during = viewed.lock().unwrap().spray_bytes;
+        // Let the bulk backlog drain.
+        tokio::time::sleep(Duration::from_secs(15)).await;
+        let v = std::mem::take(&mut *viewed.lock().unwrap());
+        reader.abort();
+
+        let p99 = |phase: u32| {
+            let mut l: Vec<u64> = v
+                .marks
+                .iter()
+                .filter(|(p, _)| *p == phase)
+                .map(|(_, l)| *l)
+                .collect();
+            l.sort_unstable();
+            (l.len(), l[(l.len() * 99).div_ceil(100) - 1])
+        };
+        let (n1, quiet) = p99(1);
+        let (n2, loaded) = p99(2);
+        eprintln!(
+            "critical p99: unloaded {quiet} us, under bulk {loaded} us; sprays {} ({} bytes, {during} during the load)",
+            v.sprays, v.spray_bytes
+        );
+        assert_eq!((n1, n2), (40, 60), "every critical marker arrived");
+        assert_eq!(
+            v.sprays, 480,
+            "every spray arrived in the end (bulk is reliable)"
+        );
+        assert!(
+            during < 480 * 12 * 1024 * 3 / 4,
+            "the link was saturated: only {during} bytes of sprays got through during the load"
+        );
+        assert!(
+            loaded <= 2 * quiet,
+            "critical p99 under bulk {loaded} us vs {quiet} us unloaded"
+        );
+        assert_exactly_once(&v.seen);
+        assert_eq!(ams.metrics.slow_clients.get(), 0, "nobody was cut off");
     });
 }
