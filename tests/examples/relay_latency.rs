@@ -65,9 +65,8 @@ async fn raw_quinn(pki: &LocalPki, samples: usize) -> Histogram<u64> {
         }
     });
     let mut client = quinn::Endpoint::client(loopback()).expect("bind");
-    client.set_default_client_config(
-        client_config(pki.roots().expect("roots"), None).expect("tls"),
-    );
+    client
+        .set_default_client_config(client_config(pki.roots().expect("roots"), None).expect("tls"));
     let conn = client
         .connect(addr, "localhost")
         .expect("connect")
