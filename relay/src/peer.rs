@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use quinn::{Connection, Endpoint};
+use quinn::Connection;
 use skylane_proto::{
     encode_frame_to_bytes, FrameDecoder, OriginReport, PeerMsg, RelayId, PROTOCOL_VERSION,
 };
@@ -32,7 +32,7 @@ use tracing::{debug, info};
 
 use crate::metrics::RelayMetrics;
 use crate::routing::OriginId;
-use crate::server::{Cmd, Jitter, Shared};
+use crate::server::{Backoff, Cmd, Shared};
 
 /// A peer relay this relay measures and may forward through.
 #[derive(Debug, Clone)]
@@ -75,33 +75,23 @@ async fn read_peer_msg(
     }
 }
 
-async fn connect_peer(
-    shared: &Shared,
-    endpoint: &Endpoint,
-    peer: &PeerSpec,
-) -> Result<Connection, String> {
+async fn connect_peer(shared: &Shared, peer: &PeerSpec) -> Result<Connection, String> {
     let tls = shared
         .settings
         .peer_tls
         .clone()
         .ok_or_else(|| "no peer TLS configuration".to_string())?;
-    let connecting = endpoint
-        .connect_with(tls, peer.addr, &peer.server_name)
-        .map_err(|e| e.to_string())?;
-    tokio::time::timeout(VIA_TIMEOUT, connecting)
-        .await
-        .map_err(|_| "handshake timeout".to_string())?
-        .map_err(|e| e.to_string())
+    shared.dial(tls, peer.addr, &peer.server_name).await
 }
 
 /// Keeps a measurement link to `peer` (reconnecting with backoff and jitter) and
 /// feeds its RTT and reports to the actor.
-pub(crate) async fn peer_task(shared: Arc<Shared>, endpoint: Endpoint, peer: PeerSpec) {
-    let mut backoff = Duration::from_millis(100);
-    let mut jitter = Jitter::new(u64::from(peer.id.0) << 16 ^ u64::from(shared.settings.info.id.0));
+pub(crate) async fn peer_task(shared: Arc<Shared>, peer: PeerSpec) {
+    let mut backoff =
+        Backoff::new(u64::from(peer.id.0) << 16 ^ u64::from(shared.settings.info.id.0));
     loop {
-        match measure(&shared, &endpoint, &peer).await {
-            Ok(()) => backoff = Duration::from_millis(100),
+        match measure(&shared, &peer).await {
+            Ok(()) => backoff.reset(),
             Err(e) => debug!(peer = %peer.id, cause = %e, "peer link failed"),
         }
         if shared
@@ -112,14 +102,13 @@ pub(crate) async fn peer_task(shared: Arc<Shared>, endpoint: Endpoint, peer: Pee
         {
             return;
         }
-        tokio::time::sleep(backoff.mul_f64(jitter.factor())).await;
-        backoff = (backoff * 2).min(Duration::from_secs(5));
+        tokio::time::sleep(backoff.next_wait()).await;
     }
 }
 
 /// One measurement connection, until it fails.
-async fn measure(shared: &Arc<Shared>, endpoint: &Endpoint, peer: &PeerSpec) -> Result<(), String> {
-    let conn = connect_peer(shared, endpoint, peer).await?;
+async fn measure(shared: &Arc<Shared>, peer: &PeerSpec) -> Result<(), String> {
+    let conn = connect_peer(shared, peer).await?;
     let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
     let hello = PeerMsg::Hello {
         version: PROTOCOL_VERSION,
@@ -162,11 +151,10 @@ async fn measure(shared: &Arc<Shared>, endpoint: &Endpoint, peer: &PeerSpec) -> 
 /// connection speaks the origin link protocol.
 pub(crate) async fn connect_via(
     shared: &Shared,
-    endpoint: &Endpoint,
     peer: &PeerSpec,
     origin: SocketAddr,
 ) -> Result<Connection, String> {
-    let conn = connect_peer(shared, endpoint, peer).await?;
+    let conn = connect_peer(shared, peer).await?;
     let ask = async {
         let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
         let via = PeerMsg::Via {

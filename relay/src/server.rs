@@ -350,11 +350,7 @@ impl Relay {
         if settings.peer_tls.is_some() {
             for p in &settings.peers {
                 if p.id != settings.info.id {
-                    peer_tasks.push(tokio::spawn(peer_task(
-                        shared.clone(),
-                        endpoint.clone(),
-                        p.clone(),
-                    )));
+                    peer_tasks.push(tokio::spawn(peer_task(shared.clone(), p.clone())));
                 }
             }
         }
@@ -444,19 +440,30 @@ impl Shared {
         }
     }
 
-    /// A mutual-TLS connection straight to an origin (no link protocol yet).
-    pub(crate) async fn connect_origin_direct(
+    /// A QUIC connection from this relay's endpoint (handshake within 5 s).
+    pub(crate) async fn dial(
         &self,
-        spec: &OriginSpec,
+        tls: quinn::ClientConfig,
+        addr: SocketAddr,
+        server_name: &str,
     ) -> Result<Connection, String> {
-        let endpoint = self.endpoint.clone();
-        let connecting = endpoint
-            .connect_with(self.settings.link_tls.clone(), spec.addr, &spec.server_name)
+        let connecting = self
+            .endpoint
+            .connect_with(tls, addr, server_name)
             .map_err(|e| e.to_string())?;
         tokio::time::timeout(Duration::from_secs(5), connecting)
             .await
             .map_err(|_| "handshake timeout".to_string())?
             .map_err(|e| e.to_string())
+    }
+
+    /// A mutual-TLS connection straight to an origin (no link protocol yet).
+    pub(crate) async fn connect_origin_direct(
+        &self,
+        spec: &OriginSpec,
+    ) -> Result<Connection, String> {
+        self.dial(self.settings.link_tls.clone(), spec.addr, &spec.server_name)
+            .await
     }
 
     fn now(&self) -> std::time::Instant {
@@ -1081,14 +1088,14 @@ async fn link_task(
     spec: OriginSpec,
     mut route: watch::Receiver<Option<Path>>,
 ) {
-    let mut backoff = Duration::from_millis(100);
-    let mut jitter = Jitter::new(u64::from(spec.id.0) ^ u64::from(shared.settings.info.id.0) << 32);
+    let mut backoff =
+        Backoff::new(u64::from(spec.id.0) ^ u64::from(shared.settings.info.id.0) << 32);
     loop {
         let path = route.borrow_and_update().unwrap_or(Path::Direct(spec.id));
         let conn = match path {
             Path::Direct(_) => shared.connect_origin_direct(&spec).await,
             Path::Via(peer, _) => match shared.settings.peers.iter().find(|p| p.id == peer) {
-                Some(p) => connect_via(&shared, &shared.endpoint, p, spec.addr).await,
+                Some(p) => connect_via(&shared, p, spec.addr).await,
                 None => Err(format!("unknown peer {peer}")),
             },
         };
@@ -1098,7 +1105,7 @@ async fn link_task(
         };
         match conn {
             Ok(conn) => {
-                backoff = Duration::from_millis(100);
+                backoff.reset();
                 let failed = tokio::select! {
                     reason = conn.closed() => {
                         warn!(origin = %spec.id, ?path, cause = %reason, "origin link down");
@@ -1136,12 +1143,10 @@ async fn link_task(
             }
         }
         // Wait out the backoff, unless the route changes meanwhile.
-        let wait = backoff.mul_f64(jitter.factor());
         tokio::select! {
-            () = tokio::time::sleep(wait) => {}
+            () = tokio::time::sleep(backoff.next_wait()) => {}
             () = route_moves_away(&mut route, path) => {}
         }
-        backoff = (backoff * 2).min(Duration::from_secs(5));
     }
 }
 
@@ -1181,19 +1186,39 @@ async fn probe_direct(shared: &Shared, spec: &OriginSpec, path: Path) {
     }
 }
 
-/// Deterministic jitter factor in [0.5, 1.5) (xorshift; seeded per link so
-/// relays do not reconnect in lockstep).
-pub(crate) struct Jitter(u64);
+/// Reconnect backoff: 100 ms doubling to 5 s, each wait scaled by a
+/// deterministic jitter factor in [0.5, 1.5) (xorshift, seeded per link so relays
+/// do not reconnect in lockstep).
+pub(crate) struct Backoff {
+    base: Duration,
+    rng: u64,
+}
 
-impl Jitter {
+impl Backoff {
+    const FIRST: Duration = Duration::from_millis(100);
+    const MAX: Duration = Duration::from_secs(5);
+
     pub(crate) fn new(seed: u64) -> Self {
-        Self(seed | 1)
+        Self {
+            base: Self::FIRST,
+            rng: seed | 1,
+        }
     }
-    pub(crate) fn factor(&mut self) -> f64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        0.5 + (self.0 >> 11) as f64 / (1u64 << 53) as f64
+
+    /// After a success: start again from the first wait.
+    pub(crate) fn reset(&mut self) {
+        self.base = Self::FIRST;
+    }
+
+    /// The next wait (jittered); the one after is twice as long, up to the cap.
+    pub(crate) fn next_wait(&mut self) -> Duration {
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        let factor = 0.5 + (self.rng >> 11) as f64 / (1u64 << 53) as f64;
+        let wait = self.base.mul_f64(factor);
+        self.base = (self.base * 2).min(Self::MAX);
+        wait
     }
 }
 
