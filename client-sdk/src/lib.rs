@@ -524,6 +524,14 @@ impl Client {
         st
     }
 
+    /// The full latency histograms (microseconds, origin tick to receipt through
+    /// the synchronised clock), indexed by [`EventClass::rank`]; `None` before the
+    /// clock is synchronised. For merging many clients' figures (loadgen, demo);
+    /// [`Client::stats`] has the percentiles of one.
+    pub fn latency_histograms(&self) -> Option<Vec<Histogram<u64>>> {
+        self.shared.lock().ok()?.latency.clone()
+    }
+
     /// Ends the session for good.
     pub async fn close(self) {
         let (tx, rx) = oneshot::channel();

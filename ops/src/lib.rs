@@ -111,6 +111,19 @@ pub fn count(
     family.get_or_create(&KindLabel { kind: kind.into() }).inc();
 }
 
+/// The value of one `kind` in `family` (0 if never counted).
+pub fn counted(
+    family: &prometheus_client::metrics::family::Family<
+        KindLabel,
+        prometheus_client::metrics::counter::Counter,
+    >,
+    kind: &str,
+) -> u64 {
+    family
+        .get(&KindLabel { kind: kind.into() })
+        .map_or(0, |c| c.get())
+}
+
 /// A router serving `/metrics` from `registry`; add routes with `.route(..)`.
 pub fn admin_router(registry: Arc<Registry>) -> axum::Router {
     axum::Router::new().route(

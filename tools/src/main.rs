@@ -2,8 +2,8 @@
 //!
 //! Operators and developers use it to generate development certificates, manage
 //! token keys and issue tokens, and to impair real UDP traffic between processes
-//! (`netsim-proxy`). Later subcommands (demo, loadgen, replay, probe,
-//! netsim-proxy) join as their parts of the system land.
+//! (`netsim-proxy`), run the whole network on loopback with bots (`demo`), build
+//! GeoIP fixtures (`geoip build`) and re-execute journals (`replay`).
 //!
 //! It is a thin shell: every subcommand parses its flags with clap and calls into the
 //! library crates; errors are reported with `anyhow` and a non-zero exit code.
@@ -22,6 +22,9 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run a whole network on loopback (origin, three relays, bot players) and
+    /// print a report: latency per class, updates/s, conflicts, cheats, losses.
+    Demo(cmd::demo::DemoCmd),
     /// Development certificates (CA, relay and origin leaves).
     #[command(subcommand)]
     Certs(cmd::certs::CertsCmd),
@@ -34,6 +37,9 @@ enum Command {
     /// Re-execute a world's journal, check its state hash tick by tick, and report the
     /// first divergent tick and the entities that differ (exit code 3 if diverged).
     Replay(cmd::replay::ReplayCmd),
+    /// GeoIP fixtures: build a MaxMind-format database from a CSV.
+    #[command(subcommand)]
+    Geoip(cmd::geoip::GeoipCmd),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -43,6 +49,8 @@ fn main() -> anyhow::Result<()> {
         Command::Token(c) => c.run(),
         Command::NetsimProxy(c) => c.run(),
         Command::Replay(c) => c.run(),
+        Command::Demo(c) => c.run(),
+        Command::Geoip(c) => c.run(),
     }
 }
 

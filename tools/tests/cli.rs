@@ -265,3 +265,65 @@ fn replay_reports_a_consistent_journal_and_refuses_another_world() {
     assert!(!wrong.status.success());
     assert!(String::from_utf8_lossy(&wrong.stderr).contains("not world-8"));
 }
+
+#[test]
+fn geoip_build_writes_a_database_relays_can_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("regions.csv");
+    std::fs::write(
+        &csv,
+        "network,city,latitude,longitude\n10.1.0.0/16,lisbon,38.72,-9.14\n",
+    )
+    .unwrap();
+    let out = dir.path().join("regions.mmdb");
+    let said = ok(&["geoip", "build", "--csv", p(&csv), "--out", p(&out)]);
+    assert!(said.contains("1 networks"), "{said}");
+    let db = skylane_relay::GeoDb::open(&out).unwrap();
+    assert_eq!(db.locate("10.1.2.3".parse().unwrap()), Some((38.72, -9.14)));
+    // A bad row names its line.
+    std::fs::write(&csv, "network,city,latitude,longitude\nnope,x,1,2\n").unwrap();
+    let bad = skylane(&["geoip", "build", "--csv", p(&csv), "--out", p(&out)]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("line 2"));
+}
+
+/// The README's first command, small: a whole network on loopback, bots playing,
+/// the report as JSON, nothing lost, cheats caught, conflicts resolved.
+#[test]
+fn demo_prints_a_json_report_with_nothing_lost() {
+    let out = ok(&[
+        "demo",
+        "--duration",
+        "4s",
+        "--players",
+        "12",
+        "--cheaters",
+        "3",
+        "--verify-every",
+        "2",
+        "--json",
+    ]);
+    let r: serde_json::Value = serde_json::from_str(out.trim()).expect("one JSON object");
+    assert_eq!(r["mode"], "demo");
+    assert_eq!(r["players"], 12);
+    assert_eq!(r["playing"], 12, "{r}");
+    assert_eq!(r["events_lost"], 0, "{r}");
+    assert!(r["events_received"].as_u64().unwrap() > 1000, "{r}");
+    assert!(
+        r["latency"]["movement"]["p50_us"].as_u64().unwrap() > 0,
+        "{r}"
+    );
+    assert!(
+        r["action_rtt"]["state"]["count"].as_u64().unwrap() > 0,
+        "{r}"
+    );
+    let cheats = &r["cheats"];
+    assert!(cheats["attempted"].as_u64().unwrap() > 0, "{r}");
+    assert_eq!(cheats["caught"], cheats["attempted"], "{r}");
+    assert_eq!(cheats["false_positives"], 0, "{r}");
+    assert_eq!(r["conflicts"]["unresolved"], 0, "{r}");
+    let relays = r["relays"].as_array().unwrap();
+    assert_eq!(relays.len(), 3);
+    let placed: u64 = relays.iter().map(|x| x["players"].as_u64().unwrap()).sum();
+    assert_eq!(placed, 12, "{r}");
+}

@@ -1,6 +1,8 @@
 //! One module per subcommand group.
 
 pub(crate) mod certs;
+pub(crate) mod demo;
+pub(crate) mod geoip;
 pub(crate) mod proxy;
 pub(crate) mod replay;
 pub(crate) mod token;

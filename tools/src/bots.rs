@@ -1,0 +1,709 @@
+//! Simulated players for the demo and the load generator.
+//!
+//! A bot walks its avatar (movement datagrams at `rate_hz`), trades a coin with
+//! another player now and then while declaring the version of its avatar it read
+//! (optimistic concurrency: its own in-flight moves make some trades conflict, and
+//! it retries with the versions the conflict reports), puts critical map markers,
+//! optionally sprays bulk decals, and, if it is a cheater, teleports, fires off
+//! cooldown and floods its movement lane. It checks that every channel's sequence
+//! numbers arrive exactly once and in order, and keeps hdrhistogram latencies of
+//! its action round trips (corrected for coordinated omission at the bot's own
+//! pace) and the SDK's event-propagation histograms.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering as AtOrd};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use skylane_client::{Client, ClientEvent, ClientStats};
+use skylane_origin::{ArenaAction, ArenaEvent};
+use skylane_proto::{ChannelId, EntityId, EntityVersion, EventClass, Outcome, RejectCode};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+/// Highest latency recorded (60 s), microseconds.
+pub const MAX_US: u64 = 60_000_000;
+
+/// A new latency histogram (1 µs to 60 s, 3 significant digits).
+pub fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, MAX_US, 3).expect("constant, valid bounds")
+}
+
+/// What a bot does and how often.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BotPlan {
+    /// Movement updates per second.
+    pub rate_hz: f64,
+    /// Fraction of the map's speed limit the bot walks at (0..1).
+    pub speed: f32,
+    /// A coin trade every this many steps (0: never).
+    pub trade_every: u32,
+    /// A critical map marker every this many steps (0: never).
+    pub mark_every: u32,
+    /// A bulk spray every this many steps (0: never).
+    pub spray_every: u32,
+    /// Spray size in bytes.
+    pub spray_bytes: usize,
+    /// A cheat attempt every this many steps (0: an honest bot).
+    pub cheat_every: u32,
+    /// Map size (the arena's width and height).
+    pub map: (f32, f32),
+    /// The arena's speed limit, units per second.
+    pub max_speed: f32,
+}
+
+impl Default for BotPlan {
+    fn default() -> Self {
+        Self {
+            rate_hz: 10.0,
+            speed: 0.5,
+            trade_every: 20,
+            mark_every: 50,
+            spray_every: 0,
+            spray_bytes: 2048,
+            cheat_every: 0,
+            map: (400.0, 400.0),
+            max_speed: 10.0,
+        }
+    }
+}
+
+/// Counters every bot updates as it goes (for progress displays).
+#[derive(Debug, Default)]
+pub struct Live {
+    /// Bots whose avatar spawned.
+    pub playing: AtomicU64,
+    /// Events received.
+    pub events: AtomicU64,
+    /// Actions answered.
+    pub actions: AtomicU64,
+    /// Conflicts answered.
+    pub conflicts: AtomicU64,
+    /// Cheat attempts refused.
+    pub cheats_caught: AtomicU64,
+    /// Sequence gaps and duplicates seen.
+    pub lost: AtomicU64,
+}
+
+/// Counts of one bot (summable).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct BotCounts {
+    /// Movement updates sent.
+    pub moves_sent: u64,
+    /// Reliable actions sent (trades, retries, markers, sprays, cheats).
+    pub actions_sent: u64,
+    /// Actions applied.
+    pub applied: u64,
+    /// Conflict answers received.
+    pub conflicts: u64,
+    /// Trades applied after at least one conflict (resolved by retrying with the
+    /// versions the conflict reported).
+    pub conflicts_resolved: u64,
+    /// Trades given up after the retry limit.
+    pub conflicts_unresolved: u64,
+    /// Honest actions refused by a game rule that is not anti-cheat (no coins...).
+    pub rejected_rules: u64,
+    /// Honest actions refused by an anti-cheat check (false positives; must be 0).
+    pub false_positives: u64,
+    /// Cheat attempts made at the origin (teleports, shots off cooldown).
+    pub cheats_attempted: u64,
+    /// Cheat attempts refused by the origin's validators.
+    pub cheats_caught: u64,
+    /// Flood messages sent past the edge rate limit (the relay counts the refusals).
+    pub flood_sent: u64,
+    /// Actions whose outcome is unknown (link failure) or that failed locally.
+    pub unknown: u64,
+    /// Events received.
+    pub events: u64,
+    /// Events missing from a channel's sequence (must be 0).
+    pub gaps: u64,
+    /// Events the SDK skipped by resynchronising from a keyframe (must be 0).
+    pub skipped: u64,
+    /// Resynchronisations.
+    pub resyncs: u64,
+    /// Events received twice (must be 0).
+    pub duplicates: u64,
+    /// Reconnections.
+    pub reconnects: u64,
+}
+
+impl std::ops::AddAssign for BotCounts {
+    fn add_assign(&mut self, o: Self) {
+        self.moves_sent += o.moves_sent;
+        self.actions_sent += o.actions_sent;
+        self.applied += o.applied;
+        self.conflicts += o.conflicts;
+        self.conflicts_resolved += o.conflicts_resolved;
+        self.conflicts_unresolved += o.conflicts_unresolved;
+        self.rejected_rules += o.rejected_rules;
+        self.false_positives += o.false_positives;
+        self.cheats_attempted += o.cheats_attempted;
+        self.cheats_caught += o.cheats_caught;
+        self.flood_sent += o.flood_sent;
+        self.unknown += o.unknown;
+        self.events += o.events;
+        self.gaps += o.gaps;
+        self.skipped += o.skipped;
+        self.resyncs += o.resyncs;
+        self.duplicates += o.duplicates;
+        self.reconnects += o.reconnects;
+    }
+}
+
+/// What a bot measured.
+#[derive(Debug)]
+pub struct BotOutcome {
+    /// Counters.
+    pub counts: BotCounts,
+    /// Action round trip (send → outcome) per class of the action, microseconds.
+    pub action_rtt: Vec<Histogram<u64>>,
+    /// Time to learn of a conflict (send → conflict answer), microseconds.
+    pub conflict_rtt: Histogram<u64>,
+    /// Time from a trade's first send to its applied outcome when it conflicted
+    /// first, microseconds.
+    pub resolution: Histogram<u64>,
+    /// Event propagation per event class (from the SDK), microseconds.
+    pub propagation: Option<Vec<Histogram<u64>>>,
+    /// The SDK's counters.
+    pub stats: ClientStats,
+    /// Relay the bot ended on.
+    pub relay: Option<SocketAddr>,
+    /// Why it stopped early, if it did.
+    pub error: Option<String>,
+}
+
+/// Per-channel exactly-once check over the SDK's event stream.
+#[derive(Debug, Default)]
+pub struct SeqCheck {
+    last: HashMap<ChannelId, u64>,
+    /// Missing sequence numbers.
+    pub gaps: u64,
+    /// Repeated sequence numbers.
+    pub duplicates: u64,
+}
+
+impl SeqCheck {
+    /// A subscription (re)started after `seq`: a resume re-announces channels it
+    /// already tracks, so a known cursor is kept.
+    pub fn start(&mut self, channel: ChannelId, seq: u64) {
+        self.last.entry(channel).or_insert(seq);
+    }
+
+    /// A keyframe at `seq` (checkpoint or resync; a resync's skipped events are
+    /// counted by the SDK): events continue after it.
+    pub fn keyframe(&mut self, channel: ChannelId, seq: u64) {
+        let l = self.last.entry(channel).or_insert(seq);
+        *l = (*l).max(seq);
+    }
+
+    /// The channel is no longer received: a later subscription starts afresh.
+    pub fn stop(&mut self, channel: ChannelId) {
+        self.last.remove(&channel);
+    }
+
+    /// An event; returns whether it was in order.
+    pub fn event(&mut self, channel: ChannelId, seq: u64) -> bool {
+        match self.last.get(&channel).copied() {
+            Some(l) if seq <= l => {
+                self.duplicates += 1;
+                false
+            }
+            Some(l) => {
+                self.gaps += seq - l - 1;
+                self.last.insert(channel, seq);
+                seq == l + 1
+            }
+            None => {
+                self.last.insert(channel, seq);
+                true
+            }
+        }
+    }
+}
+
+/// A simulated player.
+pub struct Bot {
+    client: Client,
+    name: String,
+    plan: BotPlan,
+    rng: StdRng,
+    live: Arc<Live>,
+    avatar: Option<EntityId>,
+    version: u64,
+    pos: (f32, f32),
+    heading: f32,
+    others: Vec<EntityId>,
+    check: SeqCheck,
+    flooded: bool,
+    counts: BotCounts,
+    action_rtt: Vec<Histogram<u64>>,
+    conflict_rtt: Histogram<u64>,
+    resolution: Histogram<u64>,
+}
+
+impl std::fmt::Debug for Bot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bot")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+fn cheat_code(code: &RejectCode) -> bool {
+    matches!(
+        code,
+        RejectCode::Speed
+            | RejectCode::Cooldown
+            | RejectCode::Range
+            | RejectCode::RateLimited
+            | RejectCode::Replayed
+            | RejectCode::BadTimestamp
+            | RejectCode::Banned
+    )
+}
+
+impl Bot {
+    /// A bot driving `client` as player `name` (the token's subject).
+    pub fn new(client: Client, name: &str, plan: BotPlan, seed: u64, live: Arc<Live>) -> Self {
+        Self {
+            client,
+            name: name.to_owned(),
+            plan,
+            rng: StdRng::seed_from_u64(seed),
+            live,
+            avatar: None,
+            version: 0,
+            pos: (0.0, 0.0),
+            heading: 0.0,
+            others: Vec::new(),
+            check: SeqCheck::default(),
+            flooded: false,
+            counts: BotCounts::default(),
+            action_rtt: (0..EventClass::COUNT).map(|_| histogram()).collect(),
+            conflict_rtt: histogram(),
+            resolution: histogram(),
+        }
+    }
+
+    fn on_event(&mut self, ev: ClientEvent) {
+        match ev {
+            ClientEvent::Subscriptions { added, removed } => {
+                for c in removed {
+                    self.check.stop(c);
+                }
+                for a in added {
+                    self.check.start(a.channel, a.seq);
+                }
+            }
+            ClientEvent::Keyframe(k) => self.check.keyframe(k.channel, k.seq),
+            ClientEvent::Event(e) => {
+                self.counts.events += 1;
+                self.live.events.fetch_add(1, AtOrd::Relaxed);
+                if !self.check.event(e.channel, e.seq) {
+                    self.live.lost.fetch_add(1, AtOrd::Relaxed);
+                }
+                match ArenaEvent::decode(&e.payload) {
+                    Some(ArenaEvent::Spawned {
+                        entity,
+                        player,
+                        x,
+                        y,
+                        version,
+                        ..
+                    }) => {
+                        if player == self.name {
+                            self.avatar = Some(entity);
+                            self.pos = (x, y);
+                            self.version = version;
+                        } else {
+                            self.meet(entity);
+                        }
+                    }
+                    Some(ArenaEvent::Moved {
+                        entity, version, ..
+                    }) => {
+                        if Some(entity) == self.avatar {
+                            self.version = self.version.max(version);
+                        } else {
+                            self.meet(entity);
+                        }
+                    }
+                    Some(ArenaEvent::Traded {
+                        a,
+                        b,
+                        a_version,
+                        b_version,
+                        ..
+                    }) => {
+                        if Some(a) == self.avatar {
+                            self.version = self.version.max(a_version);
+                        } else if Some(b) == self.avatar {
+                            self.version = self.version.max(b_version);
+                        }
+                    }
+                    Some(ArenaEvent::Left { entity }) => self.others.retain(|o| *o != entity),
+                    _ => {}
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn meet(&mut self, entity: EntityId) {
+        if self.others.len() < 64 && !self.others.contains(&entity) {
+            self.others.push(entity);
+        }
+    }
+
+    fn absorb(&mut self) -> Option<String> {
+        while let Some(ev) = self.client.try_next_event() {
+            if let ClientEvent::Error(e) = &ev {
+                return Some(e.to_string());
+            }
+            self.on_event(ev);
+        }
+        None
+    }
+
+    /// Sends an action, records its round trip, and returns its outcome.
+    async fn act(
+        &mut self,
+        class: EventClass,
+        reads: Vec<EntityVersion>,
+        action: &ArenaAction,
+        every: Duration,
+    ) -> Option<Outcome> {
+        self.counts.actions_sent += 1;
+        let t = Instant::now();
+        let r = self.client.act(class, reads, action.encode()).await;
+        let us = (t.elapsed().as_micros() as u64).clamp(1, MAX_US);
+        self.live.actions.fetch_add(1, AtOrd::Relaxed);
+        match r {
+            Ok(o) => {
+                let interval = (every.as_micros() as u64).max(1);
+                let _ = self.action_rtt[class.rank()].record_correct(us, interval);
+                match &o {
+                    Outcome::Applied { .. } => self.counts.applied += 1,
+                    Outcome::Conflict { .. } => {
+                        self.counts.conflicts += 1;
+                        self.live.conflicts.fetch_add(1, AtOrd::Relaxed);
+                        let _ = self.conflict_rtt.record(us);
+                    }
+                    Outcome::Unknown { .. } => self.counts.unknown += 1,
+                    Outcome::Rejected { .. } => {}
+                }
+                Some(o)
+            }
+            Err(_) => {
+                self.counts.unknown += 1;
+                None
+            }
+        }
+    }
+
+    fn step_len(&self) -> f32 {
+        self.plan.max_speed * self.plan.speed / self.plan.rate_hz.max(0.1) as f32
+    }
+
+    fn walk(&mut self) -> ArenaAction {
+        if self.rng.gen_bool(0.1) {
+            self.heading += self.rng.gen_range(-1.0..1.0);
+        }
+        let d = self.step_len();
+        let (w, h) = self.plan.map;
+        let mut nx = self.pos.0 + self.heading.cos() * d;
+        let mut ny = self.pos.1 + self.heading.sin() * d;
+        if !(2.0..=w - 2.0).contains(&nx) || !(2.0..=h - 2.0).contains(&ny) {
+            self.heading += std::f32::consts::PI;
+            nx = self.pos.0 + self.heading.cos() * d;
+            ny = self.pos.1 + self.heading.sin() * d;
+        }
+        self.pos = (nx.clamp(0.0, w), ny.clamp(0.0, h));
+        ArenaAction::Move {
+            x: self.pos.0,
+            y: self.pos.1,
+        }
+    }
+
+    async fn trade(&mut self, every: Duration) {
+        let (Some(me), false) = (self.avatar, self.others.is_empty()) else {
+            return;
+        };
+        let partner = self.others[self.rng.gen_range(0..self.others.len())];
+        let action = ArenaAction::Trade {
+            partner,
+            give_coins: 1,
+            give_items: vec![],
+            get_coins: 0,
+            get_items: vec![],
+        };
+        let mut reads = vec![EntityVersion {
+            entity: me,
+            version: self.version,
+        }];
+        let start = Instant::now();
+        let mut conflicted = false;
+        for _ in 0..5 {
+            match self
+                .act(EventClass::State, reads.clone(), &action, every)
+                .await
+            {
+                Some(Outcome::Applied { .. }) => {
+                    if conflicted {
+                        self.counts.conflicts_resolved += 1;
+                        let us = (start.elapsed().as_micros() as u64).clamp(1, MAX_US);
+                        let _ = self.resolution.record(us);
+                    }
+                    return;
+                }
+                Some(Outcome::Conflict { current, .. }) => {
+                    conflicted = true;
+                    if let Some(v) = current.iter().find(|v| v.entity == me) {
+                        self.version = self.version.max(v.version);
+                    }
+                    reads = current;
+                }
+                Some(Outcome::Rejected { code, .. }) => {
+                    self.honest_rejection(&code);
+                    return;
+                }
+                Some(Outcome::Unknown { .. }) | None => return,
+            }
+        }
+        self.counts.conflicts_unresolved += 1;
+    }
+
+    fn honest_rejection(&mut self, code: &RejectCode) {
+        if cheat_code(code) {
+            self.counts.false_positives += 1;
+        } else {
+            self.counts.rejected_rules += 1;
+        }
+    }
+
+    async fn honest(&mut self, class: EventClass, action: ArenaAction, every: Duration) {
+        if let Some(Outcome::Rejected { code, .. }) = self.act(class, vec![], &action, every).await
+        {
+            self.honest_rejection(&code);
+        }
+    }
+
+    /// Counts a cheat attempt whose outcome is known (a lost connection proves
+    /// nothing either way).
+    fn judge_cheat(&mut self, o: Option<Outcome>) {
+        match o {
+            Some(Outcome::Rejected { code, .. }) if cheat_code(&code) => {
+                self.counts.cheats_attempted += 1;
+                self.counts.cheats_caught += 1;
+                self.live.cheats_caught.fetch_add(1, AtOrd::Relaxed);
+            }
+            Some(Outcome::Rejected { .. } | Outcome::Applied { .. } | Outcome::Conflict { .. }) => {
+                self.counts.cheats_attempted += 1;
+            }
+            Some(Outcome::Unknown { .. }) | None => {}
+        }
+    }
+
+    async fn cheat(&mut self, n: u64, every: Duration) {
+        match n % 3 {
+            0 => {
+                // Teleport: ten times the speed limit allows.
+                let (w, h) = self.plan.map;
+                let jump = self.plan.max_speed * 10.0;
+                let x = if self.pos.0 + jump < w {
+                    self.pos.0 + jump
+                } else {
+                    self.pos.0 - jump
+                };
+                let a = ArenaAction::Move {
+                    x: x.clamp(0.0, w),
+                    y: self.pos.1.clamp(0.0, h),
+                };
+                let o = self.act(EventClass::State, vec![], &a, every).await;
+                self.judge_cheat(o);
+            }
+            1 => {
+                // Two shots in consecutive ticks: the second is inside the cooldown.
+                let a = ArenaAction::Fire {
+                    x: self.pos.0 + 1.0,
+                    y: self.pos.1,
+                };
+                let first = self.act(EventClass::State, vec![], &a, every).await;
+                if let Some(Outcome::Rejected { code, .. }) = &first {
+                    self.honest_rejection(code);
+                }
+                let o = self.act(EventClass::State, vec![], &a, every).await;
+                self.judge_cheat(o);
+            }
+            _ if !self.flooded => {
+                // Once: a burst of movement updates past the edge's rate limit
+                // (burst 120); the relay refuses what exceeds the bucket and counts
+                // the violations (below the 50 that would disconnect the session).
+                self.flooded = true;
+                let a = ArenaAction::Move {
+                    x: self.pos.0,
+                    y: self.pos.1,
+                };
+                for _ in 0..150 {
+                    if self.client.send(EventClass::Movement, a.encode()).is_ok() {
+                        self.counts.flood_sent += 1;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Plays until `stop` turns true; closes the session and returns what it measured.
+    pub async fn run(mut self, mut stop: watch::Receiver<bool>) -> BotOutcome {
+        let error = self.play(&mut stop).await.err();
+        let _ = self.absorb();
+        let counts = BotCounts {
+            gaps: self.check.gaps,
+            duplicates: self.check.duplicates,
+            ..self.counts
+        };
+        let stats = self.client.stats();
+        let counts = BotCounts {
+            skipped: stats.order.skipped_events,
+            resyncs: stats.order.resyncs,
+            reconnects: stats.reconnects,
+            ..counts
+        };
+        let out = BotOutcome {
+            counts,
+            action_rtt: self.action_rtt,
+            conflict_rtt: self.conflict_rtt,
+            resolution: self.resolution,
+            propagation: self.client.latency_histograms(),
+            relay: self.client.relay(),
+            stats,
+            error,
+        };
+        self.client.close().await;
+        out
+    }
+
+    async fn play(&mut self, stop: &mut watch::Receiver<bool>) -> Result<(), String> {
+        // Wait for the avatar.
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while self.avatar.is_none() {
+            tokio::select! {
+                ev = self.client.next_event() => match ev {
+                    Some(ClientEvent::Error(e)) => return Err(e.to_string()),
+                    Some(ev) => self.on_event(ev),
+                    None => return Err("client stopped".into()),
+                },
+                () = tokio::time::sleep_until(deadline) => return Err("avatar never spawned".into()),
+                _ = stop.changed() => return Ok(()),
+            }
+        }
+        self.live.playing.fetch_add(1, AtOrd::Relaxed);
+        self.heading = self.rng.gen_range(0.0..std::f32::consts::TAU);
+        let period = Duration::from_secs_f64(1.0 / self.plan.rate_hz.max(0.1));
+        let every = |k: u32| period * k.max(1);
+        // Spread the bots' periodic actions over their periods.
+        let phase = u64::from(self.rng.gen::<u16>());
+        // Players do not step in lockstep: start at a random point of the period.
+        let offset = period.mul_f64(self.rng.gen_range(0.0..1.0));
+        let mut tick = tokio::time::interval_at(Instant::now() + offset, period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut n: u64 = 0;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.changed() => return Ok(()),
+            }
+            if *stop.borrow() {
+                return Ok(());
+            }
+            if let Some(e) = self.absorb() {
+                return Err(e);
+            }
+            n += 1;
+            let k = n + phase;
+            let mv = self.walk();
+            if self.client.send(EventClass::Movement, mv.encode()).is_ok() {
+                self.counts.moves_sent += 1;
+            }
+            let due = |e: u32| e > 0 && k % u64::from(e) == 0;
+            if due(self.plan.trade_every) {
+                self.trade(every(self.plan.trade_every)).await;
+            }
+            if due(self.plan.mark_every) {
+                let a = ArenaAction::Mark {
+                    x: self.pos.0,
+                    y: self.pos.1,
+                };
+                self.honest(EventClass::Critical, a, every(self.plan.mark_every))
+                    .await;
+            }
+            if due(self.plan.spray_every) {
+                let data: Vec<u8> = (0..self.plan.spray_bytes).map(|i| i as u8).collect();
+                self.honest(
+                    EventClass::Bulk,
+                    ArenaAction::Spray { data },
+                    every(self.plan.spray_every),
+                )
+                .await;
+            }
+            if due(self.plan.cheat_every) {
+                self.cheat(
+                    k / u64::from(self.plan.cheat_every),
+                    every(self.plan.cheat_every),
+                )
+                .await;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seq_check_counts_gaps_and_duplicates() {
+        let c = ChannelId::World;
+        let mut s = SeqCheck::default();
+        s.start(c, 10);
+        assert!(s.event(c, 11));
+        assert!(s.event(c, 12));
+        assert!(!s.event(c, 12));
+        assert!(!s.event(c, 15));
+        assert_eq!((s.gaps, s.duplicates), (2, 1));
+        // A resume re-announces the channel from an older cursor: the known one stays.
+        s.start(c, 3);
+        assert!(s.event(c, 16));
+        // A checkpoint keyframe at the current position changes nothing; one ahead
+        // moves the cursor (the SDK counts what a resync skipped).
+        s.keyframe(c, 16);
+        s.keyframe(c, 20);
+        assert!(s.event(c, 21));
+        assert_eq!((s.gaps, s.duplicates), (2, 1));
+        // Leaving a channel and coming back later starts from the new cursor.
+        s.stop(c);
+        s.start(c, 40);
+        assert!(s.event(c, 41));
+        assert_eq!((s.gaps, s.duplicates), (2, 1));
+    }
+
+    #[test]
+    fn counts_add_up() {
+        let mut a = BotCounts {
+            events: 2,
+            gaps: 1,
+            ..Default::default()
+        };
+        a += BotCounts {
+            events: 3,
+            cheats_caught: 4,
+            ..Default::default()
+        };
+        assert_eq!((a.events, a.gaps, a.cheats_caught), (5, 1, 4));
+    }
+}

@@ -1,0 +1,116 @@
+//! `skylane demo`: the whole network on loopback, played by bots, with a report.
+
+use std::time::Duration;
+
+use clap::Args;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use skylane_tools::bots::Live;
+use skylane_tools::demo::{self, DemoOptions, Phase};
+use std::sync::atomic::Ordering;
+
+#[derive(Debug, Args)]
+pub(crate) struct DemoCmd {
+    /// How long the bots play (e.g. 20s, 1m). Ctrl-C ends the run early.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    duration: Duration,
+    /// Bot players.
+    #[arg(long, default_value_t = 200)]
+    players: usize,
+    /// Of the players, cheaters (teleports, shots inside the cooldown, floods).
+    #[arg(long, default_value_t = 10)]
+    cheaters: usize,
+    /// Movement updates per second per player.
+    #[arg(long, default_value_t = 10.0)]
+    rate: f64,
+    /// Origin tick rate.
+    #[arg(long, default_value_t = 30)]
+    tick_hz: u32,
+    /// One player in N verifies every batch's signature and hash chain.
+    #[arg(long, default_value_t = 10)]
+    verify_every: usize,
+    /// Print the report as one JSON object on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+fn bar() -> ProgressBar {
+    let pb = ProgressBar::with_draw_target(Some(1000), ProgressDrawTarget::stderr());
+    pb.set_style(
+        ProgressStyle::with_template("{spinner} {prefix:>10} [{bar:30}] {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    pb
+}
+
+fn status(live: &Live) -> String {
+    format!(
+        "{} playing · {} events · {} actions · {} conflicts · {} cheats caught · {} lost",
+        live.playing.load(Ordering::Relaxed),
+        live.events.load(Ordering::Relaxed),
+        live.actions.load(Ordering::Relaxed),
+        live.conflicts.load(Ordering::Relaxed),
+        live.cheats_caught.load(Ordering::Relaxed),
+        live.lost.load(Ordering::Relaxed),
+    )
+}
+
+impl DemoCmd {
+    pub(crate) fn run(self) -> anyhow::Result<()> {
+        anyhow::ensure!(self.players > 0, "--players must be at least 1");
+        anyhow::ensure!(
+            self.rate > 0.0 && self.rate <= 60.0,
+            "--rate must be in (0, 60] (the relay's movement limit is 60/s)"
+        );
+        anyhow::ensure!(self.tick_hz > 0, "--tick-hz must be at least 1");
+        let mut opts = DemoOptions {
+            duration: self.duration,
+            players: self.players,
+            cheaters: self.cheaters.min(self.players),
+            verify_every: self.verify_every.max(1),
+            ..DemoOptions::default()
+        };
+        opts.plan.rate_hz = self.rate;
+        opts.net.tick_hz = self.tick_hz;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?;
+        let pb = bar();
+        let report = rt.block_on(demo::run(
+            opts,
+            |phase, live| match phase {
+                Phase::Connecting(n, total) => {
+                    pb.set_prefix("connecting");
+                    pb.set_position((n * 1000 / total.max(1)) as u64);
+                    pb.set_message(format!("{n}/{total} players"));
+                }
+                Phase::Playing(t, total) => {
+                    pb.set_prefix("playing");
+                    pb.set_position(
+                        (t.as_millis() * 1000 / total.as_millis().max(1)).min(1000) as u64
+                    );
+                    pb.set_message(status(live));
+                }
+                Phase::Finishing => {
+                    pb.set_prefix("finishing");
+                    pb.set_message(status(live));
+                }
+            },
+            async {
+                let _ = tokio::signal::ctrl_c().await;
+            },
+        ))?;
+        pb.finish_and_clear();
+        if self.json {
+            println!("{}", serde_json::to_string(&report)?);
+        } else {
+            print!("{}", report.text());
+        }
+        anyhow::ensure!(
+            report.events_lost == 0,
+            "{} events were lost or duplicated",
+            report.events_lost
+        );
+        Ok(())
+    }
+}

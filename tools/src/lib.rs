@@ -1,0 +1,17 @@
+//! `skylane-tools`: the library behind the `skylane` command-line tool.
+//!
+//! * [`geoip`]: MaxMind-format GeoIP databases built from a CSV (demo and tests).
+//! * [`local`]: a whole deployment (origin, relays in three regions) in one process
+//!   on loopback over real QUIC.
+//! * [`bots`]: simulated players that move, trade, mark, spray and (some) cheat,
+//!   and count what they see.
+//! * [`report`]: the demo's and loadgen's report (text and JSON).
+//! * [`probe`]: RTT and clock offset to a relay.
+//!
+//! The binary (`src/main.rs`) is a thin clap shell over these modules.
+
+pub mod bots;
+pub mod demo;
+pub mod geoip;
+pub mod local;
+pub mod report;

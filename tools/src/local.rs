@@ -1,0 +1,372 @@
+//! A whole Skylane deployment in one process on loopback: one origin hosting the
+//! arena world and relays in several "regions", over real UDP, QUIC and TLS, with
+//! generated certificates, token keys and GeoIP database.
+//!
+//! `skylane demo` runs on it; benchmarks and examples use it as the real-network
+//! counterpart of the netsim harness. Regions are told apart by loopback networks:
+//! relay `i` listens on `127.0.i.1` and the generated GeoIP database
+//! ([`crate::geoip::DEMO_CSV`]) places `127.0.i.0/24` in that region, so a bot
+//! bound to `127.0.i.x` is sent to the nearest relay exactly as a player on the
+//! Internet would be. Where the system only routes `127.0.0.1` (macOS), everything
+//! falls back to it and the directory order replaces the GeoIP answer.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use prometheus_client::registry::Registry;
+use skylane_certs::{
+    client_config, peer_client_config, relay_server_config, server_config, ClientAuth, LocalPki,
+};
+use skylane_client::{Client, ClientBuilder};
+use skylane_origin::{
+    Arena, ArenaConfig, Engine, EngineConfig, OriginMetrics, OriginServer, ServerConfig,
+};
+use skylane_proto::ed25519_dalek::VerifyingKey;
+use skylane_proto::{
+    ChainSigner, Claims, RelayId, RelayInfo, Role, TokenKeyPair, TokenSigner, WorldId,
+};
+use skylane_relay::{
+    client_transport, link_transport, Directory, GeoDb, Limits, OriginId, OriginSpec, PeerSpec,
+    Relay, RelayMetrics, RelaySettings, TicketKey,
+};
+
+/// The world the local deployment hosts.
+pub const WORLD: WorldId = WorldId(1);
+/// Token audience of the local deployment.
+pub const AUDIENCE: &str = "skylane";
+
+/// A region of the local deployment: where its relay sits and which loopback
+/// network its players use.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Region {
+    /// Relay id.
+    pub id: u32,
+    /// Region name (as in the GeoIP CSV).
+    pub name: &'static str,
+    /// Third octet of its loopback network `127.0.n.0/24`.
+    pub net: u8,
+    /// Latitude of the relay.
+    pub lat: f32,
+    /// Longitude of the relay.
+    pub lon: f32,
+}
+
+/// The demo's three regions, matching [`crate::geoip::DEMO_CSV`].
+pub const DEMO_REGIONS: [Region; 3] = [
+    Region {
+        id: 1,
+        name: "amsterdam",
+        net: 1,
+        lat: 52.37,
+        lon: 4.90,
+    },
+    Region {
+        id: 2,
+        name: "virginia",
+        net: 2,
+        lat: 38.95,
+        lon: -77.45,
+    },
+    Region {
+        id: 3,
+        name: "tokyo",
+        net: 3,
+        lat: 35.68,
+        lon: 139.69,
+    },
+];
+
+/// Why the deployment could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum LocalError {
+    /// Certificates or TLS configuration.
+    #[error("certificates: {0}")]
+    Certs(String),
+    /// Token keys.
+    #[error("token keys: {0}")]
+    Tokens(#[from] skylane_proto::TokenError),
+    /// The GeoIP database.
+    #[error("GeoIP database: {0}")]
+    Geo(String),
+    /// A socket could not be bound.
+    #[error("binding {addr}: {source}")]
+    Bind {
+        /// Address.
+        addr: SocketAddr,
+        /// Cause.
+        source: std::io::Error,
+    },
+}
+
+/// Options of [`LocalNet::start`].
+#[derive(Debug, Clone)]
+pub struct LocalOptions {
+    /// Relay regions.
+    pub regions: Vec<Region>,
+    /// Origin tick rate.
+    pub tick_hz: u32,
+    /// Arena rules (map size, items, speed limit...).
+    pub arena: ArenaConfig,
+    /// Largest action payload the origin accepts.
+    pub max_payload: usize,
+    /// Relay limits (connections per IP, sessions...).
+    pub limits: Limits,
+}
+
+impl Default for LocalOptions {
+    fn default() -> Self {
+        let mut limits = Limits::default();
+        // Every player of a region shares a /24 on one machine.
+        limits.admission.max_conns_per_ip = 4096;
+        limits.admission.handshakes_per_sec = 20_000;
+        Self {
+            regions: DEMO_REGIONS.to_vec(),
+            tick_hz: 30,
+            arena: ArenaConfig {
+                width: 400.0,
+                height: 400.0,
+                items: 100,
+                ..ArenaConfig::default()
+            },
+            max_payload: 16 * 1024,
+            limits,
+        }
+    }
+}
+
+/// One relay of the deployment.
+#[derive(Debug, Clone)]
+pub struct LocalRelay {
+    /// Its directory entry.
+    pub info: RelayInfo,
+    /// Its handle.
+    pub relay: Relay,
+    /// Client-facing address.
+    pub addr: SocketAddr,
+    /// Its metrics.
+    pub metrics: RelayMetrics,
+    /// Where its players bind (`127.0.n.0/24`), or `127.0.0.1` on fallback.
+    pub player_net: Ipv4Addr,
+}
+
+/// A running local deployment.
+pub struct LocalNet {
+    /// Certificates.
+    pub pki: LocalPki,
+    /// Token signer (issues players' and spectators' tokens).
+    pub tokens: TokenSigner,
+    /// The origin.
+    pub origin: OriginServer,
+    /// The origin's relay-facing address.
+    pub origin_addr: SocketAddr,
+    /// The origin's metrics.
+    pub origin_metrics: OriginMetrics,
+    /// The origin's batch-signing key (clients verify with it).
+    pub origin_key: VerifyingKey,
+    /// Relays, in region order.
+    pub relays: Vec<LocalRelay>,
+    /// Whether per-region loopback networks are in use (false: all on 127.0.0.1).
+    pub regional_loopback: bool,
+}
+
+impl std::fmt::Debug for LocalNet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalNet")
+            .field("origin_addr", &self.origin_addr)
+            .field("relays", &self.relays.len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn unix_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+/// Binds a UDP socket on `ip` (port 0) to learn whether the address is usable.
+fn can_bind(ip: Ipv4Addr) -> bool {
+    std::net::UdpSocket::bind((ip, 0)).is_ok()
+}
+
+impl LocalNet {
+    /// Starts the origin and the relays. Must be called inside a tokio runtime.
+    pub async fn start(opts: LocalOptions) -> Result<Self, LocalError> {
+        let certs = |e: skylane_certs::CertError| LocalError::Certs(e.to_string());
+        let pki = LocalPki::generate(&[]).map_err(certs)?;
+        let roots = || pki.roots().map_err(certs);
+        let pair = TokenKeyPair::generate()?;
+        let tokens = TokenSigner::from_pem(&pair.private_pem)?;
+        let geo = crate::geoip::demo_mmdb()
+            .map_err(|e| LocalError::Geo(e.to_string()))
+            .and_then(|b| GeoDb::from_bytes(b.bytes).map_err(|e| LocalError::Geo(e.to_string())))?;
+        let geo = Arc::new(geo);
+        let regional_loopback = opts
+            .regions
+            .iter()
+            .all(|r| can_bind(Ipv4Addr::new(127, 0, r.net, 1)));
+
+        // Origin.
+        let base_unix_us = unix_us();
+        let mut sc = server_config(&pki.origin, ClientAuth::Required(roots()?)).map_err(certs)?;
+        sc.transport_config(Arc::new(link_transport()));
+        let bind = SocketAddr::from(([127, 0, 0, 1], 0));
+        let origin_ep = quinn::Endpoint::server(sc, bind)
+            .map_err(|source| LocalError::Bind { addr: bind, source })?;
+        let origin_addr = origin_ep
+            .local_addr()
+            .map_err(|source| LocalError::Bind { addr: bind, source })?;
+        let arena = Arena::new(opts.arena);
+        let grid = arena.grid();
+        let mut ecfg = EngineConfig::new(WORLD);
+        ecfg.tick_hz = opts.tick_hz;
+        ecfg.keyframe_every = u64::from(opts.tick_hz);
+        ecfg.max_payload = opts.max_payload;
+        let signer = ChainSigner::from_bytes(&rand::random::<[u8; 32]>());
+        let origin_key = signer.verifying_key();
+        let engine = Engine::new(arena, grid, ecfg, signer, base_unix_us);
+        let origin_metrics = OriginMetrics::new(&mut Registry::default());
+        let origin = OriginServer::spawn(
+            origin_ep,
+            engine,
+            ServerConfig::new(base_unix_us),
+            origin_metrics.clone(),
+        );
+
+        // Relays: bind every endpoint first, so the directory and peer lists are
+        // complete before any relay starts.
+        let mut endpoints = Vec::new();
+        let mut infos = Vec::new();
+        for r in &opts.regions {
+            let ip = if regional_loopback {
+                Ipv4Addr::new(127, 0, r.net, 1)
+            } else {
+                Ipv4Addr::LOCALHOST
+            };
+            let mut sc = relay_server_config(&pki.relay, roots()?).map_err(certs)?;
+            sc.transport_config(Arc::new(client_transport()));
+            let bind = SocketAddr::from((ip, 0));
+            let ep = quinn::Endpoint::server(sc, bind)
+                .map_err(|source| LocalError::Bind { addr: bind, source })?;
+            let addr = ep
+                .local_addr()
+                .map_err(|source| LocalError::Bind { addr: bind, source })?;
+            infos.push(RelayInfo {
+                id: RelayId(r.id),
+                region: r.name.to_owned(),
+                addrs: vec![addr.to_string()],
+                lat: r.lat,
+                lon: r.lon,
+            });
+            endpoints.push((ep, addr, ip));
+        }
+        let directory = Directory::new(infos.clone());
+        let mut link_tls = client_config(roots()?, Some(&pki.relay)).map_err(certs)?;
+        link_tls.transport_config(Arc::new(link_transport()));
+        let mut peer_tls = peer_client_config(roots()?, &pki.relay).map_err(certs)?;
+        peer_tls.transport_config(Arc::new(link_transport()));
+        let peers: Vec<PeerSpec> = infos
+            .iter()
+            .zip(&endpoints)
+            .map(|(i, (_, addr, _))| PeerSpec {
+                id: i.id,
+                addr: *addr,
+                server_name: "localhost".into(),
+            })
+            .collect();
+        let verifier = tokens.verifier(AUDIENCE);
+        let ticket_secret: [u8; 32] = rand::random();
+        let mut relays = Vec::new();
+        for (info, (ep, addr, ip)) in infos.into_iter().zip(endpoints) {
+            let metrics = RelayMetrics::new(&mut Registry::default());
+            let settings = RelaySettings {
+                directory: directory.clone(),
+                geo: Some(geo.clone()),
+                origins: vec![OriginSpec {
+                    id: OriginId(1),
+                    addr: origin_addr,
+                    server_name: "localhost".into(),
+                    worlds: vec![WORLD],
+                }],
+                link_tls: link_tls.clone(),
+                tokens: verifier.clone(),
+                tickets: TicketKey::new(&ticket_secret),
+                limits: opts.limits,
+                edge: Default::default(),
+                scheduler: Default::default(),
+                hub: Default::default(),
+                routing: Default::default(),
+                peers: peers.iter().filter(|p| p.id != info.id).cloned().collect(),
+                peer_tls: Some(peer_tls.clone()),
+                info: info.clone(),
+            };
+            let relay = Relay::spawn(ep, settings, metrics.clone());
+            relays.push(LocalRelay {
+                info,
+                relay,
+                addr,
+                metrics,
+                player_net: ip,
+            });
+        }
+        Ok(Self {
+            pki,
+            tokens,
+            origin,
+            origin_addr,
+            origin_metrics,
+            origin_key,
+            relays,
+            regional_loopback,
+        })
+    }
+
+    /// A token for `subject` with `role` in the local world, valid for `ttl`.
+    pub fn token(&self, subject: &str, role: Role, ttl: Duration) -> String {
+        self.tokens
+            .issue(&Claims::new(
+                subject,
+                role,
+                vec![WORLD],
+                AUDIENCE,
+                unix_us() / 1_000_000,
+                ttl.as_secs().max(1),
+            ))
+            .unwrap_or_default()
+    }
+
+    /// The local address a player of region `region` (index into the relays)
+    /// binds, the `n`-th of that region: `127.0.r.(2 + n % 250)`.
+    pub fn player_ip(&self, region: usize, n: usize) -> IpAddr {
+        let net = self.relays[region % self.relays.len()].player_net;
+        if !self.regional_loopback {
+            return IpAddr::V4(net);
+        }
+        let o = net.octets();
+        IpAddr::V4(Ipv4Addr::new(o[0], o[1], o[2], 2 + (n % 250) as u8))
+    }
+
+    /// A client builder for a player in `region` (index into the relays): bound to
+    /// the region's loopback network, asking a relay's directory (the first
+    /// relay's, like a client with one bootstrap address) and trusting the
+    /// deployment's CA and origin key. The caller sets the token and connects.
+    pub fn player_builder(&self, region: usize, n: usize) -> Result<ClientBuilder, LocalError> {
+        let bind = SocketAddr::new(self.player_ip(region, n), 0);
+        let endpoint = quinn::Endpoint::client(bind)
+            .map_err(|source| LocalError::Bind { addr: bind, source })?;
+        Ok(Client::builder()
+            .world(WORLD)
+            .ca_pem(self.pki.ca_pem.clone())
+            .endpoint(endpoint)
+            .directory(self.relays[0].addr))
+    }
+
+    /// Stops the relays (drain) and the origin.
+    pub async fn shutdown(self) {
+        for r in &self.relays {
+            r.relay.drain();
+        }
+        let _ = self.origin.shutdown().await;
+    }
+}
