@@ -42,7 +42,7 @@ pub use metrics::RelayMetrics;
 pub use peer::PeerSpec;
 pub use server::{
     client_transport, link_transport, Limits, OriginSpec, OriginStatus, Relay, RelaySettings,
-    RelayStatus, RouteStatus,
+    RelayStatus, RouteStatus, MAX_PROBE_PINGS,
 };
 
 pub use edge::{EdgeConfig, EdgeGuard, EdgeViolation, Rate, Verdict};

@@ -34,7 +34,7 @@ use serde::Serialize;
 use skylane_proto::{
     decode_datagram, decode_message, encode_frame_to_bytes, link_events_to_client_frame, Action,
     ActionResult, ChannelCursor, ClientMsg, ErrorCode, ErrorMsg, EventBatch, EventClass,
-    FrameDecoder, GoAway, Hello, LinkMsg, Outcome, Pong, Refusal, RefusalCode, RejectCode,
+    FrameDecoder, GoAway, Hello, LinkMsg, Outcome, Ping, Pong, Refusal, RefusalCode, RejectCode,
     RelayInfo, Role, ServerMsg, SessionId, TokenError, TokenVerifier, Welcome, WorldId,
     DEFAULT_MAX_FRAME, MAX_DATAGRAM, PROTOCOL_VERSION,
 };
@@ -543,6 +543,48 @@ async fn answer_and_close(conn: &Connection, mut send: quinn::SendStream, msg: &
     conn.close(0u32.into(), b"done");
 }
 
+/// Pings a probe may send on one connection.
+pub const MAX_PROBE_PINGS: usize = 64;
+
+/// A tokenless RTT and clock probe (`skylane probe`): a connection whose first
+/// message is a ping gets a pong for it and for every further ping, up to
+/// [`MAX_PROBE_PINGS`], each within the hello timeout; then it is closed. No
+/// session, no world, nothing kept.
+async fn serve_probe(
+    shared: &Arc<Shared>,
+    conn: &Connection,
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+    mut dec: FrameDecoder,
+    first: Ping,
+) {
+    let mut ping = first;
+    let mut received_us = shared.clock.unix_us();
+    for _ in 0..MAX_PROBE_PINGS {
+        let pong = ServerMsg::Pong(Pong {
+            nonce: ping.nonce,
+            sent_us: ping.sent_us,
+            received_us,
+            replied_us: shared.clock.unix_us(),
+        });
+        if send.write_all(&frame(&pong)).await.is_err() {
+            return;
+        }
+        let next = tokio::time::timeout(
+            shared.settings.limits.hello_timeout,
+            read_first(&mut recv, &mut dec),
+        )
+        .await;
+        received_us = shared.clock.unix_us();
+        match next {
+            Ok(Ok(ClientMsg::Ping(p))) => ping = p,
+            _ => break,
+        }
+    }
+    let _ = send.finish();
+    conn.close(0u32.into(), b"probe done");
+}
+
 async fn read_first(
     recv: &mut quinn::RecvStream,
     dec: &mut FrameDecoder,
@@ -598,6 +640,7 @@ async fn serve_client(shared: &Arc<Shared>, conn: Connection, conn_id: ConnId) {
             answer_and_close(&conn, send, &ServerMsg::Directory(relays)).await;
             return;
         }
+        ClientMsg::Ping(p) => return serve_probe(shared, &conn, send, recv, dec, p).await,
         _ => {
             let msg = refuse(RefusalCode::ProtocolViolation, "expected hello".into());
             return answer_and_close(&conn, send, &msg).await;

@@ -14,4 +14,5 @@ pub mod bots;
 pub mod demo;
 pub mod geoip;
 pub mod local;
+pub mod probe;
 pub mod report;

@@ -37,6 +37,8 @@ enum Command {
     /// Re-execute a world's journal, check its state hash tick by tick, and report the
     /// first divergent tick and the entities that differ (exit code 3 if diverged).
     Replay(cmd::replay::ReplayCmd),
+    /// Round-trip time and clock offset to a relay (no token needed).
+    Probe(cmd::probe::ProbeCmd),
     /// GeoIP fixtures: build a MaxMind-format database from a CSV.
     #[command(subcommand)]
     Geoip(cmd::geoip::GeoipCmd),
@@ -51,6 +53,7 @@ fn main() -> anyhow::Result<()> {
         Command::Replay(c) => c.run(),
         Command::Demo(c) => c.run(),
         Command::Geoip(c) => c.run(),
+        Command::Probe(c) => c.run(),
     }
 }
 
