@@ -9,13 +9,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use skylane_client::ClientError;
 use skylane_proto::Role;
-use tokio::sync::watch;
-use tokio::task::JoinSet;
-use tokio::time::Instant;
 
-use crate::bots::{Bot, BotOutcome, BotPlan, Live};
+use crate::bots::{BotPlan, Live};
+use crate::fleet::{self, FleetOptions, Phase, Recruit};
 use crate::local::{LocalError, LocalNet, LocalOptions};
 use crate::report::{by_class, merge, CheatReport, ConflictReport, Percentiles, RelayLine, Report};
 
@@ -67,18 +64,7 @@ pub enum DemoError {
     Local(#[from] LocalError),
     /// No bot could connect.
     #[error("no player could connect: {0}")]
-    NoPlayers(ClientError),
-}
-
-/// What the demo shows while it runs.
-#[derive(Debug, Clone, Copy)]
-pub enum Phase {
-    /// Players connecting: (connected, total).
-    Connecting(usize, usize),
-    /// Playing: elapsed of total.
-    Playing(Duration, Duration),
-    /// Collecting results.
-    Finishing,
+    NoPlayers(String),
 }
 
 /// Runs the demo; `progress` is called about four times a second with the phase
@@ -90,87 +76,62 @@ pub async fn run(
 ) -> Result<Report, DemoError> {
     let net = LocalNet::start(opts.net.clone()).await?;
     let live = Arc::new(Live::default());
-    let (stop_tx, stop_rx) = watch::channel(false);
     let regions = net.relays.len();
     let ttl = opts.duration + Duration::from_secs(600);
 
-    // Connect.
-    let mut connecting = JoinSet::new();
-    let mut bots: Vec<(usize, Bot)> = Vec::new();
-    let mut first_err = None;
-    let mut next = 0;
-    while next < opts.players || !connecting.is_empty() {
-        while next < opts.players && connecting.len() < opts.connect_parallel.max(1) {
-            let i = next;
-            next += 1;
+    let verify_every = opts.verify_every.max(1);
+    let fleet_opts = FleetOptions {
+        players: opts.players,
+        connect_parallel: opts.connect_parallel,
+        ramp: Duration::ZERO,
+        duration: opts.duration,
+    };
+    let fleet = fleet::run(
+        fleet_opts,
+        |i| {
             let name = format!("bot{i:05}");
             let builder = net
-                .player_builder(i % regions, i / regions)?
+                .player_builder(i % regions, i / regions)
+                .map_err(|e| e.to_string())?
                 .token(net.token(&name, Role::Player, ttl))
                 // On loopback every relay answers as fast: one candidate, the
                 // GeoIP-nearest, like a client that trusts the directory.
                 .probe(1);
-            let builder = if i % opts.verify_every.max(1) == 0 {
+            let builder = if i % verify_every == 0 {
                 builder.origin_key(net.origin_key)
             } else {
                 builder
             };
-            connecting.spawn(async move { (i, name, builder.connect().await) });
-        }
-        if let Some(Ok((i, name, r))) = connecting.join_next().await {
-            match r {
-                Ok(client) => {
-                    let mut plan = opts.plan;
-                    if is_cheater(i, &opts) {
-                        plan.cheat_every = 15;
-                    }
-                    bots.push((i, Bot::new(client, &name, plan, i as u64, live.clone())));
-                }
-                Err(e) => {
-                    first_err.get_or_insert(e);
-                }
+            let mut plan = opts.plan;
+            if is_cheater(i, &opts) {
+                plan.cheat_every = 15;
             }
-        }
-        progress(Phase::Connecting(bots.len(), opts.players), &live);
-    }
-    if bots.is_empty() {
+            Ok(Recruit {
+                name,
+                builder,
+                plan,
+            })
+        },
+        live,
+        &mut progress,
+        interrupt,
+    )
+    .await;
+    if fleet.outcomes.is_empty() {
         return Err(DemoError::NoPlayers(
-            first_err.unwrap_or(ClientError::Closed),
+            fleet.first_error.unwrap_or_else(|| "interrupted".into()),
         ));
     }
-
-    // Play.
-    let verified = bots
+    let outcomes = &fleet.outcomes;
+    let verified = outcomes
         .iter()
-        .filter(|(i, _)| i % opts.verify_every.max(1) == 0)
+        .filter(|(i, _)| i % verify_every == 0)
         .count();
-    let mut playing = JoinSet::new();
-    let cheaters: usize = bots.iter().filter(|(i, _)| is_cheater(*i, &opts)).count();
-    for (i, bot) in bots {
-        let rx = stop_rx.clone();
-        playing.spawn(async move { (i, bot.run(rx).await) });
-    }
-    let start = Instant::now();
-    let end = start + opts.duration;
-    tokio::pin!(interrupt);
-    let mut ui = tokio::time::interval(Duration::from_millis(250));
-    loop {
-        tokio::select! {
-            _ = ui.tick() => {}
-            () = &mut interrupt => break,
-            () = tokio::time::sleep_until(end) => break,
-        }
-        progress(Phase::Playing(start.elapsed(), opts.duration), &live);
-    }
-    let elapsed = start.elapsed().as_secs_f64();
-    progress(Phase::Finishing, &live);
-    let _ = stop_tx.send(true);
-    let mut outcomes: Vec<(usize, BotOutcome)> = Vec::new();
-    while let Some(r) = playing.join_next().await {
-        if let Ok(x) = r {
-            outcomes.push(x);
-        }
-    }
+    let cheaters = outcomes
+        .iter()
+        .filter(|(i, _)| is_cheater(*i, &opts))
+        .count();
+    let elapsed = fleet.elapsed.as_secs_f64();
     // Let the last outcomes reach the origin's counters.
     tokio::time::sleep(Duration::from_millis(200)).await;
 
@@ -227,7 +188,7 @@ pub async fn run(
     let c = merged.counts;
     let report = Report {
         mode: "demo".into(),
-        duration_s: elapsed,
+        duration_s: fleet.steady.as_secs_f64(),
         players: opts.players,
         playing: merged.playing,
         cheaters,

@@ -12,6 +12,7 @@
 
 pub mod bots;
 pub mod demo;
+pub mod fleet;
 pub mod geoip;
 pub mod local;
 pub mod probe;

@@ -5,7 +5,8 @@ use std::time::Duration;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use skylane_tools::bots::Live;
-use skylane_tools::demo::{self, DemoOptions, Phase};
+use skylane_tools::demo::{self, DemoOptions};
+use skylane_tools::fleet::Phase;
 use std::sync::atomic::Ordering;
 
 #[derive(Debug, Args)]
