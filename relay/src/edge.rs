@@ -65,7 +65,7 @@ pub enum EdgeViolation {
     Replayed {
         /// Sequence received.
         seq: u64,
-        /// Last accepted.
+        /// Highest accepted.
         last: u64,
     },
     /// Payload over the class limit.
@@ -109,13 +109,82 @@ pub enum Verdict {
     Disconnect(EdgeViolation),
 }
 
+/// Sequence numbers accepted out of order behind the highest one. A client's
+/// datagrams (movement) and streams (everything else) take different paths, so
+/// arrival order is not send order; like DTLS and IPsec, the guard keeps a window
+/// of recently seen numbers instead of requiring them to increase.
+pub const REPLAY_WINDOW: u64 = 1024;
+
+/// Which of the last [`REPLAY_WINDOW`] sequence numbers were accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ReplayWindow {
+    highest: u64,
+    /// Bit `i` set: `highest - i` was accepted.
+    seen: [u64; (REPLAY_WINDOW / 64) as usize],
+}
+
+impl ReplayWindow {
+    fn new() -> Self {
+        Self {
+            highest: 0,
+            seen: [0; (REPLAY_WINDOW / 64) as usize],
+        }
+    }
+
+    fn bit(&self, back: u64) -> bool {
+        self.seen[(back / 64) as usize] & (1 << (back % 64)) != 0
+    }
+
+    /// Whether `seq` is new: above the highest, or inside the window and unseen.
+    /// Sequence 0 is never valid (clients count from 1).
+    fn is_new(&self, seq: u64) -> bool {
+        if seq > self.highest {
+            return true;
+        }
+        let back = self.highest - seq;
+        seq > 0 && back < REPLAY_WINDOW && !self.bit(back)
+    }
+
+    fn accept(&mut self, seq: u64) {
+        if seq > self.highest {
+            let shift = seq - self.highest;
+            self.shift(shift);
+            self.highest = seq;
+        }
+        let back = self.highest - seq;
+        if back < REPLAY_WINDOW {
+            self.seen[(back / 64) as usize] |= 1 << (back % 64);
+        }
+    }
+
+    /// Moves the window up by `n`: bit `i` becomes bit `i + n`.
+    fn shift(&mut self, n: u64) {
+        if n >= REPLAY_WINDOW {
+            self.seen = [0; (REPLAY_WINDOW / 64) as usize];
+            return;
+        }
+        let words = (n / 64) as usize;
+        let bits = (n % 64) as u32;
+        let len = self.seen.len();
+        for i in (0..len).rev() {
+            let lo = if i >= words { self.seen[i - words] } else { 0 };
+            let below = if bits > 0 && i > words {
+                self.seen[i - words - 1] >> (64 - bits)
+            } else {
+                0
+            };
+            self.seen[i] = if bits > 0 { (lo << bits) | below } else { lo };
+        }
+    }
+}
+
 /// One session's edge state.
 #[derive(Debug, Clone)]
 pub struct EdgeGuard {
     cfg: EdgeConfig,
     tokens: [f64; EventClass::COUNT],
     refilled: Instant,
-    last_seq: u64,
+    replay: ReplayWindow,
     /// (relay instant, client µs) of the first action: the clock reference.
     clock_ref: Option<(Instant, u64)>,
     violations: u32,
@@ -129,7 +198,7 @@ impl EdgeGuard {
             cfg,
             tokens,
             refilled: now,
-            last_seq: 0,
+            replay: ReplayWindow::new(),
             clock_ref: None,
             violations: 0,
         }
@@ -140,9 +209,9 @@ impl EdgeGuard {
         self.violations
     }
 
-    /// The last accepted sequence number (a resumed session continues from it).
+    /// The highest accepted sequence number (a resumed session continues from it).
     pub fn last_seq(&self) -> u64 {
-        self.last_seq
+        self.replay.highest
     }
 
     fn refill(&mut self, now: Instant) {
@@ -163,10 +232,10 @@ impl EdgeGuard {
                 max,
             });
         }
-        if a.seq <= self.last_seq {
+        if !self.replay.is_new(a.seq) {
             return Err(EdgeViolation::Replayed {
                 seq: a.seq,
-                last: self.last_seq,
+                last: self.replay.highest,
             });
         }
         match self.clock_ref {
@@ -187,7 +256,7 @@ impl EdgeGuard {
             return Err(EdgeViolation::RateLimited(a.class));
         }
         self.tokens[r] -= 1.0;
-        self.last_seq = a.seq;
+        self.replay.accept(a.seq);
         Ok(())
     }
 
@@ -274,6 +343,47 @@ mod tests {
     }
 
     #[test]
+    fn the_replay_window_accepts_each_number_once_and_forgets_the_distant_past() {
+        let mut w = ReplayWindow::new();
+        assert!(!w.is_new(0));
+        for seq in [3, 1, 2, 70, 5, 200, 4] {
+            assert!(w.is_new(seq), "{seq}");
+            w.accept(seq);
+            assert!(!w.is_new(seq), "{seq} twice");
+        }
+        for seq in [1, 2, 3, 4, 5, 70, 200] {
+            assert!(!w.is_new(seq));
+        }
+        assert!(w.is_new(6) && w.is_new(69) && w.is_new(199));
+        w.accept(200 + REPLAY_WINDOW);
+        assert!(
+            !w.is_new(200),
+            "the window's length behind: forgotten, refused"
+        );
+        assert!(w.is_new(201), "just inside the window and never seen");
+        assert!(!w.is_new(200 + REPLAY_WINDOW));
+    }
+
+    proptest::proptest! {
+        /// Against a set: whatever the arrival order, a number is new exactly when
+        /// it was never accepted and is within the window of the highest.
+        #[test]
+        fn the_replay_window_matches_a_set(seqs in proptest::collection::vec(1u64..3000, 1..400)) {
+            let mut w = ReplayWindow::new();
+            let mut seen = std::collections::BTreeSet::new();
+            for s in seqs {
+                let highest = seen.iter().next_back().copied().unwrap_or(0);
+                let expect = !seen.contains(&s) && (s > highest || highest - s < REPLAY_WINDOW);
+                proptest::prop_assert_eq!(w.is_new(s), expect, "seq {}", s);
+                if expect {
+                    w.accept(s);
+                    seen.insert(s);
+                }
+            }
+        }
+    }
+
+    #[test]
     fn replays_oversize_and_clock_drift_are_refused() {
         let t0 = Instant::now();
         let mut g = EdgeGuard::new(EdgeConfig::default(), t0);
@@ -284,6 +394,12 @@ mod tests {
         assert_eq!(
             g.handle_action(t0, &act(EventClass::Critical, 5, 0, 10)),
             Verdict::Drop(EdgeViolation::Replayed { seq: 5, last: 5 })
+        );
+        // Out of order but new (a stream action overtaken by a datagram): accepted
+        // once.
+        assert_eq!(
+            g.handle_action(t0, &act(EventClass::Critical, 4, 0, 10)),
+            Verdict::Pass
         );
         assert_eq!(
             g.handle_action(t0, &act(EventClass::Critical, 4, 0, 10)),

@@ -96,6 +96,8 @@ pub struct BotCounts {
     pub moves_sent: u64,
     /// Reliable actions sent (trades, retries, markers, sprays, cheats).
     pub actions_sent: u64,
+    /// Reliable actions answered with an outcome (applied, conflict, rejected).
+    pub answered: u64,
     /// Actions applied.
     pub applied: u64,
     /// Conflict answers received.
@@ -135,6 +137,7 @@ impl std::ops::AddAssign for BotCounts {
     fn add_assign(&mut self, o: Self) {
         self.moves_sent += o.moves_sent;
         self.actions_sent += o.actions_sent;
+        self.answered += o.answered;
         self.applied += o.applied;
         self.conflicts += o.conflicts;
         self.conflicts_resolved += o.conflicts_resolved;
@@ -384,6 +387,9 @@ impl Bot {
         self.live.actions.fetch_add(1, AtOrd::Relaxed);
         match r {
             Ok(o) => {
+                if !matches!(o, Outcome::Unknown { .. }) {
+                    self.counts.answered += 1;
+                }
                 let interval = (every.as_micros() as u64).max(1);
                 let _ = self.action_rtt[class.rank()].record_correct(us, interval);
                 match &o {

@@ -130,13 +130,15 @@ pub async fn run(
     let played = Instant::now();
     let end = played + opts.duration;
     let mut ui = tokio::time::interval(Duration::from_millis(250));
-    while !interrupted {
-        tokio::select! {
-            _ = ui.tick() => {}
-            () = &mut interrupt => break,
-            () = tokio::time::sleep_until(end) => break,
+    if !interrupted {
+        loop {
+            tokio::select! {
+                _ = ui.tick() => {}
+                () = &mut interrupt => break,
+                () = tokio::time::sleep_until(end) => break,
+            }
+            progress(Phase::Playing(played.elapsed(), opts.duration), &live);
         }
-        progress(Phase::Playing(played.elapsed(), opts.duration), &live);
     }
     let steady = played.elapsed();
     let elapsed = start.elapsed();

@@ -6,6 +6,9 @@
 //! * [`bots`]: simulated players that move, trade, mark, spray and (some) cheat,
 //!   and count what they see.
 //! * [`report`]: the demo's and loadgen's report (text and JSON).
+//! * [`fleet`]: connects bots, lets them play, collects their outcomes.
+//! * [`loadgen`]: drives a running network and checks the origin's counts.
+//! * [`demo`]: the demo run on [`local`].
 //! * [`probe`]: RTT and clock offset to a relay.
 //!
 //! The binary (`src/main.rs`) is a thin clap shell over these modules.
@@ -14,6 +17,7 @@ pub mod bots;
 pub mod demo;
 pub mod fleet;
 pub mod geoip;
+pub mod loadgen;
 pub mod local;
 pub mod probe;
 pub mod report;

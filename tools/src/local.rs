@@ -155,7 +155,7 @@ pub struct LocalNet {
     /// Certificates.
     pub pki: LocalPki,
     /// Token signer (issues players' and spectators' tokens).
-    pub tokens: TokenSigner,
+    pub tokens: Arc<TokenSigner>,
     /// The origin.
     pub origin: OriginServer,
     /// The origin's relay-facing address.
@@ -197,7 +197,7 @@ impl LocalNet {
         let pki = LocalPki::generate(&[]).map_err(certs)?;
         let roots = || pki.roots().map_err(certs);
         let pair = TokenKeyPair::generate()?;
-        let tokens = TokenSigner::from_pem(&pair.private_pem)?;
+        let tokens = Arc::new(TokenSigner::from_pem(&pair.private_pem)?);
         let geo = crate::geoip::demo_mmdb()
             .map_err(|e| LocalError::Geo(e.to_string()))
             .and_then(|b| GeoDb::from_bytes(b.bytes).map_err(|e| LocalError::Geo(e.to_string())))?;

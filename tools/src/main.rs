@@ -37,6 +37,9 @@ enum Command {
     /// Re-execute a world's journal, check its state hash tick by tick, and report the
     /// first divergent tick and the entities that differ (exit code 3 if diverged).
     Replay(cmd::replay::ReplayCmd),
+    /// Drive a running network with bot players; report latency per class,
+    /// throughput, conflicts and losses, and compare with the origin's counts.
+    Loadgen(cmd::loadgen::LoadgenCmd),
     /// Round-trip time and clock offset to a relay (no token needed).
     Probe(cmd::probe::ProbeCmd),
     /// GeoIP fixtures: build a MaxMind-format database from a CSV.
@@ -54,6 +57,7 @@ fn main() -> anyhow::Result<()> {
         Command::Demo(c) => c.run(),
         Command::Geoip(c) => c.run(),
         Command::Probe(c) => c.run(),
+        Command::Loadgen(c) => c.run(),
     }
 }
 

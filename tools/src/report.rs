@@ -74,12 +74,13 @@ pub struct CheatReport {
     pub caught: u64,
     /// Flood messages sent past the edge's rate limit.
     pub flood_sent: u64,
-    /// Messages the relays refused for exceeding a rate limit.
-    pub edge_rate_limited: u64,
+    /// Messages the relays refused for exceeding a rate limit (`None`: the
+    /// relays' counters were not available to this run).
+    pub edge_rate_limited: Option<u64>,
     /// Honest actions refused by an anti-cheat check (false positives).
     pub false_positives: u64,
-    /// Behavioural anomalies the origin's detector reported.
-    pub anomalies: u64,
+    /// Behavioural anomalies the origin's detector reported (`None`: not available).
+    pub anomalies: Option<u64>,
 }
 
 /// Conflict figures.
@@ -304,11 +305,27 @@ impl Report {
             c.unresolved
         );
         let ch = &self.cheats;
-        let _ = writeln!(
+        let _ = write!(
             o,
-            "cheats        {}/{} caught at the origin; {} of {} flood messages refused at the edge; {} anomalies flagged; {} false positives",
-            ch.caught, ch.attempted, ch.edge_rate_limited, ch.flood_sent, ch.anomalies, ch.false_positives
+            "cheats        {}/{} caught at the origin; ",
+            ch.caught, ch.attempted
         );
+        match ch.edge_rate_limited {
+            Some(n) => {
+                let _ = write!(
+                    o,
+                    "{n} of {} flood messages refused at the edge; ",
+                    ch.flood_sent
+                );
+            }
+            None => {
+                let _ = write!(o, "{} flood messages sent; ", ch.flood_sent);
+            }
+        }
+        if let Some(a) = ch.anomalies {
+            let _ = write!(o, "{a} anomalies flagged; ");
+        }
+        let _ = writeln!(o, "{} false positives", ch.false_positives);
         let _ = writeln!(
             o,
             "events lost   {} of {} received ({} reconnects; {} players verified every batch's signature and hash chain)",

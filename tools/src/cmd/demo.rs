@@ -34,7 +34,7 @@ pub(crate) struct DemoCmd {
     json: bool,
 }
 
-fn bar() -> ProgressBar {
+pub(crate) fn bar() -> ProgressBar {
     let pb = ProgressBar::with_draw_target(Some(1000), ProgressDrawTarget::stderr());
     pb.set_style(
         ProgressStyle::with_template("{spinner} {prefix:>10} [{bar:30}] {msg}")
@@ -54,6 +54,26 @@ fn status(live: &Live) -> String {
         live.cheats_caught.load(Ordering::Relaxed),
         live.lost.load(Ordering::Relaxed),
     )
+}
+
+/// Shows a run's phase on the progress bar.
+pub(crate) fn show(pb: &ProgressBar, phase: Phase, live: &Live) {
+    match phase {
+        Phase::Connecting(n, total) => {
+            pb.set_prefix("connecting");
+            pb.set_position((n * 1000 / total.max(1)) as u64);
+            pb.set_message(format!("{n}/{total} players"));
+        }
+        Phase::Playing(t, total) => {
+            pb.set_prefix("playing");
+            pb.set_position((t.as_millis() * 1000 / total.as_millis().max(1)).min(1000) as u64);
+            pb.set_message(status(live));
+        }
+        Phase::Finishing => {
+            pb.set_prefix("finishing");
+            pb.set_message(status(live));
+        }
+    }
 }
 
 impl DemoCmd {
@@ -79,24 +99,7 @@ impl DemoCmd {
         let pb = bar();
         let report = rt.block_on(demo::run(
             opts,
-            |phase, live| match phase {
-                Phase::Connecting(n, total) => {
-                    pb.set_prefix("connecting");
-                    pb.set_position((n * 1000 / total.max(1)) as u64);
-                    pb.set_message(format!("{n}/{total} players"));
-                }
-                Phase::Playing(t, total) => {
-                    pb.set_prefix("playing");
-                    pb.set_position(
-                        (t.as_millis() * 1000 / total.as_millis().max(1)).min(1000) as u64
-                    );
-                    pb.set_message(status(live));
-                }
-                Phase::Finishing => {
-                    pb.set_prefix("finishing");
-                    pb.set_message(status(live));
-                }
-            },
+            |phase, live| show(&pb, phase, live),
             async {
                 let _ = tokio::signal::ctrl_c().await;
             },

@@ -1,0 +1,193 @@
+//! `skylane loadgen`: drive a running network with bot players.
+
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs as _};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Args;
+use skylane_proto::ed25519_dalek::pkcs8::DecodePublicKey as _;
+use skylane_proto::ed25519_dalek::VerifyingKey;
+use skylane_proto::{TokenSigner, WorldId};
+use skylane_tools::loadgen::{self, LoadgenOptions, Mix};
+
+use super::demo::{bar, show};
+
+#[derive(Debug, Args)]
+pub(crate) struct LoadgenCmd {
+    /// The relay players connect to (host:port).
+    #[arg(long, env = "SKYLANE_LOADGEN_RELAY")]
+    relay: String,
+    /// Treat --relay as a directory: players ask it for the nearest relays and
+    /// probe them.
+    #[arg(long)]
+    directory: bool,
+    /// CA certificate the relays' certificates chain to (PEM).
+    #[arg(long, env = "SKYLANE_CA")]
+    ca: PathBuf,
+    /// Name the relays' certificates are checked against.
+    #[arg(long, default_value = "localhost")]
+    server_name: String,
+    /// Token signing key (PEM, `skylane token keygen`): players' tokens are minted
+    /// with it.
+    #[arg(long, env = "SKYLANE_TOKEN_KEY")]
+    token_key: PathBuf,
+    /// Token audience.
+    #[arg(long, default_value = "skylane", env = "SKYLANE_TOKEN_AUDIENCE")]
+    audience: String,
+    /// World to play.
+    #[arg(long, default_value_t = 1)]
+    world: u64,
+    /// Bot players.
+    #[arg(long, default_value_t = 100)]
+    players: usize,
+    /// Of them, cheaters (teleports, shots inside the cooldown, one flood each).
+    #[arg(long, default_value_t = 0)]
+    cheaters: usize,
+    /// Movement updates per second per player (same as movement= in --mix).
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Per-player rates per second: movement=10,state=0.5,critical=0.2,bulk=0.
+    #[arg(long, default_value = "movement=10,state=0.5,critical=0.2,bulk=0")]
+    mix: Mix,
+    /// Steady-state duration after the ramp.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    duration: Duration,
+    /// Connections are spread evenly over this time.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    ramp: Duration,
+    /// Connections in progress at once.
+    #[arg(long, default_value_t = 64)]
+    connect_parallel: usize,
+    /// Side of the world's square map (moves stay on it).
+    #[arg(long, default_value_t = 1000.0)]
+    map_size: f32,
+    /// The world's speed limit, units per second (bots walk at half of it).
+    #[arg(long, default_value_t = 10.0)]
+    max_speed: f32,
+    /// The origin's batch-signing public key (PEM): every player verifies every
+    /// batch's signature and hash chain.
+    #[arg(long)]
+    origin_key: Option<PathBuf>,
+    /// The origin's admin address (e.g. http://127.0.0.1:9500): its action counts
+    /// are compared with what the players were answered.
+    #[arg(long)]
+    origin_admin: Option<String>,
+    /// Local address the players bind (the relay's connections-per-IP limit
+    /// applies to it).
+    #[arg(long, default_value = "0.0.0.0")]
+    bind: IpAddr,
+    /// Fail (exit 2) when any class's event-latency p99 exceeds this many ms.
+    #[arg(long)]
+    max_p99: Option<f64>,
+    /// Print the report as one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+fn resolve(addr: &str) -> anyhow::Result<SocketAddr> {
+    addr.to_socket_addrs()
+        .with_context(|| format!("resolving {addr}"))?
+        .next()
+        .with_context(|| format!("{addr} resolves to no address"))
+}
+
+impl LoadgenCmd {
+    pub(crate) fn run(self) -> anyhow::Result<()> {
+        let relay = resolve(&self.relay)?;
+        let ca_pem = std::fs::read_to_string(&self.ca)
+            .with_context(|| format!("reading {}", self.ca.display()))?;
+        let key = std::fs::read_to_string(&self.token_key)
+            .with_context(|| format!("reading {}", self.token_key.display()))?;
+        let tokens = TokenSigner::from_pem(&key)
+            .with_context(|| format!("token key {}", self.token_key.display()))?;
+        let origin_key = match &self.origin_key {
+            Some(p) => {
+                let pem = std::fs::read_to_string(p)
+                    .with_context(|| format!("reading {}", p.display()))?;
+                Some(
+                    VerifyingKey::from_public_key_pem(&pem)
+                        .map_err(|e| anyhow::anyhow!("origin key {}: {e}", p.display()))?,
+                )
+            }
+            None => None,
+        };
+        let mut mix = self.mix;
+        if let Some(r) = self.rate {
+            anyhow::ensure!(r > 0.0 && r <= 60.0, "--rate must be in (0, 60]");
+            mix.movement = r;
+        }
+        anyhow::ensure!(self.players > 0, "--players must be at least 1");
+        let opts = LoadgenOptions {
+            relay,
+            directory: self.directory,
+            server_name: self.server_name,
+            ca_pem,
+            tokens: Arc::new(tokens),
+            audience: self.audience,
+            world: WorldId(self.world),
+            players: self.players,
+            cheaters: self.cheaters.min(self.players),
+            mix,
+            ramp: self.ramp,
+            duration: self.duration,
+            connect_parallel: self.connect_parallel.max(1),
+            map: (self.map_size, self.map_size),
+            max_speed: self.max_speed,
+            origin_key,
+            origin_admin: self.origin_admin,
+            bind: self.bind,
+        };
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?;
+        let pb = bar();
+        let (report, origin) = rt.block_on(loadgen::run(
+            opts,
+            |phase, live| show(&pb, phase, live),
+            async {
+                let _ = tokio::signal::ctrl_c().await;
+            },
+        ))?;
+        pb.finish_and_clear();
+        if self.json {
+            let mut v = serde_json::to_value(&report)?;
+            v["origin"] = serde_json::to_value(origin)?;
+            println!("{v}");
+        } else {
+            print!("{}", report.text());
+            if let Some(o) = origin {
+                println!(
+                    "origin        counted {} outcomes ({} applied): {} answers to players + {} of {} moves; {}",
+                    o.outcomes,
+                    o.applied,
+                    o.players_answered,
+                    o.moves_counted,
+                    o.moves_sent,
+                    if o.consistent { "consistent" } else { "INCONSISTENT" }
+                );
+            }
+        }
+        let mut failed = Vec::new();
+        if report.events_lost > 0 {
+            failed.push(format!("{} events lost or duplicated", report.events_lost));
+        }
+        if origin.is_some_and(|o| !o.consistent) {
+            failed.push("the origin's counts do not match the players'".to_owned());
+        }
+        if let Some(max) = self.max_p99 {
+            let worst = loadgen::worst_p99_us(&report) as f64 / 1000.0;
+            if worst > max {
+                failed.push(format!(
+                    "event latency p99 {worst:.1} ms > --max-p99 {max} ms"
+                ));
+            }
+        }
+        if !failed.is_empty() {
+            eprintln!("loadgen failed: {}", failed.join("; "));
+            std::process::exit(2);
+        }
+        Ok(())
+    }
+}
