@@ -435,7 +435,8 @@ struct SharedState {
     session: Option<SessionId>,
     relay: Option<SocketAddr>,
     stats: ClientStats,
-    latency: Option<Vec<Histogram<u64>>>,
+    /// Per class, created at its first sample (2 significant digits: ~20 KB each).
+    latency: [Option<Histogram<u64>>; EventClass::COUNT],
 }
 
 impl Client {
@@ -510,8 +511,8 @@ impl Client {
             return ClientStats::default();
         };
         let mut st = s.stats.clone();
-        if let Some(h) = &s.latency {
-            for (i, h) in h.iter().enumerate() {
+        for (i, h) in s.latency.iter().enumerate() {
+            if let Some(h) = h {
                 st.latency[i] = LatencySummary {
                     count: h.len(),
                     p50_us: h.value_at_quantile(0.5),
@@ -525,11 +526,14 @@ impl Client {
     }
 
     /// The full latency histograms (microseconds, origin tick to receipt through
-    /// the synchronised clock), indexed by [`EventClass::rank`]; `None` before the
-    /// clock is synchronised. For merging many clients' figures (loadgen, demo);
-    /// [`Client::stats`] has the percentiles of one.
-    pub fn latency_histograms(&self) -> Option<Vec<Histogram<u64>>> {
-        self.shared.lock().ok()?.latency.clone()
+    /// the synchronised clock, 2 significant digits), indexed by
+    /// [`EventClass::rank`]; `None` for a class not received yet. For merging many
+    /// clients' figures (loadgen, demo); [`Client::stats`] has the percentiles of one.
+    pub fn latency_histograms(&self) -> Vec<Option<Histogram<u64>>> {
+        self.shared
+            .lock()
+            .map(|s| s.latency.to_vec())
+            .unwrap_or_default()
     }
 
     /// Ends the session for good.
@@ -979,17 +983,12 @@ impl Driver {
                         s.stats.order = self.order.stats();
                         if let Some(t) = server_now {
                             let lat = t.saturating_sub(b.origin_time_us).max(1);
-                            let hs = s.latency.get_or_insert_with(|| {
-                                (0..EventClass::COUNT)
-                                    .filter_map(|_| {
-                                        Histogram::new_with_bounds(1, 60_000_000, 3).ok()
-                                    })
-                                    .collect()
-                            });
                             for e in &b.events {
-                                if let Some(h) = hs.get_mut(e.class.rank()) {
-                                    let _ = h.record(lat.min(60_000_000));
-                                }
+                                let h = s.latency[e.class.rank()].get_or_insert_with(|| {
+                                    Histogram::new_with_bounds(1, 60_000_000, 2)
+                                        .expect("constant, valid bounds")
+                                });
+                                let _ = h.record(lat.min(60_000_000));
                             }
                         }
                     }

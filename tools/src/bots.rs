@@ -28,9 +28,24 @@ use tokio::time::Instant;
 /// Highest latency recorded (60 s), microseconds.
 pub const MAX_US: u64 = 60_000_000;
 
-/// A new latency histogram (1 µs to 60 s, 3 significant digits).
+/// A new latency histogram (1 µs to 60 s, 2 significant digits: about 20 KB).
 pub fn histogram() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, MAX_US, 3).expect("constant, valid bounds")
+    Histogram::new_with_bounds(1, MAX_US, 2).expect("constant, valid bounds")
+}
+
+/// Histograms per event class, each created at its first sample (thousands of
+/// bots each keep a few).
+pub type ByClass = [Option<Histogram<u64>>; EventClass::COUNT];
+
+/// Records `us` in a lazily created histogram; with `interval`, corrected for
+/// coordinated omission (missing samples at that pace are filled in).
+pub fn record(h: &mut Option<Histogram<u64>>, us: u64, interval: Option<u64>) {
+    let h = h.get_or_insert_with(histogram);
+    let us = us.clamp(1, MAX_US);
+    let _ = match interval {
+        Some(i) => h.record_correct(us, i.max(1)),
+        None => h.record(us),
+    };
 }
 
 /// What a bot does and how often.
@@ -163,14 +178,14 @@ pub struct BotOutcome {
     /// Counters.
     pub counts: BotCounts,
     /// Action round trip (send → outcome) per class of the action, microseconds.
-    pub action_rtt: Vec<Histogram<u64>>,
+    pub action_rtt: ByClass,
     /// Time to learn of a conflict (send → conflict answer), microseconds.
-    pub conflict_rtt: Histogram<u64>,
+    pub conflict_rtt: Option<Histogram<u64>>,
     /// Time from a trade's first send to its applied outcome when it conflicted
     /// first, microseconds.
-    pub resolution: Histogram<u64>,
+    pub resolution: Option<Histogram<u64>>,
     /// Event propagation per event class (from the SDK), microseconds.
-    pub propagation: Option<Vec<Histogram<u64>>>,
+    pub propagation: Vec<Option<Histogram<u64>>>,
     /// The SDK's counters.
     pub stats: ClientStats,
     /// Relay the bot ended on.
@@ -243,9 +258,9 @@ pub struct Bot {
     check: SeqCheck,
     flooded: bool,
     counts: BotCounts,
-    action_rtt: Vec<Histogram<u64>>,
-    conflict_rtt: Histogram<u64>,
-    resolution: Histogram<u64>,
+    action_rtt: ByClass,
+    conflict_rtt: Option<Histogram<u64>>,
+    resolution: Option<Histogram<u64>>,
 }
 
 impl std::fmt::Debug for Bot {
@@ -286,9 +301,9 @@ impl Bot {
             check: SeqCheck::default(),
             flooded: false,
             counts: BotCounts::default(),
-            action_rtt: (0..EventClass::COUNT).map(|_| histogram()).collect(),
-            conflict_rtt: histogram(),
-            resolution: histogram(),
+            action_rtt: Default::default(),
+            conflict_rtt: None,
+            resolution: None,
         }
     }
 
@@ -390,14 +405,14 @@ impl Bot {
                 if !matches!(o, Outcome::Unknown { .. }) {
                     self.counts.answered += 1;
                 }
-                let interval = (every.as_micros() as u64).max(1);
-                let _ = self.action_rtt[class.rank()].record_correct(us, interval);
+                let interval = every.as_micros() as u64;
+                record(&mut self.action_rtt[class.rank()], us, Some(interval));
                 match &o {
                     Outcome::Applied { .. } => self.counts.applied += 1,
                     Outcome::Conflict { .. } => {
                         self.counts.conflicts += 1;
                         self.live.conflicts.fetch_add(1, AtOrd::Relaxed);
-                        let _ = self.conflict_rtt.record(us);
+                        record(&mut self.conflict_rtt, us, None);
                     }
                     Outcome::Unknown { .. } => self.counts.unknown += 1,
                     Outcome::Rejected { .. } => {}
@@ -461,8 +476,11 @@ impl Bot {
                 Some(Outcome::Applied { .. }) => {
                     if conflicted {
                         self.counts.conflicts_resolved += 1;
-                        let us = (start.elapsed().as_micros() as u64).clamp(1, MAX_US);
-                        let _ = self.resolution.record(us);
+                        record(
+                            &mut self.resolution,
+                            start.elapsed().as_micros() as u64,
+                            None,
+                        );
                     }
                     return;
                 }

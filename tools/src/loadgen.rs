@@ -139,6 +139,9 @@ pub struct LoadgenOptions {
     pub origin_admin: Option<String>,
     /// Local address the players bind.
     pub bind: IpAddr,
+    /// Players sharing one UDP socket (quinn endpoint). An endpoint's receive
+    /// buffers cost about 2 MB, so thousands of players need to share.
+    pub players_per_socket: usize,
 }
 
 /// What the origin counted during the run (from its `/metrics`).
@@ -235,6 +238,8 @@ pub async fn run(
     let plan = opts.mix.plan(opts.map, opts.max_speed);
     let now = unix_secs();
     let run_id = now % 100_000;
+    let mut endpoints: Vec<quinn::Endpoint> = Vec::new();
+    let per_socket = opts.players_per_socket.max(1);
     let fleet = fleet::run(
         FleetOptions {
             players: opts.players,
@@ -255,8 +260,12 @@ pub async fn run(
                     ttl.as_secs(),
                 ))
                 .map_err(|e| e.to_string())?;
-            let bind = SocketAddr::new(opts.bind, 0);
-            let endpoint = quinn::Endpoint::client(bind).map_err(|e| format!("{bind}: {e}"))?;
+            let slot = i / per_socket;
+            if endpoints.len() <= slot {
+                let bind = SocketAddr::new(opts.bind, 0);
+                endpoints.push(quinn::Endpoint::client(bind).map_err(|e| format!("{bind}: {e}"))?);
+            }
+            let endpoint = endpoints[slot].clone();
             let mut b = Client::builder()
                 .token(token)
                 .world(opts.world)
@@ -452,6 +461,7 @@ mod tests {
             origin_key: Some(net.origin_key),
             origin_admin: None,
             bind: "127.0.0.1".parse().unwrap(),
+            players_per_socket: 3,
         };
         let (r, _) = run(opts, |_, _| {}, std::future::pending()).await.unwrap();
         assert_eq!(r.playing, 8, "{:?}", r.errors);

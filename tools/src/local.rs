@@ -168,7 +168,13 @@ pub struct LocalNet {
     pub relays: Vec<LocalRelay>,
     /// Whether per-region loopback networks are in use (false: all on 127.0.0.1).
     pub regional_loopback: bool,
+    /// Players' UDP sockets, shared by [`PLAYERS_PER_SOCKET`] players each.
+    sockets: std::sync::Mutex<std::collections::HashMap<IpAddr, quinn::Endpoint>>,
 }
+
+/// Players sharing one UDP socket (quinn endpoint): an endpoint's receive buffers
+/// cost about 2 MB, so a socket per player would dominate the demo's memory.
+pub const PLAYERS_PER_SOCKET: usize = 16;
 
 impl std::fmt::Debug for LocalNet {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -319,6 +325,7 @@ impl LocalNet {
             origin_key,
             relays,
             regional_loopback,
+            sockets: Default::default(),
         })
     }
 
@@ -336,15 +343,16 @@ impl LocalNet {
             .unwrap_or_default()
     }
 
-    /// The local address a player of region `region` (index into the relays)
-    /// binds, the `n`-th of that region: `127.0.r.(2 + n % 250)`.
+    /// The local address the `n`-th player of region `region` (index into the
+    /// relays) binds: `127.0.r.(2 + (n / PLAYERS_PER_SOCKET) % 250)`.
     pub fn player_ip(&self, region: usize, n: usize) -> IpAddr {
         let net = self.relays[region % self.relays.len()].player_net;
         if !self.regional_loopback {
             return IpAddr::V4(net);
         }
         let o = net.octets();
-        IpAddr::V4(Ipv4Addr::new(o[0], o[1], o[2], 2 + (n % 250) as u8))
+        let host = 2 + ((n / PLAYERS_PER_SOCKET) % 250) as u8;
+        IpAddr::V4(Ipv4Addr::new(o[0], o[1], o[2], host))
     }
 
     /// A client builder for a player in `region` (index into the relays): bound to
@@ -352,9 +360,18 @@ impl LocalNet {
     /// relay's, like a client with one bootstrap address) and trusting the
     /// deployment's CA and origin key. The caller sets the token and connects.
     pub fn player_builder(&self, region: usize, n: usize) -> Result<ClientBuilder, LocalError> {
-        let bind = SocketAddr::new(self.player_ip(region, n), 0);
-        let endpoint = quinn::Endpoint::client(bind)
-            .map_err(|source| LocalError::Bind { addr: bind, source })?;
+        let ip = self.player_ip(region, n);
+        let mut sockets = self.sockets.lock().unwrap_or_else(|p| p.into_inner());
+        let endpoint = match sockets.get(&ip) {
+            Some(e) => e.clone(),
+            None => {
+                let bind = SocketAddr::new(ip, 0);
+                let e = quinn::Endpoint::client(bind)
+                    .map_err(|source| LocalError::Bind { addr: bind, source })?;
+                sockets.insert(ip, e.clone());
+                e
+            }
+        };
         Ok(Client::builder()
             .world(WORLD)
             .ca_pem(self.pki.ca_pem.clone())

@@ -78,6 +78,10 @@ pub(crate) struct LoadgenCmd {
     /// applies to it).
     #[arg(long, default_value = "0.0.0.0")]
     bind: IpAddr,
+    /// Players sharing one UDP socket (each socket's receive buffers cost about
+    /// 2 MB).
+    #[arg(long, default_value_t = 32)]
+    players_per_socket: usize,
     /// Fail (exit 2) when any class's event-latency p99 exceeds this many ms.
     #[arg(long)]
     max_p99: Option<f64>,
@@ -138,6 +142,7 @@ impl LoadgenCmd {
             origin_key,
             origin_admin: self.origin_admin,
             bind: self.bind,
+            players_per_socket: self.players_per_socket.max(1),
         };
         let rt = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
