@@ -51,7 +51,8 @@ pub fn record(h: &mut Option<Histogram<u64>>, us: u64, interval: Option<u64>) {
 /// What a bot does and how often.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct BotPlan {
-    /// Movement updates per second.
+    /// Movement updates per second; 0: the bot does not move (it steps once a
+    /// second for its other actions).
     pub rate_hz: f64,
     /// Fraction of the map's speed limit the bot walks at (0..1).
     pub speed: f32,
@@ -83,6 +84,17 @@ impl Default for BotPlan {
             cheat_every: 0,
             map: (400.0, 400.0),
             max_speed: 10.0,
+        }
+    }
+}
+
+impl BotPlan {
+    /// Steps per second: the movement rate, or 1 for a bot that does not move.
+    pub fn step_hz(&self) -> f64 {
+        if self.rate_hz > 0.0 {
+            self.rate_hz.max(0.1)
+        } else {
+            1.0
         }
     }
 }
@@ -628,7 +640,7 @@ impl Bot {
         }
         self.live.playing.fetch_add(1, AtOrd::Relaxed);
         self.heading = self.rng.gen_range(0.0..std::f32::consts::TAU);
-        let period = Duration::from_secs_f64(1.0 / self.plan.rate_hz.max(0.1));
+        let period = Duration::from_secs_f64(1.0 / self.plan.step_hz());
         let every = |k: u32| period * k.max(1);
         // Spread the bots' periodic actions over their periods.
         let phase = u64::from(self.rng.gen::<u16>());
@@ -650,9 +662,11 @@ impl Bot {
             }
             n += 1;
             let k = n + phase;
-            let mv = self.walk();
-            if self.client.send(EventClass::Movement, mv.encode()).is_ok() {
-                self.counts.moves_sent += 1;
+            if self.plan.rate_hz > 0.0 {
+                let mv = self.walk();
+                if self.client.send(EventClass::Movement, mv.encode()).is_ok() {
+                    self.counts.moves_sent += 1;
+                }
             }
             let due = |e: u32| e > 0 && k % u64::from(e) == 0;
             if due(self.plan.trade_every) {

@@ -27,7 +27,8 @@ use crate::report::{by_class, merge, CheatReport, ConflictReport, Percentiles, R
 /// Reliable actions per player per second, by class; movement is `rate_hz`.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Mix {
-    /// Movement updates per second.
+    /// Movement updates per second (0: players do not move; their other actions
+    /// are paced on one step a second).
     pub movement: f64,
     /// Coin trades per second (state).
     pub state: f64,
@@ -71,9 +72,6 @@ impl std::str::FromStr for Mix {
                 _ => return Err(MixError(s.into())),
             }
         }
-        if mix.movement <= 0.0 {
-            return Err(MixError(s.into()));
-        }
         Ok(mix)
     }
 }
@@ -81,11 +79,16 @@ impl std::str::FromStr for Mix {
 impl Mix {
     /// The bot plan for this mix on a map.
     pub fn plan(&self, map: (f32, f32), max_speed: f32) -> BotPlan {
+        let step_hz = if self.movement > 0.0 {
+            self.movement
+        } else {
+            1.0
+        };
         let every = |r: f64| {
             if r <= 0.0 {
                 0
             } else {
-                (self.movement / r).round().max(1.0) as u32
+                (step_hz / r).round().max(1.0) as u32
             }
         };
         BotPlan {
@@ -420,7 +423,9 @@ mod tests {
         let p = m.plan((100.0, 100.0), 10.0);
         assert_eq!((p.trade_every, p.mark_every, p.spray_every), (20, 40, 200));
         assert_eq!("".parse::<Mix>().unwrap(), Mix::default());
-        for bad in ["chat=1", "state", "state=x", "state=-1", "movement=0"] {
+        let idle: Mix = "movement=0,state=0.5".parse().unwrap();
+        assert_eq!(idle.plan((1.0, 1.0), 1.0).trade_every, 2);
+        for bad in ["chat=1", "state", "state=x", "state=-1", "movement=61"] {
             assert!(bad.parse::<Mix>().is_err(), "{bad}");
         }
     }

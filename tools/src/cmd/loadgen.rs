@@ -119,7 +119,7 @@ impl LoadgenCmd {
         };
         let mut mix = self.mix;
         if let Some(r) = self.rate {
-            anyhow::ensure!(r > 0.0 && r <= 60.0, "--rate must be in (0, 60]");
+            anyhow::ensure!((0.0..=60.0).contains(&r), "--rate must be in [0, 60]");
             mix.movement = r;
         }
         anyhow::ensure!(self.players > 0, "--players must be at least 1");
