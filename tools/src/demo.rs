@@ -14,7 +14,7 @@ use skylane_proto::Role;
 use crate::bots::{BotPlan, Live};
 use crate::fleet::{self, FleetOptions, Phase, Recruit};
 use crate::local::{LocalError, LocalNet, LocalOptions};
-use crate::report::{by_class, merge, CheatReport, ConflictReport, Percentiles, RelayLine, Report};
+use crate::report::{by_class, merge, RelayLine, Report};
 
 /// Options of a demo run.
 #[derive(Debug, Clone)]
@@ -201,22 +201,9 @@ pub async fn run(
         origin_updates_per_s: Some(count(&om.actions, "applied") as f64 / elapsed),
         moves_sent_per_s: c.moves_sent as f64 / elapsed,
         events_per_s: c.events as f64 / elapsed,
-        conflicts: ConflictReport {
-            answered: c.conflicts,
-            resolved: c.conflicts_resolved,
-            unresolved: c.conflicts_unresolved,
-            detect: Percentiles::of(&merged.conflict_rtt),
-            resolve: Percentiles::of(&merged.resolution),
-        },
-        cheats: CheatReport {
-            attempted: c.cheats_attempted,
-            caught: c.cheats_caught,
-            flood_sent: c.flood_sent,
-            edge_rate_limited: Some(edge_rate_limited),
-            false_positives: c.false_positives,
-            anomalies: Some(anomalies),
-        },
-        events_lost: c.gaps + c.skipped + c.duplicates,
+        conflicts: merged.conflicts(),
+        cheats: merged.cheats(Some(edge_rate_limited), Some(anomalies)),
+        events_lost: merged.events_lost(),
         events_received: c.events,
         verified_players: verified,
         reconnects: c.reconnects,

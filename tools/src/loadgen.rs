@@ -22,7 +22,7 @@ use skylane_proto::{Claims, EventClass, Role, TokenSigner, WorldId};
 
 use crate::bots::{BotPlan, Live};
 use crate::fleet::{self, FleetOptions, Phase, Recruit};
-use crate::report::{by_class, merge, CheatReport, ConflictReport, Percentiles, RelayLine, Report};
+use crate::report::{by_class, merge, RelayLine, Report};
 
 /// Reliable actions per player per second, by class; movement is `rate_hz`.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -332,7 +332,7 @@ pub async fn run(
             *per_relay.entry(r.to_string()).or_default() += 1;
         }
     }
-    let mut errors = merged.errors;
+    let mut errors = merged.errors.clone();
     if let Some(e) = fleet.first_error {
         errors.insert(
             0,
@@ -365,22 +365,9 @@ pub async fn run(
         origin_updates_per_s: origin.map(|o| o.applied as f64 / elapsed),
         moves_sent_per_s: c.moves_sent as f64 / elapsed,
         events_per_s: c.events as f64 / elapsed,
-        conflicts: ConflictReport {
-            answered: c.conflicts,
-            resolved: c.conflicts_resolved,
-            unresolved: c.conflicts_unresolved,
-            detect: Percentiles::of(&merged.conflict_rtt),
-            resolve: Percentiles::of(&merged.resolution),
-        },
-        cheats: CheatReport {
-            attempted: c.cheats_attempted,
-            caught: c.cheats_caught,
-            flood_sent: c.flood_sent,
-            edge_rate_limited: None,
-            false_positives: c.false_positives,
-            anomalies: None,
-        },
-        events_lost: c.gaps + c.skipped + c.duplicates,
+        conflicts: merged.conflicts(),
+        cheats: merged.cheats(None, None),
+        events_lost: merged.events_lost(),
         events_received: c.events,
         verified_players: if opts.origin_key.is_some() {
             fleet.outcomes.len()

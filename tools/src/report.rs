@@ -176,6 +176,38 @@ pub struct Merged {
     pub error_count: usize,
 }
 
+impl Merged {
+    /// The conflict figures.
+    pub fn conflicts(&self) -> ConflictReport {
+        let c = &self.counts;
+        ConflictReport {
+            answered: c.conflicts,
+            resolved: c.conflicts_resolved,
+            unresolved: c.conflicts_unresolved,
+            detect: Percentiles::of(&self.conflict_rtt),
+            resolve: Percentiles::of(&self.resolution),
+        }
+    }
+
+    /// The anti-cheat figures, with what the relays and origin counted if known.
+    pub fn cheats(&self, edge_rate_limited: Option<u64>, anomalies: Option<u64>) -> CheatReport {
+        let c = &self.counts;
+        CheatReport {
+            attempted: c.cheats_attempted,
+            caught: c.cheats_caught,
+            flood_sent: c.flood_sent,
+            edge_rate_limited,
+            false_positives: c.false_positives,
+            anomalies,
+        }
+    }
+
+    /// Events lost: sequence gaps, duplicates and events skipped by resyncs.
+    pub fn events_lost(&self) -> u64 {
+        self.counts.gaps + self.counts.skipped + self.counts.duplicates
+    }
+}
+
 /// Merges bot outcomes.
 pub fn merge<'a>(outcomes: impl IntoIterator<Item = &'a BotOutcome>) -> Merged {
     let mut m = Merged {
