@@ -116,12 +116,9 @@ pub async fn run(
         &mut progress,
         interrupt,
     )
-    .await;
-    if fleet.outcomes.is_empty() {
-        return Err(DemoError::NoPlayers(
-            fleet.first_error.unwrap_or_else(|| "interrupted".into()),
-        ));
-    }
+    .await
+    .require_players()
+    .map_err(DemoError::NoPlayers)?;
     let outcomes = &fleet.outcomes;
     let verified = outcomes
         .iter()

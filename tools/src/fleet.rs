@@ -64,6 +64,17 @@ pub struct Fleet {
     pub first_error: Option<String>,
 }
 
+impl Fleet {
+    /// The fleet, or why no player played (the first connection error).
+    pub fn require_players(self) -> Result<Self, String> {
+        if self.outcomes.is_empty() {
+            Err(self.first_error.unwrap_or_else(|| "interrupted".into()))
+        } else {
+            Ok(self)
+        }
+    }
+}
+
 /// Runs a fleet. `recruit(i)` makes player `i`; `progress` is called about four
 /// times a second; `interrupt` ends the run early when it resolves.
 pub async fn run(

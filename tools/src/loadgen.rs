@@ -297,12 +297,9 @@ pub async fn run(
         &mut progress,
         interrupt,
     )
-    .await;
-    if fleet.outcomes.is_empty() {
-        return Err(LoadgenError::NoPlayers(
-            fleet.first_error.unwrap_or_else(|| "interrupted".into()),
-        ));
-    }
+    .await
+    .require_players()
+    .map_err(LoadgenError::NoPlayers)?;
     // Let the last outcomes reach the origin's counters.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let merged = merge(fleet.outcomes.iter().map(|(_, o)| o));

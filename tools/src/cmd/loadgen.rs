@@ -1,12 +1,14 @@
 //! `skylane loadgen`: drive a running network with bot players.
 
-use std::net::{IpAddr, SocketAddr, ToSocketAddrs as _};
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Args;
+
+use super::resolve;
 use skylane_proto::ed25519_dalek::pkcs8::DecodePublicKey as _;
 use skylane_proto::ed25519_dalek::VerifyingKey;
 use skylane_proto::{TokenSigner, WorldId};
@@ -88,13 +90,6 @@ pub(crate) struct LoadgenCmd {
     /// Print the report as one JSON object.
     #[arg(long)]
     json: bool,
-}
-
-fn resolve(addr: &str) -> anyhow::Result<SocketAddr> {
-    addr.to_socket_addrs()
-        .with_context(|| format!("resolving {addr}"))?
-        .next()
-        .with_context(|| format!("{addr} resolves to no address"))
 }
 
 impl LoadgenCmd {

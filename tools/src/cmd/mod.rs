@@ -8,3 +8,13 @@ pub(crate) mod probe;
 pub(crate) mod proxy;
 pub(crate) mod replay;
 pub(crate) mod token;
+
+/// Resolves `host:port` to its first socket address.
+pub(crate) fn resolve(addr: &str) -> anyhow::Result<std::net::SocketAddr> {
+    use anyhow::Context as _;
+    use std::net::ToSocketAddrs as _;
+    addr.to_socket_addrs()
+        .with_context(|| format!("resolving {addr}"))?
+        .next()
+        .with_context(|| format!("{addr} resolves to no address"))
+}

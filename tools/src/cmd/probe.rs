@@ -1,11 +1,12 @@
 //! `skylane probe`: RTT and clock offset to a relay.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Args;
+
+use super::resolve;
 
 #[derive(Debug, Args)]
 pub(crate) struct ProbeCmd {
@@ -26,14 +27,6 @@ pub(crate) struct ProbeCmd {
     /// Print the result as one JSON object.
     #[arg(long)]
     json: bool,
-}
-
-fn resolve(addr: &str) -> anyhow::Result<SocketAddr> {
-    use std::net::ToSocketAddrs as _;
-    addr.to_socket_addrs()
-        .with_context(|| format!("resolving {addr}"))?
-        .next()
-        .with_context(|| format!("{addr} resolves to no address"))
 }
 
 impl ProbeCmd {
