@@ -35,6 +35,8 @@ pub struct RelayMetrics {
     pub slow_clients: Counter,
     /// Resumed sessions.
     pub resumes: Counter,
+    /// Resumes that took a session over from a connection still attached to it.
+    pub takeovers: Counter,
     /// Origin links up.
     pub links_up: Gauge,
     /// Origin link (re)connections.
@@ -107,6 +109,11 @@ impl RelayMetrics {
             m.slow_clients.clone(),
         );
         r.register("resumes", "Sessions resumed", m.resumes.clone());
+        r.register(
+            "takeovers",
+            "Resumes that took a session over from a stale connection",
+            m.takeovers.clone(),
+        );
         r.register("links_up", "Origin links up", m.links_up.clone());
         r.register(
             "link_connects",

@@ -1575,12 +1575,16 @@ impl Actor {
             .sessions
             .handle_attach(session, player, world, role, conn_id)
         {
-            Ok(()) => {}
-            Err(AttachError::InUse(_)) => {
-                return Err(refusal(
-                    RefusalCode::ResumeRejected,
-                    format!("{session} is connected elsewhere"),
-                ))
+            Ok(None) => {}
+            Ok(Some(stale)) => {
+                // The client came back before the relay noticed its old connection
+                // die: newest wins, the old connection is closed.
+                self.shared.metrics.takeovers.inc();
+                debug!(%session, stale, "resume took the session over from a stale connection");
+                if let Some(cs) = self.conns.get(&stale) {
+                    cs.conn
+                        .close(5u32.into(), b"session resumed on another connection");
+                }
             }
             Err(AttachError::Full(n)) => {
                 return Err(refusal(

@@ -120,9 +120,6 @@ pub struct SessionEntry {
 /// Why a session could not be attached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum AttachError {
-    /// Another connection holds it: a second client with the same ticket.
-    #[error("{0} is attached to another connection")]
-    InUse(SessionId),
     /// The relay holds its maximum number of sessions.
     #[error("relay full ({0} sessions)")]
     Full(usize),
@@ -183,6 +180,12 @@ impl SessionTable {
     }
 
     /// Attaches a new or resuming session to `conn`.
+    ///
+    /// A resume while the session is still attached to another connection takes it
+    /// over (newest wins): the client proved it holds the ticket, and the usual
+    /// cause is a client that gave up on a connection the relay has not yet seen
+    /// die (an overloaded path, a NAT rebinding). The old connection is returned
+    /// so the shell can close it.
     pub fn handle_attach(
         &mut self,
         session: SessionId,
@@ -190,9 +193,18 @@ impl SessionTable {
         world: WorldId,
         role: Role,
         conn: ConnId,
-    ) -> Result<(), AttachError> {
+    ) -> Result<Option<ConnId>, AttachError> {
+        let mut stale = None;
         match self.sessions.get(&session).map(|e| e.presence) {
-            Some(Presence::Connected(c)) if c != conn => return Err(AttachError::InUse(session)),
+            Some(Presence::Connected(c)) if c != conn => {
+                if let Some(list) = self.by_conn.get_mut(&c) {
+                    list.retain(|s| *s != session);
+                    if list.is_empty() {
+                        self.by_conn.remove(&c);
+                    }
+                }
+                stale = Some(c);
+            }
             None if self.sessions.len() >= self.max_sessions => {
                 return Err(AttachError::Full(self.max_sessions))
             }
@@ -211,7 +223,7 @@ impl SessionTable {
         if !list.contains(&session) {
             list.push(session);
         }
-        Ok(())
+        Ok(stale)
     }
 
     /// A connection dropped: its sessions wait for a resume.
@@ -323,13 +335,18 @@ mod tests {
         t.handle_attach(s, "alice", WorldId(1), Role::Player, 11)
             .unwrap();
         assert_eq!(t.get(s).unwrap().presence, Presence::Connected(11));
-        // A second client cannot take it while attached.
+        // A resume while still attached takes the session over (newest wins);
+        // the stale connection's later disconnect no longer detaches it.
         assert_eq!(
             t.handle_attach(s, "alice", WorldId(1), Role::Player, 12),
-            Err(AttachError::InUse(s))
+            Ok(Some(11))
         );
+        assert!(t.sessions_of(11).is_empty());
+        assert_eq!(t.sessions_of(12), &[s]);
+        assert!(t.handle_disconnect(t0, 11).is_empty());
+        assert_eq!(t.get(s).unwrap().presence, Presence::Connected(12));
         // Dropped again and never resumed: expires once, after the grace.
-        t.handle_disconnect(t0 + Duration::from_secs(40), 11);
+        t.handle_disconnect(t0 + Duration::from_secs(40), 12);
         t.handle_timeout(t0 + Duration::from_secs(69));
         assert!(t.poll_expired().is_none());
         t.handle_timeout(t0 + Duration::from_secs(70));

@@ -394,3 +394,63 @@ pub fn assert_exactly_once(seen: &[Seen]) -> usize {
     }
     n
 }
+
+/// A bare client connection (no SDK): what a test needs to speak the protocol
+/// directly, for behaviour the SDK never shows (two connections holding one
+/// ticket, a spectator token trying to act).
+pub struct RawConn {
+    /// The connection.
+    pub conn: quinn::Connection,
+    /// Its control stream's send half.
+    pub send: quinn::SendStream,
+    recv: quinn::RecvStream,
+    dec: skylane_proto::FrameDecoder,
+}
+
+impl RawConn {
+    /// Connects from a new host in `region` to `relay`.
+    pub async fn connect(net: &Net, region: &str, name: &str, relay: SocketAddr) -> Self {
+        let host = net.sim.add_host(format!("raw-{name}"), region);
+        let mut endpoint = net.sim.endpoint(host, 0, None).expect("raw endpoint");
+        let roots = skylane_certs::roots_from_pem(&net.pki.ca_pem).expect("roots");
+        let mut cfg = client_config(roots, None).expect("client config");
+        cfg.transport_config(Arc::new(client_transport()));
+        endpoint.set_default_client_config(cfg);
+        let conn = endpoint
+            .connect(relay, "localhost")
+            .expect("connect")
+            .await
+            .expect("handshake");
+        let (send, recv) = conn.open_bi().await.expect("control stream");
+        Self {
+            conn,
+            send,
+            recv,
+            dec: skylane_proto::FrameDecoder::default(),
+        }
+    }
+
+    /// Sends one message on the control stream.
+    pub async fn send(&mut self, msg: &skylane_proto::ClientMsg) {
+        let bytes = skylane_proto::encode_frame_to_bytes(msg, skylane_proto::DEFAULT_MAX_FRAME)
+            .expect("encode");
+        self.send.write_all(&bytes).await.expect("write");
+    }
+
+    /// The next message on the control stream (`None` when it ends).
+    pub async fn recv(&mut self) -> Option<skylane_proto::ServerMsg> {
+        loop {
+            if let Ok(Some(m)) = self.dec.poll_message() {
+                return Some(m);
+            }
+            match self
+                .recv
+                .read_chunk(skylane_proto::DEFAULT_MAX_FRAME, true)
+                .await
+            {
+                Ok(Some(c)) => self.dec.push(&c.bytes),
+                _ => return None,
+            }
+        }
+    }
+}

@@ -6,8 +6,10 @@ use std::time::Duration;
 
 use skylane_client::ClientEvent;
 use skylane_netsim::{run, Fault};
-use skylane_proto::{EventClass, Outcome, RefusalCode};
-use skylane_tests::{assert_exactly_once, Net, NetOptions, Seen, Walker};
+use skylane_proto::{
+    ClientMsg, EventClass, Hello, Outcome, RefusalCode, Role, ServerMsg, PROTOCOL_VERSION,
+};
+use skylane_tests::{assert_exactly_once, Net, NetOptions, RawConn, Seen, Walker, WORLD};
 
 #[test]
 fn players_in_three_regions_play_through_their_nearest_relay() {
@@ -470,5 +472,51 @@ fn critical_events_keep_their_latency_while_bulk_saturates_the_link() {
         );
         assert_exactly_once(&v.seen);
         assert_eq!(ams.metrics.slow_clients.get(), 0, "nobody was cut off");
+    });
+}
+
+#[test]
+fn a_resume_while_the_old_connection_lingers_takes_the_session_over() {
+    run(|| async {
+        let net = Net::start(NetOptions::default());
+        let relay = net.relays[0].addr;
+        let hello = |resume| {
+            ClientMsg::Hello(Hello {
+                version: PROTOCOL_VERSION,
+                token: net.token("twice", Role::Player),
+                world: WORLD,
+                resume,
+                last_seen: Vec::new(),
+            })
+        };
+        let mut old = RawConn::connect(&net, "paris", "old", relay).await;
+        old.send(&hello(None)).await;
+        let Some(ServerMsg::Welcome(first)) = old.recv().await else {
+            panic!("no welcome");
+        };
+        // The client gave up on `old` (say its path stalled) but the relay still
+        // holds it: the resume must win, not be refused.
+        let mut new = RawConn::connect(&net, "paris", "new", relay).await;
+        new.send(&hello(Some(first.resume_ticket.clone()))).await;
+        let Some(ServerMsg::Welcome(second)) = new.recv().await else {
+            panic!("resume refused");
+        };
+        assert_eq!(second.session, first.session);
+        let closed = tokio::time::timeout(Duration::from_secs(2), old.conn.closed())
+            .await
+            .expect("the stale connection is closed");
+        assert!(
+            matches!(closed, quinn::ConnectionError::ApplicationClosed(ref c) if c.error_code == 5u32.into()),
+            "{closed:?}"
+        );
+        assert_eq!(net.relays[0].metrics.takeovers.get(), 1);
+        // The session lives on the new connection only.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let status = net.relays[0].relay.status().await.unwrap();
+        assert_eq!(status.sessions_connected, 1);
+        assert_eq!(
+            status.sessions_detached, 0,
+            "one session, not a detached copy"
+        );
     });
 }
