@@ -116,6 +116,14 @@ pub enum ArenaAction {
         /// Marker y.
         y: f32,
     },
+    /// Share a plan with the team only (a rally point): goes on the team channel,
+    /// so neither the other team nor spectators ever see it.
+    Plan {
+        /// Rally x.
+        x: f32,
+        /// Rally y.
+        y: f32,
+    },
 }
 
 impl ArenaAction {
@@ -229,6 +237,15 @@ pub enum ArenaEvent {
         /// Marker x.
         x: f32,
         /// Marker y.
+        y: f32,
+    },
+    /// A team-private plan (on the team's channel only).
+    Planned {
+        /// Who shared it.
+        by: EntityId,
+        /// Rally x.
+        x: f32,
+        /// Rally y.
         y: f32,
     },
     /// A player died and respawned.
@@ -480,12 +497,14 @@ fn check_ownership(w: &Arena, ctx: &Ctx, a: &ArenaAction) -> Result<(), Rejectio
         ArenaAction::Move { .. }
         | ArenaAction::Fire { .. }
         | ArenaAction::Spray { .. }
-        | ArenaAction::Mark { .. } => Ok(()),
+        | ArenaAction::Mark { .. }
+        | ArenaAction::Plan { .. } => Ok(()),
     }
 }
 
 fn check_speed(w: &Arena, ctx: &Ctx, a: &ArenaAction) -> Result<(), Rejection> {
-    let (ArenaAction::Move { x, y } | ArenaAction::Mark { x, y }) = a else {
+    let (ArenaAction::Move { x, y } | ArenaAction::Mark { x, y } | ArenaAction::Plan { x, y }) = a
+    else {
         return Ok(());
     };
     if !x.is_finite()
@@ -500,7 +519,7 @@ fn check_speed(w: &Arena, ctx: &Ctx, a: &ArenaAction) -> Result<(), Rejection> {
             "position outside the map",
         ));
     }
-    if matches!(a, ArenaAction::Mark { .. }) {
+    if matches!(a, ArenaAction::Mark { .. } | ArenaAction::Plan { .. }) {
         return Ok(());
     }
     let me = w.me(ctx)?;
@@ -802,6 +821,22 @@ impl World for Arena {
                 );
                 Observation::default()
             }
+            ArenaAction::Plan { x, y } => {
+                if let Some(team) = self.players.get(&me).map(|p| p.team) {
+                    out.push(
+                        ChannelId::Team(team),
+                        EventClass::Critical,
+                        Some(me),
+                        ArenaEvent::Planned {
+                            by: me,
+                            x: *x,
+                            y: *y,
+                        }
+                        .payload(),
+                    );
+                }
+                Observation::default()
+            }
             ArenaAction::Fire { x, y } => {
                 let target = self.nearest_target(me, *x, *y);
                 if let Some(p) = self.players.get_mut(&me) {
@@ -903,6 +938,27 @@ impl World for Arena {
 
     fn team(&self, entity: EntityId) -> Option<TeamId> {
         self.players.get(&entity).map(|p| p.team)
+    }
+
+    /// Spectators start from every player as a `Spawned` event (items are not part
+    /// of the public view; pick-ups arrive as events).
+    fn spectator_keyframe(&self) -> Vec<(EntityId, Payload)> {
+        self.players
+            .iter()
+            .map(|(id, p)| {
+                let e = ArenaEvent::Spawned {
+                    entity: *id,
+                    player: p.name.clone(),
+                    x: p.x,
+                    y: p.y,
+                    team: p.team,
+                    hp: p.hp,
+                    coins: p.coins,
+                    version: p.version,
+                };
+                (*id, e.payload())
+            })
+            .collect()
     }
 
     fn channel_state(&self, channel: ChannelId, grid: &Grid) -> Payload {

@@ -26,8 +26,8 @@ use rustc_hash::FxHashMap as HashMap;
 
 use skylane_proto::{
     Action, ActionResult, BatchEvent, ChainSigner, ChannelCursor, ChannelId, EntityId,
-    EntityVersion, EventBatch, Hash32, Keyframe, Outcome, RejectCode, Role, SessionId, TeamId,
-    WorldId,
+    EntityVersion, EventBatch, EventClass, FeedEvent, FeedFrame, Hash32, Keyframe, Outcome,
+    Payload, RejectCode, Role, SessionId, TeamId, WorldId,
 };
 
 use crate::anticheat::{Detector, DetectorConfig, Enforcement, Violation};
@@ -139,6 +139,9 @@ pub enum Output {
         /// Why.
         reason: String,
     },
+    /// A frame of the world's public spectator feed, for every relay that asked for
+    /// it (only produced while [`Engine::set_feed`] is on).
+    Feed(Arc<FeedFrame>),
 }
 
 /// Counters since the engine started.
@@ -214,6 +217,7 @@ pub struct Engine<W: World> {
     outputs: VecDeque<Output>,
     staged: Vec<Emitted>,
     stats: EngineStats,
+    feed: bool,
 }
 
 impl<W: World> std::fmt::Debug for Engine<W> {
@@ -247,6 +251,7 @@ impl<W: World> Engine<W> {
             outputs: VecDeque::new(),
             staged: Vec::new(),
             stats: EngineStats::default(),
+            feed: false,
         }
     }
 
@@ -283,7 +288,11 @@ impl<W: World> Engine<W> {
 
     /// The channels a session receives.
     pub fn channels_of(&self, session: SessionId) -> Vec<ChannelId> {
-        let Some(s) = self.sessions.get(&session) else {
+        let Some(s) = self
+            .sessions
+            .get(&session)
+            .filter(|s| s.role == Role::Player)
+        else {
             return Vec::new();
         };
         let mut out = vec![ChannelId::World];
@@ -331,8 +340,9 @@ impl<W: World> Engine<W> {
         }
     }
 
-    /// A session joins. Players get an avatar; spectators only the world channel
-    /// (their filtered, delayed feed is the relay's business).
+    /// A session joins. Players get an avatar and their channels; spectators get
+    /// no channel at all: what they see is the public spectator feed, delayed and
+    /// filtered by their relay, never a live channel.
     pub fn handle_join(
         &mut self,
         session: SessionId,
@@ -362,6 +372,9 @@ impl<W: World> Engine<W> {
             },
         );
         self.detector.handle_join(session, player);
+        if role != Role::Player {
+            return Ok(None);
+        }
         let mut added = vec![ChannelId::World];
         if let Some(t) = team {
             added.push(ChannelId::Team(t));
@@ -459,6 +472,9 @@ impl<W: World> Engine<W> {
         self.publish(pending, now_us);
         if self.cfg.keyframe_every > 0 && self.tick % self.cfg.keyframe_every == 0 {
             self.keyframes();
+            if self.feed {
+                self.feed_keyframe(now_us);
+            }
         }
         if self.tick % u64::from(self.cfg.tick_hz.max(1)) == 0 {
             let found = self.detector.evaluate(self.tick, 1.0);
@@ -586,8 +602,74 @@ impl<W: World> Engine<W> {
         self.staged.extend(emit.events);
     }
 
+    /// Turns the public spectator feed on or off. Turning it on emits a keyframe of
+    /// it at once (so a relay's spectators can start), then one frame per tick with
+    /// events and a keyframe every keyframe interval.
+    pub fn set_feed(&mut self, on: bool, now_us: u64) {
+        let was = self.feed;
+        self.feed = on;
+        if on && !was {
+            self.feed_keyframe(now_us);
+        }
+    }
+
+    /// Whether the spectator feed is on.
+    pub fn feed(&self) -> bool {
+        self.feed
+    }
+
+    fn tag(&self, class: EventClass, entity: Option<EntityId>, payload: Payload) -> FeedEvent {
+        FeedEvent {
+            class,
+            entity,
+            team: entity.and_then(|e| self.world.team(e)),
+            pos: entity.and_then(|e| self.world.position(e)),
+            payload,
+        }
+    }
+
+    fn feed_keyframe(&mut self, now_us: u64) {
+        let events = self
+            .world
+            .spectator_keyframe()
+            .into_iter()
+            .map(|(entity, payload)| self.tag(EventClass::State, Some(entity), payload))
+            .collect();
+        self.outputs.push_back(Output::Feed(Arc::new(FeedFrame {
+            world: self.cfg.world,
+            tick: self.tick,
+            origin_time_us: now_us,
+            keyframe: true,
+            events,
+        })));
+    }
+
+    /// The public part of a tick's events, as one feed frame.
+    fn feed_frame(&mut self, pending: &[Emitted], now_us: u64) {
+        let events: Vec<FeedEvent> = pending
+            .iter()
+            .filter_map(|e| {
+                let payload = self.world.spectator_event(e)?;
+                Some(self.tag(e.class, e.entity, payload))
+            })
+            .collect();
+        if events.is_empty() {
+            return;
+        }
+        self.outputs.push_back(Output::Feed(Arc::new(FeedFrame {
+            world: self.cfg.world,
+            tick: self.tick,
+            origin_time_us: now_us,
+            keyframe: false,
+            events,
+        })));
+    }
+
     fn publish(&mut self, pending: Vec<Emitted>, now_us: u64) {
         self.stats.events += pending.len() as u64;
+        if self.feed {
+            self.feed_frame(&pending, now_us);
+        }
         // Group by channel, channels in order of first emission.
         let mut order: Vec<ChannelId> = Vec::new();
         let mut groups: HashMap<ChannelId, Vec<Emitted>> = HashMap::default();
@@ -795,6 +877,7 @@ impl<W: World> Engine<W> {
             outputs: VecDeque::new(),
             staged: snap.staged,
             stats: EngineStats::default(),
+            feed: false,
         }
     }
 }

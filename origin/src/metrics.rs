@@ -25,6 +25,8 @@ pub struct OriginMetrics {
     pub ticks: Counter,
     /// Batches sent to relays (one per relay per channel batch).
     pub batches_sent: Counter,
+    /// Spectator feed frames sent to relays (one per relay per frame).
+    pub feed_frames_sent: Counter,
     /// Relays disconnected for falling too far behind.
     pub slow_relays: Counter,
     /// Tick duration in seconds.
@@ -42,6 +44,7 @@ impl OriginMetrics {
             sessions: Gauge::default(),
             ticks: Counter::default(),
             batches_sent: Counter::default(),
+            feed_frames_sent: Counter::default(),
             slow_relays: Counter::default(),
             tick_seconds: Histogram::new(exponential_buckets(0.000_05, 2.0, 14)),
         };
@@ -64,6 +67,11 @@ impl OriginMetrics {
             "batches_sent",
             "Channel batches sent to relays",
             m.batches_sent.clone(),
+        );
+        r.register(
+            "feed_frames_sent",
+            "Spectator feed frames sent to relays",
+            m.feed_frames_sent.clone(),
         );
         r.register(
             "slow_relays",

@@ -118,6 +118,12 @@ where
         self.engine.handle_join(session, player, role, team)
     }
 
+    /// See [`Engine::set_feed`] (output only: not journaled, a restarted origin
+    /// starts without the feed until relays ask again).
+    pub fn set_feed(&mut self, on: bool, now_us: u64) {
+        self.engine.set_feed(on, now_us);
+    }
+
     /// See [`Engine::handle_leave`].
     pub fn handle_leave(&mut self, session: SessionId) {
         self.pending.push(Input::Leave { session });

@@ -80,6 +80,8 @@ pub trait Core: Send + 'static {
     fn channel_seq(&self, c: ChannelId) -> u64;
     /// Writes anything buffered (graceful shutdown).
     fn flush(&mut self) -> Result<(), JournalError>;
+    /// See [`Engine::set_feed`].
+    fn set_feed(&mut self, on: bool, now_us: u64);
 }
 
 impl<W: World> Core for Engine<W> {
@@ -129,6 +131,9 @@ impl<W: World> Core for Engine<W> {
     fn flush(&mut self) -> Result<(), JournalError> {
         Ok(())
     }
+    fn set_feed(&mut self, on: bool, now_us: u64) {
+        Self::set_feed(self, on, now_us);
+    }
 }
 
 impl<W: World + Clone + Serialize + DeserializeOwned> Core for Persistent<W> {
@@ -176,6 +181,9 @@ impl<W: World + Clone + Serialize + DeserializeOwned> Core for Persistent<W> {
     }
     fn flush(&mut self) -> Result<(), JournalError> {
         Self::flush(self)
+    }
+    fn set_feed(&mut self, on: bool, now_us: u64) {
+        Self::set_feed(self, on, now_us);
     }
 }
 
@@ -455,6 +463,8 @@ struct RelayState {
     lanes: Vec<mpsc::Sender<Bytes>>,
     channels: HashMap<ChannelId, u32>,
     sessions: HashSet<SessionId>,
+    /// The relay asked for the world's spectator feed.
+    feed: bool,
 }
 
 struct Actor<C> {
@@ -542,6 +552,7 @@ impl<C: Core> Actor<C> {
                         lanes,
                         channels: HashMap::new(),
                         sessions: HashSet::new(),
+                        feed: false,
                     },
                 );
                 self.metrics.relays.set(self.relays.len() as i64);
@@ -560,6 +571,7 @@ impl<C: Core> Actor<C> {
                     }
                 }
                 self.metrics.relays.set(self.relays.len() as i64);
+                self.update_feed();
             }
             Cmd::BadFrame { id, label } => {
                 OriginMetrics::count(&self.metrics.link_errors, label);
@@ -644,6 +656,34 @@ impl<C: Core> Actor<C> {
                 self.send(id, 0, frame(&pong));
             }
             LinkMsg::Pong(_) => {}
+            LinkMsg::FeedSubscribe { world } | LinkMsg::FeedUnsubscribe { world }
+                if world != self.core.world_id() =>
+            {
+                OriginMetrics::count(&self.metrics.link_errors, "unknown_world");
+                self.error(
+                    id,
+                    ErrorCode::UnknownWorld,
+                    format!("this origin hosts {}, not {world}", self.core.world_id()),
+                );
+            }
+            LinkMsg::FeedSubscribe { .. } => {
+                let was = self.relays.get(&id).is_some_and(|r| r.feed);
+                if let Some(r) = self.relays.get_mut(&id) {
+                    r.feed = true;
+                }
+                if was {
+                    // Asked again (the relay lost track): a keyframe to restart from.
+                    let now = self.now_us();
+                    self.core.set_feed(false, now);
+                }
+                self.update_feed();
+            }
+            LinkMsg::FeedUnsubscribe { .. } => {
+                if let Some(r) = self.relays.get_mut(&id) {
+                    r.feed = false;
+                }
+                self.update_feed();
+            }
             other => {
                 OriginMetrics::count(&self.metrics.link_errors, "unexpected");
                 self.error(
@@ -653,6 +693,14 @@ impl<C: Core> Actor<C> {
                 );
             }
         }
+    }
+
+    /// The engine produces the spectator feed while any relay wants it.
+    fn update_feed(&mut self) {
+        let on = self.relays.values().any(|r| r.feed);
+        let now = self.now_us();
+        self.core.set_feed(on, now);
+        self.route();
     }
 
     /// Binds a session to a relay and tells the relay every channel it receives.
@@ -861,6 +909,24 @@ impl<C: Core> Actor<C> {
                         }),
                     );
                 }
+                Output::Feed(f) => {
+                    let targets: Vec<u64> = self
+                        .relays
+                        .iter()
+                        .filter(|(_, r)| r.feed)
+                        .map(|(id, _)| *id)
+                        .collect();
+                    if targets.is_empty() {
+                        continue;
+                    }
+                    let bytes = frame(&LinkMsg::Feed((*f).clone()));
+                    // One lane for the whole feed keeps its frames in order.
+                    let lane = self.cfg.lanes.max(1);
+                    for id in targets {
+                        self.metrics.feed_frames_sent.inc();
+                        self.send(id, lane, bytes.clone());
+                    }
+                }
                 Output::Violation(v) => {
                     OriginMetrics::count(
                         &self.metrics.violations,
@@ -917,5 +983,8 @@ fn variant(msg: &LinkMsg) -> &'static str {
         LinkMsg::Ping(_) => "Ping",
         LinkMsg::Pong(_) => "Pong",
         LinkMsg::Error(_) => "Error",
+        LinkMsg::FeedSubscribe { .. } => "FeedSubscribe",
+        LinkMsg::FeedUnsubscribe { .. } => "FeedUnsubscribe",
+        LinkMsg::Feed(_) => "Feed",
     }
 }

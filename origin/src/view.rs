@@ -265,7 +265,10 @@ impl ArenaView {
                     }
                 }
             }
-            ArenaEvent::Missed { .. } | ArenaEvent::Sprayed { .. } | ArenaEvent::Marked { .. } => {}
+            ArenaEvent::Missed { .. }
+            | ArenaEvent::Sprayed { .. }
+            | ArenaEvent::Marked { .. }
+            | ArenaEvent::Planned { .. } => {}
         }
     }
 

@@ -150,6 +150,24 @@ pub trait World: Send + 'static {
     /// The full state of a channel, for keyframes.
     fn channel_state(&self, channel: ChannelId, grid: &crate::interest::Grid) -> Payload;
 
+    /// What spectators may see of an emitted event: `Some(payload)` publishes it on
+    /// the world's spectator feed (the game may return a redacted payload), `None`
+    /// keeps it private. The default keeps team channels private (a team's hidden
+    /// state, plans and pings) and publishes everything else unchanged.
+    fn spectator_event(&self, event: &Emitted) -> Option<Payload> {
+        match event.channel {
+            ChannelId::Team(_) => None,
+            ChannelId::World | ChannelId::Cell { .. } => Some(event.payload.clone()),
+        }
+    }
+
+    /// The public state spectators start from: one game-encoded entry per entity
+    /// (the engine tags each with the entity's team and position so relays can
+    /// filter). The default is empty: spectators then see only events.
+    fn spectator_keyframe(&self) -> Vec<(EntityId, Payload)> {
+        Vec::new()
+    }
+
     /// A hash of the whole state (replays compare it tick by tick).
     fn state_hash(&self) -> Hash32;
 

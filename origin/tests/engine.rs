@@ -743,3 +743,89 @@ fn a_busy_tick_is_split_into_batches_that_fit_a_frame() {
         assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{seqs:?}");
     }
 }
+
+#[test]
+fn the_spectator_feed_is_public_tagged_and_only_on_when_asked() {
+    let mut e = engine();
+    let a = join(&mut e, 1);
+    let b = join(&mut e, 2);
+    e.world_mut().place(a, 100.0, 100.0);
+    e.world_mut().place(b, 300.0, 300.0);
+    // A spectator gets no channel at all: no live events can reach it.
+    let watcher = e.handle_join(SessionId(9), "watcher", Role::Spectator, None);
+    assert_eq!(watcher, Ok(None));
+    assert!(e.channels_of(SessionId(9)).is_empty());
+    // Off by default: no feed frames.
+    e.handle_action(
+        SessionId(1),
+        act(1, &ArenaAction::Mark { x: 1.0, y: 2.0 }, vec![]),
+    );
+    let now = e.poll_timeout();
+    e.handle_timeout(now);
+    assert!(!drain(&mut e).iter().any(|o| matches!(o, Output::Feed(_))));
+
+    // On: a keyframe of every player at once, tagged with team and position.
+    e.set_feed(true, now);
+    let out = drain(&mut e);
+    let Some(Output::Feed(kf)) = out.first() else {
+        panic!("no keyframe: {out:?}");
+    };
+    assert!(kf.keyframe);
+    assert_eq!(kf.events.len(), 2);
+    let tagged = kf.events.iter().find(|ev| ev.entity == Some(a)).unwrap();
+    assert_eq!(tagged.pos, Some((100.0, 100.0)));
+    assert_eq!(tagged.team, e.world().player(a).map(|p| p.team));
+    assert!(matches!(
+        ArenaEvent::decode(&tagged.payload),
+        Some(ArenaEvent::Spawned { entity, .. }) if entity == a
+    ));
+
+    // A public marker is in the feed; the team's private plan is not, though the
+    // team's channel carries it.
+    e.handle_action(
+        SessionId(1),
+        act(2, &ArenaAction::Mark { x: 5.0, y: 6.0 }, vec![]),
+    );
+    e.handle_action(
+        SessionId(2),
+        act(1, &ArenaAction::Plan { x: 7.0, y: 8.0 }, vec![]),
+    );
+    let now = e.poll_timeout();
+    e.handle_timeout(now);
+    let out = drain(&mut e);
+    let feed: Vec<_> = out
+        .iter()
+        .filter_map(|o| match o {
+            Output::Feed(f) => Some(f.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(feed.len(), 1);
+    assert!(!feed[0].keyframe);
+    let decoded: Vec<_> = feed[0]
+        .events
+        .iter()
+        .filter_map(|ev| ArenaEvent::decode(&ev.payload))
+        .collect();
+    assert!(decoded
+        .iter()
+        .any(|ev| matches!(ev, ArenaEvent::Marked { .. })));
+    assert!(!decoded
+        .iter()
+        .any(|ev| matches!(ev, ArenaEvent::Planned { .. })));
+    let planned_on_team = out.iter().any(|o| {
+        matches!(o, Output::Batch(batch) if matches!(batch.channel, ChannelId::Team(_))
+            && batch.events.iter().any(|ev| matches!(ArenaEvent::decode(&ev.payload), Some(ArenaEvent::Planned { .. }))))
+    });
+    assert!(planned_on_team, "the plan went to its team");
+
+    // Off again: nothing more.
+    e.set_feed(false, now);
+    e.handle_action(
+        SessionId(1),
+        act(3, &ArenaAction::Mark { x: 5.0, y: 6.0 }, vec![]),
+    );
+    let now = e.poll_timeout();
+    e.handle_timeout(now);
+    assert!(!drain(&mut e).iter().any(|o| matches!(o, Output::Feed(_))));
+}

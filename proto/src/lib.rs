@@ -48,10 +48,10 @@ pub use codec::{
 pub use ids::{ChannelId, EntityId, RelayId, SessionId, TeamId, WorldId};
 pub use message::{
     Action, ActionResult, Area, BandwidthMode, BatchEvent, ChannelCursor, ClientMsg, Delta,
-    EntityVersion, ErrorCode, ErrorMsg, Event, EventBatch, GoAway, Hash32, Hello, Keyframe,
-    LinkMsg, OriginReport, Outcome, PeerMsg, Ping, Pong, Refusal, RefusalCode, RejectCode,
-    RelayInfo, ResumeTicket, ServerMsg, SpectatorFilter, SpectatorSubscribe, Welcome, ALPN,
-    PEER_ALPN, PROTOCOL_VERSION,
+    EntityVersion, ErrorCode, ErrorMsg, Event, EventBatch, FeedEvent, FeedFrame, GoAway, Hash32,
+    Hello, Keyframe, LinkMsg, OriginReport, Outcome, PeerMsg, Ping, Pong, Refusal, RefusalCode,
+    RejectCode, RelayInfo, ResumeTicket, ServerMsg, SpectatorFilter, SpectatorSubscribe, Welcome,
+    ALPN, PEER_ALPN, PROTOCOL_VERSION,
 };
 pub use payload::Payload;
 pub use token::{Claims, Role, TokenError, TokenKeyPair, TokenSigner, TokenVerifier};

@@ -309,6 +309,83 @@ pub struct Event {
     pub payload: Payload,
 }
 
+#[cfg(test)]
+mod filter_tests {
+    use super::*;
+
+    fn ev(
+        class: EventClass,
+        team: Option<u16>,
+        entity: Option<u64>,
+        pos: Option<(f32, f32)>,
+    ) -> FeedEvent {
+        FeedEvent {
+            class,
+            entity: entity.map(EntityId),
+            team: team.map(TeamId),
+            pos,
+            payload: Payload::default(),
+        }
+    }
+
+    #[test]
+    fn filters_by_class_team_entity_and_area() {
+        let all = SpectatorFilter::all();
+        assert!(all.admits(&ev(EventClass::Bulk, Some(1), Some(1), Some((5.0, 5.0)))));
+        let f = SpectatorFilter {
+            classes: [EventClass::Critical, EventClass::Movement]
+                .into_iter()
+                .collect(),
+            teams: vec![TeamId(1)],
+            entities: Vec::new(),
+            area: Some(Area {
+                min_x: 0.0,
+                min_y: 0.0,
+                max_x: 10.0,
+                max_y: 10.0,
+            }),
+        };
+        assert!(f.admits(&ev(
+            EventClass::Movement,
+            Some(1),
+            Some(3),
+            Some((10.0, 0.0))
+        )));
+        assert!(
+            !f.admits(&ev(EventClass::Chat, Some(1), Some(3), Some((1.0, 1.0)))),
+            "class"
+        );
+        assert!(
+            !f.admits(&ev(
+                EventClass::Movement,
+                Some(2),
+                Some(3),
+                Some((1.0, 1.0))
+            )),
+            "team"
+        );
+        assert!(
+            !f.admits(&ev(
+                EventClass::Movement,
+                Some(1),
+                Some(3),
+                Some((11.0, 1.0))
+            )),
+            "area"
+        );
+        assert!(
+            f.admits(&ev(EventClass::Critical, None, None, None)),
+            "untagged passes"
+        );
+        let one = SpectatorFilter {
+            entities: vec![EntityId(7)],
+            ..SpectatorFilter::all()
+        };
+        assert!(one.admits(&ev(EventClass::State, None, Some(7), None)));
+        assert!(!one.admits(&ev(EventClass::State, None, Some(8), None)));
+    }
+}
+
 impl EventBatch {
     /// The batch's events with their full context.
     pub fn iter_events(&self) -> impl Iterator<Item = Event> + '_ {
@@ -383,6 +460,36 @@ pub struct SpectatorFilter {
     pub area: Option<Area>,
 }
 
+impl Area {
+    /// Whether `(x, y)` is inside (edges included).
+    pub fn contains(&self, x: f32, y: f32) -> bool {
+        (self.min_x..=self.max_x).contains(&x) && (self.min_y..=self.max_y).contains(&y)
+    }
+}
+
+impl SpectatorFilter {
+    /// Everything: every class, team, entity and place.
+    pub fn all() -> Self {
+        Self {
+            classes: ClassSet::ALL,
+            teams: Vec::new(),
+            entities: Vec::new(),
+            area: None,
+        }
+    }
+
+    /// Whether a feed event passes. An event that carries no team, entity or
+    /// position (a world-wide announcement) passes the filters on those.
+    pub fn admits(&self, e: &FeedEvent) -> bool {
+        self.classes.contains(e.class)
+            && (self.teams.is_empty() || e.team.is_none_or(|t| self.teams.contains(&t)))
+            && (self.entities.is_empty() || e.entity.is_none_or(|x| self.entities.contains(&x)))
+            && self
+                .area
+                .is_none_or(|a| e.pos.is_none_or(|(x, y)| a.contains(x, y)))
+    }
+}
+
 /// How much of the feed a spectator receives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum BandwidthMode {
@@ -408,6 +515,45 @@ pub struct SpectatorSubscribe {
     pub delay_ms: u32,
     /// Bandwidth mode.
     pub mode: BandwidthMode,
+}
+
+/// One event of a world's spectator feed, tagged so a relay can filter it without
+/// understanding the game's encoding.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FeedEvent {
+    /// Class.
+    pub class: EventClass,
+    /// Entity the event is about, if any.
+    pub entity: Option<EntityId>,
+    /// That entity's team, if it has one.
+    pub team: Option<TeamId>,
+    /// That entity's position after the tick, if it has one (area filters).
+    pub pos: Option<(f32, f32)>,
+    /// Game-encoded body, with private information already removed by the origin.
+    pub payload: Payload,
+}
+
+/// A world's public spectator feed for one tick, or a keyframe of it.
+///
+/// The origin publishes one frame per tick (when anything happened) and a keyframe
+/// every keyframe interval, once per relay that asked for the feed
+/// ([`LinkMsg::FeedSubscribe`]). Relays delay, filter and thin it per spectator
+/// and hand the result on as [`ServerMsg::Spectate`]. Frames handed to spectators
+/// are relay-derived (filtered, coalesced), so they carry no origin signature.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FeedFrame {
+    /// World.
+    pub world: WorldId,
+    /// World tick.
+    pub tick: u64,
+    /// Origin clock when the tick ran, microseconds since the Unix epoch. No
+    /// spectator receives the frame before this time plus its delay.
+    pub origin_time_us: u64,
+    /// `true`: `events` are the complete public state (one per entity) and replace
+    /// whatever the receiver knew; `false`: what happened during the tick.
+    pub keyframe: bool,
+    /// The events.
+    pub events: Vec<FeedEvent>,
 }
 
 /// RTT and clock-offset probe.
@@ -460,6 +606,11 @@ pub enum ErrorCode {
     UnknownSession,
     /// An internal failure on the sender's side.
     Internal,
+    /// The session's role may not do this (a player asking for a spectator feed).
+    Forbidden,
+    /// A spectator request asked for more than the relay serves (a delay past its
+    /// maximum, for example).
+    Unsupported,
 }
 
 /// A protocol error report; the connection may stay open.
@@ -610,6 +761,19 @@ pub enum LinkMsg {
     Pong(Pong),
     /// A protocol error on the link.
     Error(ErrorMsg),
+    /// Relay → origin: send this world's spectator feed on this link (a keyframe
+    /// first, then every tick).
+    FeedSubscribe {
+        /// World.
+        world: WorldId,
+    },
+    /// Relay → origin: stop the world's spectator feed on this link.
+    FeedUnsubscribe {
+        /// World.
+        world: WorldId,
+    },
+    /// Origin → relay: one frame of a world's spectator feed.
+    Feed(FeedFrame),
 }
 
 /// QUIC ALPN of relay-to-relay connections (mutual TLS): peer reports and
