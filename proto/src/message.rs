@@ -685,6 +685,11 @@ pub enum ServerMsg {
     /// longer available): continue from this keyframe. A plain
     /// [`ServerMsg::Keyframe`] is a checkpoint and never skips events.
     Resync(Keyframe),
+    /// A spectator's delayed, filtered feed (answers
+    /// [`ClientMsg::SpectatorSubscribe`]). The first frame after a subscribe,
+    /// and the first after the relay skipped frames for a slow spectator, is a
+    /// keyframe.
+    Spectate(FeedFrame),
 }
 
 /// Relay ↔ origin and relay ↔ relay. Session-scoped messages name their session,

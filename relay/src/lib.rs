@@ -12,7 +12,8 @@
 //!   (per-session anti-cheat), [`hub`] (fan-out and exactly-once ordering per
 //!   session), [`routing`] (paths to origins), [`scheduler`] (per-connection
 //!   priority), [`session`] (session table, resume tickets), [`geo`] (GeoIP and
-//!   the nearest-relay directory).
+//!   the nearest-relay directory), [`spectate`] (the spectator delay buffer,
+//!   filters and bandwidth modes).
 //! * Shell: [`server`] (quinn and tokio tasks around the cores), [`peer`]
 //!   (relay-to-relay measurement and forwarded origin links), [`config`]
 //!   (operator configuration), [`metrics`]; the `skylane-relay` binary.
@@ -35,6 +36,7 @@ pub mod routing;
 pub mod scheduler;
 pub mod server;
 pub mod session;
+pub mod spectate;
 
 pub use admission::{Admission, AdmissionConfig, Refused};
 pub use hub::{BatchFrame, Delivery, Hub, HubConfig, HubStats};
@@ -52,3 +54,4 @@ pub use scheduler::{Outgoing, Overflow, Scheduler, SchedulerConfig, SchedulerSta
 pub use session::{
     AttachError, ConnId, Presence, SessionEntry, SessionTable, TicketClaims, TicketError, TicketKey,
 };
+pub use spectate::{Audience, AudienceConfig, AudienceStats, SpectateError};

@@ -49,6 +49,16 @@ pub struct RelayMetrics {
     pub route_changes: Counter,
     /// Actions answered `Unknown` because their origin link failed in flight.
     pub actions_unknown: Counter,
+    /// Spectators watching a feed.
+    pub spectators: Gauge,
+    /// Spectator feed frames received from origins.
+    pub feed_frames_in: Counter,
+    /// Frames handed to spectators' queues.
+    pub spectator_frames: Counter,
+    /// Times a spectator's queue was full (it skips to the next keyframe).
+    pub spectator_skips: Counter,
+    /// Spectator subscriptions refused, by reason.
+    pub spectators_refused: Family<KindLabel, Counter>,
 }
 
 impl RelayMetrics {
@@ -130,6 +140,27 @@ impl RelayMetrics {
             "route_changes",
             "Path changes to origins",
             m.route_changes.clone(),
+        );
+        r.register("spectators", "Spectators watching", m.spectators.clone());
+        r.register(
+            "feed_frames_in",
+            "Spectator feed frames received from origins",
+            m.feed_frames_in.clone(),
+        );
+        r.register(
+            "spectator_frames",
+            "Frames handed to spectators",
+            m.spectator_frames.clone(),
+        );
+        r.register(
+            "spectator_skips",
+            "Spectator queues found full (skip to the next keyframe)",
+            m.spectator_skips.clone(),
+        );
+        r.register(
+            "spectators_refused",
+            "Spectator subscriptions refused by reason",
+            m.spectators_refused.clone(),
         );
         r.register(
             "actions_unknown",

@@ -35,8 +35,8 @@ use skylane_proto::{
     decode_datagram, decode_message, encode_frame_to_bytes, link_events_to_client_frame, Action,
     ActionResult, ChannelCursor, ClientMsg, ErrorCode, ErrorMsg, EventBatch, EventClass,
     FrameDecoder, GoAway, Hello, LinkMsg, Outcome, Ping, Pong, Refusal, RefusalCode, RejectCode,
-    RelayInfo, Role, ServerMsg, SessionId, TokenError, TokenVerifier, Welcome, WorldId,
-    DEFAULT_MAX_FRAME, MAX_DATAGRAM, PROTOCOL_VERSION,
+    RelayInfo, Role, ServerMsg, SessionId, SpectatorSubscribe, TokenError, TokenVerifier, Welcome,
+    WorldId, DEFAULT_MAX_FRAME, MAX_DATAGRAM, PROTOCOL_VERSION,
 };
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tokio::time::Instant;
@@ -51,6 +51,7 @@ use crate::peer::{connect_via, peer_task, serve_peer, PeerSpec};
 use crate::routing::{Link, OriginId, Path, RoutingConfig, RoutingTable};
 use crate::scheduler::{Outgoing, Scheduler, SchedulerConfig};
 use crate::session::{AttachError, ConnId, Presence, SessionTable, TicketClaims, TicketKey};
+use crate::spectate::{Audience, AudienceConfig};
 
 /// An origin this relay links to.
 #[derive(Debug, Clone)]
@@ -86,6 +87,10 @@ pub struct Limits {
     pub hello_timeout: Duration,
     /// Longest a drain waits for clients to leave.
     pub drain_deadline: Duration,
+    /// Spectator feed bounds (longest delay, buffered bytes, filter size).
+    pub spectators: AudienceConfig,
+    /// Frames queued for one spectator before it skips to the next keyframe.
+    pub spectator_queue: usize,
 }
 
 impl Default for Limits {
@@ -100,6 +105,8 @@ impl Default for Limits {
             ticket_ttl: Duration::from_secs(3600),
             hello_timeout: Duration::from_secs(5),
             drain_deadline: Duration::from_secs(30),
+            spectators: AudienceConfig::default(),
+            spectator_queue: 64,
         }
     }
 }
@@ -261,6 +268,11 @@ pub(crate) enum Cmd {
     Bye {
         session: SessionId,
     },
+    Spectate {
+        session: SessionId,
+        sub: SpectatorSubscribe,
+        tx: mpsc::Sender<Bytes>,
+    },
     Gone {
         conn_id: ConnId,
     },
@@ -366,6 +378,9 @@ impl Relay {
             links,
             conns: HashMap::default(),
             feeds: HashMap::default(),
+            audiences: HashMap::default(),
+            spectators: HashMap::default(),
+            offsets: HashMap::default(),
             draining: None,
             peer_tasks,
             shared,
@@ -742,11 +757,19 @@ async fn serve_client(shared: &Arc<Shared>, conn: Connection, conn_id: ConnId) {
         shared.metrics.clone(),
         session,
     ));
+    // A spectator's feed: one ordered stream fed from a short queue; when the queue
+    // is full the audience makes it skip to the next keyframe.
+    let spectate = (role == Role::Spectator).then(|| {
+        let (tx, rx) = mpsc::channel(s.limits.spectator_queue.max(1));
+        tokio::spawn(write_spectator(conn.clone(), rx));
+        tx
+    });
     let reader = Arc::new(ClientReader {
         shared: shared.clone(),
         conn: conn.clone(),
         session,
         role,
+        spectate,
         out: out_tx,
         guard: Mutex::new(EdgeGuard::new(s.edge, shared.now())),
     });
@@ -783,6 +806,7 @@ struct ClientReader {
     conn: Connection,
     session: SessionId,
     role: Role,
+    spectate: Option<mpsc::Sender<Bytes>>,
     out: mpsc::Sender<Outgoing>,
     guard: Mutex<EdgeGuard>,
 }
@@ -883,9 +907,30 @@ impl ClientReader {
                     message: "hello and directory are first messages only".into(),
                 }),
             ),
-            ClientMsg::Subscribe(_)
-            | ClientMsg::Unsubscribe(_)
-            | ClientMsg::SpectatorSubscribe(_) => {
+            ClientMsg::SpectatorSubscribe(sub) => match &self.spectate {
+                Some(tx) => {
+                    let cmd = Cmd::Spectate {
+                        session: self.session,
+                        sub,
+                        tx: tx.clone(),
+                    };
+                    let _ = self.shared.cmd.send(cmd).await;
+                }
+                None => {
+                    RelayMetrics::count(&m.spectators_refused, "not_a_spectator");
+                    self.reply(
+                        EventClass::Critical,
+                        &ServerMsg::Error(ErrorMsg {
+                            code: ErrorCode::Forbidden,
+                            message: format!(
+                                "a {} token cannot watch the spectator feed",
+                                self.role
+                            ),
+                        }),
+                    );
+                }
+            },
+            ClientMsg::Subscribe(_) | ClientMsg::Unsubscribe(_) => {
                 self.reply(
                     EventClass::Critical,
                     &ServerMsg::Error(ErrorMsg {
@@ -915,6 +960,19 @@ impl ClientReader {
                 },
             }),
         );
+    }
+}
+
+/// Writes a spectator's frames, in order, on one stream of its own.
+async fn write_spectator(conn: Connection, mut rx: mpsc::Receiver<Bytes>) {
+    let Ok(mut stream) = conn.open_uni().await else {
+        return;
+    };
+    let _ = stream.set_priority(EventClass::State.quic_priority());
+    while let Some(frame) = rx.recv().await {
+        if stream.write_chunk(frame).await.is_err() {
+            return;
+        }
     }
 }
 
@@ -1399,6 +1457,12 @@ struct Actor {
     links: HashMap<OriginId, LinkState>,
     conns: HashMap<ConnId, ConnState>,
     feeds: HashMap<SessionId, SessionFeed>,
+    /// Spectator audiences per world, and each spectator's world and queue.
+    audiences: HashMap<WorldId, Audience>,
+    spectators: HashMap<SessionId, (WorldId, mpsc::Sender<Bytes>)>,
+    /// Lower bounds of each origin's clock offset (origin − relay, µs) from
+    /// recent link pings.
+    offsets: HashMap<OriginId, VecDeque<i64>>,
     draining: Option<Instant>,
     peer_tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -1407,6 +1471,7 @@ impl Actor {
     async fn run(mut self, mut rx: mpsc::Receiver<Cmd>, endpoint: Endpoint) {
         let mut sweep = tokio::time::interval(Duration::from_millis(250));
         loop {
+            let release = self.next_release();
             tokio::select! {
                 cmd = rx.recv() => match cmd {
                     Some(cmd) => {
@@ -1420,6 +1485,12 @@ impl Actor {
                         break;
                     }
                 }
+                () = async {
+                    match release {
+                        Some(t) => tokio::time::sleep_until(t).await,
+                        None => std::future::pending().await,
+                    }
+                } => self.release_spectators(),
             }
             self.flush();
         }
@@ -1454,6 +1525,16 @@ impl Actor {
     /// Expiries and the drain; `true` when the relay should exit.
     fn sweep(&mut self) -> bool {
         let now = self.now();
+        // Link pings: the origins' clock offsets (spectator delays).
+        let sent_us = self.shared.clock.unix_us();
+        for l in self.links.values() {
+            if let Some(tx) = &l.tx {
+                tx.send_control(&LinkMsg::Ping(Ping {
+                    nonce: sent_us,
+                    sent_us,
+                }));
+            }
+        }
         self.sessions.handle_timeout(now);
         while let Some((s, e)) = self.sessions.poll_expired() {
             debug!(session = %s, "session grace expired");
@@ -1498,9 +1579,15 @@ impl Actor {
                     self.end_session(session, e.world, true);
                 }
             }
+            Cmd::Spectate { session, sub, tx } => self.spectate(session, &sub, tx),
             Cmd::Gone { conn_id } => {
                 self.conns.remove(&conn_id);
                 let ids = self.sessions.handle_disconnect(self.now(), conn_id);
+                for s in &ids {
+                    // A spectator resumes by subscribing again; until then it is
+                    // no one's audience.
+                    self.leave_audience(*s);
+                }
                 for s in ids {
                     let away = self.feeds.get(&s).is_some_and(|f| f.sent_away);
                     if away {
@@ -1593,18 +1680,22 @@ impl Actor {
                 ))
             }
         }
-        self.hub.handle_open(session, world, last_seen);
-        self.feeds.insert(
-            session,
-            SessionFeed {
-                origin,
-                acked: false,
-                pending: VecDeque::new(),
-                sent_away: false,
-                in_flight: VecDeque::new(),
-            },
-        );
-        self.open_upstream(session, last_seen.to_vec());
+        if role == Role::Player {
+            self.hub.handle_open(session, world, last_seen);
+            self.feeds.insert(
+                session,
+                SessionFeed {
+                    origin,
+                    acked: false,
+                    pending: VecDeque::new(),
+                    sent_away: false,
+                    in_flight: VecDeque::new(),
+                },
+            );
+            self.open_upstream(session, last_seen.to_vec());
+        }
+        // Spectators stay on the relay: the origin never hears of them, they are
+        // served from the world's one feed (see `spectate`).
         let s = &self.shared.settings;
         let expires = self.shared.clock.unix_secs() + s.limits.ticket_ttl.as_secs();
         let ticket = s.tickets.issue(&TicketClaims {
@@ -1646,6 +1737,7 @@ impl Actor {
 
     fn end_session(&mut self, session: SessionId, _world: WorldId, tell_origin: bool) {
         self.hub.handle_close(session);
+        self.leave_audience(session);
         if let Some(feed) = self.feeds.remove(&session) {
             if tell_origin {
                 if let Some(link) = self.links.get(&feed.origin).and_then(|l| l.tx.as_ref()) {
@@ -1711,6 +1803,18 @@ impl Actor {
         for s in ids {
             let cursors = self.hub.cursors(s);
             self.open_upstream(s, cursors);
+        }
+        // And every spectator feed it carries.
+        let worlds: Vec<WorldId> = self
+            .audiences
+            .keys()
+            .copied()
+            .filter(|w| self.routing.origin_of(*w) == Some(origin))
+            .collect();
+        if let Some(tx) = self.links.get(&origin).and_then(|l| l.tx.as_ref()) {
+            for world in worlds {
+                tx.send_control(&LinkMsg::FeedSubscribe { world });
+            }
         }
     }
 
@@ -1867,9 +1971,39 @@ impl Actor {
                 warn!(origin = %origin, code = ?e.code, message = %e.message, "origin reported an error");
             }
             LinkMsg::Pong(p) => {
-                let rtt =
-                    Duration::from_micros(self.shared.clock.unix_us().saturating_sub(p.sent_us));
-                self.routing.handle_rtt(now, Link::Origin(origin), rtt);
+                // The origin read its clock between our send and now, so this is a
+                // lower bound of its offset: spectator releases using it can be
+                // late by the return trip, never early. Routing keeps using the
+                // transport's RTT of the path in use.
+                let at = self.shared.clock.unix_us();
+                let sample = p.received_us as i64 - at as i64;
+                let window = self.offsets.entry(origin).or_default();
+                if window.len() >= 32 {
+                    window.pop_front();
+                }
+                window.push_back(sample);
+                let best = window.iter().copied().max().unwrap_or(sample);
+                let worlds: Vec<WorldId> = self
+                    .audiences
+                    .keys()
+                    .copied()
+                    .filter(|w| self.routing.origin_of(*w) == Some(origin))
+                    .collect();
+                for w in worlds {
+                    if let Some(a) = self.audiences.get_mut(&w) {
+                        a.handle_clock(at, best);
+                    }
+                    self.deliver_spectators(w);
+                }
+            }
+            LinkMsg::Feed(f) => {
+                self.shared.metrics.feed_frames_in.inc();
+                let world = f.world;
+                let at = self.shared.clock.unix_us();
+                if let Some(a) = self.audiences.get_mut(&world) {
+                    a.handle_frame(at, Arc::new(f));
+                    self.deliver_spectators(world);
+                }
             }
             LinkMsg::Ping(p) => {
                 let t = self.shared.clock.unix_us();
@@ -1883,9 +2017,140 @@ impl Actor {
                 }
             }
             LinkMsg::LinkHello { .. }
+            | LinkMsg::FeedSubscribe { .. }
+            | LinkMsg::FeedUnsubscribe { .. }
             | LinkMsg::Delta(_)
             | LinkMsg::SessionOpen { .. }
             | LinkMsg::Action { .. } => {}
+        }
+    }
+
+    /// A spectator subscribes (or changes its subscription) to its world's feed.
+    fn spectate(&mut self, session: SessionId, sub: &SpectatorSubscribe, tx: mpsc::Sender<Bytes>) {
+        let Some(world) = self.sessions.get(session).map(|e| e.world) else {
+            return;
+        };
+        let refuse = |this: &mut Self, code, label: &str, message: String| {
+            RelayMetrics::count(&this.shared.metrics.spectators_refused, label);
+            this.send_to_client(
+                session,
+                EventClass::Critical,
+                &ServerMsg::Error(ErrorMsg { code, message }),
+            );
+        };
+        if sub.world != world {
+            let msg = format!("the session watches {world}, not {}", sub.world);
+            return refuse(self, ErrorCode::UnknownWorld, "wrong_world", msg);
+        }
+        let Some(origin) = self.routing.origin_of(world) else {
+            let msg = format!("no origin hosts {world}");
+            return refuse(self, ErrorCode::UnknownWorld, "unknown_world", msg);
+        };
+        let now = self.shared.clock.unix_us();
+        if !self.audiences.contains_key(&world) {
+            let mut a = Audience::new(world, self.shared.settings.limits.spectators);
+            if let Some(best) = self.offsets.get(&origin).and_then(|w| w.iter().max()) {
+                a.handle_clock(now, *best);
+            }
+            self.audiences.insert(world, a);
+            if let Some(tx) = self.links.get(&origin).and_then(|l| l.tx.as_ref()) {
+                tx.send_control(&LinkMsg::FeedSubscribe { world });
+            }
+        }
+        let r = self
+            .audiences
+            .get_mut(&world)
+            .map(|a| a.handle_subscribe(now, session, sub));
+        match r {
+            Some(Ok(())) => {
+                self.spectators.insert(session, (world, tx));
+                self.deliver_spectators(world);
+            }
+            Some(Err(e)) => {
+                let label = e.label();
+                refuse(self, ErrorCode::Unsupported, label, e.to_string());
+                self.drop_empty_audience(world);
+            }
+            None => {}
+        }
+        self.shared
+            .metrics
+            .spectators
+            .set(self.spectators.len() as i64);
+    }
+
+    fn leave_audience(&mut self, session: SessionId) {
+        let Some((world, _)) = self.spectators.remove(&session) else {
+            return;
+        };
+        if let Some(a) = self.audiences.get_mut(&world) {
+            a.handle_leave(session);
+        }
+        self.drop_empty_audience(world);
+        self.shared
+            .metrics
+            .spectators
+            .set(self.spectators.len() as i64);
+    }
+
+    /// The last spectator of a world left: stop its feed.
+    fn drop_empty_audience(&mut self, world: WorldId) {
+        if !self.audiences.get(&world).is_some_and(Audience::is_empty) {
+            return;
+        }
+        self.audiences.remove(&world);
+        let origin = self.routing.origin_of(world);
+        if let Some(tx) = origin
+            .and_then(|o| self.links.get(&o))
+            .and_then(|l| l.tx.as_ref())
+        {
+            tx.send_control(&LinkMsg::FeedUnsubscribe { world });
+        }
+    }
+
+    /// Hands a world's due spectator frames to their queues; a full queue makes
+    /// that spectator skip to the next keyframe.
+    fn deliver_spectators(&mut self, world: WorldId) {
+        let Some(a) = self.audiences.get_mut(&world) else {
+            return;
+        };
+        let m = &self.shared.metrics;
+        while let Some(d) = a.poll_delivery() {
+            let Some((_, tx)) = self.spectators.get(&d.spectator) else {
+                continue;
+            };
+            match tx.try_send(d.frame) {
+                Ok(()) => {
+                    m.spectator_frames.inc();
+                }
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    m.spectator_skips.inc();
+                    a.handle_overflow(d.spectator);
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => {}
+            }
+        }
+    }
+
+    /// When the next spectator frame is due.
+    fn next_release(&self) -> Option<Instant> {
+        let due = self
+            .audiences
+            .values()
+            .filter_map(Audience::poll_timeout)
+            .min()?;
+        let now = self.shared.clock.unix_us();
+        Some(Instant::now() + Duration::from_micros(due.saturating_sub(now)))
+    }
+
+    fn release_spectators(&mut self) {
+        let now = self.shared.clock.unix_us();
+        let worlds: Vec<WorldId> = self.audiences.keys().copied().collect();
+        for w in worlds {
+            if let Some(a) = self.audiences.get_mut(&w) {
+                a.handle_timeout(now);
+            }
+            self.deliver_spectators(w);
         }
     }
 
