@@ -43,6 +43,7 @@
 
 pub mod clock;
 pub mod order;
+pub mod spectator;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -55,9 +56,10 @@ use quinn::{Connection, Endpoint};
 use skylane_proto::ed25519_dalek::VerifyingKey;
 use skylane_proto::{
     decode_datagram, encode_datagram, encode_frame_to_bytes, Action, ChainError, ChainVerifier,
-    ChannelCursor, ChannelId, ClientMsg, EntityVersion, Event, EventClass, FrameDecoder, Hello,
-    Keyframe, Outcome, Payload, Ping, RefusalCode, RelayInfo, ResumeTicket, ServerMsg, SessionId,
-    WorldId, DEFAULT_MAX_FRAME, MAX_DATAGRAM, PROTOCOL_VERSION,
+    ChannelCursor, ChannelId, ClientMsg, EntityVersion, ErrorCode, Event, EventClass, FeedFrame,
+    FrameDecoder, Hello, Keyframe, Outcome, Payload, Ping, RefusalCode, RelayInfo, ResumeTicket,
+    ServerMsg, SessionId, SpectatorSubscribe, WorldId, DEFAULT_MAX_FRAME, MAX_DATAGRAM,
+    PROTOCOL_VERSION,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
@@ -65,6 +67,7 @@ use tracing::{debug, info};
 
 pub use clock::ClockSync;
 pub use order::{OrderStats, Ordering, Released};
+pub use spectator::Spectator;
 
 /// What a game programmer must handle.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -101,6 +104,16 @@ pub enum ClientError {
     /// The builder is missing something or was given something unusable.
     #[error("configuration: {0}")]
     Config(String),
+    /// The relay refused a request on a live session (a spectator feed with a
+    /// delay past the relay's maximum, a player token asking for the spectator
+    /// feed...).
+    #[error("request refused ({code:?}): {message}")]
+    Request {
+        /// Machine-readable cause.
+        code: ErrorCode,
+        /// Detail.
+        message: String,
+    },
 }
 
 impl ClientError {
@@ -159,6 +172,8 @@ pub enum ClientEvent {
         /// Where it goes.
         to: Option<SocketAddr>,
     },
+    /// A frame of the spectator feed (spectator sessions, see [`Spectator`]).
+    Spectate(FeedFrame),
     /// A non-retryable error; the client stopped.
     Error(ClientError),
 }
@@ -198,6 +213,8 @@ pub struct ClientStats {
     pub clock_offset_us: Option<i64>,
     /// RTT of the best clock sample, microseconds.
     pub rtt_us: Option<u64>,
+    /// Spectator feed frames received.
+    pub spectator_frames: u64,
 }
 
 /// Builds a [`Client`].
@@ -215,6 +232,7 @@ pub struct ClientBuilder {
     idle_timeout: Option<Duration>,
     ping_interval: Option<Duration>,
     event_buffer: Option<usize>,
+    spectate: Option<SpectatorSubscribe>,
 }
 
 impl ClientBuilder {
@@ -293,6 +311,18 @@ impl ClientBuilder {
         self
     }
 
+    /// Makes the session a spectator's: after every (re)connect it asks for this
+    /// feed (see [`Spectator::connect`]).
+    pub(crate) fn spectate(mut self, sub: SpectatorSubscribe) -> Self {
+        self.spectate = Some(sub);
+        self
+    }
+
+    /// The world set so far.
+    pub(crate) fn world_id(&self) -> Option<WorldId> {
+        self.world
+    }
+
     /// Chooses a relay, opens the session and starts the client.
     pub async fn connect(self) -> Result<Client, ClientError> {
         let token = self
@@ -355,6 +385,7 @@ impl ClientBuilder {
             pending: HashMap::new(),
             next_seq: 1,
             streams: HashMap::new(),
+            spectate: self.spectate,
         };
         let (events_tx, events_rx) = mpsc::channel(self.event_buffer.unwrap_or(65_536));
         let first = d.connect_best().await?;
@@ -427,6 +458,7 @@ enum Cmd {
         payload: Payload,
         reply: Option<oneshot::Sender<Result<Outcome, ClientError>>>,
     },
+    Spectate(SpectatorSubscribe),
     Bye(oneshot::Sender<()>),
 }
 
@@ -536,6 +568,10 @@ impl Client {
             .unwrap_or_default()
     }
 
+    async fn command(&self, cmd: Cmd) -> Result<(), ClientError> {
+        self.cmd.send(cmd).await.map_err(|_| ClientError::Closed)
+    }
+
     /// Ends the session for good.
     pub async fn close(self) {
         let (tx, rx) = oneshot::channel();
@@ -571,7 +607,7 @@ struct Live {
     conn: Connection,
     relay: SocketAddr,
     rx: mpsc::Receiver<ServerMsg>,
-    _control: quinn::SendStream,
+    control: quinn::SendStream,
 }
 
 enum End {
@@ -600,6 +636,8 @@ struct Driver {
     pending: HashMap<u64, oneshot::Sender<Result<Outcome, ClientError>>>,
     next_seq: u64,
     streams: HashMap<EventClass, quinn::SendStream>,
+    /// The spectator feed to ask for after every (re)connect.
+    spectate: Option<SpectatorSubscribe>,
 }
 
 async fn pump(mut recv: quinn::RecvStream, mut dec: FrameDecoder, tx: mpsc::Sender<ServerMsg>) {
@@ -715,6 +753,14 @@ impl Driver {
         let resumed = self.session == Some(welcome.session);
         self.session = Some(welcome.session);
         self.ticket = Some(welcome.resume_ticket);
+        if let Some(sub) = &self.spectate {
+            // A spectator asks for its feed again on every connection; the relay
+            // starts it from the latest keyframe its delay allows.
+            let msg = ClientMsg::SpectatorSubscribe(sub.clone());
+            if let Ok(b) = encode_frame_to_bytes(&msg, DEFAULT_MAX_FRAME) {
+                send.write_all(&b).await.map_err(|e| lost(e.to_string()))?;
+            }
+        }
         let (tx, rx) = mpsc::channel(4096);
         tokio::spawn(pump(recv, dec, tx.clone()));
         {
@@ -747,7 +793,7 @@ impl Driver {
             conn,
             relay,
             rx,
-            _control: send,
+            control: send,
         })
     }
 
@@ -860,6 +906,15 @@ impl Driver {
                             return End::Lost(e);
                         }
                     }
+                    Some(Cmd::Spectate(sub)) => {
+                        let msg = ClientMsg::SpectatorSubscribe(sub.clone());
+                        self.spectate = Some(sub);
+                        if let Ok(b) = encode_frame_to_bytes(&msg, DEFAULT_MAX_FRAME) {
+                            if let Err(e) = l.control.write_all(&b).await {
+                                return End::Lost(e.to_string());
+                            }
+                        }
+                    }
                     Some(Cmd::Bye(done)) => {
                         let _ = self.write(&l.conn, ClientMsg::Bye, EventClass::Critical).await;
                         let _ = tokio::time::timeout(Duration::from_millis(500), async {
@@ -961,7 +1016,26 @@ impl Driver {
                 return Some(End::Moved(to));
             }
             ServerMsg::Error(e) => {
-                debug!(code = ?e.code, message = %e.message, "relay reported an error")
+                debug!(code = ?e.code, message = %e.message, "relay reported an error");
+                if self.spectate.is_some()
+                    && matches!(
+                        e.code,
+                        ErrorCode::Forbidden | ErrorCode::Unsupported | ErrorCode::UnknownWorld
+                    )
+                {
+                    return Some(End::Fatal(ClientError::Request {
+                        code: e.code,
+                        message: e.message,
+                    }));
+                }
+            }
+            ServerMsg::Spectate(f) => {
+                if let Ok(mut s) = self.shared.lock() {
+                    s.stats.spectator_frames += 1;
+                }
+                if events.send(ClientEvent::Spectate(f)).await.is_err() {
+                    return Some(End::Bye);
+                }
             }
             ServerMsg::Welcome(_)
             | ServerMsg::Refusal(_)

@@ -963,6 +963,11 @@ impl ClientReader {
     }
 }
 
+/// The clock offset of the lowest-RTT sample.
+fn best_offset(window: &VecDeque<(u64, i64)>) -> Option<i64> {
+    window.iter().min_by_key(|(rtt, _)| *rtt).map(|(_, o)| *o)
+}
+
 /// Writes a spectator's frames, in order, on one stream of its own.
 async fn write_spectator(conn: Connection, mut rx: mpsc::Receiver<Bytes>) {
     let Ok(mut stream) = conn.open_uni().await else {
@@ -1460,9 +1465,9 @@ struct Actor {
     /// Spectator audiences per world, and each spectator's world and queue.
     audiences: HashMap<WorldId, Audience>,
     spectators: HashMap<SessionId, (WorldId, mpsc::Sender<Bytes>)>,
-    /// Lower bounds of each origin's clock offset (origin − relay, µs) from
-    /// recent link pings.
-    offsets: HashMap<OriginId, VecDeque<i64>>,
+    /// Recent (RTT, clock offset) samples per origin from link pings (offset =
+    /// origin − relay, µs).
+    offsets: HashMap<OriginId, VecDeque<(u64, i64)>>,
     draining: Option<Instant>,
     peer_tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -1971,18 +1976,18 @@ impl Actor {
                 warn!(origin = %origin, code = ?e.code, message = %e.message, "origin reported an error");
             }
             LinkMsg::Pong(p) => {
-                // The origin read its clock between our send and now, so this is a
-                // lower bound of its offset: spectator releases using it can be
-                // late by the return trip, never early. Routing keeps using the
-                // transport's RTT of the path in use.
+                // NTP-style: the origin read its clock between our send and now;
+                // the midpoint of the lowest-RTT recent sample is exact on a
+                // symmetric path and off by at most half that RTT otherwise.
                 let at = self.shared.clock.unix_us();
-                let sample = p.received_us as i64 - at as i64;
+                let rtt = at.saturating_sub(p.sent_us);
+                let sample = (rtt, p.received_us as i64 - (p.sent_us + rtt / 2) as i64);
                 let window = self.offsets.entry(origin).or_default();
                 if window.len() >= 32 {
                     window.pop_front();
                 }
                 window.push_back(sample);
-                let best = window.iter().copied().max().unwrap_or(sample);
+                let best = best_offset(window).unwrap_or(sample.1);
                 let worlds: Vec<WorldId> = self
                     .audiences
                     .keys()
@@ -2049,8 +2054,8 @@ impl Actor {
         let now = self.shared.clock.unix_us();
         if !self.audiences.contains_key(&world) {
             let mut a = Audience::new(world, self.shared.settings.limits.spectators);
-            if let Some(best) = self.offsets.get(&origin).and_then(|w| w.iter().max()) {
-                a.handle_clock(now, *best);
+            if let Some(best) = self.offsets.get(&origin).and_then(best_offset) {
+                a.handle_clock(now, best);
             }
             self.audiences.insert(world, a);
             if let Some(tx) = self.links.get(&origin).and_then(|l| l.tx.as_ref()) {

@@ -9,9 +9,10 @@
 //!   a history as long as the longest delay served ([`AudienceConfig::max_delay`]);
 //!   each distinct delay is a *lane*, a release cursor into that history. A frame
 //!   is released on a lane when `origin_time + delay ≤ origin_now`, where
-//!   `origin_now` is the relay's clock plus a clock offset the shell measures
-//!   conservatively (a lower bound), so a release may be late by the offset's
-//!   error but never early. Memory is the longest delay × the feed's rate (plus one
+//!   `origin_now` is the relay's clock plus the origin's clock offset as the shell
+//!   measures it (NTP-style link pings, lowest-RTT sample: exact on a symmetric
+//!   path, off by at most half the RTT's asymmetry). Given an offset that does not
+//!   overestimate, no frame is released early (property-tested). Memory is the longest delay × the feed's rate (plus one
 //!   keyframe interval), whatever the number of delays and spectators, and never
 //!   more than [`AudienceConfig::max_buffer_bytes`].
 //! * **Groups share bytes.** Spectators with the same delay, filter and bandwidth
@@ -269,10 +270,9 @@ impl Audience {
         self.offset_us.map(|o| now_us.saturating_add_signed(o))
     }
 
-    /// The origin's clock minus the relay's, as a lower bound (microseconds):
-    /// the shell measures it from link pings as `origin receive time − relay
-    /// time the pong arrived`, which never exceeds the true offset. Releases wait
-    /// until an offset is known.
+    /// The origin's clock minus the relay's (microseconds), as the shell measures
+    /// it from link pings. An estimate above the true offset releases early by
+    /// the excess; below it, late. Releases wait until an offset is known.
     pub fn handle_clock(&mut self, now_us: u64, offset_us: i64) {
         self.offset_us = Some(offset_us);
         self.release(now_us);

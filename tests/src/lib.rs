@@ -252,15 +252,34 @@ impl Net {
         region: &str,
         player: &str,
     ) -> (HostId, skylane_client::ClientBuilder) {
+        self.builder_as(region, player, Role::Player)
+    }
+
+    /// A client builder for a new host in `region` with a `role` token.
+    pub fn builder_as(
+        &self,
+        region: &str,
+        player: &str,
+        role: Role,
+    ) -> (HostId, skylane_client::ClientBuilder) {
         let host = self.sim.add_host(format!("client-{player}"), region);
         let endpoint = self.sim.endpoint(host, 0, None).expect("client endpoint");
-        let b = Client::builder()
-            .token(self.token(player, Role::Player))
+        (host, self.builder_on(endpoint, player, role))
+    }
+
+    /// A client builder on an existing endpoint (many clients can share one).
+    pub fn builder_on(
+        &self,
+        endpoint: quinn::Endpoint,
+        player: &str,
+        role: Role,
+    ) -> skylane_client::ClientBuilder {
+        Client::builder()
+            .token(self.token(player, role))
             .world(WORLD)
             .ca_pem(self.pki.ca_pem.clone())
             .endpoint(endpoint)
-            .origin_key(self.origin_key());
-        (host, b)
+            .origin_key(self.origin_key())
     }
 }
 

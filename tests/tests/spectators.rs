@@ -1,0 +1,270 @@
+//! Spectator scenarios over netsim: delayed, filtered feeds through a relay;
+//! private team information never reaches spectators; spectator tokens cannot
+//! act; thousands of spectators at two delays on one relay keep their delay.
+
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use skylane_client::{ClientError, ClientEvent, Spectator};
+use skylane_netsim::run;
+use skylane_origin::{ArenaAction, ArenaEvent};
+use skylane_proto::{
+    BandwidthMode, ErrorCode, EventClass, FeedFrame, Outcome, RejectCode, Role, SpectatorFilter,
+    TeamId,
+};
+use skylane_tests::{Net, NetOptions, Walker};
+
+/// Two players walk, mark the map (public) and share plans (team-private).
+async fn play(walkers: &mut [Walker], rounds: usize) {
+    for i in 0..rounds {
+        for w in walkers.iter_mut() {
+            w.step().await;
+            if i % 10 == 0 {
+                let mark = ArenaAction::Mark { x: 1.0, y: 1.0 }.encode();
+                let plan = ArenaAction::Plan { x: 2.0, y: 2.0 }.encode();
+                let _ = w.client.act(EventClass::Critical, vec![], mark).await;
+                let _ = w.client.act(EventClass::Critical, vec![], plan).await;
+            }
+            w.absorb();
+        }
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+}
+
+/// Receives a spectator's frames as they arrive, with each one's lateness
+/// against its due time, until `stop` fires.
+fn watch_in_background(
+    mut s: Spectator,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<(Spectator, Vec<FeedFrame>, Vec<i64>)> {
+    tokio::spawn(async move {
+        let mut stop = stop;
+        let (mut frames, mut late) = (Vec::new(), Vec::new());
+        loop {
+            tokio::select! {
+                f = s.next_frame() => match f {
+                    Ok(f) => {
+                        late.push(s.lateness_us(&f).expect("clock synced"));
+                        frames.push(f);
+                    }
+                    Err(e) => panic!("spectator stopped: {e}"),
+                },
+                _ = stop.changed() => return (s, frames, late),
+            }
+        }
+    })
+}
+
+fn decoded(frames: &[FeedFrame]) -> Vec<ArenaEvent> {
+    frames
+        .iter()
+        .flat_map(|f| f.events.iter())
+        .filter_map(|e| ArenaEvent::decode(&e.payload))
+        .collect()
+}
+
+#[test]
+fn spectators_get_a_delayed_filtered_public_feed_and_cannot_act() {
+    run(|| async {
+        let net = Net::start(NetOptions::default());
+        let relay = net.relays[0].addr;
+        let mut walkers = Vec::new();
+        for name in ["w1", "w2"] {
+            let (_, b) = net.client_builder("paris", name);
+            let mut w = Walker::new(b.relays([relay]).connect().await.unwrap(), name);
+            w.wait_spawn().await;
+            walkers.push(w);
+        }
+        let watch = |name: &str, filter, delay, mode| {
+            let (_, b) = net.builder_as("paris", name, Role::Spectator);
+            Spectator::connect(b.relays([relay]), filter, delay, mode)
+        };
+        let team0 = SpectatorFilter {
+            teams: vec![TeamId(0)],
+            ..SpectatorFilter::all()
+        };
+        let (stop_tx, stop) = tokio::sync::watch::channel(false);
+        let live = watch(
+            "live",
+            SpectatorFilter::all(),
+            Duration::ZERO,
+            BandwidthMode::Full,
+        )
+        .await
+        .unwrap();
+        let delayed = watch(
+            "delayed",
+            SpectatorFilter::all(),
+            Duration::from_secs(2),
+            BandwidthMode::Full,
+        )
+        .await
+        .unwrap();
+        let team = watch("team", team0, Duration::ZERO, BandwidthMode::Full)
+            .await
+            .unwrap();
+        let thin = watch(
+            "thin",
+            SpectatorFilter::all(),
+            Duration::ZERO,
+            BandwidthMode::KeyframesOnly,
+        )
+        .await
+        .unwrap();
+        let tasks: Vec<_> = [live, delayed, team, thin]
+            .into_iter()
+            .map(|s| watch_in_background(s, stop.clone()))
+            .collect();
+        play(&mut walkers, 150).await;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        stop_tx.send(true).unwrap();
+        let mut results = Vec::new();
+        for t in tasks {
+            results.push(t.await.unwrap());
+        }
+        let [(_, live_f, live_late), (_, delayed_f, delayed_late), (_, team_f, _), (_, thin_f, _)] =
+            <[_; 4]>::try_from(results).ok().unwrap();
+        for (name, frames) in [
+            ("live", &live_f),
+            ("delayed", &delayed_f),
+            ("team", &team_f),
+            ("thin", &thin_f),
+        ] {
+            assert!(frames.len() > 2, "{name}: {} frames", frames.len());
+            assert!(frames[0].keyframe, "{name} starts from a keyframe");
+            assert!(
+                frames
+                    .windows(2)
+                    .all(|w| (w[0].tick, w[0].keyframe) < (w[1].tick, w[1].keyframe)),
+                "{name} in order"
+            );
+            let events = decoded(frames);
+            assert!(
+                !events
+                    .iter()
+                    .any(|e| matches!(e, ArenaEvent::Planned { .. })),
+                "{name}: a team's plan leaked to spectators"
+            );
+        }
+        // Marks are public, and moves come through at full rate.
+        let live_events = decoded(&live_f);
+        assert!(live_events
+            .iter()
+            .any(|e| matches!(e, ArenaEvent::Marked { .. })));
+        assert!(
+            live_events
+                .iter()
+                .filter(|e| matches!(e, ArenaEvent::Moved { .. }))
+                .count()
+                > 100
+        );
+        // Never early (beyond clock-sync error). A live (0 s) feed is as late as
+        // the path origin → relay → spectator; a delayed one is released from the
+        // relay's buffer on time: p99 within 10 ms of world time + delay.
+        for (name, late, bound) in [
+            ("live", &live_late, 40_000),
+            ("delayed", &delayed_late, 10_000),
+        ] {
+            let early = late.iter().filter(|l| **l < -2_000).count();
+            assert_eq!(early, 0, "{name}: early frames: {late:?}");
+            let mut h = Histogram::<u64>::new(2).unwrap();
+            for l in late.iter() {
+                h.record(l.unsigned_abs()).unwrap();
+            }
+            let p99 = h.value_at_quantile(0.99);
+            eprintln!(
+                "{name}: {} frames, lateness p50 {} µs p99 {p99} µs",
+                late.len(),
+                h.value_at_quantile(0.5)
+            );
+            assert!(p99 <= bound, "{name}: p99 {p99} µs");
+        }
+        // The 2 s lane lags the live one by 2 s of world time.
+        let newest = |f: &[FeedFrame]| f.last().map_or(0, |f| f.origin_time_us);
+        let lag = newest(&live_f) - newest(&delayed_f);
+        assert!((1_800_000..=2_300_000).contains(&lag), "lag {lag} µs");
+        // Team filter: only team 0 entities (or untagged events).
+        assert!(team_f
+            .iter()
+            .flat_map(|f| &f.events)
+            .all(|e| e.team.is_none_or(|t| t == TeamId(0))));
+        assert!(thin_f.iter().all(|f| f.keyframe));
+        let bytes = |f: &[FeedFrame]| {
+            f.iter()
+                .flat_map(|f| &f.events)
+                .map(|e| e.payload.len())
+                .sum::<usize>()
+        };
+        assert!(bytes(&thin_f) < bytes(&live_f));
+        let m = &net.relays[0].metrics;
+        assert_eq!(m.spectators.get(), 4);
+
+        // A spectator token cannot act, and receives no live channel.
+        let (_, b) = net.builder_as("paris", "sneaky", Role::Spectator);
+        let mut sneaky = b.relays([relay]).connect().await.unwrap();
+        let move_ = ArenaAction::Move { x: 1.0, y: 1.0 }.encode();
+        let o = sneaky.act(EventClass::State, vec![], move_).await.unwrap();
+        assert!(
+            matches!(
+                o,
+                Outcome::Rejected {
+                    code: RejectCode::Forbidden,
+                    ..
+                }
+            ),
+            "{o:?}"
+        );
+        play(&mut walkers, 20).await;
+        while let Some(ev) = sneaky.try_next_event() {
+            assert!(
+                !matches!(ev, ClientEvent::Event(_) | ClientEvent::Keyframe(_)),
+                "a spectator token got a live channel: {ev:?}"
+            );
+        }
+        // A player token cannot watch the spectator feed.
+        let (_, b) = net.client_builder("paris", "peeker");
+        let mut peeker = Spectator::connect(
+            b.relays([relay]),
+            SpectatorFilter::all(),
+            Duration::ZERO,
+            BandwidthMode::Full,
+        )
+        .await
+        .unwrap();
+        let e = tokio::time::timeout(Duration::from_secs(2), peeker.next_frame())
+            .await
+            .expect("answered");
+        assert!(
+            matches!(
+                e,
+                Err(ClientError::Request {
+                    code: ErrorCode::Forbidden,
+                    ..
+                })
+            ),
+            "{e:?}"
+        );
+        // A delay past the relay's maximum is refused with a reason.
+        let mut greedy = watch(
+            "greedy",
+            SpectatorFilter::all(),
+            Duration::from_secs(3600),
+            BandwidthMode::Full,
+        )
+        .await
+        .unwrap();
+        let e = tokio::time::timeout(Duration::from_secs(2), greedy.next_frame())
+            .await
+            .expect("answered");
+        assert!(
+            matches!(
+                e,
+                Err(ClientError::Request {
+                    code: ErrorCode::Unsupported,
+                    ..
+                })
+            ),
+            "{e:?}"
+        );
+    });
+}
