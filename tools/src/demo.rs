@@ -9,8 +9,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use skylane_proto::Role;
+use skylane_proto::{BandwidthMode, Role};
 
+use crate::audience::{self, Watcher};
 use crate::bots::{BotPlan, Live};
 use crate::fleet::{self, FleetOptions, Phase, Recruit};
 use crate::local::{LocalError, LocalNet, LocalOptions};
@@ -32,6 +33,10 @@ pub struct DemoOptions {
     pub verify_every: usize,
     /// Players connecting at once.
     pub connect_parallel: usize,
+    /// Spectators: half watch live (casters, 0 s), half `spectator_delay` behind.
+    pub spectators: usize,
+    /// The public audience's delay.
+    pub spectator_delay: Duration,
     /// The deployment.
     pub net: LocalOptions,
 }
@@ -51,6 +56,8 @@ impl Default for DemoOptions {
             },
             verify_every: 10,
             connect_parallel: 32,
+            spectators: 50,
+            spectator_delay: Duration::from_secs(2),
             net,
         }
     }
@@ -78,6 +85,29 @@ pub async fn run(
     let live = Arc::new(Live::default());
     let regions = net.relays.len();
     let ttl = opts.duration + Duration::from_secs(600);
+
+    // Spectators first, so they watch the whole game: casters live, the public
+    // `spectator_delay` behind, all at a reduced 10 Hz.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut watchers = Vec::new();
+    for k in 0..opts.spectators {
+        let j = opts.players + k;
+        let name = format!("fan{k:05}");
+        let builder = net
+            .player_builder(j % regions, j / regions)?
+            .token(net.token(&name, Role::Spectator, ttl))
+            .probe(1);
+        let delay = if k % 2 == 0 {
+            Duration::ZERO
+        } else {
+            opts.spectator_delay
+        };
+        let mode = BandwidthMode::Reduced { hz: 10 };
+        match Watcher::start(builder, delay, mode, stop_rx.clone()).await {
+            Ok(w) => watchers.push(w),
+            Err(e) => tracing::warn!(spectator = %name, error = %e, "spectator could not connect"),
+        }
+    }
 
     let verify_every = opts.verify_every.max(1);
     let fleet_opts = FleetOptions {
@@ -131,6 +161,12 @@ pub async fn run(
     let elapsed = fleet.elapsed.as_secs_f64();
     // Let the last outcomes reach the origin's counters.
     tokio::time::sleep(Duration::from_millis(200)).await;
+    let _ = stop_tx.send(true);
+    let mut watched = Vec::new();
+    for w in watchers {
+        watched.extend(w.finish().await);
+    }
+    let audience = (opts.spectators > 0).then(|| audience::merge(&watched, fleet.elapsed));
 
     let merged = merge(outcomes.iter().map(|(_, o)| o));
     let relays: Vec<RelayLine> = net
@@ -190,7 +226,8 @@ pub async fn run(
         playing: merged.playing,
         cheaters,
         rate_hz: opts.plan.rate_hz,
-        spectators: 0,
+        spectators: opts.spectators,
+        audience,
         relays,
         geo_placed,
         latency: by_class(&merged.propagation),

@@ -6,6 +6,7 @@
 //! * [`bots`]: simulated players that move, trade, mark, spray and (some) cheat,
 //!   and count what they see.
 //! * [`report`]: the demo's and loadgen's report (text and JSON).
+//! * [`audience`]: spectators that watch through the SDK and measure the delay.
 //! * [`fleet`]: connects bots, lets them play, collects their outcomes.
 //! * [`loadgen`]: drives a running network and checks the origin's counts.
 //! * [`demo`]: the demo run on [`local`].
@@ -13,6 +14,7 @@
 //!
 //! The binary (`src/main.rs`) is a thin clap shell over these modules.
 
+pub mod audience;
 pub mod bots;
 pub mod demo;
 pub mod fleet;

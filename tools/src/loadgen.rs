@@ -347,6 +347,7 @@ pub async fn run(
         cheaters: opts.cheaters.min(opts.players),
         rate_hz: opts.mix.movement,
         spectators: 0,
+        audience: None,
         relays: per_relay
             .into_iter()
             .map(|(addr, players)| RelayLine {

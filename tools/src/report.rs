@@ -113,8 +113,10 @@ pub struct Report {
     pub cheaters: usize,
     /// Movement updates per second per player.
     pub rate_hz: f64,
-    /// Spectators (the spectator feed is not part of this build yet: always 0).
+    /// Spectators started.
     pub spectators: usize,
+    /// What the spectators measured (when there were any).
+    pub audience: Option<crate::audience::AudienceReport>,
     /// Players per relay (demo only).
     pub relays: Vec<RelayLine>,
     /// Players placed on their own region's relay by GeoIP (demo only).
@@ -386,11 +388,26 @@ impl Report {
                 self.slow_clients
             );
         }
-        if self.spectators == 0 && self.mode == "demo" {
+        if let Some(a) = &self.audience {
             let _ = writeln!(
                 o,
-                "spectators    none (the delayed spectator feed is not part of this build yet)"
+                "spectators    {} watching ({} failed); lateness = arrival − (world time + delay)",
+                a.spectators, a.failed
             );
+            for d in &a.delays {
+                let _ = writeln!(
+                    o,
+                    "  delay {:>6}  {:>4} spectators  {:>8} frames  early {}  lateness p50 {} p99 {} p99.9 {}  {:.1} KB/s each",
+                    format!("{:.1}s", d.delay_ms as f64 / 1000.0),
+                    d.spectators,
+                    d.frames,
+                    d.early,
+                    ms(d.lateness.p50_us),
+                    ms(d.lateness.p99_us),
+                    ms(d.lateness.p999_us),
+                    d.bytes_per_s / 1000.0
+                );
+            }
         }
         for e in &self.errors {
             let _ = writeln!(o, "error         {e}");

@@ -26,6 +26,12 @@ pub(crate) struct DemoCmd {
     /// Origin tick rate.
     #[arg(long, default_value_t = 30)]
     tick_hz: u32,
+    /// Spectators (half live, half --spectator-delay behind, 10 Hz each).
+    #[arg(long, default_value_t = 50)]
+    spectators: usize,
+    /// The public spectators' delay (e.g. 2s, 30s; at most 120s).
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    spectator_delay: Duration,
     /// One player in N verifies every batch's signature and hash chain.
     #[arg(long, default_value_t = 10)]
     verify_every: usize,
@@ -89,6 +95,8 @@ impl DemoCmd {
             players: self.players,
             cheaters: self.cheaters.min(self.players),
             verify_every: self.verify_every.max(1),
+            spectators: self.spectators,
+            spectator_delay: self.spectator_delay,
             ..DemoOptions::default()
         };
         opts.plan.rate_hz = self.rate;
@@ -115,6 +123,13 @@ impl DemoCmd {
             "{} events were lost or duplicated",
             report.events_lost
         );
+        if let Some(a) = &report.audience {
+            anyhow::ensure!(
+                a.early() == 0,
+                "{} spectator frames arrived before their delay",
+                a.early()
+            );
+        }
         Ok(())
     }
 }
