@@ -301,6 +301,10 @@ fn demo_prints_a_json_report_with_nothing_lost() {
         "3",
         "--verify-every",
         "2",
+        "--spectators",
+        "4",
+        "--spectator-delay",
+        "1s",
         "--json",
     ]);
     let r: serde_json::Value = serde_json::from_str(out.trim()).expect("one JSON object");
@@ -326,4 +330,20 @@ fn demo_prints_a_json_report_with_nothing_lost() {
     assert_eq!(relays.len(), 3);
     let placed: u64 = relays.iter().map(|x| x["players"].as_u64().unwrap()).sum();
     assert_eq!(placed, 12, "{r}");
+    // Two spectators live, two 1 s behind; none early, all watched.
+    let a = &r["audience"];
+    assert_eq!(a["spectators"], 4, "{r}");
+    assert_eq!(a["failed"], 0, "{r}");
+    let delays = a["delays"].as_array().unwrap();
+    assert_eq!(
+        delays
+            .iter()
+            .map(|d| d["delay_ms"].as_u64().unwrap())
+            .collect::<Vec<_>>(),
+        vec![0, 1000]
+    );
+    for d in delays {
+        assert_eq!(d["early"], 0, "{r}");
+        assert!(d["frames"].as_u64().unwrap() > 10, "{r}");
+    }
 }
