@@ -111,7 +111,16 @@ fn spectators_get_a_delayed_filtered_public_feed_and_cannot_act() {
         )
         .await
         .unwrap();
-        let tasks: Vec<_> = [live, delayed, team, thin]
+        let reduced = watch(
+            "reduced",
+            SpectatorFilter::all(),
+            Duration::ZERO,
+            BandwidthMode::Reduced { hz: 10 },
+        )
+        .await
+        .unwrap();
+        let began = tokio::time::Instant::now();
+        let tasks: Vec<_> = [live, delayed, team, thin, reduced]
             .into_iter()
             .map(|s| watch_in_background(s, stop.clone()))
             .collect();
@@ -122,8 +131,9 @@ fn spectators_get_a_delayed_filtered_public_feed_and_cannot_act() {
         for t in tasks {
             results.push(t.await.unwrap());
         }
-        let [(_, live_f, live_late), (_, delayed_f, delayed_late), (_, team_f, _), (_, thin_f, _)] =
-            <[_; 4]>::try_from(results).ok().unwrap();
+        let watched = began.elapsed().as_secs_f64();
+        let [(_, live_f, live_late), (_, delayed_f, delayed_late), (_, team_f, _), (_, thin_f, _), (_, reduced_f, _)] =
+            <[_; 5]>::try_from(results).ok().unwrap();
         for (name, frames) in [
             ("live", &live_f),
             ("delayed", &delayed_f),
@@ -189,15 +199,31 @@ fn spectators_get_a_delayed_filtered_public_feed_and_cannot_act() {
             .flat_map(|f| &f.events)
             .all(|e| e.team.is_none_or(|t| t == TeamId(0))));
         assert!(thin_f.iter().all(|f| f.keyframe));
-        let bytes = |f: &[FeedFrame]| {
-            f.iter()
-                .flat_map(|f| &f.events)
-                .map(|e| e.payload.len())
-                .sum::<usize>()
+        // Bandwidth per spectator per mode: the frames as encoded on the wire.
+        let per_s = |f: &[FeedFrame]| {
+            let bytes: usize = f
+                .iter()
+                .map(|f| {
+                    skylane_proto::encode_frame_to_bytes(
+                        &skylane_proto::ServerMsg::Spectate(f.clone()),
+                        skylane_proto::DEFAULT_MAX_FRAME,
+                    )
+                    .unwrap()
+                    .len()
+                })
+                .sum();
+            bytes as f64 / watched
         };
-        assert!(bytes(&thin_f) < bytes(&live_f));
+        let (full, reduced, keyframes) = (per_s(&live_f), per_s(&reduced_f), per_s(&thin_f));
+        eprintln!(
+            "bytes/s per spectator (2 players walking, marking, planning): full {full:.0}, reduced 10 Hz {reduced:.0}, keyframes only {keyframes:.0}"
+        );
+        assert!(
+            full > reduced && reduced > keyframes,
+            "{full} {reduced} {keyframes}"
+        );
         let m = &net.relays[0].metrics;
-        assert_eq!(m.spectators.get(), 4);
+        assert_eq!(m.spectators.get(), 5);
 
         // A spectator token cannot act, and receives no live channel.
         let (_, b) = net.builder_as("paris", "sneaky", Role::Spectator);
