@@ -372,3 +372,58 @@ fn two_thousand_spectators_at_two_delays_keep_their_delay() {
         assert!(frames <= feed * N, "{frames} delivered from {feed}");
     });
 }
+
+#[test]
+fn a_spectator_changes_its_filter_and_mode_while_watching() {
+    run(|| async {
+        let net = Net::start(NetOptions::default());
+        let relay = net.relays[0].addr;
+        let (_, b) = net.client_builder("paris", "w1");
+        let mut w = Walker::new(b.relays([relay]).connect().await.unwrap(), "w1");
+        w.wait_spawn().await;
+        let (_, b) = net.builder_as("paris", "fan", Role::Spectator);
+        let mut s = Spectator::connect(
+            b.relays([relay]),
+            SpectatorFilter::all(),
+            Duration::ZERO,
+            BandwidthMode::Full,
+        )
+        .await
+        .unwrap();
+        let mut walkers = vec![w];
+        play(&mut walkers, 40).await;
+        let mut before = Vec::new();
+        while let Some(f) = s.try_next_frame() {
+            before.push(f);
+        }
+        assert!(before.iter().any(|f| !f.keyframe), "full mode has deltas");
+        // Only critical events, keyframes only: the relay restarts the feed.
+        let critical = SpectatorFilter {
+            classes: skylane_proto::ClassSet::EMPTY.with(EventClass::Critical),
+            ..SpectatorFilter::all()
+        };
+        s.change(critical, Duration::ZERO, BandwidthMode::KeyframesOnly)
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        while s.try_next_frame().is_some() {}
+        play(&mut walkers, 80).await;
+        let mut after = Vec::new();
+        while let Some(f) = s.try_next_frame() {
+            after.push(f);
+        }
+        assert!(!after.is_empty(), "keyframes keep coming");
+        assert!(
+            after.iter().all(|f| f.keyframe),
+            "only keyframes after the change"
+        );
+        assert!(
+            after
+                .iter()
+                .flat_map(|f| &f.events)
+                .all(|e| e.class == EventClass::Critical),
+            "only critical events after the change"
+        );
+        assert_eq!(s.subscription().mode, BandwidthMode::KeyframesOnly);
+    });
+}
