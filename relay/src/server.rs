@@ -1810,12 +1810,7 @@ impl Actor {
             self.open_upstream(s, cursors);
         }
         // And every spectator feed it carries.
-        let worlds: Vec<WorldId> = self
-            .audiences
-            .keys()
-            .copied()
-            .filter(|w| self.routing.origin_of(*w) == Some(origin))
-            .collect();
+        let worlds = self.watched_worlds_of(origin);
         if let Some(tx) = self.links.get(&origin).and_then(|l| l.tx.as_ref()) {
             for world in worlds {
                 tx.send_control(&LinkMsg::FeedSubscribe { world });
@@ -1988,13 +1983,7 @@ impl Actor {
                 }
                 window.push_back(sample);
                 let best = best_offset(window).unwrap_or(sample.1);
-                let worlds: Vec<WorldId> = self
-                    .audiences
-                    .keys()
-                    .copied()
-                    .filter(|w| self.routing.origin_of(*w) == Some(origin))
-                    .collect();
-                for w in worlds {
+                for w in self.watched_worlds_of(origin) {
                     if let Some(a) = self.audiences.get_mut(&w) {
                         a.handle_clock(at, best);
                     }
@@ -2082,6 +2071,15 @@ impl Actor {
             .metrics
             .spectators
             .set(self.spectators.len() as i64);
+    }
+
+    /// Worlds hosted by `origin` that have spectators here.
+    fn watched_worlds_of(&self, origin: OriginId) -> Vec<WorldId> {
+        self.audiences
+            .keys()
+            .copied()
+            .filter(|w| self.routing.origin_of(*w) == Some(origin))
+            .collect()
     }
 
     fn leave_audience(&mut self, session: SessionId) {

@@ -182,6 +182,22 @@ struct Reduced {
     others: VecDeque<FeedEvent>,
 }
 
+impl Reduced {
+    /// Everything held since the last frame, as one delta frame at `f`'s tick
+    /// (`None` when nothing is held).
+    fn flush(&mut self, f: &FeedFrame) -> Option<FeedFrame> {
+        if self.latest.is_empty() && self.others.is_empty() {
+            return None;
+        }
+        let mut events: Vec<FeedEvent> = self.others.drain(..).collect();
+        events.extend(std::mem::take(&mut self.latest).into_values());
+        Some(FeedFrame {
+            keyframe: false,
+            ..shaped(f, events)
+        })
+    }
+}
+
 #[derive(Debug)]
 struct Member {
     group: GroupKey,
@@ -617,13 +633,12 @@ fn thin(group: &mut Group, f: &FeedFrame, max_pending: usize) -> Option<FeedFram
                     }
                 }
             }
-            if f.origin_time_us < r.next_emit_us || (r.latest.is_empty() && r.others.is_empty()) {
+            if f.origin_time_us < r.next_emit_us {
                 return None;
             }
+            let out = r.flush(f)?;
             r.next_emit_us = f.origin_time_us + period;
-            let mut out: Vec<FeedEvent> = r.others.drain(..).collect();
-            out.extend(std::mem::take(&mut r.latest).into_values());
-            Some(shaped(f, out))
+            Some(out)
         }
     }
 }
@@ -646,15 +661,7 @@ fn catchup_frames(group: &Group, frames: &[Arc<FeedFrame>]) -> Vec<FeedFrame> {
     }
     if let (BandwidthMode::Reduced { .. }, Some(last)) = (group.mode, frames.last()) {
         // Whatever is still pending goes out now, as one frame.
-        let r = &mut shadow.reduced;
-        if !r.latest.is_empty() || !r.others.is_empty() {
-            let mut events: Vec<FeedEvent> = r.others.drain(..).collect();
-            events.extend(std::mem::take(&mut r.latest).into_values());
-            out.push(FeedFrame {
-                keyframe: false,
-                ..shaped(last, events)
-            });
-        }
+        out.extend(shadow.reduced.flush(last));
     }
     out
 }

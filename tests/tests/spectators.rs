@@ -55,6 +55,17 @@ fn watch_in_background(
     })
 }
 
+/// The relay answers the spectator's subscription with an error of `code`.
+async fn refused_with(s: &mut Spectator, code: ErrorCode) {
+    let e = tokio::time::timeout(Duration::from_secs(2), s.next_frame())
+        .await
+        .expect("answered");
+    assert!(
+        matches!(&e, Err(ClientError::Request { code: c, .. }) if *c == code),
+        "expected {code:?}: {e:?}"
+    );
+}
+
 fn decoded(frames: &[FeedFrame]) -> Vec<ArenaEvent> {
     frames
         .iter()
@@ -257,19 +268,7 @@ fn spectators_get_a_delayed_filtered_public_feed_and_cannot_act() {
         )
         .await
         .unwrap();
-        let e = tokio::time::timeout(Duration::from_secs(2), peeker.next_frame())
-            .await
-            .expect("answered");
-        assert!(
-            matches!(
-                e,
-                Err(ClientError::Request {
-                    code: ErrorCode::Forbidden,
-                    ..
-                })
-            ),
-            "{e:?}"
-        );
+        refused_with(&mut peeker, ErrorCode::Forbidden).await;
         // A delay past the relay's maximum is refused with a reason.
         let mut greedy = watch(
             "greedy",
@@ -279,19 +278,7 @@ fn spectators_get_a_delayed_filtered_public_feed_and_cannot_act() {
         )
         .await
         .unwrap();
-        let e = tokio::time::timeout(Duration::from_secs(2), greedy.next_frame())
-            .await
-            .expect("answered");
-        assert!(
-            matches!(
-                e,
-                Err(ClientError::Request {
-                    code: ErrorCode::Unsupported,
-                    ..
-                })
-            ),
-            "{e:?}"
-        );
+        refused_with(&mut greedy, ErrorCode::Unsupported).await;
     });
 }
 
