@@ -7,6 +7,10 @@
 //!   the Prometheus/OpenMetrics text format; binaries add their own routes
 //!   (`/status`, `/drain`).
 //! * [`init_logging`]: `tracing` to stderr, filtered by `RUST_LOG`.
+//! * [`ProcessMetrics`]: the standard `process_cpu_seconds_total` and
+//!   `process_resident_memory_bytes`, read at each scrape (the load generator
+//!   reads them to put a relay's CPU per delivered event and memory per session
+//!   in its report).
 //!
 //! The origin and the relay share this crate so their operators get identical
 //! behaviour (see `docs/operations.md`).
@@ -124,6 +128,67 @@ pub fn counted(
         .map_or(0, |c| c.get())
 }
 
+/// The process's CPU time and resident memory, read at each scrape under the
+/// names Prometheus' own client libraries use.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ProcessMetrics;
+
+impl ProcessMetrics {
+    /// Registers the collector in `registry` (at its root: the names are standard).
+    pub fn register(registry: &mut Registry) {
+        registry.register_collector(Box::new(Self));
+    }
+
+    /// CPU time (user + system, all threads) the process has used, seconds.
+    pub fn cpu_seconds() -> f64 {
+        cpu_time::ProcessTime::try_now().map_or(0.0, |t| t.as_duration().as_secs_f64())
+    }
+
+    /// Resident memory of the process, bytes (0 where the platform cannot say).
+    pub fn resident_bytes() -> u64 {
+        memory_stats::memory_stats().map_or(0, |m| m.physical_mem as u64)
+    }
+}
+
+impl prometheus_client::collector::Collector for ProcessMetrics {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeMetric as _;
+        use prometheus_client::metrics::counter::ConstCounter;
+        use prometheus_client::metrics::gauge::ConstGauge;
+        let cpu = ConstCounter::new(Self::cpu_seconds());
+        cpu.encode(encoder.encode_descriptor(
+            "process_cpu_seconds",
+            "CPU time used by the process (user and system), seconds.",
+            None,
+            cpu.metric_type(),
+        )?)?;
+        let rss = ConstGauge::new(Self::resident_bytes() as i64);
+        rss.encode(encoder.encode_descriptor(
+            "process_resident_memory_bytes",
+            "Resident memory of the process, bytes.",
+            None,
+            rss.metric_type(),
+        )?)?;
+        Ok(())
+    }
+}
+
+/// Reads one sample's value from Prometheus/OpenMetrics text: the first line
+/// whose metric name and labels are exactly `series` (e.g.
+/// `process_cpu_seconds_total` or `x_total{kind="a"}`).
+pub fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| {
+        let rest = l.strip_prefix(series)?;
+        if !rest.starts_with(' ') {
+            return None;
+        }
+        rest.split_whitespace().next()?.parse().ok()
+    })
+}
+
 /// A router serving `/metrics` from `registry`; add routes with `.route(..)`.
 pub fn admin_router(registry: Arc<Registry>) -> axum::Router {
     axum::Router::new().route(
@@ -193,6 +258,29 @@ mod tests {
     struct Cli {
         #[command(flatten)]
         demo: Demo,
+    }
+
+    #[test]
+    fn process_metrics_are_scraped_under_their_standard_names() {
+        let mut r = Registry::default();
+        ProcessMetrics::register(&mut r);
+        // Burn a little CPU so the counter cannot be zero.
+        let mut x = 0u64;
+        for i in 0..2_000_000u64 {
+            x = x.wrapping_mul(31).wrapping_add(i);
+        }
+        std::hint::black_box(x);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &r).unwrap();
+        let cpu = sample(&text, "process_cpu_seconds_total").expect(&text);
+        assert!(cpu > 0.0, "{text}");
+        let rss = sample(&text, "process_resident_memory_bytes").expect(&text);
+        assert!(rss > 1e5, "{text}");
+        assert_eq!(
+            sample("a_total{kind=\"x\"} 3\n", "a_total{kind=\"x\"}"),
+            Some(3.0)
+        );
+        assert_eq!(sample("a_total_more 3\n", "a_total"), None);
     }
 
     #[test]

@@ -128,6 +128,7 @@ async fn serve(cfg: OriginConfig) -> anyhow::Result<()> {
         .with_context(|| format!("binding {}", cfg.listen))?;
     let mut registry = Registry::default();
     let metrics = OriginMetrics::new(&mut registry);
+    skylane_ops::ProcessMetrics::register(&mut registry);
     let mut server_cfg = ServerConfig::new(base_us);
     server_cfg.session_grace = Duration::from_secs(cfg.session_grace_secs);
     let world = cfg.world;

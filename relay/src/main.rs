@@ -198,6 +198,7 @@ async fn serve(cfg: RelayConfig) -> anyhow::Result<()> {
     let listen = endpoint.local_addr()?;
     let mut registry = Registry::default();
     let metrics = RelayMetrics::new(&mut registry);
+    skylane_ops::ProcessMetrics::register(&mut registry);
     let relay = Relay::spawn(endpoint, settings, metrics);
 
     let router = skylane_ops::admin_router(Arc::new(registry))

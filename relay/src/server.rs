@@ -750,20 +750,24 @@ async fn serve_client(shared: &Arc<Shared>, conn: Connection, conn_id: ConnId) {
         let _ = shared.cmd.send(Cmd::Gone { conn_id }).await;
         return;
     }
-    tokio::spawn(write_client(
-        conn.clone(),
-        out_rx,
-        s.scheduler,
-        shared.metrics.clone(),
-        session,
-    ));
     // A spectator's feed: one ordered stream fed from a short queue; when the queue
-    // is full the audience makes it skip to the next keyframe.
-    let spectate = (role == Role::Spectator).then(|| {
+    // is full the audience makes it skip to the next keyframe. The few replies a
+    // spectator gets (pongs, errors, go-away) share that stream: it needs no
+    // scheduler, which keeps a spectator to one writer task.
+    let spectate = if role == Role::Spectator {
         let (tx, rx) = mpsc::channel(s.limits.spectator_queue.max(1));
-        tokio::spawn(write_spectator(conn.clone(), rx));
-        tx
-    });
+        tokio::spawn(write_spectator(conn.clone(), rx, out_rx));
+        Some(tx)
+    } else {
+        tokio::spawn(write_client(
+            conn.clone(),
+            out_rx,
+            s.scheduler,
+            shared.metrics.clone(),
+            session,
+        ));
+        None
+    };
     let reader = Arc::new(ClientReader {
         shared: shared.clone(),
         conn: conn.clone(),
@@ -968,14 +972,30 @@ fn best_offset(window: &VecDeque<(u64, i64)>) -> Option<i64> {
     window.iter().min_by_key(|(rtt, _)| *rtt).map(|(_, o)| *o)
 }
 
-/// Writes a spectator's frames, in order, on one stream of its own.
-async fn write_spectator(conn: Connection, mut rx: mpsc::Receiver<Bytes>) {
+/// Writes a spectator's frames, in order, on one stream of its own, with the
+/// replies to its requests (replies first when both wait).
+async fn write_spectator(
+    conn: Connection,
+    mut feed: mpsc::Receiver<Bytes>,
+    mut replies: mpsc::Receiver<Outgoing>,
+) {
     let Ok(mut stream) = conn.open_uni().await else {
         return;
     };
     let _ = stream.set_priority(EventClass::State.quic_priority());
-    while let Some(frame) = rx.recv().await {
-        if stream.write_chunk(frame).await.is_err() {
+    loop {
+        let bytes = tokio::select! {
+            biased;
+            r = replies.recv() => match r {
+                Some(o) => o.bytes,
+                None => return,
+            },
+            f = feed.recv() => match f {
+                Some(b) => b,
+                None => return,
+            },
+        };
+        if stream.write_chunk(bytes).await.is_err() {
             return;
         }
     }
