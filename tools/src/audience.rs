@@ -18,6 +18,20 @@ use tokio::task::JoinHandle;
 use crate::bots::histogram;
 use crate::report::Percentiles;
 
+/// Parses a bandwidth mode: `full`, `keyframes` or `reduced=HZ` (1..=60).
+pub fn parse_mode(s: &str) -> Result<BandwidthMode, String> {
+    match s.trim() {
+        "full" => Ok(BandwidthMode::Full),
+        "keyframes" => Ok(BandwidthMode::KeyframesOnly),
+        other => other
+            .strip_prefix("reduced=")
+            .and_then(|hz| hz.parse::<u16>().ok())
+            .filter(|hz| (1..=60).contains(hz))
+            .map(|hz| BandwidthMode::Reduced { hz })
+            .ok_or_else(|| format!("mode {s:?}: expected full, keyframes or reduced=HZ (1..=60)")),
+    }
+}
+
 /// What one spectator measured.
 #[derive(Debug, Clone)]
 pub struct Watched {
@@ -180,5 +194,23 @@ impl AudienceReport {
     /// Frames released early, over all delays.
     pub fn early(&self) -> u64 {
         self.delays.iter().map(|d| d.early).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn modes_parse_and_refuse_nonsense() {
+        assert_eq!(parse_mode("full"), Ok(BandwidthMode::Full));
+        assert_eq!(parse_mode("keyframes"), Ok(BandwidthMode::KeyframesOnly));
+        assert_eq!(
+            parse_mode("reduced=10"),
+            Ok(BandwidthMode::Reduced { hz: 10 })
+        );
+        for bad in ["reduced=0", "reduced=61", "reduced", "fast", "reduced=x"] {
+            assert!(parse_mode(bad).is_err(), "{bad}");
+        }
     }
 }

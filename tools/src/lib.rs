@@ -8,6 +8,7 @@
 //! * [`report`]: the demo's and loadgen's report (text and JSON).
 //! * [`audience`]: spectators that watch through the SDK and measure the delay.
 //! * [`fleet`]: connects bots, lets them play, collects their outcomes.
+//! * [`fanout`]: the raw quinn fan-out baseline of the spectator benchmark.
 //! * [`loadgen`]: drives a running network and checks the origin's counts.
 //! * [`demo`]: the demo run on [`local`].
 //! * [`probe`]: RTT and clock offset to a relay.
@@ -17,6 +18,7 @@
 pub mod audience;
 pub mod bots;
 pub mod demo;
+pub mod fanout;
 pub mod fleet;
 pub mod geoip;
 pub mod loadgen;

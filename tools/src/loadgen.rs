@@ -9,6 +9,15 @@
 //! `skylane_origin_actions_total` counters are read before and after: every answer a
 //! player received must have been counted there, and the rest of the origin's
 //! outcomes are the players' moves (datagrams: some may be lost, none invented).
+//!
+//! With `spectators`, that many spectators watch the world through the same
+//! relay (they connect first, like a broadcast audience waiting for the match).
+//! With `relay_admin`, the relay's `process_cpu_seconds_total` and
+//! `skylane_relay_spectator_frames_total` are read over the players' steady
+//! phase: the relay's CPU per delivered spectator frame. With `baseline`, the
+//! same number of connections then gets frames of the same size at the same
+//! rate from a bare quinn server ([`crate::fanout`]): the comparison the
+//! spectator benchmark asks for, measured in the same run.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -18,9 +27,13 @@ use std::time::Duration;
 use serde::Serialize;
 use skylane_client::Client;
 use skylane_proto::ed25519_dalek::VerifyingKey;
-use skylane_proto::{Claims, EventClass, Role, TokenSigner, WorldId};
+use skylane_proto::{BandwidthMode, Claims, EventClass, Role, TokenSigner, WorldId};
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinSet;
 
+use crate::audience::{self, Watcher};
 use crate::bots::{BotPlan, Live};
+use crate::fanout::{self, FanoutOptions, FanoutReport};
 use crate::fleet::{self, FleetOptions, Phase, Recruit};
 use crate::report::{by_class, merge, RelayLine, Report};
 
@@ -145,6 +158,72 @@ pub struct LoadgenOptions {
     /// Players sharing one UDP socket (quinn endpoint). An endpoint's receive
     /// buffers cost about 2 MB, so thousands of players need to share.
     pub players_per_socket: usize,
+    /// Spectators watching the world through the relay.
+    pub spectators: usize,
+    /// Their delay behind live play.
+    pub spectator_delay: Duration,
+    /// Their bandwidth mode.
+    pub spectator_mode: BandwidthMode,
+    /// The relay's admin address (`http://host:port`): its CPU time, memory and
+    /// spectator frames are read over the steady phase.
+    pub relay_admin: Option<String>,
+    /// After the run, measure the raw quinn fan-out baseline with as many
+    /// connections as spectators watched (needs spectators and `relay_admin`).
+    pub baseline: bool,
+}
+
+/// What the relay spent, from its `/metrics`, over the players' steady phase.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct RelayCost {
+    /// Measured time, seconds.
+    pub elapsed_s: f64,
+    /// Relay CPU time over it, seconds.
+    pub cpu_s: f64,
+    /// Spectator frames the relay queued to spectators over it.
+    pub spectator_frames: u64,
+    /// Relay CPU per delivered spectator frame, microseconds (players' traffic
+    /// included: keep players few when measuring this).
+    pub cpu_us_per_frame: f64,
+    /// Resident memory before any load generator connection, bytes.
+    pub resident_before: u64,
+    /// Resident memory with everyone connected, bytes.
+    pub resident_loaded: u64,
+    /// (loaded - before) / connections, bytes.
+    pub bytes_per_connection: f64,
+}
+
+/// The spectator fan-out comparison: relay against raw quinn, same run.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct FanoutComparison {
+    /// The bare quinn server's figures.
+    pub raw_quinn: FanoutReport,
+    /// Relay CPU per frame / raw quinn CPU per frame.
+    pub ratio: f64,
+}
+
+/// Everything a load-generator run produced.
+#[derive(Debug, Clone)]
+pub struct LoadgenRun {
+    /// The players' (and spectators') report.
+    pub report: Report,
+    /// What the origin counted (with `origin_admin`).
+    pub origin: Option<OriginCount>,
+    /// What the relay spent (with `relay_admin`).
+    pub relay: Option<RelayCost>,
+    /// The raw quinn comparison (with `baseline`).
+    pub fanout: Option<FanoutComparison>,
+}
+
+impl LoadgenRun {
+    /// The run as one JSON object: the report's fields plus `origin`, `relay_cost`
+    /// and `fanout`.
+    pub fn json(&self) -> serde_json::Value {
+        let mut v = serde_json::to_value(&self.report).unwrap_or_default();
+        v["origin"] = serde_json::to_value(self.origin).unwrap_or_default();
+        v["relay_cost"] = serde_json::to_value(self.relay).unwrap_or_default();
+        v["fanout"] = serde_json::to_value(self.fanout).unwrap_or_default();
+        v
+    }
 }
 
 /// What the origin counted during the run (from its `/metrics`).
@@ -179,13 +258,16 @@ pub enum LoadgenError {
     /// No player connected.
     #[error("no player could connect: {0}")]
     NoPlayers(String),
+    /// The raw quinn baseline failed.
+    #[error("raw quinn baseline: {0}")]
+    Baseline(#[from] fanout::FanoutError),
 }
 
-/// Reads `skylane_origin_actions_total` by kind from an origin's admin endpoint.
-pub async fn origin_actions(admin: &str) -> Result<BTreeMap<String, u64>, LoadgenError> {
+/// Fetches an admin endpoint's `/metrics` text.
+pub async fn fetch_metrics(admin: &str) -> Result<String, LoadgenError> {
     let url = format!("{}/metrics", admin.trim_end_matches('/'));
     let u = url.clone();
-    let body = tokio::task::spawn_blocking(move || {
+    tokio::task::spawn_blocking(move || {
         ureq::get(&u)
             .call()
             .map_err(|e| e.to_string())?
@@ -196,11 +278,33 @@ pub async fn origin_actions(admin: &str) -> Result<BTreeMap<String, u64>, Loadge
     .await
     .map_err(|e| e.to_string())
     .and_then(|r| r)
-    .map_err(|message| LoadgenError::Admin {
-        url: url.clone(),
-        message,
-    })?;
+    .map_err(|message| LoadgenError::Admin { url, message })
+}
+
+/// Reads `skylane_origin_actions_total` by kind from an origin's admin endpoint.
+pub async fn origin_actions(admin: &str) -> Result<BTreeMap<String, u64>, LoadgenError> {
+    let body = fetch_metrics(admin).await?;
     Ok(parse_counter(&body, "skylane_origin_actions_total"))
+}
+
+/// One reading of a relay's cost counters.
+#[derive(Debug, Clone, Copy)]
+struct RelaySample {
+    at: tokio::time::Instant,
+    cpu_s: f64,
+    frames: u64,
+    resident: u64,
+}
+
+async fn relay_sample(admin: &str) -> Result<RelaySample, LoadgenError> {
+    let text = fetch_metrics(admin).await?;
+    let get = |k: &str| skylane_ops::sample(&text, k).unwrap_or(0.0);
+    Ok(RelaySample {
+        at: tokio::time::Instant::now(),
+        cpu_s: get("process_cpu_seconds_total"),
+        frames: get("skylane_relay_spectator_frames_total") as u64,
+        resident: get("process_resident_memory_bytes") as u64,
+    })
 }
 
 /// Values of a counter family with a `kind` label in Prometheus/OpenMetrics text.
@@ -226,14 +330,130 @@ fn unix_secs() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// Hands out client endpoints, `per_socket` connections on each.
+struct Sockets {
+    bind: SocketAddr,
+    per_socket: usize,
+    handed: usize,
+    endpoints: Vec<quinn::Endpoint>,
+}
+
+impl Sockets {
+    fn next(&mut self) -> Result<quinn::Endpoint, String> {
+        if self.handed % self.per_socket.max(1) == 0 {
+            let e =
+                quinn::Endpoint::client(self.bind).map_err(|e| format!("{}: {e}", self.bind))?;
+            self.endpoints.push(e);
+        }
+        self.handed += 1;
+        self.endpoints
+            .last()
+            .cloned()
+            .ok_or_else(|| "no endpoint".to_owned())
+    }
+}
+
+/// When this run's tokens were issued and how long they last.
+#[derive(Debug, Clone, Copy)]
+struct Minting {
+    now: u64,
+    ttl: Duration,
+}
+
+/// A client builder for `name` with `role` on `endpoint`.
+fn builder(
+    opts: &LoadgenOptions,
+    endpoint: quinn::Endpoint,
+    name: &str,
+    role: Role,
+    Minting { now, ttl }: Minting,
+) -> Result<skylane_client::ClientBuilder, String> {
+    let token = opts
+        .tokens
+        .issue(&Claims::new(
+            name,
+            role,
+            vec![opts.world],
+            opts.audience.clone(),
+            now,
+            ttl.as_secs(),
+        ))
+        .map_err(|e| e.to_string())?;
+    let b = Client::builder()
+        .token(token)
+        .world(opts.world)
+        .ca_pem(opts.ca_pem.clone())
+        .server_name(opts.server_name.clone())
+        .endpoint(endpoint);
+    let b = if opts.directory {
+        b.directory(opts.relay)
+    } else {
+        b.relays([opts.relay])
+    };
+    Ok(match opts.origin_key {
+        Some(k) => b.origin_key(k),
+        None => b,
+    })
+}
+
+/// Connects the spectators (bounded parallelism); they watch until `stop`.
+async fn connect_spectators(
+    opts: &LoadgenOptions,
+    sockets: &mut Sockets,
+    run_id: u64,
+    mint: Minting,
+    stop: watch::Receiver<bool>,
+    progress: &mut impl FnMut(Phase, &Live),
+    live: &Live,
+) -> (Vec<Watcher>, Vec<String>) {
+    let gate = Arc::new(Semaphore::new(opts.connect_parallel.max(1)));
+    let mut connecting = JoinSet::new();
+    let mut errors = Vec::new();
+    for k in 0..opts.spectators {
+        let name = format!("fan{run_id}-{k:06}");
+        let b = match sockets
+            .next()
+            .and_then(|e| builder(opts, e, &name, Role::Spectator, mint))
+        {
+            Ok(b) => b.probe(1),
+            Err(e) => {
+                errors.push(format!("{name}: {e}"));
+                continue;
+            }
+        };
+        let (gate, stop) = (gate.clone(), stop.clone());
+        let (delay, mode) = (opts.spectator_delay, opts.spectator_mode);
+        connecting.spawn(async move {
+            let _permit = gate.acquire_owned().await;
+            Watcher::start(b, delay, mode, stop)
+                .await
+                .map_err(|e| format!("{name}: {e}"))
+        });
+    }
+    let mut watchers = Vec::new();
+    while let Some(r) = connecting.join_next().await {
+        match r {
+            Ok(Ok(w)) => watchers.push(w),
+            Ok(Err(e)) => errors.push(e),
+            Err(e) => errors.push(e.to_string()),
+        }
+        progress(Phase::Connecting(watchers.len(), opts.spectators), live);
+    }
+    (watchers, errors)
+}
+
 /// Runs the load; `progress` and `interrupt` as in [`fleet::run`].
 pub async fn run(
     opts: LoadgenOptions,
     mut progress: impl FnMut(Phase, &Live),
     interrupt: impl std::future::Future<Output = ()>,
-) -> Result<(Report, Option<OriginCount>), LoadgenError> {
+) -> Result<LoadgenRun, LoadgenError> {
     let before = match &opts.origin_admin {
         Some(a) => Some(origin_actions(a).await?),
+        None => None,
+    };
+    let relay_before = match &opts.relay_admin {
+        Some(a) => Some(relay_sample(a).await?),
         None => None,
     };
     let live = Arc::new(Live::default());
@@ -241,8 +461,35 @@ pub async fn run(
     let plan = opts.mix.plan(opts.map, opts.max_speed);
     let now = unix_secs();
     let run_id = now % 100_000;
-    let mut endpoints: Vec<quinn::Endpoint> = Vec::new();
-    let per_socket = opts.players_per_socket.max(1);
+    let mut sockets = Sockets {
+        bind: SocketAddr::new(opts.bind, 0),
+        per_socket: opts.players_per_socket.max(1),
+        handed: 0,
+        endpoints: Vec::new(),
+    };
+
+    // The audience first, like spectators waiting for the match.
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (watchers, spectator_errors) = connect_spectators(
+        &opts,
+        &mut sockets,
+        run_id,
+        Minting { now, ttl },
+        stop_rx,
+        &mut progress,
+        &live,
+    )
+    .await;
+    let watching = tokio::time::Instant::now();
+    let watchers_up = watchers.len();
+
+    // The relay's cost is read from the players' steady phase to the fleet's end.
+    let (playing_tx, mut playing_rx) = watch::channel(false);
+    let first_sample = async {
+        let admin = opts.relay_admin.as_deref()?;
+        playing_rx.wait_for(|p| *p).await.ok()?;
+        Some(relay_sample(admin).await)
+    };
     let fleet = fleet::run(
         FleetOptions {
             players: opts.players,
@@ -252,37 +499,8 @@ pub async fn run(
         },
         |i| {
             let name = format!("load{run_id}-{i:06}");
-            let token = opts
-                .tokens
-                .issue(&Claims::new(
-                    &name,
-                    Role::Player,
-                    vec![opts.world],
-                    opts.audience.clone(),
-                    now,
-                    ttl.as_secs(),
-                ))
-                .map_err(|e| e.to_string())?;
-            let slot = i / per_socket;
-            if endpoints.len() <= slot {
-                let bind = SocketAddr::new(opts.bind, 0);
-                endpoints.push(quinn::Endpoint::client(bind).map_err(|e| format!("{bind}: {e}"))?);
-            }
-            let endpoint = endpoints[slot].clone();
-            let mut b = Client::builder()
-                .token(token)
-                .world(opts.world)
-                .ca_pem(opts.ca_pem.clone())
-                .server_name(opts.server_name.clone())
-                .endpoint(endpoint);
-            b = if opts.directory {
-                b.directory(opts.relay)
-            } else {
-                b.relays([opts.relay])
-            };
-            if let Some(k) = opts.origin_key {
-                b = b.origin_key(k);
-            }
+            let endpoint = sockets.next()?;
+            let b = builder(&opts, endpoint, &name, Role::Player, Minting { now, ttl })?;
             let mut plan = plan;
             if i >= opts.players - opts.cheaters.min(opts.players) {
                 plan.cheat_every = 15;
@@ -294,12 +512,28 @@ pub async fn run(
             })
         },
         live,
-        &mut progress,
+        |phase, live| {
+            if matches!(phase, Phase::Playing(..)) {
+                playing_tx.send_replace(true);
+            }
+            progress(phase, live);
+        },
         interrupt,
-    )
-    .await
-    .require_players()
-    .map_err(LoadgenError::NoPlayers)?;
+    );
+    let (fleet, first) = tokio::join!(fleet, first_sample);
+    let last = match &opts.relay_admin {
+        Some(a) => Some(relay_sample(a).await?),
+        None => None,
+    };
+    let fleet = fleet.require_players().map_err(LoadgenError::NoPlayers)?;
+    let _ = stop_tx.send(true);
+    let watched_for = watching.elapsed();
+    let mut watched = Vec::new();
+    for w in watchers {
+        if let Some(w) = w.finish().await {
+            watched.push(w);
+        }
+    }
     // Let the last outcomes reach the origin's counters.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let merged = merge(fleet.outcomes.iter().map(|(_, o)| o));
@@ -323,6 +557,47 @@ pub async fn run(
         }
         _ => None,
     };
+    let relay = match (relay_before, first.transpose()?, last) {
+        (Some(z), Some(a), Some(b)) => {
+            let frames = b.frames.saturating_sub(a.frames);
+            let cpu_s = (b.cpu_s - a.cpu_s).max(0.0);
+            let connections = (merged.playing + watchers_up).max(1);
+            Some(RelayCost {
+                elapsed_s: (b.at - a.at).as_secs_f64(),
+                cpu_s,
+                spectator_frames: frames,
+                cpu_us_per_frame: cpu_s * 1e6 / frames.max(1) as f64,
+                resident_before: z.resident,
+                resident_loaded: a.resident,
+                bytes_per_connection: a.resident.saturating_sub(z.resident) as f64
+                    / connections as f64,
+            })
+        }
+        _ => None,
+    };
+    let fanout = match relay {
+        Some(cost) if opts.baseline && watchers_up > 0 && cost.spectator_frames > 0 => {
+            let frames: u64 = watched.iter().map(|w| w.frames).sum();
+            let bytes: u64 = watched.iter().map(|w| w.bytes).sum();
+            let raw = fanout::run(FanoutOptions {
+                connections: watchers_up,
+                frame_hz: cost.spectator_frames as f64
+                    / cost.elapsed_s.max(1e-3)
+                    / watchers_up as f64,
+                frame_bytes: (bytes / frames.max(1)).max(1) as usize,
+                duration: opts.duration.min(Duration::from_secs(20)),
+                bind: opts.bind,
+                per_socket: opts.players_per_socket.max(1),
+                connect_parallel: opts.connect_parallel.max(1),
+            })
+            .await?;
+            Some(FanoutComparison {
+                ratio: cost.cpu_us_per_frame / raw.cpu_us_per_frame.max(1e-9),
+                raw_quinn: raw,
+            })
+        }
+        _ => None,
+    };
     let mut per_relay: BTreeMap<String, usize> = BTreeMap::new();
     for (_, o) in &fleet.outcomes {
         if let Some(r) = o.relay {
@@ -339,6 +614,12 @@ pub async fn run(
             ),
         );
     }
+    if let Some(e) = spectator_errors.first() {
+        errors.push(format!(
+            "{} spectators could not connect; first: {e}",
+            spectator_errors.len()
+        ));
+    }
     let report = Report {
         mode: "loadgen".into(),
         duration_s: fleet.steady.as_secs_f64(),
@@ -346,8 +627,8 @@ pub async fn run(
         playing: merged.playing,
         cheaters: opts.cheaters.min(opts.players),
         rate_hz: opts.mix.movement,
-        spectators: 0,
-        audience: None,
+        spectators: opts.spectators,
+        audience: (opts.spectators > 0).then(|| audience::merge(&watched, watched_for)),
         relays: per_relay
             .into_iter()
             .map(|(addr, players)| RelayLine {
@@ -378,7 +659,12 @@ pub async fn run(
         counts: c,
         errors,
     };
-    Ok((report, origin))
+    Ok(LoadgenRun {
+        report,
+        origin,
+        relay,
+        fanout,
+    })
 }
 
 /// The largest event-latency p99 over the classes, microseconds.
@@ -428,10 +714,17 @@ mod tests {
     }
 
     /// Against a running deployment: what players were answered was counted at the
-    /// origin; nothing lost.
+    /// origin; nothing lost; spectators watched; the relay's cost was read and the
+    /// raw quinn baseline ran beside it.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_short_load_run_matches_the_origins_counts() {
-        let net = LocalNet::start(LocalOptions::default()).await.unwrap();
+        let net = LocalNet::start(LocalOptions {
+            admin: true,
+            ..LocalOptions::default()
+        })
+        .await
+        .unwrap();
+        let http = |a: Option<SocketAddr>| a.map(|a| format!("http://{a}"));
         let opts = LoadgenOptions {
             relay: net.relays[0].addr,
             directory: false,
@@ -449,11 +742,17 @@ mod tests {
             map: (400.0, 400.0),
             max_speed: 10.0,
             origin_key: Some(net.origin_key),
-            origin_admin: None,
+            origin_admin: http(net.origin_admin),
             bind: "127.0.0.1".parse().unwrap(),
             players_per_socket: 3,
+            spectators: 6,
+            spectator_delay: Duration::ZERO,
+            spectator_mode: BandwidthMode::Full,
+            relay_admin: http(net.relays[0].admin),
+            baseline: true,
         };
-        let (r, _) = run(opts, |_, _| {}, std::future::pending()).await.unwrap();
+        let run = run(opts, |_, _| {}, std::future::pending()).await.unwrap();
+        let r = &run.report;
         assert_eq!(r.playing, 8, "{:?}", r.errors);
         assert_eq!(r.events_lost, 0);
         assert!(r.counts.answered > 0 && r.counts.moves_sent > 0);
@@ -463,7 +762,22 @@ mod tests {
             "{applied} < {}",
             r.counts.applied
         );
-        assert!(worst_p99_us(&r) > 0);
+        let origin = run.origin.expect("origin counts");
+        assert!(origin.consistent, "{origin:?}");
+        assert!(worst_p99_us(r) > 0);
+        // The audience watched, nothing early.
+        let a = r.audience.as_ref().expect("audience");
+        assert_eq!((a.spectators, a.failed, a.early()), (6, 0, 0), "{a:?}");
+        assert!(a.delays[0].frames > 0, "{a:?}");
+        // The relay's cost over the steady phase, and the baseline beside it.
+        let cost = run.relay.expect("relay cost");
+        assert!(cost.spectator_frames > 0 && cost.cpu_s > 0.0, "{cost:?}");
+        let f = run.fanout.expect("baseline");
+        assert_eq!(f.raw_quinn.connections, 6);
+        assert!(f.raw_quinn.frames > 0 && f.ratio > 0.0, "{f:?}");
+        let json = run.json();
+        assert!(json["fanout"]["ratio"].as_f64().is_some(), "{json}");
+        assert!(json["relay_cost"]["cpu_us_per_frame"].as_f64().is_some());
         net.shutdown().await;
     }
 }

@@ -112,6 +112,9 @@ pub struct LocalOptions {
     pub max_payload: usize,
     /// Relay limits (connections per IP, sessions...).
     pub limits: Limits,
+    /// Serve each relay's and the origin's `/metrics` (with the process's CPU
+    /// and memory, shared by everything in this process) on a loopback port.
+    pub admin: bool,
 }
 
 impl Default for LocalOptions {
@@ -131,6 +134,7 @@ impl Default for LocalOptions {
             },
             max_payload: 16 * 1024,
             limits,
+            admin: false,
         }
     }
 }
@@ -148,6 +152,8 @@ pub struct LocalRelay {
     pub metrics: RelayMetrics,
     /// Where its players bind (`127.0.n.0/24`), or `127.0.0.1` on fallback.
     pub player_net: Ipv4Addr,
+    /// Its `/metrics` endpoint (with [`LocalOptions::admin`]).
+    pub admin: Option<SocketAddr>,
 }
 
 /// A running local deployment.
@@ -162,6 +168,8 @@ pub struct LocalNet {
     pub origin_addr: SocketAddr,
     /// The origin's metrics.
     pub origin_metrics: OriginMetrics,
+    /// The origin's `/metrics` endpoint (with [`LocalOptions::admin`]).
+    pub origin_admin: Option<SocketAddr>,
     /// The origin's batch-signing key (clients verify with it).
     pub origin_key: VerifyingKey,
     /// Relays, in region order.
@@ -189,6 +197,19 @@ fn unix_us() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_micros() as u64)
+}
+
+/// Serves `registry` (plus the process metrics) on a loopback port when `on`.
+async fn admin(on: bool, mut registry: Registry) -> Result<Option<SocketAddr>, LocalError> {
+    if !on {
+        return Ok(None);
+    }
+    skylane_ops::ProcessMetrics::register(&mut registry);
+    let addr = SocketAddr::from(([127, 0, 0, 1], 0));
+    skylane_ops::serve_admin(addr, skylane_ops::admin_router(Arc::new(registry)))
+        .await
+        .map(Some)
+        .map_err(|source| LocalError::Bind { addr, source })
 }
 
 /// Binds a UDP socket on `ip` (port 0) to learn whether the address is usable.
@@ -232,7 +253,9 @@ impl LocalNet {
         let signer = ChainSigner::from_bytes(&rand::random::<[u8; 32]>());
         let origin_key = signer.verifying_key();
         let engine = Engine::new(arena, grid, ecfg, signer, base_unix_us);
-        let origin_metrics = OriginMetrics::new(&mut Registry::default());
+        let mut registry = Registry::default();
+        let origin_metrics = OriginMetrics::new(&mut registry);
+        let origin_admin = admin(opts.admin, registry).await?;
         let origin = OriginServer::spawn(
             origin_ep,
             engine,
@@ -285,7 +308,9 @@ impl LocalNet {
         let ticket_secret: [u8; 32] = rand::random();
         let mut relays = Vec::new();
         for (info, (ep, addr, ip)) in infos.into_iter().zip(endpoints) {
-            let metrics = RelayMetrics::new(&mut Registry::default());
+            let mut registry = Registry::default();
+            let metrics = RelayMetrics::new(&mut registry);
+            let admin = admin(opts.admin, registry).await?;
             let settings = RelaySettings {
                 directory: directory.clone(),
                 geo: Some(geo.clone()),
@@ -314,6 +339,7 @@ impl LocalNet {
                 addr,
                 metrics,
                 player_net: ip,
+                admin,
             });
         }
         Ok(Self {
@@ -322,6 +348,7 @@ impl LocalNet {
             origin,
             origin_addr,
             origin_metrics,
+            origin_admin,
             origin_key,
             relays,
             regional_loopback,

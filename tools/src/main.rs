@@ -39,7 +39,7 @@ enum Command {
     Replay(cmd::replay::ReplayCmd),
     /// Drive a running network with bot players; report latency per class,
     /// throughput, conflicts and losses, and compare with the origin's counts.
-    Loadgen(cmd::loadgen::LoadgenCmd),
+    Loadgen(Box<cmd::loadgen::LoadgenCmd>),
     /// Round-trip time and clock offset to a relay (no token needed).
     Probe(cmd::probe::ProbeCmd),
     /// GeoIP fixtures: build a MaxMind-format database from a CSV.

@@ -11,7 +11,7 @@ use clap::Args;
 use super::resolve;
 use skylane_proto::ed25519_dalek::pkcs8::DecodePublicKey as _;
 use skylane_proto::ed25519_dalek::VerifyingKey;
-use skylane_proto::{TokenSigner, WorldId};
+use skylane_proto::{BandwidthMode, TokenSigner, WorldId};
 use skylane_tools::loadgen::{self, LoadgenOptions, Mix};
 
 use super::demo::{bar, show};
@@ -84,6 +84,24 @@ pub(crate) struct LoadgenCmd {
     /// 2 MB).
     #[arg(long, default_value_t = 32)]
     players_per_socket: usize,
+    /// Spectators watching the world through the relay (they connect first).
+    #[arg(long, default_value_t = 0)]
+    spectators: usize,
+    /// Their delay behind live play.
+    #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+    spectator_delay: Duration,
+    /// Their bandwidth mode: full, keyframes or reduced=HZ.
+    #[arg(long, default_value = "reduced=10", value_parser = skylane_tools::audience::parse_mode)]
+    spectator_mode: BandwidthMode,
+    /// The relay's admin address (e.g. http://127.0.0.1:9433): its CPU time,
+    /// resident memory and spectator frames are read over the steady phase.
+    #[arg(long)]
+    relay_admin: Option<String>,
+    /// After the run, serve as many connections as there were spectators from a
+    /// bare quinn server at the same frame rate and size, and compare CPU per
+    /// delivered frame (needs --spectators and --relay-admin).
+    #[arg(long)]
+    baseline: bool,
     /// Fail (exit 2) when any class's event-latency p99 exceeds this many ms.
     #[arg(long)]
     max_p99: Option<f64>,
@@ -138,12 +156,21 @@ impl LoadgenCmd {
             origin_admin: self.origin_admin,
             bind: self.bind,
             players_per_socket: self.players_per_socket.max(1),
+            spectators: self.spectators,
+            spectator_delay: self.spectator_delay,
+            spectator_mode: self.spectator_mode,
+            relay_admin: self.relay_admin,
+            baseline: self.baseline,
         };
+        anyhow::ensure!(
+            !self.baseline || (self.spectators > 0 && opts.relay_admin.is_some()),
+            "--baseline needs --spectators and --relay-admin"
+        );
         let rt = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()?;
         let pb = bar();
-        let (report, origin) = rt.block_on(loadgen::run(
+        let run = rt.block_on(loadgen::run(
             opts,
             |phase, live| show(&pb, phase, live),
             async {
@@ -151,10 +178,9 @@ impl LoadgenCmd {
             },
         ))?;
         pb.finish_and_clear();
+        let (report, origin) = (&run.report, run.origin);
         if self.json {
-            let mut v = serde_json::to_value(&report)?;
-            v["origin"] = serde_json::to_value(origin)?;
-            println!("{v}");
+            println!("{}", run.json());
         } else {
             print!("{}", report.text());
             if let Some(o) = origin {
@@ -168,16 +194,38 @@ impl LoadgenCmd {
                     if o.consistent { "consistent" } else { "INCONSISTENT" }
                 );
             }
+            if let Some(r) = run.relay {
+                println!(
+                    "relay cost    {:.2} s CPU in {:.1} s; {} spectator frames: {:.2} µs CPU/frame; resident {:.1} MiB -> {:.1} MiB ({:.1} KiB per connection)",
+                    r.cpu_s,
+                    r.elapsed_s,
+                    r.spectator_frames,
+                    r.cpu_us_per_frame,
+                    r.resident_before as f64 / 1048576.0,
+                    r.resident_loaded as f64 / 1048576.0,
+                    r.bytes_per_connection / 1024.0
+                );
+            }
+            if let Some(f) = run.fanout {
+                let q = f.raw_quinn;
+                println!(
+                    "raw quinn     {} connections, {:.1} frames/s of {} B each: {} frames, {:.2} s CPU: {:.2} µs CPU/frame; relay/raw = {:.2}x",
+                    q.connections, q.frame_hz, q.frame_bytes, q.frames, q.cpu_s, q.cpu_us_per_frame, f.ratio
+                );
+            }
         }
         let mut failed = Vec::new();
         if report.events_lost > 0 {
             failed.push(format!("{} events lost or duplicated", report.events_lost));
         }
+        if let Some(a) = report.audience.as_ref().filter(|a| a.early() > 0) {
+            failed.push(format!("{} spectator frames released early", a.early()));
+        }
         if origin.is_some_and(|o| !o.consistent) {
             failed.push("the origin's counts do not match the players'".to_owned());
         }
         if let Some(max) = self.max_p99 {
-            let worst = loadgen::worst_p99_us(&report) as f64 / 1000.0;
+            let worst = loadgen::worst_p99_us(report) as f64 / 1000.0;
             if worst > max {
                 failed.push(format!(
                     "event latency p99 {worst:.1} ms > --max-p99 {max} ms"

@@ -1,0 +1,313 @@
+//! The raw quinn fan-out baseline: what the spectator benchmark compares the
+//! relay with.
+//!
+//! A bare quinn server, with the relay's client transport settings and TLS
+//! configuration, accepts `connections` connections, opens one stream to each
+//! and writes the same shared frame (one `Bytes`, no copy) to every connection
+//! at `frame_hz`: a hand-rolled broadcast with no tokens, sessions, delay
+//! buffer, filters or metrics. It runs on a runtime of its own on one thread,
+//! so that thread's CPU time is the server's whole cost (the clients run on
+//! the caller's runtime and are not counted). The result is CPU per delivered
+//! frame, the same unit the relay's `process_cpu_seconds_total` over its
+//! `skylane_relay_spectator_frames_total` gives.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde::Serialize;
+use skylane_certs::{client_config, server_config, ClientAuth, LocalPki};
+use tokio::sync::{broadcast, oneshot, Semaphore};
+use tokio::task::JoinSet;
+
+/// Options of a baseline run.
+#[derive(Debug, Clone, Copy)]
+pub struct FanoutOptions {
+    /// Connections (the spectators' number).
+    pub connections: usize,
+    /// Frames per second to every connection.
+    pub frame_hz: f64,
+    /// Bytes per frame.
+    pub frame_bytes: usize,
+    /// Measured time, once every connection is up.
+    pub duration: Duration,
+    /// Local address the server and clients bind.
+    pub bind: IpAddr,
+    /// Client connections sharing one UDP socket.
+    pub per_socket: usize,
+    /// Handshakes in progress at once.
+    pub connect_parallel: usize,
+}
+
+/// What the baseline measured.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+pub struct FanoutReport {
+    /// Connections that were up during the measurement.
+    pub connections: usize,
+    /// Frames per second offered to each connection.
+    pub frame_hz: f64,
+    /// Bytes per frame.
+    pub frame_bytes: usize,
+    /// Frames written to connections during the measurement.
+    pub frames: u64,
+    /// Frames the clients read (all of the run, a check that they were carried).
+    pub frames_received: u64,
+    /// Server CPU time during the measurement, seconds.
+    pub cpu_s: f64,
+    /// Measured time, seconds.
+    pub elapsed_s: f64,
+    /// Server CPU per delivered frame, microseconds.
+    pub cpu_us_per_frame: f64,
+}
+
+/// Why the baseline could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum FanoutError {
+    /// Certificates or TLS configuration.
+    #[error("tls: {0}")]
+    Tls(String),
+    /// A socket could not be bound.
+    #[error("bind {addr}: {source}")]
+    Bind {
+        /// Address.
+        addr: SocketAddr,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The server thread died.
+    #[error("the server thread stopped: {0}")]
+    Server(String),
+    /// Not one connection came up.
+    #[error("no connection: {0}")]
+    NoConnections(String),
+}
+
+struct Measured {
+    frames: u64,
+    cpu: Duration,
+    elapsed: Duration,
+}
+
+/// Runs the baseline (several seconds: connections, then `duration` measured).
+pub async fn run(opts: FanoutOptions) -> Result<FanoutReport, FanoutError> {
+    let tls = |e: skylane_certs::CertError| FanoutError::Tls(e.to_string());
+    let pki = LocalPki::generate(&[]).map_err(tls)?;
+    let mut sc = server_config(&pki.relay, ClientAuth::None).map_err(tls)?;
+    sc.transport_config(Arc::new(skylane_relay::client_transport()));
+    let mut cc = client_config(pki.roots().map_err(tls)?, None).map_err(tls)?;
+    let mut ct = quinn::TransportConfig::default();
+    ct.max_idle_timeout(Duration::from_secs(30).try_into().ok());
+    cc.transport_config(Arc::new(ct));
+
+    let (addr_tx, addr_rx) = oneshot::channel();
+    let (go_tx, go_rx) = oneshot::channel::<()>();
+    let (done_tx, done_rx) = oneshot::channel();
+    let bind = SocketAddr::new(opts.bind, 0);
+    let frame = Bytes::from(vec![0x5a; opts.frame_bytes.max(1)]);
+    let period = Duration::from_secs_f64(1.0 / opts.frame_hz.clamp(0.1, 1000.0));
+    let duration = opts.duration;
+    let server = std::thread::Builder::new()
+        .name("fanout-baseline".into())
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let _ = addr_tx.send(Err(FanoutError::Server(e.to_string())));
+                    return;
+                }
+            };
+            rt.block_on(serve(
+                sc, bind, frame, period, duration, addr_tx, go_rx, done_tx,
+            ));
+        })
+        .map_err(|e| FanoutError::Server(e.to_string()))?;
+    let addr = addr_rx
+        .await
+        .map_err(|_| FanoutError::Server("no address".into()))??;
+
+    // Clients: many per socket, bounded handshakes in flight.
+    let received = Arc::new(AtomicU64::new(0));
+    let mut endpoints = Vec::new();
+    let per_socket = opts.per_socket.max(1);
+    for _ in 0..opts.connections.div_ceil(per_socket) {
+        let mut e = quinn::Endpoint::client(bind)
+            .map_err(|source| FanoutError::Bind { addr: bind, source })?;
+        e.set_default_client_config(cc.clone());
+        endpoints.push(e);
+    }
+    let gate = Arc::new(Semaphore::new(opts.connect_parallel.max(1)));
+    let mut connecting = JoinSet::new();
+    for i in 0..opts.connections {
+        let (e, gate) = (endpoints[i / per_socket].clone(), gate.clone());
+        connecting.spawn(async move {
+            let _permit = gate.acquire_owned().await.ok()?;
+            let conn = e.connect(addr, "localhost").ok()?.await.ok()?;
+            let opened = async {
+                let mut s = conn.accept_uni().await.ok()?;
+                let mut hello = [0u8; 1];
+                s.read_exact(&mut hello).await.ok()?;
+                Some(s)
+            };
+            let stream = tokio::time::timeout(Duration::from_secs(10), opened)
+                .await
+                .ok()??;
+            Some((conn, stream))
+        });
+    }
+    let mut readers = JoinSet::new();
+    let mut conns = Vec::new();
+    while let Some(r) = connecting.join_next().await {
+        if let Ok(Some((conn, mut stream))) = r {
+            conns.push(conn);
+            let (received, size) = (received.clone(), opts.frame_bytes.max(1) as u64);
+            readers.spawn(async move {
+                let mut bytes = 0u64;
+                while let Ok(Some(c)) = stream.read_chunk(usize::MAX, true).await {
+                    bytes += c.bytes.len() as u64;
+                    received.fetch_add(bytes / size, Ordering::Relaxed);
+                    bytes %= size;
+                }
+            });
+        }
+    }
+    if conns.is_empty() {
+        let _ = go_tx.send(());
+        return Err(FanoutError::NoConnections(format!(
+            "none of {} connections to {addr} came up",
+            opts.connections
+        )));
+    }
+    let _ = go_tx.send(());
+    let m = done_rx
+        .await
+        .map_err(|_| FanoutError::Server("no measurement".into()))?;
+    for c in &conns {
+        c.close(0u32.into(), b"done");
+    }
+    for e in &endpoints {
+        e.wait_idle().await;
+    }
+    readers.shutdown().await;
+    let _ = server.join();
+    Ok(FanoutReport {
+        connections: conns.len(),
+        frame_hz: 1.0 / period.as_secs_f64(),
+        frame_bytes: opts.frame_bytes.max(1),
+        frames: m.frames,
+        frames_received: received.load(Ordering::Relaxed),
+        cpu_s: m.cpu.as_secs_f64(),
+        elapsed_s: m.elapsed.as_secs_f64(),
+        cpu_us_per_frame: m.cpu.as_secs_f64() * 1e6 / m.frames.max(1) as f64,
+    })
+}
+
+/// The server side, on its own single-threaded runtime.
+#[allow(clippy::too_many_arguments)]
+async fn serve(
+    sc: quinn::ServerConfig,
+    bind: SocketAddr,
+    frame: Bytes,
+    period: Duration,
+    duration: Duration,
+    addr_tx: oneshot::Sender<Result<SocketAddr, FanoutError>>,
+    go: oneshot::Receiver<()>,
+    done: oneshot::Sender<Measured>,
+) {
+    let endpoint = match quinn::Endpoint::server(sc, bind) {
+        Ok(e) => e,
+        Err(source) => {
+            let _ = addr_tx.send(Err(FanoutError::Bind { addr: bind, source }));
+            return;
+        }
+    };
+    let Ok(addr) = endpoint.local_addr() else {
+        return;
+    };
+    let _ = addr_tx.send(Ok(addr));
+    // Lagging writers skip frames (the broadcast's bound), like the relay's
+    // bounded spectator queues.
+    let (tx, _) = broadcast::channel::<Bytes>(64);
+    let written = Arc::new(AtomicU64::new(0));
+    let accept = {
+        let (endpoint, tx, written) = (endpoint.clone(), tx.clone(), written.clone());
+        tokio::spawn(async move {
+            while let Some(incoming) = endpoint.accept().await {
+                let (mut rx, written) = (tx.subscribe(), written.clone());
+                tokio::spawn(async move {
+                    let Ok(conn) = incoming.await else { return };
+                    let Ok(mut s) = conn.open_uni().await else {
+                        return;
+                    };
+                    // The stream reaches the client with its first byte.
+                    if s.write_all(b"!").await.is_err() {
+                        return;
+                    }
+                    loop {
+                        match rx.recv().await {
+                            Ok(f) => {
+                                if s.write_chunk(f).await.is_err() {
+                                    return;
+                                }
+                                written.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Err(broadcast::error::RecvError::Lagged(_)) => {}
+                            Err(broadcast::error::RecvError::Closed) => return,
+                        }
+                    }
+                });
+            }
+        })
+    };
+    if go.await.is_err() {
+        return;
+    }
+    let cpu0 = cpu_time::ThreadTime::now();
+    let w0 = written.load(Ordering::Relaxed);
+    let start = tokio::time::Instant::now();
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    while start.elapsed() < duration {
+        tick.tick().await;
+        let _ = tx.send(frame.clone());
+    }
+    let measured = Measured {
+        frames: written.load(Ordering::Relaxed) - w0,
+        cpu: cpu0.elapsed(),
+        elapsed: start.elapsed(),
+    };
+    accept.abort();
+    drop(tx);
+    let _ = done.send(measured);
+    endpoint.close(0u32.into(), b"done");
+    endpoint.wait_idle().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_baseline_delivers_every_frame_to_every_connection_and_costs_cpu() {
+        let r = run(FanoutOptions {
+            connections: 20,
+            frame_hz: 50.0,
+            frame_bytes: 300,
+            duration: Duration::from_secs(1),
+            bind: "127.0.0.1".parse().unwrap(),
+            per_socket: 8,
+            connect_parallel: 8,
+        })
+        .await
+        .unwrap();
+        assert_eq!(r.connections, 20);
+        // ~50 frames to each of 20 connections in the second.
+        assert!((800..=1100).contains(&r.frames), "{r:?}");
+        assert!(r.frames_received >= r.frames * 9 / 10, "{r:?}");
+        assert!(r.cpu_s > 0.0 && r.cpu_us_per_frame > 0.0, "{r:?}");
+    }
+}
