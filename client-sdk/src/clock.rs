@@ -11,6 +11,10 @@ use std::collections::VecDeque;
 
 use skylane_proto::Pong;
 
+/// Samples a client takes at one per second before it slows to its configured
+/// ping interval.
+pub const WARM_UP_SAMPLES: usize = 8;
+
 /// One ping/pong sample.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Sample {
@@ -61,6 +65,16 @@ impl ClockSync {
             self.samples.pop_front();
         }
         s
+    }
+
+    /// Samples held (at most the window).
+    pub fn len(&self) -> usize {
+        self.samples.len()
+    }
+
+    /// Whether no sample was taken yet.
+    pub fn is_empty(&self) -> bool {
+        self.samples.is_empty()
     }
 
     /// The best current estimate (minimum-RTT sample of the window).

@@ -877,7 +877,9 @@ impl Driver {
         cmds: &mut mpsc::Receiver<Cmd>,
         events: &mpsc::Sender<ClientEvent>,
     ) -> End {
-        let mut ping = tokio::time::interval(self.ping_interval);
+        // Pings start at once and come every second until the clock filter has
+        // a few samples, then every `ping_interval`.
+        let mut next_ping = Instant::now();
         let mut nonce = 0u64;
         loop {
             tokio::select! {
@@ -930,7 +932,13 @@ impl Driver {
                         return End::Bye;
                     }
                 },
-                _ = ping.tick() => {
+                () = tokio::time::sleep_until(next_ping) => {
+                    let every = if self.sync.len() < clock::WARM_UP_SAMPLES {
+                        self.ping_interval.min(Duration::from_secs(1))
+                    } else {
+                        self.ping_interval
+                    };
+                    next_ping = (next_ping + every).max(Instant::now());
                     nonce += 1;
                     let p = ClientMsg::Ping(Ping { nonce, sent_us: self.clock.now_us() });
                     if let Err(e) = self.write(&l.conn, p, EventClass::Critical).await {

@@ -43,8 +43,12 @@ pub struct Watched {
     pub keyframes: u64,
     /// Frame bytes received (events' payloads plus their tags, as encoded).
     pub bytes: u64,
-    /// Frames that arrived before world time + delay.
+    /// Frames that arrived before world time + delay by more than the
+    /// measuring clock's error bound (half the RTT of its best sync sample).
     pub early: u64,
+    /// Frames that arrived before world time + delay, but within that bound:
+    /// the measurement cannot tell them from on-time frames.
+    pub early_within_error: u64,
     /// Frames of the catch-up a subscribe starts with (due before it).
     pub catch_up: u64,
     /// Lateness of on-time frames (µs).
@@ -77,6 +81,7 @@ impl Watcher {
                 keyframes: 0,
                 bytes: 0,
                 early: 0,
+                early_within_error: 0,
                 catch_up: 0,
                 lateness: histogram(),
                 error: None,
@@ -99,8 +104,10 @@ impl Watcher {
                                 w.catch_up += 1;
                                 continue;
                             }
+                            let bound = s.client().stats().rtt_us.map_or(0, |r| r as i64 / 2);
                             match s.lateness_us(&f) {
-                                Some(l) if l < 0 => w.early += 1,
+                                Some(l) if l < -bound => w.early += 1,
+                                Some(l) if l < 0 => w.early_within_error += 1,
                                 Some(l) => {
                                     let _ = w.lateness.record((l as u64).clamp(1, crate::bots::MAX_US));
                                 }
@@ -147,8 +154,12 @@ pub struct DelayLine {
     pub spectators: usize,
     /// Frames received, all of them.
     pub frames: u64,
-    /// Frames received before world time + delay (must be 0).
+    /// Frames received before world time + delay by more than the measuring
+    /// clock's error bound (must be 0).
     pub early: u64,
+    /// Frames received before world time + delay within the clock's error
+    /// bound (a measurement limit, not an early release).
+    pub early_within_error: u64,
     /// Lateness against world time + delay (arrival through the synchronised
     /// clock): for a 0 s delay this is the propagation time, for longer delays
     /// the accuracy of the delay.
@@ -176,6 +187,7 @@ pub fn merge(watched: &[Watched], elapsed: Duration) -> AudienceReport {
                 spectators: at.len(),
                 frames: at.iter().map(|w| w.frames).sum(),
                 early: at.iter().map(|w| w.early).sum(),
+                early_within_error: at.iter().map(|w| w.early_within_error).sum(),
                 lateness: Percentiles::of(&h),
                 bytes_per_s: bytes as f64
                     / elapsed.as_secs_f64().max(1e-3)

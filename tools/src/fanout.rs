@@ -5,22 +5,40 @@
 //! configuration, accepts `connections` connections, opens one stream to each
 //! and writes the same shared frame (one `Bytes`, no copy) to every connection
 //! at `frame_hz`: a hand-rolled broadcast with no tokens, sessions, delay
-//! buffer, filters or metrics. It runs on a runtime of its own on one thread,
-//! so that thread's CPU time is the server's whole cost (the clients run on
-//! the caller's runtime and are not counted). The result is CPU per delivered
-//! frame, the same unit the relay's `process_cpu_seconds_total` over its
+//! buffer, filters or metrics. The result is CPU per delivered frame, the same
+//! unit the relay's `process_cpu_seconds_total` over its
 //! `skylane_relay_spectator_frames_total` gives.
+//!
+//! Where the server runs ([`Host`]): in a process of its own (`skylane
+//! fanout-server`, what `skylane loadgen --baseline` does), on a multi-threaded
+//! runtime like the relay's, its process CPU time measured; or, for tests, on a
+//! single-threaded runtime on a thread of the caller's process, that thread's
+//! CPU time measured. Either way the clients run elsewhere and are not counted.
 
+use std::io::{BufRead as _, Write as _};
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use skylane_certs::{client_config, server_config, ClientAuth, LocalPki};
 use tokio::sync::{broadcast, oneshot, Semaphore};
 use tokio::task::JoinSet;
+
+/// Where the baseline server runs.
+#[derive(Debug, Clone)]
+pub enum Host {
+    /// A child process: this executable (the `skylane` binary) run as
+    /// `skylane fanout-server`; its process CPU time is measured.
+    Process(PathBuf),
+    /// A thread of this process with a single-threaded runtime; that thread's
+    /// CPU time is measured.
+    Thread,
+}
 
 /// Options of a baseline run.
 #[derive(Debug, Clone, Copy)]
@@ -39,6 +57,26 @@ pub struct FanoutOptions {
     pub per_socket: usize,
     /// Handshakes in progress at once.
     pub connect_parallel: usize,
+}
+
+/// What the server is told to send.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct ServeSpec {
+    /// Frames per second to every connection.
+    pub frame_hz: f64,
+    /// Bytes per frame.
+    pub frame_bytes: usize,
+    /// Measured time.
+    pub duration: Duration,
+    /// Address to bind.
+    pub bind: SocketAddr,
+}
+
+/// The server's first line: where to connect and what to trust.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Ready {
+    addr: SocketAddr,
+    ca_pem: String,
 }
 
 /// What the baseline measured.
@@ -84,51 +122,194 @@ pub enum FanoutError {
     NoConnections(String),
 }
 
-struct Measured {
-    frames: u64,
-    cpu: Duration,
-    elapsed: Duration,
+/// What the server measured.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct Measured {
+    /// Frames written to connections.
+    pub frames: u64,
+    /// CPU time spent.
+    pub cpu: Duration,
+    /// Wall time measured.
+    pub elapsed: Duration,
+}
+
+/// Which CPU clock the server reads.
+#[derive(Debug, Clone, Copy)]
+enum CpuClock {
+    Process,
+    Thread,
+}
+
+impl CpuClock {
+    fn now(self) -> Duration {
+        match self {
+            Self::Process => cpu_time::ProcessTime::try_now().map(|t| t.as_duration()),
+            Self::Thread => cpu_time::ThreadTime::try_now().map(|t| t.as_duration()),
+        }
+        .unwrap_or_default()
+    }
+}
+
+/// The baseline server of `skylane fanout-server`, in its own process: prints
+/// one JSON line (`{"addr", "ca_pem"}`), waits for a line on stdin, sends for
+/// `duration`, prints the [`Measured`] JSON line and exits.
+pub async fn serve_stdio(spec: ServeSpec) -> Result<(), FanoutError> {
+    let (ready_tx, ready_rx) = oneshot::channel();
+    let (go_tx, go_rx) = oneshot::channel();
+    let (done_tx, done_rx) = oneshot::channel();
+    let server = tokio::spawn(serve(spec, CpuClock::Process, ready_tx, go_rx, done_tx));
+    let ready = ready_rx
+        .await
+        .map_err(|_| FanoutError::Server("no address".into()))??;
+    let line = serde_json::to_string(&ready).map_err(|e| FanoutError::Server(e.to_string()))?;
+    println!("{line}");
+    let _ = std::io::stdout().flush();
+    let _ = tokio::task::spawn_blocking(|| {
+        let mut l = String::new();
+        let _ = std::io::stdin().read_line(&mut l);
+    })
+    .await;
+    let _ = go_tx.send(());
+    let m = done_rx
+        .await
+        .map_err(|_| FanoutError::Server("no measurement".into()))?;
+    let line = serde_json::to_string(&m).map_err(|e| FanoutError::Server(e.to_string()))?;
+    println!("{line}");
+    let _ = std::io::stdout().flush();
+    let _ = server.await;
+    Ok(())
+}
+
+/// A running baseline server, seen from the clients' side.
+enum Server {
+    Thread {
+        go: oneshot::Sender<()>,
+        done: oneshot::Receiver<Measured>,
+        thread: std::thread::JoinHandle<()>,
+    },
+    Process {
+        child: std::process::Child,
+        lines: std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
+    },
+}
+
+impl Server {
+    async fn start(host: &Host, spec: ServeSpec) -> Result<(Self, Ready), FanoutError> {
+        match host {
+            Host::Thread => {
+                let (ready_tx, ready_rx) = oneshot::channel();
+                let (go_tx, go_rx) = oneshot::channel();
+                let (done_tx, done_rx) = oneshot::channel();
+                let thread = std::thread::Builder::new()
+                    .name("fanout-baseline".into())
+                    .spawn(move || {
+                        match tokio::runtime::Builder::new_current_thread()
+                            .enable_all()
+                            .build()
+                        {
+                            Ok(rt) => {
+                                rt.block_on(serve(spec, CpuClock::Thread, ready_tx, go_rx, done_tx))
+                            }
+                            Err(e) => {
+                                let _ = ready_tx.send(Err(FanoutError::Server(e.to_string())));
+                            }
+                        }
+                    })
+                    .map_err(|e| FanoutError::Server(e.to_string()))?;
+                let ready = ready_rx
+                    .await
+                    .map_err(|_| FanoutError::Server("no address".into()))??;
+                Ok((
+                    Self::Thread {
+                        go: go_tx,
+                        done: done_rx,
+                        thread,
+                    },
+                    ready,
+                ))
+            }
+            Host::Process(exe) => {
+                let mut child = Command::new(exe)
+                    .arg("fanout-server")
+                    .arg("--spec")
+                    .arg(
+                        serde_json::to_string(&spec)
+                            .map_err(|e| FanoutError::Server(e.to_string()))?,
+                    )
+                    .stdin(Stdio::piped())
+                    .stdout(Stdio::piped())
+                    .spawn()
+                    .map_err(|e| FanoutError::Server(format!("{}: {e}", exe.display())))?;
+                let out = child
+                    .stdout
+                    .take()
+                    .ok_or_else(|| FanoutError::Server("no stdout".into()))?;
+                let mut lines = std::io::BufReader::new(out).lines();
+                let (ready, lines) = tokio::task::spawn_blocking(move || {
+                    let l = lines.next();
+                    (l, lines)
+                })
+                .await
+                .map_err(|e| FanoutError::Server(e.to_string()))?;
+                let ready: Ready = ready
+                    .and_then(Result::ok)
+                    .and_then(|l| serde_json::from_str(&l).ok())
+                    .ok_or_else(|| {
+                        FanoutError::Server("the server process did not start".into())
+                    })?;
+                Ok((Self::Process { child, lines }, ready))
+            }
+        }
+    }
+
+    async fn measure(self) -> Result<Measured, FanoutError> {
+        match self {
+            Self::Thread { go, done, thread } => {
+                let _ = go.send(());
+                let m = done
+                    .await
+                    .map_err(|_| FanoutError::Server("no measurement".into()))?;
+                let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+                Ok(m)
+            }
+            Self::Process {
+                mut child,
+                mut lines,
+            } => {
+                let m = tokio::task::spawn_blocking(move || {
+                    let mut stdin = child.stdin.take()?;
+                    writeln!(stdin, "go").ok()?;
+                    let m = lines.next()?.ok()?;
+                    let _ = child.wait();
+                    serde_json::from_str::<Measured>(&m).ok()
+                })
+                .await
+                .map_err(|e| FanoutError::Server(e.to_string()))?;
+                m.ok_or_else(|| {
+                    FanoutError::Server("no measurement from the server process".into())
+                })
+            }
+        }
+    }
 }
 
 /// Runs the baseline (several seconds: connections, then `duration` measured).
-pub async fn run(opts: FanoutOptions) -> Result<FanoutReport, FanoutError> {
+pub async fn run(opts: FanoutOptions, host: &Host) -> Result<FanoutReport, FanoutError> {
     let tls = |e: skylane_certs::CertError| FanoutError::Tls(e.to_string());
-    let pki = LocalPki::generate(&[]).map_err(tls)?;
-    let mut sc = server_config(&pki.relay, ClientAuth::None).map_err(tls)?;
-    sc.transport_config(Arc::new(skylane_relay::client_transport()));
-    let mut cc = client_config(pki.roots().map_err(tls)?, None).map_err(tls)?;
+    let bind = SocketAddr::new(opts.bind, 0);
+    let spec = ServeSpec {
+        frame_hz: opts.frame_hz.clamp(0.1, 1000.0),
+        frame_bytes: opts.frame_bytes.max(1),
+        duration: opts.duration,
+        bind,
+    };
+    let (server, ready) = Server::start(host, spec).await?;
+    let addr = ready.addr;
+    let roots = skylane_certs::roots_from_pem(&ready.ca_pem).map_err(tls)?;
+    let mut cc = client_config(roots, None).map_err(tls)?;
     let mut ct = quinn::TransportConfig::default();
     ct.max_idle_timeout(Duration::from_secs(30).try_into().ok());
     cc.transport_config(Arc::new(ct));
-
-    let (addr_tx, addr_rx) = oneshot::channel();
-    let (go_tx, go_rx) = oneshot::channel::<()>();
-    let (done_tx, done_rx) = oneshot::channel();
-    let bind = SocketAddr::new(opts.bind, 0);
-    let frame = Bytes::from(vec![0x5a; opts.frame_bytes.max(1)]);
-    let period = Duration::from_secs_f64(1.0 / opts.frame_hz.clamp(0.1, 1000.0));
-    let duration = opts.duration;
-    let server = std::thread::Builder::new()
-        .name("fanout-baseline".into())
-        .spawn(move || {
-            let rt = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    let _ = addr_tx.send(Err(FanoutError::Server(e.to_string())));
-                    return;
-                }
-            };
-            rt.block_on(serve(
-                sc, bind, frame, period, duration, addr_tx, go_rx, done_tx,
-            ));
-        })
-        .map_err(|e| FanoutError::Server(e.to_string()))?;
-    let addr = addr_rx
-        .await
-        .map_err(|_| FanoutError::Server("no address".into()))??;
 
     // Clients: many per socket, bounded handshakes in flight.
     let received = Arc::new(AtomicU64::new(0));
@@ -164,7 +345,7 @@ pub async fn run(opts: FanoutOptions) -> Result<FanoutReport, FanoutError> {
     while let Some(r) = connecting.join_next().await {
         if let Ok(Some((conn, mut stream))) = r {
             conns.push(conn);
-            let (received, size) = (received.clone(), opts.frame_bytes.max(1) as u64);
+            let (received, size) = (received.clone(), spec.frame_bytes as u64);
             readers.spawn(async move {
                 let mut bytes = 0u64;
                 while let Ok(Some(c)) = stream.read_chunk(usize::MAX, true).await {
@@ -175,17 +356,14 @@ pub async fn run(opts: FanoutOptions) -> Result<FanoutReport, FanoutError> {
             });
         }
     }
+    // Measured even with no connection, so the server always ends.
+    let m = server.measure().await?;
     if conns.is_empty() {
-        let _ = go_tx.send(());
         return Err(FanoutError::NoConnections(format!(
             "none of {} connections to {addr} came up",
             opts.connections
         )));
     }
-    let _ = go_tx.send(());
-    let m = done_rx
-        .await
-        .map_err(|_| FanoutError::Server("no measurement".into()))?;
     for c in &conns {
         c.close(0u32.into(), b"done");
     }
@@ -193,11 +371,10 @@ pub async fn run(opts: FanoutOptions) -> Result<FanoutReport, FanoutError> {
         e.wait_idle().await;
     }
     readers.shutdown().await;
-    let _ = server.join();
     Ok(FanoutReport {
         connections: conns.len(),
-        frame_hz: 1.0 / period.as_secs_f64(),
-        frame_bytes: opts.frame_bytes.max(1),
+        frame_hz: spec.frame_hz,
+        frame_bytes: spec.frame_bytes,
         frames: m.frames,
         frames_received: received.load(Ordering::Relaxed),
         cpu_s: m.cpu.as_secs_f64(),
@@ -206,29 +383,49 @@ pub async fn run(opts: FanoutOptions) -> Result<FanoutReport, FanoutError> {
     })
 }
 
-/// The server side, on its own single-threaded runtime.
-#[allow(clippy::too_many_arguments)]
+/// The server: accepts connections, then on `go` sends for `spec.duration` and
+/// reports what it wrote and the CPU it spent doing so.
 async fn serve(
-    sc: quinn::ServerConfig,
-    bind: SocketAddr,
-    frame: Bytes,
-    period: Duration,
-    duration: Duration,
-    addr_tx: oneshot::Sender<Result<SocketAddr, FanoutError>>,
+    spec: ServeSpec,
+    clock: CpuClock,
+    ready: oneshot::Sender<Result<Ready, FanoutError>>,
     go: oneshot::Receiver<()>,
     done: oneshot::Sender<Measured>,
 ) {
+    let tls = |e: skylane_certs::CertError| FanoutError::Tls(e.to_string());
+    let pki = match LocalPki::generate(&[]).map_err(tls) {
+        Ok(p) => p,
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return;
+        }
+    };
+    let mut sc = match server_config(&pki.relay, ClientAuth::None).map_err(tls) {
+        Ok(sc) => sc,
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return;
+        }
+    };
+    sc.transport_config(Arc::new(skylane_relay::client_transport()));
+    let bind = spec.bind;
+    let frame = Bytes::from(vec![0x5a; spec.frame_bytes.max(1)]);
+    let period = Duration::from_secs_f64(1.0 / spec.frame_hz.clamp(0.1, 1000.0));
+    let duration = spec.duration;
     let endpoint = match quinn::Endpoint::server(sc, bind) {
         Ok(e) => e,
         Err(source) => {
-            let _ = addr_tx.send(Err(FanoutError::Bind { addr: bind, source }));
+            let _ = ready.send(Err(FanoutError::Bind { addr: bind, source }));
             return;
         }
     };
     let Ok(addr) = endpoint.local_addr() else {
         return;
     };
-    let _ = addr_tx.send(Ok(addr));
+    let _ = ready.send(Ok(Ready {
+        addr,
+        ca_pem: pki.ca_pem.clone(),
+    }));
     // Lagging writers skip frames (the broadcast's bound), like the relay's
     // bounded spectator queues.
     let (tx, _) = broadcast::channel::<Bytes>(64);
@@ -266,7 +463,7 @@ async fn serve(
     if go.await.is_err() {
         return;
     }
-    let cpu0 = cpu_time::ThreadTime::now();
+    let cpu0 = clock.now();
     let w0 = written.load(Ordering::Relaxed);
     let start = tokio::time::Instant::now();
     let mut tick = tokio::time::interval(period);
@@ -277,7 +474,7 @@ async fn serve(
     }
     let measured = Measured {
         frames: written.load(Ordering::Relaxed) - w0,
-        cpu: cpu0.elapsed(),
+        cpu: clock.now().saturating_sub(cpu0),
         elapsed: start.elapsed(),
     };
     accept.abort();
@@ -293,7 +490,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_baseline_delivers_every_frame_to_every_connection_and_costs_cpu() {
-        let r = run(FanoutOptions {
+        let opts = FanoutOptions {
             connections: 20,
             frame_hz: 50.0,
             frame_bytes: 300,
@@ -301,9 +498,8 @@ mod tests {
             bind: "127.0.0.1".parse().unwrap(),
             per_socket: 8,
             connect_parallel: 8,
-        })
-        .await
-        .unwrap();
+        };
+        let r = run(opts, &Host::Thread).await.unwrap();
         assert_eq!(r.connections, 20);
         // ~50 frames to each of 20 connections in the second.
         assert!((800..=1100).contains(&r.frames), "{r:?}");

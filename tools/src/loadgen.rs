@@ -167,9 +167,10 @@ pub struct LoadgenOptions {
     /// The relay's admin address (`http://host:port`): its CPU time, memory and
     /// spectator frames are read over the steady phase.
     pub relay_admin: Option<String>,
-    /// After the run, measure the raw quinn fan-out baseline with as many
-    /// connections as spectators watched (needs spectators and `relay_admin`).
-    pub baseline: bool,
+    /// After the run, measure the raw quinn fan-out baseline, hosted there, with
+    /// as many connections as spectators watched (needs spectators and
+    /// `relay_admin`).
+    pub baseline: Option<fanout::Host>,
 }
 
 /// What the relay spent, from its `/metrics`, over the players' steady phase.
@@ -576,10 +577,10 @@ pub async fn run(
         _ => None,
     };
     let fanout = match relay {
-        Some(cost) if opts.baseline && watchers_up > 0 && cost.spectator_frames > 0 => {
+        Some(cost) if opts.baseline.is_some() && watchers_up > 0 && cost.spectator_frames > 0 => {
             let frames: u64 = watched.iter().map(|w| w.frames).sum();
             let bytes: u64 = watched.iter().map(|w| w.bytes).sum();
-            let raw = fanout::run(FanoutOptions {
+            let fo = FanoutOptions {
                 connections: watchers_up,
                 frame_hz: cost.spectator_frames as f64
                     / cost.elapsed_s.max(1e-3)
@@ -589,8 +590,9 @@ pub async fn run(
                 bind: opts.bind,
                 per_socket: opts.players_per_socket.max(1),
                 connect_parallel: opts.connect_parallel.max(1),
-            })
-            .await?;
+            };
+            let host = opts.baseline.clone().unwrap_or(fanout::Host::Thread);
+            let raw = fanout::run(fo, &host).await?;
             Some(FanoutComparison {
                 ratio: cost.cpu_us_per_frame / raw.cpu_us_per_frame.max(1e-9),
                 raw_quinn: raw,
@@ -749,7 +751,7 @@ mod tests {
             spectator_delay: Duration::ZERO,
             spectator_mode: BandwidthMode::Full,
             relay_admin: http(net.relays[0].admin),
-            baseline: true,
+            baseline: Some(fanout::Host::Thread),
         };
         let run = run(opts, |_, _| {}, std::future::pending()).await.unwrap();
         let r = &run.report;

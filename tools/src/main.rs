@@ -40,6 +40,9 @@ enum Command {
     /// Drive a running network with bot players; report latency per class,
     /// throughput, conflicts and losses, and compare with the origin's counts.
     Loadgen(Box<cmd::loadgen::LoadgenCmd>),
+    /// The raw quinn fan-out baseline's server (run by `loadgen --baseline`).
+    #[command(hide = true)]
+    FanoutServer(cmd::loadgen::FanoutServerCmd),
     /// Round-trip time and clock offset to a relay (no token needed).
     Probe(cmd::probe::ProbeCmd),
     /// GeoIP fixtures: build a MaxMind-format database from a CSV.
@@ -58,6 +61,7 @@ fn main() -> anyhow::Result<()> {
         Command::Geoip(c) => c.run(),
         Command::Probe(c) => c.run(),
         Command::Loadgen(c) => c.run(),
+        Command::FanoutServer(c) => c.run(),
     }
 }
 

@@ -397,11 +397,12 @@ impl Report {
             for d in &a.delays {
                 let _ = writeln!(
                     o,
-                    "  delay {:>6}  {:>4} spectators  {:>8} frames  early {}  lateness p50 {} p99 {} p99.9 {}  {:.1} KB/s each",
+                    "  delay {:>6}  {:>4} spectators  {:>8} frames  early {} (+{} within clock error)  lateness p50 {} p99 {} p99.9 {}  {:.1} KB/s each",
                     format!("{:.1}s", d.delay_ms as f64 / 1000.0),
                     d.spectators,
                     d.frames,
                     d.early,
+                    d.early_within_error,
                     ms(d.lateness.p50_us),
                     ms(d.lateness.p99_us),
                     ms(d.lateness.p999_us),

@@ -12,6 +12,7 @@ use super::resolve;
 use skylane_proto::ed25519_dalek::pkcs8::DecodePublicKey as _;
 use skylane_proto::ed25519_dalek::VerifyingKey;
 use skylane_proto::{BandwidthMode, TokenSigner, WorldId};
+use skylane_tools::fanout::Host;
 use skylane_tools::loadgen::{self, LoadgenOptions, Mix};
 
 use super::demo::{bar, show};
@@ -98,8 +99,9 @@ pub(crate) struct LoadgenCmd {
     #[arg(long)]
     relay_admin: Option<String>,
     /// After the run, serve as many connections as there were spectators from a
-    /// bare quinn server at the same frame rate and size, and compare CPU per
-    /// delivered frame (needs --spectators and --relay-admin).
+    /// bare quinn server (a `skylane fanout-server` process) at the same frame
+    /// rate and size, and compare CPU per delivered frame (needs --spectators and
+    /// --relay-admin).
     #[arg(long)]
     baseline: bool,
     /// Fail (exit 2) when any class's event-latency p99 exceeds this many ms.
@@ -160,10 +162,14 @@ impl LoadgenCmd {
             spectator_delay: self.spectator_delay,
             spectator_mode: self.spectator_mode,
             relay_admin: self.relay_admin,
-            baseline: self.baseline,
+            baseline: if self.baseline {
+                Some(Host::Process(std::env::current_exe()?))
+            } else {
+                None
+            },
         };
         anyhow::ensure!(
-            !self.baseline || (self.spectators > 0 && opts.relay_admin.is_some()),
+            opts.baseline.is_none() || (self.spectators > 0 && opts.relay_admin.is_some()),
             "--baseline needs --spectators and --relay-admin"
         );
         let rt = tokio::runtime::Builder::new_multi_thread()
@@ -236,6 +242,28 @@ impl LoadgenCmd {
             eprintln!("loadgen failed: {}", failed.join("; "));
             std::process::exit(2);
         }
+        Ok(())
+    }
+}
+
+/// `skylane fanout-server`: the raw quinn baseline's server process (started by
+/// `skylane loadgen --baseline`, not by hand).
+#[derive(Debug, Args)]
+pub(crate) struct FanoutServerCmd {
+    /// What to send, as JSON (`frame_hz`, `frame_bytes`, `duration`, `bind`).
+    #[arg(long)]
+    spec: String,
+}
+
+impl FanoutServerCmd {
+    pub(crate) fn run(self) -> anyhow::Result<()> {
+        let spec: skylane_tools::fanout::ServeSpec =
+            serde_json::from_str(&self.spec).context("--spec")?;
+        // The same runtime as the relay's: multi-threaded, one worker per core.
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?;
+        rt.block_on(skylane_tools::fanout::serve_stdio(spec))?;
         Ok(())
     }
 }

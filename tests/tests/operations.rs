@@ -1,0 +1,137 @@
+//! The binaries as docs/operations.md runs them: an origin and a relay started
+//! in development mode, then `skylane loadgen` against them with players,
+//! spectators, both admin endpoints and the raw quinn baseline. The load
+//! generator's counts must match the origin's, and its JSON report must carry
+//! the relay's cost and the baseline beside it.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+/// The directory the workspace's binaries are built into (next to this test's
+/// `deps/`), after building them if they are not there yet.
+fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>")
+        .to_owned();
+    let names = ["skylane", "skylane-origin", "skylane-relay"];
+    if names.iter().any(|n| !dir.join(exe_name(n)).exists()) {
+        let mut cmd = Command::new(env!("CARGO"));
+        cmd.args(["build", "--bin", "skylane", "--bin", "skylane-origin"])
+            .args(["--bin", "skylane-relay"]);
+        if dir.ends_with("release") {
+            cmd.arg("--release");
+        }
+        let st = cmd.status().expect("cargo build");
+        assert!(st.success(), "building the binaries failed");
+    }
+    dir
+}
+
+fn exe_name(n: &str) -> String {
+    format!("{n}{}", std::env::consts::EXE_SUFFIX)
+}
+
+/// Kills the child when dropped (a failing test leaves no process behind).
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts a binary and reads its `listening` JSON line.
+fn start(bin: &Path, args: &[&str]) -> (Running, serde_json::Value) {
+    let mut child = Command::new(bin)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_str(&line).expect(&line);
+    (Running(child), v)
+}
+
+#[test]
+fn loadgen_against_an_origin_and_relay_started_as_the_docs_say() {
+    let bins = bin_dir();
+    let dir = tempfile::tempdir().unwrap();
+    let pki = dir.path().join("pki");
+    let pki = pki.to_str().unwrap();
+    let (_origin, o) = start(
+        &bins.join(exe_name("skylane-origin")),
+        &[
+            "--dev-certs",
+            pki,
+            "--listen",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+        ],
+    );
+    let origin_at = format!("{}=1", o["relays"].as_str().unwrap());
+    let (_relay, r) = start(
+        &bins.join(exe_name("skylane-relay")),
+        &[
+            "--dev-certs",
+            pki,
+            "--listen",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+            "--origin",
+            &origin_at,
+            "--max-conns-per-ip",
+            "1000",
+        ],
+    );
+    let http = |v: &serde_json::Value| format!("http://{}", v["admin"].as_str().unwrap());
+    let out = Command::new(bins.join(exe_name("skylane")))
+        .args(["loadgen", "--relay", r["clients"].as_str().unwrap()])
+        .args(["--ca", &format!("{pki}/ca.pem")])
+        .args(["--token-key", &format!("{pki}/token.key")])
+        .args(["--origin-key", &format!("{pki}/origin-signing.pub")])
+        .args(["--origin-admin", &http(&o), "--relay-admin", &http(&r)])
+        .args(["--players", "6", "--spectators", "8", "--baseline"])
+        .args(["--ramp", "300ms", "--duration", "3s", "--bind", "127.0.0.1"])
+        .args(["--mix", "movement=10,state=1,critical=1", "--json"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_str(stdout.trim()).expect(&stdout);
+    assert_eq!(v["playing"], 6, "{v}");
+    assert_eq!(v["events_lost"], 0, "{v}");
+    assert_eq!(v["verified_players"], 6, "{v}");
+    // The origin counted every answer the players got.
+    assert_eq!(v["origin"]["consistent"], true, "{v}");
+    assert!(v["origin"]["players_answered"].as_u64().unwrap() > 0, "{v}");
+    // The audience watched; the relay's cost and the raw quinn server's are
+    // both there, measured in this run.
+    assert_eq!(v["audience"]["spectators"], 8, "{v}");
+    assert_eq!(v["audience"]["failed"], 0, "{v}");
+    assert!(
+        v["relay_cost"]["spectator_frames"].as_u64().unwrap() > 0,
+        "{v}"
+    );
+    assert!(v["relay_cost"]["cpu_s"].as_f64().unwrap() > 0.0, "{v}");
+    assert_eq!(v["fanout"]["raw_quinn"]["connections"], 8, "{v}");
+    assert!(
+        v["fanout"]["raw_quinn"]["frames"].as_u64().unwrap() > 0,
+        "{v}"
+    );
+    assert!(v["fanout"]["ratio"].as_f64().unwrap() > 0.0, "{v}");
+}
