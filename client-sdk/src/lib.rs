@@ -125,8 +125,9 @@ impl ClientError {
         }
     }
 
-    /// Whether trying again (another relay, later) can help.
-    fn is_retryable(&self) -> bool {
+    /// Whether trying again (another relay, later) can help: unreachable
+    /// relays, a lost connection, an overloaded or draining relay.
+    pub fn is_retryable(&self) -> bool {
         matches!(
             self,
             Self::RelayUnreachable(_)
@@ -217,8 +218,9 @@ pub struct ClientStats {
     pub spectator_frames: u64,
 }
 
-/// Builds a [`Client`].
-#[derive(Debug, Default)]
+/// Builds a [`Client`]. Cloning a builder gives another client the same
+/// settings (and, with [`ClientBuilder::endpoint`], the same socket).
+#[derive(Debug, Default, Clone)]
 pub struct ClientBuilder {
     token: Option<String>,
     world: Option<WorldId>,
