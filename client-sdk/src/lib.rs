@@ -41,8 +41,10 @@
 
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
+pub mod choice;
 pub mod clock;
 pub mod order;
+pub mod probe;
 pub mod spectator;
 
 use std::collections::HashMap;
@@ -65,6 +67,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::{debug, info};
 
+pub use choice::{ChoiceConfig, RelayChoice};
 pub use clock::ClockSync;
 pub use order::{OrderStats, Ordering, Released};
 pub use spectator::Spectator;
@@ -173,6 +176,15 @@ pub enum ClientEvent {
         /// Where it goes.
         to: Option<SocketAddr>,
     },
+    /// Another relay has been clearly faster for the hysteresis window (see
+    /// [`ClientBuilder::reprobe`]); the client is moving there, resuming its
+    /// session without losing events.
+    Switching {
+        /// The relay it leaves.
+        from: SocketAddr,
+        /// The relay it goes to.
+        to: SocketAddr,
+    },
     /// A frame of the spectator feed (spectator sessions, see [`Spectator`]).
     Spectate(FeedFrame),
     /// A non-retryable error; the client stopped.
@@ -206,13 +218,17 @@ pub struct ClientStats {
     pub reconnects: u64,
     /// Relay moves following a go-away.
     pub moves: u64,
+    /// Relay moves because another relay was clearly faster (re-probing).
+    pub switches: u64,
     /// Reordering and de-duplication counters.
     pub order: OrderStats,
     /// Latency per class, indexed by [`EventClass::rank`].
     pub latency: [LatencySummary; EventClass::COUNT],
     /// Current clock offset estimate (relay minus client), microseconds.
     pub clock_offset_us: Option<i64>,
-    /// RTT of the best clock sample, microseconds.
+    /// The clock offset is within this many microseconds of the truth.
+    pub clock_error_us: Option<u64>,
+    /// RTT of the fastest clock sample, microseconds.
     pub rtt_us: Option<u64>,
     /// Spectator feed frames received.
     pub spectator_frames: u64,
@@ -233,6 +249,7 @@ pub struct ClientBuilder {
     probe: Option<usize>,
     idle_timeout: Option<Duration>,
     ping_interval: Option<Duration>,
+    reprobe: Option<Option<ChoiceConfig>>,
     event_buffer: Option<usize>,
     spectate: Option<SpectatorSubscribe>,
 }
@@ -300,9 +317,26 @@ impl ClientBuilder {
         self
     }
 
-    /// Interval of clock-sync pings (default 1 s).
+    /// Interval of clock-sync pings (default 1 s; spectators 5 s). The first
+    /// few come every second whatever this is, to settle the clock.
     pub fn ping_interval(mut self, d: Duration) -> Self {
         self.ping_interval = Some(d);
+        self
+    }
+
+    /// How a connected client re-probes the other candidate relays and when it
+    /// moves to a faster one (default [`ChoiceConfig::default`]: a round every
+    /// 15 s; a relay at least 15 ms and 20% faster for 40 s wins). Moving resumes
+    /// the session: nothing is lost or duplicated.
+    pub fn reprobe(mut self, cfg: ChoiceConfig) -> Self {
+        self.reprobe = Some(Some(cfg));
+        self
+    }
+
+    /// Stays on the relay it connected to until that relay fails or asks it to
+    /// move (no re-probing).
+    pub fn no_reprobe(mut self) -> Self {
+        self.reprobe = Some(None);
         self
     }
 
@@ -377,6 +411,9 @@ impl ClientBuilder {
             candidates,
             probe: self.probe.unwrap_or(3),
             ping_interval: self.ping_interval.unwrap_or(Duration::from_secs(1)),
+            choice_cfg: self.reprobe.unwrap_or(Some(ChoiceConfig::default())),
+            choice: None,
+            prefer: None,
             clock,
             ticket: None,
             session: None,
@@ -612,10 +649,14 @@ struct Live {
     control: quinn::SendStream,
 }
 
+/// A probe round's answers: each challenger's smallest round trip.
+type RoundResults = Vec<(SocketAddr, Option<Duration>)>;
+
 enum End {
     Bye,
     Lost(String),
     Moved(Vec<SocketAddr>),
+    Switch { from: SocketAddr, to: SocketAddr },
     Fatal(ClientError),
 }
 
@@ -628,6 +669,11 @@ struct Driver {
     candidates: Vec<SocketAddr>,
     probe: usize,
     ping_interval: Duration,
+    /// Re-probing settings (`None`: never switch on speed).
+    choice_cfg: Option<ChoiceConfig>,
+    choice: Option<RelayChoice>,
+    /// The relay to connect to first on the next connect (a switch).
+    prefer: Option<SocketAddr>,
     clock: UnixClock,
     ticket: Option<ResumeTicket>,
     session: Option<SessionId>,
@@ -666,8 +712,24 @@ async fn pump(mut recv: quinn::RecvStream, mut dec: FrameDecoder, tx: mpsc::Send
 }
 
 impl Driver {
-    /// Probes candidates in parallel and opens the session on the fastest.
+    /// Probes candidates in parallel and opens the session on the fastest (on
+    /// the preferred relay first, after a switch).
     async fn connect_best(&mut self) -> Result<Live, ClientError> {
+        if let Some(addr) = self.prefer.take() {
+            let connecting = self
+                .endpoint
+                .connect_with(self.quic.clone(), addr, &self.server_name);
+            if let Ok(connecting) = connecting {
+                if let Ok(Ok(conn)) = tokio::time::timeout(Duration::from_secs(5), connecting).await
+                {
+                    match self.open_session(addr, conn).await {
+                        Ok(live) => return Ok(live),
+                        Err(e) if e.is_retryable() => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+        }
         let k = self.probe.min(self.candidates.len()).max(1);
         let mut probes = tokio::task::JoinSet::new();
         for addr in self.candidates.iter().take(k).copied() {
@@ -704,6 +766,53 @@ impl Driver {
             }
         }
         chosen.ok_or(last_err)
+    }
+
+    /// Probes up to `probe` candidates other than `current` in the background;
+    /// the receiver gets each one's smallest ping round trip (`None`: no answer).
+    fn probe_round(&self, current: SocketAddr) -> oneshot::Receiver<RoundResults> {
+        let (tx, rx) = oneshot::channel();
+        let others: Vec<SocketAddr> = self
+            .candidates
+            .iter()
+            .copied()
+            .filter(|a| *a != current)
+            .take(self.probe.max(1))
+            .collect();
+        let (endpoint, quic, name, clock) = (
+            self.endpoint.clone(),
+            self.quic.clone(),
+            self.server_name.clone(),
+            self.clock,
+        );
+        tokio::spawn(async move {
+            let mut probes = tokio::task::JoinSet::new();
+            for addr in others {
+                let (endpoint, quic, name) = (endpoint.clone(), quic.clone(), name.clone());
+                probes.spawn(async move {
+                    let p = probe::probe(
+                        &endpoint,
+                        quic,
+                        addr,
+                        &name,
+                        3,
+                        Duration::from_millis(20),
+                        Duration::from_secs(2),
+                        move || clock.now_us(),
+                    )
+                    .await;
+                    (addr, p.ok().and_then(|p| p.min_rtt()))
+                });
+            }
+            let mut results = Vec::new();
+            while let Some(r) = probes.join_next().await {
+                if let Ok(x) = r {
+                    results.push(x);
+                }
+            }
+            let _ = tx.send(results);
+        });
+        rx
     }
 
     async fn open_session(
@@ -787,6 +896,10 @@ impl Driver {
         }
         info!(%relay, session = %welcome.session, resumed, "connected");
         if let Ok(mut s) = self.shared.lock() {
+            if s.relay != Some(relay) {
+                // Another relay, another clock.
+                self.sync.clear();
+            }
             s.session = Some(welcome.session);
             s.relay = Some(relay);
         }
@@ -856,6 +969,14 @@ impl Driver {
                 End::Lost(reason) => {
                     let _ = events.send(ClientEvent::Disconnected { reason }).await;
                 }
+                End::Switch { from, to } => {
+                    if let Ok(mut s) = self.shared.lock() {
+                        s.stats.switches += 1;
+                    }
+                    info!(%from, %to, "moving to a faster relay");
+                    let _ = events.send(ClientEvent::Switching { from, to }).await;
+                    self.prefer = Some(to);
+                }
                 End::Moved(to) => {
                     if let Ok(mut s) = self.shared.lock() {
                         s.stats.moves += 1;
@@ -883,7 +1004,21 @@ impl Driver {
         // a few samples, then every `ping_interval`.
         let mut next_ping = Instant::now();
         let mut nonce = 0u64;
+        // Re-probing the other candidates while connected.
+        if let Some(cfg) = self.choice_cfg.filter(|_| self.candidates.len() > 1) {
+            let now = Instant::now();
+            match &mut self.choice {
+                Some(c) => c.handle_connected(now, l.relay),
+                None => self.choice = Some(RelayChoice::new(cfg, now, l.relay)),
+            }
+        }
+        let mut round: Option<oneshot::Receiver<RoundResults>> = None;
         loop {
+            let next_round = self
+                .choice
+                .as_ref()
+                .filter(|_| round.is_none())
+                .map(RelayChoice::poll_timeout);
             tokio::select! {
                 biased;
                 m = l.rx.recv() => match m {
@@ -934,6 +1069,32 @@ impl Driver {
                         return End::Bye;
                     }
                 },
+                r = async {
+                    match round.as_mut() {
+                        Some(rx) => rx.await.ok(),
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    round = None;
+                    let to = match (&mut self.choice, r) {
+                        (Some(c), Some(results)) => c.handle_round(Instant::now(), &results),
+                        _ => None,
+                    };
+                    if let Some(to) = to {
+                        l.conn.close(0u32.into(), b"moving to a faster relay");
+                        return End::Switch { from: l.relay, to };
+                    }
+                }
+                () = async {
+                    match next_round {
+                        Some(t) => tokio::time::sleep_until(t).await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    if self.choice.as_mut().is_some_and(|c| c.poll_round(Instant::now())) {
+                        round = Some(self.probe_round(l.relay));
+                    }
+                }
                 () = tokio::time::sleep_until(next_ping) => {
                     let every = if self.sync.len() < clock::WARM_UP_SAMPLES {
                         self.ping_interval.min(Duration::from_secs(1))
@@ -1010,9 +1171,15 @@ impl Driver {
                     .await;
             }
             ServerMsg::Pong(p) => {
-                self.sync.handle_pong(&p, self.clock.now_us());
-                if let (Ok(mut s), Some(best)) = (self.shared.lock(), self.sync.best()) {
-                    s.stats.clock_offset_us = Some(best.offset_us);
+                let sample = self.sync.handle_pong(&p, self.clock.now_us());
+                if let Some(c) = &mut self.choice {
+                    c.handle_current_rtt(Duration::from_micros(sample.rtt_us));
+                }
+                if let (Ok(mut s), Some(best), Some(e)) =
+                    (self.shared.lock(), self.sync.best(), self.sync.estimate())
+                {
+                    s.stats.clock_offset_us = Some(e.offset_us);
+                    s.stats.clock_error_us = Some(e.error_us);
                     s.stats.rtt_us = Some(best.rtt_us);
                 }
             }

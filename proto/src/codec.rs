@@ -19,6 +19,10 @@ use crate::payload::with_source;
 /// Default maximum size of one stream frame (version byte and message).
 pub const DEFAULT_MAX_FRAME: usize = 64 * 1024;
 
+/// Pings a relay answers on one tokenless probe connection (a connection whose
+/// first message is a ping) before it closes it.
+pub const MAX_PROBE_PINGS: usize = 64;
+
 /// Maximum encoded size of a datagram message. QUIC datagrams must fit a packet;
 /// 1,200 bytes is the minimum QUIC MTU, so a datagram this size always fits.
 pub const MAX_DATAGRAM: usize = 1200;

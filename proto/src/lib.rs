@@ -43,7 +43,7 @@ pub use class::{ClassSet, Coalescing, Delivery, EventClass, UnknownClass};
 pub use codec::{
     decode_datagram, decode_message, encode_datagram, encode_frame, encode_frame_to_bytes,
     keyframe_frame_as_resync, link_events_to_client_frame, DecodeError, EncodeError, FrameDecoder,
-    WireMessage, DEFAULT_MAX_FRAME, MAX_DATAGRAM,
+    WireMessage, DEFAULT_MAX_FRAME, MAX_DATAGRAM, MAX_PROBE_PINGS,
 };
 pub use ids::{ChannelId, EntityId, RelayId, SessionId, TeamId, WorldId};
 pub use message::{

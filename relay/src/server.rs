@@ -314,6 +314,7 @@ pub struct Relay {
     cmd: mpsc::Sender<Cmd>,
     done: watch::Receiver<bool>,
     addr: SocketAddr,
+    clock: Clock,
 }
 
 impl Relay {
@@ -394,7 +395,14 @@ impl Relay {
             cmd: cmd_tx,
             done,
             addr,
+            clock,
         }
+    }
+
+    /// The relay's clock now, microseconds since the Unix epoch: what its pongs
+    /// and welcome carry (clients synchronise to it).
+    pub fn unix_us(&self) -> u64 {
+        self.clock.unix_us()
     }
 
     /// The address clients connect to.
@@ -558,8 +566,7 @@ async fn answer_and_close(conn: &Connection, mut send: quinn::SendStream, msg: &
     conn.close(0u32.into(), b"done");
 }
 
-/// Pings a probe may send on one connection.
-pub const MAX_PROBE_PINGS: usize = 64;
+pub use skylane_proto::MAX_PROBE_PINGS;
 
 /// A tokenless RTT and clock probe (`skylane probe`): a connection whose first
 /// message is a ping gets a pong for it and for every further ping, up to

@@ -414,6 +414,33 @@ pub fn assert_exactly_once(seen: &[Seen]) -> usize {
     n
 }
 
+/// The world channel's sequence numbers a walker saw, in order.
+pub fn world_seqs(w: &Walker) -> Vec<u64> {
+    w.seen
+        .iter()
+        .filter_map(|s| match s {
+            Seen::Event(skylane_proto::ChannelId::World, seq) => Some(*seq),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Over the range both saw, `a` saw exactly the world events `b` saw (`b` is a
+/// walker whose path was never disturbed).
+pub fn assert_same_world_events(a: &Walker, b: &Walker) {
+    let (a, b) = (world_seqs(a), world_seqs(b));
+    assert!(!a.is_empty() && !b.is_empty(), "no world events");
+    let lo = a[0].max(b[0]);
+    let hi = a[a.len() - 1].min(b[b.len() - 1]);
+    let clip = |v: &[u64]| {
+        v.iter()
+            .copied()
+            .filter(|s| (lo..=hi).contains(s))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(clip(&a), clip(&b));
+}
+
 /// A bare client connection (no SDK): what a test needs to speak the protocol
 /// directly, for behaviour the SDK never shows (two connections holding one
 /// ticket, a spectator token trying to act).

@@ -9,7 +9,9 @@ use skylane_netsim::{run, Fault};
 use skylane_proto::{
     ClientMsg, EventClass, Hello, Outcome, RefusalCode, Role, ServerMsg, PROTOCOL_VERSION,
 };
-use skylane_tests::{assert_exactly_once, Net, NetOptions, RawConn, Seen, Walker, WORLD};
+use skylane_tests::{
+    assert_exactly_once, assert_same_world_events, Net, NetOptions, RawConn, Seen, Walker, WORLD,
+};
 
 #[test]
 fn players_in_three_regions_play_through_their_nearest_relay() {
@@ -138,25 +140,7 @@ fn a_two_second_cut_loses_and_duplicates_nothing() {
         // Exactly once and in order per channel, and on the world channel the cut
         // client saw exactly what the uncut one saw over the same range.
         assert_exactly_once(&cut.seen);
-        let world = |w: &Walker| -> Vec<u64> {
-            w.seen
-                .iter()
-                .filter_map(|s| match s {
-                    Seen::Event(skylane_proto::ChannelId::World, seq) => Some(*seq),
-                    _ => None,
-                })
-                .collect()
-        };
-        let (a, b) = (world(&cut), world(&mover));
-        let lo = a[0].max(b[0]);
-        let hi = (*a.last().unwrap()).min(*b.last().unwrap());
-        let clip = |v: &[u64]| {
-            v.iter()
-                .copied()
-                .filter(|s| (lo..=hi).contains(s))
-                .collect::<Vec<_>>()
-        };
-        assert_eq!(clip(&a), clip(&b));
+        assert_same_world_events(&cut, &mover);
         // The mover's steps arrive on the cell channels both share.
         assert!(cut.seen.len() > 100, "{}", cut.seen.len());
     });

@@ -44,7 +44,7 @@ pub struct Watched {
     /// Frame bytes received (events' payloads plus their tags, as encoded).
     pub bytes: u64,
     /// Frames that arrived before world time + delay by more than the
-    /// measuring clock's error bound (half the RTT of its best sync sample).
+    /// measuring clock's error bound (the SDK's `clock_error_us`).
     pub early: u64,
     /// Frames that arrived before world time + delay, but within that bound:
     /// the measurement cannot tell them from on-time frames.
@@ -104,7 +104,7 @@ impl Watcher {
                                 w.catch_up += 1;
                                 continue;
                             }
-                            let bound = s.client().stats().rtt_us.map_or(0, |r| r as i64 / 2);
+                            let bound = s.client().stats().clock_error_us.map_or(0, |e| e as i64);
                             match s.lateness_us(&f) {
                                 Some(l) if l < -bound => w.early += 1,
                                 Some(l) if l < 0 => w.early_within_error += 1,

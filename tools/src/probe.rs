@@ -12,10 +12,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use quinn::rustls::RootCertStore;
 use serde::Serialize;
 use skylane_client::ClockSync;
-use skylane_proto::{
-    encode_frame_to_bytes, ClientMsg, FrameDecoder, Ping, ServerMsg, DEFAULT_MAX_FRAME,
-};
-use tokio::time::Instant;
 
 /// Why a probe failed.
 #[derive(Debug, thiserror::Error)]
@@ -23,22 +19,9 @@ pub enum ProbeError {
     /// TLS set-up.
     #[error("TLS: {0}")]
     Tls(String),
-    /// The relay could not be reached or the handshake failed.
-    #[error("connecting to {addr}: {message}")]
-    Connect {
-        /// Relay.
-        addr: SocketAddr,
-        /// Cause.
-        message: String,
-    },
-    /// The relay closed or answered something else.
-    #[error("probe of {addr}: {message}")]
-    Protocol {
-        /// Relay.
-        addr: SocketAddr,
-        /// Cause.
-        message: String,
-    },
+    /// The relay could not be reached, or closed or answered something else.
+    #[error(transparent)]
+    Probe(#[from] skylane_client::probe::ProbeError),
 }
 
 /// What a probe measured.
@@ -87,74 +70,46 @@ pub async fn probe(
     } else {
         (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
     };
-    let connect_err = |message: String| ProbeError::Connect { addr, message };
-    let proto_err = |message: String| ProbeError::Protocol { addr, message };
-    let endpoint = quinn::Endpoint::client(bind).map_err(|e| connect_err(e.to_string()))?;
-    let t = Instant::now();
-    let conn = endpoint
-        .connect_with(quic, addr, server_name)
-        .map_err(|e| connect_err(e.to_string()))?;
-    let conn = tokio::time::timeout(Duration::from_secs(5), conn)
-        .await
-        .map_err(|_| connect_err("no answer within 5 s".into()))?
-        .map_err(|e| connect_err(e.to_string()))?;
-    let handshake_us = t.elapsed().as_micros() as u64;
-    let (mut send, mut recv) = conn.open_bi().await.map_err(|e| proto_err(e.to_string()))?;
-    let count = count.clamp(1, skylane_relay::MAX_PROBE_PINGS);
-    let mut sync = ClockSync::new(count);
-    let mut rtts = Vec::with_capacity(count);
-    let mut dec = FrameDecoder::default();
-    for nonce in 0..count as u64 {
-        let ping = ClientMsg::Ping(Ping {
-            nonce,
-            sent_us: unix_us(),
-        });
-        let bytes = encode_frame_to_bytes(&ping, DEFAULT_MAX_FRAME)
-            .map_err(|e| proto_err(e.to_string()))?;
-        send.write_all(&bytes)
-            .await
-            .map_err(|e| proto_err(e.to_string()))?;
-        let pong = loop {
-            match dec.poll_message::<ServerMsg>() {
-                Ok(Some(ServerMsg::Pong(p))) if p.nonce == nonce => break p,
-                Ok(Some(ServerMsg::Refusal(r))) => {
-                    return Err(proto_err(format!("refused: {}", r.reason)))
-                }
-                Ok(Some(_)) => continue,
-                Ok(None) => {}
-                Err(e) => return Err(proto_err(e.to_string())),
-            }
-            let chunk = tokio::time::timeout(Duration::from_secs(5), recv.read_chunk(65_536, true))
-                .await
-                .map_err(|_| proto_err("no pong within 5 s".into()))?;
-            match chunk {
-                Ok(Some(c)) => dec.push(&c.bytes),
-                Ok(None) => return Err(proto_err("the relay closed the probe".into())),
-                Err(e) => return Err(proto_err(e.to_string())),
-            }
-        };
-        let s = sync.handle_pong(&pong, unix_us());
-        rtts.push(s.rtt_us);
-        if nonce + 1 < count as u64 {
-            tokio::time::sleep(interval).await;
-        }
-    }
-    let _ = send.finish();
-    let quic_rtt_us = conn.rtt().as_micros() as u64;
-    conn.close(0u32.into(), b"probe done");
+    let endpoint = quinn::Endpoint::client(bind).map_err(|e| {
+        ProbeError::Probe(skylane_client::probe::ProbeError::Connect {
+            addr,
+            message: e.to_string(),
+        })
+    })?;
+    let p = skylane_client::probe::probe(
+        &endpoint,
+        quic,
+        addr,
+        server_name,
+        count,
+        interval,
+        Duration::from_secs(5),
+        unix_us,
+    )
+    .await;
     endpoint.close(0u32.into(), b"");
+    let p = p?;
+    let mut sync = ClockSync::new(p.samples.len());
+    let mut rtts: Vec<u64> = p
+        .samples
+        .iter()
+        .map(|s| sync.handle_pong(&s.pong, s.received_us).rtt_us)
+        .collect();
     rtts.sort_unstable();
-    let best = sync
-        .best()
-        .ok_or_else(|| proto_err("no pong received".into()))?;
+    let best = sync.best().ok_or_else(|| {
+        ProbeError::Probe(skylane_client::probe::ProbeError::Protocol {
+            addr,
+            message: "no pong received".into(),
+        })
+    })?;
     Ok(ProbeReport {
         addr,
-        handshake_us,
+        handshake_us: p.handshake.as_micros() as u64,
         samples: rtts.len(),
         rtt_min_us: rtts[0],
         rtt_p50_us: rtts[rtts.len() / 2],
         rtt_max_us: rtts[rtts.len() - 1],
-        quic_rtt_us,
+        quic_rtt_us: p.quic_rtt.as_micros() as u64,
         offset_us: best.offset_us,
         offset_bound_us: best.rtt_us / 2,
     })
@@ -197,7 +152,13 @@ mod tests {
         )
         .await
         .unwrap_err();
-        assert!(matches!(err, ProbeError::Connect { .. }), "{err}");
+        assert!(
+            matches!(
+                err,
+                ProbeError::Probe(skylane_client::probe::ProbeError::Connect { .. })
+            ),
+            "{err}"
+        );
         net.shutdown().await;
     }
 }
