@@ -25,16 +25,24 @@
 //! What it does for the game:
 //! * **Relay choice:** probes the candidate relays (a bootstrap list, or a relay's
 //!   GeoIP directory answer) in parallel with QUIC handshakes and keeps the one
-//!   with the lowest RTT.
+//!   with the lowest RTT; while connected, re-probes them and moves to one that
+//!   is clearly faster for a sustained time ([`choice`], hysteresis), resuming
+//!   the session without loss.
 //! * **Typed send and receive:** [`Client::act`] returns the origin's
 //!   [`Outcome`] (applied, conflict with the current state, or rejected with a
-//!   reason); [`Client::next_event`] yields events exactly once, in order per
-//!   channel (see [`order`]).
+//!   reason); [`Client::next_event`] (or the [`Client::events`] stream) yields
+//!   events exactly once, in order per channel (see [`order`]).
 //! * **Reconnect and resume:** on a lost connection it reconnects with exponential
 //!   backoff and jitter and resumes its session with the last sequence number per
 //!   channel, so nothing is lost or repeated; it follows a relay's go-away.
-//! * **Clock sync:** NTP-style offset against the relay clock ([`clock`]), used
-//!   for per-class latency statistics (hdrhistogram).
+//! * **Clock sync:** NTP-style offset against the relay clock with an error
+//!   bound ([`clock`]), used for per-class latency statistics (hdrhistogram).
+//! * **Spectators:** [`Spectator`] watches a delayed, filtered feed with the
+//!   same reconnect behaviour.
+//!
+//! Runnable examples: `client-sdk/examples/bot.rs` (a player) and
+//! `client-sdk/examples/spectator.rs`; the README shows how to run them against
+//! a local origin and relay.
 //! * **Tamper evidence:** with the origin's public key it verifies every batch's
 //!   hash chain and signature; a broken chain is reported as
 //!   [`ClientError::Chain`].
@@ -553,6 +561,15 @@ impl Client {
         self.events.recv().await
     }
 
+    /// The events as an async [`Stream`](futures_core::Stream) (the same
+    /// sequence [`Client::next_event`] yields), for games built on stream
+    /// combinators.
+    pub fn events(&mut self) -> Events<'_> {
+        Events {
+            rx: &mut self.events,
+        }
+    }
+
     /// An event if one is waiting.
     pub fn try_next_event(&mut self) -> Option<ClientEvent> {
         self.events.try_recv().ok()
@@ -617,6 +634,24 @@ impl Client {
         if self.cmd.send(Cmd::Bye(tx)).await.is_ok() {
             let _ = tokio::time::timeout(Duration::from_secs(2), rx).await;
         }
+    }
+}
+
+/// A client's events as a [`Stream`](futures_core::Stream); see
+/// [`Client::events`]. It ends when the client stops.
+#[derive(Debug)]
+pub struct Events<'a> {
+    rx: &'a mut mpsc::Receiver<ClientEvent>,
+}
+
+impl futures_core::Stream for Events<'_> {
+    type Item = ClientEvent;
+
+    fn poll_next(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<ClientEvent>> {
+        self.get_mut().rx.poll_recv(cx)
     }
 }
 

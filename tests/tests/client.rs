@@ -31,8 +31,18 @@ fn among_four_relays_each_client_picks_the_lowest_rtt_one() {
             ("singapore", 0),  // tokyo 72 ms (sydney 95)
         ] {
             let (_, b) = net.client_builder(region, &format!("p-{region}"));
-            let client = b.relays(all.clone()).probe(4).connect().await.unwrap();
+            let mut client = b.relays(all.clone()).probe(4).connect().await.unwrap();
             assert_eq!(client.relay(), Some(net.relays[best].addr), "{region}");
+            // The events as a Stream: the first says where it connected.
+            let mut events = client.events();
+            let first = std::future::poll_fn(|cx| {
+                futures_core::Stream::poll_next(std::pin::Pin::new(&mut events), cx)
+            })
+            .await;
+            assert!(
+                matches!(first, Some(skylane_client::ClientEvent::Connected { relay, .. }) if relay == net.relays[best].addr),
+                "{first:?}"
+            );
             client.close().await;
         }
     });

@@ -1,8 +1,9 @@
-//! The binaries as docs/operations.md runs them: an origin and a relay started
-//! in development mode, then `skylane loadgen` against them with players,
-//! spectators, both admin endpoints and the raw quinn baseline. The load
-//! generator's counts must match the origin's, and its JSON report must carry
-//! the relay's cost and the baseline beside it.
+//! The binaries as docs/operations.md and the README run them: an origin and a
+//! relay started in development mode, then `skylane loadgen` against them with
+//! players, spectators, both admin endpoints and the raw quinn baseline (its
+//! counts must match the origin's, its JSON report must carry the relay's cost
+//! and the baseline beside it), and the client SDK's examples (a bot player and
+//! a spectator).
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -17,11 +18,23 @@ fn bin_dir() -> PathBuf {
         .and_then(Path::parent)
         .expect("target/<profile>")
         .to_owned();
-    let names = ["skylane", "skylane-origin", "skylane-relay"];
+    let names = [
+        "skylane",
+        "skylane-origin",
+        "skylane-relay",
+        "examples/bot",
+        "examples/spectator",
+    ];
     if names.iter().any(|n| !dir.join(exe_name(n)).exists()) {
         let mut cmd = Command::new(env!("CARGO"));
         cmd.args(["build", "--bin", "skylane", "--bin", "skylane-origin"])
-            .args(["--bin", "skylane-relay"]);
+            .args([
+                "--bin",
+                "skylane-relay",
+                "-p",
+                "skylane-client",
+                "--examples",
+            ]);
         if dir.ends_with("release") {
             cmd.arg("--release");
         }
@@ -61,29 +74,34 @@ fn start(bin: &Path, args: &[&str]) -> (Running, serde_json::Value) {
     (Running(child), v)
 }
 
-#[test]
-fn loadgen_against_an_origin_and_relay_started_as_the_docs_say() {
-    let bins = bin_dir();
-    let dir = tempfile::tempdir().unwrap();
-    let pki = dir.path().join("pki");
-    let pki = pki.to_str().unwrap();
-    let (_origin, o) = start(
+/// An origin and a relay in development mode (`--dev-certs pki`), on free ports.
+struct Local {
+    _origin: Running,
+    _relay: Running,
+    pki: String,
+    origin: serde_json::Value,
+    relay: serde_json::Value,
+}
+
+fn local(bins: &Path, dir: &Path) -> Local {
+    let pki = dir.join("pki").to_str().unwrap().to_owned();
+    let (origin_proc, origin) = start(
         &bins.join(exe_name("skylane-origin")),
         &[
             "--dev-certs",
-            pki,
+            &pki,
             "--listen",
             "127.0.0.1:0",
             "--admin",
             "127.0.0.1:0",
         ],
     );
-    let origin_at = format!("{}=1", o["relays"].as_str().unwrap());
-    let (_relay, r) = start(
+    let origin_at = format!("{}=1", origin["relays"].as_str().unwrap());
+    let (relay_proc, relay) = start(
         &bins.join(exe_name("skylane-relay")),
         &[
             "--dev-certs",
-            pki,
+            &pki,
             "--listen",
             "127.0.0.1:0",
             "--admin",
@@ -94,13 +112,28 @@ fn loadgen_against_an_origin_and_relay_started_as_the_docs_say() {
             "1000",
         ],
     );
+    Local {
+        _origin: origin_proc,
+        _relay: relay_proc,
+        pki,
+        origin,
+        relay,
+    }
+}
+
+#[test]
+fn loadgen_against_an_origin_and_relay_started_as_the_docs_say() {
+    let bins = bin_dir();
+    let dir = tempfile::tempdir().unwrap();
+    let net = local(&bins, dir.path());
+    let (pki, o, r) = (net.pki.as_str(), &net.origin, &net.relay);
     let http = |v: &serde_json::Value| format!("http://{}", v["admin"].as_str().unwrap());
     let out = Command::new(bins.join(exe_name("skylane")))
         .args(["loadgen", "--relay", r["clients"].as_str().unwrap()])
         .args(["--ca", &format!("{pki}/ca.pem")])
         .args(["--token-key", &format!("{pki}/token.key")])
         .args(["--origin-key", &format!("{pki}/origin-signing.pub")])
-        .args(["--origin-admin", &http(&o), "--relay-admin", &http(&r)])
+        .args(["--origin-admin", &http(o), "--relay-admin", &http(r)])
         .args(["--players", "6", "--spectators", "8", "--baseline"])
         .args(["--ramp", "300ms", "--duration", "3s", "--bind", "127.0.0.1"])
         .args(["--mix", "movement=10,state=1,critical=1", "--json"])
@@ -134,4 +167,76 @@ fn loadgen_against_an_origin_and_relay_started_as_the_docs_say() {
         "{v}"
     );
     assert!(v["fanout"]["ratio"].as_f64().unwrap() > 0.0, "{v}");
+}
+
+#[test]
+fn the_sdk_examples_run_against_a_local_origin_and_relay() {
+    let bins = bin_dir();
+    let dir = tempfile::tempdir().unwrap();
+    let net = local(&bins, dir.path());
+    let relay = net.relay["clients"].as_str().unwrap().to_owned();
+    let ca = format!("{}/ca.pem", net.pki);
+    // Tokens as the README issues them.
+    let token = |sub: &str, role: &str| {
+        let out = Command::new(bins.join(exe_name("skylane")))
+            .args(["token", "issue", "--key", &format!("{}/token.key", net.pki)])
+            .args(["--sub", sub, "--role", role, "--world", "1"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    };
+    let (alice, fan) = (token("alice", "player"), token("fan", "spectator"));
+    // The spectator watches (1 s behind) while the bot plays.
+    let spectator = Command::new(bins.join(exe_name("examples/spectator")))
+        .args(["--relay", &relay, "--ca", &ca, "--token", &fan])
+        .args(["--delay-ms", "1000", "--seconds", "6"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let bot = Command::new(bins.join(exe_name("examples/bot")))
+        .args([
+            "--relay", &relay, "--ca", &ca, "--token", &alice, "--name", "alice",
+        ])
+        .args(["--origin-key", &format!("{}/origin-signing.pub", net.pki)])
+        .args(["--seconds", "4"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&bot.stdout);
+    assert!(
+        bot.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&bot.stderr)
+    );
+    assert!(text.contains("connected to Some("), "{text}");
+    // It walked: some state actions were applied, and it saw events.
+    let line = text.lines().find(|l| l.contains("events,")).expect(&text);
+    let n = |word: &str| -> u64 {
+        let at = line.find(word).unwrap();
+        line[..at]
+            .split_whitespace()
+            .last()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    assert!(n(" events") > 10 && n(" applied") >= 2, "{line}");
+    assert!(text.contains("resyncs 0"), "{text}");
+    let out = spectator.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("watching world 1 1000 ms behind"), "{text}");
+    let line = text.lines().find(|l| l.contains(" frames (")).expect(&text);
+    let frames: u64 = line.split_whitespace().next().unwrap().parse().unwrap();
+    assert!(frames > 5, "{line}");
+    assert!(line.ends_with(", 0 early"), "{line}");
 }
