@@ -9,6 +9,10 @@
 //! unit the relay's `process_cpu_seconds_total` over its
 //! `skylane_relay_spectator_frames_total` gives.
 //!
+//! The same server also echoes, for the path floor of the players' latency:
+//! raw UDP datagrams on one socket and QUIC datagrams on a second quinn
+//! endpoint ([`echo`] measures both round trips while the load runs).
+//!
 //! Where the server runs ([`Host`]): in a process of its own (`skylane
 //! fanout-server`, what `skylane loadgen --baseline` does), on a multi-threaded
 //! runtime like the relay's, its process CPU time measured; or, for tests, on a
@@ -74,9 +78,15 @@ pub struct ServeSpec {
 
 /// The server's first line: where to connect and what to trust.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct Ready {
-    addr: SocketAddr,
-    ca_pem: String,
+pub struct Ready {
+    /// The fan-out endpoint.
+    pub addr: SocketAddr,
+    /// Raw UDP echo.
+    pub udp_echo: SocketAddr,
+    /// QUIC datagram echo (same CA).
+    pub quic_echo: SocketAddr,
+    /// CA of the server's certificate.
+    pub ca_pem: String,
 }
 
 /// What the baseline measured.
@@ -153,23 +163,27 @@ impl CpuClock {
 /// The baseline server of `skylane fanout-server`, in its own process: prints
 /// one JSON line (`{"addr", "ca_pem"}`), waits for a line on stdin, sends for
 /// `duration`, prints the [`Measured`] JSON line and exits.
-pub async fn serve_stdio(spec: ServeSpec) -> Result<(), FanoutError> {
+pub async fn serve_stdio(bind: SocketAddr) -> Result<(), FanoutError> {
     let (ready_tx, ready_rx) = oneshot::channel();
     let (go_tx, go_rx) = oneshot::channel();
     let (done_tx, done_rx) = oneshot::channel();
-    let server = tokio::spawn(serve(spec, CpuClock::Process, ready_tx, go_rx, done_tx));
+    let server = tokio::spawn(serve(bind, CpuClock::Process, ready_tx, go_rx, done_tx));
     let ready = ready_rx
         .await
         .map_err(|_| FanoutError::Server("no address".into()))??;
     let line = serde_json::to_string(&ready).map_err(|e| FanoutError::Server(e.to_string()))?;
     println!("{line}");
     let _ = std::io::stdout().flush();
-    let _ = tokio::task::spawn_blocking(|| {
+    let line = tokio::task::spawn_blocking(|| {
         let mut l = String::new();
         let _ = std::io::stdin().read_line(&mut l);
+        l
     })
-    .await;
-    let _ = go_tx.send(());
+    .await
+    .map_err(|e| FanoutError::Server(e.to_string()))?;
+    let spec: ServeSpec =
+        serde_json::from_str(&line).map_err(|e| FanoutError::Server(format!("go line: {e}")))?;
+    let _ = go_tx.send(spec);
     let m = done_rx
         .await
         .map_err(|_| FanoutError::Server("no measurement".into()))?;
@@ -180,13 +194,19 @@ pub async fn serve_stdio(spec: ServeSpec) -> Result<(), FanoutError> {
     Ok(())
 }
 
-/// A running baseline server, seen from the clients' side.
-enum Server {
+/// A running baseline server, seen from the clients' side: start it, use its
+/// echoes while the load runs, then [`Server::fan_out`].
+#[derive(Debug)]
+pub enum Server {
+    /// On a thread of this process.
+    #[doc(hidden)]
     Thread {
-        go: oneshot::Sender<()>,
+        go: oneshot::Sender<ServeSpec>,
         done: oneshot::Receiver<Measured>,
         thread: std::thread::JoinHandle<()>,
     },
+    /// In a child process.
+    #[doc(hidden)]
     Process {
         child: std::process::Child,
         lines: std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
@@ -194,7 +214,8 @@ enum Server {
 }
 
 impl Server {
-    async fn start(host: &Host, spec: ServeSpec) -> Result<(Self, Ready), FanoutError> {
+    /// Starts the server where `host` says.
+    pub async fn start(host: &Host, bind: SocketAddr) -> Result<(Self, Ready), FanoutError> {
         match host {
             Host::Thread => {
                 let (ready_tx, ready_rx) = oneshot::channel();
@@ -208,7 +229,7 @@ impl Server {
                             .build()
                         {
                             Ok(rt) => {
-                                rt.block_on(serve(spec, CpuClock::Thread, ready_tx, go_rx, done_tx))
+                                rt.block_on(serve(bind, CpuClock::Thread, ready_tx, go_rx, done_tx))
                             }
                             Err(e) => {
                                 let _ = ready_tx.send(Err(FanoutError::Server(e.to_string())));
@@ -231,9 +252,9 @@ impl Server {
             Host::Process(exe) => {
                 let mut child = Command::new(exe)
                     .arg("fanout-server")
-                    .arg("--spec")
+                    .arg("--bind")
                     .arg(
-                        serde_json::to_string(&spec)
+                        serde_json::to_string(&bind)
                             .map_err(|e| FanoutError::Server(e.to_string()))?,
                     )
                     .stdin(Stdio::piped())
@@ -262,10 +283,24 @@ impl Server {
         }
     }
 
-    async fn measure(self) -> Result<Measured, FanoutError> {
+    /// Ends the server without a fan-out measurement.
+    pub async fn stop(self) {
+        match self {
+            Self::Thread { go, thread, .. } => {
+                drop(go);
+                let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+            }
+            Self::Process { mut child, .. } => {
+                let _ = child.kill();
+                let _ = tokio::task::spawn_blocking(move || child.wait()).await;
+            }
+        }
+    }
+
+    async fn measure(self, spec: ServeSpec) -> Result<Measured, FanoutError> {
         match self {
             Self::Thread { go, done, thread } => {
-                let _ = go.send(());
+                let _ = go.send(spec);
                 let m = done
                     .await
                     .map_err(|_| FanoutError::Server("no measurement".into()))?;
@@ -278,7 +313,7 @@ impl Server {
             } => {
                 let m = tokio::task::spawn_blocking(move || {
                     let mut stdin = child.stdin.take()?;
-                    writeln!(stdin, "go").ok()?;
+                    writeln!(stdin, "{}", serde_json::to_string(&spec).ok()?).ok()?;
                     let m = lines.next()?.ok()?;
                     let _ = child.wait();
                     serde_json::from_str::<Measured>(&m).ok()
@@ -295,15 +330,24 @@ impl Server {
 
 /// Runs the baseline (several seconds: connections, then `duration` measured).
 pub async fn run(opts: FanoutOptions, host: &Host) -> Result<FanoutReport, FanoutError> {
-    let tls = |e: skylane_certs::CertError| FanoutError::Tls(e.to_string());
-    let bind = SocketAddr::new(opts.bind, 0);
+    let (server, ready) = Server::start(host, SocketAddr::new(opts.bind, 0)).await?;
+    fan_out(server, &ready, opts).await
+}
+
+/// The fan-out measurement on a started server; ends it.
+pub async fn fan_out(
+    server: Server,
+    ready: &Ready,
+    opts: FanoutOptions,
+) -> Result<FanoutReport, FanoutError> {
     let spec = ServeSpec {
         frame_hz: opts.frame_hz.clamp(0.1, 1000.0),
         frame_bytes: opts.frame_bytes.max(1),
         duration: opts.duration,
-        bind,
+        bind: SocketAddr::new(opts.bind, 0),
     };
-    let (server, ready) = Server::start(host, spec).await?;
+    let tls = |e: skylane_certs::CertError| FanoutError::Tls(e.to_string());
+    let bind = spec.bind;
     let addr = ready.addr;
     let roots = skylane_certs::roots_from_pem(&ready.ca_pem).map_err(tls)?;
     let mut cc = client_config(roots, None).map_err(tls)?;
@@ -357,7 +401,7 @@ pub async fn run(opts: FanoutOptions, host: &Host) -> Result<FanoutReport, Fanou
         }
     }
     // Measured even with no connection, so the server always ends.
-    let m = server.measure().await?;
+    let m = server.measure(spec).await?;
     if conns.is_empty() {
         return Err(FanoutError::NoConnections(format!(
             "none of {} connections to {addr} came up",
@@ -386,10 +430,10 @@ pub async fn run(opts: FanoutOptions, host: &Host) -> Result<FanoutReport, Fanou
 /// The server: accepts connections, then on `go` sends for `spec.duration` and
 /// reports what it wrote and the CPU it spent doing so.
 async fn serve(
-    spec: ServeSpec,
+    bind: SocketAddr,
     clock: CpuClock,
     ready: oneshot::Sender<Result<Ready, FanoutError>>,
-    go: oneshot::Receiver<()>,
+    go: oneshot::Receiver<ServeSpec>,
     done: oneshot::Sender<Measured>,
 ) {
     let tls = |e: skylane_certs::CertError| FanoutError::Tls(e.to_string());
@@ -408,24 +452,37 @@ async fn serve(
         }
     };
     sc.transport_config(Arc::new(skylane_relay::client_transport()));
-    let bind = spec.bind;
-    let frame = Bytes::from(vec![0x5a; spec.frame_bytes.max(1)]);
-    let period = Duration::from_secs_f64(1.0 / spec.frame_hz.clamp(0.1, 1000.0));
-    let duration = spec.duration;
-    let endpoint = match quinn::Endpoint::server(sc, bind) {
+    let endpoint = match quinn::Endpoint::server(sc.clone(), bind) {
         Ok(e) => e,
         Err(source) => {
             let _ = ready.send(Err(FanoutError::Bind { addr: bind, source }));
             return;
         }
     };
-    let Ok(addr) = endpoint.local_addr() else {
+    let echoes = async {
+        let udp = tokio::net::UdpSocket::bind(bind).await?;
+        let quic = quinn::Endpoint::server(sc, bind)?;
+        Ok::<_, std::io::Error>((udp, quic))
+    };
+    let (udp, quic) = match echoes.await {
+        Ok(x) => x,
+        Err(source) => {
+            let _ = ready.send(Err(FanoutError::Bind { addr: bind, source }));
+            return;
+        }
+    };
+    let (Ok(addr), Ok(udp_echo), Ok(quic_echo)) =
+        (endpoint.local_addr(), udp.local_addr(), quic.local_addr())
+    else {
         return;
     };
     let _ = ready.send(Ok(Ready {
         addr,
+        udp_echo,
+        quic_echo,
         ca_pem: pki.ca_pem.clone(),
     }));
+    let echo_task = tokio::spawn(serve_echoes(udp, quic.clone()));
     // Lagging writers skip frames (the broadcast's bound), like the relay's
     // bounded spectator queues.
     let (tx, _) = broadcast::channel::<Bytes>(64);
@@ -460,9 +517,12 @@ async fn serve(
             }
         })
     };
-    if go.await.is_err() {
+    let Ok(spec) = go.await else {
         return;
-    }
+    };
+    let frame = Bytes::from(vec![0x5a; spec.frame_bytes.max(1)]);
+    let period = Duration::from_secs_f64(1.0 / spec.frame_hz.clamp(0.1, 1000.0));
+    let duration = spec.duration;
     let cpu0 = clock.now();
     let w0 = written.load(Ordering::Relaxed);
     let start = tokio::time::Instant::now();
@@ -478,10 +538,106 @@ async fn serve(
         elapsed: start.elapsed(),
     };
     accept.abort();
+    echo_task.abort();
+    quic.close(0u32.into(), b"done");
     drop(tx);
     let _ = done.send(measured);
     endpoint.close(0u32.into(), b"done");
     endpoint.wait_idle().await;
+}
+
+/// Echoes UDP datagrams and QUIC datagrams back to their sender.
+async fn serve_echoes(udp: tokio::net::UdpSocket, quic: quinn::Endpoint) {
+    let quic_side = async move {
+        while let Some(incoming) = quic.accept().await {
+            tokio::spawn(async move {
+                let Ok(conn) = incoming.await else { return };
+                while let Ok(d) = conn.read_datagram().await {
+                    let _ = conn.send_datagram(d);
+                }
+            });
+        }
+    };
+    let udp_side = async move {
+        let mut buf = vec![0u8; 2048];
+        while let Ok((n, from)) = udp.recv_from(&mut buf).await {
+            let _ = udp.send_to(&buf[..n], from).await;
+        }
+    };
+    tokio::join!(quic_side, udp_side);
+}
+
+/// Round trips to the echoes, measured while something else runs.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct EchoReport {
+    /// Raw UDP datagram round trip.
+    pub raw_udp_rtt: crate::report::Percentiles,
+    /// QUIC datagram round trip (quinn, TLS 1.3, same transport settings as the
+    /// relay's client side).
+    pub raw_quinn_rtt: crate::report::Percentiles,
+}
+
+/// Pings both echoes of `ready` every `every` (64-byte payloads) until `stop`
+/// resolves; histograms in microseconds.
+pub async fn echo(
+    ready: &Ready,
+    bind: IpAddr,
+    every: Duration,
+    stop: impl std::future::Future<Output = ()>,
+) -> Result<EchoReport, FanoutError> {
+    let tls = |e: skylane_certs::CertError| FanoutError::Tls(e.to_string());
+    let local = SocketAddr::new(bind, 0);
+    let udp = tokio::net::UdpSocket::bind(local)
+        .await
+        .map_err(|source| FanoutError::Bind {
+            addr: local,
+            source,
+        })?;
+    let roots = skylane_certs::roots_from_pem(&ready.ca_pem).map_err(tls)?;
+    let mut e = quinn::Endpoint::client(local).map_err(|source| FanoutError::Bind {
+        addr: local,
+        source,
+    })?;
+    e.set_default_client_config(client_config(roots, None).map_err(tls)?);
+    let conn = e
+        .connect(ready.quic_echo, "localhost")
+        .map_err(|err| FanoutError::Server(err.to_string()))?
+        .await
+        .map_err(|err| FanoutError::Server(err.to_string()))?;
+    let (mut udp_h, mut quic_h) = (crate::bots::histogram(), crate::bots::histogram());
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut buf = vec![0u8; 2048];
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            () = &mut stop => break,
+            _ = tick.tick() => {}
+        }
+        let payload = [7u8; 64];
+        let t = tokio::time::Instant::now();
+        if udp.send_to(&payload, ready.udp_echo).await.is_ok()
+            && tokio::time::timeout(Duration::from_secs(1), udp.recv_from(&mut buf))
+                .await
+                .is_ok()
+        {
+            let _ = udp_h.record((t.elapsed().as_micros() as u64).max(1));
+        }
+        let t = tokio::time::Instant::now();
+        if conn.send_datagram(Bytes::copy_from_slice(&payload)).is_ok()
+            && tokio::time::timeout(Duration::from_secs(1), conn.read_datagram())
+                .await
+                .is_ok_and(|r| r.is_ok())
+        {
+            let _ = quic_h.record((t.elapsed().as_micros() as u64).max(1));
+        }
+    }
+    conn.close(0u32.into(), b"done");
+    e.wait_idle().await;
+    Ok(EchoReport {
+        raw_udp_rtt: crate::report::Percentiles::of(&udp_h),
+        raw_quinn_rtt: crate::report::Percentiles::of(&quic_h),
+    })
 }
 
 #[cfg(test)]
@@ -499,7 +655,26 @@ mod tests {
             per_socket: 8,
             connect_parallel: 8,
         };
-        let r = run(opts, &Host::Thread).await.unwrap();
+        let (server, ready) = Server::start(&Host::Thread, "127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let e = echo(
+            &ready,
+            opts.bind,
+            Duration::from_millis(5),
+            tokio::time::sleep(Duration::from_millis(300)),
+        )
+        .await
+        .unwrap();
+        assert!(
+            e.raw_udp_rtt.count > 20 && e.raw_quinn_rtt.count > 20,
+            "{e:?}"
+        );
+        assert!(
+            e.raw_udp_rtt.p50_us > 0 && e.raw_quinn_rtt.p50_us > 0,
+            "{e:?}"
+        );
+        let r = fan_out(server, &ready, opts).await.unwrap();
         assert_eq!(r.connections, 20);
         // ~50 frames to each of 20 connections in the second.
         assert!((800..=1100).contains(&r.frames), "{r:?}");

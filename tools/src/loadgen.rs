@@ -33,7 +33,7 @@ use tokio::task::JoinSet;
 
 use crate::audience::{self, Watcher};
 use crate::bots::{BotPlan, Live};
-use crate::fanout::{self, FanoutOptions, FanoutReport};
+use crate::fanout::{self, EchoReport, FanoutOptions, FanoutReport};
 use crate::fleet::{self, FleetOptions, Phase, Recruit};
 use crate::report::{by_class, merge, RelayLine, Report};
 
@@ -167,9 +167,10 @@ pub struct LoadgenOptions {
     /// The relay's admin address (`http://host:port`): its CPU time, memory and
     /// spectator frames are read over the steady phase.
     pub relay_admin: Option<String>,
-    /// After the run, measure the raw quinn fan-out baseline, hosted there, with
-    /// as many connections as spectators watched (needs spectators and
-    /// `relay_admin`).
+    /// The raw baselines, hosted there: during the players' steady phase, raw
+    /// UDP and raw quinn datagram echo round trips (the path's floor); after the
+    /// run, with spectators and `relay_admin`, the raw quinn fan-out to as many
+    /// connections as spectators watched.
     pub baseline: Option<fanout::Host>,
 }
 
@@ -213,16 +214,20 @@ pub struct LoadgenRun {
     pub relay: Option<RelayCost>,
     /// The raw quinn comparison (with `baseline`).
     pub fanout: Option<FanoutComparison>,
+    /// Raw UDP and raw quinn datagram round trips measured while the players
+    /// played (with `baseline`).
+    pub path: Option<EchoReport>,
 }
 
 impl LoadgenRun {
-    /// The run as one JSON object: the report's fields plus `origin`, `relay_cost`
-    /// and `fanout`.
+    /// The run as one JSON object: the report's fields plus `origin`,
+    /// `relay_cost`, `fanout` and `path_baseline`.
     pub fn json(&self) -> serde_json::Value {
         let mut v = serde_json::to_value(&self.report).unwrap_or_default();
         v["origin"] = serde_json::to_value(self.origin).unwrap_or_default();
         v["relay_cost"] = serde_json::to_value(self.relay).unwrap_or_default();
         v["fanout"] = serde_json::to_value(self.fanout).unwrap_or_default();
+        v["path_baseline"] = serde_json::to_value(&self.path).unwrap_or_default();
         v
     }
 }
@@ -467,6 +472,12 @@ pub async fn run(
         Some(a) => Some(relay_sample(a).await?),
         None => None,
     };
+    // The baseline server runs beside the relay from the start (its echoes are
+    // measured during the steady phase, its fan-out after the run).
+    let baseline = match &opts.baseline {
+        Some(host) => Some(fanout::Server::start(host, SocketAddr::new(opts.bind, 0)).await?),
+        None => None,
+    };
     let live = Arc::new(Live::default());
     let ttl = opts.ramp + opts.duration + Duration::from_secs(600);
     let plan = opts.mix.plan(opts.map, opts.max_speed);
@@ -496,42 +507,59 @@ pub async fn run(
 
     // The relay's cost is read from the players' steady phase to the fleet's end.
     let (playing_tx, mut playing_rx) = watch::channel(false);
+    let (done_tx, done_rx) = watch::channel(false);
+    let mut echo_playing = playing_rx.clone();
+    let echo = async {
+        let (_, ready) = baseline.as_ref()?;
+        echo_playing.wait_for(|p| *p).await.ok()?;
+        let mut done = done_rx.clone();
+        let stop = async move {
+            let _ = done.wait_for(|d| *d).await;
+        };
+        Some(fanout::echo(ready, opts.bind, Duration::from_millis(20), stop).await)
+    };
     let first_sample = async {
         let admin = opts.relay_admin.as_deref()?;
         playing_rx.wait_for(|p| *p).await.ok()?;
         Some(relay_sample(admin).await)
     };
-    let fleet = fleet::run(
-        FleetOptions {
-            players: opts.players,
-            connect_parallel: opts.connect_parallel,
-            ramp: opts.ramp,
-            duration: opts.duration,
-        },
-        |i| {
-            let name = format!("load{run_id}-{i:06}");
-            let endpoint = sockets.next()?;
-            let b = builder(&opts, endpoint, &name, Role::Player, Minting { now, ttl })?;
-            let mut plan = plan;
-            if i >= opts.players - opts.cheaters.min(opts.players) {
-                plan.cheat_every = 15;
-            }
-            Ok(Recruit {
-                name,
-                builder: b,
-                plan,
-            })
-        },
-        live,
-        |phase, live| {
-            if matches!(phase, Phase::Playing(..)) {
-                playing_tx.send_replace(true);
-            }
-            progress(phase, live);
-        },
-        interrupt,
-    );
-    let (fleet, first) = tokio::join!(fleet, first_sample);
+    let fleet = async {
+        let f = fleet::run(
+            FleetOptions {
+                players: opts.players,
+                connect_parallel: opts.connect_parallel,
+                ramp: opts.ramp,
+                duration: opts.duration,
+            },
+            |i| {
+                let name = format!("load{run_id}-{i:06}");
+                let endpoint = sockets.next()?;
+                let b = builder(&opts, endpoint, &name, Role::Player, Minting { now, ttl })?;
+                let mut plan = plan;
+                if i >= opts.players - opts.cheaters.min(opts.players) {
+                    plan.cheat_every = 15;
+                }
+                Ok(Recruit {
+                    name,
+                    builder: b,
+                    plan,
+                })
+            },
+            live,
+            |phase, live| {
+                if matches!(phase, Phase::Playing(..)) {
+                    playing_tx.send_replace(true);
+                }
+                progress(phase, live);
+            },
+            interrupt,
+        )
+        .await;
+        done_tx.send_replace(true);
+        f
+    };
+    let (fleet, first, path) = tokio::join!(fleet, first_sample, echo);
+    let path = path.transpose()?;
     let last = match &opts.relay_admin {
         Some(a) => Some(relay_sample(a).await?),
         None => None,
@@ -586,8 +614,8 @@ pub async fn run(
         }
         _ => None,
     };
-    let fanout = match relay {
-        Some(cost) if opts.baseline.is_some() && watchers_up > 0 && cost.spectator_frames > 0 => {
+    let fanout = match (relay, baseline) {
+        (Some(cost), Some((server, ready))) if watchers_up > 0 && cost.spectator_frames > 0 => {
             let frames: u64 = watched.iter().map(|w| w.frames).sum();
             let bytes: u64 = watched.iter().map(|w| w.bytes).sum();
             let fo = FanoutOptions {
@@ -601,12 +629,15 @@ pub async fn run(
                 per_socket: opts.players_per_socket.max(1),
                 connect_parallel: opts.connect_parallel.max(1),
             };
-            let host = opts.baseline.clone().unwrap_or(fanout::Host::Thread);
-            let raw = fanout::run(fo, &host).await?;
+            let raw = fanout::fan_out(server, &ready, fo).await?;
             Some(FanoutComparison {
                 ratio: cost.cpu_us_per_frame / raw.cpu_us_per_frame.max(1e-9),
                 raw_quinn: raw,
             })
+        }
+        (_, Some((server, _))) => {
+            server.stop().await;
+            None
         }
         _ => None,
     };
@@ -676,6 +707,7 @@ pub async fn run(
         origin,
         relay,
         fanout,
+        path,
     })
 }
 
@@ -790,6 +822,18 @@ mod tests {
         let json = run.json();
         assert!(json["fanout"]["ratio"].as_f64().is_some(), "{json}");
         assert!(json["relay_cost"]["cpu_us_per_frame"].as_f64().is_some());
+        // The path's floor was measured while the players played.
+        let p = run.path.expect("path baseline");
+        assert!(
+            p.raw_udp_rtt.count > 10 && p.raw_quinn_rtt.count > 10,
+            "{p:?}"
+        );
+        assert!(
+            json["path_baseline"]["raw_quinn_rtt"]["p50_us"]
+                .as_u64()
+                .unwrap()
+                > 0
+        );
         net.shutdown().await;
     }
 }

@@ -98,10 +98,10 @@ pub(crate) struct LoadgenCmd {
     /// resident memory and spectator frames are read over the steady phase.
     #[arg(long)]
     relay_admin: Option<String>,
-    /// After the run, serve as many connections as there were spectators from a
-    /// bare quinn server (a `skylane fanout-server` process) at the same frame
-    /// rate and size, and compare CPU per delivered frame (needs --spectators and
-    /// --relay-admin).
+    /// Raw baselines from a bare quinn server (a `skylane fanout-server`
+    /// process): raw UDP and quinn datagram echo round trips while the players
+    /// play; with --spectators and --relay-admin, after the run, fan-out to as
+    /// many connections at the same frame rate and size (CPU per frame).
     #[arg(long)]
     baseline: bool,
     /// Fail (exit 2) when any class's event-latency p99 exceeds this many ms.
@@ -168,10 +168,7 @@ impl LoadgenCmd {
                 None
             },
         };
-        anyhow::ensure!(
-            opts.baseline.is_none() || (self.spectators > 0 && opts.relay_admin.is_some()),
-            "--baseline needs --spectators and --relay-admin"
-        );
+
         let rt = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()?;
@@ -212,6 +209,21 @@ impl LoadgenCmd {
                     r.bytes_per_connection / 1024.0
                 );
             }
+            if let Some(p) = &run.path {
+                let ms = |us: u64| us as f64 / 1000.0;
+                let q = &p.raw_quinn_rtt;
+                println!(
+                    "raw path      echo round trip during the run: UDP p50 {:.2} / p99 {:.2} ms; quinn datagram p50 {:.2} / p99 {:.2} ms",
+                    ms(p.raw_udp_rtt.p50_us), ms(p.raw_udp_rtt.p99_us), ms(q.p50_us), ms(q.p99_us)
+                );
+                for (class, r) in &report.action_rtt {
+                    println!(
+                        "  {class:<9} action round trip / quinn datagram round trip: p50 {:.1}x, p99 {:.1}x",
+                        r.p50_us as f64 / q.p50_us.max(1) as f64,
+                        r.p99_us as f64 / q.p99_us.max(1) as f64
+                    );
+                }
+            }
             if let Some(f) = run.fanout {
                 let q = f.raw_quinn;
                 println!(
@@ -250,20 +262,19 @@ impl LoadgenCmd {
 /// `skylane loadgen --baseline`, not by hand).
 #[derive(Debug, Args)]
 pub(crate) struct FanoutServerCmd {
-    /// What to send, as JSON (`frame_hz`, `frame_bytes`, `duration`, `bind`).
+    /// Address to bind, as JSON (e.g. "127.0.0.1:0").
     #[arg(long)]
-    spec: String,
+    bind: String,
 }
 
 impl FanoutServerCmd {
     pub(crate) fn run(self) -> anyhow::Result<()> {
-        let spec: skylane_tools::fanout::ServeSpec =
-            serde_json::from_str(&self.spec).context("--spec")?;
+        let bind: std::net::SocketAddr = serde_json::from_str(&self.bind).context("--bind")?;
         // The same runtime as the relay's: multi-threaded, one worker per core.
         let rt = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()?;
-        rt.block_on(skylane_tools::fanout::serve_stdio(spec))?;
+        rt.block_on(skylane_tools::fanout::serve_stdio(bind))?;
         Ok(())
     }
 }
