@@ -198,12 +198,16 @@ impl LoadgenCmd {
                 );
             }
             if let Some(r) = run.relay {
+                let per_frame = if r.spectator_frames > 0 {
+                    format!("{:.2} µs CPU/frame", r.cpu_us_per_frame)
+                } else {
+                    "no spectators".to_owned()
+                };
                 println!(
-                    "relay cost    {:.2} s CPU in {:.1} s; {} spectator frames: {:.2} µs CPU/frame; resident {:.1} MiB -> {:.1} MiB ({:.1} KiB per connection)",
+                    "relay cost    {:.2} s CPU in {:.1} s; {} spectator frames: {per_frame}; resident {:.1} MiB -> {:.1} MiB ({:.1} KiB per connection)",
                     r.cpu_s,
                     r.elapsed_s,
                     r.spectator_frames,
-                    r.cpu_us_per_frame,
                     r.resident_before as f64 / 1048576.0,
                     r.resident_loaded as f64 / 1048576.0,
                     r.bytes_per_connection / 1024.0
