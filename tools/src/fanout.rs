@@ -195,7 +195,7 @@ pub async fn serve_stdio(bind: SocketAddr) -> Result<(), FanoutError> {
 }
 
 /// A running baseline server, seen from the clients' side: start it, use its
-/// echoes while the load runs, then [`Server::fan_out`].
+/// echoes while the load runs, then [`fan_out`].
 #[derive(Debug)]
 pub enum Server {
     /// On a thread of this process.
