@@ -85,33 +85,23 @@ struct Local {
 
 fn local(bins: &Path, dir: &Path) -> Local {
     let pki = dir.join("pki").to_str().unwrap().to_owned();
-    let (origin_proc, origin) = start(
-        &bins.join(exe_name("skylane-origin")),
-        &[
-            "--dev-certs",
-            &pki,
-            "--listen",
-            "127.0.0.1:0",
-            "--admin",
-            "127.0.0.1:0",
-        ],
-    );
+    // Development mode on free ports, as docs/operations.md runs them.
+    let dev = [
+        "--dev-certs",
+        &pki,
+        "--listen",
+        "127.0.0.1:0",
+        "--admin",
+        "127.0.0.1:0",
+    ];
+    let (origin_proc, origin) = start(&bins.join(exe_name("skylane-origin")), &dev);
     let origin_at = format!("{}=1", origin["relays"].as_str().unwrap());
-    let (relay_proc, relay) = start(
-        &bins.join(exe_name("skylane-relay")),
-        &[
-            "--dev-certs",
-            &pki,
-            "--listen",
-            "127.0.0.1:0",
-            "--admin",
-            "127.0.0.1:0",
-            "--origin",
-            &origin_at,
-            "--max-conns-per-ip",
-            "1000",
-        ],
-    );
+    let relay_args = [
+        &dev[..],
+        &["--origin", &origin_at, "--max-conns-per-ip", "1000"],
+    ]
+    .concat();
+    let (relay_proc, relay) = start(&bins.join(exe_name("skylane-relay")), &relay_args);
     Local {
         _origin: origin_proc,
         _relay: relay_proc,

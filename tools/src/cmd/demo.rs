@@ -40,7 +40,28 @@ pub(crate) struct DemoCmd {
     json: bool,
 }
 
-pub(crate) fn bar() -> ProgressBar {
+/// Runs `f` on a multi-threaded runtime with a progress bar (cleared at the
+/// end); `f` gets the bar to draw on.
+pub(crate) fn with_progress<T, E, Fut>(f: impl FnOnce(ProgressBar) -> Fut) -> anyhow::Result<T>
+where
+    Fut: std::future::Future<Output = Result<T, E>>,
+    anyhow::Error: From<E>,
+{
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let pb = bar();
+    let r = rt.block_on(f(pb.clone()));
+    pb.finish_and_clear();
+    Ok(r?)
+}
+
+/// Resolves on Ctrl-C: the interrupt of a demo or load run.
+pub(crate) async fn ctrl_c() {
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+fn bar() -> ProgressBar {
     let pb = ProgressBar::with_draw_target(Some(1000), ProgressDrawTarget::stderr());
     pb.set_style(
         ProgressStyle::with_template("{spinner} {prefix:>10} [{bar:30}] {msg}")
@@ -101,18 +122,9 @@ impl DemoCmd {
         };
         opts.plan.rate_hz = self.rate;
         opts.net.tick_hz = self.tick_hz;
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()?;
-        let pb = bar();
-        let report = rt.block_on(demo::run(
-            opts,
-            |phase, live| show(&pb, phase, live),
-            async {
-                let _ = tokio::signal::ctrl_c().await;
-            },
-        ))?;
-        pb.finish_and_clear();
+        let report = with_progress(|pb| {
+            demo::run(opts, move |phase, live| show(&pb, phase, live), ctrl_c())
+        })?;
         if self.json {
             println!("{}", serde_json::to_string(&report)?);
         } else {

@@ -15,7 +15,7 @@ use skylane_proto::{BandwidthMode, TokenSigner, WorldId};
 use skylane_tools::fanout::Host;
 use skylane_tools::loadgen::{self, LoadgenOptions, Mix};
 
-use super::demo::{bar, show};
+use super::demo::{ctrl_c, show, with_progress};
 
 #[derive(Debug, Args)]
 pub(crate) struct LoadgenCmd {
@@ -169,18 +169,9 @@ impl LoadgenCmd {
             },
         };
 
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()?;
-        let pb = bar();
-        let run = rt.block_on(loadgen::run(
-            opts,
-            |phase, live| show(&pb, phase, live),
-            async {
-                let _ = tokio::signal::ctrl_c().await;
-            },
-        ))?;
-        pb.finish_and_clear();
+        let run = with_progress(|pb| {
+            loadgen::run(opts, move |phase, live| show(&pb, phase, live), ctrl_c())
+        })?;
         let (report, origin) = (&run.report, run.origin);
         if self.json {
             println!("{}", run.json());
