@@ -54,6 +54,12 @@ pub struct OriginConfig {
     /// Seconds a session whose relay vanished waits to resume elsewhere.
     #[arg(long, env = "SKYLANE_ORIGIN_SESSION_GRACE", default_value_t = 30)]
     pub session_grace_secs: u64,
+    /// Side of the arena's square map, in units. Cells are 100 units and a player
+    /// receives the 3×3 cells around it, so the map size sets how many players
+    /// each one sees: 1,000 suits a few hundred players; a 10,000-player world
+    /// wants ~10,000 (one player per cell on average).
+    #[arg(long, env = "SKYLANE_ORIGIN_MAP_SIZE", default_value_t = 1000.0)]
+    pub map_size: f32,
 }
 
 pub use skylane_ops::{merge, ConfigError};
@@ -93,6 +99,12 @@ impl OriginConfig {
             return Err(ConfigError::Invalid(format!(
                 "tick_hz must be 1..=1000, not {}",
                 self.tick_hz
+            )));
+        }
+        if !(100.0..=100_000.0).contains(&self.map_size) {
+            return Err(ConfigError::Invalid(format!(
+                "map_size must be 100..=100000 units, not {}",
+                self.map_size
             )));
         }
         if self.signing_key.is_none() && self.dev_certs.is_none() {

@@ -178,7 +178,17 @@ struct ChannelLog {
     last_hash: Hash32,
     history: VecDeque<Arc<EventBatch>>,
     subscribers: u32,
+    /// The sequence number of the channel's last periodic keyframe.
+    keyframed: Option<u64>,
+    /// Keyframe periods skipped since then because nothing changed.
+    skipped: u64,
 }
+
+/// A channel where nothing happened since its last keyframe gets a new one only
+/// every this many keyframe periods (its subscribers already hold that state; the
+/// occasional repeat lets a subscriber stuck behind a hole resync even on a
+/// channel that went quiet). Quiet channels dominate a sparse world's traffic.
+pub const IDLE_KEYFRAME_PERIODS: u64 = 10;
 
 /// Everything needed to restart an engine exactly where it was (persistence).
 /// Resume history is not included: after a restart, sessions resume from keyframes.
@@ -731,15 +741,21 @@ impl<W: World> Engine<W> {
     }
 
     fn keyframes(&mut self) {
-        let mut subscribed: Vec<ChannelId> = self
-            .channels
-            .iter()
-            .filter(|(_, l)| l.subscribers > 0)
-            .map(|(c, _)| *c)
-            .collect();
-        subscribed.sort();
-        for channel in subscribed {
-            let seq = self.channels.get(&channel).map_or(0, |l| l.next_seq);
+        let mut due: Vec<(ChannelId, u64)> = Vec::new();
+        for (c, l) in &mut self.channels {
+            if l.subscribers == 0 {
+                continue;
+            }
+            if l.keyframed == Some(l.next_seq) && l.skipped + 1 < IDLE_KEYFRAME_PERIODS {
+                l.skipped += 1;
+                continue;
+            }
+            l.keyframed = Some(l.next_seq);
+            l.skipped = 0;
+            due.push((*c, l.next_seq));
+        }
+        due.sort();
+        for (channel, seq) in due {
             let state = self.world.channel_state(channel, &self.grid);
             self.outputs.push_back(Output::Keyframe(Keyframe {
                 world: self.cfg.world,
@@ -857,6 +873,8 @@ impl<W: World> Engine<W> {
                     last_hash,
                     history: VecDeque::new(),
                     subscribers,
+                    keyframed: None,
+                    skipped: 0,
                 },
             );
         }

@@ -119,7 +119,11 @@ async fn serve(cfg: OriginConfig) -> anyhow::Result<()> {
     let base_us = SystemTime::now().duration_since(UNIX_EPOCH)?.as_micros() as u64;
     let signer =
         || -> anyhow::Result<ChainSigner> { Ok(ChainSigner::new(load_signing_key(&cfg)?)) };
-    let arena = Arena::new(ArenaConfig::default());
+    let arena = Arena::new(ArenaConfig {
+        width: cfg.map_size,
+        height: cfg.map_size,
+        ..ArenaConfig::default()
+    });
     let grid = arena.grid();
     let mut engine_cfg = EngineConfig::new(WorldId(cfg.world));
     engine_cfg.tick_hz = cfg.tick_hz;

@@ -551,6 +551,56 @@ fn moving_across_cells_updates_subscriptions_and_keyframes_follow() {
 }
 
 #[test]
+fn quiet_channels_get_a_keyframe_only_every_tenth_period() {
+    let mut e = engine();
+    let a = join(&mut e, 1);
+    e.world_mut().place(a, 505.0, 505.0);
+    let channels = e.channels_of(SessionId(1)).len();
+    // Keyframes per channel over 3,000 ticks (100 periods of 30 ticks) while the
+    // player stands still (nothing happens on any of its channels).
+    let mut per_channel: std::collections::HashMap<ChannelId, u32> = Default::default();
+    for _ in 0..3_000 {
+        let now = e.poll_timeout();
+        e.handle_timeout(now);
+        for o in drain(&mut e) {
+            if let Output::Keyframe(k) = o {
+                *per_channel.entry(k.channel).or_default() += 1;
+            }
+        }
+    }
+    assert_eq!(
+        per_channel.len(),
+        channels,
+        "every subscribed channel is kept alive"
+    );
+    for (c, n) in &per_channel {
+        assert!(
+            (10..=11).contains(n),
+            "{c:?}: {n} keyframes in 100 quiet periods (the first, then every 10th)"
+        );
+    }
+    // Once something happens on the player's cell, its next period has a keyframe.
+    let cell = ChannelId::Cell { x: 5, y: 5 };
+    e.handle_action(
+        SessionId(1),
+        act(1, &ArenaAction::Move { x: 506.0, y: 505.0 }, vec![]),
+    );
+    let mut next = 0;
+    for _ in 0..30 {
+        let now = e.poll_timeout();
+        e.handle_timeout(now);
+        next += drain(&mut e)
+            .iter()
+            .filter(|o| matches!(o, Output::Keyframe(k) if k.channel == cell))
+            .count();
+    }
+    assert_eq!(
+        next, 1,
+        "a changed channel gets its keyframe at the next period"
+    );
+}
+
+#[test]
 fn same_inputs_give_the_same_state_and_batches() {
     let run = || {
         let mut e = engine();
