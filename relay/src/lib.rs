@@ -37,6 +37,7 @@ pub mod scheduler;
 pub mod server;
 pub mod session;
 pub mod spectate;
+mod writer;
 
 pub use admission::{Admission, AdmissionConfig, Refused};
 pub use hub::{BatchFrame, Delivery, Hub, HubConfig, HubStats};

@@ -38,7 +38,7 @@ use skylane_proto::{
     RelayInfo, Role, ServerMsg, SessionId, SpectatorSubscribe, TokenError, TokenVerifier, Welcome,
     WorldId, DEFAULT_MAX_FRAME, MAX_DATAGRAM, PROTOCOL_VERSION,
 };
-use tokio::sync::{mpsc, oneshot, watch, Notify};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
@@ -49,7 +49,8 @@ use crate::hub::{BatchFrame, Hub, HubConfig};
 use crate::metrics::RelayMetrics;
 use crate::peer::{connect_via, peer_task, serve_peer, PeerSpec};
 use crate::routing::{Link, OriginId, Path, RoutingConfig, RoutingTable};
-use crate::scheduler::{Outgoing, Scheduler, SchedulerConfig};
+use crate::scheduler::{Outgoing, SchedulerConfig};
+use crate::writer::write_client;
 use crate::session::{AttachError, ConnId, Presence, SessionTable, TicketClaims, TicketKey};
 use crate::spectate::{Audience, AudienceConfig};
 
@@ -1005,118 +1006,6 @@ async fn write_spectator(
         if stream.write_chunk(bytes).await.is_err() {
             return;
         }
-    }
-}
-
-/// Per-class output lanes of one client connection.
-struct Lanes {
-    tx: Vec<mpsc::Sender<Bytes>>,
-}
-
-impl Lanes {
-    fn ready(&self, class: EventClass) -> bool {
-        self.tx[class.rank()].capacity() > 0
-    }
-}
-
-/// The connection's scheduler: strict priority between classes, fairness between
-/// sessions, deadlines; each class writes its own QUIC stream.
-async fn write_client(
-    conn: Connection,
-    mut rx: mpsc::Receiver<Outgoing>,
-    cfg: SchedulerConfig,
-    metrics: RelayMetrics,
-    session: SessionId,
-) {
-    let wake = Arc::new(Notify::new());
-    let mut lanes = Lanes { tx: Vec::new() };
-    for class in EventClass::ALL {
-        let (tx, lrx) = mpsc::channel::<Bytes>(8);
-        lanes.tx.push(tx);
-        tokio::spawn(write_lane(conn.clone(), class, lrx, wake.clone()));
-    }
-    let mut sched = Scheduler::new(cfg);
-    let mut last_stats = *sched.stats();
-    loop {
-        let now = Instant::now().into_std();
-        while let Some(o) = sched.poll_next_ready(now, |c| lanes.ready(c)) {
-            metrics.frames_out.inc();
-            let _ = lanes.tx[o.class.rank()].try_send(o.bytes);
-        }
-        let st = *sched.stats();
-        for c in EventClass::ALL {
-            let r = c.rank();
-            for (reason, n) in [
-                ("expired", st.expired[r] - last_stats.expired[r]),
-                ("evicted", st.evicted[r] - last_stats.evicted[r]),
-            ] {
-                if n > 0 {
-                    metrics
-                        .dropped
-                        .get_or_create(&crate::metrics::KindLabel {
-                            kind: format!("{reason}_{c}"),
-                        })
-                        .inc_by(n);
-                }
-            }
-        }
-        last_stats = st;
-        let deadline = sched.poll_timeout().map(Instant::from_std);
-        tokio::select! {
-            m = rx.recv() => match m {
-                Some(o) => {
-                    if sched.handle_enqueue(Instant::now().into_std(), o).is_err() {
-                        metrics.slow_clients.inc();
-                        warn!(%session, "client too slow; disconnecting (it will resume)");
-                        conn.close(4u32.into(), b"too slow");
-                        return;
-                    }
-                    // Take whatever else is queued before scheduling.
-                    while let Ok(o) = rx.try_recv() {
-                        if sched.handle_enqueue(Instant::now().into_std(), o).is_err() {
-                            metrics.slow_clients.inc();
-                            conn.close(4u32.into(), b"too slow");
-                            return;
-                        }
-                    }
-                }
-                None => return,
-            },
-            () = wake.notified() => {}
-            () = async {
-                match deadline {
-                    Some(d) => tokio::time::sleep_until(d).await,
-                    None => std::future::pending().await,
-                }
-            } => sched.handle_timeout(Instant::now().into_std()),
-        }
-    }
-}
-
-async fn write_lane(
-    conn: Connection,
-    class: EventClass,
-    mut rx: mpsc::Receiver<Bytes>,
-    wake: Arc<Notify>,
-) {
-    let mut stream: Option<quinn::SendStream> = None;
-    while let Some(bytes) = rx.recv().await {
-        if stream.is_none() {
-            match conn.open_uni().await {
-                Ok(s) => {
-                    let _ = s.set_priority(class.quic_priority());
-                    stream = Some(s);
-                }
-                Err(_) => return,
-            }
-        }
-        let Some(s) = stream.as_mut() else { return };
-        // The frame is shared with every other receiver: hand quinn the same
-        // buffer (no copy per connection).
-        if s.write_chunk(bytes).await.is_err() {
-            return;
-        }
-        wake.notify_one();
     }
 }
 
