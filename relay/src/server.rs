@@ -50,9 +50,9 @@ use crate::metrics::RelayMetrics;
 use crate::peer::{connect_via, peer_task, serve_peer, PeerSpec};
 use crate::routing::{Link, OriginId, Path, RoutingConfig, RoutingTable};
 use crate::scheduler::{Outgoing, SchedulerConfig};
-use crate::writer::write_client;
 use crate::session::{AttachError, ConnId, Presence, SessionTable, TicketClaims, TicketKey};
 use crate::spectate::{Audience, AudienceConfig};
+use crate::writer::write_client;
 
 /// An origin this relay links to.
 #[derive(Debug, Clone)]
@@ -785,32 +785,59 @@ async fn serve_client(shared: &Arc<Shared>, conn: Connection, conn_id: ConnId) {
         out: out_tx,
         guard: Mutex::new(EdgeGuard::new(s.edge, shared.now())),
     });
-    // The rest of the control stream, then every stream and datagram the client opens.
-    tokio::spawn(reader.clone().read_stream(recv, dec));
-    {
-        let (reader, conn) = (reader.clone(), conn.clone());
-        let max = s.limits.max_client_frame;
-        tokio::spawn(async move {
-            while let Ok(r) = conn.accept_uni().await {
-                tokio::spawn(reader.clone().read_stream(r, FrameDecoder::new(max)));
-            }
-        });
-    }
-    {
-        let (reader, conn) = (reader.clone(), conn.clone());
-        tokio::spawn(async move {
-            while let Ok(d) = conn.read_datagram().await {
-                match decode_datagram::<ClientMsg>(d) {
-                    Ok(m) => reader.handle(m).await,
-                    Err(e) => RelayMetrics::count(&reader.shared.metrics.decode_errors, e.label()),
+    // This task reads the control stream and datagrams and accepts the streams the
+    // client opens (each gets a reader task of its own: at most one per class).
+    // `send` stays open for the connection's life.
+    let max = s.limits.max_client_frame;
+    let (mut recv, mut dec) = (recv, dec);
+    // Whatever followed the hello in the same chunk first.
+    let mut control = reader
+        .drain(&mut recv, &mut dec)
+        .await
+        .ok()
+        .map(|()| (recv, dec));
+    loop {
+        // Only the waits are raced (each is cancel safe); messages are handled
+        // outside the race so none is dropped half-handled.
+        let input = tokio::select! {
+            c = async {
+                match control.as_mut() {
+                    Some((recv, _)) => recv.read_chunk(DEFAULT_MAX_FRAME, true).await,
+                    None => std::future::pending().await,
+                }
+            } => Input::Control(c.ok().flatten().map(|c| c.bytes)),
+            r = conn.accept_uni() => Input::Stream(r),
+            d = conn.read_datagram() => Input::Datagram(d),
+        };
+        match input {
+            Input::Control(Some(bytes)) => {
+                if let Some((recv, dec)) = control.as_mut() {
+                    dec.push(&bytes);
+                    if reader.drain(recv, dec).await.is_err() {
+                        control = None;
+                    }
                 }
             }
-        });
+            Input::Control(None) => control = None,
+            Input::Stream(Ok(r)) => {
+                tokio::spawn(reader.clone().read_stream(r, FrameDecoder::new(max)));
+            }
+            Input::Datagram(Ok(d)) => match decode_datagram::<ClientMsg>(d) {
+                Ok(m) => reader.handle(m).await,
+                Err(e) => RelayMetrics::count(&shared.metrics.decode_errors, e.label()),
+            },
+            Input::Stream(Err(_)) | Input::Datagram(Err(_)) => break,
+        }
     }
-    // `send` stays open for the connection's life.
-    conn.closed().await;
     drop(send);
     let _ = shared.cmd.send(Cmd::Gone { conn_id }).await;
+}
+
+/// What woke a player connection's task.
+enum Input {
+    Control(Option<Bytes>),
+    Stream(Result<quinn::RecvStream, quinn::ConnectionError>),
+    Datagram(Result<Bytes, quinn::ConnectionError>),
 }
 
 struct ClientReader {
@@ -824,29 +851,35 @@ struct ClientReader {
 }
 
 impl ClientReader {
+    /// Reads a stream the client opened until it ends.
     async fn read_stream(self: Arc<Self>, mut recv: quinn::RecvStream, mut dec: FrameDecoder) {
-        loop {
-            loop {
-                match dec.poll_message::<ClientMsg>() {
-                    Ok(Some(m)) => self.handle(m).await,
-                    Ok(None) => break,
-                    Err(e) => {
-                        RelayMetrics::count(&self.shared.metrics.decode_errors, e.label());
-                        self.reply(
-                            EventClass::Critical,
-                            &ServerMsg::Error(ErrorMsg {
-                                code: ErrorCode::Malformed,
-                                message: format!("undecodable frame: {e}"),
-                            }),
-                        );
-                        let _ = recv.stop(1u32.into());
-                        return;
-                    }
-                }
-            }
+        while self.drain(&mut recv, &mut dec).await.is_ok() {
             match recv.read_chunk(DEFAULT_MAX_FRAME, true).await {
                 Ok(Some(c)) => dec.push(&c.bytes),
                 _ => return,
+            }
+        }
+    }
+
+    /// Handles every complete message in `dec`. An undecodable frame stops the
+    /// stream (the client is told why) and is an error.
+    async fn drain(&self, recv: &mut quinn::RecvStream, dec: &mut FrameDecoder) -> Result<(), ()> {
+        loop {
+            match dec.poll_message::<ClientMsg>() {
+                Ok(Some(m)) => self.handle(m).await,
+                Ok(None) => return Ok(()),
+                Err(e) => {
+                    RelayMetrics::count(&self.shared.metrics.decode_errors, e.label());
+                    self.reply(
+                        EventClass::Critical,
+                        &ServerMsg::Error(ErrorMsg {
+                            code: ErrorCode::Malformed,
+                            message: format!("undecodable frame: {e}"),
+                        }),
+                    );
+                    let _ = recv.stop(1u32.into());
+                    return Err(());
+                }
             }
         }
     }

@@ -108,7 +108,11 @@ impl Writer {
             loop {
                 match self.rx.poll_recv(cx) {
                     Poll::Ready(Some(o)) => {
-                        if self.sched.handle_enqueue(Instant::now().into_std(), o).is_err() {
+                        if self
+                            .sched
+                            .handle_enqueue(Instant::now().into_std(), o)
+                            .is_err()
+                        {
                             return self.too_slow();
                         }
                     }
