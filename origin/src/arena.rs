@@ -46,6 +46,24 @@ pub struct ArenaConfig {
     pub pickup_range: f32,
     /// Number of teams players are spread over when they have none.
     pub teams: u16,
+    /// Who hears about players arriving, leaving and dying.
+    pub roster: Roster,
+}
+
+/// Where the arena announces players (spawns, departures, deaths) and keeps its
+/// roster.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Roster {
+    /// On the world channel: everyone hears of everyone, and the world and team
+    /// keyframes list every player. Suits an arena of a few hundred players; its
+    /// cost grows with the square of the players.
+    #[default]
+    World,
+    /// On the cell where it happens: a player learns of others through the cells
+    /// around it, and the world and team keyframes carry no players. For worlds of
+    /// thousands of players.
+    Cells,
 }
 
 impl Default for ArenaConfig {
@@ -64,6 +82,7 @@ impl Default for ArenaConfig {
             items: 200,
             pickup_range: 3.0,
             teams: 2,
+            roster: Roster::World,
         }
     }
 }
@@ -384,6 +403,14 @@ impl Arena {
         }
     }
 
+    /// The channel announcing a player event at `(x, y)` (see [`Roster`]).
+    fn announce_on(&self, x: f32, y: f32) -> ChannelId {
+        match self.cfg.roster {
+            Roster::World => ChannelId::World,
+            Roster::Cells => self.grid().channel_of(x, y),
+        }
+    }
+
     fn fresh_id(&mut self) -> EntityId {
         let id = EntityId(self.next_entity);
         self.next_entity += 1;
@@ -650,8 +677,9 @@ impl World for Arena {
                 last_fire_tick: None,
             },
         );
+        let channel = self.announce_on(x, y);
         out.push(
-            ChannelId::World,
+            channel,
             EventClass::State,
             Some(id),
             ArenaEvent::Spawned {
@@ -680,8 +708,9 @@ impl World for Arena {
                     i.version += 1;
                 }
             }
+            let channel = self.announce_on(p.x, p.y);
             out.push(
-                ChannelId::World,
+                channel,
                 EventClass::State,
                 Some(avatar),
                 ArenaEvent::Left { entity: avatar }.payload(),
@@ -856,7 +885,8 @@ impl World for Arena {
                         reaction_us: None,
                     };
                 };
-                let (w, h, start_hp, dmg) = (
+                let (roster, w, h, start_hp, dmg) = (
+                    self.cfg.roster,
                     self.cfg.width,
                     self.cfg.height,
                     self.cfg.start_hp,
@@ -878,6 +908,7 @@ impl World for Arena {
                         .payload(),
                     );
                     if t.hp == 0 {
+                        let died_in = grid.channel_of(t.x, t.y);
                         let (nx, ny) = scatter(target.0 ^ ctx.tick.rotate_left(29), w, h);
                         t.x = nx;
                         t.y = ny;
@@ -886,20 +917,31 @@ impl World for Arena {
                         // A second change (the respawn): a second version, so receivers
                         // that see the hit after the death keep the respawn.
                         t.version += 1;
-                        out.push(
-                            ChannelId::World,
-                            EventClass::Critical,
-                            Some(target),
-                            ArenaEvent::Died {
-                                entity: target,
-                                by: me,
-                                x: nx,
-                                y: ny,
-                                hp: start_hp,
-                                version: t.version,
+                        let died = ArenaEvent::Died {
+                            entity: target,
+                            by: me,
+                            x: nx,
+                            y: ny,
+                            hp: start_hp,
+                            version: t.version,
+                        }
+                        .payload();
+                        // With a spatial roster, both where it died and where it
+                        // respawns hear of it.
+                        let channels = match roster {
+                            Roster::World => vec![ChannelId::World],
+                            Roster::Cells => {
+                                let respawn = grid.channel_of(nx, ny);
+                                let mut c = vec![died_in];
+                                if respawn != died_in {
+                                    c.push(respawn);
+                                }
+                                c
                             }
-                            .payload(),
-                        );
+                        };
+                        for c in channels {
+                            out.push(c, EventClass::Critical, Some(target), died.clone());
+                        }
                     }
                 }
                 // No reaction time: arena has no visibility model, and "time since the
@@ -962,8 +1004,11 @@ impl World for Arena {
     }
 
     fn channel_state(&self, channel: ChannelId, grid: &Grid) -> Payload {
+        // A spatial roster keeps the world and team keyframes free of players (and
+        // items): each would otherwise list the whole world to everyone.
+        let spatial = self.cfg.roster == Roster::Cells;
         let in_channel = |x: f32, y: f32| match channel {
-            ChannelId::World => true,
+            ChannelId::World => !spatial,
             ChannelId::Cell { .. } => grid.channel_of(x, y) == channel,
             ChannelId::Team(_) => false,
         };
@@ -971,7 +1016,7 @@ impl World for Arena {
             .players
             .iter()
             .filter(|(_, p)| match channel {
-                ChannelId::Team(t) => p.team == t,
+                ChannelId::Team(t) => !spatial && p.team == t,
                 _ => in_channel(p.x, p.y),
             })
             .collect();

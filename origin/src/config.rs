@@ -60,6 +60,16 @@ pub struct OriginConfig {
     /// wants ~10,000 (one player per cell on average).
     #[arg(long, env = "SKYLANE_ORIGIN_MAP_SIZE", default_value_t = 1000.0)]
     pub map_size: f32,
+    /// Where players' arrivals, departures and deaths are announced: `world`
+    /// (everyone hears of everyone; a few hundred players) or `cells` (only the
+    /// players around it; thousands of players).
+    #[arg(
+        long,
+        env = "SKYLANE_ORIGIN_ROSTER",
+        value_enum,
+        default_value = "world"
+    )]
+    pub roster: crate::Roster,
 }
 
 pub use skylane_ops::{merge, ConfigError};

@@ -122,6 +122,7 @@ async fn serve(cfg: OriginConfig) -> anyhow::Result<()> {
     let arena = Arena::new(ArenaConfig {
         width: cfg.map_size,
         height: cfg.map_size,
+        roster: cfg.roster,
         ..ArenaConfig::default()
     });
     let grid = arena.grid();

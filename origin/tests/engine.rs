@@ -601,6 +601,39 @@ fn quiet_channels_get_a_keyframe_only_every_tenth_period() {
 }
 
 #[test]
+fn a_cell_roster_announces_players_only_around_them() {
+    let mut e = engine_with(ArenaConfig {
+        width: 5_000.0,
+        height: 5_000.0,
+        roster: skylane_origin::Roster::Cells,
+        ..ArenaConfig::default()
+    });
+    let mut spawned = Vec::new();
+    for s in 1..=20 {
+        join(&mut e, s);
+    }
+    let now = e.poll_timeout();
+    e.handle_timeout(now);
+    for o in drain(&mut e) {
+        if let Output::Batch(b) = o {
+            for ev in &b.events {
+                if let Some(ArenaEvent::Spawned { x, y, .. }) = ArenaEvent::decode(&ev.payload) {
+                    spawned.push((b.channel, x, y));
+                }
+            }
+        }
+    }
+    assert_eq!(spawned.len(), 20, "every arrival is announced once");
+    let grid = e.world().grid();
+    for (channel, x, y) in spawned {
+        assert_eq!(channel, grid.channel_of(x, y), "on the cell it spawned in");
+    }
+    // The world keyframe lists nobody; a cell keyframe lists who is in it.
+    let world = e.keyframe_now(ChannelId::World);
+    assert_eq!(world.state.len(), 2, "two empty lists: {:?}", world.state);
+}
+
+#[test]
 fn same_inputs_give_the_same_state_and_batches() {
     let run = || {
         let mut e = engine();
