@@ -605,7 +605,7 @@ fn a_cell_roster_announces_players_only_around_them() {
     let mut e = engine_with(ArenaConfig {
         width: 5_000.0,
         height: 5_000.0,
-        roster: skylane_origin::Roster::Cells,
+        roster: Roster::Cells,
         ..ArenaConfig::default()
     });
     let mut spawned = Vec::new();
