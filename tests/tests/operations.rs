@@ -157,6 +157,14 @@ fn loadgen_against_an_origin_and_relay_started_as_the_docs_say() {
         "{v}"
     );
     assert!(v["fanout"]["ratio"].as_f64().unwrap() > 0.0, "{v}");
+    assert!(v["fanout"]["memory_ratio"].as_f64().unwrap() > 0.0, "{v}");
+    assert!(
+        v["fanout"]["raw_quinn"]["bytes_per_connection"]
+            .as_f64()
+            .unwrap()
+            > 0.0,
+        "{v}"
+    );
 }
 
 #[test]

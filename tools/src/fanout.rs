@@ -108,6 +108,9 @@ pub struct FanoutReport {
     pub elapsed_s: f64,
     /// Server CPU per delivered frame, microseconds.
     pub cpu_us_per_frame: f64,
+    /// The server's resident memory per connection (loaded − idle) / connections,
+    /// bytes; meaningful when the server is its own process.
+    pub bytes_per_connection: f64,
 }
 
 /// Why the baseline could not run.
@@ -141,6 +144,10 @@ pub struct Measured {
     pub cpu: Duration,
     /// Wall time measured.
     pub elapsed: Duration,
+    /// The server's resident memory before any connection, bytes.
+    pub resident_idle: u64,
+    /// Its resident memory with every connection up, before sending, bytes.
+    pub resident_loaded: u64,
 }
 
 /// Which CPU clock the server reads.
@@ -424,6 +431,8 @@ pub async fn fan_out(
         cpu_s: m.cpu.as_secs_f64(),
         elapsed_s: m.elapsed.as_secs_f64(),
         cpu_us_per_frame: m.cpu.as_secs_f64() * 1e6 / m.frames.max(1) as f64,
+        bytes_per_connection: m.resident_loaded.saturating_sub(m.resident_idle) as f64
+            / conns.len() as f64,
     })
 }
 
@@ -476,6 +485,7 @@ async fn serve(
     else {
         return;
     };
+    let resident_idle = skylane_ops::ProcessMetrics::resident_bytes();
     let _ = ready.send(Ok(Ready {
         addr,
         udp_echo,
@@ -520,6 +530,7 @@ async fn serve(
     let Ok(spec) = go.await else {
         return;
     };
+    let resident_loaded = skylane_ops::ProcessMetrics::resident_bytes();
     let frame = Bytes::from(vec![0x5a; spec.frame_bytes.max(1)]);
     let period = Duration::from_secs_f64(1.0 / spec.frame_hz.clamp(0.1, 1000.0));
     let duration = spec.duration;
@@ -536,6 +547,8 @@ async fn serve(
         frames: written.load(Ordering::Relaxed) - w0,
         cpu: clock.now().saturating_sub(cpu0),
         elapsed: start.elapsed(),
+        resident_idle,
+        resident_loaded,
     };
     accept.abort();
     echo_task.abort();

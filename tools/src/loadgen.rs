@@ -184,8 +184,9 @@ pub struct RelayCost {
     /// Spectator frames the relay queued to spectators over it.
     pub spectator_frames: u64,
     /// Relay CPU per delivered spectator frame, microseconds (players' traffic
-    /// included: keep players few when measuring this).
-    pub cpu_us_per_frame: f64,
+    /// included: keep players few when measuring this); none without spectator
+    /// frames.
+    pub cpu_us_per_frame: Option<f64>,
     /// Resident memory before any load generator connection, bytes.
     pub resident_before: u64,
     /// Resident memory with everyone connected, bytes.
@@ -194,13 +195,17 @@ pub struct RelayCost {
     pub bytes_per_connection: f64,
 }
 
-/// The spectator fan-out comparison: relay against raw quinn, same run.
+/// The relay against a bare quinn server holding as many connections, same run:
+/// with spectators, fanning frames of their size and rate out; without, idle
+/// player connections (memory only).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct FanoutComparison {
     /// The bare quinn server's figures.
     pub raw_quinn: FanoutReport,
-    /// Relay CPU per frame / raw quinn CPU per frame.
-    pub ratio: f64,
+    /// Relay CPU per frame / raw quinn CPU per frame (with spectators).
+    pub ratio: Option<f64>,
+    /// Relay resident bytes per connection / raw quinn's.
+    pub memory_ratio: f64,
 }
 
 /// Everything a load-generator run produced.
@@ -605,7 +610,7 @@ pub async fn run(
                 elapsed_s: (b.at - a.at).as_secs_f64(),
                 cpu_s,
                 spectator_frames: frames,
-                cpu_us_per_frame: cpu_s * 1e6 / frames.max(1) as f64,
+                cpu_us_per_frame: (frames > 0).then(|| cpu_s * 1e6 / frames as f64),
                 resident_before: z.resident,
                 resident_loaded: a.resident,
                 bytes_per_connection: a.resident.saturating_sub(z.resident) as f64
@@ -615,15 +620,29 @@ pub async fn run(
         _ => None,
     };
     let fanout = match (relay, baseline) {
-        (Some(cost), Some((server, ready))) if watchers_up > 0 && cost.spectator_frames > 0 => {
+        (Some(cost), Some((server, ready))) if watchers_up > 0 || merged.playing > 0 => {
+            // With spectators: their frames, at their size and rate. Without: as
+            // many idle connections as players (one small frame a second).
             let frames: u64 = watched.iter().map(|w| w.frames).sum();
             let bytes: u64 = watched.iter().map(|w| w.bytes).sum();
+            let spectating = watchers_up > 0 && cost.spectator_frames > 0;
+            let connections = if spectating {
+                watchers_up
+            } else {
+                merged.playing + watchers_up
+            };
             let fo = FanoutOptions {
-                connections: watchers_up,
-                frame_hz: cost.spectator_frames as f64
-                    / cost.elapsed_s.max(1e-3)
-                    / watchers_up as f64,
-                frame_bytes: (bytes / frames.max(1)).max(1) as usize,
+                connections,
+                frame_hz: if spectating {
+                    cost.spectator_frames as f64 / cost.elapsed_s.max(1e-3) / watchers_up as f64
+                } else {
+                    1.0
+                },
+                frame_bytes: if spectating {
+                    (bytes / frames.max(1)).max(1) as usize
+                } else {
+                    64
+                },
                 duration: opts.duration.min(Duration::from_secs(20)),
                 bind: opts.bind,
                 per_socket: opts.players_per_socket.max(1),
@@ -631,7 +650,11 @@ pub async fn run(
             };
             let raw = fanout::fan_out(server, &ready, fo).await?;
             Some(FanoutComparison {
-                ratio: cost.cpu_us_per_frame / raw.cpu_us_per_frame.max(1e-9),
+                ratio: cost
+                    .cpu_us_per_frame
+                    .filter(|_| spectating)
+                    .map(|c| c / raw.cpu_us_per_frame.max(1e-9)),
+                memory_ratio: cost.bytes_per_connection / raw.bytes_per_connection.max(1.0),
                 raw_quinn: raw,
             })
         }
@@ -818,7 +841,10 @@ mod tests {
         assert!(cost.spectator_frames > 0 && cost.cpu_s > 0.0, "{cost:?}");
         let f = run.fanout.expect("baseline");
         assert_eq!(f.raw_quinn.connections, 6);
-        assert!(f.raw_quinn.frames > 0 && f.ratio > 0.0, "{f:?}");
+        assert!(
+            f.raw_quinn.frames > 0 && f.ratio.is_some_and(|r| r > 0.0),
+            "{f:?}"
+        );
         let json = run.json();
         assert!(json["fanout"]["ratio"].as_f64().is_some(), "{json}");
         assert!(json["relay_cost"]["cpu_us_per_frame"].as_f64().is_some());

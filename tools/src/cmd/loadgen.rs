@@ -189,10 +189,9 @@ impl LoadgenCmd {
                 );
             }
             if let Some(r) = run.relay {
-                let per_frame = if r.spectator_frames > 0 {
-                    format!("{:.2} µs CPU/frame", r.cpu_us_per_frame)
-                } else {
-                    "no spectators".to_owned()
+                let per_frame = match r.cpu_us_per_frame {
+                    Some(c) => format!("{c:.2} µs CPU/frame"),
+                    None => "no spectators".to_owned(),
                 };
                 println!(
                     "relay cost    {:.2} s CPU in {:.1} s; {} spectator frames: {per_frame}; resident {:.1} MiB -> {:.1} MiB ({:.1} KiB per connection)",
@@ -221,9 +220,17 @@ impl LoadgenCmd {
             }
             if let Some(f) = run.fanout {
                 let q = f.raw_quinn;
+                let cpu = match f.ratio {
+                    Some(r) => format!(
+                        "{:.2} µs CPU/frame; relay/raw = {r:.2}x",
+                        q.cpu_us_per_frame
+                    ),
+                    None => "(idle connections)".to_owned(),
+                };
                 println!(
-                    "raw quinn     {} connections, {:.1} frames/s of {} B each: {} frames, {:.2} s CPU: {:.2} µs CPU/frame; relay/raw = {:.2}x",
-                    q.connections, q.frame_hz, q.frame_bytes, q.frames, q.cpu_s, q.cpu_us_per_frame, f.ratio
+                    "raw quinn     {} connections, {:.1} frames/s of {} B each: {} frames, {:.2} s CPU: {cpu}; {:.1} KiB per connection (relay/raw = {:.2}x)",
+                    q.connections, q.frame_hz, q.frame_bytes, q.frames, q.cpu_s,
+                    q.bytes_per_connection / 1024.0, f.memory_ratio
                 );
             }
         }
