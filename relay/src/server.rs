@@ -163,7 +163,13 @@ pub fn client_transport() -> quinn::TransportConfig {
         // without a copy) that the scheduler's per-class bounds already limit.
         .send_window(8 * 1024 * 1024)
         .datagram_receive_buffer_size(Some(64 * 1024))
-        .datagram_send_buffer_size(64 * 1024);
+        .datagram_send_buffer_size(64 * 1024)
+        // No segmentation offload: with it, every connection keeps a transmit
+        // buffer sized for a 10-packet burst (~14 KiB) for its whole life; without,
+        // one packet (~1.5 KiB). A game client's traffic is small frames, one or two
+        // packets per flush, so GSO saves little CPU here and the memory is
+        // multiplied by every idle player (docs/benchmarks.md, memory per session).
+        .enable_segmentation_offload(false);
     t
 }
 
@@ -525,7 +531,9 @@ async fn accept_loop(shared: Arc<Shared>, endpoint: Endpoint) {
         tokio::spawn(async move {
             shared.metrics.connections.inc();
             match incoming.await {
-                Ok(conn) if is_peer(&conn) => serve_peer(shared.clone(), conn).await,
+                // Boxed: a task's future is sized for its largest state, and
+                // thousands of these live as long as their connections.
+                Ok(conn) if is_peer(&conn) => Box::pin(serve_peer(shared.clone(), conn)).await,
                 Ok(conn) => serve_client(&shared, conn, conn_id).await,
                 Err(e) => debug!(cause = %e, "client handshake failed"),
             }
@@ -625,170 +633,31 @@ async fn read_first(
     }
 }
 
+/// An admitted connection: its control stream and its reader.
+struct Admitted {
+    send: quinn::SendStream,
+    recv: quinn::RecvStream,
+    dec: FrameDecoder,
+    reader: Arc<ClientReader>,
+}
+
+/// Serves one client connection: admission, then its reads until it closes.
 async fn serve_client(shared: &Arc<Shared>, conn: Connection, conn_id: ConnId) {
-    let s = &shared.settings;
-    let ip = conn.remote_address().ip();
-    let Ok(Ok((send, mut recv))) =
-        tokio::time::timeout(s.limits.hello_timeout, conn.accept_bi()).await
+    // Admission's many locals live in their own (freed) allocation, not in the
+    // connection task's future for the connection's whole life.
+    let Some(Admitted {
+        send,
+        recv,
+        dec,
+        reader,
+    }) = Box::pin(admit(shared, &conn, conn_id)).await
     else {
-        conn.close(1u32.into(), b"no control stream");
         return;
     };
-    let mut dec = FrameDecoder::new(s.limits.max_client_frame);
-    let first =
-        match tokio::time::timeout(s.limits.hello_timeout, read_first(&mut recv, &mut dec)).await {
-            Ok(Ok(m)) => m,
-            Ok(Err(label)) => {
-                RelayMetrics::count(&shared.metrics.decode_errors, label);
-                conn.close(1u32.into(), b"bad first message");
-                return;
-            }
-            Err(_) => {
-                conn.close(1u32.into(), b"hello timeout");
-                return;
-            }
-        };
-    let refuse = |code: RefusalCode, reason: String| {
-        RelayMetrics::count(&shared.metrics.refusals, format!("{code:?}").to_lowercase());
-        debug!(?code, %reason, "refusing client");
-        ServerMsg::Refusal(Refusal { code, reason })
-    };
-    let hello: Hello = match first {
-        ClientMsg::Hello(h) => h,
-        ClientMsg::Directory { addr, count } => {
-            let target = addr.and_then(|a| a.parse::<IpAddr>().ok()).unwrap_or(ip);
-            let relays =
-                s.directory
-                    .for_client(s.geo.as_deref(), target, usize::from(count.clamp(1, 16)));
-            answer_and_close(&conn, send, &ServerMsg::Directory(relays)).await;
-            return;
-        }
-        ClientMsg::Ping(p) => return serve_probe(shared, &conn, send, recv, dec, p).await,
-        _ => {
-            let msg = refuse(RefusalCode::ProtocolViolation, "expected hello".into());
-            return answer_and_close(&conn, send, &msg).await;
-        }
-    };
-    if hello.version != PROTOCOL_VERSION {
-        let msg = refuse(
-            RefusalCode::VersionMismatch,
-            format!(
-                "relay speaks version {PROTOCOL_VERSION}, not {}",
-                hello.version
-            ),
-        );
-        return answer_and_close(&conn, send, &msg).await;
-    }
-    let now_unix = shared.clock.unix_secs();
-    let claims = match s.tokens.verify(&hello.token, now_unix) {
-        Ok(c) => c,
-        Err(e) => {
-            let msg = refuse(refusal_of(&e), e.to_string());
-            return answer_and_close(&conn, send, &msg).await;
-        }
-    };
-    if claims.role == Role::Operator {
-        let msg = refuse(
-            RefusalCode::WrongRole,
-            "operators cannot join worlds".into(),
-        );
-        return answer_and_close(&conn, send, &msg).await;
-    }
-    if !claims.allows_world(hello.world) {
-        let msg = refuse(
-            RefusalCode::WorldNotAllowed,
-            format!("token does not allow {}", hello.world),
-        );
-        return answer_and_close(&conn, send, &msg).await;
-    }
-    let resume = match &hello.resume {
-        None => None,
-        Some(t) => match s.tickets.verify(t, now_unix) {
-            Ok(tc)
-                if tc.player == claims.sub && tc.world == hello.world && tc.role == claims.role =>
-            {
-                Some(tc.session)
-            }
-            Ok(_) => {
-                let msg = refuse(
-                    RefusalCode::ResumeRejected,
-                    "ticket belongs to another player or world".into(),
-                );
-                return answer_and_close(&conn, send, &msg).await;
-            }
-            Err(e) => {
-                let msg = refuse(RefusalCode::ResumeRejected, e.to_string());
-                return answer_and_close(&conn, send, &msg).await;
-            }
-        },
-    };
-    let (out_tx, out_rx) = mpsc::channel(s.limits.client_queue);
-    let (reply_tx, reply_rx) = oneshot::channel();
-    let role = claims.role;
-    let cmd = Cmd::Hello {
-        conn_id,
-        ip,
-        player: claims.sub,
-        role,
-        world: hello.world,
-        resume,
-        last_seen: hello.last_seen,
-        out: out_tx.clone(),
-        conn: conn.clone(),
-        reply: reply_tx,
-    };
-    if shared.cmd.send(cmd).await.is_err() {
-        return;
-    }
-    let welcome = match reply_rx.await {
-        Ok(Ok(w)) => w,
-        Ok(Err(r)) => {
-            let msg = refuse(r.code, r.reason);
-            return answer_and_close(&conn, send, &msg).await;
-        }
-        Err(_) => return,
-    };
-    let session = welcome.session;
-    let mut send = send;
-    if send
-        .write_all(&frame(&ServerMsg::Welcome(welcome)))
-        .await
-        .is_err()
-    {
-        let _ = shared.cmd.send(Cmd::Gone { conn_id }).await;
-        return;
-    }
-    // A spectator's feed: one ordered stream fed from a short queue; when the queue
-    // is full the audience makes it skip to the next keyframe. The few replies a
-    // spectator gets (pongs, errors, go-away) share that stream: it needs no
-    // scheduler, which keeps a spectator to one writer task.
-    let spectate = if role == Role::Spectator {
-        let (tx, rx) = mpsc::channel(s.limits.spectator_queue.max(1));
-        tokio::spawn(write_spectator(conn.clone(), rx, out_rx));
-        Some(tx)
-    } else {
-        tokio::spawn(write_client(
-            conn.clone(),
-            out_rx,
-            s.scheduler,
-            shared.metrics.clone(),
-            session,
-        ));
-        None
-    };
-    let reader = Arc::new(ClientReader {
-        shared: shared.clone(),
-        conn: conn.clone(),
-        session,
-        role,
-        spectate,
-        out: out_tx,
-        guard: Mutex::new(EdgeGuard::new(s.edge, shared.now())),
-    });
     // This task reads the control stream and datagrams and accepts the streams the
     // client opens (each gets a reader task of its own: at most one per class).
     // `send` stays open for the connection's life.
-    let max = s.limits.max_client_frame;
+    let max = shared.settings.limits.max_client_frame;
     let (mut recv, mut dec) = (recv, dec);
     // Whatever followed the hello in the same chunk first.
     let mut control = reader
@@ -831,6 +700,203 @@ async fn serve_client(shared: &Arc<Shared>, conn: Connection, conn_id: ConnId) {
     }
     drop(send);
     let _ = shared.cmd.send(Cmd::Gone { conn_id }).await;
+}
+
+/// Reads the hello, checks token and ticket, gets a session from the actor, sends
+/// the welcome and starts the writer. `None` when the client was refused or left.
+async fn admit(shared: &Arc<Shared>, conn: &Connection, conn_id: ConnId) -> Option<Admitted> {
+    let s = &shared.settings;
+    let ip = conn.remote_address().ip();
+    let Ok(Ok((send, mut recv))) =
+        tokio::time::timeout(s.limits.hello_timeout, conn.accept_bi()).await
+    else {
+        conn.close(1u32.into(), b"no control stream");
+        return None;
+    };
+    let mut dec = FrameDecoder::new(s.limits.max_client_frame);
+    let first =
+        match tokio::time::timeout(s.limits.hello_timeout, read_first(&mut recv, &mut dec)).await {
+            Ok(Ok(m)) => m,
+            Ok(Err(label)) => {
+                RelayMetrics::count(&shared.metrics.decode_errors, label);
+                conn.close(1u32.into(), b"bad first message");
+                return None;
+            }
+            Err(_) => {
+                conn.close(1u32.into(), b"hello timeout");
+                return None;
+            }
+        };
+    let refuse = |code: RefusalCode, reason: String| {
+        RelayMetrics::count(&shared.metrics.refusals, format!("{code:?}").to_lowercase());
+        debug!(?code, %reason, "refusing client");
+        ServerMsg::Refusal(Refusal { code, reason })
+    };
+    let hello: Hello = match first {
+        ClientMsg::Hello(h) => h,
+        ClientMsg::Directory { addr, count } => {
+            let target = addr.and_then(|a| a.parse::<IpAddr>().ok()).unwrap_or(ip);
+            let relays =
+                s.directory
+                    .for_client(s.geo.as_deref(), target, usize::from(count.clamp(1, 16)));
+            answer_and_close(conn, send, &ServerMsg::Directory(relays)).await;
+            return None;
+        }
+        ClientMsg::Ping(p) => {
+            serve_probe(shared, conn, send, recv, dec, p).await;
+            return None;
+        }
+        _ => {
+            let msg = refuse(RefusalCode::ProtocolViolation, "expected hello".into());
+            {
+                answer_and_close(conn, send, &msg).await;
+                return None;
+            }
+        }
+    };
+    if hello.version != PROTOCOL_VERSION {
+        let msg = refuse(
+            RefusalCode::VersionMismatch,
+            format!(
+                "relay speaks version {PROTOCOL_VERSION}, not {}",
+                hello.version
+            ),
+        );
+        {
+            answer_and_close(conn, send, &msg).await;
+            return None;
+        }
+    }
+    let now_unix = shared.clock.unix_secs();
+    let claims = match s.tokens.verify(&hello.token, now_unix) {
+        Ok(c) => c,
+        Err(e) => {
+            let msg = refuse(refusal_of(&e), e.to_string());
+            {
+                answer_and_close(conn, send, &msg).await;
+                return None;
+            }
+        }
+    };
+    if claims.role == Role::Operator {
+        let msg = refuse(
+            RefusalCode::WrongRole,
+            "operators cannot join worlds".into(),
+        );
+        {
+            answer_and_close(conn, send, &msg).await;
+            return None;
+        }
+    }
+    if !claims.allows_world(hello.world) {
+        let msg = refuse(
+            RefusalCode::WorldNotAllowed,
+            format!("token does not allow {}", hello.world),
+        );
+        {
+            answer_and_close(conn, send, &msg).await;
+            return None;
+        }
+    }
+    let resume = match &hello.resume {
+        None => None,
+        Some(t) => match s.tickets.verify(t, now_unix) {
+            Ok(tc)
+                if tc.player == claims.sub && tc.world == hello.world && tc.role == claims.role =>
+            {
+                Some(tc.session)
+            }
+            Ok(_) => {
+                let msg = refuse(
+                    RefusalCode::ResumeRejected,
+                    "ticket belongs to another player or world".into(),
+                );
+                {
+                    answer_and_close(conn, send, &msg).await;
+                    return None;
+                }
+            }
+            Err(e) => {
+                let msg = refuse(RefusalCode::ResumeRejected, e.to_string());
+                {
+                    answer_and_close(conn, send, &msg).await;
+                    return None;
+                }
+            }
+        },
+    };
+    let (out_tx, out_rx) = mpsc::channel(s.limits.client_queue);
+    let (reply_tx, reply_rx) = oneshot::channel();
+    let role = claims.role;
+    let cmd = Cmd::Hello {
+        conn_id,
+        ip,
+        player: claims.sub,
+        role,
+        world: hello.world,
+        resume,
+        last_seen: hello.last_seen,
+        out: out_tx.clone(),
+        conn: conn.clone(),
+        reply: reply_tx,
+    };
+    if shared.cmd.send(cmd).await.is_err() {
+        return None;
+    }
+    let welcome = match reply_rx.await {
+        Ok(Ok(w)) => w,
+        Ok(Err(r)) => {
+            let msg = refuse(r.code, r.reason);
+            {
+                answer_and_close(conn, send, &msg).await;
+                return None;
+            }
+        }
+        Err(_) => return None,
+    };
+    let session = welcome.session;
+    let mut send = send;
+    if send
+        .write_all(&frame(&ServerMsg::Welcome(welcome)))
+        .await
+        .is_err()
+    {
+        let _ = shared.cmd.send(Cmd::Gone { conn_id }).await;
+        return None;
+    }
+    // A spectator's feed: one ordered stream fed from a short queue; when the queue
+    // is full the audience makes it skip to the next keyframe. The few replies a
+    // spectator gets (pongs, errors, go-away) share that stream: it needs no
+    // scheduler, which keeps a spectator to one writer task.
+    let spectate = if role == Role::Spectator {
+        let (tx, rx) = mpsc::channel(s.limits.spectator_queue.max(1));
+        tokio::spawn(write_spectator(conn.clone(), rx, out_rx));
+        Some(tx)
+    } else {
+        tokio::spawn(write_client(
+            conn.clone(),
+            out_rx,
+            s.scheduler,
+            shared.metrics.clone(),
+            session,
+        ));
+        None
+    };
+    let reader = Arc::new(ClientReader {
+        shared: shared.clone(),
+        conn: conn.clone(),
+        session,
+        role,
+        spectate,
+        out: out_tx,
+        guard: Mutex::new(EdgeGuard::new(s.edge, shared.now())),
+    });
+    Some(Admitted {
+        send,
+        recv,
+        dec,
+        reader,
+    })
 }
 
 /// What woke a player connection's task.
