@@ -23,6 +23,21 @@ pub enum Phase {
     Finishing,
 }
 
+/// Connects like a player pressing "retry": up to three tries, backing off, while
+/// the error is retryable (a handshake times out when thousands connect at once).
+pub async fn connect_retrying(b: ClientBuilder) -> Result<skylane_client::Client, ClientError> {
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        match b.clone().connect().await {
+            Err(e) if tries < 3 && e.is_retryable() => {
+                tokio::time::sleep(Duration::from_millis(500 * tries)).await;
+            }
+            r => return r,
+        }
+    }
+}
+
 /// One player to start.
 #[derive(Debug)]
 pub struct Recruit {
@@ -105,7 +120,9 @@ pub async fn run(
             next += 1;
             match recruit(i) {
                 Ok(r) => {
-                    connecting.spawn(async move { (i, r.name, r.plan, r.builder.connect().await) });
+                    connecting.spawn(async move {
+                        (i, r.name, r.plan, connect_retrying(r.builder).await)
+                    });
                 }
                 Err(e) => {
                     failures += 1;
