@@ -430,6 +430,8 @@ impl ClientBuilder {
             sync: ClockSync::default(),
             shared: shared.clone(),
             pending: HashMap::new(),
+            origin_pings: HashMap::new(),
+            next_origin_ping: 0,
             next_seq: 1,
             streams: HashMap::new(),
             spectate: self.spectate,
@@ -497,6 +499,9 @@ pub struct Client {
     clock: UnixClock,
 }
 
+/// Origin pings a client keeps waiting at once; more fail at once.
+const MAX_ORIGIN_PINGS_IN_FLIGHT: usize = 16;
+
 #[derive(Debug)]
 enum Cmd {
     Act {
@@ -506,6 +511,7 @@ enum Cmd {
         reply: Option<oneshot::Sender<Result<Outcome, ClientError>>>,
     },
     Spectate(SpectatorSubscribe),
+    OriginPing(oneshot::Sender<Duration>),
     Bye(oneshot::Sender<()>),
 }
 
@@ -542,6 +548,23 @@ impl Client {
             .await
             .map_err(|_| ClientError::Closed)?;
         rx.await.map_err(|_| ClientError::Closed)?
+    }
+
+    /// The round trip to the origin hosting this world, through the relay: client
+    /// → relay → origin → relay → client, answered by the origin on arrival (not
+    /// at its next tick). What a player would see as "ping to the game server".
+    /// [`ClientError::ConnectionLost`] when no answer comes within 5 s (the path
+    /// broke, or the relay dropped it: it allows 10 a second per session).
+    pub async fn ping_origin(&self) -> Result<Duration, ClientError> {
+        let (tx, rx) = oneshot::channel();
+        self.cmd
+            .send(Cmd::OriginPing(tx))
+            .await
+            .map_err(|_| ClientError::Closed)?;
+        match tokio::time::timeout(Duration::from_secs(5), rx).await {
+            Ok(Ok(rtt)) => Ok(rtt),
+            _ => Err(ClientError::ConnectionLost),
+        }
     }
 
     /// Sends an action without waiting for its outcome (movement, chat).
@@ -717,6 +740,10 @@ struct Driver {
     sync: ClockSync,
     shared: Arc<Mutex<SharedState>>,
     pending: HashMap<u64, oneshot::Sender<Result<Outcome, ClientError>>>,
+    /// Origin pings waiting for their pong, by nonce (at most
+    /// `MAX_ORIGIN_PINGS_IN_FLIGHT`).
+    origin_pings: HashMap<u64, oneshot::Sender<Duration>>,
+    next_origin_ping: u64,
     next_seq: u64,
     streams: HashMap<EventClass, quinn::SendStream>,
     /// The spectator feed to ask for after every (re)connect.
@@ -995,6 +1022,9 @@ impl Driver {
             for (_, tx) in self.pending.drain() {
                 let _ = tx.send(Err(ClientError::ConnectionLost));
             }
+            // Their answers would come from the old path: dropped (the caller
+            // sees the connection lost).
+            self.origin_pings.clear();
             match end {
                 End::Bye => return,
                 End::Fatal(e) => {
@@ -1086,6 +1116,18 @@ impl Driver {
                         if let Ok(b) = encode_frame_to_bytes(&msg, DEFAULT_MAX_FRAME) {
                             if let Err(e) = l.control.write_all(&b).await {
                                 return End::Lost(e.to_string());
+                            }
+                        }
+                    }
+                    Some(Cmd::OriginPing(reply)) => {
+                        self.origin_pings.retain(|_, tx| !tx.is_closed());
+                        if self.origin_pings.len() < MAX_ORIGIN_PINGS_IN_FLIGHT {
+                            self.next_origin_ping += 1;
+                            let nonce = self.next_origin_ping;
+                            self.origin_pings.insert(nonce, reply);
+                            let p = ClientMsg::OriginPing(Ping { nonce, sent_us: self.clock.now_us() });
+                            if let Err(e) = self.write(&l.conn, p, EventClass::Critical).await {
+                                return End::Lost(e);
                             }
                         }
                     }
@@ -1216,6 +1258,12 @@ impl Driver {
                     s.stats.clock_offset_us = Some(e.offset_us);
                     s.stats.clock_error_us = Some(e.error_us);
                     s.stats.rtt_us = Some(best.rtt_us);
+                }
+            }
+            ServerMsg::OriginPong(p) => {
+                if let Some(tx) = self.origin_pings.remove(&p.nonce) {
+                    let rtt = self.clock.now_us().saturating_sub(p.sent_us);
+                    let _ = tx.send(Duration::from_micros(rtt));
                 }
             }
             ServerMsg::GoAway(g) => {

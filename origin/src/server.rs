@@ -656,6 +656,24 @@ impl<C: Core> Actor<C> {
                 self.send(id, 0, frame(&pong));
             }
             LinkMsg::Pong(_) => {}
+            LinkMsg::SessionPing { session, ping } => {
+                // Answered on arrival, not at the next tick: it measures the path.
+                if self.session_relay.get(&session) == Some(&id) {
+                    let now = self.now_us();
+                    let pong = LinkMsg::SessionPong {
+                        session,
+                        pong: Pong {
+                            nonce: ping.nonce,
+                            sent_us: ping.sent_us,
+                            received_us: now,
+                            replied_us: now,
+                        },
+                    };
+                    self.send(id, 0, frame(&pong));
+                } else {
+                    OriginMetrics::count(&self.metrics.link_errors, "unknown_session");
+                }
+            }
             LinkMsg::FeedSubscribe { world } | LinkMsg::FeedUnsubscribe { world }
                 if world != self.core.world_id() =>
             {
@@ -986,5 +1004,7 @@ fn variant(msg: &LinkMsg) -> &'static str {
         LinkMsg::FeedSubscribe { .. } => "FeedSubscribe",
         LinkMsg::FeedUnsubscribe { .. } => "FeedUnsubscribe",
         LinkMsg::Feed(_) => "Feed",
+        LinkMsg::SessionPing { .. } => "SessionPing",
+        LinkMsg::SessionPong { .. } => "SessionPong",
     }
 }

@@ -648,6 +648,10 @@ pub enum ClientMsg {
         /// How many relays to return (capped by the relay).
         count: u8,
     },
+    /// A ping answered by the origin hosting the session's world, through the
+    /// relay and its link: the client → relay → origin → relay → client round
+    /// trip (the relay answers [`ClientMsg::Ping`] itself).
+    OriginPing(Ping),
 }
 
 /// Relay → client.
@@ -690,6 +694,8 @@ pub enum ServerMsg {
     /// and the first after the relay skipped frames for a slow spectator, is a
     /// keyframe.
     Spectate(FeedFrame),
+    /// The origin's answer to [`ClientMsg::OriginPing`].
+    OriginPong(Pong),
 }
 
 /// Relay ↔ origin and relay ↔ relay. Session-scoped messages name their session,
@@ -779,6 +785,21 @@ pub enum LinkMsg {
     },
     /// Origin → relay: one frame of a world's spectator feed.
     Feed(FeedFrame),
+    /// Relay → origin: a client's [`ClientMsg::OriginPing`], to answer at once
+    /// (not at the next tick).
+    SessionPing {
+        /// Session.
+        session: SessionId,
+        /// The client's ping.
+        ping: Ping,
+    },
+    /// Origin → relay: the answer, for the session's client.
+    SessionPong {
+        /// Session.
+        session: SessionId,
+        /// The origin's pong.
+        pong: Pong,
+    },
 }
 
 /// QUIC ALPN of relay-to-relay connections (mutual TLS): peer reports and

@@ -272,6 +272,10 @@ pub(crate) enum Cmd {
         session: SessionId,
         action: Action,
     },
+    OriginPing {
+        session: SessionId,
+        ping: Ping,
+    },
     Bye {
         session: SessionId,
     },
@@ -890,6 +894,7 @@ async fn admit(shared: &Arc<Shared>, conn: &Connection, conn_id: ConnId) -> Opti
         spectate,
         out: out_tx,
         guard: Mutex::new(EdgeGuard::new(s.edge, shared.now())),
+        origin_pings: Mutex::new((Instant::now(), 0)),
     });
     Some(Admitted {
         send,
@@ -914,7 +919,13 @@ struct ClientReader {
     spectate: Option<mpsc::Sender<Bytes>>,
     out: mpsc::Sender<Outgoing>,
     guard: Mutex<EdgeGuard>,
+    /// Origin pings in the current second (at most [`MAX_ORIGIN_PINGS_PER_SEC`]).
+    origin_pings: Mutex<(Instant, u32)>,
 }
+
+/// Origin pings a session may send per second; more are dropped (each costs the
+/// origin link a message).
+pub const MAX_ORIGIN_PINGS_PER_SEC: u32 = 10;
 
 impl ClientReader {
     /// Reads a stream the client opened until it ends.
@@ -1008,6 +1019,26 @@ impl ClientReader {
                         warn!(session = %self.session, violation = %v, "edge guard disconnects session");
                         self.end(3, b"too many violations").await;
                     }
+                }
+            }
+            ClientMsg::OriginPing(ping) => {
+                let allowed = self.origin_pings.lock().is_ok_and(|mut w| {
+                    let now = Instant::now();
+                    if now.duration_since(w.0) >= Duration::from_secs(1) {
+                        *w = (now, 0);
+                    }
+                    w.1 += 1;
+                    w.1 <= MAX_ORIGIN_PINGS_PER_SEC
+                });
+                if allowed {
+                    let session = self.session;
+                    let _ = self
+                        .shared
+                        .cmd
+                        .send(Cmd::OriginPing { session, ping })
+                        .await;
+                } else {
+                    RelayMetrics::count(&m.edge_violations, "origin_ping_rate");
                 }
             }
             ClientMsg::Bye => self.end(0, b"bye").await,
@@ -1594,6 +1625,17 @@ impl Actor {
                 let _ = reply.send(r);
             }
             Cmd::Action { session, action } => self.action(session, action),
+            Cmd::OriginPing { session, ping } => {
+                let link = self
+                    .feeds
+                    .get(&session)
+                    .and_then(|f| self.links.get(&f.origin))
+                    .and_then(|l| l.tx.as_ref());
+                // No link right now: the ping is lost, as on any path.
+                if let Some(link) = link {
+                    link.send_control(&LinkMsg::SessionPing { session, ping });
+                }
+            }
             Cmd::Bye { session } => {
                 if let Some(e) = self.sessions.handle_close(session) {
                     self.end_session(session, e.world, true);
@@ -2025,7 +2067,11 @@ impl Actor {
                     }));
                 }
             }
-            LinkMsg::LinkHello { .. }
+            LinkMsg::SessionPong { session, pong } => {
+                self.send_to_client(session, EventClass::Critical, &ServerMsg::OriginPong(pong));
+            }
+            LinkMsg::SessionPing { .. }
+            | LinkMsg::LinkHello { .. }
             | LinkMsg::FeedSubscribe { .. }
             | LinkMsg::FeedUnsubscribe { .. }
             | LinkMsg::Delta(_)

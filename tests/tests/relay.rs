@@ -56,6 +56,36 @@ fn players_in_three_regions_play_through_their_nearest_relay() {
 }
 
 #[test]
+fn an_origin_ping_measures_the_whole_path_through_the_relay() {
+    run(|| async {
+        let net = Net::start(NetOptions::default());
+        let all: Vec<_> = net.relays.iter().map(|r| r.addr).collect();
+        for (region, relay) in ["paris", "california", "singapore"].iter().zip(&net.relays) {
+            let name = format!("ping-{region}");
+            let (_, b) = net.client_builder(region, &name);
+            let client = b.relays(all.clone()).connect().await.expect("connect");
+            assert_eq!(client.relay(), Some(relay.addr));
+            // Let the clock pings and the relay's link pings settle.
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            let mut best = Duration::MAX;
+            for _ in 0..5 {
+                best = best.min(client.ping_origin().await.expect("origin pong"));
+            }
+            let to_relay = Duration::from_micros(client.stats().rtt_us.expect("relay rtt"));
+            let status = relay.relay.status().await.unwrap();
+            let link = Duration::from_secs_f64(status.origins[0].rtt_ms.expect("link rtt") / 1e3);
+            // Client → relay → origin → relay → client: both round trips, answered at
+            // once (the origin's 30 Hz tick would add up to 33 ms).
+            let path = to_relay + link;
+            assert!(
+                best + Duration::from_millis(1) >= path && best <= path + Duration::from_millis(3),
+                "{region}: origin ping {best:?}, relay {to_relay:?} + link {link:?}"
+            );
+        }
+    });
+}
+
+#[test]
 fn the_directory_answers_nearest_relays_and_bad_tokens_are_refused() {
     run(|| async {
         let net = Net::start(NetOptions::default());
