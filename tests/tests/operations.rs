@@ -144,6 +144,10 @@ fn loadgen_against_an_origin_and_relay_started_as_the_docs_say() {
     assert!(v["origin"]["players_answered"].as_u64().unwrap() > 0, "{v}");
     // The audience watched; the relay's cost and the raw quinn server's are
     // both there, measured in this run.
+    assert!(
+        v["origin_rtt"]["count"].as_u64().unwrap() > 0,
+        "origin pings: {v}"
+    );
     assert_eq!(v["audience"]["spectators"], 8, "{v}");
     assert_eq!(v["audience"]["failed"], 0, "{v}");
     assert!(

@@ -66,6 +66,8 @@ pub struct BotPlan {
     pub spray_bytes: usize,
     /// A cheat attempt every this many steps (0: an honest bot).
     pub cheat_every: u32,
+    /// An origin ping every this many steps (0: never).
+    pub ping_every: u32,
     /// Map size (the arena's width and height).
     pub map: (f32, f32),
     /// The arena's speed limit, units per second.
@@ -82,6 +84,7 @@ impl Default for BotPlan {
             spray_every: 0,
             spray_bytes: 2048,
             cheat_every: 0,
+            ping_every: 0,
             map: (400.0, 400.0),
             max_speed: 10.0,
         }
@@ -191,6 +194,9 @@ pub struct BotOutcome {
     pub counts: BotCounts,
     /// Action round trip (send → outcome) per class of the action, microseconds.
     pub action_rtt: ByClass,
+    /// Origin ping round trip (client → relay → origin → relay → client),
+    /// microseconds.
+    pub origin_rtt: Option<Histogram<u64>>,
     /// Time to learn of a conflict (send → conflict answer), microseconds.
     pub conflict_rtt: Option<Histogram<u64>>,
     /// Time from a trade's first send to its applied outcome when it conflicted
@@ -271,6 +277,7 @@ pub struct Bot {
     flooded: bool,
     counts: BotCounts,
     action_rtt: ByClass,
+    origin_rtt: Option<Histogram<u64>>,
     conflict_rtt: Option<Histogram<u64>>,
     resolution: Option<Histogram<u64>>,
 }
@@ -314,6 +321,7 @@ impl Bot {
             flooded: false,
             counts: BotCounts::default(),
             action_rtt: Default::default(),
+            origin_rtt: None,
             conflict_rtt: None,
             resolution: None,
         }
@@ -613,6 +621,7 @@ impl Bot {
         let out = BotOutcome {
             counts,
             action_rtt: self.action_rtt,
+            origin_rtt: self.origin_rtt,
             conflict_rtt: self.conflict_rtt,
             resolution: self.resolution,
             propagation: self.client.latency_histograms(),
@@ -688,6 +697,12 @@ impl Bot {
                     every(self.plan.spray_every),
                 )
                 .await;
+            }
+            if due(self.plan.ping_every) {
+                if let Ok(rtt) = self.client.ping_origin().await {
+                    let interval = every(self.plan.ping_every).as_micros() as u64;
+                    record(&mut self.origin_rtt, rtt.as_micros() as u64, Some(interval));
+                }
             }
             if due(self.plan.cheat_every) {
                 self.cheat(

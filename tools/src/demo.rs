@@ -232,6 +232,8 @@ pub async fn run(
         geo_placed,
         latency: by_class(&merged.propagation),
         action_rtt: by_class(&merged.action_rtt),
+        origin_rtt: (!merged.origin_rtt.is_empty())
+            .then(|| crate::report::Percentiles::of(&merged.origin_rtt)),
         origin_updates_per_s: Some(count(&om.actions, "applied") as f64 / elapsed),
         moves_sent_per_s: c.moves_sent as f64 / elapsed,
         events_per_s: c.events as f64 / elapsed,

@@ -49,6 +49,9 @@ pub struct Mix {
     pub critical: f64,
     /// Sprays per second (bulk).
     pub bulk: f64,
+    /// Origin pings per second (the client → relay → origin → relay → client
+    /// round trip, answered at once: the path without the tick).
+    pub ping: f64,
 }
 
 impl Default for Mix {
@@ -58,13 +61,14 @@ impl Default for Mix {
             state: 0.5,
             critical: 0.2,
             bulk: 0.0,
+            ping: 1.0,
         }
     }
 }
 
 /// Why a mix could not be parsed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("mix {0:?}: expected CLASS=RATE[,CLASS=RATE...] with classes movement, state, critical, bulk and rates per player per second")]
+#[error("mix {0:?}: expected CLASS=RATE[,CLASS=RATE...] with classes movement, state, critical, bulk, ping and rates per player per second")]
 pub struct MixError(pub String);
 
 impl std::str::FromStr for Mix {
@@ -82,6 +86,7 @@ impl std::str::FromStr for Mix {
                 "state" => mix.state = v,
                 "critical" => mix.critical = v,
                 "bulk" => mix.bulk = v,
+                "ping" => mix.ping = v,
                 _ => return Err(MixError(s.into())),
             }
         }
@@ -109,6 +114,7 @@ impl Mix {
             trade_every: every(self.state),
             mark_every: every(self.critical),
             spray_every: every(self.bulk),
+            ping_every: every(self.ping),
             map,
             max_speed,
             ..BotPlan::default()
@@ -707,6 +713,8 @@ pub async fn run(
         geo_placed: None,
         latency: by_class(&merged.propagation),
         action_rtt: by_class(&merged.action_rtt),
+        origin_rtt: (!merged.origin_rtt.is_empty())
+            .then(|| crate::report::Percentiles::of(&merged.origin_rtt)),
         origin_updates_per_s: origin.map(|o| o.applied as f64 / elapsed),
         moves_sent_per_s: c.moves_sent as f64 / elapsed,
         events_per_s: c.events as f64 / elapsed,

@@ -127,6 +127,10 @@ pub struct Report {
     /// Action round trip player → relay → origin → relay → player per action class,
     /// corrected for coordinated omission at each bot's pace.
     pub action_rtt: BTreeMap<String, Percentiles>,
+    /// Origin ping round trip player → relay → origin → relay → player, answered
+    /// on arrival (the path without the origin's tick); corrected for coordinated
+    /// omission at the ping rate.
+    pub origin_rtt: Option<Percentiles>,
     /// Actions the origin applied per second (movement and reliable actions).
     pub origin_updates_per_s: Option<f64>,
     /// Movement updates the players sent per second.
@@ -166,6 +170,8 @@ pub struct Merged {
     pub propagation: Vec<Histogram<u64>>,
     /// Action round trip per class.
     pub action_rtt: Vec<Histogram<u64>>,
+    /// Origin ping round trip.
+    pub origin_rtt: Histogram<u64>,
     /// Conflict detection.
     pub conflict_rtt: Histogram<u64>,
     /// Conflict resolution.
@@ -216,6 +222,7 @@ pub fn merge<'a>(outcomes: impl IntoIterator<Item = &'a BotOutcome>) -> Merged {
         counts: BotCounts::default(),
         propagation: (0..EventClass::COUNT).map(|_| histogram()).collect(),
         action_rtt: (0..EventClass::COUNT).map(|_| histogram()).collect(),
+        origin_rtt: histogram(),
         conflict_rtt: histogram(),
         resolution: histogram(),
         playing: 0,
@@ -236,6 +243,9 @@ pub fn merge<'a>(outcomes: impl IntoIterator<Item = &'a BotOutcome>) -> Merged {
         }
         if let Some(h) = &o.conflict_rtt {
             let _ = m.conflict_rtt.add(h);
+        }
+        if let Some(h) = &o.origin_rtt {
+            let _ = m.origin_rtt.add(h);
         }
         if let Some(h) = &o.resolution {
             let _ = m.resolution.add(h);
@@ -323,6 +333,17 @@ impl Report {
             "action round trip player → origin → player  p50 /      p99 /    p99.9",
             &self.action_rtt,
         );
+        if let Some(p) = &self.origin_rtt {
+            let ms = |us: u64| us as f64 / 1000.0;
+            let _ = writeln!(
+                o,
+                "origin ping   player → relay → origin → relay → player: {} pings, p50 {:.2} / p99 {:.2} / p99.9 {:.2} ms",
+                p.count,
+                ms(p.p50_us),
+                ms(p.p99_us),
+                ms(p.p999_us)
+            );
+        }
         let _ = write!(o, "updates/s     ");
         if let Some(u) = self.origin_updates_per_s {
             let _ = write!(o, "origin applied {u:.0}/s; ");

@@ -51,8 +51,11 @@ pub(crate) struct LoadgenCmd {
     /// Movement updates per second per player (same as movement= in --mix).
     #[arg(long)]
     rate: Option<f64>,
-    /// Per-player rates per second: movement=10,state=0.5,critical=0.2,bulk=0.
-    #[arg(long, default_value = "movement=10,state=0.5,critical=0.2,bulk=0")]
+    /// Per-player rates per second: movement=10,state=0.5,critical=0.2,bulk=0,ping=1 (ping: origin pings, the whole path without the tick).
+    #[arg(
+        long,
+        default_value = "movement=10,state=0.5,critical=0.2,bulk=0,ping=1"
+    )]
     mix: Mix,
     /// Steady-state duration after the ramp.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
@@ -210,6 +213,13 @@ impl LoadgenCmd {
                     "raw path      echo round trip during the run: UDP p50 {:.2} / p99 {:.2} ms; quinn datagram p50 {:.2} / p99 {:.2} ms",
                     ms(p.raw_udp_rtt.p50_us), ms(p.raw_udp_rtt.p99_us), ms(q.p50_us), ms(q.p99_us)
                 );
+                if let Some(r) = &report.origin_rtt {
+                    println!(
+                        "  origin ping (whole path, no tick) / quinn datagram round trip: p50 {:.1}x, p99 {:.1}x",
+                        r.p50_us as f64 / q.p50_us.max(1) as f64,
+                        r.p99_us as f64 / q.p99_us.max(1) as f64
+                    );
+                }
                 for (class, r) in &report.action_rtt {
                     println!(
                         "  {class:<9} action round trip / quinn datagram round trip: p50 {:.1}x, p99 {:.1}x",
