@@ -8,9 +8,10 @@
 //!   token and resume ticket offline (in parallel across connections), asks the
 //!   actor for a session, then reads the client's streams and datagrams through
 //!   the session's [`EdgeGuard`] and answers pings itself.
-//! * **one writer per client connection**: the connection's [`Scheduler`] feeding
-//!   one QUIC stream per event class (stream priority from the class); a class
-//!   whose stream is blocked is skipped, so bulk never holds back critical.
+//! * **one writer per client connection** (`writer.rs`): the connection's
+//!   [`crate::Scheduler`] feeding one QUIC stream per event class (stream priority
+//!   from the class), all polled by that one task; a class whose stream is
+//!   blocked is skipped, so bulk never holds back critical.
 //! * **one link task per origin**: connects with mutual TLS, reconnects with
 //!   exponential backoff and jitter, reads the origin's lanes, writes actions on
 //!   per-class streams (movement as datagrams), reports RTT to the routing table.
