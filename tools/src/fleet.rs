@@ -23,13 +23,18 @@ pub enum Phase {
     Finishing,
 }
 
-/// Connects like a player pressing "retry": up to three tries, backing off, while
-/// the error is retryable (a handshake times out when thousands connect at once).
-pub async fn connect_retrying(b: ClientBuilder) -> Result<skylane_client::Client, ClientError> {
+/// Runs `attempt` like a player pressing "retry": up to three tries, backing off,
+/// while the error is retryable (a handshake times out when thousands connect at
+/// once).
+pub async fn retrying<T, F, Fut>(mut attempt: F) -> Result<T, ClientError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, ClientError>>,
+{
     let mut tries = 0;
     loop {
         tries += 1;
-        match b.clone().connect().await {
+        match attempt().await {
             Err(e) if tries < 3 && e.is_retryable() => {
                 tokio::time::sleep(Duration::from_millis(500 * tries)).await;
             }
@@ -121,7 +126,12 @@ pub async fn run(
             match recruit(i) {
                 Ok(r) => {
                     connecting.spawn(async move {
-                        (i, r.name, r.plan, connect_retrying(r.builder).await)
+                        (
+                            i,
+                            r.name,
+                            r.plan,
+                            retrying(|| r.builder.clone().connect()).await,
+                        )
                     });
                 }
                 Err(e) => {

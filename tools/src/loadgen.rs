@@ -442,19 +442,9 @@ async fn connect_spectators(
         let (delay, mode) = (opts.spectator_delay, opts.spectator_mode);
         connecting.spawn(async move {
             let _permit = gate.acquire_owned().await;
-            // A handshake can time out while thousands connect at once: a
-            // spectator tries three times, like a viewer pressing "retry".
-            let mut tries = 0;
-            loop {
-                tries += 1;
-                match Watcher::start(b.clone(), delay, mode, stop.clone()).await {
-                    Ok(w) => return Ok(w),
-                    Err(e) if tries < 3 && e.is_retryable() => {
-                        tokio::time::sleep(Duration::from_millis(500 * tries)).await;
-                    }
-                    Err(e) => return Err(format!("{name}: {e}")),
-                }
-            }
+            fleet::retrying(|| Watcher::start(b.clone(), delay, mode, stop.clone()))
+                .await
+                .map_err(|e| format!("{name}: {e}"))
         });
     }
     let mut watchers = Vec::new();
