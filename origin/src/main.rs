@@ -109,7 +109,9 @@ fn main() -> anyhow::Result<()> {
     }
     let cfg = merge(&cli.origin, &matches, cli.config.as_deref())?;
     cfg.validate()?;
-    tokio::runtime::Builder::new_current_thread()
+    // Multi-threaded: a tick occupies one worker while the links' readers and
+    // writers (and the pongs they answer) go on on the others.
+    tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?
         .block_on(serve(cfg))

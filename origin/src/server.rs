@@ -31,9 +31,9 @@ use quinn::{Connection, Endpoint};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use skylane_proto::{
-    encode_frame_to_bytes, Action, ChannelCursor, ChannelId, EntityId, ErrorCode, ErrorMsg,
-    EventBatch, FrameDecoder, Keyframe, LinkMsg, Pong, RelayId, Role, SessionId, TeamId, WorldId,
-    DEFAULT_MAX_FRAME, PROTOCOL_VERSION,
+    encode_frame_to_bytes, Action, ChannelCursor, ChannelId, DecodeError, EntityId, ErrorCode,
+    ErrorMsg, EventBatch, FrameDecoder, Keyframe, LinkMsg, Pong, RelayId, Role, SessionId, TeamId,
+    WorldId, DEFAULT_MAX_FRAME, PROTOCOL_VERSION,
 };
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -256,12 +256,22 @@ impl OriginServer {
     ) -> Self {
         let (shutdown, shutdown_rx) = watch::channel(false);
         let (tx, rx) = mpsc::channel(65_536);
-        let accept = tokio::spawn(accept_loop(endpoint.clone(), tx, cfg, shutdown_rx.clone()));
+        let clock = Clock {
+            base_unix_us: cfg.base_unix_us,
+            start: Instant::now(),
+        };
+        let accept = tokio::spawn(accept_loop(
+            endpoint.clone(),
+            tx,
+            cfg,
+            clock,
+            shutdown_rx.clone(),
+        ));
         let actor = Actor {
             core,
             cfg,
             metrics,
-            start: Instant::now(),
+            clock,
             relays: HashMap::new(),
             session_relay: HashMap::new(),
             orphans: HashMap::new(),
@@ -290,6 +300,7 @@ async fn accept_loop(
     endpoint: Endpoint,
     tx: mpsc::Sender<Cmd>,
     cfg: ServerConfig,
+    clock: Clock,
     shutdown: watch::Receiver<bool>,
 ) {
     static NEXT: AtomicU64 = AtomicU64::new(1);
@@ -302,7 +313,7 @@ async fn accept_loop(
         let tx = tx.clone();
         tokio::spawn(async move {
             match incoming.await {
-                Ok(conn) => serve_relay(id, conn, tx, cfg).await,
+                Ok(conn) => serve_relay(id, conn, tx, cfg, clock).await,
                 Err(e) => debug!(cause = %e, "relay handshake failed"),
             }
         });
@@ -318,7 +329,13 @@ fn lane_priority(lane: usize) -> i32 {
 }
 
 /// Reads one connection's streams and feeds the actor; writes its lanes.
-async fn serve_relay(id: u64, conn: Connection, tx: mpsc::Sender<Cmd>, cfg: ServerConfig) {
+async fn serve_relay(
+    id: u64,
+    conn: Connection,
+    tx: mpsc::Sender<Cmd>,
+    cfg: ServerConfig,
+    clock: Clock,
+) {
     let Ok((ctl_send, mut ctl_recv)) = conn.accept_bi().await else {
         return;
     };
@@ -344,6 +361,13 @@ async fn serve_relay(id: u64, conn: Connection, tx: mpsc::Sender<Cmd>, cfg: Serv
     let mut lanes = Vec::with_capacity(cfg.lanes + 1);
     let (lane0_tx, lane0_rx) = mpsc::channel::<Bytes>(cfg.lane_queue);
     tokio::spawn(write_lane(conn.clone(), 0, Some(ctl_send), lane0_rx));
+    let reader = LinkReader {
+        id,
+        tx: tx.clone(),
+        control: lane0_tx.clone(),
+        clock,
+        max_frame: cfg.max_frame,
+    };
     lanes.push(lane0_tx);
     for lane in 1..=cfg.lanes {
         let (ltx, lrx) = mpsc::channel::<Bytes>(cfg.lane_queue);
@@ -363,33 +387,22 @@ async fn serve_relay(id: u64, conn: Connection, tx: mpsc::Sender<Cmd>, cfg: Serv
         return;
     }
     // Anything after the hello on the control stream.
-    tokio::spawn(read_stream(id, dec, ctl_recv, tx.clone(), cfg.max_frame));
+    tokio::spawn(reader.clone().read_stream(dec, ctl_recv));
     {
-        let (conn, tx) = (conn.clone(), tx.clone());
+        let (conn, reader) = (conn.clone(), reader.clone());
         tokio::spawn(async move {
             while let Ok(recv) = conn.accept_uni().await {
-                tokio::spawn(read_stream(
-                    id,
-                    FrameDecoder::new(cfg.max_frame),
-                    recv,
-                    tx.clone(),
-                    cfg.max_frame,
-                ));
+                let dec = FrameDecoder::new(reader.max_frame);
+                tokio::spawn(reader.clone().read_stream(dec, recv));
             }
         });
     }
     {
-        let (conn, tx) = (conn.clone(), tx.clone());
+        let conn = conn.clone();
         tokio::spawn(async move {
             while let Ok(d) = conn.read_datagram().await {
-                let cmd = match skylane_proto::decode_datagram::<LinkMsg>(d) {
-                    Ok(msg) => Cmd::Msg { id, msg },
-                    Err(e) => Cmd::BadFrame {
-                        id,
-                        label: e.label(),
-                    },
-                };
-                if tx.send(cmd).await.is_err() {
+                let msg = skylane_proto::decode_datagram::<LinkMsg>(d);
+                if !reader.deliver(msg).await {
                     return;
                 }
             }
@@ -400,37 +413,90 @@ async fn serve_relay(id: u64, conn: Connection, tx: mpsc::Sender<Cmd>, cfg: Serv
     let _ = tx.send(Cmd::RelayDown { id }).await;
 }
 
-async fn read_stream(
+/// The origin's clock: microseconds since the Unix epoch, read from a monotonic
+/// instant so that netsim's paused time drives it.
+#[derive(Debug, Clone, Copy)]
+struct Clock {
+    base_unix_us: u64,
+    start: Instant,
+}
+
+impl Clock {
+    fn now_us(&self) -> u64 {
+        self.base_unix_us + self.start.elapsed().as_micros() as u64
+    }
+}
+
+/// What a task reading one relay link's streams and datagrams needs.
+#[derive(Clone)]
+struct LinkReader {
     id: u64,
-    mut dec: FrameDecoder,
-    mut recv: quinn::RecvStream,
     tx: mpsc::Sender<Cmd>,
-    max: usize,
-) {
-    loop {
-        loop {
-            let cmd = match dec.poll_message::<LinkMsg>() {
-                Ok(Some(msg)) => Cmd::Msg { id, msg },
-                Ok(None) => break,
-                Err(e) => {
-                    // The stream is out of sync: report and stop reading it.
-                    let _ = tx
-                        .send(Cmd::BadFrame {
-                            id,
-                            label: e.label(),
-                        })
-                        .await;
-                    let _ = recv.stop(1u32.into());
-                    return;
+    /// The link's control lane, for pongs answered without the actor.
+    control: mpsc::Sender<Bytes>,
+    clock: Clock,
+    max_frame: usize,
+}
+
+impl LinkReader {
+    /// Hands one decoded message (or its decoding error) on; `false` once the actor is gone.
+    ///
+    /// Session pings are answered here, on arrival: they measure the path, and
+    /// the actor may be in the middle of a tick. The relay authenticated itself
+    /// with mTLS and answers only its own sessions' pongs, so no session check
+    /// is needed (it would need the actor's state).
+    async fn deliver(&self, msg: Result<LinkMsg, DecodeError>) -> bool {
+        let cmd = match msg {
+            Ok(LinkMsg::SessionPing { session, ping }) => {
+                let now = self.clock.now_us();
+                let pong = LinkMsg::SessionPong {
+                    session,
+                    pong: Pong {
+                        nonce: ping.nonce,
+                        sent_us: ping.sent_us,
+                        received_us: now,
+                        replied_us: now,
+                    },
+                };
+                // A full control lane means the relay is already too slow; the
+                // ping is lost like any datagram would be.
+                if let Some(bytes) = frame(&pong) {
+                    let _ = self.control.try_send(bytes);
                 }
-            };
-            if tx.send(cmd).await.is_err() {
-                return;
+                return true;
             }
-        }
-        match recv.read_chunk(max, true).await {
-            Ok(Some(chunk)) => dec.push(&chunk.bytes),
-            _ => return,
+            Ok(msg) => Cmd::Msg { id: self.id, msg },
+            Err(e) => Cmd::BadFrame {
+                id: self.id,
+                label: e.label(),
+            },
+        };
+        self.tx.send(cmd).await.is_ok()
+    }
+
+    /// Reads one stream's frames until it ends, fails or goes out of sync.
+    async fn read_stream(self, mut dec: FrameDecoder, mut recv: quinn::RecvStream) {
+        loop {
+            loop {
+                match dec.poll_message::<LinkMsg>() {
+                    Ok(Some(msg)) => {
+                        if !self.deliver(Ok(msg)).await {
+                            return;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        // The stream is out of sync: report and stop reading it.
+                        self.deliver(Err(e)).await;
+                        let _ = recv.stop(1u32.into());
+                        return;
+                    }
+                }
+            }
+            match recv.read_chunk(self.max_frame, true).await {
+                Ok(Some(chunk)) => dec.push(&chunk.bytes),
+                _ => return,
+            }
         }
     }
 }
@@ -471,7 +537,7 @@ struct Actor<C> {
     core: C,
     cfg: ServerConfig,
     metrics: OriginMetrics,
-    start: Instant,
+    clock: Clock,
     relays: HashMap<u64, RelayState>,
     session_relay: HashMap<SessionId, u64>,
     orphans: HashMap<SessionId, Instant>,
@@ -492,7 +558,7 @@ fn frame(msg: &LinkMsg) -> Option<Bytes> {
 
 impl<C: Core> Actor<C> {
     fn now_us(&self) -> u64 {
-        self.cfg.base_unix_us + self.start.elapsed().as_micros() as u64
+        self.clock.now_us()
     }
 
     fn deadline(&self) -> Instant {
@@ -500,7 +566,7 @@ impl<C: Core> Actor<C> {
             .core
             .poll_timeout()
             .saturating_sub(self.cfg.base_unix_us);
-        self.start + Duration::from_micros(due)
+        self.clock.start + Duration::from_micros(due)
     }
 
     async fn run(
@@ -656,24 +722,8 @@ impl<C: Core> Actor<C> {
                 self.send(id, 0, frame(&pong));
             }
             LinkMsg::Pong(_) => {}
-            LinkMsg::SessionPing { session, ping } => {
-                // Answered on arrival, not at the next tick: it measures the path.
-                if self.session_relay.get(&session) == Some(&id) {
-                    let now = self.now_us();
-                    let pong = LinkMsg::SessionPong {
-                        session,
-                        pong: Pong {
-                            nonce: ping.nonce,
-                            sent_us: ping.sent_us,
-                            received_us: now,
-                            replied_us: now,
-                        },
-                    };
-                    self.send(id, 0, frame(&pong));
-                } else {
-                    OriginMetrics::count(&self.metrics.link_errors, "unknown_session");
-                }
-            }
+            // Answered by the link's reader (`LinkReader::deliver`); never reaches here.
+            LinkMsg::SessionPing { .. } => {}
             LinkMsg::FeedSubscribe { world } | LinkMsg::FeedUnsubscribe { world }
                 if world != self.core.world_id() =>
             {
