@@ -18,14 +18,17 @@
 //! * **the actor**: owns the [`SessionTable`], [`Hub`], [`RoutingTable`] and the
 //!   connection and link handles; everything stateful happens here, in order.
 //!
-//! Bounds: a client's outgoing queue (`client_queue` frames, then the scheduler's
-//! per-class capacities); when a reliable class overflows the client is
+//! Bounds: a client's outgoing queue is its scheduler (the writer's [`Outbox`]),
+//! bounded per class; when a reliable class overflows the client is
 //! disconnected and resumes (its missed events are replayed), so a slow client
 //! costs bounded memory and never slows others down.
 
 use std::collections::VecDeque;
+use std::future::poll_fn;
 use std::net::{IpAddr, SocketAddr};
+use std::pin::pin;
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -53,7 +56,7 @@ use crate::routing::{Link, OriginId, Path, RoutingConfig, RoutingTable};
 use crate::scheduler::{Outgoing, SchedulerConfig};
 use crate::session::{AttachError, ConnId, Presence, SessionTable, TicketClaims, TicketKey};
 use crate::spectate::{Audience, AudienceConfig};
-use crate::writer::write_client;
+use crate::writer::{close_too_slow, Outbox, Refused, Writer};
 
 /// An origin this relay links to.
 #[derive(Debug, Clone)]
@@ -77,8 +80,6 @@ pub struct Limits {
     pub max_sessions: usize,
     /// Largest frame accepted from a client.
     pub max_client_frame: usize,
-    /// Frames queued between the actor and a client's scheduler.
-    pub client_queue: usize,
     /// Actions buffered for a session until the origin acknowledges it.
     pub pending_actions: usize,
     /// How long a disconnected session is kept for a resume.
@@ -101,7 +102,6 @@ impl Default for Limits {
             admission: AdmissionConfig::default(),
             max_sessions: 50_000,
             max_client_frame: 16 * 1024,
-            client_queue: 1024,
             pending_actions: 64,
             session_grace: Duration::from_secs(30),
             ticket_ttl: Duration::from_secs(3600),
@@ -265,7 +265,7 @@ pub(crate) enum Cmd {
         world: WorldId,
         resume: Option<SessionId>,
         last_seen: Vec<ChannelCursor>,
-        out: mpsc::Sender<Outgoing>,
+        out: Arc<Outbox>,
         conn: Connection,
         reply: oneshot::Sender<Result<Welcome, Refusal>>,
     },
@@ -638,12 +638,13 @@ async fn read_first(
     }
 }
 
-/// An admitted connection: its control stream and its reader.
+/// An admitted connection: its control stream, its reader and (a player's) writer.
 struct Admitted {
     send: quinn::SendStream,
     recv: quinn::RecvStream,
     dec: FrameDecoder,
     reader: Arc<ClientReader>,
+    writer: Option<Writer>,
 }
 
 /// Serves one client connection: admission, then its reads until it closes.
@@ -655,13 +656,16 @@ async fn serve_client(shared: &Arc<Shared>, conn: Connection, conn_id: ConnId) {
         recv,
         dec,
         reader,
+        writer,
     }) = Box::pin(admit(shared, &conn, conn_id)).await
     else {
         return;
     };
-    // This task reads the control stream and datagrams and accepts the streams the
-    // client opens (each gets a reader task of its own: at most one per class).
-    // `send` stays open for the connection's life.
+    // This task reads the control stream and datagrams, accepts the streams the
+    // client opens (each gets a reader task of its own: at most one per class) and
+    // drives a player's writer. `send` stays open for the connection's life.
+    let mut writer = writer;
+    let mut timer = pin!(tokio::time::sleep_until(Instant::now()));
     let max = shared.settings.limits.max_client_frame;
     let (mut recv, mut dec) = (recv, dec);
     // Whatever followed the hello in the same chunk first.
@@ -682,6 +686,10 @@ async fn serve_client(shared: &Arc<Shared>, conn: Connection, conn_id: ConnId) {
             } => Input::Control(c.ok().flatten().map(|c| c.bytes)),
             r = conn.accept_uni() => Input::Stream(r),
             d = conn.read_datagram() => Input::Datagram(d),
+            () = poll_fn(|cx| match writer.as_mut() {
+                Some(w) => w.poll(cx, timer.as_mut()),
+                None => Poll::Pending,
+            }) => Input::WriterDone,
         };
         match input {
             Input::Control(Some(bytes)) => {
@@ -700,9 +708,10 @@ async fn serve_client(shared: &Arc<Shared>, conn: Connection, conn_id: ConnId) {
                 Ok(m) => reader.handle(m).await,
                 Err(e) => RelayMetrics::count(&shared.metrics.decode_errors, e.label()),
             },
-            Input::Stream(Err(_)) | Input::Datagram(Err(_)) => break,
+            Input::Stream(Err(_)) | Input::Datagram(Err(_)) | Input::WriterDone => break,
         }
     }
+    reader.out.close();
     drop(send);
     let _ = shared.cmd.send(Cmd::Gone { conn_id }).await;
 }
@@ -830,7 +839,7 @@ async fn admit(shared: &Arc<Shared>, conn: &Connection, conn_id: ConnId) -> Opti
             }
         },
     };
-    let (out_tx, out_rx) = mpsc::channel(s.limits.client_queue);
+    let outbox = Outbox::new(s.scheduler);
     let (reply_tx, reply_rx) = oneshot::channel();
     let role = claims.role;
     let cmd = Cmd::Hello {
@@ -841,7 +850,7 @@ async fn admit(shared: &Arc<Shared>, conn: &Connection, conn_id: ConnId) -> Opti
         world: hello.world,
         resume,
         last_seen: hello.last_seen,
-        out: out_tx.clone(),
+        out: outbox.clone(),
         conn: conn.clone(),
         reply: reply_tx,
     };
@@ -871,21 +880,27 @@ async fn admit(shared: &Arc<Shared>, conn: &Connection, conn_id: ConnId) -> Opti
     }
     // A spectator's feed: one ordered stream fed from a short queue; when the queue
     // is full the audience makes it skip to the next keyframe. The few replies a
-    // spectator gets (pongs, errors, go-away) share that stream: it needs no
-    // scheduler, which keeps a spectator to one writer task.
-    let spectate = if role == Role::Spectator {
+    // spectator gets (pongs, errors, go-away) come from its outbox and share that
+    // stream, ahead of the feed.
+    let (spectate, writer) = if role == Role::Spectator {
         let (tx, rx) = mpsc::channel(s.limits.spectator_queue.max(1));
-        tokio::spawn(write_spectator(conn.clone(), rx, out_rx));
-        Some(tx)
-    } else {
-        tokio::spawn(write_client(
+        tokio::spawn(write_spectator(
             conn.clone(),
-            out_rx,
-            s.scheduler,
+            rx,
+            outbox.clone(),
             shared.metrics.clone(),
             session,
         ));
-        None
+        (Some(tx), None)
+    } else {
+        // A player's writer is polled by its connection's task (see `serve_client`).
+        let w = Writer::new(
+            conn.clone(),
+            outbox.clone(),
+            shared.metrics.clone(),
+            session,
+        );
+        (None, Some(w))
     };
     let reader = Arc::new(ClientReader {
         shared: shared.clone(),
@@ -893,7 +908,7 @@ async fn admit(shared: &Arc<Shared>, conn: &Connection, conn_id: ConnId) -> Opti
         session,
         role,
         spectate,
-        out: out_tx,
+        out: outbox,
         guard: Mutex::new(EdgeGuard::new(s.edge, shared.now())),
         origin_pings: Mutex::new((Instant::now(), 0)),
     });
@@ -902,6 +917,7 @@ async fn admit(shared: &Arc<Shared>, conn: &Connection, conn_id: ConnId) -> Opti
         recv,
         dec,
         reader,
+        writer,
     })
 }
 
@@ -910,6 +926,8 @@ enum Input {
     Control(Option<Bytes>),
     Stream(Result<quinn::RecvStream, quinn::ConnectionError>),
     Datagram(Result<Bytes, quinn::ConnectionError>),
+    /// The writer stopped: the connection broke or the client was too slow.
+    WriterDone,
 }
 
 struct ClientReader {
@@ -918,7 +936,7 @@ struct ClientReader {
     session: SessionId,
     role: Role,
     spectate: Option<mpsc::Sender<Bytes>>,
-    out: mpsc::Sender<Outgoing>,
+    out: Arc<Outbox>,
     guard: Mutex<EdgeGuard>,
     /// Origin pings in the current second (at most [`MAX_ORIGIN_PINGS_PER_SEC`]).
     origin_pings: Mutex<(Instant, u32)>,
@@ -963,7 +981,8 @@ impl ClientReader {
     }
 
     fn reply(&self, class: EventClass, msg: &ServerMsg) {
-        let _ = self.out.try_send(Outgoing {
+        // A full outbox stops and its writer closes the connection as too slow.
+        let _ = self.out.push(Outgoing {
             class,
             session: self.session,
             entity: None,
@@ -1116,28 +1135,36 @@ fn best_offset(window: &VecDeque<(u64, i64)>) -> Option<i64> {
 async fn write_spectator(
     conn: Connection,
     mut feed: mpsc::Receiver<Bytes>,
-    mut replies: mpsc::Receiver<Outgoing>,
+    replies: Arc<Outbox>,
+    metrics: RelayMetrics,
+    session: SessionId,
 ) {
     let Ok(mut stream) = conn.open_uni().await else {
+        replies.close();
         return;
     };
     let _ = stream.set_priority(EventClass::State.quic_priority());
     loop {
         let bytes = tokio::select! {
             biased;
-            r = replies.recv() => match r {
-                Some(o) => o.bytes,
-                None => return,
+            r = poll_fn(|cx| replies.poll_next(cx)) => match r {
+                Ok(o) => o.bytes,
+                Err(Refused::Full) => {
+                    close_too_slow(&conn, &metrics, session);
+                    return;
+                }
+                Err(Refused::Closed) => return,
             },
             f = feed.recv() => match f {
                 Some(b) => b,
-                None => return,
+                None => break,
             },
         };
         if stream.write_chunk(bytes).await.is_err() {
-            return;
+            break;
         }
     }
+    replies.close();
 }
 
 /// Senders into one origin link.
@@ -1469,7 +1496,7 @@ struct LinkState {
 }
 
 struct ConnState {
-    out: mpsc::Sender<Outgoing>,
+    out: Arc<Outbox>,
     conn: Connection,
     ip: IpAddr,
 }
@@ -2230,20 +2257,14 @@ impl Actor {
         let Some(cs) = self.conns.get(&c) else {
             return;
         };
-        if cs
-            .out
-            .try_send(Outgoing {
-                class,
-                session,
-                entity: None,
-                bytes,
-            })
-            .is_err()
-        {
-            self.shared.metrics.slow_clients.inc();
-            warn!(%session, "client queue full; disconnecting (it will resume)");
-            cs.conn.close(4u32.into(), b"too slow");
-        }
+        // A full outbox stops; its writer closes the connection as too slow (the
+        // client resumes and its missed events are replayed).
+        let _ = cs.out.push(Outgoing {
+            class,
+            session,
+            entity: None,
+            bytes,
+        });
     }
 
     /// Hands the hub's deliveries to the clients' connections.

@@ -1,26 +1,122 @@
-//! The writer of one player connection: a single task that owns the connection's
-//! [`Scheduler`] and its per-class QUIC streams.
+//! The writer of one player connection: the connection's [`Outbox`] (its
+//! [`Scheduler`] behind a lock, filled by the relay's actor and the connection's
+//! reader) and the per-class QUIC streams it drains into, polled by the
+//! connection's own task.
 //!
 //! Each event class writes its own unidirectional stream (opened on first use, its
 //! QUIC priority taken from the class), so a stream blocked by flow control holds
 //! back only its own class: the scheduler hands a class a frame only when that
 //! class's stream has nothing left to write. Writes use quinn's cancel-safe
 //! `write_chunks`, polled in place, so the shared frame bytes go to quinn without
-//! a copy and without one task per stream (an idle session costs one small task).
+//! a copy and without one task per stream. Producers push straight into the
+//! scheduler (no channel in front of it: a message waits in one place, and an idle
+//! session holds no channel blocks), so an idle session's whole writer is one small
+//! allocation and a few hundred bytes of its connection task.
 
-use std::future::{poll_fn, Future};
+use std::future::Future;
 use std::pin::{pin, Pin};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
+use atomic_waker::AtomicWaker;
 use bytes::Bytes;
 use quinn::{Connection, SendStream};
 use skylane_proto::{EventClass, SessionId};
-use tokio::sync::mpsc;
 use tokio::time::{Instant, Sleep};
 use tracing::warn;
 
 use crate::metrics::{KindLabel, RelayMetrics};
 use crate::scheduler::{Outgoing, Scheduler, SchedulerConfig, SchedulerStats};
+
+/// Why a message was not queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum Refused {
+    /// A reliable class is full: the client is too slow (it is being closed).
+    #[error("the client's queue is full")]
+    Full,
+    /// The connection's writer has stopped.
+    #[error("the connection is closed")]
+    Closed,
+}
+
+struct OutboxState {
+    sched: Scheduler,
+    /// Why nothing more is queued: the client was too slow ([`Refused::Full`]) or
+    /// the connection ended ([`Refused::Closed`]).
+    stopped: Option<Refused>,
+}
+
+/// What waits to be written to one client connection: its [`Scheduler`] behind a
+/// lock, shared by the producers (the actor's fan-out, the reader's replies) and
+/// the writer that drains it. Bounded by the scheduler's per-class capacities.
+pub(crate) struct Outbox {
+    state: Mutex<OutboxState>,
+    /// The writer's task, woken when a message arrives or the outbox closes.
+    waker: AtomicWaker,
+}
+
+impl Outbox {
+    /// An empty outbox with the connection's scheduler limits.
+    pub(crate) fn new(cfg: SchedulerConfig) -> Arc<Self> {
+        Arc::new(Self {
+            state: Mutex::new(OutboxState {
+                sched: Scheduler::new(cfg),
+                stopped: None,
+            }),
+            waker: AtomicWaker::new(),
+        })
+    }
+
+    /// Queues a message for the writer. [`Refused::Full`] when a reliable class
+    /// overflowed: the outbox stops then, and its writer closes the connection as
+    /// too slow (the client resumes and gets what it missed replayed).
+    pub(crate) fn push(&self, msg: Outgoing) -> Result<(), Refused> {
+        let now = Instant::now().into_std();
+        let result = match self.state.lock() {
+            Err(_) => return Err(Refused::Closed),
+            Ok(mut st) => match st.stopped {
+                Some(r) => return Err(r),
+                None => st.sched.handle_enqueue(now, msg).map_err(|_| {
+                    st.stopped = Some(Refused::Full);
+                    Refused::Full
+                }),
+            },
+        };
+        self.waker.wake();
+        result
+    }
+
+    /// Stops the writer (the connection ended); later pushes are refused.
+    pub(crate) fn close(&self) {
+        if let Ok(mut st) = self.state.lock() {
+            st.stopped.get_or_insert(Refused::Closed);
+        }
+        self.waker.wake();
+    }
+
+    /// The next message to write, registering `cx` to be woken for the next one.
+    /// `Ready(Err(why))` once stopped.
+    pub(crate) fn poll_next(&self, cx: &mut Context<'_>) -> Poll<Result<Outgoing, Refused>> {
+        self.waker.register(cx.waker());
+        let Ok(mut st) = self.state.lock() else {
+            return Poll::Ready(Err(Refused::Closed));
+        };
+        if let Some(r) = st.stopped {
+            return Poll::Ready(Err(r));
+        }
+        match st.sched.poll_next(Instant::now().into_std()) {
+            Some(o) => Poll::Ready(Ok(o)),
+            None => Poll::Pending,
+        }
+    }
+}
+
+/// Closes a client connection whose outbox overflowed, and counts it.
+pub(crate) fn close_too_slow(conn: &Connection, metrics: &RelayMetrics, session: SessionId) {
+    metrics.slow_clients.inc();
+    warn!(%session, "client too slow; disconnecting (it will resume)");
+    conn.close(4u32.into(), b"too slow");
+}
 
 /// One class's stream and the frame it is writing.
 #[derive(Default)]
@@ -82,11 +178,10 @@ impl Lane {
     }
 }
 
-/// A player connection's writer state.
-struct Writer {
+/// A player connection's writer state, polled by the connection's task.
+pub(crate) struct Writer {
     conn: Connection,
-    rx: mpsc::Receiver<Outgoing>,
-    sched: Scheduler,
+    outbox: Arc<Outbox>,
     lanes: [Lane; EventClass::ALL.len()],
     metrics: RelayMetrics,
     session: SessionId,
@@ -95,34 +190,48 @@ struct Writer {
 
 impl Writer {
     fn too_slow(&self) -> Poll<()> {
-        self.metrics.slow_clients.inc();
-        warn!(session = %self.session, "client too slow; disconnecting (it will resume)");
-        self.conn.close(4u32.into(), b"too slow");
+        close_too_slow(&self.conn, &self.metrics, self.session);
         Poll::Ready(())
     }
 
-    /// Drives the writer until the connection or its queue ends.
-    fn poll(&mut self, cx: &mut Context<'_>, mut timer: Pin<&mut Sleep>) -> Poll<()> {
-        loop {
-            // Everything queued enters the scheduler before it picks.
-            loop {
-                match self.rx.poll_recv(cx) {
-                    Poll::Ready(Some(o)) => {
-                        if self
-                            .sched
-                            .handle_enqueue(Instant::now().into_std(), o)
-                            .is_err()
-                        {
-                            return self.too_slow();
-                        }
-                    }
-                    Poll::Ready(None) => return Poll::Ready(()),
-                    Poll::Pending => break,
-                }
+    /// A writer for `conn`, draining `outbox`.
+    pub(crate) fn new(
+        conn: Connection,
+        outbox: Arc<Outbox>,
+        metrics: RelayMetrics,
+        session: SessionId,
+    ) -> Self {
+        Self {
+            conn,
+            outbox,
+            lanes: Default::default(),
+            metrics,
+            session,
+            last_stats: SchedulerStats::default(),
+        }
+    }
+
+    /// Drives the writer; `Ready` when the connection broke, the outbox closed
+    /// or the client was too slow (then the connection is closed).
+    pub(crate) fn poll(&mut self, cx: &mut Context<'_>, mut timer: Pin<&mut Sleep>) -> Poll<()> {
+        // Woken by every push; registered before looking, so none is missed.
+        self.outbox.waker.register(cx.waker());
+        let outbox = self.outbox.clone();
+        let Ok(mut st) = outbox.state.lock() else {
+            return Poll::Ready(());
+        };
+        match st.stopped {
+            Some(Refused::Full) => {
+                drop(st);
+                return self.too_slow();
             }
+            Some(Refused::Closed) => return Poll::Ready(()),
+            None => {}
+        }
+        loop {
             let now = Instant::now().into_std();
-            if self.sched.poll_timeout().is_some_and(|d| d <= now) {
-                self.sched.handle_timeout(now);
+            if st.sched.poll_timeout().is_some_and(|d| d <= now) {
+                st.sched.handle_timeout(now);
             }
             for class in EventClass::ALL {
                 if let Poll::Ready(Err(Broken)) =
@@ -132,7 +241,7 @@ impl Writer {
                 }
             }
             let mut handed = 0;
-            while let Some(o) = self
+            while let Some(o) = st
                 .sched
                 .poll_next_ready(now, |c| self.lanes[c.rank()].pending.is_none())
             {
@@ -140,13 +249,14 @@ impl Writer {
                 self.lanes[o.class.rank()].pending = Some(o.bytes);
                 handed += 1;
             }
-            self.count_drops();
+            self.count_drops(st.sched.stats());
             if handed == 0 {
                 break;
             }
             // Start writing what was just handed out (registers the waker if blocked).
         }
-        if let Some(deadline) = self.sched.poll_timeout() {
+        if let Some(deadline) = st.sched.poll_timeout() {
+            drop(st);
             let deadline = Instant::from_std(deadline);
             if timer.deadline() != deadline {
                 timer.as_mut().reset(deadline);
@@ -160,8 +270,8 @@ impl Writer {
     }
 
     /// Adds the scheduler's drops since the last call to the metrics.
-    fn count_drops(&mut self) {
-        let st = *self.sched.stats();
+    fn count_drops(&mut self, st: &SchedulerStats) {
+        let st = *st;
         for c in EventClass::ALL {
             let r = c.rank();
             for (reason, n) in [
@@ -180,29 +290,4 @@ impl Writer {
         }
         self.last_stats = st;
     }
-}
-
-/// Writes a player connection's frames: strict priority between classes, fairness
-/// between sessions, per-class deadlines; one QUIC stream per class. Ends when the
-/// connection breaks or `rx` closes; closes a client too slow to keep up.
-pub(crate) async fn write_client(
-    conn: Connection,
-    rx: mpsc::Receiver<Outgoing>,
-    cfg: SchedulerConfig,
-    metrics: RelayMetrics,
-    session: SessionId,
-) {
-    let sched = Scheduler::new(cfg);
-    let last_stats = *sched.stats();
-    let mut w = Writer {
-        conn,
-        rx,
-        sched,
-        lanes: Default::default(),
-        metrics,
-        session,
-        last_stats,
-    };
-    let mut timer = pin!(tokio::time::sleep_until(Instant::now()));
-    poll_fn(|cx| w.poll(cx, timer.as_mut())).await;
 }

@@ -27,14 +27,18 @@ fn bin_dir() -> PathBuf {
     ];
     if names.iter().any(|n| !dir.join(exe_name(n)).exists()) {
         let mut cmd = Command::new(env!("CARGO"));
-        cmd.args(["build", "--bin", "skylane", "--bin", "skylane-origin"])
-            .args([
-                "--bin",
-                "skylane-relay",
-                "-p",
-                "skylane-client",
-                "--examples",
-            ]);
+        // Every binary and example of the four packages (`--bin` with `-p` would
+        // look the binaries up in the named package only).
+        cmd.args(["build", "--bins", "--examples"]).args([
+            "-p",
+            "skylane-tools",
+            "-p",
+            "skylane-origin",
+            "-p",
+            "skylane-relay",
+            "-p",
+            "skylane-client",
+        ]);
         if dir.ends_with("release") {
             cmd.arg("--release");
         }
