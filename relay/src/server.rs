@@ -28,7 +28,7 @@ use std::future::poll_fn;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::pin;
 use std::sync::{Arc, Mutex};
-use std::task::Poll;
+use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -661,9 +661,10 @@ async fn serve_client(shared: &Arc<Shared>, conn: Connection, conn_id: ConnId) {
     else {
         return;
     };
-    // This task reads the control stream and datagrams, accepts the streams the
-    // client opens (each gets a reader task of its own: at most one per class) and
-    // drives a player's writer. `send` stays open for the connection's life.
+    // This task reads the control stream, datagrams and the streams the client
+    // opens (at most one per class, bounded by the transport's stream limit) and
+    // drives a player's writer: one task per connection. `send` stays open for the
+    // connection's life.
     let mut writer = writer;
     let mut timer = pin!(tokio::time::sleep_until(Instant::now()));
     let max = shared.settings.limits.max_client_frame;
@@ -674,6 +675,7 @@ async fn serve_client(shared: &Arc<Shared>, conn: Connection, conn_id: ConnId) {
         .await
         .ok()
         .map(|()| (recv, dec));
+    let mut streams = ClientStreams::default();
     loop {
         // Only the waits are raced (each is cancel safe); messages are handled
         // outside the race so none is dropped half-handled.
@@ -685,6 +687,7 @@ async fn serve_client(shared: &Arc<Shared>, conn: Connection, conn_id: ConnId) {
                 }
             } => Input::Control(c.ok().flatten().map(|c| c.bytes)),
             r = conn.accept_uni() => Input::Stream(r),
+            i = poll_fn(|cx| streams.poll_read(cx)) => Input::StreamData(i),
             d = conn.read_datagram() => Input::Datagram(d),
             () = poll_fn(|cx| match writer.as_mut() {
                 Some(w) => w.poll(cx, timer.as_mut()),
@@ -701,8 +704,15 @@ async fn serve_client(shared: &Arc<Shared>, conn: Connection, conn_id: ConnId) {
                 }
             }
             Input::Control(None) => control = None,
-            Input::Stream(Ok(r)) => {
-                tokio::spawn(reader.clone().read_stream(r, FrameDecoder::new(max)));
+            Input::Stream(Ok(r)) => streams.add(r, FrameDecoder::new(max)),
+            Input::StreamData(Ok(i)) => {
+                let (recv, dec) = &mut streams.open[i];
+                if reader.drain(recv, dec).await.is_err() {
+                    streams.open.swap_remove(i);
+                }
+            }
+            Input::StreamData(Err(i)) => {
+                streams.open.swap_remove(i);
             }
             Input::Datagram(Ok(d)) => match decode_datagram::<ClientMsg>(d) {
                 Ok(m) => reader.handle(m).await,
@@ -928,6 +938,43 @@ enum Input {
     Datagram(Result<Bytes, quinn::ConnectionError>),
     /// The writer stopped: the connection broke or the client was too slow.
     WriterDone,
+    /// New bytes in the client stream at this index (`Err`: it ended or failed).
+    StreamData(Result<usize, usize>),
+}
+
+/// The streams a client opened, read by its connection's task.
+#[derive(Default)]
+struct ClientStreams {
+    open: Vec<(quinn::RecvStream, FrameDecoder)>,
+    /// Where the next poll starts, so a busy stream cannot starve the others.
+    next: usize,
+}
+
+impl ClientStreams {
+    fn add(&mut self, recv: quinn::RecvStream, dec: FrameDecoder) {
+        self.open.push((recv, dec));
+    }
+
+    /// Reads what one stream has into its decoder; `Ok(index)` when that stream
+    /// has new bytes, `Err(index)` when it ended or failed.
+    fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<Result<usize, usize>> {
+        let n = self.open.len();
+        let mut buf = [0u8; 4096];
+        for k in 0..n {
+            let i = (self.next + k) % n;
+            let (recv, dec) = &mut self.open[i];
+            match recv.poll_read(cx, &mut buf) {
+                Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(Err(i)),
+                Poll::Ready(Ok(len)) => {
+                    dec.push(&buf[..len]);
+                    self.next = i + 1;
+                    return Poll::Ready(Ok(i));
+                }
+                Poll::Pending => {}
+            }
+        }
+        Poll::Pending
+    }
 }
 
 struct ClientReader {
@@ -947,16 +994,6 @@ struct ClientReader {
 pub const MAX_ORIGIN_PINGS_PER_SEC: u32 = 10;
 
 impl ClientReader {
-    /// Reads a stream the client opened until it ends.
-    async fn read_stream(self: Arc<Self>, mut recv: quinn::RecvStream, mut dec: FrameDecoder) {
-        while self.drain(&mut recv, &mut dec).await.is_ok() {
-            match recv.read_chunk(DEFAULT_MAX_FRAME, true).await {
-                Ok(Some(c)) => dec.push(&c.bytes),
-                _ => return,
-            }
-        }
-    }
-
     /// Handles every complete message in `dec`. An undecodable frame stops the
     /// stream (the client is told why) and is an error.
     async fn drain(&self, recv: &mut quinn::RecvStream, dec: &mut FrameDecoder) -> Result<(), ()> {
