@@ -638,13 +638,12 @@ async fn read_first(
     }
 }
 
-/// An admitted connection: its control stream, its reader and (a player's) writer.
+/// An admitted connection: its control stream and its reader.
 struct Admitted {
     send: quinn::SendStream,
     recv: quinn::RecvStream,
     dec: FrameDecoder,
     reader: Arc<ClientReader>,
-    writer: Option<Writer>,
 }
 
 /// Serves one client connection: admission, then its reads until it closes.
@@ -656,7 +655,6 @@ async fn serve_client(shared: &Arc<Shared>, conn: Connection, conn_id: ConnId) {
         recv,
         dec,
         reader,
-        writer,
     }) = Box::pin(admit(shared, &conn, conn_id)).await
     else {
         return;
@@ -665,20 +663,28 @@ async fn serve_client(shared: &Arc<Shared>, conn: Connection, conn_id: ConnId) {
     // opens (at most one per class, bounded by the transport's stream limit) and
     // drives a player's writer: one task per connection. `send` stays open for the
     // connection's life.
-    let mut writer = writer;
+    let mut writer = (reader.role == Role::Player).then(|| {
+        Writer::new(
+            conn.clone(),
+            reader.out.clone(),
+            &shared.metrics,
+            reader.session,
+        )
+    });
     let mut timer = pin!(tokio::time::sleep_until(Instant::now()));
     let max = shared.settings.limits.max_client_frame;
     let (mut recv, mut dec) = (recv, dec);
     // Whatever followed the hello in the same chunk first.
-    let mut control = reader
-        .drain(&mut recv, &mut dec)
+    let mut control = Box::pin(reader.drain(&mut recv, &mut dec))
         .await
         .ok()
         .map(|()| (recv, dec));
     let mut streams = ClientStreams::default();
     loop {
         // Only the waits are raced (each is cancel safe); messages are handled
-        // outside the race so none is dropped half-handled.
+        // outside the race so none is dropped half-handled. Handling is boxed: it
+        // is short-lived, and its futures would otherwise size this task (which
+        // lives as long as the connection) for their largest state.
         let input = tokio::select! {
             c = async {
                 match control.as_mut() {
@@ -698,7 +704,7 @@ async fn serve_client(shared: &Arc<Shared>, conn: Connection, conn_id: ConnId) {
             Input::Control(Some(bytes)) => {
                 if let Some((recv, dec)) = control.as_mut() {
                     dec.push(&bytes);
-                    if reader.drain(recv, dec).await.is_err() {
+                    if Box::pin(reader.drain(recv, dec)).await.is_err() {
                         control = None;
                     }
                 }
@@ -707,7 +713,7 @@ async fn serve_client(shared: &Arc<Shared>, conn: Connection, conn_id: ConnId) {
             Input::Stream(Ok(r)) => streams.add(r, FrameDecoder::new(max)),
             Input::StreamData(Ok(i)) => {
                 let (recv, dec) = &mut streams.open[i];
-                if reader.drain(recv, dec).await.is_err() {
+                if Box::pin(reader.drain(recv, dec)).await.is_err() {
                     streams.open.swap_remove(i);
                 }
             }
@@ -715,7 +721,7 @@ async fn serve_client(shared: &Arc<Shared>, conn: Connection, conn_id: ConnId) {
                 streams.open.swap_remove(i);
             }
             Input::Datagram(Ok(d)) => match decode_datagram::<ClientMsg>(d) {
-                Ok(m) => reader.handle(m).await,
+                Ok(m) => Box::pin(reader.handle(m)).await,
                 Err(e) => RelayMetrics::count(&shared.metrics.decode_errors, e.label()),
             },
             Input::Stream(Err(_)) | Input::Datagram(Err(_)) | Input::WriterDone => break,
@@ -723,7 +729,7 @@ async fn serve_client(shared: &Arc<Shared>, conn: Connection, conn_id: ConnId) {
     }
     reader.out.close();
     drop(send);
-    let _ = shared.cmd.send(Cmd::Gone { conn_id }).await;
+    let _ = Box::pin(shared.cmd.send(Cmd::Gone { conn_id })).await;
 }
 
 /// Reads the hello, checks token and ticket, gets a session from the actor, sends
@@ -892,7 +898,7 @@ async fn admit(shared: &Arc<Shared>, conn: &Connection, conn_id: ConnId) -> Opti
     // is full the audience makes it skip to the next keyframe. The few replies a
     // spectator gets (pongs, errors, go-away) come from its outbox and share that
     // stream, ahead of the feed.
-    let (spectate, writer) = if role == Role::Spectator {
+    let spectate = if role == Role::Spectator {
         let (tx, rx) = mpsc::channel(s.limits.spectator_queue.max(1));
         tokio::spawn(write_spectator(
             conn.clone(),
@@ -901,16 +907,10 @@ async fn admit(shared: &Arc<Shared>, conn: &Connection, conn_id: ConnId) -> Opti
             shared.metrics.clone(),
             session,
         ));
-        (Some(tx), None)
+        Some(tx)
     } else {
         // A player's writer is polled by its connection's task (see `serve_client`).
-        let w = Writer::new(
-            conn.clone(),
-            outbox.clone(),
-            shared.metrics.clone(),
-            session,
-        );
-        (None, Some(w))
+        None
     };
     let reader = Arc::new(ClientReader {
         shared: shared.clone(),
@@ -927,7 +927,6 @@ async fn admit(shared: &Arc<Shared>, conn: &Connection, conn_id: ConnId) -> Opti
         recv,
         dec,
         reader,
-        writer,
     })
 }
 
@@ -1187,7 +1186,7 @@ async fn write_spectator(
             r = poll_fn(|cx| replies.poll_next(cx)) => match r {
                 Ok(o) => o.bytes,
                 Err(Refused::Full) => {
-                    close_too_slow(&conn, &metrics, session);
+                    close_too_slow(&conn, &metrics.slow_clients, session);
                     return;
                 }
                 Err(Refused::Closed) => return,

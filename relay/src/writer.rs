@@ -25,6 +25,9 @@ use skylane_proto::{EventClass, SessionId};
 use tokio::time::{Instant, Sleep};
 use tracing::warn;
 
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+
 use crate::metrics::{KindLabel, RelayMetrics};
 use crate::scheduler::{Outgoing, Scheduler, SchedulerConfig, SchedulerStats};
 
@@ -112,8 +115,8 @@ impl Outbox {
 }
 
 /// Closes a client connection whose outbox overflowed, and counts it.
-pub(crate) fn close_too_slow(conn: &Connection, metrics: &RelayMetrics, session: SessionId) {
-    metrics.slow_clients.inc();
+pub(crate) fn close_too_slow(conn: &Connection, slow_clients: &Counter, session: SessionId) {
+    slow_clients.inc();
     warn!(%session, "client too slow; disconnecting (it will resume)");
     conn.close(4u32.into(), b"too slow");
 }
@@ -183,14 +186,19 @@ pub(crate) struct Writer {
     conn: Connection,
     outbox: Arc<Outbox>,
     lanes: [Lane; EventClass::ALL.len()],
-    metrics: RelayMetrics,
+    /// The three metrics a writer updates (not all of [`RelayMetrics`]: this
+    /// struct lives in every player connection's task).
+    frames_out: Counter,
+    slow_clients: Counter,
+    dropped: Family<KindLabel, Counter>,
     session: SessionId,
-    last_stats: SchedulerStats,
+    /// Drops already counted: expired and evicted, per class.
+    counted: [[u64; EventClass::COUNT]; 2],
 }
 
 impl Writer {
     fn too_slow(&self) -> Poll<()> {
-        close_too_slow(&self.conn, &self.metrics, self.session);
+        close_too_slow(&self.conn, &self.slow_clients, self.session);
         Poll::Ready(())
     }
 
@@ -198,16 +206,18 @@ impl Writer {
     pub(crate) fn new(
         conn: Connection,
         outbox: Arc<Outbox>,
-        metrics: RelayMetrics,
+        metrics: &RelayMetrics,
         session: SessionId,
     ) -> Self {
         Self {
             conn,
             outbox,
             lanes: Default::default(),
-            metrics,
+            frames_out: metrics.frames_out.clone(),
+            slow_clients: metrics.slow_clients.clone(),
+            dropped: metrics.dropped.clone(),
             session,
-            last_stats: SchedulerStats::default(),
+            counted: Default::default(),
         }
     }
 
@@ -245,7 +255,7 @@ impl Writer {
                 .sched
                 .poll_next_ready(now, |c| self.lanes[c.rank()].pending.is_none())
             {
-                self.metrics.frames_out.inc();
+                self.frames_out.inc();
                 self.lanes[o.class.rank()].pending = Some(o.bytes);
                 handed += 1;
             }
@@ -271,23 +281,22 @@ impl Writer {
 
     /// Adds the scheduler's drops since the last call to the metrics.
     fn count_drops(&mut self, st: &SchedulerStats) {
-        let st = *st;
         for c in EventClass::ALL {
             let r = c.rank();
-            for (reason, n) in [
-                ("expired", st.expired[r] - self.last_stats.expired[r]),
-                ("evicted", st.evicted[r] - self.last_stats.evicted[r]),
-            ] {
+            for (k, (reason, total)) in [("expired", st.expired[r]), ("evicted", st.evicted[r])]
+                .into_iter()
+                .enumerate()
+            {
+                let n = total - self.counted[k][r];
                 if n > 0 {
-                    self.metrics
-                        .dropped
+                    self.dropped
                         .get_or_create(&KindLabel {
                             kind: format!("{reason}_{c}"),
                         })
                         .inc_by(n);
+                    self.counted[k][r] = total;
                 }
             }
         }
-        self.last_stats = st;
     }
 }
