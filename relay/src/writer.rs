@@ -300,3 +300,104 @@ impl Writer {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::task::{Wake, Waker};
+
+    use super::*;
+
+    fn msg(class: EventClass, n: u8) -> Outgoing {
+        Outgoing {
+            class,
+            session: SessionId(1),
+            entity: None,
+            bytes: Bytes::from(vec![n]),
+        }
+    }
+
+    #[derive(Default)]
+    struct CountingWaker(AtomicUsize);
+
+    impl Wake for CountingWaker {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn pushes_wake_the_writer_and_come_out_by_priority() {
+        let outbox = Outbox::new(SchedulerConfig::default());
+        let counter = Arc::new(CountingWaker::default());
+        let waker = Waker::from(counter.clone());
+        let mut cx = Context::from_waker(&waker);
+        assert!(outbox.poll_next(&mut cx).is_pending());
+        outbox.push(msg(EventClass::Bulk, 1)).unwrap();
+        outbox.push(msg(EventClass::Critical, 2)).unwrap();
+        assert!(
+            counter.0.load(Ordering::SeqCst) >= 1,
+            "a push wakes the writer"
+        );
+        let Poll::Ready(Ok(first)) = outbox.poll_next(&mut cx) else {
+            panic!("a message is waiting")
+        };
+        assert_eq!(first.bytes[..], [2], "critical before bulk");
+        let Poll::Ready(Ok(second)) = outbox.poll_next(&mut cx) else {
+            panic!("a message is waiting")
+        };
+        assert_eq!(second.bytes[..], [1]);
+        assert!(outbox.poll_next(&mut cx).is_pending());
+    }
+
+    #[test]
+    fn a_full_reliable_class_stops_the_outbox_as_too_slow() {
+        let mut cfg = SchedulerConfig::default();
+        cfg.capacity[EventClass::Critical.rank()] = 2;
+        let outbox = Outbox::new(cfg);
+        outbox.push(msg(EventClass::Critical, 1)).unwrap();
+        outbox.push(msg(EventClass::Critical, 2)).unwrap();
+        assert_eq!(
+            outbox.push(msg(EventClass::Critical, 3)),
+            Err(Refused::Full)
+        );
+        // Everything after is refused the same way, and the writer sees why.
+        assert_eq!(outbox.push(msg(EventClass::Chat, 4)), Err(Refused::Full));
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(matches!(
+            outbox.poll_next(&mut cx),
+            Poll::Ready(Err(Refused::Full))
+        ));
+        // Closing later does not hide the overflow.
+        outbox.close();
+        assert_eq!(outbox.push(msg(EventClass::Chat, 5)), Err(Refused::Full));
+    }
+
+    #[test]
+    fn a_closed_outbox_refuses_and_ends_its_writer() {
+        let outbox = Outbox::new(SchedulerConfig::default());
+        outbox.push(msg(EventClass::State, 1)).unwrap();
+        outbox.close();
+        assert_eq!(outbox.push(msg(EventClass::State, 2)), Err(Refused::Closed));
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(matches!(
+            outbox.poll_next(&mut cx),
+            Poll::Ready(Err(Refused::Closed))
+        ));
+    }
+
+    #[test]
+    fn lossy_classes_evict_instead_of_overflowing() {
+        let mut cfg = SchedulerConfig::default();
+        cfg.capacity[EventClass::Bulk.rank()] = 1;
+        let outbox = Outbox::new(cfg);
+        for n in 0..10 {
+            outbox.push(msg(EventClass::Bulk, n)).unwrap();
+        }
+        let mut cx = Context::from_waker(Waker::noop());
+        let Poll::Ready(Ok(kept)) = outbox.poll_next(&mut cx) else {
+            panic!("the newest bulk message is kept")
+        };
+        assert_eq!(kept.bytes[..], [9]);
+    }
+}
