@@ -20,6 +20,7 @@ use hdrhistogram::Histogram;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use skylane_client::{Client, ClientEvent, ClientStats};
+use skylane_origin::arena::{Item, Player};
 use skylane_origin::{ArenaAction, ArenaEvent};
 use skylane_proto::{ChannelId, EntityId, EntityVersion, EventClass, Outcome, RejectCode};
 use tokio::sync::watch;
@@ -337,7 +338,15 @@ impl Bot {
                     self.check.start(a.channel, a.seq);
                 }
             }
-            ClientEvent::Keyframe(k) => self.check.keyframe(k.channel, k.seq),
+            ClientEvent::Keyframe(k) => {
+                self.check.keyframe(k.channel, k.seq);
+                // Under load a batch may overtake the session's subscriptions at the
+                // relay, and the bot then meets its avatar in a keyframe rather than
+                // in its `Spawned` event.
+                if self.avatar.is_none() {
+                    self.find_avatar(&k.state);
+                }
+            }
             ClientEvent::Event(e) => {
                 self.counts.events += 1;
                 self.live.events.fetch_add(1, AtOrd::Relaxed);
@@ -388,6 +397,20 @@ impl Bot {
                 }
             }
             _ => {}
+        }
+    }
+
+    /// Takes the bot's avatar (and its position and version) from a keyframe's
+    /// state, if it is there.
+    fn find_avatar(&mut self, state: &[u8]) {
+        for (id, p) in keyframe_players(state) {
+            if p.name == self.name {
+                self.avatar = Some(id);
+                self.pos = (p.x, p.y);
+                self.version = self.version.max(p.version);
+            } else {
+                self.meet(id);
+            }
         }
     }
 
@@ -715,6 +738,14 @@ impl Bot {
     }
 }
 
+/// The players in an arena keyframe's state (none if it does not decode).
+fn keyframe_players(state: &[u8]) -> Vec<(EntityId, Player)> {
+    type State = (Vec<(EntityId, Player)>, Vec<(EntityId, Item)>);
+    postcard::from_bytes::<State>(state)
+        .map(|(players, _)| players)
+        .unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -743,6 +774,27 @@ mod tests {
         s.start(c, 40);
         assert!(s.event(c, 41));
         assert_eq!((s.gaps, s.duplicates), (2, 1));
+    }
+
+    #[test]
+    fn a_keyframe_names_the_players_it_holds() {
+        use skylane_origin::{Arena, ArenaConfig, Emit, Grid, World};
+        use skylane_proto::ChannelId;
+
+        let mut arena = Arena::new(ArenaConfig::default());
+        arena.join("alice", None, 0, &mut Emit::default());
+        let grid = Grid {
+            width: 400.0,
+            height: 400.0,
+            cell: 100.0,
+            radius: 1,
+            margin: 5.0,
+        };
+        let state = arena.channel_state(ChannelId::World, &grid);
+        let players = keyframe_players(&state);
+        assert_eq!(players.len(), 1);
+        assert_eq!(players[0].1.name, "alice");
+        assert!(keyframe_players(b"not a keyframe").is_empty());
     }
 
     #[test]

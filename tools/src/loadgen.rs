@@ -164,6 +164,13 @@ pub struct LoadgenOptions {
     /// Players sharing one UDP socket (quinn endpoint). An endpoint's receive
     /// buffers cost about 2 MB, so thousands of players need to share.
     pub players_per_socket: usize,
+    /// The players' clock-sync ping interval (the SDK's default, 1 s, when
+    /// `None`). Each ping is a round trip the relay answers: at 10,000 players
+    /// the default is 10,000 pings a second.
+    pub ping_interval: Option<Duration>,
+    /// The players' QUIC idle timeout (the SDK's default, 3 s, when `None`);
+    /// their keep-alive runs at a quarter of it.
+    pub idle_timeout: Option<Duration>,
     /// Spectators watching the world through the relay.
     pub spectators: usize,
     /// Their delay behind live play.
@@ -396,12 +403,18 @@ fn builder(
             ttl.as_secs(),
         ))
         .map_err(|e| e.to_string())?;
-    let b = Client::builder()
+    let mut b = Client::builder()
         .token(token)
         .world(opts.world)
         .ca_pem(opts.ca_pem.clone())
         .server_name(opts.server_name.clone())
         .endpoint(endpoint);
+    if let Some(d) = opts.ping_interval {
+        b = b.ping_interval(d);
+    }
+    if let Some(d) = opts.idle_timeout {
+        b = b.idle_timeout(d);
+    }
     let b = if opts.directory {
         b.directory(opts.relay)
     } else {
@@ -810,6 +823,8 @@ mod tests {
             origin_admin: http(net.origin_admin),
             bind: "127.0.0.1".parse().unwrap(),
             players_per_socket: 3,
+            ping_interval: Some(Duration::from_secs(2)),
+            idle_timeout: Some(Duration::from_secs(5)),
             spectators: 6,
             spectator_delay: Duration::ZERO,
             spectator_mode: BandwidthMode::Full,

@@ -88,6 +88,15 @@ pub(crate) struct LoadgenCmd {
     /// 2 MB).
     #[arg(long, default_value_t = 32)]
     players_per_socket: usize,
+    /// The players' clock-sync ping interval (default: the SDK's, 1 s). Every
+    /// ping is a round trip the relay answers; lengthen it to drive many more
+    /// idle players from one machine.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    ping_interval: Option<Duration>,
+    /// The players' QUIC idle timeout (default: the SDK's, 3 s); their
+    /// keep-alive runs at a quarter of it.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    idle_timeout: Option<Duration>,
     /// Spectators watching the world through the relay (they connect first).
     #[arg(long, default_value_t = 0)]
     spectators: usize,
@@ -161,6 +170,8 @@ impl LoadgenCmd {
             origin_admin: self.origin_admin,
             bind: self.bind,
             players_per_socket: self.players_per_socket.max(1),
+            ping_interval: self.ping_interval,
+            idle_timeout: self.idle_timeout,
             spectators: self.spectators,
             spectator_delay: self.spectator_delay,
             spectator_mode: self.spectator_mode,
