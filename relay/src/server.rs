@@ -18,7 +18,7 @@
 //! * **the actor**: owns the [`SessionTable`], [`Hub`], [`RoutingTable`] and the
 //!   connection and link handles; everything stateful happens here, in order.
 //!
-//! Bounds: a client's outgoing queue is its scheduler (the writer's [`Outbox`]),
+//! Bounds: a client's outgoing queue is its scheduler (the writer's `Outbox` (`writer.rs`)),
 //! bounded per class; when a reliable class overflows the client is
 //! disconnected and resumes (its missed events are replayed), so a slow client
 //! costs bounded memory and never slows others down.
