@@ -226,23 +226,9 @@ impl Writer {
     pub(crate) fn poll(&mut self, cx: &mut Context<'_>, mut timer: Pin<&mut Sleep>) -> Poll<()> {
         // Woken by every push; registered before looking, so none is missed.
         self.outbox.waker.register(cx.waker());
-        let outbox = self.outbox.clone();
-        let Ok(mut st) = outbox.state.lock() else {
-            return Poll::Ready(());
-        };
-        match st.stopped {
-            Some(Refused::Full) => {
-                drop(st);
-                return self.too_slow();
-            }
-            Some(Refused::Closed) => return Poll::Ready(()),
-            None => {}
-        }
-        loop {
-            let now = Instant::now().into_std();
-            if st.sched.poll_timeout().is_some_and(|d| d <= now) {
-                st.sched.handle_timeout(now);
-            }
+        let deadline = loop {
+            // Quinn is written to without the outbox locked: producers (the relay's
+            // actor among them) never wait for this connection's writes.
             for class in EventClass::ALL {
                 if let Poll::Ready(Err(Broken)) =
                     self.lanes[class.rank()].poll_flush(cx, &self.conn, class)
@@ -250,23 +236,42 @@ impl Writer {
                     return Poll::Ready(());
                 }
             }
-            let mut handed = 0;
-            while let Some(o) = st
-                .sched
-                .poll_next_ready(now, |c| self.lanes[c.rank()].pending.is_none())
-            {
-                self.frames_out.inc();
-                self.lanes[o.class.rank()].pending = Some(o.bytes);
-                handed += 1;
-            }
-            self.count_drops(st.sched.stats());
+            let (handed, stats, deadline) = {
+                let Ok(mut st) = self.outbox.state.lock() else {
+                    return Poll::Ready(());
+                };
+                match st.stopped {
+                    Some(Refused::Full) => {
+                        drop(st);
+                        return self.too_slow();
+                    }
+                    Some(Refused::Closed) => return Poll::Ready(()),
+                    None => {}
+                }
+                let now = Instant::now().into_std();
+                if st.sched.poll_timeout().is_some_and(|d| d <= now) {
+                    st.sched.handle_timeout(now);
+                }
+                let lanes = &mut self.lanes;
+                let mut handed = 0;
+                while let Some(o) = st
+                    .sched
+                    .poll_next_ready(now, |c| lanes[c.rank()].pending.is_none())
+                {
+                    lanes[o.class.rank()].pending = Some(o.bytes);
+                    handed += 1;
+                }
+                (handed, *st.sched.stats(), st.sched.poll_timeout())
+            };
+            self.frames_out.inc_by(handed);
+            self.count_drops(&stats);
             if handed == 0 {
-                break;
+                break deadline;
             }
-            // Start writing what was just handed out (registers the waker if blocked).
-        }
-        if let Some(deadline) = st.sched.poll_timeout() {
-            drop(st);
+            // Go round to start writing what was just handed out (registers the
+            // waker where a stream is blocked).
+        };
+        if let Some(deadline) = deadline {
             let deadline = Instant::from_std(deadline);
             if timer.deadline() != deadline {
                 timer.as_mut().reset(deadline);
