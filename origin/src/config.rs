@@ -54,6 +54,11 @@ pub struct OriginConfig {
     /// Seconds a session whose relay vanished waits to resume elsewhere.
     #[arg(long, env = "SKYLANE_ORIGIN_SESSION_GRACE", default_value_t = 30)]
     pub session_grace_secs: u64,
+    /// MiB queued towards one relay (all its streams) before that relay counts as
+    /// too slow and its link is closed. Bursts within it (thousands of sessions
+    /// opening at once, a relay's CPU stall) are carried through.
+    #[arg(long, env = "SKYLANE_ORIGIN_LINK_QUEUE_MIB", default_value_t = 32)]
+    pub link_queue_mib: usize,
     /// Side of the arena's square map, in units. Cells are 100 units and a player
     /// receives the 3×3 cells around it, so the map size sets how many players
     /// each one sees: 1,000 suits a few hundred players; a 10,000-player world
@@ -115,6 +120,12 @@ impl OriginConfig {
             return Err(ConfigError::Invalid(format!(
                 "map_size must be 100..=100000 units, not {}",
                 self.map_size
+            )));
+        }
+        if !(1..=4096).contains(&self.link_queue_mib) {
+            return Err(ConfigError::Invalid(format!(
+                "link_queue_mib must be 1..=4096, not {}",
+                self.link_queue_mib
             )));
         }
         if self.signing_key.is_none() && self.dev_certs.is_none() {

@@ -138,6 +138,7 @@ async fn serve(cfg: OriginConfig) -> anyhow::Result<()> {
     skylane_ops::ProcessMetrics::register(&mut registry);
     let mut server_cfg = ServerConfig::new(base_us);
     server_cfg.session_grace = Duration::from_secs(cfg.session_grace_secs);
+    server_cfg.link_queue_bytes = cfg.link_queue_mib << 20;
     let world = cfg.world;
     let persist = PersistConfig {
         snapshot_every: cfg.snapshot_every,

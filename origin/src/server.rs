@@ -17,12 +17,16 @@
 //!   encoded once and sent once per relay that has subscribers of the channel.
 //!
 //! The world itself runs in one actor task that owns the engine ([`Core`]): the
-//! single writer. Readers and writers are separate tasks joined by bounded queues:
-//! if a relay falls a full lane queue behind, it is disconnected (its sessions wait
-//! for it or for another relay within the grace period) instead of growing memory.
+//! single writer. Readers and writers are separate tasks joined by queues. A link's
+//! lanes share one byte budget ([`ServerConfig::link_queue_bytes`]): a relay that
+//! falls briefly behind (a burst of thousands of session opens, a CPU stall) is
+//! carried through it, session pongs are shed once the control lane holds more than
+//! [`ServerConfig::pong_shed_bytes`], and only a relay that falls the whole budget
+//! behind is disconnected (once, with one warning; its sessions wait for it or for
+//! another relay within the grace period) instead of growing memory.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -192,8 +196,12 @@ impl<W: World + Clone + Serialize + DeserializeOwned> Core for Persistent<W> {
 pub struct ServerConfig {
     /// Downstream batch streams per relay (sharded by channel). Defaults to 8.
     pub lanes: usize,
-    /// Frames queued per lane before the relay counts as too slow. Defaults to 4,096.
-    pub lane_queue: usize,
+    /// Bytes queued for one relay link (all its lanes together) before the relay
+    /// counts as too slow and its link is closed. Defaults to 32 MiB.
+    pub link_queue_bytes: usize,
+    /// Bytes queued on a link's control lane above which session pongs are dropped
+    /// (a pong stuck behind a queue measures the queue). Defaults to 256 KiB.
+    pub pong_shed_bytes: usize,
     /// How long a session whose relay disconnected waits to be resumed elsewhere.
     /// Defaults to 30 s.
     pub session_grace: Duration,
@@ -209,11 +217,91 @@ impl ServerConfig {
     pub fn new(base_unix_us: u64) -> Self {
         Self {
             lanes: 8,
-            lane_queue: 4096,
+            link_queue_bytes: 32 << 20,
+            pong_shed_bytes: 256 << 10,
             session_grace: Duration::from_secs(30),
             max_frame: DEFAULT_MAX_FRAME,
             base_unix_us,
         }
+    }
+}
+
+/// One downstream lane of a relay link: frames waiting for the lane's writer task.
+/// The lanes of a link count their queued bytes in one shared budget, so a link
+/// costs at most [`ServerConfig::link_queue_bytes`] however its traffic is spread.
+#[derive(Clone)]
+struct Lane {
+    tx: mpsc::UnboundedSender<Bytes>,
+    /// Bytes queued on all lanes of this link.
+    link: Arc<AtomicUsize>,
+    /// Bytes queued on this lane.
+    own: Arc<AtomicUsize>,
+}
+
+/// Why a lane did not take a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LaneRefused {
+    /// The link's byte budget is spent.
+    Full,
+    /// The lane's writer has stopped (the connection is closing).
+    Closed,
+}
+
+impl Lane {
+    /// A lane sharing the `link` budget, and the receiving end for its writer.
+    fn new(link: Arc<AtomicUsize>) -> (Self, LaneQueue) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let own = Arc::new(AtomicUsize::new(0));
+        let queue = LaneQueue {
+            rx,
+            link: link.clone(),
+            own: own.clone(),
+        };
+        (Self { tx, link, own }, queue)
+    }
+
+    /// Queues `frame` unless the link would then hold more than `limit` bytes.
+    fn push(&self, frame: Bytes, limit: usize) -> Result<(), LaneRefused> {
+        let len = frame.len();
+        if self.link.fetch_add(len, Ordering::AcqRel) + len > limit {
+            self.link.fetch_sub(len, Ordering::AcqRel);
+            return Err(LaneRefused::Full);
+        }
+        self.own.fetch_add(len, Ordering::AcqRel);
+        self.tx.send(frame).map_err(|_| {
+            self.link.fetch_sub(len, Ordering::AcqRel);
+            self.own.fetch_sub(len, Ordering::AcqRel);
+            LaneRefused::Closed
+        })
+    }
+
+    /// Bytes queued on this lane.
+    fn queued(&self) -> usize {
+        self.own.load(Ordering::Acquire)
+    }
+
+    /// Bytes queued on the whole link.
+    fn link_queued(&self) -> usize {
+        self.link.load(Ordering::Acquire)
+    }
+}
+
+/// The writer's end of a [`Lane`]: releases each frame's bytes from the budget
+/// once quinn has taken it.
+struct LaneQueue {
+    rx: mpsc::UnboundedReceiver<Bytes>,
+    link: Arc<AtomicUsize>,
+    own: Arc<AtomicUsize>,
+}
+
+impl LaneQueue {
+    async fn recv(&mut self) -> Option<Bytes> {
+        self.rx.recv().await
+    }
+
+    fn written(&self, len: usize) {
+        self.link.fetch_sub(len, Ordering::AcqRel);
+        self.own.fetch_sub(len, Ordering::AcqRel);
     }
 }
 
@@ -222,7 +310,7 @@ enum Cmd {
         id: u64,
         relay: RelayId,
         conn: Connection,
-        lanes: Vec<mpsc::Sender<Bytes>>,
+        lanes: Vec<Lane>,
     },
     RelayDown {
         id: u64,
@@ -358,19 +446,22 @@ async fn serve_relay(
     };
     info!(relay = %relay, remote = %conn.remote_address(), "relay connected");
 
+    let budget = Arc::new(AtomicUsize::new(0));
     let mut lanes = Vec::with_capacity(cfg.lanes + 1);
-    let (lane0_tx, lane0_rx) = mpsc::channel::<Bytes>(cfg.lane_queue);
+    let (control, lane0_rx) = Lane::new(budget.clone());
     tokio::spawn(write_lane(conn.clone(), 0, Some(ctl_send), lane0_rx));
     let reader = LinkReader {
         id,
         tx: tx.clone(),
-        control: lane0_tx.clone(),
+        control: control.clone(),
         clock,
         max_frame: cfg.max_frame,
+        link_limit: cfg.link_queue_bytes,
+        pong_shed: cfg.pong_shed_bytes,
     };
-    lanes.push(lane0_tx);
+    lanes.push(control);
     for lane in 1..=cfg.lanes {
-        let (ltx, lrx) = mpsc::channel::<Bytes>(cfg.lane_queue);
+        let (ltx, lrx) = Lane::new(budget.clone());
         tokio::spawn(write_lane(conn.clone(), lane, None, lrx));
         lanes.push(ltx);
     }
@@ -433,9 +524,13 @@ struct LinkReader {
     id: u64,
     tx: mpsc::Sender<Cmd>,
     /// The link's control lane, for pongs answered without the actor.
-    control: mpsc::Sender<Bytes>,
+    control: Lane,
     clock: Clock,
     max_frame: usize,
+    /// [`ServerConfig::link_queue_bytes`].
+    link_limit: usize,
+    /// [`ServerConfig::pong_shed_bytes`].
+    pong_shed: usize,
 }
 
 impl LinkReader {
@@ -458,10 +553,12 @@ impl LinkReader {
                         replied_us: now,
                     },
                 };
-                // A full control lane means the relay is already too slow; the
-                // ping is lost like any datagram would be.
-                if let Some(bytes) = frame(&pong) {
-                    let _ = self.control.try_send(bytes);
+                // Behind a long control queue the pong would measure the queue:
+                // it is shed like a lost datagram (the relay pings again).
+                if self.control.queued() <= self.pong_shed {
+                    if let Some(bytes) = frame(&pong) {
+                        let _ = self.control.push(bytes, self.link_limit);
+                    }
                 }
                 return true;
             }
@@ -505,10 +602,11 @@ async fn write_lane(
     conn: Connection,
     lane: usize,
     stream: Option<quinn::SendStream>,
-    mut rx: mpsc::Receiver<Bytes>,
+    mut rx: LaneQueue,
 ) {
     let mut stream = stream;
     while let Some(frame) = rx.recv().await {
+        let len = frame.len();
         if stream.is_none() {
             match conn.open_uni().await {
                 Ok(s) => stream = Some(s),
@@ -520,13 +618,16 @@ async fn write_lane(
         if s.write_all(&frame).await.is_err() {
             return;
         }
+        rx.written(len);
     }
 }
 
 struct RelayState {
     relay: RelayId,
     conn: Connection,
-    lanes: Vec<mpsc::Sender<Bytes>>,
+    lanes: Vec<Lane>,
+    /// The link was closed as too slow: nothing more is queued for it.
+    cut: bool,
     channels: HashMap<ChannelId, u32>,
     sessions: HashSet<SessionId>,
     /// The relay asked for the world's spectator feed.
@@ -616,6 +717,7 @@ impl<C: Core> Actor<C> {
                         relay,
                         conn,
                         lanes,
+                        cut: false,
                         channels: HashMap::new(),
                         sessions: HashSet::new(),
                         feed: false,
@@ -886,14 +988,25 @@ impl<C: Core> Actor<C> {
 
     fn send(&mut self, id: u64, lane: usize, frame: Option<Bytes>) {
         let Some(frame) = frame else { return };
-        let Some(r) = self.relays.get(&id) else {
+        let Some(r) = self.relays.get_mut(&id) else {
             return;
         };
-        let Some(tx) = r.lanes.get(lane) else { return };
-        if tx.try_send(frame).is_err() {
-            // Too far behind (or gone): drop the relay; its sessions can resume.
+        if r.cut {
+            return;
+        }
+        let Some(l) = r.lanes.get(lane) else { return };
+        // A closed lane means the connection is going; `RelayDown` follows.
+        if l.push(frame, self.cfg.link_queue_bytes) == Err(LaneRefused::Full) {
+            // The whole budget behind: drop the relay once; its sessions can resume.
+            r.cut = true;
             self.metrics.slow_relays.inc();
-            warn!(relay = %r.relay, lane, "relay too slow; disconnecting");
+            warn!(
+                relay = %r.relay,
+                lane,
+                lane_bytes = l.queued(),
+                link_bytes = l.link_queued(),
+                "relay too slow: its link queue is full; disconnecting"
+            );
             r.conn.close(2u32.into(), b"too slow");
         }
     }
@@ -1056,5 +1169,41 @@ fn variant(msg: &LinkMsg) -> &'static str {
         LinkMsg::Feed(_) => "Feed",
         LinkMsg::SessionPing { .. } => "SessionPing",
         LinkMsg::SessionPong { .. } => "SessionPong",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bytes(n: usize) -> Bytes {
+        Bytes::from(vec![0u8; n])
+    }
+
+    #[tokio::test]
+    async fn lanes_share_one_byte_budget_released_as_frames_are_written() {
+        let budget = Arc::new(AtomicUsize::new(0));
+        let (a, mut qa) = Lane::new(budget.clone());
+        let (b, _qb) = Lane::new(budget.clone());
+        assert_eq!(a.push(bytes(600), 1000), Ok(()));
+        assert_eq!(b.push(bytes(300), 1000), Ok(()));
+        // 600 + 300 + 200 > 1000: refused whichever lane it is for, nothing counted.
+        assert_eq!(b.push(bytes(200), 1000), Err(LaneRefused::Full));
+        assert_eq!(a.push(bytes(200), 1000), Err(LaneRefused::Full));
+        assert_eq!((a.queued(), b.queued(), a.link_queued()), (600, 300, 900));
+        // The writer takes a frame and releases its bytes once written.
+        let f = qa.recv().await.expect("queued frame");
+        qa.written(f.len());
+        assert_eq!((a.queued(), a.link_queued()), (0, 300));
+        assert_eq!(b.push(bytes(200), 1000), Ok(()));
+    }
+
+    #[tokio::test]
+    async fn a_lane_whose_writer_stopped_refuses_without_spending_budget() {
+        let budget = Arc::new(AtomicUsize::new(0));
+        let (a, qa) = Lane::new(budget.clone());
+        drop(qa);
+        assert_eq!(a.push(bytes(10), 1000), Err(LaneRefused::Closed));
+        assert_eq!((a.queued(), a.link_queued()), (0, 0));
     }
 }

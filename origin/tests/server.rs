@@ -26,6 +26,10 @@ struct Net {
 }
 
 fn start_origin() -> Net {
+    start_origin_with(|_| {})
+}
+
+fn start_origin_with(tune: impl FnOnce(&mut ServerConfig)) -> Net {
     let sim = Sim::new(21);
     let origin_host = sim.add_host("origin", "frankfurt");
     let pki = LocalPki::generate(&[]).unwrap();
@@ -46,6 +50,7 @@ fn start_origin() -> Net {
     let metrics = OriginMetrics::new(&mut registry);
     let mut cfg = ServerConfig::new(0);
     cfg.session_grace = Duration::from_secs(30);
+    tune(&mut cfg);
     let server = OriginServer::spawn(endpoint, engine, cfg, metrics.clone());
     Net {
         sim,
@@ -440,6 +445,73 @@ fn a_session_resumes_on_another_relay_with_exactly_the_missed_batches() {
             })
             .count();
         assert_eq!(spawned, 2);
+        net.server.shutdown().await.unwrap();
+    });
+}
+
+/// A relay that stops reading its downstream is cut once it is a whole link budget
+/// behind (one disconnect, counted once), while another relay's sessions carry on.
+#[test]
+fn a_relay_that_stops_reading_is_cut_once_and_others_carry_on() {
+    run(|| async {
+        let net = start_origin_with(|cfg| cfg.link_queue_bytes = 16 << 10);
+        let good_host = net.sim.add_host("relay-good", "amsterdam");
+        let mut good = relay(&net, good_host, 1).await;
+        good.open(1, WORLD, vec![]).await;
+        good.until(|m| is_subs(m, 1)).await;
+
+        // The stuck relay: small receive windows, and after the hello it never
+        // reads again, so the origin's writes back up into its link queue.
+        let host = net.sim.add_host("relay-stuck", "paris");
+        let mut endpoint = net.sim.endpoint(host, 0, None).unwrap();
+        let mut client = client_config(net.pki.roots().unwrap(), Some(&net.pki.relay)).unwrap();
+        let mut transport = quinn::TransportConfig::default();
+        transport
+            .stream_receive_window(2048u32.into())
+            .receive_window(8192u32.into());
+        client.transport_config(std::sync::Arc::new(transport));
+        endpoint.set_default_client_config(client);
+        let conn = endpoint
+            .connect(net.origin_addr, "localhost")
+            .unwrap()
+            .await
+            .unwrap();
+        let (mut ctl, _ctl_recv) = conn.open_bi().await.unwrap();
+        let mut msgs = vec![LinkMsg::LinkHello {
+            version: PROTOCOL_VERSION,
+            relay: RelayId(2),
+        }];
+        msgs.extend((100..300).map(|s| LinkMsg::SessionOpen {
+            session: SessionId(s),
+            player: format!("p{s}"),
+            world: WORLD,
+            role: Role::Player,
+            team: None,
+            resume_from: vec![],
+        }));
+        for m in &msgs {
+            ctl.write_all(&encode_frame_to_bytes(m, DEFAULT_MAX_FRAME).unwrap())
+                .await
+                .unwrap();
+        }
+        let closed = tokio::time::timeout(Duration::from_secs(30), conn.closed())
+            .await
+            .expect("the stuck relay was never cut");
+        match closed {
+            quinn::ConnectionError::ApplicationClosed(c) => {
+                assert_eq!(c.reason.as_ref(), b"too slow", "{c:?}")
+            }
+            other => panic!("expected an application close, got {other:?}"),
+        }
+        assert_eq!(net.metrics.slow_relays.get(), 1);
+
+        // The good relay's link is untouched: its session still gets the world.
+        good.open(2, WORLD, vec![]).await;
+        good.until(|m| is_subs(m, 2)).await;
+        good.until(|m| matches!(m, LinkMsg::Events(_) | LinkMsg::Keyframe(_)))
+            .await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!(net.metrics.slow_relays.get(), 1, "cut once, counted once");
         net.server.shutdown().await.unwrap();
     });
 }
