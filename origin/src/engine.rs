@@ -4,9 +4,10 @@
 //! out of [`Engine::poll_output`], and [`Engine::poll_timeout`] says when the next
 //! tick is due. The network shell (or a test, or a replay) feeds it.
 //!
-//! Per tick, queued actions are applied one at a time in arrival order (the order
-//! of `handle_action` calls; the network shell calls it as frames arrive, so a
-//! replay of the log reproduces it exactly). For each action, in order:
+//! Actions are applied one at a time in arrival order (the order of
+//! `handle_action` calls; the network shell calls it as frames arrive, so a replay
+//! of the log reproduces it exactly), as they arrive, into the tick being built.
+//! For each action, in order:
 //! 1. the session must exist and be a player;
 //! 2. its sequence number must exceed the session's last (replays are rejected);
 //! 3. the payload must fit the size limit and decode;
@@ -14,7 +15,16 @@
 //!    [`Outcome::Conflict`] carries the current versions and state (optimistic
 //!    concurrency: the first action to commit wins);
 //! 5. every registered validator must pass, otherwise [`Outcome::Rejected`];
-//! 6. the world applies it; its events are sequenced per channel.
+//! 6. the world applies it; its events wait for the tick.
+//!
+//! A conflict or a rejection changes nothing that has to be kept, so it is
+//! answered at once: a player learns of a conflict, with the state to retry from,
+//! one network round trip after sending, not up to a tick later. An applied
+//! action is answered when its tick ends, beside the tick's batches (after the
+//! journal has written the tick, for a [`Persistent`](crate::Persistent) engine):
+//! "applied" means "kept". Applying on arrival rather than at the tick gives the
+//! same state (the same actions in the same order against the same tick number);
+//! it only lets a conflict be seen as soon as the first writer has committed.
 //!
 //! At the end of the tick each channel's events become one signed, hash-chained
 //! [`EventBatch`], kept in a bounded per-channel history for resumes.
@@ -51,8 +61,8 @@ pub struct EngineConfig {
     /// payload bytes (one event always fits), so every batch frame stays under
     /// the link's frame limit however busy the tick. Default 32 KiB.
     pub max_batch_bytes: usize,
-    /// Actions queued for the next tick before further ones are refused (rate
-    /// limited). Defaults to 100,000.
+    /// Actions accepted into one tick before further ones are refused (rate
+    /// limited) until the tick ends. Defaults to 100,000.
     pub max_queue: usize,
     /// Anomaly detector settings.
     pub detector: DetectorConfig,
@@ -155,7 +165,7 @@ pub struct EngineStats {
     pub conflicts: u64,
     /// Actions rejected.
     pub rejected: u64,
-    /// Actions refused because the queue was full.
+    /// Actions refused because the tick already held `max_queue` actions.
     pub overflowed: u64,
     /// Events emitted.
     pub events: u64,
@@ -205,7 +215,8 @@ pub struct EngineSnapshot<W> {
     channels: Vec<(ChannelId, u64, Hash32, u32)>,
     interest: Interest,
     detector: Detector,
-    queue: Vec<(SessionId, Action)>,
+    /// Applied actions' results waiting for the end of their tick.
+    applied: Vec<(SessionId, ActionResult)>,
     staged: Vec<Emitted>,
 }
 
@@ -222,7 +233,10 @@ pub struct Engine<W: World> {
     next_tick_us: u64,
     sessions: HashMap<SessionId, SessionState>,
     banned: HashSet<String>,
-    queue: VecDeque<(SessionId, Action)>,
+    /// Actions taken into the tick being built.
+    accepted: usize,
+    /// Applied actions' results, answered when their tick ends.
+    applied: Vec<(SessionId, ActionResult)>,
     channels: HashMap<ChannelId, ChannelLog>,
     outputs: VecDeque<Output>,
     staged: Vec<Emitted>,
@@ -256,7 +270,8 @@ impl<W: World> Engine<W> {
             next_tick_us: now_us + cfg.tick_us(),
             sessions: HashMap::default(),
             banned: HashSet::new(),
-            queue: VecDeque::new(),
+            accepted: 0,
+            applied: Vec::new(),
             channels: HashMap::default(),
             outputs: VecDeque::new(),
             staged: Vec::new(),
@@ -413,29 +428,47 @@ impl<W: World> Engine<W> {
             self.interest.handle_leave(a);
         }
         self.detector.handle_leave(session);
-        self.queue.retain(|(sid, _)| *sid != session);
         self.subscribe(session, Vec::new(), removed);
     }
 
-    /// Queues an action for the next tick (arrival order is application order).
+    /// Applies an action into the tick being built (arrival order is application
+    /// order). A conflict or a rejection is output at once; an applied action's
+    /// result when the tick ends.
     pub fn handle_action(&mut self, session: SessionId, action: Action) {
         self.detector.handle_action(session);
-        if self.queue.len() >= self.cfg.max_queue {
+        let seq = action.seq;
+        if self.accepted >= self.cfg.max_queue {
             self.stats.overflowed += 1;
             self.stats.rejected += 1;
             self.outputs.push_back(Output::Result {
                 session,
                 result: ActionResult {
-                    seq: action.seq,
+                    seq,
                     outcome: Outcome::Rejected {
                         code: RejectCode::RateLimited,
-                        detail: "world queue full".into(),
+                        detail: "world tick full".into(),
                     },
                 },
             });
             return;
         }
-        self.queue.push_back((session, action));
+        self.accepted += 1;
+        let mut staged = std::mem::take(&mut self.staged);
+        let outcome = self.process(session, action, &mut staged);
+        self.staged = staged;
+        let result = ActionResult { seq, outcome };
+        match &result.outcome {
+            Outcome::Applied { .. } => {
+                self.stats.applied += 1;
+                self.applied.push((session, result));
+                return;
+            }
+            Outcome::Conflict { .. } => self.stats.conflicts += 1,
+            Outcome::Rejected { .. } => self.stats.rejected += 1,
+            // Only relays answer this way.
+            Outcome::Unknown { .. } => {}
+        }
+        self.outputs.push_back(Output::Result { session, result });
     }
 
     /// Runs every tick due at `now_us`.
@@ -463,21 +496,10 @@ impl<W: World> Engine<W> {
     pub fn run_tick(&mut self, now_us: u64) {
         self.tick += 1;
         self.stats.ticks += 1;
-        let mut pending: Vec<Emitted> = std::mem::take(&mut self.staged);
-        while let Some((session, action)) = self.queue.pop_front() {
-            let seq = action.seq;
-            let outcome = self.process(session, action, &mut pending);
-            match &outcome {
-                Outcome::Applied { .. } => self.stats.applied += 1,
-                Outcome::Conflict { .. } => self.stats.conflicts += 1,
-                Outcome::Rejected { .. } => self.stats.rejected += 1,
-                // Only relays answer this way.
-                Outcome::Unknown { .. } => {}
-            }
-            self.outputs.push_back(Output::Result {
-                session,
-                result: ActionResult { seq, outcome },
-            });
+        let pending: Vec<Emitted> = std::mem::take(&mut self.staged);
+        self.accepted = 0;
+        for (session, result) in std::mem::take(&mut self.applied) {
+            self.outputs.push_back(Output::Result { session, result });
         }
         self.publish(pending, now_us);
         if self.cfg.keyframe_every > 0 && self.tick % self.cfg.keyframe_every == 0 {
@@ -573,8 +595,10 @@ impl<W: World> Engine<W> {
                 state: self.world.describe(&ids),
             };
         }
+        // The action belongs to the tick being built.
+        let tick = self.tick + 1;
         let ctx = Ctx {
-            tick: self.tick,
+            tick,
             tick_hz: self.cfg.tick_hz,
             avatar,
             client_time_us: action.client_time_us,
@@ -583,7 +607,7 @@ impl<W: World> Engine<W> {
             if let Err(Rejection { code, detail }) = validate(&self.world, &ctx, &decoded) {
                 if let Some(v) =
                     self.detector
-                        .rule_violation(session, self.tick, format!("{code:?}: {detail}"))
+                        .rule_violation(session, tick, format!("{code:?}: {detail}"))
                 {
                     self.stats.violations += 1;
                     self.outputs.push_back(Output::Violation(v));
@@ -603,7 +627,7 @@ impl<W: World> Engine<W> {
                 self.subscribe(session, change.added, change.removed);
             }
         }
-        Outcome::Applied { tick: self.tick }
+        Outcome::Applied { tick }
     }
 
     /// Events emitted outside a tick's action processing (joins, leaves) wait for the
@@ -849,7 +873,7 @@ impl<W: World> Engine<W> {
             channels,
             interest: self.interest.clone(),
             detector: self.detector.clone(),
-            queue: self.queue.iter().cloned().collect(),
+            applied: self.applied.clone(),
             staged: self.staged.clone(),
         }
     }
@@ -890,7 +914,8 @@ impl<W: World> Engine<W> {
             next_tick_us: snap.next_tick_us,
             sessions: snap.sessions.into_iter().collect(),
             banned: snap.banned.into_iter().collect(),
-            queue: snap.queue.into_iter().collect(),
+            accepted: 0,
+            applied: snap.applied,
             channels,
             outputs: VecDeque::new(),
             staged: snap.staged,

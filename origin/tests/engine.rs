@@ -62,6 +62,18 @@ fn tick(e: &mut Engine<Arena>) -> Vec<(SessionId, Outcome)> {
     out
 }
 
+/// The results output so far, without running a tick (conflicts and rejections
+/// are answered on arrival; applied actions when their tick ends).
+fn answers(e: &mut Engine<Arena>) -> Vec<(SessionId, Outcome)> {
+    let mut out = Vec::new();
+    while let Some(o) = e.poll_output() {
+        if let Output::Result { session, result } = o {
+            out.push((session, result.outcome));
+        }
+    }
+    out
+}
+
 /// Session 1 (placed at (500, 500)) steps 0.3 units east per sequence number.
 fn move_east(e: &mut Engine<Arena>, seq: u64) {
     let step = ArenaAction::Move {
@@ -99,12 +111,11 @@ fn two_players_pick_up_one_item_in_one_tick_exactly_one_gets_it() {
     let r = read(&e, item);
     e.handle_action(SessionId(1), act(1, &ArenaAction::PickUp { item }, vec![r]));
     e.handle_action(SessionId(2), act(1, &ArenaAction::PickUp { item }, vec![r]));
-    let results = tick(&mut e);
-    assert!(
-        matches!(results[0], (SessionId(1), Outcome::Applied { .. })),
-        "{results:?}"
-    );
-    match &results[1] {
+    // The loser learns at once, with the state to retry from; the winner when the
+    // tick it was applied in ends.
+    let now = answers(&mut e);
+    assert_eq!(now.len(), 1, "{now:?}");
+    match &now[0] {
         (SessionId(2), Outcome::Conflict { current, state }) => {
             assert_eq!(current[0].entity, item);
             assert!(current[0].version > r.version);
@@ -112,6 +123,11 @@ fn two_players_pick_up_one_item_in_one_tick_exactly_one_gets_it() {
         }
         other => panic!("second pickup should conflict: {other:?}"),
     }
+    let results = tick(&mut e);
+    assert!(
+        matches!(results[..], [(SessionId(1), Outcome::Applied { .. })]),
+        "{results:?}"
+    );
     assert_eq!(e.world().item(item).unwrap().holder, Some(a));
     // Without declared reads, the ownership rule still refuses the second pickup.
     let (item2, x2, y2) = e
@@ -130,9 +146,11 @@ fn two_players_pick_up_one_item_in_one_tick_exactly_one_gets_it() {
         SessionId(1),
         act(2, &ArenaAction::PickUp { item: item2 }, vec![]),
     );
+    let now = answers(&mut e);
+    assert!(matches!(now[..], [(SessionId(1), _)]), "{now:?}");
+    assert_rejected(&now[0].1, RejectCode::NotOwner);
     let results = tick(&mut e);
-    assert!(matches!(results[0].1, Outcome::Applied { .. }));
-    assert_rejected(&results[1].1, RejectCode::NotOwner);
+    assert!(matches!(results[..], [(SessionId(2), Outcome::Applied { .. })]));
     assert_eq!(e.world().item(item2).unwrap().holder, Some(b));
 }
 
@@ -153,12 +171,10 @@ fn two_trades_spending_the_same_coins_never_both_apply() {
     let ra = read(&e, a);
     e.handle_action(SessionId(1), act(1, &trade(b), vec![ra]));
     e.handle_action(SessionId(1), act(2, &trade(c), vec![ra]));
+    let now = answers(&mut e);
+    assert!(matches!(now[..], [(_, Outcome::Conflict { .. })]), "{now:?}");
     let results = tick(&mut e);
-    assert!(matches!(results[0].1, Outcome::Applied { .. }));
-    assert!(
-        matches!(results[1].1, Outcome::Conflict { .. }),
-        "{results:?}"
-    );
+    assert!(matches!(results[..], [(_, Outcome::Applied { .. })]));
     // Without reads: the resources rule refuses what would go negative.
     e.handle_action(SessionId(1), act(3, &trade(c), vec![]));
     let results = tick(&mut e);
@@ -184,9 +200,11 @@ fn one_item_cannot_be_traded_twice() {
     };
     e.handle_action(SessionId(1), act(2, &give(b), vec![]));
     e.handle_action(SessionId(1), act(3, &give(c), vec![]));
+    let now = answers(&mut e);
+    assert_eq!(now.len(), 1, "{now:?}");
+    assert_rejected(&now[0].1, RejectCode::NotOwner);
     let results = tick(&mut e);
-    assert!(matches!(results[0].1, Outcome::Applied { .. }));
-    assert_rejected(&results[1].1, RejectCode::NotOwner);
+    assert!(matches!(results[..], [(_, Outcome::Applied { .. })]));
     let holders: Vec<EntityId> = [a, b, c]
         .into_iter()
         .filter(|p| e.world().player(*p).unwrap().items.contains(&item))
@@ -209,9 +227,9 @@ fn a_move_from_a_stale_position_conflicts() {
         SessionId(1),
         act(2, &ArenaAction::Move { x: 500.4, y: 500.0 }, vec![stale]),
     );
+    assert!(matches!(answers(&mut e)[..], [(_, Outcome::Conflict { .. })]));
     let results = tick(&mut e);
-    assert!(matches!(results[0].1, Outcome::Applied { .. }));
-    assert!(matches!(results[1].1, Outcome::Conflict { .. }));
+    assert!(matches!(results[..], [(_, Outcome::Applied { .. })]));
     assert_eq!(e.world().player(a).unwrap().x, 500.2);
 }
 
