@@ -363,6 +363,7 @@ impl OriginServer {
             relays: HashMap::new(),
             session_relay: HashMap::new(),
             orphans: HashMap::new(),
+            announced: HashMap::new(),
         };
         let actor = tokio::spawn(actor.run(rx, shutdown_rx, endpoint));
         Self {
@@ -642,6 +643,12 @@ struct Actor<C> {
     relays: HashMap<u64, RelayState>,
     session_relay: HashMap<SessionId, u64>,
     orphans: HashMap<SessionId, Instant>,
+    /// The channels announced to each session (the `Subscriptions` outputs routed
+    /// so far). A relay's per-channel counts are exactly the sum of these sets
+    /// over the sessions attached to it, whatever order joins, moves, resumes and
+    /// kicks come in, so a relay is never dropped from a channel one of its
+    /// sessions still receives.
+    announced: HashMap<SessionId, HashSet<ChannelId>>,
 }
 
 fn lane_of(channel: ChannelId, lanes: usize) -> usize {
@@ -878,33 +885,35 @@ impl<C: Core> Actor<C> {
         self.orphans.remove(&session);
         if let Some(old) = self.session_relay.insert(session, id) {
             if old != id {
-                let channels = self.core.channels_of(session);
-                if let Some(r) = self.relays.get_mut(&old) {
-                    r.sessions.remove(&session);
-                    for c in channels {
-                        dec(&mut r.channels, c);
-                    }
-                }
+                self.count(old, session, false);
+            } else {
+                return;
             }
         }
-        let channels = self.core.channels_of(session);
-        if let Some(r) = self.relays.get_mut(&id) {
-            r.sessions.insert(session);
-            for c in &channels {
-                *r.channels.entry(*c).or_insert(0) += 1;
-            }
-        }
+        self.count(id, session, true);
     }
 
     fn detach(&mut self, session: SessionId) {
-        let Some(id) = self.session_relay.remove(&session) else {
+        if let Some(id) = self.session_relay.remove(&session) {
+            self.count(id, session, false);
+        }
+    }
+
+    /// Adds (or removes) `session` and its announced channels to relay `id`'s counts.
+    fn count(&mut self, id: u64, session: SessionId, add: bool) {
+        let Some(r) = self.relays.get_mut(&id) else {
             return;
         };
-        let channels = self.core.channels_of(session);
-        if let Some(r) = self.relays.get_mut(&id) {
+        let channels = self.announced.get(&session);
+        if add {
+            r.sessions.insert(session);
+            for c in channels.into_iter().flatten() {
+                *r.channels.entry(*c).or_insert(0) += 1;
+            }
+        } else {
             r.sessions.remove(&session);
-            for c in channels {
-                dec(&mut r.channels, c);
+            for c in channels.into_iter().flatten() {
+                dec(&mut r.channels, *c);
             }
         }
     }
@@ -913,7 +922,12 @@ impl<C: Core> Actor<C> {
     /// the batches it missed per channel (or a keyframe where history ran out).
     fn resume(&mut self, id: u64, session: SessionId, cursors: &[ChannelCursor]) {
         self.attach(id, session);
-        let channels = self.core.channels_of(session);
+        let mut channels: Vec<ChannelId> = self
+            .announced
+            .get(&session)
+            .map(|s| s.iter().copied().collect())
+            .unwrap_or_default();
+        channels.sort();
         self.send(
             id,
             0,
@@ -1069,15 +1083,28 @@ impl<C: Core> Actor<C> {
                     added,
                     removed,
                 } => {
+                    // Keep the announced set even while the session has no relay
+                    // (orphaned, or kicked and leaving): a resume re-counts it.
+                    let set = self.announced.entry(session).or_default();
+                    let gained: Vec<ChannelId> = added
+                        .iter()
+                        .map(|c| c.channel)
+                        .filter(|c| set.insert(*c))
+                        .collect();
+                    let lost: Vec<ChannelId> =
+                        removed.iter().copied().filter(|c| set.remove(c)).collect();
+                    if set.is_empty() {
+                        self.announced.remove(&session);
+                    }
                     let Some(&id) = self.session_relay.get(&session) else {
                         continue;
                     };
                     if let Some(r) = self.relays.get_mut(&id) {
-                        for c in &added {
-                            *r.channels.entry(c.channel).or_insert(0) += 1;
+                        for c in gained {
+                            *r.channels.entry(c).or_insert(0) += 1;
                         }
-                        for c in &removed {
-                            dec(&mut r.channels, *c);
+                        for c in lost {
+                            dec(&mut r.channels, c);
                         }
                     }
                     self.send(
@@ -1128,12 +1155,9 @@ impl<C: Core> Actor<C> {
                         );
                         self.send(id, 0, frame(&LinkMsg::SessionClose { session }));
                     }
-                    // The engine already removed the session; forget its routing.
-                    if let Some(id) = self.session_relay.remove(&session) {
-                        if let Some(r) = self.relays.get_mut(&id) {
-                            r.sessions.remove(&session);
-                        }
-                    }
+                    // The engine already removed the session; forget its routing
+                    // (its channel removals, routed next, find it detached).
+                    self.detach(session);
                 }
             }
         }

@@ -150,7 +150,10 @@ fn two_players_pick_up_one_item_in_one_tick_exactly_one_gets_it() {
     assert!(matches!(now[..], [(SessionId(1), _)]), "{now:?}");
     assert_rejected(&now[0].1, RejectCode::NotOwner);
     let results = tick(&mut e);
-    assert!(matches!(results[..], [(SessionId(2), Outcome::Applied { .. })]));
+    assert!(matches!(
+        results[..],
+        [(SessionId(2), Outcome::Applied { .. })]
+    ));
     assert_eq!(e.world().item(item2).unwrap().holder, Some(b));
 }
 
@@ -172,7 +175,10 @@ fn two_trades_spending_the_same_coins_never_both_apply() {
     e.handle_action(SessionId(1), act(1, &trade(b), vec![ra]));
     e.handle_action(SessionId(1), act(2, &trade(c), vec![ra]));
     let now = answers(&mut e);
-    assert!(matches!(now[..], [(_, Outcome::Conflict { .. })]), "{now:?}");
+    assert!(
+        matches!(now[..], [(_, Outcome::Conflict { .. })]),
+        "{now:?}"
+    );
     let results = tick(&mut e);
     assert!(matches!(results[..], [(_, Outcome::Applied { .. })]));
     // Without reads: the resources rule refuses what would go negative.
@@ -227,7 +233,10 @@ fn a_move_from_a_stale_position_conflicts() {
         SessionId(1),
         act(2, &ArenaAction::Move { x: 500.4, y: 500.0 }, vec![stale]),
     );
-    assert!(matches!(answers(&mut e)[..], [(_, Outcome::Conflict { .. })]));
+    assert!(matches!(
+        answers(&mut e)[..],
+        [(_, Outcome::Conflict { .. })]
+    ));
     let results = tick(&mut e);
     assert!(matches!(results[..], [(_, Outcome::Applied { .. })]));
     assert_eq!(e.world().player(a).unwrap().x, 500.2);
