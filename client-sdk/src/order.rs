@@ -79,7 +79,8 @@ impl Ordering {
 
     /// The session's channels changed. A newly added channel starts after the given
     /// sequence number (batches held beyond it are released); a channel already
-    /// tracked (a resume) keeps its own cursor; a removed channel is forgotten.
+    /// tracked (a resume) keeps its own cursor unless the added one is later; a
+    /// removed channel is forgotten.
     pub fn handle_subscriptions(
         &mut self,
         added: &[ChannelCursor],
@@ -91,7 +92,10 @@ impl Ordering {
         }
         for a in added {
             let ch = self.chans.entry(a.channel).or_default();
-            if ch.last.is_none() {
+            // A resume keeps its own cursor, unless the origin says the session is
+            // owed events only from later (it missed a removal and a re-add while
+            // it was away).
+            if ch.last.is_none_or(|l| l < a.seq) {
                 ch.last = Some(a.seq);
                 ch.held
                     .retain(|_, b| b.events.last().is_some_and(|e| e.seq > a.seq));

@@ -647,8 +647,9 @@ struct Actor<C> {
     /// so far). A relay's per-channel counts are exactly the sum of these sets
     /// over the sessions attached to it, whatever order joins, moves, resumes and
     /// kicks come in, so a relay is never dropped from a channel one of its
-    /// sessions still receives.
-    announced: HashMap<SessionId, HashSet<ChannelId>>,
+    /// sessions still receives. Each channel keeps the sequence number its
+    /// subscription started after: what a resuming session is owed at least.
+    announced: HashMap<SessionId, HashMap<ChannelId, u64>>,
 }
 
 fn lane_of(channel: ChannelId, lanes: usize) -> usize {
@@ -907,12 +908,12 @@ impl<C: Core> Actor<C> {
         let channels = self.announced.get(&session);
         if add {
             r.sessions.insert(session);
-            for c in channels.into_iter().flatten() {
+            for c in channels.into_iter().flat_map(|m| m.keys()) {
                 *r.channels.entry(*c).or_insert(0) += 1;
             }
         } else {
             r.sessions.remove(&session);
-            for c in channels.into_iter().flatten() {
+            for c in channels.into_iter().flat_map(|m| m.keys()) {
                 dec(&mut r.channels, *c);
             }
         }
@@ -920,39 +921,62 @@ impl<C: Core> Actor<C> {
 
     /// A known session arrives on a (possibly new) relay: subscriptions, then exactly
     /// the batches it missed per channel (or a keyframe where history ran out).
+    ///
+    /// The client's cursors say what it last received per channel. One that is
+    /// older than the session's current subscription to the channel is stale (the
+    /// client missed a removal and a re-add while it was away): the session is owed
+    /// events only from the subscription's start. Channels the client still tracks
+    /// but the session no longer receives are removed.
     fn resume(&mut self, id: u64, session: SessionId, cursors: &[ChannelCursor]) {
         self.attach(id, session);
-        let mut channels: Vec<ChannelId> = self
+        let mut channels: Vec<(ChannelId, u64)> = self
             .announced
             .get(&session)
-            .map(|s| s.iter().copied().collect())
+            .map(|m| m.iter().map(|(c, s)| (*c, *s)).collect())
             .unwrap_or_default();
         channels.sort();
+        let mut added = Vec::with_capacity(channels.len());
+        let mut keyframes = Vec::new();
+        let mut batches = Vec::new();
+        for &(channel, start) in &channels {
+            let client = cursors.iter().find(|x| x.channel == channel).map(|x| x.seq);
+            let Some(seen) = client else {
+                // Nothing received yet: start from the state now.
+                added.push(ChannelCursor {
+                    channel,
+                    seq: self.core.channel_seq(channel),
+                });
+                keyframes.push(self.core.keyframe_now(channel));
+                continue;
+            };
+            let from = ChannelCursor {
+                channel,
+                seq: seen.max(start),
+            };
+            added.push(from);
+            match self.core.history_since(from) {
+                Ok(missed) => batches.extend(missed.iter().map(|b| (**b).clone())),
+                Err(ResumeError::TooOld { .. }) => {
+                    keyframes.push(self.core.keyframe_now(channel));
+                }
+            }
+        }
+        let removed: Vec<ChannelId> = cursors
+            .iter()
+            .map(|c| c.channel)
+            .filter(|c| !channels.iter().any(|(x, _)| x == c))
+            .collect();
         self.send(
             id,
             0,
             frame(&LinkMsg::Subscriptions {
                 session,
-                added: channels
-                    .iter()
-                    .map(|c| ChannelCursor {
-                        channel: *c,
-                        seq: self.core.channel_seq(*c),
-                    })
-                    .collect(),
-                removed: Vec::new(),
+                added,
+                removed,
             }),
         );
-        let mut batches = Vec::new();
-        for c in &channels {
-            let cursor = cursors.iter().find(|x| x.channel == *c).copied();
-            match cursor.map(|cur| self.core.history_since(cur)) {
-                Some(Ok(missed)) => batches.extend(missed.iter().map(|b| (**b).clone())),
-                Some(Err(ResumeError::TooOld { .. })) | None => {
-                    let kf = self.core.keyframe_now(*c);
-                    self.send(id, 0, frame(&LinkMsg::Keyframe(kf)));
-                }
-            }
+        for kf in keyframes {
+            self.send(id, 0, frame(&LinkMsg::Keyframe(kf)));
         }
         // Replays go in frames under the size limit.
         let mut chunk: Vec<EventBatch> = Vec::new();
@@ -1086,13 +1110,19 @@ impl<C: Core> Actor<C> {
                     // Keep the announced set even while the session has no relay
                     // (orphaned, or kicked and leaving): a resume re-counts it.
                     let set = self.announced.entry(session).or_default();
-                    let gained: Vec<ChannelId> = added
+                    let mut gained: Vec<ChannelId> = Vec::new();
+                    for c in &added {
+                        if let std::collections::hash_map::Entry::Vacant(v) = set.entry(c.channel)
+                        {
+                            v.insert(c.seq);
+                            gained.push(c.channel);
+                        }
+                    }
+                    let lost: Vec<ChannelId> = removed
                         .iter()
-                        .map(|c| c.channel)
-                        .filter(|c| set.insert(*c))
+                        .copied()
+                        .filter(|c| set.remove(c).is_some())
                         .collect();
-                    let lost: Vec<ChannelId> =
-                        removed.iter().copied().filter(|c| set.remove(c)).collect();
                     if set.is_empty() {
                         self.announced.remove(&session);
                     }

@@ -209,7 +209,7 @@ impl Hub {
     /// The channels a session receives changed (origin's interest management).
     /// Each added channel names the last sequence number before the session's
     /// first event on it; a session that already has a cursor there (a resume)
-    /// keeps its own.
+    /// keeps its own unless the added one is later.
     pub fn handle_subscriptions(
         &mut self,
         now: Instant,
@@ -222,8 +222,8 @@ impl Hub {
         };
         let world = feed.world;
         for ch in removed {
+            feed.cursors.remove(ch);
             if feed.channels.remove(ch) {
-                feed.cursors.remove(ch);
                 if let Some(c) = self.channels.get_mut(&(world, *ch)) {
                     c.subscribers.retain(|s| *s != session);
                 }
@@ -231,8 +231,12 @@ impl Hub {
         }
         for a in added {
             let c = feed.cursors.entry(a.channel).or_default();
-            if c.last.is_none() {
+            // A resume keeps its own cursor, unless the origin says the session is
+            // owed events only from later (its client missed a removal and a
+            // re-add while away).
+            if c.last.is_none_or(|l| l < a.seq) {
                 c.last = Some(a.seq);
+                c.gap_since = None;
             }
             if feed.channels.insert(a.channel) {
                 self.channels

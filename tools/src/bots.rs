@@ -225,9 +225,12 @@ pub struct SeqCheck {
 
 impl SeqCheck {
     /// A subscription (re)started after `seq`: a resume re-announces channels it
-    /// already tracks, so a known cursor is kept.
+    /// already tracks, so a known cursor is kept, unless the subscription starts
+    /// later (the client missed a removal and a re-add while it was away, and is
+    /// owed nothing before `seq`).
     pub fn start(&mut self, channel: ChannelId, seq: u64) {
-        self.last.entry(channel).or_insert(seq);
+        let l = self.last.entry(channel).or_insert(seq);
+        *l = (*l).max(seq);
     }
 
     /// A keyframe at `seq` (checkpoint or resync; a resync's skipped events are
@@ -773,6 +776,11 @@ mod tests {
         s.stop(c);
         s.start(c, 40);
         assert!(s.event(c, 41));
+        assert_eq!((s.gaps, s.duplicates), (2, 1));
+        // A resume that says the subscription restarted later (a removal and a
+        // re-add missed while away) moves the cursor: nothing before it was owed.
+        s.start(c, 50);
+        assert!(s.event(c, 51));
         assert_eq!((s.gaps, s.duplicates), (2, 1));
     }
 
