@@ -295,6 +295,27 @@ mod tests {
     }
 
     #[test]
+    fn a_resume_keeps_its_cursor_unless_the_subscription_starts_later() {
+        let mut o = Ordering::new(64);
+        let mut out = Vec::new();
+        o.handle_batch(batch(1, 3), &mut out);
+        let at = |seq| ChannelCursor {
+            channel: ChannelId::World,
+            seq,
+        };
+        // Re-announced from an older point: the known cursor stays.
+        o.handle_subscriptions(&[at(1)], &[], &mut out);
+        o.handle_batch(batch(4, 4), &mut out);
+        // Re-announced from a later start (a removal and re-add missed while away):
+        // nothing before it is owed, so no gap and no resync.
+        o.handle_subscriptions(&[at(9)], &[], &mut out);
+        o.handle_batch(batch(10, 10), &mut out);
+        assert_eq!(seqs(&out), [1, 2, 3, 4, 10]);
+        assert_eq!(o.stats().resyncs, 0);
+        assert_eq!(o.cursors()[0].seq, 10);
+    }
+
+    #[test]
     fn checkpoints_never_skip_and_a_resync_does() {
         let mut o = Ordering::new(64);
         let mut out = Vec::new();

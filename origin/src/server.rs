@@ -1112,8 +1112,7 @@ impl<C: Core> Actor<C> {
                     let set = self.announced.entry(session).or_default();
                     let mut gained: Vec<ChannelId> = Vec::new();
                     for c in &added {
-                        if let std::collections::hash_map::Entry::Vacant(v) = set.entry(c.channel)
-                        {
+                        if let std::collections::hash_map::Entry::Vacant(v) = set.entry(c.channel) {
                             v.insert(c.seq);
                             gained.push(c.channel);
                         }

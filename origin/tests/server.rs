@@ -517,3 +517,70 @@ fn a_relay_that_stops_reading_is_cut_once_and_others_carry_on() {
         net.server.shutdown().await.unwrap();
     });
 }
+
+/// A client that was away can hold a cursor older than its session's current
+/// subscription to a channel (it missed a removal and a re-add). It is owed events
+/// only from the subscription's start, and channels it tracks but no longer
+/// receives are removed: otherwise its relay waits for a hole nothing fills.
+#[test]
+fn a_resume_with_a_stale_cursor_is_owed_only_from_the_subscription_start() {
+    run(|| async {
+        let net = start_origin();
+        let a_host = net.sim.add_host("relay-a", "amsterdam");
+        let b_host = net.sim.add_host("relay-b", "london");
+        let mut a = relay(&net, a_host, 1).await;
+        a.open(1, WORLD, vec![]).await;
+        a.until(|m| is_subs(m, 1)).await;
+        a.until(|m| matches!(m, LinkMsg::Events(b) if b.channel == ChannelId::World))
+            .await;
+        // Session 2 joins after session 1's spawn: its world subscription starts later.
+        a.open(2, WORLD, vec![]).await;
+        let seen = a.until(|m| is_subs(m, 2)).await;
+        let LinkMsg::Subscriptions { added, .. } = seen.last().unwrap() else {
+            unreachable!()
+        };
+        let start = added
+            .iter()
+            .find(|c| c.channel == ChannelId::World)
+            .unwrap()
+            .seq;
+        assert!(start > 0, "session 1's spawn came first");
+        a.conn.close(0u32.into(), b"relay a goes away");
+        drop(a);
+
+        let mut b = relay(&net, b_host, 2).await;
+        let far = ChannelId::Cell { x: 999, y: 999 };
+        b.open(
+            2,
+            WORLD,
+            vec![
+                ChannelCursor {
+                    channel: ChannelId::World,
+                    seq: 0,
+                },
+                ChannelCursor {
+                    channel: far,
+                    seq: 5,
+                },
+            ],
+        )
+        .await;
+        let seen = b.until(|m| is_subs(m, 2)).await;
+        let LinkMsg::Subscriptions { added, removed, .. } = seen.last().unwrap() else {
+            unreachable!()
+        };
+        let world = added.iter().find(|c| c.channel == ChannelId::World);
+        assert_eq!(world.map(|c| c.seq), Some(start), "{added:?}");
+        assert_eq!(removed, &vec![far]);
+        // Nothing at or before the start is replayed.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        while let Ok(m) = b.rx.try_recv() {
+            if let LinkMsg::Replay { batches, .. } = m {
+                for batch in batches.iter().filter(|b| b.channel == ChannelId::World) {
+                    assert!(batch.events.iter().all(|e| e.seq > start), "{batch:?}");
+                }
+            }
+        }
+        net.server.shutdown().await.unwrap();
+    });
+}

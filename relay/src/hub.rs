@@ -484,7 +484,8 @@ mod tests {
             }],
         );
         h.handle_batch(now, batch(6, 7)); // before the subscription: ring only
-        h.handle_subscriptions(now, s, &[at(7)], &[]);
+                                          // The origin announces the resume from the client's own cursor.
+        h.handle_subscriptions(now, s, &[at(3)], &[]);
         h.handle_batch(now, batch(8, 8)); // a hole (4..5 missing): held
         assert!(drain(&mut h).is_empty());
         // The replay covers 4..7 (overlapping the live 6..7).
@@ -505,6 +506,28 @@ mod tests {
     }
 
     #[test]
+    fn a_resume_announced_from_a_later_start_moves_a_stale_cursor() {
+        let now = Instant::now();
+        let mut h = Hub::new(HubConfig::default());
+        let s = SessionId(4);
+        // The client's cursor is from before it left and re-entered the channel.
+        h.handle_open(
+            s,
+            W,
+            &[ChannelCursor {
+                channel: CH,
+                seq: 3,
+            }],
+        );
+        h.handle_batch(now, batch(8, 9)); // ring only
+        h.handle_subscriptions(now, s, &[at(7)], &[]);
+        h.handle_batch(now, batch(10, 10));
+        let got: Vec<String> = drain(&mut h).into_iter().map(|x| x.1).collect();
+        assert_eq!(got, ["8-9", "10-10"], "owed from 8 on, no hole at 4..7");
+        assert_eq!(h.stats().held, 0);
+    }
+
+    #[test]
     fn an_unfilled_hole_resyncs_from_a_keyframe_after_the_timeout() {
         let t0 = Instant::now();
         let mut h = Hub::new(HubConfig::default());
@@ -517,7 +540,7 @@ mod tests {
                 seq: 1,
             }],
         );
-        h.handle_subscriptions(t0, s, &[at(4)], &[]);
+        h.handle_subscriptions(t0, s, &[at(1)], &[]);
         h.handle_batch(t0, batch(5, 5));
         h.handle_keyframe(t0, W, CH, 5, Bytes::from_static(b"kf5"));
         assert!(drain(&mut h).is_empty(), "too early to give up on the hole");
