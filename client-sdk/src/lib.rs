@@ -1236,9 +1236,10 @@ impl Driver {
                 }
             }
             ServerMsg::Subscriptions { added, removed } => {
-                self.order
+                let restarted = self
+                    .order
                     .handle_subscriptions(&added, &removed, &mut released);
-                for c in &removed {
+                for c in removed.iter().chain(&restarted) {
                     if let Some(v) = &mut self.verifier {
                         v.forget(*c);
                     }

@@ -80,13 +80,15 @@ impl Ordering {
     /// The session's channels changed. A newly added channel starts after the given
     /// sequence number (batches held beyond it are released); a channel already
     /// tracked (a resume) keeps its own cursor unless the added one is later; a
-    /// removed channel is forgotten.
+    /// removed channel is forgotten. Returns the tracked channels whose cursor
+    /// moved forward: their hash chain restarts with the next batch.
     pub fn handle_subscriptions(
         &mut self,
         added: &[ChannelCursor],
         removed: &[ChannelId],
         out: &mut Vec<Released>,
-    ) {
+    ) -> Vec<ChannelId> {
+        let mut restarted = Vec::new();
         for c in removed {
             self.chans.remove(c);
         }
@@ -96,12 +98,16 @@ impl Ordering {
             // owed events only from later (it missed a removal and a re-add while
             // it was away).
             if ch.last.is_none_or(|l| l < a.seq) {
+                if ch.last.is_some() {
+                    restarted.push(a.channel);
+                }
                 ch.last = Some(a.seq);
                 ch.held
                     .retain(|_, b| b.events.last().is_some_and(|e| e.seq > a.seq));
                 Self::drain_held(ch, out);
             }
         }
+        restarted
     }
 
     /// A batch arrived; returns what can be released now, in order.
@@ -304,11 +310,15 @@ mod tests {
             seq,
         };
         // Re-announced from an older point: the known cursor stays.
-        o.handle_subscriptions(&[at(1)], &[], &mut out);
+        assert!(o.handle_subscriptions(&[at(1)], &[], &mut out).is_empty());
         o.handle_batch(batch(4, 4), &mut out);
         // Re-announced from a later start (a removal and re-add missed while away):
         // nothing before it is owed, so no gap and no resync.
-        o.handle_subscriptions(&[at(9)], &[], &mut out);
+        // Its hash chain restarts with the next batch.
+        assert_eq!(
+            o.handle_subscriptions(&[at(9)], &[], &mut out),
+            [ChannelId::World]
+        );
         o.handle_batch(batch(10, 10), &mut out);
         assert_eq!(seqs(&out), [1, 2, 3, 4, 10]);
         assert_eq!(o.stats().resyncs, 0);
