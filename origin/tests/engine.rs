@@ -939,3 +939,34 @@ fn the_spectator_feed_is_public_tagged_and_only_on_when_asked() {
     e.handle_timeout(now);
     assert!(!drain(&mut e).iter().any(|o| matches!(o, Output::Feed(_))));
 }
+
+#[test]
+fn a_full_tick_refuses_further_actions_until_it_ends() {
+    let arena = Arena::new(ArenaConfig::default());
+    let grid = arena.grid();
+    let mut cfg = EngineConfig::new(WorldId(1));
+    cfg.max_queue = 2;
+    let mut e = Engine::new(arena, grid, cfg, ChainSigner::from_bytes(&KEY), 0);
+    let a = join(&mut e, 1);
+    e.world_mut().place(a, 500.0, 500.0);
+    tick(&mut e);
+    for seq in 1..=3 {
+        move_east(&mut e, seq);
+    }
+    // The third is refused at once; the two taken are answered when the tick ends.
+    let now = answers(&mut e);
+    assert_eq!(now.len(), 1, "{now:?}");
+    assert_rejected(&now[0].1, RejectCode::RateLimited);
+    let results = tick(&mut e);
+    assert!(
+        matches!(
+            results[..],
+            [(_, Outcome::Applied { .. }), (_, Outcome::Applied { .. })]
+        ),
+        "{results:?}"
+    );
+    assert_eq!(e.stats().overflowed, 1);
+    // A new tick takes actions again (the refused one was never consumed).
+    move_east(&mut e, 3);
+    assert!(matches!(tick(&mut e)[..], [(_, Outcome::Applied { .. })]));
+}
