@@ -169,6 +169,20 @@ impl FakeRelay {
     }
 }
 
+/// Opens `session` on `r`, waits for its subscriptions and the first world-channel
+/// batch after them (the session's own spawn), and returns that batch's last seq.
+async fn join_and_see_world(r: &mut FakeRelay, session: u64) -> u64 {
+    r.open(session, WORLD, vec![]).await;
+    r.until(|m| is_subs(m, session)).await;
+    let seen = r
+        .until(|m| matches!(m, LinkMsg::Events(b) if b.channel == ChannelId::World))
+        .await;
+    match seen.last() {
+        Some(LinkMsg::Events(b)) => b.events.last().map_or(0, |e| e.seq),
+        _ => 0,
+    }
+}
+
 fn is_subs(m: &LinkMsg, s: u64) -> bool {
     matches!(m, LinkMsg::Subscriptions { session, .. } if *session == SessionId(s))
 }
@@ -383,16 +397,8 @@ fn a_session_resumes_on_another_relay_with_exactly_the_missed_batches() {
         let a_host = net.sim.add_host("relay-a", "amsterdam");
         let b_host = net.sim.add_host("relay-b", "london");
         let mut a = relay(&net, a_host, 1).await;
-        a.open(1, WORLD, vec![]).await;
-        a.until(|m| is_subs(m, 1)).await;
         // Last world-channel sequence session 1 saw (its own Spawned event).
-        let mut last_world = 0;
-        let seen = a
-            .until(|m| matches!(m, LinkMsg::Events(b) if b.channel == ChannelId::World))
-            .await;
-        if let Some(LinkMsg::Events(b)) = seen.last() {
-            last_world = b.events.last().unwrap().seq;
-        }
+        let last_world = join_and_see_world(&mut a, 1).await;
         a.conn.close(0u32.into(), b"relay a goes away");
         drop(a);
 
@@ -529,10 +535,7 @@ fn a_resume_with_a_stale_cursor_is_owed_only_from_the_subscription_start() {
         let a_host = net.sim.add_host("relay-a", "amsterdam");
         let b_host = net.sim.add_host("relay-b", "london");
         let mut a = relay(&net, a_host, 1).await;
-        a.open(1, WORLD, vec![]).await;
-        a.until(|m| is_subs(m, 1)).await;
-        a.until(|m| matches!(m, LinkMsg::Events(b) if b.channel == ChannelId::World))
-            .await;
+        join_and_see_world(&mut a, 1).await;
         // Session 2 joins after session 1's spawn: its world subscription starts later.
         a.open(2, WORLD, vec![]).await;
         let seen = a.until(|m| is_subs(m, 2)).await;
