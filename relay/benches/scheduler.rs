@@ -22,6 +22,7 @@ fn mix(c: &mut Criterion) {
                 class: EventClass::Movement,
                 session: SessionId(s),
                 entity: Some(EntityId(s * 2 + k % 2)),
+                droppable: true,
                 bytes: payload.clone(),
             });
         }
@@ -29,6 +30,7 @@ fn mix(c: &mut Criterion) {
             class: EventClass::State,
             session: SessionId(s),
             entity: None,
+            droppable: false,
             bytes: payload.clone(),
         });
         if s % 10 == 0 {
@@ -36,6 +38,7 @@ fn mix(c: &mut Criterion) {
                 class: EventClass::Critical,
                 session: SessionId(s),
                 entity: None,
+                droppable: false,
                 bytes: payload.clone(),
             });
         }
@@ -44,6 +47,7 @@ fn mix(c: &mut Criterion) {
                 class: EventClass::Chat,
                 session: SessionId(s),
                 entity: None,
+                droppable: true,
                 bytes: payload.clone(),
             });
         }

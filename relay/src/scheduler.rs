@@ -6,15 +6,20 @@
 //! * **fairness between sessions within a class**: sessions with pending messages
 //!   take turns (round robin), so one busy session cannot starve another sharing the
 //!   connection (spectator fan-in, relay-to-relay links);
-//! * **coalescing**: an unsent movement message for the same (session, entity) is
-//!   replaced by the newer one in place (latest wins, no queue growth);
-//! * **deadlines**: a message older than its class's deadline
+//! * **coalescing**: an unsent droppable movement message for the same (session,
+//!   entity) is replaced by the newer one in place (latest wins, no queue growth);
+//! * **deadlines**: a droppable message older than its class's deadline
 //!   ([`EventClass::deadline`]) is dropped instead of sent;
 //! * **bounds**: each class holds at most its configured number of messages. When a
-//!   droppable class (movement, chat, bulk) is full, its oldest message is dropped;
-//!   when a reliable class (critical, state) is full, enqueueing fails with
-//!   [`Overflow`] so the shell can move the client to a resume instead of growing
-//!   memory.
+//!   class with a deadline (movement, chat, bulk) is full, its oldest droppable
+//!   message is dropped; when nothing in it may be dropped, or the class is
+//!   reliable (critical, state), enqueueing fails with [`Overflow`] so the shell
+//!   can move the client to a resume instead of growing memory.
+//!
+//! Whether a message may be dropped is the producer's call ([`Outgoing::droppable`]),
+//! not only its class's: a channel's event batch is never droppable, whatever its
+//! class, because the client's ordering and hash chain need every batch (a dropped
+//! one would leave a hole the client waits on, then skips).
 //!
 //! Inputs are `handle_enqueue(now, ..)`, outputs `poll_next(now)`; `poll_timeout`
 //! gives the earliest deadline so a shell can purge stale messages while the
@@ -34,8 +39,12 @@ pub struct Outgoing {
     pub class: EventClass,
     /// The session it belongs to (fairness unit).
     pub session: SessionId,
-    /// The entity it is about (movement coalesces per entity).
+    /// The entity it is about (droppable movement coalesces per entity).
     pub entity: Option<EntityId>,
+    /// Whether its class's deadline, coalescing and eviction may drop it. False
+    /// for anything the client must receive (channel batches, keyframes, replies):
+    /// those wait, and a full class fails with [`Overflow`].
+    pub droppable: bool,
     /// Encoded frame or datagram, shared with every other receiver.
     pub bytes: Bytes,
 }
@@ -109,7 +118,9 @@ impl ClassQueue {
     fn coalesce(&mut self, msg: &Outgoing, deadline: Option<Instant>) -> Option<Outgoing> {
         let entity = msg.entity?;
         let q = self.per_session.get_mut(&msg.session)?;
-        let slot = q.iter_mut().find(|e| e.msg.entity == Some(entity))?;
+        let slot = q
+            .iter_mut()
+            .find(|e| e.msg.droppable && e.msg.entity == Some(entity))?;
         let old = std::mem::replace(&mut slot.msg, msg.clone());
         slot.deadline = deadline;
         Some(old)
@@ -131,9 +142,31 @@ impl ClassQueue {
         e
     }
 
-    /// Drops the oldest message of the session at the front of the ring.
+    /// Drops the oldest droppable message (the earliest deadline: one class's
+    /// deadlines are its messages' arrival times plus the same delay).
     fn evict_one(&mut self) -> bool {
-        self.pop().is_some()
+        let Some((session, i)) = self
+            .per_session
+            .iter()
+            .flat_map(|(s, q)| {
+                q.iter()
+                    .enumerate()
+                    .filter_map(move |(i, e)| e.deadline.map(|d| (d, *s, i)))
+            })
+            .min_by_key(|(d, _, _)| *d)
+            .map(|(_, s, i)| (s, i))
+        else {
+            return false;
+        };
+        if let Some(q) = self.per_session.get_mut(&session) {
+            q.remove(i);
+            self.len -= 1;
+            if q.is_empty() {
+                self.per_session.remove(&session);
+                self.ring.retain(|s| *s != session);
+            }
+        }
+        true
     }
 
     fn earliest_deadline(&self) -> Option<Instant> {
@@ -200,24 +233,27 @@ impl Scheduler {
     pub fn handle_enqueue(&mut self, now: Instant, msg: Outgoing) -> Result<(), Overflow> {
         let class = msg.class;
         let r = class.rank();
-        let deadline = class.deadline().map(|d: Duration| now + d);
+        let deadline = class
+            .deadline()
+            .filter(|_| msg.droppable)
+            .map(|d: Duration| now + d);
         let q = &mut self.classes[r];
-        if class.coalescing() == Coalescing::LatestPerEntity && q.coalesce(&msg, deadline).is_some()
+        if msg.droppable
+            && class.coalescing() == Coalescing::LatestPerEntity
+            && q.coalesce(&msg, deadline).is_some()
         {
             self.stats.coalesced[r] += 1;
             self.stats.enqueued[r] += 1;
             return Ok(());
         }
         if q.len >= self.cfg.capacity[r] {
-            if class.deadline().is_none() {
+            if class.deadline().is_none() || !q.evict_one() {
                 return Err(Overflow {
                     class,
                     capacity: self.cfg.capacity[r],
                 });
             }
-            if q.evict_one() {
-                self.stats.evicted[r] += 1;
-            }
+            self.stats.evicted[r] += 1;
         }
         q.push(Entry { msg, deadline });
         self.stats.enqueued[r] += 1;
@@ -291,6 +327,7 @@ mod tests {
             class,
             session: SessionId(session),
             entity: entity.map(EntityId),
+            droppable: true,
             bytes: Bytes::from(vec![tag]),
         }
     }
@@ -359,6 +396,42 @@ mod tests {
                 .unwrap();
         }
         assert_eq!(s.len_of(EventClass::Critical), 3);
+    }
+
+    #[test]
+    fn a_message_that_is_not_droppable_waits_whatever_its_class() {
+        let t0 = Instant::now();
+        let cfg = SchedulerConfig {
+            capacity: [4, 4, 3, 4, 4],
+        };
+        let mut s = Scheduler::new(cfg);
+        let batch = |tag| Outgoing {
+            droppable: false,
+            ..msg(EventClass::Movement, 1, Some(7), tag)
+        };
+        // Two channel batches about the same entity: neither replaces the other.
+        s.handle_enqueue(t0, batch(1)).unwrap();
+        s.handle_enqueue(t0, batch(2)).unwrap();
+        // A droppable update may be evicted to make room; the batches may not.
+        s.handle_enqueue(t0, msg(EventClass::Movement, 2, Some(9), 3))
+            .unwrap();
+        s.handle_enqueue(t0, batch(4)).unwrap();
+        assert_eq!(s.stats().evicted[EventClass::Movement.rank()], 1);
+        let full = s.handle_enqueue(t0, batch(5)).unwrap_err();
+        assert_eq!(full.class, EventClass::Movement);
+        // Long past the movement deadline, every batch still comes out, in order.
+        let late = t0 + Duration::from_secs(5);
+        s.handle_timeout(late);
+        assert_eq!(
+            drain(&mut s, late),
+            vec![
+                (EventClass::Movement, 1, 1),
+                (EventClass::Movement, 1, 2),
+                (EventClass::Movement, 1, 4)
+            ]
+        );
+        assert_eq!(s.stats().expired[EventClass::Movement.rank()], 0);
+        assert_eq!(s.stats().coalesced[EventClass::Movement.rank()], 0);
     }
 
     #[test]

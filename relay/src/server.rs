@@ -1022,6 +1022,7 @@ impl ClientReader {
             class,
             session: self.session,
             entity: None,
+            droppable: false,
             bytes: frame(msg),
         });
     }
@@ -2294,11 +2295,14 @@ impl Actor {
             return;
         };
         // A full outbox stops; its writer closes the connection as too slow (the
-        // client resumes and its missed events are replayed).
+        // client resumes and its missed events are replayed). Nothing here may be
+        // dropped: channel batches and keyframes keep the client's sequence whole
+        // whatever their class (a movement batch waits rather than expire).
         let _ = cs.out.push(Outgoing {
             class,
             session,
             entity: None,
+            droppable: false,
             bytes,
         });
     }

@@ -318,6 +318,7 @@ mod tests {
             class,
             session: SessionId(1),
             entity: None,
+            droppable: true,
             bytes: Bytes::from(vec![n]),
         }
     }
