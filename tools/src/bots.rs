@@ -275,6 +275,8 @@ pub struct Bot {
     avatar: Option<EntityId>,
     version: u64,
     pos: (f32, f32),
+    /// When the avatar last moved (or was learned): a step covers the time since.
+    moved_at: Option<Instant>,
     heading: f32,
     others: Vec<EntityId>,
     check: SeqCheck,
@@ -319,6 +321,7 @@ impl Bot {
             avatar: None,
             version: 0,
             pos: (0.0, 0.0),
+            moved_at: None,
             heading: 0.0,
             others: Vec::new(),
             check: SeqCheck::default(),
@@ -340,6 +343,12 @@ impl Bot {
                 for a in added {
                     self.check.start(a.channel, a.seq);
                 }
+            }
+            // A new session (the old one could not be resumed) has a new avatar,
+            // somewhere else: walking on from the old one's position would break
+            // the speed rule. The avatar is learned again (spawn or keyframe).
+            ClientEvent::Connected { resumed: false, .. } if self.avatar.is_some() => {
+                self.avatar = None;
             }
             ClientEvent::Keyframe(k) => {
                 self.check.keyframe(k.channel, k.seq);
@@ -366,9 +375,7 @@ impl Bot {
                         ..
                     }) => {
                         if player == self.name {
-                            self.avatar = Some(entity);
-                            self.pos = (x, y);
-                            self.version = version;
+                            self.adopt(entity, (x, y), version);
                         } else {
                             self.meet(entity);
                         }
@@ -408,13 +415,21 @@ impl Bot {
     fn find_avatar(&mut self, state: &[u8]) {
         for (id, p) in keyframe_players(state) {
             if p.name == self.name {
-                self.avatar = Some(id);
-                self.pos = (p.x, p.y);
-                self.version = self.version.max(p.version);
+                let version = self.version.max(p.version);
+                self.adopt(id, (p.x, p.y), version);
             } else {
                 self.meet(id);
             }
         }
+    }
+
+    /// The avatar is `entity`, standing at `pos`: the next step starts there, and
+    /// covers only the time since.
+    fn adopt(&mut self, entity: EntityId, pos: (f32, f32), version: u64) {
+        self.avatar = Some(entity);
+        self.pos = pos;
+        self.version = version;
+        self.moved_at = Some(Instant::now());
     }
 
     fn meet(&mut self, entity: EntityId) {
@@ -472,15 +487,24 @@ impl Bot {
         }
     }
 
+    /// One period's walk at the plan's speed.
     fn step_len(&self) -> f32 {
-        self.plan.max_speed * self.plan.speed / self.plan.rate_hz.max(0.1) as f32
+        self.plan.max_speed * self.plan.speed / self.plan.step_hz() as f32
     }
 
     fn walk(&mut self) -> ArenaAction {
         if self.rng.gen_bool(0.1) {
             self.heading += self.rng.gen_range(-1.0..1.0);
         }
-        let d = self.step_len();
+        // An honest player covers the time since its last move, at most a period
+        // (the first step after a spawn may come sooner than a period).
+        let now = Instant::now();
+        let period = 1.0 / self.plan.step_hz() as f32;
+        let since = self
+            .moved_at
+            .map_or(period, |t| now.duration_since(t).as_secs_f32());
+        self.moved_at = Some(now);
+        let d = self.step_len() * (since / period).min(1.0);
         let (w, h) = self.plan.map;
         let mut nx = self.pos.0 + self.heading.cos() * d;
         let mut ny = self.pos.1 + self.heading.sin() * d;
@@ -697,7 +721,7 @@ impl Bot {
             }
             n += 1;
             let k = n + phase;
-            if self.plan.rate_hz > 0.0 {
+            if self.plan.rate_hz > 0.0 && self.avatar.is_some() {
                 let mv = self.walk();
                 if self.client.send(EventClass::Movement, mv.encode()).is_ok() {
                     self.counts.moves_sent += 1;

@@ -238,7 +238,11 @@ pub async fn run(
         moves_sent_per_s: c.moves_sent as f64 / elapsed,
         events_per_s: c.events as f64 / elapsed,
         conflicts: merged.conflicts(),
-        cheats: merged.cheats(Some(edge_rate_limited), Some(anomalies)),
+        cheats: merged.cheats(
+            Some(edge_rate_limited),
+            Some(anomalies),
+            Some(count(&om.violations, "rule")),
+        ),
         events_lost: merged.events_lost(),
         events_received: c.events,
         verified_players: verified,

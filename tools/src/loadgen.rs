@@ -305,10 +305,23 @@ pub async fn fetch_metrics(admin: &str) -> Result<String, LoadgenError> {
     .map_err(|message| LoadgenError::Admin { url, message })
 }
 
-/// Reads `skylane_origin_actions_total` by kind from an origin's admin endpoint.
-pub async fn origin_actions(admin: &str) -> Result<BTreeMap<String, u64>, LoadgenError> {
+/// What an origin counted, by kind: its `skylane_origin_actions_total` and
+/// `skylane_origin_violations_total` counters.
+#[derive(Debug, Clone, Default)]
+pub struct OriginCounters {
+    /// Action outcomes (`applied`, `conflict`, `rejected_*`).
+    pub actions: BTreeMap<String, u64>,
+    /// Anti-cheat violations (`rule`, anomaly kinds).
+    pub violations: BTreeMap<String, u64>,
+}
+
+/// Reads an origin's action and violation counters from its admin endpoint.
+pub async fn origin_counters(admin: &str) -> Result<OriginCounters, LoadgenError> {
     let body = fetch_metrics(admin).await?;
-    Ok(parse_counter(&body, "skylane_origin_actions_total"))
+    Ok(OriginCounters {
+        actions: parse_counter(&body, "skylane_origin_actions_total"),
+        violations: parse_counter(&body, "skylane_origin_violations_total"),
+    })
 }
 
 /// One reading of a relay's cost counters.
@@ -479,7 +492,7 @@ pub async fn run(
     interrupt: impl std::future::Future<Output = ()>,
 ) -> Result<LoadgenRun, LoadgenError> {
     let before = match &opts.origin_admin {
-        Some(a) => Some(origin_actions(a).await?),
+        Some(a) => Some(origin_counters(a).await?),
         None => None,
     };
     let relay_before = match &opts.relay_admin {
@@ -592,12 +605,17 @@ pub async fn run(
     let merged = merge(fleet.outcomes.iter().map(|(_, o)| o));
     let c = merged.counts;
     let elapsed = fleet.elapsed.as_secs_f64();
+    let mut rule_violations = None;
     let origin = match (&opts.origin_admin, before) {
         (Some(a), Some(before)) => {
-            let after = origin_actions(a).await?;
-            let outcomes = total(&after).saturating_sub(total(&before));
-            let applied = after.get("applied").copied().unwrap_or(0)
-                - before.get("applied").copied().unwrap_or(0);
+            let after = origin_counters(a).await?;
+            let delta = |m: fn(&OriginCounters) -> &BTreeMap<String, u64>, k: &str| {
+                let get = |c| m(c).get(k).copied().unwrap_or(0);
+                get(&after).saturating_sub(get(&before))
+            };
+            rule_violations = Some(delta(|c| &c.violations, "rule"));
+            let outcomes = total(&after.actions).saturating_sub(total(&before.actions));
+            let applied = delta(|c| &c.actions, "applied");
             let moves_counted = outcomes.saturating_sub(c.answered);
             Some(OriginCount {
                 outcomes,
@@ -722,7 +740,7 @@ pub async fn run(
         moves_sent_per_s: c.moves_sent as f64 / elapsed,
         events_per_s: c.events as f64 / elapsed,
         conflicts: merged.conflicts(),
-        cheats: merged.cheats(None, None),
+        cheats: merged.cheats(None, None, rule_violations),
         events_lost: merged.events_lost(),
         events_received: c.events,
         verified_players: if opts.origin_key.is_some() {

@@ -81,6 +81,11 @@ pub struct CheatReport {
     pub false_positives: u64,
     /// Behavioural anomalies the origin's detector reported (`None`: not available).
     pub anomalies: Option<u64>,
+    /// Actions and moves the origin's game rules refused as cheating (speed,
+    /// cooldown, range), whoever sent them: the cheaters' attempts plus any honest
+    /// move refused, which no outcome reports (movement goes as datagrams). With no
+    /// cheaters it must be 0 (`None`: the origin's counters were not available).
+    pub rule_violations: Option<u64>,
 }
 
 /// Conflict figures.
@@ -198,7 +203,12 @@ impl Merged {
     }
 
     /// The anti-cheat figures, with what the relays and origin counted if known.
-    pub fn cheats(&self, edge_rate_limited: Option<u64>, anomalies: Option<u64>) -> CheatReport {
+    pub fn cheats(
+        &self,
+        edge_rate_limited: Option<u64>,
+        anomalies: Option<u64>,
+        rule_violations: Option<u64>,
+    ) -> CheatReport {
         let c = &self.counts;
         CheatReport {
             attempted: c.cheats_attempted,
@@ -207,6 +217,7 @@ impl Merged {
             edge_rate_limited,
             false_positives: c.false_positives,
             anomalies,
+            rule_violations,
         }
     }
 
@@ -385,6 +396,9 @@ impl Report {
         }
         if let Some(a) = ch.anomalies {
             let _ = write!(o, "{a} anomalies flagged; ");
+        }
+        if let Some(v) = ch.rule_violations {
+            let _ = write!(o, "{v} refused by the rules at the origin; ");
         }
         let _ = writeln!(o, "{} false positives", ch.false_positives);
         let _ = writeln!(

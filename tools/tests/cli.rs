@@ -347,3 +347,30 @@ fn demo_prints_a_json_report_with_nothing_lost() {
         assert!(d["frames"].as_u64().unwrap() > 10, "{r}");
     }
 }
+
+/// Honest bots' moves go as datagrams, so no outcome would report one the origin
+/// refused; the origin's rule counter must stay at 0 with no cheaters, even when a
+/// bot's first step comes soon after its spawn (at 0.1 Hz a step is 10 s of
+/// walking).
+#[test]
+fn honest_bots_break_no_rule_even_at_a_tenth_of_a_hertz() {
+    let out = ok(&[
+        "demo",
+        "--duration",
+        "8s",
+        "--players",
+        "16",
+        "--cheaters",
+        "0",
+        "--rate",
+        "0.1",
+        "--spectators",
+        "0",
+        "--json",
+    ]);
+    let r: serde_json::Value = serde_json::from_str(out.trim()).expect("one JSON object");
+    assert_eq!(r["playing"], 16, "{r}");
+    assert!(r["moves_sent_per_s"].as_f64().unwrap() > 0.0, "{r}");
+    assert_eq!(r["cheats"]["rule_violations"], 0, "{r}");
+    assert_eq!(r["events_lost"], 0, "{r}");
+}
