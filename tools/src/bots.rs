@@ -402,6 +402,17 @@ impl Bot {
                             self.version = self.version.max(b_version);
                         }
                     }
+                    // Killed: the avatar respawned elsewhere and walks on from there.
+                    Some(ArenaEvent::Died {
+                        entity,
+                        x,
+                        y,
+                        version,
+                        ..
+                    }) if Some(entity) == self.avatar => {
+                        let version = self.version.max(version);
+                        self.adopt(entity, (x, y), version);
+                    }
                     Some(ArenaEvent::Left { entity }) => self.others.retain(|o| *o != entity),
                     _ => {}
                 }
