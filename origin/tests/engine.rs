@@ -362,7 +362,7 @@ fn moves_bunched_by_jitter_pass_the_speed_rule_and_timestamps_cannot_buy_a_telep
     // A timestamp claiming 10 s passed buys at most the jitter allowance.
     e.handle_action(SessionId(1), mv(3, 150.0, 10_100));
     assert_rejected(&tick(&mut e)[0].1, RejectCode::Speed);
-    let reach = 10.0 * (1.0 / 30.0 + skylane_origin::MOVE_JITTER_S);
+    let reach = 10.0 * (1.0 / 30.0 + MOVE_JITTER_S);
     e.handle_action(SessionId(1), mv(4, 102.0 + reach * 0.99, 10_200));
     assert!(matches!(tick(&mut e)[0].1, Outcome::Applied { .. }));
     assert!((e.world().player(a).unwrap().x - (102.0 + reach * 0.99)).abs() < 1e-3);
