@@ -316,9 +316,6 @@ pub struct Player {
     pub items: BTreeSet<EntityId>,
     /// Tick of the last move (speed check).
     pub last_move_tick: u64,
-    /// The client's timestamp of its last accepted move (speed check under arrival
-    /// jitter); `None` after a spawn or respawn.
-    pub last_move_client_us: Option<u64>,
     /// Tick of the last shot (cooldown check).
     pub last_fire_tick: Option<u64>,
 }
@@ -532,10 +529,6 @@ fn check_ownership(w: &Arena, ctx: &Ctx, a: &ArenaAction) -> Result<(), Rejectio
     }
 }
 
-/// How much more time than the ticks measured a move's client timestamps may
-/// claim (network jitter between two moves).
-pub const MOVE_JITTER_S: f32 = 0.25;
-
 fn check_speed(w: &Arena, ctx: &Ctx, a: &ArenaAction) -> Result<(), Rejection> {
     let (ArenaAction::Move { x, y } | ArenaAction::Mark { x, y } | ArenaAction::Plan { x, y }) = a
     else {
@@ -558,18 +551,7 @@ fn check_speed(w: &Arena, ctx: &Ctx, a: &ArenaAction) -> Result<(), Rejection> {
     }
     let me = w.me(ctx)?;
     let ticks = ctx.tick.saturating_sub(me.last_move_tick).max(1);
-    let hz = ctx.tick_hz.max(1) as f32;
-    // Moves sent 100 ms apart can land in consecutive ticks (arrival jitter): the
-    // client's own timestamps say how far apart they were sent, trusted up to
-    // MOVE_JITTER_S beyond what the ticks measured. A client cannot bank that: the
-    // edge keeps its clock within a fixed skew of the relay's, so its timestamps
-    // cannot claim more time than passed plus twice that skew over a session.
-    let server_s = ticks as f32 / hz;
-    let client_s = me.last_move_client_us.map_or(0.0, |last| {
-        ctx.client_time_us.saturating_sub(last) as f32 / 1e6
-    });
-    let elapsed = server_s.max(client_s.min(server_s + MOVE_JITTER_S));
-    let allowed = w.cfg.max_speed * elapsed;
+    let allowed = w.cfg.max_speed * ticks as f32 / ctx.tick_hz.max(1) as f32;
     let d = dist((me.x, me.y), (*x, *y));
     // 1% slack for float rounding in honest clients.
     if d > allowed * 1.01 + 1e-3 {
@@ -692,7 +674,6 @@ impl World for Arena {
                 coins: self.cfg.start_coins,
                 items: BTreeSet::new(),
                 last_move_tick: tick,
-                last_move_client_us: None,
                 last_fire_tick: None,
             },
         );
@@ -746,7 +727,6 @@ impl World for Arena {
                     p.x = *x;
                     p.y = *y;
                     p.last_move_tick = ctx.tick;
-                    p.last_move_client_us = Some(ctx.client_time_us);
                     p.version += 1;
                     out.push(
                         grid.channel_of(*x, *y),
@@ -934,7 +914,6 @@ impl World for Arena {
                         t.y = ny;
                         t.hp = start_hp;
                         t.last_move_tick = ctx.tick;
-                        t.last_move_client_us = None;
                         // A second change (the respawn): a second version, so receivers
                         // that see the hit after the death keep the respawn.
                         t.version += 1;

@@ -41,7 +41,7 @@ pub mod view;
 pub mod world;
 
 pub use anticheat::{AnomalyKind, Detector, DetectorConfig, Enforcement, Violation};
-pub use arena::{Arena, ArenaAction, ArenaConfig, ArenaEvent, Roster, MOVE_JITTER_S};
+pub use arena::{Arena, ArenaAction, ArenaConfig, ArenaEvent, Roster};
 pub use engine::{
     Engine, EngineConfig, EngineSnapshot, EngineStats, JoinError, Output, ResumeError,
 };
