@@ -319,7 +319,9 @@ impl ClientBuilder {
     }
 
     /// Idle time after which a silent connection counts as lost (default 3 s; a
-    /// keep-alive runs at a quarter of it).
+    /// keep-alive runs at a quarter of it). QUIC uses the smaller of the two
+    /// sides' idle timeouts and the relay's is 10 s; the relay sends keep-alives
+    /// of its own after 4 s of silence, so above 16 s here they take over.
     pub fn idle_timeout(mut self, d: Duration) -> Self {
         self.idle_timeout = Some(d);
         self

@@ -41,6 +41,11 @@ pub struct RelayMetrics {
     pub links_up: Gauge,
     /// Origin link (re)connections.
     pub link_connects: Counter,
+    /// Pings and pongs not sent because an origin link's control lane was full.
+    pub link_control_dropped: Counter,
+    /// Origin links closed because their control lane was full (their sessions
+    /// are re-opened on the next link).
+    pub link_backlog_cuts: Counter,
     /// Go-aways sent.
     pub go_aways: Counter,
     /// Origin links this relay forwards for peer relays.
@@ -129,6 +134,16 @@ impl RelayMetrics {
             "link_connects",
             "Origin link connections made",
             m.link_connects.clone(),
+        );
+        r.register(
+            "link_control_dropped",
+            "Link pings and pongs dropped behind a full control lane",
+            m.link_control_dropped.clone(),
+        );
+        r.register(
+            "link_backlog_cuts",
+            "Origin links closed because their control lane was full",
+            m.link_backlog_cuts.clone(),
         );
         r.register("go_aways", "Go-aways sent", m.go_aways.clone());
         r.register(
