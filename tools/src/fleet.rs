@@ -17,6 +17,8 @@ use crate::bots::{Bot, BotOutcome, BotPlan, Live};
 pub enum Phase {
     /// Players connecting: (connected, total).
     Connecting(usize, usize),
+    /// Spectators connecting: (connected, total).
+    Watching(usize, usize),
     /// Playing: elapsed of total.
     Playing(Duration, Duration),
     /// Collecting results.

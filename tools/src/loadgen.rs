@@ -480,7 +480,7 @@ async fn connect_spectators(
             Ok(Err(e)) => errors.push(e),
             Err(e) => errors.push(e.to_string()),
         }
-        progress(Phase::Connecting(watchers.len(), opts.spectators), live);
+        progress(Phase::Watching(watchers.len(), opts.spectators), live);
     }
     (watchers, errors)
 }

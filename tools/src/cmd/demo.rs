@@ -83,14 +83,17 @@ fn status(live: &Live) -> String {
     )
 }
 
+fn connecting(pb: &ProgressBar, n: usize, total: usize, who: &str) {
+    pb.set_prefix("connecting");
+    pb.set_position((n * 1000 / total.max(1)) as u64);
+    pb.set_message(format!("{n}/{total} {who}"));
+}
+
 /// Shows a run's phase on the progress bar.
 pub(crate) fn show(pb: &ProgressBar, phase: Phase, live: &Live) {
     match phase {
-        Phase::Connecting(n, total) => {
-            pb.set_prefix("connecting");
-            pb.set_position((n * 1000 / total.max(1)) as u64);
-            pb.set_message(format!("{n}/{total} players"));
-        }
+        Phase::Connecting(n, total) => connecting(pb, n, total, "players"),
+        Phase::Watching(n, total) => connecting(pb, n, total, "spectators"),
         Phase::Playing(t, total) => {
             pb.set_prefix("playing");
             pb.set_position((t.as_millis() * 1000 / total.as_millis().max(1)).min(1000) as u64);
@@ -143,5 +146,31 @@ impl DemoCmd {
             );
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bar_names_who_is_connecting() {
+        let pb = ProgressBar::hidden();
+        pb.set_length(1000);
+        let live = Live::default();
+        show(&pb, Phase::Connecting(50, 200), &live);
+        assert_eq!(pb.message(), "50/200 players");
+        assert_eq!(pb.position(), 250);
+        show(&pb, Phase::Watching(5, 50), &live);
+        assert_eq!(pb.prefix(), "connecting");
+        assert_eq!(pb.message(), "5/50 spectators");
+        assert_eq!(pb.position(), 100);
+        show(
+            &pb,
+            Phase::Playing(Duration::from_secs(5), Duration::from_secs(20)),
+            &live,
+        );
+        assert_eq!(pb.prefix(), "playing");
+        assert_eq!(pb.position(), 250);
     }
 }
