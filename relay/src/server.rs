@@ -1255,9 +1255,10 @@ impl LinkTx {
                 Err(mpsc::error::TrySendError::Full(_)) => when_full(msg),
             },
             Err(e) => {
-                // Only an oversized frame fails to encode: a bug, not a load issue.
-                warn!(cause = %e, "link control message not encodable");
-                WhenFull::CutLink
+                // Only an oversized frame fails to encode: a bug, not a load
+                // issue, and a reconnect would fail the same way.
+                warn!(cause = %e, "link control message not encodable; dropped");
+                return;
             }
         };
         match kind {
