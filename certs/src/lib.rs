@@ -181,6 +181,13 @@ impl DevCa {
                 sans.push(n.clone());
             }
         }
+        self.issue_exact(kind, &sans)
+    }
+
+    /// Issues a leaf certificate for `kind` valid for `names` only (no
+    /// [`DEFAULT_SANS`]): what a production host's certificate looks like.
+    pub fn issue_exact(&self, kind: LeafKind, names: &[String]) -> Result<PemPair, CertError> {
+        let sans = names.to_vec();
         let key = KeyPair::generate_for(&rcgen::PKCS_ED25519)?;
         let mut params = CertificateParams::new(sans)?;
         let mut dn = DistinguishedName::new();

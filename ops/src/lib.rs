@@ -6,7 +6,8 @@
 //! * [`admin_router`] / [`serve_admin`]: the admin HTTP endpoint with `/metrics` in
 //!   the Prometheus/OpenMetrics text format; binaries add their own routes
 //!   (`/status`, `/drain`).
-//! * [`init_logging`]: `tracing` to stderr, filtered by `RUST_LOG`.
+//! * [`init_logging_as`]: `tracing` to stderr, filtered by `RUST_LOG`, as text
+//!   (colour only on a terminal) or JSON lines ([`LogFormat`]).
 //! * [`ProcessMetrics`]: the standard `process_cpu_seconds_total` and
 //!   `process_resident_memory_bytes`, read at each scrape (the load generator
 //!   reads them to put a relay's CPU per delivered event and memory per session
@@ -220,14 +221,39 @@ pub async fn serve_admin(addr: SocketAddr, router: axum::Router) -> std::io::Res
     Ok(bound)
 }
 
-/// Logs to stderr with `RUST_LOG` (default `info`). Safe to call twice.
+/// How a binary writes its logs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines; colours only when stderr is a terminal.
+    #[default]
+    Text,
+    /// One JSON object per line (timestamp, level, target, fields), for log
+    /// shippers.
+    Json,
+}
+
+/// Logs to stderr as text with `RUST_LOG` (default `info`). Safe to call twice.
 pub fn init_logging() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .try_init();
+    init_logging_as(LogFormat::Text);
+}
+
+/// Logs to stderr in `format` with `RUST_LOG` (default `info`). Colour codes are
+/// written only when stderr is a terminal, never into a file or a pipe. Safe to
+/// call twice (the first call wins).
+pub fn init_logging_as(format: LogFormat) {
+    use std::io::IsTerminal as _;
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init(),
+        LogFormat::Json => builder.json().with_ansi(false).try_init(),
+    };
 }
 
 /// Checks that an optional file setting names a readable file.

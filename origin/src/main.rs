@@ -32,6 +32,16 @@ struct Cli {
     /// TOML configuration file; flags and environment variables override it.
     #[arg(long, env = "SKYLANE_ORIGIN_CONFIG", global = true)]
     config: Option<PathBuf>,
+    /// Log format on stderr: `text` (colour only on a terminal) or `json` (one
+    /// object per line, for log shippers).
+    #[arg(
+        long,
+        env = "SKYLANE_ORIGIN_LOG_FORMAT",
+        value_enum,
+        default_value_t,
+        global = true
+    )]
+    log_format: skylane_ops::LogFormat,
     #[command(subcommand)]
     command: Option<Command>,
     #[command(flatten)]
@@ -101,9 +111,9 @@ fn check(path: &Path) -> anyhow::Result<()> {
 }
 
 fn main() -> anyhow::Result<()> {
-    skylane_ops::init_logging();
     let matches = Cli::command().get_matches();
     let cli = Cli::from_arg_matches(&matches)?;
+    skylane_ops::init_logging_as(cli.log_format);
     if let Some(Command::CheckConfig { file }) = &cli.command {
         return check(file);
     }

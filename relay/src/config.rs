@@ -66,7 +66,9 @@ pub struct RelayConfig {
     /// the same on every relay).
     #[arg(long, env = "SKYLANE_RELAY_TICKET_SECRET")]
     pub ticket_secret: Option<PathBuf>,
-    /// Origins as `ADDR=WORLD[+WORLD...]`, for example `10.0.0.5:4500=1+2`.
+    /// Origins as `[TLS_NAME@]HOST:PORT=WORLD[+WORLD...]`, for example
+    /// `origin-1.example:4500=1+2` (the certificate must name `origin-1.example`)
+    /// or `origin-1.example@10.0.0.5:4500=1` (dial the address, check the name).
     /// Repeat the flag, or separate with commas in the environment variable.
     #[arg(long = "origin", env = "SKYLANE_RELAY_ORIGINS", value_delimiter = ',')]
     pub origins: Vec<String>,
@@ -102,15 +104,54 @@ pub struct RelayConfig {
     pub drain_deadline_secs: u64,
 }
 
-/// An origin parsed from `ADDR=WORLD[+WORLD...]`.
-pub fn parse_origin(s: &str) -> Result<(SocketAddr, Vec<WorldId>), ConfigError> {
+/// An origin as an operator names it: `[TLS_NAME@]HOST:PORT=WORLD[+WORLD...]`.
+///
+/// `HOST` is a host name or an IP address; the relay resolves it at start. The
+/// origin's certificate must name `TLS_NAME`, which defaults to `HOST` (a host
+/// name, or an IP address in an IP SAN). Example: `origin-1.internal:4500=1+2`,
+/// or `origin-1.internal@10.0.0.5:4500=1+2` to dial an address but check a name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OriginTarget {
+    /// `HOST:PORT` as given.
+    pub target: String,
+    /// The name checked against the origin's certificate.
+    pub tls_name: String,
+    /// Worlds it hosts.
+    pub worlds: Vec<WorldId>,
+}
+
+impl OriginTarget {
+    /// Resolves the host (DNS or a literal address); the first address wins.
+    pub fn resolve(&self) -> Result<SocketAddr, ConfigError> {
+        std::net::ToSocketAddrs::to_socket_addrs(&self.target)
+            .map_err(|e| ConfigError::Invalid(format!("origin `{}`: {e}", self.target)))?
+            .next()
+            .ok_or_else(|| ConfigError::Invalid(format!("origin `{}` has no address", self.target)))
+    }
+}
+
+/// Parses `[TLS_NAME@]HOST:PORT=WORLD[+WORLD...]` (see [`OriginTarget`]).
+pub fn parse_origin(s: &str) -> Result<OriginTarget, ConfigError> {
     let bad = |why: &str| {
         ConfigError::Invalid(format!(
-            "origin `{s}`: {why} (expected ADDR=WORLD[+WORLD...])"
+            "origin `{s}`: {why} (expected [TLS_NAME@]HOST:PORT=WORLD[+WORLD...])"
         ))
     };
     let (addr, worlds) = s.split_once('=').ok_or_else(|| bad("no `=`"))?;
-    let addr = addr.trim().parse().map_err(|_| bad("bad address"))?;
+    let (tls_name, target) = match addr.trim().split_once('@') {
+        Some((name, target)) => (Some(name.trim()), target.trim()),
+        None => (None, addr.trim()),
+    };
+    let (host, port) = target.rsplit_once(':').ok_or_else(|| bad("no port"))?;
+    port.parse::<u16>().map_err(|_| bad("bad port"))?;
+    let host = host.trim_matches(['[', ']']);
+    if host.is_empty() {
+        return Err(bad("no host"));
+    }
+    let tls_name = tls_name.unwrap_or(host);
+    if quinn::rustls::pki_types::ServerName::try_from(tls_name).is_err() {
+        return Err(bad("TLS name is neither a DNS name nor an IP address"));
+    }
     let worlds = worlds
         .split('+')
         .map(|w| {
@@ -120,7 +161,11 @@ pub fn parse_origin(s: &str) -> Result<(SocketAddr, Vec<WorldId>), ConfigError> 
                 .map_err(|_| bad("bad world id"))
         })
         .collect::<Result<Vec<_>, _>>()?;
-    Ok((addr, worlds))
+    Ok(OriginTarget {
+        target: target.to_owned(),
+        tls_name: tls_name.to_owned(),
+        worlds,
+    })
 }
 
 /// A peer relay parsed from `ID/REGION/LAT/LON/ADDR`.
@@ -230,6 +275,30 @@ mod tests {
     }
 
     #[test]
+    fn origins_are_named_by_host_with_an_optional_tls_name() {
+        let o = parse_origin("origin-1.example:4500=1+2").unwrap();
+        assert_eq!(o.target, "origin-1.example:4500");
+        assert_eq!(o.tls_name, "origin-1.example");
+        assert_eq!(o.worlds, vec![WorldId(1), WorldId(2)]);
+        let o = parse_origin("origin-1.internal@10.0.0.5:4500=7").unwrap();
+        assert_eq!(o.target, "10.0.0.5:4500");
+        assert_eq!(o.tls_name, "origin-1.internal");
+        let o = parse_origin("[::1]:4500=1").unwrap();
+        assert_eq!(o.tls_name, "::1");
+        assert_eq!(o.resolve().unwrap(), "[::1]:4500".parse().unwrap());
+        for bad in [
+            "x:1",
+            "x=1",
+            ":4500=1",
+            "x:port=1",
+            "x:1=w",
+            "bad name!@x:1=1",
+        ] {
+            assert!(parse_origin(bad).is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
     fn file_flags_and_validation() {
         let dir = std::env::temp_dir().join(format!("skylane-relay-cfg-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -243,9 +312,11 @@ mod tests {
         assert_eq!(c.id, 7);
         assert_eq!(c.region, "eu-central", "flag over file");
         c.validate().unwrap();
+        let o = parse_origin(&c.origins[0]).unwrap();
+        assert_eq!(o.worlds, vec![WorldId(1), WorldId(2)]);
         assert_eq!(
-            parse_origin(&c.origins[0]).unwrap().1,
-            vec![WorldId(1), WorldId(2)]
+            o.tls_name, "127.0.0.1",
+            "the host is the TLS name by default"
         );
         assert_eq!(parse_peer(&c.peers[0]).unwrap().id, RelayId(8));
 
@@ -259,7 +330,7 @@ mod tests {
         )
         .unwrap();
         let err = c.validate().unwrap_err().to_string();
-        assert!(err.contains("bad address"), "{err}");
+        assert!(err.contains("no port"), "{err}");
         let c = parse(
             &[
                 "x",

@@ -25,7 +25,31 @@ pub enum GeoError {
         /// What went wrong.
         message: String,
     },
+    /// The database holds no location data (an ASN or ISP database, say): it
+    /// would place nobody.
+    #[error("GeoIP database {path} ({kind}) has no location records in its first {scanned} networks; a City database (location.latitude, location.longitude) is needed")]
+    NoLocations {
+        /// File.
+        path: PathBuf,
+        /// The database type from its metadata.
+        kind: String,
+        /// Networks looked at.
+        scanned: usize,
+    },
+    /// A record exists for the address but does not decode as a location.
+    #[error("GeoIP record for {ip} cannot be decoded: {message}")]
+    Undecodable {
+        /// The address looked up.
+        ip: IpAddr,
+        /// The decoder's message.
+        message: String,
+    },
 }
+
+/// Networks [`GeoDb::from_bytes`] looks at for a location before refusing the
+/// database (a City database has one in its first few; an ASN database has none
+/// in any).
+const LOCATION_SCAN: usize = 100_000;
 
 #[derive(Deserialize)]
 struct CityRecord {
@@ -63,23 +87,73 @@ impl GeoDb {
                 path: path.to_owned(),
                 message,
             },
+            GeoError::NoLocations { kind, scanned, .. } => GeoError::NoLocations {
+                path: path.to_owned(),
+                kind,
+                scanned,
+            },
+            other => other,
         })
     }
 
-    /// Uses a database already in memory.
+    /// Uses a database already in memory. Refuses one without location records.
     pub fn from_bytes(bytes: Vec<u8>) -> Result<Self, GeoError> {
         let reader = maxminddb::Reader::from_source(bytes).map_err(|e| GeoError::Open {
             path: PathBuf::from("<memory>"),
             message: e.to_string(),
         })?;
-        Ok(Self { reader })
+        let db = Self { reader };
+        db.check_locations()?;
+        Ok(db)
     }
 
-    /// Latitude and longitude of an address, if the database knows it.
+    /// Looks for one network whose record has a latitude and a longitude.
+    fn check_locations(&self) -> Result<(), GeoError> {
+        let no_locations = |scanned| GeoError::NoLocations {
+            path: PathBuf::from("<memory>"),
+            kind: self.reader.metadata().database_type.clone(),
+            scanned,
+        };
+        let networks = self
+            .reader
+            .networks(maxminddb::WithinOptions::default())
+            .map_err(|e| GeoError::Open {
+                path: PathBuf::from("<memory>"),
+                message: e.to_string(),
+            })?;
+        let mut scanned = 0;
+        for n in networks.take(LOCATION_SCAN) {
+            scanned += 1;
+            let located = n
+                .ok()
+                .and_then(|r| r.decode::<CityRecord>().ok().flatten())
+                .and_then(|r| r.location)
+                .is_some_and(|l| l.latitude.is_some() && l.longitude.is_some());
+            if located {
+                return Ok(());
+            }
+        }
+        Err(no_locations(scanned))
+    }
+
+    /// Latitude and longitude of an address: `Ok(None)` when the database does
+    /// not know it, an error when its record does not decode.
+    pub fn lookup(&self, ip: IpAddr) -> Result<Option<(f64, f64)>, GeoError> {
+        let undecodable = |e: maxminddb::MaxMindDbError| GeoError::Undecodable {
+            ip,
+            message: e.to_string(),
+        };
+        let found = self.reader.lookup(ip).map_err(undecodable)?;
+        let Some(rec) = found.decode::<CityRecord>().map_err(undecodable)? else {
+            return Ok(None);
+        };
+        Ok(rec.location.and_then(|l| Some((l.latitude?, l.longitude?))))
+    }
+
+    /// Latitude and longitude of an address, if the database knows it (an
+    /// undecodable record counts as unknown; [`GeoDb::lookup`] tells them apart).
     pub fn locate(&self, ip: IpAddr) -> Option<(f64, f64)> {
-        let rec: CityRecord = self.reader.lookup(ip).ok()?.decode().ok()??;
-        let loc = rec.location?;
-        Some((loc.latitude?, loc.longitude?))
+        self.lookup(ip).ok().flatten()
     }
 }
 
@@ -119,7 +193,12 @@ impl Directory {
     /// The `k` relays to propose to a client at `ip`: nearest by GeoIP, or the
     /// directory order when the address cannot be placed.
     pub fn for_client(&self, geo: Option<&GeoDb>, ip: IpAddr, k: usize) -> Vec<RelayInfo> {
-        match geo.and_then(|g| g.locate(ip)) {
+        self.for_location(geo.and_then(|g| g.locate(ip)), k)
+    }
+
+    /// The `k` relays nearest to `location`, or the directory order without one.
+    pub fn for_location(&self, location: Option<(f64, f64)>, k: usize) -> Vec<RelayInfo> {
+        match location {
             Some((lat, lon)) => self.nearest(lat, lon, k),
             None => self.relays.iter().take(k).cloned().collect(),
         }
@@ -212,6 +291,56 @@ mod tests {
             g.locate("198.51.100.200".parse().unwrap()),
             Some((51.51, -0.13))
         );
+    }
+
+    #[test]
+    fn a_database_without_locations_is_refused_and_bad_records_are_errors() {
+        #[derive(Serialize)]
+        struct Asn {
+            autonomous_system_number: u32,
+        }
+        let mut w = mmdb_writer::Writer::new("GeoLite2-ASN");
+        w.insert(
+            "198.51.100.0/24".parse::<IpNet>().unwrap(),
+            &Asn {
+                autonomous_system_number: 64500,
+            },
+        )
+        .unwrap();
+        let err = GeoDb::from_bytes(w.to_bytes().unwrap()).unwrap_err();
+        assert!(matches!(err, GeoError::NoLocations { .. }), "{err}");
+        assert!(err.to_string().contains("GeoLite2-ASN"), "{err}");
+
+        // A City database whose record for one network has a location of the
+        // wrong shape: that lookup is an error, not "unknown".
+        #[derive(Serialize)]
+        struct Odd {
+            location: &'static str,
+        }
+        let mut w = mmdb_writer::Writer::new("Skylane-Test-City");
+        w.insert(
+            "198.51.100.0/24".parse::<IpNet>().unwrap(),
+            &City {
+                location: Loc {
+                    latitude: 1.0,
+                    longitude: 2.0,
+                },
+            },
+        )
+        .unwrap();
+        w.insert(
+            "203.0.113.0/24".parse::<IpNet>().unwrap(),
+            &Odd { location: "x" },
+        )
+        .unwrap();
+        let g = GeoDb::from_bytes(w.to_bytes().unwrap()).unwrap();
+        assert_eq!(
+            g.lookup("198.51.100.1".parse().unwrap()).unwrap(),
+            Some((1.0, 2.0))
+        );
+        assert_eq!(g.lookup("192.0.2.1".parse().unwrap()).unwrap(), None);
+        let err = g.lookup("203.0.113.1".parse().unwrap()).unwrap_err();
+        assert!(matches!(err, GeoError::Undecodable { .. }), "{err}");
     }
 
     #[test]

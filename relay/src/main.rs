@@ -32,6 +32,16 @@ struct Cli {
     /// TOML configuration file; flags and environment variables override it.
     #[arg(long, env = "SKYLANE_RELAY_CONFIG", global = true)]
     config: Option<PathBuf>,
+    /// Log format on stderr: `text` (colour only on a terminal) or `json` (one
+    /// object per line, for log shippers).
+    #[arg(
+        long,
+        env = "SKYLANE_RELAY_LOG_FORMAT",
+        value_enum,
+        default_value_t,
+        global = true
+    )]
+    log_format: skylane_ops::LogFormat,
     #[command(subcommand)]
     command: Option<Command>,
     #[command(flatten)]
@@ -58,9 +68,9 @@ fn check(path: &Path) -> anyhow::Result<()> {
 }
 
 fn main() -> anyhow::Result<()> {
-    skylane_ops::init_logging();
     let matches = Cli::command().get_matches();
     let cli = Cli::from_arg_matches(&matches)?;
+    skylane_ops::init_logging_as(cli.log_format);
     if let Some(Command::CheckConfig { file }) = &cli.command {
         return check(file);
     }
@@ -141,12 +151,12 @@ async fn serve(cfg: RelayConfig) -> anyhow::Result<()> {
     };
     let mut origins = Vec::new();
     for (i, o) in cfg.origins.iter().enumerate() {
-        let (addr, worlds) = parse_origin(o)?;
+        let target = parse_origin(o)?;
         origins.push(OriginSpec {
             id: OriginId(i as u32 + 1),
-            addr,
-            server_name: "localhost".into(),
-            worlds,
+            addr: target.resolve()?,
+            server_name: target.tls_name,
+            worlds: target.worlds,
         });
     }
     let mut relays = vec![cfg.info()];

@@ -64,6 +64,9 @@ pub struct RelayMetrics {
     pub spectator_skips: Counter,
     /// Spectator subscriptions refused, by reason.
     pub spectators_refused: Family<KindLabel, Counter>,
+    /// GeoIP lookups whose record did not decode as a location (the client got
+    /// the directory order).
+    pub geoip_undecodable: Counter,
 }
 
 impl RelayMetrics {
@@ -77,6 +80,11 @@ impl RelayMetrics {
             m.connections.clone(),
         );
         r.register("sessions", "Sessions held", m.sessions.clone());
+        r.register(
+            "geoip_undecodable",
+            "GeoIP lookups whose record did not decode as a location",
+            m.geoip_undecodable.clone(),
+        );
         r.register(
             "admission_refused",
             "Connection attempts refused before the handshake",

@@ -32,6 +32,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use prometheus_client::metrics::counter::Counter;
 use quinn::{Connection, Endpoint};
 use rustc_hash::FxHashMap as HashMap;
 use serde::Serialize;
@@ -510,11 +511,24 @@ impl Shared {
         Instant::now().into_std()
     }
 
+    /// The `count` relays nearest to a client at `ip` (GeoIP), or the directory
+    /// order when it cannot be placed; an undecodable record is counted.
+    fn nearest_relays(&self, ip: IpAddr, count: usize) -> Vec<RelayInfo> {
+        let location = match self.settings.geo.as_deref().map(|g| g.lookup(ip)) {
+            Some(Ok(l)) => l,
+            Some(Err(e)) => {
+                self.metrics.geoip_undecodable.inc();
+                debug!(cause = %e, "GeoIP lookup failed");
+                None
+            }
+            None => None,
+        };
+        self.settings.directory.for_location(location, count)
+    }
+
     fn alternatives(&self, ip: IpAddr, count: usize) -> Vec<RelayInfo> {
         let me = self.settings.info.id;
-        self.settings
-            .directory
-            .for_client(self.settings.geo.as_deref(), ip, count + 1)
+        self.nearest_relays(ip, count + 1)
             .into_iter()
             .filter(|r| r.id != me)
             .take(count)
@@ -771,9 +785,7 @@ async fn admit(shared: &Arc<Shared>, conn: &Connection, conn_id: ConnId) -> Opti
         ClientMsg::Hello(h) => h,
         ClientMsg::Directory { addr, count } => {
             let target = addr.and_then(|a| a.parse::<IpAddr>().ok()).unwrap_or(ip);
-            let relays =
-                s.directory
-                    .for_client(s.geo.as_deref(), target, usize::from(count.clamp(1, 16)));
+            let relays = shared.nearest_relays(target, usize::from(count.clamp(1, 16)));
             answer_and_close(conn, send, &ServerMsg::Directory(relays)).await;
             return None;
         }
@@ -1222,7 +1234,10 @@ pub(crate) struct LinkTx {
     conn: Connection,
     control: mpsc::Sender<Bytes>,
     actions: Vec<mpsc::Sender<Bytes>>,
-    metrics: RelayMetrics,
+    /// `link_control_dropped` and `link_backlog_cuts` (the rest of the metrics
+    /// would make every `Cmd` as large as this).
+    shed: Counter,
+    cuts: Counter,
 }
 
 /// What becomes of a control message its link's lane has no room for.
@@ -1263,11 +1278,11 @@ impl LinkTx {
         };
         match kind {
             WhenFull::Shed => {
-                self.metrics.link_control_dropped.inc();
+                self.shed.inc();
             }
             WhenFull::CutLink => {
                 if self.conn.close_reason().is_none() {
-                    self.metrics.link_backlog_cuts.inc();
+                    self.cuts.inc();
                     warn!(
                         queued = LINK_CONTROL_QUEUE,
                         "origin link control lane full: closing the link to re-open its sessions"
@@ -1570,7 +1585,8 @@ async fn start_link(
         conn: conn.clone(),
         control,
         actions,
-        metrics: shared.metrics.clone(),
+        shed: shared.metrics.link_control_dropped.clone(),
+        cuts: shared.metrics.link_backlog_cuts.clone(),
     };
     shared
         .cmd
@@ -2513,7 +2529,8 @@ mod tests {
             conn,
             control,
             actions: Vec::new(),
-            metrics: metrics.clone(),
+            shed: metrics.link_control_dropped.clone(),
+            cuts: metrics.link_backlog_cuts.clone(),
         };
         (tx, rx, metrics)
     }

@@ -136,3 +136,53 @@ fn the_admin_endpoint_reports_status_and_metrics_and_drains() {
     }
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// Starts a relay in development mode with its stderr piped, waits for its
+/// "relay serving" log line and returns every line read up to it.
+fn first_log_lines(dir: &std::path::Path, extra: &[&str]) -> Vec<String> {
+    let mut child = bin()
+        .args([
+            "--dev-certs",
+            dir.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+            "--origin",
+            "127.0.0.1:9=1",
+        ])
+        .args(extra)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = Vec::new();
+    for line in BufReader::new(child.stderr.take().unwrap()).lines() {
+        let line = line.unwrap();
+        let done = line.contains("relay serving");
+        lines.push(line);
+        if done || lines.len() > 100 {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    lines
+}
+
+#[test]
+fn logs_into_a_pipe_carry_no_colour_codes_and_json_logs_are_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = first_log_lines(dir.path(), &[]);
+    assert!(text.iter().any(|l| l.contains("relay serving")), "{text:?}");
+    for l in &text {
+        assert!(!l.contains('\u{1b}'), "colour code in a piped log: {l:?}");
+    }
+    let json = first_log_lines(dir.path(), &["--log-format", "json"]);
+    assert!(json.iter().any(|l| l.contains("relay serving")), "{json:?}");
+    for l in &json {
+        let v: serde_json::Value = serde_json::from_str(l).expect(l);
+        assert!(v["level"].is_string(), "{l}");
+    }
+}

@@ -246,3 +246,118 @@ fn the_sdk_examples_run_against_a_local_origin_and_relay() {
     assert!(frames > 5, "{line}");
     assert!(line.ends_with(", 0 early"), "{line}");
 }
+
+/// Reads the relay's `/status` until `origins[0].up` is `want` or 10 s pass;
+/// returns the last status text.
+fn wait_origin_up(admin: &str, want: bool) -> String {
+    let t = std::time::Instant::now();
+    loop {
+        let text = http_get(admin, "/status");
+        let up = serde_json::from_str::<serde_json::Value>(&text)
+            .ok()
+            .and_then(|v| v["origins"][0]["up"].as_bool());
+        if up == Some(want) || t.elapsed() > std::time::Duration::from_secs(10) {
+            return text;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+fn http_get(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(addr) else {
+        return String::new();
+    };
+    let _ = write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    );
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned()
+}
+
+#[test]
+fn a_relay_reaches_an_origin_by_the_name_in_its_certificate() {
+    use skylane_certs::{DevCa, LeafKind};
+    let bins = bin_dir();
+    let dir = tempfile::tempdir().unwrap();
+    let p = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
+    // A production-like PKI: the origin's certificate names only
+    // `origin.skylane.test`, not `localhost` or an address.
+    let ca = DevCa::generate("test CA").unwrap();
+    std::fs::write(p("ca.pem"), &ca.pem().cert_pem).unwrap();
+    let origin = ca
+        .issue_exact(LeafKind::Origin, &["origin.skylane.test".into()])
+        .unwrap();
+    std::fs::write(p("origin.pem"), &origin.cert_pem).unwrap();
+    std::fs::write(p("origin.key"), &origin.key_pem).unwrap();
+    let relay = ca
+        .issue_exact(LeafKind::Relay, &["relay.skylane.test".into()])
+        .unwrap();
+    std::fs::write(p("relay.pem"), &relay.cert_pem).unwrap();
+    std::fs::write(p("relay.key"), &relay.key_pem).unwrap();
+    let signing = skylane_proto::TokenKeyPair::generate().unwrap();
+    std::fs::write(p("signing.key"), &signing.private_pem).unwrap();
+    let tokens = skylane_proto::TokenKeyPair::generate().unwrap();
+    std::fs::write(p("token.pub"), &tokens.public_pem).unwrap();
+    std::fs::write(p("ticket.secret"), [7u8; 32]).unwrap();
+
+    let (_origin, o) = start(
+        &bins.join(exe_name("skylane-origin")),
+        &[
+            "--cert",
+            &p("origin.pem"),
+            "--key",
+            &p("origin.key"),
+            "--ca",
+            &p("ca.pem"),
+            "--signing-key",
+            &p("signing.key"),
+            "--listen",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+        ],
+    );
+    let port = o["relays"]
+        .as_str()
+        .unwrap()
+        .rsplit_once(':')
+        .unwrap()
+        .1
+        .to_owned();
+    let relay_with = |origin: String| {
+        start(
+            &bins.join(exe_name("skylane-relay")),
+            &[
+                "--cert",
+                &p("relay.pem"),
+                "--key",
+                &p("relay.key"),
+                "--ca",
+                &p("ca.pem"),
+                "--token-key",
+                &p("token.pub"),
+                "--ticket-secret",
+                &p("ticket.secret"),
+                "--listen",
+                "127.0.0.1:0",
+                "--admin",
+                "127.0.0.1:0",
+                "--origin",
+                &origin,
+            ],
+        )
+    };
+    // Named: the link comes up and the name was checked against the certificate.
+    let (_named, r) = relay_with(format!("origin.skylane.test@127.0.0.1:{port}=1"));
+    let status = wait_origin_up(r["admin"].as_str().unwrap(), true);
+    assert!(status.contains("\"up\":true"), "{status}");
+    // By address only: the certificate does not name 127.0.0.1, so the link
+    // must never come up.
+    let (_unnamed, r) = relay_with(format!("127.0.0.1:{port}=1"));
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let status = wait_origin_up(r["admin"].as_str().unwrap(), false);
+    assert!(status.contains("\"up\":false"), "{status}");
+}
