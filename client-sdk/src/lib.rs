@@ -50,7 +50,6 @@
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
 pub mod choice;
-pub mod clock;
 pub mod order;
 pub mod probe;
 pub mod spectator;
@@ -76,7 +75,11 @@ use tokio::time::Instant;
 use tracing::{debug, info};
 
 pub use choice::{ChoiceConfig, RelayChoice};
-pub use clock::ClockSync;
+pub use skylane_proto::clock::{self, ClockSync, Estimate, Sample};
+
+/// Samples a client takes at one per second before it slows to its configured
+/// ping interval.
+pub const WARM_UP_SAMPLES: usize = 8;
 pub use order::{OrderStats, Ordering, Released};
 pub use spectator::Spectator;
 
@@ -1175,7 +1178,7 @@ impl Driver {
                     }
                 }
                 () = tokio::time::sleep_until(next_ping) => {
-                    let every = if self.sync.len() < clock::WARM_UP_SAMPLES {
+                    let every = if self.sync.len() < WARM_UP_SAMPLES {
                         self.ping_interval.min(Duration::from_secs(1))
                     } else {
                         self.ping_interval

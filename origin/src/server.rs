@@ -547,12 +547,7 @@ impl LinkReader {
                 let now = self.clock.now_us();
                 let pong = LinkMsg::SessionPong {
                     session,
-                    pong: Pong {
-                        nonce: ping.nonce,
-                        sent_us: ping.sent_us,
-                        received_us: now,
-                        replied_us: now,
-                    },
+                    pong: Pong::answer(&ping, now, now),
                 };
                 // Behind a long control queue the pong would measure the queue:
                 // it is shed like a lost datagram (the relay pings again).
@@ -823,12 +818,7 @@ impl<C: Core> Actor<C> {
             }
             LinkMsg::Ping(p) => {
                 let now = self.now_us();
-                let pong = LinkMsg::Pong(Pong {
-                    nonce: p.nonce,
-                    sent_us: p.sent_us,
-                    received_us: now,
-                    replied_us: now,
-                });
+                let pong = LinkMsg::Pong(Pong::answer(&p, now, now));
                 self.send(id, 0, frame(&pong));
             }
             LinkMsg::Pong(_) => {}

@@ -31,6 +31,7 @@ pub use bytes;
 
 pub mod chain;
 pub mod class;
+pub mod clock;
 pub mod codec;
 pub mod geo;
 pub mod ids;
@@ -40,6 +41,7 @@ pub mod token;
 
 pub use chain::{batch_hash, ChainError, ChainSigner, ChainVerifier, DEFAULT_SIGN_EVERY};
 pub use class::{ClassSet, Coalescing, Delivery, EventClass, UnknownClass};
+pub use clock::{ClockSync, Estimate, Sample};
 pub use codec::{
     decode_datagram, decode_message, encode_datagram, encode_frame, encode_frame_to_bytes,
     keyframe_frame_as_resync, link_events_to_client_frame, DecodeError, EncodeError, FrameDecoder,

@@ -578,6 +578,19 @@ pub struct Pong {
     pub replied_us: u64,
 }
 
+impl Pong {
+    /// The answer to `ping`, received at `received_us` and sent at `replied_us`
+    /// (the answerer's clock, microseconds).
+    pub fn answer(ping: &Ping, received_us: u64, replied_us: u64) -> Self {
+        Self {
+            nonce: ping.nonce,
+            sent_us: ping.sent_us,
+            received_us,
+            replied_us,
+        }
+    }
+}
+
 /// Tells a client to move: the relay is draining or no longer the best.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GoAway {

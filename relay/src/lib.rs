@@ -8,15 +8,22 @@
 //! request.
 //!
 //! # Layout
-//! * Pure cores: [`admission`] (connections per IP, handshake rate), [`edge`]
-//!   (per-session anti-cheat), [`hub`] (fan-out and exactly-once ordering per
-//!   session), [`routing`] (paths to origins), [`scheduler`] (per-connection
-//!   priority), [`session`] (session table, resume tickets), [`geo`] (GeoIP and
-//!   the nearest-relay directory), [`spectate`] (the spectator delay buffer,
-//!   filters and bandwidth modes).
-//! * Shell: [`server`] (quinn and tokio tasks around the cores), [`peer`]
-//!   (relay-to-relay measurement and forwarded origin links), [`config`]
-//!   (operator configuration), [`metrics`]; the `skylane-relay` binary.
+//! * Pure cores (no I/O, no clock: time is an argument): `admission` (connections
+//!   per IP, handshake rate), `hello` (a client's first message: version, token,
+//!   role, world, resume ticket), `guard` (per-session edge anti-cheat), `hub`
+//!   (fan-out and exactly-once ordering per session), `upstream` (each session's
+//!   feed towards its origin: acknowledged or not, buffered and in-flight
+//!   actions), `routing` (paths to origins), `scheduler` (per-connection
+//!   priority), `session` (session table, resume tickets), `geo` (GeoIP and the
+//!   nearest-relay directory), `spectate` (the spectator delay buffer, filters
+//!   and bandwidth modes), `backoff` (reconnect waits).
+//! * Plain data: `settings` (what a relay is given), `status` (what `/status`
+//!   shows), `config` (the operator's configuration), `metrics`.
+//! * Shell: `shell` (quinn and tokio tasks around the cores; its own header maps
+//!   its files), `clock` (the Unix clock that follows tokio's); the
+//!   `skylane-relay` binary.
+//!
+//! Modules are private; the public API is the list below, one path per type.
 //!
 //! **Contract:** every stateful core (routing table, priority scheduler, session
 //! table, edge validators) is a sans-IO state machine that takes `now` as an
@@ -25,34 +32,38 @@
 
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
-pub mod admission;
-pub mod config;
-pub mod edge;
-pub mod geo;
-pub mod hub;
-pub mod metrics;
-pub mod peer;
-pub mod routing;
-pub mod scheduler;
-pub mod server;
-pub mod session;
-pub mod spectate;
-mod writer;
+mod admission;
+mod backoff;
+mod clock;
+mod config;
+mod geo;
+mod guard;
+mod hello;
+mod hub;
+mod metrics;
+mod routing;
+mod scheduler;
+mod session;
+mod settings;
+mod shell;
+mod spectate;
+mod status;
+mod upstream;
 
 pub use admission::{Admission, AdmissionConfig, Refused};
+pub use config::{parse_origin, parse_peer, OriginTarget, RelayConfig};
+pub use geo::{Directory, GeoDb, GeoError};
+pub use guard::{EdgeConfig, EdgeGuard, EdgeViolation, Rate, Verdict, REPLAY_WINDOW};
 pub use hub::{BatchFrame, Delivery, Hub, HubConfig, HubStats};
 pub use metrics::RelayMetrics;
-pub use peer::PeerSpec;
-pub use server::{
-    client_transport, link_transport, Limits, OriginSpec, OriginStatus, Relay, RelaySettings,
-    RelayStatus, RouteStatus, MAX_PROBE_PINGS,
-};
-
-pub use edge::{EdgeConfig, EdgeGuard, EdgeViolation, Rate, Verdict};
-pub use geo::{Directory, GeoDb, GeoError};
 pub use routing::{Link, OriginId, Path, RouteChange, RoutingConfig, RoutingTable};
 pub use scheduler::{Outgoing, Overflow, Scheduler, SchedulerConfig, SchedulerStats};
 pub use session::{
     AttachError, ConnId, Presence, SessionEntry, SessionTable, TicketClaims, TicketError, TicketKey,
 };
+pub use settings::{client_transport, link_transport, Limits, OriginSpec, PeerSpec, RelaySettings};
+pub use shell::Relay;
+pub use skylane_proto::MAX_PROBE_PINGS;
 pub use spectate::{Audience, AudienceConfig, AudienceStats, SpectateError};
+pub use status::{OriginStatus, RelayStatus, RouteStatus};
+pub use upstream::{Route, Upstream};

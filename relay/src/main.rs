@@ -18,11 +18,11 @@ use skylane_certs::{
     client_config, load_roots, peer_client_config, relay_server_config, tls_files, Identity,
 };
 use skylane_proto::{TokenKeyPair, TokenVerifier};
-use skylane_relay::config::{parse_origin, parse_peer, RelayConfig};
 use skylane_relay::{
     client_transport, link_transport, AdmissionConfig, Directory, GeoDb, Limits, OriginId,
     OriginSpec, PeerSpec, Relay, RelayMetrics, RelaySettings, TicketKey,
 };
+use skylane_relay::{parse_origin, parse_peer, RelayConfig};
 use tracing::info;
 
 /// Skylane relay: terminates players' QUIC and carries them to their world's origin.

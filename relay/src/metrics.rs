@@ -4,7 +4,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
-pub use skylane_ops::KindLabel;
+pub(crate) use skylane_ops::KindLabel;
 
 /// A relay's metrics. Cloning shares the same counters.
 #[derive(Debug, Clone, Default)]

@@ -1,4 +1,5 @@
-//! Clock synchronisation (pure: no I/O, no clock).
+//! Clock synchronisation (pure: no I/O, no clock): the client SDK's estimate of
+//! its relay's clock and the relay's estimate of each origin's clock.
 //!
 //! NTP-style: each ping/pong gives four timestamps, client send `t1`, server
 //! receive `t2`, server reply `t3`, client receive `t4`; the round trip is
@@ -20,14 +21,10 @@
 
 use std::collections::VecDeque;
 
-use skylane_proto::Pong;
+use crate::Pong;
 
 /// Samples are kept at most this long (client clock, microseconds).
 pub const MAX_AGE_US: u64 = 64_000_000;
-
-/// Samples a client takes at one per second before it slows to its configured
-/// ping interval.
-pub const WARM_UP_SAMPLES: usize = 8;
 
 /// One ping/pong sample.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

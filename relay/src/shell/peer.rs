@@ -24,26 +24,16 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use quinn::Connection;
-use skylane_proto::{
-    encode_frame_to_bytes, FrameDecoder, OriginReport, PeerMsg, RelayId, PROTOCOL_VERSION,
-};
+use skylane_proto::{encode_frame_to_bytes, FrameDecoder, OriginReport, PeerMsg, PROTOCOL_VERSION};
 use tokio::task::JoinSet;
 use tracing::{debug, info};
 
+use crate::backoff::Backoff;
 use crate::metrics::RelayMetrics;
 use crate::routing::OriginId;
-use crate::server::{Backoff, Cmd, Shared};
+use crate::settings::PeerSpec;
 
-/// A peer relay this relay measures and may forward through.
-#[derive(Debug, Clone)]
-pub struct PeerSpec {
-    /// Its relay id.
-    pub id: RelayId,
-    /// Its address (the same endpoint that serves its clients).
-    pub addr: SocketAddr,
-    /// TLS server name in its certificate.
-    pub server_name: String,
-}
+use super::mailbox::{Cmd, Shared};
 
 /// How long a peer has to answer a forwarded-link request (it connects to the
 /// origin meanwhile).

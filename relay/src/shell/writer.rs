@@ -28,8 +28,16 @@ use tracing::warn;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 
+use skylane_proto::{encode_frame_to_bytes, ServerMsg, DEFAULT_MAX_FRAME};
+
 use crate::metrics::{KindLabel, RelayMetrics};
 use crate::scheduler::{Outgoing, Scheduler, SchedulerConfig, SchedulerStats};
+
+/// A message to a client as one frame (empty if it cannot be encoded: only an
+/// oversized message, which the relay never builds).
+pub(crate) fn frame(msg: &ServerMsg) -> Bytes {
+    encode_frame_to_bytes(msg, DEFAULT_MAX_FRAME).unwrap_or_default()
+}
 
 /// Why a message was not queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

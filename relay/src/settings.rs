@@ -1,0 +1,158 @@
+//! What a relay is given to run: its origins and peers, limits and timers, the
+//! cores' settings and the TLS and transport configurations, assembled once.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use skylane_proto::{RelayId, RelayInfo, TokenVerifier, WorldId};
+
+use crate::admission::AdmissionConfig;
+use crate::geo::{Directory, GeoDb};
+use crate::guard::EdgeConfig;
+use crate::hub::HubConfig;
+use crate::routing::{OriginId, RoutingConfig};
+use crate::scheduler::SchedulerConfig;
+use crate::session::TicketKey;
+use crate::spectate::AudienceConfig;
+
+/// An origin this relay links to.
+#[derive(Debug, Clone)]
+pub struct OriginSpec {
+    /// Its id in this relay's routing table.
+    pub id: OriginId,
+    /// Address (QUIC, mutual TLS).
+    pub addr: SocketAddr,
+    /// TLS server name in its certificate.
+    pub server_name: String,
+    /// Worlds it hosts.
+    pub worlds: Vec<WorldId>,
+}
+
+/// Limits and timers.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Connection admission.
+    pub admission: AdmissionConfig,
+    /// Sessions held (connected and detached).
+    pub max_sessions: usize,
+    /// Largest frame accepted from a client.
+    pub max_client_frame: usize,
+    /// Actions buffered for a session until the origin acknowledges it.
+    pub pending_actions: usize,
+    /// How long a disconnected session is kept for a resume.
+    pub session_grace: Duration,
+    /// How long a resume ticket is valid.
+    pub ticket_ttl: Duration,
+    /// Time a new connection has to send its first message.
+    pub hello_timeout: Duration,
+    /// Longest a drain waits for clients to leave.
+    pub drain_deadline: Duration,
+    /// Spectator feed bounds (longest delay, buffered bytes, filter size).
+    pub spectators: AudienceConfig,
+    /// Frames queued for one spectator before it skips to the next keyframe.
+    pub spectator_queue: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            admission: AdmissionConfig::default(),
+            max_sessions: 50_000,
+            max_client_frame: 16 * 1024,
+            pending_actions: 64,
+            session_grace: Duration::from_secs(30),
+            ticket_ttl: Duration::from_secs(3600),
+            hello_timeout: Duration::from_secs(5),
+            drain_deadline: Duration::from_secs(30),
+            spectators: AudienceConfig::default(),
+            spectator_queue: 64,
+        }
+    }
+}
+
+/// Everything a relay needs besides its endpoint.
+#[derive(Debug, Clone)]
+pub struct RelaySettings {
+    /// This relay.
+    pub info: RelayInfo,
+    /// Every relay of the deployment (this one included), for GeoIP answers.
+    pub directory: Directory,
+    /// GeoIP database, if configured.
+    pub geo: Option<Arc<GeoDb>>,
+    /// Origins and the worlds they host.
+    pub origins: Vec<OriginSpec>,
+    /// Client configuration for origin links (mutual TLS).
+    pub link_tls: quinn::ClientConfig,
+    /// Token verification (public key, audience).
+    pub tokens: TokenVerifier,
+    /// Deployment-wide resume ticket key.
+    pub tickets: TicketKey,
+    /// Limits and timers.
+    pub limits: Limits,
+    /// Edge anti-cheat.
+    pub edge: EdgeConfig,
+    /// Per-connection scheduler bounds.
+    pub scheduler: SchedulerConfig,
+    /// Fan-out ring and hole timeout.
+    pub hub: HubConfig,
+    /// Path selection.
+    pub routing: RoutingConfig,
+    /// Peer relays to measure and forward through (see the shell's `peer` module).
+    pub peers: Vec<PeerSpec>,
+    /// Client configuration for peer links (mutual TLS, ALPN `skylane-peer/1`);
+    /// `None` disables outgoing peer links.
+    pub peer_tls: Option<quinn::ClientConfig>,
+}
+
+/// Transport settings for the client-facing endpoint: bounded per-connection
+/// memory (stream and connection windows, a few streams per client), idle
+/// detection, keep-alive.
+pub fn client_transport() -> quinn::TransportConfig {
+    let mut t = quinn::TransportConfig::default();
+    t.max_idle_timeout(Duration::from_secs(10).try_into().ok())
+        // Only fires when the client has been silent this long (any packet
+        // received resets it): the SDK keeps its own connection alive at a
+        // quarter of its idle timeout, so with SDK clients the relay sends no
+        // keep-alives of its own; at 2 s it doubled the idle chatter of every
+        // client configured for longer idle periods.
+        .keep_alive_interval(Some(Duration::from_secs(4)))
+        .max_concurrent_uni_streams(16u32.into())
+        .max_concurrent_bidi_streams(2u32.into())
+        .stream_receive_window((64u32 * 1024).into())
+        .receive_window((256u32 * 1024).into())
+        // Unacknowledged bytes a connection may hold. Large on purpose: when it
+        // fills, every stream's writes block, critical included, so bulk must
+        // never be able to fill it. What it holds are shared frames (written
+        // without a copy) that the scheduler's per-class bounds already limit.
+        .send_window(8 * 1024 * 1024)
+        .datagram_receive_buffer_size(Some(64 * 1024))
+        .datagram_send_buffer_size(64 * 1024)
+        // No segmentation offload: with it, every connection keeps a transmit
+        // buffer sized for a 10-packet burst (~14 KiB) for its whole life; without,
+        // one packet (~1.5 KiB). A game client's traffic is small frames, one or two
+        // packets per flush, so GSO saves little CPU here and the memory is
+        // multiplied by every idle player (docs/benchmarks.md, memory per session).
+        .enable_segmentation_offload(false);
+    t
+}
+
+/// Transport settings for origin links (mutual TLS, many sessions multiplexed).
+pub fn link_transport() -> quinn::TransportConfig {
+    let mut t = quinn::TransportConfig::default();
+    t.max_idle_timeout(Duration::from_secs(5).try_into().ok())
+        .keep_alive_interval(Some(Duration::from_millis(500)))
+        .max_concurrent_uni_streams(64u32.into());
+    t
+}
+
+/// A peer relay this relay measures and may forward through.
+#[derive(Debug, Clone)]
+pub struct PeerSpec {
+    /// Its relay id.
+    pub id: RelayId,
+    /// Its address (the same endpoint that serves its clients).
+    pub addr: SocketAddr,
+    /// TLS server name in its certificate.
+    pub server_name: String,
+}

@@ -1,0 +1,159 @@
+//! What an origin sends on its link, handled by the actor: batches and
+//! keyframes into the hub (forwarded without re-encoding), a session's
+//! acknowledgement (its buffered actions go), replays, action outcomes, session
+//! closes, feed frames and the link's pings and pongs.
+
+use bytes::Bytes;
+use skylane_proto::{
+    decode_message, link_events_to_client_frame, ErrorCode, ErrorMsg, EventBatch, EventClass,
+    LinkMsg, Pong, ServerMsg, SessionId,
+};
+use tracing::warn;
+
+use crate::hub::BatchFrame;
+use crate::metrics::RelayMetrics;
+use crate::routing::OriginId;
+
+use super::actor::{now, Actor};
+use super::writer::frame;
+
+impl Actor {
+    /// One frame from `origin`'s link.
+    pub(crate) fn handle_origin_frame(&mut self, origin: OriginId, body: Bytes) {
+        // Batches are forwarded by swapping the frame's tag, not re-encoding.
+        let client_frame = link_events_to_client_frame(&body);
+        let msg = match decode_message::<LinkMsg>(body) {
+            Ok(m) => m,
+            Err(e) => {
+                RelayMetrics::count(&self.shared.metrics.decode_errors, e.label());
+                return;
+            }
+        };
+        match msg {
+            LinkMsg::Events(batch) => self.batch(&batch, client_frame),
+            LinkMsg::Keyframe(kf) => {
+                let (world, channel, seq) = (kf.world, kf.channel, kf.seq);
+                let f = frame(&ServerMsg::Keyframe(kf));
+                self.hub.handle_keyframe(now(), world, channel, seq, f);
+            }
+            LinkMsg::Subscriptions {
+                session,
+                added,
+                removed,
+            } => self.subscriptions(origin, session, added, removed),
+            LinkMsg::Replay { session, batches } => self.replay(session, batches),
+            LinkMsg::ActionResult { session, result } => {
+                self.upstream.handle_result(session, result.seq);
+                let msg = ServerMsg::ActionResult(result);
+                self.send_to_client(session, EventClass::Critical, &msg);
+            }
+            LinkMsg::SessionClose { session } => self.closed_by_origin(session),
+            LinkMsg::Error(e) => {
+                RelayMetrics::count(
+                    &self.shared.metrics.decode_errors,
+                    format!("origin_{:?}", e.code).to_lowercase(),
+                );
+                warn!(origin = %origin, code = ?e.code, message = %e.message, "origin reported an error");
+            }
+            LinkMsg::Pong(p) => {
+                let at = self.shared.clock.unix_us();
+                self.spectators.handle_pong(origin, &p, at);
+            }
+            LinkMsg::Feed(f) => {
+                let at = self.shared.clock.unix_us();
+                self.spectators.handle_feed(at, f);
+            }
+            LinkMsg::Ping(p) => {
+                let t = self.shared.clock.unix_us();
+                if let Some(link) = self.link(origin) {
+                    link.send_control(&LinkMsg::Pong(Pong::answer(&p, t, t)));
+                }
+            }
+            LinkMsg::SessionPong { session, pong } => {
+                self.send_to_client(session, EventClass::Critical, &ServerMsg::OriginPong(pong));
+            }
+            LinkMsg::SessionPing { .. }
+            | LinkMsg::LinkHello { .. }
+            | LinkMsg::FeedSubscribe { .. }
+            | LinkMsg::FeedUnsubscribe { .. }
+            | LinkMsg::Delta(_)
+            | LinkMsg::SessionOpen { .. }
+            | LinkMsg::Action { .. } => {}
+        }
+    }
+
+    fn batch(&mut self, batch: &EventBatch, client_frame: Option<Bytes>) {
+        self.shared.metrics.batches_in.inc();
+        if let (Some(frame), Some(b)) = (client_frame, batch_frame(batch, None)) {
+            self.hub.handle_batch(now(), BatchFrame { frame, ..b });
+        }
+    }
+
+    /// The origin's subscription changes for a session; the first one
+    /// acknowledges the session, and its buffered actions go.
+    fn subscriptions(
+        &mut self,
+        origin: OriginId,
+        session: SessionId,
+        added: Vec<skylane_proto::ChannelCursor>,
+        removed: Vec<skylane_proto::ChannelId>,
+    ) {
+        self.hub
+            .handle_subscriptions(now(), session, &added, &removed);
+        for action in self.upstream.handle_acked(session) {
+            self.forward(origin, session, action);
+        }
+        self.send_to_client(
+            session,
+            EventClass::State,
+            &ServerMsg::Subscriptions { added, removed },
+        );
+    }
+
+    fn replay(&mut self, session: SessionId, batches: Vec<EventBatch>) {
+        let frames = batches
+            .into_iter()
+            .filter_map(|b| {
+                let f = frame(&ServerMsg::Events(b.clone()));
+                batch_frame(&b, Some(f))
+            })
+            .collect();
+        self.hub.handle_replay(now(), session, frames);
+    }
+
+    /// The origin ended a session (kick, ban, refused join).
+    fn closed_by_origin(&mut self, session: SessionId) {
+        self.send_to_client(
+            session,
+            EventClass::Critical,
+            &ServerMsg::Error(ErrorMsg {
+                code: ErrorCode::Unexpected,
+                message: "session closed by the origin".into(),
+            }),
+        );
+        self.close_later(session, b"closed by origin");
+        if self.sessions.handle_close(session).is_some() {
+            self.end_session(session, false);
+        }
+    }
+}
+
+/// The hub's view of a batch (`frame` filled by the caller).
+fn batch_frame(b: &EventBatch, frame: Option<Bytes>) -> Option<BatchFrame> {
+    let first = b.events.first()?.seq;
+    let last = b.events.last()?.seq;
+    let class = b
+        .events
+        .iter()
+        .map(|e| e.class)
+        .min_by_key(|c| c.rank())
+        .unwrap_or(EventClass::State);
+    Some(BatchFrame {
+        world: b.world,
+        channel: b.channel,
+        first,
+        last,
+        class,
+        frame: frame.unwrap_or_default(),
+    })
+}

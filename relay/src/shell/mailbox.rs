@@ -1,0 +1,179 @@
+//! The actor's mailbox ([`Cmd`]) and what every task of the relay shares
+//! ([`Shared`]).
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use quinn::{Connection, Endpoint};
+use rustc_hash::FxHashMap as HashMap;
+use skylane_proto::{Action, Ping, Refusal, RelayInfo, SessionId, SpectatorSubscribe, Welcome};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tracing::debug;
+
+use crate::admission::Admission;
+use crate::clock::UnixClock;
+use crate::hello::Admitted;
+use crate::metrics::RelayMetrics;
+use crate::routing::{OriginId, Path};
+use crate::session::ConnId;
+use crate::settings::{OriginSpec, RelaySettings};
+use crate::status::RelayStatus;
+
+use super::lanes::LinkTx;
+use super::writer::Outbox;
+
+/// Everything the actor is told, by every other task of the relay.
+pub(crate) enum Cmd {
+    /// A client passed the offline checks and asks for a session.
+    Hello {
+        conn_id: ConnId,
+        ip: IpAddr,
+        hello: Admitted,
+        out: Arc<Outbox>,
+        conn: Connection,
+        reply: oneshot::Sender<Result<Welcome, Refusal>>,
+    },
+    Action {
+        session: SessionId,
+        action: Action,
+    },
+    OriginPing {
+        session: SessionId,
+        ping: Ping,
+    },
+    Bye {
+        session: SessionId,
+    },
+    Spectate {
+        session: SessionId,
+        sub: SpectatorSubscribe,
+        tx: mpsc::Sender<Bytes>,
+    },
+    Gone {
+        conn_id: ConnId,
+    },
+    LinkUp {
+        origin: OriginId,
+        path: Path,
+        link: LinkTx,
+    },
+    /// A link ended (`failed`) or was closed to follow a route change.
+    LinkDown {
+        origin: OriginId,
+        path: Path,
+        failed: bool,
+    },
+    /// A measurement of the direct path (link RTT, or a probe while forwarded).
+    DirectRtt {
+        origin: OriginId,
+        rtt: Duration,
+    },
+    PeerReport {
+        peer: skylane_proto::RelayId,
+        rtt: Duration,
+        reports: Vec<(OriginId, Duration)>,
+    },
+    PeerDown {
+        peer: skylane_proto::RelayId,
+    },
+    FromOrigin {
+        origin: OriginId,
+        body: Bytes,
+    },
+    Drain,
+    Status(oneshot::Sender<RelayStatus>),
+}
+
+/// What every task of a relay reads: settings, metrics, the actor's mailbox, the
+/// admission core (locked briefly by the accept loop), the clock and the
+/// endpoint.
+pub(crate) struct Shared {
+    pub(crate) settings: RelaySettings,
+    pub(crate) metrics: RelayMetrics,
+    pub(crate) cmd: mpsc::Sender<Cmd>,
+    pub(crate) admission: Mutex<Admission>,
+    pub(crate) clock: UnixClock,
+    pub(crate) endpoint: Endpoint,
+    /// RTT of each direct origin link that is up (what peers are told).
+    pub(crate) direct: Mutex<HashMap<OriginId, Duration>>,
+}
+
+impl Shared {
+    /// Direct origin links that are up, with their RTT, by origin address.
+    pub(crate) fn direct_rtts(&self) -> Vec<(SocketAddr, Duration)> {
+        let Ok(d) = self.direct.lock() else {
+            return Vec::new();
+        };
+        self.settings
+            .origins
+            .iter()
+            .filter_map(|o| d.get(&o.id).map(|rtt| (o.addr, *rtt)))
+            .collect()
+    }
+
+    pub(crate) fn set_direct(&self, origin: OriginId, rtt: Option<Duration>) {
+        if let Ok(mut d) = self.direct.lock() {
+            match rtt {
+                Some(r) => d.insert(origin, r),
+                None => d.remove(&origin),
+            };
+        }
+    }
+
+    /// A QUIC connection from this relay's endpoint (handshake within 5 s).
+    pub(crate) async fn dial(
+        &self,
+        tls: quinn::ClientConfig,
+        addr: SocketAddr,
+        server_name: &str,
+    ) -> Result<Connection, String> {
+        let connecting = self
+            .endpoint
+            .connect_with(tls, addr, server_name)
+            .map_err(|e| e.to_string())?;
+        tokio::time::timeout(Duration::from_secs(5), connecting)
+            .await
+            .map_err(|_| "handshake timeout".to_string())?
+            .map_err(|e| e.to_string())
+    }
+
+    /// A mutual-TLS connection straight to an origin (no link protocol yet).
+    pub(crate) async fn connect_origin_direct(
+        &self,
+        spec: &OriginSpec,
+    ) -> Result<Connection, String> {
+        self.dial(self.settings.link_tls.clone(), spec.addr, &spec.server_name)
+            .await
+    }
+
+    pub(crate) fn now(&self) -> std::time::Instant {
+        Instant::now().into_std()
+    }
+
+    /// The `count` relays nearest to a client at `ip` (GeoIP), or the directory
+    /// order when it cannot be placed; an undecodable record is counted.
+    pub(crate) fn nearest_relays(&self, ip: IpAddr, count: usize) -> Vec<RelayInfo> {
+        let location = match self.settings.geo.as_deref().map(|g| g.lookup(ip)) {
+            Some(Ok(l)) => l,
+            Some(Err(e)) => {
+                self.metrics.geoip_undecodable.inc();
+                debug!(cause = %e, "GeoIP lookup failed");
+                None
+            }
+            None => None,
+        };
+        self.settings.directory.for_location(location, count)
+    }
+
+    pub(crate) fn alternatives(&self, ip: IpAddr, count: usize) -> Vec<RelayInfo> {
+        let me = self.settings.info.id;
+        self.nearest_relays(ip, count + 1)
+            .into_iter()
+            .filter(|r| r.id != me)
+            .take(count)
+            .collect()
+    }
+}

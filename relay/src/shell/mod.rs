@@ -1,0 +1,189 @@
+//! The relay's network shell: quinn and tokio around the pure cores.
+//!
+//! Tasks:
+//! * **accept loop**: [`Admission`] (connections per IP, handshakes per second)
+//!   before any cryptography; refused peers get a QUIC `CONNECTION_REFUSED`.
+//! * **one task per client connection**: reads the first message on the client's
+//!   control stream (`Hello`, or `Directory` which needs no token), verifies the
+//!   token and resume ticket offline (in parallel across connections), asks the
+//!   actor for a session, then reads the client's streams and datagrams through
+//!   the session's [`EdgeGuard`] and answers pings itself.
+//! * **one writer per client connection** ([`writer`]): the connection's
+//!   [`crate::Scheduler`] feeding one QUIC stream per event class (stream priority
+//!   from the class), all polled by that one task; a class whose stream is
+//!   blocked is skipped, so bulk never holds back critical.
+//! * **one link task per origin**: connects with mutual TLS, reconnects with
+//!   exponential backoff and jitter, reads the origin's lanes, writes actions on
+//!   per-class streams (movement as datagrams), reports RTT to the routing table.
+//! * **the actor**: owns the [`SessionTable`], [`Hub`], [`RoutingTable`] and the
+//!   connection and link handles; everything stateful happens here, in order.
+//!
+//! Bounds: a client's outgoing queue is its scheduler (the writer's `Outbox` ([`writer`])),
+//! bounded per class; when a reliable class overflows the client is
+//! disconnected and resumes (its missed events are replayed), so a slow client
+//! costs bounded memory and never slows others down.
+//!
+//! # Layout
+//! * [`mailbox`]: the actor's messages and what every task shares.
+//! * [`actor`] (with [`from_origin`]): the one task that owns the cores.
+//! * [`client`] (accept loop, a connection's task), [`admit`] (its first
+//!   message), [`reader`] (what it sends next), [`writer`] (what it is sent).
+//! * [`link`] (one task per origin link), [`lanes`] (the lanes into a link),
+//!   [`peer`] (links between relays), [`spectators`] (audiences and their
+//!   writers).
+
+mod actor;
+mod admit;
+mod client;
+mod from_origin;
+mod lanes;
+mod link;
+mod mailbox;
+mod peer;
+mod reader;
+mod spectators;
+mod writer;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use quinn::Endpoint;
+use rustc_hash::FxHashMap as HashMap;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::admission::Admission;
+use crate::clock::UnixClock;
+use crate::hub::Hub;
+use crate::metrics::RelayMetrics;
+use crate::routing::RoutingTable;
+use crate::session::SessionTable;
+use crate::settings::RelaySettings;
+use crate::status::RelayStatus;
+use crate::upstream::Upstream;
+
+use actor::{Actor, LinkState};
+use client::accept_loop;
+use link::link_task;
+use mailbox::{Cmd, Shared};
+use peer::peer_task;
+use spectators::Spectators;
+
+/// Handle to a running relay.
+#[derive(Debug, Clone)]
+pub struct Relay {
+    cmd: mpsc::Sender<Cmd>,
+    done: watch::Receiver<bool>,
+    addr: SocketAddr,
+    clock: UnixClock,
+}
+
+impl Relay {
+    /// Serves clients on `endpoint` (configured with the relay's client-facing
+    /// server config) and links to the configured origins through it. Must be
+    /// called inside a tokio runtime.
+    pub fn spawn(endpoint: Endpoint, settings: RelaySettings, metrics: RelayMetrics) -> Self {
+        let (cmd_tx, cmd_rx) = mpsc::channel(65_536);
+        let (done_tx, done) = watch::channel(false);
+        let addr = endpoint
+            .local_addr()
+            .unwrap_or_else(|_| ([0, 0, 0, 0], 0).into());
+        let clock = UnixClock::new();
+        let shared = Arc::new(Shared {
+            settings: settings.clone(),
+            metrics: metrics.clone(),
+            cmd: cmd_tx.clone(),
+            admission: Mutex::new(Admission::new(settings.limits.admission)),
+            clock,
+            endpoint: endpoint.clone(),
+            direct: Mutex::new(HashMap::default()),
+        });
+        let mut routing = RoutingTable::new(settings.routing);
+        for o in &settings.origins {
+            for w in &o.worlds {
+                routing.handle_world(*w, o.id);
+            }
+        }
+        let mut links = HashMap::default();
+        for o in &settings.origins {
+            let (route, route_rx) = watch::channel(None);
+            let task = tokio::spawn(link_task(shared.clone(), o.clone(), route_rx));
+            links.insert(
+                o.id,
+                LinkState {
+                    spec: o.clone(),
+                    tx: None,
+                    path: None,
+                    rtt: None,
+                    route,
+                    task,
+                },
+            );
+        }
+        let mut peer_tasks = Vec::new();
+        if settings.peer_tls.is_some() {
+            for p in &settings.peers {
+                if p.id != settings.info.id {
+                    peer_tasks.push(tokio::spawn(peer_task(shared.clone(), p.clone())));
+                }
+            }
+        }
+        let accept = tokio::spawn(accept_loop(shared.clone(), endpoint.clone()));
+        let actor = Actor {
+            sessions: SessionTable::new(
+                settings.info.id,
+                settings.limits.session_grace,
+                settings.limits.max_sessions,
+            ),
+            hub: Hub::new(settings.hub),
+            routing,
+            links,
+            conns: HashMap::default(),
+            upstream: Upstream::new(settings.limits.pending_actions),
+            spectators: Spectators::new(settings.limits.spectators, metrics.clone()),
+            draining: None,
+            peer_tasks,
+            shared,
+        };
+        tokio::spawn(async move {
+            actor.run(cmd_rx, endpoint).await;
+            accept.abort();
+            let _ = done_tx.send(true);
+        });
+        Self {
+            cmd: cmd_tx,
+            done,
+            addr,
+            clock,
+        }
+    }
+
+    /// The relay's clock now, microseconds since the Unix epoch: what its pongs
+    /// and welcome carry (clients synchronise to it).
+    pub fn unix_us(&self) -> u64 {
+        self.clock.unix_us()
+    }
+
+    /// The address clients connect to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Starts a drain: every client gets a go-away naming other relays; the relay
+    /// exits when its clients have left or the drain deadline passes.
+    pub fn drain(&self) {
+        let _ = self.cmd.try_send(Cmd::Drain);
+    }
+
+    /// The relay's state now (`None` once it has exited).
+    pub async fn status(&self) -> Option<RelayStatus> {
+        let (tx, rx) = oneshot::channel();
+        self.cmd.send(Cmd::Status(tx)).await.ok()?;
+        rx.await.ok()
+    }
+
+    /// Resolves when the relay has exited (after a drain).
+    pub async fn closed(&self) {
+        let mut done = self.done.clone();
+        let _ = done.wait_for(|d| *d).await;
+    }
+}
