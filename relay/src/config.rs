@@ -8,7 +8,14 @@ use std::path::PathBuf;
 use clap::Args;
 use serde::{Deserialize, Serialize};
 use skylane_ops::{check_file, ConfigError};
-use skylane_proto::{RelayId, RelayInfo, WorldId};
+use std::time::Duration;
+
+use skylane_proto::{EventClass, RelayId, RelayInfo, WorldId};
+
+use crate::guard::{EdgeConfig, Rate, REPLAY_WINDOW};
+use crate::hub::HubConfig;
+use crate::routing::RoutingConfig;
+use crate::scheduler::SchedulerConfig;
 
 /// Everything an operator sets on a relay.
 #[derive(Debug, Clone, PartialEq, Args, Serialize, Deserialize)]
@@ -72,9 +79,10 @@ pub struct RelayConfig {
     /// Repeat the flag, or separate with commas in the environment variable.
     #[arg(long = "origin", env = "SKYLANE_RELAY_ORIGINS", value_delimiter = ',')]
     pub origins: Vec<String>,
-    /// Other relays of the deployment as `ID/REGION/LAT/LON/ADDR`, offered to
-    /// clients as alternatives (nearest first) in welcomes, go-aways and
-    /// directory answers.
+    /// Other relays of the deployment as `ID/REGION/LAT/LON/[TLS_NAME@]ADDR`,
+    /// offered to clients as alternatives (nearest first) in welcomes, go-aways
+    /// and directory answers, and measured as paths to origins. An entry with
+    /// this relay's own id is skipped, so every relay can share one list.
     #[arg(long = "peer", env = "SKYLANE_RELAY_PEERS", value_delimiter = ',')]
     pub peers: Vec<String>,
     /// MaxMind-format GeoIP City database (.mmdb) to place clients.
@@ -102,6 +110,175 @@ pub struct RelayConfig {
     /// Longest a drain waits for clients to move, seconds.
     #[arg(long, env = "SKYLANE_RELAY_DRAIN_DEADLINE", default_value_t = 30)]
     pub drain_deadline_secs: u64,
+    /// Seconds a resume ticket stays valid.
+    #[arg(long, env = "SKYLANE_RELAY_TICKET_TTL", default_value_t = 3600)]
+    pub ticket_ttl_secs: u64,
+    /// Milliseconds a new connection has to send its first message.
+    #[arg(long, env = "SKYLANE_RELAY_HELLO_TIMEOUT_MS", default_value_t = 5000)]
+    pub hello_timeout_ms: u64,
+    /// Largest frame accepted from a client, bytes.
+    #[arg(long, env = "SKYLANE_RELAY_MAX_CLIENT_FRAME", default_value_t = 16 * 1024)]
+    pub max_client_frame: usize,
+    /// Actions buffered per session until its origin acknowledges it (and
+    /// reliable actions remembered until their outcome).
+    #[arg(long, env = "SKYLANE_RELAY_PENDING_ACTIONS", default_value_t = 64)]
+    pub pending_actions: usize,
+    /// Edge rate limits per class as `CLASS=PER_SEC/BURST`, comma-separated;
+    /// classes not named keep their default.
+    #[arg(
+        long,
+        env = "SKYLANE_RELAY_EDGE_RATES",
+        default_value = "critical=30/60,state=30/60,movement=60/120,chat=5/10,bulk=10/20"
+    )]
+    pub edge_rates: String,
+    /// Largest action payload per class at the edge, `CLASS=BYTES`, comma-separated.
+    #[arg(
+        long,
+        env = "SKYLANE_RELAY_EDGE_MAX_PAYLOAD",
+        default_value = "critical=1024,state=1024,movement=1024,chat=1024,bulk=16384"
+    )]
+    pub edge_max_payload: String,
+    /// Largest drift of a client's clock against the relay's, milliseconds.
+    #[arg(long, env = "SKYLANE_RELAY_EDGE_MAX_SKEW_MS", default_value_t = 2000)]
+    pub edge_max_skew_ms: u64,
+    /// Edge violations after which a session is disconnected.
+    #[arg(
+        long,
+        env = "SKYLANE_RELAY_EDGE_DISCONNECT_AFTER",
+        default_value_t = 50
+    )]
+    pub edge_disconnect_after: u32,
+    /// Sequence numbers accepted out of order behind the highest (1..=1024).
+    #[arg(long, env = "SKYLANE_RELAY_EDGE_REPLAY_WINDOW", default_value_t = 1024)]
+    pub edge_replay_window: u64,
+    /// Messages queued per client connection and class, `CLASS=COUNT`.
+    #[arg(
+        long,
+        env = "SKYLANE_RELAY_SCHEDULER_CAPACITY",
+        default_value = "critical=4096,state=4096,movement=1024,chat=512,bulk=256"
+    )]
+    pub scheduler_capacity: String,
+    /// Age after which a droppable message is dropped unsent, `CLASS=MS`
+    /// (`CLASS=none`: never; critical and state are never droppable).
+    #[arg(
+        long,
+        env = "SKYLANE_RELAY_SCHEDULER_DEADLINE_MS",
+        default_value = "movement=150,chat=10000,bulk=30000"
+    )]
+    pub scheduler_deadline_ms: String,
+    /// Recent batches the fan-out hub keeps per channel to fill a resumed
+    /// session's holes.
+    #[arg(long, env = "SKYLANE_RELAY_HUB_RING", default_value_t = 256)]
+    pub hub_ring: usize,
+    /// Milliseconds a session waits for a hole to fill before a keyframe
+    /// resyncs it.
+    #[arg(long, env = "SKYLANE_RELAY_HUB_GAP_TIMEOUT_MS", default_value_t = 1000)]
+    pub hub_gap_timeout_ms: u64,
+    /// A route changes only to a path costing less than this fraction of the
+    /// current one.
+    #[arg(long, env = "SKYLANE_RELAY_ROUTING_MARGIN", default_value_t = 0.8)]
+    pub routing_margin: f64,
+    /// ...and at least this many milliseconds less.
+    #[arg(long, env = "SKYLANE_RELAY_ROUTING_MIN_GAIN_MS", default_value_t = 5)]
+    pub routing_min_gain_ms: u64,
+    /// ...for this many milliseconds without interruption.
+    #[arg(long, env = "SKYLANE_RELAY_ROUTING_HOLD_MS", default_value_t = 2000)]
+    pub routing_hold_ms: u64,
+    /// Milliseconds of cost added per 1% of loss on a path.
+    #[arg(
+        long,
+        env = "SKYLANE_RELAY_ROUTING_LOSS_PENALTY_MS",
+        default_value_t = 2
+    )]
+    pub routing_loss_penalty_ms: u64,
+    /// A link without measurements for this many milliseconds counts as down.
+    #[arg(
+        long,
+        env = "SKYLANE_RELAY_ROUTING_STALE_AFTER_MS",
+        default_value_t = 10_000
+    )]
+    pub routing_stale_after_ms: u64,
+    /// Longest spectator delay served, seconds.
+    #[arg(long, env = "SKYLANE_RELAY_SPECTATOR_MAX_DELAY", default_value_t = 120)]
+    pub spectator_max_delay_secs: u64,
+    /// Feed bytes kept per watched world, MiB.
+    #[arg(long, env = "SKYLANE_RELAY_SPECTATOR_BUFFER_MIB", default_value_t = 64)]
+    pub spectator_buffer_mib: usize,
+    /// Frames queued per spectator before it skips to the next keyframe.
+    #[arg(long, env = "SKYLANE_RELAY_SPECTATOR_QUEUE", default_value_t = 64)]
+    pub spectator_queue: usize,
+}
+
+impl Default for RelayConfig {
+    /// The defaults every flag documents (environment variables not applied).
+    fn default() -> Self {
+        Self {
+            listen: ([127, 0, 0, 1], 4433).into(),
+            public_addr: None,
+            id: 1,
+            region: "local".into(),
+            lat: 0.0,
+            lon: 0.0,
+            cert: None,
+            key: None,
+            ca: None,
+            dev_certs: None,
+            token_key: None,
+            audience: "skylane".into(),
+            ticket_secret: None,
+            origins: Vec::new(),
+            peers: Vec::new(),
+            geoip: None,
+            admin: ([127, 0, 0, 1], 9433).into(),
+            max_sessions: 50_000,
+            max_conns_per_ip: 16,
+            handshakes_per_sec: 2_000,
+            session_grace_secs: 30,
+            drain_deadline_secs: 30,
+            ticket_ttl_secs: 3600,
+            hello_timeout_ms: 5000,
+            max_client_frame: 16 * 1024,
+            pending_actions: 64,
+            edge_rates: "critical=30/60,state=30/60,movement=60/120,chat=5/10,bulk=10/20".into(),
+            edge_max_payload: "critical=1024,state=1024,movement=1024,chat=1024,bulk=16384".into(),
+            edge_max_skew_ms: 2000,
+            edge_disconnect_after: 50,
+            edge_replay_window: 1024,
+            scheduler_capacity: "critical=4096,state=4096,movement=1024,chat=512,bulk=256".into(),
+            scheduler_deadline_ms: "movement=150,chat=10000,bulk=30000".into(),
+            hub_ring: 256,
+            hub_gap_timeout_ms: 1000,
+            routing_margin: 0.8,
+            routing_min_gain_ms: 5,
+            routing_hold_ms: 2000,
+            routing_loss_penalty_ms: 2,
+            routing_stale_after_ms: 10_000,
+            spectator_max_delay_secs: 120,
+            spectator_buffer_mib: 64,
+            spectator_queue: 64,
+        }
+    }
+}
+
+/// Parses `CLASS=VALUE,...` over `base` (classes not named keep theirs).
+fn class_map<T: Copy>(
+    key: &str,
+    text: &str,
+    mut base: [T; EventClass::COUNT],
+    value: impl Fn(&str) -> Option<T>,
+) -> Result<[T; EventClass::COUNT], ConfigError> {
+    for item in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let bad = |why: &str| ConfigError::Invalid(format!("{key}: `{item}`: {why}"));
+        let (class, v) = item
+            .split_once('=')
+            .ok_or_else(|| bad("expected CLASS=VALUE"))?;
+        let class: EventClass = class
+            .trim()
+            .parse()
+            .map_err(|_| bad("unknown class (critical, state, movement, chat, bulk)"))?;
+        base[class.rank()] = value(v.trim()).ok_or_else(|| bad("bad value"))?;
+    }
+    Ok(base)
 }
 
 /// An origin as an operator names it: `[TLS_NAME@]HOST:PORT=WORLD[+WORLD...]`.
@@ -168,23 +345,52 @@ pub fn parse_origin(s: &str) -> Result<OriginTarget, ConfigError> {
     })
 }
 
-/// A peer relay parsed from `ID/REGION/LAT/LON/ADDR`.
-pub fn parse_peer(s: &str) -> Result<RelayInfo, ConfigError> {
+/// A peer relay as an operator names it: `ID/REGION/LAT/LON/[TLS_NAME@]ADDR`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PeerTarget {
+    /// The relay as clients are told of it (`ADDR` is what they dial).
+    pub info: RelayInfo,
+    /// The name checked against its certificate (default: `ADDR`'s host).
+    pub tls_name: String,
+}
+
+impl PeerTarget {
+    /// Resolves the peer's address (DNS or a literal); the first address wins.
+    pub fn resolve(&self) -> Result<SocketAddr, ConfigError> {
+        let target = self.info.addrs.first().cloned().unwrap_or_default();
+        std::net::ToSocketAddrs::to_socket_addrs(&target)
+            .map_err(|e| ConfigError::Invalid(format!("peer `{target}`: {e}")))?
+            .next()
+            .ok_or_else(|| ConfigError::Invalid(format!("peer `{target}` has no address")))
+    }
+}
+
+/// Parses `ID/REGION/LAT/LON/[TLS_NAME@]ADDR` (see [`PeerTarget`]).
+pub fn parse_peer(s: &str) -> Result<PeerTarget, ConfigError> {
     let bad = |why: &str| {
         ConfigError::Invalid(format!(
-            "peer `{s}`: {why} (expected ID/REGION/LAT/LON/ADDR)"
+            "peer `{s}`: {why} (expected ID/REGION/LAT/LON/[TLS_NAME@]ADDR)"
         ))
     };
     let parts: Vec<&str> = s.split('/').collect();
     let [id, region, lat, lon, addr] = parts.as_slice() else {
         return Err(bad("need five fields"));
     };
-    Ok(RelayInfo {
-        id: RelayId(id.parse().map_err(|_| bad("bad id"))?),
-        region: (*region).to_owned(),
-        lat: lat.parse().map_err(|_| bad("bad latitude"))?,
-        lon: lon.parse().map_err(|_| bad("bad longitude"))?,
-        addrs: vec![(*addr).to_owned()],
+    let (tls_name, addr) = match addr.split_once('@') {
+        Some((name, addr)) => (Some(name), addr),
+        None => (None, *addr),
+    };
+    let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+    let tls_name = tls_name.unwrap_or(host.trim_matches(['[', ']']));
+    Ok(PeerTarget {
+        info: RelayInfo {
+            id: RelayId(id.parse().map_err(|_| bad("bad id"))?),
+            region: (*region).to_owned(),
+            lat: lat.parse().map_err(|_| bad("bad latitude"))?,
+            lon: lon.parse().map_err(|_| bad("bad longitude"))?,
+            addrs: vec![addr.to_owned()],
+        },
+        tls_name: tls_name.to_owned(),
     })
 }
 
@@ -238,7 +444,99 @@ impl RelayConfig {
         for p in &self.peers {
             parse_peer(p)?;
         }
+        self.edge()?;
+        self.scheduler()?;
+        self.routing()?;
+        for (key, value) in [
+            ("max_client_frame", self.max_client_frame),
+            ("pending_actions", self.pending_actions),
+            ("hub_ring", self.hub_ring),
+            ("spectator_queue", self.spectator_queue),
+            ("spectator_buffer_mib", self.spectator_buffer_mib),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::Invalid(format!("{key} must be at least 1")));
+            }
+        }
         Ok(())
+    }
+
+    /// The edge guard's settings.
+    pub fn edge(&self) -> Result<EdgeConfig, ConfigError> {
+        let d = EdgeConfig::default();
+        let rates = class_map("edge_rates", &self.edge_rates, d.rates, |v| {
+            let (per_sec, burst) = v.split_once('/')?;
+            let rate = Rate {
+                per_sec: per_sec.trim().parse().ok()?,
+                burst: burst.trim().parse().ok()?,
+            };
+            (rate.per_sec > 0.0 && rate.burst >= 1.0).then_some(rate)
+        })?;
+        let max_payload = class_map(
+            "edge_max_payload",
+            &self.edge_max_payload,
+            d.max_payload,
+            |v| v.parse().ok().filter(|n| *n > 0),
+        )?;
+        if self.edge_replay_window == 0 || self.edge_replay_window > REPLAY_WINDOW {
+            return Err(ConfigError::Invalid(format!(
+                "edge_replay_window must be 1..={REPLAY_WINDOW}, not {}",
+                self.edge_replay_window
+            )));
+        }
+        Ok(EdgeConfig {
+            rates,
+            max_payload,
+            max_skew: Duration::from_millis(self.edge_max_skew_ms),
+            disconnect_after: self.edge_disconnect_after.max(1),
+            replay_window: self.edge_replay_window,
+        })
+    }
+
+    /// Each client connection's scheduler bounds and deadlines.
+    pub fn scheduler(&self) -> Result<SchedulerConfig, ConfigError> {
+        let d = SchedulerConfig::default();
+        let capacity = class_map(
+            "scheduler_capacity",
+            &self.scheduler_capacity,
+            d.capacity,
+            |v| v.parse().ok().filter(|n| *n > 0),
+        )?;
+        let deadline = class_map(
+            "scheduler_deadline_ms",
+            &self.scheduler_deadline_ms,
+            d.deadline,
+            |v| match v {
+                "none" => Some(None),
+                ms => ms.parse().ok().map(|ms| Some(Duration::from_millis(ms))),
+            },
+        )?;
+        Ok(SchedulerConfig { capacity, deadline })
+    }
+
+    /// The fan-out hub's history and hole timeout.
+    pub fn hub(&self) -> HubConfig {
+        HubConfig {
+            ring: self.hub_ring,
+            gap_timeout: Duration::from_millis(self.hub_gap_timeout_ms),
+        }
+    }
+
+    /// Path selection (hysteresis).
+    pub fn routing(&self) -> Result<RoutingConfig, ConfigError> {
+        if !(self.routing_margin > 0.0 && self.routing_margin <= 1.0) {
+            return Err(ConfigError::Invalid(format!(
+                "routing_margin must be in (0, 1], not {}",
+                self.routing_margin
+            )));
+        }
+        Ok(RoutingConfig {
+            margin: self.routing_margin,
+            min_gain: Duration::from_millis(self.routing_min_gain_ms),
+            hold: Duration::from_millis(self.routing_hold_ms),
+            loss_penalty_per_pct: Duration::from_millis(self.routing_loss_penalty_ms),
+            stale_after: Duration::from_millis(self.routing_stale_after_ms),
+        })
     }
 
     /// This relay as advertised to clients.
@@ -299,6 +597,16 @@ mod tests {
     }
 
     #[test]
+    fn the_default_is_what_the_flags_document() {
+        let matches = Cli::command().try_get_matches_from(["x"]).unwrap();
+        let parsed = Cli::from_arg_matches(&matches).unwrap().relay;
+        // Environment variables would differ; none is set in tests.
+        if std::env::vars().all(|(k, _)| !k.starts_with("SKYLANE_RELAY_")) {
+            assert_eq!(parsed, RelayConfig::default());
+        }
+    }
+
+    #[test]
     fn file_flags_and_validation() {
         let dir = std::env::temp_dir().join(format!("skylane-relay-cfg-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -318,7 +626,12 @@ mod tests {
             o.tls_name, "127.0.0.1",
             "the host is the TLS name by default"
         );
-        assert_eq!(parse_peer(&c.peers[0]).unwrap().id, RelayId(8));
+        let peer = parse_peer(&c.peers[0]).unwrap();
+        assert_eq!(peer.info.id, RelayId(8));
+        assert_eq!(peer.tls_name, "relay8.example");
+        let peer = parse_peer("9/x/0/0/localhost@127.0.0.9:4433").unwrap();
+        assert_eq!(peer.info.addrs, vec!["127.0.0.9:4433".to_owned()]);
+        assert_eq!(peer.tls_name, "localhost");
 
         std::fs::write(&f, "orgins = []\n").unwrap();
         let err = parse(&["x"], Some(&f)).unwrap_err().to_string();

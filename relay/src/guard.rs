@@ -34,6 +34,9 @@ pub struct EdgeConfig {
     pub max_skew: Duration,
     /// Violations after which the session is disconnected.
     pub disconnect_after: u32,
+    /// Sequence numbers accepted out of order behind the highest one, at most
+    /// [`REPLAY_WINDOW`] (larger values are capped). Default 1,024.
+    pub replay_window: u64,
 }
 
 impl Default for EdgeConfig {
@@ -50,6 +53,7 @@ impl Default for EdgeConfig {
             max_payload: [1024, 1024, 1024, 1024, 16 * 1024],
             max_skew: Duration::from_secs(2),
             disconnect_after: 50,
+            replay_window: REPLAY_WINDOW,
         }
     }
 }
@@ -119,14 +123,17 @@ pub const REPLAY_WINDOW: u64 = 1024;
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct ReplayWindow {
     highest: u64,
+    /// Accepted distance behind the highest (at most [`REPLAY_WINDOW`]).
+    size: u64,
     /// Bit `i` set: `highest - i` was accepted.
     seen: [u64; (REPLAY_WINDOW / 64) as usize],
 }
 
 impl ReplayWindow {
-    fn new() -> Self {
+    fn new(size: u64) -> Self {
         Self {
             highest: 0,
+            size: size.clamp(1, REPLAY_WINDOW),
             seen: [0; (REPLAY_WINDOW / 64) as usize],
         }
     }
@@ -142,7 +149,7 @@ impl ReplayWindow {
             return true;
         }
         let back = self.highest - seq;
-        seq > 0 && back < REPLAY_WINDOW && !self.bit(back)
+        seq > 0 && back < self.size && !self.bit(back)
     }
 
     fn accept(&mut self, seq: u64) {
@@ -198,7 +205,7 @@ impl EdgeGuard {
             cfg,
             tokens,
             refilled: now,
-            replay: ReplayWindow::new(),
+            replay: ReplayWindow::new(cfg.replay_window),
             clock_ref: None,
             violations: 0,
         }
@@ -343,8 +350,17 @@ mod tests {
     }
 
     #[test]
+    fn a_smaller_configured_window_refuses_older_numbers() {
+        let mut w = ReplayWindow::new(8);
+        w.accept(100);
+        assert!(w.is_new(93), "7 behind is inside a window of 8");
+        assert!(!w.is_new(92), "8 behind is outside");
+        assert_eq!(ReplayWindow::new(1 << 20).size, REPLAY_WINDOW, "capped");
+    }
+
+    #[test]
     fn the_replay_window_accepts_each_number_once_and_forgets_the_distant_past() {
-        let mut w = ReplayWindow::new();
+        let mut w = ReplayWindow::new(REPLAY_WINDOW);
         assert!(!w.is_new(0));
         for seq in [3, 1, 2, 70, 5, 200, 4] {
             assert!(w.is_new(seq), "{seq}");
@@ -369,7 +385,7 @@ mod tests {
         /// it was never accepted and is within the window of the highest.
         #[test]
         fn the_replay_window_matches_a_set(seqs in proptest::collection::vec(1u64..3000, 1..400)) {
-            let mut w = ReplayWindow::new();
+            let mut w = ReplayWindow::new(REPLAY_WINDOW);
             let mut seen = std::collections::BTreeSet::new();
             for s in seqs {
                 let highest = seen.iter().next_back().copied().unwrap_or(0);

@@ -51,7 +51,7 @@ mod status;
 mod upstream;
 
 pub use admission::{Admission, AdmissionConfig, Refused};
-pub use config::{parse_origin, parse_peer, OriginTarget, RelayConfig};
+pub use config::{parse_origin, parse_peer, OriginTarget, PeerTarget, RelayConfig};
 pub use geo::{Directory, GeoDb, GeoError};
 pub use guard::{EdgeConfig, EdgeGuard, EdgeViolation, Rate, Verdict, REPLAY_WINDOW};
 pub use hub::{BatchFrame, Delivery, Hub, HubConfig, HubStats};
@@ -61,8 +61,10 @@ pub use scheduler::{Outgoing, Overflow, Scheduler, SchedulerConfig, SchedulerSta
 pub use session::{
     AttachError, ConnId, Presence, SessionEntry, SessionTable, TicketClaims, TicketError, TicketKey,
 };
-pub use settings::{client_transport, link_transport, Limits, OriginSpec, PeerSpec, RelaySettings};
-pub use shell::Relay;
+pub use settings::{
+    client_transport, link_transport, Limits, OriginSpec, PeerSpec, RelayMaterial, RelaySettings,
+};
+pub use shell::{LoadError, Relay};
 pub use skylane_proto::MAX_PROBE_PINGS;
 pub use spectate::{Audience, AudienceConfig, AudienceStats, SpectateError};
 pub use status::{OriginStatus, RelayStatus, RouteStatus};

@@ -50,17 +50,23 @@ pub struct Outgoing {
 }
 
 /// Scheduler limits. Defaults: 4,096 critical, 4,096 state, 1,024 movement,
-/// 512 chat, 256 bulk messages per connection.
+/// 512 chat, 256 bulk messages per connection; deadlines from
+/// [`EventClass::deadline`] (movement 150 ms, chat 10 s, bulk 30 s; critical and
+/// state never expire).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SchedulerConfig {
     /// Most messages held per class, indexed by [`EventClass::rank`].
     pub capacity: [usize; EventClass::COUNT],
+    /// Age after which a droppable message of a class is dropped unsent, indexed
+    /// by [`EventClass::rank`]; `None`: never (its full queue is an overflow).
+    pub deadline: [Option<Duration>; EventClass::COUNT],
 }
 
 impl Default for SchedulerConfig {
     fn default() -> Self {
         Self {
             capacity: [4096, 4096, 1024, 512, 256],
+            deadline: EventClass::ALL.map(EventClass::deadline),
         }
     }
 }
@@ -233,8 +239,7 @@ impl Scheduler {
     pub fn handle_enqueue(&mut self, now: Instant, msg: Outgoing) -> Result<(), Overflow> {
         let class = msg.class;
         let r = class.rank();
-        let deadline = class
-            .deadline()
+        let deadline = self.cfg.deadline[r]
             .filter(|_| msg.droppable)
             .map(|d: Duration| now + d);
         let q = &mut self.classes[r];
@@ -247,7 +252,7 @@ impl Scheduler {
             return Ok(());
         }
         if q.len >= self.cfg.capacity[r] {
-            if class.deadline().is_none() || !q.evict_one() {
+            if self.cfg.deadline[r].is_none() || !q.evict_one() {
                 return Err(Overflow {
                     class,
                     capacity: self.cfg.capacity[r],
@@ -399,10 +404,24 @@ mod tests {
     }
 
     #[test]
+    fn a_configured_deadline_replaces_the_class_default() {
+        let t0 = Instant::now();
+        let mut cfg = SchedulerConfig::default();
+        cfg.deadline[EventClass::Movement.rank()] = Some(Duration::from_millis(40));
+        let mut s = Scheduler::new(cfg);
+        s.handle_enqueue(t0, msg(EventClass::Movement, 1, Some(7), 1))
+            .unwrap();
+        assert_eq!(s.poll_timeout(), Some(t0 + Duration::from_millis(40)));
+        assert!(s.poll_next(t0 + Duration::from_millis(41)).is_none());
+        assert_eq!(s.stats().expired[EventClass::Movement.rank()], 1);
+    }
+
+    #[test]
     fn a_message_that_is_not_droppable_waits_whatever_its_class() {
         let t0 = Instant::now();
         let cfg = SchedulerConfig {
             capacity: [4, 4, 3, 4, 4],
+            ..SchedulerConfig::default()
         };
         let mut s = Scheduler::new(cfg);
         let batch = |tag| Outgoing {
@@ -461,6 +480,7 @@ mod tests {
         let now = Instant::now();
         let mut s = Scheduler::new(SchedulerConfig {
             capacity: [2, 2, 2, 2, 2],
+            ..SchedulerConfig::default()
         });
         for tag in 0..5 {
             s.handle_enqueue(now, msg(EventClass::Bulk, 1, None, tag))

@@ -8,6 +8,7 @@ use std::time::Duration;
 use skylane_proto::{RelayId, RelayInfo, TokenVerifier, WorldId};
 
 use crate::admission::AdmissionConfig;
+use crate::config::{parse_origin, parse_peer, RelayConfig};
 use crate::geo::{Directory, GeoDb};
 use crate::guard::EdgeConfig;
 use crate::hub::HubConfig;
@@ -15,6 +16,7 @@ use crate::routing::{OriginId, RoutingConfig};
 use crate::scheduler::SchedulerConfig;
 use crate::session::TicketKey;
 use crate::spectate::AudienceConfig;
+use skylane_ops::ConfigError;
 
 /// An origin this relay links to.
 #[derive(Debug, Clone)]
@@ -155,4 +157,193 @@ pub struct PeerSpec {
     pub addr: SocketAddr,
     /// TLS server name in its certificate.
     pub server_name: String,
+}
+
+/// What a relay needs besides its configuration: key material and data that
+/// the binary reads from files, and the local network and tests make in memory.
+#[derive(Debug, Clone)]
+pub struct RelayMaterial {
+    /// Client configuration for origin links (mutual TLS).
+    pub link_tls: quinn::ClientConfig,
+    /// Client configuration for peer links; `None` disables them.
+    pub peer_tls: Option<quinn::ClientConfig>,
+    /// Token verification (public key, audience).
+    pub tokens: TokenVerifier,
+    /// Deployment-wide resume ticket key.
+    pub tickets: TicketKey,
+    /// GeoIP database.
+    pub geo: Option<Arc<GeoDb>>,
+}
+
+impl RelaySettings {
+    /// The one way a relay's settings are built: from its configuration (origins
+    /// and peers resolved, every tunable checked) and its material.
+    pub fn from_config(cfg: &RelayConfig, material: RelayMaterial) -> Result<Self, ConfigError> {
+        let mut origins = Vec::new();
+        for (i, o) in cfg.origins.iter().enumerate() {
+            let target = parse_origin(o)?;
+            origins.push(OriginSpec {
+                id: OriginId(i as u32 + 1),
+                addr: target.resolve()?,
+                server_name: target.tls_name,
+                worlds: target.worlds,
+            });
+        }
+        let info = cfg.info();
+        let mut relays = vec![info.clone()];
+        let mut peers = Vec::new();
+        for p in &cfg.peers {
+            let target = parse_peer(p)?;
+            if target.info.id == info.id {
+                // One list can serve every relay of a deployment.
+                continue;
+            }
+            peers.push(PeerSpec {
+                id: target.info.id,
+                addr: target.resolve()?,
+                server_name: target.tls_name.clone(),
+            });
+            relays.push(target.info);
+        }
+        let limits = Limits {
+            admission: AdmissionConfig {
+                max_conns_per_ip: cfg.max_conns_per_ip,
+                handshakes_per_sec: cfg.handshakes_per_sec,
+                max_conns: cfg.max_sessions,
+            },
+            max_sessions: cfg.max_sessions,
+            max_client_frame: cfg.max_client_frame,
+            pending_actions: cfg.pending_actions,
+            session_grace: Duration::from_secs(cfg.session_grace_secs),
+            ticket_ttl: Duration::from_secs(cfg.ticket_ttl_secs),
+            hello_timeout: Duration::from_millis(cfg.hello_timeout_ms),
+            drain_deadline: Duration::from_secs(cfg.drain_deadline_secs),
+            spectators: AudienceConfig {
+                max_delay: Duration::from_secs(cfg.spectator_max_delay_secs),
+                max_buffer_bytes: cfg.spectator_buffer_mib << 20,
+                ..AudienceConfig::default()
+            },
+            spectator_queue: cfg.spectator_queue,
+        };
+        Ok(Self {
+            info,
+            directory: Directory::new(relays),
+            geo: material.geo,
+            origins,
+            link_tls: material.link_tls,
+            tokens: material.tokens,
+            tickets: material.tickets,
+            limits,
+            edge: cfg.edge()?,
+            scheduler: cfg.scheduler()?,
+            hub: cfg.hub(),
+            routing: cfg.routing()?,
+            peers,
+            peer_tls: material.peer_tls,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::guard::Rate;
+    use skylane_certs::{client_config, LocalPki};
+    use skylane_proto::{EventClass, TokenKeyPair};
+
+    fn material() -> RelayMaterial {
+        let pki = LocalPki::generate(&[]).unwrap();
+        let pair = TokenKeyPair::generate().unwrap();
+        RelayMaterial {
+            link_tls: client_config(pki.roots().unwrap(), Some(&pki.relay)).unwrap(),
+            peer_tls: None,
+            tokens: TokenVerifier::from_pem(&pair.public_pem, "skylane").unwrap(),
+            tickets: TicketKey::new(&[1; 32]),
+            geo: None,
+        }
+    }
+
+    #[test]
+    fn every_tunable_reaches_the_settings_from_the_configuration() {
+        let cfg = RelayConfig {
+            id: 2,
+            origins: vec!["origin.example@127.0.0.1:4500=1+2".into()],
+            peers: vec!["1/a/0/0/127.0.0.1:1".into(), "2/b/0/0/127.0.0.1:2".into()],
+            edge_rates: "movement=10/20".into(),
+            edge_replay_window: 64,
+            scheduler_capacity: "bulk=8".into(),
+            scheduler_deadline_ms: "movement=40,bulk=none".into(),
+            hub_ring: 32,
+            routing_hold_ms: 500,
+            pending_actions: 7,
+            spectator_max_delay_secs: 90,
+            ..RelayConfig::default()
+        };
+        let s = RelaySettings::from_config(&cfg, material()).unwrap();
+        let o = &s.origins[0];
+        assert_eq!(o.server_name, "origin.example");
+        assert_eq!(o.addr, "127.0.0.1:4500".parse().unwrap());
+        assert_eq!(o.worlds, vec![WorldId(1), WorldId(2)]);
+        assert_eq!(s.peers.len(), 1, "its own entry is skipped");
+        assert_eq!(s.directory.relays().len(), 2);
+        let m = EventClass::Movement.rank();
+        assert_eq!(
+            s.edge.rates[m],
+            Rate {
+                per_sec: 10.0,
+                burst: 20.0
+            }
+        );
+        assert_eq!(
+            s.edge.rates[EventClass::State.rank()],
+            EdgeConfig::default().rates[1]
+        );
+        assert_eq!(s.edge.replay_window, 64);
+        assert_eq!(s.scheduler.capacity[EventClass::Bulk.rank()], 8);
+        assert_eq!(s.scheduler.deadline[m], Some(Duration::from_millis(40)));
+        assert_eq!(s.scheduler.deadline[EventClass::Bulk.rank()], None);
+        assert_eq!(s.hub.ring, 32);
+        assert_eq!(s.routing.hold, Duration::from_millis(500));
+        assert_eq!(s.limits.pending_actions, 7);
+        assert_eq!(s.limits.spectators.max_delay, Duration::from_secs(90));
+    }
+
+    #[test]
+    fn a_bad_tunable_is_refused_by_name() {
+        for (cfg, key) in [
+            (
+                RelayConfig {
+                    edge_rates: "movement=fast".into(),
+                    ..RelayConfig::default()
+                },
+                "edge_rates",
+            ),
+            (
+                RelayConfig {
+                    scheduler_capacity: "warp=1".into(),
+                    ..RelayConfig::default()
+                },
+                "scheduler_capacity",
+            ),
+            (
+                RelayConfig {
+                    edge_replay_window: 5000,
+                    ..RelayConfig::default()
+                },
+                "edge_replay_window",
+            ),
+            (
+                RelayConfig {
+                    routing_margin: 1.5,
+                    ..RelayConfig::default()
+                },
+                "routing_margin",
+            ),
+        ] {
+            let err = RelaySettings::from_config(&cfg, material())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(key), "{err}");
+        }
+    }
 }

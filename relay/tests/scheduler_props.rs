@@ -37,7 +37,7 @@ proptest! {
     fn scheduler_invariants(ops in prop::collection::vec(op(), 1..300)) {
         let t0 = Instant::now();
         let mut now = t0;
-        let cfg = SchedulerConfig { capacity: [8, 8, 4, 4, 4] };
+        let cfg = SchedulerConfig { capacity: [8, 8, 4, 4, 4], ..SchedulerConfig::default() };
         let mut s = Scheduler::new(cfg);
         let mut counter = 0u32;
         // Messages that must be delivered (not droppable, or of a class without a

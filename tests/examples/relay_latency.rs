@@ -24,12 +24,9 @@ use skylane_client::Client;
 use skylane_origin::{
     Arena, ArenaConfig, Engine, EngineConfig, OriginMetrics, OriginServer, ServerConfig,
 };
-use skylane_proto::{
-    ChainSigner, Claims, EventClass, Outcome, RelayId, RelayInfo, Role, TokenKeyPair, TokenSigner,
-    WorldId,
-};
+use skylane_proto::{ChainSigner, Claims, EventClass, Outcome, Role, TokenKeyPair, TokenSigner};
 use skylane_relay::{
-    client_transport, link_transport, Directory, OriginId, OriginSpec, Relay, RelayMetrics,
+    client_transport, link_transport, Relay, RelayConfig, RelayMaterial, RelayMetrics,
     RelaySettings, TicketKey,
 };
 use skylane_tests::{Walker, MAP, WORLD};
@@ -139,37 +136,22 @@ async fn main() {
     sc.transport_config(Arc::new(client_transport()));
     let relay_ep = quinn::Endpoint::server(sc, loopback()).expect("bind");
     let relay_addr = relay_ep.local_addr().expect("addr");
-    let info = RelayInfo {
-        id: RelayId(1),
-        region: "local".into(),
-        addrs: vec![relay_addr.to_string()],
-        lat: 0.0,
-        lon: 0.0,
-    };
     let mut link_tls =
         client_config(pki.roots().expect("roots"), Some(&pki.relay)).expect("link tls");
     link_tls.transport_config(Arc::new(link_transport()));
-    let settings = RelaySettings {
-        directory: Directory::new(vec![info.clone()]),
-        info,
-        geo: None,
-        origins: vec![OriginSpec {
-            id: OriginId(1),
-            addr: origin_addr,
-            server_name: "localhost".into(),
-            worlds: vec![WorldId(1)],
-        }],
+    let cfg = RelayConfig {
+        listen: relay_addr,
+        origins: vec![format!("localhost@{origin_addr}=1")],
+        ..RelayConfig::default()
+    };
+    let material = RelayMaterial {
         link_tls,
+        peer_tls: Some(peer_client_config(pki.roots().expect("roots"), &pki.relay).expect("tls")),
         tokens: tokens.verifier("skylane"),
         tickets: TicketKey::new(&[9; 32]),
-        limits: Default::default(),
-        edge: Default::default(),
-        scheduler: Default::default(),
-        hub: Default::default(),
-        routing: Default::default(),
-        peers: Vec::new(),
-        peer_tls: Some(peer_client_config(pki.roots().expect("roots"), &pki.relay).expect("tls")),
+        geo: None,
     };
+    let settings = RelaySettings::from_config(&cfg, material).expect("relay settings");
     let _relay = Relay::spawn(
         relay_ep,
         settings,

@@ -26,8 +26,8 @@ use skylane_proto::{
     WorldId,
 };
 use skylane_relay::{
-    client_transport, link_transport, Directory, Limits, OriginId, OriginSpec, PeerSpec, Relay,
-    RelayMetrics, RelaySettings, TicketKey,
+    client_transport, link_transport, Limits, Relay, RelayConfig, RelayMaterial, RelayMetrics,
+    RelaySettings, TicketKey,
 };
 
 /// The world every scenario plays.
@@ -158,20 +158,28 @@ impl Net {
             });
             hosts.push(host);
         }
-        let directory = Directory::new(infos.clone());
-        let verifier = tokens.verifier("skylane");
         let link_tls =
             client_config(pki.roots().expect("roots"), Some(&pki.relay)).expect("link tls");
         let mut peer_tls =
             peer_client_config(pki.roots().expect("roots"), &pki.relay).expect("peer tls");
         peer_tls.transport_config(Arc::new(link_transport()));
-        let peers: Vec<PeerSpec> = infos
+        let material = RelayMaterial {
+            link_tls,
+            peer_tls: Some(peer_tls),
+            tokens: tokens.verifier("skylane"),
+            tickets: TicketKey::new(&[9; 32]),
+            geo: None,
+        };
+        // Every relay lists every relay, itself included, as its peers (it
+        // skips itself); every certificate here names `localhost`.
+        let peers: Vec<String> = infos
             .iter()
-            .zip(&hosts)
-            .map(|(i, h)| PeerSpec {
-                id: i.id,
-                addr: SocketAddr::new(sim.ip(*h), 4433),
-                server_name: "localhost".into(),
+            .map(|i| {
+                let addr = i.addrs.first().cloned().unwrap_or_default();
+                format!(
+                    "{}/{}/{}/{}/localhost@{addr}",
+                    i.id.0, i.region, i.lat, i.lon
+                )
             })
             .collect();
         let mut relays = Vec::new();
@@ -182,27 +190,20 @@ impl Net {
             let endpoint = sim.endpoint(host, 4433, Some(sc)).expect("relay endpoint");
             let addr = endpoint.local_addr().expect("addr");
             let metrics = RelayMetrics::new(&mut Registry::default());
-            let settings = RelaySettings {
-                info,
-                directory: directory.clone(),
-                geo: None,
-                origins: vec![OriginSpec {
-                    id: OriginId(1),
-                    addr: origin_addr,
-                    server_name: "localhost".into(),
-                    worlds: vec![WORLD],
-                }],
-                link_tls: link_tls.clone(),
-                tokens: verifier.clone(),
-                tickets: TicketKey::new(&[9; 32]),
-                limits: opts.limits,
-                edge: opts.edge,
-                scheduler: Default::default(),
-                hub: Default::default(),
-                routing: Default::default(),
+            let cfg = RelayConfig {
+                id: info.id.0,
+                region: info.region.clone(),
+                lat: info.lat,
+                lon: info.lon,
+                listen: addr,
+                origins: vec![format!("localhost@{origin_addr}={}", WORLD.0)],
                 peers: peers.clone(),
-                peer_tls: Some(peer_tls.clone()),
+                ..RelayConfig::default()
             };
+            let mut settings =
+                RelaySettings::from_config(&cfg, material.clone()).expect("relay settings");
+            settings.limits = opts.limits;
+            settings.edge = opts.edge;
             let relay = Relay::spawn(endpoint, settings, metrics.clone());
             relays.push(RelayNode {
                 host,

@@ -27,8 +27,8 @@ use skylane_proto::{
     ChainSigner, Claims, RelayId, RelayInfo, Role, TokenKeyPair, TokenSigner, WorldId,
 };
 use skylane_relay::{
-    client_transport, link_transport, Directory, GeoDb, Limits, OriginId, OriginSpec, PeerSpec,
-    Relay, RelayMetrics, RelaySettings, TicketKey,
+    client_transport, link_transport, GeoDb, Limits, Relay, RelayConfig, RelayMaterial,
+    RelayMetrics, RelaySettings, TicketKey,
 };
 
 /// The world the local deployment hosts.
@@ -89,6 +89,9 @@ pub enum LocalError {
     /// The GeoIP database.
     #[error("GeoIP database: {0}")]
     Geo(String),
+    /// A relay's configuration.
+    #[error("relay configuration: {0}")]
+    Config(String),
     /// A socket could not be bound.
     #[error("binding {addr}: {source}")]
     Bind {
@@ -290,48 +293,44 @@ impl LocalNet {
             });
             endpoints.push((ep, addr, ip));
         }
-        let directory = Directory::new(infos.clone());
         let mut link_tls = client_config(roots()?, Some(&pki.relay)).map_err(certs)?;
         link_tls.transport_config(Arc::new(link_transport()));
         let mut peer_tls = peer_client_config(roots()?, &pki.relay).map_err(certs)?;
         peer_tls.transport_config(Arc::new(link_transport()));
-        let peers: Vec<PeerSpec> = infos
-            .iter()
-            .zip(&endpoints)
-            .map(|(i, (_, addr, _))| PeerSpec {
-                id: i.id,
-                addr: *addr,
-                server_name: "localhost".into(),
-            })
-            .collect();
-        let verifier = tokens.verifier(AUDIENCE);
-        let ticket_secret: [u8; 32] = rand::random();
+        let material = RelayMaterial {
+            link_tls,
+            peer_tls: Some(peer_tls),
+            tokens: tokens.verifier(AUDIENCE),
+            tickets: TicketKey::new(&rand::random::<[u8; 32]>()),
+            geo: Some(geo.clone()),
+        };
+        // Peers as an operator writes them; every certificate here names `localhost`.
+        let peer = |i: &RelayInfo| {
+            let addr = i.addrs.first().cloned().unwrap_or_default();
+            format!(
+                "{}/{}/{}/{}/localhost@{addr}",
+                i.id.0, i.region, i.lat, i.lon
+            )
+        };
         let mut relays = Vec::new();
-        for (info, (ep, addr, ip)) in infos.into_iter().zip(endpoints) {
+        for (info, (ep, addr, ip)) in infos.iter().zip(endpoints) {
             let mut registry = Registry::default();
             let metrics = RelayMetrics::new(&mut registry);
             let admin = admin(opts.admin, registry).await?;
-            let settings = RelaySettings {
-                directory: directory.clone(),
-                geo: Some(geo.clone()),
-                origins: vec![OriginSpec {
-                    id: OriginId(1),
-                    addr: origin_addr,
-                    server_name: "localhost".into(),
-                    worlds: vec![WORLD],
-                }],
-                link_tls: link_tls.clone(),
-                tokens: verifier.clone(),
-                tickets: TicketKey::new(&ticket_secret),
-                limits: opts.limits,
-                edge: Default::default(),
-                scheduler: Default::default(),
-                hub: Default::default(),
-                routing: Default::default(),
-                peers: peers.iter().filter(|p| p.id != info.id).cloned().collect(),
-                peer_tls: Some(peer_tls.clone()),
-                info: info.clone(),
+            let cfg = RelayConfig {
+                id: info.id.0,
+                region: info.region.clone(),
+                lat: info.lat,
+                lon: info.lon,
+                listen: addr,
+                origins: vec![format!("localhost@{origin_addr}={}", WORLD.0)],
+                peers: infos.iter().filter(|p| p.id != info.id).map(peer).collect(),
+                ..RelayConfig::default()
             };
+            let mut settings = RelaySettings::from_config(&cfg, material.clone())
+                .map_err(|e| LocalError::Config(e.to_string()))?;
+            settings.limits = opts.limits;
+            let info = settings.info.clone();
             let relay = Relay::spawn(ep, settings, metrics.clone());
             relays.push(LocalRelay {
                 info,

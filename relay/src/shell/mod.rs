@@ -38,6 +38,7 @@ mod client;
 mod from_origin;
 mod lanes;
 mod link;
+mod load;
 mod mailbox;
 mod peer;
 mod reader;
@@ -60,6 +61,8 @@ use crate::session::SessionTable;
 use crate::settings::RelaySettings;
 use crate::status::RelayStatus;
 use crate::upstream::Upstream;
+
+pub use load::LoadError;
 
 use actor::{Actor, LinkState};
 use client::accept_loop;
