@@ -211,6 +211,77 @@ pub fn admin_router(registry: Arc<Registry>) -> axum::Router {
     )
 }
 
+/// Who may use the admin endpoint's state-changing routes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdminAuth {
+    /// Every request needs `Authorization: Bearer <token>` except `GET /metrics`
+    /// and `GET /status` (read-only).
+    Token(Arc<str>),
+    /// No token configured: state-changing routes are served only on a loopback
+    /// address (the binaries refuse to start otherwise).
+    LoopbackOnly,
+}
+
+impl AdminAuth {
+    /// From the `admin_token` setting: the first line of the file, trimmed.
+    pub fn from_file(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let Some(path) = path else {
+            return Ok(Self::LoopbackOnly);
+        };
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let token = text.lines().next().unwrap_or_default().trim();
+        if token.len() < 16 {
+            return Err(ConfigError::Invalid(format!(
+                "admin_token: {} must hold a token of at least 16 characters",
+                path.display()
+            )));
+        }
+        Ok(Self::Token(token.into()))
+    }
+
+    /// Checks that the endpoint may be served at `addr` this way.
+    pub fn check(&self, addr: SocketAddr) -> Result<(), ConfigError> {
+        match self {
+            Self::LoopbackOnly if !addr.ip().is_loopback() => Err(ConfigError::Invalid(format!(
+                "admin endpoint {addr} is not on loopback: set admin_token to protect its POST routes"
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// Wraps `router` so requests other than reads carry the token.
+    pub fn protect(&self, router: axum::Router) -> axum::Router {
+        let Self::Token(token) = self else {
+            return router;
+        };
+        let expected: Arc<str> = format!("Bearer {token}").into();
+        router.layer(axum::middleware::from_fn(
+            move |req: axum::extract::Request, next: axum::middleware::Next| {
+                let expected = expected.clone();
+                async move {
+                    let read = req.method() == axum::http::Method::GET
+                        && matches!(req.uri().path(), "/metrics" | "/status");
+                    let given = req
+                        .headers()
+                        .get(axum::http::header::AUTHORIZATION)
+                        .and_then(|v| v.to_str().ok());
+                    if read || given == Some(&*expected) {
+                        next.run(req).await
+                    } else {
+                        axum::response::IntoResponse::into_response((
+                            axum::http::StatusCode::UNAUTHORIZED,
+                            "admin token required\n",
+                        ))
+                    }
+                }
+            },
+        ))
+    }
+}
+
 /// Binds `addr` and serves `router` in a background task; returns the bound address.
 pub async fn serve_admin(addr: SocketAddr, router: axum::Router) -> std::io::Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
@@ -307,6 +378,63 @@ mod tests {
             Some(3.0)
         );
         assert_eq!(sample("a_total_more 3\n", "a_total"), None);
+    }
+
+    fn http(addr: SocketAddr, method: &str, path: &str, token: Option<&str>) -> String {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+        write!(
+            s,
+            "{method} {path} HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    }
+
+    #[test]
+    fn state_changing_admin_routes_need_the_token_reads_do_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("admin.token");
+        std::fs::write(&f, "0123456789abcdef-secret\n").unwrap();
+        let auth = AdminAuth::from_file(Some(&f)).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let addr = rt.block_on(async {
+            let router = admin_router(Arc::new(Registry::default()))
+                .route("/status", axum::routing::get(|| async { "up" }))
+                .route("/drain", axum::routing::post(|| async { "draining" }));
+            serve_admin("127.0.0.1:0".parse().unwrap(), auth.protect(router))
+                .await
+                .unwrap()
+        });
+        let handle = std::thread::spawn(move || {
+            rt.block_on(async { tokio::time::sleep(std::time::Duration::from_secs(5)).await })
+        });
+        assert!(http(addr, "GET", "/metrics", None).starts_with("HTTP/1.1 200"));
+        assert!(http(addr, "GET", "/status", None).starts_with("HTTP/1.1 200"));
+        let refused = http(addr, "POST", "/drain", None);
+        assert!(refused.starts_with("HTTP/1.1 401"), "{refused}");
+        let wrong = http(addr, "POST", "/drain", Some("guess"));
+        assert!(wrong.starts_with("HTTP/1.1 401"), "{wrong}");
+        let ok = http(addr, "POST", "/drain", Some("0123456789abcdef-secret"));
+        assert!(
+            ok.starts_with("HTTP/1.1 200") && ok.ends_with("draining"),
+            "{ok}"
+        );
+        drop(handle);
+
+        // Without a token, only loopback.
+        let open = AdminAuth::from_file(None).unwrap();
+        assert!(open.check("127.0.0.1:9433".parse().unwrap()).is_ok());
+        let err = open.check("0.0.0.0:9433".parse().unwrap()).unwrap_err();
+        assert!(err.to_string().contains("admin_token"), "{err}");
+        std::fs::write(&f, "short\n").unwrap();
+        assert!(AdminAuth::from_file(Some(&f)).is_err());
     }
 
     #[test]

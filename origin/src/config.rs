@@ -48,6 +48,11 @@ pub struct OriginConfig {
     /// Address of the HTTP endpoint serving /metrics and /status.
     #[arg(long, env = "SKYLANE_ORIGIN_ADMIN", default_value = "127.0.0.1:9500")]
     pub admin: SocketAddr,
+    /// File holding the admin endpoint's bearer token (first line, 16+
+    /// characters), required for every route but `GET /metrics` and
+    /// `GET /status`. Without it, a non-loopback `admin` address is refused.
+    #[arg(long, env = "SKYLANE_ORIGIN_ADMIN_TOKEN")]
+    pub admin_token: Option<PathBuf>,
     /// Largest action payload accepted, in bytes.
     #[arg(long, env = "SKYLANE_ORIGIN_MAX_PAYLOAD", default_value_t = 1024)]
     pub max_payload: usize,
@@ -100,6 +105,7 @@ impl OriginConfig {
             ("key", &self.key),
             ("ca", &self.ca),
             ("signing_key", &self.signing_key),
+            ("admin_token", &self.admin_token),
         ] {
             if let Some(p) = path {
                 if !p.exists() {

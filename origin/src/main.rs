@@ -189,7 +189,9 @@ async fn serve(cfg: OriginConfig) -> anyhow::Result<()> {
             axum::Json(serde_json::json!({ "world": world, "listen": listen.to_string() }))
         }),
     );
-    let admin_addr = skylane_ops::serve_admin(cfg.admin, app)
+    let auth = skylane_ops::AdminAuth::from_file(cfg.admin_token.as_deref())?;
+    auth.check(cfg.admin)?;
+    let admin_addr = skylane_ops::serve_admin(cfg.admin, auth.protect(app))
         .await
         .with_context(|| format!("binding admin {}", cfg.admin))?;
     println!(

@@ -91,6 +91,11 @@ pub struct RelayConfig {
     /// Address of the HTTP endpoint serving /metrics, /status and POST /drain.
     #[arg(long, env = "SKYLANE_RELAY_ADMIN", default_value = "127.0.0.1:9433")]
     pub admin: SocketAddr,
+    /// File holding the admin endpoint's bearer token (first line, 16+
+    /// characters). Without it, `POST /drain` is served only on loopback and a
+    /// non-loopback `admin` address is refused.
+    #[arg(long, env = "SKYLANE_RELAY_ADMIN_TOKEN")]
+    pub admin_token: Option<PathBuf>,
     /// Sessions held at most (connected and detached).
     #[arg(long, env = "SKYLANE_RELAY_MAX_SESSIONS", default_value_t = 50_000)]
     pub max_sessions: usize,
@@ -230,6 +235,7 @@ impl Default for RelayConfig {
             peers: Vec::new(),
             geoip: None,
             admin: ([127, 0, 0, 1], 9433).into(),
+            admin_token: None,
             max_sessions: 50_000,
             max_conns_per_ip: 16,
             handshakes_per_sec: 2_000,
@@ -427,6 +433,7 @@ impl RelayConfig {
         check_file("token_key", self.token_key.as_ref())?;
         check_file("ticket_secret", self.ticket_secret.as_ref())?;
         check_file("geoip", self.geoip.as_ref())?;
+        check_file("admin_token", self.admin_token.as_ref())?;
         if self.id == 0 || self.id >= 1 << 24 {
             return Err(ConfigError::Invalid(format!(
                 "id must be 1..=16777215, not {}",

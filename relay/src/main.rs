@@ -77,6 +77,8 @@ async fn serve(cfg: RelayConfig) -> anyhow::Result<()> {
     let mut registry = Registry::default();
     let metrics = RelayMetrics::new(&mut registry);
     skylane_ops::ProcessMetrics::register(&mut registry);
+    let auth = skylane_ops::AdminAuth::from_file(cfg.admin_token.as_deref())?;
+    auth.check(cfg.admin)?;
     let relay = Relay::load(&cfg, metrics)?;
     let listen = relay.local_addr();
 
@@ -98,7 +100,7 @@ async fn serve(cfg: RelayConfig) -> anyhow::Result<()> {
                 }
             }),
         );
-    let admin = skylane_ops::serve_admin(cfg.admin, router)
+    let admin = skylane_ops::serve_admin(cfg.admin, auth.protect(router))
         .await
         .with_context(|| format!("binding admin {}", cfg.admin))?;
     println!(

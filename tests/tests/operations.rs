@@ -361,3 +361,73 @@ fn a_relay_reaches_an_origin_by_the_name_in_its_certificate() {
     let status = wait_origin_up(r["admin"].as_str().unwrap(), false);
     assert!(status.contains("\"up\":false"), "{status}");
 }
+
+#[test]
+fn operators_read_status_and_drain_with_the_admin_token() {
+    let bins = bin_dir();
+    let dir = tempfile::tempdir().unwrap();
+    let pki = dir.path().join("pki").to_str().unwrap().to_owned();
+    let token = dir.path().join("admin.token");
+    std::fs::write(&token, "a-long-operator-secret\n").unwrap();
+    let token = token.to_str().unwrap();
+    let relay = bins.join(exe_name("skylane-relay"));
+    let common = [
+        "--dev-certs",
+        &pki,
+        "--listen",
+        "127.0.0.1:0",
+        "--origin",
+        "127.0.0.1:9=1",
+    ];
+    // Without a token, a non-loopback admin address is refused before binding.
+    let out = Command::new(&relay)
+        .args(common)
+        .args(["--admin", "0.0.0.0:0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("admin_token"), "{err}");
+
+    let (mut running, r) = start(
+        &relay,
+        &[
+            &common[..],
+            &["--admin", "127.0.0.1:0", "--admin-token", token],
+        ]
+        .concat(),
+    );
+    let url = format!("http://{}", r["admin"].as_str().unwrap());
+    let skylane = |args: &[&str]| {
+        Command::new(bins.join(exe_name("skylane")))
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = skylane(&["status", &url, "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["draining"], false, "{v}");
+    let out = skylane(&["drain", &url]);
+    assert!(!out.status.success(), "drained without the token");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("admin token"));
+    let out = skylane(&["drain", &url, "--admin-token", token]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("draining"));
+    let t = std::time::Instant::now();
+    while running.0.try_wait().unwrap().is_none() {
+        assert!(
+            t.elapsed().as_secs() < 10,
+            "relay did not exit after the drain"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}

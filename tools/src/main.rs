@@ -48,6 +48,11 @@ enum Command {
     /// GeoIP fixtures: build a MaxMind-format database from a CSV.
     #[command(subcommand)]
     Geoip(cmd::geoip::GeoipCmd),
+    /// A relay's or an origin's state from its admin endpoint (`/status`).
+    Status(cmd::admin::StatusCmd),
+    /// Drain a relay through its admin endpoint: its clients are sent to other
+    /// relays and it exits.
+    Drain(cmd::admin::DrainCmd),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -59,6 +64,8 @@ fn main() -> anyhow::Result<()> {
         Command::Replay(c) => c.run(),
         Command::Demo(c) => c.run(),
         Command::Geoip(c) => c.run(),
+        Command::Status(c) => c.run(),
+        Command::Drain(c) => c.run(),
         Command::Probe(c) => c.run(),
         Command::Loadgen(c) => c.run(),
         Command::FanoutServer(c) => c.run(),

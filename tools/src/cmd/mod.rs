@@ -1,5 +1,6 @@
 //! One module per subcommand group.
 
+pub(crate) mod admin;
 pub(crate) mod certs;
 pub(crate) mod demo;
 pub(crate) mod geoip;
