@@ -10,7 +10,7 @@
 //!
 //! **Contract.** The engine and worlds are pure: no I/O, no clock (time comes in as
 //! arguments), no ambient randomness, so replaying the same inputs gives the same
-//! state hash. Persistence ([`persist`]) and the network shell ([`server`], which
+//! state hash. Persistence ([`persist`]) and the network shell ([`OriginServer`], which
 //! reads time only through tokio) are thin layers around them.
 //!
 //! # Layout
@@ -21,7 +21,11 @@
 //! * [`arena`]: the reference game.
 //! * [`journal`]: the redb input log and snapshots; replay and divergence checks.
 //! * [`persist`]: an engine that records its inputs and restarts from its journal.
-//! * [`server`]: the QUIC shell relays connect to (tokio + quinn, mutual TLS).
+//! * `core`: the engine contract the shell drives ([`Core`]).
+//! * `routes`: which relay carries each session and which channels each relay
+//!   is sent ([`Routes`], pure).
+//! * `shell`: the QUIC shell relays connect to (tokio + quinn, mutual TLS):
+//!   [`OriginServer`].
 //! * [`metrics`]: Prometheus metrics.
 //! * [`config`]: operator configuration (file, flags, environment).
 //! * [`view`]: a client's view rebuilt from keyframes and batches, and the consistency checker.
@@ -31,17 +35,20 @@
 pub mod anticheat;
 pub mod arena;
 pub mod config;
+mod core;
 pub mod engine;
 pub mod interest;
 pub mod journal;
 pub mod metrics;
 pub mod persist;
-pub mod server;
+mod routes;
+mod shell;
 pub mod view;
 pub mod world;
 
 pub use anticheat::{AnomalyKind, Detector, DetectorConfig, Enforcement, Violation};
 pub use arena::{Arena, ArenaAction, ArenaConfig, ArenaEvent, Roster};
+pub use core::Core;
 pub use engine::{
     Engine, EngineConfig, EngineSnapshot, EngineStats, JoinError, Output, ResumeError,
 };
@@ -49,6 +56,7 @@ pub use interest::{Grid, Interest, InterestChange};
 pub use journal::{replay, Divergence, Input, Journal, JournalError, JournalMeta, ReplayReport};
 pub use metrics::OriginMetrics;
 pub use persist::Persistent;
-pub use server::{Core, OriginServer, ServerConfig};
+pub use routes::{LinkId, Routes};
+pub use shell::{OriginServer, ServerConfig};
 pub use view::{ArenaView, Mismatch, ViewError};
 pub use world::{Ctx, Emit, Emitted, Observation, Rejection, Validator, World};

@@ -587,3 +587,32 @@ fn a_resume_with_a_stale_cursor_is_owed_only_from_the_subscription_start() {
         net.server.shutdown().await.unwrap();
     });
 }
+
+/// `skylane_origin_sessions` follows sessions down as well as up: closed by
+/// their relay, orphaned by a lost link and expired after the grace.
+#[test]
+fn the_sessions_gauge_falls_when_players_leave() {
+    run(|| async {
+        let net = start_origin_with(|cfg| cfg.session_grace = Duration::from_secs(2));
+        let host = net.sim.add_host("relay-a", "amsterdam");
+        let mut a = relay(&net, host, 1).await;
+        for s in [1u64, 2, 3] {
+            a.open(s, WORLD, vec![]).await;
+            a.until(|m| is_subs(m, s)).await;
+        }
+        assert_eq!(net.metrics.sessions.get(), 3);
+        a.send(&LinkMsg::SessionClose {
+            session: SessionId(1),
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(net.metrics.sessions.get(), 2, "a closed session is gone");
+        a.conn.close(0u32.into(), b"relay goes away");
+        drop(a);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(net.metrics.sessions.get(), 2, "orphans wait for a resume");
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        assert_eq!(net.metrics.sessions.get(), 0, "expired after the grace");
+        net.server.shutdown().await.unwrap();
+    });
+}

@@ -1,0 +1,158 @@
+//! The engine contract: what the network shell needs from a world engine (an
+//! [`Engine`], or a [`Persistent`] one that journals its inputs). Pure like the
+//! engine: time comes in as arguments.
+
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use skylane_proto::{
+    Action, ChannelCursor, ChannelId, EntityId, EventBatch, Keyframe, Role, SessionId, TeamId,
+    WorldId,
+};
+
+use crate::engine::{Engine, JoinError, Output, ResumeError};
+use crate::journal::JournalError;
+use crate::persist::Persistent;
+use crate::world::World;
+
+/// What the shell needs from a world engine (an [`Engine`], or a [`Persistent`] one).
+pub trait Core: Send + 'static {
+    /// The world's id.
+    fn world_id(&self) -> WorldId;
+    /// See [`Engine::handle_join`].
+    fn handle_join(
+        &mut self,
+        s: SessionId,
+        player: &str,
+        role: Role,
+        team: Option<TeamId>,
+    ) -> Result<Option<EntityId>, JoinError>;
+    /// See [`Engine::handle_leave`].
+    fn handle_leave(&mut self, s: SessionId);
+    /// See [`Engine::handle_action`].
+    fn handle_action(&mut self, s: SessionId, a: Action);
+    /// See [`Engine::handle_timeout`].
+    fn handle_timeout(&mut self, now_us: u64) -> Result<(), JournalError>;
+    /// See [`Engine::poll_output`].
+    fn poll_output(&mut self) -> Option<Output>;
+    /// See [`Engine::poll_timeout`].
+    fn poll_timeout(&self) -> u64;
+    /// See [`Engine::channels_of`].
+    fn channels_of(&self, s: SessionId) -> Vec<ChannelId>;
+    /// See [`Engine::history_since`].
+    fn history_since(&self, c: ChannelCursor) -> Result<Vec<Arc<EventBatch>>, ResumeError>;
+    /// See [`Engine::keyframe_now`].
+    fn keyframe_now(&self, c: ChannelId) -> Keyframe;
+    /// See [`Engine::has_session`].
+    fn has_session(&self, s: SessionId) -> bool;
+    /// See [`Engine::channel_seq`].
+    fn channel_seq(&self, c: ChannelId) -> u64;
+    /// Writes anything buffered (graceful shutdown).
+    fn flush(&mut self) -> Result<(), JournalError>;
+    /// See [`Engine::set_feed`].
+    fn set_feed(&mut self, on: bool, now_us: u64);
+}
+
+impl<W: World> Core for Engine<W> {
+    fn world_id(&self) -> WorldId {
+        self.config().world
+    }
+    fn handle_join(
+        &mut self,
+        s: SessionId,
+        p: &str,
+        r: Role,
+        t: Option<TeamId>,
+    ) -> Result<Option<EntityId>, JoinError> {
+        Self::handle_join(self, s, p, r, t)
+    }
+    fn handle_leave(&mut self, s: SessionId) {
+        Self::handle_leave(self, s);
+    }
+    fn handle_action(&mut self, s: SessionId, a: Action) {
+        Self::handle_action(self, s, a);
+    }
+    fn handle_timeout(&mut self, now_us: u64) -> Result<(), JournalError> {
+        Self::handle_timeout(self, now_us);
+        Ok(())
+    }
+    fn poll_output(&mut self) -> Option<Output> {
+        Self::poll_output(self)
+    }
+    fn poll_timeout(&self) -> u64 {
+        Self::poll_timeout(self)
+    }
+    fn channels_of(&self, s: SessionId) -> Vec<ChannelId> {
+        Self::channels_of(self, s)
+    }
+    fn history_since(&self, c: ChannelCursor) -> Result<Vec<Arc<EventBatch>>, ResumeError> {
+        Self::history_since(self, c)
+    }
+    fn keyframe_now(&self, c: ChannelId) -> Keyframe {
+        Self::keyframe_now(self, c)
+    }
+    fn has_session(&self, s: SessionId) -> bool {
+        Self::has_session(self, s)
+    }
+    fn channel_seq(&self, c: ChannelId) -> u64 {
+        Self::channel_seq(self, c)
+    }
+    fn flush(&mut self) -> Result<(), JournalError> {
+        Ok(())
+    }
+    fn set_feed(&mut self, on: bool, now_us: u64) {
+        Self::set_feed(self, on, now_us);
+    }
+}
+
+impl<W: World + Clone + Serialize + DeserializeOwned> Core for Persistent<W> {
+    fn world_id(&self) -> WorldId {
+        self.engine().config().world
+    }
+    fn handle_join(
+        &mut self,
+        s: SessionId,
+        p: &str,
+        r: Role,
+        t: Option<TeamId>,
+    ) -> Result<Option<EntityId>, JoinError> {
+        Self::handle_join(self, s, p, r, t)
+    }
+    fn handle_leave(&mut self, s: SessionId) {
+        Self::handle_leave(self, s);
+    }
+    fn handle_action(&mut self, s: SessionId, a: Action) {
+        Self::handle_action(self, s, a);
+    }
+    fn handle_timeout(&mut self, now_us: u64) -> Result<(), JournalError> {
+        Self::handle_timeout(self, now_us)
+    }
+    fn poll_output(&mut self) -> Option<Output> {
+        Self::poll_output(self)
+    }
+    fn poll_timeout(&self) -> u64 {
+        Self::poll_timeout(self)
+    }
+    fn channels_of(&self, s: SessionId) -> Vec<ChannelId> {
+        self.engine().channels_of(s)
+    }
+    fn history_since(&self, c: ChannelCursor) -> Result<Vec<Arc<EventBatch>>, ResumeError> {
+        self.engine().history_since(c)
+    }
+    fn keyframe_now(&self, c: ChannelId) -> Keyframe {
+        self.engine().keyframe_now(c)
+    }
+    fn has_session(&self, s: SessionId) -> bool {
+        self.engine().has_session(s)
+    }
+    fn channel_seq(&self, c: ChannelId) -> u64 {
+        self.engine().channel_seq(c)
+    }
+    fn flush(&mut self) -> Result<(), JournalError> {
+        Self::flush(self)
+    }
+    fn set_feed(&mut self, on: bool, now_us: u64) {
+        Self::set_feed(self, on, now_us);
+    }
+}

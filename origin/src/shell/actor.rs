@@ -1,0 +1,501 @@
+//! The world's one task: owns the engine ([`Core`]) and the [`Routes`], turns
+//! relay messages into engine inputs and engine outputs into lane frames.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use bytes::Bytes;
+use quinn::{Connection, Endpoint};
+use skylane_proto::{
+    encode_frame_to_bytes, ChannelCursor, ChannelId, ErrorCode, ErrorMsg, EventBatch, LinkMsg,
+    Pong, RelayId, SessionId, DEFAULT_MAX_FRAME, PROTOCOL_VERSION,
+};
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+use crate::core::Core;
+use crate::engine::{Output, ResumeError};
+use crate::journal::JournalError;
+use crate::metrics::OriginMetrics;
+use crate::routes::{LinkId, Routes};
+
+use super::lanes::{lane_of, DownLane, LaneRefused};
+use super::mailbox::{Clock, Cmd};
+use super::ServerConfig;
+
+/// A relay link as the actor sees it: where to write.
+struct RelayState {
+    relay: RelayId,
+    conn: Connection,
+    lanes: Vec<DownLane>,
+    /// The link was closed as too slow: nothing more is queued for it.
+    cut: bool,
+}
+
+/// The world's task: the engine, the routes, the relay links.
+pub(crate) struct Actor<C> {
+    core: C,
+    cfg: ServerConfig,
+    metrics: OriginMetrics,
+    clock: Clock,
+    relays: HashMap<LinkId, RelayState>,
+    routes: Routes,
+}
+
+pub(crate) fn frame(msg: &LinkMsg) -> Option<Bytes> {
+    encode_frame_to_bytes(msg, DEFAULT_MAX_FRAME).ok()
+}
+
+impl<C: Core> Actor<C> {
+    pub(crate) fn new(core: C, cfg: ServerConfig, metrics: OriginMetrics, clock: Clock) -> Self {
+        Self {
+            core,
+            cfg,
+            metrics,
+            clock,
+            relays: HashMap::new(),
+            routes: Routes::new(),
+        }
+    }
+
+    fn now_us(&self) -> u64 {
+        self.clock.now_us()
+    }
+
+    fn deadline(&self) -> Instant {
+        let due = self
+            .core
+            .poll_timeout()
+            .saturating_sub(self.cfg.base_unix_us);
+        self.clock.start + Duration::from_micros(due)
+    }
+
+    pub(crate) async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<Cmd>,
+        mut shutdown: watch::Receiver<bool>,
+        endpoint: Endpoint,
+    ) -> Result<(), JournalError> {
+        let mut sweep = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            let deadline = self.deadline();
+            tokio::select! {
+                biased;
+                _ = shutdown.changed() => break,
+                () = tokio::time::sleep_until(deadline) => {
+                    let t = std::time::Instant::now();
+                    let now = self.now_us();
+                    self.core.handle_timeout(now)?;
+                    self.metrics.ticks.inc();
+                    self.metrics.tick_seconds.observe(t.elapsed().as_secs_f64());
+                }
+                cmd = rx.recv() => match cmd {
+                    Some(cmd) => self.handle(cmd),
+                    None => break,
+                },
+                _ = sweep.tick() => self.sweep_orphans(),
+            }
+            self.route();
+            // After every change: sessions leave as well as arrive.
+            self.metrics.sessions.set(self.routes.sessions() as i64);
+        }
+        endpoint.close(0u32.into(), b"origin shutting down");
+        self.core.flush()?;
+        info!("origin stopped; journal flushed");
+        Ok(())
+    }
+
+    fn handle(&mut self, cmd: Cmd) {
+        match cmd {
+            Cmd::RelayUp {
+                id,
+                relay,
+                conn,
+                lanes,
+            } => {
+                self.relays.insert(
+                    id,
+                    RelayState {
+                        relay,
+                        conn,
+                        lanes,
+                        cut: false,
+                    },
+                );
+                self.routes.handle_relay_up(id);
+                self.metrics.relays.set(self.relays.len() as i64);
+                let hello = LinkMsg::LinkHello {
+                    version: PROTOCOL_VERSION,
+                    relay: RelayId(0),
+                };
+                self.send(id, 0, frame(&hello));
+            }
+            Cmd::RelayDown { id } => {
+                self.relays.remove(&id);
+                self.routes.handle_relay_down(Instant::now().into_std(), id);
+                self.metrics.relays.set(self.relays.len() as i64);
+                self.update_feed();
+            }
+            Cmd::BadFrame { id, label } => {
+                OriginMetrics::count(&self.metrics.link_errors, label);
+                self.error(
+                    id,
+                    ErrorCode::Malformed,
+                    format!("undecodable frame: {label}"),
+                );
+            }
+            Cmd::Msg { id, msg } => self.handle_msg(id, msg),
+        }
+    }
+
+    fn error(&mut self, id: LinkId, code: ErrorCode, message: String) {
+        warn!(?code, %message, "link error");
+        self.send(id, 0, frame(&LinkMsg::Error(ErrorMsg { code, message })));
+    }
+
+    fn handle_msg(&mut self, id: LinkId, msg: LinkMsg) {
+        match msg {
+            LinkMsg::SessionOpen {
+                session,
+                player,
+                world,
+                role,
+                team,
+                resume_from,
+            } => {
+                if world != self.core.world_id() {
+                    OriginMetrics::count(&self.metrics.link_errors, "unknown_world");
+                    return self.error(
+                        id,
+                        ErrorCode::UnknownWorld,
+                        format!(
+                            "{session}: this origin hosts {}, not {world}",
+                            self.core.world_id()
+                        ),
+                    );
+                }
+                if self.core.has_session(session) {
+                    self.resume(id, session, &resume_from);
+                } else {
+                    match self.core.handle_join(session, &player, role, team) {
+                        Ok(_) => self.routes.attach(Instant::now().into_std(), session, id),
+                        Err(e) => {
+                            OriginMetrics::count(&self.metrics.link_errors, "join_refused");
+                            self.error(id, ErrorCode::Unexpected, format!("{session}: {e}"));
+                            self.send(id, 0, frame(&LinkMsg::SessionClose { session }));
+                        }
+                    }
+                }
+            }
+            LinkMsg::SessionClose { session } => {
+                if self.routes.relay_of(session) == Some(id) {
+                    self.routes.detach(session);
+                    self.core.handle_leave(session);
+                }
+            }
+            LinkMsg::Action { session, action } => {
+                if self.routes.relay_of(session) == Some(id) {
+                    self.core.handle_action(session, action);
+                } else {
+                    OriginMetrics::count(&self.metrics.link_errors, "unknown_session");
+                    self.error(
+                        id,
+                        ErrorCode::UnknownSession,
+                        format!("{session} is not open on this link"),
+                    );
+                }
+            }
+            LinkMsg::Ping(p) => {
+                let now = self.now_us();
+                let pong = LinkMsg::Pong(Pong::answer(&p, now, now));
+                self.send(id, 0, frame(&pong));
+            }
+            LinkMsg::Pong(_) => {}
+            // Answered by the link's reader (`LinkReader::deliver`); never reaches here.
+            LinkMsg::SessionPing { .. } => {}
+            LinkMsg::FeedSubscribe { world } | LinkMsg::FeedUnsubscribe { world }
+                if world != self.core.world_id() =>
+            {
+                OriginMetrics::count(&self.metrics.link_errors, "unknown_world");
+                self.error(
+                    id,
+                    ErrorCode::UnknownWorld,
+                    format!("this origin hosts {}, not {world}", self.core.world_id()),
+                );
+            }
+            LinkMsg::FeedSubscribe { .. } => {
+                if self.routes.set_feed(id, true) {
+                    // Asked again (the relay lost track): a keyframe to restart from.
+                    let now = self.now_us();
+                    self.core.set_feed(false, now);
+                }
+                self.update_feed();
+            }
+            LinkMsg::FeedUnsubscribe { .. } => {
+                self.routes.set_feed(id, false);
+                self.update_feed();
+            }
+            other => {
+                OriginMetrics::count(&self.metrics.link_errors, "unexpected");
+                self.error(
+                    id,
+                    ErrorCode::Unexpected,
+                    format!("unexpected message {}", variant(&other)),
+                );
+            }
+        }
+    }
+
+    /// The engine produces the spectator feed while any relay wants it.
+    fn update_feed(&mut self) {
+        let on = self.routes.feed_wanted();
+        let now = self.now_us();
+        self.core.set_feed(on, now);
+        self.route();
+    }
+
+    /// A known session arrives on a (possibly new) relay: subscriptions, then exactly
+    /// the batches it missed per channel (or a keyframe where history ran out).
+    ///
+    /// The client's cursors say what it last received per channel. One that is
+    /// older than the session's current subscription to the channel is stale (the
+    /// client missed a removal and a re-add while it was away): the session is owed
+    /// events only from the subscription's start. Channels the client still tracks
+    /// but the session no longer receives are removed.
+    fn resume(&mut self, id: LinkId, session: SessionId, cursors: &[ChannelCursor]) {
+        self.routes.attach(Instant::now().into_std(), session, id);
+        let channels = self.routes.announced(session);
+        let mut added = Vec::with_capacity(channels.len());
+        let mut keyframes = Vec::new();
+        let mut batches = Vec::new();
+        for &(channel, start) in &channels {
+            let client = cursors.iter().find(|x| x.channel == channel).map(|x| x.seq);
+            let Some(seen) = client else {
+                // Nothing received yet: start from the state now.
+                added.push(ChannelCursor {
+                    channel,
+                    seq: self.core.channel_seq(channel),
+                });
+                keyframes.push(self.core.keyframe_now(channel));
+                continue;
+            };
+            let from = ChannelCursor {
+                channel,
+                seq: seen.max(start),
+            };
+            added.push(from);
+            match self.core.history_since(from) {
+                Ok(missed) => batches.extend(missed.iter().map(|b| (**b).clone())),
+                Err(ResumeError::TooOld { .. }) => {
+                    keyframes.push(self.core.keyframe_now(channel));
+                }
+            }
+        }
+        let removed: Vec<ChannelId> = cursors
+            .iter()
+            .map(|c| c.channel)
+            .filter(|c| !channels.iter().any(|(x, _)| x == c))
+            .collect();
+        self.send(
+            id,
+            0,
+            frame(&LinkMsg::Subscriptions {
+                session,
+                added,
+                removed,
+            }),
+        );
+        for kf in keyframes {
+            self.send(id, 0, frame(&LinkMsg::Keyframe(kf)));
+        }
+        // Replays go in frames under the size limit.
+        let mut chunk: Vec<EventBatch> = Vec::new();
+        let mut size = 0;
+        for b in batches {
+            let len = b.events.iter().map(|e| e.payload.len() + 16).sum::<usize>() + 128;
+            if size + len > DEFAULT_MAX_FRAME / 2 && !chunk.is_empty() {
+                self.send(
+                    id,
+                    0,
+                    frame(&LinkMsg::Replay {
+                        session,
+                        batches: std::mem::take(&mut chunk),
+                    }),
+                );
+                size = 0;
+            }
+            size += len;
+            chunk.push(b);
+        }
+        if !chunk.is_empty() {
+            self.send(
+                id,
+                0,
+                frame(&LinkMsg::Replay {
+                    session,
+                    batches: chunk,
+                }),
+            );
+        }
+    }
+
+    fn sweep_orphans(&mut self) {
+        let now = Instant::now().into_std();
+        for s in self.routes.poll_expired(now, self.cfg.session_grace) {
+            self.core.handle_leave(s);
+            debug!(session = %s, "session grace expired");
+        }
+    }
+
+    fn send(&mut self, id: LinkId, lane: usize, frame: Option<Bytes>) {
+        let Some(frame) = frame else { return };
+        let Some(r) = self.relays.get_mut(&id) else {
+            return;
+        };
+        if r.cut {
+            return;
+        }
+        let Some(l) = r.lanes.get(lane) else { return };
+        // A closed lane means the connection is going; `RelayDown` follows.
+        if l.push(frame, self.cfg.link_queue_bytes) == Err(LaneRefused::Full) {
+            // The whole budget behind: drop the relay once; its sessions can resume.
+            r.cut = true;
+            self.metrics.slow_relays.inc();
+            warn!(
+                relay = %r.relay,
+                lane,
+                lane_bytes = l.queued(),
+                link_bytes = l.link_queued(),
+                "relay too slow: its link queue is full; disconnecting"
+            );
+            r.conn.close(2u32.into(), b"too slow");
+        }
+    }
+
+    fn route(&mut self) {
+        while let Some(out) = self.core.poll_output() {
+            match out {
+                Output::Result { session, result } => {
+                    match &result.outcome {
+                        skylane_proto::Outcome::Applied { .. } => {
+                            OriginMetrics::count(&self.metrics.actions, "applied")
+                        }
+                        skylane_proto::Outcome::Conflict { .. } => {
+                            OriginMetrics::count(&self.metrics.actions, "conflict")
+                        }
+                        skylane_proto::Outcome::Rejected { code, .. } => OriginMetrics::count(
+                            &self.metrics.actions,
+                            format!("rejected_{code:?}").to_lowercase(),
+                        ),
+                        skylane_proto::Outcome::Unknown { .. } => {}
+                    }
+                    if let Some(id) = self.routes.relay_of(session) {
+                        self.send(id, 0, frame(&LinkMsg::ActionResult { session, result }));
+                    }
+                }
+                Output::Batch(batch) => {
+                    let channel = batch.channel;
+                    let targets = self.routes.relays_for(channel);
+                    if targets.is_empty() {
+                        continue;
+                    }
+                    let bytes = frame(&LinkMsg::Events((*batch).clone()));
+                    let lane = lane_of(channel, self.cfg.lanes);
+                    for id in targets {
+                        self.metrics.batches_sent.inc();
+                        self.send(id, lane, bytes.clone());
+                    }
+                }
+                Output::Keyframe(kf) => {
+                    let channel = kf.channel;
+                    let targets = self.routes.relays_for(channel);
+                    let bytes = frame(&LinkMsg::Keyframe(kf));
+                    let lane = lane_of(channel, self.cfg.lanes);
+                    for id in targets {
+                        self.send(id, lane, bytes.clone());
+                    }
+                }
+                Output::Subscriptions {
+                    session,
+                    added,
+                    removed,
+                } => {
+                    let Some(id) = self.routes.handle_subscriptions(session, &added, &removed)
+                    else {
+                        continue;
+                    };
+                    self.send(
+                        id,
+                        0,
+                        frame(&LinkMsg::Subscriptions {
+                            session,
+                            added,
+                            removed,
+                        }),
+                    );
+                }
+                Output::Feed(f) => {
+                    let targets = self.routes.feed_relays();
+                    if targets.is_empty() {
+                        continue;
+                    }
+                    let bytes = frame(&LinkMsg::Feed((*f).clone()));
+                    // One lane for the whole feed keeps its frames in order.
+                    let lane = self.cfg.lanes.max(1);
+                    for id in targets {
+                        self.metrics.feed_frames_sent.inc();
+                        self.send(id, lane, bytes.clone());
+                    }
+                }
+                Output::Violation(v) => {
+                    OriginMetrics::count(
+                        &self.metrics.violations,
+                        format!("{:?}", v.kind).to_lowercase(),
+                    );
+                    warn!(session = %v.session, player = %v.player, kind = ?v.kind, evidence = %v.evidence, "violation");
+                }
+                Output::Kick { session, reason } => {
+                    warn!(%session, %reason, "kicking session");
+                    if let Some(id) = self.routes.relay_of(session) {
+                        self.send(
+                            id,
+                            0,
+                            frame(&LinkMsg::Error(ErrorMsg {
+                                code: ErrorCode::Unexpected,
+                                message: format!("{session} kicked: {reason}"),
+                            })),
+                        );
+                        self.send(id, 0, frame(&LinkMsg::SessionClose { session }));
+                    }
+                    // The engine already removed the session; forget its routing
+                    // (its channel removals, routed next, find it detached).
+                    self.routes.detach(session);
+                }
+            }
+        }
+    }
+}
+
+fn variant(msg: &LinkMsg) -> &'static str {
+    match msg {
+        LinkMsg::LinkHello { .. } => "LinkHello",
+        LinkMsg::SessionOpen { .. } => "SessionOpen",
+        LinkMsg::SessionClose { .. } => "SessionClose",
+        LinkMsg::Action { .. } => "Action",
+        LinkMsg::ActionResult { .. } => "ActionResult",
+        LinkMsg::Events(_) => "Events",
+        LinkMsg::Keyframe(_) => "Keyframe",
+        LinkMsg::Delta(_) => "Delta",
+        LinkMsg::Subscriptions { .. } => "Subscriptions",
+        LinkMsg::Replay { .. } => "Replay",
+        LinkMsg::Ping(_) => "Ping",
+        LinkMsg::Pong(_) => "Pong",
+        LinkMsg::Error(_) => "Error",
+        LinkMsg::FeedSubscribe { .. } => "FeedSubscribe",
+        LinkMsg::FeedUnsubscribe { .. } => "FeedUnsubscribe",
+        LinkMsg::Feed(_) => "Feed",
+        LinkMsg::SessionPing { .. } => "SessionPing",
+        LinkMsg::SessionPong { .. } => "SessionPong",
+    }
+}
