@@ -38,7 +38,8 @@ use std::time::Duration;
 
 use skylane_proto::{BandwidthMode, FeedFrame, SpectatorFilter, SpectatorSubscribe};
 
-use crate::{Client, ClientBuilder, ClientError, ClientEvent, Cmd};
+use crate::client::Cmd;
+use crate::{Client, ClientBuilder, ClientError, ClientEvent};
 
 /// Clock-sync ping interval of a spectator unless its builder sets one.
 pub const SPECTATOR_PING_INTERVAL: Duration = Duration::from_secs(5);

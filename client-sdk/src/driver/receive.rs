@@ -1,0 +1,176 @@
+//! What the relay sends, handled: events through the per-channel order and the
+//! chain verifier, keyframes, outcomes, pongs, go-aways and errors.
+
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use skylane_proto::{ErrorCode, FrameDecoder, ServerMsg, DEFAULT_MAX_FRAME};
+use tokio::sync::mpsc;
+use tracing::debug;
+
+use crate::{ClientError, ClientEvent, Released};
+
+use super::{Driver, End};
+
+pub(super) async fn pump(
+    mut recv: quinn::RecvStream,
+    mut dec: FrameDecoder,
+    tx: mpsc::Sender<ServerMsg>,
+) {
+    loop {
+        loop {
+            match dec.poll_message::<ServerMsg>() {
+                Ok(Some(m)) => {
+                    if tx.send(m).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    debug!(cause = %e, "undecodable frame from relay");
+                    return;
+                }
+            }
+        }
+        match recv.read_chunk(DEFAULT_MAX_FRAME, true).await {
+            Ok(Some(c)) => dec.push(&c.bytes),
+            _ => return,
+        }
+    }
+}
+
+impl Driver {
+    /// Handles one message from the relay; `Some` ends the connection.
+    pub(super) async fn handle(
+        &mut self,
+        m: ServerMsg,
+        events: &mpsc::Sender<ClientEvent>,
+    ) -> Option<End> {
+        let mut released = Vec::new();
+        match m {
+            ServerMsg::Events(b) => self.order.handle_batch(b, &mut released),
+            ServerMsg::Keyframe(k) => self.order.handle_keyframe(k, &mut released),
+            ServerMsg::Resync(k) => {
+                let channel = k.channel;
+                if self.order.handle_resync(k, &mut released) {
+                    if let Some(v) = &mut self.verifier {
+                        v.forget(channel);
+                    }
+                }
+            }
+            ServerMsg::ActionResult(r) => {
+                if let Some(tx) = self.pending.remove(&r.seq) {
+                    let _ = tx.send(Ok(r.outcome));
+                }
+            }
+            ServerMsg::Subscriptions { added, removed } => {
+                let restarted = self
+                    .order
+                    .handle_subscriptions(&added, &removed, &mut released);
+                for c in removed.iter().chain(&restarted) {
+                    if let Some(v) = &mut self.verifier {
+                        v.forget(*c);
+                    }
+                }
+                let _ = events
+                    .send(ClientEvent::Subscriptions { added, removed })
+                    .await;
+            }
+            ServerMsg::Pong(p) => {
+                let sample = self.sync.handle_pong(&p, self.clock.now_us());
+                if let Some(c) = &mut self.choice {
+                    c.handle_current_rtt(Duration::from_micros(sample.rtt_us));
+                }
+                if let (Ok(mut s), Some(best), Some(e)) =
+                    (self.shared.lock(), self.sync.best(), self.sync.estimate())
+                {
+                    s.stats.clock_offset_us = Some(e.offset_us);
+                    s.stats.clock_error_us = Some(e.error_us);
+                    s.stats.rtt_us = Some(best.rtt_us);
+                }
+            }
+            ServerMsg::OriginPong(p) => {
+                if let Some(tx) = self.origin_pings.remove(&p.nonce) {
+                    let rtt = self.clock.now_us().saturating_sub(p.sent_us);
+                    let _ = tx.send(Duration::from_micros(rtt));
+                }
+            }
+            ServerMsg::GoAway(g) => {
+                self.ticket = Some(g.resume_ticket);
+                let to = g
+                    .alternatives
+                    .iter()
+                    .filter_map(|r| r.addrs.first().and_then(|a| a.parse().ok()))
+                    .collect();
+                return Some(End::Moved(to));
+            }
+            ServerMsg::Error(e) => {
+                debug!(code = ?e.code, message = %e.message, "relay reported an error");
+                if self.spectate.is_some()
+                    && matches!(
+                        e.code,
+                        ErrorCode::Forbidden | ErrorCode::Unsupported | ErrorCode::UnknownWorld
+                    )
+                {
+                    return Some(End::Fatal(ClientError::Request {
+                        code: e.code,
+                        message: e.message,
+                    }));
+                }
+            }
+            ServerMsg::Spectate(f) => {
+                if let Ok(mut s) = self.shared.lock() {
+                    s.stats.spectator_frames += 1;
+                }
+                if events.send(ClientEvent::Spectate(f)).await.is_err() {
+                    return Some(End::Bye);
+                }
+            }
+            ServerMsg::Welcome(_)
+            | ServerMsg::Refusal(_)
+            | ServerMsg::Delta(_)
+            | ServerMsg::Directory(_) => {}
+        }
+        let now = self.clock.now_us();
+        let server_now = self.sync.to_server(now);
+        for r in released {
+            match r {
+                Released::Batch(b) => {
+                    if let Some(v) = &mut self.verifier {
+                        if let Err(e) = v.verify(&b) {
+                            return Some(End::Fatal(ClientError::Chain(e)));
+                        }
+                    }
+                    if let Ok(mut s) = self.shared.lock() {
+                        s.stats.events += b.events.len() as u64;
+                        s.stats.order = self.order.stats();
+                        if let Some(t) = server_now {
+                            let lat = t.saturating_sub(b.origin_time_us).max(1);
+                            for e in &b.events {
+                                let h = s.latency[e.class.rank()].get_or_insert_with(|| {
+                                    Histogram::new_with_bounds(1, 60_000_000, 2)
+                                        .expect("constant, valid bounds")
+                                });
+                                let _ = h.record(lat.min(60_000_000));
+                            }
+                        }
+                    }
+                    for e in b.iter_events() {
+                        if events.send(ClientEvent::Event(e)).await.is_err() {
+                            return Some(End::Bye);
+                        }
+                    }
+                }
+                Released::Keyframe(k) => {
+                    if let Ok(mut s) = self.shared.lock() {
+                        s.stats.keyframes += 1;
+                    }
+                    if events.send(ClientEvent::Keyframe(k)).await.is_err() {
+                        return Some(End::Bye);
+                    }
+                }
+            }
+        }
+        None
+    }
+}
