@@ -16,7 +16,9 @@ use serde::Serialize;
 use skylane_proto::SessionId;
 
 /// What the origin does about a violation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, Default, clap::ValueEnum,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Enforcement {
     /// Record it only.

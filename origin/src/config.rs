@@ -80,6 +80,86 @@ pub struct OriginConfig {
         default_value = "world"
     )]
     pub roster: crate::Roster,
+    /// Batches kept per channel for resumes (a resume older than this gets a
+    /// keyframe instead of the missed events). Memory grows with it.
+    #[arg(long, env = "SKYLANE_ORIGIN_HISTORY_BATCHES", default_value_t = 300)]
+    pub history_batches: usize,
+    /// Ticks between keyframes of a busy channel: shorter resyncs faster, longer
+    /// costs less bandwidth.
+    #[arg(long, env = "SKYLANE_ORIGIN_KEYFRAME_EVERY", default_value_t = 30)]
+    pub keyframe_every: u64,
+    /// Actions accepted into one tick before further ones are refused (rate
+    /// limited) until the tick ends.
+    #[arg(
+        long,
+        env = "SKYLANE_ORIGIN_MAX_TICK_ACTIONS",
+        default_value_t = 100_000
+    )]
+    pub max_tick_actions: usize,
+    /// What the anomaly detector does about a suspicious player: `flag`
+    /// (record only), `kick` (record, disconnect) or `ban` (also refuse the
+    /// player for the world's life).
+    #[arg(
+        long,
+        env = "SKYLANE_ORIGIN_ENFORCEMENT",
+        value_enum,
+        default_value = "kick"
+    )]
+    pub enforcement: crate::Enforcement,
+    /// Accuracy at or above this is always suspicious.
+    #[arg(
+        long,
+        env = "SKYLANE_ORIGIN_DETECT_MAX_ACCURACY",
+        default_value_t = 0.95
+    )]
+    pub detect_max_accuracy: f64,
+    /// Standard deviations of accuracy above the population mean that are
+    /// suspicious: lower catches more aimbots and flags more good players.
+    #[arg(
+        long,
+        env = "SKYLANE_ORIGIN_DETECT_ACCURACY_SIGMAS",
+        default_value_t = 4.0
+    )]
+    pub detect_accuracy_sigmas: f64,
+    /// Attacks in the window before a player's accuracy is judged.
+    #[arg(long, env = "SKYLANE_ORIGIN_DETECT_MIN_ATTACKS", default_value_t = 20)]
+    pub detect_min_attacks: usize,
+    /// A median reaction below this many milliseconds is suspicious.
+    #[arg(
+        long,
+        env = "SKYLANE_ORIGIN_DETECT_MIN_REACTION_MS",
+        default_value_t = 120
+    )]
+    pub detect_min_reaction_ms: u64,
+    /// Actions per second above this are suspicious.
+    #[arg(
+        long,
+        env = "SKYLANE_ORIGIN_DETECT_MAX_ACTIONS_PER_SEC",
+        default_value_t = 120.0
+    )]
+    pub detect_max_actions_per_sec: f64,
+}
+
+impl OriginConfig {
+    /// The engine's settings for this configuration.
+    pub fn engine(&self) -> crate::EngineConfig {
+        let mut e = crate::EngineConfig::new(skylane_proto::WorldId(self.world));
+        e.tick_hz = self.tick_hz;
+        e.max_payload = self.max_payload;
+        e.history = self.history_batches;
+        e.keyframe_every = self.keyframe_every;
+        e.max_queue = self.max_tick_actions;
+        e.detector = crate::DetectorConfig {
+            min_attacks: self.detect_min_attacks,
+            max_accuracy: self.detect_max_accuracy,
+            accuracy_sigmas: self.detect_accuracy_sigmas,
+            min_reaction_us: self.detect_min_reaction_ms * 1000,
+            max_actions_per_sec: self.detect_max_actions_per_sec,
+            enforcement: self.enforcement,
+            ..e.detector
+        };
+        e
+    }
 }
 
 pub use skylane_ops::{merge, ConfigError};
@@ -128,6 +208,27 @@ impl OriginConfig {
                 self.map_size
             )));
         }
+        for (key, value) in [
+            ("history_batches", self.history_batches as u64),
+            ("keyframe_every", self.keyframe_every),
+            ("max_tick_actions", self.max_tick_actions as u64),
+            ("detect_min_attacks", self.detect_min_attacks as u64),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::Invalid(format!("{key} must be at least 1")));
+            }
+        }
+        if !(self.detect_max_accuracy > 0.0 && self.detect_max_accuracy <= 1.0) {
+            return Err(ConfigError::Invalid(format!(
+                "detect_max_accuracy must be in (0, 1], not {}",
+                self.detect_max_accuracy
+            )));
+        }
+        if !(self.detect_accuracy_sigmas > 0.0 && self.detect_max_actions_per_sec > 0.0) {
+            return Err(ConfigError::Invalid(
+                "detect_accuracy_sigmas and detect_max_actions_per_sec must be positive".into(),
+            ));
+        }
         if !(1..=4096).contains(&self.link_queue_mib) {
             return Err(ConfigError::Invalid(format!(
                 "link_queue_mib must be 1..=4096, not {}",
@@ -171,6 +272,49 @@ mod tests {
         assert_eq!(c.tick_hz, 20, "flag over file");
         assert_eq!(c.listen, "127.0.0.1:4600".parse().unwrap());
         assert_eq!(c.snapshot_every, 300, "default");
+    }
+
+    #[test]
+    fn the_engine_tunables_reach_the_engine() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("origin.toml");
+        std::fs::write(
+            &f,
+            "history_batches = 900\nenforcement = \"ban\"\ndetect_accuracy_sigmas = 3.5\n",
+        )
+        .unwrap();
+        let c = parse(
+            &["x", "--dev-certs", "/tmp/x", "--keyframe-every", "60"],
+            Some(&f),
+        )
+        .unwrap();
+        c.validate().unwrap();
+        let e = c.engine();
+        assert_eq!(e.history, 900);
+        assert_eq!(e.keyframe_every, 60);
+        assert_eq!(e.detector.enforcement, crate::Enforcement::Ban);
+        assert_eq!(e.detector.accuracy_sigmas, 3.5);
+        assert_eq!(e.detector.min_reaction_us, 120_000);
+        let c = parse(
+            &["x", "--dev-certs", "/tmp/x", "--history-batches", "0"],
+            None,
+        )
+        .unwrap();
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("history_batches"));
+        let c = parse(
+            &["x", "--dev-certs", "/tmp/x", "--detect-max-accuracy", "2"],
+            None,
+        )
+        .unwrap();
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("detect_max_accuracy"));
     }
 
     #[test]

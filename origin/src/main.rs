@@ -17,12 +17,11 @@ use skylane_certs::{load_roots, server_config, tls_files, ClientAuth, Identity};
 use skylane_origin::config::{merge, OriginConfig};
 use skylane_origin::persist::PersistConfig;
 use skylane_origin::{
-    Arena, ArenaConfig, Engine, EngineConfig, JournalMeta, OriginMetrics, OriginServer, Persistent,
-    ServerConfig,
+    Arena, ArenaConfig, Engine, JournalMeta, OriginMetrics, OriginServer, Persistent, ServerConfig,
 };
 use skylane_proto::ed25519_dalek::pkcs8::DecodePrivateKey;
 use skylane_proto::ed25519_dalek::SigningKey;
-use skylane_proto::{ChainSigner, TokenKeyPair, WorldId};
+use skylane_proto::{ChainSigner, TokenKeyPair};
 use tracing::info;
 
 /// Skylane origin: hosts one world and serves it to relays.
@@ -138,9 +137,7 @@ async fn serve(cfg: OriginConfig) -> anyhow::Result<()> {
         ..ArenaConfig::default()
     });
     let grid = arena.grid();
-    let mut engine_cfg = EngineConfig::new(WorldId(cfg.world));
-    engine_cfg.tick_hz = cfg.tick_hz;
-    engine_cfg.max_payload = cfg.max_payload;
+    let engine_cfg = cfg.engine();
     let endpoint = quinn::Endpoint::server(tls(&cfg)?, cfg.listen)
         .with_context(|| format!("binding {}", cfg.listen))?;
     let mut registry = Registry::default();

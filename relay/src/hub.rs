@@ -59,7 +59,7 @@ pub struct BatchFrame {
 
 /// A frame for one session's client.
 #[derive(Debug, Clone)]
-pub struct Delivery {
+pub struct FanoutDelivery {
     /// Session.
     pub session: SessionId,
     /// Class (for the connection's scheduler).
@@ -124,7 +124,7 @@ pub struct Hub {
     cfg: HubConfig,
     channels: HashMap<(WorldId, ChannelId), Channel>,
     feeds: HashMap<SessionId, Feed>,
-    out: VecDeque<Delivery>,
+    out: VecDeque<FanoutDelivery>,
     stats: HubStats,
 }
 
@@ -282,7 +282,7 @@ impl Hub {
                     c.last = Some(batch.last);
                     c.gap_since = None;
                     self.stats.delivered += 1;
-                    self.out.push_back(Delivery {
+                    self.out.push_back(FanoutDelivery {
                         session: s,
                         class: batch.class,
                         frame: batch.frame.clone(),
@@ -353,7 +353,7 @@ impl Hub {
                 } else {
                     frame.clone()
                 };
-                self.out.push_back(Delivery {
+                self.out.push_back(FanoutDelivery {
                     session: s,
                     class: EventClass::State,
                     frame,
@@ -363,7 +363,7 @@ impl Hub {
     }
 
     /// The next frame to hand to a session's connection.
-    pub fn poll_delivery(&mut self) -> Option<Delivery> {
+    pub fn poll_delivery(&mut self) -> Option<FanoutDelivery> {
         self.out.pop_front()
     }
 
@@ -377,7 +377,7 @@ impl Hub {
                 c.last = Some(b.last);
                 c.gap_since = None;
                 self.stats.delivered += 1;
-                self.out.push_back(Delivery {
+                self.out.push_back(FanoutDelivery {
                     session,
                     class: b.class,
                     frame: b.frame.clone(),
@@ -461,7 +461,7 @@ mod tests {
         let b = batch(1, 2);
         let ptr = b.frame.as_ptr();
         h.handle_batch(now, b);
-        let out: Vec<Delivery> = std::iter::from_fn(|| h.poll_delivery()).collect();
+        let out: Vec<FanoutDelivery> = std::iter::from_fn(|| h.poll_delivery()).collect();
         assert_eq!(out.len(), 3);
         assert!(out.iter().all(|d| d.frame.as_ptr() == ptr), "shared bytes");
         assert_eq!(h.subscribers(W, CH), 3);

@@ -54,7 +54,7 @@ pub use admission::{Admission, AdmissionConfig, Refused};
 pub use config::{parse_origin, parse_peer, OriginTarget, PeerTarget, RelayConfig};
 pub use geo::{Directory, GeoDb, GeoError};
 pub use guard::{EdgeConfig, EdgeGuard, EdgeViolation, Rate, Verdict, REPLAY_WINDOW};
-pub use hub::{BatchFrame, Delivery, Hub, HubConfig, HubStats};
+pub use hub::{BatchFrame, FanoutDelivery, Hub, HubConfig, HubStats};
 pub use metrics::RelayMetrics;
 pub use routing::{Link, OriginId, Path, RouteChange, RoutingConfig, RoutingTable};
 pub use scheduler::{Outgoing, Overflow, Scheduler, SchedulerConfig, SchedulerStats};
@@ -66,6 +66,6 @@ pub use settings::{
 };
 pub use shell::{LoadError, Relay};
 pub use skylane_proto::MAX_PROBE_PINGS;
-pub use spectate::{Audience, AudienceConfig, AudienceStats, SpectateError};
+pub use spectate::{Audience, AudienceConfig, AudienceStats, SpectateError, SpectatorDelivery};
 pub use status::{OriginStatus, RelayStatus, RouteStatus};
 pub use upstream::{Route, Upstream};

@@ -122,7 +122,7 @@ impl SpectateError {
 
 /// One frame for one spectator.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Delivery {
+pub struct SpectatorDelivery {
     /// The spectator.
     pub spectator: SessionId,
     /// An encoded [`ServerMsg::Spectate`] frame (shared by the spectator's group).
@@ -218,7 +218,7 @@ pub struct Audience {
     groups: HashMap<GroupKey, Group>,
     members: HashMap<SessionId, Member>,
     offset_us: Option<i64>,
-    out: VecDeque<Delivery>,
+    out: VecDeque<SpectatorDelivery>,
     stats: AudienceStats,
 }
 
@@ -391,7 +391,7 @@ impl Audience {
             for f in catchup_frames(group, &catchup) {
                 self.stats.encoded += 1;
                 self.stats.delivered += 1;
-                self.out.push_back(Delivery {
+                self.out.push_back(SpectatorDelivery {
                     spectator,
                     keyframe: f.keyframe,
                     frame: encode(f),
@@ -479,7 +479,7 @@ impl Audience {
     }
 
     /// The next delivery.
-    pub fn poll_delivery(&mut self) -> Option<Delivery> {
+    pub fn poll_delivery(&mut self) -> Option<SpectatorDelivery> {
         self.out.pop_front()
     }
 
@@ -533,7 +533,7 @@ impl Audience {
             }
             m.skipping = false;
             self.stats.delivered += 1;
-            self.out.push_back(Delivery {
+            self.out.push_back(SpectatorDelivery {
                 spectator: *s,
                 frame: bytes.clone(),
                 keyframe,
@@ -708,7 +708,7 @@ mod tests {
         }
     }
 
-    fn decode(d: &Delivery) -> FeedFrame {
+    fn decode(d: &SpectatorDelivery) -> FeedFrame {
         let mut dec = FrameDecoder::default();
         dec.push(&d.frame);
         match dec.poll_message::<ServerMsg>() {
@@ -717,7 +717,7 @@ mod tests {
         }
     }
 
-    fn drain(a: &mut Audience) -> Vec<Delivery> {
+    fn drain(a: &mut Audience) -> Vec<SpectatorDelivery> {
         std::iter::from_fn(|| a.poll_delivery()).collect()
     }
 
