@@ -26,12 +26,12 @@
 //! * **Relay choice:** probes the candidate relays (a bootstrap list, or a relay's
 //!   GeoIP directory answer) in parallel with QUIC handshakes and keeps the one
 //!   with the lowest RTT; while connected, re-probes them and moves to one that
-//!   is clearly faster for a sustained time ([`choice`], hysteresis), resuming
+//!   is clearly faster for a sustained time ([`RelayChoice`], hysteresis), resuming
 //!   the session without loss.
 //! * **Typed send and receive:** [`Client::act`] returns the origin's
 //!   [`Outcome`](skylane_proto::Outcome) (applied, conflict with the current state, or rejected with a
 //!   reason); [`Client::next_event`] (or the [`Client::events`] stream) yields
-//!   events exactly once, in order per channel (see [`order`]).
+//!   events exactly once, in order per channel (see [`Ordering`]).
 //! * **Reconnect and resume:** on a lost connection it reconnects with exponential
 //!   backoff and jitter and resumes its session with the last sequence number per
 //!   channel, so nothing is lost or repeated; it follows a relay's go-away.
@@ -50,12 +50,12 @@
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
 mod builder;
-pub mod choice;
+mod choice;
 mod client;
 mod driver;
-pub mod order;
-pub mod probe;
-pub mod spectator;
+mod order;
+mod probe;
+mod spectator;
 
 use std::net::SocketAddr;
 
@@ -73,7 +73,8 @@ pub use skylane_proto::clock::{self, ClockSync, Estimate, Sample};
 /// ping interval.
 pub const WARM_UP_SAMPLES: usize = 8;
 pub use order::{OrderStats, Ordering, Released};
-pub use spectator::Spectator;
+pub use probe::{probe, Probe, ProbeError, ProbeSample};
+pub use spectator::{Spectator, SPECTATOR_PING_INTERVAL};
 
 /// What a game programmer must handle.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use quinn::{ClientConfig, Endpoint};
-pub use skylane_proto::MAX_PROBE_PINGS;
+pub(crate) use skylane_proto::MAX_PROBE_PINGS;
 use skylane_proto::{
     encode_frame_to_bytes, ClientMsg, FrameDecoder, Ping, Pong, ServerMsg, DEFAULT_MAX_FRAME,
 };

@@ -44,7 +44,8 @@ use crate::{Client, ClientBuilder, ClientError, ClientEvent};
 /// Clock-sync ping interval of a spectator unless its builder sets one.
 pub const SPECTATOR_PING_INTERVAL: Duration = Duration::from_secs(5);
 
-/// A spectator's connection: see the [module documentation](self).
+/// A spectator's connection: a [`Client`] whose session watches a delayed, filtered
+/// feed instead of playing, with the same reconnect behaviour.
 #[derive(Debug)]
 pub struct Spectator {
     client: Client,

@@ -14,10 +14,9 @@ use axum::routing::get;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use prometheus_client::registry::Registry;
 use skylane_certs::{load_roots, server_config, tls_files, ClientAuth, Identity};
-use skylane_origin::config::{merge, OriginConfig};
-use skylane_origin::persist::PersistConfig;
 use skylane_origin::{
-    Arena, ArenaConfig, Engine, JournalMeta, OriginMetrics, OriginServer, Persistent, ServerConfig,
+    merge, Arena, ArenaConfig, Engine, JournalMeta, OriginConfig, OriginMetrics, OriginServer,
+    PersistConfig, Persistent, ServerConfig,
 };
 use skylane_proto::ed25519_dalek::pkcs8::DecodePrivateKey;
 use skylane_proto::ed25519_dalek::SigningKey;

@@ -1,6 +1,5 @@
 //! Journal and snapshots: restart with the same hash, replay checks, tamper location.
 
-use skylane_origin::persist::PersistConfig;
 use skylane_origin::*;
 use skylane_proto::{Action, ChainSigner, EventClass, Role, SessionId, WorldId};
 

@@ -380,7 +380,7 @@ fn bad_link_input_gets_typed_errors_and_the_link_survives() {
         assert_eq!(
             net.metrics
                 .link_errors
-                .get_or_create(&metrics::KindLabel {
+                .get_or_create(&KindLabel {
                     kind: "unknown_world".into()
                 })
                 .get(),

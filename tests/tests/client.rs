@@ -211,7 +211,7 @@ fn the_clock_offset_error_stays_within_two_ms_under_five_ms_jitter() {
         // The jitter is real: single ping round trips spread over several ms.
         let probe_ep = net.sim.endpoint(host, 0, None).unwrap();
         let quic = skylane_certs::client_config(net.pki.roots().unwrap(), None).unwrap();
-        let p = skylane_client::probe::probe(
+        let p = skylane_client::probe(
             &probe_ep,
             quic,
             relay.addr,

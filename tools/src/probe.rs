@@ -21,7 +21,7 @@ pub enum ProbeError {
     Tls(String),
     /// The relay could not be reached, or closed or answered something else.
     #[error(transparent)]
-    Probe(#[from] skylane_client::probe::ProbeError),
+    Probe(#[from] skylane_client::ProbeError),
 }
 
 /// What a probe measured.
@@ -71,12 +71,12 @@ pub async fn probe(
         (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
     };
     let endpoint = quinn::Endpoint::client(bind).map_err(|e| {
-        ProbeError::Probe(skylane_client::probe::ProbeError::Connect {
+        ProbeError::Probe(skylane_client::ProbeError::Connect {
             addr,
             message: e.to_string(),
         })
     })?;
-    let p = skylane_client::probe::probe(
+    let p = skylane_client::probe(
         &endpoint,
         quic,
         addr,
@@ -97,7 +97,7 @@ pub async fn probe(
         .collect();
     rtts.sort_unstable();
     let best = sync.best().ok_or_else(|| {
-        ProbeError::Probe(skylane_client::probe::ProbeError::Protocol {
+        ProbeError::Probe(skylane_client::ProbeError::Protocol {
             addr,
             message: "no pong received".into(),
         })
@@ -155,7 +155,7 @@ mod tests {
         assert!(
             matches!(
                 err,
-                ProbeError::Probe(skylane_client::probe::ProbeError::Connect { .. })
+                ProbeError::Probe(skylane_client::ProbeError::Connect { .. })
             ),
             "{err}"
         );

@@ -195,7 +195,6 @@ fn netsim_proxy_forwards_with_delay_and_obeys_stdin_commands() {
 
 #[test]
 fn replay_reports_a_consistent_journal_and_refuses_another_world() {
-    use skylane_origin::persist::PersistConfig;
     use skylane_origin::*;
     use skylane_proto::{Action, ChainSigner, EventClass, Role, SessionId, WorldId};
 

@@ -97,7 +97,7 @@ impl Driver {
             for addr in others {
                 let (endpoint, quic, name) = (endpoint.clone(), quic.clone(), name.clone());
                 probes.spawn(async move {
-                    let p = probe::probe(
+                    let p = probe(
                         &endpoint,
                         quic,
                         addr,
