@@ -7,8 +7,8 @@ use std::sync::Arc;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use skylane_proto::{
-    Action, ChannelCursor, ChannelId, EntityId, EventBatch, Keyframe, Role, SessionId, TeamId,
-    WorldId,
+    Action, ChannelCursor, ChannelId, EntityId, EventBatch, Hash32, Keyframe, Role, SessionId,
+    TeamId, WorldId,
 };
 
 use crate::engine::{Engine, JoinError, Output, ResumeError};
@@ -52,6 +52,10 @@ pub trait Core: Send + 'static {
     fn flush(&mut self) -> Result<(), JournalError>;
     /// See [`Engine::set_feed`].
     fn set_feed(&mut self, on: bool, now_us: u64);
+    /// The last completed tick.
+    fn tick(&self) -> u64;
+    /// The world's state hash now (what the journal records per tick).
+    fn state_hash(&self) -> Hash32;
 }
 
 impl<W: World> Core for Engine<W> {
@@ -104,6 +108,12 @@ impl<W: World> Core for Engine<W> {
     fn set_feed(&mut self, on: bool, now_us: u64) {
         Self::set_feed(self, on, now_us);
     }
+    fn tick(&self) -> u64 {
+        Self::tick(self)
+    }
+    fn state_hash(&self) -> Hash32 {
+        Self::state_hash(self)
+    }
 }
 
 impl<W: World + Clone + Serialize + DeserializeOwned> Core for Persistent<W> {
@@ -154,5 +164,11 @@ impl<W: World + Clone + Serialize + DeserializeOwned> Core for Persistent<W> {
     }
     fn set_feed(&mut self, on: bool, now_us: u64) {
         Self::set_feed(self, on, now_us);
+    }
+    fn tick(&self) -> u64 {
+        self.engine().tick()
+    }
+    fn state_hash(&self) -> Hash32 {
+        self.engine().state_hash()
     }
 }

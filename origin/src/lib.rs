@@ -64,6 +64,6 @@ pub use journal::{
 pub use metrics::{KindLabel, OriginMetrics};
 pub use persist::{PersistConfig, Persistent};
 pub use routes::{LinkId, Routes};
-pub use shell::{OriginServer, ServerConfig};
+pub use shell::{LoadError, OriginHandle, OriginServer, OriginStatus, ServerConfig};
 pub use view::{ArenaView, Mismatch, ViewError, ViewItem, ViewPlayer};
 pub use world::{Ctx, Emit, Emitted, Observation, Rejection, Validator, World};

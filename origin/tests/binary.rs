@@ -148,6 +148,21 @@ async fn serves_a_relay_exposes_metrics_and_flushes_its_journal_on_sigterm() {
         .await
         .unwrap();
     assert!(status.contains("\"world\":5"), "{status}");
+    // The operator sees the world's progress: tick, state hash, sessions, relays.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let status = tokio::task::spawn_blocking(move || http_get(admin, "/status"))
+        .await
+        .unwrap();
+    let body = status.split("\r\n\r\n").nth(1).unwrap_or_default();
+    let v: serde_json::Value = serde_json::from_str(body).expect(body);
+    assert!(v["tick"].as_u64().unwrap() > 0, "{v}");
+    assert_eq!(v["state_hash"].as_str().unwrap().len(), 64, "{v}");
+    assert_eq!(v["sessions"], 1, "{v}");
+    assert_eq!(v["relays"], 1, "{v}");
+    assert!(
+        v["started_unix_us"].as_u64().unwrap() > 1_600_000_000_000_000,
+        "{v}"
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     let pid = child.id().to_string();

@@ -26,6 +26,16 @@ pub const ALPN: &[u8] = b"skylane/1";
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct Hash32(pub [u8; 32]);
 
+impl std::fmt::Display for Hash32 {
+    /// Lower-case hex, as logs and `/status` show it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for b in self.0 {
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
 impl Serialize for Hash32 {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.serialize_bytes(&self.0)

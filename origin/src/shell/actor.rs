@@ -21,7 +21,7 @@ use crate::metrics::OriginMetrics;
 use crate::routes::{LinkId, Routes};
 
 use super::lanes::{lane_of, DownLane, LaneRefused};
-use super::mailbox::{Clock, Cmd};
+use super::mailbox::{Clock, Cmd, OriginStatus};
 use super::ServerConfig;
 
 /// A relay link as the actor sees it: where to write.
@@ -146,6 +146,16 @@ impl<C: Core> Actor<C> {
                 );
             }
             Cmd::Msg { id, msg } => self.handle_msg(id, msg),
+            Cmd::Status(reply) => {
+                let _ = reply.send(OriginStatus {
+                    world: self.core.world_id().0,
+                    tick: self.core.tick(),
+                    state_hash: self.core.state_hash().to_string(),
+                    sessions: self.routes.sessions(),
+                    relays: self.relays.len(),
+                    started_unix_us: self.clock.base_unix_us,
+                });
+            }
         }
     }
 

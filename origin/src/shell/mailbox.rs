@@ -25,6 +25,26 @@ pub(crate) enum Cmd {
         id: u64,
         label: &'static str,
     },
+    /// An operator asks for the world's state.
+    Status(tokio::sync::oneshot::Sender<OriginStatus>),
+}
+
+/// An origin's state as `/status` shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct OriginStatus {
+    /// The world.
+    pub world: u64,
+    /// The last completed tick.
+    pub tick: u64,
+    /// The world's state hash now (hex).
+    pub state_hash: String,
+    /// Sessions attached to a relay or waiting for one.
+    pub sessions: usize,
+    /// Relay links up.
+    pub relays: usize,
+    /// When this process started serving, microseconds since the Unix epoch:
+    /// counters reset when it changes (a restart).
+    pub started_unix_us: u64,
 }
 
 /// The origin's clock: microseconds since the Unix epoch, read from a monotonic

@@ -31,6 +31,7 @@
 mod actor;
 mod lanes;
 mod link;
+mod load;
 mod mailbox;
 
 use std::time::Duration;
@@ -47,7 +48,10 @@ use crate::metrics::OriginMetrics;
 
 use actor::Actor;
 use link::accept_loop;
-use mailbox::Clock;
+use mailbox::{Clock, Cmd};
+
+pub use load::LoadError;
+pub use mailbox::OriginStatus;
 
 /// Shell settings.
 #[derive(Debug, Clone, Copy)]
@@ -84,12 +88,29 @@ impl ServerConfig {
     }
 }
 
+/// Asks a running origin for its state.
+#[derive(Debug, Clone)]
+pub struct OriginHandle {
+    cmd: mpsc::Sender<Cmd>,
+}
+
+impl OriginHandle {
+    /// The world's state now (`None` once the world has stopped).
+    pub async fn status(&self) -> Option<OriginStatus> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.cmd.send(Cmd::Status(tx)).await.ok()?;
+        rx.await.ok()
+    }
+}
+
 /// A running origin server.
 #[derive(Debug)]
 pub struct OriginServer {
     shutdown: watch::Sender<bool>,
     actor: JoinHandle<Result<(), JournalError>>,
     accept: JoinHandle<()>,
+    cmd: mpsc::Sender<Cmd>,
+    addr: std::net::SocketAddr,
 }
 
 impl OriginServer {
@@ -103,6 +124,10 @@ impl OriginServer {
     ) -> Self {
         let (shutdown, shutdown_rx) = watch::channel(false);
         let (tx, rx) = mpsc::channel(65_536);
+        let cmd = tx.clone();
+        let addr = endpoint
+            .local_addr()
+            .unwrap_or_else(|_| ([0, 0, 0, 0], 0).into());
         let clock = Clock {
             base_unix_us: cfg.base_unix_us,
             start: Instant::now(),
@@ -120,6 +145,26 @@ impl OriginServer {
             shutdown,
             actor,
             accept,
+            cmd,
+            addr,
+        }
+    }
+
+    /// The address relays connect to.
+    pub fn local_addr(&self) -> std::net::SocketAddr {
+        self.addr
+    }
+
+    /// The world's state now (`None` once the world has stopped).
+    pub async fn status(&self) -> Option<OriginStatus> {
+        self.handle().status().await
+    }
+
+    /// A cloneable handle for the admin endpoint (the server itself is owned by
+    /// whoever shuts it down).
+    pub fn handle(&self) -> OriginHandle {
+        OriginHandle {
+            cmd: self.cmd.clone(),
         }
     }
 

@@ -22,6 +22,7 @@ use crate::metrics::RelayMetrics;
 use crate::session::ConnId;
 
 use super::mailbox::{Cmd, Shared};
+use super::read::read_message;
 use super::reader::ClientReader;
 use super::spectators::write_spectator;
 use super::writer::{frame, Outbox};
@@ -58,19 +59,23 @@ pub(crate) async fn admit(
         return None;
     };
     let mut dec = FrameDecoder::new(limits.max_client_frame);
-    let first =
-        match tokio::time::timeout(limits.hello_timeout, read_first(&mut recv, &mut dec)).await {
-            Ok(Ok(m)) => m,
-            Ok(Err(label)) => {
-                RelayMetrics::count(&shared.metrics.decode_errors, label);
-                conn.close(1u32.into(), b"bad first message");
-                return None;
-            }
-            Err(_) => {
-                conn.close(1u32.into(), b"hello timeout");
-                return None;
-            }
-        };
+    let first = match tokio::time::timeout(
+        limits.hello_timeout,
+        read_message::<ClientMsg>(&mut recv, &mut dec, DEFAULT_MAX_FRAME),
+    )
+    .await
+    {
+        Ok(Ok(m)) => m,
+        Ok(Err(e)) => {
+            RelayMetrics::count(&shared.metrics.decode_errors, e.label());
+            conn.close(1u32.into(), b"bad first message");
+            return None;
+        }
+        Err(_) => {
+            conn.close(1u32.into(), b"hello timeout");
+            return None;
+        }
+    };
     let ip = conn.remote_address().ip();
     let hello = match first {
         ClientMsg::Hello(h) => h,
@@ -220,7 +225,7 @@ async fn serve_probe(
         }
         let next = tokio::time::timeout(
             shared.settings.limits.hello_timeout,
-            read_first(&mut recv, &mut dec),
+            read_message::<ClientMsg>(&mut recv, &mut dec, DEFAULT_MAX_FRAME),
         )
         .await;
         received_us = shared.clock.unix_us();
@@ -231,21 +236,4 @@ async fn serve_probe(
     }
     let _ = send.finish();
     conn.close(0u32.into(), b"probe done");
-}
-
-pub(crate) async fn read_first(
-    recv: &mut quinn::RecvStream,
-    dec: &mut FrameDecoder,
-) -> Result<ClientMsg, &'static str> {
-    loop {
-        match dec.poll_message::<ClientMsg>() {
-            Ok(Some(m)) => return Ok(m),
-            Ok(None) => {}
-            Err(e) => return Err(e.label()),
-        }
-        match recv.read_chunk(DEFAULT_MAX_FRAME, true).await {
-            Ok(Some(c)) => dec.push(&c.bytes),
-            _ => return Err("closed"),
-        }
-    }
 }

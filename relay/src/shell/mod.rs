@@ -27,7 +27,8 @@
 //! * [`mailbox`]: the actor's messages and what every task shares.
 //! * [`actor`] (with [`from_origin`]): the one task that owns the cores.
 //! * [`client`] (accept loop, a connection's task), [`admit`] (its first
-//!   message), [`reader`] (what it sends next), [`writer`] (what it is sent).
+//!   message), [`reader`] (what it sends next), [`writer`] (what it is sent),
+//!   [`read`] (reading one whole message from a stream).
 //! * [`link`] (one task per origin link), [`lanes`] (the lanes into a link),
 //!   [`peer`] (links between relays), [`spectators`] (audiences and their
 //!   writers).
@@ -41,6 +42,7 @@ mod link;
 mod load;
 mod mailbox;
 mod peer;
+mod read;
 mod reader;
 mod spectators;
 mod writer;

@@ -34,6 +34,7 @@ use crate::routing::OriginId;
 use crate::settings::PeerSpec;
 
 use super::mailbox::{Cmd, Shared};
+use super::read::read_message;
 
 /// How long a peer has to answer a forwarded-link request (it connects to the
 /// origin meanwhile).
@@ -51,18 +52,9 @@ async fn read_peer_msg(
     recv: &mut quinn::RecvStream,
     dec: &mut FrameDecoder,
 ) -> Result<PeerMsg, String> {
-    loop {
-        match dec.poll_message::<PeerMsg>() {
-            Ok(Some(m)) => return Ok(m),
-            Ok(None) => {}
-            Err(e) => return Err(e.to_string()),
-        }
-        match recv.read_chunk(MAX_PEER_FRAME, true).await {
-            Ok(Some(c)) => dec.push(&c.bytes),
-            Ok(None) => return Err("stream finished".into()),
-            Err(e) => return Err(e.to_string()),
-        }
-    }
+    read_message(recv, dec, MAX_PEER_FRAME)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 async fn connect_peer(shared: &Shared, peer: &PeerSpec) -> Result<Connection, String> {

@@ -1,0 +1,183 @@
+//! Building a running origin from its configuration: TLS and the batch-signing
+//! key from files (made in a development directory when asked), the world's
+//! engine (new, new with a journal, or restarted from its journal), and the
+//! endpoint. The binary is this and an admin endpoint.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use skylane_certs::{load_roots, server_config, tls_files, CertError, ClientAuth, Identity};
+use skylane_ops::ConfigError;
+use skylane_proto::ed25519_dalek::pkcs8::DecodePrivateKey;
+use skylane_proto::ed25519_dalek::SigningKey;
+use skylane_proto::{ChainSigner, TokenError, TokenKeyPair};
+use tracing::info;
+
+use crate::arena::{Arena, ArenaConfig};
+use crate::config::OriginConfig;
+use crate::engine::Engine;
+use crate::journal::{JournalError, JournalMeta};
+use crate::metrics::OriginMetrics;
+use crate::persist::{PersistConfig, Persistent};
+
+use super::{OriginServer, ServerConfig};
+
+/// Why an origin could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The configuration is unusable.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// TLS material could not be read or used.
+    #[error("TLS: {0}")]
+    Tls(#[from] CertError),
+    /// The batch-signing key could not be read, made or parsed.
+    #[error("signing key {path}: {message}")]
+    SigningKey {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// The journal could not be created or restarted from.
+    #[error("journal {path}: {source}")]
+    Journal {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: JournalError,
+    },
+    /// The listening address could not be bound.
+    #[error("binding {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
+}
+
+fn key_error(path: &Path) -> impl Fn(String) -> LoadError + '_ {
+    move |message| LoadError::SigningKey {
+        path: path.to_owned(),
+        message,
+    }
+}
+
+/// The batch-signing key: the configured file, or one made in `dev_certs`.
+fn signing_key(cfg: &OriginConfig) -> Result<SigningKey, LoadError> {
+    let path = match (&cfg.signing_key, &cfg.dev_certs) {
+        (Some(p), _) => p.clone(),
+        (None, Some(dir)) => {
+            let key = dir.join("origin-signing.key");
+            if !key.exists() {
+                let fail = key_error(&key);
+                let pair = TokenKeyPair::generate().map_err(|e: TokenError| fail(e.to_string()))?;
+                std::fs::create_dir_all(dir).map_err(|e| fail(e.to_string()))?;
+                std::fs::write(&key, &pair.private_pem).map_err(|e| fail(e.to_string()))?;
+                std::fs::write(dir.join("origin-signing.pub"), &pair.public_pem)
+                    .map_err(|e| fail(e.to_string()))?;
+            }
+            key
+        }
+        (None, None) => {
+            return Err(ConfigError::Invalid("signing_key is required".into()).into());
+        }
+    };
+    let fail = key_error(&path);
+    let pem = std::fs::read_to_string(&path).map_err(|e| fail(e.to_string()))?;
+    SigningKey::from_pkcs8_pem(&pem)
+        .map_err(|e| fail(format!("not an Ed25519 PKCS#8 private key: {e}")))
+}
+
+/// The relay-facing QUIC server configuration (mutual TLS).
+fn tls(cfg: &OriginConfig) -> Result<quinn::ServerConfig, LoadError> {
+    let (cert, key, ca) = tls_files(
+        cfg.dev_certs.as_deref(),
+        "origin",
+        cfg.cert.as_deref(),
+        cfg.key.as_deref(),
+        cfg.ca.as_deref(),
+    )?;
+    let identity = Identity::load(&cert, &key)?;
+    let roots = load_roots(&ca)?;
+    let mut sc = server_config(&identity, ClientAuth::Required(roots))?;
+    let mut transport = quinn::TransportConfig::default();
+    transport
+        .max_idle_timeout(Duration::from_secs(10).try_into().ok())
+        .keep_alive_interval(Some(Duration::from_secs(2)))
+        .max_concurrent_uni_streams(64u32.into())
+        .max_concurrent_bidi_streams(4u32.into());
+    sc.transport_config(Arc::new(transport));
+    Ok(sc)
+}
+
+impl OriginServer {
+    /// Starts an origin as its configuration says: binds, builds the world (or
+    /// restarts it from its journal) and spawns it. Must be called inside a
+    /// tokio runtime.
+    pub fn load(cfg: &OriginConfig, metrics: OriginMetrics) -> Result<Self, LoadError> {
+        cfg.validate()?;
+        let base_us = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as u64);
+        let arena = Arena::new(ArenaConfig {
+            width: cfg.map_size,
+            height: cfg.map_size,
+            roster: cfg.roster,
+            ..ArenaConfig::default()
+        });
+        let grid = arena.grid();
+        let engine_cfg = cfg.engine();
+        let endpoint =
+            quinn::Endpoint::server(tls(cfg)?, cfg.listen).map_err(|source| LoadError::Bind {
+                addr: cfg.listen,
+                source,
+            })?;
+        let mut server_cfg = ServerConfig::new(base_us);
+        server_cfg.session_grace = Duration::from_secs(cfg.session_grace_secs);
+        server_cfg.link_queue_bytes = cfg.link_queue_mib << 20;
+        let persist = PersistConfig {
+            snapshot_every: cfg.snapshot_every,
+            hash_every: 1,
+        };
+        let journal_error = |path: &Path| {
+            let path = path.to_owned();
+            move |source| LoadError::Journal { path, source }
+        };
+        let signer = ChainSigner::new(signing_key(cfg)?);
+        Ok(match &cfg.journal {
+            Some(path) if path.exists() => {
+                let mut p = Persistent::<Arena>::open(path, "arena", signer, persist)
+                    .map_err(journal_error(path))?;
+                p.rebase(base_us);
+                info!(
+                    journal = %path.display(),
+                    tick = p.engine().tick(),
+                    state_hash = %p.engine().state_hash(),
+                    "world restarted from its journal"
+                );
+                Self::spawn(endpoint, p, server_cfg, metrics)
+            }
+            Some(path) => {
+                let meta = JournalMeta {
+                    world_kind: "arena".into(),
+                    world: engine_cfg.world,
+                    engine: engine_cfg,
+                    grid,
+                };
+                let engine = Engine::new(arena, grid, engine_cfg, signer, base_us);
+                let p = Persistent::create(path, &meta, engine, persist)
+                    .map_err(journal_error(path))?;
+                Self::spawn(endpoint, p, server_cfg, metrics)
+            }
+            None => Self::spawn(
+                endpoint,
+                Engine::new(arena, grid, engine_cfg, signer, base_us),
+                server_cfg,
+                metrics,
+            ),
+        })
+    }
+}
