@@ -306,10 +306,7 @@ pub struct OriginTarget {
 impl OriginTarget {
     /// Resolves the host (DNS or a literal address); the first address wins.
     pub fn resolve(&self) -> Result<SocketAddr, ConfigError> {
-        std::net::ToSocketAddrs::to_socket_addrs(&self.target)
-            .map_err(|e| ConfigError::Invalid(format!("origin `{}`: {e}", self.target)))?
-            .next()
-            .ok_or_else(|| ConfigError::Invalid(format!("origin `{}` has no address", self.target)))
+        resolve("origin", &self.target)
     }
 }
 
@@ -363,12 +360,25 @@ pub struct PeerTarget {
 impl PeerTarget {
     /// Resolves the peer's address (DNS or a literal); the first address wins.
     pub fn resolve(&self) -> Result<SocketAddr, ConfigError> {
-        let target = self.info.addrs.first().cloned().unwrap_or_default();
-        std::net::ToSocketAddrs::to_socket_addrs(&target)
-            .map_err(|e| ConfigError::Invalid(format!("peer `{target}`: {e}")))?
-            .next()
-            .ok_or_else(|| ConfigError::Invalid(format!("peer `{target}` has no address")))
+        resolve("peer", self.info.addrs.first().map_or("", String::as_str))
     }
+
+    /// The `peers` entry naming `info`, checked against `tls_name`.
+    pub fn entry(info: &RelayInfo, tls_name: &str) -> String {
+        let addr = info.addrs.first().map_or("", String::as_str);
+        format!(
+            "{}/{}/{}/{}/{tls_name}@{addr}",
+            info.id.0, info.region, info.lat, info.lon
+        )
+    }
+}
+
+/// `host:port` to its first address (DNS or a literal).
+fn resolve(what: &str, target: &str) -> Result<SocketAddr, ConfigError> {
+    std::net::ToSocketAddrs::to_socket_addrs(target)
+        .map_err(|e| ConfigError::Invalid(format!("{what} `{target}`: {e}")))?
+        .next()
+        .ok_or_else(|| ConfigError::Invalid(format!("{what} `{target}` has no address")))
 }
 
 /// Parses `ID/REGION/LAT/LON/[TLS_NAME@]ADDR` (see [`PeerTarget`]).

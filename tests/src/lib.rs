@@ -26,8 +26,8 @@ use skylane_proto::{
     WorldId,
 };
 use skylane_relay::{
-    client_transport, link_transport, Limits, Relay, RelayConfig, RelayMaterial, RelayMetrics,
-    RelaySettings, TicketKey,
+    client_transport, link_transport, Limits, PeerTarget, Relay, RelayConfig, RelayMaterial,
+    RelayMetrics, RelaySettings, TicketKey,
 };
 
 /// The world every scenario plays.
@@ -174,13 +174,7 @@ impl Net {
         // skips itself); every certificate here names `localhost`.
         let peers: Vec<String> = infos
             .iter()
-            .map(|i| {
-                let addr = i.addrs.first().cloned().unwrap_or_default();
-                format!(
-                    "{}/{}/{}/{}/localhost@{addr}",
-                    i.id.0, i.region, i.lat, i.lon
-                )
-            })
+            .map(|i| PeerTarget::entry(i, "localhost"))
             .collect();
         let mut relays = Vec::new();
         for (host, info) in hosts.into_iter().zip(infos) {

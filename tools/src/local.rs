@@ -27,7 +27,7 @@ use skylane_proto::{
     ChainSigner, Claims, RelayId, RelayInfo, Role, TokenKeyPair, TokenSigner, WorldId,
 };
 use skylane_relay::{
-    client_transport, link_transport, GeoDb, Limits, Relay, RelayConfig, RelayMaterial,
+    client_transport, link_transport, GeoDb, Limits, PeerTarget, Relay, RelayConfig, RelayMaterial,
     RelayMetrics, RelaySettings, TicketKey,
 };
 
@@ -305,13 +305,7 @@ impl LocalNet {
             geo: Some(geo.clone()),
         };
         // Peers as an operator writes them; every certificate here names `localhost`.
-        let peer = |i: &RelayInfo| {
-            let addr = i.addrs.first().cloned().unwrap_or_default();
-            format!(
-                "{}/{}/{}/{}/localhost@{addr}",
-                i.id.0, i.region, i.lat, i.lon
-            )
-        };
+        let peer = |i: &RelayInfo| PeerTarget::entry(i, "localhost");
         let mut relays = Vec::new();
         for (info, (ep, addr, ip)) in infos.iter().zip(endpoints) {
             let mut registry = Registry::default();

@@ -7,6 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use skylane_certs::rustls::RootCertStore;
 use skylane_certs::{
     client_config, load_roots, peer_client_config, relay_server_config, tls_files, CertError,
     Identity,
@@ -73,21 +74,35 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> LoadError + '_ {
     }
 }
 
+/// The relay's certificate and key, and the CA its peers' and origins'
+/// certificates must chain to.
+fn tls_identity(cfg: &RelayConfig) -> Result<(Identity, RootCertStore), LoadError> {
+    let (cert, key, ca) = tls_files(
+        cfg.dev_certs.as_deref(),
+        "relay",
+        cfg.cert.as_deref(),
+        cfg.key.as_deref(),
+        cfg.ca.as_deref(),
+    )?;
+    Ok((Identity::load(&cert, &key)?, load_roots(&ca)?))
+}
+
 impl RelayMaterial {
     /// Reads the material `cfg` names (or makes it in `dev_certs`).
     pub fn load(cfg: &RelayConfig) -> Result<Self, LoadError> {
-        let (cert, key, ca) = tls_files(
-            cfg.dev_certs.as_deref(),
-            "relay",
-            cfg.cert.as_deref(),
-            cfg.key.as_deref(),
-            cfg.ca.as_deref(),
-        )?;
-        let identity = Identity::load(&cert, &key)?;
-        let roots = load_roots(&ca)?;
-        let mut link_tls = client_config(roots.clone(), Some(&identity))?;
+        let (identity, roots) = tls_identity(cfg)?;
+        Self::with_identity(cfg, &identity, roots)
+    }
+
+    /// The rest of the material, for an identity already loaded.
+    fn with_identity(
+        cfg: &RelayConfig,
+        identity: &Identity,
+        roots: RootCertStore,
+    ) -> Result<Self, LoadError> {
+        let mut link_tls = client_config(roots.clone(), Some(identity))?;
         link_tls.transport_config(Arc::new(link_transport()));
-        let mut peer_tls = peer_client_config(roots, &identity)?;
+        let mut peer_tls = peer_client_config(roots, identity)?;
         peer_tls.transport_config(Arc::new(link_transport()));
         let (token_path, ticket_path) = secret_files(cfg)?;
         let pem = std::fs::read_to_string(&token_path).map_err(io(&token_path))?;
@@ -156,16 +171,9 @@ impl Relay {
     /// tokio runtime.
     pub fn load(cfg: &RelayConfig, metrics: RelayMetrics) -> Result<Self, LoadError> {
         cfg.validate()?;
-        let material = RelayMaterial::load(cfg)?;
-        let (cert, key, ca) = tls_files(
-            cfg.dev_certs.as_deref(),
-            "relay",
-            cfg.cert.as_deref(),
-            cfg.key.as_deref(),
-            cfg.ca.as_deref(),
-        )?;
-        let identity = Identity::load(&cert, &key)?;
-        let mut sc = relay_server_config(&identity, load_roots(&ca)?)?;
+        let (identity, roots) = tls_identity(cfg)?;
+        let material = RelayMaterial::with_identity(cfg, &identity, roots.clone())?;
+        let mut sc = relay_server_config(&identity, roots)?;
         sc.transport_config(Arc::new(client_transport()));
         let settings = RelaySettings::from_config(cfg, material)?;
         let endpoint =
