@@ -37,7 +37,7 @@ use rustc_hash::FxHashMap as HashMap;
 use skylane_proto::{
     Action, ActionResult, BatchEvent, ChainSigner, ChannelCursor, ChannelId, EntityId,
     EntityVersion, EventBatch, EventClass, FeedEvent, FeedFrame, Hash32, Keyframe, Outcome,
-    Payload, RejectCode, Role, SessionId, TeamId, WorldId,
+    Payload, RejectCode, ReplayWindow, Role, SessionId, TeamId, WorldId, REPLAY_WINDOW,
 };
 
 use crate::anticheat::{Detector, DetectorConfig, Enforcement, Violation};
@@ -179,7 +179,11 @@ struct SessionState {
     avatar: Option<EntityId>,
     role: Role,
     team: Option<TeamId>,
-    last_seq: u64,
+    /// Sequence numbers used (each accepted once within a window, since
+    /// movement datagrams and per-class streams arrive out of send order).
+    seen: ReplayWindow,
+    /// The newest movement applied: an older one is superseded.
+    last_move: u64,
 }
 
 #[derive(Debug, Default)]
@@ -393,7 +397,8 @@ impl<W: World> Engine<W> {
                 avatar,
                 role,
                 team,
-                last_seq: 0,
+                seen: ReplayWindow::new(REPLAY_WINDOW),
+                last_move: 0,
             },
         );
         self.detector.handle_join(session, player);
@@ -558,13 +563,26 @@ impl<W: World> Engine<W> {
                 format!("{} sessions cannot act", s.role),
             );
         };
-        if action.seq <= s.last_seq {
+        if !s.seen.is_new(action.seq) {
             return Self::reject(
                 RejectCode::Replayed,
-                format!("sequence {} already used (last {})", action.seq, s.last_seq),
+                format!(
+                    "sequence {} already used or too old (highest {})",
+                    action.seq,
+                    s.seen.highest()
+                ),
             );
         }
-        s.last_seq = action.seq;
+        s.seen.accept(action.seq);
+        if action.class == EventClass::Movement {
+            if action.seq < s.last_move {
+                return Self::reject(
+                    RejectCode::Superseded,
+                    format!("move {} arrived after move {}", action.seq, s.last_move),
+                );
+            }
+            s.last_move = action.seq;
+        }
         if action.payload.len() > self.cfg.max_payload {
             return Self::reject(
                 RejectCode::TooLarge,

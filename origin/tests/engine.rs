@@ -970,3 +970,58 @@ fn a_full_tick_refuses_further_actions_until_it_ends() {
     move_east(&mut e, 3);
     assert!(matches!(tick(&mut e)[..], [(_, Outcome::Applied { .. })]));
 }
+
+/// Datagrams and per-class streams arrive out of send order: an older sequence
+/// number is accepted once within the window, an older move is superseded (not
+/// applied, not a replay), and only a number used before is a replay.
+#[test]
+fn reordered_actions_are_accepted_and_stale_moves_superseded_not_replays() {
+    let mut e = engine();
+    let me = join(&mut e, 1);
+    tick(&mut e);
+    tick(&mut e);
+    let (x0, y0) = {
+        let p = e.world().player(me).unwrap();
+        (p.x, p.y)
+    };
+    let moved = |seq: u64, dx: f32| Action {
+        class: EventClass::Movement,
+        ..act(seq, &ArenaAction::Move { x: x0 + dx, y: y0 }, vec![])
+    };
+    // Move 3 arrives before move 2; a state action 1 arrives last.
+    e.handle_action(SessionId(1), moved(3, 0.2));
+    e.handle_action(SessionId(1), moved(2, 0.1));
+    e.handle_action(
+        SessionId(1),
+        act(1, &ArenaAction::Move { x: x0 + 0.3, y: y0 }, vec![]),
+    );
+    e.handle_action(SessionId(1), moved(3, 0.2));
+    let mut outcomes = answers(&mut e);
+    outcomes.extend(tick(&mut e));
+    let by_code = |code: RejectCode| {
+        outcomes
+            .iter()
+            .filter(|(_, o)| matches!(o, Outcome::Rejected { code: c, .. } if *c == code))
+            .count()
+    };
+    assert_eq!(by_code(RejectCode::Superseded), 1, "{outcomes:?}");
+    assert_eq!(
+        by_code(RejectCode::Replayed),
+        1,
+        "only the reused 3: {outcomes:?}"
+    );
+    let applied = outcomes
+        .iter()
+        .filter(|(_, o)| matches!(o, Outcome::Applied { .. }))
+        .count();
+    assert_eq!(
+        applied, 2,
+        "move 3 and the late state action 1: {outcomes:?}"
+    );
+    let p = e.world().player(me).unwrap();
+    assert!(
+        (p.x - (x0 + 0.3)).abs() < 1e-3,
+        "the last applied action wins: {}",
+        p.x
+    );
+}

@@ -37,6 +37,7 @@ pub mod geo;
 pub mod ids;
 pub mod message;
 pub mod payload;
+pub mod replay;
 pub mod token;
 
 pub use chain::{batch_hash, ChainError, ChainSigner, ChainVerifier, DEFAULT_SIGN_EVERY};
@@ -56,4 +57,5 @@ pub use message::{
     ALPN, PEER_ALPN, PROTOCOL_VERSION,
 };
 pub use payload::Payload;
+pub use replay::{ReplayWindow, REPLAY_WINDOW};
 pub use token::{Claims, Role, TokenError, TokenKeyPair, TokenSigner, TokenVerifier};

@@ -217,6 +217,10 @@ pub enum RejectCode {
     Banned,
     /// A game-specific rule, numbered by the game.
     Game(u16),
+    /// A movement older than one already applied for the session (datagrams
+    /// arrive out of order): not applied, because the newer position wins. Not a
+    /// violation.
+    Superseded,
 }
 
 /// The outcome of an [`Action`].

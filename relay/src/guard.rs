@@ -9,7 +9,8 @@
 
 use std::time::{Duration, Instant};
 
-use skylane_proto::{Action, EventClass};
+pub use skylane_proto::REPLAY_WINDOW;
+use skylane_proto::{Action, EventClass, ReplayWindow};
 
 /// A token-bucket rate: `per_sec` sustained, `burst` at once.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -113,78 +114,6 @@ pub enum Verdict {
     Disconnect(EdgeViolation),
 }
 
-/// Sequence numbers accepted out of order behind the highest one. A client's
-/// datagrams (movement) and streams (everything else) take different paths, so
-/// arrival order is not send order; like DTLS and IPsec, the guard keeps a window
-/// of recently seen numbers instead of requiring them to increase.
-pub const REPLAY_WINDOW: u64 = 1024;
-
-/// Which of the last [`REPLAY_WINDOW`] sequence numbers were accepted.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct ReplayWindow {
-    highest: u64,
-    /// Accepted distance behind the highest (at most [`REPLAY_WINDOW`]).
-    size: u64,
-    /// Bit `i` set: `highest - i` was accepted.
-    seen: [u64; (REPLAY_WINDOW / 64) as usize],
-}
-
-impl ReplayWindow {
-    fn new(size: u64) -> Self {
-        Self {
-            highest: 0,
-            size: size.clamp(1, REPLAY_WINDOW),
-            seen: [0; (REPLAY_WINDOW / 64) as usize],
-        }
-    }
-
-    fn bit(&self, back: u64) -> bool {
-        self.seen[(back / 64) as usize] & (1 << (back % 64)) != 0
-    }
-
-    /// Whether `seq` is new: above the highest, or inside the window and unseen.
-    /// Sequence 0 is never valid (clients count from 1).
-    fn is_new(&self, seq: u64) -> bool {
-        if seq > self.highest {
-            return true;
-        }
-        let back = self.highest - seq;
-        seq > 0 && back < self.size && !self.bit(back)
-    }
-
-    fn accept(&mut self, seq: u64) {
-        if seq > self.highest {
-            let shift = seq - self.highest;
-            self.shift(shift);
-            self.highest = seq;
-        }
-        let back = self.highest - seq;
-        if back < REPLAY_WINDOW {
-            self.seen[(back / 64) as usize] |= 1 << (back % 64);
-        }
-    }
-
-    /// Moves the window up by `n`: bit `i` becomes bit `i + n`.
-    fn shift(&mut self, n: u64) {
-        if n >= REPLAY_WINDOW {
-            self.seen = [0; (REPLAY_WINDOW / 64) as usize];
-            return;
-        }
-        let words = (n / 64) as usize;
-        let bits = (n % 64) as u32;
-        let len = self.seen.len();
-        for i in (0..len).rev() {
-            let lo = if i >= words { self.seen[i - words] } else { 0 };
-            let below = if bits > 0 && i > words {
-                self.seen[i - words - 1] >> (64 - bits)
-            } else {
-                0
-            };
-            self.seen[i] = if bits > 0 { (lo << bits) | below } else { lo };
-        }
-    }
-}
-
 /// One session's edge state.
 #[derive(Debug, Clone)]
 pub struct EdgeGuard {
@@ -218,7 +147,7 @@ impl EdgeGuard {
 
     /// The highest accepted sequence number (a resumed session continues from it).
     pub fn last_seq(&self) -> u64 {
-        self.replay.highest
+        self.replay.highest()
     }
 
     fn refill(&mut self, now: Instant) {
@@ -242,7 +171,7 @@ impl EdgeGuard {
         if !self.replay.is_new(a.seq) {
             return Err(EdgeViolation::Replayed {
                 seq: a.seq,
-                last: self.replay.highest,
+                last: self.replay.highest(),
             });
         }
         match self.clock_ref {
@@ -347,56 +276,6 @@ mod tests {
             ),
             Verdict::Pass
         );
-    }
-
-    #[test]
-    fn a_smaller_configured_window_refuses_older_numbers() {
-        let mut w = ReplayWindow::new(8);
-        w.accept(100);
-        assert!(w.is_new(93), "7 behind is inside a window of 8");
-        assert!(!w.is_new(92), "8 behind is outside");
-        assert_eq!(ReplayWindow::new(1 << 20).size, REPLAY_WINDOW, "capped");
-    }
-
-    #[test]
-    fn the_replay_window_accepts_each_number_once_and_forgets_the_distant_past() {
-        let mut w = ReplayWindow::new(REPLAY_WINDOW);
-        assert!(!w.is_new(0));
-        for seq in [3, 1, 2, 70, 5, 200, 4] {
-            assert!(w.is_new(seq), "{seq}");
-            w.accept(seq);
-            assert!(!w.is_new(seq), "{seq} twice");
-        }
-        for seq in [1, 2, 3, 4, 5, 70, 200] {
-            assert!(!w.is_new(seq));
-        }
-        assert!(w.is_new(6) && w.is_new(69) && w.is_new(199));
-        w.accept(200 + REPLAY_WINDOW);
-        assert!(
-            !w.is_new(200),
-            "the window's length behind: forgotten, refused"
-        );
-        assert!(w.is_new(201), "just inside the window and never seen");
-        assert!(!w.is_new(200 + REPLAY_WINDOW));
-    }
-
-    proptest::proptest! {
-        /// Against a set: whatever the arrival order, a number is new exactly when
-        /// it was never accepted and is within the window of the highest.
-        #[test]
-        fn the_replay_window_matches_a_set(seqs in proptest::collection::vec(1u64..3000, 1..400)) {
-            let mut w = ReplayWindow::new(REPLAY_WINDOW);
-            let mut seen = std::collections::BTreeSet::new();
-            for s in seqs {
-                let highest = seen.iter().next_back().copied().unwrap_or(0);
-                let expect = !seen.contains(&s) && (s > highest || highest - s < REPLAY_WINDOW);
-                proptest::prop_assert_eq!(w.is_new(s), expect, "seq {}", s);
-                if expect {
-                    w.accept(s);
-                    seen.insert(s);
-                }
-            }
-        }
     }
 
     #[test]
