@@ -8,6 +8,7 @@
 //!   (`/status`, `/drain`).
 //! * [`init_logging_as`]: `tracing` to stderr, filtered by `RUST_LOG`, as text
 //!   (colour only on a terminal) or JSON lines ([`LogFormat`]).
+//! * [`LogLimiter`]: one log line per key and interval, with a count.
 //! * [`ProcessMetrics`]: the standard `process_cpu_seconds_total` and
 //!   `process_resident_memory_bytes`, read at each scrape (the load generator
 //!   reads them to put a relay's CPU per delivered event and memory per session
@@ -327,6 +328,55 @@ pub fn init_logging_as(format: LogFormat) {
     };
 }
 
+/// Rate limit for repeated log lines (pure: time is an argument): at most one
+/// line per key (a session and a cause, say) per interval, carrying how many
+/// were suppressed since the last one. One flooding client wrote ~10,700 WARN
+/// lines a minute before. Keys are bounded: past `max_keys`, keys whose
+/// interval has passed are forgotten, and if none has, the event is logged
+/// without being tracked (a log line is never lost to the bound).
+#[derive(Debug)]
+pub struct LogLimiter<K> {
+    interval: std::time::Duration,
+    max_keys: usize,
+    last: std::collections::HashMap<K, (std::time::Instant, u64)>,
+}
+
+impl<K: std::hash::Hash + Eq + Clone> LogLimiter<K> {
+    /// One line per key per `interval`, tracking at most `max_keys` keys.
+    pub fn new(interval: std::time::Duration, max_keys: usize) -> Self {
+        Self {
+            interval,
+            max_keys: max_keys.max(1),
+            last: std::collections::HashMap::new(),
+        }
+    }
+
+    /// An event for `key` at `now`: `Some(suppressed)` when it should be logged
+    /// (with the number of events of this key not logged since the last line),
+    /// `None` when it is suppressed.
+    pub fn handle_event(&mut self, now: std::time::Instant, key: &K) -> Option<u64> {
+        if let Some((at, suppressed)) = self.last.get_mut(key) {
+            if now.saturating_duration_since(*at) < self.interval {
+                *suppressed += 1;
+                return None;
+            }
+            let n = *suppressed;
+            *at = now;
+            *suppressed = 0;
+            return Some(n);
+        }
+        if self.last.len() >= self.max_keys {
+            let interval = self.interval;
+            self.last
+                .retain(|_, (at, _)| now.saturating_duration_since(*at) < interval);
+        }
+        if self.last.len() < self.max_keys {
+            self.last.insert(key.clone(), (now, 0));
+        }
+        Some(0)
+    }
+}
+
 /// Checks that an optional file setting names a readable file.
 pub fn check_file(name: &str, path: Option<&PathBuf>) -> Result<(), ConfigError> {
     if let Some(p) = path {
@@ -435,6 +485,32 @@ mod tests {
         assert!(err.to_string().contains("admin_token"), "{err}");
         std::fs::write(&f, "short\n").unwrap();
         assert!(AdminAuth::from_file(Some(&f)).is_err());
+    }
+
+    #[test]
+    fn repeated_log_lines_are_limited_per_key_and_counted() {
+        let t0 = std::time::Instant::now();
+        let s = std::time::Duration::from_secs(1);
+        let mut l = LogLimiter::new(10 * s, 2);
+        assert_eq!(l.handle_event(t0, &"a"), Some(0));
+        for i in 1..=50 {
+            assert_eq!(l.handle_event(t0 + s * i / 10, &"a"), None);
+        }
+        assert_eq!(l.handle_event(t0, &"b"), Some(0), "another key is its own");
+        assert_eq!(
+            l.handle_event(t0 + 10 * s, &"a"),
+            Some(50),
+            "with the count"
+        );
+        // Full: a third key is logged untracked until old keys expire.
+        assert_eq!(l.handle_event(t0 + s, &"c"), Some(0));
+        assert_eq!(l.handle_event(t0 + s, &"c"), Some(0));
+        assert_eq!(l.handle_event(t0 + 30 * s, &"c"), Some(0));
+        assert_eq!(
+            l.handle_event(t0 + 31 * s, &"c"),
+            None,
+            "tracked once room was made"
+        );
     }
 
     #[test]

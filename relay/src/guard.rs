@@ -110,8 +110,12 @@ pub enum Verdict {
     Pass,
     /// Refuse it (answer the client with a rejection).
     Drop(EdgeViolation),
-    /// Refuse it and disconnect the session: too many violations.
+    /// Refuse it and disconnect the session: too many violations. Given once
+    /// per session.
     Disconnect(EdgeViolation),
+    /// The session was already disconnected: drop it without counting or
+    /// answering (actions still in flight when the cut was decided).
+    Cut,
 }
 
 /// One session's edge state.
@@ -198,6 +202,9 @@ impl EdgeGuard {
 
     /// Judges one action arriving at `now`.
     pub fn handle_action(&mut self, now: Instant, a: &Action) -> Verdict {
+        if self.violations >= self.cfg.disconnect_after {
+            return Verdict::Cut;
+        }
         match self.check(now, a) {
             Ok(()) => Verdict::Pass,
             Err(v) => {
@@ -260,10 +267,14 @@ mod tests {
             verdicts[10],
             Verdict::Drop(EdgeViolation::RateLimited(EventClass::Chat))
         );
-        assert!(matches!(
-            verdicts.last(),
-            Some(Verdict::Disconnect(EdgeViolation::RateLimited(_)))
-        ));
+        // One disconnect, then every action still arriving is dropped quietly
+        // (it was counted 4,340 times for 64 cut sessions before).
+        let cuts = verdicts
+            .iter()
+            .filter(|v| matches!(v, Verdict::Disconnect(EdgeViolation::RateLimited(_))))
+            .count();
+        assert_eq!(cuts, 1);
+        assert_eq!(verdicts.last(), Some(&Verdict::Cut));
         // Buckets refill with time.
         let mut g = EdgeGuard::new(EdgeConfig::default(), t0);
         for seq in 1..=10 {

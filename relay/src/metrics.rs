@@ -67,6 +67,9 @@ pub struct RelayMetrics {
     /// GeoIP lookups whose record did not decode as a location (the client got
     /// the directory order).
     pub geoip_undecodable: Counter,
+    /// Errors origins reported on their links (unknown session, unknown world,
+    /// a refused join, a kick), by the origin's error code.
+    pub origin_errors: Family<KindLabel, Counter>,
 }
 
 impl RelayMetrics {
@@ -80,6 +83,11 @@ impl RelayMetrics {
             m.connections.clone(),
         );
         r.register("sessions", "Sessions held", m.sessions.clone());
+        r.register(
+            "origin_errors",
+            "Errors origins reported on their links, by code",
+            m.origin_errors.clone(),
+        );
         r.register(
             "geoip_undecodable",
             "GeoIP lookups whose record did not decode as a location",

@@ -14,6 +14,9 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
+use skylane_ops::LogLimiter;
+
+use crate::anticheat::AnomalyKind;
 use crate::core::Core;
 use crate::engine::{Output, ResumeError};
 use crate::journal::JournalError;
@@ -41,6 +44,8 @@ pub(crate) struct Actor<C> {
     clock: Clock,
     relays: HashMap<LinkId, RelayState>,
     routes: Routes,
+    /// One violation line per session and kind every 10 s (with a count).
+    violation_logs: LogLimiter<(SessionId, AnomalyKind)>,
 }
 
 pub(crate) fn frame(msg: &LinkMsg) -> Option<Bytes> {
@@ -56,6 +61,7 @@ impl<C: Core> Actor<C> {
             clock,
             relays: HashMap::new(),
             routes: Routes::new(),
+            violation_logs: LogLimiter::new(Duration::from_secs(10), 10_000),
         }
     }
 
@@ -463,7 +469,13 @@ impl<C: Core> Actor<C> {
                         &self.metrics.violations,
                         format!("{:?}", v.kind).to_lowercase(),
                     );
-                    warn!(session = %v.session, player = %v.player, kind = ?v.kind, evidence = %v.evidence, "violation");
+                    let key = (v.session, v.kind);
+                    if let Some(suppressed) = self
+                        .violation_logs
+                        .handle_event(Instant::now().into_std(), &key)
+                    {
+                        warn!(session = %v.session, player = %v.player, kind = ?v.kind, evidence = %v.evidence, suppressed, "violation");
+                    }
                 }
                 Output::Kick { session, reason } => {
                     warn!(%session, %reason, "kicking session");

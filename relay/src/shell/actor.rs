@@ -67,6 +67,8 @@ pub(crate) struct Actor {
     pub(crate) conns: HashMap<ConnId, ConnState>,
     pub(crate) draining: Option<Instant>,
     pub(crate) peer_tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// One line per origin and error code every 10 s (with a count).
+    pub(crate) error_logs: skylane_ops::LogLimiter<(OriginId, skylane_proto::ErrorCode)>,
 }
 
 impl Actor {

@@ -50,10 +50,12 @@ impl Actor {
             LinkMsg::SessionClose { session } => self.closed_by_origin(session),
             LinkMsg::Error(e) => {
                 RelayMetrics::count(
-                    &self.shared.metrics.decode_errors,
-                    format!("origin_{:?}", e.code).to_lowercase(),
+                    &self.shared.metrics.origin_errors,
+                    format!("{:?}", e.code).to_lowercase(),
                 );
-                warn!(origin = %origin, code = ?e.code, message = %e.message, "origin reported an error");
+                if let Some(suppressed) = self.error_logs.handle_event(now(), &(origin, e.code)) {
+                    warn!(origin = %origin, code = ?e.code, message = %e.message, suppressed, "origin reported an error");
+                }
             }
             LinkMsg::Pong(p) => {
                 let at = self.shared.clock.unix_us();

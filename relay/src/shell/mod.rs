@@ -146,6 +146,7 @@ impl Relay {
             upstream: Upstream::new(settings.limits.pending_actions),
             spectators: Spectators::new(settings.limits.spectators, metrics.clone()),
             draining: None,
+            error_logs: skylane_ops::LogLimiter::new(std::time::Duration::from_secs(10), 1024),
             peer_tasks,
             shared,
         };

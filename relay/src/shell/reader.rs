@@ -121,6 +121,8 @@ impl ClientReader {
                         warn!(session = %self.session, violation = %v, "edge guard disconnects session");
                         self.end(3, b"too many violations").await;
                     }
+                    // Already cut: in flight when the cut was decided.
+                    Verdict::Cut => {}
                 }
             }
             ClientMsg::OriginPing(ping) => {
