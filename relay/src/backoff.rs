@@ -7,6 +7,7 @@ use std::time::Duration;
 /// do not reconnect in lockstep).
 pub(crate) struct Backoff {
     base: Duration,
+    max: Duration,
     rng: u64,
 }
 
@@ -15,6 +16,11 @@ impl Backoff {
     const MAX: Duration = Duration::from_secs(5);
 
     pub(crate) fn new(seed: u64) -> Self {
+        Self::with_max(seed, Self::MAX)
+    }
+
+    /// Waits doubling up to `max` instead of 5 s.
+    pub(crate) fn with_max(seed: u64, max: Duration) -> Self {
         // splitmix64's finaliser: seeds that differ only in low bits (origin 1
         // and origin 2 of one relay) would otherwise draw the same first waits
         // to the nanosecond, since xorshift moves low bits up slowly.
@@ -23,6 +29,7 @@ impl Backoff {
         z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
         Self {
             base: Self::FIRST,
+            max: max.max(Self::FIRST),
             rng: (z ^ (z >> 31)) | 1,
         }
     }
@@ -39,7 +46,7 @@ impl Backoff {
         self.rng ^= self.rng << 17;
         let factor = 0.5 + (self.rng >> 11) as f64 / (1u64 << 53) as f64;
         let wait = self.base.mul_f64(factor);
-        self.base = (self.base * 2).min(Self::MAX);
+        self.base = (self.base * 2).min(self.max);
         wait
     }
 }
@@ -70,6 +77,10 @@ mod tests {
         // link tasks make them) do not wait in lockstep.
         let (mut x, mut y) = (Backoff::new(1 ^ 1 << 32), Backoff::new(2 ^ 1 << 32));
         let (a, b) = (x.next_wait(), y.next_wait());
+        let mut capped = Backoff::with_max(7, Duration::from_secs(1));
+        for _ in 0..10 {
+            assert!(capped.next_wait() < Duration::from_millis(1500));
+        }
         let apart = a.abs_diff(b);
         assert!(apart > Duration::from_millis(1), "{a:?} {b:?}");
     }

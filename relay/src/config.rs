@@ -203,6 +203,28 @@ pub struct RelayConfig {
         default_value_t = 10_000
     )]
     pub routing_stale_after_ms: u64,
+    /// Milliseconds without a packet after which an origin or peer link is dead
+    /// (its sessions wait for the next link): how long players stall when an
+    /// origin dies. Too short drops links on a congested path.
+    #[arg(
+        long,
+        env = "SKYLANE_RELAY_LINK_IDLE_TIMEOUT_MS",
+        default_value_t = 1200
+    )]
+    pub link_idle_timeout_ms: u64,
+    /// Keep-alive interval of origin and peer links, milliseconds (at most half
+    /// the idle timeout).
+    #[arg(long, env = "SKYLANE_RELAY_LINK_KEEP_ALIVE_MS", default_value_t = 250)]
+    pub link_keep_alive_ms: u64,
+    /// Longest wait between two attempts to reconnect an origin link,
+    /// milliseconds: a returning origin is reached at most this long after it is
+    /// back.
+    #[arg(
+        long,
+        env = "SKYLANE_RELAY_LINK_BACKOFF_MAX_MS",
+        default_value_t = 1000
+    )]
+    pub link_backoff_max_ms: u64,
     /// Longest spectator delay served, seconds.
     #[arg(long, env = "SKYLANE_RELAY_SPECTATOR_MAX_DELAY", default_value_t = 120)]
     pub spectator_max_delay_secs: u64,
@@ -259,6 +281,9 @@ impl Default for RelayConfig {
             routing_hold_ms: 2000,
             routing_loss_penalty_ms: 2,
             routing_stale_after_ms: 10_000,
+            link_idle_timeout_ms: 1200,
+            link_keep_alive_ms: 250,
+            link_backoff_max_ms: 1000,
             spectator_max_delay_secs: 120,
             spectator_buffer_mib: 64,
             spectator_queue: 64,
@@ -464,6 +489,18 @@ impl RelayConfig {
         self.edge()?;
         self.scheduler()?;
         self.routing()?;
+        if self.link_idle_timeout_ms < 200 || self.link_keep_alive_ms == 0 {
+            return Err(ConfigError::Invalid(format!(
+                "link_idle_timeout_ms must be at least 200 and link_keep_alive_ms at least 1 (got {} and {})",
+                self.link_idle_timeout_ms, self.link_keep_alive_ms
+            )));
+        }
+        if self.link_backoff_max_ms < 100 {
+            return Err(ConfigError::Invalid(format!(
+                "link_backoff_max_ms must be at least 100, not {}",
+                self.link_backoff_max_ms
+            )));
+        }
         for (key, value) in [
             ("max_client_frame", self.max_client_frame),
             ("pending_actions", self.pending_actions),

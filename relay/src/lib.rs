@@ -62,7 +62,8 @@ pub use session::{
     AttachError, ConnId, Presence, SessionEntry, SessionTable, TicketClaims, TicketError, TicketKey,
 };
 pub use settings::{
-    client_transport, link_transport, Limits, OriginSpec, PeerSpec, RelayMaterial, RelaySettings,
+    client_transport, link_transport, link_transport_with, Limits, OriginSpec, PeerSpec,
+    RelayMaterial, RelaySettings, LINK_IDLE_TIMEOUT, LINK_KEEP_ALIVE,
 };
 pub use shell::{LoadError, Relay};
 pub use skylane_proto::MAX_PROBE_PINGS;

@@ -50,6 +50,8 @@ pub struct Limits {
     pub hello_timeout: Duration,
     /// Longest a drain waits for clients to leave.
     pub drain_deadline: Duration,
+    /// Longest wait between two attempts to reconnect an origin link.
+    pub link_backoff_max: Duration,
     /// Spectator feed bounds (longest delay, buffered bytes, filter size).
     pub spectators: AudienceConfig,
     /// Frames queued for one spectator before it skips to the next keyframe.
@@ -69,6 +71,7 @@ impl Default for Limits {
             drain_deadline: Duration::from_secs(30),
             spectators: AudienceConfig::default(),
             spectator_queue: 64,
+            link_backoff_max: Duration::from_secs(1),
         }
     }
 }
@@ -139,11 +142,27 @@ pub fn client_transport() -> quinn::TransportConfig {
     t
 }
 
-/// Transport settings for origin links (mutual TLS, many sessions multiplexed).
+/// Transport settings for origin and peer links with the default dead-link
+/// detection (1.2 s idle timeout, keep-alive every 250 ms).
 pub fn link_transport() -> quinn::TransportConfig {
+    link_transport_with(LINK_IDLE_TIMEOUT, LINK_KEEP_ALIVE)
+}
+
+/// Default time without a packet after which an origin or peer link is dead.
+pub const LINK_IDLE_TIMEOUT: Duration = Duration::from_millis(1200);
+/// Default keep-alive interval of origin and peer links.
+pub const LINK_KEEP_ALIVE: Duration = Duration::from_millis(250);
+
+/// Transport settings for origin links (mutual TLS, many sessions multiplexed):
+/// a link is dead after `idle` without a packet, and keep-alives every
+/// `keep_alive` make sure a live idle link is never mistaken for a dead one.
+/// Sessions wait on a dead link until it reconnects (or routes through a peer),
+/// so the idle timeout is how long players stall when an origin dies: it was
+/// 5 s, which kept players waiting 5 s for an origin that was back after 3.
+pub fn link_transport_with(idle: Duration, keep_alive: Duration) -> quinn::TransportConfig {
     let mut t = quinn::TransportConfig::default();
-    t.max_idle_timeout(Duration::from_secs(5).try_into().ok())
-        .keep_alive_interval(Some(Duration::from_millis(500)))
+    t.max_idle_timeout(idle.try_into().ok())
+        .keep_alive_interval(Some(keep_alive.min(idle / 2)))
         .max_concurrent_uni_streams(64u32.into());
     t
 }
@@ -224,13 +243,24 @@ impl RelaySettings {
                 ..AudienceConfig::default()
             },
             spectator_queue: cfg.spectator_queue,
+            link_backoff_max: Duration::from_millis(cfg.link_backoff_max_ms),
         };
+        let link_transport = Arc::new(link_transport_with(
+            Duration::from_millis(cfg.link_idle_timeout_ms),
+            Duration::from_millis(cfg.link_keep_alive_ms),
+        ));
+        let mut link_tls = material.link_tls;
+        link_tls.transport_config(link_transport.clone());
+        let peer_tls = material.peer_tls.map(|mut p| {
+            p.transport_config(link_transport);
+            p
+        });
         Ok(Self {
             info,
             directory: Directory::new(relays),
             geo: material.geo,
             origins,
-            link_tls: material.link_tls,
+            link_tls,
             tokens: material.tokens,
             tickets: material.tickets,
             limits,
@@ -239,7 +269,7 @@ impl RelaySettings {
             hub: cfg.hub(),
             routing: cfg.routing()?,
             peers,
-            peer_tls: material.peer_tls,
+            peer_tls,
         })
     }
 }

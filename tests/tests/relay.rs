@@ -625,3 +625,44 @@ fn a_resume_while_the_old_connection_lingers_takes_the_session_over() {
         );
     });
 }
+
+/// A dead origin link is noticed in about a second (idle timeout 1.2 s with
+/// 250 ms keep-alives; it was 5 s), and the link is back within about a
+/// second of the origin's return (reconnect waits capped at 1 s).
+#[test]
+fn a_dead_origin_link_is_noticed_and_restored_within_seconds() {
+    run(|| async {
+        let net = Net::start(NetOptions {
+            relays: vec![(1, "amsterdam")],
+            ..NetOptions::default()
+        });
+        let relay = &net.relays[0];
+        let up = || async { relay.relay.status().await.unwrap().origins[0].up };
+        let t = tokio::time::Instant::now();
+        while !up().await {
+            assert!(t.elapsed() < Duration::from_secs(5), "link never came up");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        net.sim.partition(relay.host, net.origin_host);
+        let cut = tokio::time::Instant::now();
+        while up().await {
+            assert!(
+                cut.elapsed() < Duration::from_secs(2),
+                "the dead link was not noticed within 2 s"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let noticed = cut.elapsed();
+        tokio::time::sleep(Duration::from_secs(3) - noticed).await;
+        net.sim.heal(relay.host, net.origin_host);
+        let healed = tokio::time::Instant::now();
+        while !up().await {
+            assert!(
+                healed.elapsed() < Duration::from_secs(2),
+                "the link was not back within 2 s of the origin's return"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(noticed >= Duration::from_millis(800), "{noticed:?}");
+    });
+}

@@ -67,8 +67,10 @@ pub(crate) async fn link_task(
     spec: OriginSpec,
     mut route: watch::Receiver<Option<Path>>,
 ) {
-    let mut backoff =
-        Backoff::new(u64::from(spec.id.0) ^ u64::from(shared.settings.info.id.0) << 32);
+    let mut backoff = Backoff::with_max(
+        u64::from(spec.id.0) ^ u64::from(shared.settings.info.id.0) << 32,
+        shared.settings.limits.link_backoff_max,
+    );
     loop {
         let path = route.borrow_and_update().unwrap_or(Path::Direct(spec.id));
         let conn = match path {
@@ -217,8 +219,14 @@ async fn start_link(
         let (conn, shared) = (conn.clone(), shared.clone());
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_millis(500));
-            while conn.close_reason().is_none() {
+            loop {
                 tick.tick().await;
+                // Checked after the wait: a report from a link that died meanwhile
+                // would tell the routing table the dead direct path is fine (the
+                // route flapped back to it once the link's death was noticed fast).
+                if conn.close_reason().is_some() {
+                    return;
+                }
                 let rtt = conn.rtt();
                 if shared
                     .cmd
