@@ -71,9 +71,11 @@ where
         message: e.to_string(),
     })?;
     let mut merged = serde_json::to_value(cli).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+    let defaults = merged.clone();
     let obj = merged
         .as_object_mut()
         .ok_or_else(|| ConfigError::Invalid("config is not a table".into()))?;
+    let mut from_file = Vec::new();
     for (key, value) in file_value {
         // Checked first: asking clap about an id it does not know panics.
         if !obj.contains_key(&key) {
@@ -87,16 +89,45 @@ where
             Some(ValueSource::CommandLine | ValueSource::EnvVariable)
         );
         if !explicit {
-            obj.insert(
-                key,
-                serde_json::to_value(value).map_err(|e| ConfigError::Invalid(e.to_string()))?,
-            );
+            let value =
+                serde_json::to_value(value).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+            obj.insert(key.clone(), value.clone());
+            from_file.push((key, value));
         }
     }
-    serde_json::from_value(merged).map_err(|e| ConfigError::Parse {
-        path: path.to_owned(),
-        message: e.to_string(),
+    serde_json::from_value(merged).map_err(|e| {
+        // serde names neither the key nor the line ("invalid type: string
+        // \"lots\", expected usize"): find the file's key that fails alone.
+        let culprit = from_file.iter().find(|(key, value)| {
+            let mut one = defaults.clone();
+            if let Some(o) = one.as_object_mut() {
+                o.insert(key.clone(), value.clone());
+            }
+            serde_json::from_value::<T>(one).is_err()
+        });
+        let message = match culprit {
+            Some((key, _)) => match line_of(&text, key) {
+                Some(line) => format!("line {line}: key `{key}`: {e}"),
+                None => format!("key `{key}`: {e}"),
+            },
+            None => e.to_string(),
+        };
+        ConfigError::Parse {
+            path: path.to_owned(),
+            message,
+        }
     })
+}
+
+/// The 1-based line where `key` is set in a TOML text.
+fn line_of(text: &str, key: &str) -> Option<usize> {
+    text.lines()
+        .position(|l| {
+            l.trim_start()
+                .strip_prefix(key)
+                .is_some_and(|rest| rest.trim_start().starts_with('='))
+        })
+        .map(|i| i + 1)
 }
 
 /// Metric label: an outcome, error or violation kind.
@@ -527,6 +558,14 @@ mod tests {
         std::fs::write(&f, "c = 1\n").unwrap();
         let err = merge(&cli.demo, &m, Some(&f)).unwrap_err().to_string();
         assert!(err.contains("unknown key `c`"), "{err}");
+        // A wrong type names the file, the line and the key.
+        std::fs::write(&f, "# comment\nb = 1\na = \"lots\"\n").unwrap();
+        let m = Cli::command().try_get_matches_from(["x"]).unwrap();
+        let err = merge(&cli.demo, &m, Some(&f)).unwrap_err().to_string();
+        assert!(
+            err.contains("x.toml: line 3: key `a`: invalid type"),
+            "{err}"
+        );
         assert!(check_file("geoip", Some(&dir.path().join("nope"))).is_err());
         assert!(check_file("geoip", Some(&f)).is_ok());
     }

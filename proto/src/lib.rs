@@ -58,4 +58,4 @@ pub use message::{
 };
 pub use payload::Payload;
 pub use replay::{ReplayWindow, REPLAY_WINDOW};
-pub use token::{Claims, Role, TokenError, TokenKeyPair, TokenSigner, TokenVerifier};
+pub use token::{check_pem, Claims, Role, TokenError, TokenKeyPair, TokenSigner, TokenVerifier};

@@ -257,9 +257,27 @@ impl fmt::Debug for TokenSigner {
     }
 }
 
+/// Checks that `text` is PEM with a `label` block before a PEM parser sees it:
+/// parsers describe a file that is not PEM at all in their own terms ("PEM
+/// preamble contains invalid data (NUL byte)" for a binary file without a NUL).
+pub fn check_pem(text: &str, label: &str) -> Result<(), String> {
+    let begin = format!("-----BEGIN {label}-----");
+    if text.contains(&begin) {
+        return Ok(());
+    }
+    let found = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("-----BEGIN ")?.strip_suffix("-----"));
+    Err(match found {
+        Some(other) => format!("a PEM {other} where a {label} was expected"),
+        None => format!("not a PEM file (expected {begin})"),
+    })
+}
+
 impl TokenSigner {
     /// A signer from a PKCS#8 PEM private key.
     pub fn from_pem(private_pem: &str) -> Result<Self, TokenError> {
+        check_pem(private_pem, "PRIVATE KEY").map_err(TokenError::InvalidKey)?;
         let signing = SigningKey::from_pkcs8_pem(private_pem)
             .map_err(|e| TokenError::InvalidKey(e.to_string()))?;
         let der = signing
@@ -317,6 +335,7 @@ impl TokenVerifier {
 
     /// A verifier from a SubjectPublicKeyInfo PEM public key, accepting `audience`.
     pub fn from_pem(public_pem: &str, audience: impl Into<String>) -> Result<Self, TokenError> {
+        check_pem(public_pem, "PUBLIC KEY").map_err(TokenError::InvalidKey)?;
         let public = VerifyingKey::from_public_key_pem(public_pem)
             .map_err(|e| TokenError::InvalidKey(e.to_string()))?;
         Ok(Self::from_verifying_key(public, audience.into()))
@@ -445,6 +464,28 @@ mod tests {
         let signer = TokenSigner::from_pem(&pair.private_pem).unwrap();
         let verifier = TokenVerifier::from_pem(&pair.public_pem, AUD).unwrap();
         (signer, verifier)
+    }
+
+    #[test]
+    fn a_key_file_that_is_not_pem_says_so() {
+        let binary = "\u{1}\u{2}garbage\u{7f} bytes";
+        let err = TokenVerifier::from_pem(binary, AUD)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not a PEM file"), "{err}");
+        assert!(err.contains("BEGIN PUBLIC KEY"), "{err}");
+        let pair = TokenKeyPair::generate().unwrap();
+        let err = TokenVerifier::from_pem(&pair.private_pem, AUD)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("a PEM PRIVATE KEY where a PUBLIC KEY was expected"),
+            "{err}"
+        );
+        let err = TokenSigner::from_pem(&pair.public_pem)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("where a PRIVATE KEY was expected"), "{err}");
     }
 
     fn claims(role: Role) -> Claims {

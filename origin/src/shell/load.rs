@@ -11,7 +11,7 @@ use skylane_certs::{load_roots, server_config, tls_files, CertError, ClientAuth,
 use skylane_ops::ConfigError;
 use skylane_proto::ed25519_dalek::pkcs8::DecodePrivateKey;
 use skylane_proto::ed25519_dalek::SigningKey;
-use skylane_proto::{ChainSigner, TokenError, TokenKeyPair};
+use skylane_proto::{check_pem, ChainSigner, TokenError, TokenKeyPair};
 use tracing::info;
 
 use crate::arena::{Arena, ArenaConfig};
@@ -87,6 +87,7 @@ fn signing_key(cfg: &OriginConfig) -> Result<SigningKey, LoadError> {
     };
     let fail = key_error(&path);
     let pem = std::fs::read_to_string(&path).map_err(|e| fail(e.to_string()))?;
+    check_pem(&pem, "PRIVATE KEY").map_err(&fail)?;
     SigningKey::from_pkcs8_pem(&pem)
         .map_err(|e| fail(format!("not an Ed25519 PKCS#8 private key: {e}")))
 }
