@@ -53,8 +53,10 @@ pub struct OriginConfig {
     /// `GET /status`. Without it, a non-loopback `admin` address is refused.
     #[arg(long, env = "SKYLANE_ORIGIN_ADMIN_TOKEN")]
     pub admin_token: Option<PathBuf>,
-    /// Largest action payload accepted, in bytes.
-    #[arg(long, env = "SKYLANE_ORIGIN_MAX_PAYLOAD", default_value_t = 1024)]
+    /// Largest action payload accepted, in bytes, whatever the class. The
+    /// relays' edge limits each class (1 KiB, bulk 16 KiB by default); with 1 KiB
+    /// here every bulk action the edge let through was refused at the origin.
+    #[arg(long, env = "SKYLANE_ORIGIN_MAX_PAYLOAD", default_value_t = 16 * 1024)]
     pub max_payload: usize,
     /// Seconds a session whose relay vanished waits to resume elsewhere.
     #[arg(long, env = "SKYLANE_ORIGIN_SESSION_GRACE", default_value_t = 30)]

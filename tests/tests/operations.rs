@@ -431,3 +431,59 @@ fn operators_read_status_and_drain_with_the_admin_token() {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
+
+#[test]
+fn loadgen_fails_when_a_class_or_the_spectators_were_all_refused() {
+    let bins = bin_dir();
+    let dir = tempfile::tempdir().unwrap();
+    let pki = dir.path().join("pki").to_str().unwrap().to_owned();
+    let dev = [
+        "--dev-certs",
+        &pki,
+        "--listen",
+        "127.0.0.1:0",
+        "--admin",
+        "127.0.0.1:0",
+    ];
+    // An origin that refuses every bulk spray (2 KiB) as too large.
+    let (_origin, o) = start(
+        &bins.join(exe_name("skylane-origin")),
+        &[&dev[..], &["--max-payload", "1024"]].concat(),
+    );
+    let origin_at = format!("{}=1", o["relays"].as_str().unwrap());
+    let (_relay, r) = start(
+        &bins.join(exe_name("skylane-relay")),
+        &[
+            &dev[..],
+            &["--origin", &origin_at, "--max-conns-per-ip", "1000"],
+        ]
+        .concat(),
+    );
+    let loadgen = |extra: &[&str]| {
+        Command::new(bins.join(exe_name("skylane")))
+            .args(["loadgen", "--relay", r["clients"].as_str().unwrap()])
+            .args(["--ca", &format!("{pki}/ca.pem")])
+            .args(["--token-key", &format!("{pki}/token.key")])
+            .args(["--players", "3", "--ramp", "200ms", "--duration", "2s"])
+            .args(["--bind", "127.0.0.1"])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let out = loadgen(&["--mix", "movement=2,bulk=2"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("every bulk action was refused"), "{err}");
+    // Spectators asking for more delay than the relay serves are refused.
+    let out = loadgen(&[
+        "--mix",
+        "movement=2",
+        "--spectators",
+        "2",
+        "--spectator-delay",
+        "300s",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("spectators were refused"), "{err}");
+}

@@ -162,11 +162,19 @@ pub struct BotCounts {
     pub duplicates: u64,
     /// Reconnections.
     pub reconnects: u64,
+    /// Reliable actions sent, by class rank.
+    pub sent_by_class: [u64; EventClass::COUNT],
+    /// Actions applied, by class rank.
+    pub applied_by_class: [u64; EventClass::COUNT],
 }
 
 impl std::ops::AddAssign for BotCounts {
     fn add_assign(&mut self, o: Self) {
         self.moves_sent += o.moves_sent;
+        for r in 0..EventClass::COUNT {
+            self.sent_by_class[r] += o.sent_by_class[r];
+            self.applied_by_class[r] += o.applied_by_class[r];
+        }
         self.actions_sent += o.actions_sent;
         self.answered += o.answered;
         self.applied += o.applied;
@@ -468,6 +476,7 @@ impl Bot {
         every: Duration,
     ) -> Option<Outcome> {
         self.counts.actions_sent += 1;
+        self.counts.sent_by_class[class.rank()] += 1;
         let t = Instant::now();
         let r = self.client.act(class, reads, action.encode()).await;
         let us = (t.elapsed().as_micros() as u64).clamp(1, MAX_US);
@@ -480,7 +489,10 @@ impl Bot {
                 let interval = every.as_micros() as u64;
                 record(&mut self.action_rtt[class.rank()], us, Some(interval));
                 match &o {
-                    Outcome::Applied { .. } => self.counts.applied += 1,
+                    Outcome::Applied { .. } => {
+                        self.counts.applied += 1;
+                        self.counts.applied_by_class[class.rank()] += 1;
+                    }
                     Outcome::Conflict { .. } => {
                         self.counts.conflicts += 1;
                         self.live.conflicts.fetch_add(1, AtOrd::Relaxed);

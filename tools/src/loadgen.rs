@@ -264,8 +264,11 @@ pub struct OriginCount {
     /// Origin outcomes that are not answers: the moves that reached it.
     pub moves_counted: u64,
     /// Whether the counts are consistent: every answer counted at the origin, and
-    /// no more moves counted than were sent.
+    /// no more moves counted than were sent (never when the origin restarted).
     pub consistent: bool,
+    /// The origin restarted during the run (its counters started again from 0,
+    /// so its counts cannot be compared with the players').
+    pub restarted: bool,
 }
 
 /// Why the run could not happen.
@@ -289,7 +292,12 @@ pub enum LoadgenError {
 
 /// Fetches an admin endpoint's `/metrics` text.
 pub async fn fetch_metrics(admin: &str) -> Result<String, LoadgenError> {
-    let url = format!("{}/metrics", admin.trim_end_matches('/'));
+    fetch(admin, "/metrics").await
+}
+
+/// Fetches a path of an admin endpoint.
+async fn fetch(admin: &str, path: &str) -> Result<String, LoadgenError> {
+    let url = format!("{}{path}", admin.trim_end_matches('/'));
     let u = url.clone();
     tokio::task::spawn_blocking(move || {
         ureq::get(&u)
@@ -313,14 +321,21 @@ pub struct OriginCounters {
     pub actions: BTreeMap<String, u64>,
     /// Anti-cheat violations (`rule`, anomaly kinds).
     pub violations: BTreeMap<String, u64>,
+    /// When the origin process started (its `/status`), if it says.
+    pub started_unix_us: Option<u64>,
 }
 
 /// Reads an origin's action and violation counters from its admin endpoint.
 pub async fn origin_counters(admin: &str) -> Result<OriginCounters, LoadgenError> {
     let body = fetch_metrics(admin).await?;
+    let status = fetch(admin, "/status").await?;
+    let started_unix_us = serde_json::from_str::<serde_json::Value>(&status)
+        .ok()
+        .and_then(|v| v["started_unix_us"].as_u64());
     Ok(OriginCounters {
         actions: parse_counter(&body, "skylane_origin_actions_total"),
         violations: parse_counter(&body, "skylane_origin_violations_total"),
+        started_unix_us,
     })
 }
 
@@ -617,13 +632,20 @@ pub async fn run(
             let outcomes = total(&after.actions).saturating_sub(total(&before.actions));
             let applied = delta(|c| &c.actions, "applied");
             let moves_counted = outcomes.saturating_sub(c.answered);
+            // Counters reset when the origin restarts: an inequality over them
+            // would still hold and say "consistent" about counts it never saw.
+            let restarted =
+                before.started_unix_us != after.started_unix_us || before.started_unix_us.is_none();
             Some(OriginCount {
                 outcomes,
                 applied,
                 players_answered: c.answered,
                 moves_sent: c.moves_sent + c.flood_sent,
                 moves_counted,
-                consistent: outcomes >= c.answered && moves_counted <= c.moves_sent + c.flood_sent,
+                consistent: !restarted
+                    && outcomes >= c.answered
+                    && moves_counted <= c.moves_sent + c.flood_sent,
+                restarted,
             })
         }
         _ => None,
@@ -862,6 +884,7 @@ mod tests {
         );
         let origin = run.origin.expect("origin counts");
         assert!(origin.consistent, "{origin:?}");
+        assert!(!origin.restarted, "the origin's start time was read twice: {origin:?}");
         assert!(worst_p99_us(r) > 0);
         // The audience watched, nothing early.
         let a = r.audience.as_ref().expect("audience");

@@ -20,7 +20,8 @@ use skylane_certs::{
 };
 use skylane_client::{Client, ClientBuilder};
 use skylane_origin::{
-    Arena, ArenaConfig, Engine, EngineConfig, OriginMetrics, OriginServer, ServerConfig,
+    Arena, ArenaConfig, Engine, EngineConfig, OriginHandle, OriginMetrics, OriginServer,
+    ServerConfig,
 };
 use skylane_proto::ed25519_dalek::VerifyingKey;
 use skylane_proto::{
@@ -203,13 +204,28 @@ fn unix_us() -> u64 {
 }
 
 /// Serves `registry` (plus the process metrics) on a loopback port when `on`.
-async fn admin(on: bool, mut registry: Registry) -> Result<Option<SocketAddr>, LocalError> {
+async fn admin(
+    on: bool,
+    mut registry: Registry,
+    origin: Option<OriginHandle>,
+) -> Result<Option<SocketAddr>, LocalError> {
     if !on {
         return Ok(None);
     }
     skylane_ops::ProcessMetrics::register(&mut registry);
     let addr = SocketAddr::from(([127, 0, 0, 1], 0));
-    skylane_ops::serve_admin(addr, skylane_ops::admin_router(Arc::new(registry)))
+    let mut router = skylane_ops::admin_router(Arc::new(registry));
+    if let Some(handle) = origin {
+        // The origin's `/status`, as the binary serves it.
+        router = router.route(
+            "/status",
+            axum::routing::get(move || {
+                let handle = handle.clone();
+                async move { axum::Json(handle.status().await) }
+            }),
+        );
+    }
+    skylane_ops::serve_admin(addr, router)
         .await
         .map(Some)
         .map_err(|source| LocalError::Bind { addr, source })
@@ -258,13 +274,13 @@ impl LocalNet {
         let engine = Engine::new(arena, grid, ecfg, signer, base_unix_us);
         let mut registry = Registry::default();
         let origin_metrics = OriginMetrics::new(&mut registry);
-        let origin_admin = admin(opts.admin, registry).await?;
         let origin = OriginServer::spawn(
             origin_ep,
             engine,
             ServerConfig::new(base_unix_us),
             origin_metrics.clone(),
         );
+        let origin_admin = admin(opts.admin, registry, Some(origin.handle())).await?;
 
         // Relays: bind every endpoint first, so the directory and peer lists are
         // complete before any relay starts.
@@ -310,7 +326,7 @@ impl LocalNet {
         for (info, (ep, addr, ip)) in infos.iter().zip(endpoints) {
             let mut registry = Registry::default();
             let metrics = RelayMetrics::new(&mut registry);
-            let admin = admin(opts.admin, registry).await?;
+            let admin = admin(opts.admin, registry, None).await?;
             let cfg = RelayConfig {
                 id: info.id.0,
                 region: info.region.clone(),

@@ -11,7 +11,7 @@ use clap::Args;
 use super::resolve;
 use skylane_proto::ed25519_dalek::pkcs8::DecodePublicKey as _;
 use skylane_proto::ed25519_dalek::VerifyingKey;
-use skylane_proto::{BandwidthMode, TokenSigner, WorldId};
+use skylane_proto::{BandwidthMode, EventClass, TokenSigner, WorldId};
 use skylane_tools::fanout::Host;
 use skylane_tools::loadgen::{self, LoadgenOptions, Mix};
 
@@ -199,7 +199,13 @@ impl LoadgenCmd {
                     o.players_answered,
                     o.moves_counted,
                     o.moves_sent,
-                    if o.consistent { "consistent" } else { "INCONSISTENT" }
+                    if o.restarted {
+                        "NOT COMPARABLE: the origin restarted during the run"
+                    } else if o.consistent {
+                        "consistent"
+                    } else {
+                        "INCONSISTENT"
+                    }
                 );
             }
             if let Some(r) = run.relay {
@@ -262,8 +268,27 @@ impl LoadgenCmd {
         if let Some(a) = report.audience.as_ref().filter(|a| a.early() > 0) {
             failed.push(format!("{} spectator frames released early", a.early()));
         }
-        if origin.is_some_and(|o| !o.consistent) {
-            failed.push("the origin's counts do not match the players'".to_owned());
+        match origin {
+            Some(o) if o.restarted => failed.push(
+                "the origin restarted during the run: its counts cannot be checked".to_owned(),
+            ),
+            Some(o) if !o.consistent => {
+                failed.push("the origin's counts do not match the players'".to_owned());
+            }
+            _ => {}
+        }
+        if let Some(a) = report.audience.as_ref().filter(|a| a.failed > 0) {
+            failed.push(format!("{} spectators were refused or failed", a.failed));
+        }
+        let c = &report.counts;
+        for class in EventClass::ALL {
+            let (sent, applied) = (
+                c.sent_by_class[class.rank()],
+                c.applied_by_class[class.rank()],
+            );
+            if sent > 0 && applied == 0 {
+                failed.push(format!("every {class} action was refused ({sent} sent)"));
+            }
         }
         if let Some(max) = self.max_p99 {
             let worst = loadgen::worst_p99_us(report) as f64 / 1000.0;
