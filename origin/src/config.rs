@@ -82,6 +82,12 @@ pub struct OriginConfig {
         default_value = "world"
     )]
     pub roster: crate::Roster,
+    /// On restart, if re-executing the journal diverges from the hashes it
+    /// recorded, start from the last tick that matched and delete the journal's
+    /// inputs after it (without it, the origin refuses to serve the world).
+    #[arg(long, env = "SKYLANE_ORIGIN_JOURNAL_RECOVER")]
+    #[serde(default)]
+    pub journal_recover: bool,
     /// Batches kept per channel for resumes (a resume older than this gets a
     /// keyframe instead of the missed events). Memory grows with it.
     #[arg(long, env = "SKYLANE_ORIGIN_HISTORY_BATCHES", default_value_t = 300)]

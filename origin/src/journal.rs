@@ -43,6 +43,20 @@ pub enum JournalError {
     /// The journal holds no snapshot to start from.
     #[error("journal has no snapshot")]
     NoSnapshot,
+    /// Re-executing the journal gave another state than it recorded: the world
+    /// is not served from it (`journal_recover` restarts from the last tick
+    /// that matched).
+    #[error(
+        "journal diverges at tick {tick}: recorded state hash {expected}, re-executed {found}"
+    )]
+    Diverged {
+        /// The first tick (or snapshot) whose hash differs.
+        tick: u64,
+        /// The hash the journal recorded.
+        expected: String,
+        /// The hash re-execution gave.
+        found: String,
+    },
     /// The file failed redb's integrity check (checksums, tree structure).
     /// `repaired`: redb rolled it back to its last intact commit; opening it
     /// again uses what remains (inputs after that commit are gone).
@@ -323,6 +337,19 @@ impl Journal {
             ));
         }
         Ok(out)
+    }
+
+    /// Deletes the inputs from index `from` on (a restart from the last
+    /// consistent tick drops what follows it); later inputs are appended there.
+    pub fn truncate_inputs(&mut self, from: u64) -> Result<(), JournalError> {
+        let txn = self.db.begin_write().map_err(storage)?;
+        {
+            let mut t = txn.open_table(INPUTS).map_err(storage)?;
+            t.retain_in(from.., |_, _| false).map_err(storage)?;
+        }
+        txn.commit().map_err(storage)?;
+        self.next_input = from;
+        Ok(())
     }
 
     /// Replaces one input (for tests of tamper detection and for repair tools).

@@ -67,26 +67,98 @@ where
     }
 
     /// Restarts the world recorded at `path`: latest snapshot, then the inputs after
-    /// it. Outputs of the catch-up are discarded (they were sent before the stop).
+    /// it, checking the snapshot's hash and every replayed tick's recorded hash.
+    /// Outputs of the catch-up are discarded (they were sent before the stop). A
+    /// journal whose replay diverges is refused ([`JournalError::Diverged`]); see
+    /// [`Persistent::open_recovering`].
     pub fn open(
         path: &Path,
         kind: &str,
         signer: ChainSigner,
         cfg: PersistConfig,
     ) -> Result<Self, JournalError> {
-        let (journal, meta) = Journal::open(path)?;
+        Self::open_with(path, kind, signer, cfg, false)
+    }
+
+    /// Like [`Persistent::open`], but a divergence restarts the world from the
+    /// last tick whose hash matched and deletes the journal's inputs after it
+    /// (they cannot be trusted). The operator's explicit choice.
+    pub fn open_recovering(
+        path: &Path,
+        kind: &str,
+        signer: ChainSigner,
+        cfg: PersistConfig,
+    ) -> Result<Self, JournalError> {
+        Self::open_with(path, kind, signer, cfg, true)
+    }
+
+    fn open_with(
+        path: &Path,
+        kind: &str,
+        signer: ChainSigner,
+        cfg: PersistConfig,
+        recover: bool,
+    ) -> Result<Self, JournalError> {
+        let (mut journal, meta) = Journal::open(path)?;
         if meta.world_kind != kind {
             return Err(JournalError::WrongWorld {
                 expected: kind.to_owned(),
                 found: meta.world_kind,
             });
         }
-        let (snap, _, from) = journal
+        let (snap, snap_hash, from) = journal
             .latest_snapshot::<W>()?
             .ok_or(JournalError::NoSnapshot)?;
-        let mut engine = Engine::restore(snap, meta.grid, meta.engine, signer);
-        for (_, input) in journal.inputs(from)? {
-            apply_input(&mut engine, &input);
+        let snap_tick = snap.tick;
+        let restore = |snap| Engine::restore(snap, meta.grid, meta.engine, signer.same_key());
+        let mut engine = restore(snap);
+        if engine.state_hash() != snap_hash {
+            return Err(JournalError::Diverged {
+                tick: snap_tick,
+                expected: snap_hash.to_string(),
+                found: engine.state_hash().to_string(),
+            });
+        }
+        let inputs = journal.inputs(from)?;
+        // Index (into the journal) after the last input known consistent.
+        let mut consistent_until = from;
+        let mut diverged = None;
+        for (index, input) in &inputs {
+            apply_input(&mut engine, input);
+            if let Input::Tick {
+                tick,
+                hash: Some(h),
+                ..
+            } = input
+            {
+                if engine.state_hash() != *h {
+                    diverged = Some((*tick, *h, engine.state_hash()));
+                    break;
+                }
+                consistent_until = index + 1;
+            }
+        }
+        if let Some((tick, expected, found)) = diverged {
+            if !recover {
+                return Err(JournalError::Diverged {
+                    tick,
+                    expected: expected.to_string(),
+                    found: found.to_string(),
+                });
+            }
+            let (snap, _, _) = journal
+                .latest_snapshot::<W>()?
+                .ok_or(JournalError::NoSnapshot)?;
+            engine = restore(snap);
+            for (_, input) in inputs.iter().take_while(|(i, _)| *i < consistent_until) {
+                apply_input(&mut engine, input);
+            }
+            journal.truncate_inputs(consistent_until)?;
+            tracing::warn!(
+                diverged_at = tick,
+                restarted_at = engine.tick(),
+                "journal diverged: the world restarts from its last consistent tick"
+            );
         }
         Ok(Self {
             engine,

@@ -206,3 +206,58 @@ fn a_journal_with_a_flipped_byte_never_panics() {
     assert_eq!(panics, 0, "{refused} refused, {opened} opened");
     assert!(refused > 0, "some flips must be detected: {opened} opened");
 }
+
+/// A restart re-executes the inputs after the latest snapshot and compares every
+/// tick's recorded hash: a journal that diverges is refused; with the recovery
+/// option the world restarts at the last tick that matched, and the inputs
+/// after it are dropped, so the journal replays cleanly again.
+#[test]
+fn a_restart_refuses_a_diverging_journal_or_recovers_at_the_last_consistent_tick() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("world.redb");
+    let mut p = start(&path);
+    drive(&mut p, 0, 50); // snapshots at 20 and 40; ticks 41..50 in the log
+    p.flush().unwrap();
+    drop(p);
+    // Rewrite a move of player 3 applied in tick 45 into a teleport.
+    let (mut journal, _) = Journal::open(&path).unwrap();
+    let (index, mut input) = journal
+        .inputs(0)
+        .unwrap()
+        .into_iter()
+        .find(|(_, i)| matches!(i, Input::Action { session, action } if *session == SessionId(3) && action.seq == 44 * 10 + 3))
+        .unwrap();
+    if let Input::Action { action, .. } = &mut input {
+        action.payload = ArenaAction::Move { x: 0.0, y: 0.0 }.encode();
+    }
+    journal.overwrite_input(index, &input).unwrap();
+    drop(journal);
+    let open = |recover: bool| {
+        let f = if recover {
+            Persistent::<Arena>::open_recovering
+        } else {
+            Persistent::<Arena>::open
+        };
+        f(
+            &path,
+            "arena",
+            ChainSigner::from_bytes(&KEY),
+            PersistConfig::default(),
+        )
+    };
+    let err = open(false).unwrap_err();
+    assert!(
+        matches!(err, JournalError::Diverged { tick: 45, .. }),
+        "{err}"
+    );
+    let back = open(true).unwrap();
+    assert_eq!(back.engine().tick(), 44, "the last tick that matched");
+    drop(back);
+    let (journal, m) = Journal::open(&path).unwrap();
+    let report = replay::<Arena>(&journal, &m).unwrap();
+    assert_eq!(report.divergence, None, "the untrusted inputs are gone");
+    assert_eq!(report.ticks, 44);
+    drop(journal);
+    // And a plain restart is accepted again.
+    assert_eq!(open(false).unwrap().engine().tick(), 44);
+}

@@ -121,6 +121,15 @@ impl std::fmt::Debug for ChainSigner {
 }
 
 impl ChainSigner {
+    /// A signer with the same key and signing interval and no chain state (what
+    /// a restarted engine is given; it restores its chains from its snapshot).
+    pub fn same_key(&self) -> Self {
+        Self {
+            key: self.key.clone(),
+            sign_every: self.sign_every,
+            last: HashMap::new(),
+        }
+    }
     /// A signer with `key`.
     pub fn new(key: SigningKey) -> Self {
         Self {

@@ -884,7 +884,10 @@ mod tests {
         );
         let origin = run.origin.expect("origin counts");
         assert!(origin.consistent, "{origin:?}");
-        assert!(!origin.restarted, "the origin's start time was read twice: {origin:?}");
+        assert!(
+            !origin.restarted,
+            "the origin's start time was read twice: {origin:?}"
+        );
         assert!(worst_p99_us(r) > 0);
         // The audience watched, nothing early.
         let a = r.audience.as_ref().expect("audience");

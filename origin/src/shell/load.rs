@@ -150,8 +150,12 @@ impl OriginServer {
         let signer = ChainSigner::new(signing_key(cfg)?);
         Ok(match &cfg.journal {
             Some(path) if path.exists() => {
-                let mut p = Persistent::<Arena>::open(path, "arena", signer, persist)
-                    .map_err(journal_error(path))?;
+                let open = if cfg.journal_recover {
+                    Persistent::<Arena>::open_recovering
+                } else {
+                    Persistent::<Arena>::open
+                };
+                let mut p = open(path, "arena", signer, persist).map_err(journal_error(path))?;
                 p.rebase(base_us);
                 info!(
                     journal = %path.display(),
