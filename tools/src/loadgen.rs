@@ -66,20 +66,45 @@ impl Default for Mix {
     }
 }
 
+/// Most actions per second one bot sends of a class (bots are honest players;
+/// cheaters flood their movement lane once on top, see `--cheaters`).
+pub const MAX_MIX_RATE: f64 = 60.0;
+
 /// Why a mix could not be parsed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("mix {0:?}: expected CLASS=RATE[,CLASS=RATE...] with classes movement, state, critical, bulk, ping and rates per player per second")]
-pub struct MixError(pub String);
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum MixError {
+    /// Not `CLASS=RATE` pairs of known classes.
+    #[error("mix {0:?}: expected CLASS=RATE[,CLASS=RATE...] with classes movement, state, critical, bulk, ping and rates per player per second")]
+    Syntax(String),
+    /// A rate above the cap.
+    #[error("mix {mix:?}: {class}={rate} is above the cap of {MAX_MIX_RATE} per player per second (bots play honestly; for a flood use --cheaters, whose bots flood their movement lane)")]
+    AboveCap {
+        /// The mix.
+        mix: String,
+        /// The class.
+        class: String,
+        /// The rate asked for.
+        rate: f64,
+    },
+}
 
 impl std::str::FromStr for Mix {
     type Err = MixError;
     fn from_str(s: &str) -> Result<Self, MixError> {
         let mut mix = Self::default();
         for part in s.split(',').filter(|p| !p.trim().is_empty()) {
-            let (k, v) = part.split_once('=').ok_or_else(|| MixError(s.into()))?;
-            let v: f64 = v.trim().parse().map_err(|_| MixError(s.into()))?;
-            if !(0.0..=60.0).contains(&v) {
-                return Err(MixError(s.into()));
+            let syntax = || MixError::Syntax(s.into());
+            let (k, v) = part.split_once('=').ok_or_else(syntax)?;
+            let v: f64 = v.trim().parse().map_err(|_| syntax())?;
+            if v < 0.0 || v.is_nan() {
+                return Err(syntax());
+            }
+            if v > MAX_MIX_RATE {
+                return Err(MixError::AboveCap {
+                    mix: s.into(),
+                    class: k.trim().into(),
+                    rate: v,
+                });
             }
             match k.trim() {
                 "movement" => mix.movement = v,
@@ -87,7 +112,7 @@ impl std::str::FromStr for Mix {
                 "critical" => mix.critical = v,
                 "bulk" => mix.bulk = v,
                 "ping" => mix.ping = v,
-                _ => return Err(MixError(s.into())),
+                _ => return Err(syntax()),
             }
         }
         Ok(mix)
@@ -817,6 +842,8 @@ mod tests {
         for bad in ["chat=1", "state", "state=x", "state=-1", "movement=61"] {
             assert!(bad.parse::<Mix>().is_err(), "{bad}");
         }
+        let err = "movement=200".parse::<Mix>().unwrap_err().to_string();
+        assert!(err.contains("above the cap of 60"), "{err}");
     }
 
     #[test]
