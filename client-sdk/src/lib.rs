@@ -61,7 +61,7 @@ use std::net::SocketAddr;
 
 use skylane_proto::{
     ChainError, ChannelCursor, ChannelId, ErrorCode, Event, EventClass, FeedFrame, Keyframe,
-    RefusalCode, SessionId,
+    RefusalCode, SessionId, SkippedRange,
 };
 
 pub use builder::ClientBuilder;
@@ -191,6 +191,14 @@ pub enum ClientEvent {
     },
     /// A frame of the spectator feed (spectator sessions, see [`Spectator`]).
     Spectate(FeedFrame),
+    /// The session was resumed but not exactly: it had expired at the origin
+    /// (the client was away longer than the grace period) and was joined
+    /// afresh. The events in these ranges were never delivered and never will
+    /// be; a game should resynchronise from the keyframes that follow.
+    ResumeIncomplete {
+        /// Per channel, the sequence numbers lost.
+        skipped: Vec<SkippedRange>,
+    },
     /// A non-retryable error; the client stopped.
     Error(ClientError),
 }
@@ -236,4 +244,8 @@ pub struct ClientStats {
     pub rtt_us: Option<u64>,
     /// Spectator feed frames received.
     pub spectator_frames: u64,
+    /// Resumes that could not be exact (see [`ClientEvent::ResumeIncomplete`]).
+    pub resumes_incomplete: u64,
+    /// Events those resumes lost.
+    pub events_lost_on_resume: u64,
 }

@@ -89,9 +89,17 @@ pub struct OriginConfig {
     #[serde(default)]
     pub journal_recover: bool,
     /// Batches kept per channel for resumes (a resume older than this gets a
-    /// keyframe instead of the missed events). Memory grows with it.
-    #[arg(long, env = "SKYLANE_ORIGIN_HISTORY_BATCHES", default_value_t = 300)]
+    /// keyframe instead of the missed events). 0: sized from the grace period,
+    /// `(session_grace_secs + 5) × tick_hz`, so a resume inside the grace gets
+    /// exactly what it missed.
+    #[arg(long, env = "SKYLANE_ORIGIN_HISTORY_BATCHES", default_value_t = 0)]
     pub history_batches: usize,
+    /// MiB of events kept per channel for resumes, whatever `history_batches`
+    /// says: the memory bound (a channel busier than this over the grace period
+    /// cannot be resumed exactly; `check-config` cannot know, the origin's
+    /// resumes then send a keyframe and the client counts the skipped events).
+    #[arg(long, env = "SKYLANE_ORIGIN_HISTORY_MIB", default_value_t = 16)]
+    pub history_mib: usize,
     /// Ticks between keyframes of a busy channel: shorter resyncs faster, longer
     /// costs less bandwidth.
     #[arg(long, env = "SKYLANE_ORIGIN_KEYFRAME_EVERY", default_value_t = 30)]
@@ -149,12 +157,38 @@ pub struct OriginConfig {
 }
 
 impl OriginConfig {
+    /// Batches kept per channel: `history_batches`, or sized from the grace.
+    pub fn history_len(&self) -> usize {
+        match self.history_batches {
+            0 => (self.session_grace_secs as usize + 5) * self.tick_hz as usize,
+            n => n,
+        }
+    }
+
+    /// What works but breaks a promise: printed by `check-config` and logged at
+    /// start.
+    pub fn warnings(&self) -> Vec<String> {
+        let grace_ticks = self.session_grace_secs as usize * self.tick_hz as usize;
+        let mut w = Vec::new();
+        if self.history_len() < grace_ticks {
+            w.push(format!(
+                "history_batches = {} holds {:.1} s at {} Hz, less than the {} s grace: a session resumed after that loses events to a keyframe",
+                self.history_len(),
+                self.history_len() as f64 / f64::from(self.tick_hz.max(1)),
+                self.tick_hz,
+                self.session_grace_secs
+            ));
+        }
+        w
+    }
+
     /// The engine's settings for this configuration.
     pub fn engine(&self) -> crate::EngineConfig {
         let mut e = crate::EngineConfig::new(skylane_proto::WorldId(self.world));
         e.tick_hz = self.tick_hz;
         e.max_payload = self.max_payload;
-        e.history = self.history_batches;
+        e.history = self.history_len();
+        e.history_bytes = self.history_mib << 20;
         e.keyframe_every = self.keyframe_every;
         e.max_queue = self.max_tick_actions;
         e.detector = crate::DetectorConfig {
@@ -217,7 +251,7 @@ impl OriginConfig {
             )));
         }
         for (key, value) in [
-            ("history_batches", self.history_batches as u64),
+            ("history_mib", self.history_mib as u64),
             ("keyframe_every", self.keyframe_every),
             ("max_tick_actions", self.max_tick_actions as u64),
             ("detect_min_attacks", self.detect_min_attacks as u64),
@@ -303,16 +337,23 @@ mod tests {
         assert_eq!(e.detector.enforcement, crate::Enforcement::Ban);
         assert_eq!(e.detector.accuracy_sigmas, 3.5);
         assert_eq!(e.detector.min_reaction_us, 120_000);
-        let c = parse(
-            &["x", "--dev-certs", "/tmp/x", "--history-batches", "0"],
-            None,
-        )
-        .unwrap();
+        let c = parse(&["x", "--dev-certs", "/tmp/x", "--history-mib", "0"], None).unwrap();
         assert!(c
             .validate()
             .unwrap_err()
             .to_string()
-            .contains("history_batches"));
+            .contains("history_mib"));
+        // Sized from the grace by default; a shorter history is warned about.
+        let c = parse(&["x", "--dev-certs", "/tmp/x"], None).unwrap();
+        assert_eq!(c.engine().history, 35 * 30);
+        assert!(c.warnings().is_empty());
+        let c = parse(
+            &["x", "--dev-certs", "/tmp/x", "--history-batches", "300"],
+            None,
+        )
+        .unwrap();
+        let w = c.warnings().join("\n");
+        assert!(w.contains("less than the 30 s grace"), "{w}");
         let c = parse(
             &["x", "--dev-certs", "/tmp/x", "--detect-max-accuracy", "2"],
             None,

@@ -53,8 +53,14 @@ pub struct EngineConfig {
     pub tick_hz: u32,
     /// Ticks between keyframes of each subscribed channel. Defaults to 30 (1 s).
     pub keyframe_every: u64,
-    /// Batches kept per channel for resumes. Defaults to 300 (10 s at 30 Hz).
+    /// Batches kept per channel for resumes. Defaults to 1,050 (35 s at 30 Hz:
+    /// the relays' 30 s grace period and a margin, so a resume inside the grace
+    /// gets exactly what it missed; it was 300, 10 s, and resumes after 20 s
+    /// lost hundreds of events to a keyframe).
     pub history: usize,
+    /// Bytes of event payload (plus 64 per event) kept per channel for resumes,
+    /// whatever `history` says: the memory bound. Defaults to 16 MiB.
+    pub history_bytes: usize,
     /// Largest action payload accepted. Defaults to 1,024 bytes.
     pub max_payload: usize,
     /// A channel's events of one tick are split into batches of at most this many
@@ -75,7 +81,8 @@ impl EngineConfig {
             world,
             tick_hz: 30,
             keyframe_every: 30,
-            history: 300,
+            history: 1050,
+            history_bytes: 16 << 20,
             max_payload: 1024,
             max_batch_bytes: 32 * 1024,
             max_queue: 100_000,
@@ -191,11 +198,18 @@ struct ChannelLog {
     next_seq: u64,
     last_hash: Hash32,
     history: VecDeque<Arc<EventBatch>>,
+    /// Estimated bytes held in `history`.
+    history_bytes: usize,
     subscribers: u32,
     /// The sequence number of the channel's last periodic keyframe.
     keyframed: Option<u64>,
     /// Keyframe periods skipped since then because nothing changed.
     skipped: u64,
+}
+
+/// What a batch costs the history: its payloads plus 64 bytes per event.
+fn batch_bytes(b: &EventBatch) -> usize {
+    b.events.iter().map(|e| e.payload.len() + 64).sum::<usize>() + 128
 }
 
 /// A channel where nothing happened since its last keyframe gets a new one only
@@ -773,9 +787,14 @@ impl<W: World> Engine<W> {
                 };
                 log.last_hash = self.signer.seal(&mut batch);
                 let batch = Arc::new(batch);
+                log.history_bytes += batch_bytes(&batch);
                 log.history.push_back(batch.clone());
-                while log.history.len() > self.cfg.history {
-                    log.history.pop_front();
+                while log.history.len() > self.cfg.history
+                    || (log.history_bytes > self.cfg.history_bytes && log.history.len() > 1)
+                {
+                    if let Some(old) = log.history.pop_front() {
+                        log.history_bytes = log.history_bytes.saturating_sub(batch_bytes(&old));
+                    }
                 }
                 self.outputs.push_back(Output::Batch(batch));
             }
@@ -914,6 +933,7 @@ impl<W: World> Engine<W> {
                     next_seq,
                     last_hash,
                     history: VecDeque::new(),
+                    history_bytes: 0,
                     subscribers,
                     keyframed: None,
                     skipped: 0,

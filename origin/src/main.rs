@@ -52,6 +52,9 @@ fn check(path: &Path) -> anyhow::Result<()> {
     let cli = Cli::from_arg_matches(&matches)?;
     let cfg = merge(&cli.origin, &matches, Some(path))?;
     cfg.validate()?;
+    for w in cfg.warnings() {
+        println!("warning: {w}");
+    }
     println!("{}: ok", path.display());
     println!("{}", toml::to_string(&cfg)?);
     Ok(())

@@ -29,6 +29,9 @@ pub struct OriginMetrics {
     pub feed_frames_sent: Counter,
     /// Relays disconnected for falling too far behind.
     pub slow_relays: Counter,
+    /// Sessions opened with cursors for a session that had expired: joined
+    /// afresh, their client told what it will never receive.
+    pub resumes_incomplete: Counter,
     /// Tick duration in seconds.
     pub tick_seconds: Histogram,
 }
@@ -46,6 +49,7 @@ impl OriginMetrics {
             batches_sent: Counter::default(),
             feed_frames_sent: Counter::default(),
             slow_relays: Counter::default(),
+            resumes_incomplete: Counter::default(),
             tick_seconds: Histogram::new(exponential_buckets(0.000_05, 2.0, 14)),
         };
         let r = registry.sub_registry_with_prefix("skylane_origin");
@@ -77,6 +81,11 @@ impl OriginMetrics {
             "slow_relays",
             "Relays dropped for falling behind",
             m.slow_relays.clone(),
+        );
+        r.register(
+            "resumes_incomplete",
+            "Resumes of expired sessions, joined afresh with a loss report",
+            m.resumes_incomplete.clone(),
         );
         r.register("tick_seconds", "Tick duration", m.tick_seconds.clone());
         m

@@ -493,7 +493,11 @@ fn batches_are_signed_chained_and_sequenced() {
 
 #[test]
 fn resume_history_returns_missed_batches_until_it_is_evicted() {
-    let mut e = engine();
+    let arena = Arena::new(ArenaConfig::default());
+    let grid = arena.grid();
+    let mut cfg = EngineConfig::new(WorldId(1));
+    cfg.history = 300;
+    let mut e = Engine::new(arena, grid, cfg, ChainSigner::from_bytes(&KEY), 0);
     let a = join(&mut e, 1);
     e.world_mut().place(a, 500.0, 500.0);
     let cell = ChannelId::Cell { x: 5, y: 5 };
@@ -538,6 +542,41 @@ fn resume_history_returns_missed_batches_until_it_is_evicted() {
         e.history_since(ChannelCursor {
             channel: cell,
             seq: 6
+        }),
+        Err(ResumeError::TooOld { .. })
+    ));
+}
+
+#[test]
+fn the_history_is_bounded_by_bytes_too() {
+    let arena = Arena::new(ArenaConfig::default());
+    let grid = arena.grid();
+    let mut cfg = EngineConfig::new(WorldId(1));
+    cfg.history_bytes = 4 * 1024;
+    let mut e = Engine::new(arena, grid, cfg, ChainSigner::from_bytes(&KEY), 0);
+    let a = join(&mut e, 1);
+    e.world_mut().place(a, 500.0, 500.0);
+    let cell = ChannelId::Cell { x: 5, y: 5 };
+    for seq in 1..=100u64 {
+        e.handle_action(
+            SessionId(1),
+            act(
+                seq,
+                &ArenaAction::Move {
+                    x: 500.0 + (seq % 2) as f32 * 0.3,
+                    y: 500.0,
+                },
+                vec![],
+            ),
+        );
+        tick(&mut e);
+    }
+    // 100 batches of ~200 bytes do not fit in 4 KiB: the oldest are gone
+    // although 100 < the 1,050-batch count bound.
+    assert!(matches!(
+        e.history_since(ChannelCursor {
+            channel: cell,
+            seq: 1
         }),
         Err(ResumeError::TooOld { .. })
     ));

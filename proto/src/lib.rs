@@ -53,8 +53,8 @@ pub use message::{
     Action, ActionResult, Area, BandwidthMode, BatchEvent, ChannelCursor, ClientMsg, Delta,
     EntityVersion, ErrorCode, ErrorMsg, Event, EventBatch, FeedEvent, FeedFrame, GoAway, Hash32,
     Hello, Keyframe, LinkMsg, OriginReport, Outcome, PeerMsg, Ping, Pong, Refusal, RefusalCode,
-    RejectCode, RelayInfo, ResumeTicket, ServerMsg, SpectatorFilter, SpectatorSubscribe, Welcome,
-    ALPN, PEER_ALPN, PROTOCOL_VERSION,
+    RejectCode, RelayInfo, ResumeTicket, ServerMsg, SkippedRange, SpectatorFilter,
+    SpectatorSubscribe, Welcome, ALPN, PEER_ALPN, PROTOCOL_VERSION,
 };
 pub use payload::Payload;
 pub use replay::{ReplayWindow, REPLAY_WINDOW};

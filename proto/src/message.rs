@@ -723,6 +723,33 @@ pub enum ServerMsg {
     Spectate(FeedFrame),
     /// The origin's answer to [`ClientMsg::OriginPing`].
     OriginPong(Pong),
+    /// A resume could not be exact: the events in these ranges were never
+    /// delivered and never will be (the session had expired at the origin, so it
+    /// was joined afresh). The client must treat them as lost.
+    ResumeIncomplete(Vec<SkippedRange>),
+}
+
+/// Events of one channel a resumed session will never receive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SkippedRange {
+    /// The channel.
+    pub channel: ChannelId,
+    /// First sequence number skipped.
+    pub from: u64,
+    /// Last sequence number skipped.
+    pub to: u64,
+}
+
+impl SkippedRange {
+    /// Events in the range.
+    pub fn len(&self) -> u64 {
+        self.to.saturating_sub(self.from) + 1
+    }
+
+    /// Whether the range holds no event (never built so).
+    pub fn is_empty(&self) -> bool {
+        self.to < self.from
+    }
 }
 
 /// Relay ↔ origin and relay ↔ relay. Session-scoped messages name their session,
@@ -826,6 +853,15 @@ pub enum LinkMsg {
         session: SessionId,
         /// The origin's pong.
         pong: Pong,
+    },
+    /// Origin → relay: a session opened with cursors the origin could not honour
+    /// (it had expired and was joined afresh): forwarded to its client as
+    /// [`ServerMsg::ResumeIncomplete`].
+    ResumeIncomplete {
+        /// Session.
+        session: SessionId,
+        /// What the session will never receive.
+        skipped: Vec<SkippedRange>,
     },
 }
 

@@ -35,6 +35,9 @@ pub struct RelayMetrics {
     pub slow_clients: Counter,
     /// Resumed sessions.
     pub resumes: Counter,
+    /// Resumes that could not be exact (the session had expired at the origin):
+    /// the client was told which events it will never receive.
+    pub resumes_incomplete: Counter,
     /// Resumes that took a session over from a connection still attached to it.
     pub takeovers: Counter,
     /// Origin links up.
@@ -140,6 +143,11 @@ impl RelayMetrics {
             m.slow_clients.clone(),
         );
         r.register("resumes", "Sessions resumed", m.resumes.clone());
+        r.register(
+            "resumes_incomplete",
+            "Resumes the origin could not make exact (expired sessions)",
+            m.resumes_incomplete.clone(),
+        );
         r.register(
             "takeovers",
             "Resumes that took a session over from a stale connection",

@@ -666,3 +666,109 @@ fn a_dead_origin_link_is_noticed_and_restored_within_seconds() {
         assert!(noticed >= Duration::from_millis(800), "{noticed:?}");
     });
 }
+
+/// A client away longer than the grace period comes back to a session the
+/// origin had dropped: it is joined afresh, and the client is told exactly
+/// which events it lost (before, the channels silently restarted and every
+/// report said nothing was lost).
+#[test]
+fn a_resume_after_the_grace_period_reports_what_was_lost() {
+    run(|| async {
+        let net = Net::start(NetOptions::default());
+        let relay = &net.relays[0];
+        let (host, b) = net.client_builder("paris", "away");
+        let client = b
+            .relays([relay.addr])
+            .idle_timeout(Duration::from_millis(800))
+            .connect()
+            .await
+            .unwrap();
+        let mut away = Walker::new(client, "away");
+        away.wait_spawn().await;
+        let session = away.client.session();
+        net.sim.partition(host, relay.host);
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        // Someone joins while it is away: a Spawned event on the world channel.
+        let (_, b) = net.client_builder("paris", "late");
+        let mut late = Walker::new(b.relays([relay.addr]).connect().await.unwrap(), "late");
+        late.wait_spawn().await;
+        // Past the relay's and the origin's 30 s grace.
+        tokio::time::sleep(Duration::from_secs(40)).await;
+        net.sim.heal(host, relay.host);
+        let mut skipped = None;
+        for _ in 0..200 {
+            for ev in away.absorb() {
+                if let ClientEvent::ResumeIncomplete { skipped: s } = ev {
+                    skipped = Some(s);
+                }
+            }
+            if skipped.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            late.absorb();
+        }
+        let skipped = skipped.expect("the client was told its resume was incomplete");
+        assert_eq!(
+            away.client.session(),
+            session,
+            "same session id, joined afresh"
+        );
+        let world = skipped
+            .iter()
+            .find(|r| r.channel == skylane_proto::ChannelId::World)
+            .expect("the world channel moved on while it was away");
+        assert!(!world.is_empty(), "{world:?}");
+        let st = away.client.stats();
+        assert_eq!(st.resumes_incomplete, 1, "{st:?}");
+        assert!(st.events_lost_on_resume >= world.len(), "{st:?}");
+        assert_eq!(relay.metrics.resumes_incomplete.get(), 1);
+    });
+}
+
+/// A client away 20 s (inside the 30 s grace) gets exactly what it missed: the
+/// origin's history is sized from the grace (it held 10 s, and a 20 s absence
+/// resumed through a keyframe that skipped hundreds of events).
+#[test]
+fn a_twenty_second_absence_inside_the_grace_resumes_exactly() {
+    run(|| async {
+        let net = Net::start(NetOptions::default());
+        let relay = net.relays[0].addr;
+        let (host, b) = net.client_builder("paris", "away");
+        let client = b
+            .relays([relay])
+            .idle_timeout(Duration::from_millis(800))
+            .connect()
+            .await
+            .unwrap();
+        let mut away = Walker::new(client, "away");
+        let (_, b) = net.client_builder("paris", "mover");
+        let mut mover = Walker::new(b.relays([relay]).connect().await.unwrap(), "mover");
+        away.wait_spawn().await;
+        mover.wait_spawn().await;
+        net.sim.partition(host, net.relays[0].host);
+        net.sim.schedule(
+            Duration::from_secs(20),
+            Fault::Heal {
+                a: host.into(),
+                b: net.relays[0].host.into(),
+            },
+        );
+        // The mover keeps the world busy for the whole absence and after it.
+        for _ in 0..(24_000 / 40) {
+            mover.step().await;
+            mover.absorb();
+            away.absorb();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        away.absorb();
+        mover.absorb();
+        let st = away.client.stats();
+        assert!(st.reconnects >= 1, "{st:?}");
+        assert_eq!(st.order.resyncs, 0, "no keyframe was needed: {st:?}");
+        assert_eq!(st.resumes_incomplete, 0, "{st:?}");
+        assert_exactly_once(&away.seen);
+        assert_same_world_events(&away, &mover);
+    });
+}

@@ -162,6 +162,12 @@ pub struct BotCounts {
     pub duplicates: u64,
     /// Reconnections.
     pub reconnects: u64,
+    /// Resumes the origin could not make exact (the session had expired).
+    pub resumes_incomplete: u64,
+    /// Events those resumes lost (honest players: a loss).
+    pub lost_on_resume: u64,
+    /// Events a kicked cheater missed before it joined again (not owed).
+    pub kicked_rejoined: u64,
     /// Reliable actions sent, by class rank.
     pub sent_by_class: [u64; EventClass::COUNT],
     /// Actions applied, by class rank.
@@ -171,6 +177,9 @@ pub struct BotCounts {
 impl std::ops::AddAssign for BotCounts {
     fn add_assign(&mut self, o: Self) {
         self.moves_sent += o.moves_sent;
+        self.resumes_incomplete += o.resumes_incomplete;
+        self.lost_on_resume += o.lost_on_resume;
+        self.kicked_rejoined += o.kicked_rejoined;
         for r in 0..EventClass::COUNT {
             self.sent_by_class[r] += o.sent_by_class[r];
             self.applied_by_class[r] += o.applied_by_class[r];
@@ -357,6 +366,20 @@ impl Bot {
             // the speed rule. The avatar is learned again (spawn or keyframe).
             ClientEvent::Connected { resumed: false, .. } if self.avatar.is_some() => {
                 self.avatar = None;
+            }
+            // Events the origin says this session will never receive (it was
+            // away past the grace period): lost, whatever the channel checks see.
+            // A cheater kicked by the origin comes back to a dropped session:
+            // what it missed while kicked was never owed to it, so that is not
+            // a loss of the network's (it is counted apart).
+            ClientEvent::ResumeIncomplete { skipped } => {
+                let n = skipped.iter().map(|r| r.len()).sum::<u64>();
+                if self.plan.cheat_every > 0 {
+                    self.counts.kicked_rejoined += n;
+                } else {
+                    self.counts.lost_on_resume += n;
+                }
+                self.counts.resumes_incomplete += 1;
             }
             ClientEvent::Keyframe(k) => {
                 self.check.keyframe(k.channel, k.seq);

@@ -221,9 +221,10 @@ impl Merged {
         }
     }
 
-    /// Events lost: sequence gaps, duplicates and events skipped by resyncs.
+    /// Events lost: sequence gaps, duplicates, events skipped by resyncs, and
+    /// events the origin said an expired session will never receive.
     pub fn events_lost(&self) -> u64 {
-        self.counts.gaps + self.counts.skipped + self.counts.duplicates
+        self.counts.gaps + self.counts.skipped + self.counts.duplicates + self.counts.lost_on_resume
     }
 }
 
@@ -406,6 +407,14 @@ impl Report {
             "events lost   {} of {} received ({} reconnects; {} players verified every batch's signature and hash chain)",
             self.events_lost, self.events_received, self.reconnects, self.verified_players
         );
+        let c = &self.counts;
+        if c.resumes_incomplete > 0 {
+            let _ = writeln!(
+                o,
+                "              {} sessions came back after the origin dropped them: {} events lost by honest players (counted above), {} missed by kicked cheaters while kicked (not owed)",
+                c.resumes_incomplete, c.lost_on_resume, c.kicked_rejoined
+            );
+        }
         if !self.relay_dropped.is_empty() || self.slow_clients > 0 {
             let list: Vec<String> = self
                 .relay_dropped

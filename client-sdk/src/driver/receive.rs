@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
-use skylane_proto::{ErrorCode, FrameDecoder, ServerMsg, DEFAULT_MAX_FRAME};
+use skylane_proto::{ErrorCode, FrameDecoder, ServerMsg, SkippedRange, DEFAULT_MAX_FRAME};
 use tokio::sync::mpsc;
 use tracing::debug;
 
@@ -116,6 +116,20 @@ impl Driver {
                         code: e.code,
                         message: e.message,
                     }));
+                }
+            }
+            ServerMsg::ResumeIncomplete(skipped) => {
+                let lost: u64 = skipped.iter().map(SkippedRange::len).sum();
+                if let Ok(mut s) = self.shared.lock() {
+                    s.stats.resumes_incomplete += 1;
+                    s.stats.events_lost_on_resume += lost;
+                }
+                if events
+                    .send(ClientEvent::ResumeIncomplete { skipped })
+                    .await
+                    .is_err()
+                {
+                    return Some(End::Bye);
                 }
             }
             ServerMsg::Spectate(f) => {

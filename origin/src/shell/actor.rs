@@ -8,7 +8,7 @@ use bytes::Bytes;
 use quinn::{Connection, Endpoint};
 use skylane_proto::{
     encode_frame_to_bytes, ChannelCursor, ChannelId, ErrorCode, ErrorMsg, EventBatch, LinkMsg,
-    Pong, RelayId, SessionId, DEFAULT_MAX_FRAME, PROTOCOL_VERSION,
+    Pong, RelayId, SessionId, SkippedRange, DEFAULT_MAX_FRAME, PROTOCOL_VERSION,
 };
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
@@ -195,7 +195,12 @@ impl<C: Core> Actor<C> {
                     self.resume(id, session, &resume_from);
                 } else {
                     match self.core.handle_join(session, &player, role, team) {
-                        Ok(_) => self.routes.attach(Instant::now().into_std(), session, id),
+                        Ok(_) => {
+                            self.routes.attach(Instant::now().into_std(), session, id);
+                            if !resume_from.is_empty() {
+                                self.resume_expired(id, session, &resume_from);
+                            }
+                        }
                         Err(e) => {
                             OriginMetrics::count(&self.metrics.link_errors, "join_refused");
                             self.error(id, ErrorCode::Unexpected, format!("{session}: {e}"));
@@ -354,6 +359,33 @@ impl<C: Core> Actor<C> {
                 }),
             );
         }
+    }
+
+    /// A session that had expired came back with cursors: it was joined afresh,
+    /// so what it missed on the channels it receives again is gone. Its client
+    /// is told exactly that (a resume that silently restarted its channels used
+    /// to report no loss).
+    fn resume_expired(&mut self, id: LinkId, session: SessionId, cursors: &[ChannelCursor]) {
+        let receives = self.core.channels_of(session);
+        let skipped: Vec<SkippedRange> = cursors
+            .iter()
+            .filter(|c| receives.contains(&c.channel))
+            .filter_map(|c| {
+                let now = self.core.channel_seq(c.channel);
+                (now > c.seq).then_some(SkippedRange {
+                    channel: c.channel,
+                    from: c.seq + 1,
+                    to: now,
+                })
+            })
+            .collect();
+        self.metrics.resumes_incomplete.inc();
+        warn!(%session, channels = skipped.len(), "resume of an expired session: joined afresh");
+        self.send(
+            id,
+            0,
+            frame(&LinkMsg::ResumeIncomplete { session, skipped }),
+        );
     }
 
     fn sweep_orphans(&mut self) {
@@ -519,5 +551,6 @@ fn variant(msg: &LinkMsg) -> &'static str {
         LinkMsg::Feed(_) => "Feed",
         LinkMsg::SessionPing { .. } => "SessionPing",
         LinkMsg::SessionPong { .. } => "SessionPong",
+        LinkMsg::ResumeIncomplete { .. } => "ResumeIncomplete",
     }
 }

@@ -120,6 +120,9 @@ impl OriginServer {
     /// tokio runtime.
     pub fn load(cfg: &OriginConfig, metrics: OriginMetrics) -> Result<Self, LoadError> {
         cfg.validate()?;
+        for w in cfg.warnings() {
+            tracing::warn!("{w}");
+        }
         let base_us = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_micros() as u64);

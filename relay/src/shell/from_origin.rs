@@ -74,6 +74,11 @@ impl Actor {
             LinkMsg::SessionPong { session, pong } => {
                 self.send_to_client(session, EventClass::Critical, &ServerMsg::OriginPong(pong));
             }
+            LinkMsg::ResumeIncomplete { session, skipped } => {
+                self.shared.metrics.resumes_incomplete.inc();
+                let msg = ServerMsg::ResumeIncomplete(skipped);
+                self.send_to_client(session, EventClass::Critical, &msg);
+            }
             LinkMsg::SessionPing { .. }
             | LinkMsg::LinkHello { .. }
             | LinkMsg::FeedSubscribe { .. }
