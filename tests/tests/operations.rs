@@ -487,3 +487,44 @@ fn loadgen_fails_when_a_class_or_the_spectators_were_all_refused() {
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("spectators were refused"), "{err}");
 }
+
+#[test]
+fn loadgen_floods_on_request_and_the_edge_refuses_it() {
+    let bins = bin_dir();
+    let dir = tempfile::tempdir().unwrap();
+    let net = local(&bins, dir.path());
+    let relay_admin = net.relay["admin"].as_str().unwrap().to_owned();
+    let out = Command::new(bins.join(exe_name("skylane")))
+        .args(["loadgen", "--relay", net.relay["clients"].as_str().unwrap()])
+        .args(["--ca", &format!("{}/ca.pem", net.pki)])
+        .args(["--token-key", &format!("{}/token.key", net.pki)])
+        .args(["--players", "3", "--cheaters", "1", "--flood", "chat=400"])
+        .args(["--mix", "movement=5", "--ramp", "200ms", "--duration", "2s"])
+        .args(["--bind", "127.0.0.1"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let metrics = http_get(&relay_admin, "/metrics");
+    let refused = skylane_ops_sample(
+        &metrics,
+        "skylane_relay_edge_violations_total{kind=\"rate_limited\"}",
+    );
+    assert!(refused > 100.0, "{refused} refused\n{metrics}");
+}
+
+/// One sample's value from Prometheus text.
+fn skylane_ops_sample(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(series)?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0.0)
+}

@@ -73,6 +73,9 @@ pub struct BotPlan {
     pub map: (f32, f32),
     /// The arena's speed limit, units per second.
     pub max_speed: f32,
+    /// A cheater's sustained flood: this many messages per second of this class
+    /// for the whole run, on top of its cheats (`loadgen --flood`).
+    pub flood: Option<(EventClass, f64)>,
 }
 
 impl Default for BotPlan {
@@ -88,6 +91,7 @@ impl Default for BotPlan {
             ping_every: 0,
             map: (400.0, 400.0),
             max_speed: 10.0,
+            flood: None,
         }
     }
 }
@@ -806,6 +810,25 @@ impl Bot {
                     every(self.plan.cheat_every),
                 )
                 .await;
+            }
+            if let Some((class, rate)) = self.plan.flood.filter(|_| self.plan.cheat_every > 0) {
+                self.flood_step(class, rate);
+            }
+        }
+    }
+
+    /// One step's share of a sustained flood: `rate / step_hz` messages, sent
+    /// without waiting (the relay's edge guard refuses the excess, then cuts the
+    /// session; the SDK reconnects and the flood goes on until the run ends).
+    fn flood_step(&mut self, class: EventClass, rate: f64) {
+        let n = (rate / self.plan.step_hz()).round().max(1.0) as u64;
+        let a = ArenaAction::Move {
+            x: self.pos.0,
+            y: self.pos.1,
+        };
+        for _ in 0..n {
+            if self.client.send(class, a.encode()).is_ok() {
+                self.counts.flood_sent += 1;
             }
         }
     }

@@ -210,6 +210,25 @@ pub struct LoadgenOptions {
     /// run, with spectators and `relay_admin`, the raw quinn fan-out to as many
     /// connections as spectators watched.
     pub baseline: Option<fanout::Host>,
+    /// The cheaters' sustained flood (class, messages per second), if any.
+    pub flood: Option<(EventClass, f64)>,
+}
+
+/// Parses `--flood CLASS=RATE`: a cheater's sustained flood, any rate (it lasts
+/// the run: `--duration` bounds it).
+pub fn parse_flood(s: &str) -> Result<(EventClass, f64), String> {
+    let bad = || {
+        format!(
+            "flood {s:?}: expected CLASS=RATE, e.g. movement=500 (messages per second per cheater)"
+        )
+    };
+    let (class, rate) = s.split_once('=').ok_or_else(bad)?;
+    let class: EventClass = class.trim().parse().map_err(|_| bad())?;
+    let rate: f64 = rate.trim().parse().map_err(|_| bad())?;
+    if !(rate > 0.0 && rate.is_finite()) {
+        return Err(bad());
+    }
+    Ok((class, rate))
 }
 
 /// What the relay spent, from its `/metrics`, over the players' steady phase.
@@ -605,6 +624,7 @@ pub async fn run(
                 let mut plan = plan;
                 if i >= opts.players - opts.cheaters.min(opts.players) {
                     plan.cheat_every = 15;
+                    plan.flood = opts.flood;
                 }
                 Ok(Recruit {
                     name,
@@ -826,6 +846,14 @@ mod tests {
     use crate::local::{LocalNet, LocalOptions, AUDIENCE, WORLD};
 
     #[test]
+    fn floods_parse_any_rate_of_a_class() {
+        assert_eq!(parse_flood("chat=500").unwrap(), (EventClass::Chat, 500.0));
+        for bad in ["chat", "warp=5", "chat=-1", "chat=x"] {
+            assert!(parse_flood(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn mixes_parse_and_refuse_nonsense() {
         let m: Mix = "movement=20, state=1,critical=0.5,bulk=0.1"
             .parse()
@@ -897,6 +925,7 @@ mod tests {
             spectator_mode: BandwidthMode::Full,
             relay_admin: http(net.relays[0].admin),
             baseline: Some(fanout::Host::Thread),
+            flood: None,
         };
         let run = run(opts, |_, _| {}, std::future::pending()).await.unwrap();
         let r = &run.report;

@@ -116,6 +116,11 @@ pub(crate) struct LoadgenCmd {
     /// many connections at the same frame rate and size (CPU per frame).
     #[arg(long)]
     baseline: bool,
+    /// Each cheater also floods one class for the whole run at this rate,
+    /// `CLASS=RATE` (messages per second, no cap: `--duration` bounds it), e.g.
+    /// `--cheaters 2 --flood chat=500` to watch the edge guard cut them.
+    #[arg(long, value_parser = skylane_tools::loadgen::parse_flood)]
+    flood: Option<(EventClass, f64)>,
     /// Fail (exit 2) when any class's event-latency p99 exceeds this many ms.
     #[arg(long)]
     max_p99: Option<f64>,
@@ -181,6 +186,7 @@ impl LoadgenCmd {
             } else {
                 None
             },
+            flood: self.flood,
         };
 
         let run = with_progress(|pb| {
