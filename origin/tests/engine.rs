@@ -14,6 +14,15 @@ fn engine() -> Engine<Arena> {
     engine_with(ArenaConfig::default())
 }
 
+/// The default arena with engine settings changed by `tune`.
+fn engine_tuned(tune: impl FnOnce(&mut EngineConfig)) -> Engine<Arena> {
+    let arena = Arena::new(ArenaConfig::default());
+    let grid = arena.grid();
+    let mut cfg = EngineConfig::new(WorldId(1));
+    tune(&mut cfg);
+    Engine::new(arena, grid, cfg, ChainSigner::from_bytes(&KEY), 0)
+}
+
 fn engine_with(cfg: ArenaConfig) -> Engine<Arena> {
     let arena = Arena::new(cfg);
     let grid = arena.grid();
@@ -493,11 +502,7 @@ fn batches_are_signed_chained_and_sequenced() {
 
 #[test]
 fn resume_history_returns_missed_batches_until_it_is_evicted() {
-    let arena = Arena::new(ArenaConfig::default());
-    let grid = arena.grid();
-    let mut cfg = EngineConfig::new(WorldId(1));
-    cfg.history = 300;
-    let mut e = Engine::new(arena, grid, cfg, ChainSigner::from_bytes(&KEY), 0);
+    let mut e = engine_tuned(|c| c.history = 300);
     let a = join(&mut e, 1);
     e.world_mut().place(a, 500.0, 500.0);
     let cell = ChannelId::Cell { x: 5, y: 5 };
@@ -549,11 +554,7 @@ fn resume_history_returns_missed_batches_until_it_is_evicted() {
 
 #[test]
 fn the_history_is_bounded_by_bytes_too() {
-    let arena = Arena::new(ArenaConfig::default());
-    let grid = arena.grid();
-    let mut cfg = EngineConfig::new(WorldId(1));
-    cfg.history_bytes = 4 * 1024;
-    let mut e = Engine::new(arena, grid, cfg, ChainSigner::from_bytes(&KEY), 0);
+    let mut e = engine_tuned(|c| c.history_bytes = 4 * 1024);
     let a = join(&mut e, 1);
     e.world_mut().place(a, 500.0, 500.0);
     let cell = ChannelId::Cell { x: 5, y: 5 };
