@@ -1,0 +1,212 @@
+//! The arena's actions and events as they travel (postcard-encoded).
+
+use serde::{Deserialize, Serialize};
+use skylane_proto::{EntityId, Payload, TeamId};
+
+/// What a player asks for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ArenaAction {
+    /// Move the avatar to a point.
+    Move {
+        /// Target x.
+        x: f32,
+        /// Target y.
+        y: f32,
+    },
+    /// Pick an item up from the ground.
+    PickUp {
+        /// The item.
+        item: EntityId,
+    },
+    /// Exchange coins and items with another player, atomically.
+    Trade {
+        /// The other player's avatar.
+        partner: EntityId,
+        /// Coins given to the partner.
+        give_coins: u64,
+        /// Items given to the partner.
+        give_items: Vec<EntityId>,
+        /// Coins received from the partner.
+        get_coins: u64,
+        /// Items received from the partner.
+        get_items: Vec<EntityId>,
+    },
+    /// Fire at a point.
+    Fire {
+        /// Aim x.
+        x: f32,
+        /// Aim y.
+        y: f32,
+    },
+    /// Paint a spray (decal image bytes) where the avatar stands: bulk traffic to
+    /// everyone who sees that cell. Size is bounded by the engine's payload limit.
+    Spray {
+        /// Image bytes (opaque to the server).
+        data: Vec<u8>,
+    },
+    /// Put a map marker for everyone in the world: critical, must arrive fast.
+    Mark {
+        /// Marker x.
+        x: f32,
+        /// Marker y.
+        y: f32,
+    },
+    /// Share a plan with the team only (a rally point): goes on the team channel,
+    /// so neither the other team nor spectators ever see it.
+    Plan {
+        /// Rally x.
+        x: f32,
+        /// Rally y.
+        y: f32,
+    },
+}
+
+impl ArenaAction {
+    /// Encodes the action as an action payload.
+    pub fn encode(&self) -> Payload {
+        Payload::from(postcard::to_stdvec(self).unwrap_or_default())
+    }
+}
+
+/// What happened, as carried in events.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ArenaEvent {
+    /// A player joined.
+    Spawned {
+        /// Avatar.
+        entity: EntityId,
+        /// Player id (the token's subject), so a client can find its own avatar.
+        player: String,
+        /// Position.
+        x: f32,
+        /// Position.
+        y: f32,
+        /// Team.
+        team: TeamId,
+        /// Hit points.
+        hp: u32,
+        /// Coins.
+        coins: u64,
+        /// Entity version after the change (receivers keep the newest).
+        version: u64,
+    },
+    /// A player left.
+    Left {
+        /// Avatar.
+        entity: EntityId,
+    },
+    /// A player moved.
+    Moved {
+        /// Avatar.
+        entity: EntityId,
+        /// Position.
+        x: f32,
+        /// Position.
+        y: f32,
+        /// Entity version after the change.
+        version: u64,
+    },
+    /// An item was picked up.
+    PickedUp {
+        /// Item.
+        item: EntityId,
+        /// Avatar.
+        by: EntityId,
+        /// Item version after the change.
+        version: u64,
+    },
+    /// A trade completed.
+    Traded {
+        /// Initiator.
+        a: EntityId,
+        /// Partner.
+        b: EntityId,
+        /// Coins a → b.
+        coins_a_to_b: u64,
+        /// Coins b → a.
+        coins_b_to_a: u64,
+        /// Items a → b.
+        items_a_to_b: Vec<EntityId>,
+        /// Items b → a.
+        items_b_to_a: Vec<EntityId>,
+        /// Coins of a after the trade.
+        a_coins: u64,
+        /// Coins of b after the trade.
+        b_coins: u64,
+        /// Version of a after the trade.
+        a_version: u64,
+        /// Version of b after the trade.
+        b_version: u64,
+    },
+    /// A shot hit.
+    Hit {
+        /// Shooter.
+        shooter: EntityId,
+        /// Target.
+        target: EntityId,
+        /// Target's hit points after the hit.
+        hp: u32,
+        /// Target's version after the hit.
+        version: u64,
+    },
+    /// A shot missed.
+    Missed {
+        /// Shooter.
+        shooter: EntityId,
+    },
+    /// A spray was painted (bulk, on the sprayer's cell channel).
+    Sprayed {
+        /// Sprayer.
+        by: EntityId,
+        /// Where.
+        x: f32,
+        /// Where.
+        y: f32,
+        /// Image bytes.
+        data: Vec<u8>,
+    },
+    /// A map marker was placed (critical, on the world channel).
+    Marked {
+        /// Who placed it.
+        by: EntityId,
+        /// Marker x.
+        x: f32,
+        /// Marker y.
+        y: f32,
+    },
+    /// A team-private plan (on the team's channel only).
+    Planned {
+        /// Who shared it.
+        by: EntityId,
+        /// Rally x.
+        x: f32,
+        /// Rally y.
+        y: f32,
+    },
+    /// A player died and respawned.
+    Died {
+        /// Victim.
+        entity: EntityId,
+        /// Killer.
+        by: EntityId,
+        /// Respawn position.
+        x: f32,
+        /// Respawn position.
+        y: f32,
+        /// Hit points after respawning.
+        hp: u32,
+        /// Victim's version after respawning.
+        version: u64,
+    },
+}
+
+impl ArenaEvent {
+    /// Decodes an event payload.
+    pub fn decode(payload: &[u8]) -> Option<Self> {
+        postcard::from_bytes(payload).ok()
+    }
+
+    pub(super) fn payload(&self) -> Payload {
+        Payload::from(postcard::to_stdvec(self).unwrap_or_default())
+    }
+}

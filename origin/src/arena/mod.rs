@@ -1,0 +1,459 @@
+//! "arena": the reference game used by the demo, the load generator and the tests.
+//!
+//! Players move on a 2-D map under a maximum speed, pick up items, trade items and
+//! coins with each other, and fire at points on the map (a shot hits the nearest
+//! living player within a small radius of the aim point, if in range and off
+//! cooldown). Dying respawns the player at a position derived from the tick, with
+//! full hit points. Every entity carries a version bumped on each change.
+//!
+//! Actions and events are postcard-encoded [`ArenaAction`] and [`ArenaEvent`].
+
+mod config;
+mod messages;
+mod rules;
+mod state;
+
+use std::collections::BTreeSet;
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use skylane_proto::{ChannelId, EntityId, EventClass, Hash32, Payload, RejectCode, TeamId};
+
+use crate::interest::Grid;
+use crate::world::{Ctx, Emit, Observation, Rejection, Validator, World};
+
+pub use config::{ArenaConfig, Roster};
+pub use messages::{ArenaAction, ArenaEvent};
+pub use state::{Arena, Item, Player};
+
+use rules::{check_cooldown, check_ownership, check_range, check_resources, check_speed};
+use state::scatter;
+
+impl World for Arena {
+    type Action = ArenaAction;
+
+    fn name(&self) -> &str {
+        "arena"
+    }
+
+    fn decode_action(&self, _class: EventClass, payload: &[u8]) -> Result<ArenaAction, Rejection> {
+        postcard::from_bytes(payload)
+            .map_err(|e| Rejection::new(RejectCode::Malformed, e.to_string()))
+    }
+
+    fn validators(&self) -> Vec<(&'static str, Validator<Self>)> {
+        vec![
+            ("ownership", check_ownership),
+            ("speed", check_speed),
+            ("cooldown", check_cooldown),
+            ("range", check_range),
+            ("resources", check_resources),
+        ]
+    }
+
+    fn version(&self, entity: EntityId) -> Option<u64> {
+        self.players
+            .get(&entity)
+            .map(|p| p.version)
+            .or_else(|| self.items.get(&entity).map(|i| i.version))
+    }
+
+    fn join(&mut self, player: &str, team: Option<TeamId>, tick: u64, out: &mut Emit) -> EntityId {
+        let id = self.fresh_id();
+        let (x, y) = scatter(id.0 ^ tick.rotate_left(17), self.cfg.width, self.cfg.height);
+        let team = team.unwrap_or(TeamId((id.0 % u64::from(self.cfg.teams.max(1))) as u16));
+        self.players.insert(
+            id,
+            Player {
+                version: 1,
+                name: player.to_owned(),
+                team,
+                x,
+                y,
+                hp: self.cfg.start_hp,
+                coins: self.cfg.start_coins,
+                items: BTreeSet::new(),
+                last_move_tick: tick,
+                last_fire_tick: None,
+            },
+        );
+        let channel = self.announce_on(x, y);
+        out.push(
+            channel,
+            EventClass::State,
+            Some(id),
+            ArenaEvent::Spawned {
+                entity: id,
+                player: player.to_owned(),
+                x,
+                y,
+                team,
+                hp: self.cfg.start_hp,
+                coins: self.cfg.start_coins,
+                version: 1,
+            }
+            .payload(),
+        );
+        id
+    }
+
+    fn leave(&mut self, avatar: EntityId, _tick: u64, out: &mut Emit) {
+        if let Some(p) = self.players.remove(&avatar) {
+            // Held items drop where the player stood.
+            for item in p.items {
+                if let Some(i) = self.items.get_mut(&item) {
+                    i.holder = None;
+                    i.x = p.x;
+                    i.y = p.y;
+                    i.version += 1;
+                }
+            }
+            let channel = self.announce_on(p.x, p.y);
+            out.push(
+                channel,
+                EventClass::State,
+                Some(avatar),
+                ArenaEvent::Left { entity: avatar }.payload(),
+            );
+        }
+    }
+
+    fn apply(&mut self, ctx: &Ctx, action: &ArenaAction, out: &mut Emit) -> Observation {
+        let grid = self.grid();
+        let me = ctx.avatar;
+        match action {
+            ArenaAction::Move { x, y } => {
+                if let Some(p) = self.players.get_mut(&me) {
+                    p.x = *x;
+                    p.y = *y;
+                    p.last_move_tick = ctx.tick;
+                    p.version += 1;
+                    out.push(
+                        grid.channel_of(*x, *y),
+                        EventClass::Movement,
+                        Some(me),
+                        ArenaEvent::Moved {
+                            entity: me,
+                            x: *x,
+                            y: *y,
+                            version: p.version,
+                        }
+                        .payload(),
+                    );
+                }
+                Observation::default()
+            }
+            ArenaAction::PickUp { item } => {
+                if let (Some(i), Some(p)) = (self.items.get_mut(item), self.players.get_mut(&me)) {
+                    i.holder = Some(me);
+                    i.version += 1;
+                    p.items.insert(*item);
+                    p.version += 1;
+                    out.push(
+                        grid.channel_of(i.x, i.y),
+                        EventClass::Critical,
+                        Some(*item),
+                        ArenaEvent::PickedUp {
+                            item: *item,
+                            by: me,
+                            version: i.version,
+                        }
+                        .payload(),
+                    );
+                }
+                Observation::default()
+            }
+            ArenaAction::Trade {
+                partner,
+                give_coins,
+                give_items,
+                get_coins,
+                get_items,
+            } => {
+                // Validation checked both sides; move everything at once.
+                let (Some(mut a), Some(mut b)) =
+                    (self.players.remove(&me), self.players.remove(partner))
+                else {
+                    return Observation::default();
+                };
+                a.coins = a.coins - give_coins + get_coins;
+                b.coins = b.coins - get_coins + give_coins;
+                for i in give_items {
+                    a.items.remove(i);
+                    b.items.insert(*i);
+                }
+                for i in get_items {
+                    b.items.remove(i);
+                    a.items.insert(*i);
+                }
+                for i in give_items.iter().chain(get_items) {
+                    if let Some(item) = self.items.get_mut(i) {
+                        item.holder = Some(if give_items.contains(i) { *partner } else { me });
+                        item.version += 1;
+                    }
+                }
+                a.version += 1;
+                b.version += 1;
+                let (a_coins, b_coins, a_version, b_version) =
+                    (a.coins, b.coins, a.version, b.version);
+                self.players.insert(me, a);
+                self.players.insert(*partner, b);
+                out.push(
+                    ChannelId::World,
+                    EventClass::State,
+                    Some(me),
+                    ArenaEvent::Traded {
+                        a: me,
+                        b: *partner,
+                        coins_a_to_b: *give_coins,
+                        coins_b_to_a: *get_coins,
+                        items_a_to_b: give_items.clone(),
+                        items_b_to_a: get_items.clone(),
+                        a_coins,
+                        b_coins,
+                        a_version,
+                        b_version,
+                    }
+                    .payload(),
+                );
+                Observation::default()
+            }
+            ArenaAction::Spray { data } => {
+                if let Some(p) = self.players.get(&me) {
+                    let (x, y) = (p.x, p.y);
+                    out.push(
+                        grid.channel_of(x, y),
+                        EventClass::Bulk,
+                        Some(me),
+                        ArenaEvent::Sprayed {
+                            by: me,
+                            x,
+                            y,
+                            data: data.clone(),
+                        }
+                        .payload(),
+                    );
+                }
+                Observation::default()
+            }
+            ArenaAction::Mark { x, y } => {
+                out.push(
+                    ChannelId::World,
+                    EventClass::Critical,
+                    Some(me),
+                    ArenaEvent::Marked {
+                        by: me,
+                        x: *x,
+                        y: *y,
+                    }
+                    .payload(),
+                );
+                Observation::default()
+            }
+            ArenaAction::Plan { x, y } => {
+                if let Some(team) = self.players.get(&me).map(|p| p.team) {
+                    out.push(
+                        ChannelId::Team(team),
+                        EventClass::Critical,
+                        Some(me),
+                        ArenaEvent::Planned {
+                            by: me,
+                            x: *x,
+                            y: *y,
+                        }
+                        .payload(),
+                    );
+                }
+                Observation::default()
+            }
+            ArenaAction::Fire { x, y } => {
+                let target = self.nearest_target(me, *x, *y);
+                if let Some(p) = self.players.get_mut(&me) {
+                    p.last_fire_tick = Some(ctx.tick);
+                    p.version += 1;
+                }
+                let Some(target) = target else {
+                    out.push(
+                        grid.channel_of(*x, *y),
+                        EventClass::Critical,
+                        Some(me),
+                        ArenaEvent::Missed { shooter: me }.payload(),
+                    );
+                    return Observation {
+                        attack: true,
+                        hit: false,
+                        reaction_us: None,
+                    };
+                };
+                let (roster, w, h, start_hp, dmg) = (
+                    self.cfg.roster,
+                    self.cfg.width,
+                    self.cfg.height,
+                    self.cfg.start_hp,
+                    self.cfg.damage,
+                );
+                if let Some(t) = self.players.get_mut(&target) {
+                    t.hp = t.hp.saturating_sub(dmg);
+                    t.version += 1;
+                    out.push(
+                        grid.channel_of(t.x, t.y),
+                        EventClass::Critical,
+                        Some(target),
+                        ArenaEvent::Hit {
+                            shooter: me,
+                            target,
+                            hp: t.hp,
+                            version: t.version,
+                        }
+                        .payload(),
+                    );
+                    if t.hp == 0 {
+                        let died_in = grid.channel_of(t.x, t.y);
+                        let (nx, ny) = scatter(target.0 ^ ctx.tick.rotate_left(29), w, h);
+                        t.x = nx;
+                        t.y = ny;
+                        t.hp = start_hp;
+                        t.last_move_tick = ctx.tick;
+                        // A second change (the respawn): a second version, so receivers
+                        // that see the hit after the death keep the respawn.
+                        t.version += 1;
+                        let died = ArenaEvent::Died {
+                            entity: target,
+                            by: me,
+                            x: nx,
+                            y: ny,
+                            hp: start_hp,
+                            version: t.version,
+                        }
+                        .payload();
+                        // With a spatial roster, both where it died and where it
+                        // respawns hear of it.
+                        let channels = match roster {
+                            Roster::World => vec![ChannelId::World],
+                            Roster::Cells => {
+                                let respawn = grid.channel_of(nx, ny);
+                                let mut c = vec![died_in];
+                                if respawn != died_in {
+                                    c.push(respawn);
+                                }
+                                c
+                            }
+                        };
+                        for c in channels {
+                            out.push(c, EventClass::Critical, Some(target), died.clone());
+                        }
+                    }
+                }
+                // No reaction time: arena has no visibility model, and "time since the
+                // target last moved" is near zero for any target that keeps moving,
+                // which flagged honest players in tests.
+                Observation {
+                    attack: true,
+                    hit: true,
+                    reaction_us: None,
+                }
+            }
+        }
+    }
+
+    fn describe(&self, entities: &[EntityId]) -> Payload {
+        #[derive(Serialize)]
+        enum Described<'a> {
+            Player(EntityId, &'a Player),
+            Item(EntityId, &'a Item),
+            Gone(EntityId),
+        }
+        let list: Vec<Described<'_>> = entities
+            .iter()
+            .map(|e| match (self.players.get(e), self.items.get(e)) {
+                (Some(p), _) => Described::Player(*e, p),
+                (None, Some(i)) => Described::Item(*e, i),
+                (None, None) => Described::Gone(*e),
+            })
+            .collect();
+        Payload::from(postcard::to_stdvec(&list).unwrap_or_default())
+    }
+
+    fn position(&self, entity: EntityId) -> Option<(f32, f32)> {
+        self.players.get(&entity).map(|p| (p.x, p.y))
+    }
+
+    fn team(&self, entity: EntityId) -> Option<TeamId> {
+        self.players.get(&entity).map(|p| p.team)
+    }
+
+    /// Spectators start from every player as a `Spawned` event (items are not part
+    /// of the public view; pick-ups arrive as events).
+    fn spectator_keyframe(&self) -> Vec<(EntityId, Payload)> {
+        self.players
+            .iter()
+            .map(|(id, p)| {
+                let e = ArenaEvent::Spawned {
+                    entity: *id,
+                    player: p.name.clone(),
+                    x: p.x,
+                    y: p.y,
+                    team: p.team,
+                    hp: p.hp,
+                    coins: p.coins,
+                    version: p.version,
+                };
+                (*id, e.payload())
+            })
+            .collect()
+    }
+
+    fn channel_state(&self, channel: ChannelId, grid: &Grid) -> Payload {
+        // A spatial roster keeps the world and team keyframes free of players (and
+        // items): each would otherwise list the whole world to everyone.
+        let spatial = self.cfg.roster == Roster::Cells;
+        let in_channel = |x: f32, y: f32| match channel {
+            ChannelId::World => !spatial,
+            ChannelId::Cell { .. } => grid.channel_of(x, y) == channel,
+            ChannelId::Team(_) => false,
+        };
+        let players: Vec<(&EntityId, &Player)> = self
+            .players
+            .iter()
+            .filter(|(_, p)| match channel {
+                ChannelId::Team(t) => !spatial && p.team == t,
+                _ => in_channel(p.x, p.y),
+            })
+            .collect();
+        let items: Vec<(&EntityId, &Item)> = self
+            .items
+            .iter()
+            .filter(|(_, i)| i.holder.is_none() && in_channel(i.x, i.y))
+            .collect();
+        Payload::from(postcard::to_stdvec(&(players, items)).unwrap_or_default())
+    }
+
+    fn diff(&self, other: &Self) -> Vec<EntityId> {
+        let mut out: BTreeSet<EntityId> = BTreeSet::new();
+        for (id, p) in &self.players {
+            if other.players.get(id) != Some(p) {
+                out.insert(*id);
+            }
+        }
+        out.extend(
+            other
+                .players
+                .keys()
+                .filter(|id| !self.players.contains_key(id)),
+        );
+        for (id, i) in &self.items {
+            if other.items.get(id) != Some(i) {
+                out.insert(*id);
+            }
+        }
+        out.extend(other.items.keys().filter(|id| !self.items.contains_key(id)));
+        out.into_iter().collect()
+    }
+
+    fn state_hash(&self) -> Hash32 {
+        let mut h = Sha256::new();
+        h.update(b"skylane/arena/1");
+        h.update(postcard::to_stdvec(self).unwrap_or_default());
+        Hash32(h.finalize().into())
+    }
+}

@@ -1,0 +1,185 @@
+//! The arena's state: players, items, and what the rules and the game loop ask
+//! of it.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+use skylane_proto::{ChannelId, EntityId, RejectCode, TeamId};
+
+use crate::interest::Grid;
+use crate::world::{Ctx, Rejection};
+
+use super::config::{ArenaConfig, Roster};
+
+/// A player's avatar.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Player {
+    /// Version, bumped on every change.
+    pub version: u64,
+    /// Player id (token subject).
+    pub name: String,
+    /// Team.
+    pub team: TeamId,
+    /// Position.
+    pub x: f32,
+    /// Position.
+    pub y: f32,
+    /// Hit points.
+    pub hp: u32,
+    /// Coins.
+    pub coins: u64,
+    /// Items held.
+    pub items: BTreeSet<EntityId>,
+    /// Tick of the last move (speed check).
+    pub last_move_tick: u64,
+    /// Tick of the last shot (cooldown check).
+    pub last_fire_tick: Option<u64>,
+}
+
+/// An item.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Item {
+    /// Version, bumped on every change.
+    pub version: u64,
+    /// Position while on the ground.
+    pub x: f32,
+    /// Position while on the ground.
+    pub y: f32,
+    /// Holder, if picked up.
+    pub holder: Option<EntityId>,
+}
+
+/// The arena world.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Arena {
+    pub(super) cfg: ArenaConfig,
+    pub(super) players: BTreeMap<EntityId, Player>,
+    pub(super) items: BTreeMap<EntityId, Item>,
+    pub(super) next_entity: u64,
+}
+
+/// A deterministic point on the map from a seed (splitmix64).
+pub(super) fn scatter(seed: u64, w: f32, h: f32) -> (f32, f32) {
+    let mix = |mut z: u64| {
+        z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    };
+    let a = mix(seed);
+    let b = mix(a);
+    (
+        (a % 10_000) as f32 / 10_000.0 * w,
+        (b % 10_000) as f32 / 10_000.0 * h,
+    )
+}
+
+pub(super) fn dist(a: (f32, f32), b: (f32, f32)) -> f32 {
+    ((a.0 - b.0).powi(2) + (a.1 - b.1).powi(2)).sqrt()
+}
+
+impl Arena {
+    /// A new arena with items scattered deterministically.
+    pub fn new(cfg: ArenaConfig) -> Self {
+        let mut arena = Self {
+            cfg,
+            players: BTreeMap::new(),
+            items: BTreeMap::new(),
+            next_entity: 1,
+        };
+        for i in 0..cfg.items {
+            let id = arena.fresh_id();
+            let (x, y) = scatter(u64::from(i) ^ 0xA5A5, cfg.width, cfg.height);
+            arena.items.insert(
+                id,
+                Item {
+                    version: 1,
+                    x,
+                    y,
+                    holder: None,
+                },
+            );
+        }
+        arena
+    }
+
+    /// The rules.
+    pub fn config(&self) -> &ArenaConfig {
+        &self.cfg
+    }
+
+    /// The interest grid this arena's events use.
+    pub fn grid(&self) -> Grid {
+        Grid {
+            width: self.cfg.width,
+            height: self.cfg.height,
+            cell: self.cfg.cell,
+            radius: 1,
+            margin: self.cfg.cell * 0.1,
+        }
+    }
+
+    /// The channel announcing a player event at `(x, y)` (see [`Roster`]).
+    pub(super) fn announce_on(&self, x: f32, y: f32) -> ChannelId {
+        match self.cfg.roster {
+            Roster::World => ChannelId::World,
+            Roster::Cells => self.grid().channel_of(x, y),
+        }
+    }
+
+    pub(super) fn fresh_id(&mut self) -> EntityId {
+        let id = EntityId(self.next_entity);
+        self.next_entity += 1;
+        id
+    }
+
+    /// A player's avatar.
+    pub fn player(&self, id: EntityId) -> Option<&Player> {
+        self.players.get(&id)
+    }
+
+    /// An item.
+    pub fn item(&self, id: EntityId) -> Option<&Item> {
+        self.items.get(&id)
+    }
+
+    /// Every item.
+    pub fn items(&self) -> impl Iterator<Item = (&EntityId, &Item)> {
+        self.items.iter()
+    }
+
+    /// Every player.
+    pub fn players(&self) -> impl Iterator<Item = (&EntityId, &Player)> {
+        self.players.iter()
+    }
+
+    /// Total coins of all players (conserved by trades).
+    pub fn total_coins(&self) -> u64 {
+        self.players.values().map(|p| p.coins).sum()
+    }
+
+    /// Places a player exactly (tests and scenario set-up).
+    pub fn place(&mut self, id: EntityId, x: f32, y: f32) {
+        if let Some(p) = self.players.get_mut(&id) {
+            p.x = x;
+            p.y = y;
+            p.version += 1;
+        }
+    }
+
+    pub(super) fn me(&self, ctx: &Ctx) -> Result<&Player, Rejection> {
+        self.players
+            .get(&ctx.avatar)
+            .ok_or_else(|| Rejection::new(RejectCode::NotOwner, "no avatar in this world"))
+    }
+
+    pub(super) fn nearest_target(&self, shooter: EntityId, x: f32, y: f32) -> Option<EntityId> {
+        self.players
+            .iter()
+            .filter(|(id, _)| **id != shooter)
+            .map(|(id, p)| (id, dist((p.x, p.y), (x, y))))
+            .filter(|(_, d)| *d <= self.cfg.hit_radius)
+            .min_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(b.0)))
+            .map(|(id, _)| *id)
+    }
+}
