@@ -83,6 +83,16 @@ fn answers(e: &mut Engine<Arena>) -> Vec<(SessionId, Outcome)> {
     out
 }
 
+/// Session 1 steps between `x0` and `x0 + 0.3` (one batch on its cell per tick).
+fn step_in_place(e: &mut Engine<Arena>, seq: u64, x0: f32) {
+    let step = ArenaAction::Move {
+        x: x0 + (seq % 2) as f32 * 0.3,
+        y: 500.0,
+    };
+    e.handle_action(SessionId(1), act(seq, &step, vec![]));
+    tick(e);
+}
+
 /// Session 1 (placed at (500, 500)) steps 0.3 units east per sequence number.
 fn move_east(e: &mut Engine<Arena>, seq: u64) {
     let step = ArenaAction::Move {
@@ -530,18 +540,7 @@ fn resume_history_returns_missed_batches_until_it_is_evicted() {
         .is_empty());
     // After 300+ more batches the oldest are gone.
     for seq in 11..=320u64 {
-        e.handle_action(
-            SessionId(1),
-            act(
-                seq,
-                &ArenaAction::Move {
-                    x: 503.0 + (seq % 2) as f32 * 0.3,
-                    y: 500.0,
-                },
-                vec![],
-            ),
-        );
-        tick(&mut e);
+        step_in_place(&mut e, seq, 503.0);
     }
     assert!(matches!(
         e.history_since(ChannelCursor {
@@ -559,18 +558,7 @@ fn the_history_is_bounded_by_bytes_too() {
     e.world_mut().place(a, 500.0, 500.0);
     let cell = ChannelId::Cell { x: 5, y: 5 };
     for seq in 1..=100u64 {
-        e.handle_action(
-            SessionId(1),
-            act(
-                seq,
-                &ArenaAction::Move {
-                    x: 500.0 + (seq % 2) as f32 * 0.3,
-                    y: 500.0,
-                },
-                vec![],
-            ),
-        );
-        tick(&mut e);
+        step_in_place(&mut e, seq, 500.0);
     }
     // 100 batches of ~200 bytes do not fit in 4 KiB: the oldest are gone
     // although 100 < the 1,050-batch count bound.

@@ -593,6 +593,21 @@ impl RelayConfig {
         })
     }
 
+    /// The configuration of the relay `info` describes (id, region,
+    /// coordinates), listening on `listen`; everything else at its default. The
+    /// inverse of [`RelayConfig::info`] (with `public_addr` left to the listen
+    /// address).
+    pub fn for_relay(info: &RelayInfo, listen: SocketAddr) -> Self {
+        Self {
+            id: info.id.0,
+            region: info.region.clone(),
+            lat: info.lat,
+            lon: info.lon,
+            listen,
+            ..Self::default()
+        }
+    }
+
     /// This relay as advertised to clients.
     pub fn info(&self) -> RelayInfo {
         RelayInfo {

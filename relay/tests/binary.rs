@@ -10,6 +10,16 @@ fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_skylane-relay"))
 }
 
+/// The relay in development mode in `dir`, on free ports, linked to an origin
+/// that is not there.
+fn dev_relay(dir: &std::path::Path) -> Command {
+    let mut c = bin();
+    c.args(["--dev-certs", dir.to_str().unwrap()])
+        .args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
+        .args(["--origin", "127.0.0.1:9=1"]);
+    c
+}
+
 fn http(addr: SocketAddr, method: &str, path: &str) -> String {
     let mut s = TcpStream::connect(addr).unwrap();
     write!(
@@ -88,17 +98,7 @@ fn check_config_names_bad_keys_and_missing_files() {
 #[test]
 fn the_admin_endpoint_reports_status_and_metrics_and_drains() {
     let dir = std::env::temp_dir().join(format!("skylane-relay-run-{}", std::process::id()));
-    let mut child = bin()
-        .args([
-            "--dev-certs",
-            dir.to_str().unwrap(),
-            "--listen",
-            "127.0.0.1:0",
-            "--admin",
-            "127.0.0.1:0",
-            "--origin",
-            "127.0.0.1:9=1",
-        ])
+    let mut child = dev_relay(&dir)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -140,17 +140,7 @@ fn the_admin_endpoint_reports_status_and_metrics_and_drains() {
 /// Starts a relay in development mode with its stderr piped, waits for its
 /// "relay serving" log line and returns every line read up to it.
 fn first_log_lines(dir: &std::path::Path, extra: &[&str]) -> Vec<String> {
-    let mut child = bin()
-        .args([
-            "--dev-certs",
-            dir.to_str().unwrap(),
-            "--listen",
-            "127.0.0.1:0",
-            "--admin",
-            "127.0.0.1:0",
-            "--origin",
-            "127.0.0.1:9=1",
-        ])
+    let mut child = dev_relay(dir)
         .args(extra)
         .env("RUST_LOG", "info")
         .stdout(Stdio::null())

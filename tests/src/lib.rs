@@ -185,14 +185,9 @@ impl Net {
             let addr = endpoint.local_addr().expect("addr");
             let metrics = RelayMetrics::new(&mut Registry::default());
             let cfg = RelayConfig {
-                id: info.id.0,
-                region: info.region.clone(),
-                lat: info.lat,
-                lon: info.lon,
-                listen: addr,
                 origins: vec![format!("localhost@{origin_addr}={}", WORLD.0)],
                 peers: peers.clone(),
-                ..RelayConfig::default()
+                ..RelayConfig::for_relay(&info, addr)
             };
             let mut settings =
                 RelaySettings::from_config(&cfg, material.clone()).expect("relay settings");

@@ -88,6 +88,11 @@ struct Local {
 }
 
 fn local(bins: &Path, dir: &Path) -> Local {
+    local_with(bins, dir, &[])
+}
+
+/// [`local`] with extra flags for the origin.
+fn local_with(bins: &Path, dir: &Path, origin_extra: &[&str]) -> Local {
     let pki = dir.join("pki").to_str().unwrap().to_owned();
     // Development mode on free ports, as docs/operations.md runs them.
     let dev = [
@@ -98,7 +103,10 @@ fn local(bins: &Path, dir: &Path) -> Local {
         "--admin",
         "127.0.0.1:0",
     ];
-    let (origin_proc, origin) = start(&bins.join(exe_name("skylane-origin")), &dev);
+    let (origin_proc, origin) = start(
+        &bins.join(exe_name("skylane-origin")),
+        &[&dev[..], origin_extra].concat(),
+    );
     let origin_at = format!("{}=1", origin["relays"].as_str().unwrap());
     let relay_args = [
         &dev[..],
@@ -436,29 +444,9 @@ fn operators_read_status_and_drain_with_the_admin_token() {
 fn loadgen_fails_when_a_class_or_the_spectators_were_all_refused() {
     let bins = bin_dir();
     let dir = tempfile::tempdir().unwrap();
-    let pki = dir.path().join("pki").to_str().unwrap().to_owned();
-    let dev = [
-        "--dev-certs",
-        &pki,
-        "--listen",
-        "127.0.0.1:0",
-        "--admin",
-        "127.0.0.1:0",
-    ];
     // An origin that refuses every bulk spray (2 KiB) as too large.
-    let (_origin, o) = start(
-        &bins.join(exe_name("skylane-origin")),
-        &[&dev[..], &["--max-payload", "1024"]].concat(),
-    );
-    let origin_at = format!("{}=1", o["relays"].as_str().unwrap());
-    let (_relay, r) = start(
-        &bins.join(exe_name("skylane-relay")),
-        &[
-            &dev[..],
-            &["--origin", &origin_at, "--max-conns-per-ip", "1000"],
-        ]
-        .concat(),
-    );
+    let net = local_with(&bins, dir.path(), &["--max-payload", "1024"]);
+    let (pki, r) = (net.pki.as_str(), &net.relay);
     let loadgen = |extra: &[&str]| {
         Command::new(bins.join(exe_name("skylane")))
             .args(["loadgen", "--relay", r["clients"].as_str().unwrap()])
@@ -509,7 +497,7 @@ fn loadgen_floods_on_request_and_the_edge_refuses_it() {
         String::from_utf8_lossy(&out.stderr)
     );
     let metrics = http_get(&relay_admin, "/metrics");
-    let refused = skylane_ops_sample(
+    let refused = metric_sample(
         &metrics,
         "skylane_relay_edge_violations_total{kind=\"rate_limited\"}",
     );
@@ -517,7 +505,7 @@ fn loadgen_floods_on_request_and_the_edge_refuses_it() {
 }
 
 /// One sample's value from Prometheus text.
-fn skylane_ops_sample(text: &str, series: &str) -> f64 {
+fn metric_sample(text: &str, series: &str) -> f64 {
     text.lines()
         .find_map(|l| {
             l.strip_prefix(series)?

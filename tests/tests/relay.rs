@@ -13,6 +13,33 @@ use skylane_tests::{
     assert_exactly_once, assert_same_world_events, Net, NetOptions, RawConn, Seen, Walker, WORLD,
 };
 
+/// A player in `region` on `relay` that notices a cut quickly (800 ms idle
+/// timeout), spawned; and its host, to cut.
+async fn quick_walker(
+    net: &Net,
+    relay: std::net::SocketAddr,
+    name: &str,
+) -> (skylane_netsim::HostId, Walker) {
+    let (host, b) = net.client_builder("paris", name);
+    let client = b
+        .relays([relay])
+        .idle_timeout(Duration::from_millis(800))
+        .connect()
+        .await
+        .unwrap();
+    let mut w = Walker::new(client, name);
+    w.wait_spawn().await;
+    (host, w)
+}
+
+/// A player in Paris on `relay`, spawned.
+async fn walker(net: &Net, relay: std::net::SocketAddr, name: &str) -> Walker {
+    let (_, b) = net.client_builder("paris", name);
+    let mut w = Walker::new(b.relays([relay]).connect().await.unwrap(), name);
+    w.wait_spawn().await;
+    w
+}
+
 #[test]
 fn players_in_three_regions_play_through_their_nearest_relay() {
     run(|| async {
@@ -128,18 +155,8 @@ fn a_two_second_cut_loses_and_duplicates_nothing() {
     run(|| async {
         let net = Net::start(NetOptions::default());
         let relay = net.relays[0].addr;
-        let (host, b) = net.client_builder("paris", "cut");
-        let client = b
-            .relays([relay])
-            .idle_timeout(Duration::from_millis(800))
-            .connect()
-            .await
-            .unwrap();
-        let mut cut = Walker::new(client, "cut");
-        let (_, b) = net.client_builder("paris", "mover");
-        let mut mover = Walker::new(b.relays([relay]).connect().await.unwrap(), "mover");
-        cut.wait_spawn().await;
-        mover.wait_spawn().await;
+        let (host, mut cut) = quick_walker(&net, relay, "cut").await;
+        let mut mover = walker(&net, relay, "mover").await;
         let session = cut.client.session();
 
         // The mover keeps the world busy while the cut client's path is down 2 s.
@@ -676,22 +693,12 @@ fn a_resume_after_the_grace_period_reports_what_was_lost() {
     run(|| async {
         let net = Net::start(NetOptions::default());
         let relay = &net.relays[0];
-        let (host, b) = net.client_builder("paris", "away");
-        let client = b
-            .relays([relay.addr])
-            .idle_timeout(Duration::from_millis(800))
-            .connect()
-            .await
-            .unwrap();
-        let mut away = Walker::new(client, "away");
-        away.wait_spawn().await;
+        let (host, mut away) = quick_walker(&net, relay.addr, "away").await;
         let session = away.client.session();
         net.sim.partition(host, relay.host);
         tokio::time::sleep(Duration::from_secs(5)).await;
         // Someone joins while it is away: a Spawned event on the world channel.
-        let (_, b) = net.client_builder("paris", "late");
-        let mut late = Walker::new(b.relays([relay.addr]).connect().await.unwrap(), "late");
-        late.wait_spawn().await;
+        let mut late = walker(&net, relay.addr, "late").await;
         // Past the relay's and the origin's 30 s grace.
         tokio::time::sleep(Duration::from_secs(40)).await;
         net.sim.heal(host, relay.host);
@@ -734,18 +741,8 @@ fn a_twenty_second_absence_inside_the_grace_resumes_exactly() {
     run(|| async {
         let net = Net::start(NetOptions::default());
         let relay = net.relays[0].addr;
-        let (host, b) = net.client_builder("paris", "away");
-        let client = b
-            .relays([relay])
-            .idle_timeout(Duration::from_millis(800))
-            .connect()
-            .await
-            .unwrap();
-        let mut away = Walker::new(client, "away");
-        let (_, b) = net.client_builder("paris", "mover");
-        let mut mover = Walker::new(b.relays([relay]).connect().await.unwrap(), "mover");
-        away.wait_spawn().await;
-        mover.wait_spawn().await;
+        let (host, mut away) = quick_walker(&net, relay, "away").await;
+        let mut mover = walker(&net, relay, "mover").await;
         net.sim.partition(host, net.relays[0].host);
         net.sim.schedule(
             Duration::from_secs(20),

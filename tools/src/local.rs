@@ -328,14 +328,9 @@ impl LocalNet {
             let metrics = RelayMetrics::new(&mut registry);
             let admin = admin(opts.admin, registry, None).await?;
             let cfg = RelayConfig {
-                id: info.id.0,
-                region: info.region.clone(),
-                lat: info.lat,
-                lon: info.lon,
-                listen: addr,
                 origins: vec![format!("localhost@{origin_addr}={}", WORLD.0)],
                 peers: infos.iter().filter(|p| p.id != info.id).map(peer).collect(),
-                ..RelayConfig::default()
+                ..RelayConfig::for_relay(info, addr)
             };
             let mut settings = RelaySettings::from_config(&cfg, material.clone())
                 .map_err(|e| LocalError::Config(e.to_string()))?;
