@@ -1,0 +1,754 @@
+//! The control plane on etcd (v3 API, `etcd-client`), and [`LocalEtcd`], an etcd
+//! process for tests.
+//!
+//! Keys (all under one prefix per cluster, default `/skylane/default`; values are
+//! JSON):
+//!
+//! | key | value | lease |
+//! |---|---|---|
+//! | `{p}/nodes/{node}` | [`NodeInfo`] | the node's |
+//! | `{p}/worlds/{id:020}/spec` | spec, `placed_on`, `ending` | none |
+//! | `{p}/worlds/{id:020}/owner` | [`Owner`] without the epoch: the epoch is this key's create revision | the owner's |
+//! | `{p}/worlds/{id:020}/status` | [`WorldStatus`] | none |
+//! | `{p}/meta/next-world` | the next world id (decimal) | none |
+//!
+//! Ownership is a transaction: "owner key absent → put it under my lease". The
+//! key's create revision is the epoch; a later owner's key is created later, so
+//! its epoch is higher. Status writes and releases are transactions on "owner
+//! create revision = my epoch", so a fenced-off owner cannot overwrite its
+//! successor. World creation reads the cluster, runs [`place`], and commits only
+//! if `meta/next-world` is unchanged since the read: creations are serialised, so
+//! two never both take an origin's last slot.
+
+use std::collections::BTreeMap;
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, KeyValue, PutOptions, Txn,
+    TxnOp, TxnOpResponse, WatchOptions,
+};
+use serde::{Deserialize, Serialize};
+use skylane_proto::WorldId;
+use tokio::sync::{watch, Mutex};
+use tracing::{info, warn};
+
+use crate::model::{ClusterView, NodeInfo, Owner, WorldRecord, WorldSpec, WorldStatus};
+use crate::placement::{place, PlacementHints};
+use crate::{Claim, ControlError, ControlPlane, LeaseId, MIN_LEASE_TTL};
+
+/// How many times a read-check-write loop retries before giving up.
+const RETRIES: usize = 32;
+
+/// Where the etcd cluster is and which prefix this Skylane cluster uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EtcdConfig {
+    /// Client URLs (`http://127.0.0.1:2379`).
+    pub endpoints: Vec<String>,
+    /// Key prefix of this cluster (`/skylane/default`).
+    pub prefix: String,
+    /// Bound on connecting and on each request.
+    pub timeout: Duration,
+}
+
+impl EtcdConfig {
+    /// `endpoints` with the default prefix and a 3 s timeout.
+    pub fn new(endpoints: Vec<String>) -> Self {
+        Self {
+            endpoints,
+            prefix: "/skylane/default".into(),
+            timeout: Duration::from_secs(3),
+        }
+    }
+}
+
+/// The spec key's value.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct SpecValue {
+    spec: WorldSpec,
+    placed_on: String,
+    #[serde(default)]
+    ending: bool,
+}
+
+/// The owner key's value (the epoch is the key's create revision).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct OwnerValue {
+    node: String,
+    addr: String,
+    tls_name: String,
+}
+
+/// One world's keys as read so far.
+#[derive(Debug, Default, Clone)]
+struct Partial {
+    spec: Option<SpecValue>,
+    owner: Option<Owner>,
+    status: Option<WorldStatus>,
+}
+
+impl Partial {
+    fn record(&self, id: WorldId) -> Option<WorldRecord> {
+        let s = self.spec.as_ref()?;
+        Some(WorldRecord {
+            id,
+            spec: s.spec.clone(),
+            placed_on: s.placed_on.clone(),
+            ending: s.ending,
+            owner: self.owner.clone(),
+            status: self.status.clone().unwrap_or_default(),
+        })
+    }
+}
+
+/// What one key under the prefix is.
+enum Key {
+    Node(String),
+    Spec(WorldId),
+    Owner(WorldId),
+    Status(WorldId),
+    Counter,
+    Other,
+}
+
+/// Builds views from key-value events.
+#[derive(Debug, Default)]
+struct Mirror {
+    partials: BTreeMap<WorldId, Partial>,
+    view: ClusterView,
+    /// `meta/next-world`: its value and mod revision, if it exists.
+    counter: Option<(String, i64)>,
+}
+
+impl Mirror {
+    fn put(&mut self, prefix: &str, kv: &KeyValue) {
+        let key = String::from_utf8_lossy(kv.key()).into_owned();
+        let bad = |e: serde_json::Error| warn!(%key, error = %e, "undecodable control-plane record skipped");
+        match parse_key(prefix, &key) {
+            Key::Node(id) => match serde_json::from_slice::<NodeInfo>(kv.value()) {
+                Ok(n) => {
+                    self.view.nodes.insert(id, n);
+                }
+                Err(e) => bad(e),
+            },
+            Key::Spec(w) => match serde_json::from_slice::<SpecValue>(kv.value()) {
+                Ok(s) => self.update(w, |p| p.spec = Some(s)),
+                Err(e) => bad(e),
+            },
+            Key::Owner(w) => match serde_json::from_slice::<OwnerValue>(kv.value()) {
+                Ok(o) => {
+                    let owner = Owner {
+                        node: o.node,
+                        addr: o.addr,
+                        tls_name: o.tls_name,
+                        epoch: kv.create_revision() as u64,
+                    };
+                    self.update(w, |p| p.owner = Some(owner));
+                }
+                Err(e) => bad(e),
+            },
+            Key::Status(w) => match serde_json::from_slice::<WorldStatus>(kv.value()) {
+                Ok(s) => self.update(w, |p| p.status = Some(s)),
+                Err(e) => bad(e),
+            },
+            Key::Counter => {
+                self.counter = Some((
+                    String::from_utf8_lossy(kv.value()).into_owned(),
+                    kv.mod_revision(),
+                ));
+            }
+            Key::Other => {}
+        }
+    }
+
+    fn delete(&mut self, prefix: &str, kv: &KeyValue) {
+        let key = String::from_utf8_lossy(kv.key()).into_owned();
+        match parse_key(prefix, &key) {
+            Key::Node(id) => {
+                self.view.nodes.remove(&id);
+            }
+            Key::Spec(w) => self.update(w, |p| p.spec = None),
+            Key::Owner(w) => self.update(w, |p| p.owner = None),
+            Key::Status(w) => self.update(w, |p| p.status = None),
+            Key::Counter => self.counter = None,
+            Key::Other => {}
+        }
+    }
+
+    fn update(&mut self, w: WorldId, f: impl FnOnce(&mut Partial)) {
+        let p = self.partials.entry(w).or_default();
+        f(p);
+        match p.record(w) {
+            Some(r) => {
+                self.view.worlds.insert(w, r);
+            }
+            None => {
+                self.view.worlds.remove(&w);
+                if p.spec.is_none() && p.owner.is_none() && p.status.is_none() {
+                    self.partials.remove(&w);
+                }
+            }
+        }
+    }
+}
+
+fn parse_key(prefix: &str, key: &str) -> Key {
+    let Some(rest) = key.strip_prefix(prefix).and_then(|r| r.strip_prefix('/')) else {
+        return Key::Other;
+    };
+    let mut parts = rest.split('/');
+    match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some("nodes"), Some(id), None, None) => Key::Node(id.to_string()),
+        (Some("meta"), Some("next-world"), None, None) => Key::Counter,
+        (Some("worlds"), Some(id), Some(what), None) => match id.parse::<u64>() {
+            Ok(id) => match what {
+                "spec" => Key::Spec(WorldId(id)),
+                "owner" => Key::Owner(WorldId(id)),
+                "status" => Key::Status(WorldId(id)),
+                _ => Key::Other,
+            },
+            Err(_) => Key::Other,
+        },
+        _ => Key::Other,
+    }
+}
+
+fn unavailable(e: etcd_client::Error) -> ControlError {
+    let s = e.to_string();
+    if s.contains("lease not found") {
+        // The id is not in the message; callers replace it.
+        ControlError::LeaseLost(0)
+    } else {
+        ControlError::Unavailable(s)
+    }
+}
+
+fn lease_err(lease: LeaseId) -> impl Fn(etcd_client::Error) -> ControlError {
+    move |e| match unavailable(e) {
+        ControlError::LeaseLost(_) => ControlError::LeaseLost(lease),
+        other => other,
+    }
+}
+
+fn json<T: Serialize>(v: &T) -> Vec<u8> {
+    // Plain data with string keys: serialising cannot fail.
+    serde_json::to_vec(v).unwrap_or_default()
+}
+
+/// The etcd-backed control plane. Cheap to clone.
+#[derive(Clone)]
+pub struct Etcd {
+    client: Client,
+    cfg: EtcdConfig,
+    view: Arc<Mutex<Option<watch::Receiver<ClusterView>>>>,
+}
+
+impl std::fmt::Debug for Etcd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Etcd").field("cfg", &self.cfg).finish()
+    }
+}
+
+impl Etcd {
+    /// Connects and checks that the cluster answers (one status request).
+    pub async fn connect(cfg: EtcdConfig) -> Result<Self, ControlError> {
+        let opts = ConnectOptions::new()
+            .with_connect_timeout(cfg.timeout)
+            .with_timeout(cfg.timeout)
+            .with_keep_alive(Duration::from_secs(2), cfg.timeout);
+        let mut client =
+            tokio::time::timeout(cfg.timeout, Client::connect(&cfg.endpoints, Some(opts)))
+                .await
+                .map_err(|_| {
+                    ControlError::Unavailable(format!(
+                        "connecting to {:?} timed out",
+                        cfg.endpoints
+                    ))
+                })?
+                .map_err(unavailable)?;
+        client.status().await.map_err(unavailable)?;
+        Ok(Self {
+            client,
+            cfg,
+            view: Arc::new(Mutex::new(None)),
+        })
+    }
+
+    fn key(&self, rest: &str) -> String {
+        format!("{}/{rest}", self.cfg.prefix)
+    }
+
+    fn world_key(&self, w: WorldId, what: &str) -> String {
+        self.key(&format!("worlds/{:020}/{what}", w.0))
+    }
+
+    async fn load(&self) -> Result<(Mirror, i64), ControlError> {
+        let mut c = self.client.clone();
+        let resp = c
+            .get(self.key(""), Some(GetOptions::new().with_prefix()))
+            .await
+            .map_err(unavailable)?;
+        let rev = resp.header().map_or(0, |h| h.revision());
+        let mut m = Mirror::default();
+        // Specs first: an owner or status key sorts before its spec.
+        for kv in resp.kvs() {
+            if matches!(
+                parse_key(&self.cfg.prefix, &String::from_utf8_lossy(kv.key())),
+                Key::Spec(_)
+            ) {
+                m.put(&self.cfg.prefix, kv);
+            }
+        }
+        for kv in resp.kvs() {
+            m.put(&self.cfg.prefix, kv);
+        }
+        m.view.revision = rev as u64;
+        Ok((m, rev))
+    }
+
+    async fn current_owner(&self, world: WorldId) -> Result<Option<Owner>, ControlError> {
+        let mut c = self.client.clone();
+        let resp = c
+            .get(self.world_key(world, "owner"), None)
+            .await
+            .map_err(unavailable)?;
+        Ok(resp.kvs().first().and_then(|kv| {
+            serde_json::from_slice::<OwnerValue>(kv.value())
+                .ok()
+                .map(|o| Owner {
+                    node: o.node,
+                    addr: o.addr,
+                    tls_name: o.tls_name,
+                    epoch: kv.create_revision() as u64,
+                })
+        }))
+    }
+
+    async fn fenced_txn(&self, world: WorldId, epoch: u64, op: TxnOp) -> Result<(), ControlError> {
+        let owner = self.world_key(world, "owner");
+        let txn = Txn::new()
+            .when([Compare::create_revision(
+                owner,
+                CompareOp::Equal,
+                epoch as i64,
+            )])
+            .and_then([op]);
+        let mut c = self.client.clone();
+        let resp = c.txn(txn).await.map_err(unavailable)?;
+        if resp.succeeded() {
+            return Ok(());
+        }
+        let current = self.current_owner(world).await?.map(|o| o.epoch);
+        Err(ControlError::Fenced {
+            world,
+            epoch,
+            current,
+        })
+    }
+}
+
+async fn mirror_task(etcd: Etcd, tx: watch::Sender<ClusterView>) {
+    let prefix = etcd.cfg.prefix.clone();
+    let mut logged = false;
+    loop {
+        if tx.is_closed() {
+            return;
+        }
+        let (mut mirror, rev) = match etcd.load().await {
+            Ok(x) => x,
+            Err(e) => {
+                if !logged {
+                    warn!(error = %e, "control plane unreachable; the last view stays in force, retrying");
+                    logged = true;
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+        };
+        if logged {
+            info!("control plane reachable again");
+            logged = false;
+        }
+        tx.send_replace(mirror.view.clone());
+        let mut c = etcd.client.clone();
+        let opts = WatchOptions::new()
+            .with_prefix()
+            .with_start_revision(rev + 1)
+            .with_prev_key();
+        let mut stream = match c.watch(etcd.key(""), Some(opts)).await {
+            Ok(s) => s,
+            Err(e) => {
+                warn!(error = %e, "control-plane watch failed; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+        };
+        loop {
+            match stream.message().await {
+                Ok(Some(resp)) => {
+                    if resp.canceled() {
+                        warn!(
+                            reason = resp.cancel_reason(),
+                            "control-plane watch cancelled; reloading"
+                        );
+                        break;
+                    }
+                    if resp.events().is_empty() {
+                        continue;
+                    }
+                    for ev in resp.events() {
+                        let Some(kv) = ev.kv() else { continue };
+                        match ev.event_type() {
+                            EventType::Put => mirror.put(&prefix, kv),
+                            EventType::Delete => mirror.delete(&prefix, kv),
+                        }
+                    }
+                    mirror.view.revision = resp
+                        .header()
+                        .map_or(mirror.view.revision, |h| h.revision() as u64);
+                    if tx.send(mirror.view.clone()).is_err() {
+                        return;
+                    }
+                }
+                Ok(None) | Err(_) => {
+                    warn!("control-plane watch ended; reloading");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl ControlPlane for Etcd {
+    async fn grant(&self, ttl: Duration) -> Result<LeaseId, ControlError> {
+        if ttl < MIN_LEASE_TTL {
+            return Err(ControlError::Invalid(format!(
+                "lease TTL {ttl:?} is below the minimum {MIN_LEASE_TTL:?}"
+            )));
+        }
+        let secs = ttl.as_secs_f64().ceil() as i64;
+        let mut c = self.client.clone();
+        let r = c.lease_grant(secs, None).await.map_err(unavailable)?;
+        Ok(r.id())
+    }
+
+    async fn keep_alive(&self, lease: LeaseId) -> Result<Duration, ControlError> {
+        let mut c = self.client.clone();
+        let (mut keeper, mut stream) = c.lease_keep_alive(lease).await.map_err(lease_err(lease))?;
+        keeper.keep_alive().await.map_err(lease_err(lease))?;
+        match stream.message().await.map_err(lease_err(lease))? {
+            Some(r) if r.ttl() > 0 => Ok(Duration::from_secs(r.ttl() as u64)),
+            Some(_) => Err(ControlError::LeaseLost(lease)),
+            None => Err(ControlError::Unavailable("keep-alive stream closed".into())),
+        }
+    }
+
+    async fn revoke(&self, lease: LeaseId) -> Result<(), ControlError> {
+        let mut c = self.client.clone();
+        match c.lease_revoke(lease).await.map_err(lease_err(lease)) {
+            Ok(_) | Err(ControlError::LeaseLost(_)) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn register(&self, node: &NodeInfo, lease: LeaseId) -> Result<(), ControlError> {
+        if node.id.is_empty() || node.id.contains('/') {
+            return Err(ControlError::Invalid(format!("bad node id {:?}", node.id)));
+        }
+        let mut c = self.client.clone();
+        c.put(
+            self.key(&format!("nodes/{}", node.id)),
+            json(node),
+            Some(PutOptions::new().with_lease(lease)),
+        )
+        .await
+        .map_err(lease_err(lease))?;
+        Ok(())
+    }
+
+    async fn create_world(
+        &self,
+        spec: WorldSpec,
+        hints: &PlacementHints,
+    ) -> Result<WorldRecord, ControlError> {
+        spec.validate()?;
+        let counter = self.key("meta/next-world");
+        for _ in 0..RETRIES {
+            // One read gives both the cluster placement looks at and the counter
+            // the commit is guarded by: nothing can be created in between.
+            let (mirror, _) = self.load().await?;
+            let node = place(&spec, &mirror.view, hints)?;
+            let (next, guard) = match &mirror.counter {
+                Some((value, rev)) => (
+                    value.parse::<u64>().map_err(|e| ControlError::Corrupt {
+                        key: counter.clone(),
+                        error: e.to_string(),
+                    })?,
+                    Compare::mod_revision(counter.clone(), CompareOp::Equal, *rev),
+                ),
+                None => (
+                    1,
+                    Compare::create_revision(counter.clone(), CompareOp::Equal, 0),
+                ),
+            };
+            let id = WorldId(next);
+            let value = SpecValue {
+                spec: spec.clone(),
+                placed_on: node.clone(),
+                ending: false,
+            };
+            let txn = Txn::new().when([guard]).and_then([
+                TxnOp::put(counter.clone(), (next + 1).to_string(), None),
+                TxnOp::put(self.world_key(id, "spec"), json(&value), None),
+            ]);
+            let mut c = self.client.clone();
+            let resp = c.txn(txn).await.map_err(unavailable)?;
+            if resp.succeeded() {
+                return Ok(WorldRecord {
+                    id,
+                    spec,
+                    placed_on: node,
+                    ending: false,
+                    owner: None,
+                    status: WorldStatus::default(),
+                });
+            }
+        }
+        Err(ControlError::Contention("world creation"))
+    }
+
+    async fn claim(
+        &self,
+        world: WorldId,
+        who: &Claim,
+        lease: LeaseId,
+    ) -> Result<u64, ControlError> {
+        let owner = self.world_key(world, "owner");
+        let spec = self.world_key(world, "spec");
+        let value = OwnerValue {
+            node: who.node.clone(),
+            addr: who.addr.clone(),
+            tls_name: who.tls_name.clone(),
+        };
+        let txn = Txn::new()
+            .when([
+                Compare::create_revision(owner.clone(), CompareOp::Equal, 0),
+                Compare::version(spec, CompareOp::Greater, 0),
+            ])
+            .and_then([TxnOp::put(
+                owner,
+                json(&value),
+                Some(PutOptions::new().with_lease(lease)),
+            )]);
+        let mut c = self.client.clone();
+        let resp = c.txn(txn).await.map_err(lease_err(lease))?;
+        if resp.succeeded() {
+            for op in resp.op_responses() {
+                if let TxnOpResponse::Put(p) = op {
+                    if let Some(h) = p.header() {
+                        return Ok(h.revision() as u64);
+                    }
+                }
+            }
+            return Ok(resp.header().map_or(0, |h| h.revision() as u64));
+        }
+        match self.current_owner(world).await? {
+            Some(o) => Err(ControlError::Owned {
+                world,
+                node: o.node,
+                epoch: o.epoch,
+            }),
+            None => Err(ControlError::UnknownWorld(world)),
+        }
+    }
+
+    async fn release(&self, world: WorldId, epoch: u64) -> Result<(), ControlError> {
+        let op = TxnOp::delete(self.world_key(world, "owner"), None);
+        self.fenced_txn(world, epoch, op).await
+    }
+
+    async fn publish(
+        &self,
+        world: WorldId,
+        epoch: u64,
+        status: &WorldStatus,
+    ) -> Result<(), ControlError> {
+        let status = WorldStatus {
+            epoch,
+            ..status.clone()
+        };
+        let op = TxnOp::put(self.world_key(world, "status"), json(&status), None);
+        self.fenced_txn(world, epoch, op).await
+    }
+
+    async fn end_world(&self, world: WorldId) -> Result<(), ControlError> {
+        let key = self.world_key(world, "spec");
+        for _ in 0..RETRIES {
+            let mut c = self.client.clone();
+            let resp = c.get(key.clone(), None).await.map_err(unavailable)?;
+            let kv = resp
+                .kvs()
+                .first()
+                .ok_or(ControlError::UnknownWorld(world))?;
+            let mut v: SpecValue =
+                serde_json::from_slice(kv.value()).map_err(|e| ControlError::Corrupt {
+                    key: key.clone(),
+                    error: e.to_string(),
+                })?;
+            if v.ending {
+                return Ok(());
+            }
+            v.ending = true;
+            let txn = Txn::new()
+                .when([Compare::mod_revision(
+                    key.clone(),
+                    CompareOp::Equal,
+                    kv.mod_revision(),
+                )])
+                .and_then([TxnOp::put(key.clone(), json(&v), None)]);
+            if c.txn(txn).await.map_err(unavailable)?.succeeded() {
+                return Ok(());
+            }
+        }
+        Err(ControlError::Contention("ending a world"))
+    }
+
+    async fn remove_world(&self, world: WorldId) -> Result<(), ControlError> {
+        let mut c = self.client.clone();
+        let prefix = format!("{}/", self.key(&format!("worlds/{:020}", world.0)));
+        let resp = c
+            .delete(
+                prefix,
+                Some(etcd_client::DeleteOptions::new().with_prefix()),
+            )
+            .await
+            .map_err(unavailable)?;
+        if resp.deleted() == 0 {
+            return Err(ControlError::UnknownWorld(world));
+        }
+        Ok(())
+    }
+
+    async fn view(&self) -> Result<ClusterView, ControlError> {
+        Ok(self.load().await?.0.view)
+    }
+
+    async fn watch(&self) -> Result<watch::Receiver<ClusterView>, ControlError> {
+        let mut slot = self.view.lock().await;
+        if let Some(rx) = slot.as_ref() {
+            return Ok(rx.clone());
+        }
+        let (mirror, _) = self.load().await?;
+        let (tx, rx) = watch::channel(mirror.view);
+        tokio::spawn(mirror_task(self.clone(), tx));
+        *slot = Some(rx.clone());
+        Ok(rx)
+    }
+}
+
+/// An etcd server process on free loopback ports with a temporary data dir, for
+/// tests. Stopped (and its data removed) when dropped.
+#[derive(Debug)]
+pub struct LocalEtcd {
+    child: Option<tokio::process::Child>,
+    dir: tempfile::TempDir,
+    client_port: u16,
+    peer_port: u16,
+}
+
+fn free_port() -> std::io::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+impl LocalEtcd {
+    /// Starts `etcd` (found on `PATH`, or at `$ETCD_BIN`) and waits until it answers.
+    pub async fn start() -> Result<Self, ControlError> {
+        let dir = tempfile::tempdir().map_err(|e| ControlError::Unavailable(e.to_string()))?;
+        let io = |e: std::io::Error| ControlError::Unavailable(e.to_string());
+        let mut me = Self {
+            child: None,
+            dir,
+            client_port: free_port().map_err(io)?,
+            peer_port: free_port().map_err(io)?,
+        };
+        me.resume().await?;
+        Ok(me)
+    }
+
+    /// The client URL.
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.client_port)
+    }
+
+    /// A config for this server under `prefix`.
+    pub fn config(&self, prefix: &str) -> EtcdConfig {
+        EtcdConfig {
+            endpoints: vec![self.endpoint()],
+            prefix: prefix.into(),
+            timeout: Duration::from_secs(2),
+        }
+    }
+
+    /// Kills the process (the data dir stays, so [`LocalEtcd::resume`] brings
+    /// the same cluster back).
+    pub async fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill().await;
+        }
+    }
+
+    /// Starts the process again on the same ports and data.
+    pub async fn resume(&mut self) -> Result<(), ControlError> {
+        let bin = std::env::var_os("ETCD_BIN").map_or_else(|| PathBuf::from("etcd"), PathBuf::from);
+        let client = self.endpoint();
+        let peer = format!("http://127.0.0.1:{}", self.peer_port);
+        let child = tokio::process::Command::new(&bin)
+            .arg("--name")
+            .arg("skylane-test")
+            .arg("--data-dir")
+            .arg(self.dir.path().join("data"))
+            .arg("--listen-client-urls")
+            .arg(&client)
+            .arg("--advertise-client-urls")
+            .arg(&client)
+            .arg("--listen-peer-urls")
+            .arg(&peer)
+            .arg("--initial-advertise-peer-urls")
+            .arg(&peer)
+            .arg("--initial-cluster")
+            .arg(format!("skylane-test={peer}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| {
+                ControlError::Unavailable(format!(
+                    "cannot start {} ({e}); install Debian's etcd-server",
+                    bin.display()
+                ))
+            })?;
+        self.child = Some(child);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(Ok(mut c)) = tokio::time::timeout(
+                Duration::from_secs(1),
+                Client::connect([client.as_str()], None),
+            )
+            .await
+            {
+                if c.status().await.is_ok() {
+                    return Ok(());
+                }
+            }
+            if tokio::time::Instant::now() > deadline {
+                return Err(ControlError::Unavailable(
+                    "etcd did not come up in 20 s".into(),
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}

@@ -1,0 +1,336 @@
+//! What the control plane stores: nodes, world specs, owners, world status, and
+//! the cluster view a watch hands out. Plain data, serialised as JSON (operators
+//! read these records with `etcdctl get --prefix`).
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use skylane_proto::WorldId;
+
+/// Largest tick rate a world spec may ask for.
+pub const MAX_TICK_HZ: u32 = 240;
+/// Largest number of players one world may hold.
+pub const MAX_WORLD_CAPACITY: u32 = 100_000;
+/// Longest game, map or region name.
+pub const MAX_NAME_LEN: usize = 64;
+
+/// What a node does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeKind {
+    /// Hosts worlds.
+    Origin,
+    /// Terminates clients.
+    Relay,
+    /// Turns tickets into worlds.
+    Matchmaker,
+}
+
+impl NodeKind {
+    /// The lowercase name used in keys.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Origin => "origin",
+            Self::Relay => "relay",
+            Self::Matchmaker => "matchmaker",
+        }
+    }
+}
+
+/// A node as it registers itself (under its lease: it disappears when the node
+/// stops renewing).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    /// Unique name in the cluster (`origin-eu-1`).
+    pub id: String,
+    /// Role.
+    pub kind: NodeKind,
+    /// Where peers reach it over QUIC (`ip:port`).
+    pub addr: String,
+    /// The name its certificate carries (what a connecting peer checks).
+    pub tls_name: String,
+    /// Its admin HTTP address, if it serves one.
+    #[serde(default)]
+    pub admin: Option<String>,
+    /// Region (`eu`, `us-east`).
+    pub region: String,
+    /// Latitude and longitude, when known (placement prefers nearby origins).
+    #[serde(default)]
+    pub coords: Option<(f64, f64)>,
+    /// Origins: how many worlds it will host.
+    pub capacity: u32,
+    /// Origins: the games it can run (registered `World` implementations).
+    #[serde(default)]
+    pub games: Vec<String>,
+    /// What the node reports as its current load (worlds hosted, sessions...);
+    /// informational: placement counts the worlds placed on it itself.
+    #[serde(default)]
+    pub load: u32,
+}
+
+/// What a world is: which game, how fast it ticks, on which map, for how many.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorldSpec {
+    /// The game (a `World` implementation registered on origins by this name).
+    pub game: String,
+    /// Ticks per second.
+    pub tick_hz: u32,
+    /// The map (game-specific; empty for the game's default).
+    #[serde(default)]
+    pub map: String,
+    /// Most players at once; a full world refuses joins.
+    pub capacity: u32,
+    /// Fewest players to start with after the start timer.
+    #[serde(default = "one")]
+    pub min_players: u32,
+    /// How long a world waits for more players once it has the minimum, in
+    /// milliseconds (0: start only when full).
+    #[serde(default)]
+    pub start_after_ms: u64,
+    /// Preferred region for placement (`None`: anywhere).
+    #[serde(default)]
+    pub region: Option<String>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+impl WorldSpec {
+    /// A spec for `game` with `capacity` players at `tick_hz`, starting when full.
+    pub fn new(game: impl Into<String>, tick_hz: u32, capacity: u32) -> Self {
+        Self {
+            game: game.into(),
+            tick_hz,
+            map: String::new(),
+            capacity,
+            min_players: capacity.max(1),
+            start_after_ms: 0,
+            region: None,
+        }
+    }
+
+    /// Checks the spec's own bounds (not whether any origin runs the game).
+    pub fn validate(&self) -> Result<(), SpecError> {
+        if self.game.is_empty() || self.game.len() > MAX_NAME_LEN {
+            return Err(SpecError::GameName);
+        }
+        if self.map.len() > MAX_NAME_LEN {
+            return Err(SpecError::MapName);
+        }
+        if self.tick_hz == 0 || self.tick_hz > MAX_TICK_HZ {
+            return Err(SpecError::TickRate(self.tick_hz));
+        }
+        if self.capacity == 0 || self.capacity > MAX_WORLD_CAPACITY {
+            return Err(SpecError::Capacity(self.capacity));
+        }
+        if self.min_players == 0 || self.min_players > self.capacity {
+            return Err(SpecError::MinPlayers {
+                min: self.min_players,
+                capacity: self.capacity,
+            });
+        }
+        if self.region.as_ref().is_some_and(|r| r.len() > MAX_NAME_LEN) {
+            return Err(SpecError::Region);
+        }
+        Ok(())
+    }
+}
+
+/// Why a world spec is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SpecError {
+    /// Empty or overlong game name.
+    #[error("the game name must be 1..={MAX_NAME_LEN} bytes")]
+    GameName,
+    /// Overlong map name.
+    #[error("the map name must be at most {MAX_NAME_LEN} bytes")]
+    MapName,
+    /// Overlong region name.
+    #[error("the region name must be at most {MAX_NAME_LEN} bytes")]
+    Region,
+    /// Tick rate out of range.
+    #[error("tick rate {0} Hz is outside 1..={MAX_TICK_HZ}")]
+    TickRate(u32),
+    /// Capacity out of range.
+    #[error("capacity {0} is outside 1..={MAX_WORLD_CAPACITY}")]
+    Capacity(u32),
+    /// Minimum players out of range.
+    #[error("min_players {min} must be 1..=capacity ({capacity})")]
+    MinPlayers {
+        /// Asked.
+        min: u32,
+        /// Capacity.
+        capacity: u32,
+    },
+}
+
+/// The origin that owns a world now, and its fencing epoch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Owner {
+    /// The owning node's id.
+    pub node: String,
+    /// Its QUIC address.
+    pub addr: String,
+    /// Its certificate name.
+    pub tls_name: String,
+    /// The fencing epoch: the owner record's creation revision. Only grows: a
+    /// later owner of the same world always has a higher one.
+    pub epoch: u64,
+}
+
+/// Where a world is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    /// Created, waiting for an owner to start it.
+    #[default]
+    Placed,
+    /// Waiting for players.
+    Waiting,
+    /// Playing.
+    Playing,
+    /// Over (with a result); removed after a grace period.
+    Ended,
+}
+
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Placed => "placed",
+            Self::Waiting => "waiting",
+            Self::Playing => "playing",
+            Self::Ended => "ended",
+        })
+    }
+}
+
+/// How a game ended.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct GameResult {
+    /// The winner (player id), if there is one.
+    pub winner: Option<String>,
+    /// Per-player scores.
+    pub scores: Vec<(String, i64)>,
+    /// Why it ended (`won`, `draw`, `abandoned`, `operator`...).
+    pub reason: String,
+}
+
+/// A world's status, written by its owner (fenced by its epoch).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct WorldStatus {
+    /// Phase.
+    pub phase: Phase,
+    /// Players in the world.
+    pub players: u32,
+    /// The result, once ended.
+    pub result: Option<GameResult>,
+    /// The epoch of the owner that wrote this status.
+    pub epoch: u64,
+}
+
+/// Everything the control plane knows about one world.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorldRecord {
+    /// Id.
+    pub id: WorldId,
+    /// Spec.
+    pub spec: WorldSpec,
+    /// The origin placement chose.
+    pub placed_on: String,
+    /// Set by an operator or the owner: the world is to end (owners end it and
+    /// publish a result; relays stop admitting).
+    #[serde(default)]
+    pub ending: bool,
+    /// The current owner (absent while nobody holds it).
+    pub owner: Option<Owner>,
+    /// The last status its owner published.
+    pub status: WorldStatus,
+}
+
+/// The cluster as a watcher sees it. Rebuilt from the store on every change.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ClusterView {
+    /// The store revision this view reflects.
+    pub revision: u64,
+    /// Registered nodes, by id.
+    pub nodes: BTreeMap<String, NodeInfo>,
+    /// Worlds, by id.
+    pub worlds: BTreeMap<WorldId, WorldRecord>,
+}
+
+impl ClusterView {
+    /// Origins, in id order.
+    pub fn origins(&self) -> impl Iterator<Item = &NodeInfo> {
+        self.nodes.values().filter(|n| n.kind == NodeKind::Origin)
+    }
+
+    /// Relays, in id order.
+    pub fn relays(&self) -> impl Iterator<Item = &NodeInfo> {
+        self.nodes.values().filter(|n| n.kind == NodeKind::Relay)
+    }
+
+    /// Worlds placed on `node` that still count against its capacity (not yet
+    /// removed).
+    pub fn worlds_on<'a>(&'a self, node: &'a str) -> impl Iterator<Item = &'a WorldRecord> + 'a {
+        self.worlds.values().filter(move |w| w.placed_on == node)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spec_bounds_are_checked_by_name() {
+        let ok = WorldSpec::new("tictactoe", 10, 2);
+        assert_eq!(ok.validate(), Ok(()));
+        let mut s = ok.clone();
+        s.capacity = 0;
+        assert_eq!(s.validate(), Err(SpecError::Capacity(0)));
+        let mut s = ok.clone();
+        s.tick_hz = 10_000;
+        assert_eq!(s.validate(), Err(SpecError::TickRate(10_000)));
+        let mut s = ok.clone();
+        s.tick_hz = 0;
+        assert_eq!(s.validate(), Err(SpecError::TickRate(0)));
+        let mut s = ok.clone();
+        s.game = String::new();
+        assert_eq!(s.validate(), Err(SpecError::GameName));
+        let mut s = ok.clone();
+        s.min_players = 3;
+        assert!(matches!(s.validate(), Err(SpecError::MinPlayers { .. })));
+        let mut s = ok;
+        s.map = "m".repeat(65);
+        assert_eq!(s.validate(), Err(SpecError::MapName));
+    }
+
+    #[test]
+    fn records_round_trip_as_json() {
+        let r = WorldRecord {
+            id: WorldId(7),
+            spec: WorldSpec::new("arena", 30, 64),
+            placed_on: "origin-1".into(),
+            ending: false,
+            owner: Some(Owner {
+                node: "origin-1".into(),
+                addr: "127.0.0.1:4433".into(),
+                tls_name: "localhost".into(),
+                epoch: 12,
+            }),
+            status: WorldStatus {
+                phase: Phase::Ended,
+                players: 2,
+                result: Some(GameResult {
+                    winner: Some("alice".into()),
+                    scores: vec![("alice".into(), 1), ("bob".into(), 0)],
+                    reason: "won".into(),
+                }),
+                epoch: 12,
+            },
+        };
+        let s = serde_json::to_string(&r).unwrap();
+        assert_eq!(serde_json::from_str::<WorldRecord>(&s).unwrap(), r);
+    }
+}

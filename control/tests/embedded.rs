@@ -1,0 +1,31 @@
+//! The behavioural suite against the embedded control plane.
+
+mod suite;
+
+use std::sync::Arc;
+
+use skylane_control::Embedded;
+
+macro_rules! cases {
+    ($($name:ident),* $(,)?) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $name() {
+            suite::run(stringify!($name), Arc::new(Embedded::new())).await;
+        }
+    )*};
+}
+
+cases!(
+    leases_lapse,
+    epochs_grow_and_a_second_owner_is_refused,
+    status_writes_are_fenced,
+    watches_fire,
+    placed_only_where_there_is_room,
+    bad_specs_are_refused,
+    worlds_end_and_are_removed,
+);
+
+#[test]
+fn every_case_runs_here() {
+    assert_eq!(suite::CASES.len(), 7);
+}

@@ -1,0 +1,392 @@
+//! The behavioural suite every control-plane implementation must pass: one body
+//! per behaviour, run against the embedded store and against a real etcd.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::time::Duration;
+
+use skylane_control::{
+    Claim, ControlError, ControlPlane, NodeInfo, NodeKind, Phase, PlacementError, PlacementHints,
+    SharedControl, WorldSpec, WorldStatus,
+};
+use skylane_proto::WorldId;
+use tokio::time::{timeout, Instant};
+
+/// Every behaviour, by name.
+pub const CASES: &[&str] = &[
+    "leases_lapse",
+    "epochs_grow_and_a_second_owner_is_refused",
+    "status_writes_are_fenced",
+    "watches_fire",
+    "placed_only_where_there_is_room",
+    "bad_specs_are_refused",
+    "worlds_end_and_are_removed",
+];
+
+/// Runs one case by name.
+pub async fn run(name: &str, c: SharedControl) {
+    match name {
+        "leases_lapse" => leases_lapse(c).await,
+        "epochs_grow_and_a_second_owner_is_refused" => epochs_grow(c).await,
+        "status_writes_are_fenced" => fenced(c).await,
+        "watches_fire" => watches_fire(c).await,
+        "placed_only_where_there_is_room" => room(c).await,
+        "bad_specs_are_refused" => bad_specs(c).await,
+        "worlds_end_and_are_removed" => end_and_remove(c).await,
+        other => panic!("no case {other}"),
+    }
+}
+
+pub fn origin(id: &str, capacity: u32) -> NodeInfo {
+    NodeInfo {
+        id: id.into(),
+        kind: NodeKind::Origin,
+        addr: format!("127.0.0.1:{}", 4000 + capacity),
+        tls_name: "localhost".into(),
+        admin: None,
+        region: "eu".into(),
+        coords: None,
+        capacity,
+        games: vec!["tictactoe".into(), "arena".into()],
+        load: 0,
+    }
+}
+
+fn claim(node: &str) -> Claim {
+    Claim {
+        node: node.into(),
+        addr: "127.0.0.1:4433".into(),
+        tls_name: "localhost".into(),
+    }
+}
+
+const TTL: Duration = Duration::from_secs(1);
+
+/// Waits (real time, bounded) until `f` holds on the store's view.
+async fn eventually(
+    c: &dyn ControlPlane,
+    what: &str,
+    f: impl Fn(&skylane_control::ClusterView) -> bool,
+) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let v = c.view().await.expect("view");
+        if f(&v) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn leases_lapse(c: SharedControl) {
+    let kept = c.grant(TTL).await.unwrap();
+    let lapsing = c.grant(TTL).await.unwrap();
+    c.register(&origin("kept", 4), kept).await.unwrap();
+    c.register(&origin("lapsing", 4), lapsing).await.unwrap();
+    let w = c
+        .create_world(
+            WorldSpec::new("tictactoe", 10, 2),
+            &PlacementHints {
+                exclude: vec!["kept".into()],
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(w.placed_on, "lapsing");
+    c.claim(w.id, &claim("lapsing"), lapsing).await.unwrap();
+    // Keep one alive; let the other go.
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(6) {
+        c.keep_alive(kept).await.unwrap();
+        let v = c.view().await.unwrap();
+        if !v.nodes.contains_key("lapsing") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let v = c.view().await.unwrap();
+    assert!(v.nodes.contains_key("kept"), "a renewed lease stays");
+    assert!(
+        !v.nodes.contains_key("lapsing"),
+        "a lapsed lease takes its node"
+    );
+    assert_eq!(v.worlds[&w.id].owner, None, "and its ownerships");
+    assert!(matches!(c.keep_alive(lapsing).await, Err(ControlError::LeaseLost(l)) if l == lapsing));
+    assert!(matches!(
+        c.register(&origin("again", 1), lapsing).await,
+        Err(ControlError::LeaseLost(_))
+    ));
+    // Revoking takes the records at once.
+    c.revoke(kept).await.unwrap();
+    eventually(&*c, "revoked node gone", |v| !v.nodes.contains_key("kept")).await;
+    assert!(
+        c.grant(Duration::from_millis(10)).await.is_err(),
+        "a TTL below the minimum is refused"
+    );
+}
+
+async fn epochs_grow(c: SharedControl) {
+    let a = c.grant(Duration::from_secs(30)).await.unwrap();
+    let b = c.grant(Duration::from_secs(30)).await.unwrap();
+    c.register(&origin("a", 8), a).await.unwrap();
+    let w = c
+        .create_world(WorldSpec::new("arena", 30, 8), &PlacementHints::default())
+        .await
+        .unwrap();
+    let e1 = c.claim(w.id, &claim("a"), a).await.unwrap();
+    match c.claim(w.id, &claim("b"), b).await {
+        Err(ControlError::Owned { node, epoch, .. }) => {
+            assert_eq!(node, "a");
+            assert_eq!(epoch, e1);
+        }
+        other => panic!("a second owner must be refused, got {other:?}"),
+    }
+    let v = c.view().await.unwrap();
+    assert_eq!(v.worlds[&w.id].owner.as_ref().map(|o| o.epoch), Some(e1));
+    // The owner goes (its lease ends): the next owner's epoch is higher.
+    c.revoke(a).await.unwrap();
+    let e2 = loop {
+        match c.claim(w.id, &claim("b"), b).await {
+            Ok(e) => break e,
+            Err(ControlError::Owned { .. }) => tokio::time::sleep(Duration::from_millis(50)).await,
+            Err(e) => panic!("{e}"),
+        }
+    };
+    assert!(e2 > e1, "epochs only grow: {e2} after {e1}");
+    // Releasing and claiming again grows it again.
+    c.release(w.id, e2).await.unwrap();
+    let e3 = c.claim(w.id, &claim("b"), b).await.unwrap();
+    assert!(e3 > e2);
+    // A release with an old epoch is fenced.
+    assert!(
+        matches!(c.release(w.id, e2).await, Err(ControlError::Fenced { current: Some(cur), .. }) if cur == e3)
+    );
+    // Claiming a world that does not exist is refused by name.
+    assert!(matches!(
+        c.claim(WorldId(999_999), &claim("b"), b).await,
+        Err(ControlError::UnknownWorld(_))
+    ));
+}
+
+async fn fenced(c: SharedControl) {
+    let a = c.grant(Duration::from_secs(30)).await.unwrap();
+    c.register(&origin("a", 8), a).await.unwrap();
+    let w = c
+        .create_world(WorldSpec::new("arena", 30, 8), &PlacementHints::default())
+        .await
+        .unwrap();
+    let e1 = c.claim(w.id, &claim("a"), a).await.unwrap();
+    let playing = WorldStatus {
+        phase: Phase::Playing,
+        players: 2,
+        result: None,
+        epoch: 0,
+    };
+    c.publish(w.id, e1, &playing).await.unwrap();
+    c.release(w.id, e1).await.unwrap();
+    let e2 = c.claim(w.id, &claim("a"), a).await.unwrap();
+    let stale = WorldStatus {
+        phase: Phase::Ended,
+        players: 0,
+        result: None,
+        epoch: 0,
+    };
+    match c.publish(w.id, e1, &stale).await {
+        Err(ControlError::Fenced { epoch, current, .. }) => {
+            assert_eq!(epoch, e1);
+            assert_eq!(current, Some(e2));
+        }
+        other => panic!("an old owner's write must be fenced, got {other:?}"),
+    }
+    let v = c.view().await.unwrap();
+    assert_eq!(
+        v.worlds[&w.id].status.phase,
+        Phase::Playing,
+        "the stale write did not land"
+    );
+    assert_eq!(v.worlds[&w.id].status.epoch, e1);
+}
+
+async fn watches_fire(c: SharedControl) {
+    let rx = c.watch().await.unwrap();
+    let a = c.grant(Duration::from_secs(30)).await.unwrap();
+    c.register(&origin("a", 8), a).await.unwrap();
+    assert!(
+        seen(&rx, |v| v.nodes.contains_key("a")).await,
+        "registration seen"
+    );
+    let w = c
+        .create_world(WorldSpec::new("arena", 30, 8), &PlacementHints::default())
+        .await
+        .unwrap();
+    assert!(
+        seen(&rx, |v| v.worlds.contains_key(&w.id)).await,
+        "creation seen"
+    );
+    let e = c.claim(w.id, &claim("a"), a).await.unwrap();
+    assert!(
+        seen(&rx, |v| v
+            .worlds
+            .get(&w.id)
+            .and_then(|r| r.owner.as_ref())
+            .map(|o| o.epoch)
+            == Some(e))
+        .await,
+        "owner and epoch seen"
+    );
+    c.publish(
+        w.id,
+        e,
+        &WorldStatus {
+            phase: Phase::Waiting,
+            players: 1,
+            result: None,
+            epoch: 0,
+        },
+    )
+    .await
+    .unwrap();
+    assert!(
+        seen(&rx, |v| v.worlds.get(&w.id).map(|r| r.status.players)
+            == Some(1))
+        .await,
+        "status seen"
+    );
+    c.end_world(w.id).await.unwrap();
+    assert!(
+        seen(&rx, |v| v.worlds.get(&w.id).is_some_and(|r| r.ending)).await,
+        "ending seen"
+    );
+    c.remove_world(w.id).await.unwrap();
+    assert!(
+        seen(&rx, |v| !v.worlds.contains_key(&w.id)).await,
+        "removal seen"
+    );
+    c.revoke(a).await.unwrap();
+    assert!(
+        seen(&rx, |v| !v.nodes.contains_key("a")).await,
+        "lease end seen"
+    );
+    let rev = rx.borrow().revision;
+    assert!(rev > 0, "views carry the store revision");
+}
+
+async fn seen(
+    rx: &tokio::sync::watch::Receiver<skylane_control::ClusterView>,
+    f: impl Fn(&skylane_control::ClusterView) -> bool,
+) -> bool {
+    let mut rx = rx.clone();
+    timeout(Duration::from_secs(10), async {
+        loop {
+            if f(&rx.borrow_and_update()) {
+                return;
+            }
+            rx.changed().await.expect("watch open");
+        }
+    })
+    .await
+    .is_ok()
+}
+
+async fn room(c: SharedControl) {
+    let l = c.grant(Duration::from_secs(30)).await.unwrap();
+    c.register(&origin("small", 1), l).await.unwrap();
+    c.register(&origin("big", 2), l).await.unwrap();
+    let spec = WorldSpec::new("tictactoe", 10, 2);
+    let mut placed = Vec::new();
+    for _ in 0..3 {
+        placed.push(
+            c.create_world(spec.clone(), &PlacementHints::default())
+                .await
+                .unwrap()
+                .placed_on,
+        );
+    }
+    placed.sort();
+    assert_eq!(
+        placed,
+        vec!["big", "big", "small"],
+        "each origin up to its capacity"
+    );
+    match c
+        .create_world(spec.clone(), &PlacementHints::default())
+        .await
+    {
+        Err(ControlError::Placement(PlacementError::NoCapacity { origins: 2, .. })) => {}
+        other => panic!("a full cluster must refuse, got {other:?}"),
+    }
+    // Removing a world frees its slot.
+    let v = c.view().await.unwrap();
+    let on_small = v
+        .worlds
+        .values()
+        .find(|w| w.placed_on == "small")
+        .unwrap()
+        .id;
+    c.remove_world(on_small).await.unwrap();
+    assert_eq!(
+        c.create_world(spec, &PlacementHints::default())
+            .await
+            .unwrap()
+            .placed_on,
+        "small"
+    );
+    // Distinct ids.
+    let v = c.view().await.unwrap();
+    assert_eq!(v.worlds.len(), 3);
+}
+
+async fn bad_specs(c: SharedControl) {
+    let l = c.grant(Duration::from_secs(30)).await.unwrap();
+    c.register(&origin("a", 8), l).await.unwrap();
+    let mut s = WorldSpec::new("tictactoe", 10, 2);
+    s.capacity = 0;
+    assert!(matches!(
+        c.create_world(s, &PlacementHints::default()).await,
+        Err(ControlError::Spec(_))
+    ));
+    let s = WorldSpec::new("tictactoe", 100_000, 2);
+    assert!(matches!(
+        c.create_world(s, &PlacementHints::default()).await,
+        Err(ControlError::Spec(_))
+    ));
+    let s = WorldSpec::new("chess", 10, 2);
+    assert!(matches!(
+        c.create_world(s, &PlacementHints::default()).await,
+        Err(ControlError::Placement(PlacementError::UnknownGame(g))) if g == "chess"
+    ));
+    assert!(
+        c.view().await.unwrap().worlds.is_empty(),
+        "nothing was stored"
+    );
+}
+
+async fn end_and_remove(c: SharedControl) {
+    let l = c.grant(Duration::from_secs(30)).await.unwrap();
+    c.register(&origin("a", 8), l).await.unwrap();
+    let w = c
+        .create_world(
+            WorldSpec::new("tictactoe", 10, 2),
+            &PlacementHints::default(),
+        )
+        .await
+        .unwrap();
+    c.end_world(w.id).await.unwrap();
+    c.end_world(w.id).await.unwrap();
+    assert!(c.view().await.unwrap().worlds[&w.id].ending);
+    c.remove_world(w.id).await.unwrap();
+    assert!(matches!(
+        c.remove_world(w.id).await,
+        Err(ControlError::UnknownWorld(_))
+    ));
+    assert!(matches!(
+        c.end_world(w.id).await,
+        Err(ControlError::UnknownWorld(_))
+    ));
+    assert!(matches!(
+        c.publish(w.id, 1, &WorldStatus::default()).await,
+        Err(ControlError::Fenced { .. } | ControlError::UnknownWorld(_))
+    ));
+}
