@@ -6,7 +6,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hdrhistogram::Histogram;
-use skylane_proto::{EntityVersion, EventClass, Outcome, Payload, SessionId, SpectatorSubscribe};
+use skylane_proto::{
+    EntityVersion, EventClass, Outcome, Payload, SessionId, SpectatorSubscribe, WorldState,
+};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
@@ -45,6 +47,8 @@ pub(crate) struct SharedState {
     pub(crate) stats: ClientStats,
     /// Per class, created at its first sample (2 significant digits: ~20 KB each).
     pub(crate) latency: [Option<Histogram<u64>>; EventClass::COUNT],
+    /// The world's last lifecycle state.
+    pub(crate) world: Option<WorldState>,
 }
 
 impl Client {
@@ -132,6 +136,12 @@ impl Client {
     pub fn server_time_us(&self) -> Option<u64> {
         let offset = self.shared.lock().ok()?.stats.clock_offset_us?;
         Some(self.clock.now_us().saturating_add_signed(offset))
+    }
+
+    /// The world's last lifecycle state (phase, players, result), if the relay
+    /// has sent one.
+    pub fn world_state(&self) -> Option<WorldState> {
+        self.shared.lock().ok().and_then(|s| s.world.clone())
     }
 
     /// Counters, clock estimate and latency percentiles.

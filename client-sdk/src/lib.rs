@@ -60,7 +60,7 @@ mod spectator;
 use std::net::SocketAddr;
 
 use skylane_proto::{
-    ChainError, ChannelCursor, ChannelId, ErrorCode, Event, EventClass, FeedFrame, Keyframe,
+    WorldState, ChainError, ChannelCursor, ChannelId, ErrorCode, Event, EventClass, FeedFrame, Keyframe,
     RefusalCode, SessionId, SkippedRange,
 };
 
@@ -199,6 +199,9 @@ pub enum ClientEvent {
         /// Per channel, the sequence numbers lost.
         skipped: Vec<SkippedRange>,
     },
+    /// The world's lifecycle changed (waiting for players, playing, ended with a
+    /// result); also sent once after every welcome.
+    World(WorldState),
     /// A non-retryable error; the client stopped.
     Error(ClientError),
 }

@@ -8,7 +8,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use skylane_proto::{
     Action, ChannelCursor, ChannelId, EntityId, EventBatch, Hash32, Keyframe, Role, SessionId,
-    TeamId, WorldId,
+    TeamId, WorldId, WorldState,
 };
 
 use crate::engine::{Engine, JoinError, Output, ResumeError};
@@ -56,6 +56,12 @@ pub trait Core: Send + 'static {
     fn tick(&self) -> u64;
     /// The world's state hash now (what the journal records per tick).
     fn state_hash(&self) -> Hash32;
+    /// See [`Engine::handle_end`].
+    fn handle_end(&mut self, reason: &str);
+    /// See [`Engine::world_state`].
+    fn world_state(&self) -> WorldState;
+    /// The game's name.
+    fn game(&self) -> &str;
 }
 
 impl<W: World> Core for Engine<W> {
@@ -114,6 +120,15 @@ impl<W: World> Core for Engine<W> {
     fn state_hash(&self) -> Hash32 {
         Self::state_hash(self)
     }
+    fn handle_end(&mut self, reason: &str) {
+        Self::handle_end(self, reason);
+    }
+    fn world_state(&self) -> WorldState {
+        Self::world_state(self)
+    }
+    fn game(&self) -> &str {
+        self.world().name()
+    }
 }
 
 impl<W: World + Clone + Serialize + DeserializeOwned> Core for Persistent<W> {
@@ -170,5 +185,14 @@ impl<W: World + Clone + Serialize + DeserializeOwned> Core for Persistent<W> {
     }
     fn state_hash(&self) -> Hash32 {
         self.engine().state_hash()
+    }
+    fn handle_end(&mut self, reason: &str) {
+        self.engine_mut().handle_end(reason);
+    }
+    fn world_state(&self) -> WorldState {
+        self.engine().world_state()
+    }
+    fn game(&self) -> &str {
+        self.engine().world().name()
     }
 }

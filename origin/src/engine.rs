@@ -37,12 +37,13 @@ use rustc_hash::FxHashMap as HashMap;
 use skylane_proto::{
     Action, ActionResult, ChainSigner, ChannelCursor, ChannelId, EntityId, EntityVersion,
     EventBatch, EventClass, FeedFrame, Hash32, Keyframe, Outcome, RejectCode, ReplayWindow, Role,
-    SessionId, TeamId, WorldId, REPLAY_WINDOW,
+    SessionId, TeamId, WorldId, WorldPhase, WorldState, REPLAY_WINDOW,
 };
 
 use crate::anticheat::{Detector, DetectorConfig, Enforcement, Violation};
 use crate::interest::{Grid, Interest};
-use crate::world::{Ctx, Emit, Emitted, Rejection, Validator, World};
+use crate::lifecycle::{Closed, Lifecycle, LifecycleConfig};
+use crate::world::{Ctx, Emit, Emitted, Rejection, TickCtx, Validator, World};
 
 mod channels;
 mod snapshot;
@@ -75,6 +76,10 @@ pub struct EngineConfig {
     pub max_queue: usize,
     /// Anomaly detector settings.
     pub detector: DetectorConfig,
+    /// A room's life (waiting, playing, ended); `None` for a persistent world
+    /// that plays from its first tick and never ends by itself.
+    #[serde(default)]
+    pub lifecycle: Option<LifecycleConfig>,
 }
 
 impl EngineConfig {
@@ -90,6 +95,7 @@ impl EngineConfig {
             max_batch_bytes: 32 * 1024,
             max_queue: 100_000,
             detector: DetectorConfig::default(),
+            lifecycle: None,
         }
     }
 
@@ -108,6 +114,12 @@ pub enum JoinError {
     /// The player is banned from this world.
     #[error("player {0:?} is banned from this world")]
     Banned(String),
+    /// The room holds as many players as it may.
+    #[error("the world is full")]
+    Full,
+    /// The room has ended.
+    #[error("the world has ended")]
+    Ended,
 }
 
 /// Why a resume could not be served from history.
@@ -162,6 +174,9 @@ pub enum Output {
     /// A frame of the world's public spectator feed, for every relay that asked for
     /// it (only produced while [`Engine::set_feed`] is on).
     Feed(Arc<FeedFrame>),
+    /// The room's lifecycle changed (the shell adds the owner's epoch, tells every
+    /// relay, and publishes it to the control plane).
+    Phase(WorldState),
 }
 
 /// Counters since the engine started.
@@ -239,6 +254,8 @@ pub struct EngineSnapshot<W> {
     /// Applied actions' results waiting for the end of their tick.
     applied: Vec<(SessionId, ActionResult)>,
     staged: Vec<Emitted>,
+    #[serde(default)]
+    life: Option<Lifecycle>,
 }
 
 /// One world's authoritative state machine.
@@ -263,6 +280,7 @@ pub struct Engine<W: World> {
     staged: Vec<Emitted>,
     stats: EngineStats,
     feed: bool,
+    life: Option<Lifecycle>,
 }
 
 impl<W: World> std::fmt::Debug for Engine<W> {
@@ -298,6 +316,7 @@ impl<W: World> Engine<W> {
             staged: Vec::new(),
             stats: EngineStats::default(),
             feed: false,
+            life: cfg.lifecycle.map(Lifecycle::new),
         }
     }
 
@@ -402,6 +421,20 @@ impl<W: World> Engine<W> {
         if self.banned.contains(player) {
             return Err(JoinError::Banned(player.to_owned()));
         }
+        if let Some(life) = &self.life {
+            let admitted = if role == Role::Player {
+                life.admit(self.players())
+            } else if life.phase() == WorldPhase::Ended {
+                Err(Closed::Ended)
+            } else {
+                Ok(())
+            };
+            match admitted {
+                Ok(()) => {}
+                Err(Closed::Full) => return Err(JoinError::Full),
+                Err(Closed::Ended) => return Err(JoinError::Ended),
+            }
+        }
         let mut emit = Emit::default();
         let avatar =
             (role == Role::Player).then(|| self.world.join(player, team, self.tick, &mut emit));
@@ -474,6 +507,20 @@ impl<W: World> Engine<W> {
             });
             return;
         }
+        if self.phase() != WorldPhase::Playing {
+            self.stats.rejected += 1;
+            self.outputs.push_back(Output::Result {
+                session,
+                result: ActionResult {
+                    seq,
+                    outcome: Outcome::Rejected {
+                        code: RejectCode::NotPlaying,
+                        detail: format!("the world is {:?}", self.phase()).to_lowercase(),
+                    },
+                },
+            });
+            return;
+        }
         self.accepted += 1;
         let mut staged = std::mem::take(&mut self.staged);
         let outcome = self.process(session, action, &mut staged);
@@ -518,6 +565,7 @@ impl<W: World> Engine<W> {
     pub fn run_tick(&mut self, now_us: u64) {
         self.tick += 1;
         self.stats.ticks += 1;
+        self.tick_hook();
         let pending: Vec<Emitted> = std::mem::take(&mut self.staged);
         self.accepted = 0;
         for (session, result) in std::mem::take(&mut self.applied) {
@@ -536,6 +584,81 @@ impl<W: World> Engine<W> {
                 self.enforce(v);
             }
         }
+    }
+
+    /// Players (not spectators) in the world.
+    pub fn players(&self) -> u32 {
+        self.sessions
+            .values()
+            .filter(|s| s.role == Role::Player)
+            .count() as u32
+    }
+
+    /// The room's phase (`Playing` for a world without a lifecycle).
+    pub fn phase(&self) -> WorldPhase {
+        self.life.as_ref().map_or(WorldPhase::Playing, Lifecycle::phase)
+    }
+
+    /// The room's lifecycle state now (epoch 0: the shell fills it in).
+    pub fn world_state(&self) -> WorldState {
+        let life = self.life.as_ref();
+        WorldState {
+            world: self.cfg.world,
+            epoch: 0,
+            phase: self.phase(),
+            players: self.players(),
+            capacity: life.map_or(0, |l| l.config().capacity),
+            tick: life.map_or(0, Lifecycle::changed_at),
+            result: life.and_then(|l| l.result().cloned()),
+        }
+    }
+
+    /// An operator ends the room at the next tick boundary (now, in tick terms).
+    /// A world without a lifecycle gets one that is already over.
+    pub fn handle_end(&mut self, reason: &str) {
+        let tick = self.tick;
+        let life = self.life.get_or_insert_with(|| {
+            Lifecycle::new(LifecycleConfig {
+                capacity: u32::MAX,
+                min_players: 1,
+                start_after_ticks: 0,
+                empty_grace_ticks: u64::MAX,
+            })
+        });
+        if life.handle_end(tick, reason).is_some() {
+            self.outputs.push_back(Output::Phase(self.world_state()));
+        }
+    }
+
+    /// The game's tick hook and the room's transitions, before the tick's events
+    /// are published (so what the hook emits goes out this tick).
+    fn tick_hook(&mut self) {
+        let players = self.players();
+        let mut emit = Emit::default();
+        let mut ctx = TickCtx {
+            tick: self.tick,
+            tick_hz: self.cfg.tick_hz,
+            phase: self.phase(),
+        };
+        if ctx.phase == WorldPhase::Playing {
+            self.world.on_tick(&ctx, &mut emit);
+        }
+        let verdict = (ctx.phase == WorldPhase::Playing)
+            .then(|| self.world.result())
+            .flatten();
+        let changed = self
+            .life
+            .as_mut()
+            .and_then(|l| l.handle_tick(ctx.tick, players, verdict));
+        if let Some(phase) = changed {
+            if phase == WorldPhase::Playing {
+                ctx.phase = phase;
+                self.world.on_start(&ctx, &mut emit);
+                self.world.on_tick(&ctx, &mut emit);
+            }
+            self.outputs.push_back(Output::Phase(self.world_state()));
+        }
+        self.stage(emit);
     }
 
     fn enforce(&mut self, v: Violation) {

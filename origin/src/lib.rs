@@ -19,6 +19,7 @@
 //! # Layout
 //! * `world`: the `World` trait and what passes through it.
 //! * `engine`: the per-world state machine.
+//! * `lifecycle`: a room's life (waiting, playing, ended), pure.
 //! * `interest`: area-of-interest grid with hysteresis.
 //! * `anticheat`: behavioural anomaly detection.
 //! * `arena`: the reference game.
@@ -42,6 +43,7 @@ mod core;
 mod engine;
 mod interest;
 mod journal;
+mod lifecycle;
 mod metrics;
 mod persist;
 mod routes;
@@ -64,6 +66,9 @@ pub use journal::{
 pub use metrics::{KindLabel, OriginMetrics};
 pub use persist::{PersistConfig, Persistent};
 pub use routes::{LinkId, Routes};
-pub use shell::{LoadError, OriginHandle, OriginServer, OriginStatus, ServerConfig};
+pub use shell::{
+    HostError, LoadError, OriginHandle, OriginServer, OriginStatus, ServerConfig, WorldEvent,
+};
 pub use view::{ArenaView, Mismatch, ViewError, ViewItem, ViewPlayer};
-pub use world::{Ctx, Emit, Emitted, Observation, Rejection, Validator, World};
+pub use lifecycle::{Closed, Lifecycle, LifecycleConfig};
+pub use world::{Ctx, Emit, Emitted, Observation, Rejection, TickCtx, Validator, World};

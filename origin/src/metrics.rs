@@ -34,6 +34,17 @@ pub struct OriginMetrics {
     pub resumes_incomplete: Counter,
     /// Tick duration in seconds.
     pub tick_seconds: Histogram,
+    /// Worlds running on this origin.
+    pub worlds: Gauge,
+    /// Worlds started on this origin.
+    pub worlds_started: Counter,
+    /// Worlds whose game ended here.
+    pub worlds_ended: Counter,
+    /// Control-plane operations that failed, by error kind.
+    pub control_errors: Family<KindLabel, Counter>,
+    /// 1 while this origin's control-plane lease is certainly alive (worlds
+    /// tick), 0 while it may have lapsed (worlds paused).
+    pub lease_writable: Gauge,
 }
 
 impl OriginMetrics {
@@ -51,6 +62,11 @@ impl OriginMetrics {
             slow_relays: Counter::default(),
             resumes_incomplete: Counter::default(),
             tick_seconds: Histogram::new(exponential_buckets(0.000_05, 2.0, 14)),
+            worlds: Gauge::default(),
+            worlds_started: Counter::default(),
+            worlds_ended: Counter::default(),
+            control_errors: Family::default(),
+            lease_writable: Gauge::default(),
         };
         let r = registry.sub_registry_with_prefix("skylane_origin");
         r.register("actions", "Actions by outcome", m.actions.clone());
@@ -65,7 +81,7 @@ impl OriginMetrics {
             m.link_errors.clone(),
         );
         r.register("relays", "Relays connected", m.relays.clone());
-        r.register("sessions", "Sessions in the world", m.sessions.clone());
+        r.register("sessions", "Sessions in the worlds here", m.sessions.clone());
         r.register("ticks", "Ticks run", m.ticks.clone());
         r.register(
             "batches_sent",
@@ -88,6 +104,27 @@ impl OriginMetrics {
             m.resumes_incomplete.clone(),
         );
         r.register("tick_seconds", "Tick duration", m.tick_seconds.clone());
+        r.register("worlds", "Worlds running here", m.worlds.clone());
+        r.register(
+            "worlds_started",
+            "Worlds started here",
+            m.worlds_started.clone(),
+        );
+        r.register(
+            "worlds_ended",
+            "Worlds whose game ended here",
+            m.worlds_ended.clone(),
+        );
+        r.register(
+            "control_errors",
+            "Control-plane operations that failed, by kind",
+            m.control_errors.clone(),
+        );
+        r.register(
+            "lease_writable",
+            "1 while the control-plane lease is certainly alive",
+            m.lease_writable.clone(),
+        );
         m
     }
 

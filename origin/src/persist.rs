@@ -168,6 +168,12 @@ where
         })
     }
 
+    /// The engine, for an operator's end (not journaled: the lifecycle is in
+    /// the snapshots, not in the world's state hash).
+    pub(crate) fn engine_mut(&mut self) -> &mut Engine<W> {
+        &mut self.engine
+    }
+
     /// The engine (read-only; inputs must go through this wrapper to be recorded).
     pub fn engine(&self) -> &Engine<W> {
         &self.engine

@@ -10,7 +10,9 @@
 
 use std::fmt;
 
-use skylane_proto::{ChannelId, EntityId, EventClass, Hash32, Payload, RejectCode, TeamId};
+use skylane_proto::{
+    ChannelId, EntityId, EventClass, Hash32, Payload, RejectCode, TeamId, WorldPhase, WorldResult,
+};
 
 /// Why a game refused an action.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,6 +50,17 @@ pub struct Ctx {
     pub avatar: EntityId,
     /// The action's client timestamp (microseconds, client clock).
     pub client_time_us: u64,
+}
+
+/// What the tick hook sees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TickCtx {
+    /// The tick being completed.
+    pub tick: u64,
+    /// Ticks per second of the world.
+    pub tick_hz: u32,
+    /// The world's phase (always `Playing` for a world without a lifecycle).
+    pub phase: WorldPhase,
 }
 
 /// One event a world emits while applying an action.
@@ -166,6 +179,26 @@ pub trait World: Send + 'static {
     /// filter). The default is empty: spectators then see only events.
     fn spectator_keyframe(&self) -> Vec<(EntityId, Payload)> {
         Vec::new()
+    }
+
+    /// Called once per tick, after the tick's actions and before its events are
+    /// published: timers, server-side characters, physics steps, win conditions.
+    /// Deterministic like the rest (replays run it too). The default does nothing.
+    fn on_tick(&mut self, ctx: &TickCtx, out: &mut Emit) {
+        let _ = (ctx, out);
+    }
+
+    /// Called once when a room starts playing (full, or the start timer ran out),
+    /// before that tick's [`World::on_tick`]. The default does nothing.
+    fn on_start(&mut self, ctx: &TickCtx, out: &mut Emit) {
+        let _ = (ctx, out);
+    }
+
+    /// The game's verdict: `Some` once the game is over (a winner, a draw). The
+    /// engine ends the room at the end of the tick that first returns it. The
+    /// default never ends.
+    fn result(&self) -> Option<WorldResult> {
+        None
     }
 
     /// A hash of the whole state (replays compare it tick by tick).

@@ -326,13 +326,16 @@ fn bad_link_input_gets_typed_errors_and_the_link_survives() {
         let host = net.sim.add_host("relay-eu", "amsterdam");
         let mut r = relay(&net, host, 1).await;
         r.open(1, WorldId(99), vec![]).await;
-        let seen = r.until(|m| matches!(m, LinkMsg::Error(_))).await;
+        let seen = r
+            .until(|m| matches!(m, LinkMsg::SessionRefused { .. }))
+            .await;
         assert!(matches!(
             seen.last(),
-            Some(LinkMsg::Error(ErrorMsg {
+            Some(LinkMsg::SessionRefused {
+                session: SessionId(1),
                 code: ErrorCode::UnknownWorld,
                 ..
-            }))
+            })
         ));
 
         let a = Action {

@@ -54,7 +54,8 @@ pub use message::{
     EntityVersion, ErrorCode, ErrorMsg, Event, EventBatch, FeedEvent, FeedFrame, GoAway, Hash32,
     Hello, Keyframe, LinkMsg, OriginReport, Outcome, PeerMsg, Ping, Pong, Refusal, RefusalCode,
     RejectCode, RelayInfo, ResumeTicket, ServerMsg, SkippedRange, SpectatorFilter,
-    SpectatorSubscribe, Welcome, ALPN, PEER_ALPN, PROTOCOL_VERSION,
+    SpectatorSubscribe, Welcome, WorldPhase, WorldResult, WorldState, ALPN, PEER_ALPN,
+    PROTOCOL_VERSION,
 };
 pub use payload::Payload;
 pub use replay::{ReplayWindow, REPLAY_WINDOW};

@@ -17,7 +17,7 @@ use crate::payload::Payload;
 use crate::token::Role;
 
 /// Version of the message set; carried in every frame and in [`Hello`].
-pub const PROTOCOL_VERSION: u8 = 1;
+pub const PROTOCOL_VERSION: u8 = 2;
 
 /// QUIC ALPN identifier of this protocol version.
 pub const ALPN: &[u8] = b"skylane/1";
@@ -221,6 +221,8 @@ pub enum RejectCode {
     /// arrive out of order): not applied, because the newer position wins. Not a
     /// violation.
     Superseded,
+    /// The world is not playing (still waiting for players, or ended).
+    NotPlaying,
 }
 
 /// The outcome of an [`Action`].
@@ -638,6 +640,53 @@ pub enum ErrorCode {
     /// A spectator request asked for more than the relay serves (a delay past its
     /// maximum, for example).
     Unsupported,
+    /// The world holds as many players as it may.
+    WorldFull,
+    /// The world has ended; it admits nobody.
+    WorldEnded,
+}
+
+/// Where a world is in its life, as its players see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WorldPhase {
+    /// Waiting for players; actions are refused with [`RejectCode::NotPlaying`].
+    Waiting,
+    /// Playing.
+    Playing,
+    /// Over; [`WorldState::result`] says how.
+    Ended,
+}
+
+/// How a game ended.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct WorldResult {
+    /// The winner (player id), if there is one.
+    pub winner: Option<String>,
+    /// Per-player scores.
+    pub scores: Vec<(String, i64)>,
+    /// Why it ended (`won`, `draw`, `abandoned`, `operator`...).
+    pub reason: String,
+}
+
+/// A world's lifecycle state, sent when a world attaches to a relay link (with
+/// the owner's epoch: a relay refuses a link's frames for a world whose epoch is
+/// below the highest it knows) and on every change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorldState {
+    /// World.
+    pub world: WorldId,
+    /// The owner's fencing epoch (0 for a world outside any control plane).
+    pub epoch: u64,
+    /// Phase.
+    pub phase: WorldPhase,
+    /// Players in the world.
+    pub players: u32,
+    /// Most players it holds (0: unbounded).
+    pub capacity: u32,
+    /// The world tick of the change.
+    pub tick: u64,
+    /// The result, once ended.
+    pub result: Option<WorldResult>,
 }
 
 /// A protocol error report; the connection may stay open.
@@ -727,6 +776,8 @@ pub enum ServerMsg {
     /// delivered and never will be (the session had expired at the origin, so it
     /// was joined afresh). The client must treat them as lost.
     ResumeIncomplete(Vec<SkippedRange>),
+    /// The world's lifecycle: sent after the welcome and on every change.
+    World(WorldState),
 }
 
 /// Events of one channel a resumed session will never receive.
@@ -862,6 +913,19 @@ pub enum LinkMsg {
         session: SessionId,
         /// What the session will never receive.
         skipped: Vec<SkippedRange>,
+    },
+    /// Origin → relay: a world's lifecycle state and the owner's epoch, when the
+    /// world attaches to the link and on every change.
+    WorldState(WorldState),
+    /// Origin → relay: a session could not join (the world is full, ended, or
+    /// unknown); the relay tells its client and closes it.
+    SessionRefused {
+        /// Session.
+        session: SessionId,
+        /// Why.
+        code: ErrorCode,
+        /// Detail.
+        reason: String,
     },
 }
 

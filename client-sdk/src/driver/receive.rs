@@ -106,12 +106,14 @@ impl Driver {
             }
             ServerMsg::Error(e) => {
                 debug!(code = ?e.code, message = %e.message, "relay reported an error");
-                if self.spectate.is_some()
+                let spectator_refused = self.spectate.is_some()
                     && matches!(
                         e.code,
                         ErrorCode::Forbidden | ErrorCode::Unsupported | ErrorCode::UnknownWorld
-                    )
-                {
+                    );
+                // A full or ended world will not take the player on a retry either.
+                let world_refused = matches!(e.code, ErrorCode::WorldFull | ErrorCode::WorldEnded);
+                if spectator_refused || world_refused {
                     return Some(End::Fatal(ClientError::Request {
                         code: e.code,
                         message: e.message,
@@ -129,6 +131,14 @@ impl Driver {
                     .await
                     .is_err()
                 {
+                    return Some(End::Bye);
+                }
+            }
+            ServerMsg::World(w) => {
+                if let Ok(mut s) = self.shared.lock() {
+                    s.world = Some(w.clone());
+                }
+                if events.send(ClientEvent::World(w)).await.is_err() {
                     return Some(End::Bye);
                 }
             }

@@ -43,6 +43,7 @@ impl<W: World> Engine<W> {
             detector: self.detector.clone(),
             applied: self.applied.clone(),
             staged: self.staged.clone(),
+            life: self.life.clone(),
         }
     }
 
@@ -88,6 +89,7 @@ impl<W: World> Engine<W> {
             channels,
             outputs: VecDeque::new(),
             staged: snap.staged,
+            life: snap.life.or_else(|| cfg.lifecycle.map(crate::lifecycle::Lifecycle::new)),
             stats: EngineStats::default(),
             feed: false,
         }

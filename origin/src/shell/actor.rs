@@ -5,10 +5,10 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use bytes::Bytes;
-use quinn::{Connection, Endpoint};
+use quinn::Connection;
 use skylane_proto::{
     encode_frame_to_bytes, ChannelCursor, ChannelId, ErrorCode, ErrorMsg, EventBatch, LinkMsg,
-    Pong, RelayId, SessionId, SkippedRange, DEFAULT_MAX_FRAME, PROTOCOL_VERSION,
+    RelayId, SessionId, SkippedRange, WorldPhase, DEFAULT_MAX_FRAME,
 };
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
@@ -18,13 +18,14 @@ use skylane_ops::LogLimiter;
 
 use crate::anticheat::AnomalyKind;
 use crate::core::Core;
-use crate::engine::{Output, ResumeError};
+use crate::engine::{JoinError, Output, ResumeError};
 use crate::journal::JournalError;
 use crate::metrics::OriginMetrics;
 use crate::routes::{LinkId, Routes};
 
+use super::host::SharedDir;
 use super::lanes::{lane_of, DownLane, LaneRefused};
-use super::mailbox::{Clock, Cmd, OriginStatus};
+use super::mailbox::{Clock, Cmd, OriginStatus, WorldEvent};
 use super::ServerConfig;
 
 /// A relay link as the actor sees it: where to write.
@@ -36,9 +37,29 @@ struct RelayState {
     cut: bool,
 }
 
+/// What a world's task is started with besides its engine.
+pub(crate) struct WorldEnv {
+    pub(crate) cfg: ServerConfig,
+    pub(crate) metrics: OriginMetrics,
+    pub(crate) clock: Clock,
+    pub(crate) dir: SharedDir,
+    /// The owner epoch (0 outside a control plane).
+    pub(crate) epoch: u64,
+    /// Lifecycle reports (a handful per world: bounded by the worlds hosted).
+    pub(crate) events: mpsc::UnboundedSender<WorldEvent>,
+    /// Whether this origin may write (its control-plane lease cannot have lapsed).
+    pub(crate) writable: watch::Receiver<bool>,
+}
+
 /// The world's task: the engine, the routes, the relay links.
-pub(crate) struct Actor<C> {
-    core: C,
+pub(crate) struct Actor {
+    core: Box<dyn Core>,
+    dir: SharedDir,
+    epoch: u64,
+    events: mpsc::UnboundedSender<WorldEvent>,
+    writable: watch::Receiver<bool>,
+    /// Sessions this world last added to the origin-wide gauge.
+    sessions_counted: i64,
     cfg: ServerConfig,
     metrics: OriginMetrics,
     clock: Clock,
@@ -52,13 +73,18 @@ pub(crate) fn frame(msg: &LinkMsg) -> Option<Bytes> {
     encode_frame_to_bytes(msg, DEFAULT_MAX_FRAME).ok()
 }
 
-impl<C: Core> Actor<C> {
-    pub(crate) fn new(core: C, cfg: ServerConfig, metrics: OriginMetrics, clock: Clock) -> Self {
+impl Actor {
+    pub(crate) fn new(core: Box<dyn Core>, env: WorldEnv) -> Self {
         Self {
             core,
-            cfg,
-            metrics,
-            clock,
+            dir: env.dir,
+            epoch: env.epoch,
+            events: env.events,
+            writable: env.writable,
+            sessions_counted: 0,
+            cfg: env.cfg,
+            metrics: env.metrics,
+            clock: env.clock,
             relays: HashMap::new(),
             routes: Routes::new(),
             violation_logs: LogLimiter::new(Duration::from_secs(10), 10_000),
@@ -81,14 +107,47 @@ impl<C: Core> Actor<C> {
         mut self,
         mut rx: mpsc::Receiver<Cmd>,
         mut shutdown: watch::Receiver<bool>,
-        endpoint: Endpoint,
+    ) -> Result<(), JournalError> {
+        let world = self.core.world_id();
+        let result = self.serve(&mut rx, &mut shutdown).await;
+        let result = result.and_then(|()| self.core.flush());
+        self.metrics.sessions.dec_by(self.sessions_counted);
+        let _ = self.events.send(WorldEvent::Stopped {
+            world,
+            error: result.as_ref().err().map(ToString::to_string),
+        });
+        info!(%world, "world stopped; journal flushed");
+        result
+    }
+
+    async fn serve(
+        &mut self,
+        rx: &mut mpsc::Receiver<Cmd>,
+        shutdown: &mut watch::Receiver<bool>,
     ) -> Result<(), JournalError> {
         let mut sweep = tokio::time::interval(Duration::from_secs(1));
         loop {
+            if !*self.writable.borrow() {
+                // The lease may have lapsed: another origin may own the world by
+                // now, so this one neither ticks nor answers until it can tell.
+                warn!(world = %self.core.world_id(), "lease unsure: world paused");
+                tokio::select! {
+                    _ = shutdown.changed() => return Ok(()),
+                    r = self.writable.changed() => if r.is_err() { return Ok(()) },
+                }
+                let now = self.now_us();
+                if *self.writable.borrow() {
+                    info!(world = %self.core.world_id(), "lease renewed: world resumed");
+                    // Do not replay the paused time as a burst of ticks.
+                    self.core.handle_timeout(now)?;
+                }
+                continue;
+            }
             let deadline = self.deadline();
             tokio::select! {
                 biased;
-                _ = shutdown.changed() => break,
+                _ = shutdown.changed() => return Ok(()),
+                _ = self.writable.changed() => continue,
                 () = tokio::time::sleep_until(deadline) => {
                     let t = std::time::Instant::now();
                     let now = self.now_us();
@@ -97,19 +156,31 @@ impl<C: Core> Actor<C> {
                     self.metrics.tick_seconds.observe(t.elapsed().as_secs_f64());
                 }
                 cmd = rx.recv() => match cmd {
+                    Some(Cmd::Stop) | None => return Ok(()),
                     Some(cmd) => self.handle(cmd),
-                    None => break,
                 },
                 _ = sweep.tick() => self.sweep_orphans(),
             }
             self.route();
             // After every change: sessions leave as well as arrive.
-            self.metrics.sessions.set(self.routes.sessions() as i64);
+            let now = self.routes.sessions() as i64;
+            self.metrics.sessions.inc_by(now - self.sessions_counted);
+            self.sessions_counted = now;
         }
-        endpoint.close(0u32.into(), b"origin shutting down");
-        self.core.flush()?;
-        info!("origin stopped; journal flushed");
-        Ok(())
+    }
+
+    /// Tells every relay link the world's state and this owner's epoch.
+    fn announce(&mut self, to: Option<LinkId>) {
+        let mut ws = self.core.world_state();
+        ws.epoch = self.epoch;
+        let f = frame(&LinkMsg::WorldState(ws));
+        let targets: Vec<LinkId> = match to {
+            Some(id) => vec![id],
+            None => self.relays.keys().copied().collect(),
+        };
+        for id in targets {
+            self.send(id, 0, f.clone());
+        }
     }
 
     fn handle(&mut self, cmd: Cmd) {
@@ -130,31 +201,30 @@ impl<C: Core> Actor<C> {
                     },
                 );
                 self.routes.handle_relay_up(id);
-                self.metrics.relays.set(self.relays.len() as i64);
-                let hello = LinkMsg::LinkHello {
-                    version: PROTOCOL_VERSION,
-                    relay: RelayId(0),
-                };
-                self.send(id, 0, frame(&hello));
+                self.announce(Some(id));
             }
             Cmd::RelayDown { id } => {
                 self.relays.remove(&id);
                 self.routes.handle_relay_down(Instant::now().into_std(), id);
-                self.metrics.relays.set(self.relays.len() as i64);
                 self.update_feed();
             }
-            Cmd::BadFrame { id, label } => {
-                OriginMetrics::count(&self.metrics.link_errors, label);
-                self.error(
-                    id,
-                    ErrorCode::Malformed,
-                    format!("undecodable frame: {label}"),
-                );
+            Cmd::Epoch(epoch) => {
+                self.epoch = epoch;
+                self.announce(None);
             }
+            Cmd::End(reason) => self.core.handle_end(&reason),
+            // Handled by the loop.
+            Cmd::Stop => {}
             Cmd::Msg { id, msg } => self.handle_msg(id, msg),
             Cmd::Status(reply) => {
+                let ws = self.core.world_state();
                 let _ = reply.send(OriginStatus {
                     world: self.core.world_id().0,
+                    game: self.core.game().to_string(),
+                    phase: format!("{:?}", ws.phase).to_lowercase(),
+                    players: ws.players,
+                    capacity: ws.capacity,
+                    epoch: self.epoch,
                     tick: self.core.tick(),
                     state_hash: self.core.state_hash().to_string(),
                     sessions: self.routes.sessions(),
@@ -201,8 +271,28 @@ impl<C: Core> Actor<C> {
                                 self.resume_expired(id, session, &resume_from);
                             }
                         }
+                        Err(e @ (JoinError::Full | JoinError::Ended)) => {
+                            let code = if e == JoinError::Full {
+                                ErrorCode::WorldFull
+                            } else {
+                                ErrorCode::WorldEnded
+                            };
+                            OriginMetrics::count(&self.metrics.link_errors, "join_refused");
+                            self.dir.forget_session(session);
+                            let reason = format!("{session}: {e}");
+                            self.send(
+                                id,
+                                0,
+                                frame(&LinkMsg::SessionRefused {
+                                    session,
+                                    code,
+                                    reason,
+                                }),
+                            );
+                        }
                         Err(e) => {
                             OriginMetrics::count(&self.metrics.link_errors, "join_refused");
+                            self.dir.forget_session(session);
                             self.error(id, ErrorCode::Unexpected, format!("{session}: {e}"));
                             self.send(id, 0, frame(&LinkMsg::SessionClose { session }));
                         }
@@ -213,6 +303,7 @@ impl<C: Core> Actor<C> {
                 if self.routes.relay_of(session) == Some(id) {
                     self.routes.detach(session);
                     self.core.handle_leave(session);
+                    self.dir.forget_session(session);
                 }
             }
             LinkMsg::Action { session, action } => {
@@ -226,24 +317,6 @@ impl<C: Core> Actor<C> {
                         format!("{session} is not open on this link"),
                     );
                 }
-            }
-            LinkMsg::Ping(p) => {
-                let now = self.now_us();
-                let pong = LinkMsg::Pong(Pong::answer(&p, now, now));
-                self.send(id, 0, frame(&pong));
-            }
-            LinkMsg::Pong(_) => {}
-            // Answered by the link's reader (`LinkReader::deliver`); never reaches here.
-            LinkMsg::SessionPing { .. } => {}
-            LinkMsg::FeedSubscribe { world } | LinkMsg::FeedUnsubscribe { world }
-                if world != self.core.world_id() =>
-            {
-                OriginMetrics::count(&self.metrics.link_errors, "unknown_world");
-                self.error(
-                    id,
-                    ErrorCode::UnknownWorld,
-                    format!("this origin hosts {}, not {world}", self.core.world_id()),
-                );
             }
             LinkMsg::FeedSubscribe { .. } => {
                 if self.routes.set_feed(id, true) {
@@ -392,6 +465,7 @@ impl<C: Core> Actor<C> {
         let now = Instant::now().into_std();
         for s in self.routes.poll_expired(now, self.cfg.session_grace) {
             self.core.handle_leave(s);
+            self.dir.forget_session(s);
             debug!(session = %s, "session grace expired");
         }
     }
@@ -509,6 +583,19 @@ impl<C: Core> Actor<C> {
                         warn!(session = %v.session, player = %v.player, kind = ?v.kind, evidence = %v.evidence, suppressed, "violation");
                     }
                 }
+                Output::Phase(mut ws) => {
+                    ws.epoch = self.epoch;
+                    info!(world = %ws.world, phase = ?ws.phase, players = ws.players, result = ?ws.result, "world phase");
+                    if ws.phase == WorldPhase::Ended {
+                        self.metrics.worlds_ended.inc();
+                    }
+                    let f = frame(&LinkMsg::WorldState(ws.clone()));
+                    let targets: Vec<LinkId> = self.relays.keys().copied().collect();
+                    for id in targets {
+                        self.send(id, 0, f.clone());
+                    }
+                    let _ = self.events.send(WorldEvent::Phase(ws));
+                }
                 Output::Kick { session, reason } => {
                     warn!(%session, %reason, "kicking session");
                     if let Some(id) = self.routes.relay_of(session) {
@@ -531,7 +618,7 @@ impl<C: Core> Actor<C> {
     }
 }
 
-fn variant(msg: &LinkMsg) -> &'static str {
+pub(crate) fn variant(msg: &LinkMsg) -> &'static str {
     match msg {
         LinkMsg::LinkHello { .. } => "LinkHello",
         LinkMsg::SessionOpen { .. } => "SessionOpen",
@@ -552,5 +639,7 @@ fn variant(msg: &LinkMsg) -> &'static str {
         LinkMsg::SessionPing { .. } => "SessionPing",
         LinkMsg::SessionPong { .. } => "SessionPong",
         LinkMsg::ResumeIncomplete { .. } => "ResumeIncomplete",
+        LinkMsg::WorldState(_) => "WorldState",
+        LinkMsg::SessionRefused { .. } => "SessionRefused",
     }
 }

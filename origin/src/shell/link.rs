@@ -6,20 +6,32 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use quinn::{Connection, Endpoint};
-use skylane_proto::{DecodeError, FrameDecoder, LinkMsg, Pong, PROTOCOL_VERSION};
-use tokio::sync::{mpsc, watch};
+use skylane_proto::{
+    DecodeError, ErrorCode, ErrorMsg, FrameDecoder, LinkMsg, Pong, RelayId, PROTOCOL_VERSION,
+};
+use tokio::sync::watch;
 use tracing::{debug, info};
 
+use crate::metrics::OriginMetrics;
+
 use super::actor::frame;
+use super::host::{LinkEntry, SharedDir};
 use super::lanes::{write_lane, DownLane};
 use super::mailbox::{Clock, Cmd};
 use super::ServerConfig;
 
+/// What every relay connection's tasks share.
+#[derive(Clone)]
+pub(crate) struct LinkEnv {
+    pub(crate) dir: SharedDir,
+    pub(crate) cfg: ServerConfig,
+    pub(crate) clock: Clock,
+    pub(crate) metrics: OriginMetrics,
+}
+
 pub(crate) async fn accept_loop(
     endpoint: Endpoint,
-    tx: mpsc::Sender<Cmd>,
-    cfg: ServerConfig,
-    clock: Clock,
+    env: LinkEnv,
     shutdown: watch::Receiver<bool>,
 ) {
     static NEXT: AtomicU64 = AtomicU64::new(1);
@@ -29,10 +41,10 @@ pub(crate) async fn accept_loop(
             continue;
         }
         let id = NEXT.fetch_add(1, Ordering::Relaxed);
-        let tx = tx.clone();
+        let env = env.clone();
         tokio::spawn(async move {
             match incoming.await {
-                Ok(conn) => serve_relay(id, conn, tx, cfg, clock).await,
+                Ok(conn) => serve_relay(id, conn, env).await,
                 Err(e) => debug!(cause = %e, "relay handshake failed"),
             }
         });
@@ -40,13 +52,8 @@ pub(crate) async fn accept_loop(
 }
 
 /// Reads one connection's streams and feeds the actor; writes its lanes.
-async fn serve_relay(
-    id: u64,
-    conn: Connection,
-    tx: mpsc::Sender<Cmd>,
-    cfg: ServerConfig,
-    clock: Clock,
-) {
+async fn serve_relay(id: u64, conn: Connection, env: LinkEnv) {
+    let cfg = env.cfg;
     let Ok((ctl_send, mut ctl_recv)) = conn.accept_bi().await else {
         return;
     };
@@ -75,31 +82,37 @@ async fn serve_relay(
     tokio::spawn(write_lane(conn.clone(), 0, Some(ctl_send), lane0_rx));
     let reader = LinkReader {
         id,
-        tx: tx.clone(),
+        dir: env.dir.clone(),
+        metrics: env.metrics.clone(),
         control: control.clone(),
-        clock,
+        clock: env.clock,
         max_frame: cfg.max_frame,
         link_limit: cfg.link_queue_bytes,
         pong_shed: cfg.pong_shed_bytes,
     };
+    // The link's hello (the worlds each add theirs, with their epochs).
+    let hello = LinkMsg::LinkHello {
+        version: PROTOCOL_VERSION,
+        relay: RelayId(0),
+    };
+    if let Some(f) = frame(&hello) {
+        let _ = control.push(f, cfg.link_queue_bytes);
+    }
     lanes.push(control);
     for lane in 1..=cfg.lanes {
         let (ltx, lrx) = DownLane::new(budget.clone());
         tokio::spawn(write_lane(conn.clone(), lane, None, lrx));
         lanes.push(ltx);
     }
-    if tx
-        .send(Cmd::RelayUp {
-            id,
-            relay,
-            conn: conn.clone(),
-            lanes,
-        })
-        .await
-        .is_err()
-    {
-        return;
+    let entry = LinkEntry {
+        relay,
+        conn: conn.clone(),
+        lanes,
+    };
+    for world in env.dir.link_up(id, entry.clone()) {
+        let _ = world.send(entry.up(id)).await;
     }
+    env.metrics.relays.set(env.dir.links() as i64);
     // Anything after the hello on the control stream.
     tokio::spawn(reader.clone().read_stream(dec, ctl_recv));
     {
@@ -124,14 +137,18 @@ async fn serve_relay(
     }
     let reason = conn.closed().await;
     info!(relay = %relay, cause = %reason, "relay disconnected");
-    let _ = tx.send(Cmd::RelayDown { id }).await;
+    for world in env.dir.link_down(id) {
+        let _ = world.send(Cmd::RelayDown { id }).await;
+    }
+    env.metrics.relays.set(env.dir.links() as i64);
 }
 
 /// What a task reading one relay link's streams and datagrams needs.
 #[derive(Clone)]
 struct LinkReader {
     id: u64,
-    tx: mpsc::Sender<Cmd>,
+    dir: SharedDir,
+    metrics: OriginMetrics,
     /// The link's control lane, for pongs answered without the actor.
     control: DownLane,
     clock: Clock,
@@ -150,29 +167,96 @@ impl LinkReader {
     /// with mTLS and answers only its own sessions' pongs, so no session check
     /// is needed (it would need the actor's state).
     async fn deliver(&self, msg: Result<LinkMsg, DecodeError>) -> bool {
-        let cmd = match msg {
-            Ok(LinkMsg::SessionPing { session, ping }) => {
+        let msg = match msg {
+            Ok(m) => m,
+            Err(e) => {
+                OriginMetrics::count(&self.metrics.link_errors, e.label());
+                self.reply(&LinkMsg::Error(ErrorMsg {
+                    code: ErrorCode::Malformed,
+                    message: format!("undecodable frame: {}", e.label()),
+                }));
+                return true;
+            }
+        };
+        let target = match &msg {
+            LinkMsg::SessionPing { session, ping } => {
                 let now = self.clock.now_us();
                 let pong = LinkMsg::SessionPong {
-                    session,
-                    pong: Pong::answer(&ping, now, now),
+                    session: *session,
+                    pong: Pong::answer(ping, now, now),
                 };
                 // Behind a long control queue the pong would measure the queue:
                 // it is shed like a lost datagram (the relay pings again).
                 if self.control.queued() <= self.pong_shed {
-                    if let Some(bytes) = frame(&pong) {
-                        let _ = self.control.push(bytes, self.link_limit);
-                    }
+                    self.reply(&pong);
                 }
                 return true;
             }
-            Ok(msg) => Cmd::Msg { id: self.id, msg },
-            Err(e) => Cmd::BadFrame {
-                id: self.id,
-                label: e.label(),
-            },
+            LinkMsg::Ping(p) => {
+                let now = self.clock.now_us();
+                self.reply(&LinkMsg::Pong(Pong::answer(p, now, now)));
+                return true;
+            }
+            LinkMsg::Pong(_) => return true,
+            LinkMsg::SessionOpen { session, world, .. } => {
+                match self.dir.open(*session, *world) {
+                    Some(tx) => tx,
+                    None => {
+                        OriginMetrics::count(&self.metrics.link_errors, "unknown_world");
+                        self.reply(&LinkMsg::SessionRefused {
+                            session: *session,
+                            code: ErrorCode::UnknownWorld,
+                            reason: format!("this origin does not host {world}"),
+                        });
+                        return true;
+                    }
+                }
+            }
+            LinkMsg::SessionClose { session } | LinkMsg::Action { session, .. } => {
+                match self.dir.of_session(*session) {
+                    Some(tx) => tx,
+                    None => {
+                        OriginMetrics::count(&self.metrics.link_errors, "unknown_session");
+                        self.reply(&LinkMsg::Error(ErrorMsg {
+                            code: ErrorCode::UnknownSession,
+                            message: format!("{session} is not open on this origin"),
+                        }));
+                        return true;
+                    }
+                }
+            }
+            LinkMsg::FeedSubscribe { world } | LinkMsg::FeedUnsubscribe { world } => {
+                match self.dir.world(*world) {
+                    Some(tx) => tx,
+                    None => {
+                        OriginMetrics::count(&self.metrics.link_errors, "unknown_world");
+                        self.reply(&LinkMsg::Error(ErrorMsg {
+                            code: ErrorCode::UnknownWorld,
+                            message: format!("this origin does not host {world}"),
+                        }));
+                        return true;
+                    }
+                }
+            }
+            other => {
+                OriginMetrics::count(&self.metrics.link_errors, "unexpected");
+                self.reply(&LinkMsg::Error(ErrorMsg {
+                    code: ErrorCode::Unexpected,
+                    message: format!("unexpected message {}", super::actor::variant(other)),
+                }));
+                return true;
+            }
         };
-        self.tx.send(cmd).await.is_ok()
+        // A world that stopped meanwhile just drops it; the link goes on.
+        let _ = target.send(Cmd::Msg { id: self.id, msg }).await;
+        true
+    }
+
+    /// Answers on the link's control lane, without any world.
+    fn reply(&self, msg: &LinkMsg) {
+        if let Some(bytes) = frame(msg) {
+            let _ = self.control.push(bytes, self.link_limit);
+        }
     }
 
     /// Reads one stream's frames until it ends, fails or goes out of sync.

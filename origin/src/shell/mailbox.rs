@@ -1,7 +1,7 @@
 //! The actor's mailbox and the origin's clock.
 
 use quinn::Connection;
-use skylane_proto::{LinkMsg, RelayId};
+use skylane_proto::{LinkMsg, RelayId, WorldId, WorldState};
 use tokio::time::Instant;
 
 use super::lanes::DownLane;
@@ -21,12 +21,29 @@ pub(crate) enum Cmd {
         id: u64,
         msg: LinkMsg,
     },
-    BadFrame {
-        id: u64,
-        label: &'static str,
-    },
     /// An operator asks for the world's state.
     Status(tokio::sync::oneshot::Sender<OriginStatus>),
+    /// The world's owner epoch changed (re-claimed under a new lease): tell
+    /// every relay.
+    Epoch(u64),
+    /// End the game now (an operator, or the control plane).
+    End(String),
+    /// Stop the world's task (flushing its journal).
+    Stop,
+}
+
+/// What a world's task reports to whoever runs the origin (the cluster agent).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WorldEvent {
+    /// The world's lifecycle changed (epoch filled in).
+    Phase(WorldState),
+    /// The world's task stopped (removed, or failed with the error).
+    Stopped {
+        /// World.
+        world: WorldId,
+        /// Its failure, if it failed.
+        error: Option<String>,
+    },
 }
 
 /// An origin's state as `/status` shows it.
@@ -34,6 +51,16 @@ pub(crate) enum Cmd {
 pub struct OriginStatus {
     /// The world.
     pub world: u64,
+    /// Its game.
+    pub game: String,
+    /// Its phase (`waiting`, `playing`, `ended`).
+    pub phase: String,
+    /// Players in it.
+    pub players: u32,
+    /// Most players it holds (0: unbounded).
+    pub capacity: u32,
+    /// The owner epoch this origin holds it at (0 outside a control plane).
+    pub epoch: u64,
     /// The last completed tick.
     pub tick: u64,
     /// The world's state hash now (hex).

@@ -29,15 +29,18 @@
 //! behind is disconnected (once, with one warning; its sessions wait for it or for
 
 mod actor;
+mod host;
 mod lanes;
 mod link;
 mod load;
 mod mailbox;
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use quinn::Endpoint;
-use skylane_proto::DEFAULT_MAX_FRAME;
+use skylane_proto::{WorldId, DEFAULT_MAX_FRAME};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -46,12 +49,13 @@ use crate::core::Core;
 use crate::journal::JournalError;
 use crate::metrics::OriginMetrics;
 
-use actor::Actor;
-use link::accept_loop;
+use actor::{Actor, WorldEnv};
+use host::SharedDir;
+use link::{accept_loop, LinkEnv};
 use mailbox::{Clock, Cmd};
 
 pub use load::LoadError;
-pub use mailbox::OriginStatus;
+pub use mailbox::{OriginStatus, WorldEvent};
 
 /// Shell settings.
 #[derive(Debug, Clone, Copy)]
@@ -72,6 +76,9 @@ pub struct ServerConfig {
     /// The clock's epoch: microseconds since the Unix epoch at the moment the server
     /// starts (the engine must have been created with the same `now_us`).
     pub base_unix_us: u64,
+    /// Mailbox slots per world (messages from relays waiting for the world's
+    /// task). Defaults to 65,536.
+    pub mailbox: usize,
 }
 
 impl ServerConfig {
@@ -84,47 +91,196 @@ impl ServerConfig {
             session_grace: Duration::from_secs(30),
             max_frame: DEFAULT_MAX_FRAME,
             base_unix_us,
+            mailbox: 65_536,
         }
     }
 }
 
-/// Asks a running origin for its state.
-#[derive(Debug, Clone)]
-pub struct OriginHandle {
-    cmd: mpsc::Sender<Cmd>,
+/// Why a world could not be added.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HostError {
+    /// A world with that id already runs here.
+    #[error("{0} already runs on this origin")]
+    Duplicate(WorldId),
+    /// The origin is shutting down.
+    #[error("the origin is shutting down")]
+    ShuttingDown,
 }
 
-impl OriginHandle {
-    /// The world's state now (`None` once the world has stopped).
-    pub async fn status(&self) -> Option<OriginStatus> {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        self.cmd.send(Cmd::Status(tx)).await.ok()?;
-        rx.await.ok()
+struct HostInner {
+    dir: SharedDir,
+    cfg: ServerConfig,
+    metrics: OriginMetrics,
+    clock: Clock,
+    events: mpsc::UnboundedSender<WorldEvent>,
+    writable: watch::Sender<bool>,
+    shutdown: watch::Receiver<bool>,
+    actors: Mutex<HashMap<WorldId, JoinHandle<Result<(), JournalError>>>>,
+    first: Mutex<Option<WorldId>>,
+}
+
+/// Manages a running origin's worlds; cheap to clone (the admin endpoint and
+/// the cluster agent each hold one).
+#[derive(Clone)]
+pub struct OriginHandle {
+    inner: Arc<HostInner>,
+}
+
+impl std::fmt::Debug for OriginHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OriginHandle").finish_non_exhaustive()
     }
 }
 
-/// A running origin server.
+async fn ask(tx: mpsc::Sender<Cmd>) -> Option<OriginStatus> {
+    let (reply, rx) = tokio::sync::oneshot::channel();
+    tx.send(Cmd::Status(reply)).await.ok()?;
+    rx.await.ok()
+}
+
+impl OriginHandle {
+    /// The first world's state (the world a single-world origin was started
+    /// with); `None` once it has stopped.
+    pub async fn status(&self) -> Option<OriginStatus> {
+        let first = (*self.lock_first())?;
+        self.world_status(first).await
+    }
+
+    fn lock_first(&self) -> std::sync::MutexGuard<'_, Option<WorldId>> {
+        self.inner
+            .first
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn lock_actors(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<WorldId, JoinHandle<Result<(), JournalError>>>> {
+        self.inner
+            .actors
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// One world's state.
+    pub async fn world_status(&self, world: WorldId) -> Option<OriginStatus> {
+        ask(self.inner.dir.world(world)?).await
+    }
+
+    /// Every world's state, in id order.
+    pub async fn worlds(&self) -> Vec<OriginStatus> {
+        let mut out = Vec::new();
+        for (_, tx) in self.inner.dir.all_worlds() {
+            if let Some(s) = ask(tx).await {
+                out.push(s);
+            }
+        }
+        out
+    }
+
+    /// The origin's clock now (microseconds since the Unix epoch): what a new
+    /// engine must be created with.
+    pub fn now_us(&self) -> u64 {
+        self.inner.clock.now_us()
+    }
+
+    /// Starts a world on its own task, owned at `epoch` (0 outside a control
+    /// plane), and introduces it to every relay link that is up.
+    pub fn add_world(&self, core: Box<dyn Core>, epoch: u64) -> Result<(), HostError> {
+        if *self.inner.shutdown.borrow() {
+            return Err(HostError::ShuttingDown);
+        }
+        let world = core.world_id();
+        let (tx, rx) = mpsc::channel(self.inner.cfg.mailbox);
+        let links = self
+            .inner
+            .dir
+            .add_world(world, tx.clone())
+            .ok_or(HostError::Duplicate(world))?;
+        let env = WorldEnv {
+            cfg: self.inner.cfg,
+            metrics: self.inner.metrics.clone(),
+            clock: self.inner.clock,
+            dir: self.inner.dir.clone(),
+            epoch,
+            events: self.inner.events.clone(),
+            writable: self.inner.writable.subscribe(),
+        };
+        let actor = Actor::new(core, env);
+        let task = tokio::spawn(actor.run(rx, self.inner.shutdown.clone()));
+        self.lock_actors().insert(world, task);
+        self.lock_first().get_or_insert(world);
+        self.inner.metrics.worlds_started.inc();
+        self.inner.metrics.worlds.inc();
+        for (id, entry) in links {
+            // A fresh mailbox has room for one message per link.
+            let _ = tx.try_send(entry.up(id));
+        }
+        Ok(())
+    }
+
+    /// Ends a world's game now (it reports the result); `false` if it does not
+    /// run here.
+    pub async fn end_world(&self, world: WorldId, reason: &str) -> bool {
+        match self.inner.dir.world(world) {
+            Some(tx) => tx.send(Cmd::End(reason.into())).await.is_ok(),
+            None => false,
+        }
+    }
+
+    /// The world's owner epoch changed: it tells every relay.
+    pub async fn set_epoch(&self, world: WorldId, epoch: u64) -> bool {
+        match self.inner.dir.world(world) {
+            Some(tx) => tx.send(Cmd::Epoch(epoch)).await.is_ok(),
+            None => false,
+        }
+    }
+
+    /// Stops a world and forgets it; returns its task's final error. `None` if
+    /// it does not run here.
+    pub async fn remove_world(&self, world: WorldId) -> Option<Result<(), JournalError>> {
+        let tx = self.inner.dir.remove_world(world)?;
+        let _ = tx.send(Cmd::Stop).await;
+        let task = self.lock_actors().remove(&world)?;
+        self.inner.metrics.worlds.dec();
+        Some(task.await.unwrap_or(Ok(())))
+    }
+
+    /// Whether worlds may write: `false` pauses every world (no ticks, no
+    /// answers) until it is `true` again. The cluster agent follows its lease.
+    pub fn set_writable(&self, on: bool) {
+        self.inner.writable.send_if_modified(|w| {
+            let changed = *w != on;
+            *w = on;
+            changed
+        });
+        self.inner.metrics.lease_writable.set(i64::from(on));
+    }
+
+    /// Ids of the worlds running here.
+    pub fn world_ids(&self) -> Vec<WorldId> {
+        self.inner.dir.all_worlds().into_iter().map(|(w, _)| w).collect()
+    }
+}
+
+/// A running origin server: any number of worlds behind one QUIC endpoint.
 #[derive(Debug)]
 pub struct OriginServer {
     shutdown: watch::Sender<bool>,
-    actor: JoinHandle<Result<(), JournalError>>,
     accept: JoinHandle<()>,
-    cmd: mpsc::Sender<Cmd>,
+    endpoint: Endpoint,
+    handle: OriginHandle,
+    events: Option<mpsc::UnboundedReceiver<WorldEvent>>,
     addr: std::net::SocketAddr,
 }
 
 impl OriginServer {
-    /// Serves relays on `endpoint` (configured with the origin's mTLS server config).
-    /// Must be called inside a tokio runtime.
-    pub fn spawn<C: Core>(
-        endpoint: Endpoint,
-        core: C,
-        cfg: ServerConfig,
-        metrics: OriginMetrics,
-    ) -> Self {
+    /// Serves relays on `endpoint` (configured with the origin's mTLS server
+    /// config) with no world yet: add them with [`OriginHandle::add_world`]. Must
+    /// be called inside a tokio runtime.
+    pub fn host(endpoint: Endpoint, cfg: ServerConfig, metrics: OriginMetrics) -> Self {
         let (shutdown, shutdown_rx) = watch::channel(false);
-        let (tx, rx) = mpsc::channel(65_536);
-        let cmd = tx.clone();
+        let (events_tx, events) = mpsc::unbounded_channel();
         let addr = endpoint
             .local_addr()
             .unwrap_or_else(|_| ([0, 0, 0, 0], 0).into());
@@ -132,22 +288,50 @@ impl OriginServer {
             base_unix_us: cfg.base_unix_us,
             start: Instant::now(),
         };
-        let accept = tokio::spawn(accept_loop(
-            endpoint.clone(),
-            tx,
+        let dir = SharedDir::default();
+        let (writable, _) = watch::channel(true);
+        metrics.lease_writable.set(1);
+        let env = LinkEnv {
+            dir: dir.clone(),
             cfg,
             clock,
-            shutdown_rx.clone(),
-        ));
-        let actor = Actor::new(core, cfg, metrics, clock);
-        let actor = tokio::spawn(actor.run(rx, shutdown_rx, endpoint));
+            metrics: metrics.clone(),
+        };
+        let accept = tokio::spawn(accept_loop(endpoint.clone(), env, shutdown_rx.clone()));
+        let handle = OriginHandle {
+            inner: Arc::new(HostInner {
+                dir,
+                cfg,
+                metrics,
+                clock,
+                events: events_tx,
+                writable,
+                shutdown: shutdown_rx,
+                actors: Mutex::new(HashMap::new()),
+                first: Mutex::new(None),
+            }),
+        };
         Self {
             shutdown,
-            actor,
             accept,
-            cmd,
+            endpoint,
+            handle,
+            events: Some(events),
             addr,
         }
+    }
+
+    /// Serves one world (see [`OriginServer::host`]).
+    pub fn spawn<C: Core>(
+        endpoint: Endpoint,
+        core: C,
+        cfg: ServerConfig,
+        metrics: OriginMetrics,
+    ) -> Self {
+        let server = Self::host(endpoint, cfg, metrics);
+        // A fresh host has no world yet, so the id cannot be taken.
+        let _ = server.handle.add_world(Box::new(core), 0);
+        server
     }
 
     /// The address relays connect to.
@@ -155,27 +339,37 @@ impl OriginServer {
         self.addr
     }
 
-    /// The world's state now (`None` once the world has stopped).
+    /// The first world's state (`None` once it has stopped).
     pub async fn status(&self) -> Option<OriginStatus> {
-        self.handle().status().await
+        self.handle.status().await
     }
 
-    /// A cloneable handle for the admin endpoint (the server itself is owned by
-    /// whoever shuts it down).
+    /// A cloneable handle for the admin endpoint and the cluster agent (the
+    /// server itself is owned by whoever shuts it down).
     pub fn handle(&self) -> OriginHandle {
-        OriginHandle {
-            cmd: self.cmd.clone(),
-        }
+        self.handle.clone()
     }
 
-    /// Stops accepting, closes relay connections, flushes the journal, and returns
-    /// the world's final error if it failed.
+    /// The worlds' lifecycle reports (once: whoever runs the origin takes them).
+    pub fn take_events(&mut self) -> Option<mpsc::UnboundedReceiver<WorldEvent>> {
+        self.events.take()
+    }
+
+    /// Stops accepting, stops every world (flushing journals), closes relay
+    /// connections, and returns the first world error.
     pub async fn shutdown(self) -> Result<(), JournalError> {
         let _ = self.shutdown.send(true);
         self.accept.abort();
-        match self.actor.await {
-            Ok(r) => r,
-            Err(_) => Ok(()),
+        let tasks: Vec<_> = self.handle.lock_actors().drain().collect();
+        let mut result = Ok(());
+        for (_, task) in tasks {
+            if let Ok(Err(e)) = task.await {
+                if result.is_ok() {
+                    result = Err(e);
+                }
+            }
         }
+        self.endpoint.close(0u32.into(), b"origin shutting down");
+        result
     }
 }
