@@ -36,6 +36,7 @@ mod admission;
 mod backoff;
 mod clock;
 mod config;
+mod directory;
 mod geo;
 mod guard;
 mod hello;
@@ -52,6 +53,7 @@ mod upstream;
 
 pub use admission::{Admission, AdmissionConfig, Refused};
 pub use config::{parse_origin, parse_peer, OriginTarget, PeerTarget, RelayConfig};
+pub use directory::{DirectoryChange, OriginEntry, WorldDirectory};
 pub use geo::{Directory, GeoDb, GeoError};
 pub use guard::{EdgeConfig, EdgeGuard, EdgeViolation, Rate, Verdict, REPLAY_WINDOW};
 pub use hub::{BatchFrame, FanoutDelivery, Hub, HubConfig, HubStats};

@@ -38,6 +38,13 @@ pub struct RelayMetrics {
     /// Resumes that could not be exact (the session had expired at the origin):
     /// the client was told which events it will never receive.
     pub resumes_incomplete: Counter,
+    /// Worlds the control plane knows (0 without one).
+    pub worlds_known: Gauge,
+    /// Hellos that waited for a world being placed.
+    pub hellos_parked: Counter,
+    /// Frames refused from a link whose epoch for the world is older than the
+    /// highest known (an old owner), by message.
+    pub fenced_frames: Family<KindLabel, Counter>,
     /// Resumes that took a session over from a connection still attached to it.
     pub takeovers: Counter,
     /// Origin links up.
@@ -147,6 +154,21 @@ impl RelayMetrics {
             "resumes_incomplete",
             "Resumes the origin could not make exact (expired sessions)",
             m.resumes_incomplete.clone(),
+        );
+        r.register(
+            "worlds_known",
+            "Worlds the control plane knows",
+            m.worlds_known.clone(),
+        );
+        r.register(
+            "hellos_parked",
+            "Hellos that waited for a world being placed",
+            m.hellos_parked.clone(),
+        );
+        r.register(
+            "fenced_frames",
+            "Frames refused from an old owner's link, by message",
+            m.fenced_frames.clone(),
         );
         r.register(
             "takeovers",

@@ -127,6 +127,11 @@ impl RoutingTable {
         self.worlds.insert(world, origin);
     }
 
+    /// Forgets `world` (removed from the control plane).
+    pub fn forget_world(&mut self, world: WorldId) {
+        self.worlds.remove(&world);
+    }
+
     /// Records a (smoothed) RTT measurement of one of this relay's links.
     pub fn handle_rtt(&mut self, now: Instant, link: Link, rtt: Duration) {
         let s = self.links.entry(link).or_insert(LinkStat {

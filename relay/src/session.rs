@@ -174,6 +174,18 @@ impl SessionTable {
         self.sessions.get(&session)
     }
 
+    /// Sessions of `world`, in id order.
+    pub fn in_world(&self, world: WorldId) -> Vec<SessionId> {
+        let mut v: Vec<SessionId> = self
+            .sessions
+            .iter()
+            .filter(|(_, e)| e.world == world)
+            .map(|(s, _)| *s)
+            .collect();
+        v.sort();
+        v
+    }
+
     /// Sessions attached to a connection.
     pub fn sessions_of(&self, conn: ConnId) -> &[SessionId] {
         self.by_conn.get(&conn).map_or(&[], Vec::as_slice)

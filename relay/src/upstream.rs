@@ -114,6 +114,11 @@ impl Upstream {
         feed.in_flight.push_back(seq);
     }
 
+    /// Has the origin acknowledged the session?
+    pub fn is_acked(&self, session: SessionId) -> bool {
+        self.feeds.get(&session).is_some_and(|f| f.acked)
+    }
+
     /// The origin acknowledged the session: the buffered actions to forward, in
     /// order (empty when it was already acknowledged).
     pub fn handle_acked(&mut self, session: SessionId) -> Vec<Action> {

@@ -69,6 +69,12 @@ pub(crate) struct Actor {
     pub(crate) peer_tasks: Vec<tokio::task::JoinHandle<()>>,
     /// One line per origin and error code every 10 s (with a count).
     pub(crate) error_logs: skylane_ops::LogLimiter<(OriginId, skylane_proto::ErrorCode)>,
+    /// What the control plane says, and the epoch fence.
+    pub(crate) directory: crate::directory::WorldDirectory,
+    /// Hellos waiting for a world being placed.
+    pub(crate) parked: Vec<super::cluster::Parked>,
+    /// Each world's last lifecycle state, from its origin.
+    pub(crate) world_states: HashMap<WorldId, skylane_proto::WorldState>,
 }
 
 impl Actor {
@@ -140,6 +146,7 @@ impl Actor {
             Cmd::PeerDown { peer } => self.routing.handle_link_down(now(), Link::Peer(peer)),
             Cmd::Drain => self.drain(),
             Cmd::Status(tx) => drop(tx.send(self.status())),
+            Cmd::Cluster(view) => self.cluster(&view),
         }
     }
 
@@ -156,6 +163,7 @@ impl Actor {
 
     /// Link pings, expiries and the drain; `true` when the relay should exit.
     fn sweep(&mut self) -> bool {
+        self.retry_parked();
         let now = now();
         // Link pings: the origins' clock offsets (spectator delays).
         let sent_us = self.shared.clock.unix_us();
@@ -185,8 +193,9 @@ impl Actor {
         false
     }
 
-    /// A client passed the offline checks: a session for it (new or resumed).
-    fn hello(
+    /// A client passed the offline checks: a session for it (new or resumed),
+    /// or a wait if its world is being placed.
+    pub(crate) fn hello(
         &mut self,
         conn_id: ConnId,
         ip: IpAddr,
@@ -194,6 +203,10 @@ impl Actor {
         conn: ConnState,
         reply: oneshot::Sender<Result<Welcome, Refusal>>,
     ) {
+        if self.should_park(hello.world) {
+            self.park(conn_id, ip, hello, conn, reply);
+            return;
+        }
         let r = self.attach(conn_id, ip, hello);
         if r.is_ok() {
             self.conns.insert(conn_id, conn);
@@ -402,6 +415,8 @@ impl Actor {
     }
 
     fn link_down(&mut self, origin: OriginId, path: Path, failed: bool) {
+        // Its epoch declarations go with the link; it declares again when back.
+        self.directory.handle_link_down(origin);
         let now = now();
         let was_up = self.links.get_mut(&origin).is_some_and(|l| {
             l.path = None;

@@ -29,8 +29,27 @@ impl Actor {
                 return;
             }
         };
+        // Fencing: an old owner's frames for a world are not used.
+        let world = match &msg {
+            LinkMsg::Events(b) => Some(b.world),
+            LinkMsg::Keyframe(k) => Some(k.world),
+            LinkMsg::Feed(f) => Some(f.world),
+            _ => None,
+        };
+        if let Some(w) = world {
+            if !self.directory.admits(origin, w) {
+                RelayMetrics::count(&self.shared.metrics.fenced_frames, "world_frame");
+                return;
+            }
+        }
         match msg {
             LinkMsg::Events(batch) => self.batch(&batch, client_frame),
+            LinkMsg::WorldState(ws) => self.world_state(origin, ws),
+            LinkMsg::SessionRefused {
+                session,
+                code,
+                reason,
+            } => self.refused_by_origin(session, code, reason),
             LinkMsg::Keyframe(kf) => {
                 let (world, channel, seq) = (kf.world, kf.channel, kf.seq);
                 let f = frame(&ServerMsg::Keyframe(kf));
@@ -107,6 +126,7 @@ impl Actor {
     ) {
         self.hub
             .handle_subscriptions(now(), session, &added, &removed);
+        let first = !self.upstream.is_acked(session);
         for action in self.upstream.handle_acked(session) {
             self.forward(origin, session, action);
         }
@@ -115,6 +135,9 @@ impl Actor {
             EventClass::State,
             &ServerMsg::Subscriptions { added, removed },
         );
+        if first {
+            self.tell_world_state(session);
+        }
     }
 
     fn replay(&mut self, session: SessionId, batches: Vec<EventBatch>) {
@@ -130,13 +153,20 @@ impl Actor {
 
     /// The origin ended a session (kick, ban, refused join).
     fn closed_by_origin(&mut self, session: SessionId) {
+        self.refused_by_origin(
+            session,
+            ErrorCode::Unexpected,
+            "session closed by the origin".into(),
+        );
+    }
+
+    /// The origin would not (or will no longer) hold the session: its client is
+    /// told why, with the origin's code, and the session ends.
+    fn refused_by_origin(&mut self, session: SessionId, code: ErrorCode, message: String) {
         self.send_to_client(
             session,
             EventClass::Critical,
-            &ServerMsg::Error(ErrorMsg {
-                code: ErrorCode::Unexpected,
-                message: "session closed by the origin".into(),
-            }),
+            &ServerMsg::Error(ErrorMsg { code, message }),
         );
         self.close_later(session, b"closed by origin");
         if self.sessions.handle_close(session).is_some() {

@@ -27,6 +27,8 @@ use super::writer::Outbox;
 
 /// Everything the actor is told, by every other task of the relay.
 pub(crate) enum Cmd {
+    /// The control plane's view changed.
+    Cluster(Box<skylane_control::ClusterView>),
     /// A client passed the offline checks and asks for a session.
     Hello {
         conn_id: ConnId,

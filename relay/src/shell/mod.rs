@@ -36,6 +36,7 @@
 mod actor;
 mod admit;
 mod client;
+mod cluster;
 mod from_origin;
 mod lanes;
 mod link;
@@ -74,12 +75,19 @@ use peer::peer_task;
 use spectators::Spectators;
 
 /// Handle to a running relay.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Relay {
     cmd: mpsc::Sender<Cmd>,
     done: watch::Receiver<bool>,
     addr: SocketAddr,
     clock: UnixClock,
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Relay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Relay").field("addr", &self.addr).finish_non_exhaustive()
+    }
 }
 
 impl Relay {
@@ -148,7 +156,16 @@ impl Relay {
             draining: None,
             error_logs: skylane_ops::LogLimiter::new(std::time::Duration::from_secs(10), 1024),
             peer_tasks,
-            shared,
+            directory: crate::directory::WorldDirectory::new(settings.origins.iter().map(|o| {
+                crate::directory::OriginEntry {
+                    id: o.id,
+                    addr: o.addr,
+                    tls_name: o.server_name.clone(),
+                }
+            })),
+            parked: Vec::new(),
+            world_states: HashMap::default(),
+            shared: shared.clone(),
         };
         tokio::spawn(async move {
             actor.run(cmd_rx, endpoint).await;
@@ -160,7 +177,20 @@ impl Relay {
             done,
             addr,
             clock,
+            shared,
         }
+    }
+
+    /// Registers this relay with a control plane (under a lease of `ttl`) and
+    /// follows it from now on: origins and worlds appear, move and go without a
+    /// restart. Statically configured origins stay as they are.
+    pub async fn follow(
+        &self,
+        control: skylane_control::SharedControl,
+        node: skylane_control::NodeInfo,
+        ttl: std::time::Duration,
+    ) -> Result<(), skylane_control::ControlError> {
+        cluster::follow(self.shared.clone(), control, node, ttl).await
     }
 
     /// The relay's clock now, microseconds since the Unix epoch: what its pongs

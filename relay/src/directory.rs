@@ -1,0 +1,310 @@
+//! What a relay learns from the control plane, and the epochs it fences links
+//! with. Pure: the shell feeds it cluster views and link hellos.
+//!
+//! From each [`ClusterView`] it derives which origin owns each world (address,
+//! certificate name, epoch), numbers origins it has not seen before (after the
+//! statically configured ones), and reports the changes the shell must make:
+//! open a link, route a world, forget a world, close a link nobody needs.
+//!
+//! Fencing: every world has the highest owner epoch the relay knows (from the
+//! control plane, or from an origin's [`WorldState`] hello). A link that
+//! declared a lower epoch for a world is an old owner: its frames for that world
+//! are refused. A link that has not declared one yet is not refused (its hello
+//! travels on the control lane and a batch may overtake it on another lane).
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+
+use skylane_control::ClusterView;
+use skylane_proto::WorldId;
+
+use crate::routing::OriginId;
+
+/// An origin the relay links to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OriginEntry {
+    /// Its id in the routing table.
+    pub id: OriginId,
+    /// QUIC address.
+    pub addr: SocketAddr,
+    /// Certificate name.
+    pub tls_name: String,
+}
+
+/// What the shell must do after a view.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DirectoryChange {
+    /// A new origin: open a link to it.
+    OriginAdded(OriginEntry),
+    /// An origin no world needs any more (and not statically configured): close
+    /// its link.
+    OriginRemoved(OriginId),
+    /// `world` is owned by `origin` at `epoch` (new, or moved).
+    WorldOwned {
+        /// World.
+        world: WorldId,
+        /// Owner.
+        origin: OriginId,
+        /// Epoch.
+        epoch: u64,
+    },
+    /// `world` exists but has no owner right now (being placed, or failing over):
+    /// sessions for it wait.
+    WorldPending(WorldId),
+    /// `world` is gone from the control plane.
+    WorldRemoved(WorldId),
+}
+
+/// The relay's control-plane directory and epoch fence.
+#[derive(Debug, Default)]
+pub struct WorldDirectory {
+    origins: HashMap<(SocketAddr, String), OriginId>,
+    static_origins: HashSet<OriginId>,
+    next_id: u32,
+    /// World → (owner, epoch) as last applied; `None` while pending.
+    worlds: HashMap<WorldId, Option<(OriginId, u64)>>,
+    highest: HashMap<WorldId, u64>,
+    declared: HashMap<(OriginId, WorldId), u64>,
+}
+
+impl WorldDirectory {
+    /// A directory that knows the statically configured origins (they are never
+    /// removed).
+    pub fn new(static_origins: impl IntoIterator<Item = OriginEntry>) -> Self {
+        let mut d = Self::default();
+        for o in static_origins {
+            d.next_id = d.next_id.max(o.id.0);
+            d.static_origins.insert(o.id);
+            d.origins.insert((o.addr, o.tls_name), o.id);
+        }
+        d
+    }
+
+    /// Does the control plane know `world` (owned or pending)?
+    pub fn knows(&self, world: WorldId) -> bool {
+        self.worlds.contains_key(&world)
+    }
+
+    /// Is `world` known but without an owner right now?
+    pub fn pending(&self, world: WorldId) -> bool {
+        matches!(self.worlds.get(&world), Some(None))
+    }
+
+    /// A new cluster view: the changes to make, in order (origins before the
+    /// worlds routed to them; worlds before the origins removed).
+    pub fn handle_view(&mut self, view: &ClusterView) -> Vec<DirectoryChange> {
+        let mut out = Vec::new();
+        let mut seen = HashSet::new();
+        for rec in view.worlds.values() {
+            seen.insert(rec.id);
+            let owner = rec.owner.as_ref().and_then(|o| {
+                let addr: SocketAddr = o.addr.parse().ok()?;
+                Some((addr, o.tls_name.clone(), o.epoch))
+            });
+            let now = match owner {
+                Some((addr, name, epoch)) => {
+                    let key = (addr, name.clone());
+                    let id = match self.origins.get(&key) {
+                        Some(id) => *id,
+                        None => {
+                            self.next_id += 1;
+                            let id = OriginId(self.next_id);
+                            self.origins.insert(key, id);
+                            out.push(DirectoryChange::OriginAdded(OriginEntry {
+                                id,
+                                addr,
+                                tls_name: name,
+                            }));
+                            id
+                        }
+                    };
+                    let h = self.highest.entry(rec.id).or_insert(0);
+                    *h = (*h).max(epoch);
+                    Some((id, epoch))
+                }
+                None => None,
+            };
+            if self.worlds.get(&rec.id) != Some(&now) {
+                self.worlds.insert(rec.id, now);
+                out.push(match now {
+                    Some((origin, epoch)) => DirectoryChange::WorldOwned {
+                        world: rec.id,
+                        origin,
+                        epoch,
+                    },
+                    None => DirectoryChange::WorldPending(rec.id),
+                });
+            }
+        }
+        let gone: Vec<WorldId> = self
+            .worlds
+            .keys()
+            .filter(|w| !seen.contains(w))
+            .copied()
+            .collect();
+        for w in gone {
+            self.worlds.remove(&w);
+            self.highest.remove(&w);
+            self.declared.retain(|(_, x), _| *x != w);
+            out.push(DirectoryChange::WorldRemoved(w));
+        }
+        let used: HashSet<OriginId> = self.worlds.values().flatten().map(|(o, _)| *o).collect();
+        let unused: Vec<((SocketAddr, String), OriginId)> = self
+            .origins
+            .iter()
+            .filter(|(_, id)| !used.contains(id) && !self.static_origins.contains(id))
+            .map(|(k, id)| (k.clone(), *id))
+            .collect();
+        for (key, id) in unused {
+            self.origins.remove(&key);
+            out.push(DirectoryChange::OriginRemoved(id));
+        }
+        out
+    }
+
+    /// An origin's link declared its epoch for `world`. Returns `false` if the
+    /// declaration is older than the highest known (the link is an old owner).
+    pub fn handle_declared(&mut self, origin: OriginId, world: WorldId, epoch: u64) -> bool {
+        self.declared.insert((origin, world), epoch);
+        let h = self.highest.entry(world).or_insert(0);
+        *h = (*h).max(epoch);
+        epoch >= *h
+    }
+
+    /// May frames for `world` from `origin`'s link be used?
+    pub fn admits(&self, origin: OriginId, world: WorldId) -> bool {
+        match self.declared.get(&(origin, world)) {
+            Some(e) => *e >= self.highest.get(&world).copied().unwrap_or(0),
+            None => true,
+        }
+    }
+
+    /// An origin's link went down: its declarations go with it.
+    pub fn handle_link_down(&mut self, origin: OriginId) {
+        self.declared.retain(|(o, _), _| *o != origin);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use skylane_control::{Owner, WorldRecord, WorldSpec, WorldStatus};
+
+    fn rec(id: u64, owner: Option<(&str, u64)>) -> WorldRecord {
+        WorldRecord {
+            id: WorldId(id),
+            spec: WorldSpec::new("tictactoe", 10, 2),
+            placed_on: "o".into(),
+            ending: false,
+            owner: owner.map(|(addr, epoch)| Owner {
+                node: "o".into(),
+                addr: addr.into(),
+                tls_name: "localhost".into(),
+                epoch,
+            }),
+            status: WorldStatus::default(),
+        }
+    }
+
+    fn view(recs: Vec<WorldRecord>) -> ClusterView {
+        let mut v = ClusterView::default();
+        for r in recs {
+            v.worlds.insert(r.id, r);
+        }
+        v
+    }
+
+    fn static_one() -> OriginEntry {
+        OriginEntry {
+            id: OriginId(1),
+            addr: "127.0.0.1:5000".parse().unwrap(),
+            tls_name: "localhost".into(),
+        }
+    }
+
+    #[test]
+    fn worlds_appear_move_and_go() {
+        let mut d = WorldDirectory::new([static_one()]);
+        // Pending first, then owned by a new origin (numbered after the static one).
+        let ch = d.handle_view(&view(vec![rec(7, None)]));
+        assert_eq!(ch, vec![DirectoryChange::WorldPending(WorldId(7))]);
+        assert!(d.knows(WorldId(7)) && d.pending(WorldId(7)));
+        let ch = d.handle_view(&view(vec![rec(7, Some(("127.0.0.1:6000", 10)))]));
+        assert_eq!(
+            ch,
+            vec![
+                DirectoryChange::OriginAdded(OriginEntry {
+                    id: OriginId(2),
+                    addr: "127.0.0.1:6000".parse().unwrap(),
+                    tls_name: "localhost".into(),
+                }),
+                DirectoryChange::WorldOwned {
+                    world: WorldId(7),
+                    origin: OriginId(2),
+                    epoch: 10
+                },
+            ]
+        );
+        // The same view again changes nothing.
+        assert!(d
+            .handle_view(&view(vec![rec(7, Some(("127.0.0.1:6000", 10)))]))
+            .is_empty());
+        // A world on the static origin's address reuses its id.
+        let ch = d.handle_view(&view(vec![
+            rec(7, Some(("127.0.0.1:6000", 10))),
+            rec(8, Some(("127.0.0.1:5000", 11))),
+        ]));
+        assert_eq!(
+            ch,
+            vec![DirectoryChange::WorldOwned {
+                world: WorldId(8),
+                origin: OriginId(1),
+                epoch: 11
+            }]
+        );
+        // World 7 is removed: its origin is no longer needed; the static one stays.
+        let ch = d.handle_view(&view(vec![rec(8, Some(("127.0.0.1:5000", 11)))]));
+        assert_eq!(
+            ch,
+            vec![
+                DirectoryChange::WorldRemoved(WorldId(7)),
+                DirectoryChange::OriginRemoved(OriginId(2)),
+            ]
+        );
+        let ch = d.handle_view(&view(vec![]));
+        assert_eq!(ch, vec![DirectoryChange::WorldRemoved(WorldId(8))]);
+        assert!(!d.knows(WorldId(8)));
+    }
+
+    #[test]
+    fn a_lower_epoch_is_fenced_off() {
+        let mut d = WorldDirectory::new([]);
+        d.handle_view(&view(vec![rec(1, Some(("127.0.0.1:6000", 5)))]));
+        let old = OriginId(1);
+        assert!(d.admits(old, WorldId(1)), "no declaration yet: not refused");
+        assert!(d.handle_declared(old, WorldId(1), 5));
+        assert!(d.admits(old, WorldId(1)));
+        // Failover: a new owner at a higher epoch.
+        d.handle_view(&view(vec![rec(1, Some(("127.0.0.1:7000", 9)))]));
+        assert!(!d.admits(old, WorldId(1)), "the old owner's link is fenced");
+        let new = OriginId(2);
+        assert!(d.handle_declared(new, WorldId(1), 9));
+        assert!(d.admits(new, WorldId(1)));
+        // The old owner wakes up and re-declares its old epoch: refused.
+        assert!(!d.handle_declared(old, WorldId(1), 5));
+        assert!(!d.admits(old, WorldId(1)));
+        // Its link going down forgets the declaration.
+        d.handle_link_down(old);
+        assert!(d.admits(old, WorldId(1)));
+        // A hello can raise the highest epoch before the control plane does.
+        assert!(d.handle_declared(new, WorldId(1), 12));
+        assert!(!d.handle_declared(old, WorldId(1), 9));
+    }
+
+    #[test]
+    fn unparsable_owner_addresses_leave_the_world_pending() {
+        let mut d = WorldDirectory::new([]);
+        let ch = d.handle_view(&view(vec![rec(1, Some(("not an address", 5)))]));
+        assert_eq!(ch, vec![DirectoryChange::WorldPending(WorldId(1))]);
+    }
+}

@@ -1,0 +1,222 @@
+//! Following the control plane: the relay registers itself under a lease,
+//! watches the cluster, and the actor applies what the [`WorldDirectory`](crate::WorldDirectory) derives
+//! (links to new origins, worlds routed, removed, or pending). Hellos for a
+//! world that exists but has no owner yet wait here, briefly, instead of
+//! failing.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use skylane_control::{ClusterView, ControlError, LeaseKeeper, NodeInfo, SharedControl};
+use skylane_proto::{Refusal, RefusalCode, ServerMsg, Welcome, WorldId, WorldState};
+use tokio::sync::{oneshot, watch};
+use std::time::Instant;
+use tracing::{info, warn};
+
+use crate::directory::DirectoryChange;
+use crate::hello::Admitted;
+use crate::metrics::RelayMetrics;
+use crate::routing::OriginId;
+use crate::session::ConnId;
+use crate::settings::OriginSpec;
+
+use super::actor::{now, Actor, ConnState, LinkState};
+use super::link::link_task;
+use super::mailbox::{Cmd, Shared};
+
+/// How long a hello for a world that is being placed waits for its owner.
+pub(crate) const PENDING_WORLD_WAIT: Duration = Duration::from_secs(3);
+
+/// Most hellos waiting for worlds being placed; more are refused at once.
+pub(crate) const MAX_PARKED: usize = 4096;
+
+/// A hello waiting for its world's owner.
+pub(crate) struct Parked {
+    conn_id: ConnId,
+    ip: IpAddr,
+    hello: Admitted,
+    conn: ConnState,
+    reply: oneshot::Sender<Result<Welcome, Refusal>>,
+    until: Instant,
+}
+
+impl Actor {
+    /// A new cluster view from the control plane.
+    pub(crate) fn cluster(&mut self, view: &ClusterView) {
+        for change in self.directory.handle_view(view) {
+            match change {
+                DirectoryChange::OriginAdded(o) => {
+                    info!(origin = %o.id, addr = %o.addr, name = %o.tls_name, "origin learnt from the control plane");
+                    let spec = OriginSpec {
+                        id: o.id,
+                        addr: o.addr,
+                        server_name: o.tls_name,
+                        worlds: Vec::new(),
+                    };
+                    let (route, route_rx) = watch::channel(None);
+                    let task = tokio::spawn(link_task(self.shared.clone(), spec.clone(), route_rx));
+                    self.links.insert(
+                        o.id,
+                        LinkState {
+                            spec,
+                            tx: None,
+                            path: None,
+                            rtt: None,
+                            route,
+                            task,
+                        },
+                    );
+                }
+                DirectoryChange::OriginRemoved(id) => self.drop_origin(id),
+                DirectoryChange::WorldOwned { world, origin, epoch } => {
+                    info!(%world, %origin, epoch, "world owner");
+                    self.routing.handle_world(world, origin);
+                }
+                DirectoryChange::WorldPending(world) => {
+                    info!(%world, "world pending (no owner yet)");
+                    self.routing.forget_world(world);
+                }
+                DirectoryChange::WorldRemoved(world) => {
+                    info!(%world, "world removed");
+                    self.routing.forget_world(world);
+                    self.world_states.remove(&world);
+                }
+            }
+        }
+        self.shared.metrics.worlds_known.set(view.worlds.len() as i64);
+        self.retry_parked();
+    }
+
+    fn drop_origin(&mut self, id: OriginId) {
+        if let Some(l) = self.links.remove(&id) {
+            info!(origin = %id, "origin no longer needed; link closed");
+            l.task.abort();
+            if let Some(tx) = &l.tx {
+                tx.conn.close(0u32.into(), b"origin no longer needed");
+            }
+        }
+        self.directory.handle_link_down(id);
+    }
+
+    /// Should this hello wait for its world's owner?
+    pub(crate) fn should_park(&self, world: WorldId) -> bool {
+        self.routing.origin_of(world).is_none() && self.directory.pending(world)
+    }
+
+    /// Parks a hello until its world has an owner or [`PENDING_WORLD_WAIT`] passes.
+    pub(crate) fn park(
+        &mut self,
+        conn_id: ConnId,
+        ip: IpAddr,
+        hello: Admitted,
+        conn: ConnState,
+        reply: oneshot::Sender<Result<Welcome, Refusal>>,
+    ) {
+        if self.parked.len() >= MAX_PARKED {
+            let _ = reply.send(Err(Refusal {
+                code: RefusalCode::Overloaded,
+                reason: "too many sessions waiting for worlds being placed".into(),
+            }));
+            return;
+        }
+        self.shared.metrics.hellos_parked.inc();
+        self.parked.push(Parked {
+            conn_id,
+            ip,
+            hello,
+            conn,
+            reply,
+            until: now() + PENDING_WORLD_WAIT,
+        });
+    }
+
+    /// Admits parked hellos whose world now has an owner; refuses those whose
+    /// wait is over.
+    pub(crate) fn retry_parked(&mut self) {
+        if self.parked.is_empty() {
+            return;
+        }
+        let t = now();
+        for p in std::mem::take(&mut self.parked) {
+            let world = p.hello.world;
+            if self.routing.origin_of(world).is_some() {
+                self.hello(p.conn_id, p.ip, p.hello, p.conn, p.reply);
+            } else if t >= p.until || !self.directory.knows(world) {
+                let _ = p.reply.send(Err(Refusal {
+                    code: RefusalCode::UnknownWorld,
+                    reason: format!("{world} has no owner yet; try again"),
+                }));
+            } else {
+                self.parked.push(p);
+            }
+        }
+    }
+
+    /// An origin's lifecycle report for a world (and its epoch): fenced, kept,
+    /// and told to the world's sessions.
+    pub(crate) fn world_state(&mut self, origin: OriginId, ws: WorldState) {
+        if !self.directory.handle_declared(origin, ws.world, ws.epoch) {
+            RelayMetrics::count(&self.shared.metrics.fenced_frames, "world_state");
+            warn!(%origin, world = %ws.world, epoch = ws.epoch, "world state from an old owner refused");
+            return;
+        }
+        let changed = self
+            .world_states
+            .get(&ws.world)
+            .is_none_or(|old| old.phase != ws.phase || old.players != ws.players);
+        self.world_states.insert(ws.world, ws.clone());
+        if changed {
+            let msg = ServerMsg::World(ws.clone());
+            for s in self.sessions.in_world(ws.world) {
+                self.send_to_client(s, skylane_proto::EventClass::Critical, &msg);
+            }
+        }
+    }
+
+    /// The world's last state, to a session the origin just acknowledged.
+    pub(crate) fn tell_world_state(&mut self, session: skylane_proto::SessionId) {
+        let Some(world) = self.sessions.get(session).map(|e| e.world) else {
+            return;
+        };
+        if let Some(ws) = self.world_states.get(&world).cloned() {
+            self.send_to_client(session, skylane_proto::EventClass::Critical, &ServerMsg::World(ws));
+        }
+    }
+}
+
+/// Registers the relay and feeds every cluster change to the actor until the
+/// relay stops.
+pub(crate) async fn follow(
+    shared: Arc<Shared>,
+    control: SharedControl,
+    node: NodeInfo,
+    ttl: Duration,
+) -> Result<(), ControlError> {
+    let keeper = LeaseKeeper::start(control.clone(), ttl).await?;
+    control.register(&node, keeper.lease()).await?;
+    let mut rx = control.watch().await?;
+    let mut lease = keeper.status();
+    tokio::spawn(async move {
+        let _keeper = keeper;
+        loop {
+            let view = rx.borrow_and_update().clone();
+            if shared.cmd.send(Cmd::Cluster(Box::new(view))).await.is_err() {
+                return;
+            }
+            tokio::select! {
+                r = rx.changed() => if r.is_err() { return },
+                r = lease.changed() => {
+                    if r.is_err() { return }
+                    let st = *lease.borrow_and_update();
+                    // A new lease after the old one lapsed: register again.
+                    if let Err(e) = control.register(&node, st.lease).await {
+                        warn!(error = %e, "could not re-register with the control plane");
+                    }
+                }
+            }
+        }
+    });
+    Ok(())
+}
+
