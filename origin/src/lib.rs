@@ -23,6 +23,8 @@
 //! * `interest`: area-of-interest grid with hysteresis.
 //! * `anticheat`: behavioural anomaly detection.
 //! * `arena`: the reference game.
+//! * `tictactoe`: the second reference game: turn-based rooms of two.
+//! * `games`: the registry of games an origin runs, by name ([`Games`]).
 //! * `journal`: the redb input log and snapshots; replay and divergence checks.
 //! * `persist`: an engine that records its inputs and restarts from its journal.
 //! * `core`: the engine contract the shell drives ([`Core`]).
@@ -41,6 +43,7 @@ mod arena;
 mod config;
 mod core;
 mod engine;
+mod games;
 mod interest;
 mod journal;
 mod lifecycle;
@@ -48,6 +51,7 @@ mod metrics;
 mod persist;
 mod routes;
 mod shell;
+mod tictactoe;
 mod view;
 mod world;
 
@@ -59,6 +63,7 @@ pub use engine::{
     Engine, EngineConfig, EngineSnapshot, EngineStats, JoinError, Output, ResumeError,
     IDLE_KEYFRAME_PERIODS,
 };
+pub use games::{GameError, GameFactory, Games, NewWorld, EMPTY_GRACE_SECS};
 pub use interest::{Grid, Interest, InterestChange};
 pub use journal::{
     apply_input, replay, Divergence, Input, Journal, JournalError, JournalMeta, ReplayReport,
@@ -68,6 +73,9 @@ pub use persist::{PersistConfig, Persistent};
 pub use routes::{LinkId, Routes};
 pub use shell::{
     HostError, LoadError, OriginHandle, OriginServer, OriginStatus, ServerConfig, WorldEvent,
+};
+pub use tictactoe::{
+    TicTacToe, TttAction, TttConfig, TttEvent, TttState, BAD_CELL, BOARD, GAME_OVER, NOT_YOUR_TURN,
 };
 pub use view::{ArenaView, Mismatch, ViewError, ViewItem, ViewPlayer};
 pub use lifecycle::{Closed, Lifecycle, LifecycleConfig};

@@ -1,0 +1,218 @@
+//! The games an origin can run, by name: a factory per registered [`World`]
+//! implementation that turns a world spec into a running engine ([`Core`]).
+//! `arena` and `tictactoe` are built in; a studio registers its own.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use skylane_control::WorldSpec;
+use skylane_proto::{ChainSigner, WorldId};
+
+use crate::arena::{Arena, ArenaConfig};
+use crate::core::Core;
+use crate::engine::{Engine, EngineConfig};
+use crate::interest::Grid;
+use crate::lifecycle::LifecycleConfig;
+use crate::tictactoe::{TicTacToe, TttConfig};
+
+/// How long a room everyone left waits before it ends as abandoned.
+pub const EMPTY_GRACE_SECS: u64 = 10;
+
+/// What a factory gets.
+#[derive(Debug)]
+pub struct NewWorld<'a> {
+    /// The world's id.
+    pub id: WorldId,
+    /// Its spec.
+    pub spec: &'a WorldSpec,
+    /// The origin's clock now (microseconds since the Unix epoch).
+    pub now_us: u64,
+    /// The signer for its batches.
+    pub signer: ChainSigner,
+}
+
+impl NewWorld<'_> {
+    /// The engine settings the spec asks for: tick rate, and a room lifecycle
+    /// (capacity, minimum, start timer, abandonment grace).
+    pub fn engine_config(&self) -> EngineConfig {
+        let mut cfg = EngineConfig::new(self.id);
+        let hz = u64::from(self.spec.tick_hz.max(1));
+        cfg.tick_hz = self.spec.tick_hz.max(1);
+        cfg.keyframe_every = hz;
+        cfg.history = cfg.history.min(35 * hz as usize).max(64);
+        cfg.lifecycle = Some(LifecycleConfig {
+            capacity: self.spec.capacity,
+            min_players: self.spec.min_players.max(1),
+            start_after_ticks: self.spec.start_after_ms * hz / 1000,
+            empty_grace_ticks: EMPTY_GRACE_SECS * hz,
+        });
+        cfg
+    }
+}
+
+/// Builds a world's engine from its spec.
+pub type GameFactory = Arc<dyn Fn(NewWorld<'_>) -> Result<Box<dyn Core>, String> + Send + Sync>;
+
+/// Why a world could not be built.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GameError {
+    /// No game of that name is registered here.
+    #[error("no game {0:?} on this origin (it runs {1:?})")]
+    Unknown(String, Vec<String>),
+    /// The game refused the spec (a map it does not have...).
+    #[error("game {game}: {message}")]
+    Refused {
+        /// Game.
+        game: String,
+        /// Why.
+        message: String,
+    },
+}
+
+/// The registered games.
+#[derive(Clone, Default)]
+pub struct Games {
+    map: BTreeMap<String, GameFactory>,
+}
+
+impl std::fmt::Debug for Games {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.map.keys()).finish()
+    }
+}
+
+impl Games {
+    /// No games.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// `arena` and `tictactoe`.
+    pub fn builtin() -> Self {
+        let mut g = Self::new();
+        g.register("arena", Arc::new(arena_world));
+        g.register("tictactoe", Arc::new(tictactoe_world));
+        g
+    }
+
+    /// Registers (or replaces) a game.
+    pub fn register(&mut self, name: &str, factory: GameFactory) {
+        self.map.insert(name.into(), factory);
+    }
+
+    /// The games' names, sorted.
+    pub fn names(&self) -> Vec<String> {
+        self.map.keys().cloned().collect()
+    }
+
+    /// Builds the world `new.spec` asks for.
+    pub fn create(&self, new: NewWorld<'_>) -> Result<Box<dyn Core>, GameError> {
+        let game = new.spec.game.clone();
+        let f = self
+            .map
+            .get(&game)
+            .ok_or_else(|| GameError::Unknown(game.clone(), self.names()))?;
+        f(new).map_err(|message| GameError::Refused { game, message })
+    }
+}
+
+fn arena_world(new: NewWorld<'_>) -> Result<Box<dyn Core>, String> {
+    let arena = Arena::new(ArenaConfig::default());
+    let grid = arena.grid();
+    let cfg = new.engine_config();
+    Ok(Box::new(Engine::new(arena, grid, cfg, new.signer, new.now_us)))
+}
+
+fn tictactoe_world(new: NewWorld<'_>) -> Result<Box<dyn Core>, String> {
+    if new.spec.capacity != 2 {
+        return Err(format!(
+            "a tic-tac-toe room holds exactly 2 players, not {}",
+            new.spec.capacity
+        ));
+    }
+    let hz = u64::from(new.spec.tick_hz.max(1));
+    let game = TicTacToe::new(TttConfig {
+        // Ten seconds a turn.
+        turn_ticks: 10 * hz,
+        max_timeouts: 2,
+    });
+    let grid = Grid {
+        width: 1.0,
+        height: 1.0,
+        cell: 1.0,
+        radius: 0,
+        margin: 0.0,
+    };
+    let cfg = new.engine_config();
+    Ok(Box::new(Engine::new(game, grid, cfg, new.signer, new.now_us)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use skylane_proto::WorldPhase;
+
+    fn signer() -> ChainSigner {
+        ChainSigner::from_bytes(&[7; 32])
+    }
+
+    #[test]
+    fn builds_registered_games_and_names_unknown_ones() {
+        let g = Games::builtin();
+        assert_eq!(g.names(), vec!["arena", "tictactoe"]);
+        let spec = WorldSpec::new("tictactoe", 10, 2);
+        let core = g
+            .create(NewWorld {
+                id: WorldId(3),
+                spec: &spec,
+                now_us: 0,
+                signer: signer(),
+            })
+            .unwrap();
+        assert_eq!(core.world_id(), WorldId(3));
+        assert_eq!(core.game(), "tictactoe");
+        let ws = core.world_state();
+        assert_eq!((ws.phase, ws.capacity), (WorldPhase::Waiting, 2));
+        let spec = WorldSpec::new("chess", 10, 2);
+        let err = g
+            .create(NewWorld {
+                id: WorldId(4),
+                spec: &spec,
+                now_us: 0,
+                signer: signer(),
+            })
+            .err()
+            .unwrap();
+        assert!(matches!(err, GameError::Unknown(ref n, _) if n == "chess"));
+        let spec = WorldSpec::new("tictactoe", 10, 3);
+        assert!(matches!(
+            g.create(NewWorld {
+                id: WorldId(5),
+                spec: &spec,
+                now_us: 0,
+                signer: signer()
+            }),
+            Err(GameError::Refused { .. })
+        ));
+    }
+
+    #[test]
+    fn the_spec_sets_the_tick_rate_and_the_room_rules() {
+        let mut spec = WorldSpec::new("arena", 20, 8);
+        spec.min_players = 2;
+        spec.start_after_ms = 1_500;
+        let cfg = NewWorld {
+            id: WorldId(1),
+            spec: &spec,
+            now_us: 0,
+            signer: signer(),
+        }
+        .engine_config();
+        assert_eq!(cfg.tick_hz, 20);
+        let life = cfg.lifecycle.unwrap();
+        assert_eq!(life.capacity, 8);
+        assert_eq!(life.min_players, 2);
+        assert_eq!(life.start_after_ticks, 30);
+        assert_eq!(life.empty_grace_ticks, 200);
+    }
+}
