@@ -436,7 +436,11 @@ impl World for TicTacToe {
 
     fn diff(&self, other: &Self) -> Vec<EntityId> {
         let mut out = Vec::new();
-        if self.board != other.board || self.board_version != other.board_version {
+        if self.board != other.board
+            || self.board_version != other.board_version
+            || self.turn != other.turn
+            || self.over != other.over
+        {
             out.push(BOARD);
         }
         for (a, b) in self.seats.iter().zip(&other.seats) {
@@ -567,6 +571,6 @@ mod tests {
         // Hashes differ when states do, and diff names the board.
         let fresh = started().0;
         assert_ne!(g.state_hash(), fresh.state_hash());
-        assert!(g.diff(&fresh).contains(&EntityId(3)));
+        assert!(g.diff(&fresh).contains(&BOARD));
     }
 }
