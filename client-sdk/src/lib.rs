@@ -60,8 +60,8 @@ mod spectator;
 use std::net::SocketAddr;
 
 use skylane_proto::{
-    WorldState, ChainError, ChannelCursor, ChannelId, ErrorCode, Event, EventClass, FeedFrame, Keyframe,
-    RefusalCode, SessionId, SkippedRange,
+    ChainError, ChannelCursor, ChannelId, ErrorCode, Event, EventClass, FeedFrame, Keyframe,
+    RefusalCode, SessionId, SkippedRange, WorldState,
 };
 
 pub use builder::ClientBuilder;

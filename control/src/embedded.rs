@@ -234,7 +234,7 @@ impl ControlPlane for Embedded {
         spec.validate()?;
         self.write(|st, view| {
             let node = place(&spec, view, hints)?;
-            st.next_world += 1;
+            st.next_world = st.next_world.max(crate::FIRST_WORLD_ID - 1) + 1;
             let id = WorldId(st.next_world);
             let rec = WorldRecord {
                 id,

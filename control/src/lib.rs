@@ -52,6 +52,11 @@ pub use placement::{place, PlacementError, PlacementHints};
 /// A lease's id.
 pub type LeaseId = i64;
 
+/// The first world id the control plane hands out: ids below it are left for
+/// worlds configured statically on origins and relays, so both kinds can run
+/// side by side.
+pub const FIRST_WORLD_ID: u64 = 1000;
+
 /// Shortest lease the control plane grants.
 pub const MIN_LEASE_TTL: Duration = Duration::from_secs(1);
 

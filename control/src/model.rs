@@ -206,16 +206,8 @@ impl fmt::Display for Phase {
     }
 }
 
-/// How a game ended.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-pub struct GameResult {
-    /// The winner (player id), if there is one.
-    pub winner: Option<String>,
-    /// Per-player scores.
-    pub scores: Vec<(String, i64)>,
-    /// Why it ended (`won`, `draw`, `abandoned`, `operator`...).
-    pub reason: String,
-}
+/// How a game ended (the protocol's type: players see the same result).
+pub type GameResult = skylane_proto::WorldResult;
 
 /// A world's status, written by its owner (fenced by its epoch).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]

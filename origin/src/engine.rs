@@ -174,8 +174,9 @@ pub enum Output {
     /// A frame of the world's public spectator feed, for every relay that asked for
     /// it (only produced while [`Engine::set_feed`] is on).
     Feed(Arc<FeedFrame>),
-    /// The room's lifecycle changed (the shell adds the owner's epoch, tells every
-    /// relay, and publishes it to the control plane).
+    /// The room's lifecycle state changed (phase, or its head count); the shell
+    /// adds the owner's epoch, tells every relay, and publishes it to the
+    /// control plane.
     Phase(WorldState),
 }
 
@@ -455,6 +456,10 @@ impl<W: World> Engine<W> {
         if role != Role::Player {
             return Ok(None);
         }
+        if self.life.is_some() {
+            // A room's players see its head count change (a lobby's "1/2").
+            self.outputs.push_back(Output::Phase(self.world_state()));
+        }
         let mut added = vec![ChannelId::World];
         if let Some(t) = team {
             added.push(ChannelId::Team(t));
@@ -484,6 +489,9 @@ impl<W: World> Engine<W> {
         }
         self.detector.handle_leave(session);
         self.subscribe(session, Vec::new(), removed);
+        if self.life.is_some() && s.role == Role::Player {
+            self.outputs.push_back(Output::Phase(self.world_state()));
+        }
     }
 
     /// Applies an action into the tick being built (arrival order is application
@@ -596,7 +604,9 @@ impl<W: World> Engine<W> {
 
     /// The room's phase (`Playing` for a world without a lifecycle).
     pub fn phase(&self) -> WorldPhase {
-        self.life.as_ref().map_or(WorldPhase::Playing, Lifecycle::phase)
+        self.life
+            .as_ref()
+            .map_or(WorldPhase::Playing, Lifecycle::phase)
     }
 
     /// The room's lifecycle state now (epoch 0: the shell fills it in).

@@ -120,7 +120,9 @@ fn arena_world(new: NewWorld<'_>) -> Result<Box<dyn Core>, String> {
     let arena = Arena::new(ArenaConfig::default());
     let grid = arena.grid();
     let cfg = new.engine_config();
-    Ok(Box::new(Engine::new(arena, grid, cfg, new.signer, new.now_us)))
+    Ok(Box::new(Engine::new(
+        arena, grid, cfg, new.signer, new.now_us,
+    )))
 }
 
 fn tictactoe_world(new: NewWorld<'_>) -> Result<Box<dyn Core>, String> {
@@ -144,7 +146,9 @@ fn tictactoe_world(new: NewWorld<'_>) -> Result<Box<dyn Core>, String> {
         margin: 0.0,
     };
     let cfg = new.engine_config();
-    Ok(Box::new(Engine::new(game, grid, cfg, new.signer, new.now_us)))
+    Ok(Box::new(Engine::new(
+        game, grid, cfg, new.signer, new.now_us,
+    )))
 }
 
 #[cfg(test)]

@@ -68,15 +68,16 @@ pub use interest::{Grid, Interest, InterestChange};
 pub use journal::{
     apply_input, replay, Divergence, Input, Journal, JournalError, JournalMeta, ReplayReport,
 };
+pub use lifecycle::{Closed, Lifecycle, LifecycleConfig};
 pub use metrics::{KindLabel, OriginMetrics};
 pub use persist::{PersistConfig, Persistent};
 pub use routes::{LinkId, Routes};
 pub use shell::{
-    HostError, LoadError, OriginHandle, OriginServer, OriginStatus, ServerConfig, WorldEvent,
+    ClusterAgent, ClusterNode, HostError, LoadError, OriginHandle, OriginServer, OriginStatus,
+    ServerConfig, WorldEvent,
 };
 pub use tictactoe::{
     TicTacToe, TttAction, TttConfig, TttEvent, TttState, BAD_CELL, BOARD, GAME_OVER, NOT_YOUR_TURN,
 };
 pub use view::{ArenaView, Mismatch, ViewError, ViewItem, ViewPlayer};
-pub use lifecycle::{Closed, Lifecycle, LifecycleConfig};
 pub use world::{Ctx, Emit, Emitted, Observation, Rejection, TickCtx, Validator, World};

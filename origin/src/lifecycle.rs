@@ -225,7 +225,10 @@ mod tests {
             scores: vec![("alice".into(), 1)],
             reason: "won".into(),
         };
-        assert_eq!(l.handle_tick(2, 4, Some(r.clone())), Some(WorldPhase::Ended));
+        assert_eq!(
+            l.handle_tick(2, 4, Some(r.clone())),
+            Some(WorldPhase::Ended)
+        );
         assert_eq!(l.result(), Some(&r));
         assert_eq!(l.admit(0), Err(Closed::Ended));
         assert_eq!(l.handle_tick(3, 4, None), None, "ended stays ended");

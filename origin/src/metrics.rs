@@ -81,7 +81,11 @@ impl OriginMetrics {
             m.link_errors.clone(),
         );
         r.register("relays", "Relays connected", m.relays.clone());
-        r.register("sessions", "Sessions in the worlds here", m.sessions.clone());
+        r.register(
+            "sessions",
+            "Sessions in the worlds here",
+            m.sessions.clone(),
+        );
         r.register("ticks", "Ticks run", m.ticks.clone());
         r.register(
             "batches_sent",

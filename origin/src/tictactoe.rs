@@ -231,7 +231,10 @@ impl TicTacToe {
 
 fn check_open(w: &TicTacToe, _: &Ctx, _: &TttAction) -> Result<(), Rejection> {
     if w.over.is_some() {
-        return Err(Rejection::new(RejectCode::Game(GAME_OVER), "the game is over"));
+        return Err(Rejection::new(
+            RejectCode::Game(GAME_OVER),
+            "the game is over",
+        ));
     }
     Ok(())
 }
@@ -282,7 +285,13 @@ impl World for TicTacToe {
         self.seat_of(entity).map(|_| 1)
     }
 
-    fn join(&mut self, player: &str, _team: Option<TeamId>, _tick: u64, out: &mut Emit) -> EntityId {
+    fn join(
+        &mut self,
+        player: &str,
+        _team: Option<TeamId>,
+        _tick: u64,
+        out: &mut Emit,
+    ) -> EntityId {
         // A player who left and comes back takes their seat again.
         if let Some(s) = self.seats.iter_mut().find(|s| s.player == player) {
             s.present = true;
@@ -519,10 +528,7 @@ mod tests {
         let r = g.result().unwrap();
         assert_eq!(r.winner.as_deref(), Some("xavier"));
         assert_eq!(r.reason, "three_in_a_row");
-        assert_eq!(
-            r.scores,
-            vec![("xavier".into(), 1), ("olga".into(), -1)]
-        );
+        assert_eq!(r.scores, vec![("xavier".into(), 1), ("olga".into(), -1)]);
         assert_eq!(
             play(&mut g, o, 5, 7).unwrap_err().code,
             RejectCode::Game(GAME_OVER)
@@ -557,7 +563,11 @@ mod tests {
         g.on_tick(&tick(22), &mut out);
         let r = g.result().unwrap();
         assert_eq!(r.reason, "timeouts");
-        assert_eq!(r.winner.as_deref(), Some("xavier"), "olga let two turns pass");
+        assert_eq!(
+            r.winner.as_deref(),
+            Some("xavier"),
+            "olga let two turns pass"
+        );
     }
 
     #[test]

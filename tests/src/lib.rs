@@ -217,6 +217,22 @@ impl Net {
         ChainSigner::from_bytes(&SIGNING).verifying_key()
     }
 
+    /// The origin's batch signer (a world built at run time signs with it).
+    pub fn origin_signer(&self) -> ChainSigner {
+        ChainSigner::from_bytes(&SIGNING)
+    }
+
+    /// A token for `player` allowing `worlds`.
+    pub fn token_for(&self, player: &str, role: Role, worlds: Vec<WorldId>) -> String {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_secs();
+        self.tokens
+            .issue(&Claims::new(player, role, worlds, "skylane", now, 3600))
+            .expect("token")
+    }
+
     /// A token for `player`.
     pub fn token(&self, player: &str, role: Role) -> String {
         let now = std::time::SystemTime::now()

@@ -89,7 +89,9 @@ impl<W: World> Engine<W> {
             channels,
             outputs: VecDeque::new(),
             staged: snap.staged,
-            life: snap.life.or_else(|| cfg.lifecycle.map(crate::lifecycle::Lifecycle::new)),
+            life: snap
+                .life
+                .or_else(|| cfg.lifecycle.map(crate::lifecycle::Lifecycle::new)),
             stats: EngineStats::default(),
             feed: false,
         }

@@ -29,11 +29,7 @@ pub(crate) struct LinkEnv {
     pub(crate) metrics: OriginMetrics,
 }
 
-pub(crate) async fn accept_loop(
-    endpoint: Endpoint,
-    env: LinkEnv,
-    shutdown: watch::Receiver<bool>,
-) {
+pub(crate) async fn accept_loop(endpoint: Endpoint, env: LinkEnv, shutdown: watch::Receiver<bool>) {
     static NEXT: AtomicU64 = AtomicU64::new(1);
     while let Some(incoming) = endpoint.accept().await {
         if *shutdown.borrow() {
@@ -198,20 +194,18 @@ impl LinkReader {
                 return true;
             }
             LinkMsg::Pong(_) => return true,
-            LinkMsg::SessionOpen { session, world, .. } => {
-                match self.dir.open(*session, *world) {
-                    Some(tx) => tx,
-                    None => {
-                        OriginMetrics::count(&self.metrics.link_errors, "unknown_world");
-                        self.reply(&LinkMsg::SessionRefused {
-                            session: *session,
-                            code: ErrorCode::UnknownWorld,
-                            reason: format!("this origin does not host {world}"),
-                        });
-                        return true;
-                    }
+            LinkMsg::SessionOpen { session, world, .. } => match self.dir.open(*session, *world) {
+                Some(tx) => tx,
+                None => {
+                    OriginMetrics::count(&self.metrics.link_errors, "unknown_world");
+                    self.reply(&LinkMsg::SessionRefused {
+                        session: *session,
+                        code: ErrorCode::UnknownWorld,
+                        reason: format!("this origin does not host {world}"),
+                    });
+                    return true;
                 }
-            }
+            },
             LinkMsg::SessionClose { session } | LinkMsg::Action { session, .. } => {
                 match self.dir.of_session(*session) {
                     Some(tx) => tx,

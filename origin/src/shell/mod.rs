@@ -29,6 +29,7 @@
 //! behind is disconnected (once, with one warning; its sessions wait for it or for
 
 mod actor;
+mod cluster;
 mod host;
 mod lanes;
 mod link;
@@ -54,6 +55,7 @@ use host::SharedDir;
 use link::{accept_loop, LinkEnv};
 use mailbox::{Clock, Cmd};
 
+pub use cluster::{ClusterAgent, ClusterNode};
 pub use load::LoadError;
 pub use mailbox::{OriginStatus, WorldEvent};
 
@@ -259,7 +261,12 @@ impl OriginHandle {
 
     /// Ids of the worlds running here.
     pub fn world_ids(&self) -> Vec<WorldId> {
-        self.inner.dir.all_worlds().into_iter().map(|(w, _)| w).collect()
+        self.inner
+            .dir
+            .all_worlds()
+            .into_iter()
+            .map(|(w, _)| w)
+            .collect()
     }
 }
 

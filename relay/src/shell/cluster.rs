@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use skylane_control::{ClusterView, ControlError, LeaseKeeper, NodeInfo, SharedControl};
 use skylane_proto::{Refusal, RefusalCode, ServerMsg, Welcome, WorldId, WorldState};
-use tokio::sync::{oneshot, watch};
 use std::time::Instant;
+use tokio::sync::{oneshot, watch};
 use tracing::{info, warn};
 
 use crate::directory::DirectoryChange;
@@ -69,7 +69,11 @@ impl Actor {
                     );
                 }
                 DirectoryChange::OriginRemoved(id) => self.drop_origin(id),
-                DirectoryChange::WorldOwned { world, origin, epoch } => {
+                DirectoryChange::WorldOwned {
+                    world,
+                    origin,
+                    epoch,
+                } => {
                     info!(%world, %origin, epoch, "world owner");
                     self.routing.handle_world(world, origin);
                 }
@@ -84,7 +88,10 @@ impl Actor {
                 }
             }
         }
-        self.shared.metrics.worlds_known.set(view.worlds.len() as i64);
+        self.shared
+            .metrics
+            .worlds_known
+            .set(view.worlds.len() as i64);
         self.retry_parked();
     }
 
@@ -180,7 +187,11 @@ impl Actor {
             return;
         };
         if let Some(ws) = self.world_states.get(&world).cloned() {
-            self.send_to_client(session, skylane_proto::EventClass::Critical, &ServerMsg::World(ws));
+            self.send_to_client(
+                session,
+                skylane_proto::EventClass::Critical,
+                &ServerMsg::World(ws),
+            );
         }
     }
 }
@@ -219,4 +230,3 @@ pub(crate) async fn follow(
     });
     Ok(())
 }
-

@@ -1,0 +1,387 @@
+//! The origin's control-plane agent: registers the origin under a lease, claims
+//! the worlds placed on it (the claim's epoch fences them), builds their engines
+//! from the game registry, publishes every lifecycle change and result, ends
+//! worlds an operator ends, and removes ended worlds after a grace.
+//!
+//! The data path never waits on it. If the control plane goes away, worlds keep
+//! running until the lease *could* have lapsed ([`LeaseClock`]), then pause;
+//! a renewal resumes them, a lost lease means re-registering and re-claiming
+//! under new epochs (or letting the world go if someone else owns it now).
+//! Publications that fail are retried every second until they land.
+//!
+//! [`LeaseClock`]: skylane_control::LeaseClock
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::Duration;
+
+use skylane_control::{
+    Claim, ClusterView, ControlError, LeaseKeeper, NodeInfo, NodeKind, Phase, SharedControl,
+    WorldRecord, WorldStatus,
+};
+use skylane_proto::{ChainSigner, WorldId, WorldPhase, WorldState};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+use crate::games::{Games, NewWorld};
+use crate::metrics::OriginMetrics;
+
+use super::mailbox::WorldEvent;
+use super::{OriginHandle, OriginServer};
+
+/// How this origin presents itself to the cluster.
+#[derive(Debug, Clone)]
+pub struct ClusterNode {
+    /// Unique node id (`origin-eu-1`).
+    pub id: String,
+    /// The address relays reach it at (`ip:port`).
+    pub addr: String,
+    /// The name its certificate carries.
+    pub tls_name: String,
+    /// Its admin address, if any.
+    pub admin: Option<String>,
+    /// Region.
+    pub region: String,
+    /// Most worlds it hosts.
+    pub capacity: u32,
+    /// Lease TTL: how long the cluster waits before its worlds can move.
+    pub lease_ttl: Duration,
+    /// How long an ended world stays (players read the result) before removal.
+    pub removal_grace: Duration,
+}
+
+/// The running agent; stops when dropped.
+#[derive(Debug)]
+pub struct ClusterAgent {
+    task: JoinHandle<()>,
+}
+
+impl Drop for ClusterAgent {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl OriginServer {
+    /// Joins a control plane: registers, then hosts whatever is placed here.
+    /// Fails only if the first registration fails (the caller retries); after
+    /// that the agent rides out outages by itself.
+    pub async fn join_cluster(
+        &mut self,
+        control: SharedControl,
+        node: ClusterNode,
+        games: Games,
+        signer: ChainSigner,
+    ) -> Result<ClusterAgent, ControlError> {
+        let events = self
+            .take_events()
+            .ok_or_else(|| ControlError::Invalid("this origin already joined a cluster".into()))?;
+        let keeper = LeaseKeeper::start(control.clone(), node.lease_ttl).await?;
+        let agent = Agent {
+            control,
+            handle: self.handle(),
+            metrics: self.handle.inner.metrics.clone(),
+            node,
+            games,
+            signer,
+            hosted: BTreeMap::new(),
+            ending: HashSet::new(),
+            failed: HashSet::new(),
+            removals: HashMap::new(),
+            unpublished: BTreeMap::new(),
+            keeper,
+        };
+        agent.register().await?;
+        let view = agent.control.watch().await?;
+        let task = tokio::spawn(agent.run(view, events));
+        Ok(ClusterAgent { task })
+    }
+}
+
+struct Agent {
+    control: SharedControl,
+    handle: OriginHandle,
+    metrics: OriginMetrics,
+    node: ClusterNode,
+    games: Games,
+    signer: ChainSigner,
+    /// Worlds hosted here, with the epoch each was claimed at.
+    hosted: BTreeMap<WorldId, u64>,
+    /// Worlds already told to end.
+    ending: HashSet<WorldId>,
+    /// Worlds that could not be built here (not retried).
+    failed: HashSet<WorldId>,
+    /// Ended worlds and when to remove them.
+    removals: HashMap<WorldId, Instant>,
+    /// Statuses not yet accepted by the control plane.
+    unpublished: BTreeMap<WorldId, WorldStatus>,
+    keeper: LeaseKeeper,
+}
+
+fn phase(p: WorldPhase) -> Phase {
+    match p {
+        WorldPhase::Waiting => Phase::Waiting,
+        WorldPhase::Playing => Phase::Playing,
+        WorldPhase::Ended => Phase::Ended,
+    }
+}
+
+impl Agent {
+    fn info(&self) -> NodeInfo {
+        NodeInfo {
+            id: self.node.id.clone(),
+            kind: NodeKind::Origin,
+            addr: self.node.addr.clone(),
+            tls_name: self.node.tls_name.clone(),
+            admin: self.node.admin.clone(),
+            region: self.node.region.clone(),
+            coords: None,
+            capacity: self.node.capacity,
+            games: self.games.names(),
+            load: self.hosted.len() as u32,
+        }
+    }
+
+    async fn register(&self) -> Result<(), ControlError> {
+        self.control
+            .register(&self.info(), self.keeper.lease())
+            .await
+    }
+
+    fn failed_op(&self, what: &str, e: &ControlError) {
+        OriginMetrics::count(&self.metrics.control_errors, e.label());
+        warn!(node = %self.node.id, error = %e, "control plane: {what} failed");
+    }
+
+    async fn run(
+        mut self,
+        mut view: tokio::sync::watch::Receiver<ClusterView>,
+        mut events: mpsc::UnboundedReceiver<WorldEvent>,
+    ) {
+        let mut lease = self.keeper.status();
+        let mut retry = tokio::time::interval(Duration::from_secs(1));
+        let mut generation = lease.borrow().generation;
+        loop {
+            tokio::select! {
+                r = view.changed() => {
+                    if r.is_err() { return }
+                    let v = view.borrow_and_update().clone();
+                    self.follow(&v).await;
+                }
+                e = events.recv() => match e {
+                    Some(WorldEvent::Phase(ws)) => self.phase(ws).await,
+                    Some(WorldEvent::Stopped { world, error }) => {
+                        if let Some(e) = error {
+                            warn!(%world, error = %e, "world failed");
+                        }
+                    }
+                    None => return,
+                },
+                r = lease.changed() => {
+                    if r.is_err() { return }
+                    let st = *lease.borrow_and_update();
+                    self.handle.set_writable(st.writable);
+                    if st.generation != generation {
+                        generation = st.generation;
+                        self.reclaim().await;
+                    }
+                }
+                _ = retry.tick() => {
+                    self.retry().await;
+                    let v = view.borrow().clone();
+                    self.follow(&v).await;
+                }
+            }
+        }
+    }
+
+    /// Applies the cluster view to this origin.
+    async fn follow(&mut self, v: &ClusterView) {
+        for rec in v.worlds.values() {
+            if rec.placed_on == self.node.id
+                && rec.owner.is_none()
+                && rec.status.phase != Phase::Ended
+                && !self.hosted.contains_key(&rec.id)
+                && !self.failed.contains(&rec.id)
+            {
+                self.start(rec).await;
+            }
+            if rec.ending && self.hosted.contains_key(&rec.id) && self.ending.insert(rec.id) {
+                info!(world = %rec.id, "ending world at the control plane's request");
+                self.handle.end_world(rec.id, "operator").await;
+            }
+        }
+        let mut gone = Vec::new();
+        for (&w, &epoch) in &self.hosted {
+            match v.worlds.get(&w) {
+                None => gone.push((w, "removed from the control plane")),
+                Some(rec) => match &rec.owner {
+                    Some(o) if o.node != self.node.id || o.epoch != epoch => {
+                        gone.push((w, "owned elsewhere now"));
+                    }
+                    _ => {}
+                },
+            }
+        }
+        for (w, why) in gone {
+            info!(world = %w, why, "world leaves this origin");
+            self.drop_world(w).await;
+        }
+    }
+
+    async fn start(&mut self, rec: &WorldRecord) {
+        let who = Claim {
+            node: self.node.id.clone(),
+            addr: self.node.addr.clone(),
+            tls_name: self.node.tls_name.clone(),
+        };
+        let epoch = match self.control.claim(rec.id, &who, self.keeper.lease()).await {
+            Ok(e) => e,
+            Err(ControlError::Owned { .. }) => return,
+            Err(e) => return self.failed_op("claiming a world", &e),
+        };
+        let new = NewWorld {
+            id: rec.id,
+            spec: &rec.spec,
+            now_us: self.handle.now_us(),
+            signer: self.signer.same_key(),
+        };
+        let core = match self.games.create(new) {
+            Ok(c) => c,
+            Err(e) => {
+                warn!(world = %rec.id, error = %e, "cannot build the world here");
+                self.failed.insert(rec.id);
+                let status = WorldStatus {
+                    phase: Phase::Ended,
+                    players: 0,
+                    result: Some(skylane_proto::WorldResult {
+                        winner: None,
+                        scores: Vec::new(),
+                        reason: format!("failed: {e}"),
+                    }),
+                    epoch,
+                };
+                self.unpublished.insert(rec.id, status);
+                self.retry().await;
+                return;
+            }
+        };
+        if let Err(e) = self.handle.add_world(core, epoch) {
+            warn!(world = %rec.id, error = %e, "cannot start the world");
+            return;
+        }
+        info!(world = %rec.id, game = %rec.spec.game, epoch, "world started here");
+        self.hosted.insert(rec.id, epoch);
+        if let Err(e) = self.register().await {
+            self.failed_op("updating the load", &e);
+        }
+    }
+
+    async fn drop_world(&mut self, w: WorldId) {
+        self.hosted.remove(&w);
+        self.ending.remove(&w);
+        self.removals.remove(&w);
+        self.unpublished.remove(&w);
+        if let Some(Err(e)) = self.handle.remove_world(w).await {
+            warn!(world = %w, error = %e, "world stopped with an error");
+        }
+        if let Err(e) = self.register().await {
+            self.failed_op("updating the load", &e);
+        }
+    }
+
+    async fn phase(&mut self, ws: WorldState) {
+        let Some(&epoch) = self.hosted.get(&ws.world) else {
+            return;
+        };
+        let status = WorldStatus {
+            phase: phase(ws.phase),
+            players: ws.players,
+            result: ws.result.clone(),
+            epoch,
+        };
+        if ws.phase == WorldPhase::Ended {
+            self.removals
+                .insert(ws.world, Instant::now() + self.node.removal_grace);
+        }
+        self.unpublished.insert(ws.world, status);
+        self.retry().await;
+    }
+
+    /// Publishes what is pending and removes worlds whose grace is over.
+    async fn retry(&mut self) {
+        let pending: Vec<(WorldId, WorldStatus)> = self
+            .unpublished
+            .iter()
+            .map(|(k, v)| (*k, v.clone()))
+            .collect();
+        for (w, st) in pending {
+            match self.control.publish(w, st.epoch, &st).await {
+                Ok(()) => {
+                    self.unpublished.remove(&w);
+                }
+                Err(e @ (ControlError::Fenced { .. } | ControlError::UnknownWorld(_))) => {
+                    // Someone else owns it (or it is gone): this status is moot.
+                    self.failed_op("publishing a status", &e);
+                    self.unpublished.remove(&w);
+                }
+                Err(e) => self.failed_op("publishing a status", &e),
+            }
+        }
+        let now = Instant::now();
+        let due: Vec<WorldId> = self
+            .removals
+            .iter()
+            .filter(|(w, t)| **t <= now && !self.unpublished.contains_key(w))
+            .map(|(w, _)| *w)
+            .collect();
+        for w in due {
+            info!(world = %w, "ended world removed after its grace");
+            self.drop_world(w).await;
+            match self.control.remove_world(w).await {
+                Ok(()) | Err(ControlError::UnknownWorld(_)) => {}
+                Err(e) => self.failed_op("removing a world", &e),
+            }
+        }
+        // Worlds that failed to build are removed at once (their status says why).
+        let failed: Vec<WorldId> = self
+            .failed
+            .iter()
+            .filter(|w| !self.unpublished.contains_key(w))
+            .copied()
+            .collect();
+        for w in failed {
+            if self.control.remove_world(w).await.is_ok() {
+                self.failed.remove(&w);
+            }
+        }
+    }
+
+    /// The lease was lost and a new one granted: register again and claim the
+    /// hosted worlds again, under new epochs.
+    async fn reclaim(&mut self) {
+        if let Err(e) = self.register().await {
+            self.failed_op("re-registering", &e);
+        }
+        let who = Claim {
+            node: self.node.id.clone(),
+            addr: self.node.addr.clone(),
+            tls_name: self.node.tls_name.clone(),
+        };
+        let worlds: Vec<WorldId> = self.hosted.keys().copied().collect();
+        for w in worlds {
+            match self.control.claim(w, &who, self.keeper.lease()).await {
+                Ok(epoch) => {
+                    info!(world = %w, epoch, "world re-claimed under a new lease");
+                    self.hosted.insert(w, epoch);
+                    self.handle.set_epoch(w, epoch).await;
+                }
+                Err(e) => {
+                    self.failed_op("re-claiming a world", &e);
+                    self.drop_world(w).await;
+                }
+            }
+        }
+    }
+}
