@@ -22,6 +22,7 @@
 //! * `placement`: the placement core.
 //! * `lease`: the lease clock (pure) and keeper (task).
 //! * `embedded`: the in-process store.
+//! * `settings`: an operator's choice of control plane, and opening it.
 //! * `etcd`: the etcd store and a local etcd process for tests (feature `etcd`).
 
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
@@ -32,6 +33,7 @@ mod etcd;
 mod lease;
 mod model;
 mod placement;
+mod settings;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -48,6 +50,7 @@ pub use model::{
     WorldStatus, MAX_NAME_LEN, MAX_TICK_HZ, MAX_WORLD_CAPACITY,
 };
 pub use placement::{place, PlacementError, PlacementHints};
+pub use settings::{ControlKind, ControlSettings};
 
 /// A lease's id.
 pub type LeaseId = i64;

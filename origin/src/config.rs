@@ -154,6 +154,55 @@ pub struct OriginConfig {
         default_value_t = 120.0
     )]
     pub detect_max_actions_per_sec: f64,
+    /// Control plane: `none` (only the static world above), `embedded` (an
+    /// in-process one: worlds created with `POST /worlds` run here; one-box
+    /// deployments), or `etcd` (a cluster; needs a build with `--features etcd`
+    /// and `etcd` endpoints).
+    #[arg(
+        long,
+        env = "SKYLANE_ORIGIN_CONTROL",
+        value_enum,
+        default_value = "none"
+    )]
+    #[serde(default)]
+    pub control: skylane_control::ControlKind,
+    /// etcd client URLs (`http://10.0.0.5:2379`), comma-separated on the command line.
+    #[arg(long, env = "SKYLANE_ORIGIN_ETCD", value_delimiter = ',')]
+    #[serde(default)]
+    pub etcd: Vec<String>,
+    /// The cluster's key prefix in etcd (one per cluster).
+    #[arg(
+        long,
+        env = "SKYLANE_ORIGIN_CLUSTER_PREFIX",
+        default_value = "/skylane/default"
+    )]
+    pub cluster_prefix: String,
+    /// This origin's id in the cluster (default `origin-<listen port>`).
+    #[arg(long, env = "SKYLANE_ORIGIN_NODE_ID")]
+    #[serde(default)]
+    pub node_id: Option<String>,
+    /// Region, for placement (`eu`, `us-east`).
+    #[arg(long, env = "SKYLANE_ORIGIN_REGION", default_value = "default")]
+    pub region: String,
+    /// Most worlds placed on this origin at once (the static world not counted).
+    #[arg(long, env = "SKYLANE_ORIGIN_MAX_WORLDS", default_value_t = 1000)]
+    pub max_worlds: u32,
+    /// The address relays reach this origin at (default: `listen`).
+    #[arg(long, env = "SKYLANE_ORIGIN_ADVERTISE")]
+    #[serde(default)]
+    pub advertise: Option<SocketAddr>,
+    /// The name this origin's certificate carries (relays check it).
+    #[arg(long, env = "SKYLANE_ORIGIN_TLS_NAME", default_value = "localhost")]
+    pub tls_name: String,
+    /// Control-plane lease TTL, seconds: how long after this origin dies its
+    /// worlds can move, and how long it keeps running worlds without reaching
+    /// the control plane.
+    #[arg(long, env = "SKYLANE_ORIGIN_LEASE_TTL", default_value_t = 5)]
+    pub lease_ttl_secs: u64,
+    /// Seconds an ended world stays (its players read the result) before it is
+    /// removed.
+    #[arg(long, env = "SKYLANE_ORIGIN_REMOVAL_GRACE", default_value_t = 30)]
+    pub removal_grace_secs: u64,
 }
 
 impl OriginConfig {
@@ -205,6 +254,34 @@ impl OriginConfig {
 }
 
 pub use skylane_ops::{merge, ConfigError};
+
+impl OriginConfig {
+    /// The control plane this origin uses.
+    pub fn control_settings(&self) -> skylane_control::ControlSettings {
+        skylane_control::ControlSettings {
+            kind: self.control,
+            etcd: self.etcd.clone(),
+            prefix: self.cluster_prefix.clone(),
+        }
+    }
+
+    /// How this origin presents itself to the cluster.
+    pub fn cluster_node(&self) -> crate::ClusterNode {
+        crate::ClusterNode {
+            id: self
+                .node_id
+                .clone()
+                .unwrap_or_else(|| format!("origin-{}", self.listen.port())),
+            addr: self.advertise.unwrap_or(self.listen).to_string(),
+            tls_name: self.tls_name.clone(),
+            admin: Some(self.admin.to_string()),
+            region: self.region.clone(),
+            capacity: self.max_worlds,
+            lease_ttl: std::time::Duration::from_secs(self.lease_ttl_secs),
+            removal_grace: std::time::Duration::from_secs(self.removal_grace_secs),
+        }
+    }
+}
 
 impl OriginConfig {
     /// Checks settings that clap and serde cannot.
@@ -276,6 +353,18 @@ impl OriginConfig {
                 "link_queue_mib must be 1..=4096, not {}",
                 self.link_queue_mib
             )));
+        }
+        self.control_settings()
+            .validate()
+            .map_err(ConfigError::Invalid)?;
+        if !(1..=3600).contains(&self.lease_ttl_secs) {
+            return Err(ConfigError::Invalid(format!(
+                "lease_ttl_secs must be 1..=3600, not {}",
+                self.lease_ttl_secs
+            )));
+        }
+        if self.max_worlds == 0 {
+            return Err(ConfigError::Invalid("max_worlds must be at least 1".into()));
         }
         if self.signing_key.is_none() && self.dev_certs.is_none() {
             return Err(ConfigError::Invalid(

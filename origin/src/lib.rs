@@ -32,12 +32,14 @@
 //!   is sent ([`Routes`], pure).
 //! * `shell`: the QUIC shell relays connect to (tokio + quinn, mutual TLS):
 //!   [`OriginServer`].
+//! * `admin`: the `/worlds` admin routes (create, list, end) on the control plane.
 //! * `metrics`: Prometheus metrics.
 //! * `config`: operator configuration (file, flags, environment).
 //! * `view`: a client's view rebuilt from keyframes and batches, and the consistency checker.
 
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
+mod admin;
 mod anticheat;
 mod arena;
 mod config;
@@ -55,6 +57,7 @@ mod tictactoe;
 mod view;
 mod world;
 
+pub use admin::{worlds_router, CREATE_WAIT};
 pub use anticheat::{AnomalyKind, Detector, DetectorConfig, Enforcement, Violation};
 pub use arena::{Arena, ArenaAction, ArenaConfig, ArenaEvent, Item, Player, Roster};
 pub use config::{merge, ConfigError, OriginConfig};

@@ -1,4 +1,6 @@
-//! `skylane-origin`: runs one authoritative world (the arena game) for relays.
+//! `skylane-origin`: runs authoritative worlds for relays: the static world
+//! (the arena), and with a control plane (`control = "embedded"` or `"etcd"`)
+//! the worlds placed on it at run time (`POST /worlds`).
 //!
 //! `skylane-origin --config origin.toml` (every key also a flag and an environment
 //! variable), `skylane-origin check-config FILE`. Logs go to stderr (`RUST_LOG`);
@@ -12,8 +14,8 @@ use anyhow::Context as _;
 use axum::routing::get;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use prometheus_client::registry::Registry;
-use skylane_origin::{merge, OriginConfig, OriginMetrics, OriginServer};
-use tracing::info;
+use skylane_origin::{merge, worlds_router, Games, OriginConfig, OriginMetrics, OriginServer};
+use tracing::{info, warn};
 
 /// Skylane origin: hosts one world and serves it to relays.
 #[derive(Debug, Parser)]
@@ -81,16 +83,58 @@ async fn serve(cfg: OriginConfig) -> anyhow::Result<()> {
     let mut registry = Registry::default();
     let metrics = OriginMetrics::new(&mut registry);
     skylane_ops::ProcessMetrics::register(&mut registry);
-    let server = OriginServer::load(&cfg, metrics)?;
+    let mut server = OriginServer::load(&cfg, metrics)?;
     let listen = server.local_addr();
     let world = cfg.world;
-    let app = skylane_ops::admin_router(Arc::new(registry)).route(
+    let control = cfg
+        .control_settings()
+        .open(std::time::Duration::from_secs(2))
+        .await?;
+    let mut _agent = None;
+    if let Some(c) = &control {
+        let signer = OriginServer::signer(&cfg)?;
+        let mut told = false;
+        _agent = loop {
+            match server
+                .join_cluster(
+                    c.clone(),
+                    cfg.cluster_node(),
+                    Games::builtin(),
+                    signer.same_key(),
+                )
+                .await
+            {
+                Ok(a) => break Some(a),
+                Err(e) => {
+                    if !told {
+                        warn!(error = %e, "cannot join the control plane; retrying every 2 s");
+                        told = true;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+                }
+            }
+        };
+        info!(node = %cfg.cluster_node().id, "joined the control plane");
+    }
+    let mut app = skylane_ops::admin_router(Arc::new(registry)).route(
         "/status",
         get({
             let handle = server.handle();
-            move || async move { axum::Json(handle.status().await) }
+            move || async move {
+                let mut v = serde_json::to_value(handle.status().await).unwrap_or_default();
+                if let Some(o) = v.as_object_mut() {
+                    o.insert(
+                        "worlds".into(),
+                        serde_json::to_value(handle.worlds().await).unwrap_or_default(),
+                    );
+                }
+                axum::Json(v)
+            }
         }),
     );
+    if let Some(c) = control {
+        app = app.merge(worlds_router(c));
+    }
     let auth = skylane_ops::AdminAuth::from_file(cfg.admin_token.as_deref())?;
     auth.check(cfg.admin)?;
     let admin_addr = skylane_ops::serve_admin(cfg.admin, auth.protect(app))

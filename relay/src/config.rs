@@ -234,6 +234,72 @@ pub struct RelayConfig {
     /// Frames queued per spectator before it skips to the next keyframe.
     #[arg(long, env = "SKYLANE_RELAY_SPECTATOR_QUEUE", default_value_t = 64)]
     pub spectator_queue: usize,
+    /// Control plane: `none` (only the `origins` above), or `etcd` (origins
+    /// and worlds learnt by watching the cluster; needs a build with
+    /// `--features etcd`). `embedded` makes sense only inside one process.
+    #[arg(
+        long,
+        env = "SKYLANE_RELAY_CONTROL",
+        value_enum,
+        default_value = "none"
+    )]
+    #[serde(default)]
+    pub control: skylane_control::ControlKind,
+    /// etcd client URLs, comma-separated on the command line.
+    #[arg(long, env = "SKYLANE_RELAY_ETCD", value_delimiter = ',')]
+    #[serde(default)]
+    pub etcd: Vec<String>,
+    /// The cluster's key prefix in etcd.
+    #[arg(
+        long,
+        env = "SKYLANE_RELAY_CLUSTER_PREFIX",
+        default_value = "/skylane/default"
+    )]
+    #[serde(default = "default_prefix")]
+    pub cluster_prefix: String,
+    /// Control-plane lease TTL, seconds (the relay's registration lapses this
+    /// long after it dies).
+    #[arg(long, env = "SKYLANE_RELAY_LEASE_TTL", default_value_t = 5)]
+    #[serde(default = "default_lease_ttl")]
+    pub lease_ttl_secs: u64,
+}
+
+fn default_prefix() -> String {
+    "/skylane/default".into()
+}
+
+fn default_lease_ttl() -> u64 {
+    5
+}
+
+impl RelayConfig {
+    /// The control plane this relay follows.
+    pub fn control_settings(&self) -> skylane_control::ControlSettings {
+        skylane_control::ControlSettings {
+            kind: self.control,
+            etcd: self.etcd.clone(),
+            prefix: self.cluster_prefix.clone(),
+        }
+    }
+
+    /// How this relay registers with the control plane.
+    pub fn cluster_node(&self) -> skylane_control::NodeInfo {
+        skylane_control::NodeInfo {
+            id: format!("relay-{}", self.id),
+            kind: skylane_control::NodeKind::Relay,
+            addr: self
+                .public_addr
+                .clone()
+                .unwrap_or_else(|| self.listen.to_string()),
+            tls_name: String::new(),
+            admin: Some(self.admin.to_string()),
+            region: self.region.clone(),
+            coords: Some((f64::from(self.lat), f64::from(self.lon))),
+            capacity: 0,
+            games: Vec::new(),
+            load: 0,
+        }
+    }
 }
 
 impl Default for RelayConfig {
@@ -287,6 +353,10 @@ impl Default for RelayConfig {
             spectator_max_delay_secs: 120,
             spectator_buffer_mib: 64,
             spectator_queue: 64,
+            control: skylane_control::ControlKind::None,
+            etcd: Vec::new(),
+            cluster_prefix: default_prefix(),
+            lease_ttl_secs: default_lease_ttl(),
         }
     }
 }
@@ -438,6 +508,15 @@ pub fn parse_peer(s: &str) -> Result<PeerTarget, ConfigError> {
 impl RelayConfig {
     /// Checks what clap and serde cannot: TLS material, files, origins, peers.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.control_settings()
+            .validate()
+            .map_err(ConfigError::Invalid)?;
+        if !(1..=3600).contains(&self.lease_ttl_secs) {
+            return Err(ConfigError::Invalid(format!(
+                "lease_ttl_secs must be 1..=3600, not {}",
+                self.lease_ttl_secs
+            )));
+        }
         let tls = [&self.cert, &self.key, &self.ca];
         let some = tls.iter().filter(|p| p.is_some()).count();
         if self.dev_certs.is_some() && some > 0 {

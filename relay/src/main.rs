@@ -81,6 +81,22 @@ async fn serve(cfg: RelayConfig) -> anyhow::Result<()> {
     auth.check(cfg.admin)?;
     let relay = Relay::load(&cfg, metrics)?;
     let listen = relay.local_addr();
+    if let Some(control) = cfg
+        .control_settings()
+        .open(std::time::Duration::from_secs(2))
+        .await?
+    {
+        let ttl = std::time::Duration::from_secs(cfg.lease_ttl_secs);
+        let mut told = false;
+        while let Err(e) = relay.follow(control.clone(), cfg.cluster_node(), ttl).await {
+            if !told {
+                tracing::warn!(error = %e, "cannot join the control plane; retrying every 2 s");
+                told = true;
+            }
+            tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+        }
+        info!(node = %cfg.cluster_node().id, "following the control plane");
+    }
 
     let router = skylane_ops::admin_router(Arc::new(registry))
         .route(

@@ -74,9 +74,11 @@ impl OriginServer {
         games: Games,
         signer: ChainSigner,
     ) -> Result<ClusterAgent, ControlError> {
-        let events = self
-            .take_events()
-            .ok_or_else(|| ControlError::Invalid("this origin already joined a cluster".into()))?;
+        if self.events.is_none() {
+            return Err(ControlError::Invalid(
+                "this origin already joined a cluster".into(),
+            ));
+        }
         let keeper = LeaseKeeper::start(control.clone(), node.lease_ttl).await?;
         let agent = Agent {
             control,
@@ -94,6 +96,9 @@ impl OriginServer {
         };
         agent.register().await?;
         let view = agent.control.watch().await?;
+        let events = self
+            .take_events()
+            .ok_or_else(|| ControlError::Invalid("this origin already joined a cluster".into()))?;
         let task = tokio::spawn(agent.run(view, events));
         Ok(ClusterAgent { task })
     }

@@ -115,6 +115,12 @@ fn tls(cfg: &OriginConfig) -> Result<quinn::ServerConfig, LoadError> {
 }
 
 impl OriginServer {
+    /// The batch signer the configuration names (worlds created at run time
+    /// sign with it too).
+    pub fn signer(cfg: &OriginConfig) -> Result<ChainSigner, LoadError> {
+        Ok(ChainSigner::new(signing_key(cfg)?))
+    }
+
     /// Starts an origin as its configuration says: binds, builds the world (or
     /// restarts it from its journal) and spawns it. Must be called inside a
     /// tokio runtime.

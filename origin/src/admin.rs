@@ -1,0 +1,105 @@
+//! The origin's world administration over HTTP, on the control plane:
+//!
+//! * `POST /worlds` with a [`WorldSpec`] as JSON: validated, placed on an origin
+//!   with room (any in the cluster), and answered once its owner has claimed it
+//!   (`201` with the record, owner and epoch included), or `202` with the record
+//!   if no owner showed up within [`CREATE_WAIT`].
+//! * `GET /worlds`: every world the control plane knows, with owner and status.
+//! * `GET /worlds/{id}`: one of them (`404` if unknown).
+//! * `DELETE /worlds/{id}`: ends it (`202`): its owner ends the game, publishes the
+//!   result, and removes it after its grace.
+//!
+//! Errors answer with a status code and `{"error": kind, "message": text}`:
+//! `400` for a bad spec, `404` for an unknown world, `409` when no origin can
+//! take it, `503` when the control plane is unreachable.
+
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use skylane_control::{ControlError, PlacementHints, SharedControl, WorldRecord, WorldSpec};
+use skylane_proto::WorldId;
+
+/// How long `POST /worlds` waits for the chosen origin to claim the world.
+pub const CREATE_WAIT: Duration = Duration::from_secs(5);
+
+fn error(e: &ControlError) -> Response {
+    let code = match e {
+        ControlError::Spec(_) | ControlError::Invalid(_) => StatusCode::BAD_REQUEST,
+        ControlError::UnknownWorld(_) => StatusCode::NOT_FOUND,
+        ControlError::Placement(_) | ControlError::Owned { .. } | ControlError::Contention(_) => {
+            StatusCode::CONFLICT
+        }
+        ControlError::Unavailable(_)
+        | ControlError::LeaseLost(_)
+        | ControlError::Fenced { .. }
+        | ControlError::Corrupt { .. } => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    (
+        code,
+        Json(serde_json::json!({ "error": e.label(), "message": e.to_string() })),
+    )
+        .into_response()
+}
+
+async fn create(State(control): State<SharedControl>, Json(spec): Json<WorldSpec>) -> Response {
+    let rec = match control.create_world(spec, &PlacementHints::default()).await {
+        Ok(r) => r,
+        Err(e) => return error(&e),
+    };
+    let id = rec.id;
+    let owned = async {
+        let mut rx = control.watch().await.ok()?;
+        loop {
+            if let Some(r) = rx.borrow_and_update().worlds.get(&id) {
+                if r.owner.is_some() {
+                    return Some(r.clone());
+                }
+            }
+            rx.changed().await.ok()?;
+        }
+    };
+    match tokio::time::timeout(CREATE_WAIT, owned).await {
+        Ok(Some(r)) => (StatusCode::CREATED, Json(r)).into_response(),
+        _ => (StatusCode::ACCEPTED, Json(rec)).into_response(),
+    }
+}
+
+async fn list(State(control): State<SharedControl>) -> Response {
+    match control.view().await {
+        Ok(v) => Json(v.worlds.into_values().collect::<Vec<WorldRecord>>()).into_response(),
+        Err(e) => error(&e),
+    }
+}
+
+async fn one(State(control): State<SharedControl>, Path(id): Path<u64>) -> Response {
+    match control.view().await {
+        Ok(v) => match v.worlds.get(&WorldId(id)) {
+            Some(r) => Json(r.clone()).into_response(),
+            None => error(&ControlError::UnknownWorld(WorldId(id))),
+        },
+        Err(e) => error(&e),
+    }
+}
+
+async fn end(State(control): State<SharedControl>, Path(id): Path<u64>) -> Response {
+    match control.end_world(WorldId(id)).await {
+        Ok(()) => (
+            StatusCode::ACCEPTED,
+            Json(serde_json::json!({ "world": id, "ending": true })),
+        )
+            .into_response(),
+        Err(e) => error(&e),
+    }
+}
+
+/// The `/worlds` routes on `control`.
+pub fn worlds_router(control: SharedControl) -> Router {
+    Router::new()
+        .route("/worlds", get(list).post(create))
+        .route("/worlds/{id}", get(one).delete(end))
+        .with_state(control)
+}
