@@ -554,9 +554,9 @@ impl RelayConfig {
                 self.id
             )));
         }
-        if self.origins.is_empty() {
+        if self.origins.is_empty() && self.control == skylane_control::ControlKind::None {
             return Err(ConfigError::Invalid(
-                "at least one origin is required (origin = [\"ADDR=WORLD\"])".into(),
+                "at least one origin is required (origin = [\"ADDR=WORLD\"]), or a control plane (control = \"etcd\")".into(),
             ));
         }
         for o in &self.origins {

@@ -516,3 +516,110 @@ fn metric_sample(text: &str, series: &str) -> f64 {
         })
         .unwrap_or(0.0)
 }
+
+/// `skylane world create|list|end` against an origin running an embedded
+/// control plane (a one-box deployment): the world is placed on the origin,
+/// owned at an epoch, listed, and ended; bad specs get a clear error.
+#[test]
+fn world_commands_create_list_and_end_rooms_on_an_embedded_control_plane() {
+    let bins = bin_dir();
+    let dir = tempfile::tempdir().unwrap();
+    let pki = dir.path().join("pki").to_str().unwrap().to_owned();
+    let (_origin, o) = start(
+        &bins.join(exe_name("skylane-origin")),
+        &[
+            "--dev-certs",
+            &pki,
+            "--listen",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+            "--control",
+            "embedded",
+            "--node-id",
+            "one-box",
+            "--removal-grace",
+            "60",
+        ],
+    );
+    let admin = o["admin"].as_str().unwrap().to_owned();
+    let skylane = |args: &[&str]| {
+        Command::new(bins.join(exe_name("skylane")))
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = skylane(&[
+        "world",
+        "create",
+        &admin,
+        "--game",
+        "tictactoe",
+        "--capacity",
+        "2",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("placed on one-box"), "{text}");
+    assert!(text.contains("at epoch"), "{text}");
+    let out = skylane(&["world", "list", &admin]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert!(
+        text.contains("tictactoe") && text.contains("waiting"),
+        "{text}"
+    );
+    let out = skylane(&["world", "end", &admin, "1000"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The room ends with the operator's reason.
+    let mut ended = false;
+    for _ in 0..50 {
+        let out = skylane(&["world", "list", &admin]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        if text.contains("ended") && text.contains("operator") {
+            ended = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(ended, "the world ended");
+    // Bad input: an unknown game, a zero capacity, an unknown world.
+    let out = skylane(&[
+        "world",
+        "create",
+        &admin,
+        "--game",
+        "chess",
+        "--capacity",
+        "2",
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("409") && err.contains("chess"), "{err}");
+    let out = skylane(&[
+        "world",
+        "create",
+        &admin,
+        "--game",
+        "tictactoe",
+        "--capacity",
+        "0",
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("400"));
+    let out = skylane(&["world", "end", &admin, "424242"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("404"));
+    // The origin's /status lists its worlds: the static arena and the room.
+    let out = skylane(&["status", &admin, "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["worlds"].as_array().map(Vec::len), Some(2), "{v}");
+}

@@ -53,6 +53,10 @@ enum Command {
     /// Drain a relay through its admin endpoint: its clients are sent to other
     /// relays and it exits.
     Drain(cmd::admin::DrainCmd),
+    /// Worlds on the control plane, through an origin's admin endpoint:
+    /// create, list, end.
+    #[command(subcommand)]
+    World(cmd::admin::WorldCmd),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -66,6 +70,7 @@ fn main() -> anyhow::Result<()> {
         Command::Geoip(c) => c.run(),
         Command::Status(c) => c.run(),
         Command::Drain(c) => c.run(),
+        Command::World(c) => c.run(),
         Command::Probe(c) => c.run(),
         Command::Loadgen(c) => c.run(),
         Command::FanoutServer(c) => c.run(),

@@ -1,5 +1,6 @@
-//! `skylane status URL` and `skylane drain URL`: an operator's view of a relay
-//! or an origin through its admin endpoint.
+//! `skylane status URL`, `skylane drain URL` and `skylane world
+//! create|list|end URL`: an operator's view of a relay or an origin through its
+//! admin endpoint.
 
 use std::path::PathBuf;
 
@@ -38,33 +39,65 @@ impl AdminTarget {
     }
 
     fn call(&self, method: &str, path: &str) -> anyhow::Result<String> {
+        self.call_with(method, path, None)
+    }
+
+    fn call_with(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> anyhow::Result<String> {
         let url = self.url(path);
         let auth = self.token()?.map(|t| format!("Bearer {t}"));
+        // Error statuses carry a JSON explanation: read it rather than fail blind.
+        let config = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build();
+        let agent = ureq::Agent::new_with_config(config);
         let response = match method {
             "POST" => {
-                let mut req = ureq::post(&url);
+                let mut req = agent.post(&url);
                 if let Some(a) = &auth {
                     req = req.header("Authorization", a);
                 }
-                req.send_empty()
+                match body {
+                    Some(b) => req
+                        .header("Content-Type", "application/json")
+                        .send(b.to_string()),
+                    None => req.send_empty(),
+                }
+            }
+            "DELETE" => {
+                let mut req = agent.delete(&url);
+                if let Some(a) = &auth {
+                    req = req.header("Authorization", a);
+                }
+                req.call()
             }
             _ => {
-                let mut req = ureq::get(&url);
+                let mut req = agent.get(&url);
                 if let Some(a) = &auth {
                     req = req.header("Authorization", a);
                 }
                 req.call()
             }
         };
-        match response {
-            Ok(mut r) => r
-                .body_mut()
-                .read_to_string()
-                .with_context(|| format!("reading the answer of {url}")),
-            Err(ureq::Error::StatusCode(401)) => {
+        let mut r = response.map_err(|e| anyhow::anyhow!("{method} {url}: {e}"))?;
+        let status = r.status().as_u16();
+        let text = r
+            .body_mut()
+            .read_to_string()
+            .with_context(|| format!("reading the answer of {url}"))?;
+        match status {
+            200..=299 => Ok(text),
+            401 => {
                 anyhow::bail!("{url}: refused, the admin token is missing or wrong (--admin-token)")
             }
-            Err(e) => Err(anyhow::anyhow!("{method} {url}: {e}")),
+            404 if text.is_empty() => {
+                anyhow::bail!("{method} {url}: not found (is this an origin with a control plane?)")
+            }
+            _ => anyhow::bail!("{method} {url}: HTTP {status}: {}", text.trim()),
         }
     }
 }
@@ -104,5 +137,132 @@ impl DrainCmd {
         let text = self.target.call("POST", "/drain")?;
         print!("{text}");
         Ok(())
+    }
+}
+
+/// Worlds on the control plane, through an origin's admin endpoint.
+#[derive(Debug, clap::Subcommand)]
+pub(crate) enum WorldCmd {
+    /// Create a world: placed on an origin with room, answered once it is owned.
+    Create(WorldCreate),
+    /// List every world with its owner, epoch, phase and result.
+    List(WorldList),
+    /// End a world: its owner ends the game, publishes the result and removes it.
+    End(WorldEnd),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct WorldCreate {
+    #[command(flatten)]
+    target: AdminTarget,
+    /// The game (`arena`, `tictactoe`, or one the origins registered).
+    #[arg(long)]
+    game: String,
+    /// Most players.
+    #[arg(long)]
+    capacity: u32,
+    /// Ticks per second.
+    #[arg(long, default_value_t = 10)]
+    tick_hz: u32,
+    /// Fewest players to start with after the start timer (default: the capacity).
+    #[arg(long)]
+    min_players: Option<u32>,
+    /// Milliseconds to wait with the minimum before starting (0: only when full).
+    #[arg(long, default_value_t = 0)]
+    start_after_ms: u64,
+    /// Map (game-specific).
+    #[arg(long, default_value = "")]
+    map: String,
+    /// Preferred region.
+    #[arg(long)]
+    region: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct WorldList {
+    #[command(flatten)]
+    target: AdminTarget,
+    /// Print the endpoint's JSON as it is.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct WorldEnd {
+    #[command(flatten)]
+    target: AdminTarget,
+    /// The world's id.
+    id: u64,
+}
+
+impl WorldCmd {
+    pub(crate) fn run(self) -> anyhow::Result<()> {
+        match self {
+            Self::Create(c) => {
+                let spec = serde_json::json!({
+                    "game": c.game,
+                    "tick_hz": c.tick_hz,
+                    "map": c.map,
+                    "capacity": c.capacity,
+                    "min_players": c.min_players.unwrap_or(c.capacity),
+                    "start_after_ms": c.start_after_ms,
+                    "region": c.region,
+                });
+                let text = c.target.call_with("POST", "/worlds", Some(&spec))?;
+                let v: serde_json::Value =
+                    serde_json::from_str(&text).with_context(|| format!("not JSON: {text}"))?;
+                println!(
+                    "world {} ({}) placed on {}; owner {} at epoch {}",
+                    v["id"],
+                    v["spec"]["game"].as_str().unwrap_or("?"),
+                    v["placed_on"].as_str().unwrap_or("?"),
+                    v["owner"]["addr"].as_str().unwrap_or("(not yet)"),
+                    v["owner"]["epoch"],
+                );
+                Ok(())
+            }
+            Self::List(c) => {
+                let text = c.target.call("GET", "/worlds")?;
+                let v: serde_json::Value =
+                    serde_json::from_str(&text).with_context(|| format!("not JSON: {text}"))?;
+                if c.json {
+                    println!("{v}");
+                    return Ok(());
+                }
+                println!(
+                    "{:>8}  {:<10} {:<14} {:>6}  {:<8} {:>7}  result",
+                    "id", "game", "origin", "epoch", "phase", "players"
+                );
+                for w in v.as_array().map(Vec::as_slice).unwrap_or_default() {
+                    let result = match &w["status"]["result"] {
+                        serde_json::Value::Null => String::new(),
+                        r => format!(
+                            "{} ({})",
+                            r["winner"].as_str().unwrap_or("no winner"),
+                            r["reason"].as_str().unwrap_or("")
+                        ),
+                    };
+                    println!(
+                        "{:>8}  {:<10} {:<14} {:>6}  {:<8} {:>3}/{:<3}  {}",
+                        w["id"],
+                        w["spec"]["game"].as_str().unwrap_or("?"),
+                        w["placed_on"].as_str().unwrap_or("?"),
+                        w["owner"]["epoch"]
+                            .as_u64()
+                            .map_or("-".into(), |e| e.to_string()),
+                        w["status"]["phase"].as_str().unwrap_or("?"),
+                        w["status"]["players"],
+                        w["spec"]["capacity"],
+                        result
+                    );
+                }
+                Ok(())
+            }
+            Self::End(c) => {
+                let text = c.target.call("DELETE", &format!("/worlds/{}", c.id))?;
+                println!("{}", text.trim());
+                Ok(())
+            }
+        }
     }
 }
