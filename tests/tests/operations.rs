@@ -538,7 +538,7 @@ fn world_commands_create_list_and_end_rooms_on_an_embedded_control_plane() {
             "embedded",
             "--node-id",
             "one-box",
-            "--removal-grace",
+            "--removal-grace-secs",
             "60",
         ],
     );
@@ -566,13 +566,18 @@ fn world_commands_create_list_and_end_rooms_on_an_embedded_control_plane() {
     );
     assert!(text.contains("placed on one-box"), "{text}");
     assert!(text.contains("at epoch"), "{text}");
-    let out = skylane(&["world", "list", &admin]);
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success());
-    assert!(
-        text.contains("tictactoe") && text.contains("waiting"),
-        "{text}"
-    );
+    // The owner publishes the room's first status right after claiming it.
+    let mut listed = String::new();
+    for _ in 0..50 {
+        let out = skylane(&["world", "list", &admin]);
+        assert!(out.status.success());
+        listed = String::from_utf8_lossy(&out.stdout).into_owned();
+        if listed.contains("tictactoe") && listed.contains("waiting") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(listed.contains("waiting"), "{listed}");
     let out = skylane(&["world", "end", &admin, "1000"]);
     assert!(
         out.status.success(),

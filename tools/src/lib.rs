@@ -11,6 +11,7 @@
 //! * [`fanout`]: the raw quinn fan-out baseline of the spectator benchmark.
 //! * [`loadgen`]: drives a running network and checks the origin's counts.
 //! * [`demo`]: the demo run on [`local`].
+//! * [`rooms`]: worlds created while the demo runs, filled and played by bots.
 //! * [`probe`]: RTT and clock offset to a relay.
 //!
 //! The binary (`src/main.rs`) is a thin clap shell over these modules.
@@ -25,3 +26,4 @@ pub mod loadgen;
 pub mod local;
 pub mod probe;
 pub mod report;
+pub mod rooms;

@@ -119,6 +119,8 @@ pub struct LocalOptions {
     /// Serve each relay's and the origin's `/metrics` (with the process's CPU
     /// and memory, shared by everything in this process) on a loopback port.
     pub admin: bool,
+    /// Most worlds the control plane may place on the origin.
+    pub max_worlds: u32,
 }
 
 impl Default for LocalOptions {
@@ -139,6 +141,7 @@ impl Default for LocalOptions {
             max_payload: 16 * 1024,
             limits,
             admin: false,
+            max_worlds: 1000,
         }
     }
 }
@@ -180,6 +183,9 @@ pub struct LocalNet {
     pub relays: Vec<LocalRelay>,
     /// Whether per-region loopback networks are in use (false: all on 127.0.0.1).
     pub regional_loopback: bool,
+    /// The embedded control plane the origin and the relays are joined to.
+    pub control: skylane_control::SharedControl,
+    _agent: skylane_origin::ClusterAgent,
     /// Players' UDP sockets, shared by [`PLAYERS_PER_SOCKET`] players each.
     sockets: std::sync::Mutex<std::collections::HashMap<IpAddr, quinn::Endpoint>>,
 }
@@ -271,15 +277,38 @@ impl LocalNet {
         ecfg.max_payload = opts.max_payload;
         let signer = ChainSigner::from_bytes(&rand::random::<[u8; 32]>());
         let origin_key = signer.verifying_key();
+        let origin_signer = signer.same_key();
         let engine = Engine::new(arena, grid, ecfg, signer, base_unix_us);
         let mut registry = Registry::default();
         let origin_metrics = OriginMetrics::new(&mut registry);
-        let origin = OriginServer::spawn(
+        let mut origin = OriginServer::spawn(
             origin_ep,
             engine,
             ServerConfig::new(base_unix_us),
             origin_metrics.clone(),
         );
+        // The embedded control plane: worlds created at run time are placed on
+        // this origin, and the relays learn them by watching.
+        let control: skylane_control::SharedControl = Arc::new(skylane_control::Embedded::new());
+        let node = skylane_origin::ClusterNode {
+            id: "origin-1".into(),
+            addr: origin_addr.to_string(),
+            tls_name: "localhost".into(),
+            admin: None,
+            region: "local".into(),
+            capacity: opts.max_worlds,
+            lease_ttl: Duration::from_secs(5),
+            removal_grace: Duration::from_secs(120),
+        };
+        let agent = origin
+            .join_cluster(
+                control.clone(),
+                node,
+                skylane_origin::Games::builtin(),
+                origin_signer,
+            )
+            .await
+            .map_err(|e| LocalError::Config(e.to_string()))?;
         let origin_admin = admin(opts.admin, registry, Some(origin.handle())).await?;
 
         // Relays: bind every endpoint first, so the directory and peer lists are
@@ -337,6 +366,25 @@ impl LocalNet {
             settings.limits = opts.limits;
             let info = settings.info.clone();
             let relay = Relay::spawn(ep, settings, metrics.clone());
+            relay
+                .follow(
+                    control.clone(),
+                    skylane_control::NodeInfo {
+                        id: format!("relay-{}", info.id.0),
+                        kind: skylane_control::NodeKind::Relay,
+                        addr: addr.to_string(),
+                        tls_name: "localhost".into(),
+                        admin: admin.map(|a| a.to_string()),
+                        region: info.region.clone(),
+                        coords: Some((f64::from(info.lat), f64::from(info.lon))),
+                        capacity: 0,
+                        games: Vec::new(),
+                        load: 0,
+                    },
+                    Duration::from_secs(5),
+                )
+                .await
+                .map_err(|e| LocalError::Config(e.to_string()))?;
             relays.push(LocalRelay {
                 info,
                 relay,
@@ -356,17 +404,30 @@ impl LocalNet {
             origin_key,
             relays,
             regional_loopback,
+            control,
+            _agent: agent,
             sockets: Default::default(),
         })
     }
 
     /// A token for `subject` with `role` in the local world, valid for `ttl`.
     pub fn token(&self, subject: &str, role: Role, ttl: Duration) -> String {
+        self.token_for(subject, role, vec![WORLD], ttl)
+    }
+
+    /// A token for `subject` with `role` in `worlds`, valid for `ttl`.
+    pub fn token_for(
+        &self,
+        subject: &str,
+        role: Role,
+        worlds: Vec<WorldId>,
+        ttl: Duration,
+    ) -> String {
         self.tokens
             .issue(&Claims::new(
                 subject,
                 role,
-                vec![WORLD],
+                worlds,
                 AUDIENCE,
                 unix_us() / 1_000_000,
                 ttl.as_secs().max(1),

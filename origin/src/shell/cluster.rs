@@ -278,6 +278,17 @@ impl Agent {
         }
         info!(world = %rec.id, game = %rec.spec.game, epoch, "world started here");
         self.hosted.insert(rec.id, epoch);
+        // Its first status: waiting, nobody in yet.
+        self.unpublished.insert(
+            rec.id,
+            WorldStatus {
+                phase: Phase::Waiting,
+                players: 0,
+                result: None,
+                epoch,
+            },
+        );
+        self.retry().await;
         if let Err(e) = self.register().await {
             self.failed_op("updating the load", &e);
         }

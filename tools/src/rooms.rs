@@ -1,0 +1,318 @@
+//! Rooms in the demo: worlds created on the control plane while the demo runs,
+//! filled by bots through the relays, played to the end, with what the bots
+//! saw and what the control plane recorded merged into a [`RoomsReport`].
+//!
+//! * tic-tac-toe rooms of two: each bot keeps the board from the events and,
+//!   on its turn, marks the first free cell of its own preference order; the
+//!   game ends with a winner or a draw.
+//! * arena rooms of four that start after a short timer and run until the demo
+//!   ends them as an operator would (`DELETE /worlds/{id}`); their bots stand
+//!   still (the main arena world is where bots play).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Serialize;
+use skylane_client::{Client, ClientBuilder, ClientEvent};
+use skylane_control::{Phase, PlacementHints, SharedControl, WorldSpec};
+use skylane_origin::{TttAction, TttEvent};
+use skylane_proto::{EventClass, Outcome, WorldId, WorldPhase, WorldResult};
+use tokio::task::JoinSet;
+
+/// What the rooms did.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct RoomsReport {
+    /// Worlds created on the control plane, by game.
+    pub created: BTreeMap<String, u64>,
+    /// Worlds whose players saw them start.
+    pub started: u64,
+    /// Worlds whose players saw them end.
+    pub ended: u64,
+    /// Ended worlds by how they ended (`three_in_a_row`, `draw`, `operator`...).
+    pub results: BTreeMap<String, u64>,
+    /// Ended worlds whose result the control plane recorded (owner-published).
+    pub results_recorded: u64,
+    /// Moves the players made.
+    pub moves: u64,
+    /// Moves refused (must be 0: bots only play legal moves on their turn).
+    pub moves_refused: u64,
+    /// Rooms still running when the demo stopped waiting (must be 0 for
+    /// tic-tac-toe).
+    pub unfinished: u64,
+    /// Creation → first player's welcome, per room (milliseconds): p50, max.
+    pub create_to_welcome_ms: (f64, f64),
+    /// Errors (first few).
+    pub errors: Vec<String>,
+}
+
+/// One bot's view of its room.
+#[derive(Debug, Default)]
+struct Seen {
+    started: bool,
+    result: Option<WorldResult>,
+    moves: u64,
+    refused: u64,
+    welcome: Option<Duration>,
+}
+
+/// Plays tic-tac-toe as `me` until the room ends (or `limit` passes).
+async fn play_tictactoe(mut c: Client, me: String, prefer: [u8; 9], limit: Duration) -> Seen {
+    let mut seen = Seen::default();
+    let mut board = [0u8; 9];
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let ev = match tokio::time::timeout_at(deadline, c.next_event()).await {
+            Ok(Some(ev)) => ev,
+            _ => break,
+        };
+        let mut my_turn = false;
+        match ev {
+            ClientEvent::World(ws) => {
+                seen.started |= ws.phase != WorldPhase::Waiting;
+                if ws.phase == WorldPhase::Ended {
+                    seen.result = ws.result;
+                    break;
+                }
+            }
+            ClientEvent::Event(e) => match postcard::from_bytes::<TttEvent>(&e.payload) {
+                Ok(TttEvent::Started { first }) => my_turn = first == me,
+                Ok(TttEvent::Placed {
+                    cell, mark, next, ..
+                }) => {
+                    if let Some(c) = board.get_mut(usize::from(cell)) {
+                        *c = mark;
+                    }
+                    my_turn = next.as_deref() == Some(me.as_str());
+                }
+                Ok(TttEvent::TimedOut { next, .. }) => my_turn = next == me,
+                _ => {}
+            },
+            ClientEvent::Error(_) => break,
+            _ => {}
+        }
+        if my_turn {
+            let Some(cell) = prefer.iter().copied().find(|&i| board[usize::from(i)] == 0) else {
+                continue;
+            };
+            let payload = postcard::to_stdvec(&TttAction::Place { cell }).unwrap_or_default();
+            seen.moves += 1;
+            match c.act(EventClass::State, vec![], payload.into()).await {
+                Ok(Outcome::Applied { .. }) => {}
+                _ => seen.refused += 1,
+            }
+        }
+    }
+    c.close().await;
+    seen
+}
+
+/// Holds an arena avatar in the room (standing still: these rooms show the
+/// lifecycle, the main arena shows play) until the room ends.
+async fn play_arena(mut c: Client, limit: Duration) -> Seen {
+    let mut seen = Seen::default();
+    let deadline = tokio::time::Instant::now() + limit;
+    while let Ok(Some(ev)) = tokio::time::timeout_at(deadline, c.next_event()).await {
+        match ev {
+            ClientEvent::World(ws) => {
+                seen.started |= ws.phase == WorldPhase::Playing;
+                if ws.phase == WorldPhase::Ended {
+                    seen.result = ws.result;
+                    break;
+                }
+            }
+            ClientEvent::Error(_) => break,
+            _ => {}
+        }
+    }
+    c.close().await;
+    seen
+}
+
+/// Connects `n` bots to `world` with `builder(k)` and plays `game` with them.
+async fn fill(
+    world: WorldId,
+    game: &'static str,
+    builder: impl Fn(usize) -> Result<(String, ClientBuilder), String>,
+    n: usize,
+    created: tokio::time::Instant,
+    limit: Duration,
+) -> Vec<Result<Seen, String>> {
+    let mut set = JoinSet::new();
+    for k in 0..n {
+        let (name, b) = match builder(k) {
+            Ok(x) => x,
+            Err(e) => return vec![Err(e)],
+        };
+        let client = match b.world(world).connect().await {
+            Ok(c) => c,
+            Err(e) => return vec![Err(format!("{world}: {e}"))],
+        };
+        let welcome = created.elapsed();
+        // Preference orders differ per seat, so games end in wins and draws.
+        let prefer = if k % 2 == 0 {
+            [4, 0, 8, 2, 6, 1, 3, 5, 7]
+        } else {
+            [0, 1, 2, 3, 5, 6, 7, 8, 4]
+        };
+        set.spawn(async move {
+            let mut s = match game {
+                "tictactoe" => play_tictactoe(client, name, prefer, limit).await,
+                _ => play_arena(client, limit).await,
+            };
+            s.welcome = Some(welcome);
+            s
+        });
+    }
+    let mut out = Vec::new();
+    while let Some(r) = set.join_next().await {
+        out.push(r.map_err(|e| e.to_string()));
+    }
+    out
+}
+
+/// How many rooms of each game the demo runs.
+#[derive(Debug, Clone, Copy)]
+pub struct RoomsPlan {
+    /// Tic-tac-toe rooms, one created every `every`.
+    pub tictactoe: usize,
+    /// Arena rooms of four (ended by the demo at the end).
+    pub arena: usize,
+    /// Pause between creations.
+    pub every: Duration,
+    /// How long the demo plays.
+    pub duration: Duration,
+}
+
+/// Runs the rooms: creates them over the run, fills them, waits for the
+/// tic-tac-toe games to end and ends the arena rooms at `plan.duration`.
+pub async fn run(
+    control: SharedControl,
+    plan: RoomsPlan,
+    builder: impl Fn(WorldId, usize, usize) -> Result<(String, ClientBuilder), String>
+        + Clone
+        + Send
+        + 'static,
+) -> RoomsReport {
+    let mut report = RoomsReport::default();
+    let mut games = JoinSet::new();
+    let start = tokio::time::Instant::now();
+    let mut arena_rooms = Vec::new();
+    // The arena rooms spread among the tic-tac-toe ones.
+    let mut kinds: Vec<&'static str> = vec!["tictactoe"; plan.tictactoe];
+    for j in 0..plan.arena {
+        let pos = ((j + 1) * kinds.len() / (plan.arena + 1)).min(kinds.len());
+        kinds.insert(pos, "arena");
+    }
+    for (i, game) in kinds.into_iter().enumerate() {
+        let spec = match game {
+            "arena" => WorldSpec {
+                min_players: 2,
+                start_after_ms: 1_000,
+                ..WorldSpec::new("arena", 20, 4)
+            },
+            _ => WorldSpec::new("tictactoe", 10, 2),
+        };
+        let created = tokio::time::Instant::now();
+        let rec = match control.create_world(spec, &PlacementHints::default()).await {
+            Ok(r) => r,
+            Err(e) => {
+                report.errors.push(format!("create {game}: {e}"));
+                continue;
+            }
+        };
+        *report.created.entry(game.into()).or_default() += 1;
+        if game == "arena" {
+            arena_rooms.push(rec.id);
+        }
+        let players = if game == "arena" { 4 } else { 2 };
+        let limit = plan.duration.saturating_sub(start.elapsed()) + Duration::from_secs(20);
+        let b = builder.clone();
+        let id = rec.id;
+        games.spawn(async move {
+            let seen = fill(id, game, move |k| b(id, i, k), players, created, limit).await;
+            (id, game, seen)
+        });
+        tokio::time::sleep(plan.every).await;
+    }
+    // The arena rooms run until the demo's end, then an operator ends them.
+    tokio::time::sleep(plan.duration.saturating_sub(start.elapsed())).await;
+    for id in &arena_rooms {
+        if let Err(e) = control.end_world(*id).await {
+            report.errors.push(format!("end {id}: {e}"));
+        }
+    }
+    let mut welcomes = Vec::new();
+    while let Some(done) = games.join_next().await {
+        let Ok((id, game, seen)) = done else { continue };
+        let mut started = false;
+        let mut result = None;
+        for s in seen {
+            match s {
+                Ok(s) => {
+                    started |= s.started;
+                    report.moves += s.moves;
+                    report.moves_refused += s.refused;
+                    if let Some(w) = s.welcome {
+                        welcomes.push(w.as_secs_f64() * 1000.0);
+                    }
+                    result = result.or(s.result);
+                }
+                Err(e) if report.errors.len() < 5 => report.errors.push(e),
+                Err(_) => {}
+            }
+        }
+        report.started += u64::from(started);
+        match result {
+            Some(r) => {
+                report.ended += 1;
+                *report.results.entry(r.reason).or_default() += 1;
+            }
+            None if game == "tictactoe" => report.unfinished += 1,
+            None => {}
+        }
+        let _ = id;
+    }
+    // What the control plane recorded (published by the owner, fenced by its
+    // epoch), for rooms not yet removed.
+    if let Ok(v) = control.view().await {
+        report.results_recorded = v
+            .worlds
+            .values()
+            .filter(|w| w.status.phase == Phase::Ended && w.status.result.is_some())
+            .count() as u64;
+    }
+    welcomes.sort_by(f64::total_cmp);
+    if let (Some(mid), Some(max)) = (welcomes.get(welcomes.len() / 2), welcomes.last()) {
+        report.create_to_welcome_ms = (*mid, *max);
+    }
+    report
+}
+
+impl RoomsReport {
+    /// One line per fact, for the demo's text report.
+    pub fn text(&self) -> String {
+        let created: Vec<String> = self
+            .created
+            .iter()
+            .map(|(g, n)| format!("{n} {g}"))
+            .collect();
+        let results: Vec<String> = self
+            .results
+            .iter()
+            .map(|(r, n)| format!("{n} {r}"))
+            .collect();
+        format!(
+            "worlds        created {} on the embedded control plane; {} started, {} ended ({}), {} results recorded; {} unfinished\n              {} moves ({} refused); creation → first welcome p50 {:.1} ms, max {:.1} ms\n",
+            created.join(" + "),
+            self.started,
+            self.ended,
+            results.join(", "),
+            self.results_recorded,
+            self.unfinished,
+            self.moves,
+            self.moves_refused,
+            self.create_to_welcome_ms.0,
+            self.create_to_welcome_ms.1,
+        )
+    }
+}
