@@ -539,7 +539,7 @@ mod tests {
         );
         // Variant index far past the last variant.
         assert!(matches!(
-            decode_message::<ClientMsg>(Bytes::from(vec![crate::PROTOCOL_VERSION, 77])),
+            decode_message::<ClientMsg>(Bytes::from(vec![PROTOCOL_VERSION, 77])),
             Err(DecodeError::Malformed(_))
         ));
         // A ping cut short.

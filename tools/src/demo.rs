@@ -4,7 +4,9 @@
 //! loopback QUIC, generated certificates and GeoIP database), connects the bots
 //! through the client SDK (each asks the first relay's directory, which places it
 //! by GeoIP), lets them play for the duration, then merges what they measured with
-//! what the origin and relays counted into a [`Report`].
+//! what the origin and relays counted into a [`Report`]. Meanwhile rooms are
+//! created on the embedded control plane, filled by bots and played to the end
+//! ([`crate::rooms`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,6 +39,10 @@ pub struct DemoOptions {
     pub spectators: usize,
     /// The public audience's delay.
     pub spectator_delay: Duration,
+    /// Tic-tac-toe rooms created while the demo runs (two bots each).
+    pub rooms: usize,
+    /// Arena rooms created while it runs (four bots each; ended at the end).
+    pub arena_rooms: usize,
     /// The deployment.
     pub net: LocalOptions,
 }
@@ -58,6 +64,8 @@ impl Default for DemoOptions {
             connect_parallel: 32,
             spectators: 50,
             spectator_delay: Duration::from_secs(2),
+            rooms: 10,
+            arena_rooms: 2,
             net,
         }
     }
@@ -116,6 +124,23 @@ pub async fn run(
         ramp: Duration::ZERO,
         duration: opts.duration,
     };
+    let rooms_plan = crate::rooms::RoomsPlan {
+        tictactoe: opts.rooms,
+        arena: opts.arena_rooms,
+        every: opts.duration / (opts.rooms + opts.arena_rooms + 1).max(1) as u32,
+        duration: opts.duration,
+    };
+    let first_room_bot = opts.players + opts.spectators;
+    let rooms = crate::rooms::run(net.control.clone(), rooms_plan, |world, room, k| {
+        let j = first_room_bot + room * 4 + k;
+        let name = format!("room{room:03}-{k}");
+        let b = net
+            .player_builder(j % regions, j / regions)
+            .map_err(|e| e.to_string())?
+            .token(net.token_for(&name, Role::Player, vec![world], ttl))
+            .probe(1);
+        Ok((name, b))
+    });
     let fleet = fleet::run(
         fleet_opts,
         |i| {
@@ -145,10 +170,9 @@ pub async fn run(
         live,
         &mut progress,
         interrupt,
-    )
-    .await
-    .require_players()
-    .map_err(DemoError::NoPlayers)?;
+    );
+    let (fleet, rooms) = tokio::join!(fleet, rooms);
+    let fleet = fleet.require_players().map_err(DemoError::NoPlayers)?;
     let outcomes = &fleet.outcomes;
     let verified = outcomes
         .iter()
@@ -251,6 +275,7 @@ pub async fn run(
         slow_clients,
         counts: c,
         errors: merged.errors,
+        worlds: (opts.rooms + opts.arena_rooms > 0).then_some(rooms),
     };
     net.shutdown().await;
     Ok(report)

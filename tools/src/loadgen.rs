@@ -820,6 +820,7 @@ pub async fn run(
         slow_clients: 0,
         counts: c,
         errors,
+        worlds: None,
     };
     Ok(LoadgenRun {
         report,

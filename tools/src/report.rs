@@ -164,6 +164,8 @@ pub struct Report {
     pub counts: BotCounts,
     /// Players that stopped with an error (first few reasons).
     pub errors: Vec<String>,
+    /// Worlds created while the run went on (demo only).
+    pub worlds: Option<crate::rooms::RoomsReport>,
 }
 
 /// What the bots measured, merged.
@@ -453,6 +455,9 @@ impl Report {
                     d.bytes_per_s / 1000.0
                 );
             }
+        }
+        if let Some(w) = &self.worlds {
+            o.push_str(&w.text());
         }
         for e in &self.errors {
             let _ = writeln!(o, "error         {e}");

@@ -61,9 +61,8 @@ async fn play_tictactoe(mut c: Client, me: String, prefer: [u8; 9], limit: Durat
     let mut board = [0u8; 9];
     let deadline = tokio::time::Instant::now() + limit;
     loop {
-        let ev = match tokio::time::timeout_at(deadline, c.next_event()).await {
-            Ok(Some(ev)) => ev,
-            _ => break,
+        let Ok(Some(ev)) = tokio::time::timeout_at(deadline, c.next_event()).await else {
+            break;
         };
         let mut my_turn = false;
         match ev {
@@ -128,32 +127,31 @@ async fn play_arena(mut c: Client, limit: Duration) -> Seen {
     seen
 }
 
-/// Connects `n` bots to `world` with `builder(k)` and plays `game` with them.
+/// Connects the bots (`bots`: name and builder each) to `world` and plays
+/// `game` with them.
 async fn fill(
     world: WorldId,
     game: &'static str,
-    builder: impl Fn(usize) -> Result<(String, ClientBuilder), String>,
-    n: usize,
+    bots: Vec<(String, ClientBuilder)>,
     created: tokio::time::Instant,
     limit: Duration,
 ) -> Vec<Result<Seen, String>> {
     let mut set = JoinSet::new();
-    for k in 0..n {
-        let (name, b) = match builder(k) {
-            Ok(x) => x,
-            Err(e) => return vec![Err(e)],
-        };
+    for (k, (name, b)) in bots.into_iter().enumerate() {
         let client = match b.world(world).connect().await {
             Ok(c) => c,
             Err(e) => return vec![Err(format!("{world}: {e}"))],
         };
         let welcome = created.elapsed();
-        // Preference orders differ per seat, so games end in wins and draws.
-        let prefer = if k % 2 == 0 {
-            [4, 0, 8, 2, 6, 1, 3, 5, 7]
-        } else {
-            [0, 1, 2, 3, 5, 6, 7, 8, 4]
-        };
+        // Preference orders differ per seat and per room, so games end in wins
+        // for either seat and in draws.
+        const ORDERS: [[u8; 9]; 4] = [
+            [4, 0, 8, 2, 6, 1, 3, 5, 7],
+            [0, 1, 2, 3, 5, 6, 7, 8, 4],
+            [0, 4, 8, 1, 2, 3, 5, 6, 7],
+            [1, 3, 5, 7, 0, 2, 4, 6, 8],
+        ];
+        let prefer = ORDERS[(k + 2 * (world.0 as usize % 2)) % ORDERS.len()];
         set.spawn(async move {
             let mut s = match game {
                 "tictactoe" => play_tictactoe(client, name, prefer, limit).await,
@@ -188,10 +186,7 @@ pub struct RoomsPlan {
 pub async fn run(
     control: SharedControl,
     plan: RoomsPlan,
-    builder: impl Fn(WorldId, usize, usize) -> Result<(String, ClientBuilder), String>
-        + Clone
-        + Send
-        + 'static,
+    builder: impl Fn(WorldId, usize, usize) -> Result<(String, ClientBuilder), String>,
 ) -> RoomsReport {
     let mut report = RoomsReport::default();
     let mut games = JoinSet::new();
@@ -226,10 +221,17 @@ pub async fn run(
         }
         let players = if game == "arena" { 4 } else { 2 };
         let limit = plan.duration.saturating_sub(start.elapsed()) + Duration::from_secs(20);
-        let b = builder.clone();
         let id = rec.id;
+        let bots: Result<Vec<_>, String> = (0..players).map(|k| builder(id, i, k)).collect();
+        let bots = match bots {
+            Ok(b) => b,
+            Err(e) => {
+                report.errors.push(e);
+                continue;
+            }
+        };
         games.spawn(async move {
-            let seen = fill(id, game, move |k| b(id, i, k), players, created, limit).await;
+            let seen = fill(id, game, bots, created, limit).await;
             (id, game, seen)
         });
         tokio::time::sleep(plan.every).await;

@@ -35,6 +35,13 @@ pub(crate) struct DemoCmd {
     /// One player in N verifies every batch's signature and hash chain.
     #[arg(long, default_value_t = 10)]
     verify_every: usize,
+    /// Tic-tac-toe rooms created on the control plane while the demo runs (two
+    /// bots each, played to the end).
+    #[arg(long, default_value_t = 10)]
+    rooms: usize,
+    /// Arena rooms created while it runs (four bots each, ended at the end).
+    #[arg(long, default_value_t = 2)]
+    arena_rooms: usize,
     /// Print the report as one JSON object on stdout.
     #[arg(long)]
     json: bool,
@@ -121,6 +128,8 @@ impl DemoCmd {
             verify_every: self.verify_every.max(1),
             spectators: self.spectators,
             spectator_delay: self.spectator_delay,
+            rooms: self.rooms,
+            arena_rooms: self.arena_rooms,
             ..DemoOptions::default()
         };
         opts.plan.rate_hz = self.rate;
