@@ -490,7 +490,7 @@ impl ControlPlane for Etcd {
                     Compare::mod_revision(counter.clone(), CompareOp::Equal, *rev),
                 ),
                 None => (
-                    1,
+                    crate::FIRST_WORLD_ID,
                     Compare::create_revision(counter.clone(), CompareOp::Equal, 0),
                 ),
             };

@@ -121,6 +121,10 @@ pub struct LocalOptions {
     pub admin: bool,
     /// Most worlds the control plane may place on the origin.
     pub max_worlds: u32,
+    /// The control plane to join (`None`: a fresh embedded one).
+    pub control: Option<skylane_control::SharedControl>,
+    /// The origin's and relays' lease TTL on it.
+    pub lease_ttl: Duration,
 }
 
 impl Default for LocalOptions {
@@ -142,6 +146,8 @@ impl Default for LocalOptions {
             limits,
             admin: false,
             max_worlds: 1000,
+            control: None,
+            lease_ttl: Duration::from_secs(5),
         }
     }
 }
@@ -289,7 +295,10 @@ impl LocalNet {
         );
         // The embedded control plane: worlds created at run time are placed on
         // this origin, and the relays learn them by watching.
-        let control: skylane_control::SharedControl = Arc::new(skylane_control::Embedded::new());
+        let control: skylane_control::SharedControl = match &opts.control {
+            Some(c) => c.clone(),
+            None => Arc::new(skylane_control::Embedded::new()),
+        };
         let node = skylane_origin::ClusterNode {
             id: "origin-1".into(),
             addr: origin_addr.to_string(),
@@ -297,7 +306,7 @@ impl LocalNet {
             admin: None,
             region: "local".into(),
             capacity: opts.max_worlds,
-            lease_ttl: Duration::from_secs(5),
+            lease_ttl: opts.lease_ttl,
             removal_grace: Duration::from_secs(120),
         };
         let agent = origin
@@ -381,7 +390,7 @@ impl LocalNet {
                         games: Vec::new(),
                         load: 0,
                     },
-                    Duration::from_secs(5),
+                    opts.lease_ttl,
                 )
                 .await
                 .map_err(|e| LocalError::Config(e.to_string()))?;

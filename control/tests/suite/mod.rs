@@ -333,9 +333,13 @@ async fn room(c: SharedControl) {
             .placed_on,
         "small"
     );
-    // Distinct ids.
+    // Distinct ids, above the range left for static worlds.
     let v = c.view().await.unwrap();
     assert_eq!(v.worlds.len(), 3);
+    assert!(v
+        .worlds
+        .keys()
+        .all(|w| w.0 >= skylane_control::FIRST_WORLD_ID));
 }
 
 async fn bad_specs(c: SharedControl) {

@@ -252,28 +252,31 @@ impl Agent {
             now_us: self.handle.now_us(),
             signer: self.signer.same_key(),
         };
-        let core = match self.games.create(new) {
-            Ok(c) => c,
-            Err(e) => {
-                warn!(world = %rec.id, error = %e, "cannot build the world here");
-                self.failed.insert(rec.id);
-                let status = WorldStatus {
-                    phase: Phase::Ended,
-                    players: 0,
-                    result: Some(skylane_proto::WorldResult {
-                        winner: None,
-                        scores: Vec::new(),
-                        reason: format!("failed: {e}"),
-                    }),
-                    epoch,
-                };
-                self.unpublished.insert(rec.id, status);
-                self.retry().await;
-                return;
-            }
-        };
-        if let Err(e) = self.handle.add_world(core, epoch) {
-            warn!(world = %rec.id, error = %e, "cannot start the world");
+        let started = self
+            .games
+            .create(new)
+            .map_err(|e| e.to_string())
+            .and_then(|core| {
+                self.handle
+                    .add_world(core, epoch)
+                    .map_err(|e| e.to_string())
+            });
+        if let Err(e) = started {
+            // Ended at once with the reason, so nobody waits for it.
+            warn!(world = %rec.id, error = %e, "cannot run the world here");
+            self.failed.insert(rec.id);
+            let status = WorldStatus {
+                phase: Phase::Ended,
+                players: 0,
+                result: Some(skylane_proto::WorldResult {
+                    winner: None,
+                    scores: Vec::new(),
+                    reason: format!("failed: {e}"),
+                }),
+                epoch,
+            };
+            self.unpublished.insert(rec.id, status);
+            self.retry().await;
             return;
         }
         info!(world = %rec.id, game = %rec.spec.game, epoch, "world started here");
