@@ -203,6 +203,12 @@ pub struct OriginConfig {
     /// removed.
     #[arg(long, env = "SKYLANE_ORIGIN_REMOVAL_GRACE", default_value_t = 30)]
     pub removal_grace_secs: u64,
+    /// Directory for the journals of worlds placed on this origin at run time
+    /// (one redb file per world, `world-<id>.redb`, replayable with
+    /// `skylane replay`). Without it they run in memory.
+    #[arg(long, env = "SKYLANE_ORIGIN_WORLD_JOURNALS")]
+    #[serde(default)]
+    pub world_journals: Option<PathBuf>,
 }
 
 impl OriginConfig {
@@ -279,6 +285,7 @@ impl OriginConfig {
             capacity: self.max_worlds,
             lease_ttl: std::time::Duration::from_secs(self.lease_ttl_secs),
             removal_grace: std::time::Duration::from_secs(self.removal_grace_secs),
+            journal_dir: self.world_journals.clone(),
         }
     }
 }

@@ -12,7 +12,9 @@ use crate::arena::{Arena, ArenaConfig};
 use crate::core::Core;
 use crate::engine::{Engine, EngineConfig};
 use crate::interest::Grid;
+use crate::journal::JournalMeta;
 use crate::lifecycle::LifecycleConfig;
+use crate::persist::{PersistConfig, Persistent};
 use crate::tictactoe::{TicTacToe, TttConfig};
 
 /// How long a room everyone left waits before it ends as abandoned.
@@ -29,6 +31,9 @@ pub struct NewWorld<'a> {
     pub now_us: u64,
     /// The signer for its batches.
     pub signer: ChainSigner,
+    /// Where to keep its journal (one redb file per world: `world-<id>.redb`
+    /// in the origin's journal directory); `None`: in memory only.
+    pub journal: Option<std::path::PathBuf>,
 }
 
 impl NewWorld<'_> {
@@ -48,6 +53,35 @@ impl NewWorld<'_> {
         });
         cfg
     }
+}
+
+/// Runs `engine` in memory, or journaled at `new.journal` (a fresh journal:
+/// a world id is never reused).
+pub fn start<W>(
+    new: &NewWorld<'_>,
+    kind: &str,
+    grid: Grid,
+    engine: Engine<W>,
+) -> Result<Box<dyn Core>, String>
+where
+    W: crate::world::World + Clone + serde::Serialize + serde::de::DeserializeOwned,
+{
+    let Some(path) = &new.journal else {
+        return Ok(Box::new(engine));
+    };
+    let meta = JournalMeta {
+        world_kind: kind.into(),
+        world: new.id,
+        engine: *engine.config(),
+        grid,
+    };
+    let persist = PersistConfig {
+        snapshot_every: 300,
+        hash_every: 1,
+    };
+    Persistent::create(path, &meta, engine, persist)
+        .map(|p| Box::new(p) as Box<dyn Core>)
+        .map_err(|e| format!("journal {}: {e}", path.display()))
 }
 
 /// Builds a world's engine from its spec.
@@ -120,9 +154,8 @@ fn arena_world(new: NewWorld<'_>) -> Result<Box<dyn Core>, String> {
     let arena = Arena::new(ArenaConfig::default());
     let grid = arena.grid();
     let cfg = new.engine_config();
-    Ok(Box::new(Engine::new(
-        arena, grid, cfg, new.signer, new.now_us,
-    )))
+    let engine = Engine::new(arena, grid, cfg, new.signer.same_key(), new.now_us);
+    start(&new, "arena", grid, engine)
 }
 
 fn tictactoe_world(new: NewWorld<'_>) -> Result<Box<dyn Core>, String> {
@@ -146,9 +179,8 @@ fn tictactoe_world(new: NewWorld<'_>) -> Result<Box<dyn Core>, String> {
         margin: 0.0,
     };
     let cfg = new.engine_config();
-    Ok(Box::new(Engine::new(
-        game, grid, cfg, new.signer, new.now_us,
-    )))
+    let engine = Engine::new(game, grid, cfg, new.signer.same_key(), new.now_us);
+    start(&new, "tictactoe", grid, engine)
 }
 
 #[cfg(test)]
@@ -171,6 +203,7 @@ mod tests {
                 spec: &spec,
                 now_us: 0,
                 signer: signer(),
+                journal: None,
             })
             .unwrap();
         assert_eq!(core.world_id(), WorldId(3));
@@ -184,6 +217,7 @@ mod tests {
                 spec: &spec,
                 now_us: 0,
                 signer: signer(),
+                journal: None,
             })
             .err()
             .unwrap();
@@ -194,7 +228,8 @@ mod tests {
                 id: WorldId(5),
                 spec: &spec,
                 now_us: 0,
-                signer: signer()
+                signer: signer(),
+                journal: None,
             }),
             Err(GameError::Refused { .. })
         ));
@@ -210,6 +245,7 @@ mod tests {
             spec: &spec,
             now_us: 0,
             signer: signer(),
+            journal: None,
         }
         .engine_config();
         assert_eq!(cfg.tick_hz, 20);

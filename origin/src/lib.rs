@@ -66,7 +66,7 @@ pub use engine::{
     Engine, EngineConfig, EngineSnapshot, EngineStats, JoinError, Output, ResumeError,
     IDLE_KEYFRAME_PERIODS,
 };
-pub use games::{GameError, GameFactory, Games, NewWorld, EMPTY_GRACE_SECS};
+pub use games::{start, GameError, GameFactory, Games, NewWorld, EMPTY_GRACE_SECS};
 pub use interest::{Grid, Interest, InterestChange};
 pub use journal::{
     apply_input, replay, Divergence, Input, Journal, JournalError, JournalMeta, ReplayReport,

@@ -24,6 +24,11 @@ fn one_relay() -> NetOptions {
 
 /// Joins the origin and the relay to an embedded control plane.
 async fn cluster(net: &mut Net) -> SharedControl {
+    cluster_with(net, None).await
+}
+
+/// [`cluster`] with the rooms' journals kept in `journal_dir`.
+async fn cluster_with(net: &mut Net, journal_dir: Option<std::path::PathBuf>) -> SharedControl {
     let control: SharedControl = Arc::new(Embedded::new());
     let node = ClusterNode {
         id: "origin-1".into(),
@@ -34,6 +39,7 @@ async fn cluster(net: &mut Net) -> SharedControl {
         capacity: 16,
         lease_ttl: Duration::from_secs(3),
         removal_grace: Duration::from_secs(2),
+        journal_dir,
     };
     let signer = net.origin_signer();
     let agent = net
@@ -285,5 +291,54 @@ fn many_rooms_run_side_by_side_on_one_origin() {
             place(&clients[1].0, 0).await,
             Outcome::Applied { .. }
         ));
+    })
+}
+
+/// A journaled room: the game is re-executed from its journal by the same
+/// replay the arena uses, every tick's state hash checked (the World trait is
+/// not arena-shaped).
+#[test]
+fn a_journaled_room_replays_consistently() {
+    run(|| async {
+        let dir = tempfile::tempdir().unwrap();
+        let mut net = Net::start(one_relay());
+        let control = cluster_with(&mut net, Some(dir.path().to_owned())).await;
+        let w = control
+            .create_world(
+                WorldSpec::new("tictactoe", 10, 2),
+                &PlacementHints::default(),
+            )
+            .await
+            .unwrap()
+            .id;
+        let mut x = player(&net, "xavier", w).await.unwrap();
+        let mut o = player(&net, "olga", w).await.unwrap();
+        phase(&mut x, WorldPhase::Playing).await;
+        phase(&mut o, WorldPhase::Playing).await;
+        // A draw: X O X / X O O / O X X.
+        for (i, cell) in [0u8, 1, 2, 4, 3, 5, 7, 6, 8].iter().enumerate() {
+            let who = if i % 2 == 0 { &x } else { &o };
+            assert!(matches!(place(who, *cell).await, Outcome::Applied { .. }));
+        }
+        let ended = phase(&mut x, WorldPhase::Ended).await;
+        assert_eq!(ended.result.unwrap().reason, "draw");
+        // Removed after its grace: the journal is closed and can be replayed.
+        for _ in 0..100 {
+            if net.origin.handle().world_status(w).await.is_none() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let path = dir.path().join(format!("world-{}.redb", w.0));
+        let (journal, meta) = skylane_origin::Journal::open(&path).expect("journal");
+        assert_eq!(meta.world_kind, "tictactoe");
+        assert_eq!(meta.world, w);
+        let report = skylane_origin::replay::<skylane_origin::TicTacToe>(&journal, &meta).unwrap();
+        assert!(report.divergence.is_none(), "{report:?}");
+        assert!(report.ticks > 0 && report.checked > 0, "{report:?}");
+        assert!(
+            report.inputs >= 11,
+            "2 joins and 9 moves at least: {report:?}"
+        );
     })
 }

@@ -307,6 +307,7 @@ impl LocalNet {
             region: "local".into(),
             capacity: opts.max_worlds,
             lease_ttl: opts.lease_ttl,
+            journal_dir: None,
             removal_grace: Duration::from_secs(120),
         };
         let agent = origin

@@ -49,6 +49,9 @@ pub struct ClusterNode {
     pub lease_ttl: Duration,
     /// How long an ended world stays (players read the result) before removal.
     pub removal_grace: Duration,
+    /// Directory for the journals of worlds placed here (one redb file per
+    /// world, `world-<id>.redb`); `None`: they run in memory.
+    pub journal_dir: Option<std::path::PathBuf>,
 }
 
 /// The running agent; stops when dropped.
@@ -251,6 +254,11 @@ impl Agent {
             spec: &rec.spec,
             now_us: self.handle.now_us(),
             signer: self.signer.same_key(),
+            journal: self
+                .node
+                .journal_dir
+                .as_ref()
+                .map(|d| d.join(format!("world-{}.redb", rec.id.0))),
         };
         let started = self
             .games

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context as _};
 use clap::Args;
-use skylane_origin::{replay, Arena, Journal};
+use skylane_origin::{replay, Arena, Journal, TicTacToe};
 
 /// Options of `skylane replay`.
 #[derive(Debug, Args)]
@@ -35,7 +35,10 @@ impl ReplayCmd {
         }
         let report = match meta.world_kind.as_str() {
             "arena" => replay::<Arena>(&journal, &meta)?,
-            other => bail!("journal is for world kind {other:?}; this build replays: arena"),
+            "tictactoe" => replay::<TicTacToe>(&journal, &meta)?,
+            other => {
+                bail!("journal is for world kind {other:?}; this build replays: arena, tictactoe")
+            }
         };
         if self.json {
             println!("{}", serde_json::to_string(&report)?);
