@@ -62,6 +62,10 @@ pub trait Core: Send + 'static {
     fn world_state(&self) -> WorldState;
     /// The game's name.
     fn game(&self) -> &str;
+    /// See [`Engine::idle`].
+    fn idle(&self) -> bool;
+    /// See [`Engine::rebase`].
+    fn rebase(&mut self, now_us: u64);
 }
 
 impl<W: World> Core for Engine<W> {
@@ -129,6 +133,12 @@ impl<W: World> Core for Engine<W> {
     fn game(&self) -> &str {
         self.world().name()
     }
+    fn idle(&self) -> bool {
+        Self::idle(self)
+    }
+    fn rebase(&mut self, now_us: u64) {
+        Self::rebase(self, now_us);
+    }
 }
 
 impl<W: World + Clone + Serialize + DeserializeOwned> Core for Persistent<W> {
@@ -194,5 +204,11 @@ impl<W: World + Clone + Serialize + DeserializeOwned> Core for Persistent<W> {
     }
     fn game(&self) -> &str {
         self.engine().world().name()
+    }
+    fn idle(&self) -> bool {
+        self.engine().idle()
+    }
+    fn rebase(&mut self, now_us: u64) {
+        Self::rebase(self, now_us);
     }
 }

@@ -456,7 +456,8 @@ impl<W: World> Engine<W> {
         if role != Role::Player {
             return Ok(None);
         }
-        if self.life.is_some() {
+        if let Some(life) = &mut self.life {
+            life.handle_joined();
             // A room's players see its head count change (a lobby's "1/2").
             self.outputs.push_back(Output::Phase(self.world_state()));
         }
@@ -592,6 +593,20 @@ impl<W: World> Engine<W> {
                 self.enforce(v);
             }
         }
+    }
+
+    /// An empty room waiting for players: nothing can happen until someone
+    /// joins, so the shell need not run its ticks (it calls
+    /// [`Engine::rebase`] when the next input arrives, so the room does not
+    /// catch up on the skipped time). Worlds without a lifecycle are never idle.
+    pub fn idle(&self) -> bool {
+        self.life
+            .as_ref()
+            .is_some_and(|l| l.phase() == WorldPhase::Waiting)
+            && self.sessions.is_empty()
+            && self.staged.is_empty()
+            && self.applied.is_empty()
+            && self.outputs.is_empty()
     }
 
     /// Players (not spectators) in the world.

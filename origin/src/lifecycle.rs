@@ -94,6 +94,12 @@ impl Lifecycle {
         }
     }
 
+    /// A player joined (even one who leaves before the next tick counts: the
+    /// room had players, so emptying it starts the abandonment grace).
+    pub fn handle_joined(&mut self) {
+        self.had_players = true;
+    }
+
     /// The end of a tick: `players` are in, and the game's verdict is
     /// `game_over`. Returns the new phase when it changed.
     pub fn handle_tick(

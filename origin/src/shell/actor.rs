@@ -143,12 +143,19 @@ impl Actor {
                 }
                 continue;
             }
-            let deadline = self.deadline();
+            // An empty waiting room sleeps until someone comes (no ticks: an
+            // idle room costs nothing but its memory).
+            let idle = self.core.idle();
+            let deadline = if idle {
+                Instant::now() + Duration::from_secs(3600)
+            } else {
+                self.deadline()
+            };
             tokio::select! {
                 biased;
                 _ = shutdown.changed() => return Ok(()),
                 _ = self.writable.changed() => continue,
-                () = tokio::time::sleep_until(deadline) => {
+                () = tokio::time::sleep_until(deadline), if !idle => {
                     let t = std::time::Instant::now();
                     let now = self.now_us();
                     self.core.handle_timeout(now)?;
@@ -157,9 +164,17 @@ impl Actor {
                 }
                 cmd = rx.recv() => match cmd {
                     Some(Cmd::Stop) | None => return Ok(()),
-                    Some(cmd) => self.handle(cmd),
+                    Some(cmd) => {
+                        if idle {
+                            // Ticks resume one tick from now, not from when the
+                            // room went idle.
+                            let now = self.now_us();
+                            self.core.rebase(now);
+                        }
+                        self.handle(cmd);
+                    }
                 },
-                _ = sweep.tick() => self.sweep_orphans(),
+                _ = sweep.tick(), if !idle => self.sweep_orphans(),
             }
             self.route();
             // After every change: sessions leave as well as arrive.

@@ -329,8 +329,10 @@ impl Agent {
             epoch,
         };
         if ws.phase == WorldPhase::Ended {
+            // From the end, not from the last player's leaving.
             self.removals
-                .insert(ws.world, Instant::now() + self.node.removal_grace);
+                .entry(ws.world)
+                .or_insert_with(|| Instant::now() + self.node.removal_grace);
         }
         self.unpublished.insert(ws.world, status);
         self.retry().await;
