@@ -262,6 +262,15 @@ pub struct RelayConfig {
     #[arg(long, env = "SKYLANE_RELAY_LEASE_TTL", default_value_t = 5)]
     #[serde(default = "default_lease_ttl")]
     pub lease_ttl_secs: u64,
+    /// The name this relay's certificate carries, registered with the control
+    /// plane so peer relays that learn it there can check it.
+    #[arg(long, env = "SKYLANE_RELAY_TLS_NAME", default_value = "localhost")]
+    #[serde(default = "default_tls_name")]
+    pub tls_name: String,
+}
+
+fn default_tls_name() -> String {
+    "localhost".into()
 }
 
 fn default_prefix() -> String {
@@ -291,7 +300,7 @@ impl RelayConfig {
                 .public_addr
                 .clone()
                 .unwrap_or_else(|| self.listen.to_string()),
-            tls_name: String::new(),
+            tls_name: self.tls_name.clone(),
             admin: Some(self.admin.to_string()),
             region: self.region.clone(),
             coords: Some((f64::from(self.lat), f64::from(self.lon))),
@@ -357,6 +366,7 @@ impl Default for RelayConfig {
             etcd: Vec::new(),
             cluster_prefix: default_prefix(),
             lease_ttl_secs: default_lease_ttl(),
+            tls_name: default_tls_name(),
         }
     }
 }

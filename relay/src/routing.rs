@@ -127,6 +127,11 @@ impl RoutingTable {
         self.worlds.insert(world, origin);
     }
 
+    /// Every world routed, in no particular order.
+    pub fn worlds(&self) -> impl Iterator<Item = WorldId> + '_ {
+        self.worlds.keys().copied()
+    }
+
     /// Forgets `world` (removed from the control plane).
     pub fn forget_world(&mut self, world: WorldId) {
         self.worlds.remove(&world);

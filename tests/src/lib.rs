@@ -80,6 +80,9 @@ pub struct NetOptions {
     pub limits: Limits,
     /// Edge settings.
     pub edge: skylane_relay::EdgeConfig,
+    /// Whether every relay is configured with every other as a peer (`false`:
+    /// they can only learn each other from a control plane).
+    pub static_peers: bool,
 }
 
 impl Default for NetOptions {
@@ -90,6 +93,7 @@ impl Default for NetOptions {
             relays: vec![(1, "amsterdam"), (2, "virginia"), (3, "tokyo")],
             limits: Limits::default(),
             edge: skylane_relay::EdgeConfig::default(),
+            static_peers: true,
         }
     }
 }
@@ -186,7 +190,11 @@ impl Net {
             let metrics = RelayMetrics::new(&mut Registry::default());
             let cfg = RelayConfig {
                 origins: vec![format!("localhost@{origin_addr}={}", WORLD.0)],
-                peers: peers.clone(),
+                peers: if opts.static_peers {
+                    peers.clone()
+                } else {
+                    Vec::new()
+                },
                 ..RelayConfig::for_relay(&info, addr)
             };
             let mut settings =

@@ -48,26 +48,28 @@ async fn cluster_with(net: &mut Net, journal_dir: Option<std::path::PathBuf>) ->
         .await
         .expect("origin joins");
     std::mem::forget(agent);
-    let r = &net.relays[0];
-    r.relay
-        .follow(
-            control.clone(),
-            NodeInfo {
-                id: "relay-1".into(),
-                kind: NodeKind::Relay,
-                addr: r.addr.to_string(),
-                tls_name: "localhost".into(),
-                admin: None,
-                region: "eu".into(),
-                coords: None,
-                capacity: 0,
-                games: Vec::new(),
-                load: 0,
-            },
-            Duration::from_secs(3),
-        )
-        .await
-        .expect("relay follows");
+    for r in &net.relays {
+        let id = r.relay.status().await.expect("relay up").relay;
+        r.relay
+            .follow(
+                control.clone(),
+                NodeInfo {
+                    id: format!("relay-{id}"),
+                    kind: NodeKind::Relay,
+                    addr: r.addr.to_string(),
+                    tls_name: "localhost".into(),
+                    admin: None,
+                    region: "eu".into(),
+                    coords: None,
+                    capacity: 0,
+                    games: Vec::new(),
+                    load: 0,
+                },
+                Duration::from_secs(3),
+            )
+            .await
+            .expect("relay follows");
+    }
     control
 }
 
@@ -340,5 +342,55 @@ fn a_journaled_room_replays_consistently() {
             report.inputs >= 11,
             "2 joins and 9 moves at least: {report:?}"
         );
+    })
+}
+
+/// Relays configured with no peers learn each other from the control plane; a
+/// relay whose direct path to the room's origin is cut carries its players
+/// through the peer it learnt, and the game goes on.
+#[test]
+fn peers_learnt_from_the_control_plane_carry_a_cut_link() {
+    run(|| async {
+        let mut net = Net::start(NetOptions {
+            relays: vec![(1, "amsterdam"), (2, "virginia")],
+            static_peers: false,
+            ..NetOptions::default()
+        });
+        let control = cluster(&mut net).await;
+        let w = control
+            .create_world(
+                WorldSpec::new("tictactoe", 10, 2),
+                &PlacementHints::default(),
+            )
+            .await
+            .unwrap()
+            .id;
+        let mut x = player(&net, "xavier", w).await.unwrap();
+        let mut o = player(&net, "olga", w).await.unwrap();
+        phase(&mut x, WorldPhase::Playing).await;
+        phase(&mut o, WorldPhase::Playing).await;
+        // Peer reports every half second: let amsterdam learn virginia's path.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let ams = &net.relays[0];
+        net.sim.partition(ams.host, net.origin_host);
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        let status = ams.relay.status().await.unwrap();
+        let route = status
+            .routes
+            .iter()
+            .find(|r| r.world == w.0)
+            .expect("a route for the room");
+        assert!(
+            route.path.starts_with("via:2"),
+            "through the learnt peer: {status:?}"
+        );
+        for (who, cell) in [(&x, 0), (&o, 3), (&x, 1), (&o, 4), (&x, 2)] {
+            assert!(
+                matches!(place(who, cell).await, Outcome::Applied { .. }),
+                "cell {cell}"
+            );
+        }
+        let ended = phase(&mut o, WorldPhase::Ended).await;
+        assert_eq!(ended.result.unwrap().winner.as_deref(), Some("xavier"));
     })
 }

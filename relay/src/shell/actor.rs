@@ -621,16 +621,15 @@ impl Actor {
             })
             .collect();
         origins.sort_by_key(|o| o.id);
+        // Every world routed, configured or learnt from the control plane.
         let mut routes: Vec<RouteStatus> = Vec::new();
-        for l in self.links.values() {
-            for w in &l.spec.worlds {
-                let path = match self.routing.route(*w) {
-                    Some(Path::Direct(o)) => format!("direct:{}", o.0),
-                    Some(Path::Via(r, o)) => format!("via:{}:{}", r.0, o.0),
-                    None => "unreachable".into(),
-                };
-                routes.push(RouteStatus { world: w.0, path });
-            }
+        for w in self.routing.worlds() {
+            let path = match self.routing.route(w) {
+                Some(Path::Direct(o)) => format!("direct:{}", o.0),
+                Some(Path::Via(r, o)) => format!("via:{}:{}", r.0, o.0),
+                None => "unreachable".into(),
+            };
+            routes.push(RouteStatus { world: w.0, path });
         }
         routes.sort_by_key(|r| r.world);
         let hs = self.hub.stats();

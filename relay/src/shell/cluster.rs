@@ -54,6 +54,7 @@ impl Actor {
                         server_name: o.tls_name,
                         worlds: Vec::new(),
                     };
+                    self.shared.set_origin(o.id, Some(spec.clone()));
                     let (route, route_rx) = watch::channel(None);
                     let task = tokio::spawn(link_task(self.shared.clone(), spec.clone(), route_rx));
                     self.links.insert(
@@ -88,6 +89,7 @@ impl Actor {
                 }
             }
         }
+        self.learn_peers(view);
         self.shared
             .metrics
             .worlds_known
@@ -95,7 +97,43 @@ impl Actor {
         self.retry_parked();
     }
 
+    /// Peer relays registered with the control plane (as `relay-<id>`) that this
+    /// relay does not measure yet: measured from now on, and usable as a
+    /// forwarded path. A relay that leaves keeps its task, backing off (its
+    /// routes are withdrawn as soon as its link fails).
+    fn learn_peers(&mut self, view: &ClusterView) {
+        if self.shared.settings.peer_tls.is_none() {
+            return;
+        }
+        let me = self.shared.settings.info.id;
+        for n in view.relays() {
+            let Some(id) =
+                n.id.strip_prefix("relay-")
+                    .and_then(|i| i.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            let Ok(addr) = n.addr.parse() else { continue };
+            if id == me.0 || n.tls_name.is_empty() {
+                continue;
+            }
+            let spec = crate::settings::PeerSpec {
+                id: skylane_proto::RelayId(id),
+                addr,
+                server_name: n.tls_name.clone(),
+            };
+            if self.shared.add_peer(spec.clone()) {
+                info!(peer = %spec.id, addr = %spec.addr, "peer relay learnt from the control plane");
+                self.peer_tasks.push(tokio::spawn(super::peer::peer_task(
+                    self.shared.clone(),
+                    spec,
+                )));
+            }
+        }
+    }
+
     fn drop_origin(&mut self, id: OriginId) {
+        self.shared.set_origin(id, None);
         if let Some(l) = self.links.remove(&id) {
             info!(origin = %id, "origin no longer needed; link closed");
             l.task.abort();

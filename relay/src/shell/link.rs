@@ -75,8 +75,8 @@ pub(crate) async fn link_task(
         let path = route.borrow_and_update().unwrap_or(Path::Direct(spec.id));
         let conn = match path {
             Path::Direct(_) => shared.connect_origin_direct(&spec).await,
-            Path::Via(peer, _) => match shared.settings.peers.iter().find(|p| p.id == peer) {
-                Some(p) => connect_via(&shared, p, spec.addr).await,
+            Path::Via(peer, _) => match shared.peer(peer) {
+                Some(p) => connect_via(&shared, &p, spec.addr).await,
                 None => Err(format!("unknown peer {peer}")),
             },
         };

@@ -101,17 +101,70 @@ pub(crate) struct Shared {
     pub(crate) endpoint: Endpoint,
     /// RTT of each direct origin link that is up (what peers are told).
     pub(crate) direct: Mutex<HashMap<OriginId, Duration>>,
+    /// Origins and peers: the configured ones, and those learnt from the
+    /// control plane (the actor updates it; link and peer tasks read it).
+    pub(crate) known: Mutex<Known>,
+}
+
+/// Origins and peer relays this relay knows.
+#[derive(Debug, Default)]
+pub(crate) struct Known {
+    pub(crate) origins: HashMap<OriginId, OriginSpec>,
+    pub(crate) peers: HashMap<skylane_proto::RelayId, crate::settings::PeerSpec>,
+}
+
+impl Known {
+    pub(crate) fn from_settings(s: &RelaySettings) -> Self {
+        Self {
+            origins: s.origins.iter().map(|o| (o.id, o.clone())).collect(),
+            peers: s.peers.iter().map(|p| (p.id, p.clone())).collect(),
+        }
+    }
 }
 
 impl Shared {
+    fn known(&self) -> std::sync::MutexGuard<'_, Known> {
+        self.known
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The origin at `addr` (as `ip:port`), if this relay links to it.
+    pub(crate) fn origin_at(&self, addr: &str) -> Option<OriginSpec> {
+        self.known()
+            .origins
+            .values()
+            .find(|o| o.addr.to_string() == addr)
+            .cloned()
+    }
+
+    /// A peer relay's spec.
+    pub(crate) fn peer(&self, id: skylane_proto::RelayId) -> Option<crate::settings::PeerSpec> {
+        self.known().peers.get(&id).cloned()
+    }
+
+    /// Records an origin learnt from the control plane (or forgets one).
+    pub(crate) fn set_origin(&self, id: OriginId, spec: Option<OriginSpec>) {
+        let mut k = self.known();
+        match spec {
+            Some(s) => k.origins.insert(id, s),
+            None => k.origins.remove(&id),
+        };
+    }
+
+    /// Records a peer learnt from the control plane; `false` if it was known.
+    pub(crate) fn add_peer(&self, spec: crate::settings::PeerSpec) -> bool {
+        self.known().peers.insert(spec.id, spec).is_none()
+    }
+
     /// Direct origin links that are up, with their RTT, by origin address.
     pub(crate) fn direct_rtts(&self) -> Vec<(SocketAddr, Duration)> {
         let Ok(d) = self.direct.lock() else {
             return Vec::new();
         };
-        self.settings
-            .origins
-            .iter()
+        let k = self.known();
+        k.origins
+            .values()
             .filter_map(|o| d.get(&o.id).map(|rtt| (o.addr, *rtt)))
             .collect()
     }

@@ -111,6 +111,7 @@ impl Relay {
             clock,
             endpoint: endpoint.clone(),
             direct: Mutex::new(HashMap::default()),
+            known: Mutex::new(mailbox::Known::from_settings(&settings)),
         });
         let mut routing = RoutingTable::new(settings.routing);
         for o in &settings.origins {

@@ -110,11 +110,7 @@ async fn measure(shared: &Arc<Shared>, peer: &PeerSpec) -> Result<(), String> {
         let reports: Vec<(OriginId, Duration)> = origins
             .iter()
             .filter_map(|r| {
-                let o = shared
-                    .settings
-                    .origins
-                    .iter()
-                    .find(|o| o.addr.to_string() == r.addr)?;
+                let o = shared.origin_at(&r.addr)?;
                 Some((o.id, Duration::from_micros(u64::from(r.rtt_us))))
             })
             .collect();
@@ -220,12 +216,7 @@ pub(crate) async fn serve_peer(shared: Arc<Shared>, conn: Connection) {
             relay,
             origin,
         })) if version == PROTOCOL_VERSION => {
-            let spec = shared
-                .settings
-                .origins
-                .iter()
-                .find(|o| o.addr.to_string() == origin)
-                .cloned();
+            let spec = shared.origin_at(&origin);
             let Some(spec) = spec else {
                 RelayMetrics::count(&shared.metrics.refusals, "via_unknown_origin");
                 answer(
