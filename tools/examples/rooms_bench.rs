@@ -100,7 +100,8 @@ async fn idle(rooms: usize) {
     // Wait until the origin runs them all.
     loop {
         let running = net.origin_metrics.worlds.get() as usize;
-        if running >= rooms + 1 {
+        // The static arena world and the rooms.
+        if running > rooms {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
