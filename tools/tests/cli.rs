@@ -345,6 +345,22 @@ fn demo_prints_a_json_report_with_nothing_lost() {
         assert_eq!(d["early"], 0, "{r}");
         assert!(d["frames"].as_u64().unwrap() > 10, "{r}");
     }
+    // Rooms created on the embedded control plane while it ran: every
+    // tic-tac-toe room played to its end, the arena rooms ended by the demo.
+    let w = &r["worlds"];
+    let created: u64 = w["created"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_u64().unwrap())
+        .sum();
+    assert_eq!(created, 12, "{r}");
+    assert_eq!(w["started"], 12, "{r}");
+    assert_eq!(w["ended"], 12, "{r}");
+    assert_eq!(w["unfinished"], 0, "{r}");
+    assert_eq!(w["moves_refused"], 0, "{r}");
+    assert_eq!(w["results"]["operator"], 2, "{r}");
+    assert_eq!(w["results_recorded"], 12, "{r}");
 }
 
 /// Honest bots' moves go as datagrams, so no outcome would report one the origin

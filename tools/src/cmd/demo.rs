@@ -154,6 +154,15 @@ impl DemoCmd {
                 a.early()
             );
         }
+        if let Some(w) = &report.worlds {
+            anyhow::ensure!(
+                w.unfinished == 0 && w.moves_refused == 0 && w.errors.is_empty(),
+                "rooms: {} unfinished, {} moves refused, errors: {:?}",
+                w.unfinished,
+                w.moves_refused,
+                w.errors
+            );
+        }
         Ok(())
     }
 }
