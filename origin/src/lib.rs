@@ -82,5 +82,5 @@ pub use shell::{
 pub use tictactoe::{
     TicTacToe, TttAction, TttConfig, TttEvent, TttState, BAD_CELL, BOARD, GAME_OVER, NOT_YOUR_TURN,
 };
-pub use view::{ArenaView, Mismatch, ViewError, ViewItem, ViewPlayer};
+pub use view::{ArenaView, Mismatch, TttView, ViewError, ViewItem, ViewPlayer};
 pub use world::{Ctx, Emit, Emitted, Observation, Rejection, TickCtx, Validator, World};

@@ -96,6 +96,8 @@ pub struct TttState {
     pub players: Vec<(String, u8)>,
     /// Who moves, if playing.
     pub turn: Option<String>,
+    /// How the game ended, once over.
+    pub result: Option<WorldResult>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -168,6 +170,14 @@ impl TicTacToe {
         self.board
     }
 
+    /// Players in seat order with their marks.
+    pub fn players(&self) -> Vec<(String, u8)> {
+        self.seats
+            .iter()
+            .map(|s| (s.player.clone(), s.mark))
+            .collect()
+    }
+
     fn seat_of(&self, entity: EntityId) -> Option<usize> {
         self.seats.iter().position(|s| s.entity == entity)
     }
@@ -185,6 +195,7 @@ impl TicTacToe {
                 .map(|s| (s.player.clone(), s.mark))
                 .collect(),
             turn: self.turn.map(|t| self.seats[t].player.clone()),
+            result: self.over.clone(),
         }
     }
 

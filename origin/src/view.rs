@@ -1,5 +1,6 @@
-//! A client's view of an arena world, rebuilt from keyframes and event batches, and
-//! the consistency checker that compares it with the origin's state.
+//! A client's view of a world, rebuilt from keyframes and event batches, and the
+//! consistency checker that compares it with the origin's state: [`ArenaView`]
+//! for the arena, [`TttView`] for tic-tac-toe.
 //!
 //! This is what a game client does with the feed: start each channel from a
 //! keyframe, then apply the channel's batches in sequence. [`ArenaView::check`]
@@ -14,6 +15,8 @@ use serde::Serialize;
 use skylane_proto::{ChannelId, EntityId, EventBatch, Keyframe};
 
 use crate::arena::{Arena, ArenaEvent, Item, Player};
+use crate::tictactoe::{TicTacToe, TttEvent, TttState, BOARD};
+use crate::world::World;
 
 /// What the view knows of a player, with the version each field is from.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -316,6 +319,108 @@ impl ArenaView {
                 ),
                 Some(_) => {}
             }
+        }
+        out
+    }
+}
+
+/// A client's rebuilt view of a tic-tac-toe room (its one world channel).
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct TttView {
+    board: [u8; 9],
+    players: Vec<(String, u8)>,
+    result: Option<(Option<String>, String)>,
+    /// Last sequence applied (keyframe or event).
+    seq: Option<u64>,
+}
+
+impl TttView {
+    /// An empty view.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The board as the view has it.
+    pub fn board(&self) -> [u8; 9] {
+        self.board
+    }
+
+    /// Starts (or restarts) from a keyframe of the world channel.
+    pub fn apply_keyframe(&mut self, kf: &Keyframe) -> Result<(), ViewError> {
+        if kf.channel != ChannelId::World {
+            return Ok(());
+        }
+        let st: TttState =
+            postcard::from_bytes(&kf.state).map_err(|_| ViewError::BadKeyframe(kf.channel))?;
+        self.board = st.board;
+        self.players = st.players;
+        self.result = st.result.map(|r| (r.winner, r.reason));
+        self.seq = Some(kf.seq);
+        Ok(())
+    }
+
+    /// Applies a batch after the keyframe (events it covers are skipped; a gap
+    /// is an error).
+    pub fn apply_batch(&mut self, b: &EventBatch) -> Result<(), ViewError> {
+        let Some(last) = self.seq.filter(|_| b.channel == ChannelId::World) else {
+            return Ok(());
+        };
+        let mut next = last + 1;
+        for e in b.events.iter().filter(|e| e.seq > last) {
+            if e.seq != next {
+                return Err(ViewError::Gap {
+                    channel: b.channel,
+                    expected: next,
+                    found: e.seq,
+                });
+            }
+            next += 1;
+            match postcard::from_bytes::<TttEvent>(&e.payload) {
+                Ok(TttEvent::Joined { player, mark }) => {
+                    if !self.players.iter().any(|(p, _)| *p == player) {
+                        self.players.push((player, mark));
+                    }
+                }
+                Ok(TttEvent::Placed { cell, mark, .. }) => {
+                    if let Some(c) = self.board.get_mut(usize::from(cell)) {
+                        *c = mark;
+                    }
+                }
+                Ok(TttEvent::Over { winner, reason }) => self.result = Some((winner, reason)),
+                _ => {}
+            }
+        }
+        self.seq = Some(next - 1);
+        Ok(())
+    }
+
+    /// Every difference from the room's authoritative state.
+    pub fn check(&self, world: &TicTacToe) -> Vec<Mismatch> {
+        let mut out = Vec::new();
+        for (i, (v, o)) in self.board.iter().zip(world.board()).enumerate() {
+            if *v != o {
+                out.push(Mismatch {
+                    entity: BOARD,
+                    what: format!("cell {i}: view {v}, origin {o}"),
+                });
+            }
+        }
+        if self.players != world.players() {
+            out.push(Mismatch {
+                entity: BOARD,
+                what: format!(
+                    "players: view {:?}, origin {:?}",
+                    self.players,
+                    world.players()
+                ),
+            });
+        }
+        let origin = world.result().map(|r| (r.winner, r.reason));
+        if self.result != origin {
+            out.push(Mismatch {
+                entity: BOARD,
+                what: format!("result: view {:?}, origin {:?}", self.result, origin),
+            });
         }
         out
     }

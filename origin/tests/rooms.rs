@@ -11,6 +11,7 @@ use skylane_proto::{
 fn room(turn_ticks: u64) -> Engine<TicTacToe> {
     let mut cfg = EngineConfig::new(WorldId(1000));
     cfg.tick_hz = 10;
+    cfg.keyframe_every = 2;
     cfg.lifecycle = Some(LifecycleConfig {
         capacity: 2,
         min_players: 2,
@@ -174,4 +175,83 @@ fn the_same_inputs_give_the_same_room() {
         hashes
     };
     assert_eq!(run(), run());
+}
+
+/// Plays a room to its end, handing every batch and keyframe to `feed`.
+fn play_room(mut feed: impl FnMut(&Output)) -> Engine<TicTacToe> {
+    let mut e = room(50);
+    e.handle_join(SessionId(1), "x", Role::Player, None)
+        .unwrap();
+    e.handle_join(SessionId(2), "o", Role::Player, None)
+        .unwrap();
+    let moves = [(1, 4), (2, 0), (1, 8), (2, 1), (1, 2), (2, 6), (1, 5)];
+    let mut t = 0;
+    for (i, (s, cell)) in moves.iter().enumerate() {
+        for _ in 0..3 {
+            t += 100_000;
+            e.run_tick(t);
+            while let Some(o) = e.poll_output() {
+                feed(&o);
+            }
+        }
+        e.handle_action(SessionId(*s), place(100 + i as u64, *cell));
+    }
+    for _ in 0..12 {
+        t += 100_000;
+        e.run_tick(t);
+        while let Some(o) = e.poll_output() {
+            feed(&o);
+        }
+    }
+    e
+}
+
+#[test]
+fn the_consistency_checker_follows_a_room_and_catches_a_lost_batch() {
+    let mut view = TttView::new();
+    let mut errors = Vec::new();
+    let e = play_room(|o| {
+        let r = match o {
+            Output::Keyframe(kf) => view.apply_keyframe(kf),
+            Output::Batch(b) => view.apply_batch(b),
+            _ => Ok(()),
+        };
+        if let Err(err) = r {
+            errors.push(err);
+        }
+    });
+    assert!(errors.is_empty(), "{errors:?}");
+    assert!(e.world().result().is_some(), "the game ended");
+    assert_eq!(view.check(e.world()), vec![], "the view matches the origin");
+
+    // Lose the batch holding one move: the next batch is a gap.
+    let mut view = TttView::new();
+    let mut dropped = false;
+    let mut gap = None;
+    let mut started = false;
+    play_room(|o| match o {
+        // A client starts from one keyframe (later ones are for resyncs).
+        Output::Keyframe(kf) if !started => {
+            started = true;
+            let _ = view.apply_keyframe(kf);
+        }
+        Output::Batch(b) => {
+            let has_move = b.events.iter().any(|ev| {
+                matches!(
+                    postcard::from_bytes::<TttEvent>(&ev.payload),
+                    Ok(TttEvent::Placed { .. })
+                )
+            });
+            if has_move && !dropped && view.board().iter().any(|c| *c != 0) {
+                dropped = true;
+                return;
+            }
+            if let Err(err) = view.apply_batch(b) {
+                gap.get_or_insert(err);
+            }
+        }
+        _ => {}
+    });
+    assert!(dropped);
+    assert!(matches!(gap, Some(ViewError::Gap { .. })), "{gap:?}");
 }
