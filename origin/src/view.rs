@@ -376,10 +376,10 @@ impl TttView {
             }
             next += 1;
             match postcard::from_bytes::<TttEvent>(&e.payload) {
-                Ok(TttEvent::Joined { player, mark }) => {
-                    if !self.players.iter().any(|(p, _)| *p == player) {
-                        self.players.push((player, mark));
-                    }
+                Ok(TttEvent::Joined { player, mark })
+                    if !self.players.iter().any(|(p, _)| *p == player) =>
+                {
+                    self.players.push((player, mark));
                 }
                 Ok(TttEvent::Placed { cell, mark, .. }) => {
                     if let Some(c) = self.board.get_mut(usize::from(cell)) {
