@@ -66,3 +66,29 @@ async fn the_watch_survives_an_etcd_restart() {
     .await
     .expect("the watch reconnects and sees writes after the restart");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opening_waits_for_an_etcd_that_is_down_at_start() {
+    // Reserve the ports, then stop the server: "down at start".
+    let mut etcd = LocalEtcd::start().await.expect("etcd starts");
+    etcd.kill().await;
+    let settings = skylane_control::ControlSettings {
+        kind: skylane_control::ControlKind::Etcd,
+        etcd: vec![etcd.endpoint()],
+        prefix: "/skylane/late".into(),
+    };
+    let opening = tokio::spawn(async move { settings.open(Duration::from_millis(200)).await });
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        !opening.is_finished(),
+        "it keeps retrying, it does not fail or panic"
+    );
+    etcd.resume().await.unwrap();
+    let control = tokio::time::timeout(Duration::from_secs(20), opening)
+        .await
+        .expect("connects once etcd is up")
+        .unwrap()
+        .expect("no error")
+        .expect("an etcd control plane");
+    assert!(control.view().await.unwrap().worlds.is_empty());
+}

@@ -1,10 +1,11 @@
 //! Rooms benchmark (docs/benchmarks.md): on the local deployment (origin, three
 //! relays, loopback QUIC),
 //!
-//! 1. **world creation**: time from asking the control plane for a tic-tac-toe
-//!    room to its first player's welcome through a relay (the relay must learn
-//!    the room and its owner by watching), for the embedded control plane and,
-//!    in a build with `--features etcd`, a real etcd (same run);
+//! 1. **world creation**: time from `POST /worlds` (a tic-tac-toe room, the
+//!    origin's admin route as the binary serves it) to its first player's
+//!    welcome through a relay (the relay must learn the room and its owner by
+//!    watching), for the embedded control plane and, in a build with
+//!    `--features etcd`, a real etcd (same run);
 //! 2. **idle rooms**: CPU and resident memory one origin process spends per
 //!    idle 2-player room at 10 Hz, from the difference between the process
 //!    with no rooms and with `--rooms N`.
@@ -34,18 +35,31 @@ async fn creation(name: &str, control: Option<SharedControl>, n: usize) {
         ..LocalOptions::default()
     };
     let net = LocalNet::start(opts).await.expect("local net");
+    // The origin's `/worlds` routes, as the binary serves them.
+    let admin = skylane_ops::serve_admin(
+        "127.0.0.1:0".parse().expect("addr"),
+        skylane_origin::worlds_router(net.control.clone()),
+    )
+    .await
+    .expect("admin");
+    let url = format!("http://{admin}/worlds");
     let mut ms = Vec::new();
     for i in 0..n {
         let t = Instant::now();
-        let w = net
-            .control
-            .create_world(
-                WorldSpec::new("tictactoe", 10, 2),
-                &PlacementHints::default(),
-            )
-            .await
-            .expect("created")
-            .id;
+        let u = url.clone();
+        let body = tokio::task::spawn_blocking(move || {
+            ureq::post(&u)
+                .header("Content-Type", "application/json")
+                .send(r#"{"game":"tictactoe","tick_hz":10,"capacity":2}"#)
+                .expect("POST /worlds")
+                .body_mut()
+                .read_to_string()
+                .expect("body")
+        })
+        .await
+        .expect("blocking");
+        let rec: serde_json::Value = serde_json::from_str(&body).expect("json");
+        let w = skylane_proto::WorldId(rec["id"].as_u64().expect("id"));
         let c = net
             .player_builder(i % 3, i)
             .expect("builder")

@@ -125,6 +125,8 @@ pub struct LocalOptions {
     pub control: Option<skylane_control::SharedControl>,
     /// The origin's and relays' lease TTL on it.
     pub lease_ttl: Duration,
+    /// How long an ended world stays before the origin removes it.
+    pub removal_grace: Duration,
 }
 
 impl Default for LocalOptions {
@@ -148,6 +150,7 @@ impl Default for LocalOptions {
             max_worlds: 1000,
             control: None,
             lease_ttl: Duration::from_secs(5),
+            removal_grace: Duration::from_secs(120),
         }
     }
 }
@@ -308,7 +311,7 @@ impl LocalNet {
             capacity: opts.max_worlds,
             lease_ttl: opts.lease_ttl,
             journal_dir: None,
-            removal_grace: Duration::from_secs(120),
+            removal_grace: opts.removal_grace,
         };
         let agent = origin
             .join_cluster(

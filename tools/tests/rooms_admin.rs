@@ -1,0 +1,149 @@
+//! A world created through the origin's admin API (`POST /worlds`, as
+//! `skylane world create` sends it) on the local deployment's embedded control
+//! plane: a relay learns it by watching, two players fill it and play it to the
+//! end, the result is published, the world is removed after its grace, and the
+//! relays and the admin API forget it.
+
+use std::time::Duration;
+
+use skylane_client::{Client, ClientEvent};
+use skylane_origin::{worlds_router, TttAction};
+use skylane_proto::{EventClass, Outcome, Role, WorldId, WorldPhase, WorldState};
+use skylane_tools::local::{LocalNet, LocalOptions};
+
+async fn http(method: &'static str, url: String, body: Option<String>) -> (u16, String) {
+    tokio::task::spawn_blocking(move || {
+        let agent = ureq::Agent::new_with_config(
+            ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .build(),
+        );
+        let r = match (method, body) {
+            ("POST", Some(b)) => agent
+                .post(&url)
+                .header("Content-Type", "application/json")
+                .send(b),
+            ("DELETE", _) => agent.delete(&url).call(),
+            _ => agent.get(&url).call(),
+        };
+        let mut r = r.expect("the admin endpoint answers");
+        let status = r.status().as_u16();
+        (status, r.body_mut().read_to_string().unwrap_or_default())
+    })
+    .await
+    .unwrap()
+}
+
+async fn until_phase(c: &mut Client, phase: WorldPhase) -> WorldState {
+    tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            match c.next_event().await {
+                Some(ClientEvent::World(ws)) if ws.phase == phase => return ws,
+                Some(ClientEvent::Error(e)) => panic!("{e}"),
+                Some(_) => {}
+                None => panic!("closed"),
+            }
+        }
+    })
+    .await
+    .expect("in time")
+}
+
+#[test]
+fn a_world_created_through_the_admin_api_is_learnt_played_ended_and_forgotten() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let opts = LocalOptions {
+            removal_grace: Duration::from_secs(1),
+            ..LocalOptions::default()
+        };
+        let net = LocalNet::start(opts).await.expect("local net");
+        let admin = skylane_ops::serve_admin(
+            "127.0.0.1:0".parse().unwrap(),
+            worlds_router(net.control.clone()),
+        )
+        .await
+        .unwrap();
+        let base = format!("http://{admin}/worlds");
+        let (status, body) = http(
+            "POST",
+            base.clone(),
+            Some(r#"{"game":"tictactoe","tick_hz":10,"capacity":2}"#.into()),
+        )
+        .await;
+        assert_eq!(status, 201, "{body}");
+        let rec: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let w = WorldId(rec["id"].as_u64().unwrap());
+        assert!(rec["owner"]["epoch"].as_u64().unwrap() > 0, "{rec}");
+        assert_eq!(rec["placed_on"], "origin-1");
+
+        let join = |i: usize, name: &str| {
+            net.player_builder(i, i)
+                .unwrap()
+                .token(net.token_for(name, Role::Player, vec![w], Duration::from_secs(600)))
+                .probe(1)
+                .world(w)
+                .connect()
+        };
+        let mut x = join(0, "xavier").await.expect("x joins through amsterdam");
+        let mut o = join(1, "olga").await.expect("o joins through virginia");
+        until_phase(&mut x, WorldPhase::Playing).await;
+        until_phase(&mut o, WorldPhase::Playing).await;
+        for (who, cell) in [(&x, 0u8), (&o, 3), (&x, 1), (&o, 4), (&x, 2)] {
+            let payload = postcard::to_stdvec(&TttAction::Place { cell }).unwrap();
+            let out = who
+                .act(EventClass::State, vec![], payload.into())
+                .await
+                .unwrap();
+            assert!(
+                matches!(out, Outcome::Applied { .. }),
+                "cell {cell}: {out:?}"
+            );
+        }
+        let ended = until_phase(&mut o, WorldPhase::Ended).await;
+        assert_eq!(ended.result.unwrap().winner.as_deref(), Some("xavier"));
+
+        // Published, then removed after the grace; the relays forget it.
+        let mut published = false;
+        let mut gone = false;
+        for _ in 0..100 {
+            let (status, body) = http("GET", format!("{base}/{}", w.0), None).await;
+            match status {
+                200 => {
+                    let r: serde_json::Value = serde_json::from_str(&body).unwrap();
+                    if r["status"]["phase"] == "ended" {
+                        assert_eq!(r["status"]["result"]["winner"], "xavier", "{r}");
+                        published = true;
+                    }
+                }
+                404 => {
+                    gone = true;
+                    break;
+                }
+                other => panic!("{other}: {body}"),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(published, "the result was published");
+        assert!(gone, "the world was removed");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        for r in &net.relays {
+            assert_eq!(
+                r.metrics.worlds_known.get(),
+                0,
+                "relay {} forgot it",
+                r.info.id
+            );
+        }
+        // Ending it again is a clear 404.
+        let (status, body) = http("DELETE", format!("{base}/{}", w.0), None).await;
+        assert_eq!(status, 404, "{body}");
+        x.close().await;
+        o.close().await;
+        net.shutdown().await;
+    });
+}
