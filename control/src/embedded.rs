@@ -16,7 +16,7 @@ use tokio::time::Instant;
 
 use crate::model::{ClusterView, NodeInfo, Owner, WorldRecord, WorldSpec, WorldStatus};
 use crate::placement::{place, PlacementHints};
-use crate::{Claim, ControlError, ControlPlane, LeaseId, MIN_LEASE_TTL};
+use crate::{Claim, ControlError, ControlPlane, LeaseId};
 
 #[derive(Debug)]
 struct Lease {
@@ -138,6 +138,15 @@ impl Embedded {
     }
 }
 
+/// A write by `epoch` that is not (or no longer) the world's owner's.
+fn fenced(world: WorldId, epoch: u64, owner: Option<&Owner>) -> ControlError {
+    ControlError::Fenced {
+        world,
+        epoch,
+        current: owner.map(|o| o.epoch),
+    }
+}
+
 fn lock(inner: &Inner) -> MutexGuard<'_, State> {
     // A panic while holding the lock leaves at worst a lease or record one step
     // behind; the store stays usable rather than stopping the control plane.
@@ -170,11 +179,7 @@ async fn reaper(inner: Weak<Inner>, mut changed: watch::Receiver<()>) {
 #[async_trait::async_trait]
 impl ControlPlane for Embedded {
     async fn grant(&self, ttl: Duration) -> Result<LeaseId, ControlError> {
-        if ttl < MIN_LEASE_TTL {
-            return Err(ControlError::Invalid(format!(
-                "lease TTL {ttl:?} is below the minimum {MIN_LEASE_TTL:?}"
-            )));
-        }
+        crate::check_ttl(ttl)?;
         // etcd counts TTLs in whole seconds; round the same way so both behave alike.
         let ttl = Duration::from_secs(ttl.as_secs_f64().ceil() as u64);
         let id = self.write(|st, _| {
@@ -297,11 +302,7 @@ impl ControlPlane for Embedded {
                     view.revision += 1;
                     Ok(())
                 }
-                other => Err(ControlError::Fenced {
-                    world,
-                    epoch,
-                    current: other.as_ref().map(|o| o.epoch),
-                }),
+                other => Err(fenced(world, epoch, other.as_ref())),
             }
         })
     }
@@ -326,11 +327,7 @@ impl ControlPlane for Embedded {
                     view.revision += 1;
                     Ok(())
                 }
-                other => Err(ControlError::Fenced {
-                    world,
-                    epoch,
-                    current: other.as_ref().map(|o| o.epoch),
-                }),
+                other => Err(fenced(world, epoch, other.as_ref())),
             }
         })
     }

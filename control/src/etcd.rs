@@ -37,7 +37,7 @@ use tracing::{info, warn};
 
 use crate::model::{ClusterView, NodeInfo, Owner, WorldRecord, WorldSpec, WorldStatus};
 use crate::placement::{place, PlacementHints};
-use crate::{Claim, ControlError, ControlPlane, LeaseId, MIN_LEASE_TTL};
+use crate::{Claim, ControlError, ControlPlane, LeaseId};
 
 /// How many times a read-check-write loop retries before giving up.
 const RETRIES: usize = 32;
@@ -424,11 +424,7 @@ async fn mirror_task(etcd: Etcd, tx: watch::Sender<ClusterView>) {
 #[async_trait::async_trait]
 impl ControlPlane for Etcd {
     async fn grant(&self, ttl: Duration) -> Result<LeaseId, ControlError> {
-        if ttl < MIN_LEASE_TTL {
-            return Err(ControlError::Invalid(format!(
-                "lease TTL {ttl:?} is below the minimum {MIN_LEASE_TTL:?}"
-            )));
-        }
+        crate::check_ttl(ttl)?;
         let secs = ttl.as_secs_f64().ceil() as i64;
         let mut c = self.client.clone();
         let r = c.lease_grant(secs, None).await.map_err(unavailable)?;

@@ -63,6 +63,16 @@ pub const FIRST_WORLD_ID: u64 = 1000;
 /// Shortest lease the control plane grants.
 pub const MIN_LEASE_TTL: Duration = Duration::from_secs(1);
 
+/// Refuses a lease TTL below [`MIN_LEASE_TTL`]; every store uses it.
+pub(crate) fn check_ttl(ttl: Duration) -> Result<(), ControlError> {
+    if ttl < MIN_LEASE_TTL {
+        return Err(ControlError::Invalid(format!(
+            "lease TTL {ttl:?} is below the minimum {MIN_LEASE_TTL:?}"
+        )));
+    }
+    Ok(())
+}
+
 /// Who claims a world.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Claim {

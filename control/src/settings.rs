@@ -33,6 +33,8 @@ pub struct ControlSettings {
     pub etcd: Vec<String>,
     /// Key prefix of the cluster.
     pub prefix: String,
+    /// The process's lease TTL on it.
+    pub lease_ttl: Duration,
 }
 
 impl ControlSettings {
@@ -50,6 +52,14 @@ impl ControlSettings {
                 "cluster_prefix must start and not end with '/': {:?}",
                 self.prefix
             )),
+            _ if !(1..=3600).contains(&self.lease_ttl.as_secs())
+                || self.lease_ttl.subsec_nanos() != 0 =>
+            {
+                Err(format!(
+                    "lease_ttl_secs must be 1..=3600, not {:?}",
+                    self.lease_ttl
+                ))
+            }
             _ => Ok(()),
         }
     }
@@ -108,6 +118,7 @@ mod tests {
             kind,
             etcd: etcd.iter().map(|e| (*e).to_string()).collect(),
             prefix: prefix.into(),
+            lease_ttl: Duration::from_secs(5),
         }
     }
 
@@ -127,6 +138,9 @@ mod tests {
             .validate()
             .unwrap_err();
         assert!(e.contains("cluster_prefix"), "{e}");
+        let mut zero = s(ControlKind::Embedded, &[], "/skylane/x");
+        zero.lease_ttl = Duration::ZERO;
+        assert!(zero.validate().unwrap_err().contains("lease_ttl_secs"));
     }
 
     #[tokio::test]

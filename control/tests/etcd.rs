@@ -76,6 +76,7 @@ async fn opening_waits_for_an_etcd_that_is_down_at_start() {
         kind: skylane_control::ControlKind::Etcd,
         etcd: vec![etcd.endpoint()],
         prefix: "/skylane/late".into(),
+        lease_ttl: Duration::from_secs(5),
     };
     let opening = tokio::spawn(async move { settings.open(Duration::from_millis(200)).await });
     tokio::time::sleep(Duration::from_secs(2)).await;

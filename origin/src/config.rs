@@ -268,6 +268,7 @@ impl OriginConfig {
             kind: self.control,
             etcd: self.etcd.clone(),
             prefix: self.cluster_prefix.clone(),
+            lease_ttl: std::time::Duration::from_secs(self.lease_ttl_secs),
         }
     }
 
@@ -364,12 +365,6 @@ impl OriginConfig {
         self.control_settings()
             .validate()
             .map_err(ConfigError::Invalid)?;
-        if !(1..=3600).contains(&self.lease_ttl_secs) {
-            return Err(ConfigError::Invalid(format!(
-                "lease_ttl_secs must be 1..=3600, not {}",
-                self.lease_ttl_secs
-            )));
-        }
         if self.max_worlds == 0 {
             return Err(ConfigError::Invalid("max_worlds must be at least 1".into()));
         }

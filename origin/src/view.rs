@@ -153,21 +153,13 @@ impl ArenaView {
         let Some(&last) = self.seq.get(&b.channel) else {
             return Ok(());
         };
-        let mut next = last + 1;
-        for e in b.events.iter().filter(|e| e.seq > last) {
-            if e.seq != next {
-                return Err(ViewError::Gap {
-                    channel: b.channel,
-                    expected: next,
-                    found: e.seq,
-                });
-            }
-            next += 1;
+        let (fresh, now) = in_order(b, last)?;
+        for e in fresh {
             if let Some(ev) = ArenaEvent::decode(&e.payload) {
                 self.apply_event(&ev);
             }
         }
-        self.seq.insert(b.channel, next - 1);
+        self.seq.insert(b.channel, now);
         Ok(())
     }
 
@@ -324,6 +316,28 @@ impl ArenaView {
     }
 }
 
+/// The events of `b` after `last`, checked to follow on without a gap, and the
+/// channel's last sequence number after them.
+fn in_order(
+    b: &EventBatch,
+    last: u64,
+) -> Result<(Vec<&skylane_proto::BatchEvent>, u64), ViewError> {
+    let mut next = last + 1;
+    let mut fresh = Vec::new();
+    for e in b.events.iter().filter(|e| e.seq > last) {
+        if e.seq != next {
+            return Err(ViewError::Gap {
+                channel: b.channel,
+                expected: next,
+                found: e.seq,
+            });
+        }
+        next += 1;
+        fresh.push(e);
+    }
+    Ok((fresh, next - 1))
+}
+
 /// A client's rebuilt view of a tic-tac-toe room (its one world channel).
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct TttView {
@@ -365,16 +379,8 @@ impl TttView {
         let Some(last) = self.seq.filter(|_| b.channel == ChannelId::World) else {
             return Ok(());
         };
-        let mut next = last + 1;
-        for e in b.events.iter().filter(|e| e.seq > last) {
-            if e.seq != next {
-                return Err(ViewError::Gap {
-                    channel: b.channel,
-                    expected: next,
-                    found: e.seq,
-                });
-            }
-            next += 1;
+        let (fresh, now) = in_order(b, last)?;
+        for e in fresh {
             match postcard::from_bytes::<TttEvent>(&e.payload) {
                 Ok(TttEvent::Joined { player, mark })
                     if !self.players.iter().any(|(p, _)| *p == player) =>
@@ -390,7 +396,7 @@ impl TttView {
                 _ => {}
             }
         }
-        self.seq = Some(next - 1);
+        self.seq = Some(now);
         Ok(())
     }
 

@@ -288,6 +288,7 @@ impl RelayConfig {
             kind: self.control,
             etcd: self.etcd.clone(),
             prefix: self.cluster_prefix.clone(),
+            lease_ttl: Duration::from_secs(self.lease_ttl_secs),
         }
     }
 
@@ -521,12 +522,6 @@ impl RelayConfig {
         self.control_settings()
             .validate()
             .map_err(ConfigError::Invalid)?;
-        if !(1..=3600).contains(&self.lease_ttl_secs) {
-            return Err(ConfigError::Invalid(format!(
-                "lease_ttl_secs must be 1..=3600, not {}",
-                self.lease_ttl_secs
-            )));
-        }
         let tls = [&self.cert, &self.key, &self.ca];
         let some = tls.iter().filter(|p| p.is_some()).count();
         if self.dev_certs.is_some() && some > 0 {
