@@ -43,9 +43,10 @@ use skylane_proto::{
 use crate::anticheat::{Detector, DetectorConfig, Enforcement, Violation};
 use crate::interest::{Grid, Interest};
 use crate::lifecycle::{Closed, Lifecycle, LifecycleConfig};
-use crate::world::{Ctx, Emit, Emitted, Rejection, TickCtx, Validator, World};
+use crate::world::{Ctx, Emit, Emitted, Rejection, Validator, World};
 
 mod channels;
+mod rooms;
 mod snapshot;
 
 /// Engine settings.
@@ -593,97 +594,6 @@ impl<W: World> Engine<W> {
                 self.enforce(v);
             }
         }
-    }
-
-    /// An empty room waiting for players: nothing can happen until someone
-    /// joins, so the shell need not run its ticks (it calls
-    /// [`Engine::rebase`] when the next input arrives, so the room does not
-    /// catch up on the skipped time). Worlds without a lifecycle are never idle.
-    pub fn idle(&self) -> bool {
-        self.life
-            .as_ref()
-            .is_some_and(|l| l.phase() == WorldPhase::Waiting)
-            && self.sessions.is_empty()
-            && self.staged.is_empty()
-            && self.applied.is_empty()
-            && self.outputs.is_empty()
-    }
-
-    /// Players (not spectators) in the world.
-    pub fn players(&self) -> u32 {
-        self.sessions
-            .values()
-            .filter(|s| s.role == Role::Player)
-            .count() as u32
-    }
-
-    /// The room's phase (`Playing` for a world without a lifecycle).
-    pub fn phase(&self) -> WorldPhase {
-        self.life
-            .as_ref()
-            .map_or(WorldPhase::Playing, Lifecycle::phase)
-    }
-
-    /// The room's lifecycle state now (epoch 0: the shell fills it in).
-    pub fn world_state(&self) -> WorldState {
-        let life = self.life.as_ref();
-        WorldState {
-            world: self.cfg.world,
-            epoch: 0,
-            phase: self.phase(),
-            players: self.players(),
-            capacity: life.map_or(0, |l| l.config().capacity),
-            tick: life.map_or(0, Lifecycle::changed_at),
-            result: life.and_then(|l| l.result().cloned()),
-        }
-    }
-
-    /// An operator ends the room at the next tick boundary (now, in tick terms).
-    /// A world without a lifecycle gets one that is already over.
-    pub fn handle_end(&mut self, reason: &str) {
-        let tick = self.tick;
-        let life = self.life.get_or_insert_with(|| {
-            Lifecycle::new(LifecycleConfig {
-                capacity: u32::MAX,
-                min_players: 1,
-                start_after_ticks: 0,
-                empty_grace_ticks: u64::MAX,
-            })
-        });
-        if life.handle_end(tick, reason).is_some() {
-            self.outputs.push_back(Output::Phase(self.world_state()));
-        }
-    }
-
-    /// The game's tick hook and the room's transitions, before the tick's events
-    /// are published (so what the hook emits goes out this tick).
-    fn tick_hook(&mut self) {
-        let players = self.players();
-        let mut emit = Emit::default();
-        let mut ctx = TickCtx {
-            tick: self.tick,
-            tick_hz: self.cfg.tick_hz,
-            phase: self.phase(),
-        };
-        if ctx.phase == WorldPhase::Playing {
-            self.world.on_tick(&ctx, &mut emit);
-        }
-        let verdict = (ctx.phase == WorldPhase::Playing)
-            .then(|| self.world.result())
-            .flatten();
-        let changed = self
-            .life
-            .as_mut()
-            .and_then(|l| l.handle_tick(ctx.tick, players, verdict));
-        if let Some(phase) = changed {
-            if phase == WorldPhase::Playing {
-                ctx.phase = phase;
-                self.world.on_start(&ctx, &mut emit);
-                self.world.on_tick(&ctx, &mut emit);
-            }
-            self.outputs.push_back(Output::Phase(self.world_state()));
-        }
-        self.stage(emit);
     }
 
     fn enforce(&mut self, v: Violation) {

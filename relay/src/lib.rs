@@ -49,10 +49,11 @@ mod settings;
 mod shell;
 mod spectate;
 mod status;
+mod targets;
 mod upstream;
 
 pub use admission::{Admission, AdmissionConfig, Refused};
-pub use config::{parse_origin, parse_peer, OriginTarget, PeerTarget, RelayConfig};
+pub use config::RelayConfig;
 pub use directory::{DirectoryChange, OriginEntry, WorldDirectory};
 pub use geo::{Directory, GeoDb, GeoError};
 pub use guard::{EdgeConfig, EdgeGuard, EdgeViolation, Rate, Verdict, REPLAY_WINDOW};
@@ -71,4 +72,5 @@ pub use shell::{LoadError, Relay};
 pub use skylane_proto::MAX_PROBE_PINGS;
 pub use spectate::{Audience, AudienceConfig, AudienceStats, SpectateError, SpectatorDelivery};
 pub use status::{OriginStatus, RelayStatus, RouteStatus};
+pub use targets::{parse_origin, parse_peer, OriginTarget, PeerTarget};
 pub use upstream::{Route, Upstream};

@@ -8,7 +8,7 @@ use std::time::Duration;
 use skylane_proto::{RelayId, RelayInfo, TokenVerifier, WorldId};
 
 use crate::admission::AdmissionConfig;
-use crate::config::{parse_origin, parse_peer, RelayConfig};
+use crate::config::RelayConfig;
 use crate::geo::{Directory, GeoDb};
 use crate::guard::EdgeConfig;
 use crate::hub::HubConfig;
@@ -16,6 +16,7 @@ use crate::routing::{OriginId, RoutingConfig};
 use crate::scheduler::SchedulerConfig;
 use crate::session::TicketKey;
 use crate::spectate::AudienceConfig;
+use crate::targets::{parse_origin, parse_peer};
 use skylane_ops::ConfigError;
 
 /// An origin this relay links to.
