@@ -138,12 +138,24 @@ impl Embedded {
     }
 }
 
-/// A write by `epoch` that is not (or no longer) the world's owner's.
-fn fenced(world: WorldId, epoch: u64, owner: Option<&Owner>) -> ControlError {
-    ControlError::Fenced {
-        world,
-        epoch,
-        current: owner.map(|o| o.epoch),
+/// The record of `world` if `epoch` is its owner's: the one check every fenced
+/// write makes.
+fn owned(
+    view: &mut ClusterView,
+    world: WorldId,
+    epoch: u64,
+) -> Result<&mut WorldRecord, ControlError> {
+    let rec = view
+        .worlds
+        .get_mut(&world)
+        .ok_or(ControlError::UnknownWorld(world))?;
+    match &rec.owner {
+        Some(o) if o.epoch == epoch => Ok(rec),
+        other => Err(ControlError::Fenced {
+            world,
+            epoch,
+            current: other.as_ref().map(|o| o.epoch),
+        }),
     }
 }
 
@@ -291,19 +303,10 @@ impl ControlPlane for Embedded {
 
     async fn release(&self, world: WorldId, epoch: u64) -> Result<(), ControlError> {
         self.write(|st, view| {
-            let rec = view
-                .worlds
-                .get_mut(&world)
-                .ok_or(ControlError::UnknownWorld(world))?;
-            match &rec.owner {
-                Some(o) if o.epoch == epoch => {
-                    rec.owner = None;
-                    st.owner_leases.remove(&world);
-                    view.revision += 1;
-                    Ok(())
-                }
-                other => Err(fenced(world, epoch, other.as_ref())),
-            }
+            owned(view, world, epoch)?.owner = None;
+            st.owner_leases.remove(&world);
+            view.revision += 1;
+            Ok(())
         })
     }
 
@@ -314,21 +317,12 @@ impl ControlPlane for Embedded {
         status: &WorldStatus,
     ) -> Result<(), ControlError> {
         self.write(|_, view| {
-            let rec = view
-                .worlds
-                .get_mut(&world)
-                .ok_or(ControlError::UnknownWorld(world))?;
-            match &rec.owner {
-                Some(o) if o.epoch == epoch => {
-                    rec.status = WorldStatus {
-                        epoch,
-                        ..status.clone()
-                    };
-                    view.revision += 1;
-                    Ok(())
-                }
-                other => Err(fenced(world, epoch, other.as_ref())),
-            }
+            owned(view, world, epoch)?.status = WorldStatus {
+                epoch,
+                ..status.clone()
+            };
+            view.revision += 1;
+            Ok(())
         })
     }
 

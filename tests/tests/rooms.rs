@@ -104,6 +104,24 @@ async fn state(c: &mut Client, f: impl Fn(&WorldState) -> bool) -> WorldState {
     .expect("world state in time")
 }
 
+/// A tic-tac-toe room created on `control`, xavier (X) and olga (O) in it,
+/// both seeing it play.
+async fn playing_room(net: &Net, control: &SharedControl) -> (WorldId, Client, Client) {
+    let w = control
+        .create_world(
+            WorldSpec::new("tictactoe", 10, 2),
+            &PlacementHints::default(),
+        )
+        .await
+        .unwrap()
+        .id;
+    let mut x = player(net, "xavier", w).await.unwrap();
+    let mut o = player(net, "olga", w).await.unwrap();
+    phase(&mut x, WorldPhase::Playing).await;
+    phase(&mut o, WorldPhase::Playing).await;
+    (w, x, o)
+}
+
 async fn place(c: &Client, cell: u8) -> Outcome {
     let payload = postcard::to_stdvec(&TttAction::Place { cell }).unwrap();
     c.act(EventClass::State, vec![], payload.into())
@@ -305,18 +323,7 @@ fn a_journaled_room_replays_consistently() {
         let dir = tempfile::tempdir().unwrap();
         let mut net = Net::start(one_relay());
         let control = cluster_with(&mut net, Some(dir.path().to_owned())).await;
-        let w = control
-            .create_world(
-                WorldSpec::new("tictactoe", 10, 2),
-                &PlacementHints::default(),
-            )
-            .await
-            .unwrap()
-            .id;
-        let mut x = player(&net, "xavier", w).await.unwrap();
-        let mut o = player(&net, "olga", w).await.unwrap();
-        phase(&mut x, WorldPhase::Playing).await;
-        phase(&mut o, WorldPhase::Playing).await;
+        let (w, mut x, o) = playing_room(&net, &control).await;
         // A draw: X O X / X O O / O X X.
         for (i, cell) in [0u8, 1, 2, 4, 3, 5, 7, 6, 8].iter().enumerate() {
             let who = if i % 2 == 0 { &x } else { &o };
@@ -357,18 +364,7 @@ fn peers_learnt_from_the_control_plane_carry_a_cut_link() {
             ..NetOptions::default()
         });
         let control = cluster(&mut net).await;
-        let w = control
-            .create_world(
-                WorldSpec::new("tictactoe", 10, 2),
-                &PlacementHints::default(),
-            )
-            .await
-            .unwrap()
-            .id;
-        let mut x = player(&net, "xavier", w).await.unwrap();
-        let mut o = player(&net, "olga", w).await.unwrap();
-        phase(&mut x, WorldPhase::Playing).await;
-        phase(&mut o, WorldPhase::Playing).await;
+        let (w, x, mut o) = playing_room(&net, &control).await;
         // Peer reports every half second: let amsterdam learn virginia's path.
         tokio::time::sleep(Duration::from_secs(2)).await;
         let ams = &net.relays[0];
