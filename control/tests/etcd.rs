@@ -46,6 +46,14 @@ async fn the_watch_survives_an_etcd_restart() {
     let mut rx = c.watch().await.unwrap();
     let l = c.grant(Duration::from_secs(60)).await.unwrap();
     c.register(&suite::origin("a", 4), l).await.unwrap();
+    // The watch has seen the registration before the store goes away.
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while !rx.borrow_and_update().nodes.contains_key("a") {
+            rx.changed().await.unwrap();
+        }
+    })
+    .await
+    .expect("the watch sees the registration");
     etcd.kill().await;
     assert!(matches!(c.view().await, Err(ControlError::Unavailable(_))));
     // The last view stays in force while the store is away.
