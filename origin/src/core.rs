@@ -66,9 +66,21 @@ pub trait Core: Send + 'static {
     fn idle(&self) -> bool;
     /// See [`Engine::rebase`].
     fn rebase(&mut self, now_us: u64);
+    /// Runs exactly the next tick at `at_us` (see [`Engine::run_tick_at`]): a
+    /// standby re-executing its primary's ticks.
+    fn run_tick_at(&mut self, at_us: u64) -> Result<(), JournalError>;
+    /// The whole engine (world included) as bytes: what a standby that starts
+    /// late restores from ([`Games::create`](crate::Games::create) with a
+    /// snapshot).
+    fn snapshot(&self) -> Vec<u8>;
 }
 
-impl<W: World> Core for Engine<W> {
+fn snapshot_bytes<W: World + Clone + Serialize>(engine: &Engine<W>) -> Vec<u8> {
+    // Serializing plain data into a Vec cannot fail.
+    postcard::to_stdvec(&engine.snapshot()).unwrap_or_default()
+}
+
+impl<W: World + Clone + Serialize + DeserializeOwned> Core for Engine<W> {
     fn world_id(&self) -> WorldId {
         self.config().world
     }
@@ -139,6 +151,13 @@ impl<W: World> Core for Engine<W> {
     fn rebase(&mut self, now_us: u64) {
         Self::rebase(self, now_us);
     }
+    fn run_tick_at(&mut self, at_us: u64) -> Result<(), JournalError> {
+        Self::run_tick_at(self, at_us);
+        Ok(())
+    }
+    fn snapshot(&self) -> Vec<u8> {
+        snapshot_bytes(self)
+    }
 }
 
 impl<W: World + Clone + Serialize + DeserializeOwned> Core for Persistent<W> {
@@ -197,7 +216,7 @@ impl<W: World + Clone + Serialize + DeserializeOwned> Core for Persistent<W> {
         self.engine().state_hash()
     }
     fn handle_end(&mut self, reason: &str) {
-        self.engine_mut().handle_end(reason);
+        Self::handle_end(self, reason);
     }
     fn world_state(&self) -> WorldState {
         self.engine().world_state()
@@ -210,5 +229,11 @@ impl<W: World + Clone + Serialize + DeserializeOwned> Core for Persistent<W> {
     }
     fn rebase(&mut self, now_us: u64) {
         Self::rebase(self, now_us);
+    }
+    fn run_tick_at(&mut self, at_us: u64) -> Result<(), JournalError> {
+        Self::run_tick_at(self, at_us)
+    }
+    fn snapshot(&self) -> Vec<u8> {
+        snapshot_bytes(self.engine())
     }
 }

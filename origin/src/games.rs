@@ -10,7 +10,7 @@ use skylane_proto::{ChainSigner, WorldId};
 
 use crate::arena::{Arena, ArenaConfig};
 use crate::core::Core;
-use crate::engine::{Engine, EngineConfig};
+use crate::engine::{Engine, EngineConfig, EngineSnapshot};
 use crate::interest::Grid;
 use crate::journal::JournalMeta;
 use crate::lifecycle::LifecycleConfig;
@@ -34,6 +34,9 @@ pub struct NewWorld<'a> {
     /// Where to keep its journal (one redb file per world: `world-<id>.redb`
     /// in the origin's journal directory); `None`: in memory only.
     pub journal: Option<std::path::PathBuf>,
+    /// Start from this engine snapshot ([`Core::snapshot`]) instead of a fresh
+    /// world: a standby that joins a running world.
+    pub snapshot: Option<&'a [u8]>,
 }
 
 impl NewWorld<'_> {
@@ -66,6 +69,14 @@ pub fn start<W>(
 where
     W: crate::world::World + Clone + serde::Serialize + serde::de::DeserializeOwned,
 {
+    let engine = match new.snapshot {
+        None => engine,
+        Some(bytes) => {
+            let snap: EngineSnapshot<W> = postcard::from_bytes(bytes)
+                .map_err(|e| format!("{kind} snapshot of {} is corrupt: {e}", new.id))?;
+            Engine::restore(snap, grid, *engine.config(), new.signer.same_key())
+        }
+    };
     let Some(path) = &new.journal else {
         return Ok(Box::new(engine));
     };
@@ -204,6 +215,7 @@ mod tests {
                 now_us: 0,
                 signer: signer(),
                 journal: None,
+                snapshot: None,
             })
             .unwrap();
         assert_eq!(core.world_id(), WorldId(3));
@@ -218,6 +230,7 @@ mod tests {
                 now_us: 0,
                 signer: signer(),
                 journal: None,
+                snapshot: None,
             })
             .err()
             .unwrap();
@@ -230,6 +243,7 @@ mod tests {
                 now_us: 0,
                 signer: signer(),
                 journal: None,
+                snapshot: None,
             }),
             Err(GameError::Refused { .. })
         ));
@@ -246,6 +260,7 @@ mod tests {
             now_us: 0,
             signer: signer(),
             journal: None,
+            snapshot: None,
         }
         .engine_config();
         assert_eq!(cfg.tick_hz, 20);

@@ -16,7 +16,7 @@ use std::path::Path;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use skylane_proto::{Action, ChainSigner, EntityId, Hash32, Role, SessionId, TeamId, WorldId};
+use skylane_proto::{ChainSigner, EntityId, Hash32, WorldId};
 
 use crate::engine::{Engine, EngineConfig, EngineSnapshot};
 use crate::interest::Grid;
@@ -106,42 +106,8 @@ pub struct JournalMeta {
     pub grid: Grid,
 }
 
-/// One engine input.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum Input {
-    /// `Engine::handle_join`.
-    Join {
-        /// Session.
-        session: SessionId,
-        /// Player id.
-        player: String,
-        /// Role.
-        role: Role,
-        /// Team.
-        team: Option<TeamId>,
-    },
-    /// `Engine::handle_leave`.
-    Leave {
-        /// Session.
-        session: SessionId,
-    },
-    /// `Engine::handle_action`.
-    Action {
-        /// Session.
-        session: SessionId,
-        /// The action as received.
-        action: Action,
-    },
-    /// One tick ran at `at_us`, leaving the world with `hash` (when recorded).
-    Tick {
-        /// Tick number after running.
-        tick: u64,
-        /// Time of the tick.
-        at_us: u64,
-        /// State hash after the tick.
-        hash: Option<Hash32>,
-    },
-}
+/// One engine input (the journal's records are the replication log's entries).
+pub use skylane_proto::Input;
 
 /// A stored snapshot.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -378,6 +344,7 @@ pub fn apply_input<W: World>(engine: &mut Engine<W>, input: &Input) {
         }
         Input::Leave { session } => engine.handle_leave(*session),
         Input::Action { session, action } => engine.handle_action(*session, action.clone()),
+        Input::End { reason } => engine.handle_end(reason),
         Input::Tick { at_us, .. } => engine.run_tick_at(*at_us),
     }
     while engine.poll_output().is_some() {}

@@ -168,10 +168,13 @@ where
         })
     }
 
-    /// The engine, for an operator's end (not journaled: the lifecycle is in
-    /// the snapshots, not in the world's state hash).
-    pub(crate) fn engine_mut(&mut self) -> &mut Engine<W> {
-        &mut self.engine
+    /// See [`Engine::handle_end`] (journaled, so a restart or a standby ends
+    /// the game at the same point).
+    pub fn handle_end(&mut self, reason: &str) {
+        self.pending.push(Input::End {
+            reason: reason.to_owned(),
+        });
+        self.engine.handle_end(reason);
     }
 
     /// The engine (read-only; inputs must go through this wrapper to be recorded).
@@ -221,20 +224,27 @@ where
     pub fn handle_timeout(&mut self, now_us: u64) -> Result<(), JournalError> {
         while now_us >= self.engine.poll_timeout() {
             let at = self.engine.poll_timeout();
-            self.engine.run_tick_at(at);
-            let tick = self.engine.tick();
-            let hash = (self.cfg.hash_every > 0 && tick % self.cfg.hash_every == 0)
-                .then(|| self.engine.state_hash());
-            self.pending.push(Input::Tick {
-                tick,
-                at_us: at,
-                hash,
-            });
-            self.flush()?;
-            if self.cfg.snapshot_every > 0 && tick % self.cfg.snapshot_every == 0 {
-                self.journal
-                    .save_snapshot(&self.engine.snapshot(), self.engine.state_hash())?;
-            }
+            self.run_tick_at(at)?;
+        }
+        Ok(())
+    }
+
+    /// Runs exactly the next tick at `at_us` (a standby re-executing its
+    /// primary's log), writing its inputs in one transaction.
+    pub fn run_tick_at(&mut self, at: u64) -> Result<(), JournalError> {
+        self.engine.run_tick_at(at);
+        let tick = self.engine.tick();
+        let hash = (self.cfg.hash_every > 0 && tick % self.cfg.hash_every == 0)
+            .then(|| self.engine.state_hash());
+        self.pending.push(Input::Tick {
+            tick,
+            at_us: at,
+            hash,
+        });
+        self.flush()?;
+        if self.cfg.snapshot_every > 0 && tick % self.cfg.snapshot_every == 0 {
+            self.journal
+                .save_snapshot(&self.engine.snapshot(), self.engine.state_hash())?;
         }
         Ok(())
     }

@@ -184,5 +184,5 @@ async fn serves_a_relay_exposes_metrics_and_flushes_its_journal_on_sigterm() {
         .inputs(0)
         .unwrap()
         .iter()
-        .any(|(_, i)| matches!(i, skylane_origin::Input::Join { .. })));
+        .any(|(_, i)| matches!(i, Input::Join { .. })));
 }

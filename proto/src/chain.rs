@@ -105,11 +105,22 @@ pub enum ChainError {
     },
 }
 
+/// A channel's chain as the signer left it.
+#[derive(Debug, Clone, Copy)]
+struct Chained {
+    /// The last batch's hash.
+    hash: Hash32,
+    /// Batches since the last signed one, counting it (0: none yet, sign next).
+    since: u64,
+    /// The sequence block (`seq / sign_every`) of the last signed batch.
+    block: Option<u64>,
+}
+
 /// Signs batches and keeps each channel's chain (origin side).
 pub struct ChainSigner {
     key: SigningKey,
     sign_every: u32,
-    last: HashMap<ChannelId, (Hash32, u32)>,
+    last: HashMap<ChannelId, Chained>,
 }
 
 impl std::fmt::Debug for ChainSigner {
@@ -159,31 +170,52 @@ impl ChainSigner {
     /// Continues the chain from `hash` on `channel` (after a restart from a log).
     /// The next batch on the channel is signed (so receivers can re-anchor).
     pub fn resume(&mut self, channel: ChannelId, hash: Hash32) {
-        self.last.insert(channel, (hash, 0));
+        self.last.insert(
+            channel,
+            Chained {
+                hash,
+                since: 0,
+                block: None,
+            },
+        );
     }
 
     /// Sets `prev_hash`, signs `batch` when the cadence says so, and records it as
     /// the channel's last batch. Returns the batch's hash.
     pub fn seal(&mut self, batch: &mut EventBatch) -> Hash32 {
-        let (prev, since) = self
-            .last
-            .get(&batch.channel)
-            .copied()
-            .unwrap_or((Hash32::default(), 0));
+        let every = u64::from(self.sign_every.max(1));
+        let block = batch.events.first().map(|e| e.seq / every);
+        let (prev, since, signed_block) = match self.last.get(&batch.channel) {
+            Some(l) => (l.hash, l.since, l.block),
+            None => (Hash32::default(), 0, None),
+        };
         batch.prev_hash = prev;
         let hash = batch_hash(batch);
-        let sign = since == 0;
+        // Signed: the first batch after a (re)start, the first batch to reach a
+        // new block of `sign_every` sequence numbers, and any batch that would
+        // make the unsigned run too long. The block rule depends only on the
+        // sequence numbers, so two engines that re-execute the same inputs sign
+        // the same batches (a standby's history matches its primary's).
+        let sign = since == 0 || (block.is_some() && block != signed_block) || since >= every;
         batch.signature = if sign {
             Payload::from(self.key.sign(&hash.0).to_bytes().to_vec())
         } else {
             Payload::empty()
         };
-        let next = if since + 1 >= self.sign_every {
-            0
+        let entry = if sign {
+            Chained {
+                hash,
+                since: 1,
+                block: block.or(signed_block),
+            }
         } else {
-            since + 1
+            Chained {
+                hash,
+                since: since + 1,
+                block: signed_block,
+            }
         };
-        self.last.insert(batch.channel, (hash, next));
+        self.last.insert(batch.channel, entry);
         hash
     }
 }
@@ -427,6 +459,40 @@ mod tests {
                 found: 5
             })
         );
+    }
+
+    #[test]
+    fn a_signer_restored_mid_chain_signs_what_the_original_signs() {
+        // A standby re-executing the same inputs restores its chain from a
+        // snapshot: after its first (fresh) batch it signs exactly the batches
+        // its primary signs, so a receiver switching between them mid-chain
+        // never sees a longer unsigned run than the cadence allows.
+        let mut primary = ChainSigner::from_bytes(&[7; 32]);
+        primary.set_sign_every(4);
+        let original: Vec<EventBatch> = (0..16)
+            .map(|t| {
+                let mut b = batch(t, t, 1);
+                primary.seal(&mut b);
+                b
+            })
+            .collect();
+        let mut standby = ChainSigner::from_bytes(&[7; 32]);
+        standby.set_sign_every(4);
+        standby.resume(ChannelId::World, batch_hash(&original[5]));
+        let again: Vec<EventBatch> = (6..16)
+            .map(|t| {
+                let mut b = batch(t, t, 1);
+                standby.seal(&mut b);
+                b
+            })
+            .collect();
+        assert!(!again[0].signature.is_empty(), "first after a restart");
+        assert_eq!(&again[2..], &original[8..], "identical from the next block");
+        let mut v = ChainVerifier::new(primary.verifying_key());
+        v.set_sign_every(4);
+        for b in original[..7].iter().chain(&again[1..]) {
+            v.verify(b).unwrap();
+        }
     }
 
     #[test]

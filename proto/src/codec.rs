@@ -31,7 +31,7 @@ pub const MAX_DATAGRAM: usize = 1200;
 const MAX_VARINT_LEN: usize = 5;
 
 /// A message type that may be put on the wire (sealed: [`ClientMsg`], [`ServerMsg`],
-/// [`LinkMsg`], [`PeerMsg`]).
+/// [`LinkMsg`], [`PeerMsg`], [`ReplMsg`](crate::ReplMsg)).
 pub trait WireMessage: Serialize + DeserializeOwned + sealed::Sealed {}
 
 mod sealed {
@@ -40,11 +40,13 @@ mod sealed {
     impl Sealed for super::ServerMsg {}
     impl Sealed for super::LinkMsg {}
     impl Sealed for super::PeerMsg {}
+    impl Sealed for crate::repl::ReplMsg {}
 }
 
 impl WireMessage for ClientMsg {}
 impl WireMessage for ServerMsg {}
 impl WireMessage for LinkMsg {}
+impl WireMessage for crate::repl::ReplMsg {}
 impl WireMessage for PeerMsg {}
 
 /// Why bytes could not be decoded into a message.

@@ -19,6 +19,7 @@
 //! * [`token`]: JWT issue and offline verification.
 //! * [`chain`]: signed, hash-chained event batches (tamper evidence).
 //! * [`geo`]: great-circle distances.
+//! * [`repl`]: origin-to-origin replication (input log, acknowledgements).
 
 // Library code reports errors; tests may unwrap.
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
@@ -37,6 +38,7 @@ pub mod geo;
 pub mod ids;
 pub mod message;
 pub mod payload;
+pub mod repl;
 pub mod replay;
 pub mod token;
 
@@ -58,5 +60,6 @@ pub use message::{
     PROTOCOL_VERSION,
 };
 pub use payload::Payload;
+pub use repl::{attestation, Evidence, Input, ReplMsg, REPL_ALPN, REPL_MAX_FRAME};
 pub use replay::{ReplayWindow, REPLAY_WINDOW};
 pub use token::{check_pem, Claims, Role, TokenError, TokenKeyPair, TokenSigner, TokenVerifier};

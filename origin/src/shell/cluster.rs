@@ -259,6 +259,7 @@ impl Agent {
                 .journal_dir
                 .as_ref()
                 .map(|d| d.join(format!("world-{}.redb", rec.id.0))),
+            snapshot: None,
         };
         let started = self
             .games
