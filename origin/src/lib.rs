@@ -28,6 +28,8 @@
 //! * `journal`: the redb input log and snapshots; replay and divergence checks.
 //! * `persist`: an engine that records its inputs and restarts from its journal.
 //! * `core`: the engine contract the shell drives ([`Core`]).
+//! * `replica`: replication to standbys, pure: the input [`Recorder`], the
+//!   primary's [`Gate`] (durability, verification), the standby's [`Follower`].
 //! * `routes`: which relay carries each session and which channels each relay
 //!   is sent ([`Routes`], pure).
 //! * `shell`: the QUIC shell relays connect to (tokio + quinn, mutual TLS):
@@ -51,6 +53,7 @@ mod journal;
 mod lifecycle;
 mod metrics;
 mod persist;
+mod replica;
 mod routes;
 mod shell;
 mod tictactoe;
@@ -74,6 +77,7 @@ pub use journal::{
 pub use lifecycle::{Closed, Lifecycle, LifecycleConfig};
 pub use metrics::{KindLabel, OriginMetrics};
 pub use persist::{PersistConfig, Persistent};
+pub use replica::{AckVerdict, FollowError, Follower, Gate, GateConfig, Recorder, Released};
 pub use routes::{LinkId, Routes};
 pub use shell::{
     ClusterAgent, ClusterNode, HostError, LoadError, OriginHandle, OriginServer, OriginStatus,
