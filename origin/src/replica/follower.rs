@@ -210,9 +210,13 @@ mod tests {
         }
     }
 
+    /// The snapshot, the log (one entry list per tick), each tick's hash, and
+    /// the players' spawn points.
+    type Recorded = (Vec<u8>, Vec<Vec<Input>>, Vec<Hash32>, Vec<(f32, f32)>);
+
     /// A primary running `ticks` ticks of two players stepping, recorded:
     /// the snapshot it started from and the log, one entry list per tick.
-    fn recorded(ticks: u64) -> (Vec<u8>, Vec<Vec<Input>>, Vec<Hash32>, Vec<(f32, f32)>) {
+    fn recorded(ticks: u64) -> Recorded {
         let mut e = engine();
         let mut spawn = Vec::new();
         for (s, name) in [(1, "ann"), (2, "bob")] {
