@@ -15,7 +15,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::model::{ClusterView, NodeInfo, Owner, WorldRecord, WorldSpec, WorldStatus};
-use crate::placement::{place, PlacementHints};
+use crate::placement::{place, place_standbys, PlacementHints};
 use crate::{Claim, ControlError, ControlPlane, LeaseId};
 
 #[derive(Debug)]
@@ -251,12 +251,14 @@ impl ControlPlane for Embedded {
         spec.validate()?;
         self.write(|st, view| {
             let node = place(&spec, view, hints)?;
+            let standbys = place_standbys(&spec, view, hints, &node);
             st.next_world = st.next_world.max(crate::FIRST_WORLD_ID - 1) + 1;
             let id = WorldId(st.next_world);
             let rec = WorldRecord {
                 id,
                 spec,
                 placed_on: node,
+                standbys,
                 ending: false,
                 owner: None,
                 status: WorldStatus::default(),

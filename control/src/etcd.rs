@@ -36,7 +36,7 @@ use tokio::sync::{watch, Mutex};
 use tracing::{info, warn};
 
 use crate::model::{ClusterView, NodeInfo, Owner, WorldRecord, WorldSpec, WorldStatus};
-use crate::placement::{place, PlacementHints};
+use crate::placement::{place, place_standbys, PlacementHints};
 use crate::{Claim, ControlError, ControlPlane, LeaseId};
 
 /// How many times a read-check-write loop retries before giving up.
@@ -70,6 +70,8 @@ struct SpecValue {
     spec: WorldSpec,
     placed_on: String,
     #[serde(default)]
+    standbys: Vec<String>,
+    #[serde(default)]
     ending: bool,
 }
 
@@ -96,6 +98,7 @@ impl Partial {
             id,
             spec: s.spec.clone(),
             placed_on: s.placed_on.clone(),
+            standbys: s.standbys.clone(),
             ending: s.ending,
             owner: self.owner.clone(),
             status: self.status.clone().unwrap_or_default(),
@@ -477,6 +480,7 @@ impl ControlPlane for Etcd {
             // the commit is guarded by: nothing can be created in between.
             let (mirror, _) = self.load().await?;
             let node = place(&spec, &mirror.view, hints)?;
+            let standbys = place_standbys(&spec, &mirror.view, hints, &node);
             let (next, guard) = match &mirror.counter {
                 Some((value, rev)) => (
                     value.parse::<u64>().map_err(|e| ControlError::Corrupt {
@@ -494,6 +498,7 @@ impl ControlPlane for Etcd {
             let value = SpecValue {
                 spec: spec.clone(),
                 placed_on: node.clone(),
+                standbys: standbys.clone(),
                 ending: false,
             };
             let txn = Txn::new().when([guard]).and_then([
@@ -507,6 +512,7 @@ impl ControlPlane for Etcd {
                     id,
                     spec,
                     placed_on: node,
+                    standbys,
                     ending: false,
                     owner: None,
                     status: WorldStatus::default(),

@@ -49,7 +49,7 @@ pub use model::{
     ClusterView, GameResult, NodeInfo, NodeKind, Owner, Phase, SpecError, WorldRecord, WorldSpec,
     WorldStatus, MAX_NAME_LEN, MAX_TICK_HZ, MAX_WORLD_CAPACITY,
 };
-pub use placement::{place, PlacementError, PlacementHints};
+pub use placement::{place, place_standbys, PlacementError, PlacementHints};
 pub use settings::{ControlKind, ControlSettings};
 
 /// A lease's id.

@@ -91,6 +91,10 @@ pub struct WorldSpec {
     /// Preferred region for placement (`None`: anywhere).
     #[serde(default)]
     pub region: Option<String>,
+    /// Standby origins that follow the world and take it over if its owner
+    /// fails (`None`: one when another origin runs the game, else none).
+    #[serde(default)]
+    pub standbys: Option<u32>,
 }
 
 fn one() -> u32 {
@@ -108,6 +112,7 @@ impl WorldSpec {
             min_players: capacity.max(1),
             start_after_ms: 0,
             region: None,
+            standbys: None,
         }
     }
 
@@ -231,6 +236,10 @@ pub struct WorldRecord {
     pub spec: WorldSpec,
     /// The origin placement chose.
     pub placed_on: String,
+    /// The origins placement chose to follow it as standbys (never the
+    /// primary): one of them takes the world over if its owner fails.
+    #[serde(default)]
+    pub standbys: Vec<String>,
     /// Set by an operator or the owner: the world is to end (owners end it and
     /// publish a result; relays stop admitting).
     #[serde(default)]
@@ -304,6 +313,7 @@ mod tests {
             id: WorldId(7),
             spec: WorldSpec::new("arena", 30, 64),
             placed_on: "origin-1".into(),
+            standbys: vec!["origin-2".into()],
             ending: false,
             owner: Some(Owner {
                 node: "origin-1".into(),

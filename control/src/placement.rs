@@ -67,6 +67,38 @@ pub fn place(
         })
 }
 
+/// The standbys for a world placed on `primary`: `spec.standbys` (default:
+/// one) other origins that run the game, best ranked first (standbys are not
+/// held to capacity: a standby costs re-execution, not players). Fewer when
+/// fewer exist.
+pub fn place_standbys(
+    spec: &WorldSpec,
+    view: &ClusterView,
+    hints: &PlacementHints,
+    primary: &str,
+) -> Vec<String> {
+    let want = spec.standbys.unwrap_or(1) as usize;
+    let mut others: Vec<(&NodeInfo, u64)> = view
+        .origins()
+        .filter(|n| n.id != primary && n.games.contains(&spec.game))
+        .filter(|n| !hints.exclude.contains(&n.id))
+        .map(|n| {
+            let load = view
+                .worlds
+                .values()
+                .filter(|w| w.placed_on == n.id || w.standbys.contains(&n.id))
+                .count() as u64;
+            (n, load)
+        })
+        .collect();
+    others.sort_by(|a, b| rank(spec, hints, *a, *b));
+    others
+        .into_iter()
+        .take(want)
+        .map(|(n, _)| n.id.clone())
+        .collect()
+}
+
 fn rank(
     spec: &WorldSpec,
     hints: &PlacementHints,
@@ -120,6 +152,7 @@ mod tests {
                         id: WorldId(id),
                         spec: WorldSpec::new("arena", 30, 8),
                         placed_on: (*node).into(),
+                        standbys: Vec::new(),
                         ending: false,
                         owner: None,
                         status: WorldStatus::default(),

@@ -195,6 +195,7 @@ mod tests {
             id: WorldId(id),
             spec: WorldSpec::new("tictactoe", 10, 2),
             placed_on: "o".into(),
+            standbys: Vec::new(),
             ending: false,
             owner: owner.map(|(addr, epoch)| Owner {
                 node: "o".into(),
