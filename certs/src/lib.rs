@@ -493,6 +493,36 @@ pub fn relay_server_config(
     Ok(quinn::ServerConfig::with_crypto(Arc::new(quic)))
 }
 
+/// An origin's server configuration: ALPN `skylane/1` for relay links and
+/// `skylane-repl/1` for standby origins, client certificates required (both
+/// chain to `roots`).
+pub fn origin_server_config(
+    identity: &Identity,
+    roots: RootCertStore,
+) -> Result<quinn::ServerConfig, CertError> {
+    let mut tls = rustls_server_config(identity, ClientAuth::Required(roots))?;
+    tls.alpn_protocols = vec![
+        skylane_proto::ALPN.to_vec(),
+        skylane_proto::REPL_ALPN.to_vec(),
+    ];
+    let quic = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
+        .map_err(|e| CertError::Quic(e.to_string()))?;
+    Ok(quinn::ServerConfig::with_crypto(Arc::new(quic)))
+}
+
+/// The client configuration a standby origin uses towards a world's primary:
+/// ALPN `skylane-repl/1`, presenting the origin's identity.
+pub fn repl_client_config(
+    roots: RootCertStore,
+    identity: &Identity,
+) -> Result<quinn::ClientConfig, CertError> {
+    let mut tls = rustls_client_config(roots, Some(identity))?;
+    tls.alpn_protocols = vec![skylane_proto::REPL_ALPN.to_vec()];
+    let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
+        .map_err(|e| CertError::Quic(e.to_string()))?;
+    Ok(quinn::ClientConfig::new(Arc::new(quic)))
+}
+
 /// The client configuration a relay uses towards peer relays: ALPN
 /// `skylane-peer/1`, presenting the relay's identity.
 pub fn peer_client_config(

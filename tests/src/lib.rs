@@ -11,9 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus_client::registry::Registry;
-use skylane_certs::{
-    client_config, peer_client_config, relay_server_config, server_config, ClientAuth, LocalPki,
-};
+use skylane_certs::{client_config, peer_client_config, relay_server_config, LocalPki};
 use skylane_client::{Client, ClientEvent};
 use skylane_netsim::{HostId, Sim};
 use skylane_origin::{
@@ -106,11 +104,8 @@ impl Net {
         let pair = TokenKeyPair::generate().expect("token key");
         let tokens = TokenSigner::from_pem(&pair.private_pem).expect("signer");
         let origin_host = sim.add_host("origin", opts.origin_region);
-        let mut sc = server_config(
-            &pki.origin,
-            ClientAuth::Required(pki.roots().expect("roots")),
-        )
-        .expect("origin tls");
+        let mut sc = skylane_certs::origin_server_config(&pki.origin, pki.roots().expect("roots"))
+            .expect("origin tls");
         sc.transport_config(Arc::new(link_transport()));
         let endpoint = sim
             .endpoint(origin_host, 4500, Some(sc))

@@ -15,9 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use prometheus_client::registry::Registry;
-use skylane_certs::{
-    client_config, peer_client_config, relay_server_config, server_config, ClientAuth, LocalPki,
-};
+use skylane_certs::{client_config, peer_client_config, relay_server_config, LocalPki};
 use skylane_client::{Client, ClientBuilder};
 use skylane_origin::{
     Arena, ArenaConfig, Engine, EngineConfig, OriginHandle, OriginMetrics, OriginServer,
@@ -270,7 +268,7 @@ impl LocalNet {
 
         // Origin.
         let base_unix_us = unix_us();
-        let mut sc = server_config(&pki.origin, ClientAuth::Required(roots()?)).map_err(certs)?;
+        let mut sc = skylane_certs::origin_server_config(&pki.origin, roots()?).map_err(certs)?;
         sc.transport_config(Arc::new(link_transport()));
         let bind = SocketAddr::from(([127, 0, 0, 1], 0));
         let origin_ep = quinn::Endpoint::server(sc, bind)

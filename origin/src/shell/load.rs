@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use skylane_certs::{load_roots, server_config, tls_files, CertError, ClientAuth, Identity};
+use skylane_certs::{load_roots, origin_server_config, tls_files, CertError, Identity};
 use skylane_ops::ConfigError;
 use skylane_proto::ed25519_dalek::pkcs8::DecodePrivateKey;
 use skylane_proto::ed25519_dalek::SigningKey;
@@ -103,7 +103,7 @@ fn tls(cfg: &OriginConfig) -> Result<quinn::ServerConfig, LoadError> {
     )?;
     let identity = Identity::load(&cert, &key)?;
     let roots = load_roots(&ca)?;
-    let mut sc = server_config(&identity, ClientAuth::Required(roots))?;
+    let mut sc = origin_server_config(&identity, roots)?;
     let mut transport = quinn::TransportConfig::default();
     transport
         .max_idle_timeout(Duration::from_secs(10).try_into().ok())
