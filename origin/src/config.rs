@@ -275,6 +275,7 @@ impl OriginConfig {
     /// How this origin presents itself to the cluster.
     pub fn cluster_node(&self) -> crate::ClusterNode {
         crate::ClusterNode {
+            replication: None,
             id: self
                 .node_id
                 .clone()

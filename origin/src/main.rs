@@ -98,7 +98,10 @@ async fn serve(cfg: OriginConfig) -> anyhow::Result<()> {
             match server
                 .join_cluster(
                     c.clone(),
-                    cfg.cluster_node(),
+                    skylane_origin::ClusterNode {
+                        replication: Some(OriginServer::replication_client(&cfg)?),
+                        ..cfg.cluster_node()
+                    },
                     Games::builtin(),
                     signer.same_key(),
                 )

@@ -45,6 +45,18 @@ pub struct OriginMetrics {
     /// 1 while this origin's control-plane lease is certainly alive (worlds
     /// tick), 0 while it may have lapsed (worlds paused).
     pub lease_writable: Gauge,
+    /// Acknowledgements received from standbys (ticks re-executed elsewhere and agreed or not).
+    pub standby_acks: Counter,
+    /// Ticks whose state hash a standby's re-execution disagreed with (seen on either side).
+    pub divergences: Counter,
+    /// Worlds this origin took over as a standby (owner lease lapsed) or by handover.
+    pub failovers: Counter,
+    /// Standbys following worlds hosted here (connected).
+    pub standbys: Gauge,
+    /// Worlds this origin follows as a standby.
+    pub following: Gauge,
+    /// Largest gap, over the worlds hosted here, between the world's tick and its durable tick (ticks).
+    pub replication_lag_ticks: Gauge,
 }
 
 impl OriginMetrics {
@@ -67,6 +79,12 @@ impl OriginMetrics {
             worlds_ended: Counter::default(),
             control_errors: Family::default(),
             lease_writable: Gauge::default(),
+            standby_acks: Counter::default(),
+            divergences: Counter::default(),
+            failovers: Counter::default(),
+            standbys: Gauge::default(),
+            following: Gauge::default(),
+            replication_lag_ticks: Gauge::default(),
         };
         let r = registry.sub_registry_with_prefix("skylane_origin");
         r.register("actions", "Actions by outcome", m.actions.clone());
@@ -128,6 +146,36 @@ impl OriginMetrics {
             "lease_writable",
             "1 while the control-plane lease is certainly alive",
             m.lease_writable.clone(),
+        );
+        r.register(
+            "standby_acks",
+            "Acknowledgements received from standbys",
+            m.standby_acks.clone(),
+        );
+        r.register(
+            "divergences",
+            "Divergences between a primary and a standby",
+            m.divergences.clone(),
+        );
+        r.register(
+            "failovers",
+            "Worlds taken over from a failed or handing-over primary",
+            m.failovers.clone(),
+        );
+        r.register(
+            "standbys",
+            "Standbys following worlds hosted here",
+            m.standbys.clone(),
+        );
+        r.register(
+            "following",
+            "Worlds followed here as a standby",
+            m.following.clone(),
+        );
+        r.register(
+            "replication_lag_ticks",
+            "Largest replication lag of a hosted world, in ticks",
+            m.replication_lag_ticks.clone(),
         );
         m
     }

@@ -154,6 +154,19 @@ impl Upstream {
         unknown
     }
 
+    /// The session's world moved to `origin` (a failover or a handover): its
+    /// feed follows, unacknowledged until the new owner acknowledges it; the
+    /// actions in flight towards the old owner have unknown outcomes
+    /// (returned once each). Buffered actions stay buffered.
+    pub fn handle_moved(&mut self, session: SessionId, origin: OriginId) -> Vec<u64> {
+        let Some(f) = self.feeds.get_mut(&session) else {
+            return Vec::new();
+        };
+        f.origin = origin;
+        f.acked = false;
+        f.in_flight.drain(..).collect()
+    }
+
     /// The sessions of `origin` (to re-open when its link comes up), sorted.
     pub fn sessions_of(&self, origin: OriginId) -> Vec<SessionId> {
         let mut ids: Vec<SessionId> = self

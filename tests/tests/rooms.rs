@@ -40,6 +40,7 @@ async fn cluster_with(net: &mut Net, journal_dir: Option<std::path::PathBuf>) ->
         lease_ttl: Duration::from_secs(3),
         removal_grace: Duration::from_secs(2),
         journal_dir,
+        replication: None,
     };
     let signer = net.origin_signer();
     let agent = net

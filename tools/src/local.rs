@@ -309,6 +309,7 @@ impl LocalNet {
             capacity: opts.max_worlds,
             lease_ttl: opts.lease_ttl,
             journal_dir: None,
+            replication: None,
             removal_grace: opts.removal_grace,
         };
         let agent = origin

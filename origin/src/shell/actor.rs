@@ -21,11 +21,13 @@ use crate::core::Core;
 use crate::engine::{JoinError, Output, ResumeError};
 use crate::journal::JournalError;
 use crate::metrics::OriginMetrics;
+use crate::replica::{AckVerdict, Gate, GateConfig, Recorder, Released};
 use crate::routes::{LinkId, Routes};
 
 use super::host::SharedDir;
 use super::lanes::{lane_of, DownLane, LaneRefused};
 use super::mailbox::{Clock, Cmd, OriginStatus, WorldEvent};
+use super::replication::{repl_frame, StandbyLink};
 use super::ServerConfig;
 
 /// A relay link as the actor sees it: where to write.
@@ -53,7 +55,12 @@ pub(crate) struct WorldEnv {
 
 /// The world's task: the engine, the routes, the relay links.
 pub(crate) struct Actor {
-    core: Box<dyn Core>,
+    core: Recorder,
+    /// Outputs wait here until their tick is durable on the standbys.
+    gate: Gate<Output>,
+    standbys: HashMap<u64, StandbyLink>,
+    /// A tick ran since the last routing.
+    ticked: bool,
     dir: SharedDir,
     epoch: u64,
     events: mpsc::UnboundedSender<WorldEvent>,
@@ -75,8 +82,19 @@ pub(crate) fn frame(msg: &LinkMsg) -> Option<Bytes> {
 
 impl Actor {
     pub(crate) fn new(core: Box<dyn Core>, env: WorldEnv) -> Self {
+        let tick = core.tick();
+        let gate = Gate::new(
+            GateConfig {
+                min_acks: env.cfg.min_acks,
+                ..GateConfig::default()
+            },
+            tick,
+        );
         Self {
-            core,
+            core: Recorder::new(core),
+            gate,
+            standbys: HashMap::new(),
+            ticked: false,
             dir: env.dir,
             epoch: env.epoch,
             events: env.events,
@@ -161,6 +179,8 @@ impl Actor {
                     self.core.handle_timeout(now)?;
                     self.metrics.ticks.inc();
                     self.metrics.tick_seconds.observe(t.elapsed().as_secs_f64());
+                    self.replicate();
+                    self.ticked = true;
                 }
                 cmd = rx.recv() => match cmd {
                     Some(Cmd::Stop) | None => return Ok(()),
@@ -182,6 +202,94 @@ impl Actor {
             self.metrics.sessions.inc_by(now - self.sessions_counted);
             self.sessions_counted = now;
         }
+    }
+
+    /// Sends what the engine was fed since the last call to every standby (one
+    /// `Entries` per tick) and tells the gate each tick's hash.
+    fn replicate(&mut self) {
+        let Some(inputs) = self.core.drain() else {
+            // Inputs were lost to the recorder's bound: standbys restart
+            // from a snapshot.
+            let ids: Vec<u64> = self.standbys.keys().copied().collect();
+            for id in ids {
+                self.cut_standby(id, "replication log overflowed");
+            }
+            return;
+        };
+        for i in &inputs {
+            if let skylane_proto::Input::Tick {
+                tick,
+                hash: Some(h),
+                ..
+            } = i
+            {
+                self.gate.handle_tick(*tick, *h);
+            }
+        }
+        if inputs.is_empty() || self.standbys.is_empty() {
+            return;
+        }
+        let f = repl_frame(&skylane_proto::ReplMsg::Entries {
+            world: self.core.world_id(),
+            epoch: self.epoch,
+            inputs,
+        });
+        let Some(f) = f else { return };
+        let slow: Vec<u64> = self
+            .standbys
+            .iter()
+            .filter(|(_, s)| s.tx.try_send(f.clone()).is_err())
+            .map(|(id, _)| *id)
+            .collect();
+        for id in slow {
+            self.cut_standby(id, "standby too slow: its queue is full");
+        }
+    }
+
+    fn cut_standby(&mut self, id: u64, why: &str) {
+        self.gate.handle_standby_down(id);
+        if let Some(s) = self.standbys.remove(&id) {
+            warn!(world = %self.core.world_id(), standby = %s.node, why, "standby disconnected");
+            s.conn.close(3u32.into(), why.as_bytes());
+            self.metrics.standbys.dec();
+        }
+    }
+
+    fn standby_up(&mut self, id: u64, node: String, epoch: u64, link: StandbyLink) {
+        let world = self.core.world_id();
+        if epoch > self.epoch {
+            // The standby knows a newer owner: this origin is stale.
+            let refused = skylane_proto::ReplMsg::Refused {
+                world,
+                reason: format!("epoch {epoch} is newer than this owner's {}", self.epoch),
+            };
+            if let Some(f) = repl_frame(&refused) {
+                let _ = link.tx.try_send(f);
+            }
+            return;
+        }
+        // Everything fed so far goes to the others; the newcomer starts from
+        // a snapshot of exactly that state.
+        self.replicate();
+        let start = skylane_proto::ReplMsg::Start {
+            world,
+            epoch: self.epoch,
+            game: self.core.game().to_string(),
+            tick: self.core.tick(),
+            hash: self.core.state_hash(),
+            snapshot: skylane_proto::Payload::from(self.core.snapshot()),
+        };
+        let Some(f) = repl_frame(&start) else {
+            warn!(%world, "snapshot too large for a replication frame: standby refused");
+            return;
+        };
+        if link.tx.try_send(f).is_err() {
+            return;
+        }
+        info!(%world, standby = %node, tick = self.core.tick(), "standby following");
+        self.gate.handle_standby_up(id, &node, self.core.tick());
+        self.standbys.insert(id, link);
+        self.metrics.standbys.inc();
     }
 
     /// Tells every relay link the world's state and this owner's epoch.
@@ -231,6 +339,54 @@ impl Actor {
             // Handled by the loop.
             Cmd::Stop => {}
             Cmd::Msg { id, msg } => self.handle_msg(id, msg),
+            Cmd::StandbyUp {
+                id,
+                node,
+                epoch,
+                link,
+            } => self.standby_up(id, node, epoch, link),
+            Cmd::StandbyAck {
+                id,
+                tick,
+                hash,
+                epoch,
+            } => {
+                if epoch != self.epoch {
+                    return;
+                }
+                self.metrics.standby_acks.inc();
+                if let AckVerdict::Diverged {
+                    tick,
+                    primary,
+                    standby,
+                } = self.gate.handle_ack(id, tick, hash)
+                {
+                    self.metrics.divergences.inc();
+                    warn!(world = %self.core.world_id(), tick, %primary, %standby, "standby disagrees: critical outcomes of this world are no longer confirmed");
+                }
+            }
+            Cmd::StandbyDiverged { id, evidence } => {
+                self.metrics.divergences.inc();
+                self.gate
+                    .handle_divergence(evidence.tick, &evidence.standby);
+                warn!(
+                    world = %evidence.world,
+                    tick = evidence.tick,
+                    expected = %evidence.expected,
+                    found = %evidence.found,
+                    standby = %evidence.standby,
+                    inputs = evidence.inputs.len(),
+                    "divergence evidence from a standby: the world is suspect"
+                );
+                self.cut_standby(id, "diverged");
+            }
+            Cmd::StandbyDown { id } => {
+                if self.standbys.contains_key(&id) {
+                    self.gate.handle_standby_down(id);
+                    self.standbys.remove(&id);
+                    self.metrics.standbys.dec();
+                }
+            }
             Cmd::Status(reply) => {
                 let ws = self.core.world_state();
                 let _ = reply.send(OriginStatus {
@@ -244,6 +400,16 @@ impl Actor {
                     state_hash: self.core.state_hash().to_string(),
                     sessions: self.routes.sessions(),
                     relays: self.relays.len(),
+                    standbys: self
+                        .gate
+                        .followers()
+                        .into_iter()
+                        .map(|(n, t)| format!("{n}@{t}"))
+                        .collect(),
+                    min_acks: self.gate.required(),
+                    lag_ticks: self.lag_ticks(),
+                    verified_tick: self.gate.verified(),
+                    diverged_at: self.gate.suspect().map(|(t, _)| *t),
                     started_unix_us: self.clock.base_unix_us,
                 });
             }
@@ -374,7 +540,20 @@ impl Actor {
     /// but the session no longer receives are removed.
     fn resume(&mut self, id: LinkId, session: SessionId, cursors: &[ChannelCursor]) {
         self.routes.attach(Instant::now().into_std(), session, id);
-        let channels = self.routes.announced(session);
+        let mut channels = self.routes.announced(session);
+        if channels.is_empty() {
+            // A world taken over from a failed primary: this origin never
+            // announced the session's channels, but its engine (re-executed
+            // from the primary's log) knows them.
+            let now: Vec<ChannelCursor> = self
+                .core
+                .channels_of(session)
+                .into_iter()
+                .map(|channel| ChannelCursor { channel, seq: 0 })
+                .collect();
+            self.routes.handle_subscriptions(session, &now, &[]);
+            channels = self.routes.announced(session);
+        }
         let mut added = Vec::with_capacity(channels.len());
         let mut keyframes = Vec::new();
         let mut batches = Vec::new();
@@ -510,8 +689,72 @@ impl Actor {
         }
     }
 
+    fn lag_ticks(&self) -> u64 {
+        match self.gate.durable() {
+            u64::MAX => 0,
+            d => self.core.tick().saturating_sub(d),
+        }
+    }
+
+    /// Engine outputs through the gate: a conflict or a rejection leaves at
+    /// once (nothing was kept), everything else when its tick is durable
+    /// (outputs between ticks belong to the next one).
     fn route(&mut self) {
+        // Outputs of the tick that just ran belong to it; outputs of an input
+        // between ticks to the next one.
+        let tag = self.core.tick() + u64::from(!std::mem::take(&mut self.ticked));
         while let Some(out) = self.core.poll_output() {
+            let kept = match &out {
+                Output::Result { result, .. } => {
+                    matches!(result.outcome, skylane_proto::Outcome::Applied { .. })
+                }
+                _ => true,
+            };
+            if !kept {
+                self.emit(out);
+                continue;
+            }
+            // An applied result of a tick that already ran belongs to it.
+            let tick = match &out {
+                Output::Result { result, .. } => match result.outcome {
+                    skylane_proto::Outcome::Applied { tick } => tick,
+                    _ => tag,
+                },
+                Output::Batch(b) => b.tick,
+                _ => tag,
+            };
+            let critical = matches!(out, Output::Result { .. });
+            self.gate.hold(tick, critical, out);
+        }
+        while let Some(r) = self.gate.poll_released() {
+            match r {
+                Released::Confirmed(o) => self.emit(o),
+                Released::Unconfirmed(Output::Result { session, result }) => {
+                    OriginMetrics::count(&self.metrics.actions, "unconfirmed");
+                    let result = skylane_proto::ActionResult {
+                        seq: result.seq,
+                        outcome: skylane_proto::Outcome::Unknown {
+                            detail:
+                                "a standby disagreed with this world's state: outcome not confirmed"
+                                    .into(),
+                        },
+                    };
+                    self.emit(Output::Result { session, result });
+                }
+                Released::Unconfirmed(o) => self.emit(o),
+            }
+        }
+        while let Some(id) = self.gate.poll_lagging() {
+            self.cut_standby(id, "standby lags too far behind");
+        }
+        let lag = self.lag_ticks() as i64;
+        if lag > self.metrics.replication_lag_ticks.get() {
+            self.metrics.replication_lag_ticks.set(lag);
+        }
+    }
+
+    fn emit(&mut self, out: Output) {
+        {
             match out {
                 Output::Result { session, result } => {
                     match &result.outcome {
@@ -535,7 +778,7 @@ impl Actor {
                     let channel = batch.channel;
                     let targets = self.routes.relays_for(channel);
                     if targets.is_empty() {
-                        continue;
+                        return;
                     }
                     let bytes = frame(&LinkMsg::Events((*batch).clone()));
                     let lane = lane_of(channel, self.cfg.lanes);
@@ -560,7 +803,7 @@ impl Actor {
                 } => {
                     let Some(id) = self.routes.handle_subscriptions(session, &added, &removed)
                     else {
-                        continue;
+                        return;
                     };
                     self.send(
                         id,
@@ -575,7 +818,7 @@ impl Actor {
                 Output::Feed(f) => {
                     let targets = self.routes.feed_relays();
                     if targets.is_empty() {
-                        continue;
+                        return;
                     }
                     let bytes = frame(&LinkMsg::Feed((*f).clone()));
                     // One lane for the whole feed keeps its frames in order.

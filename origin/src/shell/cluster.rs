@@ -18,6 +18,7 @@ use skylane_control::{
     Claim, ClusterView, ControlError, LeaseKeeper, NodeInfo, NodeKind, Phase, SharedControl,
     WorldRecord, WorldStatus,
 };
+use skylane_proto::ed25519_dalek::SigningKey;
 use skylane_proto::{ChainSigner, WorldId, WorldPhase, WorldState};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -28,6 +29,7 @@ use crate::games::{Games, NewWorld};
 use crate::metrics::OriginMetrics;
 
 use super::mailbox::WorldEvent;
+use super::replication::{Standby, StandbySpec};
 use super::{OriginHandle, OriginServer};
 
 /// How this origin presents itself to the cluster.
@@ -52,6 +54,10 @@ pub struct ClusterNode {
     /// Directory for the journals of worlds placed here (one redb file per
     /// world, `world-<id>.redb`); `None`: they run in memory.
     pub journal_dir: Option<std::path::PathBuf>,
+    /// How this origin reaches a world's primary as its standby
+    /// (`skylane_certs::repl_client_config` with the origin's identity);
+    /// `None`: it never follows a world.
+    pub replication: Option<quinn::ClientConfig>,
 }
 
 /// The running agent; stops when dropped.
@@ -84,6 +90,9 @@ impl OriginServer {
         }
         let keeper = LeaseKeeper::start(control.clone(), node.lease_ttl).await?;
         let agent = Agent {
+            endpoint: self.endpoint.clone(),
+            attest: SigningKey::from_bytes(&rand::random::<[u8; 32]>()),
+            following: HashMap::new(),
             control,
             handle: self.handle(),
             metrics: self.handle.inner.metrics.clone(),
@@ -108,6 +117,11 @@ impl OriginServer {
 }
 
 struct Agent {
+    endpoint: quinn::Endpoint,
+    /// This process's attestation key (standby acknowledgements, evidence).
+    attest: SigningKey,
+    /// Worlds followed here as a standby.
+    following: HashMap<WorldId, Standby>,
     control: SharedControl,
     handle: OriginHandle,
     metrics: OriginMetrics,
@@ -209,7 +223,7 @@ impl Agent {
         for rec in v.worlds.values() {
             if rec.placed_on == self.node.id
                 && rec.owner.is_none()
-                && rec.status.phase != Phase::Ended
+                && rec.status.phase == Phase::Placed
                 && !self.hosted.contains_key(&rec.id)
                 && !self.failed.contains(&rec.id)
             {
@@ -220,6 +234,7 @@ impl Agent {
                 self.handle.end_world(rec.id, "operator").await;
             }
         }
+        self.follow_standbys(v).await;
         let mut gone = Vec::new();
         for (&w, &epoch) in &self.hosted {
             match v.worlds.get(&w) {
@@ -300,6 +315,127 @@ impl Agent {
                 epoch,
             },
         );
+        self.retry().await;
+        if let Err(e) = self.register().await {
+            self.failed_op("updating the load", &e);
+        }
+    }
+
+    /// Worlds this origin is a standby of: follow their owner (again, when
+    /// the owner changes); take over one whose owner's lease lapsed, if this
+    /// standby holds its state; stop following worlds that ended or left.
+    async fn follow_standbys(&mut self, v: &ClusterView) {
+        let Some(client) = self.node.replication.clone() else {
+            return;
+        };
+        let me = self.node.id.clone();
+        let mut stop: Vec<WorldId> = self
+            .following
+            .keys()
+            .filter(|w| {
+                v.worlds
+                    .get(w)
+                    .is_none_or(|r| !r.standbys.contains(&me) || r.status.phase == Phase::Ended)
+            })
+            .copied()
+            .collect();
+        for rec in v.worlds.values() {
+            if !rec.standbys.contains(&me)
+                || rec.status.phase == Phase::Ended
+                || self.hosted.contains_key(&rec.id)
+            {
+                continue;
+            }
+            match &rec.owner {
+                Some(o) if o.node != me => {
+                    if self
+                        .following
+                        .get(&rec.id)
+                        .is_some_and(|s| s.epoch == o.epoch)
+                    {
+                        continue;
+                    }
+                    let Ok(addr) = o.addr.parse() else { continue };
+                    info!(world = %rec.id, primary = %o.node, epoch = o.epoch, "following as a standby");
+                    let spec = StandbySpec {
+                        world: rec.id,
+                        spec: rec.spec.clone(),
+                        node: me.clone(),
+                        owner_addr: addr,
+                        owner_tls_name: o.tls_name.clone(),
+                        epoch: o.epoch,
+                        endpoint: self.endpoint.clone(),
+                        client: client.clone(),
+                        games: self.games.clone(),
+                        signer: self.signer.same_key(),
+                        key: self.attest.clone(),
+                        metrics: self.metrics.clone(),
+                    };
+                    if self
+                        .following
+                        .insert(rec.id, Standby::start(spec))
+                        .is_none()
+                    {
+                        self.metrics.following.inc();
+                    }
+                }
+                Some(_) => {}
+                None => {
+                    let ready = self.following.get(&rec.id).is_some_and(|s| {
+                        let st = *s.state.borrow();
+                        st.tick > 0 && !st.diverged
+                    });
+                    if ready {
+                        self.take_over(rec).await;
+                        stop.retain(|w| *w != rec.id);
+                    }
+                }
+            }
+        }
+        for w in stop {
+            if self.following.remove(&w).is_some() {
+                self.metrics.following.dec();
+            }
+        }
+    }
+
+    /// The owner of a world this origin follows is gone: claim it under a
+    /// higher epoch and serve it from the follower's engine (relays re-open
+    /// their sessions here from their cursors).
+    async fn take_over(&mut self, rec: &WorldRecord) {
+        let who = Claim {
+            node: self.node.id.clone(),
+            addr: self.node.addr.clone(),
+            tls_name: self.node.tls_name.clone(),
+        };
+        let epoch = match self.control.claim(rec.id, &who, self.keeper.lease()).await {
+            Ok(e) => e,
+            Err(ControlError::Owned { .. }) => return,
+            Err(e) => return self.failed_op("claiming a world to take it over", &e),
+        };
+        let Some(standby) = self.following.remove(&rec.id) else {
+            return;
+        };
+        self.metrics.following.dec();
+        let Some(follower) = standby.promote().await else {
+            warn!(world = %rec.id, "claimed, but the standby holds no state to serve: releasing");
+            let _ = self.control.release(rec.id, epoch).await;
+            return;
+        };
+        let tick = follower.tick();
+        let mut core = follower.into_core();
+        // Ticks continue from now, not from the primary's last one.
+        core.rebase(self.handle.now_us());
+        if let Err(e) = self.handle.add_world(core, epoch) {
+            warn!(world = %rec.id, error = %e, "cannot serve the world taken over");
+            let _ = self.control.release(rec.id, epoch).await;
+            return;
+        }
+        self.metrics.failovers.inc();
+        info!(world = %rec.id, epoch, tick, "world taken over from its failed primary");
+        self.hosted.insert(rec.id, epoch);
+        let ws = rec.status.clone();
+        self.unpublished.insert(rec.id, WorldStatus { epoch, ..ws });
         self.retry().await;
         if let Err(e) = self.register().await {
             self.failed_op("updating the load", &e);

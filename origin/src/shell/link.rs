@@ -40,11 +40,22 @@ pub(crate) async fn accept_loop(endpoint: Endpoint, env: LinkEnv, shutdown: watc
         let env = env.clone();
         tokio::spawn(async move {
             match incoming.await {
+                Ok(conn) if is_replication(&conn) => {
+                    super::replication::serve_standby(conn, env.dir, env.metrics).await;
+                }
                 Ok(conn) => serve_relay(id, conn, env).await,
                 Err(e) => debug!(cause = %e, "relay handshake failed"),
             }
         });
     }
+}
+
+/// Whether `conn` negotiated the replication protocol (a standby origin).
+fn is_replication(conn: &Connection) -> bool {
+    conn.handshake_data()
+        .and_then(|d| d.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
+        .and_then(|d| d.protocol)
+        .is_some_and(|p| p == skylane_proto::REPL_ALPN)
 }
 
 /// Reads one connection's streams and feeds the actor; writes its lanes.

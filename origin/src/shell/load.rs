@@ -115,6 +115,21 @@ fn tls(cfg: &OriginConfig) -> Result<quinn::ServerConfig, LoadError> {
 }
 
 impl OriginServer {
+    /// How this origin reaches a world's primary as its standby: the same
+    /// identity and roots as its relay-facing server, ALPN `skylane-repl/1`.
+    pub fn replication_client(cfg: &OriginConfig) -> Result<quinn::ClientConfig, LoadError> {
+        let (cert, key, ca) = tls_files(
+            cfg.dev_certs.as_deref(),
+            "origin",
+            cfg.cert.as_deref(),
+            cfg.key.as_deref(),
+            cfg.ca.as_deref(),
+        )?;
+        let identity = Identity::load(&cert, &key)?;
+        let roots = load_roots(&ca)?;
+        Ok(skylane_certs::repl_client_config(roots, &identity)?)
+    }
+
     /// The batch signer the configuration names (worlds created at run time
     /// sign with it too).
     pub fn signer(cfg: &OriginConfig) -> Result<ChainSigner, LoadError> {

@@ -30,6 +30,29 @@ pub(crate) enum Cmd {
     End(String),
     /// Stop the world's task (flushing its journal).
     Stop,
+    /// A standby connected and asks to follow (it knows `epoch`).
+    StandbyUp {
+        id: u64,
+        node: String,
+        epoch: u64,
+        link: super::replication::StandbyLink,
+    },
+    /// A standby re-executed `tick` to `hash`.
+    StandbyAck {
+        id: u64,
+        tick: u64,
+        hash: skylane_proto::Hash32,
+        epoch: u64,
+    },
+    /// A standby's re-execution disagreed.
+    StandbyDiverged {
+        id: u64,
+        evidence: Box<skylane_proto::Evidence>,
+    },
+    /// A standby's connection ended.
+    StandbyDown {
+        id: u64,
+    },
 }
 
 /// What a world's task reports to whoever runs the origin (the cluster agent).
@@ -69,6 +92,17 @@ pub struct OriginStatus {
     pub sessions: usize,
     /// Relay links up.
     pub relays: usize,
+    /// Standbys following the world, each `node@acked-tick`.
+    pub standbys: Vec<String>,
+    /// Acknowledgements each tick needs before its outputs leave.
+    pub min_acks: usize,
+    /// Ticks between the world's tick and its durable tick (0 when none is
+    /// required).
+    pub lag_ticks: u64,
+    /// The highest tick a standby re-executed to this origin's hash.
+    pub verified_tick: u64,
+    /// The first tick a standby disagreed on, if any (the world is suspect).
+    pub diverged_at: Option<u64>,
     /// When this process started serving, microseconds since the Unix epoch:
     /// counters reset when it changes (a restart).
     pub started_unix_us: u64,

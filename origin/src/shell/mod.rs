@@ -35,6 +35,7 @@ mod lanes;
 mod link;
 mod load;
 mod mailbox;
+mod replication;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -81,6 +82,10 @@ pub struct ServerConfig {
     /// Mailbox slots per world (messages from relays waiting for the world's
     /// task). Defaults to 65,536.
     pub mailbox: usize,
+    /// Standbys that must acknowledge a tick before its outputs (events,
+    /// applied results) leave the origin; capped by the standbys following.
+    /// Defaults to 1.
+    pub min_acks: usize,
 }
 
 impl ServerConfig {
@@ -94,6 +99,7 @@ impl ServerConfig {
             max_frame: DEFAULT_MAX_FRAME,
             base_unix_us,
             mailbox: 65_536,
+            min_acks: 1,
         }
     }
 }

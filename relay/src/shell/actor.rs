@@ -293,7 +293,7 @@ impl Actor {
     }
 
     /// Tells the session's origin about it (new, or resumed from `cursors`).
-    fn open_upstream(&mut self, session: SessionId, cursors: Vec<ChannelCursor>) {
+    pub(crate) fn open_upstream(&mut self, session: SessionId, cursors: Vec<ChannelCursor>) {
         let Some(e) = self.sessions.get(session) else {
             return;
         };

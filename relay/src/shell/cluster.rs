@@ -77,6 +77,7 @@ impl Actor {
                 } => {
                     info!(%world, %origin, epoch, "world owner");
                     self.routing.handle_world(world, origin);
+                    self.move_world(world, origin);
                 }
                 DirectoryChange::WorldPending(world) => {
                     info!(%world, "world pending (no owner yet)");
@@ -95,6 +96,38 @@ impl Actor {
             .worlds_known
             .set(view.worlds.len() as i64);
         self.retry_parked();
+    }
+
+    /// `world` has a new owner: its sessions held here re-open on it from
+    /// what their clients have been given (the resume path), and actions in
+    /// flight towards the old owner are answered "unknown".
+    fn move_world(&mut self, world: WorldId, origin: OriginId) {
+        let moving: Vec<skylane_proto::SessionId> = self
+            .upstream
+            .sessions()
+            .filter(|s| self.upstream.origin_of(*s) != Some(origin))
+            .filter(|s| self.sessions.get(*s).is_some_and(|e| e.world == world))
+            .collect();
+        if !moving.is_empty() {
+            info!(%world, %origin, sessions = moving.len(), "world moved: sessions re-open on its new owner");
+        }
+        for s in moving {
+            for seq in self.upstream.handle_moved(s, origin) {
+                self.shared.metrics.actions_unknown.inc();
+                self.send_to_client(
+                    s,
+                    skylane_proto::EventClass::Critical,
+                    &ServerMsg::ActionResult(skylane_proto::ActionResult {
+                        seq,
+                        outcome: skylane_proto::Outcome::Unknown {
+                            detail: "the world moved to another origin before the outcome".into(),
+                        },
+                    }),
+                );
+            }
+            let cursors = self.hub.cursors(s);
+            self.open_upstream(s, cursors);
+        }
     }
 
     /// Peer relays registered with the control plane (as `relay-<id>`) that this
