@@ -6,7 +6,9 @@
 
 use libfuzzer_sys::fuzz_target;
 use skylane_proto::bytes::Bytes;
-use skylane_proto::{decode_datagram, decode_message, ClientMsg, FrameDecoder, LinkMsg, PeerMsg, ServerMsg};
+use skylane_proto::{
+    decode_datagram, decode_message, ClientMsg, FrameDecoder, LinkMsg, PeerMsg, ReplMsg, ServerMsg,
+};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&ctl, rest)) = data.split_first() else {
@@ -17,6 +19,8 @@ fuzz_target!(|data: &[u8]| {
     let _ = decode_message::<ServerMsg>(b.clone());
     let _ = decode_message::<LinkMsg>(b.clone());
     let _ = decode_message::<PeerMsg>(b.clone());
+    // Replication (standby <-> primary) messages, snapshots and logs included.
+    let _ = decode_message::<ReplMsg>(b.clone());
     let _ = decode_datagram::<ServerMsg>(b);
     // Feed the stream decoder in chunks whose size the first byte picks.
     let chunk = usize::from(ctl % 17) + 1;
