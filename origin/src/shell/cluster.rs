@@ -165,6 +165,15 @@ impl Agent {
         }
     }
 
+    /// How this origin claims worlds.
+    fn claim_as(&self) -> Claim {
+        Claim {
+            node: self.node.id.clone(),
+            addr: self.node.addr.clone(),
+            tls_name: self.node.tls_name.clone(),
+        }
+    }
+
     async fn register(&self) -> Result<(), ControlError> {
         self.control
             .register(&self.info(), self.keeper.lease())
@@ -254,11 +263,7 @@ impl Agent {
     }
 
     async fn start(&mut self, rec: &WorldRecord) {
-        let who = Claim {
-            node: self.node.id.clone(),
-            addr: self.node.addr.clone(),
-            tls_name: self.node.tls_name.clone(),
-        };
+        let who = self.claim_as();
         let epoch = match self.control.claim(rec.id, &who, self.keeper.lease()).await {
             Ok(e) => e,
             Err(ControlError::Owned { .. }) => return,
@@ -403,11 +408,7 @@ impl Agent {
     /// higher epoch and serve it from the follower's engine (relays re-open
     /// their sessions here from their cursors).
     async fn take_over(&mut self, rec: &WorldRecord) {
-        let who = Claim {
-            node: self.node.id.clone(),
-            addr: self.node.addr.clone(),
-            tls_name: self.node.tls_name.clone(),
-        };
+        let who = self.claim_as();
         let epoch = match self.control.claim(rec.id, &who, self.keeper.lease()).await {
             Ok(e) => e,
             Err(ControlError::Owned { .. }) => return,
@@ -530,11 +531,7 @@ impl Agent {
         if let Err(e) = self.register().await {
             self.failed_op("re-registering", &e);
         }
-        let who = Claim {
-            node: self.node.id.clone(),
-            addr: self.node.addr.clone(),
-            tls_name: self.node.tls_name.clone(),
-        };
+        let who = self.claim_as();
         let worlds: Vec<WorldId> = self.hosted.keys().copied().collect();
         for w in worlds {
             match self.control.claim(w, &who, self.keeper.lease()).await {

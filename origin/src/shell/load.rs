@@ -92,8 +92,10 @@ fn signing_key(cfg: &OriginConfig) -> Result<SigningKey, LoadError> {
         .map_err(|e| fail(format!("not an Ed25519 PKCS#8 private key: {e}")))
 }
 
-/// The relay-facing QUIC server configuration (mutual TLS).
-fn tls(cfg: &OriginConfig) -> Result<quinn::ServerConfig, LoadError> {
+/// The origin's identity and the roots its peers' certificates chain to.
+fn identity(
+    cfg: &OriginConfig,
+) -> Result<(Identity, skylane_certs::rustls::RootCertStore), LoadError> {
     let (cert, key, ca) = tls_files(
         cfg.dev_certs.as_deref(),
         "origin",
@@ -101,8 +103,12 @@ fn tls(cfg: &OriginConfig) -> Result<quinn::ServerConfig, LoadError> {
         cfg.key.as_deref(),
         cfg.ca.as_deref(),
     )?;
-    let identity = Identity::load(&cert, &key)?;
-    let roots = load_roots(&ca)?;
+    Ok((Identity::load(&cert, &key)?, load_roots(&ca)?))
+}
+
+/// The relay-facing QUIC server configuration (mutual TLS).
+fn tls(cfg: &OriginConfig) -> Result<quinn::ServerConfig, LoadError> {
+    let (identity, roots) = identity(cfg)?;
     let mut sc = origin_server_config(&identity, roots)?;
     let mut transport = quinn::TransportConfig::default();
     transport
@@ -118,15 +124,7 @@ impl OriginServer {
     /// How this origin reaches a world's primary as its standby: the same
     /// identity and roots as its relay-facing server, ALPN `skylane-repl/1`.
     pub fn replication_client(cfg: &OriginConfig) -> Result<quinn::ClientConfig, LoadError> {
-        let (cert, key, ca) = tls_files(
-            cfg.dev_certs.as_deref(),
-            "origin",
-            cfg.cert.as_deref(),
-            cfg.key.as_deref(),
-            cfg.ca.as_deref(),
-        )?;
-        let identity = Identity::load(&cert, &key)?;
-        let roots = load_roots(&ca)?;
+        let (identity, roots) = identity(cfg)?;
         Ok(skylane_certs::repl_client_config(roots, &identity)?)
     }
 
