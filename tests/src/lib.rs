@@ -47,6 +47,19 @@ pub struct RelayNode {
     pub metrics: RelayMetrics,
 }
 
+/// An extra origin in the simulation (worlds placed on it at run time).
+#[derive(Debug)]
+pub struct OriginNode {
+    /// Its host.
+    pub host: HostId,
+    /// The server.
+    pub server: OriginServer,
+    /// The address relays and standbys reach it at.
+    pub addr: SocketAddr,
+    /// Its metrics.
+    pub metrics: OriginMetrics,
+}
+
 /// A deployment in a simulation.
 pub struct Net {
     /// The simulation.
@@ -213,6 +226,42 @@ impl Net {
             origin_metrics,
             relays,
         }
+    }
+
+    /// Starts another origin (no world yet) on a new host in `region`, with
+    /// the same identity and signing key as the first.
+    pub fn add_origin(&self, name: &str, region: &str) -> OriginNode {
+        let host = self.sim.add_host(name, region);
+        let mut sc =
+            skylane_certs::origin_server_config(&self.pki.origin, self.pki.roots().expect("roots"))
+                .expect("origin tls");
+        sc.transport_config(Arc::new(link_transport()));
+        let endpoint = self
+            .sim
+            .endpoint(host, 4500, Some(sc))
+            .expect("origin endpoint");
+        let addr = endpoint.local_addr().expect("addr");
+        let base_unix_us = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_micros() as u64;
+        let metrics = OriginMetrics::new(&mut Registry::default());
+        let server = OriginServer::host(endpoint, ServerConfig::new(base_unix_us), metrics.clone());
+        OriginNode {
+            host,
+            server,
+            addr,
+            metrics,
+        }
+    }
+
+    /// How an origin here reaches a world's primary as its standby.
+    pub fn replication_client(&self) -> quinn::ClientConfig {
+        let mut c =
+            skylane_certs::repl_client_config(self.pki.roots().expect("roots"), &self.pki.origin)
+                .expect("replication tls");
+        c.transport_config(Arc::new(link_transport()));
+        c
     }
 
     /// The origin's batch-signing public key.

@@ -73,6 +73,8 @@ pub(crate) struct Actor {
     pub(crate) directory: crate::directory::WorldDirectory,
     /// Hellos waiting for a world being placed.
     pub(crate) parked: Vec<super::cluster::Parked>,
+    /// Following a control plane (worlds come and go at run time).
+    pub(crate) clustered: bool,
     /// Each world's last lifecycle state, from its origin.
     pub(crate) world_states: HashMap<WorldId, skylane_proto::WorldState>,
 }

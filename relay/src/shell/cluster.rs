@@ -44,6 +44,7 @@ pub(crate) struct Parked {
 impl Actor {
     /// A new cluster view from the control plane.
     pub(crate) fn cluster(&mut self, view: &ClusterView) {
+        self.clustered = true;
         for change in self.directory.handle_view(view) {
             match change {
                 DirectoryChange::OriginAdded(o) => {
@@ -179,7 +180,11 @@ impl Actor {
 
     /// Should this hello wait for its world's owner?
     pub(crate) fn should_park(&self, world: WorldId) -> bool {
-        self.routing.origin_of(world).is_none() && self.directory.pending(world)
+        // A world this relay has not heard of yet may just have been created
+        // (a matchmaker hands out its id as soon as the control plane placed
+        // it; this relay's watch can be a moment behind): wait for it too.
+        self.routing.origin_of(world).is_none()
+            && (self.directory.pending(world) || (self.clustered && !self.directory.knows(world)))
     }
 
     /// Parks a hello until its world has an owner or [`PENDING_WORLD_WAIT`] passes.
@@ -220,7 +225,7 @@ impl Actor {
             let world = p.hello.world;
             if self.routing.origin_of(world).is_some() {
                 self.hello(p.conn_id, p.ip, p.hello, p.conn, p.reply);
-            } else if t >= p.until || !self.directory.knows(world) {
+            } else if t >= p.until {
                 let _ = p.reply.send(Err(Refusal {
                     code: RefusalCode::UnknownWorld,
                     reason: format!("{world} has no owner yet; try again"),

@@ -167,6 +167,7 @@ impl Relay {
                 }
             })),
             parked: Vec::new(),
+            clustered: false,
             world_states: HashMap::default(),
             shared: shared.clone(),
         };
