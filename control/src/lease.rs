@@ -73,6 +73,10 @@ pub struct LeaseStatus {
     pub generation: u64,
     /// Whether writing is safe now ([`LeaseClock::may_write`]).
     pub writable: bool,
+    /// Until when the holder may write (the lease cannot have lapsed before):
+    /// a writer checks it itself, so a process that was paused (SIGSTOP)
+    /// stops writing the moment it wakes, before this task has run.
+    pub safe_until: Instant,
 }
 
 /// Keeps a lease alive in the background.
@@ -93,6 +97,7 @@ impl LeaseKeeper {
             lease,
             generation: 0,
             writable: true,
+            safe_until: clock.poll_timeout(),
         });
         let task = tokio::spawn(keep(control.clone(), ttl, lease, clock, tx));
         Ok(Self {
@@ -139,9 +144,11 @@ async fn keep(
     let mut next_renew = Instant::now() + clock.renew_every();
     loop {
         let writable = clock.may_write(Instant::now());
+        let safe_until = clock.poll_timeout();
         tx.send_if_modified(|s| {
-            let changed = s.writable != writable;
+            let changed = s.writable != writable || s.safe_until != safe_until;
             s.writable = writable;
+            s.safe_until = safe_until;
             changed
         });
         let wake = if writable {
@@ -181,6 +188,7 @@ async fn keep(
                             lease,
                             generation,
                             writable: true,
+                            safe_until: clock.poll_timeout(),
                         });
                     }
                     Err(e) => warn!(error = %e, "could not grant a new lease; retrying"),

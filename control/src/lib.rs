@@ -44,7 +44,7 @@ use tokio::sync::watch;
 pub use embedded::Embedded;
 #[cfg(feature = "etcd")]
 pub use etcd::{Etcd, EtcdConfig, LocalEtcd};
-pub use lease::{LeaseClock, LeaseKeeper};
+pub use lease::{LeaseClock, LeaseKeeper, LeaseStatus};
 pub use model::{
     ClusterView, GameResult, NodeInfo, NodeKind, Owner, Phase, SpecError, WorldRecord, WorldSpec,
     WorldStatus, MAX_NAME_LEN, MAX_TICK_HZ, MAX_WORLD_CAPACITY,

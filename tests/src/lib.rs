@@ -6,6 +6,10 @@
 //! generated certificates and tokens. It is never published and never used by the
 //! shipped crates.
 
+mod cut;
+
+pub use cut::CutControl;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;

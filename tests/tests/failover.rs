@@ -1,9 +1,13 @@
 //! Replicated worlds over netsim: a tic-tac-toe room's primary streams its
-//! log to a standby origin over `skylane-repl/1`; the primary is cut off from
-//! the network and its lease lapses; the standby takes the room over under a
-//! higher epoch; the relay moves the players' sessions to it, and the game
-//! goes on from exactly where it was: no acknowledged move lost, no event
-//! missed or repeated on any channel.
+//! log to a standby origin over `skylane-repl/1`. Two faults:
+//! * the primary dies (cut off from the network, its lease no longer renewed);
+//! * the primary loses the control plane but not the relays: it fences itself
+//!   (no tick, no output) before its lease can lapse, and steps down when it
+//!   reaches the control plane again.
+//!
+//! Either way the standby takes the room over under a higher epoch, the relay
+//! moves the players' sessions to it, and the game goes on from exactly where it
+//! was: no acknowledged move lost, no event missed or repeated on any channel.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -14,7 +18,7 @@ use skylane_control::{Embedded, NodeInfo, NodeKind, PlacementHints, SharedContro
 use skylane_netsim::{run, Side};
 use skylane_origin::{ClusterAgent, ClusterNode, Games, OriginHandle, OriginServer, TttAction};
 use skylane_proto::{ChainSigner, ChannelId, EventClass, Outcome, Role, WorldId, WorldPhase};
-use skylane_tests::{Net, NetOptions};
+use skylane_tests::{CutControl, Net, NetOptions, OriginNode};
 
 const TTL: Duration = Duration::from_secs(3);
 
@@ -71,11 +75,13 @@ async fn place(c: &Client, cell: u8) -> Outcome {
 #[derive(Default, Debug)]
 struct Seen {
     seqs: HashMap<ChannelId, Vec<u64>>,
-    keyframes: usize,
+    /// Keyframes that jumped past events this client never saw.
+    skips: usize,
     incomplete: usize,
     errors: Vec<String>,
     epochs: Vec<u64>,
     ended: Option<Option<String>>,
+    log: Vec<String>,
 }
 
 impl Seen {
@@ -87,11 +93,29 @@ impl Seen {
 
     fn note(&mut self, e: ClientEvent) {
         match e {
-            ClientEvent::Event(ev) => self.seqs.entry(ev.channel).or_default().push(ev.seq),
-            ClientEvent::Keyframe(_) => self.keyframes += 1,
+            ClientEvent::Event(ev) => {
+                self.log.push(format!(
+                    "event {} seq {} tick {}",
+                    ev.channel, ev.seq, ev.tick
+                ));
+                self.seqs.entry(ev.channel).or_default().push(ev.seq)
+            }
+            ClientEvent::Keyframe(k) => {
+                self.log.push(format!(
+                    "keyframe {} seq {} tick {}",
+                    k.channel, k.seq, k.tick
+                ));
+                // A keyframe past the last event seen skips events: a resync.
+                let last = self.seqs.get(&k.channel).and_then(|s| s.last());
+                if last.is_some_and(|l| k.seq > *l) {
+                    self.skips += 1;
+                }
+            }
             ClientEvent::ResumeIncomplete { .. } => self.incomplete += 1,
             ClientEvent::Error(e) => self.errors.push(e.to_string()),
             ClientEvent::World(ws) => {
+                self.log
+                    .push(format!("world {:?} epoch {}", ws.phase, ws.epoch));
                 if self.epochs.last() != Some(&ws.epoch) {
                     self.epochs.push(ws.epoch);
                 }
@@ -131,157 +155,251 @@ async fn standbys(h: &OriginHandle, w: WorldId) -> usize {
     h.world_status(w).await.map_or(0, |s| s.standbys.len())
 }
 
-#[test]
-fn a_standby_takes_a_room_over_when_its_primary_dies_and_nothing_is_lost() {
-    run(|| async {
-        let mut net = Net::start(NetOptions {
-            relays: vec![(1, "amsterdam")],
-            ..NetOptions::default()
-        });
-        let control: SharedControl = Arc::new(Embedded::new());
-        let a_node = node("origin-1", net.origin.local_addr(), &net);
-        let signer = net.origin_signer();
-        let mut agents = HashMap::new();
-        agents.insert(
-            "origin-1".to_string(),
-            join(&mut net.origin, &control, a_node, signer.same_key()).await,
-        );
-        let mut b = net.add_origin("origin-b", "frankfurt");
-        let b_node = node("origin-2", b.addr, &net);
-        agents.insert(
-            "origin-2".to_string(),
-            join(&mut b.server, &control, b_node, signer).await,
-        );
-        let id = net.relays[0].relay.status().await.expect("relay up").relay;
-        net.relays[0]
-            .relay
-            .follow(
-                control.clone(),
-                NodeInfo {
-                    id: format!("relay-{id}"),
-                    kind: NodeKind::Relay,
-                    addr: net.relays[0].addr.to_string(),
-                    tls_name: "localhost".into(),
-                    admin: None,
-                    region: "eu".into(),
-                    coords: None,
-                    capacity: 0,
-                    games: Vec::new(),
-                    load: 0,
-                },
-                TTL,
-            )
-            .await
-            .expect("relay follows");
+/// Two origins, a relay, a tic-tac-toe room with one standby, two players
+/// in it who each made one move (acknowledged, so re-executed elsewhere).
+struct Room {
+    net: Net,
+    b: OriginNode,
+    /// Each origin's own access to the control plane (cut to partition it).
+    access: HashMap<String, CutControl>,
+    agents: HashMap<String, ClusterAgent>,
+    w: WorldId,
+    primary: String,
+    primary_h: OriginHandle,
+    standby_h: OriginHandle,
+    primary_host: skylane_netsim::HostId,
+    x: Client,
+    o: Client,
+    sx: Seen,
+    so: Seen,
+    epoch: u64,
+    events_before: usize,
+}
 
-        let rec = control
-            .create_world(
-                WorldSpec {
-                    standbys: Some(1),
-                    ..WorldSpec::new("tictactoe", 10, 2)
-                },
-                &PlacementHints::default(),
-            )
-            .await
-            .expect("placed");
-        let w = rec.id;
-        let (primary, standby) = (rec.placed_on.clone(), rec.standbys.clone());
-        assert_eq!(standby.len(), 1, "one standby chosen");
-        assert_ne!(standby[0], primary, "never the primary itself");
-        let (primary_h, standby_h, primary_host) = if primary == "origin-1" {
-            (net.origin.handle(), b.server.handle(), net.origin_host)
-        } else {
-            (b.server.handle(), net.origin.handle(), b.host)
-        };
+async fn room() -> Room {
+    let mut net = Net::start(NetOptions {
+        relays: vec![(1, "amsterdam")],
+        ..NetOptions::default()
+    });
+    let control: SharedControl = Arc::new(Embedded::new());
+    let signer = net.origin_signer();
+    let mut access = HashMap::new();
+    let mut agents = HashMap::new();
+    let a_node = node("origin-1", net.origin.local_addr(), &net);
+    let cut = CutControl::new(control.clone());
+    let shared: SharedControl = Arc::new(cut.clone());
+    agents.insert(
+        "origin-1".to_string(),
+        join(&mut net.origin, &shared, a_node, signer.same_key()).await,
+    );
+    access.insert("origin-1".to_string(), cut);
+    let mut b = net.add_origin("origin-b", "frankfurt");
+    let b_node = node("origin-2", b.addr, &net);
+    let cut = CutControl::new(control.clone());
+    let shared: SharedControl = Arc::new(cut.clone());
+    agents.insert(
+        "origin-2".to_string(),
+        join(&mut b.server, &shared, b_node, signer).await,
+    );
+    access.insert("origin-2".to_string(), cut);
+    let id = net.relays[0].relay.status().await.expect("relay up").relay;
+    net.relays[0]
+        .relay
+        .follow(
+            control.clone(),
+            NodeInfo {
+                id: format!("relay-{id}"),
+                kind: NodeKind::Relay,
+                addr: net.relays[0].addr.to_string(),
+                tls_name: "localhost".into(),
+                admin: None,
+                region: "eu".into(),
+                coords: None,
+                capacity: 0,
+                games: Vec::new(),
+                load: 0,
+            },
+            TTL,
+        )
+        .await
+        .expect("relay follows");
 
-        let mut x = player(&net, "xavier", w).await;
-        let mut o = player(&net, "olga", w).await;
-        let (mut sx, mut so) = (Seen::default(), Seen::default());
-        until("the room plays", async || {
-            sx.take(&mut x);
-            so.take(&mut o);
-            primary_h
-                .world_status(w)
-                .await
-                .is_some_and(|s| s.phase == "playing")
-        })
-        .await;
-        until("the standby follows", async || {
-            standbys(&primary_h, w).await == 1
-        })
-        .await;
+    let rec = control
+        .create_world(
+            WorldSpec {
+                standbys: Some(1),
+                ..WorldSpec::new("tictactoe", 10, 2)
+            },
+            &PlacementHints::default(),
+        )
+        .await
+        .expect("placed");
+    let w = rec.id;
+    let primary = rec.placed_on.clone();
+    assert_eq!(rec.standbys.len(), 1, "one standby chosen");
+    assert_ne!(rec.standbys[0], primary, "never the primary itself");
+    let (primary_h, standby_h, primary_host) = if primary == "origin-1" {
+        (net.origin.handle(), b.server.handle(), net.origin_host)
+    } else {
+        (b.server.handle(), net.origin.handle(), b.host)
+    };
 
-        // Two moves, each acknowledged only once the standby re-executed it.
-        assert!(matches!(place(&x, 0).await, Outcome::Applied { .. }));
-        assert!(matches!(place(&o, 3).await, Outcome::Applied { .. }));
-        let before = primary_h.world_status(w).await.expect("status");
-        assert!(
-            before.verified_tick > 0,
-            "the standby verified ticks: {before:?}"
-        );
-        assert_eq!(before.diverged_at, None);
-
-        // The primary dies: cut off from everyone, its lease no longer renewed.
-        let old_epoch = before.epoch;
+    let mut x = player(&net, "xavier", w).await;
+    let mut o = player(&net, "olga", w).await;
+    let (mut sx, mut so) = (Seen::default(), Seen::default());
+    until("the room plays", async || {
         sx.take(&mut x);
-        let events_before: usize = sx.seqs.values().map(Vec::len).sum();
-        assert!(events_before >= 2, "both moves seen as events: {sx:?}");
-        let keyframes_before = (sx.keyframes, so.keyframes);
-        net.sim.partition(primary_host, Side::Any);
-        drop(agents.remove(&primary));
-        let killed = tokio::time::Instant::now();
+        so.take(&mut o);
+        primary_h
+            .world_status(w)
+            .await
+            .is_some_and(|s| s.phase == "playing")
+    })
+    .await;
+    until("the standby follows", async || {
+        standbys(&primary_h, w).await == 1
+    })
+    .await;
 
+    // Two moves, each acknowledged only once the standby re-executed it.
+    assert!(matches!(place(&x, 0).await, Outcome::Applied { .. }));
+    assert!(matches!(place(&o, 3).await, Outcome::Applied { .. }));
+    let before = primary_h.world_status(w).await.expect("status");
+    assert!(
+        before.verified_tick > 0,
+        "the standby verified ticks: {before:?}"
+    );
+    assert_eq!(before.diverged_at, None);
+    sx.take(&mut x);
+    so.take(&mut o);
+    let events_before: usize = sx.seqs.values().map(Vec::len).sum();
+    assert!(events_before >= 2, "both moves seen as events: {sx:?}");
+    Room {
+        net,
+        b,
+        access,
+        agents,
+        w,
+        primary,
+        primary_h,
+        standby_h,
+        primary_host,
+        x,
+        o,
+        sx,
+        so,
+        epoch: before.epoch,
+        events_before,
+    }
+}
+
+impl Room {
+    /// Waits for the standby to own the room and both players to hear of it;
+    /// returns the time from `since` to the first player's news.
+    async fn taken_over(&mut self, since: tokio::time::Instant) -> Duration {
+        let (w, old) = (self.w, self.epoch);
         until("the standby owns the room", async || {
-            standby_h
+            self.standby_h
                 .world_status(w)
                 .await
-                .is_some_and(|s| s.epoch > old_epoch)
+                .is_some_and(|s| s.epoch > old)
         })
         .await;
-        // The game continues where it was: X completes the top row only if
-        // both moves before the failover survived.
-        let mut first_after = None;
+        let mut first = None;
         until("the players see the new owner", async || {
-            sx.take(&mut x);
-            so.take(&mut o);
-            if first_after.is_none() && sx.epochs.last().is_some_and(|e| *e > old_epoch) {
-                first_after = Some(killed.elapsed());
+            self.sx.take(&mut self.x);
+            self.so.take(&mut self.o);
+            if first.is_none() && self.sx.epochs.last().is_some_and(|e| *e > old) {
+                first = Some(since.elapsed());
             }
-            first_after.is_some() && so.epochs.last().is_some_and(|e| *e > old_epoch)
+            first.is_some() && self.so.epochs.last().is_some_and(|e| *e > old)
         })
         .await;
-        for (who, cell) in [(&x, 1), (&o, 4), (&x, 2)] {
+        first.expect("measured")
+    }
+
+    /// The game goes on where it was: X completes the top row only if both
+    /// moves before the failover survived; nothing was lost, repeated or
+    /// resynchronised.
+    async fn finish(&mut self) {
+        for (who, cell) in [(&self.x, 1), (&self.o, 4), (&self.x, 2)] {
             let r = place(who, cell).await;
             assert!(matches!(r, Outcome::Applied { .. }), "cell {cell}: {r:?}");
         }
         until("the room ends", async || {
-            sx.take(&mut x);
-            so.take(&mut o);
-            sx.ended.is_some() && so.ended.is_some()
+            self.sx.take(&mut self.x);
+            self.so.take(&mut self.o);
+            self.sx.ended.is_some() && self.so.ended.is_some()
         })
         .await;
+        let (sx, so) = (&self.sx, &self.so);
         assert_eq!(sx.ended, Some(Some("xavier".into())), "{sx:?}");
         let events_after: usize = sx.seqs.values().map(Vec::len).sum();
         assert!(
-            events_after >= events_before + 3,
-            "the new owner's events arrive: {events_before} -> {events_after}"
+            events_after >= self.events_before + 3,
+            "the new owner's events arrive: {} -> {events_after}",
+            self.events_before
         );
-        assert_eq!(sx.epochs.first(), Some(&old_epoch), "{:?}", sx.epochs);
-        assert_eq!(
-            (sx.keyframes, so.keyframes),
-            keyframes_before,
-            "no resync after the failover: the new owner served what was missed from history"
-        );
-        for (name, s) in [("xavier", &sx), ("olga", &so)] {
+        assert_eq!(sx.epochs.first(), Some(&self.epoch), "{:?}", sx.epochs);
+        for (name, s) in [("xavier", sx), ("olga", so)] {
+            assert_eq!(s.skips, 0, "{name} was resynchronised: {:?}", s.log);
+        }
+        for (name, s) in [("xavier", sx), ("olga", so)] {
             assert!(s.errors.is_empty(), "{name}: {:?}", s.errors);
             assert_eq!(s.incomplete, 0, "{name} was told of a loss");
             s.continuous().unwrap_or_else(|e| panic!("{name}: {e}"));
         }
-        let took = first_after.expect("measured");
+    }
+}
+
+#[test]
+fn a_standby_takes_a_room_over_when_its_primary_dies_and_nothing_is_lost() {
+    run(|| async {
+        let mut r = room().await;
+        // The primary dies: cut off from everyone, its lease no longer renewed.
+        r.net.sim.partition(r.primary_host, Side::Any);
+        drop(r.agents.remove(&r.primary));
+        let killed = tokio::time::Instant::now();
+        let took = r.taken_over(killed).await;
+        r.finish().await;
         println!(
             "failover: kill -> first state from the new owner in {took:?} (lease TTL {TTL:?})"
         );
-        assert!(took <= TTL + Duration::from_secs(2), "took {took:?}");
-        drop(b);
+        assert!(took <= TTL + Duration::from_secs(1), "took {took:?}");
+        drop(r.b);
+    });
+}
+
+#[test]
+fn a_primary_cut_off_from_the_control_plane_fences_itself_and_steps_down() {
+    run(|| async {
+        let mut r = room().await;
+        // The primary loses the control plane, not the relays.
+        r.access[&r.primary].set_cut(true);
+        let cut = tokio::time::Instant::now();
+        // Before its lease can lapse it stops ticking: nothing more leaves it.
+        tokio::time::sleep(TTL).await;
+        let frozen = r
+            .primary_h
+            .world_status(r.w)
+            .await
+            .expect("still hosted")
+            .tick;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let later = r.primary_h.world_status(r.w).await.map(|s| s.tick);
+        assert!(
+            later.is_none_or(|t| t == frozen),
+            "a primary that cannot renew its lease writes nothing: tick {frozen} -> {later:?}"
+        );
+        r.taken_over(cut).await;
+        // Healed, the old primary finds the room owned elsewhere and lets it go.
+        r.access[&r.primary].set_cut(false);
+        let (h, w) = (r.primary_h.clone(), r.w);
+        until("the old primary steps down", async || {
+            h.world_status(w).await.is_none()
+        })
+        .await;
+        r.finish().await;
+        drop(r.b);
     });
 }

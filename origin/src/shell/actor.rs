@@ -50,7 +50,7 @@ pub(crate) struct WorldEnv {
     /// Lifecycle reports (a handful per world: bounded by the worlds hosted).
     pub(crate) events: mpsc::UnboundedSender<WorldEvent>,
     /// Whether this origin may write (its control-plane lease cannot have lapsed).
-    pub(crate) writable: watch::Receiver<bool>,
+    pub(crate) writable: watch::Receiver<super::WriteUntil>,
 }
 
 /// The world's task: the engine, the routes, the relay links.
@@ -61,10 +61,12 @@ pub(crate) struct Actor {
     standbys: HashMap<u64, StandbyLink>,
     /// A tick ran since the last routing.
     ticked: bool,
+    /// Relay messages that arrived while writing was not safe.
+    deferred: Vec<Cmd>,
     dir: SharedDir,
     epoch: u64,
     events: mpsc::UnboundedSender<WorldEvent>,
-    writable: watch::Receiver<bool>,
+    writable: watch::Receiver<super::WriteUntil>,
     /// Sessions this world last added to the origin-wide gauge.
     sessions_counted: i64,
     cfg: ServerConfig,
@@ -95,6 +97,7 @@ impl Actor {
             gate,
             standbys: HashMap::new(),
             ticked: false,
+            deferred: Vec::new(),
             dir: env.dir,
             epoch: env.epoch,
             events: env.events,
@@ -107,6 +110,20 @@ impl Actor {
             routes: Routes::new(),
             violation_logs: LogLimiter::new(Duration::from_secs(10), 10_000),
         }
+    }
+
+    /// Whether this origin may still write (its lease cannot have lapsed).
+    fn may_write(&self) -> bool {
+        self.writable
+            .borrow()
+            .is_none_or(|until| Instant::now() < until)
+    }
+
+    /// When writing must stop (far away without a lease).
+    fn write_deadline(&self) -> Instant {
+        self.writable
+            .borrow()
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600))
     }
 
     fn now_us(&self) -> u64 {
@@ -145,19 +162,19 @@ impl Actor {
     ) -> Result<(), JournalError> {
         let mut sweep = tokio::time::interval(Duration::from_secs(1));
         loop {
-            if !*self.writable.borrow() {
+            if !self.may_write() {
                 // The lease may have lapsed: another origin may own the world by
                 // now, so this one neither ticks nor answers until it can tell.
                 warn!(world = %self.core.world_id(), "lease unsure: world paused");
-                tokio::select! {
-                    _ = shutdown.changed() => return Ok(()),
-                    r = self.writable.changed() => if r.is_err() { return Ok(()) },
+                if !self.paused(rx, shutdown).await {
+                    return Ok(());
                 }
+                info!(world = %self.core.world_id(), "lease renewed: world resumed");
+                // Do not replay the paused time as a burst of ticks.
                 let now = self.now_us();
-                if *self.writable.borrow() {
-                    info!(world = %self.core.world_id(), "lease renewed: world resumed");
-                    // Do not replay the paused time as a burst of ticks.
-                    self.core.handle_timeout(now)?;
+                self.core.rebase(now);
+                for cmd in std::mem::take(&mut self.deferred) {
+                    self.handle(cmd);
                 }
                 continue;
             }
@@ -169,11 +186,16 @@ impl Actor {
             } else {
                 self.deadline()
             };
+            let write_deadline = self.write_deadline();
             tokio::select! {
                 biased;
                 _ = shutdown.changed() => return Ok(()),
                 _ = self.writable.changed() => continue,
+                () = tokio::time::sleep_until(write_deadline) => continue,
                 () = tokio::time::sleep_until(deadline), if !idle => {
+                    if !self.may_write() {
+                        continue;
+                    }
                     let t = std::time::Instant::now();
                     let now = self.now_us();
                     self.core.handle_timeout(now)?;
@@ -202,6 +224,36 @@ impl Actor {
             self.metrics.sessions.inc_by(now - self.sessions_counted);
             self.sessions_counted = now;
         }
+    }
+
+    /// Waits, fenced, until writing is safe again (`false`: stop the world).
+    /// Only what changes nothing in the world is handled meanwhile (status,
+    /// links and standbys coming and going); relay messages wait, bounded by
+    /// the mailbox size, and are handled on resuming (or dropped with the
+    /// world if it was taken over elsewhere).
+    async fn paused(
+        &mut self,
+        rx: &mut mpsc::Receiver<Cmd>,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> bool {
+        while !self.may_write() {
+            tokio::select! {
+                _ = shutdown.changed() => return false,
+                r = self.writable.changed() => if r.is_err() { return false },
+                cmd = rx.recv() => match cmd {
+                    None | Some(Cmd::Stop) => return false,
+                    Some(cmd @ (Cmd::Msg { .. } | Cmd::End(_))) => {
+                        if self.deferred.len() < self.cfg.mailbox {
+                            self.deferred.push(cmd);
+                        } else {
+                            OriginMetrics::count(&self.metrics.link_errors, "dropped_while_fenced");
+                        }
+                    }
+                    Some(cmd) => self.handle(cmd),
+                },
+            }
+        }
+        true
     }
 
     /// Sends what the engine was fed since the last call to every standby (one

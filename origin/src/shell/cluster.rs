@@ -212,11 +212,14 @@ impl Agent {
                 r = lease.changed() => {
                     if r.is_err() { return }
                     let st = *lease.borrow_and_update();
-                    self.handle.set_writable(st.writable);
                     if st.generation != generation {
+                        // The old lease lapsed: the worlds may be owned
+                        // elsewhere by now. They stay fenced until re-claimed;
+                        // the ones that cannot be are let go first.
                         generation = st.generation;
                         self.reclaim().await;
                     }
+                    self.handle.set_write_deadline(Some(st.safe_until));
                 }
                 _ = retry.tick() => {
                     self.retry().await;

@@ -104,6 +104,9 @@ impl ServerConfig {
     }
 }
 
+/// Until when worlds may write (`None`: without limit).
+pub(crate) type WriteUntil = Option<Instant>;
+
 /// Why a world could not be added.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum HostError {
@@ -121,7 +124,7 @@ struct HostInner {
     metrics: OriginMetrics,
     clock: Clock,
     events: mpsc::UnboundedSender<WorldEvent>,
-    writable: watch::Sender<bool>,
+    writable: watch::Sender<WriteUntil>,
     shutdown: watch::Receiver<bool>,
     actors: Mutex<HashMap<WorldId, JoinHandle<Result<(), JournalError>>>>,
     first: Mutex<Option<WorldId>>,
@@ -257,11 +260,20 @@ impl OriginHandle {
     /// Whether worlds may write: `false` pauses every world (no ticks, no
     /// answers) until it is `true` again. The cluster agent follows its lease.
     pub fn set_writable(&self, on: bool) {
+        self.set_write_deadline(if on { None } else { Some(Instant::now()) });
+    }
+
+    /// Worlds may write until `until` (`None`: without limit). Each world
+    /// checks it itself before every tick, so an origin that was paused past
+    /// it (SIGSTOP) writes nothing when it wakes, whatever task runs first.
+    /// The cluster agent follows its lease ([`skylane_control::LeaseStatus`]).
+    pub fn set_write_deadline(&self, until: Option<Instant>) {
         self.inner.writable.send_if_modified(|w| {
-            let changed = *w != on;
-            *w = on;
+            let changed = *w != until;
+            *w = until;
             changed
         });
+        let on = until.is_none_or(|u| Instant::now() < u);
         self.inner.metrics.lease_writable.set(i64::from(on));
     }
 
@@ -302,7 +314,7 @@ impl OriginServer {
             start: Instant::now(),
         };
         let dir = SharedDir::default();
-        let (writable, _) = watch::channel(true);
+        let (writable, _) = watch::channel(None);
         metrics.lease_writable.set(1);
         let env = LinkEnv {
             dir: dir.clone(),
