@@ -391,7 +391,7 @@ impl Agent {
                 None => {
                     let ready = self.following.get(&rec.id).is_some_and(|s| {
                         let st = *s.state.borrow();
-                        st.tick > 0 && !st.diverged
+                        st.started && !st.diverged
                     });
                     if ready {
                         self.take_over(rec).await;

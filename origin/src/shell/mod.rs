@@ -380,6 +380,19 @@ impl OriginServer {
         self.events.take()
     }
 
+    /// Dies on the spot, as a killed process would (tests, benchmarks, the
+    /// demo's fault injection): every world's task is aborted without flushing
+    /// anything, and every connection is dropped without a goodbye. Whatever
+    /// the control plane holds for this origin lapses with its lease (drop the
+    /// cluster agent too).
+    pub fn crash(&self) {
+        self.accept.abort();
+        for (_, task) in self.handle.lock_actors().drain() {
+            task.abort();
+        }
+        self.endpoint.close(0u32.into(), b"");
+    }
+
     /// Stops accepting, stops every world (flushing journals), closes relay
     /// connections, and returns the first world error.
     pub async fn shutdown(self) -> Result<(), JournalError> {

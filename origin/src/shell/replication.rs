@@ -156,7 +156,9 @@ pub(crate) struct StandbySpec {
 /// What a standby reports while it follows.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct StandbyState {
-    /// The last re-executed tick (0: no snapshot yet).
+    /// Holds the world's state (a snapshot arrived).
+    pub(crate) started: bool,
+    /// The last re-executed tick.
     pub(crate) tick: u64,
     /// Connected to the primary right now.
     pub(crate) connected: bool,
@@ -292,7 +294,10 @@ async fn follow_once(
                 let core = spec.games.create(new).map_err(|e| e.to_string())?;
                 info!(world = %spec.world, tick, epoch, "standby started from the primary's snapshot");
                 *follower = Some(Follower::new(&spec.node, epoch, core, spec.key.clone()));
-                state.send_modify(|s| s.tick = tick);
+                state.send_modify(|s| {
+                    s.started = true;
+                    s.tick = tick;
+                });
                 Vec::new()
             }
             ReplMsg::Entries { epoch, inputs, .. } => {
