@@ -8,6 +8,13 @@
 //! * `GET /worlds/{id}`: one of them (`404` if unknown).
 //! * `DELETE /worlds/{id}`: ends it (`202`): its owner ends the game, publishes the
 //!   result, and removes it after its grace.
+//! * `GET /worlds/{id}/status`: the record, its owner's admin address, and the
+//!   replication state (standbys, lag, last verified tick) when this origin
+//!   owns it ([`hosted_router`]; elsewhere ask the owner's admin).
+//! * `POST /worlds/{id}/handover` (on the owner's admin): moves the world to its
+//!   standby on purpose: ticks stop, the standby acknowledges the last one, the
+//!   owner releases the world, the standby claims it. Answers once the new
+//!   owner holds it, with the gap.
 //!
 //! Errors answer with a status code and `{"error": kind, "message": text}`:
 //! `400` for a bad spec, `404` for an unknown world, `409` when no origin can
@@ -94,6 +101,101 @@ async fn end(State(control): State<SharedControl>, Path(id): Path<u64>) -> Respo
             .into_response(),
         Err(e) => error(&e),
     }
+}
+
+#[derive(Clone)]
+struct Hosted {
+    control: SharedControl,
+    handle: crate::OriginHandle,
+}
+
+async fn status(State(h): State<Hosted>, Path(id): Path<u64>) -> Response {
+    let w = WorldId(id);
+    let v = match h.control.view().await {
+        Ok(v) => v,
+        Err(e) => return error(&e),
+    };
+    let Some(rec) = v.worlds.get(&w) else {
+        return error(&ControlError::UnknownWorld(w));
+    };
+    let owner_admin = rec
+        .owner
+        .as_ref()
+        .and_then(|o| v.nodes.get(&o.node))
+        .and_then(|n| n.admin.clone());
+    let replication = h.handle.world_status(w).await;
+    Json(serde_json::json!({
+        "record": rec,
+        "owner_admin": owner_admin,
+        "replication": replication,
+    }))
+    .into_response()
+}
+
+async fn handover(State(h): State<Hosted>, Path(id): Path<u64>) -> Response {
+    let w = WorldId(id);
+    let Some(st) = h.handle.world_status(w).await else {
+        return (
+            StatusCode::NOT_FOUND,
+            Json(serde_json::json!({ "error": "not_here", "message": format!("{w} does not run on this origin: ask its owner") })),
+        )
+            .into_response();
+    };
+    let started = tokio::time::Instant::now();
+    let tick = match h.handle.handover(w).await {
+        Ok(t) => t,
+        Err(message) => {
+            return (
+                StatusCode::CONFLICT,
+                Json(serde_json::json!({ "error": "no_standby", "message": message })),
+            )
+                .into_response()
+        }
+    };
+    if let Err(e) = h.control.release(w, st.epoch).await {
+        return error(&e);
+    }
+    let from = st.epoch;
+    let owned = async {
+        let mut rx = h.control.watch().await.ok()?;
+        loop {
+            if let Some(o) = rx
+                .borrow_and_update()
+                .worlds
+                .get(&w)
+                .and_then(|r| r.owner.clone())
+                .filter(|o| o.epoch > from)
+            {
+                return Some(o);
+            }
+            rx.changed().await.ok()?;
+        }
+    };
+    match tokio::time::timeout(CREATE_WAIT, owned).await {
+        Ok(Some(o)) => Json(serde_json::json!({
+            "world": id,
+            "tick": tick,
+            "from_epoch": from,
+            "to": o.node,
+            "epoch": o.epoch,
+            "gap_ms": started.elapsed().as_millis() as u64,
+        }))
+        .into_response(),
+        _ => (
+            StatusCode::ACCEPTED,
+            Json(serde_json::json!({ "world": id, "tick": tick, "released": true })),
+        )
+            .into_response(),
+    }
+}
+
+/// The routes that need the world's own origin: `GET /worlds/{id}/status` and
+/// `POST /worlds/{id}/handover` (see the module docs).
+pub fn hosted_router(control: SharedControl, handle: crate::OriginHandle) -> Router {
+    Router::new()
+        .route("/worlds/{id}/status", get(status))
+        .route("/worlds/{id}/handover", axum::routing::post(handover))
+        .with_state(Hosted { control, handle })
 }
 
 /// The `/worlds` routes on `control`.

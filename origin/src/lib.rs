@@ -60,7 +60,7 @@ mod tictactoe;
 mod view;
 mod world;
 
-pub use admin::{worlds_router, CREATE_WAIT};
+pub use admin::{hosted_router, worlds_router, CREATE_WAIT};
 pub use anticheat::{AnomalyKind, Detector, DetectorConfig, Enforcement, Violation};
 pub use arena::{Arena, ArenaAction, ArenaConfig, ArenaEvent, Item, Player, Roster};
 pub use config::{merge, ConfigError, OriginConfig};

@@ -14,7 +14,9 @@ use anyhow::Context as _;
 use axum::routing::get;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use prometheus_client::registry::Registry;
-use skylane_origin::{merge, worlds_router, Games, OriginConfig, OriginMetrics, OriginServer};
+use skylane_origin::{
+    hosted_router, merge, worlds_router, Games, OriginConfig, OriginMetrics, OriginServer,
+};
 use tracing::{info, warn};
 
 /// Skylane origin: hosts one world and serves it to relays.
@@ -136,7 +138,9 @@ async fn serve(cfg: OriginConfig) -> anyhow::Result<()> {
         }),
     );
     if let Some(c) = control {
-        app = app.merge(worlds_router(c));
+        app = app
+            .merge(worlds_router(c.clone()))
+            .merge(hosted_router(c, server.handle()));
     }
     let auth = skylane_ops::AdminAuth::from_file(cfg.admin_token.as_deref())?;
     auth.check(cfg.admin)?;

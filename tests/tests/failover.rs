@@ -14,7 +14,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use skylane_client::{Client, ClientEvent};
-use skylane_control::{Embedded, NodeInfo, NodeKind, PlacementHints, SharedControl, WorldSpec};
+use skylane_control::{
+    ControlPlane, Embedded, NodeInfo, NodeKind, PlacementHints, SharedControl, WorldSpec,
+};
 use skylane_netsim::{run, Side};
 use skylane_origin::{ClusterAgent, ClusterNode, Games, OriginHandle, OriginServer, TttAction};
 use skylane_proto::{ChainSigner, ChannelId, EventClass, Outcome, Role, WorldId, WorldPhase};
@@ -396,6 +398,32 @@ fn a_primary_cut_off_from_the_control_plane_fences_itself_and_steps_down() {
         r.access[&r.primary].set_cut(false);
         let (h, w) = (r.primary_h.clone(), r.w);
         until("the old primary steps down", async || {
+            h.world_status(w).await.is_none()
+        })
+        .await;
+        r.finish().await;
+        drop(r.b);
+    });
+}
+
+#[test]
+fn a_handover_moves_a_room_to_its_standby_without_waiting_for_a_lease() {
+    run(|| async {
+        let mut r = room().await;
+        // An operator drains the primary: ticks stop there, the standby
+        // acknowledges the last one, the primary releases the room.
+        let started = tokio::time::Instant::now();
+        let tick = r.primary_h.handover(r.w).await.expect("handed over");
+        assert!(tick > 0);
+        r.access[&r.primary]
+            .release(r.w, r.epoch)
+            .await
+            .expect("released");
+        let took = r.taken_over(started).await;
+        println!("handover: first state from the new owner after {took:?}");
+        assert!(took < TTL, "no lease to wait for: {took:?}");
+        let (h, w) = (r.primary_h.clone(), r.w);
+        until("the old primary lets the room go", async || {
             h.world_status(w).await.is_none()
         })
         .await;

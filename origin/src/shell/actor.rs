@@ -30,6 +30,8 @@ use super::mailbox::{Clock, Cmd, OriginStatus, WorldEvent};
 use super::replication::{repl_frame, StandbyLink};
 use super::ServerConfig;
 
+type Reply = tokio::sync::oneshot::Sender<Result<u64, String>>;
+
 /// A relay link as the actor sees it: where to write.
 struct RelayState {
     relay: RelayId,
@@ -61,8 +63,12 @@ pub(crate) struct Actor {
     standbys: HashMap<u64, StandbyLink>,
     /// A tick ran since the last routing.
     ticked: bool,
-    /// Relay messages that arrived while writing was not safe.
+    /// Relay messages that arrived while writing was not safe (or while the
+    /// world is being handed over).
     deferred: Vec<Cmd>,
+    /// Being handed over: the last tick, and who waits for a standby to
+    /// acknowledge it. No tick runs meanwhile.
+    handover: Option<(u64, Option<Reply>)>,
     dir: SharedDir,
     epoch: u64,
     events: mpsc::UnboundedSender<WorldEvent>,
@@ -98,6 +104,7 @@ impl Actor {
             standbys: HashMap::new(),
             ticked: false,
             deferred: Vec::new(),
+            handover: None,
             dir: env.dir,
             epoch: env.epoch,
             events: env.events,
@@ -192,7 +199,7 @@ impl Actor {
                 _ = shutdown.changed() => return Ok(()),
                 _ = self.writable.changed() => continue,
                 () = tokio::time::sleep_until(write_deadline) => continue,
-                () = tokio::time::sleep_until(deadline), if !idle => {
+                () = tokio::time::sleep_until(deadline), if !idle && self.handover.is_none() => {
                     if !self.may_write() {
                         continue;
                     }
@@ -298,6 +305,19 @@ impl Actor {
         }
     }
 
+    /// A handover waiting for its last tick to be acknowledged: answered once
+    /// it is (the world then stays frozen until it is removed here).
+    fn check_handover(&mut self) {
+        let acked = self.gate.followers().into_iter().map(|(_, t)| t).max();
+        if let Some((tick, reply)) = &mut self.handover {
+            if acked.is_some_and(|a| a >= *tick) {
+                if let Some(r) = reply.take() {
+                    let _ = r.send(Ok(*tick));
+                }
+            }
+        }
+    }
+
     fn cut_standby(&mut self, id: u64, why: &str) {
         self.gate.handle_standby_down(id);
         if let Some(s) = self.standbys.remove(&id) {
@@ -390,7 +410,28 @@ impl Actor {
             Cmd::End(reason) => self.core.handle_end(&reason),
             // Handled by the loop.
             Cmd::Stop => {}
+            Cmd::Msg { id, msg } if self.handover.is_some() => {
+                // Leaving: what arrives now is for the next owner (relays
+                // re-open the sessions there; unanswered actions are
+                // answered "unknown" by them).
+                if self.deferred.len() < self.cfg.mailbox {
+                    self.deferred.push(Cmd::Msg { id, msg });
+                }
+            }
             Cmd::Msg { id, msg } => self.handle_msg(id, msg),
+            Cmd::Handover(reply) => {
+                self.replicate();
+                if self.standbys.is_empty() {
+                    let _ = reply.send(Err(format!(
+                        "no standby follows {}: nowhere to hand it over to",
+                        self.core.world_id()
+                    )));
+                    return;
+                }
+                info!(world = %self.core.world_id(), tick = self.core.tick(), "handing over: ticks stop");
+                self.handover = Some((self.core.tick(), Some(reply)));
+                self.check_handover();
+            }
             Cmd::StandbyUp {
                 id,
                 node,
@@ -416,6 +457,7 @@ impl Actor {
                     self.metrics.divergences.inc();
                     warn!(world = %self.core.world_id(), tick, %primary, %standby, "standby disagrees: critical outcomes of this world are no longer confirmed");
                 }
+                self.check_handover();
             }
             Cmd::StandbyDiverged { id, evidence } => {
                 self.metrics.divergences.inc();

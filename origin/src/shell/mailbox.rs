@@ -53,6 +53,9 @@ pub(crate) enum Cmd {
     StandbyDown {
         id: u64,
     },
+    /// Stop ticking and answer once a standby acknowledged the last tick
+    /// (its tick), so the world can move there without a gap.
+    Handover(tokio::sync::oneshot::Sender<Result<u64, String>>),
 }
 
 /// What a world's task reports to whoever runs the origin (the cluster agent).

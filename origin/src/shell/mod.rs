@@ -239,6 +239,24 @@ impl OriginHandle {
         }
     }
 
+    /// Prepares a planned move of `world` to its standby: the world stops
+    /// ticking, and this answers with its last tick once a standby has
+    /// acknowledged it (the caller then releases the world in the control
+    /// plane and the standby takes it over without waiting for a lease to
+    /// lapse). An error if the world does not run here or no standby follows.
+    pub async fn handover(&self, world: WorldId) -> Result<u64, String> {
+        let tx = self
+            .inner
+            .dir
+            .world(world)
+            .ok_or_else(|| format!("{world} does not run here"))?;
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        tx.send(Cmd::Handover(reply))
+            .await
+            .map_err(|_| format!("{world} stopped"))?;
+        rx.await.map_err(|_| format!("{world} stopped"))?
+    }
+
     /// The world's owner epoch changed: it tells every relay.
     pub async fn set_epoch(&self, world: WorldId, epoch: u64) -> bool {
         match self.inner.dir.world(world) {

@@ -148,7 +148,12 @@ pub(crate) enum WorldCmd {
     /// List every world with its owner, epoch, phase and result.
     List(WorldList),
     /// End a world: its owner ends the game, publishes the result and removes it.
-    End(WorldEnd),
+    End(WorldArg),
+    /// One world: primary, standbys, epoch, replication lag, last verified tick.
+    Status(WorldArg),
+    /// Move a world to its standby on purpose (drain an origin without a
+    /// failover gap); asks the world's owner.
+    Handover(WorldArg),
 }
 
 #[derive(Debug, Args)]
@@ -188,11 +193,37 @@ pub(crate) struct WorldList {
 }
 
 #[derive(Debug, Args)]
-pub(crate) struct WorldEnd {
+pub(crate) struct WorldArg {
     #[command(flatten)]
     target: AdminTarget,
     /// The world's id.
     id: u64,
+}
+
+/// A world's status: the record from any origin's admin, the replication
+/// state from its owner's (asked directly when the first origin is not it).
+fn world_status(c: &WorldArg) -> anyhow::Result<serde_json::Value> {
+    let path = format!("/worlds/{}/status", c.id);
+    let text = c.target.call("GET", &path)?;
+    let mut v: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("not JSON: {text}"))?;
+    if v.get("error").is_some() {
+        anyhow::bail!("{}", v["message"].as_str().unwrap_or(&text));
+    }
+    if v["replication"].is_null() {
+        if let Some(admin) = v["owner_admin"].as_str() {
+            let owner = AdminTarget {
+                url: admin.to_owned(),
+                admin_token: c.target.admin_token.clone(),
+            };
+            if let Ok(t) = owner.call("GET", &path) {
+                if let Ok(o) = serde_json::from_str::<serde_json::Value>(&t) {
+                    v["replication"] = o["replication"].clone();
+                }
+            }
+        }
+    }
+    Ok(v)
 }
 
 impl WorldCmd {
@@ -260,6 +291,75 @@ impl WorldCmd {
             }
             Self::End(c) => {
                 let text = c.target.call("DELETE", &format!("/worlds/{}", c.id))?;
+                println!("{}", text.trim());
+                Ok(())
+            }
+            Self::Status(c) => {
+                let v = world_status(&c)?;
+                let rec = &v["record"];
+                let rep = &v["replication"];
+                println!(
+                    "world {} ({}), {} {}/{}",
+                    rec["id"],
+                    rec["spec"]["game"].as_str().unwrap_or("?"),
+                    rec["status"]["phase"].as_str().unwrap_or("?"),
+                    rec["status"]["players"],
+                    rec["spec"]["capacity"],
+                );
+                println!(
+                    "primary   {} at epoch {} (placed on {})",
+                    rec["owner"]["node"]
+                        .as_str()
+                        .unwrap_or("(none: failing over)"),
+                    rec["owner"]["epoch"],
+                    rec["placed_on"].as_str().unwrap_or("?"),
+                );
+                let assigned: Vec<&str> = rec["standbys"]
+                    .as_array()
+                    .map(|a| a.iter().filter_map(|s| s.as_str()).collect())
+                    .unwrap_or_default();
+                println!("standbys  {}", assigned.join(", "));
+                if rep.is_null() {
+                    println!("replication: not reported (the owner's admin endpoint is unknown or unreachable)");
+                    return Ok(());
+                }
+                let following: Vec<&str> = rep["standbys"]
+                    .as_array()
+                    .map(|a| a.iter().filter_map(|s| s.as_str()).collect())
+                    .unwrap_or_default();
+                println!(
+                    "following {} (node@acknowledged tick)",
+                    if following.is_empty() {
+                        "none: unreplicated".to_string()
+                    } else {
+                        following.join(", ")
+                    }
+                );
+                println!(
+                    "tick {}, lag {} ticks, min_acks {}, last verified tick {}, diverged at {}",
+                    rep["tick"],
+                    rep["lag_ticks"],
+                    rep["min_acks"],
+                    rep["verified_tick"],
+                    rep["diverged_at"]
+                        .as_u64()
+                        .map_or("-".into(), |t| t.to_string()),
+                );
+                Ok(())
+            }
+            Self::Handover(c) => {
+                let v = world_status(&c)?;
+                let owner = match v["owner_admin"].as_str() {
+                    Some(a) => AdminTarget {
+                        url: a.to_owned(),
+                        admin_token: c.target.admin_token.clone(),
+                    },
+                    None => AdminTarget {
+                        url: c.target.url.clone(),
+                        admin_token: c.target.admin_token.clone(),
+                    },
+                };
+                let text = owner.call("POST", &format!("/worlds/{}/handover", c.id))?;
                 println!("{}", text.trim());
                 Ok(())
             }
