@@ -200,7 +200,7 @@ async fn round_trips(b: &Bench, standbys: u32, players: usize, seconds: u64) -> 
     }
     let mut all = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram");
     for t in tasks {
-        all.add(&t.await.expect("player")).expect("merge");
+        all.add(t.await.expect("player")).expect("merge");
     }
     let _ = b.control.end_world(rec.id).await;
     all
