@@ -187,6 +187,12 @@ pub struct OriginConfig {
     /// Most worlds placed on this origin at once (the static world not counted).
     #[arg(long, env = "SKYLANE_ORIGIN_MAX_WORLDS", default_value_t = 1000)]
     pub max_worlds: u32,
+    /// Standbys that must acknowledge (re-execute and agree on) a tick before
+    /// its outputs leave this origin, for the worlds it is primary of; capped by
+    /// the standbys following. 0: answer without waiting (a failover may then
+    /// lose the last acknowledged outcomes).
+    #[arg(long, env = "SKYLANE_ORIGIN_MIN_ACKS", default_value_t = 1)]
+    pub min_acks: usize,
     /// The address relays reach this origin at (default: `listen`).
     #[arg(long, env = "SKYLANE_ORIGIN_ADVERTISE")]
     #[serde(default)]

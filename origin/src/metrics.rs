@@ -34,6 +34,10 @@ pub struct OriginMetrics {
     pub resumes_incomplete: Counter,
     /// Tick duration in seconds.
     pub tick_seconds: Histogram,
+    /// Time a standby spends re-executing one of its primary's ticks (with
+    /// its hash check and attestation): the standby's cost per tick, to set
+    /// beside the primary's `tick_seconds`.
+    pub standby_tick_seconds: Histogram,
     /// Worlds running on this origin.
     pub worlds: Gauge,
     /// Worlds started on this origin.
@@ -74,6 +78,7 @@ impl OriginMetrics {
             slow_relays: Counter::default(),
             resumes_incomplete: Counter::default(),
             tick_seconds: Histogram::new(exponential_buckets(0.000_05, 2.0, 14)),
+            standby_tick_seconds: Histogram::new(exponential_buckets(0.000_05, 2.0, 14)),
             worlds: Gauge::default(),
             worlds_started: Counter::default(),
             worlds_ended: Counter::default(),
@@ -126,6 +131,11 @@ impl OriginMetrics {
             m.resumes_incomplete.clone(),
         );
         r.register("tick_seconds", "Tick duration", m.tick_seconds.clone());
+        r.register(
+            "standby_tick_seconds",
+            "Re-execution of one primary tick on a standby",
+            m.standby_tick_seconds.clone(),
+        );
         r.register("worlds", "Worlds running here", m.worlds.clone());
         r.register(
             "worlds_started",

@@ -50,6 +50,21 @@ fn now_us() -> u64 {
 struct Origin {
     server: OriginServer,
     agent: Option<ClusterAgent>,
+    registry: Registry,
+}
+
+/// `(sum, count)` of a histogram in a registry's text exposition.
+fn histogram(registry: &Registry, name: &str) -> (f64, f64) {
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, registry).expect("encode");
+    let value = |suffix: &str| {
+        text.lines()
+            .find(|l| l.starts_with(&format!("{name}{suffix} ")))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (value("_sum"), value("_count"))
 }
 
 struct Bench {
@@ -71,10 +86,11 @@ impl Bench {
         sc.transport_config(Arc::new(link_transport()));
         let ep = quinn::Endpoint::server(sc, loopback()).expect("bind");
         let addr = ep.local_addr().expect("addr");
+        let mut registry = Registry::default();
         let mut server = OriginServer::host(
             ep,
             ServerConfig::new(now_us()),
-            OriginMetrics::new(&mut Registry::default()),
+            OriginMetrics::new(&mut registry),
         );
         let mut repl =
             skylane_certs::repl_client_config(self.pki.roots().expect("roots"), &self.pki.origin)
@@ -106,6 +122,7 @@ impl Bench {
             Origin {
                 server,
                 agent: Some(agent),
+                registry,
             },
         );
     }
@@ -317,6 +334,25 @@ async fn main() {
         "cost of one standby: p50 {:+.0} µs (target ≤ +1,000), p99 {:+.0} µs (target ≤ +2,000)",
         d(0.5),
         d(0.99)
+    );
+
+    // Re-execution on the standby against the primary's own ticks, over the
+    // whole run so far (both origins were primary and standby of rooms).
+    let (mut tick, mut standby) = ((0.0, 0.0), (0.0, 0.0));
+    for o in b.origins.values() {
+        let t = histogram(&o.registry, "skylane_origin_tick_seconds");
+        let s = histogram(&o.registry, "skylane_origin_standby_tick_seconds");
+        tick = (tick.0 + t.0, tick.1 + t.1);
+        standby = (standby.0 + s.0, standby.1 + s.1);
+    }
+    let mean = |(sum, n): (f64, f64)| sum / n.max(1.0) * 1e6;
+    println!(
+        "CPU per tick: primary {:.1} µs over {} ticks (rooms with and without standby), standby re-execution {:.1} µs over {} ticks ({:.2}x)",
+        mean(tick),
+        tick.1,
+        mean(standby),
+        standby.1,
+        mean(standby) / mean(tick).max(f64::MIN_POSITIVE)
     );
 
     let mut h = Histogram::<u64>::new_with_bounds(1, 600_000, 3).expect("histogram");

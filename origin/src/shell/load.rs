@@ -161,6 +161,7 @@ impl OriginServer {
         let mut server_cfg = ServerConfig::new(base_us);
         server_cfg.session_grace = Duration::from_secs(cfg.session_grace_secs);
         server_cfg.link_queue_bytes = cfg.link_queue_mib << 20;
+        server_cfg.min_acks = cfg.min_acks;
         let persist = PersistConfig {
             snapshot_every: cfg.snapshot_every,
             hash_every: 1,

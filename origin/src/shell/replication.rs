@@ -304,7 +304,18 @@ async fn follow_once(
                 let Some(f) = follower.as_mut() else {
                     return Err("entries before a snapshot".into());
                 };
+                let t = std::time::Instant::now();
+                let ticks = inputs
+                    .iter()
+                    .filter(|i| matches!(i, skylane_proto::Input::Tick { .. }))
+                    .count();
                 let out = f.handle_entries(epoch, inputs).map_err(|e| e.to_string())?;
+                if ticks > 0 {
+                    let per = t.elapsed().as_secs_f64() / ticks as f64;
+                    for _ in 0..ticks {
+                        spec.metrics.standby_tick_seconds.observe(per);
+                    }
+                }
                 let tick = f.tick();
                 let diverged = f.diverged().is_some();
                 state.send_modify(|s| {
