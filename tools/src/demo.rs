@@ -43,6 +43,9 @@ pub struct DemoOptions {
     pub rooms: usize,
     /// Arena rooms created while it runs (four bots each; ended at the end).
     pub arena_rooms: usize,
+    /// Kill the primary of the rooms on `origin-2` this far into the run (the
+    /// deployment then has two origins; rooms have a standby on the other).
+    pub kill_primary_at: Option<Duration>,
     /// The deployment.
     pub net: LocalOptions,
 }
@@ -66,6 +69,7 @@ impl Default for DemoOptions {
             spectator_delay: Duration::from_secs(2),
             rooms: 10,
             arena_rooms: 2,
+            kill_primary_at: None,
             net,
         }
     }
@@ -89,7 +93,11 @@ pub async fn run(
     mut progress: impl FnMut(Phase, &Live),
     interrupt: impl std::future::Future<Output = ()>,
 ) -> Result<Report, DemoError> {
-    let net = LocalNet::start(opts.net.clone()).await?;
+    let mut net_opts = opts.net.clone();
+    if opts.kill_primary_at.is_some() {
+        net_opts.origins = net_opts.origins.max(2);
+    }
+    let net = LocalNet::start(net_opts).await?;
     let live = Arc::new(Live::default());
     let regions = net.relays.len();
     let ttl = opts.duration + Duration::from_secs(600);
@@ -171,7 +179,24 @@ pub async fn run(
         &mut progress,
         interrupt,
     );
-    let (fleet, rooms) = tokio::join!(fleet, rooms);
+    let started = tokio::time::Instant::now();
+    let killer = async {
+        let at = opts.kill_primary_at?;
+        tokio::time::sleep(at).await;
+        let victim = "origin-2";
+        let mut f = crate::rooms::kill_primary(
+            &net.control,
+            victim,
+            || net.crash_origin(victim),
+            opts.net.lease_ttl,
+            opts.net.lease_ttl + Duration::from_secs(10),
+        )
+        .await;
+        f.at_s = started.elapsed().as_secs_f64();
+        Some(f)
+    };
+    let (fleet, mut rooms, failover) = tokio::join!(fleet, rooms, killer);
+    rooms.failover = failover;
     let fleet = fleet.require_players().map_err(DemoError::NoPlayers)?;
     let outcomes = &fleet.outcomes;
     let verified = outcomes

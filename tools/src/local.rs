@@ -125,6 +125,10 @@ pub struct LocalOptions {
     pub lease_ttl: Duration,
     /// How long an ended world stays before the origin removes it.
     pub removal_grace: Duration,
+    /// Origins (at least 1). The first also hosts the static arena world;
+    /// with more, rooms get a standby on another origin that takes them over
+    /// if their primary dies.
+    pub origins: usize,
 }
 
 impl Default for LocalOptions {
@@ -149,8 +153,23 @@ impl Default for LocalOptions {
             control: None,
             lease_ttl: Duration::from_secs(5),
             removal_grace: Duration::from_secs(120),
+            origins: 1,
         }
     }
+}
+
+/// An origin beyond the first.
+#[derive(Debug)]
+pub struct LocalOrigin {
+    /// Its node id (`origin-2`).
+    pub id: String,
+    /// The server.
+    pub server: OriginServer,
+    /// Its relay-facing address.
+    pub addr: SocketAddr,
+    /// Its metrics.
+    pub metrics: OriginMetrics,
+    agent: std::sync::Mutex<Option<skylane_origin::ClusterAgent>>,
 }
 
 /// One relay of the deployment.
@@ -192,7 +211,9 @@ pub struct LocalNet {
     pub regional_loopback: bool,
     /// The embedded control plane the origin and the relays are joined to.
     pub control: skylane_control::SharedControl,
-    _agent: skylane_origin::ClusterAgent,
+    agent: std::sync::Mutex<Option<skylane_origin::ClusterAgent>>,
+    /// Origins beyond the first (`origin-2`, ...): rooms only.
+    pub more_origins: Vec<LocalOrigin>,
     /// Players' UDP sockets, shared by [`PLAYERS_PER_SOCKET`] players each.
     sockets: std::sync::Mutex<std::collections::HashMap<IpAddr, quinn::Endpoint>>,
 }
@@ -300,27 +321,59 @@ impl LocalNet {
             Some(c) => c.clone(),
             None => Arc::new(skylane_control::Embedded::new()),
         };
-        let node = skylane_origin::ClusterNode {
-            id: "origin-1".into(),
-            addr: origin_addr.to_string(),
+        let mut repl = skylane_certs::repl_client_config(roots()?, &pki.origin).map_err(certs)?;
+        repl.transport_config(Arc::new(link_transport()));
+        let node = |id: String, addr: SocketAddr| skylane_origin::ClusterNode {
+            id,
+            addr: addr.to_string(),
             tls_name: "localhost".into(),
             admin: None,
             region: "local".into(),
             capacity: opts.max_worlds,
             lease_ttl: opts.lease_ttl,
             journal_dir: None,
-            replication: None,
+            replication: Some(repl.clone()),
             removal_grace: opts.removal_grace,
         };
         let agent = origin
             .join_cluster(
                 control.clone(),
-                node,
+                node("origin-1".into(), origin_addr),
                 skylane_origin::Games::builtin(),
-                origin_signer,
+                origin_signer.same_key(),
             )
             .await
             .map_err(|e| LocalError::Config(e.to_string()))?;
+        let mut more_origins = Vec::new();
+        for n in 2..=opts.origins.max(1) {
+            let mut sc =
+                skylane_certs::origin_server_config(&pki.origin, roots()?).map_err(certs)?;
+            sc.transport_config(Arc::new(link_transport()));
+            let ep = quinn::Endpoint::server(sc, bind)
+                .map_err(|source| LocalError::Bind { addr: bind, source })?;
+            let addr = ep
+                .local_addr()
+                .map_err(|source| LocalError::Bind { addr: bind, source })?;
+            let metrics = OriginMetrics::new(&mut Registry::default());
+            let mut server = OriginServer::host(ep, ServerConfig::new(unix_us()), metrics.clone());
+            let id = format!("origin-{n}");
+            let agent = server
+                .join_cluster(
+                    control.clone(),
+                    node(id.clone(), addr),
+                    skylane_origin::Games::builtin(),
+                    origin_signer.same_key(),
+                )
+                .await
+                .map_err(|e| LocalError::Config(e.to_string()))?;
+            more_origins.push(LocalOrigin {
+                id,
+                server,
+                addr,
+                metrics,
+                agent: std::sync::Mutex::new(Some(agent)),
+            });
+        }
         let origin_admin = admin(opts.admin, registry, Some(origin.handle())).await?;
 
         // Relays: bind every endpoint first, so the directory and peer lists are
@@ -417,7 +470,8 @@ impl LocalNet {
             relays,
             regional_loopback,
             control,
-            _agent: agent,
+            agent: std::sync::Mutex::new(Some(agent)),
+            more_origins,
             sockets: Default::default(),
         })
     }
@@ -488,6 +542,31 @@ impl LocalNet {
         for r in &self.relays {
             r.relay.drain();
         }
+        for o in self.more_origins {
+            let _ = o.server.shutdown().await;
+        }
         let _ = self.origin.shutdown().await;
+    }
+
+    /// Kills origin `id` as a crashed process would die (its worlds' tasks
+    /// aborted, its sockets closed, its lease no longer renewed): its rooms
+    /// fail over to their standbys. `false` if no such origin runs.
+    pub fn crash_origin(&self, id: &str) -> bool {
+        let (server, agent) = if id == "origin-1" {
+            (&self.origin, &self.agent)
+        } else {
+            match self.more_origins.iter().find(|o| o.id == id) {
+                Some(o) => (&o.server, &o.agent),
+                None => return false,
+            }
+        };
+        let mut agent = agent
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if agent.take().is_none() {
+            return false;
+        }
+        server.crash();
+        true
     }
 }

@@ -36,6 +36,12 @@ pub struct RoomsReport {
     pub moves: u64,
     /// Moves refused (must be 0: bots only play legal moves on their turn).
     pub moves_refused: u64,
+    /// Moves whose outcome was unknown (in flight while their room moved to
+    /// another origin); the bot plays again if the move did not land.
+    pub moves_unknown: u64,
+    /// Events the room bots missed or saw twice (sequence gaps, repeats, and
+    /// ranges an origin said were lost): must be 0, failovers included.
+    pub events_lost: u64,
     /// Rooms still running when the demo stopped waiting (must be 0 for
     /// tic-tac-toe).
     pub unfinished: u64,
@@ -43,6 +49,103 @@ pub struct RoomsReport {
     pub create_to_welcome_ms: (f64, f64),
     /// Errors (first few).
     pub errors: Vec<String>,
+    /// The primary the demo killed mid-run, and how its worlds failed over.
+    pub failover: Option<FailoverReport>,
+}
+
+/// A primary killed mid-run (`skylane demo --kill-primary-at`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct FailoverReport {
+    /// The origin killed.
+    pub killed: String,
+    /// When, seconds into the run.
+    pub at_s: f64,
+    /// Worlds it owned then (with a standby assigned).
+    pub worlds: usize,
+    /// Of those, taken over by a standby under a higher epoch.
+    pub taken_over: usize,
+    /// Kill → new owner on the control plane, per world (milliseconds): p50, max.
+    pub failover_ms: (f64, f64),
+    /// The lease TTL (the failover's floor), milliseconds.
+    pub lease_ttl_ms: u64,
+}
+
+/// Kills `victim` (via `crash`) once it owns a playing world with a standby
+/// (waiting up to `wait` for one), then waits until every world it owned
+/// (with a standby) has a new owner, or `wait` passes.
+pub async fn kill_primary(
+    control: &SharedControl,
+    victim: &str,
+    crash: impl FnOnce() -> bool,
+    lease_ttl: Duration,
+    wait: Duration,
+) -> FailoverReport {
+    let mut report = FailoverReport {
+        killed: victim.into(),
+        lease_ttl_ms: lease_ttl.as_millis() as u64,
+        ..FailoverReport::default()
+    };
+    let owned_by = |v: &skylane_control::ClusterView| -> Vec<(WorldId, u64)> {
+        v.worlds
+            .values()
+            // Playing: its standby has been following since it started.
+            .filter(|w| w.status.phase == Phase::Playing && !w.standbys.is_empty())
+            .filter_map(|w| {
+                w.owner
+                    .as_ref()
+                    .filter(|o| o.node == victim)
+                    .map(|o| (w.id, o.epoch))
+            })
+            .collect()
+    };
+    let give_up = tokio::time::Instant::now() + wait;
+    let owned = loop {
+        let Ok(v) = control.view().await else {
+            return report;
+        };
+        let owned = owned_by(&v);
+        if !owned.is_empty() || tokio::time::Instant::now() >= give_up {
+            break owned;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    report.worlds = owned.len();
+    let crashed = tokio::time::Instant::now();
+    if !crash() {
+        return report;
+    }
+    let Ok(mut rx) = control.watch().await else {
+        return report;
+    };
+    let mut took: BTreeMap<WorldId, f64> = BTreeMap::new();
+    let _ = tokio::time::timeout(wait, async {
+        loop {
+            {
+                let v = rx.borrow_and_update();
+                for (w, epoch) in &owned {
+                    let moved = v
+                        .worlds
+                        .get(w)
+                        .and_then(|r| r.owner.as_ref())
+                        .is_some_and(|o| o.epoch > *epoch);
+                    if moved && !took.contains_key(w) {
+                        took.insert(*w, crashed.elapsed().as_secs_f64() * 1000.0);
+                    }
+                }
+            }
+            if took.len() == owned.len() || rx.changed().await.is_err() {
+                return;
+            }
+        }
+    })
+    .await;
+    let mut ms: Vec<f64> = took.into_values().collect();
+    ms.sort_by(f64::total_cmp);
+    report.taken_over = ms.len();
+    if let (Some(mid), Some(max)) = (ms.get(ms.len() / 2), ms.last()) {
+        report.failover_ms = (*mid, *max);
+    }
+    report
 }
 
 /// One bot's view of its room.
@@ -52,52 +155,90 @@ struct Seen {
     result: Option<WorldResult>,
     moves: u64,
     refused: u64,
+    unknown: u64,
+    lost: u64,
+    last: BTreeMap<skylane_proto::ChannelId, u64>,
     welcome: Option<Duration>,
 }
 
-/// Plays tic-tac-toe as `me` until the room ends (or `limit` passes).
+impl Seen {
+    /// Counts what an event stream says about loss: a sequence number that
+    /// is not the next one on its channel, or an origin's "these are gone".
+    fn check(&mut self, ev: &ClientEvent) {
+        match ev {
+            ClientEvent::Event(e) => {
+                if let Some(last) = self.last.insert(e.channel, e.seq) {
+                    if e.seq != last + 1 {
+                        self.lost += 1;
+                    }
+                }
+            }
+            ClientEvent::ResumeIncomplete { .. } => self.lost += 1,
+            _ => {}
+        }
+    }
+}
+
+/// Plays tic-tac-toe as `me` until the room ends (or `limit` passes). A move
+/// whose outcome is unknown (its room moved to another origin meanwhile) is
+/// played again after a second unless its mark showed up.
 async fn play_tictactoe(mut c: Client, me: String, prefer: [u8; 9], limit: Duration) -> Seen {
     let mut seen = Seen::default();
     let mut board = [0u8; 9];
+    let mut mine = false;
     let deadline = tokio::time::Instant::now() + limit;
     loop {
-        let Ok(Some(ev)) = tokio::time::timeout_at(deadline, c.next_event()).await else {
+        if tokio::time::Instant::now() >= deadline {
             break;
-        };
-        let mut my_turn = false;
-        match ev {
-            ClientEvent::World(ws) => {
-                seen.started |= ws.phase != WorldPhase::Waiting;
-                if ws.phase == WorldPhase::Ended {
-                    seen.result = ws.result;
-                    break;
-                }
-            }
-            ClientEvent::Event(e) => match postcard::from_bytes::<TttEvent>(&e.payload) {
-                Ok(TttEvent::Started { first }) => my_turn = first == me,
-                Ok(TttEvent::Placed {
-                    cell, mark, next, ..
-                }) => {
-                    if let Some(c) = board.get_mut(usize::from(cell)) {
-                        *c = mark;
-                    }
-                    my_turn = next.as_deref() == Some(me.as_str());
-                }
-                Ok(TttEvent::TimedOut { next, .. }) => my_turn = next == me,
-                _ => {}
-            },
-            ClientEvent::Error(_) => break,
-            _ => {}
         }
-        if my_turn {
-            let Some(cell) = prefer.iter().copied().find(|&i| board[usize::from(i)] == 0) else {
-                continue;
-            };
-            let payload = postcard::to_stdvec(&TttAction::Place { cell }).unwrap_or_default();
-            seen.moves += 1;
-            match c.act(EventClass::State, vec![], payload.into()).await {
-                Ok(Outcome::Applied { .. }) => {}
-                _ => seen.refused += 1,
+        let ev = match tokio::time::timeout(Duration::from_secs(1), c.next_event()).await {
+            Ok(Some(ev)) => Some(ev),
+            Ok(None) => break,
+            Err(_) => None,
+        };
+        if let Some(ev) = ev {
+            seen.check(&ev);
+            match ev {
+                ClientEvent::World(ws) => {
+                    seen.started |= ws.phase != WorldPhase::Waiting;
+                    if ws.phase == WorldPhase::Ended {
+                        seen.result = ws.result;
+                        break;
+                    }
+                }
+                ClientEvent::Event(e) => match postcard::from_bytes::<TttEvent>(&e.payload) {
+                    Ok(TttEvent::Started { first }) => mine = first == me,
+                    Ok(TttEvent::Placed {
+                        cell, mark, next, ..
+                    }) => {
+                        if let Some(c) = board.get_mut(usize::from(cell)) {
+                            *c = mark;
+                        }
+                        mine = next.as_deref() == Some(me.as_str());
+                    }
+                    Ok(TttEvent::TimedOut { next, .. }) => mine = next == me,
+                    _ => {}
+                },
+                ClientEvent::Error(_) => break,
+                _ => continue,
+            }
+        }
+        if !mine {
+            continue;
+        }
+        let Some(cell) = prefer.iter().copied().find(|&i| board[usize::from(i)] == 0) else {
+            continue;
+        };
+        let payload = postcard::to_stdvec(&TttAction::Place { cell }).unwrap_or_default();
+        seen.moves += 1;
+        match c.act(EventClass::State, vec![], payload.into()).await {
+            // Its event says whose turn it is next.
+            Ok(Outcome::Applied { .. }) => mine = false,
+            // Played again unless its mark shows up first.
+            Ok(Outcome::Unknown { .. }) => seen.unknown += 1,
+            _ => {
+                seen.refused += 1;
+                mine = false;
             }
         }
     }
@@ -111,6 +252,7 @@ async fn play_arena(mut c: Client, limit: Duration) -> Seen {
     let mut seen = Seen::default();
     let deadline = tokio::time::Instant::now() + limit;
     while let Ok(Some(ev)) = tokio::time::timeout_at(deadline, c.next_event()).await {
+        seen.check(&ev);
         match ev {
             ClientEvent::World(ws) => {
                 seen.started |= ws.phase == WorldPhase::Playing;
@@ -254,6 +396,8 @@ pub async fn run(
                     started |= s.started;
                     report.moves += s.moves;
                     report.moves_refused += s.refused;
+                    report.moves_unknown += s.unknown;
+                    report.events_lost += s.lost;
                     if let Some(w) = s.welcome {
                         welcomes.push(w.as_secs_f64() * 1000.0);
                     }
@@ -304,7 +448,7 @@ impl RoomsReport {
             .map(|(r, n)| format!("{n} {r}"))
             .collect();
         format!(
-            "worlds        created {} on the embedded control plane; {} started, {} ended ({}), {} results recorded; {} unfinished\n              {} moves ({} refused); creation → first welcome p50 {:.1} ms, max {:.1} ms\n",
+            "worlds        created {} on the embedded control plane; {} started, {} ended ({}), {} results recorded; {} unfinished\n              {} moves ({} refused, {} unknown and replayed); {} events lost; creation → first welcome p50 {:.1} ms, max {:.1} ms\n",
             created.join(" + "),
             self.started,
             self.ended,
@@ -313,8 +457,15 @@ impl RoomsReport {
             self.unfinished,
             self.moves,
             self.moves_refused,
+            self.moves_unknown,
+            self.events_lost,
             self.create_to_welcome_ms.0,
             self.create_to_welcome_ms.1,
-        )
+        ) + &self.failover.as_ref().map_or(String::new(), |f| {
+            format!(
+                "failover      killed {} at {:.1} s: {}/{} of its worlds taken over by their standbys, kill → new owner p50 {:.0} ms, max {:.0} ms (lease TTL {} ms); room events lost {}\n",
+                f.killed, f.at_s, f.taken_over, f.worlds, f.failover_ms.0, f.failover_ms.1, f.lease_ttl_ms, self.events_lost
+            )
+        })
     }
 }

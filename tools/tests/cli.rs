@@ -389,3 +389,43 @@ fn honest_bots_break_no_rule_even_at_a_tenth_of_a_hertz() {
     assert_eq!(r["cheats"]["rule_violations"], 0, "{r}");
     assert_eq!(r["events_lost"], 0, "{r}");
 }
+
+/// `--kill-primary-at`: two origins, rooms with a standby each; the origin
+/// holding a running room is killed mid-run; its rooms are taken over, every
+/// room still finishes, and no room player misses or repeats an event.
+#[test]
+fn demo_kills_a_primary_and_its_rooms_fail_over_with_nothing_lost() {
+    let out = ok(&[
+        "demo",
+        "--duration",
+        "20s",
+        "--players",
+        "8",
+        "--cheaters",
+        "0",
+        "--spectators",
+        "0",
+        "--rooms",
+        "4",
+        "--arena-rooms",
+        "2",
+        "--kill-primary-at",
+        "2s",
+        "--json",
+    ]);
+    let r: serde_json::Value = serde_json::from_str(out.trim()).expect("one JSON object");
+    let w = &r["worlds"];
+    let f = &w["failover"];
+    assert_eq!(f["killed"], "origin-2", "{r}");
+    assert!(
+        f["worlds"].as_u64().unwrap() >= 1,
+        "a room was running there: {r}"
+    );
+    assert_eq!(f["taken_over"], f["worlds"], "{r}");
+    let max_ms = f["failover_ms"][1].as_f64().unwrap();
+    assert!(max_ms <= 6_000.0, "within the 5 s lease TTL + 1 s: {r}");
+    assert_eq!(w["events_lost"], 0, "{r}");
+    assert_eq!(w["unfinished"], 0, "{r}");
+    assert_eq!(w["moves_refused"], 0, "{r}");
+    assert_eq!(r["events_lost"], 0, "{r}");
+}

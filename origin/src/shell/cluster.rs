@@ -388,6 +388,18 @@ impl Agent {
                     }
                 }
                 Some(_) => {}
+                None if rec.status.phase == Phase::Placed
+                    && !v.nodes.contains_key(&rec.placed_on)
+                    && !self.failed.contains(&rec.id) =>
+                {
+                    // Placed on an origin that died before it started the
+                    // world: nothing ran, so a standby starts it fresh.
+                    info!(world = %rec.id, placed_on = %rec.placed_on, "the chosen origin is gone before starting the world: starting it here");
+                    self.start(rec).await;
+                    if self.hosted.contains_key(&rec.id) {
+                        self.metrics.failovers.inc();
+                    }
+                }
                 None => {
                     let ready = self.following.get(&rec.id).is_some_and(|s| {
                         let st = *s.state.borrow();

@@ -42,6 +42,11 @@ pub(crate) struct DemoCmd {
     /// Arena rooms created while it runs (four bots each, ended at the end).
     #[arg(long, default_value_t = 2)]
     arena_rooms: usize,
+    /// Kill a primary this far into the run (e.g. 10s): the demo runs two
+    /// origins, rooms get a standby on the other one, and the report shows
+    /// the failover time and what was lost (must be nothing).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    kill_primary_at: Option<Duration>,
     /// Print the report as one JSON object on stdout.
     #[arg(long)]
     json: bool,
@@ -115,6 +120,11 @@ pub(crate) fn show(pb: &ProgressBar, phase: Phase, live: &Live) {
 
 impl DemoCmd {
     pub(crate) fn run(self) -> anyhow::Result<()> {
+        // The demo draws a progress bar; its servers' logs go to stderr only
+        // when asked for (`RUST_LOG=info`).
+        if std::env::var_os("RUST_LOG").is_some() {
+            skylane_ops::init_logging();
+        }
         anyhow::ensure!(self.players > 0, "--players must be at least 1");
         anyhow::ensure!(
             self.rate > 0.0 && self.rate <= 60.0,
@@ -130,6 +140,7 @@ impl DemoCmd {
             spectator_delay: self.spectator_delay,
             rooms: self.rooms,
             arena_rooms: self.arena_rooms,
+            kill_primary_at: self.kill_primary_at,
             ..DemoOptions::default()
         };
         opts.plan.rate_hz = self.rate;
@@ -162,6 +173,20 @@ impl DemoCmd {
                 w.moves_refused,
                 w.errors
             );
+            anyhow::ensure!(
+                w.events_lost == 0,
+                "rooms: {} events lost or repeated",
+                w.events_lost
+            );
+            if let Some(f) = &w.failover {
+                anyhow::ensure!(
+                    f.taken_over == f.worlds,
+                    "failover: only {} of the {} worlds {} owned were taken over",
+                    f.taken_over,
+                    f.worlds,
+                    f.killed
+                );
+            }
         }
         Ok(())
     }
