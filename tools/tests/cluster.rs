@@ -3,7 +3,8 @@
 //! Rooms are placed through etcd, relays learn them by watching, bots play them
 //! to the end; then etcd goes away while a room runs, and the room keeps
 //! running until the origin's lease could have lapsed, pauses, and resumes when
-//! etcd is back.
+//! etcd is back. And a room fails over: its primary crashes, its standby takes
+//! it over under a higher epoch.
 
 #![cfg(feature = "etcd")]
 
@@ -160,6 +161,129 @@ fn an_etcd_outage_leaves_running_worlds_running_until_the_lease_could_lapse() {
         assert!(
             v.worlds.get(&w).and_then(|r| r.owner.as_ref()).is_some(),
             "owned again"
+        );
+        net.shutdown().await;
+    });
+}
+
+/// Waits up to 20 s for `c`'s next world state matching `f`, collecting the
+/// sequence numbers of its events per channel into `seqs` meanwhile.
+async fn await_state(
+    c: &mut skylane_client::Client,
+    seqs: &mut std::collections::HashMap<skylane_proto::ChannelId, Vec<u64>>,
+    f: impl Fn(&skylane_proto::WorldState) -> bool,
+) -> skylane_proto::WorldState {
+    tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            match c.next_event().await {
+                Some(ClientEvent::World(ws)) if f(&ws) => return ws,
+                Some(ClientEvent::Event(e)) => seqs.entry(e.channel).or_default().push(e.seq),
+                Some(ClientEvent::ResumeIncomplete { .. }) => panic!("told of a loss"),
+                Some(ClientEvent::Error(e)) => panic!("client failed: {e}"),
+                Some(_) => {}
+                None => panic!("client closed"),
+            }
+        }
+    })
+    .await
+    .expect("the state in time")
+}
+
+/// Places `cell` for `c`; its outcome within 20 s.
+async fn place(c: &skylane_client::Client, cell: u8) -> skylane_proto::Outcome {
+    let payload = postcard::to_stdvec(&skylane_origin::TttAction::Place { cell }).unwrap();
+    let act = c.act(skylane_proto::EventClass::State, vec![], payload.into());
+    tokio::time::timeout(Duration::from_secs(20), act)
+        .await
+        .expect("answered")
+        .expect("answer")
+}
+
+/// The failover scenario on a real etcd: two origins, a tic-tac-toe room with
+/// a standby; its primary crashes mid-game; the standby takes the room over
+/// under a higher epoch (etcd's owner-key revision) and the game finishes from
+/// the same board, every channel continuous.
+#[test]
+fn a_room_fails_over_to_its_standby_through_etcd() {
+    runtime().block_on(async {
+        let etcd = LocalEtcd::start().await.expect("etcd");
+        let control: SharedControl = Arc::new(
+            Etcd::connect(etcd.config("/skylane/failover"))
+                .await
+                .unwrap(),
+        );
+        let ttl = Duration::from_secs(3);
+        let net = LocalNet::start(LocalOptions {
+            control: Some(control.clone()),
+            lease_ttl: ttl,
+            origins: 2,
+            ..LocalOptions::default()
+        })
+        .await
+        .expect("local net");
+        let rec = control
+            .create_world(
+                WorldSpec {
+                    standbys: Some(1),
+                    ..WorldSpec::new("tictactoe", 10, 2)
+                },
+                &PlacementHints::default(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(rec.standbys.len(), 1, "{rec:?}");
+        let w = rec.id;
+        let token_ttl = Duration::from_secs(600);
+        let join = |name: &'static str, k: usize| {
+            let b = net
+                .player_builder(k % net.relays.len(), k)
+                .unwrap()
+                .token(net.token_for(name, Role::Player, vec![w], token_ttl))
+                .probe(1)
+                .world(w);
+            async move { b.connect().await.expect("joins") }
+        };
+        let mut x = join("xavier", 0).await;
+        let mut o = join("olga", 1).await;
+        let (mut sx, mut so) = (Default::default(), Default::default());
+        let playing = |ws: &skylane_proto::WorldState| ws.phase == WorldPhase::Playing;
+        let first = await_state(&mut x, &mut sx, playing).await;
+        await_state(&mut o, &mut so, playing).await;
+        // The standby follows from the room's creation; two acknowledged moves.
+        for (c, cell) in [(&x, 0), (&o, 3)] {
+            let r = place(c, cell).await;
+            assert!(matches!(r, skylane_proto::Outcome::Applied { .. }), "{r:?}");
+        }
+
+        assert!(net.crash_origin(&rec.placed_on), "the primary crashes");
+        let crashed = tokio::time::Instant::now();
+        let moved = |ws: &skylane_proto::WorldState| ws.epoch > first.epoch;
+        await_state(&mut x, &mut sx, moved).await;
+        let took = crashed.elapsed();
+        await_state(&mut o, &mut so, moved).await;
+        assert!(took < ttl + Duration::from_secs(2), "took {took:?}");
+        for (c, cell) in [(&x, 1), (&o, 4), (&x, 2)] {
+            let r = place(c, cell).await;
+            assert!(matches!(r, skylane_proto::Outcome::Applied { .. }), "{r:?}");
+        }
+        let ended = |ws: &skylane_proto::WorldState| ws.phase == WorldPhase::Ended;
+        let end = await_state(&mut x, &mut sx, ended).await;
+        await_state(&mut o, &mut so, ended).await;
+        assert_eq!(
+            end.result.and_then(|r| r.winner).as_deref(),
+            Some("xavier"),
+            "both moves before the crash survived"
+        );
+        for seqs in [&sx, &so] {
+            for (c, s) in seqs.iter() {
+                assert!(
+                    s.windows(2).all(|p| p[1] == p[0] + 1),
+                    "{c}: continuous {s:?}"
+                );
+            }
+        }
+        println!(
+            "etcd failover: crash -> new owner at the players in {took:?} (lease TTL {ttl:?})"
         );
         net.shutdown().await;
     });
