@@ -328,6 +328,22 @@ impl ControlPlane for Embedded {
         })
     }
 
+    async fn set_standbys(
+        &self,
+        world: WorldId,
+        epoch: u64,
+        standbys: Vec<String>,
+    ) -> Result<(), ControlError> {
+        self.write(|_, view| {
+            let rec = owned(view, world, epoch)?;
+            if rec.standbys != standbys {
+                rec.standbys = standbys;
+                view.revision += 1;
+            }
+            Ok(())
+        })
+    }
+
     async fn end_world(&self, world: WorldId) -> Result<(), ControlError> {
         self.write(|_, view| {
             let rec = view

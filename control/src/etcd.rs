@@ -586,6 +586,54 @@ impl ControlPlane for Etcd {
         self.fenced_txn(world, epoch, op).await
     }
 
+    async fn set_standbys(
+        &self,
+        world: WorldId,
+        epoch: u64,
+        standbys: Vec<String>,
+    ) -> Result<(), ControlError> {
+        let key = self.world_key(world, "spec");
+        for _ in 0..RETRIES {
+            let mut c = self.client.clone();
+            let resp = c.get(key.clone(), None).await.map_err(unavailable)?;
+            let kv = resp
+                .kvs()
+                .first()
+                .ok_or(ControlError::UnknownWorld(world))?;
+            let mut v: SpecValue =
+                serde_json::from_slice(kv.value()).map_err(|e| ControlError::Corrupt {
+                    key: key.clone(),
+                    error: e.to_string(),
+                })?;
+            if v.standbys == standbys {
+                return Ok(());
+            }
+            v.standbys.clone_from(&standbys);
+            let txn = Txn::new()
+                .when([
+                    Compare::create_revision(
+                        self.world_key(world, "owner"),
+                        CompareOp::Equal,
+                        epoch as i64,
+                    ),
+                    Compare::mod_revision(key.clone(), CompareOp::Equal, kv.mod_revision()),
+                ])
+                .and_then([TxnOp::put(key.clone(), json(&v), None)]);
+            if c.txn(txn).await.map_err(unavailable)?.succeeded() {
+                return Ok(());
+            }
+            let current = self.current_owner(world).await?.map(|o| o.epoch);
+            if current != Some(epoch) {
+                return Err(ControlError::Fenced {
+                    world,
+                    epoch,
+                    current,
+                });
+            }
+        }
+        Err(ControlError::Contention("setting standbys"))
+    }
+
     async fn end_world(&self, world: WorldId) -> Result<(), ControlError> {
         let key = self.world_key(world, "spec");
         for _ in 0..RETRIES {

@@ -182,6 +182,14 @@ pub trait ControlPlane: Send + Sync + std::fmt::Debug + 'static {
         -> Result<u64, ControlError>;
     /// Gives up ownership (only if `epoch` is still the owner's).
     async fn release(&self, world: WorldId, epoch: u64) -> Result<(), ControlError>;
+    /// Replaces the world's standbys (fenced: only the owner at `epoch` may;
+    /// a new owner after a failover names a replacement for itself).
+    async fn set_standbys(
+        &self,
+        world: WorldId,
+        epoch: u64,
+        standbys: Vec<String>,
+    ) -> Result<(), ControlError>;
     /// Publishes a world's status (fenced: refused unless `epoch` owns the world).
     async fn publish(
         &self,

@@ -23,9 +23,10 @@ cases!(
     placed_only_where_there_is_room,
     bad_specs_are_refused,
     worlds_end_and_are_removed,
+    standbys_are_chosen_and_replaced_by_the_owner_only,
 );
 
 #[test]
 fn every_case_runs_here() {
-    assert_eq!(suite::CASES.len(), 7);
+    assert_eq!(suite::CASES.len(), 8);
 }

@@ -92,6 +92,15 @@ impl ControlPlane for CutControl {
         self.check()?;
         self.inner.release(world, epoch).await
     }
+    async fn set_standbys(
+        &self,
+        world: WorldId,
+        epoch: u64,
+        standbys: Vec<String>,
+    ) -> Result<(), ControlError> {
+        self.check()?;
+        self.inner.set_standbys(world, epoch, standbys).await
+    }
     async fn publish(
         &self,
         world: WorldId,

@@ -401,6 +401,12 @@ fn a_primary_cut_off_from_the_control_plane_fences_itself_and_steps_down() {
             h.world_status(w).await.is_none()
         })
         .await;
+        // The new owner names it as its replacement standby: replicated again.
+        let new_owner = r.standby_h.clone();
+        until("the room has a standby again", async || {
+            standbys(&new_owner, w).await == 1
+        })
+        .await;
         r.finish().await;
         drop(r.b);
     });

@@ -21,6 +21,7 @@ pub const CASES: &[&str] = &[
     "placed_only_where_there_is_room",
     "bad_specs_are_refused",
     "worlds_end_and_are_removed",
+    "standbys_are_chosen_and_replaced_by_the_owner_only",
 ];
 
 /// Runs one case by name.
@@ -33,6 +34,7 @@ pub async fn run(name: &str, c: SharedControl) {
         "placed_only_where_there_is_room" => room(c).await,
         "bad_specs_are_refused" => bad_specs(c).await,
         "worlds_end_and_are_removed" => end_and_remove(c).await,
+        "standbys_are_chosen_and_replaced_by_the_owner_only" => standbys(c).await,
         other => panic!("no case {other}"),
     }
 }
@@ -207,6 +209,41 @@ async fn fenced(c: SharedControl) {
         "the stale write did not land"
     );
     assert_eq!(v.worlds[&w.id].status.epoch, e1);
+}
+
+async fn standbys(c: SharedControl) {
+    let a = c.grant(Duration::from_secs(30)).await.unwrap();
+    for n in ["a", "b", "c"] {
+        c.register(&origin(n, 8), a).await.unwrap();
+    }
+    let w = c
+        .create_world(WorldSpec::new("arena", 30, 8), &PlacementHints::default())
+        .await
+        .unwrap();
+    assert_eq!(w.standbys.len(), 1, "one by default: {w:?}");
+    assert_ne!(w.standbys[0], w.placed_on, "never the primary");
+    let none = c
+        .create_world(
+            WorldSpec {
+                standbys: Some(0),
+                ..WorldSpec::new("arena", 30, 8)
+            },
+            &PlacementHints::default(),
+        )
+        .await
+        .unwrap();
+    assert!(none.standbys.is_empty(), "{none:?}");
+    let e1 = c.claim(w.id, &claim(&w.placed_on), a).await.unwrap();
+    c.set_standbys(w.id, e1, vec!["c".into()]).await.unwrap();
+    assert_eq!(c.view().await.unwrap().worlds[&w.id].standbys, vec!["c"]);
+    c.release(w.id, e1).await.unwrap();
+    let e2 = c.claim(w.id, &claim("c"), a).await.unwrap();
+    match c.set_standbys(w.id, e1, vec!["a".into()]).await {
+        Err(ControlError::Fenced { current, .. }) => assert_eq!(current, Some(e2)),
+        other => panic!("an old owner cannot name standbys: {other:?}"),
+    }
+    c.set_standbys(w.id, e2, vec!["b".into()]).await.unwrap();
+    assert_eq!(c.view().await.unwrap().worlds[&w.id].standbys, vec!["b"]);
 }
 
 async fn watches_fire(c: SharedControl) {

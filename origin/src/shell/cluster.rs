@@ -247,6 +247,7 @@ impl Agent {
             }
         }
         self.follow_standbys(v).await;
+        self.replace_standbys(v).await;
         let mut gone = Vec::new();
         for (&w, &epoch) in &self.hosted {
             match v.worlds.get(&w) {
@@ -415,6 +416,52 @@ impl Agent {
         for w in stop {
             if self.following.remove(&w).is_some() {
                 self.metrics.following.dec();
+            }
+        }
+    }
+
+    /// Worlds this origin owns whose standbys are gone (their node's lease
+    /// lapsed) or include itself (it was the standby that took over): it names
+    /// replacements, so the world is replicated again.
+    async fn replace_standbys(&mut self, v: &ClusterView) {
+        let me = self.node.id.clone();
+        let mut changes = Vec::new();
+        for (&w, &epoch) in &self.hosted {
+            let Some(rec) = v.worlds.get(&w) else {
+                continue;
+            };
+            if rec.status.phase == Phase::Ended
+                || !rec
+                    .owner
+                    .as_ref()
+                    .is_some_and(|o| o.node == me && o.epoch == epoch)
+            {
+                continue;
+            }
+            let want = rec.spec.standbys.unwrap_or(1) as usize;
+            let mut live: Vec<String> = rec
+                .standbys
+                .iter()
+                .filter(|n| **n != me && v.nodes.contains_key(*n))
+                .cloned()
+                .collect();
+            if live.len() < want {
+                let hints = skylane_control::PlacementHints {
+                    exclude: live.clone(),
+                    ..Default::default()
+                };
+                let mut spec = rec.spec.clone();
+                spec.standbys = Some((want - live.len()) as u32);
+                live.extend(skylane_control::place_standbys(&spec, v, &hints, &me));
+            }
+            if live != rec.standbys {
+                changes.push((w, epoch, live));
+            }
+        }
+        for (w, epoch, standbys) in changes {
+            info!(world = %w, ?standbys, "naming the world's standbys");
+            if let Err(e) = self.control.set_standbys(w, epoch, standbys).await {
+                self.failed_op("naming standbys", &e);
             }
         }
     }
