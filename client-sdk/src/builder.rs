@@ -31,6 +31,7 @@ pub struct ClientBuilder {
     pub(crate) ca_pem: Option<String>,
     pub(crate) endpoint: Option<Endpoint>,
     pub(crate) origin_key: Option<VerifyingKey>,
+    pub(crate) cosigners: Vec<VerifyingKey>,
     pub(crate) probe: Option<usize>,
     pub(crate) idle_timeout: Option<Duration>,
     pub(crate) ping_interval: Option<Duration>,
@@ -93,6 +94,16 @@ impl ClientBuilder {
     /// The origin's batch-signing public key: every batch is then verified.
     pub fn origin_key(mut self, key: VerifyingKey) -> Self {
         self.origin_key = Some(key);
+        self
+    }
+
+    /// A standby origin's attestation key (repeatable): with
+    /// [`ClientBuilder::origin_key`], [`ClientStats`](crate::ClientStats)
+    /// counts the checkpoints (signed batches) that one of these standbys
+    /// co-signed, so two servers attested them, and those it cannot say that
+    /// of (no co-signature, or one by a key not given here).
+    pub fn cosigner_key(mut self, key: VerifyingKey) -> Self {
+        self.cosigners.push(key);
         self
     }
 
@@ -212,7 +223,13 @@ impl ClientBuilder {
             ticket: None,
             session: None,
             order: Ordering::new(4096),
-            verifier: self.origin_key.map(ChainVerifier::new),
+            verifier: self.origin_key.map(|k| {
+                let mut v = ChainVerifier::new(k);
+                for c in &self.cosigners {
+                    v.add_cosigner(*c);
+                }
+                v
+            }),
             sync: ClockSync::default(),
             shared: shared.clone(),
             pending: HashMap::new(),

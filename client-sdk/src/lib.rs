@@ -251,4 +251,10 @@ pub struct ClientStats {
     pub resumes_incomplete: u64,
     /// Events those resumes lost.
     pub events_lost_on_resume: u64,
+    /// Signed batches (checkpoints) co-signed by a trusted standby: two servers
+    /// attested them (with [`ClientBuilder::cosigner_key`]).
+    pub attested_checkpoints: u64,
+    /// Signed batches without a standby's co-signature while standby keys are
+    /// trusted (no standby followed the world when they left its origin).
+    pub unattested_checkpoints: u64,
 }

@@ -252,6 +252,7 @@ mod tests {
                 .collect(),
             prev_hash: Default::default(),
             signature: Default::default(),
+            cosignature: Default::default(),
         }
     }
 

@@ -40,6 +40,7 @@ fuzz_target!(|data: &[u8]| {
         }],
         prev_hash: Default::default(),
         signature: Payload::empty(),
+        cosignature: Default::default(),
     };
     let _ = view.apply_batch(&batch);
     let _ = view.check(&arena);

@@ -24,6 +24,7 @@ fn event_batch(events: usize) -> ServerMsg {
             .collect(),
         prev_hash: Hash32([7; 32]),
         signature: Payload::from(vec![1; 64]),
+        cosignature: Default::default(),
     })
 }
 

@@ -63,6 +63,25 @@ pub fn batch_hash(batch: &EventBatch) -> Hash32 {
     Hash32(h.finalize().into())
 }
 
+const COSIGN_DOMAIN: &[u8] = b"skylane/cosign/1";
+
+fn cosign_message(hash: &Hash32) -> Vec<u8> {
+    let mut m = COSIGN_DOMAIN.to_vec();
+    m.extend_from_slice(&hash.0);
+    m
+}
+
+/// A standby's co-signature of `batch` (its hash, domain-separated from the
+/// origin's signature): the standby re-executed the tick and produced this
+/// very batch. Goes into [`EventBatch::cosignature`].
+pub fn cosign(key: &SigningKey, batch: &EventBatch) -> Payload {
+    Payload::from(
+        key.sign(&cosign_message(&batch_hash(batch)))
+            .to_bytes()
+            .to_vec(),
+    )
+}
+
 /// Why a batch failed verification.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ChainError {
@@ -233,6 +252,9 @@ pub struct ChainVerifier {
     key: VerifyingKey,
     max_unsigned: u32,
     channels: HashMap<ChannelId, ChannelState>,
+    cosigners: Vec<VerifyingKey>,
+    attested: u64,
+    unattested: u64,
 }
 
 impl ChainVerifier {
@@ -242,6 +264,48 @@ impl ChainVerifier {
             key,
             max_unsigned: DEFAULT_SIGN_EVERY - 1,
             channels: HashMap::new(),
+            cosigners: Vec::new(),
+            attested: 0,
+            unattested: 0,
+        }
+    }
+
+    /// Also trusts `key` as a standby's: signed batches (checkpoints) are
+    /// then counted as attested by two servers (a valid co-signature by a
+    /// trusted standby) or not (none, or one this verifier cannot check: a
+    /// standby it does not know, or a forgery). A co-signature never fails a
+    /// batch: the origin's signature and the chain decide that.
+    pub fn add_cosigner(&mut self, key: VerifyingKey) -> &mut Self {
+        self.cosigners.push(key);
+        self
+    }
+
+    /// Signed batches (checkpoints) that a trusted standby co-signed: two
+    /// servers attested them.
+    pub fn attested(&self) -> u64 {
+        self.attested
+    }
+
+    /// Signed batches without a co-signature a trusted standby made, while
+    /// standby keys are trusted (a world without a standby, one taken over
+    /// that has none yet, or a standby this verifier does not know).
+    pub fn unattested(&self) -> u64 {
+        self.unattested
+    }
+
+    fn count_cosignature(&mut self, batch: &EventBatch, hash: &Hash32) {
+        if self.cosigners.is_empty() || (batch.signature.is_empty() && batch.cosignature.is_empty())
+        {
+            return;
+        }
+        let ok = Signature::from_slice(&batch.cosignature).is_ok_and(|sig| {
+            let m = cosign_message(hash);
+            self.cosigners.iter().any(|k| k.verify(&m, &sig).is_ok())
+        });
+        if ok {
+            self.attested += 1;
+        } else {
+            self.unattested += 1;
         }
     }
 
@@ -294,6 +358,7 @@ impl ChainVerifier {
         } else {
             (self.check_signature(batch)?, true)
         };
+        self.count_cosignature(batch, &hash);
         let run = if signed {
             0
         } else {
@@ -372,6 +437,7 @@ mod tests {
                 .collect(),
             prev_hash: Hash32::default(),
             signature: Payload::empty(),
+            cosignature: Default::default(),
         }
     }
 
@@ -459,6 +525,36 @@ mod tests {
                 found: 5
             })
         );
+    }
+
+    #[test]
+    fn co_signatures_are_checked_against_the_trusted_standbys() {
+        let (signer, mut batches) = signed_chain(3);
+        let standby = SigningKey::from_bytes(&[5; 32]);
+        let other = SigningKey::from_bytes(&[6; 32]);
+        batches[0].cosignature = cosign(&standby, &batches[0]);
+        let mut v = ChainVerifier::new(signer.verifying_key());
+        v.add_cosigner(standby.verifying_key());
+        for b in &batches {
+            v.verify(b).unwrap();
+        }
+        assert_eq!(v.attested(), 1);
+        assert_eq!(v.unattested(), 2, "the other two carry none");
+        // A co-signature by a key nobody trusts, or over another batch, does
+        // not count as attested (and fails nothing).
+        let (_, mut forged) = signed_chain(2);
+        forged[0].cosignature = cosign(&other, &forged[0]);
+        forged[1].cosignature = batches[0].cosignature.clone();
+        let mut v = ChainVerifier::new(signer.verifying_key());
+        v.add_cosigner(standby.verifying_key());
+        for b in &forged {
+            v.verify(b).unwrap();
+        }
+        assert_eq!((v.attested(), v.unattested()), (0, 2));
+        // Without standby keys, co-signatures are not looked at.
+        let mut v = ChainVerifier::new(signer.verifying_key());
+        v.verify(&forged[0]).unwrap();
+        assert_eq!((v.attested(), v.unattested()), (0, 0));
     }
 
     #[test]

@@ -400,6 +400,7 @@ mod tests {
                     .collect(),
                 prev_hash: Default::default(),
                 signature: vec![1u8; 64].into(),
+                cosignature: Default::default(),
             };
             let link =
                 encode_frame_to_bytes(&LinkMsg::Events(batch.clone()), DEFAULT_MAX_FRAME).unwrap();
@@ -496,6 +497,7 @@ mod tests {
             }],
             prev_hash: crate::Hash32([0; 32]),
             signature: Payload::empty(),
+            cosignature: Default::default(),
         });
         let bytes = encode_frame_to_bytes(&batch, DEFAULT_MAX_FRAME).unwrap();
         assert_eq!(bytes[0] & 0x80, 0x80, "needs a multi-byte prefix");

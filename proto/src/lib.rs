@@ -42,7 +42,7 @@ pub mod repl;
 pub mod replay;
 pub mod token;
 
-pub use chain::{batch_hash, ChainError, ChainSigner, ChainVerifier, DEFAULT_SIGN_EVERY};
+pub use chain::{batch_hash, cosign, ChainError, ChainSigner, ChainVerifier, DEFAULT_SIGN_EVERY};
 pub use class::{ClassSet, Coalescing, Delivery, EventClass, UnknownClass};
 pub use clock::{ClockSync, Estimate, Sample};
 pub use codec::{
@@ -60,6 +60,6 @@ pub use message::{
     PROTOCOL_VERSION,
 };
 pub use payload::Payload;
-pub use repl::{attestation, Evidence, Input, ReplMsg, REPL_ALPN, REPL_MAX_FRAME};
+pub use repl::{attestation, CoSig, Evidence, Input, ReplMsg, REPL_ALPN, REPL_MAX_FRAME};
 pub use replay::{ReplayWindow, REPLAY_WINDOW};
 pub use token::{check_pem, Claims, Role, TokenError, TokenKeyPair, TokenSigner, TokenVerifier};

@@ -17,7 +17,7 @@ use crate::payload::Payload;
 use crate::token::Role;
 
 /// Version of the message set; carried in every frame and in [`Hello`].
-pub const PROTOCOL_VERSION: u8 = 2;
+pub const PROTOCOL_VERSION: u8 = 3;
 
 /// QUIC ALPN identifier of this protocol version.
 pub const ALPN: &[u8] = b"skylane/1";
@@ -302,6 +302,11 @@ pub struct EventBatch {
     pub prev_hash: Hash32,
     /// Origin's Ed25519 signature (64 bytes; empty when the origin does not sign).
     pub signature: Payload,
+    /// A standby's Ed25519 co-signature of a signed batch (a checkpoint): the
+    /// standby re-executed the tick and produced this very batch
+    /// ([`crate::chain::cosign`]). Empty when no standby attested it. Not
+    /// covered by the batch hash.
+    pub cosignature: Payload,
 }
 
 /// A single event, with its full context (as the client SDK hands it to a game).

@@ -19,7 +19,7 @@
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::ids::{SessionId, TeamId, WorldId};
+use crate::ids::{ChannelId, SessionId, TeamId, WorldId};
 use crate::message::{Action, Hash32};
 use crate::payload::Payload;
 use crate::token::Role;
@@ -125,6 +125,18 @@ pub fn attestation(world: WorldId, tick: u64, hash: &Hash32) -> Hash32 {
     Hash32(h.finalize().into())
 }
 
+/// A standby's co-signature of one batch, named by its channel and first
+/// sequence number.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CoSig {
+    /// Channel.
+    pub channel: ChannelId,
+    /// The batch's first sequence number.
+    pub seq: u64,
+    /// [`crate::chain::cosign`] of the batch.
+    pub signature: Payload,
+}
+
 /// A replication message.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum ReplMsg {
@@ -173,6 +185,9 @@ pub enum ReplMsg {
         hash: Hash32,
         /// The standby's Ed25519 signature over [`attestation`]`(world, tick, hash)`.
         attest: Payload,
+        /// Its co-signatures of the tick's signed batches (checkpoints), which
+        /// the primary attaches before they leave ([`crate::chain::cosign`]).
+        cosigs: Vec<CoSig>,
     },
     /// standby → primary: re-execution disagreed; the standby stops following.
     Diverged(Evidence),
@@ -224,6 +239,11 @@ mod tests {
                 tick: 4,
                 hash: Hash32([9; 32]),
                 attest: Payload::from(vec![1; 64]),
+                cosigs: vec![CoSig {
+                    channel: ChannelId::World,
+                    seq: 3,
+                    signature: Payload::from(vec![2; 64]),
+                }],
             },
         ];
         let mut d = FrameDecoder::new(REPL_MAX_FRAME);

@@ -134,6 +134,7 @@ fn batch() -> impl Strategy<Value = EventBatch> {
                 events,
                 prev_hash,
                 signature,
+                cosignature: Default::default(),
             },
         )
 }

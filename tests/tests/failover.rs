@@ -19,6 +19,7 @@ use skylane_control::{
 };
 use skylane_netsim::{run, Side};
 use skylane_origin::{ClusterAgent, ClusterNode, Games, OriginHandle, OriginServer, TttAction};
+use skylane_proto::ed25519_dalek::VerifyingKey;
 use skylane_proto::{ChainSigner, ChannelId, EventClass, Outcome, Role, WorldId, WorldPhase};
 use skylane_tests::{CutControl, Net, NetOptions, OriginNode};
 
@@ -51,8 +52,10 @@ async fn join(
         .expect("origin joins")
 }
 
-async fn player(net: &Net, name: &str, world: WorldId) -> Client {
+/// A player trusting the origins' chain key and their attestation keys.
+async fn player(net: &Net, name: &str, world: WorldId, standbys: &[VerifyingKey]) -> Client {
     let (_, b) = net.client_builder("paris", name);
+    let b = standbys.iter().fold(b, |b, k| b.cosigner_key(*k));
     b.token(net.token_for(name, Role::Player, vec![world]))
         .world(world)
         .relays([net.relays[0].addr])
@@ -246,8 +249,9 @@ async fn room() -> Room {
         (b.server.handle(), net.origin.handle(), b.host)
     };
 
-    let mut x = player(&net, "xavier", w).await;
-    let mut o = player(&net, "olga", w).await;
+    let keys: Vec<VerifyingKey> = agents.values().map(ClusterAgent::attestation_key).collect();
+    let mut x = player(&net, "xavier", w, &keys).await;
+    let mut o = player(&net, "olga", w, &keys).await;
     let (mut sx, mut so) = (Seen::default(), Seen::default());
     until("the room plays", async || {
         sx.take(&mut x);
@@ -276,6 +280,17 @@ async fn room() -> Room {
     so.take(&mut o);
     let events_before: usize = sx.seqs.values().map(Vec::len).sum();
     assert!(events_before >= 2, "both moves seen as events: {sx:?}");
+    // Checkpoints left the primary co-signed by the standby that re-executed
+    // them, and the players checked both signatures.
+    for c in [&x, &o] {
+        let st = c.stats();
+        assert!(
+            st.attested_checkpoints >= 1,
+            "two servers attested the events: {} attested, {} not",
+            st.attested_checkpoints,
+            st.unattested_checkpoints
+        );
+    }
     Room {
         net,
         b,

@@ -166,6 +166,10 @@ impl Driver {
                         }
                     }
                     if let Ok(mut s) = self.shared.lock() {
+                        if let Some(v) = &self.verifier {
+                            s.stats.attested_checkpoints = v.attested();
+                            s.stats.unattested_checkpoints = v.unattested();
+                        }
                         s.stats.events += b.events.len() as u64;
                         s.stats.order = self.order.stats();
                         if let Some(t) = server_now {

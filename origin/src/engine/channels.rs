@@ -135,6 +135,7 @@ impl<W: World> Engine<W> {
                     events,
                     prev_hash: Default::default(),
                     signature: Default::default(),
+                    cosignature: Default::default(),
                 };
                 log.last_hash = self.signer.seal(&mut batch);
                 let batch = Arc::new(batch);

@@ -1,7 +1,7 @@
 //! [`Follower`]: the standby's side of replication, pure.
 
 use skylane_proto::ed25519_dalek::{Signer, SigningKey};
-use skylane_proto::{attestation, Evidence, Input, Payload, ReplMsg, WorldId};
+use skylane_proto::{attestation, cosign, CoSig, Evidence, Input, Payload, ReplMsg, WorldId};
 
 use crate::core::Core;
 use crate::journal::JournalError;
@@ -37,6 +37,8 @@ pub struct Follower {
     core: Box<dyn Core>,
     key: SigningKey,
     tick_inputs: Vec<Input>,
+    /// Co-signatures of the tick being re-executed's checkpoints.
+    cosigs: Vec<CoSig>,
     diverged: Option<u64>,
 }
 
@@ -61,6 +63,7 @@ impl Follower {
             core,
             key,
             tick_inputs: Vec::new(),
+            cosigs: Vec::new(),
             diverged: None,
         }
     }
@@ -123,6 +126,7 @@ impl Follower {
                 Input::End { reason } => self.core.handle_end(&reason),
                 Input::Tick { tick, at_us, hash } => {
                     self.core.run_tick_at(at_us)?;
+                    self.collect_cosigs();
                     let mine = self.core.state_hash();
                     let inputs = std::mem::take(&mut self.tick_inputs);
                     match hash {
@@ -152,6 +156,7 @@ impl Follower {
                                 tick,
                                 hash: mine,
                                 attest: Payload::from(self.key.sign(&attest.0).to_bytes().to_vec()),
+                                cosigs: std::mem::take(&mut self.cosigs),
                             });
                         }
                     }
@@ -162,6 +167,22 @@ impl Follower {
             while self.core.poll_output().is_some() {}
         }
         Ok(out)
+    }
+
+    /// Co-signs the checkpoints (signed batches) the tick just produced;
+    /// drops every other output.
+    fn collect_cosigs(&mut self) {
+        while let Some(o) = self.core.poll_output() {
+            if let crate::engine::Output::Batch(b) = o {
+                if let (false, Some(first)) = (b.signature.is_empty(), b.events.first()) {
+                    self.cosigs.push(CoSig {
+                        channel: b.channel,
+                        seq: first.seq,
+                        signature: cosign(&self.key, &b),
+                    });
+                }
+            }
+        }
     }
 }
 

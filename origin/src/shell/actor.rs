@@ -30,6 +30,10 @@ use super::mailbox::{Clock, Cmd, OriginStatus, WorldEvent};
 use super::replication::{repl_frame, StandbyLink};
 use super::ServerConfig;
 
+/// Co-signatures held for batches not yet sent (a bound; more means they
+/// belong to batches that left already).
+const MAX_COSIGS: usize = 65_536;
+
 type Reply = tokio::sync::oneshot::Sender<Result<u64, String>>;
 
 /// A relay link as the actor sees it: where to write.
@@ -66,6 +70,9 @@ pub(crate) struct Actor {
     /// Relay messages that arrived while writing was not safe (or while the
     /// world is being handed over).
     deferred: Vec<Cmd>,
+    /// Standbys' co-signatures of checkpoints not sent yet, by channel and
+    /// first sequence number.
+    cosigs: HashMap<(ChannelId, u64), skylane_proto::Payload>,
     /// Being handed over: the last tick, and who waits for a standby to
     /// acknowledge it. No tick runs meanwhile.
     handover: Option<(u64, Option<Reply>)>,
@@ -105,6 +112,7 @@ impl Actor {
             ticked: false,
             deferred: Vec::new(),
             handover: None,
+            cosigs: HashMap::new(),
             dir: env.dir,
             epoch: env.epoch,
             events: env.events,
@@ -443,9 +451,17 @@ impl Actor {
                 tick,
                 hash,
                 epoch,
+                cosigs,
             } => {
                 if epoch != self.epoch {
                     return;
+                }
+                if self.cosigs.len() + cosigs.len() > MAX_COSIGS {
+                    // Acknowledgements of batches already sent: nothing to attach.
+                    self.cosigs.clear();
+                }
+                for c in cosigs {
+                    self.cosigs.insert((c.channel, c.seq), c.signature);
                 }
                 self.metrics.standby_acks.inc();
                 if let AckVerdict::Diverged {
@@ -822,6 +838,17 @@ impl Actor {
         }
         while let Some(r) = self.gate.poll_released() {
             match r {
+                Released::Confirmed(Output::Batch(b)) => {
+                    let key = b.events.first().map(|e| (b.channel, e.seq));
+                    match key.and_then(|k| self.cosigs.remove(&k)) {
+                        Some(sig) => {
+                            let mut cosigned = (*b).clone();
+                            cosigned.cosignature = sig;
+                            self.emit(Output::Batch(std::sync::Arc::new(cosigned)));
+                        }
+                        None => self.emit(Output::Batch(b)),
+                    }
+                }
                 Released::Confirmed(o) => self.emit(o),
                 Released::Unconfirmed(Output::Result { session, result }) => {
                     OriginMetrics::count(&self.metrics.actions, "unconfirmed");

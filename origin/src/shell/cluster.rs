@@ -64,6 +64,16 @@ pub struct ClusterNode {
 #[derive(Debug)]
 pub struct ClusterAgent {
     task: JoinHandle<()>,
+    attest: skylane_proto::ed25519_dalek::VerifyingKey,
+}
+
+impl ClusterAgent {
+    /// The public key this origin signs standby attestations and checkpoint
+    /// co-signatures with (clients that trust it check that two servers
+    /// attested the events: `ClientBuilder::cosigner_key`).
+    pub fn attestation_key(&self) -> skylane_proto::ed25519_dalek::VerifyingKey {
+        self.attest
+    }
 }
 
 impl Drop for ClusterAgent {
@@ -111,8 +121,10 @@ impl OriginServer {
         let events = self
             .take_events()
             .ok_or_else(|| ControlError::Invalid("this origin already joined a cluster".into()))?;
+        let attest = agent.attest.verifying_key();
+        info!(node = %agent.node.id, key = %hex(attest.as_bytes()), "standby attestation key");
         let task = tokio::spawn(agent.run(view, events));
-        Ok(ClusterAgent { task })
+        Ok(ClusterAgent { task, attest })
     }
 }
 
@@ -139,6 +151,10 @@ struct Agent {
     /// Statuses not yet accepted by the control plane.
     unpublished: BTreeMap<WorldId, WorldStatus>,
     keeper: LeaseKeeper,
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn phase(p: WorldPhase) -> Phase {

@@ -43,6 +43,7 @@ pub(crate) enum Cmd {
         tick: u64,
         hash: skylane_proto::Hash32,
         epoch: u64,
+        cosigs: Vec<skylane_proto::CoSig>,
     },
     /// A standby's re-execution disagreed.
     StandbyDiverged {

@@ -100,7 +100,11 @@ pub(crate) async fn serve_standby(conn: Connection, dir: SharedDir, metrics: Ori
     loop {
         match dec.poll_message::<ReplMsg>() {
             Ok(Some(ReplMsg::Ack {
-                tick, hash, epoch, ..
+                tick,
+                hash,
+                epoch,
+                cosigs,
+                ..
             })) => {
                 let _ = mailbox
                     .send(Cmd::StandbyAck {
@@ -108,6 +112,7 @@ pub(crate) async fn serve_standby(conn: Connection, dir: SharedDir, metrics: Ori
                         tick,
                         hash,
                         epoch,
+                        cosigs,
                     })
                     .await;
             }
