@@ -329,6 +329,23 @@ impl Etcd {
         }))
     }
 
+    /// A world's spec value and the spec key's revision (for a
+    /// compare-and-swap of it).
+    async fn spec(&self, world: WorldId) -> Result<(SpecValue, i64), ControlError> {
+        let key = self.world_key(world, "spec");
+        let mut c = self.client.clone();
+        let resp = c.get(key.clone(), None).await.map_err(unavailable)?;
+        let kv = resp
+            .kvs()
+            .first()
+            .ok_or(ControlError::UnknownWorld(world))?;
+        let v = serde_json::from_slice(kv.value()).map_err(|e| ControlError::Corrupt {
+            key,
+            error: e.to_string(),
+        })?;
+        Ok((v, kv.mod_revision()))
+    }
+
     async fn fenced_txn(&self, world: WorldId, epoch: u64, op: TxnOp) -> Result<(), ControlError> {
         let owner = self.world_key(world, "owner");
         let txn = Txn::new()
@@ -595,16 +612,7 @@ impl ControlPlane for Etcd {
         let key = self.world_key(world, "spec");
         for _ in 0..RETRIES {
             let mut c = self.client.clone();
-            let resp = c.get(key.clone(), None).await.map_err(unavailable)?;
-            let kv = resp
-                .kvs()
-                .first()
-                .ok_or(ControlError::UnknownWorld(world))?;
-            let mut v: SpecValue =
-                serde_json::from_slice(kv.value()).map_err(|e| ControlError::Corrupt {
-                    key: key.clone(),
-                    error: e.to_string(),
-                })?;
+            let (mut v, spec_rev) = self.spec(world).await?;
             if v.standbys == standbys {
                 return Ok(());
             }
@@ -616,7 +624,7 @@ impl ControlPlane for Etcd {
                         CompareOp::Equal,
                         epoch as i64,
                     ),
-                    Compare::mod_revision(key.clone(), CompareOp::Equal, kv.mod_revision()),
+                    Compare::mod_revision(key.clone(), CompareOp::Equal, spec_rev),
                 ])
                 .and_then([TxnOp::put(key.clone(), json(&v), None)]);
             if c.txn(txn).await.map_err(unavailable)?.succeeded() {
@@ -638,16 +646,7 @@ impl ControlPlane for Etcd {
         let key = self.world_key(world, "spec");
         for _ in 0..RETRIES {
             let mut c = self.client.clone();
-            let resp = c.get(key.clone(), None).await.map_err(unavailable)?;
-            let kv = resp
-                .kvs()
-                .first()
-                .ok_or(ControlError::UnknownWorld(world))?;
-            let mut v: SpecValue =
-                serde_json::from_slice(kv.value()).map_err(|e| ControlError::Corrupt {
-                    key: key.clone(),
-                    error: e.to_string(),
-                })?;
+            let (mut v, spec_rev) = self.spec(world).await?;
             if v.ending {
                 return Ok(());
             }
@@ -656,7 +655,7 @@ impl ControlPlane for Etcd {
                 .when([Compare::mod_revision(
                     key.clone(),
                     CompareOp::Equal,
-                    kv.mod_revision(),
+                    spec_rev,
                 )])
                 .and_then([TxnOp::put(key.clone(), json(&v), None)]);
             if c.txn(txn).await.map_err(unavailable)?.succeeded() {

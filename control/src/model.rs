@@ -69,6 +69,26 @@ pub struct NodeInfo {
     pub load: u32,
 }
 
+impl NodeInfo {
+    /// A relay `relay-<id>` reachable at `addr` with a certificate for
+    /// `tls_name`, in `region` (no admin address, no coordinates: set them
+    /// with struct update syntax).
+    pub fn relay(id: u32, addr: impl ToString, tls_name: &str, region: &str) -> Self {
+        Self {
+            id: format!("relay-{id}"),
+            kind: NodeKind::Relay,
+            addr: addr.to_string(),
+            tls_name: tls_name.into(),
+            admin: None,
+            region: region.into(),
+            coords: None,
+            capacity: 0,
+            games: Vec::new(),
+            load: 0,
+        }
+    }
+}
+
 /// What a world is: which game, how fast it ticks, on which map, for how many.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WorldSpec {
@@ -225,6 +245,10 @@ pub struct WorldStatus {
     pub result: Option<GameResult>,
     /// The epoch of the owner that wrote this status.
     pub epoch: u64,
+    /// A standby's re-execution disagreed with the owner at this tick: the
+    /// world's outcomes are no longer confirmed (evidence in the owner's log).
+    #[serde(default)]
+    pub suspect: Option<u64>,
 }
 
 /// Everything the control plane knows about one world.
@@ -330,6 +354,7 @@ mod tests {
                     reason: "won".into(),
                 }),
                 epoch: 12,
+                suspect: None,
             },
         };
         let s = serde_json::to_string(&r).unwrap();

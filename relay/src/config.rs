@@ -295,20 +295,14 @@ impl RelayConfig {
 
     /// How this relay registers with the control plane.
     pub fn cluster_node(&self) -> skylane_control::NodeInfo {
+        let addr = self
+            .public_addr
+            .clone()
+            .unwrap_or_else(|| self.listen.to_string());
         skylane_control::NodeInfo {
-            id: format!("relay-{}", self.id),
-            kind: skylane_control::NodeKind::Relay,
-            addr: self
-                .public_addr
-                .clone()
-                .unwrap_or_else(|| self.listen.to_string()),
-            tls_name: self.tls_name.clone(),
             admin: Some(self.admin.to_string()),
-            region: self.region.clone(),
             coords: Some((f64::from(self.lat), f64::from(self.lon))),
-            capacity: 0,
-            games: Vec::new(),
-            load: 0,
+            ..skylane_control::NodeInfo::relay(self.id, addr, &self.tls_name, &self.region)
         }
     }
 }

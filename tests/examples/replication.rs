@@ -22,9 +22,7 @@ use hdrhistogram::Histogram;
 use prometheus_client::registry::Registry;
 use skylane_certs::{client_config, relay_server_config, LocalPki};
 use skylane_client::{Client, ClientEvent};
-use skylane_control::{
-    Embedded, NodeInfo, NodeKind, PlacementHints, SharedControl, WorldRecord, WorldSpec,
-};
+use skylane_control::{Embedded, NodeInfo, PlacementHints, SharedControl, WorldRecord, WorldSpec};
 use skylane_origin::{ClusterAgent, ClusterNode, Games, OriginMetrics, OriginServer, ServerConfig};
 use skylane_proto::{ChainSigner, Claims, Outcome, Role, TokenKeyPair, TokenSigner, WorldId};
 use skylane_relay::{
@@ -297,18 +295,7 @@ async fn main() {
     relay
         .follow(
             control.clone(),
-            NodeInfo {
-                id: "relay-1".into(),
-                kind: NodeKind::Relay,
-                addr: relay_addr.to_string(),
-                tls_name: "localhost".into(),
-                admin: None,
-                region: "local".into(),
-                coords: None,
-                capacity: 0,
-                games: Vec::new(),
-                load: 0,
-            },
+            NodeInfo::relay(1, relay_addr, "localhost", "local"),
             TTL,
         )
         .await

@@ -14,9 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use skylane_client::{Client, ClientEvent};
-use skylane_control::{
-    ControlPlane, Embedded, NodeInfo, NodeKind, PlacementHints, SharedControl, WorldSpec,
-};
+use skylane_control::{ControlPlane, Embedded, NodeInfo, PlacementHints, SharedControl, WorldSpec};
 use skylane_netsim::{run, Side};
 use skylane_origin::{ClusterAgent, ClusterNode, Games, OriginHandle, OriginServer, TttAction};
 use skylane_proto::ed25519_dalek::VerifyingKey;
@@ -212,18 +210,7 @@ async fn room() -> Room {
         .relay
         .follow(
             control.clone(),
-            NodeInfo {
-                id: format!("relay-{id}"),
-                kind: NodeKind::Relay,
-                addr: net.relays[0].addr.to_string(),
-                tls_name: "localhost".into(),
-                admin: None,
-                region: "eu".into(),
-                coords: None,
-                capacity: 0,
-                games: Vec::new(),
-                load: 0,
-            },
+            NodeInfo::relay(id, net.relays[0].addr, "localhost", "eu"),
             TTL,
         )
         .await

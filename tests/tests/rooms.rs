@@ -7,9 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use skylane_client::{Client, ClientError, ClientEvent};
-use skylane_control::{
-    Embedded, NodeInfo, NodeKind, Phase, PlacementHints, SharedControl, WorldSpec,
-};
+use skylane_control::{Embedded, NodeInfo, Phase, PlacementHints, SharedControl, WorldSpec};
 use skylane_netsim::run;
 use skylane_origin::{ClusterNode, Games, TttAction};
 use skylane_proto::{ErrorCode, EventClass, Outcome, Role, WorldId, WorldPhase, WorldState};
@@ -54,18 +52,7 @@ async fn cluster_with(net: &mut Net, journal_dir: Option<std::path::PathBuf>) ->
         r.relay
             .follow(
                 control.clone(),
-                NodeInfo {
-                    id: format!("relay-{id}"),
-                    kind: NodeKind::Relay,
-                    addr: r.addr.to_string(),
-                    tls_name: "localhost".into(),
-                    admin: None,
-                    region: "eu".into(),
-                    coords: None,
-                    capacity: 0,
-                    games: Vec::new(),
-                    load: 0,
-                },
+                NodeInfo::relay(id, r.addr, "localhost", "eu"),
                 Duration::from_secs(3),
             )
             .await

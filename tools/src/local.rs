@@ -435,16 +435,14 @@ impl LocalNet {
                 .follow(
                     control.clone(),
                     skylane_control::NodeInfo {
-                        id: format!("relay-{}", info.id.0),
-                        kind: skylane_control::NodeKind::Relay,
-                        addr: addr.to_string(),
-                        tls_name: "localhost".into(),
                         admin: admin.map(|a| a.to_string()),
-                        region: info.region.clone(),
                         coords: Some((f64::from(info.lat), f64::from(info.lon))),
-                        capacity: 0,
-                        games: Vec::new(),
-                        load: 0,
+                        ..skylane_control::NodeInfo::relay(
+                            info.id.0,
+                            addr,
+                            "localhost",
+                            &info.region,
+                        )
                     },
                     opts.lease_ttl,
                 )

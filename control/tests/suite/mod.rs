@@ -185,6 +185,7 @@ async fn fenced(c: SharedControl) {
         players: 2,
         result: None,
         epoch: 0,
+        suspect: None,
     };
     c.publish(w.id, e1, &playing).await.unwrap();
     c.release(w.id, e1).await.unwrap();
@@ -194,6 +195,7 @@ async fn fenced(c: SharedControl) {
         players: 0,
         result: None,
         epoch: 0,
+        suspect: None,
     };
     match c.publish(w.id, e1, &stale).await {
         Err(ControlError::Fenced { epoch, current, .. }) => {
@@ -281,6 +283,7 @@ async fn watches_fire(c: SharedControl) {
             players: 1,
             result: None,
             epoch: 0,
+            suspect: None,
         },
     )
     .await

@@ -67,6 +67,8 @@ pub(crate) struct Actor {
     standbys: HashMap<u64, StandbyLink>,
     /// A tick ran since the last routing.
     ticked: bool,
+    /// The world's suspicion was reported.
+    suspect_reported: bool,
     /// Relay messages that arrived while writing was not safe (or while the
     /// world is being handed over).
     deferred: Vec<Cmd>,
@@ -111,6 +113,7 @@ impl Actor {
             standbys: HashMap::new(),
             ticked: false,
             deferred: Vec::new(),
+            suspect_reported: false,
             handover: None,
             cosigs: HashMap::new(),
             dir: env.dir,
@@ -326,6 +329,20 @@ impl Actor {
         }
     }
 
+    /// Tells whoever runs the origin (the cluster agent publishes it) that
+    /// the world is suspect, once.
+    fn report_suspect(&mut self) {
+        if self.suspect_reported {
+            return;
+        }
+        if let Some((tick, _)) = self.gate.suspect() {
+            self.suspect_reported = true;
+            let mut state = self.core.world_state();
+            state.epoch = self.epoch;
+            let _ = self.events.send(WorldEvent::Suspect { state, tick: *tick });
+        }
+    }
+
     fn cut_standby(&mut self, id: u64, why: &str) {
         self.gate.handle_standby_down(id);
         if let Some(s) = self.standbys.remove(&id) {
@@ -472,6 +489,7 @@ impl Actor {
                 {
                     self.metrics.divergences.inc();
                     warn!(world = %self.core.world_id(), tick, %primary, %standby, "standby disagrees: critical outcomes of this world are no longer confirmed");
+                    self.report_suspect();
                 }
                 self.check_handover();
             }
@@ -488,6 +506,7 @@ impl Actor {
                     inputs = evidence.inputs.len(),
                     "divergence evidence from a standby: the world is suspect"
                 );
+                self.report_suspect();
                 self.cut_standby(id, "diverged");
             }
             Cmd::StandbyDown { id } => {

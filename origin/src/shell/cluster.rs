@@ -103,6 +103,7 @@ impl OriginServer {
             endpoint: self.endpoint.clone(),
             attest: SigningKey::from_bytes(&rand::random::<[u8; 32]>()),
             following: HashMap::new(),
+            suspect: BTreeMap::new(),
             control,
             handle: self.handle(),
             metrics: self.handle.inner.metrics.clone(),
@@ -140,6 +141,8 @@ struct Agent {
     node: ClusterNode,
     games: Games,
     signer: ChainSigner,
+    /// Worlds a standby disagreed with, and the first tick it did.
+    suspect: BTreeMap<WorldId, u64>,
     /// Worlds hosted here, with the epoch each was claimed at.
     hosted: BTreeMap<WorldId, u64>,
     /// Worlds already told to end.
@@ -218,6 +221,11 @@ impl Agent {
                 }
                 e = events.recv() => match e {
                     Some(WorldEvent::Phase(ws)) => self.phase(ws).await,
+                    Some(WorldEvent::Suspect { state, tick }) => {
+                        warn!(world = %state.world, tick, "world suspect: a standby disagreed; publishing it");
+                        self.suspect.insert(state.world, tick);
+                        self.phase(state).await;
+                    }
                     Some(WorldEvent::Stopped { world, error }) => {
                         if let Some(e) = error {
                             warn!(%world, error = %e, "world failed");
@@ -323,6 +331,7 @@ impl Agent {
                     reason: format!("failed: {e}"),
                 }),
                 epoch,
+                suspect: None,
             };
             self.unpublished.insert(rec.id, status);
             self.retry().await;
@@ -338,6 +347,7 @@ impl Agent {
                 players: 0,
                 result: None,
                 epoch,
+                suspect: None,
             },
         );
         self.retry().await;
@@ -523,6 +533,7 @@ impl Agent {
 
     async fn drop_world(&mut self, w: WorldId) {
         self.hosted.remove(&w);
+        self.suspect.remove(&w);
         self.ending.remove(&w);
         self.removals.remove(&w);
         self.unpublished.remove(&w);
@@ -543,6 +554,7 @@ impl Agent {
             players: ws.players,
             result: ws.result.clone(),
             epoch,
+            suspect: self.suspect.get(&ws.world).copied(),
         };
         if ws.phase == WorldPhase::Ended {
             // From the end, not from the last player's leaving.

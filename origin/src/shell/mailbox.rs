@@ -64,6 +64,13 @@ pub(crate) enum Cmd {
 pub enum WorldEvent {
     /// The world's lifecycle changed (epoch filled in).
     Phase(WorldState),
+    /// A standby disagreed with the world's state at `tick`: it is suspect.
+    Suspect {
+        /// The world's state now.
+        state: WorldState,
+        /// The first tick a standby disagreed on.
+        tick: u64,
+    },
     /// The world's task stopped (removed, or failed with the error).
     Stopped {
         /// World.

@@ -319,6 +319,11 @@ impl WorldCmd {
                     .map(|a| a.iter().filter_map(|s| s.as_str()).collect())
                     .unwrap_or_default();
                 println!("standbys  {}", assigned.join(", "));
+                if let Some(t) = rec["status"]["suspect"].as_u64() {
+                    println!(
+                        "SUSPECT   a standby disagreed at tick {t}: outcomes are not confirmed"
+                    );
+                }
                 if rep.is_null() {
                     println!("replication: not reported (the owner's admin endpoint is unknown or unreachable)");
                     return Ok(());
