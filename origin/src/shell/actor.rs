@@ -7,8 +7,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use quinn::Connection;
 use skylane_proto::{
-    encode_frame_to_bytes, ChannelCursor, ChannelId, ErrorCode, ErrorMsg, EventBatch, LinkMsg,
-    RelayId, SessionId, SkippedRange, WorldPhase, DEFAULT_MAX_FRAME,
+    encode_frame_to_bytes, ChannelId, ErrorCode, ErrorMsg, LinkMsg, RelayId, SessionId, WorldPhase,
+    DEFAULT_MAX_FRAME,
 };
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
@@ -18,7 +18,7 @@ use skylane_ops::LogLimiter;
 
 use crate::anticheat::AnomalyKind;
 use crate::core::Core;
-use crate::engine::{JoinError, Output, ResumeError};
+use crate::engine::{JoinError, Output};
 use crate::journal::JournalError;
 use crate::metrics::OriginMetrics;
 use crate::replica::{AckVerdict, Gate, GateConfig, Recorder, Released};
@@ -27,7 +27,10 @@ use crate::routes::{LinkId, Routes};
 use super::host::SharedDir;
 use super::lanes::{lane_of, DownLane, LaneRefused};
 use super::mailbox::{Clock, Cmd, OriginStatus, WorldEvent};
-use super::replication::{repl_frame, StandbyLink};
+use super::replication::StandbyLink;
+
+mod replica;
+mod resume;
 use super::ServerConfig;
 
 /// Co-signatures held for batches not yet sent (a bound; more means they
@@ -272,121 +275,6 @@ impl Actor {
             }
         }
         true
-    }
-
-    /// Sends what the engine was fed since the last call to every standby (one
-    /// `Entries` per tick) and tells the gate each tick's hash.
-    fn replicate(&mut self) {
-        let Some(inputs) = self.core.drain() else {
-            // Inputs were lost to the recorder's bound: standbys restart
-            // from a snapshot.
-            let ids: Vec<u64> = self.standbys.keys().copied().collect();
-            for id in ids {
-                self.cut_standby(id, "replication log overflowed");
-            }
-            return;
-        };
-        for i in &inputs {
-            if let skylane_proto::Input::Tick {
-                tick,
-                hash: Some(h),
-                ..
-            } = i
-            {
-                self.gate.handle_tick(*tick, *h);
-            }
-        }
-        if inputs.is_empty() || self.standbys.is_empty() {
-            return;
-        }
-        let f = repl_frame(&skylane_proto::ReplMsg::Entries {
-            world: self.core.world_id(),
-            epoch: self.epoch,
-            inputs,
-        });
-        let Some(f) = f else { return };
-        let slow: Vec<u64> = self
-            .standbys
-            .iter()
-            .filter(|(_, s)| s.tx.try_send(f.clone()).is_err())
-            .map(|(id, _)| *id)
-            .collect();
-        for id in slow {
-            self.cut_standby(id, "standby too slow: its queue is full");
-        }
-    }
-
-    /// A handover waiting for its last tick to be acknowledged: answered once
-    /// it is (the world then stays frozen until it is removed here).
-    fn check_handover(&mut self) {
-        let acked = self.gate.followers().into_iter().map(|(_, t)| t).max();
-        if let Some((tick, reply)) = &mut self.handover {
-            if acked.is_some_and(|a| a >= *tick) {
-                if let Some(r) = reply.take() {
-                    let _ = r.send(Ok(*tick));
-                }
-            }
-        }
-    }
-
-    /// Tells whoever runs the origin (the cluster agent publishes it) that
-    /// the world is suspect, once.
-    fn report_suspect(&mut self) {
-        if self.suspect_reported {
-            return;
-        }
-        if let Some((tick, _)) = self.gate.suspect() {
-            self.suspect_reported = true;
-            let mut state = self.core.world_state();
-            state.epoch = self.epoch;
-            let _ = self.events.send(WorldEvent::Suspect { state, tick: *tick });
-        }
-    }
-
-    fn cut_standby(&mut self, id: u64, why: &str) {
-        self.gate.handle_standby_down(id);
-        if let Some(s) = self.standbys.remove(&id) {
-            warn!(world = %self.core.world_id(), standby = %s.node, why, "standby disconnected");
-            s.conn.close(3u32.into(), why.as_bytes());
-            self.metrics.standbys.dec();
-        }
-    }
-
-    fn standby_up(&mut self, id: u64, node: String, epoch: u64, link: StandbyLink) {
-        let world = self.core.world_id();
-        if epoch > self.epoch {
-            // The standby knows a newer owner: this origin is stale.
-            let refused = skylane_proto::ReplMsg::Refused {
-                world,
-                reason: format!("epoch {epoch} is newer than this owner's {}", self.epoch),
-            };
-            if let Some(f) = repl_frame(&refused) {
-                let _ = link.tx.try_send(f);
-            }
-            return;
-        }
-        // Everything fed so far goes to the others; the newcomer starts from
-        // a snapshot of exactly that state.
-        self.replicate();
-        let start = skylane_proto::ReplMsg::Start {
-            world,
-            epoch: self.epoch,
-            game: self.core.game().to_string(),
-            tick: self.core.tick(),
-            hash: self.core.state_hash(),
-            snapshot: skylane_proto::Payload::from(self.core.snapshot()),
-        };
-        let Some(f) = repl_frame(&start) else {
-            warn!(%world, "snapshot too large for a replication frame: standby refused");
-            return;
-        };
-        if link.tx.try_send(f).is_err() {
-            return;
-        }
-        info!(%world, standby = %node, tick = self.core.tick(), "standby following");
-        self.gate.handle_standby_up(id, &node, self.core.tick());
-        self.standbys.insert(id, link);
-        self.metrics.standbys.inc();
     }
 
     /// Tells every relay link the world's state and this owner's epoch.
@@ -659,131 +547,6 @@ impl Actor {
         self.route();
     }
 
-    /// A known session arrives on a (possibly new) relay: subscriptions, then exactly
-    /// the batches it missed per channel (or a keyframe where history ran out).
-    ///
-    /// The client's cursors say what it last received per channel. One that is
-    /// older than the session's current subscription to the channel is stale (the
-    /// client missed a removal and a re-add while it was away): the session is owed
-    /// events only from the subscription's start. Channels the client still tracks
-    /// but the session no longer receives are removed.
-    fn resume(&mut self, id: LinkId, session: SessionId, cursors: &[ChannelCursor]) {
-        self.routes.attach(Instant::now().into_std(), session, id);
-        let mut channels = self.routes.announced(session);
-        if channels.is_empty() {
-            // A world taken over from a failed primary: this origin never
-            // announced the session's channels, but its engine (re-executed
-            // from the primary's log) knows them.
-            let now: Vec<ChannelCursor> = self
-                .core
-                .channels_of(session)
-                .into_iter()
-                .map(|channel| ChannelCursor { channel, seq: 0 })
-                .collect();
-            self.routes.handle_subscriptions(session, &now, &[]);
-            channels = self.routes.announced(session);
-        }
-        let mut added = Vec::with_capacity(channels.len());
-        let mut keyframes = Vec::new();
-        let mut batches = Vec::new();
-        for &(channel, start) in &channels {
-            let client = cursors.iter().find(|x| x.channel == channel).map(|x| x.seq);
-            let Some(seen) = client else {
-                // Nothing received yet: start from the state now.
-                added.push(ChannelCursor {
-                    channel,
-                    seq: self.core.channel_seq(channel),
-                });
-                keyframes.push(self.core.keyframe_now(channel));
-                continue;
-            };
-            let from = ChannelCursor {
-                channel,
-                seq: seen.max(start),
-            };
-            added.push(from);
-            match self.core.history_since(from) {
-                Ok(missed) => batches.extend(missed.iter().map(|b| (**b).clone())),
-                Err(ResumeError::TooOld { .. }) => {
-                    keyframes.push(self.core.keyframe_now(channel));
-                }
-            }
-        }
-        let removed: Vec<ChannelId> = cursors
-            .iter()
-            .map(|c| c.channel)
-            .filter(|c| !channels.iter().any(|(x, _)| x == c))
-            .collect();
-        self.send(
-            id,
-            0,
-            frame(&LinkMsg::Subscriptions {
-                session,
-                added,
-                removed,
-            }),
-        );
-        for kf in keyframes {
-            self.send(id, 0, frame(&LinkMsg::Keyframe(kf)));
-        }
-        // Replays go in frames under the size limit.
-        let mut chunk: Vec<EventBatch> = Vec::new();
-        let mut size = 0;
-        for b in batches {
-            let len = b.events.iter().map(|e| e.payload.len() + 16).sum::<usize>() + 128;
-            if size + len > DEFAULT_MAX_FRAME / 2 && !chunk.is_empty() {
-                self.send(
-                    id,
-                    0,
-                    frame(&LinkMsg::Replay {
-                        session,
-                        batches: std::mem::take(&mut chunk),
-                    }),
-                );
-                size = 0;
-            }
-            size += len;
-            chunk.push(b);
-        }
-        if !chunk.is_empty() {
-            self.send(
-                id,
-                0,
-                frame(&LinkMsg::Replay {
-                    session,
-                    batches: chunk,
-                }),
-            );
-        }
-    }
-
-    /// A session that had expired came back with cursors: it was joined afresh,
-    /// so what it missed on the channels it receives again is gone. Its client
-    /// is told exactly that (a resume that silently restarted its channels used
-    /// to report no loss).
-    fn resume_expired(&mut self, id: LinkId, session: SessionId, cursors: &[ChannelCursor]) {
-        let receives = self.core.channels_of(session);
-        let skipped: Vec<SkippedRange> = cursors
-            .iter()
-            .filter(|c| receives.contains(&c.channel))
-            .filter_map(|c| {
-                let now = self.core.channel_seq(c.channel);
-                (now > c.seq).then_some(SkippedRange {
-                    channel: c.channel,
-                    from: c.seq + 1,
-                    to: now,
-                })
-            })
-            .collect();
-        self.metrics.resumes_incomplete.inc();
-        warn!(%session, channels = skipped.len(), "resume of an expired session: joined afresh");
-        self.send(
-            id,
-            0,
-            frame(&LinkMsg::ResumeIncomplete { session, skipped }),
-        );
-    }
-
     fn sweep_orphans(&mut self) {
         let now = Instant::now().into_std();
         for s in self.routes.poll_expired(now, self.cfg.session_grace) {
@@ -815,13 +578,6 @@ impl Actor {
                 "relay too slow: its link queue is full; disconnecting"
             );
             r.conn.close(2u32.into(), b"too slow");
-        }
-    }
-
-    fn lag_ticks(&self) -> u64 {
-        match self.gate.durable() {
-            u64::MAX => 0,
-            d => self.core.tick().saturating_sub(d),
         }
     }
 

@@ -1,0 +1,133 @@
+//! The actor's replication side: the log to its standbys, their arrival,
+//! lag and departure, a handover's completion, and reporting suspicion.
+
+use tracing::{info, warn};
+
+use super::super::mailbox::WorldEvent;
+use super::super::replication::{repl_frame, StandbyLink};
+use super::Actor;
+use crate::core::Core;
+
+impl Actor {
+    /// Sends what the engine was fed since the last call to every standby (one
+    /// `Entries` per tick) and tells the gate each tick's hash.
+    pub(super) fn replicate(&mut self) {
+        let Some(inputs) = self.core.drain() else {
+            // Inputs were lost to the recorder's bound: standbys restart
+            // from a snapshot.
+            let ids: Vec<u64> = self.standbys.keys().copied().collect();
+            for id in ids {
+                self.cut_standby(id, "replication log overflowed");
+            }
+            return;
+        };
+        for i in &inputs {
+            if let skylane_proto::Input::Tick {
+                tick,
+                hash: Some(h),
+                ..
+            } = i
+            {
+                self.gate.handle_tick(*tick, *h);
+            }
+        }
+        if inputs.is_empty() || self.standbys.is_empty() {
+            return;
+        }
+        let f = repl_frame(&skylane_proto::ReplMsg::Entries {
+            world: self.core.world_id(),
+            epoch: self.epoch,
+            inputs,
+        });
+        let Some(f) = f else { return };
+        let slow: Vec<u64> = self
+            .standbys
+            .iter()
+            .filter(|(_, s)| s.tx.try_send(f.clone()).is_err())
+            .map(|(id, _)| *id)
+            .collect();
+        for id in slow {
+            self.cut_standby(id, "standby too slow: its queue is full");
+        }
+    }
+
+    /// A handover waiting for its last tick to be acknowledged: answered once
+    /// it is (the world then stays frozen until it is removed here).
+    pub(super) fn check_handover(&mut self) {
+        let acked = self.gate.followers().into_iter().map(|(_, t)| t).max();
+        if let Some((tick, reply)) = &mut self.handover {
+            if acked.is_some_and(|a| a >= *tick) {
+                if let Some(r) = reply.take() {
+                    let _ = r.send(Ok(*tick));
+                }
+            }
+        }
+    }
+
+    /// Tells whoever runs the origin (the cluster agent publishes it) that
+    /// the world is suspect, once.
+    pub(super) fn report_suspect(&mut self) {
+        if self.suspect_reported {
+            return;
+        }
+        if let Some((tick, _)) = self.gate.suspect() {
+            self.suspect_reported = true;
+            let mut state = self.core.world_state();
+            state.epoch = self.epoch;
+            let _ = self.events.send(WorldEvent::Suspect { state, tick: *tick });
+        }
+    }
+
+    pub(super) fn cut_standby(&mut self, id: u64, why: &str) {
+        self.gate.handle_standby_down(id);
+        if let Some(s) = self.standbys.remove(&id) {
+            warn!(world = %self.core.world_id(), standby = %s.node, why, "standby disconnected");
+            s.conn.close(3u32.into(), why.as_bytes());
+            self.metrics.standbys.dec();
+        }
+    }
+
+    pub(super) fn standby_up(&mut self, id: u64, node: String, epoch: u64, link: StandbyLink) {
+        let world = self.core.world_id();
+        if epoch > self.epoch {
+            // The standby knows a newer owner: this origin is stale.
+            let refused = skylane_proto::ReplMsg::Refused {
+                world,
+                reason: format!("epoch {epoch} is newer than this owner's {}", self.epoch),
+            };
+            if let Some(f) = repl_frame(&refused) {
+                let _ = link.tx.try_send(f);
+            }
+            return;
+        }
+        // Everything fed so far goes to the others; the newcomer starts from
+        // a snapshot of exactly that state.
+        self.replicate();
+        let start = skylane_proto::ReplMsg::Start {
+            world,
+            epoch: self.epoch,
+            game: self.core.game().to_string(),
+            tick: self.core.tick(),
+            hash: self.core.state_hash(),
+            snapshot: skylane_proto::Payload::from(self.core.snapshot()),
+        };
+        let Some(f) = repl_frame(&start) else {
+            warn!(%world, "snapshot too large for a replication frame: standby refused");
+            return;
+        };
+        if link.tx.try_send(f).is_err() {
+            return;
+        }
+        info!(%world, standby = %node, tick = self.core.tick(), "standby following");
+        self.gate.handle_standby_up(id, &node, self.core.tick());
+        self.standbys.insert(id, link);
+        self.metrics.standbys.inc();
+    }
+
+    pub(super) fn lag_ticks(&self) -> u64 {
+        match self.gate.durable() {
+            u64::MAX => 0,
+            d => self.core.tick().saturating_sub(d),
+        }
+    }
+}
