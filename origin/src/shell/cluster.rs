@@ -98,7 +98,18 @@ impl OriginServer {
                 "this origin already joined a cluster".into(),
             ));
         }
+        if let Some(dir) = &node.journal_dir {
+            // Made here, once: otherwise every world placed on this origin
+            // would fail to start for want of it.
+            std::fs::create_dir_all(dir).map_err(|e| {
+                ControlError::Invalid(format!("journal directory {}: {e}", dir.display()))
+            })?;
+        }
         let keeper = LeaseKeeper::start(control.clone(), node.lease_ttl).await?;
+        // Fenced from the first lease on, not from its first renewal: a
+        // process paused before then must not wake up writing.
+        self.handle
+            .set_write_deadline(Some(keeper.status().borrow().safe_until));
         let agent = Agent {
             endpoint: self.endpoint.clone(),
             attest: SigningKey::from_bytes(&rand::random::<[u8; 32]>()),
