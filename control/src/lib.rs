@@ -23,7 +23,8 @@
 //! * `lease`: the lease clock (pure) and keeper (task).
 //! * `embedded`: the in-process store.
 //! * `settings`: an operator's choice of control plane, and opening it.
-//! * `etcd`: the etcd store and a local etcd process for tests (feature `etcd`).
+//! * `etcd`: the etcd store (feature `etcd`).
+//! * `local_etcd`: an etcd process for tests (feature `etcd`).
 
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
@@ -31,6 +32,8 @@ mod embedded;
 #[cfg(feature = "etcd")]
 mod etcd;
 mod lease;
+#[cfg(feature = "etcd")]
+mod local_etcd;
 mod model;
 mod placement;
 mod settings;
@@ -43,8 +46,10 @@ use tokio::sync::watch;
 
 pub use embedded::Embedded;
 #[cfg(feature = "etcd")]
-pub use etcd::{Etcd, EtcdConfig, LocalEtcd};
+pub use etcd::{Etcd, EtcdConfig};
 pub use lease::{LeaseClock, LeaseKeeper, LeaseStatus};
+#[cfg(feature = "etcd")]
+pub use local_etcd::LocalEtcd;
 pub use model::{
     ClusterView, GameResult, NodeInfo, NodeKind, Owner, Phase, SpecError, WorldRecord, WorldSpec,
     WorldStatus, MAX_NAME_LEN, MAX_TICK_HZ, MAX_WORLD_CAPACITY,
