@@ -494,7 +494,7 @@ pub fn relay_server_config(
 }
 
 /// An origin's server configuration: ALPN `skylane/1` for relay links and
-/// `skylane-repl/1` for standby origins, client certificates required (both
+/// `skylane-repl/2` for standby origins, client certificates required (both
 /// chain to `roots`).
 pub fn origin_server_config(
     identity: &Identity,
@@ -511,7 +511,7 @@ pub fn origin_server_config(
 }
 
 /// The client configuration a standby origin uses towards a world's primary:
-/// ALPN `skylane-repl/1`, presenting the origin's identity.
+/// ALPN `skylane-repl/2`, presenting the origin's identity.
 pub fn repl_client_config(
     roots: RootCertStore,
     identity: &Identity,

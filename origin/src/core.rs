@@ -73,11 +73,26 @@ pub trait Core: Send + 'static {
     /// late restores from ([`Games::create`](crate::Games::create) with a
     /// snapshot).
     fn snapshot(&self) -> Vec<u8>;
+    /// The entities whose state differs between this engine's world and the
+    /// one in `snapshot` (another engine's [`Core::snapshot`] of the same
+    /// game): how a standby names what diverged.
+    fn diff_snapshot(&self, snapshot: &[u8]) -> Result<Vec<EntityId>, postcard::Error>;
 }
 
 fn snapshot_bytes<W: World + Clone + Serialize>(engine: &Engine<W>) -> Vec<u8> {
     // Serializing plain data into a Vec cannot fail.
     postcard::to_stdvec(&engine.snapshot()).unwrap_or_default()
+}
+
+fn diff_with<W: World + DeserializeOwned>(
+    engine: &Engine<W>,
+    snapshot: &[u8],
+) -> Result<Vec<EntityId>, postcard::Error> {
+    let other: crate::EngineSnapshot<W> = postcard::from_bytes(snapshot)?;
+    let mut entities = engine.world().diff(&other.world);
+    entities.sort_unstable();
+    entities.dedup();
+    Ok(entities)
 }
 
 impl<W: World + Clone + Serialize + DeserializeOwned> Core for Engine<W> {
@@ -158,6 +173,9 @@ impl<W: World + Clone + Serialize + DeserializeOwned> Core for Engine<W> {
     fn snapshot(&self) -> Vec<u8> {
         snapshot_bytes(self)
     }
+    fn diff_snapshot(&self, snapshot: &[u8]) -> Result<Vec<EntityId>, postcard::Error> {
+        diff_with(self, snapshot)
+    }
 }
 
 impl<W: World + Clone + Serialize + DeserializeOwned> Core for Persistent<W> {
@@ -235,5 +253,8 @@ impl<W: World + Clone + Serialize + DeserializeOwned> Core for Persistent<W> {
     }
     fn snapshot(&self) -> Vec<u8> {
         snapshot_bytes(self.engine())
+    }
+    fn diff_snapshot(&self, snapshot: &[u8]) -> Result<Vec<EntityId>, postcard::Error> {
+        diff_with(self.engine(), snapshot)
     }
 }

@@ -1,14 +1,17 @@
-//! Replication between origins (`skylane-repl/1`, mutual TLS): a world's
+//! Replication between origins (`skylane-repl/2`, mutual TLS): a world's
 //! primary streams its input log to its standbys, which re-execute every tick
 //! and answer with their own state hash.
 //!
 //! One bidirectional stream per followed world, opened by the standby:
 //! * standby → primary: [`ReplMsg::Follow`] first, then one [`ReplMsg::Ack`]
-//!   per re-executed tick, or one [`ReplMsg::Diverged`] (and nothing more).
+//!   per re-executed tick; on a disagreement one [`ReplMsg::Diverged`] at
+//!   once, then, once the primary sent [`ReplMsg::Compare`], the same evidence
+//!   completed with the entities whose state differs (and nothing more).
 //! * primary → standby: [`ReplMsg::Start`] (the engine snapshot to start from),
 //!   then [`ReplMsg::Entries`] in order: every input the primary's engine was
 //!   fed, each tick's inputs ending with its [`Input::Tick`] marker and state
-//!   hash. Or [`ReplMsg::Refused`] and the stream ends.
+//!   hash. After a divergence, [`ReplMsg::Compare`]: its state to compare
+//!   with. Or [`ReplMsg::Refused`] and the stream ends.
 //!
 //! Every message carries the world's owner epoch: a standby refuses a primary
 //! whose epoch is lower than the highest it has seen for the world.
@@ -19,13 +22,13 @@
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::ids::{ChannelId, SessionId, TeamId, WorldId};
+use crate::ids::{ChannelId, EntityId, SessionId, TeamId, WorldId};
 use crate::message::{Action, Hash32};
 use crate::payload::Payload;
 use crate::token::Role;
 
 /// QUIC ALPN of origin-to-origin replication.
-pub const REPL_ALPN: &[u8] = b"skylane-repl/1";
+pub const REPL_ALPN: &[u8] = b"skylane-repl/2";
 
 /// Largest replication frame (a snapshot of a large world): 64 MiB.
 pub const REPL_MAX_FRAME: usize = 64 << 20;
@@ -90,6 +93,14 @@ pub struct Evidence {
     pub inputs: Vec<Input>,
     /// The standby's node id.
     pub standby: String,
+    /// The tick both states were compared at (`None`: not yet). The
+    /// standby's diverged copy goes on re-executing until the primary sends
+    /// its state ([`ReplMsg::Compare`]), so this is a few ticks after `tick`.
+    pub compared_at: Option<u64>,
+    /// The entities whose state differs at `compared_at` (the game's
+    /// `World::diff`): empty when not compared yet, or when only the hash
+    /// differs (a nondeterministic hash function).
+    pub entities: Vec<EntityId>,
     /// The standby's Ed25519 signature over [`Evidence::digest`].
     pub signature: Payload,
 }
@@ -98,7 +109,7 @@ impl Evidence {
     /// What the standby signs: everything but the signature.
     pub fn digest(&self) -> Hash32 {
         let mut h = Sha256::new();
-        h.update(b"skylane/divergence/1");
+        h.update(b"skylane/divergence/2");
         let unsigned = (
             self.world,
             self.epoch,
@@ -107,6 +118,8 @@ impl Evidence {
             self.found,
             &self.inputs,
             &self.standby,
+            self.compared_at,
+            &self.entities,
         );
         // Serializing plain data into a Vec cannot fail.
         h.update(postcard::to_stdvec(&unsigned).unwrap_or_default());
@@ -189,8 +202,22 @@ pub enum ReplMsg {
         /// the primary attaches before they leave ([`crate::chain::cosign`]).
         cosigs: Vec<CoSig>,
     },
-    /// standby → primary: re-execution disagreed; the standby stops following.
+    /// standby → primary: re-execution disagreed (sent at once, then again
+    /// with the entities once compared); the standby verifies nothing more.
     Diverged(Evidence),
+    /// primary → standby, after a divergence: the primary's engine at `tick`
+    /// (every entry up to it was sent before), for the standby to name the
+    /// entities that differ.
+    Compare {
+        /// World.
+        world: WorldId,
+        /// The primary's owner epoch.
+        epoch: u64,
+        /// The snapshot's tick.
+        tick: u64,
+        /// The engine snapshot (the origin's `Core::snapshot`).
+        snapshot: Payload,
+    },
     /// primary → standby: not served (not the owner, unknown world, lower epoch).
     Refused {
         /// World.
@@ -245,6 +272,12 @@ mod tests {
                     signature: Payload::from(vec![2; 64]),
                 }],
             },
+            ReplMsg::Compare {
+                world: WorldId(1000),
+                epoch: 7,
+                tick: 9,
+                snapshot: Payload::from(vec![5; 10]),
+            },
         ];
         let mut d = FrameDecoder::new(REPL_MAX_FRAME);
         for m in &msgs {
@@ -268,10 +301,18 @@ mod tests {
             found: Hash32([2; 32]),
             inputs: Vec::new(),
             standby: "b".into(),
+            compared_at: None,
+            entities: Vec::new(),
             signature: Payload::empty(),
         };
         let mut f = e.clone();
         f.found = Hash32([3; 32]);
+        assert_ne!(e.digest(), f.digest());
+        f = e.clone();
+        f.entities = vec![EntityId(4)];
+        assert_ne!(e.digest(), f.digest());
+        f = e.clone();
+        f.compared_at = Some(5);
         assert_ne!(e.digest(), f.digest());
         f = e.clone();
         f.signature = Payload::from(vec![1; 64]);

@@ -13,7 +13,7 @@ use skylane_control::{Embedded, NodeInfo, PlacementHints, SharedControl, WorldSp
 use skylane_netsim::run;
 use skylane_origin::{
     ClusterAgent, ClusterNode, Ctx, Emit, Emitted, Engine, GameFactory, Games, Grid, NewWorld,
-    Observation, Rejection, TicTacToe, TttAction, TttConfig, Validator, World,
+    Observation, Rejection, TicTacToe, TttAction, TttConfig, Validator, World, BOARD,
 };
 use skylane_proto::{
     ChannelId, EntityId, EventClass, Hash32, Outcome, Payload, Role, TeamId, WorldPhase,
@@ -21,13 +21,15 @@ use skylane_proto::{
 };
 use skylane_tests::{Net, NetOptions};
 
-/// Tic-tac-toe whose state hash mixes in a per-instance salt that is not
-/// part of its state: restored from a snapshot elsewhere, it hashes otherwise.
+/// Tic-tac-toe with a nondeterministic board: every tick adds a per-instance
+/// salt (not part of the snapshot) to a counter that is, so a copy restored
+/// elsewhere drifts from its first tick on, and its hash and its board differ.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Salty {
     game: TicTacToe,
     #[serde(skip, default = "salt")]
     salt: u64,
+    drift: u64,
 }
 
 fn salt() -> u64 {
@@ -74,6 +76,7 @@ impl World for Salty {
         self.game.spectator_event(event)
     }
     fn on_tick(&mut self, ctx: &skylane_origin::TickCtx, out: &mut Emit) {
+        self.drift = self.drift.wrapping_add(self.salt);
         self.game.on_tick(ctx, out);
     }
     fn on_start(&mut self, ctx: &skylane_origin::TickCtx, out: &mut Emit) {
@@ -84,11 +87,17 @@ impl World for Salty {
     }
     fn state_hash(&self) -> Hash32 {
         let mut h = self.game.state_hash();
-        h.0[0] ^= self.salt as u8;
+        for (b, d) in h.0.iter_mut().zip(self.drift.to_le_bytes()) {
+            *b ^= d;
+        }
         h
     }
     fn diff(&self, other: &Self) -> Vec<EntityId> {
-        self.game.diff(&other.game)
+        let mut d = self.game.diff(&other.game);
+        if self.drift != other.drift {
+            d.push(BOARD);
+        }
+        d
     }
 }
 
@@ -101,6 +110,7 @@ fn games() -> Games {
                 max_timeouts: 2,
             }),
             salt: salt(),
+            drift: 0,
         };
         let grid = Grid {
             width: 1.0,
@@ -252,6 +262,20 @@ fn a_standby_that_disagrees_marks_the_world_suspect_and_outcomes_unconfirmed() {
             unknown += usize::from(matches!(r, Outcome::Unknown { .. }));
         }
         assert!(unknown >= 1, "moves answered unknown");
+        // The standby compared its copy with the primary's state and named
+        // the board, the entity whose state differs.
+        let entities = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                let s = primary.world_status(w).await.expect("hosted");
+                if !s.diverged_entities.is_empty() {
+                    return s.diverged_entities;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await
+        .expect("the evidence names entities");
+        assert_eq!(entities, vec![BOARD.0]);
         drop(b);
     });
 }

@@ -1,5 +1,5 @@
 //! Replicated worlds over netsim: a tic-tac-toe room's primary streams its
-//! log to a standby origin over `skylane-repl/1`. Two faults:
+//! log to a standby origin over `skylane-repl/2`. Two faults:
 //! * the primary dies (cut off from the network, its lease no longer renewed);
 //! * the primary loses the control plane but not the relays: it fences itself
 //!   (no tick, no output) before its lease can lapse, and steps down when it

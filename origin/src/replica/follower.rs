@@ -21,9 +21,18 @@ pub enum FollowError {
         /// The highest epoch seen.
         highest: u64,
     },
-    /// This follower already diverged: it re-executes nothing more.
-    #[error("the follower diverged at tick {0}")]
-    Diverged(u64),
+    /// The primary's state to compare with is not at this follower's tick
+    /// (entries lost or reordered): the entities cannot be named.
+    #[error("asked to compare at tick {theirs}, but the diverged copy is at tick {mine}")]
+    CompareAt {
+        /// The follower's tick.
+        mine: u64,
+        /// The snapshot's tick.
+        theirs: u64,
+    },
+    /// The primary's snapshot did not decode as this game's engine.
+    #[error("the primary's snapshot to compare with is unreadable: {0}")]
+    Snapshot(#[from] postcard::Error),
     /// The standby's own journal failed.
     #[error(transparent)]
     Journal(#[from] JournalError),
@@ -40,6 +49,8 @@ pub struct Follower {
     /// Co-signatures of the tick being re-executed's checkpoints.
     cosigs: Vec<CoSig>,
     diverged: Option<u64>,
+    /// The evidence sent at the divergence, completed once compared.
+    evidence: Option<Evidence>,
 }
 
 impl std::fmt::Debug for Follower {
@@ -65,6 +76,7 @@ impl Follower {
             tick_inputs: Vec::new(),
             cosigs: Vec::new(),
             diverged: None,
+            evidence: None,
         }
     }
 
@@ -83,6 +95,14 @@ impl Follower {
         self.diverged
     }
 
+    /// Whether it diverged and its evidence was completed by a comparison
+    /// (or could not be): there is nothing more for it to do.
+    pub fn compared(&self) -> bool {
+        self.evidence
+            .as_ref()
+            .is_some_and(|e| e.compared_at.is_some())
+    }
+
     /// The engine, to serve the world as its new primary.
     pub fn into_core(self) -> Box<dyn Core> {
         self.core
@@ -90,7 +110,9 @@ impl Follower {
 
     /// Re-executes `inputs` from the owner at `epoch`; returns what to send
     /// back: one [`ReplMsg::Ack`] per tick that matched, or one
-    /// [`ReplMsg::Diverged`] (and the follower stops).
+    /// [`ReplMsg::Diverged`] on the first that did not. A diverged follower
+    /// goes on re-executing (so that its state can be compared with the
+    /// primary's, [`Follower::handle_compare`]) but acknowledges nothing.
     pub fn handle_entries(
         &mut self,
         epoch: u64,
@@ -102,13 +124,10 @@ impl Follower {
                 highest: self.epoch,
             });
         }
-        if let Some(t) = self.diverged {
-            return Err(FollowError::Diverged(t));
-        }
         self.epoch = epoch;
         let mut out = Vec::new();
         for input in inputs {
-            if self.tick_inputs.len() < MAX_EVIDENCE_INPUTS {
+            if self.diverged.is_none() && self.tick_inputs.len() < MAX_EVIDENCE_INPUTS {
                 self.tick_inputs.push(input.clone());
             }
             match input {
@@ -124,6 +143,9 @@ impl Follower {
                 Input::Leave { session } => self.core.handle_leave(session),
                 Input::Action { session, action } => self.core.handle_action(session, action),
                 Input::End { reason } => self.core.handle_end(&reason),
+                Input::Tick { at_us, .. } if self.diverged.is_some() => {
+                    self.core.run_tick_at(at_us)?;
+                }
                 Input::Tick { tick, at_us, hash } => {
                     self.core.run_tick_at(at_us)?;
                     self.collect_cosigs();
@@ -140,13 +162,14 @@ impl Follower {
                                 found: mine,
                                 inputs,
                                 standby: self.node.clone(),
+                                compared_at: None,
+                                entities: Vec::new(),
                                 signature: Payload::empty(),
                             };
-                            e.signature =
-                                Payload::from(self.key.sign(&e.digest().0).to_bytes().to_vec());
+                            self.sign(&mut e);
+                            self.evidence = Some(e.clone());
+                            self.cosigs.clear();
                             out.push(ReplMsg::Diverged(e));
-                            while self.core.poll_output().is_some() {}
-                            return Ok(out);
                         }
                         _ => {
                             let attest = attestation(self.world, tick, &mine);
@@ -167,6 +190,48 @@ impl Follower {
             while self.core.poll_output().is_some() {}
         }
         Ok(out)
+    }
+
+    /// The primary's engine at `tick` (after a divergence): names the entities
+    /// whose state differs from this follower's copy at the same tick and
+    /// returns the completed, re-signed evidence. Nothing before a
+    /// divergence, or once compared.
+    pub fn handle_compare(
+        &mut self,
+        epoch: u64,
+        tick: u64,
+        snapshot: &[u8],
+    ) -> Result<Vec<ReplMsg>, FollowError> {
+        if epoch < self.epoch {
+            return Err(FollowError::Fenced {
+                found: epoch,
+                highest: self.epoch,
+            });
+        }
+        if !self
+            .evidence
+            .as_ref()
+            .is_some_and(|e| e.compared_at.is_none())
+        {
+            return Ok(Vec::new());
+        }
+        if self.core.tick() != tick {
+            return Err(FollowError::CompareAt {
+                mine: self.core.tick(),
+                theirs: tick,
+            });
+        }
+        let entities = self.core.diff_snapshot(snapshot)?;
+        let mut e = self.evidence.take().unwrap_or_else(|| unreachable!());
+        e.entities = entities;
+        e.compared_at = Some(tick);
+        self.sign(&mut e);
+        self.evidence = Some(e.clone());
+        Ok(vec![ReplMsg::Diverged(e)])
+    }
+
+    fn sign(&self, e: &mut Evidence) {
+        e.signature = Payload::from(self.key.sign(&e.digest().0).to_bytes().to_vec());
     }
 
     /// Co-signs the checkpoints (signed batches) the tick just produced;
@@ -232,8 +297,13 @@ mod tests {
     }
 
     /// The snapshot, the log (one entry list per tick), each tick's hash, and
-    /// the players' spawn points.
-    type Recorded = (Vec<u8>, Vec<Vec<Input>>, Vec<Hash32>, Vec<(f32, f32)>);
+    /// the players' avatars and spawn points.
+    type Recorded = (
+        Vec<u8>,
+        Vec<Vec<Input>>,
+        Vec<Hash32>,
+        Vec<(skylane_proto::EntityId, (f32, f32))>,
+    );
 
     /// A primary running `ticks` ticks of two players stepping, recorded:
     /// the snapshot it started from and the log, one entry list per tick.
@@ -245,7 +315,10 @@ mod tests {
                 .handle_join(SessionId(s), name, Role::Player, None)
                 .unwrap()
                 .unwrap();
-            spawn.push(crate::world::World::position(e.world(), avatar).unwrap());
+            spawn.push((
+                avatar,
+                crate::world::World::position(e.world(), avatar).unwrap(),
+            ));
         }
         e.run_tick_at(TICK_US);
         let snap = Core::snapshot(&e);
@@ -253,7 +326,7 @@ mod tests {
         let mut log = Vec::new();
         let mut hashes = Vec::new();
         for t in 1..=ticks {
-            for (s, (x, y)) in [1u64, 2].into_iter().zip(spawn.iter().copied()) {
+            for (s, (_, (x, y))) in [1u64, 2].into_iter().zip(spawn.iter().copied()) {
                 rec.handle_action(SessionId(s), mv(t, x + 0.01 * t as f32, y));
             }
             rec.handle_timeout((t + 1) * TICK_US).unwrap();
@@ -300,6 +373,70 @@ mod tests {
         ));
     }
 
+    /// Bob's move changed on the wire: the standby reports the divergence at
+    /// once, goes on re-executing without acknowledging, and given the
+    /// primary's engine at its tick names Bob's avatar alone, in re-signed
+    /// evidence. (Moves here are to absolute points, so a tampered one heals
+    /// at Bob's next move: the last tick's is tampered, so that the states
+    /// still differ where they are compared.)
+    #[test]
+    fn a_diverged_standby_names_the_entities_that_differ() {
+        let (snap, mut log, _, spawn) = recorded(10);
+        let mut honest = Follower::new("p", 1, restore(&snap), key());
+        for entries in log.clone() {
+            honest.handle_entries(1, entries).unwrap();
+        }
+        let primary = honest.into_core();
+        for i in &mut log[9] {
+            if let Input::Action { session, action } = i {
+                if session.0 == 2 {
+                    let (_, (x, y)) = spawn[1];
+                    action.payload = ArenaAction::Move { x, y: y + 0.004 }.encode();
+                }
+            }
+        }
+        let mut f = Follower::new("b", 1, restore(&snap), key());
+        let mut first = None;
+        for entries in log {
+            let out = f.handle_entries(1, entries).unwrap();
+            match (out.as_slice(), &first) {
+                ([ReplMsg::Diverged(e)], None) => first = Some(e.clone()),
+                (_, None) => {}
+                (more, Some(_)) => assert!(more.is_empty(), "acknowledged after diverging"),
+            }
+        }
+        let first = first.expect("detected");
+        assert_eq!(first.tick, 11);
+        assert!(first.entities.is_empty() && first.compared_at.is_none());
+        assert_eq!(f.tick(), primary.tick(), "the diverged copy kept up");
+        let wrong = f.handle_compare(1, primary.tick() - 1, &primary.snapshot());
+        assert!(
+            matches!(wrong, Err(FollowError::CompareAt { .. })),
+            "{wrong:?}"
+        );
+        assert!(f.handle_compare(1, primary.tick(), b"garbage").is_err());
+        let out = f
+            .handle_compare(1, primary.tick(), &primary.snapshot())
+            .unwrap();
+        let [ReplMsg::Diverged(e)] = out.as_slice() else {
+            panic!("completed evidence: {out:?}");
+        };
+        assert_eq!(e.tick, 11);
+        assert_eq!(e.compared_at, Some(primary.tick()));
+        assert_eq!(e.entities, vec![spawn[1].0], "bob's avatar alone");
+        let sig = skylane_proto::ed25519_dalek::Signature::from_slice(&e.signature).unwrap();
+        key()
+            .verifying_key()
+            .verify_strict(&e.digest().0, &sig)
+            .unwrap();
+        assert!(
+            f.handle_compare(1, primary.tick(), &primary.snapshot())
+                .unwrap()
+                .is_empty(),
+            "compared once"
+        );
+    }
+
     proptest! {
         /// One action's payload changed on the wire (a move to elsewhere): the
         /// standby detects the divergence on exactly that tick, every time,
@@ -315,7 +452,7 @@ mod tests {
                 .collect();
             let n = actions[which % actions.len()];
             if let Input::Action { session, action } = &mut log[at][n] {
-                let (x, y) = spawn[session.0 as usize - 1];
+                let (_, (x, y)) = spawn[session.0 as usize - 1];
                 action.payload = ArenaAction::Move { x: x + 0.003, y }.encode();
             }
             let mut f = Follower::new("b", 1, restore(&snap), key());
@@ -334,8 +471,8 @@ mod tests {
             prop_assert!(has_tick, "the evidence holds the tick's inputs");
             let sig = skylane_proto::ed25519_dalek::Signature::from_slice(&e.signature).unwrap();
             prop_assert!(key().verifying_key().verify_strict(&e.digest().0, &sig).is_ok());
-            let stopped = matches!(f.handle_entries(1, Vec::new()), Err(FollowError::Diverged(_)));
-            prop_assert!(stopped, "a diverged follower re-executes nothing more");
+            prop_assert!(e.compared_at.is_none() && e.entities.is_empty());
+            prop_assert!(f.handle_entries(1, Vec::new()).unwrap().is_empty());
         }
     }
 }

@@ -173,4 +173,7 @@ impl Core for Recorder {
     fn snapshot(&self) -> Vec<u8> {
         self.inner.snapshot()
     }
+    fn diff_snapshot(&self, snapshot: &[u8]) -> Result<Vec<EntityId>, postcard::Error> {
+        self.inner.diff_snapshot(snapshot)
+    }
 }

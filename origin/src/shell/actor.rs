@@ -68,6 +68,11 @@ pub(crate) struct Actor {
     /// Outputs wait here until their tick is durable on the standbys.
     gate: Gate<Output>,
     standbys: HashMap<u64, StandbyLink>,
+    /// Standbys that diverged, sent this origin's state to compare with, and
+    /// not yet answered with the entities that differ (no longer fed).
+    comparing: HashMap<u64, StandbyLink>,
+    /// The evidence of the first divergence, completed with the entities.
+    divergence: Option<Box<skylane_proto::Evidence>>,
     /// A tick ran since the last routing.
     ticked: bool,
     /// The world's suspicion was reported.
@@ -114,6 +119,8 @@ impl Actor {
             core: Recorder::new(core),
             gate,
             standbys: HashMap::new(),
+            comparing: HashMap::new(),
+            divergence: None,
             ticked: false,
             deferred: Vec::new(),
             suspect_reported: false,
@@ -381,23 +388,9 @@ impl Actor {
                 }
                 self.check_handover();
             }
-            Cmd::StandbyDiverged { id, evidence } => {
-                self.metrics.divergences.inc();
-                self.gate
-                    .handle_divergence(evidence.tick, &evidence.standby);
-                warn!(
-                    world = %evidence.world,
-                    tick = evidence.tick,
-                    expected = %evidence.expected,
-                    found = %evidence.found,
-                    standby = %evidence.standby,
-                    inputs = evidence.inputs.len(),
-                    "divergence evidence from a standby: the world is suspect"
-                );
-                self.report_suspect();
-                self.cut_standby(id, "diverged");
-            }
+            Cmd::StandbyDiverged { id, evidence } => self.standby_diverged(id, evidence),
             Cmd::StandbyDown { id } => {
+                self.comparing.remove(&id);
                 if self.standbys.contains_key(&id) {
                     self.gate.handle_standby_down(id);
                     self.standbys.remove(&id);
@@ -427,6 +420,11 @@ impl Actor {
                     lag_ticks: self.lag_ticks(),
                     verified_tick: self.gate.verified(),
                     diverged_at: self.gate.suspect().map(|(t, _)| *t),
+                    diverged_entities: self
+                        .divergence
+                        .as_ref()
+                        .map(|e| e.entities.iter().map(|e| e.0).collect())
+                        .unwrap_or_default(),
                     started_unix_us: self.clock.base_unix_us,
                 });
             }

@@ -122,7 +122,7 @@ fn tls(cfg: &OriginConfig) -> Result<quinn::ServerConfig, LoadError> {
 
 impl OriginServer {
     /// How this origin reaches a world's primary as its standby: the same
-    /// identity and roots as its relay-facing server, ALPN `skylane-repl/1`.
+    /// identity and roots as its relay-facing server, ALPN `skylane-repl/2`.
     pub fn replication_client(cfg: &OriginConfig) -> Result<quinn::ClientConfig, LoadError> {
         let (identity, roots) = identity(cfg)?;
         Ok(skylane_certs::repl_client_config(roots, &identity)?)

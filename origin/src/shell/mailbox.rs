@@ -114,6 +114,11 @@ pub struct OriginStatus {
     pub verified_tick: u64,
     /// The first tick a standby disagreed on, if any (the world is suspect).
     pub diverged_at: Option<u64>,
+    /// The entities whose state differed from the standby's copy (raw
+    /// entity ids), once the standby compared both states: empty before, or
+    /// when only the state hash differed.
+    #[serde(default)]
+    pub diverged_entities: Vec<u64>,
     /// When this process started serving, microseconds since the Unix epoch:
     /// counters reset when it changes (a restart).
     pub started_unix_us: u64,

@@ -1,4 +1,4 @@
-//! Replication over QUIC (`skylane-repl/1`, mutual TLS): the primary's side
+//! Replication over QUIC (`skylane-repl/2`, mutual TLS): the primary's side
 //! of a standby's connection ([`serve_standby`]: its stream's reader and
 //! writer, feeding the world's actor), and the standby's side ([`Standby`]: a
 //! task that follows one world's primary with a [`Follower`] and hands the
@@ -323,15 +323,30 @@ async fn follow_once(
                 }
                 let tick = f.tick();
                 let diverged = f.diverged().is_some();
+                let newly = diverged && !state.borrow().diverged;
                 state.send_modify(|s| {
                     s.tick = tick;
                     s.diverged = diverged;
                 });
-                if diverged {
+                if newly {
                     spec.metrics.divergences.inc();
-                    warn!(world = %spec.world, tick, "standby diverged from its primary: evidence sent, following stops");
+                    warn!(world = %spec.world, tick, "standby diverged from its primary: evidence sent; it verifies nothing more");
                 }
                 out
+            }
+            ReplMsg::Compare {
+                epoch,
+                tick,
+                snapshot,
+                ..
+            } => {
+                let Some(f) = follower.as_mut() else {
+                    return Err("a comparison before a snapshot".into());
+                };
+                // A failed comparison ends the session: the standby then
+                // follows afresh from a snapshot.
+                f.handle_compare(epoch, tick, &snapshot)
+                    .map_err(|e| format!("cannot compare with the primary's state: {e}"))?
             }
             ReplMsg::Refused { reason, .. } => return Err(reason),
             _ => return Err("unexpected message from the primary".into()),
@@ -340,8 +355,9 @@ async fn follow_once(
             let f = repl_frame(&r).ok_or("encode")?;
             send.write_all(&f).await.map_err(|e| e.to_string())?;
         }
-        if follower.as_ref().is_some_and(|f| f.diverged().is_some()) {
-            // Evidence sent: this standby follows no more (and never serves).
+        if follower.as_ref().is_some_and(Follower::compared) {
+            // Evidence complete: this standby follows no more (and never
+            // serves).
             std::future::pending::<()>().await;
         }
     }

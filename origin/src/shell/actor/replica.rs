@@ -8,6 +8,9 @@ use super::super::replication::{repl_frame, StandbyLink};
 use super::Actor;
 use crate::core::Core;
 
+/// Diverged standbys kept connected to compare states, at most.
+const MAX_COMPARING: usize = 4;
+
 impl Actor {
     /// Sends what the engine was fed since the last call to every standby (one
     /// `Entries` per tick) and tells the gate each tick's hash.
@@ -75,6 +78,64 @@ impl Actor {
             let mut state = self.core.world_state();
             state.epoch = self.epoch;
             let _ = self.events.send(WorldEvent::Suspect { state, tick: *tick });
+        }
+    }
+
+    /// A standby's divergence evidence: at first (not compared yet) the world
+    /// becomes suspect, the standby stops counting and gets this origin's
+    /// state to compare with; completed (with the entities that differ), it is
+    /// kept for the status and the standby is let go.
+    pub(super) fn standby_diverged(&mut self, id: u64, evidence: Box<skylane_proto::Evidence>) {
+        let world = self.core.world_id();
+        let Some(at) = evidence.compared_at else {
+            self.metrics.divergences.inc();
+            self.gate
+                .handle_divergence(evidence.tick, &evidence.standby);
+            warn!(
+                %world,
+                tick = evidence.tick,
+                expected = %evidence.expected,
+                found = %evidence.found,
+                standby = %evidence.standby,
+                inputs = evidence.inputs.len(),
+                "divergence evidence from a standby: the world is suspect"
+            );
+            self.report_suspect();
+            // Every entry up to now goes first, so that the standby's copy is
+            // at exactly the snapshot's tick when it compares.
+            self.replicate();
+            let compare = skylane_proto::ReplMsg::Compare {
+                world,
+                epoch: self.epoch,
+                tick: self.core.tick(),
+                snapshot: skylane_proto::Payload::from(self.core.snapshot()),
+            };
+            self.gate.handle_standby_down(id);
+            if let Some(link) = self.standbys.remove(&id) {
+                self.metrics.standbys.dec();
+                let sent = repl_frame(&compare).is_some_and(|f| link.tx.try_send(f).is_ok());
+                if sent && self.comparing.len() < MAX_COMPARING {
+                    self.comparing.insert(id, link);
+                } else {
+                    link.conn.close(3u32.into(), b"diverged");
+                }
+            }
+            return;
+        };
+        let entities: Vec<u64> = evidence.entities.iter().map(|e| e.0).collect();
+        warn!(
+            %world,
+            tick = evidence.tick,
+            compared_at = at,
+            standby = %evidence.standby,
+            ?entities,
+            "divergence: the entities whose state differs from the standby's"
+        );
+        if self.divergence.is_none() {
+            self.divergence = Some(evidence);
+        }
+        if let Some(link) = self.comparing.remove(&id) {
+            link.conn.close(3u32.into(), b"diverged");
         }
     }
 
