@@ -208,10 +208,10 @@ impl Follower {
                 highest: self.epoch,
             });
         }
-        if !self
+        if self
             .evidence
             .as_ref()
-            .is_some_and(|e| e.compared_at.is_none())
+            .is_none_or(|e| e.compared_at.is_some())
         {
             return Ok(Vec::new());
         }
