@@ -67,6 +67,11 @@ pub struct NodeInfo {
     /// informational: placement counts the worlds placed on it itself.
     #[serde(default)]
     pub load: u32,
+    /// Origins: the Ed25519 public key (hex) it signs standby attestations and
+    /// checkpoint co-signatures with, for whoever hands players the keys of a
+    /// world's servers (`ClientBuilder::cosigner_key`).
+    #[serde(default)]
+    pub attestation_key: Option<String>,
 }
 
 impl NodeInfo {
@@ -85,6 +90,7 @@ impl NodeInfo {
             capacity: 0,
             games: Vec::new(),
             load: 0,
+            attestation_key: None,
         }
     }
 }

@@ -134,6 +134,7 @@ mod tests {
             capacity,
             games: games.iter().map(|g| (*g).to_string()).collect(),
             load: 0,
+            attestation_key: None,
         }
     }
 

@@ -124,10 +124,22 @@ async fn status(State(h): State<Hosted>, Path(id): Path<u64>) -> Response {
         .and_then(|o| v.nodes.get(&o.node))
         .and_then(|n| n.admin.clone());
     let replication = h.handle.world_status(w).await;
+    // The keys a player needs to check that two servers attested its events.
+    let attestation_keys: std::collections::BTreeMap<&str, Option<&str>> = rec
+        .owner
+        .iter()
+        .map(|o| o.node.as_str())
+        .chain(rec.standbys.iter().map(String::as_str))
+        .map(|n| {
+            let key = v.nodes.get(n).and_then(|i| i.attestation_key.as_deref());
+            (n, key)
+        })
+        .collect();
     Json(serde_json::json!({
         "record": rec,
         "owner_admin": owner_admin,
         "replication": replication,
+        "attestation_keys": attestation_keys,
     }))
     .into_response()
 }

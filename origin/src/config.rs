@@ -45,6 +45,14 @@ pub struct OriginConfig {
     /// event batches. Relays and clients verify with its public key.
     #[arg(long, env = "SKYLANE_ORIGIN_SIGNING_KEY")]
     pub signing_key: Option<PathBuf>,
+    /// Ed25519 key (PKCS#8 PEM, `skylane token keygen`) this origin signs
+    /// standby attestations and checkpoint co-signatures with: its own, not
+    /// the batch-signing key (a co-signature is a second server's word). Its
+    /// public key is published in the control plane. Without it: made in
+    /// `dev_certs` (`attest-<node id>.key`), or a fresh one per start.
+    #[arg(long, env = "SKYLANE_ORIGIN_ATTESTATION_KEY")]
+    #[serde(default)]
+    pub attestation_key: Option<PathBuf>,
     /// Address of the HTTP endpoint serving /metrics and /status.
     #[arg(long, env = "SKYLANE_ORIGIN_ADMIN", default_value = "127.0.0.1:9500")]
     pub admin: SocketAddr,
@@ -282,6 +290,7 @@ impl OriginConfig {
     pub fn cluster_node(&self) -> crate::ClusterNode {
         crate::ClusterNode {
             replication: None,
+            attestation: None,
             id: self
                 .node_id
                 .clone()
@@ -319,6 +328,7 @@ impl OriginConfig {
             ("key", &self.key),
             ("ca", &self.ca),
             ("signing_key", &self.signing_key),
+            ("attestation_key", &self.attestation_key),
             ("admin_token", &self.admin_token),
         ] {
             if let Some(p) = path {

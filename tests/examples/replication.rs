@@ -105,6 +105,7 @@ impl Bench {
             removal_grace: Duration::from_secs(1),
             journal_dir: None,
             replication: Some(repl),
+            attestation: None,
         };
         let agent = server
             .join_cluster(

@@ -333,6 +333,7 @@ impl LocalNet {
             lease_ttl: opts.lease_ttl,
             journal_dir: None,
             replication: Some(repl.clone()),
+            attestation: None,
             removal_grace: opts.removal_grace,
         };
         let agent = origin

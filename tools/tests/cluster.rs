@@ -530,11 +530,34 @@ fn a_paused_primary_process_steps_down_and_its_late_writes_reach_nobody() {
         })
         .await;
         assert!(owned.is_ok(), "the room is claimed\n{}", logs(&origins));
+        // The servers' attestation keys are published: each origin's own
+        // (made in the development PKI per node), so players can check that
+        // two servers attested their events.
+        let status = origins[0].get(&format!("/worlds/{}/status", w.0)).await;
+        let keys: Vec<skylane_proto::ed25519_dalek::VerifyingKey> = ["pa", "pb"]
+            .iter()
+            .map(|n| {
+                let hex = status["attestation_keys"][n].as_str().unwrap_or_else(|| panic!("{status}"));
+                let bytes: Vec<u8> = (0..hex.len())
+                    .step_by(2)
+                    .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+                    .collect();
+                skylane_proto::ed25519_dalek::VerifyingKey::from_bytes(&bytes.try_into().unwrap())
+                    .unwrap()
+            })
+            .collect();
+        assert_ne!(keys[0], keys[1]);
+        assert!(pki.join("attest-pa.key").exists() && pki.join("attest-pb.key").exists());
         let tokens = skylane_proto::TokenSigner::from_pem(
             &std::fs::read_to_string(pki.join("token.key")).unwrap(),
         )
         .unwrap();
         let ca = std::fs::read_to_string(pki.join("ca.pem")).unwrap();
+        let origin_key = {
+            use skylane_proto::ed25519_dalek::pkcs8::DecodePublicKey as _;
+            let pem = std::fs::read_to_string(pki.join("origin-signing.pub")).unwrap();
+            skylane_proto::ed25519_dalek::VerifyingKey::from_public_key_pem(&pem).unwrap()
+        };
         let join = |name: &'static str| {
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -555,7 +578,10 @@ fn a_paused_primary_process_steps_down_and_its_late_writes_reach_nobody() {
                 .ca_pem(ca.clone())
                 .directory(relay.local_addr())
                 .token(token)
-                .probe(1);
+                .probe(1)
+                .origin_key(origin_key)
+                .cosigner_key(keys[0])
+                .cosigner_key(keys[1]);
             let logs = logs(&origins);
             async move {
                 b.connect()
@@ -606,6 +632,15 @@ fn a_paused_primary_process_steps_down_and_its_late_writes_reach_nobody() {
         );
         for seen in [&sx, &so] {
             seen.assert_continuous();
+        }
+        for c in [&x, &o] {
+            let st = c.stats();
+            assert!(
+                st.attested_checkpoints >= 1,
+                "co-signed by a standby whose key the control plane published: {} attested, {} not",
+                st.attested_checkpoints,
+                st.unattested_checkpoints
+            );
         }
 
         // It stepped down: the other origin owns the room, under a higher epoch.

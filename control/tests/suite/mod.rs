@@ -51,6 +51,7 @@ pub fn origin(id: &str, capacity: u32) -> NodeInfo {
         capacity,
         games: vec!["tictactoe".into(), "arena".into()],
         load: 0,
+        attestation_key: None,
     }
 }
 

@@ -58,6 +58,9 @@ pub struct ClusterNode {
     /// (`skylane_certs::repl_client_config` with the origin's identity);
     /// `None`: it never follows a world.
     pub replication: Option<quinn::ClientConfig>,
+    /// The key it signs standby attestations and checkpoint co-signatures
+    /// with (`OriginServer::attestation_key`); `None`: a fresh one.
+    pub attestation: Option<SigningKey>,
 }
 
 /// The running agent; stops when dropped.
@@ -112,7 +115,10 @@ impl OriginServer {
             .set_write_deadline(Some(keeper.status().borrow().safe_until));
         let agent = Agent {
             endpoint: self.endpoint.clone(),
-            attest: SigningKey::from_bytes(&rand::random::<[u8; 32]>()),
+            attest: node
+                .attestation
+                .clone()
+                .unwrap_or_else(|| SigningKey::from_bytes(&rand::random::<[u8; 32]>())),
             following: HashMap::new(),
             suspect: BTreeMap::new(),
             control,
@@ -192,6 +198,7 @@ impl Agent {
             capacity: self.node.capacity,
             games: self.games.names(),
             load: self.hosted.len() as u32,
+            attestation_key: Some(hex(self.attest.verifying_key().as_bytes())),
         }
     }
 

@@ -85,8 +85,13 @@ fn signing_key(cfg: &OriginConfig) -> Result<SigningKey, LoadError> {
             return Err(ConfigError::Invalid("signing_key is required".into()).into());
         }
     };
-    let fail = key_error(&path);
-    let pem = std::fs::read_to_string(&path).map_err(|e| fail(e.to_string()))?;
+    read_key(&path)
+}
+
+/// An Ed25519 PKCS#8 PEM private key file.
+fn read_key(path: &Path) -> Result<SigningKey, LoadError> {
+    let fail = key_error(path);
+    let pem = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
     check_pem(&pem, "PRIVATE KEY").map_err(&fail)?;
     SigningKey::from_pkcs8_pem(&pem)
         .map_err(|e| fail(format!("not an Ed25519 PKCS#8 private key: {e}")))
@@ -126,6 +131,30 @@ impl OriginServer {
     pub fn replication_client(cfg: &OriginConfig) -> Result<quinn::ClientConfig, LoadError> {
         let (identity, roots) = identity(cfg)?;
         Ok(skylane_certs::repl_client_config(roots, &identity)?)
+    }
+
+    /// The attestation key the configuration names: the configured file, or
+    /// in development mode `attest-<node id>.key` in `dev_certs` (made if
+    /// missing; one per node, since a standby's word must be its own);
+    /// `None` otherwise (the cluster agent then makes a fresh one).
+    pub fn attestation_key(cfg: &OriginConfig) -> Result<Option<SigningKey>, LoadError> {
+        let path = match (&cfg.attestation_key, &cfg.dev_certs) {
+            (Some(p), _) => p.clone(),
+            (None, Some(dir)) => {
+                let node = cfg.cluster_node().id;
+                let key = dir.join(format!("attest-{node}.key"));
+                if !key.exists() {
+                    let fail = key_error(&key);
+                    let pair =
+                        TokenKeyPair::generate().map_err(|e: TokenError| fail(e.to_string()))?;
+                    std::fs::create_dir_all(dir).map_err(|e| fail(e.to_string()))?;
+                    std::fs::write(&key, &pair.private_pem).map_err(|e| fail(e.to_string()))?;
+                }
+                key
+            }
+            (None, None) => return Ok(None),
+        };
+        read_key(&path).map(Some)
     }
 
     /// The batch signer the configuration names (worlds created at run time
