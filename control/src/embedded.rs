@@ -14,7 +14,7 @@ use skylane_proto::WorldId;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::model::{ClusterView, NodeInfo, Owner, WorldRecord, WorldSpec, WorldStatus};
+use crate::model::{ClusterView, NodeInfo, Offer, Owner, WorldRecord, WorldSpec, WorldStatus};
 use crate::placement::{place, place_standbys, PlacementHints};
 use crate::{Claim, ControlError, ControlPlane, LeaseId};
 
@@ -32,6 +32,7 @@ struct State {
     leases: HashMap<LeaseId, Lease>,
     node_leases: HashMap<String, LeaseId>,
     owner_leases: HashMap<WorldId, LeaseId>,
+    offer_leases: HashMap<(WorldId, String), LeaseId>,
 }
 
 impl State {
@@ -72,6 +73,15 @@ impl State {
             if !keep {
                 if let Some(rec) = view.worlds.get_mut(w) {
                     rec.owner = None;
+                }
+            }
+            keep
+        });
+        self.offer_leases.retain(|(w, node), l| {
+            let keep = *l != id;
+            if !keep {
+                if let Some(rec) = view.worlds.get_mut(w) {
+                    rec.offers.remove(node);
                 }
             }
             keep
@@ -262,6 +272,7 @@ impl ControlPlane for Embedded {
                 ending: false,
                 owner: None,
                 status: WorldStatus::default(),
+                offers: Default::default(),
             };
             view.worlds.insert(id, rec.clone());
             view.revision += 1;
@@ -307,6 +318,26 @@ impl ControlPlane for Embedded {
         self.write(|st, view| {
             owned(view, world, epoch)?.owner = None;
             st.owner_leases.remove(&world);
+            view.revision += 1;
+            Ok(())
+        })
+    }
+
+    async fn offer(
+        &self,
+        world: WorldId,
+        node: &str,
+        offer: Offer,
+        lease: LeaseId,
+    ) -> Result<(), ControlError> {
+        self.write(|st, view| {
+            st.live(lease)?;
+            let rec = view
+                .worlds
+                .get_mut(&world)
+                .ok_or(ControlError::UnknownWorld(world))?;
+            rec.offers.insert(node.to_owned(), offer);
+            st.offer_leases.insert((world, node.to_owned()), lease);
             view.revision += 1;
             Ok(())
         })
@@ -364,6 +395,7 @@ impl ControlPlane for Embedded {
                 .remove(&world)
                 .ok_or(ControlError::UnknownWorld(world))?;
             st.owner_leases.remove(&world);
+            st.offer_leases.retain(|(w, _), _| *w != world);
             view.revision += 1;
             Ok(())
         })

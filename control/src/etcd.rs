@@ -9,6 +9,7 @@
 //! | `{p}/worlds/{id:020}/spec` | spec, `placed_on`, `ending` | none |
 //! | `{p}/worlds/{id:020}/owner` | [`Owner`] without the epoch: the epoch is this key's create revision | the owner's |
 //! | `{p}/worlds/{id:020}/status` | [`WorldStatus`] | none |
+//! | `{p}/worlds/{id:020}/offers/{node}` | [`Offer`] | the standby's |
 //! | `{p}/meta/next-world` | the next world id (decimal) | none |
 //!
 //! Ownership is a transaction: "owner key absent → put it under my lease". The
@@ -32,7 +33,7 @@ use skylane_proto::WorldId;
 use tokio::sync::{watch, Mutex};
 use tracing::{info, warn};
 
-use crate::model::{ClusterView, NodeInfo, Owner, WorldRecord, WorldSpec, WorldStatus};
+use crate::model::{ClusterView, NodeInfo, Offer, Owner, WorldRecord, WorldSpec, WorldStatus};
 use crate::placement::{place, place_standbys, PlacementHints};
 use crate::{Claim, ControlError, ControlPlane, LeaseId};
 
@@ -86,6 +87,7 @@ struct Partial {
     spec: Option<SpecValue>,
     owner: Option<Owner>,
     status: Option<WorldStatus>,
+    offers: BTreeMap<String, Offer>,
 }
 
 impl Partial {
@@ -99,6 +101,7 @@ impl Partial {
             ending: s.ending,
             owner: self.owner.clone(),
             status: self.status.clone().unwrap_or_default(),
+            offers: self.offers.clone(),
         })
     }
 }
@@ -109,6 +112,7 @@ enum Key {
     Spec(WorldId),
     Owner(WorldId),
     Status(WorldId),
+    Offer(WorldId, String),
     Counter,
     Other,
 }
@@ -153,6 +157,12 @@ impl Mirror {
                 Ok(s) => self.update(w, |p| p.status = Some(s)),
                 Err(e) => bad(e),
             },
+            Key::Offer(w, node) => match serde_json::from_slice::<Offer>(kv.value()) {
+                Ok(o) => self.update(w, |p| {
+                    p.offers.insert(node, o);
+                }),
+                Err(e) => bad(e),
+            },
             Key::Counter => {
                 self.counter = Some((
                     String::from_utf8_lossy(kv.value()).into_owned(),
@@ -172,6 +182,9 @@ impl Mirror {
             Key::Spec(w) => self.update(w, |p| p.spec = None),
             Key::Owner(w) => self.update(w, |p| p.owner = None),
             Key::Status(w) => self.update(w, |p| p.status = None),
+            Key::Offer(w, node) => self.update(w, |p| {
+                p.offers.remove(&node);
+            }),
             Key::Counter => self.counter = None,
             Key::Other => {}
         }
@@ -186,7 +199,11 @@ impl Mirror {
             }
             None => {
                 self.view.worlds.remove(&w);
-                if p.spec.is_none() && p.owner.is_none() && p.status.is_none() {
+                if p.spec.is_none()
+                    && p.owner.is_none()
+                    && p.status.is_none()
+                    && p.offers.is_empty()
+                {
                     self.partials.remove(&w);
                 }
             }
@@ -202,6 +219,12 @@ fn parse_key(prefix: &str, key: &str) -> Key {
     match (parts.next(), parts.next(), parts.next(), parts.next()) {
         (Some("nodes"), Some(id), None, None) => Key::Node(id.to_string()),
         (Some("meta"), Some("next-world"), None, None) => Key::Counter,
+        (Some("worlds"), Some(id), Some("offers"), Some(node)) if parts.next().is_none() => {
+            match id.parse::<u64>() {
+                Ok(id) => Key::Offer(WorldId(id), node.to_string()),
+                Err(_) => Key::Other,
+            }
+        }
         (Some("worlds"), Some(id), Some(what), None) => match id.parse::<u64>() {
             Ok(id) => match what {
                 "spec" => Key::Spec(WorldId(id)),
@@ -530,6 +553,7 @@ impl ControlPlane for Etcd {
                     ending: false,
                     owner: None,
                     status: WorldStatus::default(),
+                    offers: BTreeMap::new(),
                 });
             }
         }
@@ -637,6 +661,30 @@ impl ControlPlane for Etcd {
             }
         }
         Err(ControlError::Contention("setting standbys"))
+    }
+
+    async fn offer(
+        &self,
+        world: WorldId,
+        node: &str,
+        offer: Offer,
+        lease: LeaseId,
+    ) -> Result<(), ControlError> {
+        if node.is_empty() || node.contains('/') {
+            return Err(ControlError::Invalid(format!("bad node id {node:?}")));
+        }
+        let mut c = self.client.clone();
+        let spec = self.world_key(world, "spec");
+        let key = self.world_key(world, &format!("offers/{node}"));
+        let put = PutOptions::new().with_lease(lease);
+        let txn = Txn::new()
+            .when([Compare::version(spec, CompareOp::Greater, 0)])
+            .and_then([TxnOp::put(key, json(&offer), Some(put))]);
+        if c.txn(txn).await.map_err(lease_err(lease))?.succeeded() {
+            Ok(())
+        } else {
+            Err(ControlError::UnknownWorld(world))
+        }
     }
 
     async fn end_world(&self, world: WorldId) -> Result<(), ControlError> {

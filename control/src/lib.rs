@@ -51,8 +51,8 @@ pub use lease::{LeaseClock, LeaseKeeper, LeaseStatus};
 #[cfg(feature = "etcd")]
 pub use local_etcd::LocalEtcd;
 pub use model::{
-    ClusterView, GameResult, NodeInfo, NodeKind, Owner, Phase, SpecError, WorldRecord, WorldSpec,
-    WorldStatus, MAX_NAME_LEN, MAX_TICK_HZ, MAX_WORLD_CAPACITY,
+    ClusterView, GameResult, NodeInfo, NodeKind, Offer, Owner, Phase, SpecError, Takeover,
+    WorldRecord, WorldSpec, WorldStatus, MAX_NAME_LEN, MAX_TICK_HZ, MAX_WORLD_CAPACITY,
 };
 pub use placement::{place, place_standbys, PlacementError, PlacementHints};
 pub use settings::{ControlKind, ControlSettings};
@@ -194,6 +194,15 @@ pub trait ControlPlane: Send + Sync + std::fmt::Debug + 'static {
         world: WorldId,
         epoch: u64,
         standbys: Vec<String>,
+    ) -> Result<(), ControlError>;
+    /// Posts (or replaces) `node`'s offer to take `world` over, under its
+    /// lease (it goes when the node does). Refused for an unknown world.
+    async fn offer(
+        &self,
+        world: WorldId,
+        node: &str,
+        offer: Offer,
+        lease: LeaseId,
     ) -> Result<(), ControlError>;
     /// Publishes a world's status (fenced: refused unless `epoch` owns the world).
     async fn publish(

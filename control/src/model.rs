@@ -211,6 +211,52 @@ pub struct Owner {
     pub epoch: u64,
 }
 
+/// A standby's bid to take a world over once its owner's lease lapsed: how
+/// far it re-executed the owner it followed. Kept under the standby's lease.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Offer {
+    /// The epoch of the owner it followed (offers for other epochs are stale).
+    pub epoch: u64,
+    /// The last tick it re-executed and agreed with.
+    pub tick: u64,
+}
+
+/// Which standby should take a world over: the best [`Offer`]s for the lapsed
+/// owner `epoch` among the record's standbys that are still registered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Takeover {
+    /// The one that re-executed furthest (ties: the smallest node id).
+    pub best: Option<(String, Offer)>,
+    /// Every registered standby has offered (otherwise wait, bounded, for the
+    /// others: one of them may be further along).
+    pub complete: bool,
+}
+
+impl WorldRecord {
+    /// The takeover decision for the owner at `epoch`, which lapsed (pure:
+    /// every standby computes the same from the same view).
+    pub fn takeover(&self, view: &ClusterView, epoch: u64) -> Takeover {
+        let live: Vec<&String> = self
+            .standbys
+            .iter()
+            .filter(|n| view.nodes.contains_key(*n))
+            .collect();
+        let offers: Vec<(&String, &Offer)> = live
+            .iter()
+            .filter_map(|n| self.offers.get(*n).map(|o| (*n, o)))
+            .filter(|(_, o)| o.epoch == epoch)
+            .collect();
+        let best = offers
+            .iter()
+            .max_by(|a, b| a.1.tick.cmp(&b.1.tick).then_with(|| b.0.cmp(a.0)))
+            .map(|(n, o)| ((*n).clone(), **o));
+        Takeover {
+            best,
+            complete: offers.len() == live.len(),
+        }
+    }
+}
+
 /// Where a world is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -278,6 +324,9 @@ pub struct WorldRecord {
     pub owner: Option<Owner>,
     /// The last status its owner published.
     pub status: WorldStatus,
+    /// Standbys' offers to take it over, by node (see [`WorldRecord::takeover`]).
+    #[serde(default)]
+    pub offers: BTreeMap<String, Offer>,
 }
 
 /// The cluster as a watcher sees it. Rebuilt from the store on every change.
@@ -362,8 +411,75 @@ mod tests {
                 epoch: 12,
                 suspect: None,
             },
+            offers: BTreeMap::from([(
+                "origin-2".into(),
+                Offer {
+                    epoch: 12,
+                    tick: 40,
+                },
+            )]),
         };
         let s = serde_json::to_string(&r).unwrap();
         assert_eq!(serde_json::from_str::<WorldRecord>(&s).unwrap(), r);
+    }
+
+    #[test]
+    fn the_standby_that_re_executed_furthest_takes_over() {
+        let node = |id: &str| NodeInfo {
+            id: id.into(),
+            kind: NodeKind::Origin,
+            addr: "127.0.0.1:1".into(),
+            tls_name: "localhost".into(),
+            admin: None,
+            region: "eu".into(),
+            coords: None,
+            capacity: 1,
+            games: Vec::new(),
+            load: 0,
+            attestation_key: None,
+        };
+        let mut view = ClusterView::default();
+        for n in ["b", "c", "d"] {
+            view.nodes.insert(n.into(), node(n));
+        }
+        let mut r = WorldRecord {
+            id: WorldId(1),
+            spec: WorldSpec::new("arena", 30, 8),
+            placed_on: "a".into(),
+            standbys: vec!["b".into(), "c".into(), "d".into()],
+            ending: false,
+            owner: None,
+            status: WorldStatus::default(),
+            offers: BTreeMap::new(),
+        };
+        let offer = |epoch, tick| Offer { epoch, tick };
+        assert_eq!(
+            r.takeover(&view, 5),
+            Takeover {
+                best: None,
+                complete: false
+            }
+        );
+        r.offers.insert("c".into(), offer(5, 90));
+        r.offers.insert("b".into(), offer(5, 100));
+        let t = r.takeover(&view, 5);
+        assert_eq!(t.best, Some(("b".into(), offer(5, 100))));
+        assert!(!t.complete, "d has not offered");
+        // A stale offer (an earlier owner's) does not count; d is complete
+        // once gone from the cluster; ties go to the smallest id.
+        r.offers.insert("d".into(), offer(4, 500));
+        assert!(!r.takeover(&view, 5).complete);
+        view.nodes.remove("d");
+        r.offers.insert("c".into(), offer(5, 100));
+        assert_eq!(
+            r.takeover(&view, 5),
+            Takeover {
+                best: Some(("b".into(), offer(5, 100))),
+                complete: true
+            }
+        );
+        // A departed standby's offer is ignored.
+        view.nodes.remove("b");
+        assert_eq!(r.takeover(&view, 5).best, Some(("c".into(), offer(5, 100))));
     }
 }

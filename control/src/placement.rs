@@ -157,6 +157,7 @@ mod tests {
                         ending: false,
                         owner: None,
                         status: WorldStatus::default(),
+                        offers: Default::default(),
                     },
                 );
             }

@@ -24,9 +24,10 @@ cases!(
     bad_specs_are_refused,
     worlds_end_and_are_removed,
     standbys_are_chosen_and_replaced_by_the_owner_only,
+    offers_live_under_their_standbys_lease,
 );
 
 #[test]
 fn every_case_runs_here() {
-    assert_eq!(suite::CASES.len(), 8);
+    assert_eq!(suite::CASES.len(), 9);
 }

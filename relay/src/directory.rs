@@ -204,6 +204,7 @@ mod tests {
                 epoch,
             }),
             status: WorldStatus::default(),
+            offers: Default::default(),
         }
     }
 

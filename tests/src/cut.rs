@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use skylane_control::{
-    Claim, ClusterView, ControlError, ControlPlane, LeaseId, NodeInfo, PlacementHints,
+    Claim, ClusterView, ControlError, ControlPlane, LeaseId, NodeInfo, Offer, PlacementHints,
     SharedControl, WorldRecord, WorldSpec, WorldStatus,
 };
 use skylane_proto::WorldId;
@@ -100,6 +100,16 @@ impl ControlPlane for CutControl {
     ) -> Result<(), ControlError> {
         self.check()?;
         self.inner.set_standbys(world, epoch, standbys).await
+    }
+    async fn offer(
+        &self,
+        world: WorldId,
+        node: &str,
+        offer: Offer,
+        lease: LeaseId,
+    ) -> Result<(), ControlError> {
+        self.check()?;
+        self.inner.offer(world, node, offer, lease).await
     }
     async fn publish(
         &self,

@@ -440,3 +440,140 @@ fn a_handover_moves_a_room_to_its_standby_without_waiting_for_a_lease() {
         drop(r.b);
     });
 }
+
+/// Two standbys, one of them behind: cut off from the primary, it stopped
+/// re-executing while the other acknowledged two more moves. The primary
+/// dies; both offer to take the room over and the one furthest along does,
+/// so the moves only it acknowledged survive (the lagging one would have
+/// lost them, and X would not complete the top row).
+#[test]
+fn of_two_standbys_the_one_furthest_along_takes_the_room_over() {
+    run(|| async {
+        let mut net = Net::start(NetOptions {
+            relays: vec![(1, "amsterdam")],
+            ..NetOptions::default()
+        });
+        let control: SharedControl = Arc::new(Embedded::new());
+        let signer = net.origin_signer();
+        let mut agents = HashMap::new();
+        let a = node("origin-1", net.origin.local_addr(), &net);
+        agents.insert(
+            "origin-1".to_string(),
+            join(&mut net.origin, &control, a, signer.same_key()).await,
+        );
+        let mut others = HashMap::new();
+        for (id, host) in [("origin-2", "origin-b"), ("origin-3", "origin-c")] {
+            let mut o = net.add_origin(host, "frankfurt");
+            let n = node(id, o.addr, &net);
+            agents.insert(
+                id.into(),
+                join(&mut o.server, &control, n, signer.same_key()).await,
+            );
+            others.insert(id.to_string(), o);
+        }
+        let handle = |id: &str| match others.get(id) {
+            Some(o) => (o.server.handle(), o.host),
+            None => (net.origin.handle(), net.origin_host),
+        };
+        let id = net.relays[0].relay.status().await.expect("relay up").relay;
+        net.relays[0]
+            .relay
+            .follow(
+                control.clone(),
+                NodeInfo::relay(id, net.relays[0].addr, "localhost", "eu"),
+                TTL,
+            )
+            .await
+            .expect("relay follows");
+        let rec = control
+            .create_world(
+                WorldSpec {
+                    standbys: Some(2),
+                    ..WorldSpec::new("tictactoe", 10, 2)
+                },
+                &PlacementHints::default(),
+            )
+            .await
+            .expect("placed");
+        assert_eq!(rec.standbys.len(), 2, "{rec:?}");
+        let w = rec.id;
+        let (primary_h, primary_host) = handle(&rec.placed_on);
+        // The lagging one: the smaller id, the first to see the owner gone
+        // (it claimed first before standbys offered).
+        let (behind, ahead) = if rec.standbys[0] < rec.standbys[1] {
+            (rec.standbys[0].clone(), rec.standbys[1].clone())
+        } else {
+            (rec.standbys[1].clone(), rec.standbys[0].clone())
+        };
+        let (ahead_h, _) = handle(&ahead);
+        let (behind_h, behind_host) = handle(&behind);
+
+        let mut x = player(&net, "xavier", w, &[]).await;
+        let mut o = player(&net, "olga", w, &[]).await;
+        let (mut sx, mut so) = (Seen::default(), Seen::default());
+        until("both standbys follow", async || {
+            sx.take(&mut x);
+            so.take(&mut o);
+            standbys(&primary_h, w).await == 2
+        })
+        .await;
+        until("the room plays", async || {
+            primary_h
+                .world_status(w)
+                .await
+                .is_some_and(|s| s.phase == "playing")
+        })
+        .await;
+        assert!(matches!(place(&x, 0).await, Outcome::Applied { .. }));
+        // One standby loses the primary; the other acknowledges two moves.
+        net.sim.partition(behind_host, primary_host);
+        until("the primary lets the lagging standby go", async || {
+            standbys(&primary_h, w).await == 1
+        })
+        .await;
+        assert!(matches!(place(&o, 3).await, Outcome::Applied { .. }));
+        assert!(matches!(place(&x, 1).await, Outcome::Applied { .. }));
+        let epoch = primary_h.world_status(w).await.expect("status").epoch;
+
+        // The primary dies.
+        net.sim.partition(primary_host, Side::Any);
+        drop(agents.remove(&rec.placed_on));
+        until("the standby furthest along owns the room", async || {
+            ahead_h
+                .world_status(w)
+                .await
+                .is_some_and(|s| s.epoch > epoch)
+        })
+        .await;
+        let v = control.view().await.expect("view");
+        assert_eq!(
+            v.worlds[&w].owner.as_ref().map(|o| o.node.as_str()),
+            Some(ahead.as_str())
+        );
+        assert!(
+            behind_h.world_status(w).await.is_none(),
+            "the lagging one serves nothing"
+        );
+        let offers = &v.worlds[&w].offers;
+        assert!(
+            offers[&ahead].tick > offers.get(&behind).map_or(0, |o| o.tick),
+            "{offers:?}"
+        );
+        for (who, cell) in [(&o, 4), (&x, 2)] {
+            let r = place(who, cell).await;
+            assert!(matches!(r, Outcome::Applied { .. }), "cell {cell}: {r:?}");
+        }
+        until("the room ends", async || {
+            sx.take(&mut x);
+            so.take(&mut o);
+            sx.ended.is_some() && so.ended.is_some()
+        })
+        .await;
+        assert_eq!(sx.ended, Some(Some("xavier".into())), "{sx:?}");
+        for (name, s) in [("xavier", &sx), ("olga", &so)] {
+            assert_eq!(s.incomplete, 0, "{name} was told of a loss");
+            s.continuous().unwrap_or_else(|e| panic!("{name}: {e}"));
+        }
+        drop(others);
+    });
+}

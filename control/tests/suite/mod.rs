@@ -6,8 +6,8 @@
 use std::time::Duration;
 
 use skylane_control::{
-    Claim, ControlError, ControlPlane, NodeInfo, NodeKind, Phase, PlacementError, PlacementHints,
-    SharedControl, WorldSpec, WorldStatus,
+    Claim, ControlError, ControlPlane, NodeInfo, NodeKind, Offer, Phase, PlacementError,
+    PlacementHints, SharedControl, WorldSpec, WorldStatus,
 };
 use skylane_proto::WorldId;
 use tokio::time::{timeout, Instant};
@@ -22,6 +22,7 @@ pub const CASES: &[&str] = &[
     "bad_specs_are_refused",
     "worlds_end_and_are_removed",
     "standbys_are_chosen_and_replaced_by_the_owner_only",
+    "offers_live_under_their_standbys_lease",
 ];
 
 /// Runs one case by name.
@@ -35,6 +36,7 @@ pub async fn run(name: &str, c: SharedControl) {
         "bad_specs_are_refused" => bad_specs(c).await,
         "worlds_end_and_are_removed" => end_and_remove(c).await,
         "standbys_are_chosen_and_replaced_by_the_owner_only" => standbys(c).await,
+        "offers_live_under_their_standbys_lease" => offers(c).await,
         other => panic!("no case {other}"),
     }
 }
@@ -247,6 +249,41 @@ async fn standbys(c: SharedControl) {
     }
     c.set_standbys(w.id, e2, vec!["b".into()]).await.unwrap();
     assert_eq!(c.view().await.unwrap().worlds[&w.id].standbys, vec!["b"]);
+}
+
+async fn offers(c: SharedControl) {
+    let a = c.grant(Duration::from_secs(30)).await.unwrap();
+    let b = c.grant(TTL).await.unwrap();
+    c.register(&origin("a", 8), a).await.unwrap();
+    c.register(&origin("b", 8), b).await.unwrap();
+    let w = c
+        .create_world(WorldSpec::new("arena", 30, 8), &PlacementHints::default())
+        .await
+        .unwrap();
+    let standby = w.standbys[0].clone();
+    let lease = if standby == "a" { a } else { b };
+    let offer = |tick| Offer { epoch: 3, tick };
+    c.offer(w.id, &standby, offer(10), lease).await.unwrap();
+    c.offer(w.id, &standby, offer(12), lease).await.unwrap();
+    eventually(&*c, "the offer, replaced", |v| {
+        v.worlds[&w.id].offers.get(&standby) == Some(&offer(12))
+    })
+    .await;
+    let v = c.view().await.unwrap();
+    let t = v.worlds[&w.id].takeover(&v, 3);
+    assert_eq!(t.best, Some((standby.clone(), offer(12))));
+    assert!(t.complete);
+    assert!(matches!(
+        c.offer(WorldId(999_999), "a", offer(1), a).await,
+        Err(ControlError::UnknownWorld(_))
+    ));
+    // An offer goes with its standby's lease.
+    c.revoke(lease).await.unwrap();
+    eventually(&*c, "the offer gone with its lease", |v| {
+        v.worlds[&w.id].offers.is_empty()
+    })
+    .await;
+    assert!(c.offer(w.id, &standby, offer(13), lease).await.is_err());
 }
 
 async fn watches_fire(c: SharedControl) {

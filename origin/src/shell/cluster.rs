@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
 use skylane_control::{
-    Claim, ClusterView, ControlError, LeaseKeeper, NodeInfo, NodeKind, Phase, SharedControl,
+    Claim, ClusterView, ControlError, LeaseKeeper, NodeInfo, NodeKind, Offer, Phase, SharedControl,
     WorldRecord, WorldStatus,
 };
 use skylane_proto::ed25519_dalek::SigningKey;
@@ -120,6 +120,7 @@ impl OriginServer {
                 .clone()
                 .unwrap_or_else(|| SigningKey::from_bytes(&rand::random::<[u8; 32]>())),
             following: HashMap::new(),
+            offered: HashMap::new(),
             suspect: BTreeMap::new(),
             control,
             handle: self.handle(),
@@ -146,12 +147,18 @@ impl OriginServer {
     }
 }
 
+/// How long a standby whose owner lapsed waits for the other standbys'
+/// offers before taking the world over as the best of those it saw.
+const OFFER_WAIT: Duration = Duration::from_secs(1);
+
 struct Agent {
     endpoint: quinn::Endpoint,
     /// This process's attestation key (standby acknowledgements, evidence).
     attest: SigningKey,
     /// Worlds followed here as a standby.
     following: HashMap<WorldId, Standby>,
+    /// Offers posted to take worlds over whose owner lapsed, and since when.
+    offered: HashMap<WorldId, (Offer, Instant)>,
     control: SharedControl,
     handle: OriginHandle,
     metrics: OriginMetrics,
@@ -446,11 +453,7 @@ impl Agent {
                     }
                 }
                 None => {
-                    let ready = self.following.get(&rec.id).is_some_and(|s| {
-                        let st = *s.state.borrow();
-                        st.started && !st.diverged
-                    });
-                    if ready {
+                    if self.should_take_over(rec, v).await {
                         self.take_over(rec).await;
                         stop.retain(|w| *w != rec.id);
                     }
@@ -458,9 +461,52 @@ impl Agent {
             }
         }
         for w in stop {
+            self.offered.remove(&w);
             if self.following.remove(&w).is_some() {
                 self.metrics.following.dec();
             }
+        }
+    }
+
+    /// The owner of a world followed here is gone: offers to take it over (how
+    /// far this standby re-executed) and says whether this one should, by
+    /// [`WorldRecord::takeover`]: the standby furthest along, once every live
+    /// standby offered or [`OFFER_WAIT`] passed; anyone after three times
+    /// that (the best one is not claiming).
+    async fn should_take_over(&mut self, rec: &WorldRecord, v: &ClusterView) -> bool {
+        let Some(s) = self.following.get(&rec.id) else {
+            return false;
+        };
+        let st = *s.state.borrow();
+        if !st.started || st.diverged {
+            return false;
+        }
+        let mine = Offer {
+            epoch: s.epoch,
+            tick: st.tick,
+        };
+        let posted = self.offered.get(&rec.id).copied();
+        if posted.map(|(o, _)| o) != Some(mine) {
+            let lease = self.keeper.lease();
+            if let Err(e) = self.control.offer(rec.id, &self.node.id, mine, lease).await {
+                self.failed_op("offering to take a world over", &e);
+                return false;
+            }
+            let since = posted.map_or_else(Instant::now, |(_, t)| t);
+            self.offered.insert(rec.id, (mine, since));
+        }
+        let waited = self
+            .offered
+            .get(&rec.id)
+            .map_or(Duration::ZERO, |(_, t)| t.elapsed());
+        let t = rec.takeover(v, mine.epoch);
+        match &t.best {
+            Some((n, _)) if *n == self.node.id => t.complete || waited >= OFFER_WAIT,
+            Some((n, best)) if waited >= 3 * OFFER_WAIT => {
+                warn!(world = %rec.id, best = %n, best_tick = best.tick, tick = mine.tick, "the standby furthest along is not taking over: claiming");
+                true
+            }
+            _ => false,
         }
     }
 
@@ -514,6 +560,7 @@ impl Agent {
     /// higher epoch and serve it from the follower's engine (relays re-open
     /// their sessions here from their cursors).
     async fn take_over(&mut self, rec: &WorldRecord) {
+        self.offered.remove(&rec.id);
         let who = self.claim_as();
         let epoch = match self.control.claim(rec.id, &who, self.keeper.lease()).await {
             Ok(e) => e,
