@@ -662,6 +662,11 @@ fn a_paused_primary_process_steps_down_and_its_late_writes_reach_nobody() {
 
         // Its journal ends where the pause began: no tick written after it.
         let journal = old.journals.join(format!("world-{}.redb", w.0));
+        // The new owner journaled what it re-executed as a standby and what
+        // it ran since: one log from the snapshot it started from.
+        let taken = new
+            .journals
+            .join(format!("world-{}-from-{}.redb", w.0, first.epoch));
         let old_log = old.log.clone();
         old.terminate();
         new.terminate();
@@ -681,6 +686,18 @@ fn a_paused_primary_process_steps_down_and_its_late_writes_reach_nobody() {
             "journaled tick {last} after the pause began at tick {paused_at_tick}\n{}",
             std::fs::read_to_string(old_log).unwrap_or_default()
         );
+        let (j, meta) = skylane_origin::Journal::open(&taken).unwrap();
+        let report = skylane_origin::replay::<skylane_origin::TicTacToe>(&j, &meta).unwrap();
+        assert!(report.divergence.is_none(), "{report:?}");
+        assert!(report.ticks > 20, "ticks before and after the takeover: {report:?}");
+        let moves = j
+            .inputs(0)
+            .unwrap()
+            .into_iter()
+            .filter(|(_, i)| matches!(i, skylane_proto::Input::Action { .. }))
+            .count();
+        // (Those before it too when the standby followed before they were made.)
+        assert!(moves >= 3, "the moves made after the takeover, journaled: {moves}");
         println!(
             "process pause: SIGSTOP -> new owner at the players in {took:?} (lease TTL {ttl} s); the resumed primary's journal ends at tick {last} (paused at {paused_at_tick})"
         );

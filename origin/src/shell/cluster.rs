@@ -52,7 +52,8 @@ pub struct ClusterNode {
     /// How long an ended world stays (players read the result) before removal.
     pub removal_grace: Duration,
     /// Directory for the journals of worlds placed here (one redb file per
-    /// world, `world-<id>.redb`); `None`: they run in memory.
+    /// world, `world-<id>.redb`; a standby's copy, which it keeps serving if
+    /// promoted, `world-<id>-from-<epoch>.redb`); `None`: they run in memory.
     pub journal_dir: Option<std::path::PathBuf>,
     /// How this origin reaches a world's primary as its standby
     /// (`skylane_certs::repl_client_config` with the origin's identity);
@@ -430,6 +431,7 @@ impl Agent {
                         signer: self.signer.same_key(),
                         key: self.attest.clone(),
                         metrics: self.metrics.clone(),
+                        journal_dir: self.node.journal_dir.clone(),
                     };
                     if self
                         .following

@@ -156,6 +156,10 @@ pub(crate) struct StandbySpec {
     pub(crate) signer: ChainSigner,
     pub(crate) key: SigningKey,
     pub(crate) metrics: OriginMetrics,
+    /// Where this origin keeps world journals: the standby journals what it
+    /// re-executes in `world-<id>-from-<epoch>.redb` there (the log of the
+    /// owner at that epoch), which goes on as its own journal if promoted.
+    pub(crate) journal_dir: Option<std::path::PathBuf>,
 }
 
 /// What a standby reports while it follows.
@@ -288,12 +292,25 @@ async fn follow_once(
                 tick,
                 ..
             } => {
+                // A fresh copy: the one before (if any) is superseded, and so
+                // is its journal.
+                *follower = None;
+                let journal = spec
+                    .journal_dir
+                    .as_ref()
+                    .map(|d| d.join(format!("world-{}-from-{epoch}.redb", spec.world.0)));
+                if let Some(path) = &journal {
+                    if path.exists() {
+                        std::fs::remove_file(path)
+                            .map_err(|e| format!("{}: {e}", path.display()))?;
+                    }
+                }
                 let new = NewWorld {
                     id: spec.world,
                     spec: &spec.spec,
                     now_us: 0,
                     signer: spec.signer.same_key(),
-                    journal: None,
+                    journal,
                     snapshot: Some(&snapshot),
                 };
                 let core = spec.games.create(new).map_err(|e| e.to_string())?;
