@@ -59,8 +59,12 @@ pub struct OriginMetrics {
     pub standbys: Gauge,
     /// Worlds this origin follows as a standby.
     pub following: Gauge,
-    /// Largest gap, over the worlds hosted here, between the world's tick and its durable tick (ticks).
+    /// Ticks the slowest standby of each hosted world is behind, summed over
+    /// the worlds (0 when every standby is caught up).
     pub replication_lag_ticks: Gauge,
+    /// Replication log bytes sent to standbys and not yet acknowledged by all
+    /// of them, summed over the hosted worlds.
+    pub replication_lag_bytes: Gauge,
 }
 
 impl OriginMetrics {
@@ -90,6 +94,7 @@ impl OriginMetrics {
             standbys: Gauge::default(),
             following: Gauge::default(),
             replication_lag_ticks: Gauge::default(),
+            replication_lag_bytes: Gauge::default(),
         };
         let r = registry.sub_registry_with_prefix("skylane_origin");
         r.register("actions", "Actions by outcome", m.actions.clone());
@@ -184,8 +189,13 @@ impl OriginMetrics {
         );
         r.register(
             "replication_lag_ticks",
-            "Largest replication lag of a hosted world, in ticks",
+            "Replication lag of the hosted worlds, in ticks (summed)",
             m.replication_lag_ticks.clone(),
+        );
+        r.register(
+            "replication_lag_bytes",
+            "Replication log bytes not yet acknowledged by every standby (summed over worlds)",
+            m.replication_lag_bytes.clone(),
         );
         m
     }

@@ -527,8 +527,20 @@ fn of_two_standbys_the_one_furthest_along_takes_the_room_over() {
         assert!(matches!(place(&x, 0).await, Outcome::Applied { .. }));
         // One standby loses the primary; the other acknowledges two moves.
         net.sim.partition(behind_host, primary_host);
+        let mut lagged = (0, 0);
         until("the primary lets the lagging standby go", async || {
-            standbys(&primary_h, w).await == 1
+            let s = primary_h.world_status(w).await.expect("status");
+            lagged = (lagged.0.max(s.lag_ticks), lagged.1.max(s.lag_bytes));
+            s.standbys.len() == 1
+        })
+        .await;
+        assert!(
+            lagged.0 > 0 && lagged.1 > 0,
+            "the lag was reported: {lagged:?}"
+        );
+        until("no lag once the lagging standby is gone", async || {
+            let s = primary_h.world_status(w).await.expect("status");
+            s.lag_ticks == 0 && s.lag_bytes == 0
         })
         .await;
         assert!(matches!(place(&o, 3).await, Outcome::Applied { .. }));

@@ -73,6 +73,11 @@ pub(crate) struct Actor {
     comparing: HashMap<u64, StandbyLink>,
     /// The evidence of the first divergence, completed with the entities.
     divergence: Option<Box<skylane_proto::Evidence>>,
+    /// Replication frames sent and not yet acknowledged by every standby:
+    /// the last tick each carries and its size (bounded by [`MAX_UNACKED`]).
+    unacked: std::collections::VecDeque<(u64, u64)>,
+    /// The lag (ticks, bytes) this world added to the process's gauges.
+    lag_counted: (i64, i64),
     /// A tick ran since the last routing.
     ticked: bool,
     /// The world's suspicion was reported.
@@ -120,6 +125,8 @@ impl Actor {
             gate,
             standbys: HashMap::new(),
             comparing: HashMap::new(),
+            unacked: std::collections::VecDeque::new(),
+            lag_counted: (0, 0),
             divergence: None,
             ticked: false,
             deferred: Vec::new(),
@@ -175,6 +182,13 @@ impl Actor {
         let result = self.serve(&mut rx, &mut shutdown).await;
         let result = result.and_then(|()| self.core.flush());
         self.metrics.sessions.dec_by(self.sessions_counted);
+        self.metrics.standbys.dec_by(self.standbys.len() as i64);
+        self.metrics
+            .replication_lag_ticks
+            .dec_by(self.lag_counted.0);
+        self.metrics
+            .replication_lag_bytes
+            .dec_by(self.lag_counted.1);
         let _ = self.events.send(WorldEvent::Stopped {
             world,
             error: result.as_ref().err().map(ToString::to_string),
@@ -418,6 +432,7 @@ impl Actor {
                         .collect(),
                     min_acks: self.gate.required(),
                     lag_ticks: self.lag_ticks(),
+                    lag_bytes: self.lag_bytes(),
                     verified_tick: self.gate.verified(),
                     diverged_at: self.gate.suspect().map(|(t, _)| *t),
                     diverged_entities: self
@@ -641,10 +656,7 @@ impl Actor {
         while let Some(id) = self.gate.poll_lagging() {
             self.cut_standby(id, "standby lags too far behind");
         }
-        let lag = self.lag_ticks() as i64;
-        if lag > self.metrics.replication_lag_ticks.get() {
-            self.metrics.replication_lag_ticks.set(lag);
-        }
+        self.count_lag();
     }
 
     fn emit(&mut self, out: Output) {

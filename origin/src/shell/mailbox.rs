@@ -107,9 +107,12 @@ pub struct OriginStatus {
     pub standbys: Vec<String>,
     /// Acknowledgements each tick needs before its outputs leave.
     pub min_acks: usize,
-    /// Ticks between the world's tick and its durable tick (0 when none is
-    /// required).
+    /// Ticks the slowest following standby is behind the world (0 without
+    /// standbys).
     pub lag_ticks: u64,
+    /// Replication log bytes sent and not yet acknowledged by every standby.
+    #[serde(default)]
+    pub lag_bytes: u64,
     /// The highest tick a standby re-executed to this origin's hash.
     pub verified_tick: u64,
     /// The first tick a standby disagreed on, if any (the world is suspect).

@@ -341,9 +341,10 @@ impl WorldCmd {
                     }
                 );
                 println!(
-                    "tick {}, lag {} ticks, min_acks {}, last verified tick {}, diverged at {}",
+                    "tick {}, lag {} ticks ({} bytes), min_acks {}, last verified tick {}, diverged at {}",
                     rep["tick"],
                     rep["lag_ticks"],
+                    rep["lag_bytes"],
                     rep["min_acks"],
                     rep["verified_tick"],
                     rep["diverged_at"]

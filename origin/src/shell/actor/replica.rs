@@ -11,6 +11,10 @@ use crate::core::Core;
 /// Diverged standbys kept connected to compare states, at most.
 const MAX_COMPARING: usize = 4;
 
+/// Replication frames remembered for the lag in bytes, at most (a standby
+/// further behind is cut long before: 300 ticks).
+pub(super) const MAX_UNACKED: usize = 4096;
+
 impl Actor {
     /// Sends what the engine was fed since the last call to every standby (one
     /// `Entries` per tick) and tells the gate each tick's hash.
@@ -43,6 +47,10 @@ impl Actor {
             inputs,
         });
         let Some(f) = f else { return };
+        if self.unacked.len() >= MAX_UNACKED {
+            self.unacked.pop_front();
+        }
+        self.unacked.push_back((self.core.tick(), f.len() as u64));
         let slow: Vec<u64> = self
             .standbys
             .iter()
@@ -185,10 +193,46 @@ impl Actor {
         self.metrics.standbys.inc();
     }
 
-    pub(super) fn lag_ticks(&self) -> u64 {
-        match self.gate.durable() {
-            u64::MAX => 0,
-            d => self.core.tick().saturating_sub(d),
+    /// Bytes of replication frames not yet acknowledged by every standby.
+    pub(super) fn lag_bytes(&self) -> u64 {
+        let Some(acked) = self.gate.followers().into_iter().map(|(_, t)| t).min() else {
+            return 0;
+        };
+        self.unacked
+            .iter()
+            .filter(|(t, _)| *t > acked)
+            .map(|(_, b)| b)
+            .sum()
+    }
+
+    /// Forgets frames every standby acknowledged and moves the process's lag
+    /// gauges by this world's change.
+    pub(super) fn count_lag(&mut self) {
+        match self.gate.followers().into_iter().map(|(_, t)| t).min() {
+            Some(acked) => {
+                while self.unacked.front().is_some_and(|(t, _)| *t <= acked) {
+                    self.unacked.pop_front();
+                }
+            }
+            None => self.unacked.clear(),
         }
+        let now = (self.lag_ticks() as i64, self.lag_bytes() as i64);
+        self.metrics
+            .replication_lag_ticks
+            .inc_by(now.0 - self.lag_counted.0);
+        self.metrics
+            .replication_lag_bytes
+            .inc_by(now.1 - self.lag_counted.1);
+        self.lag_counted = now;
+    }
+
+    /// Ticks the slowest following standby is behind.
+    pub(super) fn lag_ticks(&self) -> u64 {
+        self.gate
+            .followers()
+            .into_iter()
+            .map(|(_, t)| self.core.tick().saturating_sub(t))
+            .max()
+            .unwrap_or(0)
     }
 }
