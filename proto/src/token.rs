@@ -81,6 +81,11 @@ pub struct Claims {
     pub exp: u64,
     /// Audience: the deployment the token is for (for example `skylane`).
     pub aud: String,
+    /// Spectators: the shortest delay behind live play the bearer may watch
+    /// with, seconds (casters 0, the public 90). Relays raise a request below
+    /// it to it. Absent: the relay's configured default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_delay_secs: Option<u32>,
 }
 
 impl Claims {
@@ -101,7 +106,16 @@ impl Claims {
             nbf: now,
             exp: now.saturating_add(ttl_secs),
             aud: audience.into(),
+            min_delay_secs: None,
         }
+    }
+
+    /// The same claims with a spectator tier: the shortest delay the bearer
+    /// may watch with.
+    #[must_use]
+    pub fn with_min_delay(mut self, secs: u32) -> Self {
+        self.min_delay_secs = Some(secs);
+        self
     }
 
     /// Whether the bearer may join `world`.

@@ -229,6 +229,12 @@ pub struct RelayConfig {
     /// Longest spectator delay served, seconds.
     #[arg(long, env = "SKYLANE_RELAY_SPECTATOR_MAX_DELAY", default_value_t = 120)]
     pub spectator_max_delay_secs: u64,
+    /// Shortest spectator delay, seconds, for spectator tokens that name no
+    /// tier (`min_delay_secs`); a request below it is raised to it. 0: such
+    /// tokens may watch live.
+    #[arg(long, env = "SKYLANE_RELAY_SPECTATOR_MIN_DELAY", default_value_t = 0)]
+    #[serde(default)]
+    pub spectator_min_delay_secs: u64,
     /// Feed bytes kept per watched world, MiB.
     #[arg(long, env = "SKYLANE_RELAY_SPECTATOR_BUFFER_MIB", default_value_t = 64)]
     pub spectator_buffer_mib: usize,
@@ -356,6 +362,7 @@ impl Default for RelayConfig {
             link_keep_alive_ms: 250,
             link_backoff_max_ms: 1000,
             spectator_max_delay_secs: 120,
+            spectator_min_delay_secs: 0,
             spectator_buffer_mib: 64,
             spectator_queue: 64,
             control: skylane_control::ControlKind::None,
@@ -429,6 +436,12 @@ impl RelayConfig {
             return Err(ConfigError::Invalid(format!(
                 "id must be 1..=16777215, not {}",
                 self.id
+            )));
+        }
+        if self.spectator_min_delay_secs > self.spectator_max_delay_secs {
+            return Err(ConfigError::Invalid(format!(
+                "spectator_min_delay_secs ({}) is longer than spectator_max_delay_secs ({}): no spectator could be served",
+                self.spectator_min_delay_secs, self.spectator_max_delay_secs
             )));
         }
         if self.origins.is_empty() && self.control == skylane_control::ControlKind::None {
@@ -688,6 +701,22 @@ mod tests {
         let c = parse(&["x", "--origin", "127.0.0.1:1=1"], None).unwrap();
         let err = c.validate().unwrap_err().to_string();
         assert!(err.contains("cert, key and ca"), "{err}");
+        // A spectator tier no delay buffer can serve.
+        let c = parse(
+            &[
+                "x",
+                "--dev-certs",
+                "/tmp/x",
+                "--origin",
+                "127.0.0.1:1=1",
+                "--spectator-min-delay-secs",
+                "200",
+            ],
+            None,
+        )
+        .unwrap();
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("spectator_min_delay_secs"), "{err}");
         std::fs::remove_dir_all(&dir).ok();
     }
 }

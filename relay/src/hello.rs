@@ -28,6 +28,8 @@ pub(crate) struct Admitted {
     pub(crate) resume: Option<SessionId>,
     /// The client's cursors, for an exact replay.
     pub(crate) last_seen: Vec<ChannelCursor>,
+    /// The token's spectator tier (shortest delay, ms), if it names one.
+    pub(crate) min_delay_ms: Option<u32>,
 }
 
 /// Checks a hello at `now_unix` (seconds since the Unix epoch).
@@ -83,6 +85,7 @@ pub(crate) fn check_hello(
         world: hello.world,
         resume,
         last_seen: hello.last_seen,
+        min_delay_ms: claims.min_delay_secs.map(|s| s.saturating_mul(1000)),
     })
 }
 

@@ -74,6 +74,9 @@ pub struct RelayMetrics {
     pub spectator_skips: Counter,
     /// Spectator subscriptions refused, by reason.
     pub spectators_refused: Family<KindLabel, Counter>,
+    /// Spectator subscriptions whose delay was raised to the spectator's tier
+    /// (its token's minimum delay).
+    pub spectator_delays_raised: Counter,
     /// GeoIP lookups whose record did not decode as a location (the client got
     /// the directory order).
     pub geoip_undecodable: Counter,
@@ -222,6 +225,11 @@ impl RelayMetrics {
             "spectators_refused",
             "Spectator subscriptions refused by reason",
             m.spectators_refused.clone(),
+        );
+        r.register(
+            "spectator_delays_raised",
+            "Spectator subscriptions whose delay was raised to the token's minimum",
+            m.spectator_delays_raised.clone(),
         );
         r.register(
             "actions_unknown",

@@ -240,6 +240,7 @@ impl RelaySettings {
             drain_deadline: Duration::from_secs(cfg.drain_deadline_secs),
             spectators: AudienceConfig {
                 max_delay: Duration::from_secs(cfg.spectator_max_delay_secs),
+                default_min_delay: Duration::from_secs(cfg.spectator_min_delay_secs),
                 max_buffer_bytes: cfg.spectator_buffer_mib << 20,
                 ..AudienceConfig::default()
             },

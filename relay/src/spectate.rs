@@ -54,6 +54,9 @@ pub struct AudienceConfig {
     pub max_filter_items: usize,
     /// Highest rate of the reduced mode. Default 60 Hz.
     pub max_reduced_hz: u16,
+    /// The shortest delay a spectator whose token names no tier may watch
+    /// with (a token's `min_delay_secs` overrides it). Default 0.
+    pub default_min_delay: Duration,
     /// Events without an entity a reduced-rate group holds between two frames;
     /// past it the oldest are dropped. Default 1,024.
     pub max_reduced_pending: usize,
@@ -66,6 +69,7 @@ impl Default for AudienceConfig {
             max_buffer_bytes: 64 << 20,
             max_filter_items: 256,
             max_reduced_hz: 60,
+            default_min_delay: Duration::ZERO,
             max_reduced_pending: 1024,
         }
     }
@@ -321,13 +325,26 @@ impl Audience {
         self.release(now_us);
     }
 
-    /// Adds a spectator, or changes its filter, delay or mode.
+    /// Adds a spectator, or changes its filter, delay or mode. A delay below
+    /// `min_delay_ms` (the spectator's tier) is raised to it; the delay
+    /// served is returned.
     pub fn handle_subscribe(
         &mut self,
         now_us: u64,
         spectator: SessionId,
         sub: &SpectatorSubscribe,
-    ) -> Result<(), SpectateError> {
+        min_delay_ms: u32,
+    ) -> Result<u32, SpectateError> {
+        let raised;
+        let sub = if sub.delay_ms < min_delay_ms {
+            raised = SpectatorSubscribe {
+                delay_ms: min_delay_ms,
+                ..sub.clone()
+            };
+            &raised
+        } else {
+            sub
+        };
         if sub.world != self.world {
             return Err(SpectateError::WrongWorld {
                 expected: self.world,
@@ -406,7 +423,7 @@ impl Audience {
             },
         );
         self.release(now_us);
-        Ok(())
+        Ok(sub.delay_ms)
     }
 
     /// A lane for `delay_ms` whose cursor starts at the first frame not yet due.

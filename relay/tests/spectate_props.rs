@@ -1,7 +1,7 @@
 //! Property tests for the spectator delay buffer: whatever the arrival order,
 //! network delays and clock offset, no frame reaches a spectator before its world
-//! time plus the spectator's delay, and no spectator sees a frame twice or out of
-//! order.
+//! time plus the spectator's delay (at least its tier, whatever it asked), and no
+//! spectator sees a frame twice or out of order.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -53,6 +53,9 @@ proptest! {
         undershoot in 0..20_000i64,
         delays in prop::collection::vec(prop::sample::select(vec![0u32, 250, 1000, 3000]), 1..4),
         modes in prop::collection::vec(0..3u8, 1..4),
+        // Each spectator's tier (its token's minimum delay): a request below
+        // it is served at it, and checked against it.
+        tiers in prop::collection::vec(prop::sample::select(vec![0u32, 500, 2000]), 1..4),
     ) {
         let mut a = Audience::new(W, AudienceConfig::default());
         let base = 10_000_000_000u64; // origin clock, µs
@@ -67,13 +70,15 @@ proptest! {
                 _ => BandwidthMode::KeyframesOnly,
             };
             let s = SessionId(i as u64);
-            a.handle_subscribe(start, s, &SpectatorSubscribe {
+            let tier = tiers[i % tiers.len()];
+            let served = a.handle_subscribe(start, s, &SpectatorSubscribe {
                 world: W,
                 filter: SpectatorFilter::all(),
                 delay_ms: *d,
                 mode,
-            }).unwrap();
-            delay_of.insert(s, u64::from(*d) * 1000);
+            }, tier).unwrap();
+            prop_assert_eq!(served, (*d).max(tier));
+            delay_of.insert(s, u64::from(served) * 1000);
         }
         // Frames every 33 ms of origin time, a keyframe every 10; each arrives at
         // the relay after its own network delay.

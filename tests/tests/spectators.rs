@@ -414,3 +414,73 @@ fn a_spectator_changes_its_filter_and_mode_while_watching() {
         assert_eq!(s.subscription().mode, BandwidthMode::KeyframesOnly);
     });
 }
+
+/// A public-tier spectator (its token's minimum delay: 2 s here, 90 s in
+/// production) asks to watch live: the relay raises the delay to its tier, so
+/// no frame reaches it earlier than 2 s after the tick it shows; a caster's
+/// token (tier 0) watches live on the same relay.
+#[test]
+fn a_tiered_spectator_token_cannot_watch_live() {
+    run(|| async {
+        let net = Net::start(NetOptions::default());
+        let relay = net.relays[0].addr;
+        let (_, b) = net.client_builder("paris", "w1");
+        let mut w = Walker::new(b.relays([relay]).connect().await.unwrap(), "w1");
+        w.wait_spawn().await;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let tiered = |name: &str, secs| {
+            let claims =
+                skylane_proto::Claims::new(name, Role::Spectator, vec![], "skylane", now, 3600)
+                    .with_min_delay(secs);
+            net.tokens.issue(&claims).unwrap()
+        };
+        let (_, b) = net.builder_as("paris", "public", Role::Spectator);
+        let public = Spectator::connect(
+            b.relays([relay]).token(tiered("public", 2)),
+            SpectatorFilter::all(),
+            Duration::ZERO,
+            BandwidthMode::Full,
+        )
+        .await
+        .unwrap();
+        let (_, b) = net.builder_as("paris", "caster", Role::Spectator);
+        let caster = Spectator::connect(
+            b.relays([relay]).token(tiered("caster", 0)),
+            SpectatorFilter::all(),
+            Duration::ZERO,
+            BandwidthMode::Full,
+        )
+        .await
+        .unwrap();
+        let (stop_tx, stop) = tokio::sync::watch::channel(false);
+        let watching = [
+            watch_in_background(public, stop.clone()),
+            watch_in_background(caster, stop),
+        ];
+        let mut walkers = vec![w];
+        play(&mut walkers, 150).await;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        stop_tx.send(true).unwrap();
+        let mut late = Vec::new();
+        for h in watching {
+            let (_, frames, l) = h.await.unwrap();
+            assert!(frames.len() > 20, "frames arrive: {}", frames.len());
+            late.push(l);
+        }
+        // Lateness is against the 0 s asked for: the public one's is its tier.
+        let min = |l: &[i64]| l.iter().copied().min().unwrap();
+        assert!(
+            min(&late[0]) >= 1_950_000,
+            "a public-tier frame arrived {} us after its tick",
+            min(&late[0])
+        );
+        assert!(
+            late[1].iter().all(|l| *l < 1_000_000),
+            "the caster watches live: {:?}",
+            late[1].iter().max()
+        );
+    });
+}

@@ -72,6 +72,8 @@ fn token_keygen_issue_verify_round_trip() {
         "7",
         "--ttl",
         "10m",
+        "--min-delay",
+        "90s",
     ]);
     let token = token.trim();
 
@@ -90,6 +92,20 @@ fn token_keygen_issue_verify_round_trip() {
     assert_eq!(claims.role, skylane_proto::Role::Spectator);
     assert_eq!(claims.worlds, vec![skylane_proto::WorldId(7)]);
     assert!((590..=600).contains(&(claims.exp - claims.iat)));
+    assert_eq!(claims.min_delay_secs, Some(90), "the spectator's tier");
+    // A tier is for spectators only.
+    let player = skylane(&[
+        "token",
+        "issue",
+        "--key",
+        p(&key),
+        "--sub",
+        "bob",
+        "--min-delay",
+        "90s",
+    ]);
+    assert!(!player.status.success());
+    assert!(String::from_utf8_lossy(&player.stderr).contains("spectator"));
 
     // And the CLI's own verify agrees, and rejects another audience.
     let json = ok(&["token", "verify", "--pub", p(&public), token]);

@@ -256,6 +256,9 @@ impl Actor {
                 ))
             }
         }
+        if h.role == Role::Spectator {
+            self.spectators.set_tier(session, h.min_delay_ms);
+        }
         if h.role == Role::Player {
             self.hub.handle_open(session, h.world, &h.last_seen);
             self.upstream.handle_open(session, origin);
@@ -321,6 +324,7 @@ impl Actor {
     pub(crate) fn end_session(&mut self, session: SessionId, tell_origin: bool) {
         self.hub.handle_close(session);
         self.leave_audience(session);
+        self.spectators.forget_tier(session);
         if let Some(origin) = self.upstream.handle_close(session) {
             if let Some(link) = self.link(origin).filter(|_| tell_origin) {
                 link.send_control(&LinkMsg::SessionClose { session });

@@ -44,6 +44,10 @@ pub(crate) struct Spectators {
     queues: HashMap<SessionId, (WorldId, mpsc::Sender<Bytes>)>,
     /// Each origin's clock (from link pings).
     clocks: HashMap<OriginId, ClockSync>,
+    /// Each spectator session's tier: the shortest delay it may watch with
+    /// (ms), from its token or the configured default; set at every
+    /// admission (a resume brings its token again), dropped with the session.
+    tiers: HashMap<SessionId, u32>,
 }
 
 impl Spectators {
@@ -54,7 +58,20 @@ impl Spectators {
             audiences: HashMap::default(),
             queues: HashMap::default(),
             clocks: HashMap::default(),
+            tiers: HashMap::default(),
         }
+    }
+
+    /// A spectator session was admitted with `min_delay_ms` from its token
+    /// (`None`: the configured default applies).
+    pub(crate) fn set_tier(&mut self, session: SessionId, min_delay_ms: Option<u32>) {
+        let default = u32::try_from(self.config.default_min_delay.as_millis()).unwrap_or(u32::MAX);
+        self.tiers.insert(session, min_delay_ms.unwrap_or(default));
+    }
+
+    /// The session ended: its tier goes.
+    pub(crate) fn forget_tier(&mut self, session: SessionId) {
+        self.tiers.remove(&session);
     }
 
     /// A spectator of `world` (hosted by `origin`) subscribes, or changes its
@@ -84,9 +101,17 @@ impl Spectators {
             }
             (origin, a)
         });
-        let result = audience.handle_subscribe(now_us, session, sub);
+        // A session admitted without a tier (never: set at admission) gets
+        // the configured default rather than live play.
+        let tier = self.tiers.get(&session).copied().unwrap_or_else(|| {
+            u32::try_from(self.config.default_min_delay.as_millis()).unwrap_or(u32::MAX)
+        });
+        let result = audience.handle_subscribe(now_us, session, sub, tier);
         match result {
-            Ok(()) => {
+            Ok(served) => {
+                if served != sub.delay_ms {
+                    self.metrics.spectator_delays_raised.inc();
+                }
                 self.queues.insert(session, (world, tx));
                 self.deliver(world);
                 self.metrics.spectators.set(self.queues.len() as i64);

@@ -57,8 +57,8 @@ fn frames_wait_for_their_delay_and_share_bytes_within_a_group() {
     let mut a = Audience::new(W, AudienceConfig::default());
     a.handle_clock(0, 0);
     let full = sub(1000, SpectatorFilter::all(), BandwidthMode::Full);
-    a.handle_subscribe(0, SessionId(1), &full).unwrap();
-    a.handle_subscribe(0, SessionId(2), &full).unwrap();
+    a.handle_subscribe(0, SessionId(1), &full, 0).unwrap();
+    a.handle_subscribe(0, SessionId(2), &full, 0).unwrap();
     a.handle_frame(0, frame(0, true));
     a.handle_frame(100_000, frame(1, false));
     assert!(drain(&mut a).is_empty(), "nothing before the delay");
@@ -89,6 +89,7 @@ fn a_clock_offset_moves_releases_and_nothing_is_released_before_one_is_known() {
         0,
         SessionId(1),
         &sub(0, SpectatorFilter::all(), BandwidthMode::Full),
+        0,
     )
     .unwrap();
     a.handle_frame(0, frame(0, true));
@@ -111,6 +112,7 @@ fn several_delays_share_one_history() {
             0,
             SessionId(s),
             &sub(d, SpectatorFilter::all(), BandwidthMode::Full),
+            0,
         )
         .unwrap();
     }
@@ -151,22 +153,24 @@ fn filters_and_modes_shape_what_a_spectator_sees() {
         }),
         ..SpectatorFilter::all()
     };
-    a.handle_subscribe(0, SessionId(1), &sub(0, team1, BandwidthMode::Full))
+    a.handle_subscribe(0, SessionId(1), &sub(0, team1, BandwidthMode::Full), 0)
         .unwrap();
-    a.handle_subscribe(0, SessionId(2), &sub(0, crit, BandwidthMode::Full))
+    a.handle_subscribe(0, SessionId(2), &sub(0, crit, BandwidthMode::Full), 0)
         .unwrap();
-    a.handle_subscribe(0, SessionId(3), &sub(0, area, BandwidthMode::Full))
+    a.handle_subscribe(0, SessionId(3), &sub(0, area, BandwidthMode::Full), 0)
         .unwrap();
     a.handle_subscribe(
         0,
         SessionId(4),
         &sub(0, SpectatorFilter::all(), BandwidthMode::Reduced { hz: 2 }),
+        0,
     )
     .unwrap();
     a.handle_subscribe(
         0,
         SessionId(5),
         &sub(0, SpectatorFilter::all(), BandwidthMode::KeyframesOnly),
+        0,
     )
     .unwrap();
     // 3 s of 10 Hz frames, a keyframe every second.
@@ -244,6 +248,7 @@ fn a_late_joiner_starts_from_the_latest_released_keyframe() {
         0,
         SessionId(1),
         &sub(1000, SpectatorFilter::all(), BandwidthMode::Full),
+        0,
     )
     .unwrap();
     for t in 0..40 {
@@ -255,6 +260,7 @@ fn a_late_joiner_starts_from_the_latest_released_keyframe() {
         3_950_000,
         SessionId(2),
         &sub(1000, SpectatorFilter::all(), BandwidthMode::Full),
+        0,
     )
     .unwrap();
     let d: Vec<FeedFrame> = drain(&mut a).iter().map(decode).collect();
@@ -267,6 +273,7 @@ fn a_late_joiner_starts_from_the_latest_released_keyframe() {
         3_950_000,
         SessionId(3),
         &sub(3000, SpectatorFilter::all(), BandwidthMode::Full),
+        0,
     )
     .unwrap();
     let d: Vec<FeedFrame> = drain(&mut a).iter().map(decode).collect();
@@ -282,6 +289,7 @@ fn a_slow_spectator_skips_to_the_next_keyframe() {
         0,
         SessionId(1),
         &sub(0, SpectatorFilter::all(), BandwidthMode::Full),
+        0,
     )
     .unwrap();
     a.handle_frame(0, frame(0, true));
@@ -314,6 +322,7 @@ fn memory_is_bounded_by_the_longest_delay_and_by_bytes() {
         0,
         SessionId(1),
         &sub(2000, SpectatorFilter::all(), BandwidthMode::Full),
+        0,
     )
     .unwrap();
     for t in 0..600 {
@@ -331,6 +340,7 @@ fn memory_is_bounded_by_the_longest_delay_and_by_bytes() {
         0,
         SessionId(1),
         &sub(60_000, SpectatorFilter::all(), BandwidthMode::Full),
+        0,
     )
     .unwrap();
     for t in 0..100 {
@@ -348,7 +358,8 @@ fn bad_subscriptions_are_refused_with_a_reason() {
         a.handle_subscribe(
             0,
             SessionId(1),
-            &sub(121_000, all.clone(), BandwidthMode::Full)
+            &sub(121_000, all.clone(), BandwidthMode::Full),
+            0
         ),
         Err(SpectateError::DelayTooLong { .. })
     ));
@@ -356,7 +367,8 @@ fn bad_subscriptions_are_refused_with_a_reason() {
         a.handle_subscribe(
             0,
             SessionId(1),
-            &sub(0, all.clone(), BandwidthMode::Reduced { hz: 0 })
+            &sub(0, all.clone(), BandwidthMode::Reduced { hz: 0 }),
+            0
         ),
         Err(SpectateError::BadRate { .. })
     ));
@@ -365,7 +377,7 @@ fn bad_subscriptions_are_refused_with_a_reason() {
         ..all.clone()
     };
     assert_eq!(
-        a.handle_subscribe(0, SessionId(1), &sub(0, big, BandwidthMode::Full))
+        a.handle_subscribe(0, SessionId(1), &sub(0, big, BandwidthMode::Full), 0)
             .map_err(|e| e.label()),
         Err("filter_too_large")
     );
@@ -374,9 +386,63 @@ fn bad_subscriptions_are_refused_with_a_reason() {
         ..sub(0, all, BandwidthMode::Full)
     };
     assert!(matches!(
-        a.handle_subscribe(0, SessionId(1), &other),
+        a.handle_subscribe(0, SessionId(1), &other, 0),
         Err(SpectateError::WrongWorld { .. })
     ));
     assert!(a.is_empty());
     let _ = decode_message::<ServerMsg>;
+}
+
+#[test]
+fn a_request_below_the_tier_is_raised_to_it() {
+    let mut a = Audience::new(W, AudienceConfig::default());
+    a.handle_clock(0, 0);
+    let live = sub(0, SpectatorFilter::all(), BandwidthMode::Full);
+    assert_eq!(a.handle_subscribe(0, SessionId(1), &live, 2000), Ok(2000));
+    assert_eq!(a.handle_subscribe(0, SessionId(2), &live, 0), Ok(0));
+    let later = sub(3000, SpectatorFilter::all(), BandwidthMode::Full);
+    assert_eq!(a.handle_subscribe(0, SessionId(3), &later, 2000), Ok(3000));
+    assert_eq!(a.delays(), vec![0, 2000, 3000]);
+    // A tier longer than the relay buffers cannot be served.
+    assert!(matches!(
+        a.handle_subscribe(0, SessionId(4), &live, 500_000),
+        Err(SpectateError::DelayTooLong { .. })
+    ));
+}
+
+proptest::proptest! {
+    /// Whatever a tiered spectator asks for and whenever it changes its
+    /// subscription, it never receives a frame before the frame's world time
+    /// plus its tier.
+    #[test]
+    fn a_tiered_spectator_never_sees_a_frame_before_its_minimum_delay(
+        tier_ms in 0u32..5_000,
+        asks in proptest::collection::vec((0u64..300, 0u32..6_000), 1..6),
+        keyframe_every in 1u64..20,
+    ) {
+        let mut a = Audience::new(W, AudienceConfig::default());
+        a.handle_clock(0, 0);
+        let mut asks = asks;
+        asks.sort_by_key(|(at, _)| *at);
+        let mut next_ask = 0;
+        for t in 0..300u64 {
+            let now = t * 100_000;
+            while next_ask < asks.len() && asks[next_ask].0 == t {
+                let s = sub(asks[next_ask].1, SpectatorFilter::all(), BandwidthMode::Full);
+                let served = a.handle_subscribe(now, SessionId(1), &s, tier_ms).unwrap();
+                proptest::prop_assert!(served >= tier_ms);
+                next_ask += 1;
+            }
+            a.handle_frame(now, frame(t, t % keyframe_every == 0));
+            a.handle_timeout(now);
+            for d in drain(&mut a) {
+                let f = decode(&d);
+                proptest::prop_assert!(
+                    f.origin_time_us + u64::from(tier_ms) * 1000 <= now,
+                    "tick {} (world time {} us) delivered at {} us with a {} ms tier",
+                    f.tick, f.origin_time_us, now, tier_ms
+                );
+            }
+        }
+    }
 }

@@ -45,6 +45,11 @@ pub(crate) enum TokenCmd {
         /// Audience: the deployment the token is for.
         #[arg(long, env = "SKYLANE_TOKEN_AUDIENCE", default_value = DEFAULT_AUDIENCE)]
         audience: String,
+        /// Spectators: the shortest delay the bearer may watch with (a tier:
+        /// `0s` for casters, `90s` for the public). Relays raise a shorter
+        /// request to it. Default: the relay's `spectator_min_delay_secs`.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        min_delay: Option<Duration>,
     },
     /// Verify a token with a public key and print its claims as JSON.
     Verify {
@@ -101,7 +106,11 @@ impl TokenCmd {
                 worlds,
                 ttl,
                 audience,
+                min_delay,
             } => {
+                if min_delay.is_some() && role != Role::Spectator {
+                    anyhow::bail!("--min-delay is for spectator tokens (--role spectator)");
+                }
                 let pem = fs::read_to_string(&key)
                     .with_context(|| format!("reading {}", key.display()))?;
                 let signer = TokenSigner::from_pem(&pem)
@@ -114,6 +123,12 @@ impl TokenCmd {
                     unix_now()?,
                     ttl.as_secs(),
                 );
+                let claims = match min_delay {
+                    Some(d) => claims.with_min_delay(
+                        u32::try_from(d.as_secs()).context("--min-delay is too long")?,
+                    ),
+                    None => claims,
+                };
                 println!("{}", signer.issue(&claims)?);
                 Ok(())
             }
