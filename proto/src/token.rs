@@ -136,7 +136,7 @@ pub enum TokenError {
     /// Signed by a key this verifier does not know.
     #[error("token signed by unknown key {found:?} (expected {expected:?})")]
     UnknownKey {
-        /// Key id this verifier trusts.
+        /// Key ids this verifier trusts (comma-separated).
         expected: String,
         /// Key id in the token (`None` when absent).
         found: Option<String>,
@@ -327,8 +327,9 @@ impl TokenSigner {
 /// Verifies tokens offline with the issuer's public key.
 #[derive(Clone)]
 pub struct TokenVerifier {
-    key: DecodingKey,
-    kid: String,
+    /// The trusted keys, by key id (a few: the current one and, while keys
+    /// rotate, the next or the previous).
+    keys: Vec<(String, DecodingKey)>,
     audience: String,
     leeway_secs: u64,
 }
@@ -336,7 +337,7 @@ pub struct TokenVerifier {
 impl fmt::Debug for TokenVerifier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TokenVerifier")
-            .field("kid", &self.kid)
+            .field("kids", &self.key_ids())
             .field("audience", &self.audience)
             .field("leeway_secs", &self.leeway_secs)
             .finish()
@@ -347,18 +348,48 @@ impl TokenVerifier {
     /// Default tolerance for clock skew between issuer and verifier: 5 seconds.
     pub const DEFAULT_LEEWAY_SECS: u64 = 5;
 
-    /// A verifier from a SubjectPublicKeyInfo PEM public key, accepting `audience`.
+    /// A verifier trusting every SubjectPublicKeyInfo PEM public key in
+    /// `public_pem` (one, or several concatenated: a key set, so that keys
+    /// rotate without downtime), accepting `audience`. At most
+    /// [`TokenVerifier::MAX_KEYS`] keys.
     pub fn from_pem(public_pem: &str, audience: impl Into<String>) -> Result<Self, TokenError> {
         check_pem(public_pem, "PUBLIC KEY").map_err(TokenError::InvalidKey)?;
-        let public = VerifyingKey::from_public_key_pem(public_pem)
-            .map_err(|e| TokenError::InvalidKey(e.to_string()))?;
-        Ok(Self::from_verifying_key(public, audience.into()))
+        const END: &str = "-----END PUBLIC KEY-----";
+        let mut keys = Vec::new();
+        let mut rest = public_pem;
+        while let Some(start) = rest.find("-----BEGIN PUBLIC KEY-----") {
+            let Some(end) = rest[start..].find(END).map(|e| start + e + END.len()) else {
+                return Err(TokenError::InvalidKey(
+                    "an unterminated PUBLIC KEY block".into(),
+                ));
+            };
+            let public = VerifyingKey::from_public_key_pem(&rest[start..end])
+                .map_err(|e| TokenError::InvalidKey(e.to_string()))?;
+            if keys.len() == Self::MAX_KEYS {
+                return Err(TokenError::InvalidKey(format!(
+                    "more than {} keys in one key set",
+                    Self::MAX_KEYS
+                )));
+            }
+            keys.push(public);
+            rest = &rest[end..];
+        }
+        let mut v = Self::from_verifying_key(keys[0], audience.into());
+        for k in &keys[1..] {
+            let kid = key_id(k);
+            if !v.keys.iter().any(|(id, _)| *id == kid) {
+                v.keys.push((kid, DecodingKey::from_ed_der(k.as_bytes())));
+            }
+        }
+        Ok(v)
     }
+
+    /// Most keys one verifier trusts at once.
+    pub const MAX_KEYS: usize = 16;
 
     fn from_verifying_key(public: VerifyingKey, audience: String) -> Self {
         Self {
-            key: DecodingKey::from_ed_der(public.as_bytes()),
-            kid: key_id(&public),
+            keys: vec![(key_id(&public), DecodingKey::from_ed_der(public.as_bytes()))],
             audience,
             leeway_secs: Self::DEFAULT_LEEWAY_SECS,
         }
@@ -370,9 +401,9 @@ impl TokenVerifier {
         self
     }
 
-    /// Key id of the trusted key.
-    pub fn key_id(&self) -> &str {
-        &self.kid
+    /// Key ids of the trusted keys, in the order given.
+    pub fn key_ids(&self) -> Vec<&str> {
+        self.keys.iter().map(|(k, _)| k.as_str()).collect()
     }
 
     /// Audience accepted.
@@ -388,12 +419,16 @@ impl TokenVerifier {
         if header.alg != Algorithm::EdDSA {
             return Err(TokenError::WrongAlgorithm(format!("{:?}", header.alg)));
         }
-        if header.kid.as_deref() != Some(self.kid.as_str()) {
+        let Some((_, key)) = self
+            .keys
+            .iter()
+            .find(|(kid, _)| header.kid.as_deref() == Some(kid.as_str()))
+        else {
             return Err(TokenError::UnknownKey {
-                expected: self.kid.clone(),
+                expected: self.key_ids().join(","),
                 found: header.kid,
             });
-        }
+        };
         // Time and audience are checked below against the injected clock, with typed
         // errors; jsonwebtoken only checks the signature and parses the claims.
         let mut validation = Validation::new(Algorithm::EdDSA);
@@ -401,11 +436,11 @@ impl TokenVerifier {
         validation.validate_nbf = false;
         validation.validate_aud = false;
         validation.required_spec_claims = HashSet::new();
-        let data = jsonwebtoken::decode::<Claims>(token, &self.key, &validation).map_err(|e| {
-            match e.kind() {
-                jsonwebtoken::errors::ErrorKind::InvalidSignature => TokenError::BadSignature,
-                _ => TokenError::Malformed(e.to_string()),
-            }
+        let data = jsonwebtoken::decode::<Claims>(token, key, &validation).map_err(|e| match e
+            .kind()
+        {
+            jsonwebtoken::errors::ErrorKind::InvalidSignature => TokenError::BadSignature,
+            _ => TokenError::Malformed(e.to_string()),
         })?;
         let claims = data.claims;
         if claims.aud != self.audience {
@@ -507,9 +542,59 @@ mod tests {
     }
 
     #[test]
+    fn a_key_set_trusts_each_of_its_keys_and_only_those() {
+        let pairs: Vec<TokenKeyPair> = (0..3).map(|_| TokenKeyPair::generate().unwrap()).collect();
+        let signers: Vec<TokenSigner> = pairs
+            .iter()
+            .map(|p| TokenSigner::from_pem(&p.private_pem).unwrap())
+            .collect();
+        // Old and new key during a rotation.
+        let set = format!("{}\n{}", pairs[0].public_pem, pairs[1].public_pem);
+        let v = TokenVerifier::from_pem(&set, AUD).unwrap();
+        assert_eq!(v.key_ids(), vec![signers[0].key_id(), signers[1].key_id()]);
+        for s in &signers[..2] {
+            let t = s.issue(&claims(Role::Player)).unwrap();
+            assert_eq!(v.verify(&t, NOW).unwrap(), claims(Role::Player));
+        }
+        let other = signers[2].issue(&claims(Role::Player)).unwrap();
+        match v.verify(&other, NOW) {
+            Err(TokenError::UnknownKey { expected, found }) => {
+                assert_eq!(found.as_deref(), Some(signers[2].key_id()));
+                assert!(
+                    expected.contains(signers[0].key_id())
+                        && expected.contains(signers[1].key_id())
+                );
+            }
+            r => panic!("another key's token: {r:?}"),
+        }
+        // A forged token under a trusted kid still fails on its signature.
+        let (_, rest) = other.split_once('.').unwrap();
+        let forged = format!("{}.{rest}", b64_header(signers[0].key_id()));
+        assert!(
+            matches!(v.verify(&forged, NOW), Err(TokenError::BadSignature)),
+            "{:?}",
+            v.verify(&forged, NOW)
+        );
+        // Bounded, and a broken block is refused.
+        let many = std::iter::repeat_n(pairs[0].public_pem.as_str(), TokenVerifier::MAX_KEYS + 1)
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert!(TokenVerifier::from_pem(&many, AUD).is_err());
+        let cut = &set[..set.len() - 20];
+        assert!(TokenVerifier::from_pem(cut, AUD).is_err());
+    }
+
+    /// The base64url header of an EdDSA token with key id `kid`.
+    fn b64_header(kid: &str) -> String {
+        use base64::Engine as _;
+        let json = format!("{{\"typ\":\"JWT\",\"alg\":\"EdDSA\",\"kid\":\"{kid}\"}}");
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json)
+    }
+
+    #[test]
     fn valid_token_round_trips() {
         let (signer, verifier) = setup();
-        assert_eq!(signer.key_id(), verifier.key_id());
+        assert_eq!(vec![signer.key_id()], verifier.key_ids());
         let token = signer.issue(&claims(Role::Player)).unwrap();
         let got = verifier
             .verify_for_world(&token, NOW + 10, &[Role::Player], WorldId(7))

@@ -66,7 +66,7 @@ pub use session::{
 };
 pub use settings::{
     client_transport, link_transport, link_transport_with, Limits, OriginSpec, PeerSpec,
-    RelayMaterial, RelaySettings, LINK_IDLE_TIMEOUT, LINK_KEEP_ALIVE,
+    RelayMaterial, RelaySettings, TokenKeys, LINK_IDLE_TIMEOUT, LINK_KEEP_ALIVE,
 };
 pub use shell::{LoadError, Relay};
 pub use skylane_proto::MAX_PROBE_PINGS;

@@ -80,6 +80,12 @@ pub struct RelayMetrics {
     /// GeoIP lookups whose record did not decode as a location (the client got
     /// the directory order).
     pub geoip_undecodable: Counter,
+    /// Times the token key file changed and its key set replaced the one in
+    /// use.
+    pub token_key_reloads: Counter,
+    /// Times the token key file changed but could not be read or parsed (the
+    /// keys in use stay).
+    pub token_key_errors: Counter,
     /// Errors origins reported on their links (unknown session, unknown world,
     /// a refused join, a kick), by the origin's error code.
     pub origin_errors: Family<KindLabel, Counter>,
@@ -105,6 +111,16 @@ impl RelayMetrics {
             "geoip_undecodable",
             "GeoIP lookups whose record did not decode as a location",
             m.geoip_undecodable.clone(),
+        );
+        r.register(
+            "token_key_reloads",
+            "Token key sets loaded from a changed key file",
+            m.token_key_reloads.clone(),
+        );
+        r.register(
+            "token_key_errors",
+            "Changed token key files that could not be loaded (the keys in use stay)",
+            m.token_key_errors.clone(),
         );
         r.register(
             "admission_refused",

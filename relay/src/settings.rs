@@ -90,8 +90,13 @@ pub struct RelaySettings {
     pub origins: Vec<OriginSpec>,
     /// Client configuration for origin links (mutual TLS).
     pub link_tls: quinn::ClientConfig,
-    /// Token verification (public key, audience).
-    pub tokens: TokenVerifier,
+    /// Token verification (the trusted key set, audience), replaceable while
+    /// the relay runs (key rotation: [`Relay::load`](crate::Relay::load)
+    /// watches the key file).
+    pub tokens: TokenKeys,
+    /// The token key file, watched while the relay runs: a changed key set
+    /// replaces `tokens` (`None`: the keys never change).
+    pub token_key_file: Option<std::path::PathBuf>,
     /// Deployment-wide resume ticket key.
     pub tickets: TicketKey,
     /// Limits and timers.
@@ -179,6 +184,35 @@ pub struct PeerSpec {
     pub server_name: String,
 }
 
+/// The token verifier in use, shared by every admission and replaced whole
+/// when the key set changes (rotation: add the new key, issue with it, retire
+/// the old one). Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct TokenKeys(Arc<std::sync::RwLock<Arc<TokenVerifier>>>);
+
+impl TokenKeys {
+    /// Starts with `verifier`.
+    pub fn new(verifier: TokenVerifier) -> Self {
+        Self(Arc::new(std::sync::RwLock::new(Arc::new(verifier))))
+    }
+
+    /// The verifier now (a hello is checked against one set, whole).
+    pub fn current(&self) -> Arc<TokenVerifier> {
+        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Replaces the verifier (a new key set).
+    pub fn replace(&self, verifier: TokenVerifier) {
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(verifier);
+    }
+
+    /// Whether some other handle still uses these keys (a watcher stops
+    /// when it holds the last one).
+    pub fn shared(&self) -> bool {
+        Arc::strong_count(&self.0) > 1
+    }
+}
+
 /// What a relay needs besides its configuration: key material and data that
 /// the binary reads from files, and the local network and tests make in memory.
 #[derive(Debug, Clone)]
@@ -263,7 +297,11 @@ impl RelaySettings {
             geo: material.geo,
             origins,
             link_tls,
-            tokens: material.tokens,
+            tokens: TokenKeys::new(material.tokens),
+            token_key_file: cfg
+                .token_key
+                .clone()
+                .or_else(|| cfg.dev_certs.as_ref().map(|d| d.join("token.pub"))),
             tickets: material.tickets,
             limits,
             edge: cfg.edge()?,

@@ -98,6 +98,9 @@ pub struct NetOptions {
     /// Whether every relay is configured with every other as a peer (`false`:
     /// they can only learn each other from a control plane).
     pub static_peers: bool,
+    /// A token key file the relays watch (key rotation); `None`: they keep
+    /// the harness's key.
+    pub token_key_file: Option<std::path::PathBuf>,
 }
 
 impl Default for NetOptions {
@@ -109,6 +112,7 @@ impl Default for NetOptions {
             limits: Limits::default(),
             edge: skylane_relay::EdgeConfig::default(),
             static_peers: true,
+            token_key_file: None,
         }
     }
 }
@@ -213,6 +217,7 @@ impl Net {
                 RelaySettings::from_config(&cfg, material.clone()).expect("relay settings");
             settings.limits = opts.limits;
             settings.edge = opts.edge;
+            settings.token_key_file.clone_from(&opts.token_key_file);
             let relay = Relay::spawn(endpoint, settings, metrics.clone());
             relays.push(RelayNode {
                 host,

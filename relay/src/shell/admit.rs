@@ -156,8 +156,13 @@ async fn open_session(
     hello: skylane_proto::Hello,
 ) -> Result<(skylane_proto::Welcome, Role, Arc<Outbox>), Ending> {
     let s = &shared.settings;
-    let admitted = check_hello(hello, &s.tokens, &s.tickets, shared.clock.unix_secs())
-        .map_err(|r| Ending::Answer(refused(shared, r)))?;
+    let admitted = check_hello(
+        hello,
+        &s.tokens.current(),
+        &s.tickets,
+        shared.clock.unix_secs(),
+    )
+    .map_err(|r| Ending::Answer(refused(shared, r)))?;
     let role = admitted.role;
     let outbox = Outbox::new(s.scheduler);
     let (reply, answer) = oneshot::channel();

@@ -38,6 +38,7 @@ mod admit;
 mod client;
 mod cluster;
 mod from_origin;
+mod keys;
 mod lanes;
 mod link;
 mod load;
@@ -103,6 +104,15 @@ impl Relay {
             .local_addr()
             .unwrap_or_else(|_| ([0, 0, 0, 0], 0).into());
         let clock = UnixClock::new();
+        if let Some(path) = settings.token_key_file.clone() {
+            tokio::spawn(keys::watch_token_keys(
+                path,
+                settings.tokens.current().audience().to_owned(),
+                settings.tokens.clone(),
+                keys::TOKEN_KEY_POLL,
+                metrics.clone(),
+            ));
+        }
         let shared = Arc::new(Shared {
             settings: settings.clone(),
             metrics: metrics.clone(),

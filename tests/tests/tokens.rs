@@ -1,0 +1,121 @@
+//! Token keys over netsim: a relay watches its token key file, so keys rotate
+//! without downtime (add the new public key, issue with the new private key,
+//! retire the old one) while players keep connecting.
+
+use std::time::Duration;
+
+use skylane_client::ClientError;
+use skylane_netsim::run;
+use skylane_proto::{Claims, RefusalCode, Role, TokenKeyPair, TokenSigner};
+use skylane_tests::{Net, NetOptions, WORLD};
+
+fn token(signer: &TokenSigner, who: &str) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    signer
+        .issue(&Claims::new(
+            who,
+            Role::Player,
+            vec![WORLD],
+            "skylane",
+            now,
+            600,
+        ))
+        .unwrap()
+}
+
+#[test]
+fn keys_rotate_under_load_without_refusing_anyone() {
+    run(|| async {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token.pub");
+        let (old, new) = (
+            TokenKeyPair::generate().unwrap(),
+            TokenKeyPair::generate().unwrap(),
+        );
+        let old_signer = TokenSigner::from_pem(&old.private_pem).unwrap();
+        let new_signer = TokenSigner::from_pem(&new.private_pem).unwrap();
+        std::fs::write(&file, &old.public_pem).unwrap();
+        let net = Net::start(NetOptions {
+            relays: vec![(1, "amsterdam")],
+            token_key_file: Some(file.clone()),
+            ..NetOptions::default()
+        });
+        let relay = net.relays[0].addr;
+        let reloads = || net.relays[0].metrics.token_key_reloads.get();
+        // The relay takes the file's key set (the harness started it with
+        // its own key).
+        for _ in 0..100 {
+            if reloads() >= 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(reloads(), 1, "the file's key set in use");
+
+        // Players connect all along: one every 100 ms, each with a token from
+        // the key the issuer uses at that moment.
+        let mut n = 0;
+        let mut connect = async |signer: &TokenSigner| {
+            n += 1;
+            let name = format!("p{n}");
+            let (_, b) = net.client_builder("paris", &name);
+            b.token(token(signer, &name))
+                .relays([relay])
+                .connect()
+                .await
+        };
+        let mut clients = Vec::new();
+        for _ in 0..10 {
+            clients.push(
+                connect(&old_signer)
+                    .await
+                    .expect("old key, before the rotation"),
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // Step 1: both keys trusted; the issuer switches once relays have it.
+        std::fs::write(&file, format!("{}{}", old.public_pem, new.public_pem)).unwrap();
+        while reloads() < 2 {
+            clients.push(
+                connect(&old_signer)
+                    .await
+                    .expect("old key, while the file changes"),
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        for _ in 0..10 {
+            clients.push(
+                connect(&new_signer)
+                    .await
+                    .expect("new key, after it was added"),
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // Step 2: the old key retired.
+        std::fs::write(&file, &new.public_pem).unwrap();
+        while reloads() < 3 {
+            clients.push(
+                connect(&new_signer)
+                    .await
+                    .expect("new key, while the old goes"),
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let err = connect(&old_signer).await.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ClientError::Refused {
+                    code: RefusalCode::BadToken,
+                    ..
+                }
+            ),
+            "a retired key's token: {err:?}"
+        );
+        assert!(clients.len() >= 20);
+        assert_eq!(net.relays[0].metrics.token_key_errors.get(), 0);
+    });
+}
