@@ -86,6 +86,9 @@ pub struct Claims {
     /// it to it. Absent: the relay's configured default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_delay_secs: Option<u32>,
+    /// The token's id, if its issuer gave it one (a revocation can name it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jti: Option<String>,
 }
 
 impl Claims {
@@ -107,7 +110,15 @@ impl Claims {
             exp: now.saturating_add(ttl_secs),
             aud: audience.into(),
             min_delay_secs: None,
+            jti: None,
         }
+    }
+
+    /// The same claims with a token id (so that this one token can be revoked).
+    #[must_use]
+    pub fn with_id(mut self, jti: impl Into<String>) -> Self {
+        self.jti = Some(jti.into());
+        self
     }
 
     /// The same claims with a spectator tier: the shortest delay the bearer

@@ -42,6 +42,7 @@ mod guard;
 mod hello;
 mod hub;
 mod metrics;
+mod revocation;
 mod routing;
 mod scheduler;
 mod session;
@@ -59,14 +60,15 @@ pub use geo::{Directory, GeoDb, GeoError};
 pub use guard::{EdgeConfig, EdgeGuard, EdgeViolation, Rate, Verdict, REPLAY_WINDOW};
 pub use hub::{BatchFrame, FanoutDelivery, Hub, HubConfig, HubStats};
 pub use metrics::RelayMetrics;
+pub use revocation::{Revocation, RevocationError, Revocations, MAX_REVOCATIONS};
 pub use routing::{Link, OriginId, Path, RouteChange, RoutingConfig, RoutingTable};
 pub use scheduler::{Outgoing, Overflow, Scheduler, SchedulerConfig, SchedulerStats};
 pub use session::{
     AttachError, ConnId, Presence, SessionEntry, SessionTable, TicketClaims, TicketError, TicketKey,
 };
 pub use settings::{
-    client_transport, link_transport, link_transport_with, Limits, OriginSpec, PeerSpec,
-    RelayMaterial, RelaySettings, TokenKeys, LINK_IDLE_TIMEOUT, LINK_KEEP_ALIVE,
+    client_transport, link_transport, link_transport_with, Current, Limits, OriginSpec, PeerSpec,
+    RelayMaterial, RelaySettings, RevocationList, TokenKeys, LINK_IDLE_TIMEOUT, LINK_KEEP_ALIVE,
 };
 pub use shell::{LoadError, Relay};
 pub use skylane_proto::MAX_PROBE_PINGS;

@@ -86,6 +86,12 @@ pub struct RelayMetrics {
     /// Times the token key file changed but could not be read or parsed (the
     /// keys in use stay).
     pub token_key_errors: Counter,
+    /// Times the revocation file changed and its list replaced the one in use.
+    pub revocation_reloads: Counter,
+    /// Times the revocation file changed but could not be read or parsed.
+    pub revocation_errors: Counter,
+    /// Sessions closed because their subject was revoked.
+    pub revoked_sessions: Counter,
     /// Errors origins reported on their links (unknown session, unknown world,
     /// a refused join, a kick), by the origin's error code.
     pub origin_errors: Family<KindLabel, Counter>,
@@ -116,6 +122,21 @@ impl RelayMetrics {
             "token_key_reloads",
             "Token key sets loaded from a changed key file",
             m.token_key_reloads.clone(),
+        );
+        r.register(
+            "revocation_reloads",
+            "Revocation lists loaded from a changed revocation file",
+            m.revocation_reloads.clone(),
+        );
+        r.register(
+            "revocation_errors",
+            "Changed revocation files that could not be loaded (the list in use stays)",
+            m.revocation_errors.clone(),
+        );
+        r.register(
+            "revoked_sessions",
+            "Sessions closed because their subject was revoked",
+            m.revoked_sessions.clone(),
         );
         r.register(
             "token_key_errors",

@@ -174,6 +174,11 @@ impl SessionTable {
         self.sessions.get(&session)
     }
 
+    /// Every session, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = (SessionId, &SessionEntry)> {
+        self.sessions.iter().map(|(s, e)| (*s, e))
+    }
+
     /// Sessions of `world`, in id order.
     pub fn in_world(&self, world: WorldId) -> Vec<SessionId> {
         let mut v: Vec<SessionId> = self

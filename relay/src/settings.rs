@@ -97,6 +97,11 @@ pub struct RelaySettings {
     /// The token key file, watched while the relay runs: a changed key set
     /// replaces `tokens` (`None`: the keys never change).
     pub token_key_file: Option<std::path::PathBuf>,
+    /// Revoked subjects and token ids: hellos they cover are refused, sessions
+    /// of a revoked subject closed.
+    pub revocations: RevocationList,
+    /// The revocation file, watched while the relay runs (`None`: none).
+    pub revocation_file: Option<std::path::PathBuf>,
     /// Deployment-wide resume ticket key.
     pub tickets: TicketKey,
     /// Limits and timers.
@@ -184,34 +189,46 @@ pub struct PeerSpec {
     pub server_name: String,
 }
 
-/// The token verifier in use, shared by every admission and replaced whole
-/// when the key set changes (rotation: add the new key, issue with it, retire
-/// the old one). Cheap to clone.
-#[derive(Debug, Clone)]
-pub struct TokenKeys(Arc<std::sync::RwLock<Arc<TokenVerifier>>>);
+/// A value every admission reads and a file watcher replaces whole while the
+/// relay runs (the token key set, the revocations). Cheap to clone.
+#[derive(Debug)]
+pub struct Current<T>(Arc<std::sync::RwLock<Arc<T>>>);
 
-impl TokenKeys {
-    /// Starts with `verifier`.
-    pub fn new(verifier: TokenVerifier) -> Self {
-        Self(Arc::new(std::sync::RwLock::new(Arc::new(verifier))))
+impl<T> Clone for Current<T> {
+    fn clone(&self) -> Self {
+        Self(self.0.clone())
+    }
+}
+
+impl<T> Current<T> {
+    /// Starts with `value`.
+    pub fn new(value: T) -> Self {
+        Self(Arc::new(std::sync::RwLock::new(Arc::new(value))))
     }
 
-    /// The verifier now (a hello is checked against one set, whole).
-    pub fn current(&self) -> Arc<TokenVerifier> {
+    /// The value now (one hello is checked against one value, whole).
+    pub fn current(&self) -> Arc<T> {
         self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// Replaces the verifier (a new key set).
-    pub fn replace(&self, verifier: TokenVerifier) {
-        *self.0.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(verifier);
+    /// Replaces the value.
+    pub fn replace(&self, value: T) {
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(value);
     }
 
-    /// Whether some other handle still uses these keys (a watcher stops
-    /// when it holds the last one).
+    /// Whether some other handle still uses it (a watcher stops when it holds
+    /// the last one).
     pub fn shared(&self) -> bool {
         Arc::strong_count(&self.0) > 1
     }
 }
+
+/// The token verifier in use (rotation: add the new key, issue with it,
+/// retire the old one).
+pub type TokenKeys = Current<TokenVerifier>;
+
+/// The revocations in force.
+pub type RevocationList = Current<crate::revocation::Revocations>;
 
 /// What a relay needs besides its configuration: key material and data that
 /// the binary reads from files, and the local network and tests make in memory.
@@ -223,6 +240,8 @@ pub struct RelayMaterial {
     pub peer_tls: Option<quinn::ClientConfig>,
     /// Token verification (public key, audience).
     pub tokens: TokenVerifier,
+    /// The revocations read at start (the configured file's).
+    pub revocations: crate::revocation::Revocations,
     /// Deployment-wide resume ticket key.
     pub tickets: TicketKey,
     /// GeoIP database.
@@ -302,6 +321,8 @@ impl RelaySettings {
                 .token_key
                 .clone()
                 .or_else(|| cfg.dev_certs.as_ref().map(|d| d.join("token.pub"))),
+            revocations: Current::new(material.revocations),
+            revocation_file: cfg.revocations.clone(),
             tickets: material.tickets,
             limits,
             edge: cfg.edge()?,
@@ -328,6 +349,7 @@ mod tests {
             link_tls: client_config(pki.roots().unwrap(), Some(&pki.relay)).unwrap(),
             peer_tls: None,
             tokens: TokenVerifier::from_pem(&pair.public_pem, "skylane").unwrap(),
+            revocations: crate::revocation::Revocations::default(),
             tickets: TicketKey::new(&[1; 32]),
             geo: None,
         }

@@ -148,6 +148,7 @@ async fn main() {
         link_tls,
         peer_tls: Some(peer_client_config(pki.roots().expect("roots"), &pki.relay).expect("tls")),
         tokens: tokens.verifier("skylane"),
+        revocations: Default::default(),
         tickets: TicketKey::new(&[9; 32]),
         geo: None,
     };

@@ -284,6 +284,7 @@ async fn main() {
         link_tls,
         peer_tls: None,
         tokens: tokens.verifier("skylane"),
+        revocations: Default::default(),
         tickets: TicketKey::new(&[9; 32]),
         geo: None,
     };

@@ -101,6 +101,8 @@ pub struct NetOptions {
     /// A token key file the relays watch (key rotation); `None`: they keep
     /// the harness's key.
     pub token_key_file: Option<std::path::PathBuf>,
+    /// A revocation file the relays watch; `None`: none.
+    pub revocation_file: Option<std::path::PathBuf>,
 }
 
 impl Default for NetOptions {
@@ -113,6 +115,7 @@ impl Default for NetOptions {
             edge: skylane_relay::EdgeConfig::default(),
             static_peers: true,
             token_key_file: None,
+            revocation_file: None,
         }
     }
 }
@@ -187,6 +190,7 @@ impl Net {
             link_tls,
             peer_tls: Some(peer_tls),
             tokens: tokens.verifier("skylane"),
+            revocations: Default::default(),
             tickets: TicketKey::new(&[9; 32]),
             geo: None,
         };
@@ -218,6 +222,7 @@ impl Net {
             settings.limits = opts.limits;
             settings.edge = opts.edge;
             settings.token_key_file.clone_from(&opts.token_key_file);
+            settings.revocation_file.clone_from(&opts.revocation_file);
             let relay = Relay::spawn(endpoint, settings, metrics.clone());
             relays.push(RelayNode {
                 host,

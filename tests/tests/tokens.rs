@@ -119,3 +119,72 @@ fn keys_rotate_under_load_without_refusing_anyone() {
         assert_eq!(net.relays[0].metrics.token_key_errors.get(), 0);
     });
 }
+
+/// An operator revokes a cheater (its subject, for a while) in the relay's
+/// revocation file: within one reload its live session is closed and a new
+/// hello refused; other players are untouched; when the entry expires the
+/// subject gets back in.
+#[test]
+fn a_revoked_subject_is_cut_and_refused_until_its_time() {
+    run(|| async {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("revoked.json");
+        std::fs::write(&file, "[]").unwrap();
+        let net = Net::start(NetOptions {
+            relays: vec![(1, "amsterdam")],
+            revocation_file: Some(file.clone()),
+            ..NetOptions::default()
+        });
+        let relay = net.relays[0].addr;
+        let join = async |name: &str| {
+            let (_, b) = net.client_builder("paris", name);
+            b.relays([relay]).connect().await
+        };
+        let mut cheater = join("cheater").await.expect("joins");
+        let honest = join("honest").await.expect("joins");
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let until = now + 30;
+        std::fs::write(
+            &file,
+            format!(r#"[{{"sub": "cheater", "until": {until}, "reason": "aimbot"}}]"#),
+        )
+        .unwrap();
+        let started = tokio::time::Instant::now();
+        // Its session ends (closed by the relay); the honest one's does not.
+        let closed = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                match cheater.next_event().await {
+                    None | Some(skylane_client::ClientEvent::Error(_)) => return,
+                    Some(_) => {}
+                }
+            }
+        })
+        .await;
+        assert!(closed.is_ok(), "the revoked session was closed");
+        assert!(
+            started.elapsed() <= Duration::from_secs(3),
+            "{:?}",
+            started.elapsed()
+        );
+        assert_eq!(net.relays[0].metrics.revoked_sessions.get(), 1);
+        let err = join("cheater").await.unwrap_err();
+        assert!(
+            matches!(&err, ClientError::Refused { code: RefusalCode::BadToken, reason } if reason.contains("aimbot")),
+            "{err:?}"
+        );
+        assert!(honest.session().is_some());
+        // The entry over (the file names a time already past), it gets back in.
+        std::fs::write(
+            &file,
+            format!(r#"[{{"sub": "cheater", "until": {now}, "reason": "aimbot"}}]"#),
+        )
+        .unwrap();
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        join("cheater")
+            .await
+            .expect("back once the revocation is over");
+    });
+}

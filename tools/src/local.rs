@@ -412,6 +412,7 @@ impl LocalNet {
             link_tls,
             peer_tls: Some(peer_tls),
             tokens: tokens.verifier(AUDIENCE),
+            revocations: Default::default(),
             tickets: TicketKey::new(&rand::random::<[u8; 32]>()),
             geo: Some(geo.clone()),
         };

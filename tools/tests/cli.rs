@@ -93,6 +93,11 @@ fn token_keygen_issue_verify_round_trip() {
     assert_eq!(claims.worlds, vec![skylane_proto::WorldId(7)]);
     assert!((590..=600).contains(&(claims.exp - claims.iat)));
     assert_eq!(claims.min_delay_secs, Some(90), "the spectator's tier");
+    assert_eq!(
+        claims.jti.as_deref().map(str::len),
+        Some(16),
+        "an id to revoke it by"
+    );
     // A tier is for spectators only.
     let player = skylane(&[
         "token",

@@ -149,6 +149,7 @@ impl Actor {
             Cmd::Drain => self.drain(),
             Cmd::Status(tx) => drop(tx.send(self.status())),
             Cmd::Cluster(view) => self.cluster(&view),
+            Cmd::Revoked => self.revoked(),
         }
     }
 
@@ -370,6 +371,35 @@ impl Actor {
         // No link right now: the ping is lost, as on any path.
         if let Some(link) = self.upstream.origin_of(session).and_then(|o| self.link(o)) {
             link.send_control(&LinkMsg::SessionPing { session, ping });
+        }
+    }
+
+    /// Closes the sessions of subjects revoked now (their connections with
+    /// them; a resume would be refused at hello).
+    fn revoked(&mut self) {
+        let list = self.shared.settings.revocations.current();
+        let now_secs = self.shared.clock.unix_secs();
+        let subjects: std::collections::HashSet<&str> = list.subjects(now_secs).collect();
+        if subjects.is_empty() {
+            return;
+        }
+        let hit: Vec<(SessionId, Option<ConnId>)> = self
+            .sessions
+            .iter()
+            .filter(|(_, e)| subjects.contains(e.player.as_str()))
+            .map(|(s, e)| match e.presence {
+                Presence::Connected(c) => (s, Some(c)),
+                _ => (s, None),
+            })
+            .collect();
+        for (s, conn) in hit {
+            if let Some(cs) = conn.and_then(|c| self.conns.get(&c)) {
+                cs.conn.close(7u32.into(), b"token revoked");
+            }
+            if self.sessions.handle_close(s).is_some() {
+                self.end_session(s, true);
+                self.shared.metrics.revoked_sessions.inc();
+            }
         }
     }
 

@@ -1,8 +1,10 @@
-//! The token key file, watched: when its contents change, the key set it
-//! holds replaces the one admissions use (key rotation without downtime: add
-//! the new public key to the file, issue tokens with the new private key,
-//! later remove the old public key). A file that cannot be read or parsed
-//! leaves the keys in use as they are.
+//! Files a relay watches while it runs. The token key file: when its contents
+//! change, the key set it holds replaces the one admissions use (key rotation
+//! without downtime: add the new public key to the file, issue tokens with the
+//! new private key, later remove the old public key). The revocation file: a
+//! changed list replaces the one hellos are checked against, and the sessions
+//! of revoked subjects are closed. A file that cannot be read or parsed leaves
+//! what is in use as it is.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -10,8 +12,12 @@ use std::time::Duration;
 use skylane_proto::TokenVerifier;
 use tracing::{info, warn};
 
+use tokio::sync::mpsc;
+
+use super::mailbox::Cmd;
 use crate::metrics::RelayMetrics;
-use crate::settings::TokenKeys;
+use crate::revocation::Revocations;
+use crate::settings::{RevocationList, TokenKeys};
 
 /// How often the key file is read.
 pub(crate) const TOKEN_KEY_POLL: Duration = Duration::from_secs(2);
@@ -28,22 +34,83 @@ pub(crate) async fn watch_token_keys(
     every: Duration,
     metrics: RelayMetrics,
 ) {
-    // What was read last (nothing yet: the first read is compared with the
-    // keys in use, which the relay loaded from this file a moment ago).
+    let errors = metrics.token_key_errors.clone();
+    watch_file(
+        path,
+        every,
+        || keys.shared(),
+        errors,
+        |bytes| {
+            let text = std::str::from_utf8(bytes).map_err(|e| e.to_string())?;
+            let v = TokenVerifier::from_pem(text, audience.clone()).map_err(|e| e.to_string())?;
+            if v.key_ids() != keys.current().key_ids() {
+                info!(kids = ?v.key_ids(), "token keys reloaded");
+                keys.replace(v);
+                metrics.token_key_reloads.inc();
+            }
+            Ok(())
+        },
+    )
+    .await;
+}
+
+/// Watches the revocation file: a changed list replaces the one hellos are
+/// checked against, and the actor closes the sessions it revokes.
+pub(crate) async fn watch_revocations(
+    path: PathBuf,
+    list: RevocationList,
+    every: Duration,
+    metrics: RelayMetrics,
+    actor: mpsc::Sender<Cmd>,
+) {
+    let errors = metrics.revocation_errors.clone();
+    watch_file(
+        path,
+        every,
+        || list.shared(),
+        errors,
+        |bytes| {
+            let text = std::str::from_utf8(bytes).map_err(|e| e.to_string())?;
+            let r = Revocations::parse(text).map_err(|e| e.to_string())?;
+            if *list.current() != r {
+                info!(entries = r.len(), "revocations reloaded");
+                list.replace(r);
+                metrics.revocation_reloads.inc();
+                // Full: the next change or hello still applies it.
+                let _ = actor.try_send(Cmd::Revoked);
+            }
+            Ok(())
+        },
+    )
+    .await;
+}
+
+/// Reads `path` every `every` while `alive()`, and hands `apply` its bytes
+/// each time they changed; a file that cannot be read, or that `apply`
+/// refuses, counts in `errors` and changes nothing.
+async fn watch_file(
+    path: PathBuf,
+    every: Duration,
+    alive: impl Fn() -> bool,
+    errors: prometheus_client::metrics::counter::Counter,
+    mut apply: impl FnMut(&[u8]) -> Result<(), String>,
+) {
+    // What was read last (nothing yet: the first read is compared with what
+    // is in use, which the relay loaded from this file a moment ago).
     let mut last: Option<Vec<u8>> = None;
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        if !keys.shared() {
+        if !alive() {
             return;
         }
         let now = match read(&path) {
             Ok(b) => b,
             Err(e) => {
                 if last.is_some() {
-                    warn!(path = %path.display(), error = %e, "token key file unreadable: keeping the keys in use");
-                    metrics.token_key_errors.inc();
+                    warn!(path = %path.display(), error = %e, "watched file unreadable: keeping what is in use");
+                    errors.inc();
                     last = None;
                 }
                 continue;
@@ -52,22 +119,11 @@ pub(crate) async fn watch_token_keys(
         if last.as_ref() == Some(&now) {
             continue;
         }
-        last = Some(now.clone());
-        let loaded = String::from_utf8(now)
-            .map_err(|e| e.to_string())
-            .and_then(|t| TokenVerifier::from_pem(&t, audience.clone()).map_err(|e| e.to_string()));
-        match loaded {
-            Ok(v) if v.key_ids() == keys.current().key_ids() => {}
-            Ok(v) => {
-                info!(path = %path.display(), kids = ?v.key_ids(), "token keys reloaded");
-                keys.replace(v);
-                metrics.token_key_reloads.inc();
-            }
-            Err(e) => {
-                warn!(path = %path.display(), error = %e, "token key file invalid: keeping the keys in use");
-                metrics.token_key_errors.inc();
-            }
+        if let Err(e) = apply(&now) {
+            warn!(path = %path.display(), error = %e, "watched file invalid: keeping what is in use");
+            errors.inc();
         }
+        last = Some(now);
     }
 }
 

@@ -18,6 +18,7 @@ use skylane_proto::{TokenError, TokenKeyPair, TokenVerifier};
 use crate::config::RelayConfig;
 use crate::geo::{GeoDb, GeoError};
 use crate::metrics::RelayMetrics;
+use crate::revocation::Revocations;
 use crate::session::TicketKey;
 use crate::settings::{client_transport, link_transport, RelayMaterial, RelaySettings};
 
@@ -120,10 +121,20 @@ impl RelayMaterial {
             Some(p) => Some(Arc::new(GeoDb::open(p)?)),
             None => None,
         };
+        let revocations = match &cfg.revocations {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(io(p))?;
+                Revocations::parse(&text).map_err(|e| {
+                    LoadError::Config(ConfigError::Invalid(format!("{}: {e}", p.display())))
+                })?
+            }
+            None => Revocations::default(),
+        };
         Ok(Self {
             link_tls,
             peer_tls: Some(peer_tls),
             tokens,
+            revocations,
             tickets: TicketKey::new(&secret),
             geo,
         })

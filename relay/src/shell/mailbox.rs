@@ -29,6 +29,8 @@ use super::writer::Outbox;
 pub(crate) enum Cmd {
     /// The control plane's view changed.
     Cluster(Box<skylane_control::ClusterView>),
+    /// The revocations changed: close the sessions of revoked subjects.
+    Revoked,
     /// A client passed the offline checks and asks for a session.
     Hello {
         conn_id: ConnId,

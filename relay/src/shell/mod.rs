@@ -113,6 +113,15 @@ impl Relay {
                 metrics.clone(),
             ));
         }
+        if let Some(path) = settings.revocation_file.clone() {
+            tokio::spawn(keys::watch_revocations(
+                path,
+                settings.revocations.clone(),
+                keys::TOKEN_KEY_POLL,
+                metrics.clone(),
+                cmd_tx.clone(),
+            ));
+        }
         let shared = Arc::new(Shared {
             settings: settings.clone(),
             metrics: metrics.clone(),

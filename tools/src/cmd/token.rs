@@ -123,6 +123,10 @@ impl TokenCmd {
                     unix_now()?,
                     ttl.as_secs(),
                 );
+                // An id, so that this one token can be revoked.
+                let id: [u8; 8] = rand::random();
+                let claims =
+                    claims.with_id(id.iter().map(|b| format!("{b:02x}")).collect::<String>());
                 let claims = match min_delay {
                     Some(d) => claims.with_min_delay(
                         u32::try_from(d.as_secs()).context("--min-delay is too long")?,
