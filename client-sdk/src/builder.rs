@@ -38,6 +38,22 @@ pub struct ClientBuilder {
     pub(crate) reprobe: Option<Option<ChoiceConfig>>,
     pub(crate) event_buffer: Option<usize>,
     pub(crate) spectate: Option<SpectatorSubscribe>,
+    pub(crate) provider: Option<TokenProvider>,
+}
+
+/// Fetches a fresh token from the game's auth service (see
+/// [`ClientBuilder::token_provider`]). Cheap to clone.
+#[derive(Clone)]
+pub struct TokenProvider(pub(crate) Arc<dyn Fn() -> TokenFuture + Send + Sync>);
+
+/// What a [`TokenProvider`] returns: a fresh token, or why there is none.
+pub type TokenFuture =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<String, String>> + Send>>;
+
+impl std::fmt::Debug for TokenProvider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TokenProvider")
+    }
 }
 
 impl Client {
@@ -51,6 +67,21 @@ impl ClientBuilder {
     /// The signed token (from the game's auth service or `skylane token issue`).
     pub fn token(mut self, token: impl Into<String>) -> Self {
         self.token = Some(token.into());
+        self
+    }
+
+    /// Where fresh tokens come from: called before a (re)connect whose token
+    /// expires within [`TOKEN_REFRESH_MARGIN`](crate::TOKEN_REFRESH_MARGIN)
+    /// (or is none yet), and when a
+    /// relay refuses the token as expired (then retried), so a session that
+    /// outlives its token reconnects and resumes. An error is retried like an
+    /// unreachable relay. With it, [`ClientBuilder::token`] is optional.
+    pub fn token_provider<F, Fut>(mut self, f: F) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Result<String, String>> + Send + 'static,
+    {
+        self.provider = Some(TokenProvider(Arc::new(move || Box::pin(f()))));
         self
     }
 
@@ -166,9 +197,16 @@ impl ClientBuilder {
 
     /// Chooses a relay, opens the session and starts the client.
     pub async fn connect(self) -> Result<Client, ClientError> {
-        let token = self
-            .token
-            .ok_or_else(|| ClientError::Config("a token is required".into()))?;
+        let token = match (self.token, &self.provider) {
+            (Some(t), _) => t,
+            // Fetched before the first hello.
+            (None, Some(_)) => String::new(),
+            (None, None) => {
+                return Err(ClientError::Config(
+                    "a token (or a token provider) is required".into(),
+                ))
+            }
+        };
         let world = self
             .world
             .ok_or_else(|| ClientError::Config("a world is required".into()))?;
@@ -212,6 +250,10 @@ impl ClientBuilder {
             quic,
             server_name,
             token,
+            provider: self.provider,
+            refresh_token: false,
+            token_fresh: false,
+            token_given_up: false,
             world,
             candidates,
             probe: self.probe.unwrap_or(3),

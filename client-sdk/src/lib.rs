@@ -64,7 +64,11 @@ use skylane_proto::{
     RefusalCode, SessionId, SkippedRange, WorldState,
 };
 
-pub use builder::ClientBuilder;
+pub use builder::{ClientBuilder, TokenFuture, TokenProvider};
+
+/// A token expiring within this much is replaced (from the
+/// [`ClientBuilder::token_provider`]) before a hello.
+pub const TOKEN_REFRESH_MARGIN: std::time::Duration = std::time::Duration::from_secs(30);
 pub use choice::{ChoiceConfig, RelayChoice};
 pub use client::{Client, Events};
 pub use skylane_proto::clock::{self, ClockSync, Estimate, Sample};
@@ -111,6 +115,9 @@ pub enum ClientError {
     /// The builder is missing something or was given something unusable.
     #[error("configuration: {0}")]
     Config(String),
+    /// The token provider failed (retried like an unreachable relay).
+    #[error("token provider: {0}")]
+    TokenProvider(String),
     /// The relay refused a request on a live session (a spectator feed with a
     /// delay past the relay's maximum, a player token asking for the spectator
     /// feed...).
@@ -139,6 +146,7 @@ impl ClientError {
             self,
             Self::RelayUnreachable(_)
                 | Self::ConnectionLost
+                | Self::TokenProvider(_)
                 | Self::Refused {
                     code: RefusalCode::Overloaded | RefusalCode::Draining,
                     ..
@@ -231,6 +239,8 @@ pub struct ClientStats {
     pub keyframes: u64,
     /// Connections made after the first.
     pub reconnects: u64,
+    /// Fresh tokens fetched from the token provider.
+    pub token_refreshes: u64,
     /// Relay moves following a go-away.
     pub moves: u64,
     /// Relay moves because another relay was clearly faster (re-probing).

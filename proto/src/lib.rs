@@ -62,4 +62,7 @@ pub use message::{
 pub use payload::Payload;
 pub use repl::{attestation, CoSig, Evidence, Input, ReplMsg, REPL_ALPN, REPL_MAX_FRAME};
 pub use replay::{ReplayWindow, REPLAY_WINDOW};
-pub use token::{check_pem, Claims, Role, TokenError, TokenKeyPair, TokenSigner, TokenVerifier};
+pub use token::{
+    check_pem, unverified_expiry, Claims, Role, TokenError, TokenKeyPair, TokenSigner,
+    TokenVerifier,
+};

@@ -267,7 +267,8 @@ impl TokenKeyPair {
     }
 }
 
-/// Issues tokens. Holds the private key.
+/// Issues tokens. Holds the private key (a clone holds it too).
+#[derive(Clone)]
 pub struct TokenSigner {
     key: EncodingKey,
     kid: String,
@@ -333,6 +334,22 @@ impl TokenSigner {
         jsonwebtoken::encode(&header, claims, &self.key)
             .map_err(|e| TokenError::Signing(e.to_string()))
     }
+}
+
+/// A token's expiry (`exp`, seconds since the Unix epoch) read without
+/// verifying it: how a client holding a token decides to fetch a fresh one
+/// before it lapses. `None` when it does not parse. Never use it to trust a
+/// token.
+pub fn unverified_expiry(token: &str) -> Option<u64> {
+    use base64::Engine as _;
+    let payload = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .ok()?;
+    serde_json::from_slice::<serde_json::Value>(&bytes)
+        .ok()?
+        .get("exp")?
+        .as_u64()
 }
 
 /// Verifies tokens offline with the issuer's public key.
@@ -600,6 +617,15 @@ mod tests {
         use base64::Engine as _;
         let json = format!("{{\"typ\":\"JWT\",\"alg\":\"EdDSA\",\"kid\":\"{kid}\"}}");
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json)
+    }
+
+    #[test]
+    fn a_holder_reads_the_expiry_without_the_key() {
+        let (signer, _) = setup();
+        let t = signer.issue(&claims(Role::Player)).unwrap();
+        assert_eq!(unverified_expiry(&t), Some(NOW + 600));
+        assert_eq!(unverified_expiry("not.a-token"), None);
+        assert_eq!(unverified_expiry(""), None);
     }
 
     #[test]

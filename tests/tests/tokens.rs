@@ -188,3 +188,123 @@ fn a_revoked_subject_is_cut_and_refused_until_its_time() {
             .expect("back once the revocation is over");
     });
 }
+
+/// A session outlives its token (10 s here): the player keeps playing, its
+/// path is cut for a while, and on reconnecting the client fetches a fresh
+/// token from its provider and resumes the same session, losing nothing.
+#[test]
+fn a_session_outliving_its_token_resumes_with_a_fresh_one() {
+    run(|| async {
+        let net = Net::start(NetOptions {
+            relays: vec![(1, "amsterdam")],
+            ..NetOptions::default()
+        });
+        let relay = net.relays[0].addr;
+        // The network's Unix time (netsim's clock is virtual).
+        let real0 = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let t0 = tokio::time::Instant::now();
+        let signer = std::sync::Arc::new(net.tokens.clone());
+        let short = move |signer: &TokenSigner| {
+            let now = real0 + t0.elapsed().as_secs();
+            signer
+                .issue(&Claims::new(
+                    "long",
+                    Role::Player,
+                    vec![WORLD],
+                    "skylane",
+                    now,
+                    10,
+                ))
+                .unwrap()
+        };
+        let provided = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (host, b) = net.client_builder("paris", "long");
+        let (s, p) = (signer.clone(), provided.clone());
+        let client = b
+            .token(short(&signer))
+            .token_provider(move || {
+                p.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let t = short(&s);
+                async move { Ok(t) }
+            })
+            .relays([relay])
+            .idle_timeout(Duration::from_millis(800))
+            .connect()
+            .await
+            .unwrap();
+        let mut long = skylane_tests::Walker::new(client, "long");
+        long.wait_spawn().await;
+        let session = long.client.session();
+        // 30 s of play: the token lapses (a live session is not re-checked).
+        for _ in 0..300 {
+            long.step().await;
+            long.absorb();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(long.client.stats().reconnects, 0);
+        // The path drops for 2 s: the client must reconnect, with a token that
+        // expired 20 s ago.
+        net.sim.partition(host, net.relays[0].host);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        net.sim.heal(host, net.relays[0].host);
+        for _ in 0..50 {
+            long.step().await;
+            long.absorb();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let st = long.client.stats();
+        assert!(st.reconnects >= 1, "{st:?}");
+        assert_eq!(long.client.session(), session, "the same session resumed");
+        assert!(provided.load(std::sync::atomic::Ordering::Relaxed) >= 1);
+        assert_eq!(
+            st.token_refreshes,
+            provided.load(std::sync::atomic::Ordering::Relaxed)
+        );
+        assert_eq!(st.order.resyncs, 0, "nothing lost");
+        skylane_tests::assert_exactly_once(&long.seen);
+
+        // A provider that can only give expired tokens: a clear error, not a
+        // retry loop.
+        let stale = move |signer: &TokenSigner| {
+            let then = real0 + t0.elapsed().as_secs() - 100;
+            signer
+                .issue(&Claims::new(
+                    "stale",
+                    Role::Player,
+                    vec![WORLD],
+                    "skylane",
+                    then,
+                    10,
+                ))
+                .unwrap()
+        };
+        let (_, b) = net.client_builder("paris", "stale");
+        let s = signer.clone();
+        let err = tokio::time::timeout(
+            Duration::from_secs(30),
+            b.token(stale(&signer))
+                .token_provider(move || {
+                    let t = stale(&s);
+                    async move { Ok(t) }
+                })
+                .relays([relay])
+                .connect(),
+        )
+        .await
+        .expect("an answer, not a loop")
+        .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ClientError::Refused {
+                    code: RefusalCode::TokenExpired,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+    });
+}

@@ -31,7 +31,7 @@ impl Driver {
                 {
                     match self.open_session(addr, conn).await {
                         Ok(live) => return Ok(live),
-                        Err(e) if e.is_retryable() => {}
+                        Err(e) if self.retryable(&e) => {}
                         Err(e) => return Err(e),
                     }
                 }
@@ -68,7 +68,7 @@ impl Driver {
             }
             match self.open_session(addr, conn).await {
                 Ok(live) => chosen = Some(live),
-                Err(e) if e.is_retryable() => last_err = e,
+                Err(e) if self.retryable(&e) => last_err = e,
                 Err(e) => return Err(e),
             }
         }
@@ -122,12 +122,51 @@ impl Driver {
         rx
     }
 
+    /// Whether to try again: [`ClientError::is_retryable`], or a token refused
+    /// as expired when a provider can give a fresh one.
+    pub(crate) fn retryable(&self, e: &ClientError) -> bool {
+        e.is_retryable()
+            || (self.provider.is_some()
+                && !self.token_given_up
+                && matches!(
+                    e,
+                    ClientError::Refused {
+                        code: skylane_proto::RefusalCode::TokenExpired,
+                        ..
+                    }
+                ))
+    }
+
+    /// Fetches a fresh token when the one held expires within
+    /// [`TOKEN_REFRESH_MARGIN`](crate::TOKEN_REFRESH_MARGIN), is none yet, or
+    /// was refused as expired (and a provider is set).
+    async fn ensure_token(&mut self) -> Result<(), ClientError> {
+        let Some(provider) = self.provider.clone() else {
+            return Ok(());
+        };
+        let now = self.clock.now_us() / 1_000_000;
+        let margin = crate::TOKEN_REFRESH_MARGIN.as_secs();
+        let expiring =
+            skylane_proto::unverified_expiry(&self.token).is_none_or(|exp| exp <= now + margin);
+        self.token_fresh = false;
+        if self.refresh_token || expiring {
+            self.token = (provider.0)().await.map_err(ClientError::TokenProvider)?;
+            self.refresh_token = false;
+            self.token_fresh = true;
+            if let Ok(mut s) = self.shared.lock() {
+                s.stats.token_refreshes += 1;
+            }
+        }
+        Ok(())
+    }
+
     pub(super) async fn open_session(
         &mut self,
         relay: SocketAddr,
         conn: Connection,
     ) -> Result<Live, ClientError> {
         let lost = |e: String| ClientError::RelayUnreachable(format!("{relay}: {e}"));
+        self.ensure_token().await?;
         let (mut send, mut recv) = conn.open_bi().await.map_err(|e| lost(e.to_string()))?;
         let hello = ClientMsg::Hello(Hello {
             version: PROTOCOL_VERSION,
@@ -164,6 +203,12 @@ impl Driver {
             ServerMsg::Welcome(w) => w,
             ServerMsg::Refusal(r) => {
                 conn.close(0u32.into(), b"refused");
+                if r.code == skylane_proto::RefusalCode::TokenExpired {
+                    // A token just fetched and refused as expired means the
+                    // provider cannot help (or the clocks disagree): give up.
+                    self.token_given_up = self.token_fresh;
+                    self.refresh_token = true;
+                }
                 return Err(ClientError::from_refusal(r.code, r.reason));
             }
             other => return Err(lost(format!("expected welcome, got {other:?}"))),

@@ -54,6 +54,15 @@ pub(crate) struct Driver {
     pub(crate) quic: quinn::ClientConfig,
     pub(crate) server_name: String,
     pub(crate) token: String,
+    /// Where fresh tokens come from, if anywhere.
+    pub(crate) provider: Option<crate::builder::TokenProvider>,
+    /// A relay refused the token as expired: fetch another before the next
+    /// hello.
+    pub(crate) refresh_token: bool,
+    /// The token in use was fetched for this very hello.
+    pub(crate) token_fresh: bool,
+    /// A freshly fetched token was refused as expired: retrying cannot help.
+    pub(crate) token_given_up: bool,
     pub(crate) world: WorldId,
     pub(crate) candidates: Vec<SocketAddr>,
     pub(crate) probe: usize,
@@ -97,7 +106,7 @@ impl Driver {
                 Some(l) => l,
                 None => match self.connect_best().await {
                     Ok(l) => l,
-                    Err(e) if e.is_retryable() => {
+                    Err(e) if self.retryable(&e) => {
                         jitter ^= jitter << 13;
                         jitter ^= jitter >> 7;
                         jitter ^= jitter << 17;
