@@ -18,6 +18,14 @@ use crate::routing::RoutingConfig;
 use crate::scheduler::SchedulerConfig;
 use crate::targets::{parse_origin, parse_peer};
 
+fn default_edge_cooldown() -> u64 {
+    10
+}
+
+fn default_edge_cooldown_max() -> u64 {
+    3600
+}
+
 /// Everything an operator sets on a relay.
 #[derive(Debug, Clone, PartialEq, Args, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -163,6 +171,15 @@ pub struct RelayConfig {
     /// Sequence numbers accepted out of order behind the highest (1..=1024).
     #[arg(long, env = "SKYLANE_RELAY_EDGE_REPLAY_WINDOW", default_value_t = 1024)]
     pub edge_replay_window: u64,
+    /// Seconds a subject the edge guard cut is refused at hello (its first
+    /// cut; each further cut within an hour doubles it). 0: never refused.
+    #[arg(long, env = "SKYLANE_RELAY_EDGE_COOLDOWN", default_value_t = 10)]
+    #[serde(default = "default_edge_cooldown")]
+    pub edge_cooldown_secs: u64,
+    /// The longest such cool-down, seconds.
+    #[arg(long, env = "SKYLANE_RELAY_EDGE_COOLDOWN_MAX", default_value_t = 3600)]
+    #[serde(default = "default_edge_cooldown_max")]
+    pub edge_cooldown_max_secs: u64,
     /// Messages queued per client connection and class, `CLASS=COUNT`.
     #[arg(
         long,
@@ -356,6 +373,8 @@ impl Default for RelayConfig {
             edge_max_skew_ms: 2000,
             edge_disconnect_after: 50,
             edge_replay_window: 1024,
+            edge_cooldown_secs: 10,
+            edge_cooldown_max_secs: 3600,
             scheduler_capacity: "critical=4096,state=4096,movement=1024,chat=512,bulk=256".into(),
             scheduler_deadline_ms: "movement=150,chat=10000,bulk=30000".into(),
             hub_ring: 256,

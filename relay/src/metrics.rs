@@ -92,6 +92,8 @@ pub struct RelayMetrics {
     pub revocation_errors: Counter,
     /// Sessions closed because their subject was revoked.
     pub revoked_sessions: Counter,
+    /// Hellos refused because their subject is cooling down after an edge cut.
+    pub edge_cooldown_refusals: Counter,
     /// Errors origins reported on their links (unknown session, unknown world,
     /// a refused join, a kick), by the origin's error code.
     pub origin_errors: Family<KindLabel, Counter>,
@@ -132,6 +134,11 @@ impl RelayMetrics {
             "revocation_errors",
             "Changed revocation files that could not be loaded (the list in use stays)",
             m.revocation_errors.clone(),
+        );
+        r.register(
+            "edge_cooldown_refusals",
+            "Hellos refused because their subject is cooling down after an edge cut",
+            m.edge_cooldown_refusals.clone(),
         );
         r.register(
             "revoked_sessions",

@@ -37,6 +37,8 @@ pub struct OriginSpec {
 pub struct Limits {
     /// Connection admission.
     pub admission: AdmissionConfig,
+    /// Cool-downs of subjects the edge guard cut.
+    pub penalties: crate::penalty::PenaltyConfig,
     /// Sessions held (connected and detached).
     pub max_sessions: usize,
     /// Largest frame accepted from a client.
@@ -63,6 +65,7 @@ impl Default for Limits {
     fn default() -> Self {
         Self {
             admission: AdmissionConfig::default(),
+            penalties: crate::penalty::PenaltyConfig::default(),
             max_sessions: 50_000,
             max_client_frame: 16 * 1024,
             pending_actions: 64,
@@ -283,6 +286,11 @@ impl RelaySettings {
                 max_conns_per_ip: cfg.max_conns_per_ip,
                 handshakes_per_sec: cfg.handshakes_per_sec,
                 max_conns: cfg.max_sessions,
+            },
+            penalties: crate::penalty::PenaltyConfig {
+                base: Duration::from_secs(cfg.edge_cooldown_secs),
+                max: Duration::from_secs(cfg.edge_cooldown_max_secs),
+                ..crate::penalty::PenaltyConfig::default()
             },
             max_sessions: cfg.max_sessions,
             max_client_frame: cfg.max_client_frame,

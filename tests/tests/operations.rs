@@ -501,7 +501,15 @@ fn loadgen_floods_on_request_and_the_edge_refuses_it() {
         &metrics,
         "skylane_relay_edge_violations_total{kind=\"rate_limited\"}",
     );
-    assert!(refused > 100.0, "{refused} refused\n{metrics}");
+    // Refused until the guard cut it (50 violations), then its subject is
+    // refused at hello for its cool-down: its reconnect got no fresh burst.
+    assert!(refused >= 50.0, "{refused} refused\n{metrics}");
+    let cut = metric_sample(&metrics, "skylane_relay_edge_disconnects_total");
+    let cooling = metric_sample(&metrics, "skylane_relay_edge_cooldown_refusals_total");
+    assert!(
+        cut >= 1.0 && cooling >= 1.0,
+        "{cut} cut, {cooling} refused cooling down"
+    );
 }
 
 /// One sample's value from Prometheus text.

@@ -769,3 +769,66 @@ fn a_twenty_second_absence_inside_the_grace_resumes_exactly() {
         assert_same_world_events(&away, &mover);
     });
 }
+
+/// A flooder cut by the edge guard cannot come straight back for a fresh
+/// burst: its subject is refused at hello (its SDK's resume included) for a
+/// cool-down (10 s), then let in, and cut again it cools down twice as long.
+#[test]
+fn a_subject_cut_at_the_edge_cools_down_longer_each_time() {
+    run(|| async {
+        let net = Net::start(NetOptions {
+            relays: vec![(1, "amsterdam")],
+            ..NetOptions::default()
+        });
+        let relay = net.relays[0].addr;
+        let m = &net.relays[0].metrics;
+        let flood = async |cuts: u64| {
+            let (_, b) = net.client_builder("paris", "flooder");
+            let c = b.relays([relay]).connect().await.expect("let in");
+            for _ in 0..200 {
+                if m.edge_disconnects.get() >= cuts {
+                    break;
+                }
+                for _ in 0..50 {
+                    let _ = c.send(EventClass::Chat, vec![0u8; 200].into());
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            assert_eq!(m.edge_disconnects.get(), cuts, "cut");
+            c
+        };
+        let refused = async || {
+            let (_, b) = net.client_builder("paris", "flooder");
+            match b.relays([relay]).connect().await {
+                Err(skylane_client::ClientError::Refused {
+                    code: RefusalCode::ProtocolViolation,
+                    reason,
+                }) => Some(reason),
+                Err(e) => panic!("{e:?}"),
+                Ok(_) => None,
+            }
+        };
+        let cut_at = tokio::time::Instant::now();
+        let first = flood(1).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let reason = refused().await.expect("refused while cooling down");
+        assert!(reason.contains("violations"), "{reason}");
+        // Its own SDK's reconnects are refused too: no fresh burst.
+        assert!(m.edge_cooldown_refusals.get() >= 1);
+        drop(first);
+        // Another player is not affected.
+        let (_, b) = net.client_builder("paris", "bystander");
+        b.relays([relay])
+            .connect()
+            .await
+            .expect("others are let in");
+        tokio::time::sleep_until(cut_at + Duration::from_secs(11)).await;
+        // Cooled down: let in; cut again: 20 s this time.
+        let _second = flood(2).await;
+        let cut_again = tokio::time::Instant::now();
+        tokio::time::sleep(Duration::from_secs(15)).await;
+        assert!(refused().await.is_some(), "still cooling down after 15 s");
+        tokio::time::sleep_until(cut_again + Duration::from_secs(21)).await;
+        assert!(refused().await.is_none(), "let in after 20 s");
+    });
+}

@@ -150,6 +150,7 @@ impl Actor {
             Cmd::Status(tx) => drop(tx.send(self.status())),
             Cmd::Cluster(view) => self.cluster(&view),
             Cmd::Revoked => self.revoked(),
+            Cmd::EdgeCut { session } => self.edge_cut(session),
         }
     }
 
@@ -400,6 +401,25 @@ impl Actor {
                 self.end_session(s, true);
                 self.shared.metrics.revoked_sessions.inc();
             }
+        }
+    }
+
+    /// The edge guard cut `session`: its subject cools down (refused at
+    /// hello, a resume included) and the session ends here and at its origin.
+    fn edge_cut(&mut self, session: SessionId) {
+        let Some(player) = self.sessions.get(session).map(|e| e.player.clone()) else {
+            return;
+        };
+        let now = self.shared.clock.unix_us();
+        let cool = self
+            .shared
+            .penalties
+            .lock()
+            .map(|mut p| p.handle_cut(now, &player))
+            .unwrap_or_default();
+        tracing::warn!(%session, %player, cool_down_s = cool.as_secs(), "subject cut at the edge: refused until its cool-down ends");
+        if self.sessions.handle_close(session).is_some() {
+            self.end_session(session, true);
         }
     }
 

@@ -164,6 +164,25 @@ async fn open_session(
         shared.clock.unix_secs(),
     )
     .map_err(|r| Ending::Answer(refused(shared, r)))?;
+    let now_us = shared.clock.unix_us();
+    let cooling = shared
+        .penalties
+        .lock()
+        .ok()
+        .and_then(|p| p.refused_until(now_us, &admitted.player));
+    if let Some(until) = cooling {
+        shared.metrics.edge_cooldown_refusals.inc();
+        return Err(Ending::Answer(refused(
+            shared,
+            Refusal {
+                code: RefusalCode::ProtocolViolation,
+                reason: format!(
+                    "cut for violations: refused for another {} s",
+                    until.saturating_sub(now_us).div_ceil(1_000_000)
+                ),
+            },
+        )));
+    }
     let role = admitted.role;
     let outbox = Outbox::new(s.scheduler);
     let (reply, answer) = oneshot::channel();

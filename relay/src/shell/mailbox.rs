@@ -31,6 +31,12 @@ pub(crate) enum Cmd {
     Cluster(Box<skylane_control::ClusterView>),
     /// The revocations changed: close the sessions of revoked subjects.
     Revoked,
+    /// The edge guard cut a session for violations: its subject cools down
+    /// and the session ends (no resume brings it back).
+    EdgeCut {
+        /// The session.
+        session: SessionId,
+    },
     /// A client passed the offline checks and asks for a session.
     Hello {
         conn_id: ConnId,
@@ -99,6 +105,8 @@ pub(crate) struct Shared {
     pub(crate) metrics: RelayMetrics,
     pub(crate) cmd: mpsc::Sender<Cmd>,
     pub(crate) admission: Mutex<Admission>,
+    /// Subjects the edge guard cut, cooling down (checked at every hello).
+    pub(crate) penalties: Mutex<crate::penalty::Penalties>,
     pub(crate) clock: UnixClock,
     pub(crate) endpoint: Endpoint,
     /// RTT of each direct origin link that is up (what peers are told).

@@ -127,6 +127,7 @@ impl Relay {
             metrics: metrics.clone(),
             cmd: cmd_tx.clone(),
             admission: Mutex::new(Admission::new(settings.limits.admission)),
+            penalties: Mutex::new(crate::penalty::Penalties::new(settings.limits.penalties)),
             clock,
             endpoint: endpoint.clone(),
             direct: Mutex::new(HashMap::default()),

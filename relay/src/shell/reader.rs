@@ -119,6 +119,13 @@ impl ClientReader {
                         RelayMetrics::count(&m.edge_violations, v.label());
                         m.edge_disconnects.inc();
                         warn!(session = %self.session, violation = %v, "edge guard disconnects session");
+                        let _ = self
+                            .shared
+                            .cmd
+                            .send(Cmd::EdgeCut {
+                                session: self.session,
+                            })
+                            .await;
                         self.end(3, b"too many violations").await;
                     }
                     // Already cut: in flight when the cut was decided.

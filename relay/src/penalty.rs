@@ -1,0 +1,161 @@
+//! Edge penalties (pure): a subject the edge guard cut for violations is
+//! refused at hello for a cool-down that doubles with each cut (from
+//! `base` up to `max`), and forgotten after `forget_after` without a cut. A
+//! flooder that reconnects with the same token so gets no fresh burst through
+//! to the origin. Bounded: at most `capacity` subjects (expired records go
+//! first, then the longest quiet).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+/// Cool-down rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PenaltyConfig {
+    /// The first cut's cool-down. Default 10 s.
+    pub base: Duration,
+    /// The longest cool-down. Default 1 h.
+    pub max: Duration,
+    /// A subject without a cut for this long starts again from `base`.
+    /// Default 1 h.
+    pub forget_after: Duration,
+    /// Most subjects remembered. Default 100,000.
+    pub capacity: usize,
+}
+
+impl Default for PenaltyConfig {
+    fn default() -> Self {
+        Self {
+            base: Duration::from_secs(10),
+            max: Duration::from_secs(3600),
+            forget_after: Duration::from_secs(3600),
+            capacity: 100_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Record {
+    cuts: u32,
+    last_cut_us: u64,
+    until_us: u64,
+}
+
+/// The subjects cooling down on this relay.
+#[derive(Debug, Clone)]
+pub struct Penalties {
+    cfg: PenaltyConfig,
+    by_subject: HashMap<String, Record>,
+}
+
+impl Penalties {
+    /// No one penalised yet.
+    pub fn new(cfg: PenaltyConfig) -> Self {
+        Self {
+            cfg,
+            by_subject: HashMap::new(),
+        }
+    }
+
+    /// `subject` was cut at `now_us`: returns its cool-down.
+    pub fn handle_cut(&mut self, now_us: u64, subject: &str) -> Duration {
+        let forget = self.cfg.forget_after.as_micros() as u64;
+        let cuts = match self.by_subject.get(subject) {
+            Some(r) if now_us.saturating_sub(r.last_cut_us) < forget => r.cuts + 1,
+            _ => 1,
+        };
+        let cool = self
+            .cfg
+            .base
+            .saturating_mul(1u32 << (cuts - 1).min(20))
+            .min(self.cfg.max);
+        if !self.by_subject.contains_key(subject) && self.by_subject.len() >= self.cfg.capacity {
+            self.evict(now_us);
+        }
+        self.by_subject.insert(
+            subject.to_owned(),
+            Record {
+                cuts,
+                last_cut_us: now_us,
+                until_us: now_us + cool.as_micros() as u64,
+            },
+        );
+        cool
+    }
+
+    /// Until when `subject` is refused, if it is cooling down at `now_us`.
+    pub fn refused_until(&self, now_us: u64, subject: &str) -> Option<u64> {
+        self.by_subject
+            .get(subject)
+            .map(|r| r.until_us)
+            .filter(|u| now_us < *u)
+    }
+
+    /// Subjects remembered.
+    pub fn len(&self) -> usize {
+        self.by_subject.len()
+    }
+
+    /// Whether none is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.by_subject.is_empty()
+    }
+
+    /// Makes room for one: forgets the records past their cool-down and the
+    /// quiet period, else the one cut longest ago.
+    fn evict(&mut self, now_us: u64) {
+        let forget = self.cfg.forget_after.as_micros() as u64;
+        self.by_subject
+            .retain(|_, r| now_us < r.until_us || now_us.saturating_sub(r.last_cut_us) < forget);
+        if self.by_subject.len() >= self.cfg.capacity {
+            if let Some(oldest) = self
+                .by_subject
+                .iter()
+                .min_by_key(|(_, r)| r.last_cut_us)
+                .map(|(k, _)| k.clone())
+            {
+                self.by_subject.remove(&oldest);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: u64 = 1_000_000;
+
+    #[test]
+    fn each_cut_doubles_the_cool_down_up_to_the_cap_and_quiet_resets_it() {
+        let mut p = Penalties::new(PenaltyConfig::default());
+        assert_eq!(p.refused_until(0, "f"), None);
+        assert_eq!(p.handle_cut(0, "f"), Duration::from_secs(10));
+        assert_eq!(p.refused_until(5 * S, "f"), Some(10 * S));
+        assert_eq!(p.refused_until(10 * S, "f"), None, "over");
+        assert_eq!(p.handle_cut(20 * S, "f"), Duration::from_secs(20));
+        assert_eq!(p.handle_cut(50 * S, "f"), Duration::from_secs(40));
+        let mut t = 100 * S;
+        for _ in 0..20 {
+            p.handle_cut(t, "f");
+            t += S;
+        }
+        assert_eq!(p.handle_cut(t, "f"), Duration::from_secs(3600), "capped");
+        // An hour without a cut: back to the first step.
+        assert_eq!(p.handle_cut(t + 3601 * S, "f"), Duration::from_secs(10));
+        assert_eq!(p.refused_until(t + 3601 * S, "other"), None);
+    }
+
+    #[test]
+    fn memory_is_bounded() {
+        let mut p = Penalties::new(PenaltyConfig {
+            capacity: 3,
+            ..PenaltyConfig::default()
+        });
+        for (i, s) in ["a", "b", "c", "d"].iter().enumerate() {
+            p.handle_cut(i as u64 * S, s);
+        }
+        assert_eq!(p.len(), 3);
+        assert_eq!(p.refused_until(4 * S, "a"), None, "the oldest went");
+        assert!(p.refused_until(4 * S, "d").is_some());
+    }
+}
