@@ -14,7 +14,7 @@ use skylane_proto::WorldId;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::model::{ClusterView, NodeInfo, Offer, Owner, WorldRecord, WorldSpec, WorldStatus};
+use crate::model::{Ban, ClusterView, NodeInfo, Offer, Owner, WorldRecord, WorldSpec, WorldStatus};
 use crate::placement::{place, place_standbys, PlacementHints};
 use crate::{Claim, ControlError, ControlPlane, LeaseId};
 
@@ -369,6 +369,24 @@ impl ControlPlane for Embedded {
             let rec = owned(view, world, epoch)?;
             if rec.standbys != standbys {
                 rec.standbys = standbys;
+                view.revision += 1;
+            }
+            Ok(())
+        })
+    }
+
+    async fn ban(&self, subject: &str, ban: &Ban) -> Result<(), ControlError> {
+        crate::check_subject(subject)?;
+        self.write(|_, view| {
+            view.bans.insert(subject.to_owned(), ban.clone());
+            view.revision += 1;
+            Ok(())
+        })
+    }
+
+    async fn unban(&self, subject: &str) -> Result<(), ControlError> {
+        self.write(|_, view| {
+            if view.bans.remove(subject).is_some() {
                 view.revision += 1;
             }
             Ok(())

@@ -10,6 +10,7 @@
 //! | `{p}/worlds/{id:020}/owner` | [`Owner`] without the epoch: the epoch is this key's create revision | the owner's |
 //! | `{p}/worlds/{id:020}/status` | [`WorldStatus`] | none |
 //! | `{p}/worlds/{id:020}/offers/{node}` | [`Offer`] | the standby's |
+//! | `{p}/bans/{subject}` | [`Ban`] | none (it names its end) |
 //! | `{p}/meta/next-world` | the next world id (decimal) | none |
 //!
 //! Ownership is a transaction: "owner key absent → put it under my lease". The
@@ -33,7 +34,7 @@ use skylane_proto::WorldId;
 use tokio::sync::{watch, Mutex};
 use tracing::{info, warn};
 
-use crate::model::{ClusterView, NodeInfo, Offer, Owner, WorldRecord, WorldSpec, WorldStatus};
+use crate::model::{Ban, ClusterView, NodeInfo, Offer, Owner, WorldRecord, WorldSpec, WorldStatus};
 use crate::placement::{place, place_standbys, PlacementHints};
 use crate::{Claim, ControlError, ControlPlane, LeaseId};
 
@@ -113,6 +114,7 @@ enum Key {
     Owner(WorldId),
     Status(WorldId),
     Offer(WorldId, String),
+    Ban(String),
     Counter,
     Other,
 }
@@ -163,6 +165,12 @@ impl Mirror {
                 }),
                 Err(e) => bad(e),
             },
+            Key::Ban(subject) => match serde_json::from_slice::<Ban>(kv.value()) {
+                Ok(b) => {
+                    self.view.bans.insert(subject, b);
+                }
+                Err(e) => bad(e),
+            },
             Key::Counter => {
                 self.counter = Some((
                     String::from_utf8_lossy(kv.value()).into_owned(),
@@ -185,6 +193,9 @@ impl Mirror {
             Key::Offer(w, node) => self.update(w, |p| {
                 p.offers.remove(&node);
             }),
+            Key::Ban(subject) => {
+                self.view.bans.remove(&subject);
+            }
             Key::Counter => self.counter = None,
             Key::Other => {}
         }
@@ -218,6 +229,7 @@ fn parse_key(prefix: &str, key: &str) -> Key {
     let mut parts = rest.split('/');
     match (parts.next(), parts.next(), parts.next(), parts.next()) {
         (Some("nodes"), Some(id), None, None) => Key::Node(id.to_string()),
+        (Some("bans"), Some(subject), None, None) => Key::Ban(subject.to_string()),
         (Some("meta"), Some("next-world"), None, None) => Key::Counter,
         (Some("worlds"), Some(id), Some("offers"), Some(node)) if parts.next().is_none() => {
             match id.parse::<u64>() {
@@ -685,6 +697,24 @@ impl ControlPlane for Etcd {
         } else {
             Err(ControlError::UnknownWorld(world))
         }
+    }
+
+    async fn ban(&self, subject: &str, ban: &Ban) -> Result<(), ControlError> {
+        crate::check_subject(subject)?;
+        let mut c = self.client.clone();
+        c.put(self.key(&format!("bans/{subject}")), json(ban), None)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn unban(&self, subject: &str) -> Result<(), ControlError> {
+        crate::check_subject(subject)?;
+        let mut c = self.client.clone();
+        c.delete(self.key(&format!("bans/{subject}")), None)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
     }
 
     async fn end_world(&self, world: WorldId) -> Result<(), ControlError> {

@@ -51,8 +51,9 @@ pub use lease::{LeaseClock, LeaseKeeper, LeaseStatus};
 #[cfg(feature = "etcd")]
 pub use local_etcd::LocalEtcd;
 pub use model::{
-    ClusterView, GameResult, NodeInfo, NodeKind, Offer, Owner, Phase, SpecError, Takeover,
-    WorldRecord, WorldSpec, WorldStatus, MAX_NAME_LEN, MAX_TICK_HZ, MAX_WORLD_CAPACITY,
+    Ban, ClusterView, GameResult, NodeInfo, NodeKind, Offer, Owner, Phase, SpecError, Takeover,
+    WorldRecord, WorldSpec, WorldStatus, MAX_NAME_LEN, MAX_SUBJECT_LEN, MAX_TICK_HZ,
+    MAX_WORLD_CAPACITY,
 };
 pub use placement::{place, place_standbys, PlacementError, PlacementHints};
 pub use settings::{ControlKind, ControlSettings};
@@ -69,6 +70,14 @@ pub const FIRST_WORLD_ID: u64 = 1000;
 pub const MIN_LEASE_TTL: Duration = Duration::from_secs(1);
 
 /// Refuses a lease TTL below [`MIN_LEASE_TTL`]; every store uses it.
+/// A subject a ban may name: 1..=`MAX_SUBJECT_LEN` bytes, no `/`.
+pub(crate) fn check_subject(subject: &str) -> Result<(), ControlError> {
+    if subject.is_empty() || subject.len() > MAX_SUBJECT_LEN || subject.contains('/') {
+        return Err(ControlError::Invalid(format!("bad subject {subject:?}")));
+    }
+    Ok(())
+}
+
 pub(crate) fn check_ttl(ttl: Duration) -> Result<(), ControlError> {
     if ttl < MIN_LEASE_TTL {
         return Err(ControlError::Invalid(format!(
@@ -204,6 +213,11 @@ pub trait ControlPlane: Send + Sync + std::fmt::Debug + 'static {
         offer: Offer,
         lease: LeaseId,
     ) -> Result<(), ControlError>;
+    /// Bans `subject` from every relay until `ban.until` (replacing an
+    /// earlier ban of it).
+    async fn ban(&self, subject: &str, ban: &Ban) -> Result<(), ControlError>;
+    /// Lifts `subject`'s ban (nothing if there is none).
+    async fn unban(&self, subject: &str) -> Result<(), ControlError>;
     /// Publishes a world's status (fenced: refused unless `epoch` owns the world).
     async fn publish(
         &self,

@@ -338,7 +338,22 @@ pub struct ClusterView {
     pub nodes: BTreeMap<String, NodeInfo>,
     /// Worlds, by id.
     pub worlds: BTreeMap<WorldId, WorldRecord>,
+    /// Subjects banned from every relay, by subject.
+    pub bans: BTreeMap<String, Ban>,
 }
+
+/// A subject banned from the whole cluster: every relay refuses its hellos and
+/// closes its sessions until `until`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ban {
+    /// Until when, seconds since the Unix epoch.
+    pub until: u64,
+    /// Why (shown to the refused client).
+    pub reason: String,
+}
+
+/// Longest subject a ban may name.
+pub const MAX_SUBJECT_LEN: usize = 256;
 
 impl ClusterView {
     /// Origins, in id order.

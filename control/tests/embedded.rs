@@ -25,9 +25,10 @@ cases!(
     worlds_end_and_are_removed,
     standbys_are_chosen_and_replaced_by_the_owner_only,
     offers_live_under_their_standbys_lease,
+    bans_are_seen_by_watchers_and_lifted,
 );
 
 #[test]
 fn every_case_runs_here() {
-    assert_eq!(suite::CASES.len(), 9);
+    assert_eq!(suite::CASES.len(), 10);
 }

@@ -16,6 +16,11 @@
 //!   owner releases the world, the standby claims it. Answers once the new
 //!   owner holds it, with the gap.
 //!
+//! * `GET /bans`: every subject banned from the cluster's relays, with until
+//!   when and why. `POST /bans` with `{"sub", "for_secs", "reason"}`: bans a
+//!   subject (every relay refuses its hellos and closes its sessions within a
+//!   view change). `DELETE /bans/{sub}`: lifts it.
+//!
 //! Errors answer with a status code and `{"error": kind, "message": text}`:
 //! `400` for a bad spec, `404` for an unknown world, `409` when no origin can
 //! take it, `503` when the control plane is unreachable.
@@ -215,5 +220,49 @@ pub fn worlds_router(control: SharedControl) -> Router {
     Router::new()
         .route("/worlds", get(list).post(create))
         .route("/worlds/{id}", get(one).delete(end))
+        .route("/bans", get(bans).post(ban))
+        .route("/bans/{sub}", axum::routing::delete(unban))
         .with_state(control)
+}
+
+/// A ban as `POST /bans` takes it.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BanRequest {
+    sub: String,
+    for_secs: u64,
+    #[serde(default)]
+    reason: String,
+}
+
+async fn bans(State(control): State<SharedControl>) -> Response {
+    match control.view().await {
+        Ok(v) => Json(v.bans).into_response(),
+        Err(e) => error(&e),
+    }
+}
+
+async fn ban(State(control): State<SharedControl>, Json(b): Json<BanRequest>) -> Response {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let ban = skylane_control::Ban {
+        until: now.saturating_add(b.for_secs),
+        reason: b.reason,
+    };
+    match control.ban(&b.sub, &ban).await {
+        Ok(()) => (
+            StatusCode::CREATED,
+            Json(serde_json::json!({ "sub": b.sub, "until": ban.until, "reason": ban.reason })),
+        )
+            .into_response(),
+        Err(e) => error(&e),
+    }
+}
+
+async fn unban(State(control): State<SharedControl>, Path(sub): Path<String>) -> Response {
+    match control.unban(&sub).await {
+        Ok(()) => Json(serde_json::json!({ "sub": sub, "lifted": true })).into_response(),
+        Err(e) => error(&e),
+    }
 }

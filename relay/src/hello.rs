@@ -37,7 +37,7 @@ pub(crate) struct Admitted {
 pub(crate) fn check_hello(
     hello: Hello,
     tokens: &TokenVerifier,
-    revoked: &Revocations,
+    revoked: &[&Revocations],
     tickets: &TicketKey,
     now_unix: u64,
 ) -> Result<Admitted, Refusal> {
@@ -54,7 +54,7 @@ pub(crate) fn check_hello(
     let claims = tokens
         .verify(&hello.token, now_unix)
         .map_err(|e| refuse(refusal_of(&e), e.to_string()))?;
-    if let Some(r) = revoked.find(&claims, now_unix) {
+    if let Some(r) = revoked.iter().find_map(|l| l.find(&claims, now_unix)) {
         return Err(refuse(
             RefusalCode::BadToken,
             format!("token revoked until {} (Unix time): {}", r.until, r.reason),
@@ -154,7 +154,7 @@ mod tests {
     fn a_valid_hello_is_admitted_with_its_claims() {
         let k = keys();
         let h = hello(&k, "ann", Role::Player, vec![WorldId(1)], 60);
-        let a = check_hello(h, &k.verifier, &Revocations::default(), &k.tickets, NOW).unwrap();
+        let a = check_hello(h, &k.verifier, &[], &k.tickets, NOW).unwrap();
         assert_eq!(a.player, "ann");
         assert_eq!(
             (a.role, a.world, a.resume),
@@ -168,58 +168,28 @@ mod tests {
         let mut h = hello(&k, "ann", Role::Player, vec![], 60);
         h.version = PROTOCOL_VERSION.wrapping_add(1);
         assert_eq!(
-            code(check_hello(
-                h,
-                &k.verifier,
-                &Revocations::default(),
-                &k.tickets,
-                NOW
-            )),
+            code(check_hello(h, &k.verifier, &[], &k.tickets, NOW)),
             RefusalCode::VersionMismatch
         );
         let h = hello(&k, "ann", Role::Player, vec![], 5);
         assert_eq!(
-            code(check_hello(
-                h,
-                &k.verifier,
-                &Revocations::default(),
-                &k.tickets,
-                NOW + 60
-            )),
+            code(check_hello(h, &k.verifier, &[], &k.tickets, NOW + 60)),
             RefusalCode::TokenExpired
         );
         let mut h = hello(&k, "ann", Role::Player, vec![], 60);
         h.token.push('x');
         assert_eq!(
-            code(check_hello(
-                h,
-                &k.verifier,
-                &Revocations::default(),
-                &k.tickets,
-                NOW
-            )),
+            code(check_hello(h, &k.verifier, &[], &k.tickets, NOW)),
             RefusalCode::BadToken
         );
         let h = hello(&k, "op", Role::Operator, vec![], 60);
         assert_eq!(
-            code(check_hello(
-                h,
-                &k.verifier,
-                &Revocations::default(),
-                &k.tickets,
-                NOW
-            )),
+            code(check_hello(h, &k.verifier, &[], &k.tickets, NOW)),
             RefusalCode::WrongRole
         );
         let h = hello(&k, "ann", Role::Player, vec![WorldId(2)], 60);
         assert_eq!(
-            code(check_hello(
-                h,
-                &k.verifier,
-                &Revocations::default(),
-                &k.tickets,
-                NOW
-            )),
+            code(check_hello(h, &k.verifier, &[], &k.tickets, NOW)),
             RefusalCode::WorldNotAllowed
         );
     }
@@ -233,15 +203,15 @@ mod tests {
         ))
         .unwrap();
         let h = hello(&k, "alice", Role::Player, vec![WorldId(1)], 600);
-        let r = check_hello(h.clone(), &k.verifier, &revoked, &k.tickets, NOW).unwrap_err();
+        let r = check_hello(h.clone(), &k.verifier, &[&revoked], &k.tickets, NOW).unwrap_err();
         assert_eq!(r.code, RefusalCode::BadToken);
         assert!(
             r.reason.contains("revoked") && r.reason.contains("cheating"),
             "{r:?}"
         );
-        assert!(check_hello(h, &k.verifier, &revoked, &k.tickets, NOW + 61).is_ok());
+        assert!(check_hello(h, &k.verifier, &[&revoked], &k.tickets, NOW + 61).is_ok());
         let bob = hello(&k, "bob", Role::Player, vec![WorldId(1)], 600);
-        assert!(check_hello(bob, &k.verifier, &revoked, &k.tickets, NOW).is_ok());
+        assert!(check_hello(bob, &k.verifier, &[&revoked], &k.tickets, NOW).is_ok());
     }
 
     #[test]
@@ -258,14 +228,7 @@ mod tests {
         };
         let mut h = hello(&k, "ann", Role::Player, vec![], 60);
         h.resume = Some(ticket("ann", WorldId(1), Role::Player, NOW + 60));
-        let a = check_hello(
-            h.clone(),
-            &k.verifier,
-            &Revocations::default(),
-            &k.tickets,
-            NOW,
-        )
-        .unwrap();
+        let a = check_hello(h.clone(), &k.verifier, &[], &k.tickets, NOW).unwrap();
         assert_eq!(a.resume, Some(SessionId(9)));
         for (player, world, role, expires) in [
             ("bob", WorldId(1), Role::Player, NOW + 60),
@@ -275,13 +238,7 @@ mod tests {
         ] {
             h.resume = Some(ticket(player, world, role, expires));
             assert_eq!(
-                code(check_hello(
-                    h.clone(),
-                    &k.verifier,
-                    &Revocations::default(),
-                    &k.tickets,
-                    NOW
-                )),
+                code(check_hello(h.clone(), &k.verifier, &[], &k.tickets, NOW)),
                 RefusalCode::ResumeRejected,
                 "{player} {world} {role:?} {expires}"
             );
@@ -295,13 +252,7 @@ mod tests {
             expires: NOW + 60,
         }));
         assert_eq!(
-            code(check_hello(
-                h,
-                &k.verifier,
-                &Revocations::default(),
-                &k.tickets,
-                NOW
-            )),
+            code(check_hello(h, &k.verifier, &[], &k.tickets, NOW)),
             RefusalCode::ResumeRejected
         );
     }

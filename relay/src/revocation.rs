@@ -65,6 +65,23 @@ impl Revocations {
         Ok(Self { entries })
     }
 
+    /// The control plane's bans, as revocations of their subjects.
+    pub fn from_bans<'a>(
+        bans: impl IntoIterator<Item = (&'a String, &'a skylane_control::Ban)>,
+    ) -> Self {
+        Self {
+            entries: bans
+                .into_iter()
+                .map(|(sub, b)| Revocation {
+                    sub: Some(sub.clone()),
+                    jti: None,
+                    until: b.until,
+                    reason: b.reason.clone(),
+                })
+                .collect(),
+        }
+    }
+
     /// The entry in force at `now` covering a token with these claims.
     pub fn find(&self, claims: &Claims, now: u64) -> Option<&Revocation> {
         self.entries.iter().find(|e| {

@@ -105,6 +105,9 @@ pub struct RelaySettings {
     pub revocations: RevocationList,
     /// The revocation file, watched while the relay runs (`None`: none).
     pub revocation_file: Option<std::path::PathBuf>,
+    /// The control plane's bans (kept current from its view), checked like
+    /// revocations.
+    pub bans: RevocationList,
     /// Deployment-wide resume ticket key.
     pub tickets: TicketKey,
     /// Limits and timers.
@@ -331,6 +334,7 @@ impl RelaySettings {
                 .or_else(|| cfg.dev_certs.as_ref().map(|d| d.join("token.pub"))),
             revocations: Current::new(material.revocations),
             revocation_file: cfg.revocations.clone(),
+            bans: Current::new(crate::revocation::Revocations::default()),
             tickets: material.tickets,
             limits,
             edge: cfg.edge()?,

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use skylane_control::{
-    Claim, ClusterView, ControlError, ControlPlane, LeaseId, NodeInfo, Offer, PlacementHints,
+    Ban, Claim, ClusterView, ControlError, ControlPlane, LeaseId, NodeInfo, Offer, PlacementHints,
     SharedControl, WorldRecord, WorldSpec, WorldStatus,
 };
 use skylane_proto::WorldId;
@@ -110,6 +110,14 @@ impl ControlPlane for CutControl {
     ) -> Result<(), ControlError> {
         self.check()?;
         self.inner.offer(world, node, offer, lease).await
+    }
+    async fn ban(&self, subject: &str, ban: &Ban) -> Result<(), ControlError> {
+        self.check()?;
+        self.inner.ban(subject, ban).await
+    }
+    async fn unban(&self, subject: &str) -> Result<(), ControlError> {
+        self.check()?;
+        self.inner.unban(subject).await
     }
     async fn publish(
         &self,

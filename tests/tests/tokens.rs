@@ -308,3 +308,74 @@ fn a_session_outliving_its_token_resumes_with_a_fresh_one() {
         );
     });
 }
+
+/// A ban on the control plane reaches a relay following it: the banned
+/// player's session is closed and its hellos refused within a view change;
+/// lifted, it gets back in.
+#[test]
+fn a_ban_on_the_control_plane_cuts_and_refuses_the_subject() {
+    use skylane_control::{Ban, Embedded, NodeInfo, SharedControl};
+    run(|| async {
+        let net = Net::start(NetOptions {
+            relays: vec![(1, "amsterdam")],
+            ..NetOptions::default()
+        });
+        let control: SharedControl = std::sync::Arc::new(Embedded::new());
+        let id = net.relays[0].relay.status().await.expect("relay up").relay;
+        net.relays[0]
+            .relay
+            .follow(
+                control.clone(),
+                NodeInfo::relay(id, net.relays[0].addr, "localhost", "eu"),
+                Duration::from_secs(3),
+            )
+            .await
+            .expect("relay follows");
+        let relay = net.relays[0].addr;
+        let join = async |name: &str| {
+            let (_, b) = net.client_builder("paris", name);
+            b.relays([relay]).connect().await
+        };
+        let mut cheater = join("cheater").await.expect("joins");
+        let honest = join("honest").await.expect("joins");
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let banned = tokio::time::Instant::now();
+        control
+            .ban(
+                "cheater",
+                &Ban {
+                    until: now + 3600,
+                    reason: "wallhack".into(),
+                },
+            )
+            .await
+            .unwrap();
+        tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                match cheater.next_event().await {
+                    None | Some(skylane_client::ClientEvent::Error(_)) => return,
+                    Some(_) => {}
+                }
+            }
+        })
+        .await
+        .expect("the banned session is closed");
+        assert!(
+            banned.elapsed() <= Duration::from_secs(1),
+            "{:?}",
+            banned.elapsed()
+        );
+        let err = join("cheater").await.unwrap_err();
+        assert!(
+            matches!(&err, ClientError::Refused { code: RefusalCode::BadToken, reason } if reason.contains("wallhack")),
+            "{err:?}"
+        );
+        assert!(honest.session().is_some());
+        control.unban("cheater").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        join("cheater").await.expect("back once the ban is lifted");
+    });
+}

@@ -57,6 +57,10 @@ enum Command {
     /// create, list, end.
     #[command(subcommand)]
     World(cmd::admin::WorldCmd),
+    /// Bans on the control plane (every relay refuses the subject and closes
+    /// its sessions), through an origin's admin endpoint: add, list, remove.
+    #[command(subcommand)]
+    Ban(cmd::admin::BanCmd),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -71,6 +75,7 @@ fn main() -> anyhow::Result<()> {
         Command::Status(c) => c.run(),
         Command::Drain(c) => c.run(),
         Command::World(c) => c.run(),
+        Command::Ban(c) => c.run(),
         Command::Probe(c) => c.run(),
         Command::Loadgen(c) => c.run(),
         Command::FanoutServer(c) => c.run(),

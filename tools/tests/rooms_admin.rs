@@ -147,3 +147,81 @@ fn a_world_created_through_the_admin_api_is_learnt_played_ended_and_forgotten() 
         net.shutdown().await;
     });
 }
+
+/// `skylane ban add|list|remove` against an origin's admin API on the local
+/// deployment's control plane: the banned player is refused by the relays
+/// (with the reason) until the ban is lifted.
+#[test]
+fn a_ban_through_the_cli_refuses_the_player_on_the_relays_until_lifted() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let net = LocalNet::start(LocalOptions::default())
+            .await
+            .expect("local net");
+        let admin = skylane_ops::serve_admin(
+            "127.0.0.1:0".parse().unwrap(),
+            worlds_router(net.control.clone()),
+        )
+        .await
+        .unwrap();
+        let url = format!("http://{admin}");
+        let join = || {
+            let b = net.player_builder(0, 0).unwrap().token(net.token_for(
+                "griefer",
+                Role::Player,
+                vec![],
+                Duration::from_secs(600),
+            ));
+            async move { b.connect().await }
+        };
+        join().await.expect("let in before the ban");
+        let u = url.clone();
+        let out = tokio::task::spawn_blocking(move || {
+            let cli = |args: &[&str]| {
+                let out = std::process::Command::new(env!("CARGO_BIN_EXE_skylane"))
+                    .arg("ban")
+                    .args(args)
+                    .output()
+                    .unwrap();
+                assert!(
+                    out.status.success(),
+                    "{}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                String::from_utf8_lossy(&out.stdout).into_owned()
+            };
+            let added = cli(&[
+                "add", &u, "--sub", "griefer", "--for", "1h", "--reason", "griefing",
+            ]);
+            (added, cli(&["list", &u]))
+        })
+        .await
+        .unwrap();
+        assert!(out.0.contains("griefer"), "{}", out.0);
+        assert!(out.1.contains("griefing"), "{}", out.1);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        match join().await {
+            Err(skylane_client::ClientError::Refused { reason, .. }) => {
+                assert!(reason.contains("griefing"), "{reason}")
+            }
+            other => panic!("banned: {:?}", other.map(|_| ())),
+        }
+        let u = url.clone();
+        tokio::task::spawn_blocking(move || {
+            let out = std::process::Command::new(env!("CARGO_BIN_EXE_skylane"))
+                .args(["ban", "remove", &u, "griefer"])
+                .output()
+                .unwrap();
+            assert!(out.status.success());
+        })
+        .await
+        .unwrap();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        join().await.expect("let in once lifted");
+        net.shutdown().await;
+    });
+}

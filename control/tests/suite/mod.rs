@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use skylane_control::{
-    Claim, ControlError, ControlPlane, NodeInfo, NodeKind, Offer, Phase, PlacementError,
+    Ban, Claim, ControlError, ControlPlane, NodeInfo, NodeKind, Offer, Phase, PlacementError,
     PlacementHints, SharedControl, WorldSpec, WorldStatus,
 };
 use skylane_proto::WorldId;
@@ -23,6 +23,7 @@ pub const CASES: &[&str] = &[
     "worlds_end_and_are_removed",
     "standbys_are_chosen_and_replaced_by_the_owner_only",
     "offers_live_under_their_standbys_lease",
+    "bans_are_seen_by_watchers_and_lifted",
 ];
 
 /// Runs one case by name.
@@ -37,6 +38,7 @@ pub async fn run(name: &str, c: SharedControl) {
         "worlds_end_and_are_removed" => end_and_remove(c).await,
         "standbys_are_chosen_and_replaced_by_the_owner_only" => standbys(c).await,
         "offers_live_under_their_standbys_lease" => offers(c).await,
+        "bans_are_seen_by_watchers_and_lifted" => bans(c).await,
         other => panic!("no case {other}"),
     }
 }
@@ -284,6 +286,43 @@ async fn offers(c: SharedControl) {
     })
     .await;
     assert!(c.offer(w.id, &standby, offer(13), lease).await.is_err());
+}
+
+async fn bans(c: SharedControl) {
+    let mut w = c.watch().await.unwrap();
+    let ban = Ban {
+        until: 2_000_000_000,
+        reason: "aimbot".into(),
+    };
+    c.ban("cheater-1", &ban).await.unwrap();
+    timeout(Duration::from_secs(10), async {
+        while !w.borrow_and_update().bans.contains_key("cheater-1") {
+            w.changed().await.unwrap();
+        }
+    })
+    .await
+    .expect("the watch sees the ban");
+    assert_eq!(c.view().await.unwrap().bans["cheater-1"], ban);
+    let longer = Ban {
+        until: 2_100_000_000,
+        ..ban
+    };
+    c.ban("cheater-1", &longer).await.unwrap();
+    eventually(&*c, "the ban replaced", |v| {
+        v.bans.get("cheater-1") == Some(&longer)
+    })
+    .await;
+    c.unban("cheater-1").await.unwrap();
+    eventually(&*c, "the ban lifted", |v| v.bans.is_empty()).await;
+    c.unban("nobody").await.unwrap();
+    assert!(matches!(
+        c.ban("", &longer).await,
+        Err(ControlError::Invalid(_))
+    ));
+    assert!(matches!(
+        c.ban("a/b", &longer).await,
+        Err(ControlError::Invalid(_))
+    ));
 }
 
 async fn watches_fire(c: SharedControl) {

@@ -377,10 +377,14 @@ impl Actor {
 
     /// Closes the sessions of subjects revoked now (their connections with
     /// them; a resume would be refused at hello).
-    fn revoked(&mut self) {
+    pub(crate) fn revoked(&mut self) {
         let list = self.shared.settings.revocations.current();
+        let bans = self.shared.settings.bans.current();
         let now_secs = self.shared.clock.unix_secs();
-        let subjects: std::collections::HashSet<&str> = list.subjects(now_secs).collect();
+        let subjects: std::collections::HashSet<&str> = list
+            .subjects(now_secs)
+            .chain(bans.subjects(now_secs))
+            .collect();
         if subjects.is_empty() {
             return;
         }

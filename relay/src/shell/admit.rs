@@ -159,7 +159,7 @@ async fn open_session(
     let admitted = check_hello(
         hello,
         &s.tokens.current(),
-        &s.revocations.current(),
+        &[&s.revocations.current(), &s.bans.current()],
         &s.tickets,
         shared.clock.unix_secs(),
     )

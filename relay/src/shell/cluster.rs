@@ -45,6 +45,12 @@ impl Actor {
     /// A new cluster view from the control plane.
     pub(crate) fn cluster(&mut self, view: &ClusterView) {
         self.clustered = true;
+        let bans = crate::revocation::Revocations::from_bans(&view.bans);
+        if *self.shared.settings.bans.current() != bans {
+            info!(bans = bans.len(), "bans from the control plane");
+            self.shared.settings.bans.replace(bans);
+            self.revoked();
+        }
         for change in self.directory.handle_view(view) {
             match change {
                 DirectoryChange::OriginAdded(o) => {

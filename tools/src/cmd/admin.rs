@@ -140,6 +140,65 @@ impl DrainCmd {
     }
 }
 
+/// Bans on the control plane, through an origin's admin endpoint.
+#[derive(Debug, clap::Subcommand)]
+pub(crate) enum BanCmd {
+    /// Ban a subject from every relay for a while.
+    Add(BanAdd),
+    /// Every ban, with until when (Unix seconds) and why.
+    List(BanTarget),
+    /// Lift a subject's ban.
+    Remove(BanSubject),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct BanAdd {
+    #[command(flatten)]
+    target: AdminTarget,
+    /// The subject (the player id its tokens carry).
+    #[arg(long)]
+    sub: String,
+    /// How long, e.g. 1h, 7d.
+    #[arg(long = "for", value_parser = humantime::parse_duration)]
+    duration: std::time::Duration,
+    /// Why (the refused client is told).
+    #[arg(long, default_value = "")]
+    reason: String,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct BanTarget {
+    #[command(flatten)]
+    target: AdminTarget,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct BanSubject {
+    #[command(flatten)]
+    target: AdminTarget,
+    /// The subject.
+    sub: String,
+}
+
+impl BanCmd {
+    pub(crate) fn run(self) -> anyhow::Result<()> {
+        let text = match self {
+            Self::Add(c) => {
+                let body = serde_json::json!({
+                    "sub": c.sub,
+                    "for_secs": c.duration.as_secs(),
+                    "reason": c.reason,
+                });
+                c.target.call_with("POST", "/bans", Some(&body))?
+            }
+            Self::List(c) => c.target.call("GET", "/bans")?,
+            Self::Remove(c) => c.target.call("DELETE", &format!("/bans/{}", c.sub))?,
+        };
+        println!("{}", text.trim());
+        Ok(())
+    }
+}
+
 /// Worlds on the control plane, through an origin's admin endpoint.
 #[derive(Debug, clap::Subcommand)]
 pub(crate) enum WorldCmd {
