@@ -242,6 +242,21 @@ impl Net {
         }
     }
 
+    /// The first relay follows `control` (registered as `relay-<id>` in
+    /// `eu`, lease `ttl`): it learns worlds, owners and bans from it.
+    pub async fn follow(&self, control: &skylane_control::SharedControl, ttl: Duration) {
+        let r = &self.relays[0];
+        let id = r.relay.status().await.expect("relay up").relay;
+        r.relay
+            .follow(
+                control.clone(),
+                skylane_control::NodeInfo::relay(id, r.addr, "localhost", "eu"),
+                ttl,
+            )
+            .await
+            .expect("relay follows");
+    }
+
     /// Starts another origin (no world yet) on a new host in `region`, with
     /// the same identity and signing key as the first.
     pub fn add_origin(&self, name: &str, region: &str) -> OriginNode {

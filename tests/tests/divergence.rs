@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use skylane_control::{Embedded, NodeInfo, PlacementHints, SharedControl, WorldSpec};
+use skylane_control::{Embedded, PlacementHints, SharedControl, WorldSpec};
 use skylane_netsim::run;
 use skylane_origin::{
     ClusterAgent, ClusterNode, Ctx, Emit, Emitted, Engine, GameFactory, Games, Grid, NewWorld,
@@ -170,16 +170,7 @@ fn a_standby_that_disagrees_marks_the_world_suspect_and_outcomes_unconfirmed() {
             .join_cluster(control.clone(), b_node, games(), signer)
             .await
             .expect("joins");
-        let id = net.relays[0].relay.status().await.expect("relay up").relay;
-        net.relays[0]
-            .relay
-            .follow(
-                control.clone(),
-                NodeInfo::relay(id, net.relays[0].addr, "localhost", "eu"),
-                Duration::from_secs(3),
-            )
-            .await
-            .expect("relay follows");
+        net.follow(&control, Duration::from_secs(3)).await;
         let rec = control
             .create_world(
                 WorldSpec {

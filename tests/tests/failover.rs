@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use skylane_client::{Client, ClientEvent};
-use skylane_control::{ControlPlane, Embedded, NodeInfo, PlacementHints, SharedControl, WorldSpec};
+use skylane_control::{ControlPlane, Embedded, PlacementHints, SharedControl, WorldSpec};
 use skylane_netsim::{run, Side};
 use skylane_origin::{ClusterAgent, ClusterNode, Games, OriginHandle, OriginServer, TttAction};
 use skylane_proto::ed25519_dalek::VerifyingKey;
@@ -206,16 +206,7 @@ async fn room() -> Room {
         join(&mut b.server, &shared, b_node, signer).await,
     );
     access.insert("origin-2".to_string(), cut);
-    let id = net.relays[0].relay.status().await.expect("relay up").relay;
-    net.relays[0]
-        .relay
-        .follow(
-            control.clone(),
-            NodeInfo::relay(id, net.relays[0].addr, "localhost", "eu"),
-            TTL,
-        )
-        .await
-        .expect("relay follows");
+    net.follow(&control, TTL).await;
 
     let rec = control
         .create_world(
@@ -475,16 +466,7 @@ fn of_two_standbys_the_one_furthest_along_takes_the_room_over() {
             Some(o) => (o.server.handle(), o.host),
             None => (net.origin.handle(), net.origin_host),
         };
-        let id = net.relays[0].relay.status().await.expect("relay up").relay;
-        net.relays[0]
-            .relay
-            .follow(
-                control.clone(),
-                NodeInfo::relay(id, net.relays[0].addr, "localhost", "eu"),
-                TTL,
-            )
-            .await
-            .expect("relay follows");
+        net.follow(&control, TTL).await;
         let rec = control
             .create_world(
                 WorldSpec {

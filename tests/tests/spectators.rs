@@ -437,24 +437,20 @@ fn a_tiered_spectator_token_cannot_watch_live() {
                     .with_min_delay(secs);
             net.tokens.issue(&claims).unwrap()
         };
-        let (_, b) = net.builder_as("paris", "public", Role::Spectator);
-        let public = Spectator::connect(
-            b.relays([relay]).token(tiered("public", 2)),
-            SpectatorFilter::all(),
-            Duration::ZERO,
-            BandwidthMode::Full,
-        )
-        .await
-        .unwrap();
-        let (_, b) = net.builder_as("paris", "caster", Role::Spectator);
-        let caster = Spectator::connect(
-            b.relays([relay]).token(tiered("caster", 0)),
-            SpectatorFilter::all(),
-            Duration::ZERO,
-            BandwidthMode::Full,
-        )
-        .await
-        .unwrap();
+        // Both ask to watch live.
+        let live = async |name: &str, tier| {
+            let (_, b) = net.builder_as("paris", name, Role::Spectator);
+            Spectator::connect(
+                b.relays([relay]).token(tiered(name, tier)),
+                SpectatorFilter::all(),
+                Duration::ZERO,
+                BandwidthMode::Full,
+            )
+            .await
+            .unwrap()
+        };
+        let public = live("public", 2).await;
+        let caster = live("caster", 0).await;
         let (stop_tx, stop) = tokio::sync::watch::channel(false);
         let watching = [
             watch_in_background(public, stop.clone()),

@@ -26,6 +26,21 @@ fn token(signer: &TokenSigner, who: &str) -> String {
         .unwrap()
 }
 
+/// Whether the relay ends `c`'s session within 5 s (its events run out, or
+/// it reports the error).
+async fn closed(c: &mut skylane_client::Client) -> bool {
+    tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match c.next_event().await {
+                None | Some(skylane_client::ClientEvent::Error(_)) => return,
+                Some(_) => {}
+            }
+        }
+    })
+    .await
+    .is_ok()
+}
+
 #[test]
 fn keys_rotate_under_load_without_refusing_anyone() {
     run(|| async {
@@ -154,16 +169,7 @@ fn a_revoked_subject_is_cut_and_refused_until_its_time() {
         .unwrap();
         let started = tokio::time::Instant::now();
         // Its session ends (closed by the relay); the honest one's does not.
-        let closed = tokio::time::timeout(Duration::from_secs(5), async {
-            loop {
-                match cheater.next_event().await {
-                    None | Some(skylane_client::ClientEvent::Error(_)) => return,
-                    Some(_) => {}
-                }
-            }
-        })
-        .await;
-        assert!(closed.is_ok(), "the revoked session was closed");
+        assert!(closed(&mut cheater).await, "the revoked session was closed");
         assert!(
             started.elapsed() <= Duration::from_secs(3),
             "{:?}",
@@ -314,23 +320,14 @@ fn a_session_outliving_its_token_resumes_with_a_fresh_one() {
 /// lifted, it gets back in.
 #[test]
 fn a_ban_on_the_control_plane_cuts_and_refuses_the_subject() {
-    use skylane_control::{Ban, Embedded, NodeInfo, SharedControl};
+    use skylane_control::{Ban, Embedded, SharedControl};
     run(|| async {
         let net = Net::start(NetOptions {
             relays: vec![(1, "amsterdam")],
             ..NetOptions::default()
         });
         let control: SharedControl = std::sync::Arc::new(Embedded::new());
-        let id = net.relays[0].relay.status().await.expect("relay up").relay;
-        net.relays[0]
-            .relay
-            .follow(
-                control.clone(),
-                NodeInfo::relay(id, net.relays[0].addr, "localhost", "eu"),
-                Duration::from_secs(3),
-            )
-            .await
-            .expect("relay follows");
+        net.follow(&control, Duration::from_secs(3)).await;
         let relay = net.relays[0].addr;
         let join = async |name: &str| {
             let (_, b) = net.client_builder("paris", name);
@@ -353,16 +350,7 @@ fn a_ban_on_the_control_plane_cuts_and_refuses_the_subject() {
             )
             .await
             .unwrap();
-        tokio::time::timeout(Duration::from_secs(5), async {
-            loop {
-                match cheater.next_event().await {
-                    None | Some(skylane_client::ClientEvent::Error(_)) => return,
-                    Some(_) => {}
-                }
-            }
-        })
-        .await
-        .expect("the banned session is closed");
+        assert!(closed(&mut cheater).await, "the banned session is closed");
         assert!(
             banned.elapsed() <= Duration::from_secs(1),
             "{:?}",
