@@ -4,6 +4,8 @@
 //! A subject revoked until a time is also how an operator bans a player from
 //! the edge without a control plane.
 
+use std::collections::HashMap;
+
 use serde::{Deserialize, Serialize};
 use skylane_proto::Claims;
 
@@ -41,10 +43,13 @@ pub enum RevocationError {
     TooMany(usize),
 }
 
-/// The revocations in force.
+/// The revocations in force, indexed by subject and by token id (a hello is
+/// checked in constant time however long the list).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Revocations {
     entries: Vec<Revocation>,
+    by_sub: HashMap<String, usize>,
+    by_jti: HashMap<String, usize>,
 }
 
 impl Revocations {
@@ -62,16 +67,40 @@ impl Revocations {
         {
             return Err(RevocationError::Empty(i));
         }
-        Ok(Self { entries })
+        Ok(Self::indexed(entries))
+    }
+
+    /// Indexes `entries`; of two naming the same subject or token, the one
+    /// that lasts longer counts.
+    fn indexed(entries: Vec<Revocation>) -> Self {
+        fn index(map: &mut HashMap<String, usize>, key: &str, i: usize, all: &[Revocation]) {
+            let slot = map.entry(key.to_owned()).or_insert(i);
+            if all[*slot].until < all[i].until {
+                *slot = i;
+            }
+        }
+        let (mut by_sub, mut by_jti) = (HashMap::new(), HashMap::new());
+        for (i, e) in entries.iter().enumerate() {
+            if let Some(s) = &e.sub {
+                index(&mut by_sub, s, i, &entries);
+            }
+            if let Some(j) = &e.jti {
+                index(&mut by_jti, j, i, &entries);
+            }
+        }
+        Self {
+            entries,
+            by_sub,
+            by_jti,
+        }
     }
 
     /// The control plane's bans, as revocations of their subjects.
     pub fn from_bans<'a>(
         bans: impl IntoIterator<Item = (&'a String, &'a skylane_control::Ban)>,
     ) -> Self {
-        Self {
-            entries: bans
-                .into_iter()
+        Self::indexed(
+            bans.into_iter()
                 .map(|(sub, b)| Revocation {
                     sub: Some(sub.clone()),
                     jti: None,
@@ -79,16 +108,18 @@ impl Revocations {
                     reason: b.reason.clone(),
                 })
                 .collect(),
-        }
+        )
     }
 
     /// The entry in force at `now` covering a token with these claims.
     pub fn find(&self, claims: &Claims, now: u64) -> Option<&Revocation> {
-        self.entries.iter().find(|e| {
-            now < e.until
-                && (e.sub.as_deref() == Some(claims.sub.as_str())
-                    || (e.jti.is_some() && e.jti == claims.jti))
-        })
+        let by_sub = self.by_sub.get(&claims.sub);
+        let by_jti = claims.jti.as_ref().and_then(|j| self.by_jti.get(j));
+        [by_sub, by_jti]
+            .into_iter()
+            .flatten()
+            .map(|i| &self.entries[*i])
+            .find(|e| now < e.until)
     }
 
     /// Subjects revoked at `now` (their sessions are closed).
@@ -145,6 +176,12 @@ mod tests {
         );
         assert_eq!(r.subjects(150).collect::<Vec<_>>(), vec!["alice"]);
         assert_eq!(r.subjects(250).count(), 0);
+        // Two entries for one subject: the longer one counts.
+        let r = Revocations::parse(
+            r#"[{"sub": "carol", "until": 300}, {"sub": "carol", "until": 100}]"#,
+        )
+        .unwrap();
+        assert!(r.find(&claims("carol", None), 200).is_some());
     }
 
     #[test]
