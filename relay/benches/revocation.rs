@@ -1,6 +1,9 @@
 //! The cost of the revocation check every hello pays, with a large list
 //! (100,000 revoked subjects, the most a file may hold).
 
+// criterion's macros generate undocumented items.
+#![allow(missing_docs)]
+
 use criterion::{criterion_group, criterion_main, Criterion};
 use skylane_proto::{Claims, Role, WorldId};
 use skylane_relay::Revocations;
