@@ -26,11 +26,12 @@ use crate::routes::{LinkId, Routes};
 
 use super::host::SharedDir;
 use super::lanes::{lane_of, DownLane, LaneRefused};
-use super::mailbox::{Clock, Cmd, OriginStatus, WorldEvent};
+use super::mailbox::{Clock, Cmd, WorldEvent};
 use super::replication::StandbyLink;
 
 mod replica;
 mod resume;
+mod status;
 use super::ServerConfig;
 
 /// Co-signatures held for batches not yet sent (a bound; more means they
@@ -411,38 +412,7 @@ impl Actor {
                     self.metrics.standbys.dec();
                 }
             }
-            Cmd::Status(reply) => {
-                let ws = self.core.world_state();
-                let _ = reply.send(OriginStatus {
-                    world: self.core.world_id().0,
-                    game: self.core.game().to_string(),
-                    phase: format!("{:?}", ws.phase).to_lowercase(),
-                    players: ws.players,
-                    capacity: ws.capacity,
-                    epoch: self.epoch,
-                    tick: self.core.tick(),
-                    state_hash: self.core.state_hash().to_string(),
-                    sessions: self.routes.sessions(),
-                    relays: self.relays.len(),
-                    standbys: self
-                        .gate
-                        .followers()
-                        .into_iter()
-                        .map(|(n, t)| format!("{n}@{t}"))
-                        .collect(),
-                    min_acks: self.gate.required(),
-                    lag_ticks: self.lag_ticks(),
-                    lag_bytes: self.lag_bytes(),
-                    verified_tick: self.gate.verified(),
-                    diverged_at: self.gate.suspect().map(|(t, _)| *t),
-                    diverged_entities: self
-                        .divergence
-                        .as_ref()
-                        .map(|e| e.entities.iter().map(|e| e.0).collect())
-                        .unwrap_or_default(),
-                    started_unix_us: self.clock.base_unix_us,
-                });
-            }
+            Cmd::Status(reply) => drop(reply.send(self.status())),
         }
     }
 
