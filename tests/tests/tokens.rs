@@ -9,11 +9,26 @@ use skylane_netsim::run;
 use skylane_proto::{Claims, RefusalCode, Role, TokenKeyPair, TokenSigner};
 use skylane_tests::{Net, NetOptions, WORLD};
 
-fn token(signer: &TokenSigner, who: &str) -> String {
-    let now = std::time::SystemTime::now()
+/// Seconds since the Unix epoch, by this machine's clock.
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
-        .as_secs();
+        .as_secs()
+}
+
+/// A player `name` (the harness's token) connecting to `relay`.
+async fn join(
+    net: &Net,
+    relay: std::net::SocketAddr,
+    name: &str,
+) -> Result<skylane_client::Client, ClientError> {
+    let (_, b) = net.client_builder("paris", name);
+    b.relays([relay]).connect().await
+}
+
+fn token(signer: &TokenSigner, who: &str) -> String {
+    let now = unix_now();
     signer
         .issue(&Claims::new(
             who,
@@ -151,16 +166,10 @@ fn a_revoked_subject_is_cut_and_refused_until_its_time() {
             ..NetOptions::default()
         });
         let relay = net.relays[0].addr;
-        let join = async |name: &str| {
-            let (_, b) = net.client_builder("paris", name);
-            b.relays([relay]).connect().await
-        };
+        let join = async |name: &str| join(&net, relay, name).await;
         let mut cheater = join("cheater").await.expect("joins");
         let honest = join("honest").await.expect("joins");
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs();
+        let now = unix_now();
         let until = now + 30;
         std::fs::write(
             &file,
@@ -329,16 +338,10 @@ fn a_ban_on_the_control_plane_cuts_and_refuses_the_subject() {
         let control: SharedControl = std::sync::Arc::new(Embedded::new());
         net.follow(&control, Duration::from_secs(3)).await;
         let relay = net.relays[0].addr;
-        let join = async |name: &str| {
-            let (_, b) = net.client_builder("paris", name);
-            b.relays([relay]).connect().await
-        };
+        let join = async |name: &str| join(&net, relay, name).await;
         let mut cheater = join("cheater").await.expect("joins");
         let honest = join("honest").await.expect("joins");
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs();
+        let now = unix_now();
         let banned = tokio::time::Instant::now();
         control
             .ban(

@@ -189,6 +189,22 @@ impl Seen {
     }
 }
 
+/// A tic-tac-toe room with one standby, placed through the control plane.
+async fn room_with_a_standby(control: &SharedControl) -> skylane_control::WorldRecord {
+    let rec = control
+        .create_world(
+            WorldSpec {
+                standbys: Some(1),
+                ..WorldSpec::new("tictactoe", 10, 2)
+            },
+            &PlacementHints::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(rec.standbys.len(), 1, "{rec:?}");
+    rec
+}
+
 /// Waits up to 20 s for `c`'s next world state matching `f`, recording what it
 /// saw meanwhile; a world state from an owner older than one already seen (a
 /// deposed primary's) fails the test.
@@ -256,17 +272,7 @@ fn a_room_fails_over_to_its_standby_through_etcd() {
         })
         .await
         .expect("local net");
-        let rec = control
-            .create_world(
-                WorldSpec {
-                    standbys: Some(1),
-                    ..WorldSpec::new("tictactoe", 10, 2)
-                },
-                &PlacementHints::default(),
-            )
-            .await
-            .unwrap();
-        assert_eq!(rec.standbys.len(), 1, "{rec:?}");
+        let rec = room_with_a_standby(&control).await;
         let w = rec.id;
         let token_ttl = Duration::from_secs(600);
         let join = |name: &'static str, k: usize| {
@@ -507,17 +513,7 @@ fn a_paused_primary_process_steps_down_and_its_late_writes_reach_nobody() {
         .await
         .expect("both origins and the relay registered");
 
-        let rec = control
-            .create_world(
-                WorldSpec {
-                    standbys: Some(1),
-                    ..WorldSpec::new("tictactoe", 10, 2)
-                },
-                &PlacementHints::default(),
-            )
-            .await
-            .unwrap();
-        assert_eq!(rec.standbys.len(), 1, "{rec:?}");
+        let rec = room_with_a_standby(&control).await;
         let w = rec.id;
         let owned = tokio::time::timeout(Duration::from_secs(20), async {
             loop {
