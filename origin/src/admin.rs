@@ -21,6 +21,12 @@
 //!   subject (every relay refuses its hellos and closes its sessions within a
 //!   view change). `DELETE /bans/{sub}`: lifts it.
 //!
+//! * `GET /violations?player=P&since_secs=S&limit=N` ([`violations_router`],
+//!   on every origin, control plane or not): the violations the origin's store
+//!   kept (its own and the edge's, as relays report them), the most recent `N`
+//!   (default 100, at most 10,000) of player `P` (default: everyone's) in the
+//!   last `S` seconds (default: all), oldest first; `404` without a store.
+//!
 //! Errors answer with a status code and `{"error": kind, "message": text}`:
 //! `400` for a bad spec, `404` for an unknown world, `409` when no origin can
 //! take it, `503` when the control plane is unreachable.
@@ -213,6 +219,54 @@ pub fn hosted_router(control: SharedControl, handle: crate::OriginHandle) -> Rou
         .route("/worlds/{id}/status", get(status))
         .route("/worlds/{id}/handover", axum::routing::post(handover))
         .with_state(Hosted { control, handle })
+}
+
+/// `GET /violations` (see the module docs).
+pub fn violations_router(handle: crate::OriginHandle) -> Router {
+    Router::new()
+        .route("/violations", get(violations))
+        .with_state(handle)
+}
+
+/// `GET /violations`'s query.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ViolationParams {
+    player: Option<String>,
+    since_secs: Option<u64>,
+    limit: Option<usize>,
+}
+
+async fn violations(
+    State(handle): State<crate::OriginHandle>,
+    axum::extract::Query(p): axum::extract::Query<ViolationParams>,
+) -> Response {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let q = crate::evidence::ViolationQuery {
+        player: p.player,
+        since_ms: p
+            .since_secs
+            .map_or(0, |s| now_ms.saturating_sub(s.saturating_mul(1000))),
+        limit: p.limit.unwrap_or(100),
+    };
+    match handle.violations(q).await {
+        Some(Ok(v)) => Json(v).into_response(),
+        Some(Err(e)) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Json(serde_json::json!({ "error": "storage", "message": e.to_string() })),
+        )
+            .into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            Json(serde_json::json!({
+                "error": "no_store",
+                "message": "this origin keeps no violation store (set violations_db)",
+            })),
+        )
+            .into_response(),
+    }
 }
 
 /// The `/worlds` routes on `control`.

@@ -30,6 +30,71 @@ pub enum Enforcement {
     Ban,
 }
 
+/// What the origin does about each kind of violation, and for how long a
+/// kick or a ban holds (on every relay the origin is linked to, and cluster-wide
+/// through the control plane's ban list when there is one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct EnforcementPolicy {
+    /// Hit accuracy far above the population's.
+    pub accuracy: Enforcement,
+    /// Reactions faster than humanly possible.
+    pub reaction_time: Enforcement,
+    /// More actions per second than allowed.
+    pub action_rate: Enforcement,
+    /// Rule validators' refusals (speed, cooldown, range), once a session
+    /// collects `rule_strikes` of them within one second of world time.
+    pub rule: Enforcement,
+    /// Rule refusals within one second of world time that make a violation
+    /// (at least 1: every refusal is one).
+    pub rule_strikes: u32,
+    /// How long a kicked subject is refused at hello, a resume included.
+    pub kick_cooldown_secs: u64,
+    /// How long a ban lasts (0: permanent).
+    pub ban_secs: u64,
+}
+
+impl Default for EnforcementPolicy {
+    fn default() -> Self {
+        Self::uniform(Enforcement::Kick)
+    }
+}
+
+impl EnforcementPolicy {
+    /// `action` for every statistical detector; rule refusals flagged one by
+    /// one; a 60 s kick cool-down and 24 h bans.
+    pub fn uniform(action: Enforcement) -> Self {
+        Self {
+            accuracy: action,
+            reaction_time: action,
+            action_rate: action,
+            rule: Enforcement::Flag,
+            rule_strikes: 1,
+            kick_cooldown_secs: 60,
+            ban_secs: 86_400,
+        }
+    }
+
+    /// What to do about `kind`.
+    pub fn action(&self, kind: AnomalyKind) -> Enforcement {
+        match kind {
+            AnomalyKind::Accuracy => self.accuracy,
+            AnomalyKind::ReactionTime => self.reaction_time,
+            AnomalyKind::ActionRate => self.action_rate,
+            AnomalyKind::Rule => self.rule,
+        }
+    }
+
+    /// How long `action` keeps the subject out (`None`: not at all;
+    /// `Some(0)`: permanently).
+    pub fn sanction_secs(&self, action: Enforcement) -> Option<u64> {
+        match action {
+            Enforcement::Flag => None,
+            Enforcement::Kick => Some(self.kick_cooldown_secs.max(1)),
+            Enforcement::Ban => Some(self.ban_secs),
+        }
+    }
+}
+
 /// Kinds of anomaly.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -57,6 +122,11 @@ pub struct Violation {
     pub kind: AnomalyKind,
     /// What was measured, in words and numbers.
     pub evidence: String,
+    /// The measured value the rule judged (accuracy 0..1, median reaction in
+    /// ms, actions per second, rule refusals in the second).
+    pub value: f64,
+    /// The threshold it crossed.
+    pub threshold: f64,
     /// What was done.
     pub enforcement: Enforcement,
 }
@@ -79,8 +149,8 @@ pub struct DetectorConfig {
     pub max_actions_per_sec: f64,
     /// Window of recent attacks kept per session.
     pub window: usize,
-    /// What to do on an anomaly.
-    pub enforcement: Enforcement,
+    /// What to do about each kind.
+    pub policy: EnforcementPolicy,
 }
 
 impl Default for DetectorConfig {
@@ -93,7 +163,7 @@ impl Default for DetectorConfig {
             min_reactions: 10,
             max_actions_per_sec: 120.0,
             window: 64,
-            enforcement: Enforcement::Kick,
+            policy: EnforcementPolicy::default(),
         }
     }
 }
@@ -104,6 +174,7 @@ struct Recent {
     attacks: VecDeque<bool>,
     reactions: VecDeque<u64>,
     actions_this_period: u32,
+    rule_strikes: u32,
     flagged: Option<AnomalyKind>,
 }
 
@@ -168,21 +239,36 @@ impl Detector {
         }
     }
 
-    /// A rule validator refused an action: a violation with the validator's evidence.
+    /// A rule validator refused an action (`evidence`: the validator's
+    /// words): a violation once the session's refusals this second reach the
+    /// policy's `rule_strikes` (then none until the next second).
     pub fn rule_violation(
-        &self,
+        &mut self,
         session: SessionId,
         tick: u64,
         evidence: String,
     ) -> Option<Violation> {
-        let r = self.sessions.get(&session)?;
+        let policy = self.cfg.policy;
+        let r = self.sessions.get_mut(&session)?;
+        r.rule_strikes = r.rule_strikes.saturating_add(1);
+        let strikes = policy.rule_strikes.max(1);
+        if r.rule_strikes != strikes {
+            return None;
+        }
+        let evidence = if strikes == 1 {
+            evidence
+        } else {
+            format!("{strikes} rule refusals within 1 s (the last: {evidence})")
+        };
         Some(Violation {
             session,
             player: r.player.clone(),
             tick,
             kind: AnomalyKind::Rule,
             evidence,
-            enforcement: Enforcement::Flag,
+            value: f64::from(r.rule_strikes),
+            threshold: f64::from(strikes),
+            enforcement: policy.rule,
         })
     }
 
@@ -215,6 +301,7 @@ impl Detector {
             };
             let rate = f64::from(r.actions_this_period) / period_secs.max(1e-9);
             r.actions_this_period = 0;
+            r.rule_strikes = 0;
             if r.flagged.is_some() {
                 continue;
             }
@@ -223,11 +310,18 @@ impl Detector {
                 found = Some((
                     AnomalyKind::ActionRate,
                     format!("{rate:.0} actions/s (max {})", cfg.max_actions_per_sec),
+                    rate,
+                    cfg.max_actions_per_sec,
                 ));
             } else if r.attacks.len() >= cfg.min_attacks {
                 let acc = accuracy(r);
                 let outlier = pop.len() >= 5 && sd > 0.0 && acc > mean + cfg.accuracy_sigmas * sd;
                 if acc >= cfg.max_accuracy || outlier {
+                    let threshold = if outlier {
+                        mean + cfg.accuracy_sigmas * sd
+                    } else {
+                        cfg.max_accuracy
+                    };
                     found = Some((
                         AnomalyKind::Accuracy,
                         format!(
@@ -238,6 +332,8 @@ impl Detector {
                             sd * 100.0,
                             pop.len()
                         ),
+                        acc,
+                        threshold.min(cfg.max_accuracy),
                     ));
                 }
             }
@@ -254,10 +350,12 @@ impl Detector {
                             sorted.len(),
                             cfg.min_reaction_us / 1000
                         ),
+                        median as f64 / 1000.0,
+                        cfg.min_reaction_us as f64 / 1000.0,
                     ));
                 }
             }
-            if let Some((kind, evidence)) = found {
+            if let Some((kind, evidence, value, threshold)) = found {
                 r.flagged = Some(kind);
                 out.push(Violation {
                     session: id,
@@ -265,7 +363,9 @@ impl Detector {
                     tick,
                     kind,
                     evidence,
-                    enforcement: cfg.enforcement,
+                    value,
+                    threshold,
+                    enforcement: cfg.policy.action(kind),
                 });
             }
         }
@@ -334,5 +434,70 @@ mod tests {
         assert!(d.rule_violation(SessionId(1), 3, "speed".into()).is_some());
         d.handle_leave(SessionId(1));
         assert!(d.rule_violation(SessionId(1), 3, "speed".into()).is_none());
+    }
+
+    #[test]
+    fn rule_strikes_make_one_violation_per_second_with_the_rule_policy() {
+        let mut d = Detector::new(DetectorConfig {
+            policy: EnforcementPolicy {
+                rule: Enforcement::Kick,
+                rule_strikes: 3,
+                ..EnforcementPolicy::default()
+            },
+            ..DetectorConfig::default()
+        });
+        d.handle_join(SessionId(1), "speeder");
+        let found: Vec<Violation> = (0..10)
+            .filter_map(|_| d.rule_violation(SessionId(1), 5, "TooFast: 30 m/s".into()))
+            .collect();
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].enforcement, Enforcement::Kick);
+        assert_eq!((found[0].value, found[0].threshold), (3.0, 3.0));
+        assert!(found[0].evidence.contains("3 rule refusals"), "{found:?}");
+        // A new second counts afresh.
+        d.evaluate(30, 1.0);
+        assert!(d.rule_violation(SessionId(1), 31, "x".into()).is_none());
+        assert!(d.rule_violation(SessionId(1), 31, "x".into()).is_none());
+        assert!(d.rule_violation(SessionId(1), 31, "x".into()).is_some());
+    }
+
+    #[test]
+    fn the_policy_acts_per_kind_and_says_for_how_long() {
+        let mut d = Detector::new(DetectorConfig {
+            policy: EnforcementPolicy {
+                action_rate: Enforcement::Ban,
+                reaction_time: Enforcement::Flag,
+                ..EnforcementPolicy::default()
+            },
+            ..DetectorConfig::default()
+        });
+        d.handle_join(SessionId(1), "fast");
+        for i in 0..12 {
+            d.handle_attack(SessionId(1), true, Some(33_000));
+            d.handle_attack(SessionId(1), i % 2 == 0, None);
+        }
+        d.handle_join(SessionId(2), "flood");
+        for _ in 0..500 {
+            d.handle_action(SessionId(2));
+        }
+        let v = d.evaluate(30, 1.0);
+        let by: Vec<_> = v.iter().map(|x| (x.kind, x.enforcement)).collect();
+        assert!(
+            by.contains(&(AnomalyKind::ActionRate, Enforcement::Ban)),
+            "{v:?}"
+        );
+        assert!(
+            by.contains(&(AnomalyKind::ReactionTime, Enforcement::Flag)),
+            "{v:?}"
+        );
+        let rate = v
+            .iter()
+            .find(|x| x.kind == AnomalyKind::ActionRate)
+            .unwrap();
+        assert_eq!((rate.value, rate.threshold), (500.0, 120.0));
+        let p = d.config().policy;
+        assert_eq!(p.sanction_secs(Enforcement::Flag), None);
+        assert_eq!(p.sanction_secs(Enforcement::Kick), Some(60));
+        assert_eq!(p.sanction_secs(Enforcement::Ban), Some(86_400));
     }
 }

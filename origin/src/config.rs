@@ -162,6 +162,52 @@ pub struct OriginConfig {
         default_value_t = 120.0
     )]
     pub detect_max_actions_per_sec: f64,
+    /// What an accuracy anomaly gets (default: `enforcement`).
+    #[arg(long, env = "SKYLANE_ORIGIN_ENFORCE_ACCURACY", value_enum)]
+    #[serde(default)]
+    pub enforce_accuracy: Option<crate::Enforcement>,
+    /// What inhuman reaction times get (default: `enforcement`).
+    #[arg(long, env = "SKYLANE_ORIGIN_ENFORCE_REACTION_TIME", value_enum)]
+    #[serde(default)]
+    pub enforce_reaction_time: Option<crate::Enforcement>,
+    /// What an action rate above the maximum gets (default: `enforcement`).
+    #[arg(long, env = "SKYLANE_ORIGIN_ENFORCE_ACTION_RATE", value_enum)]
+    #[serde(default)]
+    pub enforce_action_rate: Option<crate::Enforcement>,
+    /// What `rule_strikes` rule refusals (speed, cooldown, range) within one
+    /// second get.
+    #[arg(
+        long,
+        env = "SKYLANE_ORIGIN_ENFORCE_RULE",
+        value_enum,
+        default_value = "flag"
+    )]
+    #[serde(default)]
+    pub enforce_rule: crate::Enforcement,
+    /// Rule refusals within one second of world time that make one violation.
+    #[arg(long, env = "SKYLANE_ORIGIN_RULE_STRIKES", default_value_t = 1)]
+    pub rule_strikes: u32,
+    /// How long a kicked player is refused on every relay, a resume included.
+    #[arg(long, env = "SKYLANE_ORIGIN_KICK_COOLDOWN_SECS", default_value_t = 60)]
+    pub kick_cooldown_secs: u64,
+    /// How long a ban by the detectors lasts (0: permanent).
+    #[arg(long, env = "SKYLANE_ORIGIN_BAN_SECS", default_value_t = 86_400)]
+    pub ban_secs: u64,
+    /// The violation store (redb): every violation, the origin's and the edge's,
+    /// with its evidence, queryable by player and time (`GET /violations`,
+    /// `skylane violations`). Default: `violations-<node id>.redb` in
+    /// `dev_certs` when that is set, else none (violations are then only
+    /// logged and counted).
+    #[arg(long, env = "SKYLANE_ORIGIN_VIOLATIONS_DB")]
+    #[serde(default)]
+    pub violations_db: Option<PathBuf>,
+    /// Most violations the store keeps (the oldest go first).
+    #[arg(
+        long,
+        env = "SKYLANE_ORIGIN_VIOLATIONS_MAX",
+        default_value_t = 1_000_000
+    )]
+    pub violations_max: u64,
     /// Control plane: `none` (only the static world above), `embedded` (an
     /// in-process one: worlds created with `POST /worlds` run here; one-box
     /// deployments), or `etcd` (a cluster; needs a build with `--features etcd`
@@ -251,6 +297,14 @@ impl OriginConfig {
         w
     }
 
+    /// The violation store's file, if any (see `violations_db`).
+    pub fn violations_path(&self) -> Option<PathBuf> {
+        self.violations_db.clone().or_else(|| {
+            let dir = self.dev_certs.as_ref()?;
+            Some(dir.join(format!("violations-{}.redb", self.cluster_node_id())))
+        })
+    }
+
     /// The engine's settings for this configuration.
     pub fn engine(&self) -> crate::EngineConfig {
         let mut e = crate::EngineConfig::new(skylane_proto::WorldId(self.world));
@@ -266,7 +320,15 @@ impl OriginConfig {
             accuracy_sigmas: self.detect_accuracy_sigmas,
             min_reaction_us: self.detect_min_reaction_ms * 1000,
             max_actions_per_sec: self.detect_max_actions_per_sec,
-            enforcement: self.enforcement,
+            policy: crate::EnforcementPolicy {
+                accuracy: self.enforce_accuracy.unwrap_or(self.enforcement),
+                reaction_time: self.enforce_reaction_time.unwrap_or(self.enforcement),
+                action_rate: self.enforce_action_rate.unwrap_or(self.enforcement),
+                rule: self.enforce_rule,
+                rule_strikes: self.rule_strikes.max(1),
+                kick_cooldown_secs: self.kick_cooldown_secs.max(1),
+                ban_secs: self.ban_secs,
+            },
             ..e.detector
         };
         e
@@ -286,15 +348,19 @@ impl OriginConfig {
         }
     }
 
+    /// This origin's node id (`node_id`, or `origin-<listen port>`).
+    pub fn cluster_node_id(&self) -> String {
+        self.node_id
+            .clone()
+            .unwrap_or_else(|| format!("origin-{}", self.listen.port()))
+    }
+
     /// How this origin presents itself to the cluster.
     pub fn cluster_node(&self) -> crate::ClusterNode {
         crate::ClusterNode {
             replication: None,
             attestation: None,
-            id: self
-                .node_id
-                .clone()
-                .unwrap_or_else(|| format!("origin-{}", self.listen.port())),
+            id: self.cluster_node_id(),
             addr: self.advertise.unwrap_or(self.listen).to_string(),
             tls_name: self.tls_name.clone(),
             admin: Some(self.admin.to_string()),
@@ -430,7 +496,9 @@ mod tests {
         let f = dir.path().join("origin.toml");
         std::fs::write(
             &f,
-            "history_batches = 900\nenforcement = \"ban\"\ndetect_accuracy_sigmas = 3.5\n",
+            "history_batches = 900\nenforcement = \"ban\"\ndetect_accuracy_sigmas = 3.5\n\
+             enforce_reaction_time = \"flag\"\nenforce_rule = \"kick\"\nrule_strikes = 5\n\
+             kick_cooldown_secs = 300\n",
         )
         .unwrap();
         let c = parse(
@@ -442,7 +510,16 @@ mod tests {
         let e = c.engine();
         assert_eq!(e.history, 900);
         assert_eq!(e.keyframe_every, 60);
-        assert_eq!(e.detector.enforcement, crate::Enforcement::Ban);
+        let p = e.detector.policy;
+        assert_eq!(
+            p.accuracy,
+            crate::Enforcement::Ban,
+            "the default for every detector"
+        );
+        assert_eq!(p.action_rate, crate::Enforcement::Ban);
+        assert_eq!(p.reaction_time, crate::Enforcement::Flag, "per detector");
+        assert_eq!((p.rule, p.rule_strikes), (crate::Enforcement::Kick, 5));
+        assert_eq!((p.kick_cooldown_secs, p.ban_secs), (300, 86_400));
         assert_eq!(e.detector.accuracy_sigmas, 3.5);
         assert_eq!(e.detector.min_reaction_us, 120_000);
         let c = parse(&["x", "--dev-certs", "/tmp/x", "--history-mib", "0"], None).unwrap();

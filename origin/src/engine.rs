@@ -165,12 +165,17 @@ pub enum Output {
     },
     /// A violation was recorded (and enforced if it says so).
     Violation(Violation),
-    /// Disconnect the session.
+    /// Disconnect the session; with a sanction, its player is refused on
+    /// every relay for the sanction's time (a kick's cool-down, a ban).
     Kick {
         /// Session.
         session: SessionId,
+        /// The player (the token's subject).
+        player: String,
         /// Why.
         reason: String,
+        /// What keeps the player out, and for how many seconds (0: for good).
+        sanction: Option<(skylane_proto::SanctionKind, u64)>,
     },
     /// A frame of the world's public spectator feed, for every relay that asked for
     /// it (only produced while [`Engine::set_feed`] is on).
@@ -601,19 +606,24 @@ impl<W: World> Engine<W> {
         let session = v.session;
         let reason = format!("{:?}: {}", v.kind, v.evidence);
         let enforcement = v.enforcement;
+        let player = v.player.clone();
         self.outputs.push_back(Output::Violation(v));
-        match enforcement {
-            Enforcement::Flag => {}
-            Enforcement::Kick | Enforcement::Ban => {
-                if enforcement == Enforcement::Ban {
-                    if let Some(s) = self.sessions.get(&session) {
-                        self.banned.insert(s.player.clone());
-                    }
-                }
-                self.outputs.push_back(Output::Kick { session, reason });
-                self.handle_leave(session);
+        let kind = match enforcement {
+            Enforcement::Flag => return,
+            Enforcement::Kick => skylane_proto::SanctionKind::Kick,
+            Enforcement::Ban => {
+                self.banned.insert(player.clone());
+                skylane_proto::SanctionKind::Ban
             }
-        }
+        };
+        let secs = self.cfg.detector.policy.sanction_secs(enforcement);
+        self.outputs.push_back(Output::Kick {
+            session,
+            player,
+            reason,
+            sanction: secs.map(|s| (kind, s)),
+        });
+        self.handle_leave(session);
     }
 
     fn reject(code: RejectCode, detail: impl Into<String>) -> Outcome {
@@ -698,12 +708,17 @@ impl<W: World> Engine<W> {
         };
         for (_, validate) in &self.validators {
             if let Err(Rejection { code, detail }) = validate(&self.world, &ctx, &decoded) {
-                if let Some(v) =
+                let found =
                     self.detector
-                        .rule_violation(session, tick, format!("{code:?}: {detail}"))
-                {
-                    self.stats.violations += 1;
-                    self.outputs.push_back(Output::Violation(v));
+                        .rule_violation(session, tick, format!("{code:?}: {detail}"));
+                let kicked = found
+                    .as_ref()
+                    .is_some_and(|v| v.enforcement != Enforcement::Flag);
+                if let Some(v) = found {
+                    self.enforce(v);
+                }
+                if kicked {
+                    return Self::reject(RejectCode::Forbidden, "kicked for rule violations");
                 }
                 return Outcome::Rejected { code, detail };
             }

@@ -47,6 +47,7 @@ mod arena;
 mod config;
 mod core;
 mod engine;
+mod evidence;
 mod games;
 mod interest;
 mod journal;
@@ -60,14 +61,19 @@ mod tictactoe;
 mod view;
 mod world;
 
-pub use admin::{hosted_router, worlds_router, CREATE_WAIT};
-pub use anticheat::{AnomalyKind, Detector, DetectorConfig, Enforcement, Violation};
+pub use admin::{hosted_router, violations_router, worlds_router, CREATE_WAIT};
+pub use anticheat::{
+    AnomalyKind, Detector, DetectorConfig, Enforcement, EnforcementPolicy, Violation,
+};
 pub use arena::{Arena, ArenaAction, ArenaConfig, ArenaEvent, Item, Player, Roster};
 pub use config::{merge, ConfigError, OriginConfig};
 pub use core::Core;
 pub use engine::{
     Engine, EngineConfig, EngineSnapshot, EngineStats, JoinError, Output, ResumeError,
     IDLE_KEYFRAME_PERIODS,
+};
+pub use evidence::{
+    EvidenceError, Source, ViolationQuery, ViolationRecord, ViolationStore, MAX_QUERY,
 };
 pub use games::{start, GameError, GameFactory, Games, NewWorld, EMPTY_GRACE_SECS};
 pub use interest::{Grid, Interest, InterestChange};

@@ -15,7 +15,8 @@ use axum::routing::get;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use prometheus_client::registry::Registry;
 use skylane_origin::{
-    hosted_router, merge, worlds_router, Games, OriginConfig, OriginMetrics, OriginServer,
+    hosted_router, merge, violations_router, worlds_router, Games, OriginConfig, OriginMetrics,
+    OriginServer,
 };
 use tracing::{info, warn};
 
@@ -138,6 +139,7 @@ async fn serve(cfg: OriginConfig) -> anyhow::Result<()> {
             }
         }),
     );
+    app = app.merge(violations_router(server.handle()));
     if let Some(c) = control {
         app = app
             .merge(worlds_router(c.clone()))

@@ -65,6 +65,14 @@ pub struct OriginMetrics {
     /// Replication log bytes sent to standbys and not yet acknowledged by all
     /// of them, summed over the hosted worlds.
     pub replication_lag_bytes: Gauge,
+    /// Violations written to the violation store.
+    pub violations_stored: Counter,
+    /// Violations the store removed to stay within its bound (the oldest).
+    pub violations_pruned: Counter,
+    /// Violations not stored, by cause (`queue_full`, `writer_gone`, `storage`).
+    pub violations_dropped: Family<KindLabel, Counter>,
+    /// Sanctions (kicks with a cool-down, bans) sent to relays.
+    pub sanctions: Family<KindLabel, Counter>,
 }
 
 impl OriginMetrics {
@@ -95,6 +103,10 @@ impl OriginMetrics {
             following: Gauge::default(),
             replication_lag_ticks: Gauge::default(),
             replication_lag_bytes: Gauge::default(),
+            violations_stored: Counter::default(),
+            violations_pruned: Counter::default(),
+            violations_dropped: Family::default(),
+            sanctions: Family::default(),
         };
         let r = registry.sub_registry_with_prefix("skylane_origin");
         r.register("actions", "Actions by outcome", m.actions.clone());
@@ -196,6 +208,26 @@ impl OriginMetrics {
             "replication_lag_bytes",
             "Replication log bytes not yet acknowledged by every standby (summed over worlds)",
             m.replication_lag_bytes.clone(),
+        );
+        r.register(
+            "violations_stored",
+            "Violations written to the violation store",
+            m.violations_stored.clone(),
+        );
+        r.register(
+            "violations_pruned",
+            "Violations removed from the store to stay within its bound",
+            m.violations_pruned.clone(),
+        );
+        r.register(
+            "violations_dropped",
+            "Violations not stored, by cause",
+            m.violations_dropped.clone(),
+        );
+        r.register(
+            "sanctions",
+            "Sanctions sent to relays, by kind (kick, ban)",
+            m.sanctions.clone(),
         );
         m
     }

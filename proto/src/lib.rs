@@ -55,9 +55,9 @@ pub use message::{
     Action, ActionResult, Area, BandwidthMode, BatchEvent, ChannelCursor, ClientMsg, Delta,
     EntityVersion, ErrorCode, ErrorMsg, Event, EventBatch, FeedEvent, FeedFrame, GoAway, Hash32,
     Hello, Keyframe, LinkMsg, OriginReport, Outcome, PeerMsg, Ping, Pong, Refusal, RefusalCode,
-    RejectCode, RelayInfo, ResumeTicket, ServerMsg, SkippedRange, SpectatorFilter,
-    SpectatorSubscribe, Welcome, WorldPhase, WorldResult, WorldState, ALPN, PEER_ALPN,
-    PROTOCOL_VERSION,
+    RejectCode, RelayInfo, ResumeTicket, Sanction, SanctionKind, ServerMsg, SkippedRange,
+    SpectatorFilter, SpectatorSubscribe, Welcome, WorldPhase, WorldResult, WorldState, ALPN,
+    PEER_ALPN, PROTOCOL_VERSION,
 };
 pub use payload::Payload;
 pub use repl::{attestation, CoSig, Evidence, Input, ReplMsg, REPL_ALPN, REPL_MAX_FRAME};

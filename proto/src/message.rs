@@ -160,6 +160,9 @@ pub enum RefusalCode {
     Draining,
     /// The first message was not a hello.
     ProtocolViolation,
+    /// The subject is sanctioned: cooling down after a kick or an edge cut,
+    /// or banned; the reason says until when. Not worth retrying before then.
+    Sanctioned,
 }
 
 /// Refuses a [`Hello`]; the relay closes the connection after sending it.
@@ -932,6 +935,46 @@ pub enum LinkMsg {
         /// Detail.
         reason: String,
     },
+    /// Origin → relay: a subject is sanctioned (a kick's cool-down or a ban);
+    /// the relay refuses its hellos, a resume included, until the sanction
+    /// ends, and closes its other sessions there.
+    Sanction(Sanction),
+    /// Relay → origin: the edge guard cut a session for violations; the
+    /// evidence, for the origin's violation store. Sent before the session's
+    /// [`LinkMsg::SessionClose`].
+    EdgeReport {
+        /// Session.
+        session: SessionId,
+        /// Its player (the token's subject).
+        player: String,
+        /// The rule that tripped (`rate_limited`, `replayed`, `too_large`,
+        /// `bad_timestamp`).
+        rule: String,
+        /// What was measured, in words and numbers.
+        evidence: String,
+    },
+}
+
+/// What a [`Sanction`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum SanctionKind {
+    /// A kick: refused until the cool-down ends.
+    Kick,
+    /// A ban.
+    Ban,
+}
+
+/// A sanction on a subject (a token's `sub`), as origins tell relays.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sanction {
+    /// The subject.
+    pub subject: String,
+    /// What it is.
+    pub kind: SanctionKind,
+    /// Until when, seconds since the Unix epoch (`u64::MAX`: permanent).
+    pub until: u64,
+    /// Why (shown to the refused client).
+    pub reason: String,
 }
 
 /// QUIC ALPN of relay-to-relay connections (mutual TLS): peer reports and

@@ -92,8 +92,11 @@ pub struct RelayMetrics {
     pub revocation_errors: Counter,
     /// Sessions closed because their subject was revoked.
     pub revoked_sessions: Counter,
-    /// Hellos refused because their subject is cooling down after an edge cut.
+    /// Hellos refused because their subject is cooling down after an edge cut
+    /// or is under an origin's sanction (a kick's cool-down, a ban).
     pub edge_cooldown_refusals: Counter,
+    /// Sanctions origins sent (applied here), by kind (`kick`, `ban`).
+    pub sanctions: Family<KindLabel, Counter>,
     /// Errors origins reported on their links (unknown session, unknown world,
     /// a refused join, a kick), by the origin's error code.
     pub origin_errors: Family<KindLabel, Counter>,
@@ -137,8 +140,13 @@ impl RelayMetrics {
         );
         r.register(
             "edge_cooldown_refusals",
-            "Hellos refused because their subject is cooling down after an edge cut",
+            "Hellos refused because their subject is cooling down after an edge cut or an origin's sanction",
             m.edge_cooldown_refusals.clone(),
+        );
+        r.register(
+            "sanctions",
+            "Sanctions origins sent, by kind",
+            m.sanctions.clone(),
         );
         r.register(
             "revoked_sessions",

@@ -2,8 +2,9 @@
 //! refused at hello for a cool-down that doubles with each cut (from
 //! `base` up to `max`), and forgotten after `forget_after` without a cut. A
 //! flooder that reconnects with the same token so gets no fresh burst through
-//! to the origin. Bounded: at most `capacity` subjects (expired records go
-//! first, then the longest quiet).
+//! to the origin. Origins' sanctions (a kick's cool-down, a ban) are kept here
+//! too, until their end. Bounded: at most `capacity` subjects (records past
+//! their end and quiet go first, then the longest quiet).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -33,11 +34,13 @@ impl Default for PenaltyConfig {
     }
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Record {
     cuts: u32,
     last_cut_us: u64,
     until_us: u64,
+    /// Why (an origin's sanction; empty for the edge's own cuts).
+    reason: String,
 }
 
 /// The subjects cooling down on this relay.
@@ -71,23 +74,47 @@ impl Penalties {
         if !self.by_subject.contains_key(subject) && self.by_subject.len() >= self.cfg.capacity {
             self.evict(now_us);
         }
-        self.by_subject.insert(
-            subject.to_owned(),
-            Record {
-                cuts,
-                last_cut_us: now_us,
-                until_us: now_us + cool.as_micros() as u64,
-            },
-        );
+        let until_us = now_us + cool.as_micros() as u64;
+        let r = self.by_subject.entry(subject.to_owned()).or_insert(Record {
+            cuts,
+            last_cut_us: now_us,
+            until_us,
+            reason: String::new(),
+        });
+        r.cuts = cuts;
+        r.last_cut_us = now_us;
+        if until_us > r.until_us {
+            r.until_us = until_us;
+            r.reason.clear();
+        }
         cool
     }
 
-    /// Until when `subject` is refused, if it is cooling down at `now_us`.
-    pub fn refused_until(&self, now_us: u64, subject: &str) -> Option<u64> {
+    /// An origin sanctioned `subject` until `until_us` (a longer one in
+    /// force stays). Not a cut: the edge's own cool-down steps are unchanged.
+    pub fn impose(&mut self, now_us: u64, subject: &str, until_us: u64, reason: &str) {
+        if !self.by_subject.contains_key(subject) && self.by_subject.len() >= self.cfg.capacity {
+            self.evict(now_us);
+        }
+        let r = self.by_subject.entry(subject.to_owned()).or_insert(Record {
+            cuts: 0,
+            last_cut_us: now_us,
+            until_us: 0,
+            reason: String::new(),
+        });
+        if until_us > r.until_us {
+            r.until_us = until_us;
+            r.reason = reason.to_owned();
+        }
+    }
+
+    /// Until when `subject` is refused, and why, if it is cooling down at
+    /// `now_us`.
+    pub fn refused_until(&self, now_us: u64, subject: &str) -> Option<(u64, &str)> {
         self.by_subject
             .get(subject)
-            .map(|r| r.until_us)
-            .filter(|u| now_us < *u)
+            .filter(|r| now_us < r.until_us)
+            .map(|r| (r.until_us, r.reason.as_str()))
     }
 
     /// Subjects remembered.
@@ -130,7 +157,7 @@ mod tests {
         let mut p = Penalties::new(PenaltyConfig::default());
         assert_eq!(p.refused_until(0, "f"), None);
         assert_eq!(p.handle_cut(0, "f"), Duration::from_secs(10));
-        assert_eq!(p.refused_until(5 * S, "f"), Some(10 * S));
+        assert_eq!(p.refused_until(5 * S, "f"), Some((10 * S, "")));
         assert_eq!(p.refused_until(10 * S, "f"), None, "over");
         assert_eq!(p.handle_cut(20 * S, "f"), Duration::from_secs(20));
         assert_eq!(p.handle_cut(50 * S, "f"), Duration::from_secs(40));
@@ -157,5 +184,20 @@ mod tests {
         assert_eq!(p.len(), 3);
         assert_eq!(p.refused_until(4 * S, "a"), None, "the oldest went");
         assert!(p.refused_until(4 * S, "d").is_some());
+    }
+
+    #[test]
+    fn an_origin_sanction_holds_until_its_end_and_only_a_longer_one_replaces_it() {
+        let mut p = Penalties::new(PenaltyConfig::default());
+        p.impose(0, "k", 60 * S, "kick: flood");
+        assert_eq!(p.refused_until(30 * S, "k"), Some((60 * S, "kick: flood")));
+        p.impose(1, "k", 20 * S, "kick: shorter");
+        assert_eq!(p.refused_until(30 * S, "k"), Some((60 * S, "kick: flood")));
+        // An edge cut within it does not shorten it, and starts from the first step.
+        assert_eq!(p.handle_cut(2 * S, "k"), Duration::from_secs(10));
+        assert_eq!(p.refused_until(30 * S, "k").map(|r| r.0), Some(60 * S));
+        assert_eq!(p.refused_until(60 * S, "k"), None, "over");
+        p.impose(0, "b", u64::MAX, "ban");
+        assert!(p.refused_until(u64::MAX - 1, "b").is_some(), "permanent");
     }
 }

@@ -103,6 +103,10 @@ pub struct NetOptions {
     pub token_key_file: Option<std::path::PathBuf>,
     /// A revocation file the relays watch; `None`: none.
     pub revocation_file: Option<std::path::PathBuf>,
+    /// The origin's anomaly detector and enforcement policy.
+    pub detector: skylane_origin::DetectorConfig,
+    /// The origin's violation store; `None`: none.
+    pub violations: Option<std::path::PathBuf>,
 }
 
 impl Default for NetOptions {
@@ -116,6 +120,8 @@ impl Default for NetOptions {
             static_peers: true,
             token_key_file: None,
             revocation_file: None,
+            detector: skylane_origin::DetectorConfig::default(),
+            violations: None,
         }
     }
 }
@@ -146,6 +152,7 @@ impl Net {
         let grid = arena.grid();
         let mut ecfg = EngineConfig::new(WORLD);
         ecfg.max_payload = 16 * 1024;
+        ecfg.detector = opts.detector;
         // The origin's clock is Unix time, like the relays' and clients', so event
         // latencies measured through the synchronised clock are meaningful.
         let base_unix_us = std::time::SystemTime::now()
@@ -166,6 +173,14 @@ impl Net {
             ServerConfig::new(base_unix_us),
             origin_metrics.clone(),
         );
+        if let Some(path) = &opts.violations {
+            let store =
+                skylane_origin::ViolationStore::open(path, 100_000).expect("violation store");
+            origin
+                .handle()
+                .attach_violations(store)
+                .expect("violation store attached");
+        }
 
         let mut hosts = Vec::new();
         let mut infos = Vec::new();

@@ -801,7 +801,7 @@ fn a_subject_cut_at_the_edge_cools_down_longer_each_time() {
             let (_, b) = net.client_builder("paris", "flooder");
             match b.relays([relay]).connect().await {
                 Err(skylane_client::ClientError::Refused {
-                    code: RefusalCode::ProtocolViolation,
+                    code: RefusalCode::Sanctioned,
                     reason,
                 }) => Some(reason),
                 Err(e) => panic!("{e:?}"),

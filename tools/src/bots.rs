@@ -172,6 +172,9 @@ pub struct BotCounts {
     pub lost_on_resume: u64,
     /// Events a kicked cheater missed before it joined again (not owed).
     pub kicked_rejoined: u64,
+    /// Cheaters the network kept out after a kick (refused as sanctioned on
+    /// reconnecting: the run ends for them, not as an error).
+    pub kept_out: u64,
     /// Reliable actions sent, by class rank.
     pub sent_by_class: [u64; EventClass::COUNT],
     /// Actions applied, by class rank.
@@ -184,6 +187,7 @@ impl std::ops::AddAssign for BotCounts {
         self.resumes_incomplete += o.resumes_incomplete;
         self.lost_on_resume += o.lost_on_resume;
         self.kicked_rejoined += o.kicked_rejoined;
+        self.kept_out += o.kept_out;
         for r in 0..EventClass::COUNT {
             self.sent_by_class[r] += o.sent_by_class[r];
             self.applied_by_class[r] += o.applied_by_class[r];
@@ -484,14 +488,34 @@ impl Bot {
         }
     }
 
-    fn absorb(&mut self) -> Option<String> {
+    /// Handles the events waiting; `Some` when the session ended (`Ok`: a
+    /// cheater kept out, the expected end of its run).
+    fn absorb(&mut self) -> Option<Result<(), String>> {
         while let Some(ev) = self.client.try_next_event() {
             if let ClientEvent::Error(e) = &ev {
-                return Some(e.to_string());
+                return Some(self.ended(e));
             }
             self.on_event(ev);
         }
         None
+    }
+
+    /// The session ended with `e`: a cheater refused as sanctioned was kept
+    /// out after its kick (the network doing its job); anything else is an
+    /// error.
+    fn ended(&mut self, e: &skylane_client::ClientError) -> Result<(), String> {
+        let sanctioned = matches!(
+            e,
+            skylane_client::ClientError::Refused {
+                code: skylane_proto::RefusalCode::Sanctioned,
+                ..
+            }
+        );
+        if sanctioned && self.plan.cheat_every > 0 {
+            self.counts.kept_out += 1;
+            return Ok(());
+        }
+        Err(e.to_string())
     }
 
     /// Sends an action, records its round trip, and returns its outcome.
@@ -739,7 +763,7 @@ impl Bot {
         while self.avatar.is_none() {
             tokio::select! {
                 ev = self.client.next_event() => match ev {
-                    Some(ClientEvent::Error(e)) => return Err(e.to_string()),
+                    Some(ClientEvent::Error(e)) => return self.ended(&e),
                     Some(ev) => self.on_event(ev),
                     None => return Err("client stopped".into()),
                 },
@@ -766,8 +790,8 @@ impl Bot {
             if *stop.borrow() {
                 return Ok(());
             }
-            if let Some(e) = self.absorb() {
-                return Err(e);
+            if let Some(end) = self.absorb() {
+                return end;
             }
             n += 1;
             let k = n + phase;

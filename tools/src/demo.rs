@@ -244,7 +244,7 @@ pub async fn run(
         .iter()
         .map(|r| count(&r.metrics.edge_violations, "rate_limited"))
         .sum();
-    let anomalies = ["accuracy", "reactiontime", "actionrate"]
+    let anomalies = ["accuracy", "reaction_time", "action_rate"]
         .iter()
         .map(|k| count(&om.violations, k))
         .sum();

@@ -61,6 +61,9 @@ enum Command {
     /// its sessions), through an origin's admin endpoint: add, list, remove.
     #[command(subcommand)]
     Ban(cmd::admin::BanCmd),
+    /// Violations an origin's store kept (its detectors' and the edge's),
+    /// by player and time, through its admin endpoint.
+    Violations(cmd::violations::ViolationsCmd),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -76,6 +79,7 @@ fn main() -> anyhow::Result<()> {
         Command::Drain(c) => c.run(),
         Command::World(c) => c.run(),
         Command::Ban(c) => c.run(),
+        Command::Violations(c) => c.run(),
         Command::Probe(c) => c.run(),
         Command::Loadgen(c) => c.run(),
         Command::FanoutServer(c) => c.run(),

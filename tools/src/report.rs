@@ -74,6 +74,9 @@ pub struct CheatReport {
     pub caught: u64,
     /// Flood messages sent past the edge's rate limit.
     pub flood_sent: u64,
+    /// Cheaters kicked and then refused on reconnecting for their cool-down
+    /// (their run ended there).
+    pub kept_out: u64,
     /// Messages the relays refused for exceeding a rate limit (`None`: the
     /// relays' counters were not available to this run).
     pub edge_rate_limited: Option<u64>,
@@ -216,6 +219,7 @@ impl Merged {
             attempted: c.cheats_attempted,
             caught: c.cheats_caught,
             flood_sent: c.flood_sent,
+            kept_out: c.kept_out,
             edge_rate_limited,
             false_positives: c.false_positives,
             anomalies,
@@ -265,6 +269,9 @@ pub fn merge<'a>(outcomes: impl IntoIterator<Item = &'a BotOutcome>) -> Merged {
             let _ = m.resolution.add(h);
         }
         match &o.error {
+            // A cheater kept out after its kick ended without an error, but
+            // did not play on.
+            None if o.counts.kept_out > 0 => {}
             None => m.playing += 1,
             Some(e) => {
                 m.error_count += 1;
@@ -399,6 +406,9 @@ impl Report {
         }
         if let Some(a) = ch.anomalies {
             let _ = write!(o, "{a} anomalies flagged; ");
+        }
+        if ch.kept_out > 0 {
+            let _ = write!(o, "{} kicked cheaters kept out; ", ch.kept_out);
         }
         if let Some(v) = ch.rule_violations {
             let _ = write!(o, "{v} refused by the rules at the origin; ");

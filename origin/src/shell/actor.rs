@@ -31,6 +31,7 @@ use super::replication::StandbyLink;
 
 mod replica;
 mod resume;
+mod sanctions;
 mod status;
 use super::ServerConfig;
 
@@ -61,6 +62,8 @@ pub(crate) struct WorldEnv {
     pub(crate) events: mpsc::UnboundedSender<WorldEvent>,
     /// Whether this origin may write (its control-plane lease cannot have lapsed).
     pub(crate) writable: watch::Receiver<super::WriteUntil>,
+    /// The process's violation store.
+    pub(crate) evidence: std::sync::Arc<super::evidence::Evidence>,
 }
 
 /// The world's task: the engine, the routes, the relay links.
@@ -105,6 +108,7 @@ pub(crate) struct Actor {
     routes: Routes,
     /// One violation line per session and kind every 10 s (with a count).
     violation_logs: LogLimiter<(SessionId, AnomalyKind)>,
+    evidence: std::sync::Arc<super::evidence::Evidence>,
 }
 
 pub(crate) fn frame(msg: &LinkMsg) -> Option<Bytes> {
@@ -145,6 +149,7 @@ impl Actor {
             relays: HashMap::new(),
             routes: Routes::new(),
             violation_logs: LogLimiter::new(Duration::from_secs(10), 10_000),
+            evidence: env.evidence,
         }
     }
 
@@ -480,6 +485,12 @@ impl Actor {
                     }
                 }
             }
+            LinkMsg::EdgeReport {
+                session,
+                player,
+                rule,
+                evidence,
+            } => self.edge_report(id, session, player, rule, evidence),
             LinkMsg::SessionClose { session } => {
                 if self.routes.relay_of(session) == Some(id) {
                     self.routes.detach(session);
@@ -704,19 +715,7 @@ impl Actor {
                         self.send(id, lane, bytes.clone());
                     }
                 }
-                Output::Violation(v) => {
-                    OriginMetrics::count(
-                        &self.metrics.violations,
-                        format!("{:?}", v.kind).to_lowercase(),
-                    );
-                    let key = (v.session, v.kind);
-                    if let Some(suppressed) = self
-                        .violation_logs
-                        .handle_event(Instant::now().into_std(), &key)
-                    {
-                        warn!(session = %v.session, player = %v.player, kind = ?v.kind, evidence = %v.evidence, suppressed, "violation");
-                    }
-                }
+                Output::Violation(v) => self.violation(&v),
                 Output::Phase(mut ws) => {
                     ws.epoch = self.epoch;
                     info!(world = %ws.world, phase = ?ws.phase, players = ws.players, result = ?ws.result, "world phase");
@@ -730,23 +729,12 @@ impl Actor {
                     }
                     let _ = self.events.send(WorldEvent::Phase(ws));
                 }
-                Output::Kick { session, reason } => {
-                    warn!(%session, %reason, "kicking session");
-                    if let Some(id) = self.routes.relay_of(session) {
-                        self.send(
-                            id,
-                            0,
-                            frame(&LinkMsg::Error(ErrorMsg {
-                                code: ErrorCode::Unexpected,
-                                message: format!("{session} kicked: {reason}"),
-                            })),
-                        );
-                        self.send(id, 0, frame(&LinkMsg::SessionClose { session }));
-                    }
-                    // The engine already removed the session; forget its routing
-                    // (its channel removals, routed next, find it detached).
-                    self.routes.detach(session);
-                }
+                Output::Kick {
+                    session,
+                    player,
+                    reason,
+                    sanction,
+                } => self.kick(session, &player, &reason, sanction),
             }
         }
     }
@@ -775,5 +763,7 @@ pub(crate) fn variant(msg: &LinkMsg) -> &'static str {
         LinkMsg::ResumeIncomplete { .. } => "ResumeIncomplete",
         LinkMsg::WorldState(_) => "WorldState",
         LinkMsg::SessionRefused { .. } => "SessionRefused",
+        LinkMsg::Sanction(_) => "Sanction",
+        LinkMsg::EdgeReport { .. } => "EdgeReport",
     }
 }

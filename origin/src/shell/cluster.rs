@@ -133,6 +133,7 @@ impl OriginServer {
             ending: HashSet::new(),
             failed: HashSet::new(),
             removals: HashMap::new(),
+            pending_bans: BTreeMap::new(),
             unpublished: BTreeMap::new(),
             keeper,
         };
@@ -178,8 +179,14 @@ struct Agent {
     removals: HashMap<WorldId, Instant>,
     /// Statuses not yet accepted by the control plane.
     unpublished: BTreeMap<WorldId, WorldStatus>,
+    /// Sanctions not yet on the control plane's ban list (the longest per
+    /// subject; bounded by [`MAX_PENDING_BANS`]).
+    pending_bans: BTreeMap<String, skylane_control::Ban>,
     keeper: LeaseKeeper,
 }
+
+/// Sanctions kept for a retry while the control plane is unreachable.
+const MAX_PENDING_BANS: usize = 10_000;
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -252,6 +259,7 @@ impl Agent {
                         self.suspect.insert(state.world, tick);
                         self.phase(state).await;
                     }
+                    Some(WorldEvent::Sanction { subject, ban }) => self.sanction(subject, ban).await,
                     Some(WorldEvent::Stopped { world, error }) => {
                         if let Some(e) = error {
                             warn!(%world, error = %e, "world failed");
@@ -634,7 +642,35 @@ impl Agent {
     }
 
     /// Publishes what is pending and removes worlds whose grace is over.
+    /// Puts a sanction on the control plane's ban list (kept for a retry
+    /// when that fails; a longer ban already there is not shortened).
+    async fn sanction(&mut self, subject: String, ban: skylane_control::Ban) {
+        let longer = |b: &skylane_control::Ban| b.until >= ban.until;
+        if self.pending_bans.get(&subject).is_some_and(longer) {
+            return;
+        }
+        match self.control.view().await {
+            Ok(v) if v.bans.get(&subject).is_some_and(longer) => return,
+            _ => {}
+        }
+        if let Err(e) = self.control.ban(&subject, &ban).await {
+            self.failed_op("ban", &e);
+            if self.pending_bans.len() < MAX_PENDING_BANS
+                || self.pending_bans.contains_key(&subject)
+            {
+                self.pending_bans.insert(subject, ban);
+            }
+        }
+    }
+
     async fn retry(&mut self) {
+        let bans = std::mem::take(&mut self.pending_bans);
+        for (subject, ban) in bans {
+            if let Err(e) = self.control.ban(&subject, &ban).await {
+                self.failed_op("ban", &e);
+                self.pending_bans.insert(subject, ban);
+            }
+        }
         let pending: Vec<(WorldId, WorldStatus)> = self
             .unpublished
             .iter()

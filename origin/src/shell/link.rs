@@ -217,19 +217,19 @@ impl LinkReader {
                     return true;
                 }
             },
-            LinkMsg::SessionClose { session } | LinkMsg::Action { session, .. } => {
-                match self.dir.of_session(*session) {
-                    Some(tx) => tx,
-                    None => {
-                        OriginMetrics::count(&self.metrics.link_errors, "unknown_session");
-                        self.reply(&LinkMsg::Error(ErrorMsg {
-                            code: ErrorCode::UnknownSession,
-                            message: format!("{session} is not open on this origin"),
-                        }));
-                        return true;
-                    }
+            LinkMsg::SessionClose { session }
+            | LinkMsg::Action { session, .. }
+            | LinkMsg::EdgeReport { session, .. } => match self.dir.of_session(*session) {
+                Some(tx) => tx,
+                None => {
+                    OriginMetrics::count(&self.metrics.link_errors, "unknown_session");
+                    self.reply(&LinkMsg::Error(ErrorMsg {
+                        code: ErrorCode::UnknownSession,
+                        message: format!("{session} is not open on this origin"),
+                    }));
+                    return true;
                 }
-            }
+            },
             LinkMsg::FeedSubscribe { world } | LinkMsg::FeedUnsubscribe { world } => {
                 match self.dir.world(*world) {
                     Some(tx) => tx,

@@ -48,6 +48,14 @@ pub enum LoadError {
         /// The cause.
         source: JournalError,
     },
+    /// The violation store could not be opened.
+    #[error("violation store {path}: {source}")]
+    Violations {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: crate::evidence::EvidenceError,
+    },
     /// The listening address could not be bound.
     #[error("binding {addr}: {source}")]
     Bind {
@@ -200,7 +208,18 @@ impl OriginServer {
             move |source| LoadError::Journal { path, source }
         };
         let signer = ChainSigner::new(signing_key(cfg)?);
-        Ok(match &cfg.journal {
+        let violations = match cfg.violations_path() {
+            Some(path) => Some(
+                crate::evidence::ViolationStore::open(&path, cfg.violations_max).map_err(
+                    |source| LoadError::Violations {
+                        path: path.clone(),
+                        source,
+                    },
+                )?,
+            ),
+            None => None,
+        };
+        let server = match &cfg.journal {
             Some(path) if path.exists() => {
                 let open = if cfg.journal_recover {
                     Persistent::<Arena>::open_recovering
@@ -235,6 +254,17 @@ impl OriginServer {
                 server_cfg,
                 metrics,
             ),
-        })
+        };
+        if let Some(store) = violations {
+            // Before any session: nothing can have been violated yet.
+            server
+                .handle()
+                .attach_violations(store)
+                .map_err(|source| LoadError::Violations {
+                    path: cfg.violations_path().unwrap_or_default(),
+                    source,
+                })?;
+        }
+        Ok(server)
     }
 }

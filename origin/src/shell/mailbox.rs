@@ -71,6 +71,14 @@ pub enum WorldEvent {
         /// The first tick a standby disagreed on.
         tick: u64,
     },
+    /// A player was kicked with a cool-down or banned: the cluster agent puts
+    /// it on the control plane's ban list (every relay refuses it).
+    Sanction {
+        /// The player (the token's subject).
+        subject: String,
+        /// Until when and why.
+        ban: skylane_control::Ban,
+    },
     /// The world's task stopped (removed, or failed with the error).
     Stopped {
         /// World.

@@ -30,6 +30,7 @@
 
 mod actor;
 mod cluster;
+mod evidence;
 mod host;
 mod lanes;
 mod link;
@@ -128,6 +129,7 @@ struct HostInner {
     shutdown: watch::Receiver<bool>,
     actors: Mutex<HashMap<WorldId, JoinHandle<Result<(), JournalError>>>>,
     first: Mutex<Option<WorldId>>,
+    evidence: Arc<evidence::Evidence>,
 }
 
 /// Manages a running origin's worlds; cheap to clone (the admin endpoint and
@@ -150,6 +152,26 @@ async fn ask(tx: mpsc::Sender<Cmd>) -> Option<OriginStatus> {
 }
 
 impl OriginHandle {
+    /// Keeps every violation of every world hosted here (and the edge's, as
+    /// relays report them) in `store` from now on. Once per process: a second
+    /// store is ignored.
+    pub fn attach_violations(
+        &self,
+        store: crate::evidence::ViolationStore,
+    ) -> Result<(), crate::evidence::EvidenceError> {
+        self.inner
+            .evidence
+            .attach(store, self.inner.metrics.clone())
+    }
+
+    /// The violations matching `q` (`None` when no store is attached).
+    pub async fn violations(
+        &self,
+        q: crate::evidence::ViolationQuery,
+    ) -> Option<Result<Vec<crate::evidence::ViolationRecord>, crate::evidence::EvidenceError>> {
+        self.inner.evidence.query(q).await
+    }
+
     /// The first world's state (the world a single-world origin was started
     /// with); `None` once it has stopped.
     pub async fn status(&self) -> Option<OriginStatus> {
@@ -216,6 +238,7 @@ impl OriginHandle {
             epoch,
             events: self.inner.events.clone(),
             writable: self.inner.writable.subscribe(),
+            evidence: self.inner.evidence.clone(),
         };
         let actor = Actor::new(core, env);
         let task = tokio::spawn(actor.run(rx, self.inner.shutdown.clone()));
@@ -352,6 +375,7 @@ impl OriginServer {
                 shutdown: shutdown_rx,
                 actors: Mutex::new(HashMap::new()),
                 first: Mutex::new(None),
+                evidence: Arc::default(),
             }),
         };
         Self {

@@ -150,7 +150,11 @@ impl Actor {
             Cmd::Status(tx) => drop(tx.send(self.status())),
             Cmd::Cluster(view) => self.cluster(&view),
             Cmd::Revoked => self.revoked(),
-            Cmd::EdgeCut { session } => self.edge_cut(session),
+            Cmd::EdgeCut {
+                session,
+                rule,
+                evidence,
+            } => self.edge_cut(session, rule, evidence),
         }
     }
 
@@ -388,32 +392,54 @@ impl Actor {
         if subjects.is_empty() {
             return;
         }
+        let n = self.close_where(|p| subjects.contains(p), b"token revoked");
+        self.shared.metrics.revoked_sessions.inc_by(n);
+    }
+
+    /// Ends every session of `subject` here (and at its origin), closing its
+    /// connection with `why`.
+    pub(crate) fn close_subject(&mut self, subject: &str, why: &[u8]) -> u64 {
+        self.close_where(|p| p == subject, why)
+    }
+
+    fn close_where(&mut self, hit: impl Fn(&str) -> bool, why: &[u8]) -> u64 {
         let hit: Vec<(SessionId, Option<ConnId>)> = self
             .sessions
             .iter()
-            .filter(|(_, e)| subjects.contains(e.player.as_str()))
+            .filter(|(_, e)| hit(e.player.as_str()))
             .map(|(s, e)| match e.presence {
                 Presence::Connected(c) => (s, Some(c)),
                 _ => (s, None),
             })
             .collect();
+        let mut closed = 0;
         for (s, conn) in hit {
             if let Some(cs) = conn.and_then(|c| self.conns.get(&c)) {
-                cs.conn.close(7u32.into(), b"token revoked");
+                cs.conn.close(7u32.into(), why);
             }
             if self.sessions.handle_close(s).is_some() {
                 self.end_session(s, true);
-                self.shared.metrics.revoked_sessions.inc();
+                closed += 1;
             }
         }
+        closed
     }
 
     /// The edge guard cut `session`: its subject cools down (refused at
     /// hello, a resume included) and the session ends here and at its origin.
-    fn edge_cut(&mut self, session: SessionId) {
+    fn edge_cut(&mut self, session: SessionId, rule: &'static str, evidence: String) {
         let Some(player) = self.sessions.get(session).map(|e| e.player.clone()) else {
             return;
         };
+        // The evidence first, for the origin's violation store.
+        if let Some(link) = self.upstream.origin_of(session).and_then(|o| self.link(o)) {
+            link.send_control(&LinkMsg::EdgeReport {
+                session,
+                player: player.clone(),
+                rule: rule.to_owned(),
+                evidence,
+            });
+        }
         let now = self.shared.clock.unix_us();
         let cool = self
             .shared

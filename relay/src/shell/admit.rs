@@ -165,21 +165,30 @@ async fn open_session(
     )
     .map_err(|r| Ending::Answer(refused(shared, r)))?;
     let now_us = shared.clock.unix_us();
-    let cooling = shared
-        .penalties
-        .lock()
-        .ok()
-        .and_then(|p| p.refused_until(now_us, &admitted.player));
-    if let Some(until) = cooling {
+    let cooling = shared.penalties.lock().ok().and_then(|p| {
+        p.refused_until(now_us, &admitted.player)
+            .map(|(u, why)| (u, why.to_owned()))
+    });
+    if let Some((until, why)) = cooling {
         shared.metrics.edge_cooldown_refusals.inc();
+        let why = if why.is_empty() {
+            "cut for violations".to_owned()
+        } else {
+            why
+        };
+        let left = if until == u64::MAX {
+            "for good".to_owned()
+        } else {
+            format!(
+                "for another {} s",
+                until.saturating_sub(now_us).div_ceil(1_000_000)
+            )
+        };
         return Err(Ending::Answer(refused(
             shared,
             Refusal {
-                code: RefusalCode::ProtocolViolation,
-                reason: format!(
-                    "cut for violations: refused for another {} s",
-                    until.saturating_sub(now_us).div_ceil(1_000_000)
-                ),
+                code: RefusalCode::Sanctioned,
+                reason: format!("{why}: refused {left}"),
             },
         )));
     }

@@ -1,12 +1,12 @@
 //! What an origin sends on its link, handled by the actor: batches and
 //! keyframes into the hub (forwarded without re-encoding), a session's
 //! acknowledgement (its buffered actions go), replays, action outcomes, session
-//! closes, feed frames and the link's pings and pongs.
+//! closes, sanctions, feed frames and the link's pings and pongs.
 
 use bytes::Bytes;
 use skylane_proto::{
     decode_message, link_events_to_client_frame, ErrorCode, ErrorMsg, EventBatch, EventClass,
-    LinkMsg, Pong, ServerMsg, SessionId,
+    LinkMsg, Pong, Sanction, ServerMsg, SessionId,
 };
 use tracing::warn;
 
@@ -67,6 +67,7 @@ impl Actor {
                 self.send_to_client(session, EventClass::Critical, &msg);
             }
             LinkMsg::SessionClose { session } => self.closed_by_origin(session),
+            LinkMsg::Sanction(s) => self.sanctioned(&s),
             LinkMsg::Error(e) => {
                 RelayMetrics::count(
                     &self.shared.metrics.origin_errors,
@@ -104,8 +105,25 @@ impl Actor {
             | LinkMsg::FeedUnsubscribe { .. }
             | LinkMsg::Delta(_)
             | LinkMsg::SessionOpen { .. }
+            | LinkMsg::EdgeReport { .. }
             | LinkMsg::Action { .. } => {}
         }
+    }
+
+    /// An origin sanctioned a subject: refused here at hello (a resume
+    /// included) until the sanction ends; its sessions here end now.
+    fn sanctioned(&mut self, s: &Sanction) {
+        let now = self.shared.clock.unix_us();
+        let until = s.until.saturating_mul(1_000_000);
+        if let Ok(mut p) = self.shared.penalties.lock() {
+            p.impose(now, &s.subject, until, &s.reason);
+        }
+        RelayMetrics::count(
+            &self.shared.metrics.sanctions,
+            format!("{:?}", s.kind).to_lowercase(),
+        );
+        warn!(subject = %s.subject, kind = ?s.kind, until = s.until, reason = %s.reason, "subject sanctioned by an origin");
+        self.close_subject(&s.subject, b"sanctioned");
     }
 
     fn batch(&mut self, batch: &EventBatch, client_frame: Option<Bytes>) {

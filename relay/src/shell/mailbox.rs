@@ -36,6 +36,10 @@ pub(crate) enum Cmd {
     EdgeCut {
         /// The session.
         session: SessionId,
+        /// The rule that tripped (the violation's metric label).
+        rule: &'static str,
+        /// The violation, in words and numbers.
+        evidence: String,
     },
     /// A client passed the offline checks and asks for a session.
     Hello {

@@ -124,6 +124,8 @@ impl ClientReader {
                             .cmd
                             .send(Cmd::EdgeCut {
                                 session: self.session,
+                                rule: v.label(),
+                                evidence: v.to_string(),
                             })
                             .await;
                         self.end(3, b"too many violations").await;

@@ -38,7 +38,7 @@ impl AdminTarget {
         ))
     }
 
-    fn call(&self, method: &str, path: &str) -> anyhow::Result<String> {
+    pub(crate) fn call(&self, method: &str, path: &str) -> anyhow::Result<String> {
         self.call_with(method, path, None)
     }
 

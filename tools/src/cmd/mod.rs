@@ -9,6 +9,7 @@ pub(crate) mod probe;
 pub(crate) mod proxy;
 pub(crate) mod replay;
 pub(crate) mod token;
+pub(crate) mod violations;
 
 /// Resolves `host:port` to its first socket address.
 pub(crate) fn resolve(addr: &str) -> anyhow::Result<std::net::SocketAddr> {
