@@ -55,10 +55,18 @@ pub(crate) fn check_hello(
         .verify(&hello.token, now_unix)
         .map_err(|e| refuse(refusal_of(&e), e.to_string()))?;
     if let Some(r) = revoked.iter().find_map(|l| l.find(&claims, now_unix)) {
-        return Err(refuse(
-            RefusalCode::BadToken,
-            format!("token revoked until {} (Unix time): {}", r.until, r.reason),
-        ));
+        // An entry naming the subject is a sanction on the player (a ban);
+        // one naming the token, that token's revocation.
+        return Err(match &r.sub {
+            Some(_) => refuse(
+                RefusalCode::Sanctioned,
+                format!("banned until {} (Unix time): {}", r.until, r.reason),
+            ),
+            None => refuse(
+                RefusalCode::BadToken,
+                format!("token revoked until {} (Unix time): {}", r.until, r.reason),
+            ),
+        });
     }
     if claims.role == Role::Operator {
         return Err(refuse(
@@ -204,9 +212,13 @@ mod tests {
         .unwrap();
         let h = hello(&k, "alice", Role::Player, vec![WorldId(1)], 600);
         let r = check_hello(h.clone(), &k.verifier, &[&revoked], &k.tickets, NOW).unwrap_err();
-        assert_eq!(r.code, RefusalCode::BadToken);
+        assert_eq!(
+            r.code,
+            RefusalCode::Sanctioned,
+            "a subject's entry is a ban"
+        );
         assert!(
-            r.reason.contains("revoked") && r.reason.contains("cheating"),
+            r.reason.contains("banned") && r.reason.contains("cheating"),
             "{r:?}"
         );
         assert!(check_hello(h, &k.verifier, &[&revoked], &k.tickets, NOW + 61).is_ok());

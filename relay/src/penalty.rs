@@ -34,13 +34,21 @@ impl Default for PenaltyConfig {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 struct Record {
     cuts: u32,
     last_cut_us: u64,
-    until_us: u64,
-    /// Why (an origin's sanction; empty for the edge's own cuts).
+    /// The edge's own cool-down.
+    cut_until_us: u64,
+    /// An origin's sanction, and why.
+    sanction_until_us: u64,
     reason: String,
+}
+
+impl Record {
+    fn until_us(&self) -> u64 {
+        self.cut_until_us.max(self.sanction_until_us)
+    }
 }
 
 /// The subjects cooling down on this relay.
@@ -74,19 +82,10 @@ impl Penalties {
         if !self.by_subject.contains_key(subject) && self.by_subject.len() >= self.cfg.capacity {
             self.evict(now_us);
         }
-        let until_us = now_us + cool.as_micros() as u64;
-        let r = self.by_subject.entry(subject.to_owned()).or_insert(Record {
-            cuts,
-            last_cut_us: now_us,
-            until_us,
-            reason: String::new(),
-        });
+        let r = self.by_subject.entry(subject.to_owned()).or_default();
         r.cuts = cuts;
         r.last_cut_us = now_us;
-        if until_us > r.until_us {
-            r.until_us = until_us;
-            r.reason.clear();
-        }
+        r.cut_until_us = now_us + cool.as_micros() as u64;
         cool
     }
 
@@ -96,25 +95,37 @@ impl Penalties {
         if !self.by_subject.contains_key(subject) && self.by_subject.len() >= self.cfg.capacity {
             self.evict(now_us);
         }
-        let r = self.by_subject.entry(subject.to_owned()).or_insert(Record {
-            cuts: 0,
-            last_cut_us: now_us,
-            until_us: 0,
-            reason: String::new(),
-        });
-        if until_us > r.until_us {
-            r.until_us = until_us;
+        let r = self
+            .by_subject
+            .entry(subject.to_owned())
+            .or_insert_with(|| Record {
+                last_cut_us: now_us,
+                ..Record::default()
+            });
+        if until_us > r.sanction_until_us {
+            r.sanction_until_us = until_us;
             r.reason = reason.to_owned();
+        }
+    }
+
+    /// An operator lifted `subject`'s ban: its origins' sanctions end (the
+    /// edge's own cool-down, if any, stays).
+    pub fn lift(&mut self, subject: &str) {
+        if let Some(r) = self.by_subject.get_mut(subject) {
+            r.sanction_until_us = 0;
+            r.reason.clear();
         }
     }
 
     /// Until when `subject` is refused, and why, if it is cooling down at
     /// `now_us`.
     pub fn refused_until(&self, now_us: u64, subject: &str) -> Option<(u64, &str)> {
-        self.by_subject
-            .get(subject)
-            .filter(|r| now_us < r.until_us)
-            .map(|r| (r.until_us, r.reason.as_str()))
+        let r = self.by_subject.get(subject)?;
+        if now_us < r.sanction_until_us && r.sanction_until_us >= r.cut_until_us {
+            Some((r.sanction_until_us, r.reason.as_str()))
+        } else {
+            (now_us < r.cut_until_us).then_some((r.cut_until_us, ""))
+        }
     }
 
     /// Subjects remembered.
@@ -132,7 +143,7 @@ impl Penalties {
     fn evict(&mut self, now_us: u64) {
         let forget = self.cfg.forget_after.as_micros() as u64;
         self.by_subject
-            .retain(|_, r| now_us < r.until_us || now_us.saturating_sub(r.last_cut_us) < forget);
+            .retain(|_, r| now_us < r.until_us() || now_us.saturating_sub(r.last_cut_us) < forget);
         if self.by_subject.len() >= self.cfg.capacity {
             if let Some(oldest) = self
                 .by_subject
@@ -197,6 +208,12 @@ mod tests {
         assert_eq!(p.handle_cut(2 * S, "k"), Duration::from_secs(10));
         assert_eq!(p.refused_until(30 * S, "k").map(|r| r.0), Some(60 * S));
         assert_eq!(p.refused_until(60 * S, "k"), None, "over");
+        // Lifted by an operator: the edge's own cool-down stays.
+        p.impose(100 * S, "l", 500 * S, "ban");
+        assert_eq!(p.handle_cut(101 * S, "l"), Duration::from_secs(10));
+        p.lift("l");
+        assert_eq!(p.refused_until(102 * S, "l"), Some((111 * S, "")));
+        assert_eq!(p.refused_until(112 * S, "l"), None);
         p.impose(0, "b", u64::MAX, "ban");
         assert!(p.refused_until(u64::MAX - 1, "b").is_some(), "permanent");
     }

@@ -122,6 +122,11 @@ impl Revocations {
             .find(|e| now < e.until)
     }
 
+    /// Whether an entry names `subject` (in force or not).
+    pub fn names_subject(&self, subject: &str) -> bool {
+        self.by_sub.contains_key(subject)
+    }
+
     /// Subjects revoked at `now` (their sessions are closed).
     pub fn subjects(&self, now: u64) -> impl Iterator<Item = &str> {
         self.entries

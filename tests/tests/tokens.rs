@@ -187,7 +187,7 @@ fn a_revoked_subject_is_cut_and_refused_until_its_time() {
         assert_eq!(net.relays[0].metrics.revoked_sessions.get(), 1);
         let err = join("cheater").await.unwrap_err();
         assert!(
-            matches!(&err, ClientError::Refused { code: RefusalCode::BadToken, reason } if reason.contains("aimbot")),
+            matches!(&err, ClientError::Refused { code: RefusalCode::Sanctioned, reason } if reason.contains("aimbot")),
             "{err:?}"
         );
         assert!(honest.session().is_some());
@@ -361,7 +361,7 @@ fn a_ban_on_the_control_plane_cuts_and_refuses_the_subject() {
         );
         let err = join("cheater").await.unwrap_err();
         assert!(
-            matches!(&err, ClientError::Refused { code: RefusalCode::BadToken, reason } if reason.contains("wallhack")),
+            matches!(&err, ClientError::Refused { code: RefusalCode::Sanctioned, reason } if reason.contains("wallhack")),
             "{err:?}"
         );
         assert!(honest.session().is_some());

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use skylane_client::{Client, ClientEvent};
 use skylane_origin::{worlds_router, TttAction};
-use skylane_proto::{EventClass, Outcome, Role, WorldId, WorldPhase, WorldState};
+use skylane_proto::{EventClass, Outcome, RefusalCode, Role, WorldId, WorldPhase, WorldState};
 use skylane_tools::local::{LocalNet, LocalOptions};
 
 async fn http(method: &'static str, url: String, body: Option<String>) -> (u16, String) {
@@ -222,6 +222,128 @@ fn a_ban_through_the_cli_refuses_the_player_on_the_relays_until_lifted() {
         .unwrap();
         tokio::time::sleep(Duration::from_millis(500)).await;
         join().await.expect("let in once lifted");
+        net.shutdown().await;
+    });
+}
+
+/// An origin's kick sticks across the cluster: the flooder's subject goes on
+/// the control plane's ban list (every relay refuses it, the one it never
+/// used included, with `Sanctioned`), the evidence is in the origin's
+/// violation store (`skylane violations`), and `skylane ban remove` lets it
+/// back at once.
+#[test]
+fn a_kick_goes_on_the_cluster_ban_list_with_its_evidence_until_lifted() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let net = LocalNet::start(LocalOptions::default())
+            .await
+            .expect("local net");
+        net.origin
+            .handle()
+            .attach_violations(
+                skylane_origin::ViolationStore::open(&dir.path().join("v.redb"), 1000).unwrap(),
+            )
+            .unwrap();
+        let admin = skylane_ops::serve_admin(
+            "127.0.0.1:0".parse().unwrap(),
+            worlds_router(net.control.clone())
+                .merge(skylane_origin::violations_router(net.origin.handle())),
+        )
+        .await
+        .unwrap();
+        let url = format!("http://{admin}");
+        let join = |relay: usize| {
+            let b = net
+                .player_builder(0, 0)
+                .unwrap()
+                .relays([net.relays[relay].addr])
+                .token(net.token_for("flooder", Role::Player, vec![], Duration::from_secs(600)));
+            async move { b.connect().await }
+        };
+        let c = join(0).await.expect("let in before the kick");
+        // 230 actions at once, within every class's edge burst: the edge
+        // passes them all, the origin's detector (120 a second) kicks.
+        let kicks = || skylane_ops::counted(&net.origin_metrics.sanctions, "kick");
+        for _ in 0..10 {
+            for (class, n) in [
+                (EventClass::Critical, 60),
+                (EventClass::State, 60),
+                (EventClass::Movement, 110),
+            ] {
+                for _ in 0..n {
+                    let _ = c.send(class, vec![7u8; 8].into());
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            if kicks() > 0 {
+                break;
+            }
+        }
+        assert_eq!(kicks(), 1, "kicked");
+        let kicked = tokio::time::Instant::now();
+        let listed = loop {
+            let v = net.control.view().await.unwrap();
+            if let Some(b) = v.bans.get("flooder") {
+                break b.clone();
+            }
+            assert!(
+                kicked.elapsed() < Duration::from_secs(1),
+                "on the list within 1 s"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert!(listed.reason.contains("kick"), "{listed:?}");
+        let last = net.relays.len() - 1;
+        for relay in [0, last] {
+            match join(relay).await {
+                Err(skylane_client::ClientError::Refused {
+                    code: RefusalCode::Sanctioned,
+                    reason,
+                }) => assert!(reason.contains("ActionRate"), "{reason}"),
+                other => panic!("kicked: {:?}", other.map(|_| ())),
+            }
+        }
+        let u = url.clone();
+        let (violations, list) = tokio::task::spawn_blocking(move || {
+            let cli = |args: &[&str]| {
+                let out = std::process::Command::new(env!("CARGO_BIN_EXE_skylane"))
+                    .args(args)
+                    .output()
+                    .unwrap();
+                assert!(
+                    out.status.success(),
+                    "{}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                String::from_utf8_lossy(&out.stdout).into_owned()
+            };
+            let mut v = String::new();
+            for _ in 0..50 {
+                v = cli(&["violations", &u, "--player", "flooder", "--since", "1h"]);
+                if v.contains("action_rate") {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let list = cli(&["ban", "list", &u]);
+            cli(&["ban", "remove", &u, "flooder"]);
+            (v, list)
+        })
+        .await
+        .unwrap();
+        assert!(
+            violations.contains("flooder") && violations.contains("action_rate"),
+            "{violations}"
+        );
+        assert!(violations.contains("-> kick"), "{violations}");
+        assert!(list.contains("flooder"), "{list}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        join(last).await.expect("let in once lifted");
         net.shutdown().await;
     });
 }

@@ -59,7 +59,7 @@ pub(crate) struct WorldEnv {
     /// The owner epoch (0 outside a control plane).
     pub(crate) epoch: u64,
     /// Lifecycle reports (a handful per world: bounded by the worlds hosted).
-    pub(crate) events: mpsc::UnboundedSender<WorldEvent>,
+    pub(crate) events: super::mailbox::Events,
     /// Whether this origin may write (its control-plane lease cannot have lapsed).
     pub(crate) writable: watch::Receiver<super::WriteUntil>,
     /// The process's violation store.
@@ -97,7 +97,7 @@ pub(crate) struct Actor {
     handover: Option<(u64, Option<Reply>)>,
     dir: SharedDir,
     epoch: u64,
-    events: mpsc::UnboundedSender<WorldEvent>,
+    events: super::mailbox::Events,
     writable: watch::Receiver<super::WriteUntil>,
     /// Sessions this world last added to the origin-wide gauge.
     sessions_counted: i64,
@@ -195,7 +195,7 @@ impl Actor {
         self.metrics
             .replication_lag_bytes
             .dec_by(self.lag_counted.1);
-        let _ = self.events.send(WorldEvent::Stopped {
+        self.events.send(WorldEvent::Stopped {
             world,
             error: result.as_ref().err().map(ToString::to_string),
         });
@@ -727,7 +727,7 @@ impl Actor {
                     for id in targets {
                         self.send(id, 0, f.clone());
                     }
-                    let _ = self.events.send(WorldEvent::Phase(ws));
+                    self.events.send(WorldEvent::Phase(ws));
                 }
                 Output::Kick {
                     session,

@@ -97,7 +97,7 @@ impl OriginServer {
         games: Games,
         signer: ChainSigner,
     ) -> Result<ClusterAgent, ControlError> {
-        if self.events.is_none() {
+        if self.handle.inner.events.listened() {
             return Err(ControlError::Invalid(
                 "this origin already joined a cluster".into(),
             ));

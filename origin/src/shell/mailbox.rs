@@ -88,6 +88,35 @@ pub enum WorldEvent {
     },
 }
 
+/// Where worlds report lifecycle events: the cluster agent once one joined.
+/// Before that nobody listens, and nothing is kept (a static origin's joins
+/// and leaves would otherwise pile up forever).
+#[derive(Clone, Default)]
+pub(crate) struct Events(
+    std::sync::Arc<std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<WorldEvent>>>,
+);
+
+impl Events {
+    /// Reports `e` to the listener, if there is one.
+    pub(crate) fn send(&self, e: WorldEvent) {
+        if let Some(tx) = self.0.get() {
+            let _ = tx.send(e);
+        }
+    }
+
+    /// Whether someone listens.
+    pub(crate) fn listened(&self) -> bool {
+        self.0.get().is_some()
+    }
+
+    /// Starts listening (once: `None` when someone already does).
+    pub(crate) fn listen(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<WorldEvent>> {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        self.0.set(tx).ok()?;
+        Some(rx)
+    }
+}
+
 /// An origin's state as `/status` shows it.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct OriginStatus {

@@ -124,7 +124,7 @@ struct HostInner {
     cfg: ServerConfig,
     metrics: OriginMetrics,
     clock: Clock,
-    events: mpsc::UnboundedSender<WorldEvent>,
+    events: mailbox::Events,
     writable: watch::Sender<WriteUntil>,
     shutdown: watch::Receiver<bool>,
     actors: Mutex<HashMap<WorldId, JoinHandle<Result<(), JournalError>>>>,
@@ -336,7 +336,6 @@ pub struct OriginServer {
     accept: JoinHandle<()>,
     endpoint: Endpoint,
     handle: OriginHandle,
-    events: Option<mpsc::UnboundedReceiver<WorldEvent>>,
     addr: std::net::SocketAddr,
 }
 
@@ -346,7 +345,6 @@ impl OriginServer {
     /// be called inside a tokio runtime.
     pub fn host(endpoint: Endpoint, cfg: ServerConfig, metrics: OriginMetrics) -> Self {
         let (shutdown, shutdown_rx) = watch::channel(false);
-        let (events_tx, events) = mpsc::unbounded_channel();
         let addr = endpoint
             .local_addr()
             .unwrap_or_else(|_| ([0, 0, 0, 0], 0).into());
@@ -370,7 +368,7 @@ impl OriginServer {
                 cfg,
                 metrics,
                 clock,
-                events: events_tx,
+                events: mailbox::Events::default(),
                 writable,
                 shutdown: shutdown_rx,
                 actors: Mutex::new(HashMap::new()),
@@ -383,7 +381,6 @@ impl OriginServer {
             accept,
             endpoint,
             handle,
-            events: Some(events),
             addr,
         }
     }
@@ -419,7 +416,7 @@ impl OriginServer {
 
     /// The worlds' lifecycle reports (once: whoever runs the origin takes them).
     pub fn take_events(&mut self) -> Option<mpsc::UnboundedReceiver<WorldEvent>> {
-        self.events.take()
+        self.handle.inner.events.listen()
     }
 
     /// Dies on the spot, as a killed process would (tests, benchmarks, the

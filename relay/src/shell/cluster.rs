@@ -46,8 +46,21 @@ impl Actor {
     pub(crate) fn cluster(&mut self, view: &ClusterView) {
         self.clustered = true;
         let bans = crate::revocation::Revocations::from_bans(&view.bans);
-        if *self.shared.settings.bans.current() != bans {
+        let old = self.shared.settings.bans.current();
+        if *old != bans {
             info!(bans = bans.len(), "bans from the control plane");
+            // A ban an operator lifted lifts the origins' sanctions that
+            // went with it (a kick's cool-down is a ban on the list too).
+            let now = self.shared.clock.unix_secs();
+            let lifted: Vec<&str> = old
+                .subjects(now)
+                .filter(|s| !bans.names_subject(s))
+                .collect();
+            if let Ok(mut p) = self.shared.penalties.lock() {
+                for s in lifted {
+                    p.lift(s);
+                }
+            }
             self.shared.settings.bans.replace(bans);
             self.revoked();
         }

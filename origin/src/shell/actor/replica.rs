@@ -85,7 +85,7 @@ impl Actor {
             self.suspect_reported = true;
             let mut state = self.core.world_state();
             state.epoch = self.epoch;
-            let _ = self.events.send(WorldEvent::Suspect { state, tick: *tick });
+            self.events.send(WorldEvent::Suspect { state, tick: *tick });
         }
     }
 

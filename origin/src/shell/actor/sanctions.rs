@@ -146,12 +146,9 @@ impl Actor {
             for id in targets {
                 self.send(id, 0, msg.clone());
             }
-            // Cluster-wide through the control plane's ban list (an origin
-            // outside one, epoch 0, has no agent to take it).
-            if self.epoch == 0 {
-                return self.close_kicked(session);
-            }
-            let _ = self.events.send(WorldEvent::Sanction {
+            // Cluster-wide through the control plane's ban list (when this
+            // origin is in a cluster: its agent takes it).
+            self.events.send(WorldEvent::Sanction {
                 subject: player.to_owned(),
                 ban: skylane_control::Ban {
                     until,
