@@ -16,7 +16,7 @@ use std::path::Path;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use skylane_proto::{ChainSigner, EntityId, Hash32, WorldId};
+use skylane_proto::{ChainSigner, EntityId, Hash32, SessionId, WorldId};
 
 use crate::engine::{Engine, EngineConfig, EngineSnapshot};
 use crate::interest::Grid;
@@ -348,6 +348,82 @@ pub fn apply_input<W: World>(engine: &mut Engine<W>, input: &Input) {
         Input::Tick { at_us, .. } => engine.run_tick_at(*at_us),
     }
     while engine.poll_output().is_some() {}
+}
+
+/// The world as it was at one tick of a journal, with what went into that
+/// tick: where a violation's tick (`skylane violations`) leads an operator.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Situation {
+    /// The tick.
+    pub tick: u64,
+    /// When it ran, microseconds since the Unix epoch.
+    pub at_us: u64,
+    /// The inputs applied during it (after the previous tick ran), each with
+    /// the player its session belongs to.
+    pub inputs: Vec<(Option<String>, Input)>,
+    /// The world's state after it (the game's own serialisation).
+    pub state: serde_json::Value,
+}
+
+/// Re-executes `journal` up to `tick` and returns the situation there
+/// (`None` when the journal does not reach it, or starts after it).
+pub fn situation<W>(
+    journal: &Journal,
+    meta: &JournalMeta,
+    tick: u64,
+) -> Result<Option<Situation>, JournalError>
+where
+    W: World + Clone + Serialize + DeserializeOwned,
+{
+    let (snap, _, from) = journal
+        .first_snapshot::<W>()?
+        .ok_or(JournalError::NoSnapshot)?;
+    let mut engine = Engine::restore(
+        snap,
+        meta.grid,
+        meta.engine,
+        ChainSigner::from_bytes(&[0; 32]),
+    );
+    if engine.tick() >= tick {
+        return Ok(None);
+    }
+    let mut players: std::collections::HashMap<SessionId, String> = Default::default();
+    let mut during = Vec::new();
+    for (_, input) in journal.inputs(from)? {
+        match &input {
+            Input::Join {
+                session, player, ..
+            } => {
+                players.insert(*session, player.clone());
+            }
+            Input::Tick { tick: t, at_us, .. } => {
+                apply_input(&mut engine, &input);
+                if *t == tick {
+                    return Ok(Some(Situation {
+                        tick,
+                        at_us: *at_us,
+                        inputs: during,
+                        state: serde_json::to_value(engine.world()).unwrap_or_default(),
+                    }));
+                }
+                during.clear();
+                continue;
+            }
+            _ => {}
+        }
+        let who = match &input {
+            Input::Join { session, .. }
+            | Input::Leave { session }
+            | Input::Action { session, .. } => players.get(session).cloned(),
+            _ => None,
+        };
+        apply_input(&mut engine, &input);
+        // Bounded: what went into one tick (at most the tick's queue).
+        if during.len() < 100_000 {
+            during.push((who, input));
+        }
+    }
+    Ok(None)
 }
 
 /// The first tick whose state hash differs from the log.

@@ -78,7 +78,8 @@ pub use evidence::{
 pub use games::{start, GameError, GameFactory, Games, NewWorld, EMPTY_GRACE_SECS};
 pub use interest::{Grid, Interest, InterestChange};
 pub use journal::{
-    apply_input, replay, Divergence, Input, Journal, JournalError, JournalMeta, ReplayReport,
+    apply_input, replay, situation, Divergence, Input, Journal, JournalError, JournalMeta,
+    ReplayReport, Situation,
 };
 pub use lifecycle::{Closed, Lifecycle, LifecycleConfig};
 pub use metrics::{KindLabel, OriginMetrics};

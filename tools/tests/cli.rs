@@ -284,6 +284,19 @@ fn replay_reports_a_consistent_journal_and_refuses_another_world() {
     let wrong = skylane(&["replay", "--log", p(&path), "--world", "8"]);
     assert!(!wrong.status.success());
     assert!(String::from_utf8_lossy(&wrong.stderr).contains("not world-8"));
+    // The situation at one tick: its one move, by its player, and the state.
+    let at = ok(&["replay", "--log", p(&path), "--at-tick", "12"]);
+    assert!(at.contains("at tick 12 (1 inputs during it)"), "{at}");
+    assert!(at.contains("a (session-1) action seq 12 Movement"), "{at}");
+    assert!(at.contains("state after it:"), "{at}");
+    let json = ok(&["replay", "--log", p(&path), "--at-tick", "12", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(json.trim()).unwrap();
+    assert_eq!(v["tick"], 12);
+    assert_eq!(v["inputs"][0][0], "a");
+    assert!(v["state"].is_object(), "{v}");
+    let past = skylane(&["replay", "--log", p(&path), "--at-tick", "99"]);
+    assert!(!past.status.success());
+    assert!(String::from_utf8_lossy(&past.stderr).contains("does not hold tick 99"));
 }
 
 #[test]

@@ -1,10 +1,12 @@
-//! `skylane replay`: re-execute a world's journal and check it tick by tick.
+//! `skylane replay`: re-execute a world's journal and check it tick by tick,
+//! or show the world at one tick (`--at-tick`, where a violation's tick from
+//! `skylane violations` leads): what went into the tick and the state after it.
 
 use std::path::PathBuf;
 
 use anyhow::{bail, Context as _};
 use clap::Args;
-use skylane_origin::{replay, Arena, Journal, TicTacToe};
+use skylane_origin::{replay, situation, Arena, Journal, JournalMeta, TicTacToe};
 
 /// Options of `skylane replay`.
 #[derive(Debug, Args)]
@@ -15,6 +17,10 @@ pub(crate) struct ReplayCmd {
     /// Refuse the journal unless it belongs to this world id.
     #[arg(long)]
     world: Option<u64>,
+    /// Show the world at this tick instead: the inputs applied during it
+    /// (with their players) and the state after it.
+    #[arg(long)]
+    at_tick: Option<u64>,
     /// Print the report as one JSON object.
     #[arg(long)]
     json: bool,
@@ -25,6 +31,46 @@ fn hex(h: &skylane_proto::Hash32) -> String {
 }
 
 impl ReplayCmd {
+    fn show(&self, journal: &Journal, meta: &JournalMeta, tick: u64) -> anyhow::Result<()> {
+        let found = match meta.world_kind.as_str() {
+            "arena" => situation::<Arena>(journal, meta, tick)?,
+            "tictactoe" => situation::<TicTacToe>(journal, meta, tick)?,
+            other => {
+                bail!("journal is for world kind {other:?}; this build replays: arena, tictactoe")
+            }
+        };
+        let Some(s) = found else {
+            bail!("{} does not hold tick {tick}", self.log.display());
+        };
+        if self.json {
+            println!("{}", serde_json::to_string(&s)?);
+            return Ok(());
+        }
+        println!(
+            "{} at tick {} ({} inputs during it):",
+            meta.world,
+            s.tick,
+            s.inputs.len()
+        );
+        for (who, input) in &s.inputs {
+            let who = who.as_deref().unwrap_or("?");
+            match input {
+                skylane_origin::Input::Action { session, action } => println!(
+                    "  {who} ({session}) action seq {} {:?}, {} bytes",
+                    action.seq,
+                    action.class,
+                    action.payload.len()
+                ),
+                other => println!("  {who}: {other:?}"),
+            }
+        }
+        println!(
+            "state after it:\n{}",
+            serde_json::to_string_pretty(&s.state)?
+        );
+        Ok(())
+    }
+
     pub(crate) fn run(self) -> anyhow::Result<()> {
         let (journal, meta) = Journal::open(&self.log)
             .with_context(|| format!("opening journal {}", self.log.display()))?;
@@ -32,6 +78,9 @@ impl ReplayCmd {
             if meta.world.0 != w {
                 bail!("{} holds {}, not world-{w}", self.log.display(), meta.world);
             }
+        }
+        if let Some(tick) = self.at_tick {
+            return self.show(&journal, &meta, tick);
         }
         let report = match meta.world_kind.as_str() {
             "arena" => replay::<Arena>(&journal, &meta)?,
