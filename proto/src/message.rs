@@ -17,7 +17,7 @@ use crate::payload::Payload;
 use crate::token::Role;
 
 /// Version of the message set; carried in every frame and in [`Hello`].
-pub const PROTOCOL_VERSION: u8 = 3;
+pub const PROTOCOL_VERSION: u8 = 4;
 
 /// QUIC ALPN identifier of this protocol version.
 pub const ALPN: &[u8] = b"skylane/1";
