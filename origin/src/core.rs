@@ -28,6 +28,8 @@ pub trait Core: Send + 'static {
         role: Role,
         team: Option<TeamId>,
     ) -> Result<Option<EntityId>, JoinError>;
+    /// See [`Engine::handle_endow`].
+    fn handle_endow(&mut self, player: &str, wallet: crate::ledger::Wallet);
     /// See [`Engine::handle_leave`].
     fn handle_leave(&mut self, s: SessionId);
     /// See [`Engine::handle_action`].
@@ -107,6 +109,9 @@ impl<W: World + Clone + Serialize + DeserializeOwned> Core for Engine<W> {
         t: Option<TeamId>,
     ) -> Result<Option<EntityId>, JoinError> {
         Self::handle_join(self, s, p, r, t)
+    }
+    fn handle_endow(&mut self, player: &str, wallet: crate::ledger::Wallet) {
+        Self::handle_endow(self, player, wallet);
     }
     fn handle_leave(&mut self, s: SessionId) {
         Self::handle_leave(self, s);
@@ -190,6 +195,9 @@ impl<W: World + Clone + Serialize + DeserializeOwned> Core for Persistent<W> {
         t: Option<TeamId>,
     ) -> Result<Option<EntityId>, JoinError> {
         Self::handle_join(self, s, p, r, t)
+    }
+    fn handle_endow(&mut self, player: &str, wallet: crate::ledger::Wallet) {
+        Self::handle_endow(self, player, wallet);
     }
     fn handle_leave(&mut self, s: SessionId) {
         Self::handle_leave(self, s);

@@ -180,6 +180,13 @@ pub enum Output {
     /// A frame of the world's public spectator feed, for every relay that asked for
     /// it (only produced while [`Engine::set_feed`] is on).
     Feed(Arc<FeedFrame>),
+    /// What the world's economy did in a tick, for the origin's ledger.
+    Ledger {
+        /// The tick.
+        tick: u64,
+        /// Its transactions (ids made unique per world).
+        txs: Vec<crate::ledger::LedgerTx>,
+    },
     /// The room's lifecycle state changed (phase, or its head count); the shell
     /// adds the owner's epoch, tells every relay, and publishes it to the
     /// control plane.
@@ -278,6 +285,9 @@ pub struct Engine<W: World> {
     next_tick_us: u64,
     sessions: HashMap<SessionId, SessionState>,
     banned: HashSet<String>,
+    /// The wallet the next join of this player brings ([`Engine::handle_endow`];
+    /// consumed by that join, so never held across a tick).
+    endowment: Option<(String, crate::ledger::Wallet)>,
     /// Actions taken into the tick being built.
     accepted: usize,
     /// Applied actions' results, answered when their tick ends.
@@ -316,6 +326,7 @@ impl<W: World> Engine<W> {
             next_tick_us: now_us + cfg.tick_us(),
             sessions: HashMap::default(),
             banned: HashSet::new(),
+            endowment: None,
             accepted: 0,
             applied: Vec::new(),
             channels: HashMap::default(),
@@ -412,6 +423,13 @@ impl<W: World> Engine<W> {
         }
     }
 
+    /// The next join of `player` brings `wallet` (from the origin's ledger)
+    /// instead of a new player's grant. Journaled and replicated as an input,
+    /// right before the join.
+    pub fn handle_endow(&mut self, player: &str, wallet: crate::ledger::Wallet) {
+        self.endowment = Some((player.to_owned(), wallet));
+    }
+
     /// A session joins. Players get an avatar and their channels; spectators get
     /// no channel at all: what they see is the public spectator feed, delayed and
     /// filtered by their relay, never a live channel.
@@ -422,6 +440,11 @@ impl<W: World> Engine<W> {
         role: Role,
         team: Option<TeamId>,
     ) -> Result<Option<EntityId>, JoinError> {
+        let wallet = self
+            .endowment
+            .take()
+            .filter(|(p, _)| p == player)
+            .map(|(_, w)| w);
         if self.sessions.contains_key(&session) {
             return Err(JoinError::Duplicate(session));
         }
@@ -444,7 +467,10 @@ impl<W: World> Engine<W> {
         }
         let mut emit = Emit::default();
         let avatar =
-            (role == Role::Player).then(|| self.world.join(player, team, self.tick, &mut emit));
+            (role == Role::Player).then(|| {
+                self.world
+                    .join_with(player, team, self.tick, &mut emit, wallet)
+            });
         let team = avatar.and_then(|a| self.world.team(a)).or(team);
         self.stage(emit);
         self.sessions.insert(
@@ -587,6 +613,23 @@ impl<W: World> Engine<W> {
             self.outputs.push_back(Output::Result { session, result });
         }
         self.publish(pending, now_us);
+        let txs = self.world.take_ledger();
+        if !txs.is_empty() {
+            let world = self.cfg.world.0;
+            let txs = txs
+                .into_iter()
+                .map(|mut t| {
+                    if !t.id.starts_with("grant:") {
+                        t.id = format!("{world}:{}", t.id);
+                    }
+                    t
+                })
+                .collect();
+            self.outputs.push_back(Output::Ledger {
+                tick: self.tick,
+                txs,
+            });
+        }
         if self.cfg.keyframe_every > 0 && self.tick % self.cfg.keyframe_every == 0 {
             self.keyframes();
             if self.feed {

@@ -345,6 +345,17 @@ pub fn apply_input<W: World>(engine: &mut Engine<W>, input: &Input) {
         Input::Leave { session } => engine.handle_leave(*session),
         Input::Action { session, action } => engine.handle_action(*session, action.clone()),
         Input::End { reason } => engine.handle_end(reason),
+        Input::Endow {
+            player,
+            coins,
+            items,
+        } => engine.handle_endow(
+            player,
+            crate::ledger::Wallet {
+                coins: *coins,
+                items: *items,
+            },
+        ),
         Input::Tick { at_us, .. } => engine.run_tick_at(*at_us),
     }
     while engine.poll_output().is_some() {}

@@ -51,6 +51,7 @@ mod evidence;
 mod games;
 mod interest;
 mod journal;
+mod ledger;
 mod lifecycle;
 mod metrics;
 mod persist;
@@ -65,7 +66,10 @@ pub use admin::{hosted_router, violations_router, worlds_router, CREATE_WAIT};
 pub use anticheat::{
     AnomalyKind, Detector, DetectorConfig, Enforcement, EnforcementPolicy, Violation,
 };
-pub use arena::{Arena, ArenaAction, ArenaConfig, ArenaEvent, Item, Player, Roster};
+pub use arena::{
+    Arena, ArenaAction, ArenaConfig, ArenaEvent, Item, Offer, OfferEnd, Player, Roster, CLOSED_KEPT,
+    MAX_OFFER_TICKS, MAX_OPEN_OFFERS, OFFER_CLOSED, UNKNOWN_OFFER,
+};
 pub use config::{merge, ConfigError, OriginConfig};
 pub use core::Core;
 pub use engine::{
@@ -80,6 +84,9 @@ pub use interest::{Grid, Interest, InterestChange};
 pub use journal::{
     apply_input, replay, situation, Divergence, Input, Journal, JournalError, JournalMeta,
     ReplayReport, Situation,
+};
+pub use ledger::{
+    Ledger, LedgerEntry, LedgerError, LedgerTx, Totals, TxKind, TxRecord, Wallet, MAX_TXLOG,
 };
 pub use lifecycle::{Closed, Lifecycle, LifecycleConfig};
 pub use metrics::{KindLabel, OriginMetrics};

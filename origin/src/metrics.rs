@@ -73,6 +73,16 @@ pub struct OriginMetrics {
     pub violations_dropped: Family<KindLabel, Counter>,
     /// Sanctions (kicks with a cool-down, bans) sent to relays.
     pub sanctions: Family<KindLabel, Counter>,
+    /// Economy transactions committed to the ledger.
+    pub ledger_transactions: Counter,
+    /// Transactions the ledger refused because a before balance was not its
+    /// own (a wallet changed elsewhere meanwhile), since it was created.
+    pub ledger_refused: Gauge,
+    /// 1 while the ledger's totals are conserved (coins and items held equal
+    /// what was minted), 0 otherwise.
+    pub ledger_conserved: Gauge,
+    /// Ledger failures by kind (`read`, `commit`, `skipped`).
+    pub ledger_errors: Family<KindLabel, Counter>,
 }
 
 impl OriginMetrics {
@@ -107,6 +117,10 @@ impl OriginMetrics {
             violations_pruned: Counter::default(),
             violations_dropped: Family::default(),
             sanctions: Family::default(),
+            ledger_transactions: Counter::default(),
+            ledger_refused: Gauge::default(),
+            ledger_conserved: Gauge::default(),
+            ledger_errors: Family::default(),
         };
         let r = registry.sub_registry_with_prefix("skylane_origin");
         r.register("actions", "Actions by outcome", m.actions.clone());
@@ -228,6 +242,26 @@ impl OriginMetrics {
             "sanctions",
             "Sanctions sent to relays, by kind (kick, ban)",
             m.sanctions.clone(),
+        );
+        r.register(
+            "ledger_transactions",
+            "Economy transactions committed to the ledger",
+            m.ledger_transactions.clone(),
+        );
+        r.register(
+            "ledger_refused",
+            "Ledger transactions refused for before balances that were not the ledger's",
+            m.ledger_refused.clone(),
+        );
+        r.register(
+            "ledger_conserved",
+            "1 while the ledger's coins and items held equal what was minted",
+            m.ledger_conserved.clone(),
+        );
+        r.register(
+            "ledger_errors",
+            "Ledger failures by kind",
+            m.ledger_errors.clone(),
         );
         m
     }

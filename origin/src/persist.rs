@@ -205,6 +205,16 @@ where
         self.engine.set_feed(on, now_us);
     }
 
+    /// See [`Engine::handle_endow`] (journaled).
+    pub fn handle_endow(&mut self, player: &str, wallet: crate::ledger::Wallet) {
+        self.pending.push(Input::Endow {
+            player: player.to_owned(),
+            coins: wallet.coins,
+            items: wallet.items,
+        });
+        self.engine.handle_endow(player, wallet);
+    }
+
     /// See [`Engine::handle_leave`].
     pub fn handle_leave(&mut self, session: SessionId) {
         self.pending.push(Input::Leave { session });

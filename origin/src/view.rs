@@ -172,28 +172,30 @@ impl ArenaView {
                 hp,
                 coins,
                 version,
+                items,
                 ..
             } => {
                 self.players
                     .entry(*entity)
                     .or_insert_with(|| ViewPlayer::new(*x, *y, *hp, *coins, *version));
-            }
-            ArenaEvent::Left { entity } => {
-                if let Some(p) = self.players.remove(entity) {
-                    for i in self
-                        .items
-                        .values_mut()
-                        .filter(|i| i.holder == Some(*entity))
-                    {
-                        *i = ViewItem {
-                            x: p.x,
-                            y: p.y,
-                            holder: None,
-                            version: i.version + 1,
-                        };
-                    }
+                // A returning player's items are made as it joins, held.
+                for i in items {
+                    self.items.entry(*i).or_insert(ViewItem {
+                        x: *x,
+                        y: *y,
+                        holder: Some(*entity),
+                        version: 1,
+                    });
                 }
             }
+            ArenaEvent::Left { entity } => {
+                // Its items leave with it (they stay in its wallet).
+                if self.players.remove(entity).is_some() {
+                    self.items.retain(|_, i| i.holder != Some(*entity));
+                }
+            }
+            // Offers change nothing until accepted (then `Traded` says what).
+            ArenaEvent::Offered { .. } | ArenaEvent::OfferClosed { .. } => {}
             ArenaEvent::Moved {
                 entity,
                 x,

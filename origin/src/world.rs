@@ -146,6 +146,30 @@ pub trait World: Send + 'static {
     /// Removes a player's avatar.
     fn leave(&mut self, avatar: EntityId, tick: u64, out: &mut Emit);
 
+    /// Adds a player who brings `wallet` from the origin's ledger (coins and
+    /// items it held when it last left a world): the world starts it with that
+    /// instead of a new player's grant. The default ignores the wallet (a
+    /// game without an economy).
+    fn join_with(
+        &mut self,
+        player: &str,
+        team: Option<TeamId>,
+        tick: u64,
+        out: &mut Emit,
+        wallet: Option<crate::ledger::Wallet>,
+    ) -> EntityId {
+        let _ = wallet;
+        self.join(player, team, tick, out)
+    }
+
+    /// The economy's transactions since the last call (grants, pick-ups,
+    /// trades), for the origin's ledger; the engine drains them every tick.
+    /// Not part of the state: deterministic like the rest, but never
+    /// snapshotted. The default has none.
+    fn take_ledger(&mut self) -> Vec<crate::ledger::LedgerTx> {
+        Vec::new()
+    }
+
     /// Applies a validated action whose reads are current. Must bump the version of
     /// every entity it changes.
     fn apply(&mut self, ctx: &Ctx, action: &Self::Action, out: &mut Emit) -> Observation;

@@ -220,7 +220,7 @@ fn one_item_cannot_be_traded_twice() {
         partner: to,
         give_coins: 0,
         give_items: vec![item],
-        get_coins: 1,
+        get_coins: 0,
         get_items: vec![],
     };
     e.handle_action(SessionId(1), act(2, &give(b), vec![]));

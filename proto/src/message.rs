@@ -226,6 +226,10 @@ pub enum RejectCode {
     Superseded,
     /// The world is not playing (still waiting for players, or ended).
     NotPlaying,
+    /// The action's effect was applied already (a resent accept of a trade
+    /// that went through): nothing was applied again. Clients treat it as the
+    /// success it was.
+    AlreadyApplied,
 }
 
 /// The outcome of an [`Action`].

@@ -74,6 +74,16 @@ pub enum Input {
         /// Why.
         reason: String,
     },
+    /// A player's wallet as the origin's ledger holds it, for its next join:
+    /// the world starts the player with it instead of a new player's grant.
+    Endow {
+        /// The player.
+        player: String,
+        /// Coins.
+        coins: u64,
+        /// Items held.
+        items: u32,
+    },
 }
 
 /// What a standby found when its re-execution disagreed with its primary.
@@ -252,6 +262,11 @@ mod tests {
                     },
                     Input::End {
                         reason: "operator".into(),
+                    },
+                    Input::Endow {
+                        player: "ann".into(),
+                        coins: 7,
+                        items: 2,
                     },
                     Input::Tick {
                         tick: 4,

@@ -18,7 +18,9 @@ pub enum ArenaAction {
         /// The item.
         item: EntityId,
     },
-    /// Exchange coins and items with another player, atomically.
+    /// Give coins and items to another player, atomically. Taking anything
+    /// from the partner (`get_coins`, `get_items`) needs its consent: such a
+    /// trade is refused (`Forbidden`); make an [`ArenaAction::Offer`] instead.
     Trade {
         /// The other player's avatar.
         partner: EntityId,
@@ -59,6 +61,42 @@ pub enum ArenaAction {
         /// Rally y.
         y: f32,
     },
+    /// Offer an exchange to another player: nothing moves until the partner
+    /// accepts it (both sides' holdings checked again then), declines it, or
+    /// it expires. `id` is the offerer's own (unique per offerer): the trade's
+    /// idempotent transaction id.
+    Offer {
+        /// The offerer's id for it.
+        id: u64,
+        /// The partner's avatar.
+        partner: EntityId,
+        /// Coins given to the partner.
+        give_coins: u64,
+        /// Items given to the partner.
+        give_items: Vec<EntityId>,
+        /// Coins asked of the partner.
+        get_coins: u64,
+        /// Items asked of the partner.
+        get_items: Vec<EntityId>,
+        /// Ticks it stays open (at most [`super::MAX_OFFER_TICKS`]).
+        ttl_ticks: u32,
+    },
+    /// Accept an offer made to this player: the exchange happens, atomically.
+    /// Sent again after it went through, it is answered `AlreadyApplied`.
+    Accept {
+        /// The offerer's avatar.
+        from: EntityId,
+        /// The offer's id.
+        id: u64,
+    },
+    /// Decline an offer made to this player (or withdraw one's own: `from` is
+    /// then one's own avatar).
+    Decline {
+        /// The offerer's avatar.
+        from: EntityId,
+        /// The offer's id.
+        id: u64,
+    },
 }
 
 impl ArenaAction {
@@ -89,6 +127,8 @@ pub enum ArenaEvent {
         coins: u64,
         /// Entity version after the change (receivers keep the newest).
         version: u64,
+        /// Items it holds (a returning player's, brought from its wallet).
+        items: Vec<EntityId>,
     },
     /// A player left.
     Left {
@@ -197,6 +237,20 @@ pub enum ArenaEvent {
         hp: u32,
         /// Victim's version after respawning.
         version: u64,
+    },
+    /// An exchange was offered (on the world channel: the partner learns it).
+    Offered {
+        /// The offer.
+        offer: super::Offer,
+    },
+    /// An offer closed without (or with) its exchange.
+    OfferClosed {
+        /// The offerer.
+        from: EntityId,
+        /// The offer's id.
+        id: u64,
+        /// Why.
+        why: super::OfferEnd,
     },
 }
 

@@ -9,6 +9,7 @@
 //! Actions and events are postcard-encoded [`ArenaAction`] and [`ArenaEvent`].
 
 mod config;
+mod economy;
 mod messages;
 mod rules;
 mod state;
@@ -20,9 +21,15 @@ use sha2::{Digest, Sha256};
 use skylane_proto::{ChannelId, EntityId, EventClass, Hash32, Payload, RejectCode, TeamId};
 
 use crate::interest::Grid;
-use crate::world::{Ctx, Emit, Observation, Rejection, Validator, World};
+use crate::ledger::{LedgerTx, TxKind, Wallet};
+use crate::world::{Ctx, Emit, Observation, Rejection, TickCtx, Validator, World};
+
+use economy::check_economy;
 
 pub use config::{ArenaConfig, Roster};
+pub use economy::{
+    Offer, OfferEnd, CLOSED_KEPT, MAX_OFFER_TICKS, MAX_OPEN_OFFERS, OFFER_CLOSED, UNKNOWN_OFFER,
+};
 pub use messages::{ArenaAction, ArenaEvent};
 pub use state::{Arena, Item, Player};
 
@@ -48,6 +55,7 @@ impl World for Arena {
             ("cooldown", check_cooldown),
             ("range", check_range),
             ("resources", check_resources),
+            ("economy", check_economy),
         ]
     }
 
@@ -59,9 +67,36 @@ impl World for Arena {
     }
 
     fn join(&mut self, player: &str, team: Option<TeamId>, tick: u64, out: &mut Emit) -> EntityId {
+        self.join_with(player, team, tick, out, None)
+    }
+
+    fn join_with(
+        &mut self,
+        player: &str,
+        team: Option<TeamId>,
+        tick: u64,
+        out: &mut Emit,
+        wallet: Option<Wallet>,
+    ) -> EntityId {
         let id = self.fresh_id();
         let (x, y) = scatter(id.0 ^ tick.rotate_left(17), self.cfg.width, self.cfg.height);
         let team = team.unwrap_or(TeamId((id.0 % u64::from(self.cfg.teams.max(1))) as u16));
+        // A returning player brings its wallet: its items are made here, held.
+        let mut items = BTreeSet::new();
+        for _ in 0..wallet.map_or(0, |w| w.items) {
+            let item = self.fresh_id();
+            self.items.insert(
+                item,
+                Item {
+                    version: 1,
+                    x,
+                    y,
+                    holder: Some(id),
+                },
+            );
+            items.insert(item);
+        }
+        let coins = wallet.map_or(self.cfg.start_coins, |w| w.coins);
         self.players.insert(
             id,
             Player {
@@ -71,12 +106,20 @@ impl World for Arena {
                 x,
                 y,
                 hp: self.cfg.start_hp,
-                coins: self.cfg.start_coins,
-                items: BTreeSet::new(),
+                coins,
+                items,
                 last_move_tick: tick,
                 last_fire_tick: None,
             },
         );
+        if wallet.is_none() {
+            // A new player: its starting coins are minted (once per player).
+            self.record(
+                format!("grant:{player}"),
+                TxKind::Grant,
+                vec![(id, Wallet::default())],
+            );
+        }
         let channel = self.announce_on(x, y);
         out.push(
             channel,
@@ -89,24 +132,22 @@ impl World for Arena {
                 y,
                 team,
                 hp: self.cfg.start_hp,
-                coins: self.cfg.start_coins,
+                coins,
                 version: 1,
+                items: self.players.get(&id).map(|p| p.items.iter().copied().collect()).unwrap_or_default(),
             }
             .payload(),
         );
         id
     }
 
-    fn leave(&mut self, avatar: EntityId, _tick: u64, out: &mut Emit) {
+    fn leave(&mut self, avatar: EntityId, tick: u64, out: &mut Emit) {
+        self.close_offers_of(avatar, tick, out);
         if let Some(p) = self.players.remove(&avatar) {
-            // Held items drop where the player stood.
-            for item in p.items {
-                if let Some(i) = self.items.get_mut(&item) {
-                    i.holder = None;
-                    i.x = p.x;
-                    i.y = p.y;
-                    i.version += 1;
-                }
+            // Held items leave with the player: they stay in its wallet (the
+            // ledger's), and come back with it in its next world.
+            for item in &p.items {
+                self.items.remove(item);
             }
             let channel = self.announce_on(p.x, p.y);
             out.push(
@@ -116,6 +157,14 @@ impl World for Arena {
                 ArenaEvent::Left { entity: avatar }.payload(),
             );
         }
+    }
+
+    fn take_ledger(&mut self) -> Vec<LedgerTx> {
+        std::mem::take(&mut self.ledger)
+    }
+
+    fn on_tick(&mut self, ctx: &TickCtx, out: &mut Emit) {
+        self.expire_offers(ctx, out);
     }
 
     fn apply(&mut self, ctx: &Ctx, action: &ArenaAction, out: &mut Emit) -> Observation {
@@ -144,6 +193,7 @@ impl World for Arena {
                 Observation::default()
             }
             ArenaAction::PickUp { item } => {
+                let before = self.wallet_of(me);
                 if let (Some(i), Some(p)) = (self.items.get_mut(item), self.players.get_mut(&me)) {
                     i.holder = Some(me);
                     i.version += 1;
@@ -160,6 +210,10 @@ impl World for Arena {
                         }
                         .payload(),
                     );
+                    let tx = format!("pickup:{}:{}", item.0, i.version);
+                    if let Some(before) = before {
+                        self.record(tx, TxKind::PickUp, vec![(me, before)]);
+                    }
                 }
                 Observation::default()
             }
@@ -167,55 +221,24 @@ impl World for Arena {
                 partner,
                 give_coins,
                 give_items,
-                get_coins,
-                get_items,
+                ..
             } => {
-                // Validation checked both sides; move everything at once.
-                let (Some(mut a), Some(mut b)) =
-                    (self.players.remove(&me), self.players.remove(partner))
-                else {
-                    return Observation::default();
-                };
-                a.coins = a.coins - give_coins + get_coins;
-                b.coins = b.coins - get_coins + give_coins;
-                for i in give_items {
-                    a.items.remove(i);
-                    b.items.insert(*i);
-                }
-                for i in get_items {
-                    b.items.remove(i);
-                    a.items.insert(*i);
-                }
-                for i in give_items.iter().chain(get_items) {
-                    if let Some(item) = self.items.get_mut(i) {
-                        item.holder = Some(if give_items.contains(i) { *partner } else { me });
-                        item.version += 1;
-                    }
-                }
-                a.version += 1;
-                b.version += 1;
-                let (a_coins, b_coins, a_version, b_version) =
-                    (a.coins, b.coins, a.version, b.version);
-                self.players.insert(me, a);
-                self.players.insert(*partner, b);
-                out.push(
-                    ChannelId::World,
-                    EventClass::State,
-                    Some(me),
-                    ArenaEvent::Traded {
-                        a: me,
-                        b: *partner,
-                        coins_a_to_b: *give_coins,
-                        coins_b_to_a: *get_coins,
-                        items_a_to_b: give_items.clone(),
-                        items_b_to_a: get_items.clone(),
-                        a_coins,
-                        b_coins,
-                        a_version,
-                        b_version,
-                    }
-                    .payload(),
-                );
+                // A gift (checked: it takes nothing from the partner).
+                self.gifts += 1;
+                let tx = format!("gift:{}", self.gifts);
+                self.exchange(tx, me, *partner, *give_coins, give_items, 0, &[], out);
+                Observation::default()
+            }
+            ArenaAction::Offer { .. } => {
+                self.offer(ctx, action, out);
+                Observation::default()
+            }
+            ArenaAction::Accept { from, id } => {
+                self.accept(ctx, *from, *id, out);
+                Observation::default()
+            }
+            ArenaAction::Decline { from, id } => {
+                self.decline(ctx, *from, *id, out);
                 Observation::default()
             }
             ArenaAction::Spray { data } => {
@@ -397,6 +420,7 @@ impl World for Arena {
                     hp: p.hp,
                     coins: p.coins,
                     version: p.version,
+                    items: p.items.iter().copied().collect(),
                 };
                 (*id, e.payload())
             })

@@ -63,6 +63,10 @@ pub(super) fn check_ownership(w: &Arena, ctx: &Ctx, a: &ArenaAction) -> Result<(
             }
             Ok(())
         }
+        // The economy's own rule checks offers and their answers.
+        ArenaAction::Offer { .. } | ArenaAction::Accept { .. } | ArenaAction::Decline { .. } => {
+            Ok(())
+        }
         ArenaAction::Move { .. }
         | ArenaAction::Fire { .. }
         | ArenaAction::Spray { .. }

@@ -56,6 +56,43 @@ pub struct Arena {
     pub(super) players: BTreeMap<EntityId, Player>,
     pub(super) items: BTreeMap<EntityId, Item>,
     pub(super) next_entity: u64,
+    /// Open offers by (offerer, id).
+    #[serde(with = "as_pairs")]
+    pub(super) offers: BTreeMap<(EntityId, u64), super::Offer>,
+    /// Closed offers (the last `CLOSED_KEPT`): when and how.
+    #[serde(with = "as_pairs")]
+    pub(super) closed: BTreeMap<(EntityId, u64), (u64, super::OfferEnd)>,
+    pub(super) closed_order: std::collections::VecDeque<(EntityId, u64)>,
+    /// Gifts made so far (their transaction ids).
+    pub(super) gifts: u64,
+    /// Ledger transactions since the engine last drained them (not state:
+    /// drained every tick).
+    #[serde(skip)]
+    pub(super) ledger: Vec<crate::ledger::LedgerTx>,
+}
+
+/// A map with non-string keys as a sequence of pairs (JSON has string keys
+/// only; postcard does not care).
+mod as_pairs {
+    use std::collections::BTreeMap;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub(super) fn serialize<K: Serialize, V: Serialize, S: Serializer>(
+        m: &BTreeMap<K, V>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.collect_seq(m.iter())
+    }
+
+    pub(super) fn deserialize<'de, K, V, D>(d: D) -> Result<BTreeMap<K, V>, D::Error>
+    where
+        K: Deserialize<'de> + Ord,
+        V: Deserialize<'de>,
+        D: Deserializer<'de>,
+    {
+        Ok(Vec::<(K, V)>::deserialize(d)?.into_iter().collect())
+    }
 }
 
 /// A deterministic point on the map from a seed (splitmix64).
@@ -86,6 +123,11 @@ impl Arena {
             players: BTreeMap::new(),
             items: BTreeMap::new(),
             next_entity: 1,
+            offers: BTreeMap::new(),
+            closed: BTreeMap::new(),
+            closed_order: std::collections::VecDeque::new(),
+            gifts: 0,
+            ledger: Vec::new(),
         };
         for i in 0..cfg.items {
             let id = arena.fresh_id();

@@ -73,6 +73,7 @@ impl<W: World> Engine<W> {
             );
         }
         Self {
+            endowment: None,
             world: snap.world,
             cfg,
             validators,

@@ -143,6 +143,13 @@ impl Follower {
                 Input::Leave { session } => self.core.handle_leave(session),
                 Input::Action { session, action } => self.core.handle_action(session, action),
                 Input::End { reason } => self.core.handle_end(&reason),
+                Input::Endow {
+                    player,
+                    coins,
+                    items,
+                } => self
+                    .core
+                    .handle_endow(&player, crate::ledger::Wallet { coins, items }),
                 Input::Tick { at_us, .. } if self.diverged.is_some() => {
                     self.core.run_tick_at(at_us)?;
                 }

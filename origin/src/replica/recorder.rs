@@ -94,6 +94,14 @@ impl Core for Recorder {
         });
         self.inner.handle_join(session, player, role, team)
     }
+    fn handle_endow(&mut self, player: &str, wallet: crate::ledger::Wallet) {
+        self.record(Input::Endow {
+            player: player.to_owned(),
+            coins: wallet.coins,
+            items: wallet.items,
+        });
+        self.inner.handle_endow(player, wallet);
+    }
     fn handle_leave(&mut self, session: SessionId) {
         self.record(Input::Leave { session });
         self.inner.handle_leave(session);

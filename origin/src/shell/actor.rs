@@ -30,6 +30,7 @@ use super::mailbox::{Clock, Cmd, WorldEvent};
 use super::replication::StandbyLink;
 
 mod replica;
+mod economy;
 mod resume;
 mod sanctions;
 mod status;
@@ -64,6 +65,8 @@ pub(crate) struct WorldEnv {
     pub(crate) writable: watch::Receiver<super::WriteUntil>,
     /// The process's violation store.
     pub(crate) evidence: std::sync::Arc<super::evidence::Evidence>,
+    /// The process's economy ledger.
+    pub(crate) ledger: std::sync::Arc<super::ledger::Ledgers>,
 }
 
 /// The world's task: the engine, the routes, the relay links.
@@ -109,6 +112,7 @@ pub(crate) struct Actor {
     /// One violation line per session and kind every 10 s (with a count).
     violation_logs: LogLimiter<(SessionId, AnomalyKind)>,
     evidence: std::sync::Arc<super::evidence::Evidence>,
+    ledger: std::sync::Arc<super::ledger::Ledgers>,
 }
 
 pub(crate) fn frame(msg: &LinkMsg) -> Option<Bytes> {
@@ -150,6 +154,7 @@ impl Actor {
             routes: Routes::new(),
             violation_logs: LogLimiter::new(Duration::from_secs(10), 10_000),
             evidence: env.evidence,
+            ledger: env.ledger,
         }
     }
 
@@ -450,6 +455,9 @@ impl Actor {
                 if self.core.has_session(session) {
                     self.resume(id, session, &resume_from);
                 } else {
+                    if role == skylane_proto::Role::Player {
+                        self.endow(&player);
+                    }
                     match self.core.handle_join(session, &player, role, team) {
                         Ok(_) => {
                             self.routes.attach(Instant::now().into_std(), session, id);
@@ -716,6 +724,7 @@ impl Actor {
                     }
                 }
                 Output::Violation(v) => self.violation(&v),
+                Output::Ledger { tick, txs } => self.ledger(tick, &txs),
                 Output::Phase(mut ws) => {
                     ws.epoch = self.epoch;
                     info!(world = %ws.world, phase = ?ws.phase, players = ws.players, result = ?ws.result, "world phase");

@@ -31,6 +31,7 @@
 mod actor;
 mod cluster;
 mod evidence;
+mod ledger;
 mod host;
 mod lanes;
 mod link;
@@ -130,6 +131,7 @@ struct HostInner {
     actors: Mutex<HashMap<WorldId, JoinHandle<Result<(), JournalError>>>>,
     first: Mutex<Option<WorldId>>,
     evidence: Arc<evidence::Evidence>,
+    ledger: Arc<ledger::Ledgers>,
 }
 
 /// Manages a running origin's worlds; cheap to clone (the admin endpoint and
@@ -162,6 +164,33 @@ impl OriginHandle {
         self.inner
             .evidence
             .attach(store, self.inner.metrics.clone())
+    }
+
+    /// Keeps every world's economy hosted here in `ledger` from now on:
+    /// returning players bring their wallets, each tick's transactions are
+    /// committed. Once per process: a second ledger is ignored.
+    pub fn attach_ledger(&self, ledger: crate::ledger::Ledger) {
+        self.inner.ledger.attach(ledger);
+    }
+
+    /// The ledger's totals (`None` without a ledger).
+    pub async fn ledger_totals(&self) -> Option<crate::ledger::Totals> {
+        self.inner.ledger.totals()
+    }
+
+    /// The ledger's most recent `limit` transactions touching `player` (or
+    /// anyone's), and `player`'s wallet (`None` without a ledger).
+    pub async fn ledger_history(
+        &self,
+        player: Option<String>,
+        limit: usize,
+    ) -> Option<
+        Result<
+            (Option<crate::ledger::Wallet>, Vec<crate::ledger::TxRecord>),
+            crate::ledger::LedgerError,
+        >,
+    > {
+        self.inner.ledger.history(player, limit).await
     }
 
     /// The violations matching `q` (`None` when no store is attached).
@@ -239,6 +268,7 @@ impl OriginHandle {
             events: self.inner.events.clone(),
             writable: self.inner.writable.subscribe(),
             evidence: self.inner.evidence.clone(),
+            ledger: self.inner.ledger.clone(),
         };
         let actor = Actor::new(core, env);
         let task = tokio::spawn(actor.run(rx, self.inner.shutdown.clone()));
@@ -374,6 +404,7 @@ impl OriginServer {
                 actors: Mutex::new(HashMap::new()),
                 first: Mutex::new(None),
                 evidence: Arc::default(),
+                ledger: Arc::default(),
             }),
         };
         Self {
