@@ -27,6 +27,13 @@
 //!   (default 100, at most 10,000) of player `P` (default: everyone's) in the
 //!   last `S` seconds (default: all), oldest first; `404` without a store.
 //!
+//! * `GET /ledger` ([`ledger_router`], on every origin with a ledger): the
+//!   economy's running totals (coins and items held and minted, transactions,
+//!   duplicates, refused) and `conserved`. `GET /ledger/history?player=P&limit=N`:
+//!   `P`'s wallet and the most recent `N` transactions touching it (or
+//!   anyone's), each with its before and after balances; `404` without a
+//!   ledger.
+//!
 //! Errors answer with a status code and `{"error": kind, "message": text}`:
 //! `400` for a bad spec, `404` for an unknown world, `409` when no origin can
 //! take it, `503` when the control plane is unreachable.
@@ -226,6 +233,66 @@ pub fn violations_router(handle: crate::OriginHandle) -> Router {
     Router::new()
         .route("/violations", get(violations))
         .with_state(handle)
+}
+
+/// `GET /ledger` and `GET /ledger/history` (see the module docs).
+pub fn ledger_router(handle: crate::OriginHandle) -> Router {
+    Router::new()
+        .route("/ledger", get(ledger_totals))
+        .route("/ledger/history", get(ledger_history))
+        .with_state(handle)
+}
+
+fn no_ledger() -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        Json(serde_json::json!({
+            "error": "no_ledger",
+            "message": "this origin keeps no ledger (set ledger_db)",
+        })),
+    )
+        .into_response()
+}
+
+async fn ledger_totals(State(handle): State<crate::OriginHandle>) -> Response {
+    match handle.ledger_totals().await {
+        Some(t) => {
+            let mut v = serde_json::to_value(t).unwrap_or_default();
+            if let Some(o) = v.as_object_mut() {
+                o.insert("conserved".into(), t.conserved().into());
+            }
+            Json(v).into_response()
+        }
+        None => no_ledger(),
+    }
+}
+
+/// `GET /ledger/history`'s query.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HistoryParams {
+    player: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn ledger_history(
+    State(handle): State<crate::OriginHandle>,
+    axum::extract::Query(p): axum::extract::Query<HistoryParams>,
+) -> Response {
+    match handle
+        .ledger_history(p.player, p.limit.unwrap_or(100))
+        .await
+    {
+        Some(Ok((wallet, txs))) => {
+            Json(serde_json::json!({ "wallet": wallet, "transactions": txs })).into_response()
+        }
+        Some(Err(e)) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Json(serde_json::json!({ "error": "storage", "message": e.to_string() })),
+        )
+            .into_response(),
+        None => no_ledger(),
+    }
 }
 
 /// `GET /violations`'s query.

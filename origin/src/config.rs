@@ -201,6 +201,13 @@ pub struct OriginConfig {
     #[arg(long, env = "SKYLANE_ORIGIN_VIOLATIONS_DB")]
     #[serde(default)]
     pub violations_db: Option<PathBuf>,
+    /// The economy ledger (redb): every player's wallet across sessions and
+    /// worlds, every transaction with its before and after balances (`GET
+    /// /ledger`). Default: `ledger-<node id>.redb` in `dev_certs` when that is
+    /// set, else none (wallets then live and die with each world).
+    #[arg(long, env = "SKYLANE_ORIGIN_LEDGER_DB")]
+    #[serde(default)]
+    pub ledger_db: Option<PathBuf>,
     /// Most violations the store keeps (the oldest go first).
     #[arg(
         long,
@@ -302,6 +309,14 @@ impl OriginConfig {
         self.violations_db.clone().or_else(|| {
             let dir = self.dev_certs.as_ref()?;
             Some(dir.join(format!("violations-{}.redb", self.cluster_node_id())))
+        })
+    }
+
+    /// The ledger's file, if any (see `ledger_db`).
+    pub fn ledger_path(&self) -> Option<PathBuf> {
+        self.ledger_db.clone().or_else(|| {
+            let dir = self.dev_certs.as_ref()?;
+            Some(dir.join(format!("ledger-{}.redb", self.cluster_node_id())))
         })
     }
 

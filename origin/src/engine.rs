@@ -466,11 +466,10 @@ impl<W: World> Engine<W> {
             }
         }
         let mut emit = Emit::default();
-        let avatar =
-            (role == Role::Player).then(|| {
-                self.world
-                    .join_with(player, team, self.tick, &mut emit, wallet)
-            });
+        let avatar = (role == Role::Player).then(|| {
+            self.world
+                .join_with(player, team, self.tick, &mut emit, wallet)
+        });
         let team = avatar.and_then(|a| self.world.team(a)).or(team);
         self.stage(emit);
         self.sessions.insert(

@@ -180,7 +180,10 @@ impl Ledger {
                 Some(raw) => decode("totals", raw.value())?,
                 None => Totals::default(),
             };
-            let next = log.last().map_err(storage)?.map_or(1, |(k, _)| k.value() + 1);
+            let next = log
+                .last()
+                .map_err(storage)?
+                .map_or(1, |(k, _)| k.value() + 1);
             (totals, next)
         };
         txn.commit().map_err(storage)?;
@@ -365,7 +368,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("l.redb");
         let mut l = Ledger::open(&path).unwrap();
-        l.commit(1, 1, 0, &[grant("a", 100), grant("b", 100)]).unwrap();
+        l.commit(1, 1, 0, &[grant("a", 100), grant("b", 100)])
+            .unwrap();
         let trade = LedgerTx {
             id: "trade:1:5:1".into(),
             kind: TxKind::Trade,
@@ -374,9 +378,9 @@ mod tests {
                 entry("b", w(100, 0), w(110, 0)),
             ],
         };
-        assert_eq!(l.commit(1, 2, 0, &[trade.clone()]).unwrap(), 1);
+        assert_eq!(l.commit(1, 2, 0, std::slice::from_ref(&trade)).unwrap(), 1);
         for _ in 0..3 {
-            assert_eq!(l.commit(1, 3, 0, &[trade.clone()]).unwrap(), 0, "once");
+            assert_eq!(l.commit(1, 3, 0, std::slice::from_ref(&trade)).unwrap(), 0, "once");
         }
         let t = l.totals();
         assert!(t.conserved(), "{t:?}");
@@ -396,7 +400,8 @@ mod tests {
     fn a_transaction_from_another_balance_is_refused_whole() {
         let dir = tempfile::tempdir().unwrap();
         let mut l = Ledger::open(&dir.path().join("l.redb")).unwrap();
-        l.commit(1, 1, 0, &[grant("a", 100), grant("b", 100)]).unwrap();
+        l.commit(1, 1, 0, &[grant("a", 100), grant("b", 100)])
+            .unwrap();
         let bad = LedgerTx {
             id: "trade:x".into(),
             kind: TxKind::Trade,

@@ -62,13 +62,13 @@ mod tictactoe;
 mod view;
 mod world;
 
-pub use admin::{hosted_router, violations_router, worlds_router, CREATE_WAIT};
+pub use admin::{hosted_router, ledger_router, violations_router, worlds_router, CREATE_WAIT};
 pub use anticheat::{
     AnomalyKind, Detector, DetectorConfig, Enforcement, EnforcementPolicy, Violation,
 };
 pub use arena::{
-    Arena, ArenaAction, ArenaConfig, ArenaEvent, Item, Offer, OfferEnd, Player, Roster, CLOSED_KEPT,
-    MAX_OFFER_TICKS, MAX_OPEN_OFFERS, OFFER_CLOSED, UNKNOWN_OFFER,
+    Arena, ArenaAction, ArenaConfig, ArenaEvent, Item, Offer, OfferEnd, Player, Roster,
+    CLOSED_KEPT, MAX_OFFER_TICKS, MAX_OPEN_OFFERS, OFFER_CLOSED, UNKNOWN_OFFER,
 };
 pub use config::{merge, ConfigError, OriginConfig};
 pub use core::Core;

@@ -15,8 +15,8 @@ use axum::routing::get;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use prometheus_client::registry::Registry;
 use skylane_origin::{
-    hosted_router, merge, violations_router, worlds_router, Games, OriginConfig, OriginMetrics,
-    OriginServer,
+    hosted_router, ledger_router, merge, violations_router, worlds_router, Games, OriginConfig,
+    OriginMetrics, OriginServer,
 };
 use tracing::{info, warn};
 
@@ -139,7 +139,9 @@ async fn serve(cfg: OriginConfig) -> anyhow::Result<()> {
             }
         }),
     );
-    app = app.merge(violations_router(server.handle()));
+    app = app
+        .merge(violations_router(server.handle()))
+        .merge(ledger_router(server.handle()));
     if let Some(c) = control {
         app = app
             .merge(worlds_router(c.clone()))

@@ -97,10 +97,16 @@ fn nothing_moves_without_the_partners_acceptance() {
         results.extend(tick(&mut e).0);
     }
     rejected(&results[0].1, RejectCode::Forbidden);
-    assert!(matches!(results[1].1, Outcome::Applied { .. }), "{results:?}");
+    assert!(
+        matches!(results[1].1, Outcome::Applied { .. }),
+        "{results:?}"
+    );
     assert_eq!((coins(&e, a), coins(&e, b)), (100, 100));
     // Only the partner may accept it; the offerer cannot.
-    e.handle_action(SessionId(1), act(3, &ArenaAction::Accept { from: a, id: 1 }));
+    e.handle_action(
+        SessionId(1),
+        act(3, &ArenaAction::Accept { from: a, id: 1 }),
+    );
     let (r, _) = tick(&mut e);
     rejected(&r[0].1, RejectCode::Forbidden);
     assert_eq!((coins(&e, a), coins(&e, b)), (100, 100));
@@ -127,7 +133,10 @@ fn an_accept_sent_three_times_applies_once_and_reports_one_transaction() {
     assert_eq!((coins(&e, a), coins(&e, b)), (130, 70));
     assert_eq!(txs.len(), 1, "{txs:?}");
     let t = &txs[0];
-    assert_eq!((t.kind, t.id.clone()), (TxKind::Trade, format!("1:trade:{}:7", a.0)));
+    assert_eq!(
+        (t.kind, t.id.clone()),
+        (TxKind::Trade, format!("1:trade:{}:7", a.0))
+    );
     assert_eq!(t.entries[0].player, "p1");
     assert_eq!(t.entries[0].before.coins, 100);
     assert_eq!(t.entries[0].after.coins, 130);
@@ -156,7 +165,10 @@ fn an_accept_checks_both_sides_holdings_again() {
     };
     e.handle_action(SessionId(1), act(2, &gift));
     tick(&mut e);
-    e.handle_action(SessionId(2), act(1, &ArenaAction::Accept { from: a, id: 1 }));
+    e.handle_action(
+        SessionId(2),
+        act(1, &ArenaAction::Accept { from: a, id: 1 }),
+    );
     let (r, txs) = tick(&mut e);
     rejected(&r[0].1, RejectCode::Resources);
     assert!(txs.is_empty());
@@ -173,7 +185,10 @@ fn offers_expire_close_when_a_side_leaves_and_can_be_declined() {
     e.handle_action(SessionId(1), act(2, &offer(2, c, 10, 0)));
     e.handle_action(SessionId(1), act(3, &offer(3, b, 10, 0)));
     tick(&mut e);
-    e.handle_action(SessionId(2), act(1, &ArenaAction::Decline { from: a, id: 3 }));
+    e.handle_action(
+        SessionId(2),
+        act(1, &ArenaAction::Decline { from: a, id: 3 }),
+    );
     e.handle_leave(SessionId(3));
     for _ in 0..31 {
         tick(&mut e);
@@ -194,7 +209,10 @@ fn offers_expire_close_when_a_side_leaves_and_can_be_declined() {
     }
     let (r, _) = tick(&mut e);
     rejected(&r[0].1, RejectCode::Resources);
-    let applied = r.iter().filter(|(_, o)| matches!(o, Outcome::Applied { .. })).count();
+    let applied = r
+        .iter()
+        .filter(|(_, o)| matches!(o, Outcome::Applied { .. }))
+        .count();
     assert_eq!(applied, MAX_OPEN_OFFERS);
 }
 
@@ -206,7 +224,12 @@ fn wallets_follow_players_across_worlds_and_restarts() {
     let mut e = engine(1);
     let (a, b) = (join(&mut e, 1), join(&mut e, 2));
     let item = {
-        let (id, it) = e.world().items().next().map(|(i, it)| (*i, it.clone())).unwrap();
+        let (id, it) = e
+            .world()
+            .items()
+            .next()
+            .map(|(i, it)| (*i, it.clone()))
+            .unwrap();
         e.world_mut().place(a, it.x, it.y);
         id
     };
@@ -214,7 +237,10 @@ fn wallets_follow_players_across_worlds_and_restarts() {
     e.handle_action(SessionId(1), act(2, &offer(1, b, 30, 0)));
     let (_, txs) = tick(&mut e);
     ledger.commit(1, 1, 0, &txs).unwrap();
-    e.handle_action(SessionId(2), act(1, &ArenaAction::Accept { from: a, id: 1 }));
+    e.handle_action(
+        SessionId(2),
+        act(1, &ArenaAction::Accept { from: a, id: 1 }),
+    );
     let (_, txs) = tick(&mut e);
     ledger.commit(1, 2, 0, &txs).unwrap();
     let t = ledger.totals();
@@ -224,7 +250,13 @@ fn wallets_follow_players_across_worlds_and_restarts() {
     // The origin restarts; p1 joins another world and brings its wallet.
     let ledger = Ledger::open(&path).unwrap();
     let w = ledger.wallet("p1").unwrap().unwrap();
-    assert_eq!(w, Wallet { coins: 70, items: 1 });
+    assert_eq!(
+        w,
+        Wallet {
+            coins: 70,
+            items: 1
+        }
+    );
     let mut other = engine(2);
     other.handle_endow("p1", w);
     let a2 = join(&mut other, 1);
@@ -240,18 +272,39 @@ fn wallets_follow_players_across_worlds_and_restarts() {
 
 #[derive(Debug, Clone)]
 enum Op {
-    Offer { from: usize, to: usize, give: u64, get: u64 },
-    Accept { by: usize, nth: usize },
-    Decline { by: usize, nth: usize },
-    Gift { from: usize, to: usize, coins: u64 },
-    Leave { who: usize },
+    Offer {
+        from: usize,
+        to: usize,
+        give: u64,
+        get: u64,
+    },
+    Accept {
+        by: usize,
+        nth: usize,
+    },
+    Decline {
+        by: usize,
+        nth: usize,
+    },
+    Gift {
+        from: usize,
+        to: usize,
+        coins: u64,
+    },
+    Leave {
+        who: usize,
+    },
     Tick,
 }
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        (0..4usize, 0..4usize, 0..120u64, 0..120u64)
-            .prop_map(|(from, to, give, get)| Op::Offer { from, to, give, get }),
+        (0..4usize, 0..4usize, 0..120u64, 0..120u64).prop_map(|(from, to, give, get)| Op::Offer {
+            from,
+            to,
+            give,
+            get
+        }),
         (0..4usize, 0..8usize).prop_map(|(by, nth)| Op::Accept { by, nth }),
         (0..4usize, 0..8usize).prop_map(|(by, nth)| Op::Decline { by, nth }),
         (0..4usize, 0..4usize, 0..60u64).prop_map(|(from, to, coins)| Op::Gift { from, to, coins }),

@@ -175,6 +175,12 @@ pub struct BotCounts {
     /// Cheaters the network kept out after a kick (refused as sanctioned on
     /// reconnecting: the run ends for them, not as an error).
     pub kept_out: u64,
+    /// Offers made (and opened by the origin).
+    pub offers_made: u64,
+    /// Offers this bot accepted (the exchange happened).
+    pub offers_accepted: u64,
+    /// Offers this bot declined.
+    pub offers_declined: u64,
     /// Reliable actions sent, by class rank.
     pub sent_by_class: [u64; EventClass::COUNT],
     /// Actions applied, by class rank.
@@ -188,6 +194,9 @@ impl std::ops::AddAssign for BotCounts {
         self.lost_on_resume += o.lost_on_resume;
         self.kicked_rejoined += o.kicked_rejoined;
         self.kept_out += o.kept_out;
+        self.offers_made += o.offers_made;
+        self.offers_accepted += o.offers_accepted;
+        self.offers_declined += o.offers_declined;
         for r in 0..EventClass::COUNT {
             self.sent_by_class[r] += o.sent_by_class[r];
             self.applied_by_class[r] += o.applied_by_class[r];
@@ -304,6 +313,11 @@ pub struct Bot {
     moved_at: Option<Instant>,
     heading: f32,
     others: Vec<EntityId>,
+    /// Offers made to this bot, waiting for its answer (a bound: at most
+    /// [`MAX_PENDING_OFFERS`]; more are left to expire).
+    offered: Vec<(EntityId, u64)>,
+    /// Ids of this bot's own offers.
+    next_offer: u64,
     check: SeqCheck,
     flooded: bool,
     counts: BotCounts,
@@ -320,6 +334,9 @@ impl std::fmt::Debug for Bot {
             .finish_non_exhaustive()
     }
 }
+
+/// Offers a bot keeps waiting for its answer.
+const MAX_PENDING_OFFERS: usize = 8;
 
 fn cheat_code(code: &RejectCode) -> bool {
     matches!(
@@ -349,6 +366,8 @@ impl Bot {
             moved_at: None,
             heading: 0.0,
             others: Vec::new(),
+            offered: Vec::new(),
+            next_offer: 0,
             check: SeqCheck::default(),
             flooded: false,
             counts: BotCounts::default(),
@@ -453,6 +472,12 @@ impl Bot {
                         self.adopt(entity, (x, y), version);
                     }
                     Some(ArenaEvent::Left { entity }) => self.others.retain(|o| *o != entity),
+                    Some(ArenaEvent::Offered { offer })
+                        if Some(offer.to) == self.avatar
+                            && self.offered.len() < MAX_PENDING_OFFERS =>
+                    {
+                        self.offered.push((offer.from, offer.id));
+                    }
                     _ => {}
                 }
             }
@@ -645,6 +670,50 @@ impl Bot {
         self.counts.conflicts_unresolved += 1;
     }
 
+    /// Offers a partner an exchange (2 coins for 1): nothing moves until it
+    /// accepts.
+    async fn offer(&mut self, every: Duration) {
+        if self.avatar.is_none() || self.others.is_empty() {
+            return;
+        }
+        let partner = self.others[self.rng.gen_range(0..self.others.len())];
+        self.next_offer += 1;
+        let a = ArenaAction::Offer {
+            id: self.next_offer,
+            partner,
+            give_coins: 2,
+            give_items: vec![],
+            get_coins: 1,
+            get_items: vec![],
+            ttl_ticks: 300,
+        };
+        match self.act(EventClass::State, vec![], &a, every).await {
+            Some(Outcome::Applied { .. }) => self.counts.offers_made += 1,
+            Some(Outcome::Rejected { code, .. }) => self.honest_rejection(&code),
+            _ => {}
+        }
+    }
+
+    /// Answers the offers made to it: accepts nine in ten, declines the rest.
+    /// An accept may find the offer gone (expired, its offerer left or out of
+    /// coins): a rule's refusal, not a cheat.
+    async fn answer_offers(&mut self, every: Duration) {
+        for (from, id) in std::mem::take(&mut self.offered) {
+            let accept = self.rng.gen_range(0..10) > 0;
+            let a = if accept {
+                ArenaAction::Accept { from, id }
+            } else {
+                ArenaAction::Decline { from, id }
+            };
+            match self.act(EventClass::State, vec![], &a, every).await {
+                Some(Outcome::Applied { .. }) if accept => self.counts.offers_accepted += 1,
+                Some(Outcome::Applied { .. }) => self.counts.offers_declined += 1,
+                Some(Outcome::Rejected { code, .. }) => self.honest_rejection(&code),
+                _ => {}
+            }
+        }
+    }
+
     fn honest_rejection(&mut self, code: &RejectCode) {
         if cheat_code(code) {
             self.counts.false_positives += 1;
@@ -804,6 +873,11 @@ impl Bot {
             let due = |e: u32| e > 0 && k % u64::from(e) == 0;
             if due(self.plan.trade_every) {
                 self.trade(every(self.plan.trade_every)).await;
+                self.offer(every(self.plan.trade_every)).await;
+            }
+            if !self.offered.is_empty() {
+                self.answer_offers(every(self.plan.trade_every.max(1)))
+                    .await;
             }
             if due(self.plan.mark_every) {
                 let a = ArenaAction::Mark {

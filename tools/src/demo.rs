@@ -84,6 +84,9 @@ pub enum DemoError {
     /// No bot could connect.
     #[error("no player could connect: {0}")]
     NoPlayers(String),
+    /// The scratch directory for the origin's ledger could not be made.
+    #[error("scratch directory: {0}")]
+    Scratch(#[from] std::io::Error),
 }
 
 /// Runs the demo; `progress` is called about four times a second with the phase
@@ -97,7 +100,19 @@ pub async fn run(
     if opts.kill_primary_at.is_some() {
         net_opts.origins = net_opts.origins.max(2);
     }
+    // The origin keeps a ledger for the run (the players' wallets, every
+    // trade), in a scratch directory removed afterwards.
+    let scratch = tempfile::tempdir()?;
+    if net_opts.ledger.is_none() {
+        net_opts.ledger = Some(scratch.path().join("ledger.redb"));
+    }
     let net = LocalNet::start(net_opts).await?;
+    let ledger_before = net
+        .origin
+        .handle()
+        .ledger_totals()
+        .await
+        .unwrap_or_default();
     let live = Arc::new(Live::default());
     let regions = net.relays.len();
     let ttl = opts.duration + Duration::from_secs(600);
@@ -268,7 +283,12 @@ pub async fn run(
         .map(|r| r.metrics.slow_clients.get())
         .sum();
     let c = merged.counts;
+    let economy = net.origin.handle().ledger_totals().await.map(|after| {
+        let check = crate::loadgen::LedgerCheck::of(ledger_before, after);
+        crate::report::EconomyReport::of(&c, &check)
+    });
     let report = Report {
+        economy,
         mode: "demo".into(),
         duration_s: fleet.steady.as_secs_f64(),
         players: opts.players,

@@ -272,6 +272,9 @@ pub struct LoadgenRun {
     pub report: Report,
     /// What the origin counted (with `origin_admin`).
     pub origin: Option<OriginCount>,
+    /// The origin's ledger before and after (with `origin_admin`, when the
+    /// origin keeps a ledger).
+    pub ledger: Option<LedgerCheck>,
     /// What the relay spent (with `relay_admin`).
     pub relay: Option<RelayCost>,
     /// The raw quinn comparison (with `baseline`).
@@ -287,11 +290,81 @@ impl LoadgenRun {
     pub fn json(&self) -> serde_json::Value {
         let mut v = serde_json::to_value(&self.report).unwrap_or_default();
         v["origin"] = serde_json::to_value(self.origin).unwrap_or_default();
+        v["ledger"] = serde_json::to_value(self.ledger).unwrap_or_default();
         v["relay_cost"] = serde_json::to_value(self.relay).unwrap_or_default();
         v["fanout"] = serde_json::to_value(self.fanout).unwrap_or_default();
         v["path_baseline"] = serde_json::to_value(&self.path).unwrap_or_default();
         v
     }
+}
+
+/// The origin's ledger totals around the run (its `GET /ledger`): the trades
+/// it committed, and whether nothing was created or destroyed meanwhile but by
+/// the declared sources (grants to new players, pick-ups).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct LedgerCheck {
+    /// Before the run.
+    pub before: skylane_origin::Totals,
+    /// After it.
+    pub after: skylane_origin::Totals,
+    /// Transactions committed during the run.
+    pub transactions: u64,
+    /// Coins held changed by exactly the coins minted, items likewise, and
+    /// no transaction was refused for a balance the ledger did not hold.
+    pub conserved: bool,
+}
+
+impl LedgerCheck {
+    /// Compares two readings.
+    pub fn of(before: skylane_origin::Totals, after: skylane_origin::Totals) -> Self {
+        let d = |a: u64, b: u64| i128::from(a) - i128::from(b);
+        let conserved = d(after.coins_held, before.coins_held)
+            == d(after.coins_minted, before.coins_minted)
+            && d(after.items_held, before.items_held) == d(after.items_minted, before.items_minted)
+            && after.refused == before.refused
+            && after.conserved();
+        Self {
+            before,
+            after,
+            transactions: after.transactions.saturating_sub(before.transactions),
+            conserved,
+        }
+    }
+}
+
+/// Reads an origin's ledger totals (`None`: it keeps no ledger).
+pub async fn ledger_totals(admin: &str) -> Result<Option<skylane_origin::Totals>, LoadgenError> {
+    let url = format!("{}/ledger", admin.trim_end_matches('/'));
+    let u = url.clone();
+    let got = tokio::task::spawn_blocking(move || {
+        let agent = ureq::Agent::new_with_config(
+            ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .build(),
+        );
+        let mut r = agent.get(&u).call().map_err(|e| e.to_string())?;
+        if r.status().as_u16() == 404 {
+            return Ok(None);
+        }
+        r.body_mut()
+            .read_to_string()
+            .map(Some)
+            .map_err(|e| e.to_string())
+    })
+    .await
+    .map_err(|e| e.to_string())
+    .and_then(|r| r)
+    .map_err(|message| LoadgenError::Admin {
+        url: url.clone(),
+        message,
+    })?;
+    got.map(|body| {
+        serde_json::from_str(&body).map_err(|e| LoadgenError::Admin {
+            url,
+            message: e.to_string(),
+        })
+    })
+    .transpose()
 }
 
 /// What the origin counted during the run (from its `/metrics`).
@@ -554,6 +627,10 @@ pub async fn run(
         Some(a) => Some(origin_counters(a).await?),
         None => None,
     };
+    let ledger_before = match &opts.origin_admin {
+        Some(a) => ledger_totals(a).await?,
+        None => None,
+    };
     let relay_before = match &opts.relay_admin {
         Some(a) => Some(relay_sample(a).await?),
         None => None,
@@ -695,6 +772,12 @@ pub async fn run(
         }
         _ => None,
     };
+    let ledger = match (&opts.origin_admin, ledger_before) {
+        (Some(a), Some(before)) => ledger_totals(a)
+            .await?
+            .map(|after| LedgerCheck::of(before, after)),
+        _ => None,
+    };
     let relay = match (relay_before, first.transpose()?, last) {
         (Some(z), Some(a), Some(b)) => {
             let frames = b.frames.saturating_sub(a.frames);
@@ -821,10 +904,14 @@ pub async fn run(
         counts: c,
         errors,
         worlds: None,
+        economy: ledger
+            .as_ref()
+            .map(|l| crate::report::EconomyReport::of(&c, l)),
     };
     Ok(LoadgenRun {
         report,
         origin,
+        ledger,
         relay,
         fanout,
         path,
@@ -892,8 +979,10 @@ mod tests {
     /// raw quinn baseline ran beside it.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_short_load_run_matches_the_origins_counts() {
+        let dir = tempfile::tempdir().unwrap();
         let net = LocalNet::start(LocalOptions {
             admin: true,
+            ledger: Some(dir.path().join("ledger.redb")),
             ..LocalOptions::default()
         })
         .await
@@ -941,6 +1030,12 @@ mod tests {
         );
         let origin = run.origin.expect("origin counts");
         assert!(origin.consistent, "{origin:?}");
+        // The players traded (gifts, offers accepted) and the ledger kept
+        // every total.
+        let ledger = run.ledger.expect("the origin keeps a ledger");
+        assert!(ledger.conserved, "{ledger:?}");
+        assert!(ledger.transactions > 8, "grants and trades: {ledger:?}");
+        assert!(r.counts.offers_made > 0, "{:?}", r.counts);
         assert!(
             !origin.restarted,
             "the origin's start time was read twice: {origin:?}"

@@ -129,6 +129,10 @@ pub struct LocalOptions {
     /// with more, rooms get a standby on another origin that takes them over
     /// if their primary dies.
     pub origins: usize,
+    /// The first origin's economy ledger (a redb file): wallets across
+    /// worlds, every trade with its balances, conservation (`GET /ledger`).
+    /// `None`: no ledger.
+    pub ledger: Option<std::path::PathBuf>,
 }
 
 impl Default for LocalOptions {
@@ -154,6 +158,7 @@ impl Default for LocalOptions {
             lease_ttl: Duration::from_secs(5),
             removal_grace: Duration::from_secs(120),
             origins: 1,
+            ledger: None,
         }
     }
 }
@@ -250,6 +255,9 @@ async fn admin(
     let addr = SocketAddr::from(([127, 0, 0, 1], 0));
     let mut router = skylane_ops::admin_router(Arc::new(registry));
     if let Some(handle) = origin {
+        router = router
+            .merge(skylane_origin::ledger_router(handle.clone()))
+            .merge(skylane_origin::violations_router(handle.clone()));
         // The origin's `/status`, as the binary serves it.
         router = router.route(
             "/status",
@@ -315,6 +323,11 @@ impl LocalNet {
             ServerConfig::new(base_unix_us),
             origin_metrics.clone(),
         );
+        if let Some(path) = &opts.ledger {
+            let ledger = skylane_origin::Ledger::open(path)
+                .map_err(|e| LocalError::Config(format!("ledger {}: {e}", path.display())))?;
+            origin.handle().attach_ledger(ledger);
+        }
         // The embedded control plane: worlds created at run time are placed on
         // this origin, and the relays learn them by watching.
         let control: skylane_control::SharedControl = match &opts.control {

@@ -169,6 +169,46 @@ pub struct Report {
     pub errors: Vec<String>,
     /// Worlds created while the run went on (demo only).
     pub worlds: Option<crate::rooms::RoomsReport>,
+    /// Trades with consent and the origin's ledger (when it keeps one).
+    pub economy: Option<EconomyReport>,
+}
+
+/// The players' trades and what the origin's ledger made of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct EconomyReport {
+    /// Offers made (opened by the origin).
+    pub offers: u64,
+    /// Offers accepted: exchanges that happened.
+    pub accepted: u64,
+    /// Offers declined.
+    pub declined: u64,
+    /// Ledger transactions committed during the run (grants, pick-ups,
+    /// gifts, accepted offers).
+    pub transactions: u64,
+    /// Coins in every wallet at the end (the ledger's).
+    pub coins_held: u64,
+    /// Coins ever minted (grants to new players).
+    pub coins_minted: u64,
+    /// Transactions the ledger refused (a before balance it did not hold).
+    pub refused: u64,
+    /// Nothing created or destroyed but by the declared sources.
+    pub conserved: bool,
+}
+
+impl EconomyReport {
+    /// From the bots' counts and a ledger check.
+    pub fn of(c: &BotCounts, l: &crate::loadgen::LedgerCheck) -> Self {
+        Self {
+            offers: c.offers_made,
+            accepted: c.offers_accepted,
+            declined: c.offers_declined,
+            transactions: l.transactions,
+            coins_held: l.after.coins_held,
+            coins_minted: l.after.coins_minted,
+            refused: l.after.refused - l.before.refused,
+            conserved: l.conserved,
+        }
+    }
 }
 
 /// What the bots measured, merged.
@@ -468,6 +508,20 @@ impl Report {
         }
         if let Some(w) = &self.worlds {
             o.push_str(&w.text());
+        }
+        if let Some(e) = &self.economy {
+            let _ = writeln!(
+                o,
+                "economy       {} offers: {} accepted, {} declined; ledger {} transactions, {} coins held of {} minted, {} refused: {}",
+                e.offers,
+                e.accepted,
+                e.declined,
+                e.transactions,
+                e.coins_held,
+                e.coins_minted,
+                e.refused,
+                if e.conserved { "conserved" } else { "NOT CONSERVED" }
+            );
         }
         for e in &self.errors {
             let _ = writeln!(o, "error         {e}");

@@ -351,6 +351,12 @@ fn demo_prints_a_json_report_with_nothing_lost() {
         "{r}"
     );
     assert!(r["errors"].as_array().unwrap().is_empty(), "{r}");
+    // The players traded with consent, and the origin's ledger kept every total.
+    let e = &r["economy"];
+    assert!(e["offers"].as_u64().unwrap() > 0, "{r}");
+    assert!(e["accepted"].as_u64().unwrap() > 0, "{r}");
+    assert_eq!(e["conserved"], true, "{r}");
+    assert_eq!(e["refused"], 0, "{r}");
     assert_eq!(r["events_lost"], 0, "{r}");
     assert!(r["events_received"].as_u64().unwrap() > 1000, "{r}");
     assert!(

@@ -92,7 +92,10 @@ fn holds(w: &Arena, who: EntityId, side: &Side<'_>) -> Result<(), Rejection> {
     }
     let distinct: BTreeSet<&EntityId> = side.items.iter().collect();
     if distinct.len() != side.items.len() {
-        return Err(Rejection::new(RejectCode::Malformed, "an item listed twice"));
+        return Err(Rejection::new(
+            RejectCode::Malformed,
+            "an item listed twice",
+        ));
     }
     if let Some(i) = side.items.iter().find(|i| !p.items.contains(i)) {
         return Err(Rejection::new(
@@ -301,7 +304,12 @@ impl Arena {
         };
         self.players.insert(a, pa);
         self.players.insert(b, pb);
-        out.push(ChannelId::World, EventClass::State, Some(a), event.payload());
+        out.push(
+            ChannelId::World,
+            EventClass::State,
+            Some(a),
+            event.payload(),
+        );
         self.record(tx, TxKind::Trade, vec![(a, wa), (b, wb)]);
     }
 

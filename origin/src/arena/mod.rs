@@ -134,7 +134,11 @@ impl World for Arena {
                 hp: self.cfg.start_hp,
                 coins,
                 version: 1,
-                items: self.players.get(&id).map(|p| p.items.iter().copied().collect()).unwrap_or_default(),
+                items: self
+                    .players
+                    .get(&id)
+                    .map(|p| p.items.iter().copied().collect())
+                    .unwrap_or_default(),
             }
             .payload(),
         );

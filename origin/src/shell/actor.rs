@@ -29,8 +29,8 @@ use super::lanes::{lane_of, DownLane, LaneRefused};
 use super::mailbox::{Clock, Cmd, WorldEvent};
 use super::replication::StandbyLink;
 
-mod replica;
 mod economy;
+mod replica;
 mod resume;
 mod sanctions;
 mod status;

@@ -74,9 +74,9 @@ impl Ledgers {
         })
         .await;
         Some(read.unwrap_or_else(|e| {
-            Err(LedgerError::Storage(redb::Error::Io(std::io::Error::other(
-                e.to_string(),
-            ))))
+            Err(LedgerError::Storage(redb::Error::Io(
+                std::io::Error::other(e.to_string()),
+            )))
         }))
     }
 }

@@ -56,6 +56,14 @@ pub enum LoadError {
         /// The cause.
         source: crate::evidence::EvidenceError,
     },
+    /// The ledger could not be opened.
+    #[error("ledger {path}: {source}")]
+    Ledger {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: crate::ledger::LedgerError,
+    },
     /// The listening address could not be bound.
     #[error("binding {addr}: {source}")]
     Bind {
@@ -219,6 +227,13 @@ impl OriginServer {
             ),
             None => None,
         };
+        let ledger = match cfg.ledger_path() {
+            Some(path) => Some(
+                crate::ledger::Ledger::open(&path)
+                    .map_err(|source| LoadError::Ledger { path, source })?,
+            ),
+            None => None,
+        };
         let server = match &cfg.journal {
             Some(path) if path.exists() => {
                 let open = if cfg.journal_recover {
@@ -255,6 +270,9 @@ impl OriginServer {
                 metrics,
             ),
         };
+        if let Some(l) = ledger {
+            server.handle().attach_ledger(l);
+        }
         if let Some(store) = violations {
             // Before any session: nothing can have been violated yet.
             server

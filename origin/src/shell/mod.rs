@@ -31,9 +31,9 @@
 mod actor;
 mod cluster;
 mod evidence;
-mod ledger;
 mod host;
 mod lanes;
+mod ledger;
 mod link;
 mod load;
 mod mailbox;

@@ -267,6 +267,17 @@ impl LoadgenCmd {
                 );
             }
         }
+        if let (Some(l), false) = (run.ledger, self.json) {
+            println!(
+                "ledger        {} transactions committed; coins held {} (minted {}), items held {} (minted {}); {}",
+                l.transactions,
+                l.after.coins_held,
+                l.after.coins_minted,
+                l.after.items_held,
+                l.after.items_minted,
+                if l.conserved { "conserved" } else { "NOT CONSERVED" }
+            );
+        }
         let mut failed = Vec::new();
         if report.events_lost > 0 {
             failed.push(format!("{} events lost or duplicated", report.events_lost));
@@ -282,6 +293,20 @@ impl LoadgenCmd {
                 failed.push("the origin's counts do not match the players'".to_owned());
             }
             _ => {}
+        }
+        if let Some(l) = run.ledger.filter(|l| !l.conserved) {
+            failed.push(format!(
+                "the ledger was not conserved: coins held {} -> {} with {} -> {} minted, items held {} -> {} with {} -> {} picked up, {} transactions refused",
+                l.before.coins_held,
+                l.after.coins_held,
+                l.before.coins_minted,
+                l.after.coins_minted,
+                l.before.items_held,
+                l.after.items_held,
+                l.before.items_minted,
+                l.after.items_minted,
+                l.after.refused - l.before.refused,
+            ));
         }
         if let Some(a) = report.audience.as_ref().filter(|a| a.failed > 0) {
             failed.push(format!("{} spectators were refused or failed", a.failed));
