@@ -380,7 +380,11 @@ mod tests {
         };
         assert_eq!(l.commit(1, 2, 0, std::slice::from_ref(&trade)).unwrap(), 1);
         for _ in 0..3 {
-            assert_eq!(l.commit(1, 3, 0, std::slice::from_ref(&trade)).unwrap(), 0, "once");
+            assert_eq!(
+                l.commit(1, 3, 0, std::slice::from_ref(&trade)).unwrap(),
+                0,
+                "once"
+            );
         }
         let t = l.totals();
         assert!(t.conserved(), "{t:?}");

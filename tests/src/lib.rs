@@ -107,6 +107,8 @@ pub struct NetOptions {
     pub detector: skylane_origin::DetectorConfig,
     /// The origin's violation store; `None`: none.
     pub violations: Option<std::path::PathBuf>,
+    /// The origin's economy ledger; `None`: none.
+    pub ledger: Option<std::path::PathBuf>,
 }
 
 impl Default for NetOptions {
@@ -122,6 +124,7 @@ impl Default for NetOptions {
             revocation_file: None,
             detector: skylane_origin::DetectorConfig::default(),
             violations: None,
+            ledger: None,
         }
     }
 }
@@ -173,6 +176,10 @@ impl Net {
             ServerConfig::new(base_unix_us),
             origin_metrics.clone(),
         );
+        if let Some(path) = &opts.ledger {
+            let ledger = skylane_origin::Ledger::open(path).expect("ledger");
+            origin.handle().attach_ledger(ledger);
+        }
         if let Some(path) = &opts.violations {
             let store =
                 skylane_origin::ViolationStore::open(path, 100_000).expect("violation store");
