@@ -22,6 +22,8 @@ const APPLIED: TableDefinition<&str, u64> = TableDefinition::new("applied");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
 /// Most transactions the log keeps (the oldest go; totals and wallets stay).
+/// Idempotence covers the same window: an id older than the last million
+/// transactions is no longer recognised.
 pub const MAX_TXLOG: u64 = 1_000_000;
 
 /// What a player holds.
@@ -297,7 +299,13 @@ impl Ledger {
                 };
                 log.insert(seq, encode(&rec).as_slice()).map_err(storage)?;
                 if seq > MAX_TXLOG {
-                    log.remove(seq - MAX_TXLOG).map_err(storage)?;
+                    // The log and the idempotence it gives are bounded
+                    // together: the oldest transaction's id goes with it.
+                    let old = log.remove(seq - MAX_TXLOG).map_err(storage)?;
+                    if let Some(raw) = old {
+                        let rec: TxRecord = decode("pruned tx", raw.value())?;
+                        applied.remove(rec.tx.id.as_str()).map_err(storage)?;
+                    }
                 }
                 seq += 1;
                 totals.transactions += 1;
