@@ -749,7 +749,15 @@ impl<W: World> Engine<W> {
             client_time_us: action.client_time_us,
         };
         for (_, validate) in &self.validators {
-            if let Err(Rejection { code, detail }) = validate(&self.world, &ctx, &decoded) {
+            if let Err(Rejection {
+                code,
+                detail,
+                benign,
+            }) = validate(&self.world, &ctx, &decoded)
+            {
+                if benign {
+                    return Outcome::Rejected { code, detail };
+                }
                 let found =
                     self.detector
                         .rule_violation(session, tick, format!("{code:?}: {detail}"));

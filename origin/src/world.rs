@@ -21,14 +21,28 @@ pub struct Rejection {
     pub code: RejectCode,
     /// Human-readable detail (recorded as evidence, sent to the client).
     pub detail: String,
+    /// Not a rule broken, an answer (an offer that closed meanwhile, an
+    /// accept already applied): not recorded as a violation.
+    pub benign: bool,
 }
 
 impl Rejection {
-    /// A rejection with `code` and `detail`.
+    /// A rejection with `code` and `detail`: a rule broken, recorded as a
+    /// violation.
     pub fn new(code: RejectCode, detail: impl Into<String>) -> Self {
         Self {
             code,
             detail: detail.into(),
+            benign: false,
+        }
+    }
+
+    /// A refusal that breaks no rule (the state moved on: an offer closed, an
+    /// accept already applied): answered, never recorded as a violation.
+    pub fn benign(code: RejectCode, detail: impl Into<String>) -> Self {
+        Self {
+            benign: true,
+            ..Self::new(code, detail)
         }
     }
 }

@@ -131,6 +131,7 @@ fn an_accept_sent_three_times_applies_once_and_reports_one_transaction() {
     rejected(&r[1].1, RejectCode::AlreadyApplied);
     assert!(matches!(r[2].1, Outcome::Applied { .. }), "{r:?}");
     assert_eq!((coins(&e, a), coins(&e, b)), (130, 70));
+    assert_eq!(e.stats().violations, 0, "answers, not rules broken");
     assert_eq!(txs.len(), 1, "{txs:?}");
     let t = &txs[0];
     assert_eq!(

@@ -213,15 +213,15 @@ pub(super) fn check_economy(w: &Arena, ctx: &Ctx, a: &ArenaAction) -> Result<(),
 /// Why an offer that is not open cannot be accepted or declined.
 fn closed_answer(w: &Arena, from: EntityId, id: u64) -> Rejection {
     match w.closed.get(&(from, id)) {
-        Some((tick, OfferEnd::Accepted)) => Rejection::new(
+        Some((tick, OfferEnd::Accepted)) => Rejection::benign(
             RejectCode::AlreadyApplied,
             format!("offer {id} of {from} was accepted at tick {tick}"),
         ),
-        Some((tick, why)) => Rejection::new(
+        Some((tick, why)) => Rejection::benign(
             OFFER_CLOSED,
             format!("offer {id} of {from} closed at tick {tick}: {why:?}"),
         ),
-        None => Rejection::new(UNKNOWN_OFFER, format!("no offer {id} of {from}")),
+        None => Rejection::benign(UNKNOWN_OFFER, format!("no offer {id} of {from}")),
     }
 }
 
