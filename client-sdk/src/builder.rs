@@ -265,6 +265,8 @@ impl ClientBuilder {
             ticket: None,
             session: None,
             order: Ordering::new(4096),
+            feed_key: self.origin_key,
+            unsigned_ok: false,
             verifier: self.origin_key.map(|k| {
                 let mut v = ChainVerifier::new(k);
                 for c in &self.cosigners {

@@ -112,6 +112,10 @@ pub enum ClientError {
     /// An event batch failed verification (forged, reordered or dropped upstream).
     #[error("event chain broken: {0}")]
     Chain(#[from] ChainError),
+    /// A spectator frame failed verification against the origin's key (an
+    /// event the origin did not sign, or no signature at all).
+    #[error("spectator feed: {0}")]
+    Feed(#[from] skylane_proto::FeedError),
     /// The builder is missing something or was given something unusable.
     #[error("configuration: {0}")]
     Config(String),
@@ -257,6 +261,10 @@ pub struct ClientStats {
     pub rtt_us: Option<u64>,
     /// Spectator feed frames received.
     pub spectator_frames: u64,
+    /// Of those, checked against the origin's key (with
+    /// [`ClientBuilder::origin_key`]): every event one the origin signed. The
+    /// reduced mode's coalesced deltas are unsigned and not counted here.
+    pub spectator_frames_verified: u64,
     /// Resumes that could not be exact (see [`ClientEvent::ResumeIncomplete`]).
     pub resumes_incomplete: u64,
     /// Events those resumes lost.

@@ -181,6 +181,11 @@ impl ChainSigner {
         Self::new(SigningKey::from_bytes(secret))
     }
 
+    /// Signs a spectator feed frame with this key ([`crate::feedsig`]).
+    pub fn sign_feed(&self, frame: &crate::message::FeedFrame) -> crate::feedsig::FeedProof {
+        crate::feedsig::sign_feed(&self.key, frame)
+    }
+
     /// The public key receivers verify with.
     pub fn verifying_key(&self) -> VerifyingKey {
         self.key.verifying_key()

@@ -34,6 +34,7 @@ pub mod chain;
 pub mod class;
 pub mod clock;
 pub mod codec;
+pub mod feedsig;
 pub mod geo;
 pub mod ids;
 pub mod message;
@@ -50,6 +51,7 @@ pub use codec::{
     keyframe_frame_as_resync, link_events_to_client_frame, DecodeError, EncodeError, FrameDecoder,
     WireMessage, DEFAULT_MAX_FRAME, MAX_DATAGRAM, MAX_PROBE_PINGS,
 };
+pub use feedsig::{feed_event_hash, sign_feed, verify_feed, FeedError, FeedProof};
 pub use ids::{ChannelId, EntityId, RelayId, SessionId, TeamId, WorldId};
 pub use message::{
     Action, ActionResult, Area, BandwidthMode, BatchEvent, ChannelCursor, ClientMsg, Delta,

@@ -566,8 +566,10 @@ pub struct FeedEvent {
 /// The origin publishes one frame per tick (when anything happened) and a keyframe
 /// every keyframe interval, once per relay that asked for the feed
 /// ([`LinkMsg::FeedSubscribe`]). Relays delay, filter and thin it per spectator
-/// and hand the result on as [`ServerMsg::Spectate`]. Frames handed to spectators
-/// are relay-derived (filtered, coalesced), so they carry no origin signature.
+/// and hand the result on as [`ServerMsg::Spectate`], each derived frame with
+/// the origin's proofs of the frames its events come from
+/// ([`crate::feedsig`]), so a spectator with the origin's key can tell that
+/// no event was invented or altered on the way.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FeedFrame {
     /// World.
@@ -582,6 +584,9 @@ pub struct FeedFrame {
     pub keyframe: bool,
     /// The events.
     pub events: Vec<FeedEvent>,
+    /// The origin's signatures over the frames these events come from (one
+    /// for an origin's own frame; empty: unsigned).
+    pub proofs: Vec<crate::feedsig::FeedProof>,
 }
 
 /// RTT and clock-offset probe.

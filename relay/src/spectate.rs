@@ -38,8 +38,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use rustc_hash::FxHashMap as HashMap;
 use skylane_proto::{
-    encode_frame_to_bytes, BandwidthMode, EntityId, EventClass, FeedEvent, FeedFrame, ServerMsg,
-    SessionId, SpectatorFilter, SpectatorSubscribe, WorldId, DEFAULT_MAX_FRAME,
+    encode_frame_to_bytes, BandwidthMode, EntityId, EventClass, FeedEvent, FeedFrame, FeedProof,
+    ServerMsg, SessionId, SpectatorFilter, SpectatorSubscribe, WorldId, DEFAULT_MAX_FRAME,
 };
 
 /// Bounds of an [`Audience`].
@@ -188,7 +188,10 @@ struct Reduced {
 
 impl Reduced {
     /// Everything held since the last frame, as one delta frame at `f`'s tick
-    /// (`None` when nothing is held).
+    /// (`None` when nothing is held). Unsigned: its events come from several
+    /// origin frames, and proving each would cost more than the thinning saves
+    /// (every constituent frame's signature and the hashes of the events left
+    /// out); the mode's keyframes stay signed.
     fn flush(&mut self, f: &FeedFrame) -> Option<FeedFrame> {
         if self.latest.is_empty() && self.others.is_empty() {
             return None;
@@ -197,6 +200,7 @@ impl Reduced {
         events.extend(std::mem::take(&mut self.latest).into_values());
         Some(FeedFrame {
             keyframe: false,
+            proofs: Vec::new(),
             ..shaped(f, events)
         })
     }
@@ -612,13 +616,26 @@ fn filtered(filter: &SpectatorFilter, f: &FeedFrame) -> Vec<FeedEvent> {
         .collect()
 }
 
+/// A frame derived from `f` holding `events` (a subset of `f`'s, in order),
+/// with `f`'s proofs: their hash lists left out when nothing was filtered
+/// out (the receiver recomputes them).
 fn shaped(f: &FeedFrame, events: Vec<FeedEvent>) -> FeedFrame {
+    let whole = events.len() == f.events.len();
+    let proofs = f
+        .proofs
+        .iter()
+        .map(|p| FeedProof {
+            hashes: if whole { Vec::new() } else { p.hashes.clone() },
+            ..p.clone()
+        })
+        .collect();
     FeedFrame {
         world: f.world,
         tick: f.tick,
         origin_time_us: f.origin_time_us,
         keyframe: f.keyframe,
         events,
+        proofs,
     }
 }
 

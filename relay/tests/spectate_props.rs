@@ -28,6 +28,7 @@ fn frame(tick: u64, origin_time_us: u64, keyframe: bool) -> Arc<FeedFrame> {
             pos: None,
             payload: Payload::from(vec![1u8; 8]),
         }],
+        proofs: Vec::new(),
     })
 }
 

@@ -143,6 +143,21 @@ fn spectators_get_a_delayed_filtered_public_feed_and_cannot_act() {
             results.push(t.await.unwrap());
         }
         let watched = began.elapsed().as_secs_f64();
+        // Every frame, whatever the delay, filter or mode, checked against the
+        // origin's key (the harness gives every client that key): each event
+        // one the origin signed.
+        // The reduced mode's coalesced deltas are unsigned; its keyframes are not.
+        for (i, (s, frames, _)) in results.iter().enumerate() {
+            let st = s.client().stats();
+            assert!(st.spectator_frames > 0);
+            if i == 4 {
+                let keyframes = frames.iter().filter(|f| f.keyframe).count() as u64;
+                assert_eq!(st.spectator_frames_verified, keyframes, "reduced");
+            } else {
+                assert_eq!(st.spectator_frames_verified, st.spectator_frames);
+                assert!(frames.iter().all(|f| !f.proofs.is_empty()));
+            }
+        }
         let [(_, live_f, live_late), (_, delayed_f, delayed_late), (_, team_f, _), (_, thin_f, _), (_, reduced_f, _)] =
             <[_; 5]>::try_from(results).ok().unwrap();
         for (name, frames) in [

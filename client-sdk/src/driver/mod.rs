@@ -77,6 +77,12 @@ pub(crate) struct Driver {
     pub(crate) session: Option<SessionId>,
     pub(crate) order: Ordering,
     pub(crate) verifier: Option<ChainVerifier>,
+    /// The origin's key spectator frames are checked against (with
+    /// [`crate::ClientBuilder::origin_key`]).
+    pub(crate) feed_key: Option<skylane_proto::ed25519_dalek::VerifyingKey>,
+    /// Unsigned spectator deltas are accepted (the reduced mode was asked
+    /// for, and no keyframe of another mode came since).
+    pub(crate) unsigned_ok: bool,
     pub(crate) sync: ClockSync,
     pub(crate) shared: Arc<Mutex<SharedState>>,
     pub(crate) pending: HashMap<u64, oneshot::Sender<Result<Outcome, ClientError>>>,
@@ -229,6 +235,9 @@ impl Driver {
                     }
                     Some(Cmd::Spectate(sub)) => {
                         let msg = ClientMsg::SpectatorSubscribe(sub.clone());
+                        if matches!(sub.mode, skylane_proto::BandwidthMode::Reduced { .. }) {
+                            self.unsigned_ok = true;
+                        }
                         self.spectate = Some(sub);
                         if let Ok(b) = encode_frame_to_bytes(&msg, DEFAULT_MAX_FRAME) {
                             if let Err(e) = l.control.write_all(&b).await {

@@ -143,8 +143,32 @@ impl Driver {
                 }
             }
             ServerMsg::Spectate(f) => {
+                // With the origin's key, every frame must carry the origin's
+                // proofs of its events: a relay that made one up is left.
+                // The reduced mode's coalesced deltas are unsigned (see
+                // `skylane_proto::feedsig`): accepted unverified while that
+                // mode is asked for, or until the first keyframe after
+                // leaving it.
+                let reduced = |s: &Option<skylane_proto::SpectatorSubscribe>| {
+                    matches!(
+                        s.as_ref().map(|s| s.mode),
+                        Some(skylane_proto::BandwidthMode::Reduced { .. })
+                    )
+                };
+                if f.keyframe {
+                    self.unsigned_ok = reduced(&self.spectate);
+                }
+                let verified = match &self.feed_key {
+                    Some(_) if f.proofs.is_empty() && !f.keyframe && self.unsigned_ok => false,
+                    Some(k) => match skylane_proto::verify_feed(k, &f) {
+                        Ok(()) => true,
+                        Err(e) => return Some(End::Fatal(ClientError::Feed(e))),
+                    },
+                    None => false,
+                };
                 if let Ok(mut s) = self.shared.lock() {
                     s.stats.spectator_frames += 1;
+                    s.stats.spectator_frames_verified += u64::from(verified);
                 }
                 if events.send(ClientEvent::Spectate(f)).await.is_err() {
                     return Some(End::Bye);

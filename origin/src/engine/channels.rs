@@ -52,13 +52,21 @@ impl<W: World> Engine<W> {
             .into_iter()
             .map(|(entity, payload)| self.tag(EventClass::State, Some(entity), payload))
             .collect();
-        self.outputs.push_back(Output::Feed(Arc::new(FeedFrame {
+        self.push_feed(FeedFrame {
             world: self.cfg.world,
             tick: self.tick,
             origin_time_us: now_us,
             keyframe: true,
             events,
-        })));
+            proofs: Vec::new(),
+        });
+    }
+
+    /// Signs a feed frame (every event's hash, the tick and time: relays can
+    /// filter and coalesce it, never forge it) and outputs it.
+    fn push_feed(&mut self, mut frame: FeedFrame) {
+        frame.proofs = vec![self.signer.sign_feed(&frame)];
+        self.outputs.push_back(Output::Feed(Arc::new(frame)));
     }
 
     /// The public part of a tick's events, as one feed frame.
@@ -73,13 +81,14 @@ impl<W: World> Engine<W> {
         if events.is_empty() {
             return;
         }
-        self.outputs.push_back(Output::Feed(Arc::new(FeedFrame {
+        self.push_feed(FeedFrame {
             world: self.cfg.world,
             tick: self.tick,
             origin_time_us: now_us,
             keyframe: false,
             events,
-        })));
+            proofs: Vec::new(),
+        });
     }
 
     pub(super) fn publish(&mut self, pending: Vec<Emitted>, now_us: u64) {

@@ -15,9 +15,15 @@ fn ev(entity: u64, team: u16, x: f32, class: EventClass) -> FeedEvent {
     }
 }
 
-/// A frame at tick `tick`, origin time `tick` × 100 ms.
+/// The test origin's feed key.
+fn origin_key() -> skylane_proto::ChainSigner {
+    skylane_proto::ChainSigner::from_bytes(&[11; 32])
+}
+
+/// A frame at tick `tick`, origin time `tick` × 100 ms, signed as the origin
+/// signs it.
 fn frame(tick: u64, keyframe: bool) -> Arc<FeedFrame> {
-    Arc::new(FeedFrame {
+    let mut f = FeedFrame {
         world: W,
         tick,
         origin_time_us: tick * 100_000,
@@ -27,7 +33,56 @@ fn frame(tick: u64, keyframe: bool) -> Arc<FeedFrame> {
             ev(2, 2, 50.0, EventClass::Movement),
             ev(1, 1, 5.0, EventClass::Critical),
         ],
-    })
+        proofs: Vec::new(),
+    };
+    f.proofs = vec![origin_key().sign_feed(&f)];
+    Arc::new(f)
+}
+
+/// Whatever a spectator's delay and filter, every frame of the full and
+/// keyframes-only modes (and every keyframe of the reduced mode) carries
+/// proofs its events check against, and an event the relay made up would not.
+/// The reduced mode's coalesced deltas are unsigned (documented).
+#[test]
+fn every_derived_frame_verifies_against_the_origins_key() {
+    let mut a = Audience::new(W, AudienceConfig::default());
+    a.handle_clock(0, 0);
+    let team1 = SpectatorFilter {
+        teams: vec![TeamId(1)],
+        ..SpectatorFilter::all()
+    };
+    let subs = [
+        sub(0, SpectatorFilter::all(), BandwidthMode::Full),
+        sub(0, team1.clone(), BandwidthMode::Full),
+        sub(300, team1, BandwidthMode::Reduced { hz: 2 }),
+        sub(0, SpectatorFilter::all(), BandwidthMode::KeyframesOnly),
+    ];
+    for (i, s) in subs.iter().enumerate() {
+        a.handle_subscribe(0, SessionId(i as u64 + 1), s, 0)
+            .unwrap();
+    }
+    for t in 0..40 {
+        a.handle_frame(t * 100_000, frame(t, t % 10 == 0));
+    }
+    a.handle_timeout(50 * S);
+    let key = origin_key().verifying_key();
+    let delivered = drain(&mut a);
+    assert!(delivered.len() > 40, "{}", delivered.len());
+    let mut seen = [0; 4];
+    for d in &delivered {
+        let f = decode(d);
+        seen[d.spectator.0 as usize - 1] += 1;
+        if d.spectator == SessionId(3) && !f.keyframe {
+            assert!(f.proofs.is_empty(), "reduced deltas are unsigned");
+            continue;
+        }
+        assert_eq!(skylane_proto::verify_feed(&key, &f), Ok(()), "{f:?}");
+        // A relay that adds an event is caught.
+        let mut forged = f.clone();
+        forged.events.push(ev(9, 1, 5.0, EventClass::Critical));
+        assert!(skylane_proto::verify_feed(&key, &forged).is_err());
+    }
+    assert!(seen.iter().all(|n| *n > 0), "{seen:?}");
 }
 
 fn sub(delay_ms: u32, filter: SpectatorFilter, mode: BandwidthMode) -> SpectatorSubscribe {
