@@ -129,3 +129,176 @@ fn trades_need_consent_apply_once_and_wallets_come_back_with_their_players() {
         assert_eq!(totals.coins_minted, 200, "no second grant");
     });
 }
+
+/// An arena room with a standby on another origin, each origin with its own
+/// ledger: the standby's ledger follows the trades it re-executes, so when the
+/// primary dies the new owner holds the players' wallets and its later trades
+/// go on from them (nothing refused, totals conserved).
+#[test]
+fn a_standby_s_ledger_follows_the_room_and_carries_on_after_a_takeover() {
+    use std::sync::Arc;
+
+    use skylane_control::{Embedded, PlacementHints, SharedControl, WorldSpec};
+    use skylane_origin::{ClusterNode, Games, Ledger};
+    use skylane_proto::Role;
+
+    const TTL: Duration = Duration::from_secs(3);
+    run(|| async {
+        let dir = tempfile::tempdir().unwrap();
+        let mut net = Net::start(NetOptions {
+            relays: vec![(1, "amsterdam")],
+            ledger: Some(dir.path().join("a.redb")),
+            ..NetOptions::default()
+        });
+        let control: SharedControl = Arc::new(Embedded::new());
+        let repl = net.replication_client();
+        let node = |id: &str, addr: std::net::SocketAddr| ClusterNode {
+            id: id.into(),
+            addr: addr.to_string(),
+            tls_name: "localhost".into(),
+            admin: None,
+            region: "eu".into(),
+            capacity: 16,
+            lease_ttl: TTL,
+            removal_grace: Duration::from_secs(2),
+            journal_dir: None,
+            replication: Some(repl.clone()),
+            attestation: None,
+        };
+        let a_node = node("origin-1", net.origin.local_addr());
+        let mut agents = vec![net
+            .origin
+            .join_cluster(
+                control.clone(),
+                a_node,
+                Games::builtin(),
+                net.origin_signer(),
+            )
+            .await
+            .unwrap()];
+        let mut b = net.add_origin("origin-b", "frankfurt");
+        b.server
+            .handle()
+            .attach_ledger(Ledger::open(&dir.path().join("b.redb")).unwrap());
+        let b_node = node("origin-2", b.addr);
+        agents.push(
+            b.server
+                .join_cluster(
+                    control.clone(),
+                    b_node,
+                    Games::builtin(),
+                    net.origin_signer(),
+                )
+                .await
+                .unwrap(),
+        );
+        net.follow(&control, TTL).await;
+        let rec = control
+            .create_world(
+                WorldSpec {
+                    standbys: Some(1),
+                    ..WorldSpec::new("arena", 10, 2)
+                },
+                &PlacementHints::default(),
+            )
+            .await
+            .unwrap();
+        let w = rec.id;
+        let (primary, standby, primary_host, agent) = if rec.placed_on == "origin-1" {
+            (net.origin.handle(), b.server.handle(), net.origin_host, 0)
+        } else {
+            (b.server.handle(), net.origin.handle(), b.host, 1)
+        };
+        let join = async |name: &str| {
+            let (_, builder) = net.client_builder("paris", name);
+            let c = builder
+                .token(net.token_for(name, Role::Player, vec![w]))
+                .world(w)
+                .relays([net.relays[0].addr])
+                .connect()
+                .await
+                .unwrap();
+            let mut walker = Walker::new(c, name);
+            walker.wait_spawn().await;
+            walker
+        };
+        let alice = join("alice").await;
+        let bob = join("bob").await;
+        for _ in 0..100 {
+            if primary
+                .world_status(w)
+                .await
+                .is_some_and(|s| s.phase == "playing" && s.standbys.len() == 1)
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let (a, b_av) = (alice.avatar.unwrap(), bob.avatar.unwrap());
+        let offer = |id, partner| ArenaAction::Offer {
+            id,
+            partner,
+            give_coins: 30,
+            give_items: vec![],
+            get_coins: 0,
+            get_items: vec![],
+            ttl_ticks: 300,
+        };
+        assert!(matches!(
+            act(&alice, &offer(1, b_av)).await,
+            Outcome::Applied { .. }
+        ));
+        let accept = ArenaAction::Accept { from: a, id: 1 };
+        assert!(matches!(act(&bob, &accept).await, Outcome::Applied { .. }));
+        // Applied means re-executed by the standby: its ledger has the trade.
+        let wallet_on = async |h: &skylane_origin::OriginHandle, p: &str| {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            h.ledger_history(Some(p.into()), 10)
+                .await
+                .unwrap()
+                .unwrap()
+                .0
+                .map(|w| w.coins)
+        };
+        assert_eq!(wallet_on(&standby, "alice").await, Some(70));
+        assert_eq!(wallet_on(&standby, "bob").await, Some(130));
+        assert_eq!(wallet_on(&primary, "bob").await, Some(130));
+        // The primary dies; the standby takes the room over.
+        let old = primary.world_status(w).await.unwrap().epoch;
+        net.sim.partition(primary_host, skylane_netsim::Side::Any);
+        drop(agents.remove(agent));
+        for _ in 0..200 {
+            if standby.world_status(w).await.is_some_and(|s| s.epoch > old) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(
+            standby.world_status(w).await.is_some_and(|s| s.epoch > old),
+            "taken over"
+        );
+        // A trade under the new owner goes on from the wallets it holds.
+        let mut outcome = None;
+        for _ in 0..100 {
+            match act(&bob, &offer(2, a)).await {
+                Outcome::Applied { .. } => {
+                    outcome = Some(());
+                    break;
+                }
+                _ => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+        assert!(outcome.is_some(), "bob's offer under the new owner");
+        let accept2 = ArenaAction::Accept { from: b_av, id: 2 };
+        assert!(matches!(
+            act(&alice, &accept2).await,
+            Outcome::Applied { .. }
+        ));
+        assert_eq!(wallet_on(&standby, "alice").await, Some(100));
+        assert_eq!(wallet_on(&standby, "bob").await, Some(100));
+        let t = standby.ledger_totals().await.unwrap();
+        assert!(t.conserved(), "{t:?}");
+        assert_eq!(t.refused, 0, "{t:?}");
+        drop(b);
+    });
+}

@@ -51,7 +51,14 @@ pub struct Follower {
     diverged: Option<u64>,
     /// The evidence sent at the divergence, completed once compared.
     evidence: Option<Evidence>,
+    /// The re-executed ticks' economy transactions, for this process's ledger
+    /// (the standby's ledger mirrors the primary's; at most [`MAX_LEDGER_TICKS`]
+    /// ticks wait to be taken).
+    ledger: std::collections::VecDeque<(u64, Vec<crate::ledger::LedgerTx>)>,
 }
+
+/// Ticks of ledger transactions a follower keeps until they are taken.
+const MAX_LEDGER_TICKS: usize = 4096;
 
 impl std::fmt::Debug for Follower {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -75,6 +82,7 @@ impl Follower {
             key,
             tick_inputs: Vec::new(),
             cosigs: Vec::new(),
+            ledger: std::collections::VecDeque::new(),
             diverged: None,
             evidence: None,
         }
@@ -193,8 +201,11 @@ impl Follower {
                 }
             }
             // A standby sends nothing to anyone: its engine's outputs are
-            // dropped (its history keeps the batches for resumes).
-            while self.core.poll_output().is_some() {}
+            // dropped (its history keeps the batches for resumes), but for
+            // the economy's transactions, which go to its own ledger.
+            while let Some(o) = self.core.poll_output() {
+                self.keep_ledger(o);
+            }
         }
         Ok(out)
     }
@@ -241,11 +252,27 @@ impl Follower {
         e.signature = Payload::from(self.key.sign(&e.digest().0).to_bytes().to_vec());
     }
 
+    /// The economy transactions re-executed since the last call, by tick.
+    pub fn take_ledger(&mut self) -> Vec<(u64, Vec<crate::ledger::LedgerTx>)> {
+        self.ledger.drain(..).collect()
+    }
+
+    fn keep_ledger(&mut self, o: crate::engine::Output) {
+        if let crate::engine::Output::Ledger { tick, txs } = o {
+            if self.ledger.len() >= MAX_LEDGER_TICKS {
+                self.ledger.pop_front();
+            }
+            self.ledger.push_back((tick, txs));
+        }
+    }
+
     /// Co-signs the checkpoints (signed batches) the tick just produced;
-    /// drops every other output.
+    /// keeps the economy's transactions; drops every other output.
     fn collect_cosigs(&mut self) {
         while let Some(o) = self.core.poll_output() {
-            if let crate::engine::Output::Batch(b) = o {
+            if let crate::engine::Output::Ledger { .. } = o {
+                self.keep_ledger(o);
+            } else if let crate::engine::Output::Batch(b) = o {
                 if let (false, Some(first)) = (b.signature.is_empty(), b.events.first()) {
                     self.cosigs.push(CoSig {
                         channel: b.channel,

@@ -440,6 +440,7 @@ impl Agent {
                         key: self.attest.clone(),
                         metrics: self.metrics.clone(),
                         journal_dir: self.node.journal_dir.clone(),
+                        ledger: self.handle.inner.ledger.clone(),
                     };
                     if self
                         .following

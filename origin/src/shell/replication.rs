@@ -160,6 +160,9 @@ pub(crate) struct StandbySpec {
     /// re-executes in `world-<id>-from-<epoch>.redb` there (the log of the
     /// owner at that epoch), which goes on as its own journal if promoted.
     pub(crate) journal_dir: Option<std::path::PathBuf>,
+    /// This process's ledger: the followed world's economy goes into it as
+    /// it is re-executed, so a takeover finds its players' wallets here.
+    pub(crate) ledger: std::sync::Arc<super::ledger::Ledgers>,
 }
 
 /// What a standby reports while it follows.
@@ -332,6 +335,15 @@ async fn follow_once(
                     .filter(|i| matches!(i, skylane_proto::Input::Tick { .. }))
                     .count();
                 let out = f.handle_entries(epoch, inputs).map_err(|e| e.to_string())?;
+                let at_ms = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as u64);
+                for (tick, txs) in f.take_ledger() {
+                    if let Err(e) = spec.ledger.commit(spec.world.0, tick, at_ms, &txs) {
+                        OriginMetrics::count(&spec.metrics.ledger_errors, "commit");
+                        warn!(world = %spec.world, tick, error = %e, "standby ledger: commit failed");
+                    }
+                }
                 if ticks > 0 {
                     let per = t.elapsed().as_secs_f64() / ticks as f64;
                     for _ in 0..ticks {
