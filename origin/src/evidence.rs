@@ -113,28 +113,15 @@ impl ViolationStore {
     /// Opens `path`, creating it if missing, keeping at most `max_records`
     /// (at least 1). A damaged file is refused, never half-read.
     pub fn open(path: &Path, max_records: u64) -> Result<Self, EvidenceError> {
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            Self::open_checked(path, max_records)
-        }))
-        .unwrap_or_else(|_| Err(EvidenceError::Damaged(path.to_owned())))
+        crate::redb_file::open_checked(
+            path,
+            || EvidenceError::Damaged(path.to_owned()),
+            EvidenceError::Storage,
+            |db| Self::start(db, max_records),
+        )
     }
 
-    fn open_checked(path: &Path, max_records: u64) -> Result<Self, EvidenceError> {
-        let damaged = || EvidenceError::Damaged(path.to_owned());
-        let existed = path.exists();
-        let mut db = Database::create(path).map_err(|e| match e {
-            redb::DatabaseError::Storage(redb::StorageError::Corrupted(_)) => damaged(),
-            e => storage(e),
-        })?;
-        if existed {
-            match db.check_integrity() {
-                Ok(true) => {}
-                Ok(false) | Err(redb::DatabaseError::Storage(redb::StorageError::Corrupted(_))) => {
-                    return Err(damaged())
-                }
-                Err(e) => return Err(storage(e)),
-            }
-        }
+    fn start(db: Database, max_records: u64) -> Result<Self, EvidenceError> {
         let txn = db.begin_write().map_err(storage)?;
         let next_id = {
             let t = txn.open_table(RECORDS).map_err(storage)?;

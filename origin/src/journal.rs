@@ -361,6 +361,28 @@ pub fn apply_input<W: World>(engine: &mut Engine<W>, input: &Input) {
     while engine.poll_output().is_some() {}
 }
 
+/// The engine restored from `journal`'s first snapshot, and the first input
+/// after it.
+fn from_first_snapshot<W>(
+    journal: &Journal,
+    meta: &JournalMeta,
+) -> Result<(Engine<W>, u64), JournalError>
+where
+    W: World + Clone + Serialize + DeserializeOwned,
+{
+    let (snap, _, from) = journal
+        .first_snapshot::<W>()?
+        .ok_or(JournalError::NoSnapshot)?;
+    // Batches are not compared, so any key will do for signing during a replay.
+    let engine = Engine::restore(
+        snap,
+        meta.grid,
+        meta.engine,
+        ChainSigner::from_bytes(&[0; 32]),
+    );
+    Ok((engine, from))
+}
+
 /// The world as it was at one tick of a journal, with what went into that
 /// tick: where a violation's tick (`skylane violations`) leads an operator.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -386,15 +408,7 @@ pub fn situation<W>(
 where
     W: World + Clone + Serialize + DeserializeOwned,
 {
-    let (snap, _, from) = journal
-        .first_snapshot::<W>()?
-        .ok_or(JournalError::NoSnapshot)?;
-    let mut engine = Engine::restore(
-        snap,
-        meta.grid,
-        meta.engine,
-        ChainSigner::from_bytes(&[0; 32]),
-    );
+    let (mut engine, from) = from_first_snapshot::<W>(journal, meta)?;
     if engine.tick() >= tick {
         return Ok(None);
     }
@@ -475,16 +489,7 @@ pub fn replay<W>(journal: &Journal, meta: &JournalMeta) -> Result<ReplayReport, 
 where
     W: World + Clone + Serialize + DeserializeOwned,
 {
-    let (snap, _, from) = journal
-        .first_snapshot::<W>()?
-        .ok_or(JournalError::NoSnapshot)?;
-    // Batches are not compared, so any key will do for signing during a replay.
-    let mut engine = Engine::restore(
-        snap,
-        meta.grid,
-        meta.engine,
-        ChainSigner::from_bytes(&[0; 32]),
-    );
+    let (mut engine, from) = from_first_snapshot::<W>(journal, meta)?;
     let inputs = journal.inputs(from)?;
     let snapshot_ticks = journal.snapshot_ticks()?;
     let mut report = ReplayReport {

@@ -152,26 +152,15 @@ pub struct Ledger {
 impl Ledger {
     /// Opens `path`, creating it if missing. A damaged file is refused.
     pub fn open(path: &Path) -> Result<Self, LedgerError> {
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Self::open_checked(path)))
-            .unwrap_or_else(|_| Err(LedgerError::Damaged(path.to_owned())))
+        crate::redb_file::open_checked(
+            path,
+            || LedgerError::Damaged(path.to_owned()),
+            LedgerError::Storage,
+            Self::start,
+        )
     }
 
-    fn open_checked(path: &Path) -> Result<Self, LedgerError> {
-        let damaged = || LedgerError::Damaged(path.to_owned());
-        let existed = path.exists();
-        let mut db = Database::create(path).map_err(|e| match e {
-            redb::DatabaseError::Storage(redb::StorageError::Corrupted(_)) => damaged(),
-            e => storage(e),
-        })?;
-        if existed {
-            match db.check_integrity() {
-                Ok(true) => {}
-                Ok(false) | Err(redb::DatabaseError::Storage(redb::StorageError::Corrupted(_))) => {
-                    return Err(damaged())
-                }
-                Err(e) => return Err(storage(e)),
-            }
-        }
+    fn start(db: Database) -> Result<Self, LedgerError> {
         let txn = db.begin_write().map_err(storage)?;
         let (totals, next_seq) = {
             txn.open_table(WALLETS).map_err(storage)?;

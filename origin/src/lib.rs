@@ -55,6 +55,7 @@ mod ledger;
 mod lifecycle;
 mod metrics;
 mod persist;
+mod redb_file;
 mod replica;
 mod routes;
 mod shell;
