@@ -29,6 +29,9 @@ pub const MAX_OPEN_OFFERS: usize = 16;
 pub const MAX_OFFER_TICKS: u32 = 1800;
 /// Closed offers remembered (answers to resent accepts and declines).
 pub const CLOSED_KEPT: usize = 4096;
+/// Ticks between sweeps of expired offers (an expired offer is refused at
+/// once; the sweep closes it and tells everyone).
+const SWEEP_EVERY: u64 = 30;
 /// An offer unknown to the world (never made, or forgotten long ago).
 pub const UNKNOWN_OFFER: RejectCode = RejectCode::Game(20);
 /// An offer that closed without an exchange (declined, withdrawn, expired,
@@ -143,7 +146,12 @@ pub(super) fn check_economy(w: &Arena, ctx: &Ctx, a: &ArenaAction) -> Result<(),
                     format!("offer {id} was made already"),
                 ));
             }
-            if w.offers.keys().filter(|(from, _)| *from == me).count() >= MAX_OPEN_OFFERS {
+            let open = w
+                .offers
+                .range((me, 0)..=(me, u64::MAX))
+                .filter(|(_, o)| o.expires > ctx.tick)
+                .count();
+            if open >= MAX_OPEN_OFFERS {
                 return Err(Rejection::new(
                     RejectCode::Resources,
                     format!("{MAX_OPEN_OFFERS} offers open already"),
@@ -171,6 +179,13 @@ pub(super) fn check_economy(w: &Arena, ctx: &Ctx, a: &ArenaAction) -> Result<(),
             let Some(o) = w.offers.get(&(*from, *id)) else {
                 return Err(closed_answer(w, *from, *id));
             };
+            if o.expires <= ctx.tick {
+                // Past its time (closed at the next sweep).
+                return Err(Rejection::benign(
+                    OFFER_CLOSED,
+                    format!("offer {id} of {from} expired at tick {}", o.expires),
+                ));
+            }
             if o.to != me {
                 return Err(Rejection::new(
                     RejectCode::Forbidden,
@@ -393,8 +408,12 @@ impl Arena {
         );
     }
 
-    /// Closes the offers past their time.
+    /// Closes the offers past their time (every [`SWEEP_EVERY`] ticks: a
+    /// sweep costs every open offer).
     pub(super) fn expire_offers(&mut self, ctx: &TickCtx, out: &mut Emit) {
+        if ctx.tick % SWEEP_EVERY != 0 {
+            return;
+        }
         let due: Vec<(EntityId, u64)> = self
             .offers
             .iter()
