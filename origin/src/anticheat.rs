@@ -41,9 +41,15 @@ pub struct EnforcementPolicy {
     pub reaction_time: Enforcement,
     /// More actions per second than allowed.
     pub action_rate: Enforcement,
-    /// Rule validators' refusals (speed, cooldown, range), once a session
-    /// collects `rule_strikes` of them within one second of world time.
+    /// Rule validators' refusals, once a session collects `rule_strikes` of
+    /// them within one second of world time (the default for every rule).
     pub rule: Enforcement,
+    /// The speed rule's (a teleport), when it differs from `rule`.
+    pub rule_speed: Option<Enforcement>,
+    /// The cooldown rule's (firing too often), when it differs from `rule`.
+    pub rule_cooldown: Option<Enforcement>,
+    /// The range rule's (out of reach), when it differs from `rule`.
+    pub rule_range: Option<Enforcement>,
     /// Rule refusals within one second of world time that make a violation
     /// (at least 1: every refusal is one).
     pub rule_strikes: u32,
@@ -68,10 +74,25 @@ impl EnforcementPolicy {
             reaction_time: action,
             action_rate: action,
             rule: Enforcement::Flag,
+            rule_speed: None,
+            rule_cooldown: None,
+            rule_range: None,
             rule_strikes: 1,
             kick_cooldown_secs: 60,
             ban_secs: 86_400,
         }
+    }
+
+    /// What to do about a rule refusal with `code`.
+    pub fn rule_action(&self, code: skylane_proto::RejectCode) -> Enforcement {
+        use skylane_proto::RejectCode as C;
+        let special = match code {
+            C::Speed => self.rule_speed,
+            C::Cooldown => self.rule_cooldown,
+            C::Range => self.rule_range,
+            _ => None,
+        };
+        special.unwrap_or(self.rule)
     }
 
     /// What to do about `kind`.
@@ -246,6 +267,7 @@ impl Detector {
         &mut self,
         session: SessionId,
         tick: u64,
+        code: skylane_proto::RejectCode,
         evidence: String,
     ) -> Option<Violation> {
         let policy = self.cfg.policy;
@@ -268,7 +290,7 @@ impl Detector {
             evidence,
             value: f64::from(r.rule_strikes),
             threshold: f64::from(strikes),
-            enforcement: policy.rule,
+            enforcement: policy.rule_action(code),
         })
     }
 
@@ -431,9 +453,23 @@ mod tests {
             d.handle_attack(SessionId(1), true, Some(50_000));
         }
         assert!(d.evaluate(30, 1.0).is_empty());
-        assert!(d.rule_violation(SessionId(1), 3, "speed".into()).is_some());
+        assert!(d
+            .rule_violation(
+                SessionId(1),
+                3,
+                skylane_proto::RejectCode::Speed,
+                "speed".into()
+            )
+            .is_some());
         d.handle_leave(SessionId(1));
-        assert!(d.rule_violation(SessionId(1), 3, "speed".into()).is_none());
+        assert!(d
+            .rule_violation(
+                SessionId(1),
+                3,
+                skylane_proto::RejectCode::Speed,
+                "speed".into()
+            )
+            .is_none());
     }
 
     #[test]
@@ -448,7 +484,14 @@ mod tests {
         });
         d.handle_join(SessionId(1), "speeder");
         let found: Vec<Violation> = (0..10)
-            .filter_map(|_| d.rule_violation(SessionId(1), 5, "TooFast: 30 m/s".into()))
+            .filter_map(|_| {
+                d.rule_violation(
+                    SessionId(1),
+                    5,
+                    skylane_proto::RejectCode::Speed,
+                    "TooFast: 30 m/s".into(),
+                )
+            })
             .collect();
         assert_eq!(found.len(), 1, "{found:?}");
         assert_eq!(found[0].enforcement, Enforcement::Kick);
@@ -456,9 +499,50 @@ mod tests {
         assert!(found[0].evidence.contains("3 rule refusals"), "{found:?}");
         // A new second counts afresh.
         d.evaluate(30, 1.0);
-        assert!(d.rule_violation(SessionId(1), 31, "x".into()).is_none());
-        assert!(d.rule_violation(SessionId(1), 31, "x".into()).is_none());
-        assert!(d.rule_violation(SessionId(1), 31, "x".into()).is_some());
+        assert!(d
+            .rule_violation(
+                SessionId(1),
+                31,
+                skylane_proto::RejectCode::Range,
+                "x".into()
+            )
+            .is_none());
+        assert!(d
+            .rule_violation(
+                SessionId(1),
+                31,
+                skylane_proto::RejectCode::Range,
+                "x".into()
+            )
+            .is_none());
+        assert!(d
+            .rule_violation(
+                SessionId(1),
+                31,
+                skylane_proto::RejectCode::Range,
+                "x".into()
+            )
+            .is_some());
+    }
+
+    #[test]
+    fn a_rule_may_have_its_own_action() {
+        use skylane_proto::RejectCode as C;
+        let p = EnforcementPolicy {
+            rule_speed: Some(Enforcement::Ban),
+            ..EnforcementPolicy::default()
+        };
+        assert_eq!(p.rule_action(C::Speed), Enforcement::Ban);
+        assert_eq!(p.rule_action(C::Cooldown), Enforcement::Flag, "the default");
+        let mut d = Detector::new(DetectorConfig {
+            policy: p,
+            ..DetectorConfig::default()
+        });
+        d.handle_join(SessionId(1), "teleporter");
+        let v = d
+            .rule_violation(SessionId(1), 4, C::Speed, "40 units in a tick".into())
+            .unwrap();
+        assert_eq!(v.enforcement, Enforcement::Ban);
     }
 
     #[test]

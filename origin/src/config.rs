@@ -184,6 +184,18 @@ pub struct OriginConfig {
     )]
     #[serde(default)]
     pub enforce_rule: crate::Enforcement,
+    /// What the speed rule's violations get (default: `enforce_rule`).
+    #[arg(long, env = "SKYLANE_ORIGIN_ENFORCE_RULE_SPEED", value_enum)]
+    #[serde(default)]
+    pub enforce_rule_speed: Option<crate::Enforcement>,
+    /// What the cooldown rule's violations get (default: `enforce_rule`).
+    #[arg(long, env = "SKYLANE_ORIGIN_ENFORCE_RULE_COOLDOWN", value_enum)]
+    #[serde(default)]
+    pub enforce_rule_cooldown: Option<crate::Enforcement>,
+    /// What the range rule's violations get (default: `enforce_rule`).
+    #[arg(long, env = "SKYLANE_ORIGIN_ENFORCE_RULE_RANGE", value_enum)]
+    #[serde(default)]
+    pub enforce_rule_range: Option<crate::Enforcement>,
     /// Rule refusals within one second of world time that make one violation.
     #[arg(long, env = "SKYLANE_ORIGIN_RULE_STRIKES", default_value_t = 1)]
     pub rule_strikes: u32,
@@ -340,6 +352,9 @@ impl OriginConfig {
                 reaction_time: self.enforce_reaction_time.unwrap_or(self.enforcement),
                 action_rate: self.enforce_action_rate.unwrap_or(self.enforcement),
                 rule: self.enforce_rule,
+                rule_speed: self.enforce_rule_speed,
+                rule_cooldown: self.enforce_rule_cooldown,
+                rule_range: self.enforce_rule_range,
                 rule_strikes: self.rule_strikes.max(1),
                 kick_cooldown_secs: self.kick_cooldown_secs.max(1),
                 ban_secs: self.ban_secs,
@@ -513,6 +528,7 @@ mod tests {
             &f,
             "history_batches = 900\nenforcement = \"ban\"\ndetect_accuracy_sigmas = 3.5\n\
              enforce_reaction_time = \"flag\"\nenforce_rule = \"kick\"\nrule_strikes = 5\n\
+             enforce_rule_speed = \"ban\"\n\
              kick_cooldown_secs = 300\n",
         )
         .unwrap();
@@ -534,6 +550,14 @@ mod tests {
         assert_eq!(p.action_rate, crate::Enforcement::Ban);
         assert_eq!(p.reaction_time, crate::Enforcement::Flag, "per detector");
         assert_eq!((p.rule, p.rule_strikes), (crate::Enforcement::Kick, 5));
+        assert_eq!(
+            p.rule_action(skylane_proto::RejectCode::Speed),
+            crate::Enforcement::Ban
+        );
+        assert_eq!(
+            p.rule_action(skylane_proto::RejectCode::Range),
+            crate::Enforcement::Kick
+        );
         assert_eq!((p.kick_cooldown_secs, p.ban_secs), (300, 86_400));
         assert_eq!(e.detector.accuracy_sigmas, 3.5);
         assert_eq!(e.detector.min_reaction_us, 120_000);

@@ -758,9 +758,12 @@ impl<W: World> Engine<W> {
                 if benign {
                     return Outcome::Rejected { code, detail };
                 }
-                let found =
-                    self.detector
-                        .rule_violation(session, tick, format!("{code:?}: {detail}"));
+                let found = self.detector.rule_violation(
+                    session,
+                    tick,
+                    code,
+                    format!("{code:?}: {detail}"),
+                );
                 let kicked = found
                     .as_ref()
                     .is_some_and(|v| v.enforcement != Enforcement::Flag);
