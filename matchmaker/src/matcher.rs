@@ -250,6 +250,17 @@ impl Matcher {
         self.ids.len()
     }
 
+    /// Tickets waiting per game, and the players in them.
+    pub fn queues(&self) -> BTreeMap<String, (usize, usize)> {
+        self.queues
+            .iter()
+            .map(|(g, q)| {
+                let players = q.iter().map(|w| w.ticket.members.len()).sum();
+                (g.clone(), (q.len(), players))
+            })
+            .collect()
+    }
+
     /// Queues `t` at `now_ms`.
     pub fn handle_ticket(&mut self, now_ms: u64, t: Ticket) -> Result<(), TicketError> {
         let checked = self.check(&t);
@@ -357,6 +368,23 @@ impl Matcher {
         let need = rules.players();
         let mut used = vec![false; queue.len()];
         let window = |w: &Waiting| self.windows.at(now_ms.saturating_sub(w.since_ms));
+        // Per origin, the tickets whose own window admits it, by mean rating:
+        // an anchor's candidates are its neighbours there.
+        let mut by_origin: BTreeMap<&str, Vec<(f64, usize)>> = BTreeMap::new();
+        for (i, w) in queue.iter().enumerate() {
+            let step = window(w);
+            for (origin, rtt) in &w.ticket.rtt_ms {
+                if *rtt <= step.rtt_ms {
+                    by_origin
+                        .entry(origin.as_str())
+                        .or_default()
+                        .push((mean_mu(w), i));
+                }
+            }
+        }
+        for list in by_origin.values_mut() {
+            list.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        }
         for anchor in 0..queue.len() {
             if used[anchor] {
                 continue;
@@ -368,7 +396,18 @@ impl Matcher {
                 if *rtt > wa.rtt_ms {
                     continue;
                 }
-                if let Some(group) = fill(&queue, &used, anchor, origin, need, &rules, &window) {
+                let Some(index) = by_origin.get(origin.as_str()) else {
+                    continue;
+                };
+                let pick = Pick {
+                    queue: &queue,
+                    used: &used,
+                    index,
+                    need,
+                    rules: &rules,
+                    window: &window,
+                };
+                if let Some(group) = pick.fill(anchor) {
                     let worst = group
                         .iter()
                         .filter_map(|i| queue[*i].ticket.rtt_ms.get(origin))
@@ -432,69 +471,106 @@ impl Matcher {
     }
 }
 
-/// The group for `anchor` on `origin`: `need` players in whole parties, each
-/// within its own RTT window to `origin`, the spread within every member's
-/// skill window, packable into the game's teams. Candidates closest in skill
-/// to the anchor go first.
-fn fill(
-    queue: &[Waiting],
-    used: &[bool],
-    anchor: usize,
-    origin: &str,
+fn mean_mu(w: &Waiting) -> f64 {
+    w.ticket.members.iter().map(|m| m.rating.mu).sum::<f64>() / w.ticket.members.len() as f64
+}
+
+/// Candidates an anchor considers on one origin, per party size: its nearest
+/// neighbours in rating among the tickets that origin suits (so parties of
+/// every size are among them: a party of three needs another, not the
+/// nearest pairs).
+const NEIGHBOURS: usize = 16;
+/// Tickets looked at to find them (a bound on a round's cost however long
+/// the queue).
+const SCAN: usize = 1024;
+
+/// What a group is picked from on one origin.
+struct Pick<'a> {
+    queue: &'a [Waiting],
+    used: &'a [bool],
+    /// The tickets the origin suits (their own RTT window), by mean rating.
+    index: &'a [(f64, usize)],
     need: usize,
-    rules: &GameRules,
-    window: &dyn Fn(&Waiting) -> Step,
-) -> Option<Vec<usize>> {
-    let fits_rtt = |w: &Waiting| {
-        w.ticket
-            .rtt_ms
-            .get(origin)
-            .is_some_and(|r| *r <= window(w).rtt_ms)
-    };
-    let a = &queue[anchor];
-    if !fits_rtt(a) {
-        return None;
+    rules: &'a GameRules,
+    window: &'a dyn Fn(&Waiting) -> Step,
+}
+
+impl Pick<'_> {
+    /// The group for `anchor`: `need` players in whole parties, each within
+    /// its own RTT window to the origin, the spread within every member's
+    /// skill window, packable into the game's teams. Candidates closest in
+    /// rating to the anchor go first.
+    fn fill(&self, anchor: usize) -> Option<Vec<usize>> {
+        let a = &self.queue[anchor];
+        let anchor_mu = mean_mu(a);
+        let at = self
+            .index
+            .binary_search_by(|(mu, i)| mu.total_cmp(&anchor_mu).then(i.cmp(&anchor)))
+            .ok()?;
+        // Walk outwards from the anchor, nearest rating first.
+        let sizes = usize::from(self.rules.team_size);
+        let mut per_size = vec![0usize; sizes + 1];
+        let mut cands = Vec::with_capacity(NEIGHBOURS * sizes);
+        let (mut below, mut above) = (at, at + 1);
+        for _ in 0..SCAN {
+            if per_size[1..].iter().all(|n| *n >= NEIGHBOURS) {
+                break;
+            }
+            let down = below
+                .checked_sub(1)
+                .map(|k| (k, anchor_mu - self.index[k].0));
+            let up = (above < self.index.len()).then(|| (above, self.index[above].0 - anchor_mu));
+            let k = match (down, up) {
+                (Some(d), Some(u)) if d.1 <= u.1 => {
+                    below -= 1;
+                    d.0
+                }
+                (_, Some(u)) => {
+                    above += 1;
+                    u.0
+                }
+                (Some(d), None) => {
+                    below -= 1;
+                    d.0
+                }
+                (None, None) => break,
+            };
+            let i = self.index[k].1;
+            let n = self.queue[i].ticket.members.len().min(sizes);
+            if !self.used[i] && per_size[n] < NEIGHBOURS {
+                per_size[n] += 1;
+                cands.push(i);
+            }
+        }
+        let mut lo = f64::INFINITY;
+        let mut hi = f64::NEG_INFINITY;
+        for m in &a.ticket.members {
+            lo = lo.min(m.rating.mu);
+            hi = hi.max(m.rating.mu);
+        }
+        let skill = (self.window)(a).skill;
+        if hi - lo > skill {
+            return None;
+        }
+        let mut search = Search {
+            queue: self.queue,
+            cands: &cands,
+            need: self.need,
+            rules: self.rules,
+            window: self.window,
+            group: vec![anchor],
+            sizes: vec![a.ticket.members.len()],
+            budget: SEARCH_BUDGET,
+        };
+        search
+            .extend(0, a.ticket.members.len(), lo, hi, skill)
+            .then_some(search.group)
     }
-    let mu = |w: &Waiting| {
-        w.ticket.members.iter().map(|m| m.rating.mu).sum::<f64>() / w.ticket.members.len() as f64
-    };
-    let anchor_mu = mu(a);
-    let mut cands: Vec<usize> = (0..queue.len())
-        .filter(|i| *i != anchor && !used[*i] && fits_rtt(&queue[*i]))
-        .collect();
-    cands.sort_by(|x, y| {
-        let dx = (mu(&queue[*x]) - anchor_mu).abs();
-        let dy = (mu(&queue[*y]) - anchor_mu).abs();
-        dx.total_cmp(&dy).then(x.cmp(y))
-    });
-    let mut lo = f64::INFINITY;
-    let mut hi = f64::NEG_INFINITY;
-    for m in &a.ticket.members {
-        lo = lo.min(m.rating.mu);
-        hi = hi.max(m.rating.mu);
-    }
-    let skill = window(a).skill;
-    if hi - lo > skill {
-        return None;
-    }
-    let mut search = Search {
-        queue,
-        cands: &cands,
-        need,
-        rules,
-        window,
-        group: vec![anchor],
-        sizes: vec![a.ticket.members.len()],
-        budget: SEARCH_BUDGET,
-    };
-    search
-        .extend(0, a.ticket.members.len(), lo, hi, skill)
-        .then_some(search.group)
 }
 
 /// Partial groups tried per anchor and origin before giving up (bounds a
 /// round's cost however the parties' sizes fall).
-const SEARCH_BUDGET: u32 = 2_000;
+const SEARCH_BUDGET: u32 = 500;
 
 /// A depth-first search for a group: candidates in order of skill distance
 /// to the anchor, so the first group found is the closest-knit greedy one,
