@@ -12,11 +12,13 @@
 //!   (the client's RTT to each relay plus that relay's RTT to the origin), or
 //!   from coordinates when a client has no measurements;
 //! * [`ratings`]: Weng-Lin ratings (the `skillratings` crate) and their update
-//!   from a finished match.
+//!   from a finished match; [`book`]: every player's rating in an embedded
+//!   database (redb), updated once per match from its world's result.
 //!
 //! The service around it (HTTP API, control-plane placement, leader lease,
 //! persistence of tickets and ratings, SDK and CLI) is not built yet.
 
+pub mod book;
 pub mod estimate;
 mod matcher;
 pub mod ratings;

@@ -181,6 +181,40 @@ impl Match {
         self.teams.iter().flatten()
     }
 
+    /// The group's worst-case RTT to every origin all its players have an
+    /// estimate for, ms: what the control plane's placement ranks origins by
+    /// (`PlacementHints::rtt_us`), should the chosen one have no room.
+    pub fn worst_rtt_by_origin(&self) -> BTreeMap<String, u32> {
+        let mut out: BTreeMap<String, u32> = BTreeMap::new();
+        let tickets: Vec<&Ticket> = self.tickets().collect();
+        if let Some(first) = tickets.first() {
+            for origin in first.rtt_ms.keys() {
+                let worst = tickets
+                    .iter()
+                    .map(|t| t.rtt_ms.get(origin).copied())
+                    .collect::<Option<Vec<u32>>>()
+                    .and_then(|v| v.into_iter().max());
+                if let Some(w) = worst {
+                    out.insert(origin.clone(), w);
+                }
+            }
+        }
+        out
+    }
+
+    /// Each team's players, as the rating book takes them.
+    pub fn team_players(&self) -> Vec<Vec<String>> {
+        self.teams
+            .iter()
+            .map(|t| {
+                t.iter()
+                    .flat_map(|k| &k.members)
+                    .map(|m| m.player.clone())
+                    .collect()
+            })
+            .collect()
+    }
+
     /// Each team's total mu.
     pub fn team_ratings(&self) -> Vec<f64> {
         self.teams

@@ -90,6 +90,10 @@ fn close_players_meet_at_once_on_their_nearest_origin() {
     m.handle_timeout(0);
     let x = m.poll_match().expect("a match");
     assert_eq!((x.origin.as_str(), x.worst_rtt_ms), ("eu", 18));
+    let by_origin = x.worst_rtt_by_origin();
+    assert_eq!(by_origin["eu"], 18);
+    assert_eq!(by_origin["us"], 93, "the placement's fallback ranking");
+    assert_eq!(x.team_players().len(), 2);
     assert_eq!(m.waiting(), 0);
     assert_eq!(m.poll_timeout(), None, "nothing waits");
 }
