@@ -72,6 +72,12 @@ pub struct NodeInfo {
     /// world's servers (`ClientBuilder::cosigner_key`).
     #[serde(default)]
     pub attestation_key: Option<String>,
+    /// Relays: the measured round trip of each direct origin link, by the
+    /// origin's node id, milliseconds (re-published as it changes): with a
+    /// client's RTT to the relay, a matchmaker's estimate of its RTT to each
+    /// origin.
+    #[serde(default)]
+    pub origin_rtt_ms: BTreeMap<String, u32>,
 }
 
 impl NodeInfo {
@@ -91,6 +97,7 @@ impl NodeInfo {
             games: Vec::new(),
             load: 0,
             attestation_key: None,
+            origin_rtt_ms: BTreeMap::new(),
         }
     }
 }
@@ -452,6 +459,7 @@ mod tests {
             games: Vec::new(),
             load: 0,
             attestation_key: None,
+            origin_rtt_ms: Default::default(),
         };
         let mut view = ClusterView::default();
         for n in ["b", "c", "d"] {

@@ -135,6 +135,7 @@ mod tests {
             games: games.iter().map(|g| (*g).to_string()).collect(),
             load: 0,
             attestation_key: None,
+            origin_rtt_ms: Default::default(),
         }
     }
 

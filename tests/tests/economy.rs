@@ -234,6 +234,16 @@ fn a_standby_s_ledger_follows_the_room_and_carries_on_after_a_takeover() {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        // The relay publishes its RTT to each origin it links to (what a
+        // matchmaker adds to a client's RTT to the relay).
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        let view = control.view().await.unwrap();
+        let published = &view.nodes["relay-1"].origin_rtt_ms;
+        assert!(published.contains_key(&rec.placed_on), "{published:?}");
+        assert!(
+            published.values().all(|ms| (1..100).contains(ms)),
+            "{published:?}"
+        );
         let (a, b_av) = (alice.avatar.unwrap(), bob.avatar.unwrap());
         let offer = |id, partner| ArenaAction::Offer {
             id,

@@ -56,6 +56,7 @@ pub fn origin(id: &str, capacity: u32) -> NodeInfo {
         games: vec!["tictactoe".into(), "arena".into()],
         load: 0,
         attestation_key: None,
+        origin_rtt_ms: Default::default(),
     }
 }
 

@@ -214,6 +214,7 @@ impl Agent {
             games: self.games.names(),
             load: self.hosted.len() as u32,
             attestation_key: Some(hex(self.attest.verifying_key().as_bytes())),
+            origin_rtt_ms: Default::default(),
         }
     }
 

@@ -303,25 +303,114 @@ pub(crate) async fn follow(
     control.register(&node, keeper.lease()).await?;
     let mut rx = control.watch().await?;
     let mut lease = keeper.status();
+    let mut node = node;
+    let mut publish = tokio::time::interval(RTT_PUBLISH_EVERY);
+    publish.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::spawn(async move {
         let _keeper = keeper;
+        let mut view = rx.borrow_and_update().clone();
         loop {
-            let view = rx.borrow_and_update().clone();
-            if shared.cmd.send(Cmd::Cluster(Box::new(view))).await.is_err() {
+            if shared
+                .cmd
+                .send(Cmd::Cluster(Box::new(view.clone())))
+                .await
+                .is_err()
+            {
                 return;
             }
-            tokio::select! {
-                r = rx.changed() => if r.is_err() { return },
-                r = lease.changed() => {
-                    if r.is_err() { return }
-                    let st = *lease.borrow_and_update();
-                    // A new lease after the old one lapsed: register again.
-                    if let Err(e) = control.register(&node, st.lease).await {
-                        warn!(error = %e, "could not re-register with the control plane");
+            loop {
+                tokio::select! {
+                    r = rx.changed() => {
+                        if r.is_err() { return }
+                        view = rx.borrow_and_update().clone();
+                        break;
+                    }
+                    r = lease.changed() => {
+                        if r.is_err() { return }
+                        // A new lease after the old one lapsed: register again.
+                        let st = *lease.borrow_and_update();
+                        if let Err(e) = control.register(&node, st.lease).await {
+                            warn!(error = %e, "could not re-register with the control plane");
+                        }
+                    }
+                    _ = publish.tick() => {
+                        // This relay's RTT to each origin, for matchmakers.
+                        let rtts = origin_rtts(&shared.direct_rtts(), &view);
+                        if rtts_changed(&node.origin_rtt_ms, &rtts) {
+                            node.origin_rtt_ms = rtts;
+                            let lease = lease.borrow().lease;
+                            if let Err(e) = control.register(&node, lease).await {
+                                warn!(error = %e, "could not publish origin round trips");
+                            }
+                        }
                     }
                 }
             }
         }
     });
     Ok(())
+}
+
+/// How often the relay re-measures what it publishes of its origin RTTs.
+const RTT_PUBLISH_EVERY: Duration = Duration::from_secs(5);
+
+/// The direct links' RTTs by the origins' node ids (an origin is matched by
+/// the address it registered), milliseconds (at least 1).
+fn origin_rtts(
+    direct: &[(std::net::SocketAddr, Duration)],
+    view: &ClusterView,
+) -> std::collections::BTreeMap<String, u32> {
+    view.origins()
+        .filter_map(|o| {
+            let addr: std::net::SocketAddr = o.addr.parse().ok()?;
+            let rtt = direct.iter().find(|(a, _)| *a == addr)?.1;
+            Some((o.id.clone(), (rtt.as_millis() as u32).max(1)))
+        })
+        .collect()
+}
+
+/// Whether what is published should change: another set of origins, or an
+/// RTT that moved by more than 2 ms and 10%.
+fn rtts_changed(
+    old: &std::collections::BTreeMap<String, u32>,
+    new: &std::collections::BTreeMap<String, u32>,
+) -> bool {
+    old.len() != new.len()
+        || new.iter().any(|(k, v)| match old.get(k) {
+            None => true,
+            Some(o) => {
+                let d = v.abs_diff(*o);
+                d > 2 && d * 10 > *o
+            }
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origin_rtts_are_named_by_node_and_republished_only_on_a_real_change() {
+        let mut view = ClusterView::default();
+        let mut o = NodeInfo::relay(9, "10.0.0.5:4500", "localhost", "eu");
+        o.kind = skylane_control::NodeKind::Origin;
+        o.id = "origin-eu".into();
+        view.nodes.insert(o.id.clone(), o);
+        let direct = [
+            (
+                "10.0.0.5:4500".parse().unwrap(),
+                Duration::from_micros(12_400),
+            ),
+            ("10.0.0.6:4500".parse().unwrap(), Duration::from_millis(40)),
+        ];
+        let rtts = origin_rtts(&direct, &view);
+        assert_eq!(rtts.len(), 1, "an unregistered origin is not named");
+        assert_eq!(rtts["origin-eu"], 12);
+        let mut moved = rtts.clone();
+        moved.insert("origin-eu".into(), 13);
+        assert!(!rtts_changed(&rtts, &moved), "1 ms is noise");
+        moved.insert("origin-eu".into(), 20);
+        assert!(rtts_changed(&rtts, &moved));
+        assert!(rtts_changed(&std::collections::BTreeMap::new(), &rtts));
+    }
 }
