@@ -61,9 +61,75 @@ pub fn from_coordinates(
         .collect()
 }
 
+/// A ticket's estimates from the control plane's view: through the relays
+/// the client measured (`client_to_relay`, by relay node id, ms) and the RTTs
+/// those relays publish to each origin; else, from the client's coordinates
+/// (GeoIP) and the origins' registered coordinates; `None` when neither
+/// gives an origin that runs `game`.
+pub fn for_ticket(
+    view: &skylane_control::ClusterView,
+    game: &str,
+    client_to_relay: &BTreeMap<String, u32>,
+    client_coords: Option<(f64, f64)>,
+) -> Option<BTreeMap<String, u32>> {
+    let runs = |o: &str| {
+        view.nodes
+            .get(o)
+            .is_some_and(|n| n.games.iter().any(|g| g == game))
+    };
+    let relays: BTreeMap<String, BTreeMap<String, u32>> = view
+        .relays()
+        .map(|r| (r.id.clone(), r.origin_rtt_ms.clone()))
+        .collect();
+    let mut est = through_relays(client_to_relay, &relays);
+    est.retain(|o, _| runs(o));
+    if est.is_empty() {
+        let origins: BTreeMap<String, (f64, f64)> = view
+            .origins()
+            .filter(|o| runs(&o.id))
+            .filter_map(|o| Some((o.id.clone(), o.coords?)))
+            .collect();
+        est = from_coordinates(client_coords?, &origins);
+    }
+    (!est.is_empty()).then_some(est)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_ticket_is_estimated_from_the_view_or_from_coordinates() {
+        use skylane_control::{ClusterView, NodeInfo, NodeKind};
+        let mut view = ClusterView::default();
+        let mut origin = |id: &str, at: (f64, f64)| {
+            let mut o = NodeInfo::relay(0, "10.0.0.1:4500", "localhost", "eu");
+            o.id = id.into();
+            o.kind = NodeKind::Origin;
+            o.coords = Some(at);
+            o.games = vec!["arena".into()];
+            view.nodes.insert(id.into(), o);
+        };
+        origin("origin-fra", (50.11, 8.68));
+        origin("origin-tyo", (35.68, 139.69));
+        let mut relay = NodeInfo::relay(1, "10.0.0.2:4433", "localhost", "eu");
+        relay.origin_rtt_ms = map(&[("origin-fra", 8), ("origin-tyo", 230)]);
+        view.nodes.insert(relay.id.clone(), relay);
+        let measured = map(&[("relay-1", 12)]);
+        assert_eq!(
+            for_ticket(&view, "arena", &measured, None),
+            Some(map(&[("origin-fra", 20), ("origin-tyo", 242)]))
+        );
+        // No measurement: coordinates (Paris).
+        let geo = for_ticket(&view, "arena", &BTreeMap::new(), Some((48.85, 2.35))).unwrap();
+        assert!(geo["origin-fra"] < geo["origin-tyo"], "{geo:?}");
+        // Neither, or a game no origin runs: no estimate.
+        assert_eq!(for_ticket(&view, "arena", &BTreeMap::new(), None), None);
+        assert_eq!(
+            for_ticket(&view, "chess", &measured, Some((48.85, 2.35))),
+            None
+        );
+    }
 
     fn map(pairs: &[(&str, u32)]) -> BTreeMap<String, u32> {
         pairs.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect()
