@@ -306,6 +306,30 @@ impl Net {
         }
     }
 
+    /// How an origin of this network presents itself to a control plane:
+    /// `id` at `addr`, in `eu`, room for 16 worlds, lease `ttl`, a 2 s
+    /// removal grace, replicating with this network's certificates.
+    pub fn cluster_node(
+        &self,
+        id: &str,
+        addr: SocketAddr,
+        ttl: Duration,
+    ) -> skylane_origin::ClusterNode {
+        skylane_origin::ClusterNode {
+            id: id.into(),
+            addr: addr.to_string(),
+            tls_name: "localhost".into(),
+            admin: None,
+            region: "eu".into(),
+            capacity: 16,
+            lease_ttl: ttl,
+            removal_grace: Duration::from_secs(2),
+            journal_dir: None,
+            replication: Some(self.replication_client()),
+            attestation: None,
+        }
+    }
+
     /// How an origin here reaches a world's primary as its standby.
     pub fn replication_client(&self) -> quinn::ClientConfig {
         let mut c =

@@ -139,7 +139,7 @@ fn a_standby_s_ledger_follows_the_room_and_carries_on_after_a_takeover() {
     use std::sync::Arc;
 
     use skylane_control::{Embedded, PlacementHints, SharedControl, WorldSpec};
-    use skylane_origin::{ClusterNode, Games, Ledger};
+    use skylane_origin::{Games, Ledger};
     use skylane_proto::Role;
 
     const TTL: Duration = Duration::from_secs(3);
@@ -151,21 +151,7 @@ fn a_standby_s_ledger_follows_the_room_and_carries_on_after_a_takeover() {
             ..NetOptions::default()
         });
         let control: SharedControl = Arc::new(Embedded::new());
-        let repl = net.replication_client();
-        let node = |id: &str, addr: std::net::SocketAddr| ClusterNode {
-            id: id.into(),
-            addr: addr.to_string(),
-            tls_name: "localhost".into(),
-            admin: None,
-            region: "eu".into(),
-            capacity: 16,
-            lease_ttl: TTL,
-            removal_grace: Duration::from_secs(2),
-            journal_dir: None,
-            replication: Some(repl.clone()),
-            attestation: None,
-        };
-        let a_node = node("origin-1", net.origin.local_addr());
+        let a_node = net.cluster_node("origin-1", net.origin.local_addr(), TTL);
         let mut agents = vec![net
             .origin
             .join_cluster(
@@ -180,7 +166,7 @@ fn a_standby_s_ledger_follows_the_room_and_carries_on_after_a_takeover() {
         b.server
             .handle()
             .attach_ledger(Ledger::open(&dir.path().join("b.redb")).unwrap());
-        let b_node = node("origin-2", b.addr);
+        let b_node = net.cluster_node("origin-2", b.addr, TTL);
         agents.push(
             b.server
                 .join_cluster(

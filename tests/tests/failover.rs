@@ -24,19 +24,7 @@ use skylane_tests::{CutControl, Net, NetOptions, OriginNode};
 const TTL: Duration = Duration::from_secs(3);
 
 fn node(id: &str, addr: std::net::SocketAddr, net: &Net) -> ClusterNode {
-    ClusterNode {
-        id: id.into(),
-        addr: addr.to_string(),
-        tls_name: "localhost".into(),
-        admin: None,
-        region: "eu".into(),
-        capacity: 16,
-        lease_ttl: TTL,
-        removal_grace: Duration::from_secs(2),
-        journal_dir: None,
-        replication: Some(net.replication_client()),
-        attestation: None,
-    }
+    net.cluster_node(id, addr, TTL)
 }
 
 async fn join(
