@@ -16,7 +16,7 @@ use tokio::time::Instant;
 
 use crate::model::{Ban, ClusterView, NodeInfo, Offer, Owner, WorldRecord, WorldSpec, WorldStatus};
 use crate::placement::{place, place_standbys, PlacementHints};
-use crate::{Claim, ControlError, ControlPlane, LeaseId};
+use crate::{Claim, ControlError, ControlPlane, LeaseId, RecordWrite};
 
 #[derive(Debug)]
 struct Lease {
@@ -33,6 +33,7 @@ struct State {
     node_leases: HashMap<String, LeaseId>,
     owner_leases: HashMap<WorldId, LeaseId>,
     offer_leases: HashMap<(WorldId, String), LeaseId>,
+    leader_leases: HashMap<String, LeaseId>,
 }
 
 impl State {
@@ -74,6 +75,13 @@ impl State {
                 if let Some(rec) = view.worlds.get_mut(w) {
                     rec.owner = None;
                 }
+            }
+            keep
+        });
+        self.leader_leases.retain(|role, l| {
+            let keep = *l != id;
+            if !keep {
+                view.leaders.remove(role);
             }
             keep
         });
@@ -414,6 +422,61 @@ impl ControlPlane for Embedded {
                 .ok_or(ControlError::UnknownWorld(world))?;
             st.owner_leases.remove(&world);
             st.offer_leases.retain(|(w, _), _| *w != world);
+            view.revision += 1;
+            Ok(())
+        })
+    }
+
+    async fn campaign(
+        &self,
+        role: &str,
+        node: &str,
+        lease: LeaseId,
+    ) -> Result<String, ControlError> {
+        crate::check_record_key(role)?;
+        crate::check_record_key(node)?;
+        self.write(|st, view| {
+            if let Some(leader) = view.leaders.get(role) {
+                return Ok(leader.clone());
+            }
+            st.live(lease)?;
+            view.leaders.insert(role.to_owned(), node.to_owned());
+            st.leader_leases.insert(role.to_owned(), lease);
+            view.revision += 1;
+            Ok(node.to_owned())
+        })
+    }
+
+    async fn resign(&self, role: &str, node: &str) -> Result<(), ControlError> {
+        self.write(|st, view| {
+            if view.leaders.get(role).is_some_and(|l| l == node) {
+                view.leaders.remove(role);
+                st.leader_leases.remove(role);
+                view.revision += 1;
+            }
+            Ok(())
+        })
+    }
+
+    async fn write_records(&self, w: RecordWrite) -> Result<(), ControlError> {
+        crate::check_write(&w)?;
+        self.write(|_, view| {
+            if let Some((role, node)) = &w.leader {
+                let leader = view.leaders.get(role);
+                if leader != Some(node) {
+                    return Err(ControlError::NotLeader {
+                        role: role.clone(),
+                        node: node.clone(),
+                        leader: leader.cloned(),
+                    });
+                }
+            }
+            for (k, v) in w.puts {
+                view.records.insert(k, v);
+            }
+            for k in &w.deletes {
+                view.records.remove(k);
+            }
             view.revision += 1;
             Ok(())
         })

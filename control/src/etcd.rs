@@ -12,6 +12,8 @@
 //! | `{p}/worlds/{id:020}/offers/{node}` | [`Offer`] | the standby's |
 //! | `{p}/bans/{subject}` | [`Ban`] | none (it names its end) |
 //! | `{p}/meta/next-world` | the next world id (decimal) | none |
+//! | `{p}/leaders/{role}` | the leading node's id (plain text) | the leader's |
+//! | `{p}/records/{key}` | a service's record (the matchmaker's: JSON) | none |
 //!
 //! Ownership is a transaction: "owner key absent → put it under my lease". The
 //! key's create revision is the epoch; a later owner's key is created later, so
@@ -19,7 +21,9 @@
 //! create revision = my epoch", so a fenced-off owner cannot overwrite its
 //! successor. World creation reads the cluster, runs [`place`], and commits only
 //! if `meta/next-world` is unchanged since the read: creations are serialised, so
-//! two never both take an origin's last slot.
+//! two never both take an origin's last slot. Leading a role is the same
+//! "absent → put under my lease" transaction on its leader key; a fenced
+//! record write is a transaction on "leader key's value = me".
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -36,7 +40,7 @@ use tracing::{info, warn};
 
 use crate::model::{Ban, ClusterView, NodeInfo, Offer, Owner, WorldRecord, WorldSpec, WorldStatus};
 use crate::placement::{place, place_standbys, PlacementHints};
-use crate::{Claim, ControlError, ControlPlane, LeaseId};
+use crate::{Claim, ControlError, ControlPlane, LeaseId, RecordWrite};
 
 /// How many times a read-check-write loop retries before giving up.
 const RETRIES: usize = 32;
@@ -115,6 +119,8 @@ enum Key {
     Status(WorldId),
     Offer(WorldId, String),
     Ban(String),
+    Leader(String),
+    Record(String),
     Counter,
     Other,
 }
@@ -171,6 +177,16 @@ impl Mirror {
                 }
                 Err(e) => bad(e),
             },
+            Key::Leader(role) => {
+                self.view
+                    .leaders
+                    .insert(role, String::from_utf8_lossy(kv.value()).into_owned());
+            }
+            Key::Record(k) => {
+                self.view
+                    .records
+                    .insert(k, bytes::Bytes::copy_from_slice(kv.value()));
+            }
             Key::Counter => {
                 self.counter = Some((
                     String::from_utf8_lossy(kv.value()).into_owned(),
@@ -195,6 +211,12 @@ impl Mirror {
             }),
             Key::Ban(subject) => {
                 self.view.bans.remove(&subject);
+            }
+            Key::Leader(role) => {
+                self.view.leaders.remove(&role);
+            }
+            Key::Record(k) => {
+                self.view.records.remove(&k);
             }
             Key::Counter => self.counter = None,
             Key::Other => {}
@@ -226,6 +248,12 @@ fn parse_key(prefix: &str, key: &str) -> Key {
     let Some(rest) = key.strip_prefix(prefix).and_then(|r| r.strip_prefix('/')) else {
         return Key::Other;
     };
+    if let Some(role) = rest.strip_prefix("leaders/") {
+        return Key::Leader(role.to_string());
+    }
+    if let Some(k) = rest.strip_prefix("records/") {
+        return Key::Record(k.to_string());
+    }
     let mut parts = rest.split('/');
     match (parts.next(), parts.next(), parts.next(), parts.next()) {
         (Some("nodes"), Some(id), None, None) => Key::Node(id.to_string()),
@@ -754,6 +782,96 @@ impl ControlPlane for Etcd {
             return Err(ControlError::UnknownWorld(world));
         }
         Ok(())
+    }
+
+    async fn campaign(
+        &self,
+        role: &str,
+        node: &str,
+        lease: LeaseId,
+    ) -> Result<String, ControlError> {
+        crate::check_record_key(role)?;
+        crate::check_record_key(node)?;
+        let key = self.key(&format!("leaders/{role}"));
+        let txn = Txn::new()
+            .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(
+                key.clone(),
+                node.as_bytes().to_vec(),
+                Some(PutOptions::new().with_lease(lease)),
+            )])
+            .or_else([TxnOp::get(key, None)]);
+        let mut c = self.client.clone();
+        let resp = c.txn(txn).await.map_err(lease_err(lease))?;
+        if resp.succeeded() {
+            return Ok(node.to_owned());
+        }
+        for op in resp.op_responses() {
+            if let TxnOpResponse::Get(g) = op {
+                if let Some(kv) = g.kvs().first() {
+                    return Ok(String::from_utf8_lossy(kv.value()).into_owned());
+                }
+            }
+        }
+        // Gone between the compare and the get: the next campaign decides.
+        Err(ControlError::Contention("campaigning"))
+    }
+
+    async fn resign(&self, role: &str, node: &str) -> Result<(), ControlError> {
+        crate::check_record_key(role)?;
+        let key = self.key(&format!("leaders/{role}"));
+        let txn = Txn::new()
+            .when([Compare::value(
+                key.clone(),
+                CompareOp::Equal,
+                node.as_bytes().to_vec(),
+            )])
+            .and_then([TxnOp::delete(key, None)]);
+        let mut c = self.client.clone();
+        c.txn(txn).await.map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn write_records(&self, w: RecordWrite) -> Result<(), ControlError> {
+        crate::check_write(&w)?;
+        let mut ops: Vec<TxnOp> = w
+            .puts
+            .iter()
+            .map(|(k, v)| TxnOp::put(self.key(&format!("records/{k}")), v.to_vec(), None))
+            .collect();
+        ops.extend(
+            w.deletes
+                .iter()
+                .map(|k| TxnOp::delete(self.key(&format!("records/{k}")), None)),
+        );
+        let mut txn = Txn::new();
+        if let Some((role, node)) = &w.leader {
+            let key = self.key(&format!("leaders/{role}"));
+            txn = txn
+                .when([Compare::value(
+                    key.clone(),
+                    CompareOp::Equal,
+                    node.as_bytes().to_vec(),
+                )])
+                .and_then(ops)
+                .or_else([TxnOp::get(key, None)]);
+        } else {
+            txn = txn.and_then(ops);
+        }
+        let mut c = self.client.clone();
+        let resp = c.txn(txn).await.map_err(unavailable)?;
+        if resp.succeeded() {
+            return Ok(());
+        }
+        let leader = resp.op_responses().into_iter().find_map(|op| match op {
+            TxnOpResponse::Get(g) => g
+                .kvs()
+                .first()
+                .map(|kv| String::from_utf8_lossy(kv.value()).into_owned()),
+            _ => None,
+        });
+        let (role, node) = w.leader.unwrap_or_default();
+        Err(ControlError::NotLeader { role, node, leader })
     }
 
     async fn view(&self) -> Result<ClusterView, ControlError> {

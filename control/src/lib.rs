@@ -19,6 +19,11 @@
 //!
 //! # Layout
 //! * `model`: the records and the [`ClusterView`].
+//!
+//! Services beside the data path (the matchmaker) keep small records here
+//! ([`ControlPlane::write_records`], visible in the view) and elect one
+//! active instance per role under a lease ([`ControlPlane::campaign`]); their
+//! writes can be fenced on still leading.
 //! * `placement`: the placement core.
 //! * `lease`: the lease clock (pure) and keeper (task).
 //! * `embedded`: the in-process store.
@@ -52,8 +57,8 @@ pub use lease::{LeaseClock, LeaseKeeper, LeaseStatus};
 pub use local_etcd::LocalEtcd;
 pub use model::{
     Ban, ClusterView, GameResult, NodeInfo, NodeKind, Offer, Owner, Phase, SpecError, Takeover,
-    WorldRecord, WorldSpec, WorldStatus, MAX_NAME_LEN, MAX_SUBJECT_LEN, MAX_TICK_HZ,
-    MAX_WORLD_CAPACITY,
+    WorldRecord, WorldSpec, WorldStatus, MAX_NAME_LEN, MAX_RECORD_KEY_LEN, MAX_RECORD_LEN,
+    MAX_RECORD_OPS, MAX_SUBJECT_LEN, MAX_TICK_HZ, MAX_WORLD_CAPACITY,
 };
 pub use placement::{place, place_standbys, PlacementError, PlacementHints};
 pub use settings::{ControlKind, ControlSettings};
@@ -76,6 +81,65 @@ pub(crate) fn check_subject(subject: &str) -> Result<(), ControlError> {
         return Err(ControlError::Invalid(format!("bad subject {subject:?}")));
     }
     Ok(())
+}
+
+/// A record key or role name: 1..=`MAX_RECORD_KEY_LEN` bytes of
+/// `[A-Za-z0-9._-]` in `/`-separated non-empty segments.
+pub(crate) fn check_record_key(key: &str) -> Result<(), ControlError> {
+    let ok = !key.is_empty()
+        && key.len() <= MAX_RECORD_KEY_LEN
+        && key.split('/').all(|seg| {
+            !seg.is_empty()
+                && seg
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(ControlError::Invalid(format!("bad record key {key:?}")))
+    }
+}
+
+/// Checks a [`RecordWrite`]'s bounds.
+pub(crate) fn check_write(w: &RecordWrite) -> Result<(), ControlError> {
+    if w.puts.len() + w.deletes.len() > MAX_RECORD_OPS {
+        return Err(ControlError::Invalid(format!(
+            "{} operations in one record write (at most {})",
+            w.puts.len() + w.deletes.len(),
+            MAX_RECORD_OPS
+        )));
+    }
+    for (k, v) in &w.puts {
+        check_record_key(k)?;
+        if v.len() > MAX_RECORD_LEN {
+            return Err(ControlError::Invalid(format!(
+                "record {k} is {} bytes (at most {})",
+                v.len(),
+                MAX_RECORD_LEN
+            )));
+        }
+    }
+    for k in &w.deletes {
+        check_record_key(k)?;
+    }
+    if let Some((role, node)) = &w.leader {
+        check_record_key(role)?;
+        check_record_key(node)?;
+    }
+    Ok(())
+}
+
+/// Puts and deletes of service records, applied together or not at all.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecordWrite {
+    /// Records to write (key, value).
+    pub puts: Vec<(String, bytes::Bytes)>,
+    /// Records to delete (absent ones are fine).
+    pub deletes: Vec<String>,
+    /// Fenced: only while this node leads this role (`(role, node)`);
+    /// refused with [`ControlError::NotLeader`] otherwise.
+    pub leader: Option<(String, String)>,
 }
 
 pub(crate) fn check_ttl(ttl: Duration) -> Result<(), ControlError> {
@@ -150,6 +214,16 @@ pub enum ControlError {
     /// A bad argument (a TTL below the minimum, an empty node id).
     #[error("{0}")]
     Invalid(String),
+    /// A write fenced on leading a role, by a node that no longer leads it.
+    #[error("{node} does not lead {role} (leader: {leader:?})")]
+    NotLeader {
+        /// The role.
+        role: String,
+        /// The node that wrote.
+        node: String,
+        /// Who leads it now, if anyone.
+        leader: Option<String>,
+    },
 }
 
 impl ControlError {
@@ -166,6 +240,7 @@ impl ControlError {
             Self::Corrupt { .. } => "corrupt",
             Self::Contention(_) => "contention",
             Self::Invalid(_) => "invalid",
+            Self::NotLeader { .. } => "not_leader",
         }
     }
 }
@@ -229,6 +304,20 @@ pub trait ControlPlane: Send + Sync + std::fmt::Debug + 'static {
     async fn end_world(&self, world: WorldId) -> Result<(), ControlError>;
     /// Removes a world's records (spec, owner, status).
     async fn remove_world(&self, world: WorldId) -> Result<(), ControlError>;
+    /// Campaigns for `role` (`matchmaker/default`): `node` becomes its leader
+    /// under `lease` if nobody leads it. Returns the leader afterwards (this
+    /// node, or the one that already leads). Leadership lapses with the lease.
+    async fn campaign(
+        &self,
+        role: &str,
+        node: &str,
+        lease: LeaseId,
+    ) -> Result<String, ControlError>;
+    /// Gives up `role` if `node` leads it (nothing otherwise).
+    async fn resign(&self, role: &str, node: &str) -> Result<(), ControlError>;
+    /// Writes and deletes service records, all or none; fenced on
+    /// leadership when `w.leader` is set.
+    async fn write_records(&self, w: RecordWrite) -> Result<(), ControlError>;
     /// The cluster now.
     async fn view(&self) -> Result<ClusterView, ControlError>;
     /// A watch on the cluster: the receiver holds the latest view and wakes on

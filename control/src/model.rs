@@ -347,6 +347,13 @@ pub struct ClusterView {
     pub worlds: BTreeMap<WorldId, WorldRecord>,
     /// Subjects banned from every relay, by subject.
     pub bans: BTreeMap<String, Ban>,
+    /// Who leads each role (`matchmaker/default`...), by role: a node holds
+    /// it under its lease ([`crate::ControlPlane::campaign`]).
+    pub leaders: BTreeMap<String, String>,
+    /// Records services keep in the control plane (the matchmaker's tickets
+    /// and matches), by key ([`crate::ControlPlane::write_records`]). Opaque
+    /// bytes to the control plane; cheap to clone.
+    pub records: BTreeMap<String, bytes::Bytes>,
 }
 
 /// A subject banned from the whole cluster: every relay refuses its hellos and
@@ -361,6 +368,13 @@ pub struct Ban {
 
 /// Longest subject a ban may name.
 pub const MAX_SUBJECT_LEN: usize = 256;
+/// Longest record key (and role name).
+pub const MAX_RECORD_KEY_LEN: usize = 200;
+/// Largest record value.
+pub const MAX_RECORD_LEN: usize = 16 * 1024;
+/// Most puts and deletes in one [`crate::RecordWrite`] (etcd's transaction
+/// limit is 128 operations).
+pub const MAX_RECORD_OPS: usize = 100;
 
 impl ClusterView {
     /// Origins, in id order.
@@ -371,6 +385,20 @@ impl ClusterView {
     /// Relays, in id order.
     pub fn relays(&self) -> impl Iterator<Item = &NodeInfo> {
         self.nodes.values().filter(|n| n.kind == NodeKind::Relay)
+    }
+
+    /// The records whose keys start with `prefix`, in key order.
+    pub fn records_under<'a>(
+        &'a self,
+        prefix: &'a str,
+    ) -> impl Iterator<Item = (&'a str, &'a bytes::Bytes)> + 'a {
+        self.records
+            .range::<str, _>((
+                std::ops::Bound::Included(prefix),
+                std::ops::Bound::Unbounded,
+            ))
+            .take_while(move |(k, _)| k.starts_with(prefix))
+            .map(|(k, v)| (k.as_str(), v))
     }
 
     /// Worlds placed on `node` that still count against its capacity (not yet

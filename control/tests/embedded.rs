@@ -26,9 +26,10 @@ cases!(
     standbys_are_chosen_and_replaced_by_the_owner_only,
     offers_live_under_their_standbys_lease,
     bans_are_seen_by_watchers_and_lifted,
+    one_leader_per_role_and_fenced_record_writes,
 );
 
 #[test]
 fn every_case_runs_here() {
-    assert_eq!(suite::CASES.len(), 10);
+    assert_eq!(suite::CASES.len(), 11);
 }

@@ -55,9 +55,10 @@ fn error(e: &ControlError) -> Response {
     let code = match e {
         ControlError::Spec(_) | ControlError::Invalid(_) => StatusCode::BAD_REQUEST,
         ControlError::UnknownWorld(_) => StatusCode::NOT_FOUND,
-        ControlError::Placement(_) | ControlError::Owned { .. } | ControlError::Contention(_) => {
-            StatusCode::CONFLICT
-        }
+        ControlError::Placement(_)
+        | ControlError::Owned { .. }
+        | ControlError::Contention(_)
+        | ControlError::NotLeader { .. } => StatusCode::CONFLICT,
         ControlError::Unavailable(_)
         | ControlError::LeaseLost(_)
         | ControlError::Fenced { .. }

@@ -136,6 +136,23 @@ impl ControlPlane for CutControl {
         self.check()?;
         self.inner.remove_world(world).await
     }
+    async fn campaign(
+        &self,
+        role: &str,
+        node: &str,
+        lease: LeaseId,
+    ) -> Result<String, ControlError> {
+        self.check()?;
+        self.inner.campaign(role, node, lease).await
+    }
+    async fn resign(&self, role: &str, node: &str) -> Result<(), ControlError> {
+        self.check()?;
+        self.inner.resign(role, node).await
+    }
+    async fn write_records(&self, w: skylane_control::RecordWrite) -> Result<(), ControlError> {
+        self.check()?;
+        self.inner.write_records(w).await
+    }
     async fn view(&self) -> Result<ClusterView, ControlError> {
         self.check()?;
         self.inner.view().await

@@ -24,6 +24,7 @@ pub const CASES: &[&str] = &[
     "standbys_are_chosen_and_replaced_by_the_owner_only",
     "offers_live_under_their_standbys_lease",
     "bans_are_seen_by_watchers_and_lifted",
+    "one_leader_per_role_and_fenced_record_writes",
 ];
 
 /// Runs one case by name.
@@ -39,6 +40,7 @@ pub async fn run(name: &str, c: SharedControl) {
         "standbys_are_chosen_and_replaced_by_the_owner_only" => standbys(c).await,
         "offers_live_under_their_standbys_lease" => offers(c).await,
         "bans_are_seen_by_watchers_and_lifted" => bans(c).await,
+        "one_leader_per_role_and_fenced_record_writes" => leaders(c).await,
         other => panic!("no case {other}"),
     }
 }
@@ -324,6 +326,104 @@ async fn bans(c: SharedControl) {
         c.ban("a/b", &longer).await,
         Err(ControlError::Invalid(_))
     ));
+}
+
+async fn leaders(c: SharedControl) {
+    let role = "matchmaker/default";
+    let a = c.grant(TTL).await.unwrap();
+    let b = c.grant(Duration::from_secs(30)).await.unwrap();
+    assert_eq!(c.campaign(role, "mm-a", a).await.unwrap(), "mm-a");
+    assert_eq!(c.campaign(role, "mm-b", b).await.unwrap(), "mm-a");
+    // A fenced write by the leader lands, atomically with its deletes.
+    let put = |k: &str, v: &str| (k.to_string(), bytes::Bytes::from(v.to_string()));
+    let fenced = |node: &str, puts, deletes| skylane_control::RecordWrite {
+        puts,
+        deletes,
+        leader: Some((role.into(), node.into())),
+    };
+    c.write_records(fenced(
+        "mm-a",
+        vec![put("mm/q/t/1", "one"), put("mm/q/t/2", "two")],
+        vec![],
+    ))
+    .await
+    .unwrap();
+    eventually(&*c, "both records", |v| {
+        v.records_under("mm/q/").count() == 2
+            && v.leaders.get(role).map(String::as_str) == Some("mm-a")
+    })
+    .await;
+    // The follower's fenced write is refused and changes nothing.
+    match c
+        .write_records(fenced(
+            "mm-b",
+            vec![put("mm/q/t/3", "three")],
+            vec!["mm/q/t/1".into()],
+        ))
+        .await
+    {
+        Err(ControlError::NotLeader { leader, .. }) => assert_eq!(leader.as_deref(), Some("mm-a")),
+        other => panic!("expected NotLeader, got {other:?}"),
+    }
+    // An unfenced write (a new ticket from any instance) lands.
+    c.write_records(skylane_control::RecordWrite {
+        puts: vec![put("mm/q/t/4", "four")],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    // The leader's lease lapses: the role is free, b takes it, a's writes are fenced.
+    eventually(&*c, "a's leadership lapsed", |v| {
+        !v.leaders.contains_key(role)
+    })
+    .await;
+    assert_eq!(c.campaign(role, "mm-b", b).await.unwrap(), "mm-b");
+    assert!(matches!(
+        c.write_records(fenced("mm-a", vec![], vec!["mm/q/t/1".into()]))
+            .await,
+        Err(ControlError::NotLeader { .. })
+    ));
+    c.write_records(fenced("mm-b", vec![], vec!["mm/q/t/1".into()]))
+        .await
+        .unwrap();
+    let v = c.view().await.unwrap();
+    let keys: Vec<&str> = v.records_under("mm/q/").map(|(k, _)| k).collect();
+    assert_eq!(keys, ["mm/q/t/2", "mm/q/t/4"]);
+    assert_eq!(v.records["mm/q/t/2"], "two");
+    // Resigning frees it; bad keys and oversized records are refused.
+    c.resign(role, "mm-a").await.unwrap();
+    assert_eq!(c.view().await.unwrap().leaders[role], "mm-b");
+    c.resign(role, "mm-b").await.unwrap();
+    eventually(&*c, "resigned", |v| !v.leaders.contains_key(role)).await;
+    for bad in ["", "a//b", "/a", "a b", "a/"] {
+        assert!(
+            matches!(
+                c.write_records(skylane_control::RecordWrite {
+                    puts: vec![put(bad, "x")],
+                    ..Default::default()
+                })
+                .await,
+                Err(ControlError::Invalid(_))
+            ),
+            "{bad:?}"
+        );
+    }
+    let big = bytes::Bytes::from(vec![0u8; skylane_control::MAX_RECORD_LEN + 1]);
+    assert!(matches!(
+        c.write_records(skylane_control::RecordWrite {
+            puts: vec![("mm/big".into(), big)],
+            ..Default::default()
+        })
+        .await,
+        Err(ControlError::Invalid(_))
+    ));
+    c.write_records(skylane_control::RecordWrite {
+        deletes: vec!["mm/q/t/2".into(), "mm/q/t/4".into()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    eventually(&*c, "records deleted", |v| v.records.is_empty()).await;
 }
 
 async fn watches_fire(c: SharedControl) {
