@@ -19,9 +19,11 @@
 //! persistence of tickets and ratings, SDK and CLI) is not built yet.
 
 pub mod book;
+pub mod coordinator;
 pub mod estimate;
 mod matcher;
 pub mod ratings;
+pub mod records;
 
 pub use matcher::{
     GameRules, Match, Matcher, MatcherStats, Member, Step, Ticket, TicketError, TicketId, Windows,

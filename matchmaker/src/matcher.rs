@@ -297,6 +297,18 @@ impl Matcher {
 
     /// Queues `t` at `now_ms`.
     pub fn handle_ticket(&mut self, now_ms: u64, t: Ticket) -> Result<(), TicketError> {
+        self.handle_ticket_since(now_ms, now_ms, t)
+    }
+
+    /// Queues `t`, which has waited since `since_ms` (a ticket a matchmaker
+    /// takes over from its predecessor keeps its place and its windows).
+    pub fn handle_ticket_since(
+        &mut self,
+        now_ms: u64,
+        since_ms: u64,
+        t: Ticket,
+    ) -> Result<(), TicketError> {
+        let since_ms = since_ms.min(now_ms);
         let checked = self.check(&t);
         if let Err(e) = checked {
             self.stats.refused += 1;
@@ -307,13 +319,16 @@ impl Matcher {
         }
         self.ids.insert(t.id);
         self.stats.queued += 1;
-        self.queues
-            .entry(t.game.clone())
-            .or_default()
-            .push(Waiting {
+        let q = self.queues.entry(t.game.clone()).or_default();
+        // Oldest first: a ticket from before the newest goes in its place.
+        let at = q.partition_point(|w| w.since_ms <= since_ms);
+        q.insert(
+            at,
+            Waiting {
                 ticket: t,
-                since_ms: now_ms,
-            });
+                since_ms,
+            },
+        );
         Ok(())
     }
 

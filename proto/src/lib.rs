@@ -20,6 +20,7 @@
 //! * [`chain`]: signed, hash-chained event batches (tamper evidence).
 //! * [`geo`]: great-circle distances.
 //! * [`repl`]: origin-to-origin replication (input log, acknowledgements).
+//! * [`matchmaking`]: the matchmaker's HTTP/JSON API types.
 
 // Library code reports errors; tests may unwrap.
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
@@ -37,6 +38,7 @@ pub mod codec;
 pub mod feedsig;
 pub mod geo;
 pub mod ids;
+pub mod matchmaking;
 pub mod message;
 pub mod payload;
 pub mod repl;
