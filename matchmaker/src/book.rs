@@ -96,7 +96,7 @@ impl RatingBook {
     /// per team, 1 first, equal ranks a draw), in one transaction; `false`
     /// when this match was applied already.
     pub fn apply(
-        &mut self,
+        &self,
         id: u64,
         teams: &[Vec<String>],
         ranks: &[usize],
@@ -147,7 +147,7 @@ mod tests {
     fn results_update_ratings_once_and_survive_a_restart() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ratings.redb");
-        let mut book = RatingBook::open(&path).unwrap();
+        let book = RatingBook::open(&path).unwrap();
         let new = Rating::default();
         assert_eq!(book.rating("ann").unwrap(), new);
         let ranks = ranks_from_winner(&teams(), Some("dee"));
@@ -166,7 +166,7 @@ mod tests {
         assert_eq!(ranks_from_winner(&teams(), None), vec![1, 1]);
         assert_eq!(ranks_from_winner(&teams(), Some("nobody")), vec![1, 1]);
         let dir = tempfile::tempdir().unwrap();
-        let mut book = RatingBook::open(&dir.path().join("r.redb")).unwrap();
+        let book = RatingBook::open(&dir.path().join("r.redb")).unwrap();
         assert!(matches!(
             book.apply(1, &teams(), &[1]),
             Err(BookError::Shape { teams: 2, ranks: 1 })

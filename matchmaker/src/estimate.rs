@@ -11,8 +11,6 @@ use std::collections::BTreeMap;
 const FIBRE_KM_PER_MS: f64 = 200.0;
 /// Routing and last-mile overhead added to a distance estimate, ms.
 const GEO_OVERHEAD_MS: f64 = 10.0;
-/// Earth's mean radius, km.
-const EARTH_KM: f64 = 6371.0;
 
 /// Estimated RTT (ms) to each origin through the best relay: for every
 /// relay the client measured (`client_to_relay`, ms) and every origin that
@@ -39,11 +37,7 @@ pub fn through_relays(
 
 /// Great-circle distance between two points (degrees), km.
 pub fn distance_km(a: (f64, f64), b: (f64, f64)) -> f64 {
-    let (la1, lo1) = (a.0.to_radians(), a.1.to_radians());
-    let (la2, lo2) = (b.0.to_radians(), b.1.to_radians());
-    let h = ((la2 - la1) / 2.0).sin().powi(2)
-        + la1.cos() * la2.cos() * ((lo2 - lo1) / 2.0).sin().powi(2);
-    2.0 * EARTH_KM * h.sqrt().min(1.0).asin()
+    skylane_proto::geo::distance_km(a.0, a.1, b.0, b.1)
 }
 
 /// Estimated RTT (ms) from a client at `client` (GeoIP coordinates) to each
@@ -94,6 +88,53 @@ pub fn for_ticket(
     (!est.is_empty()).then_some(est)
 }
 
+/// The relays a player should use to reach `origin`, best first, at most
+/// `k`: those it measured, by its RTT to the relay plus the relay's to the
+/// origin (then the other relays it measured, by its RTT to them); without
+/// measurements, the relays nearest its coordinates; without those, every
+/// relay.
+pub fn relays_for(
+    view: &skylane_control::ClusterView,
+    origin: &str,
+    client_to_relay: &BTreeMap<String, u32>,
+    client_coords: Option<(f64, f64)>,
+    k: usize,
+) -> Vec<skylane_proto::matchmaking::RelayEntry> {
+    let entry = |r: &skylane_control::NodeInfo, est: Option<u32>| {
+        skylane_proto::matchmaking::RelayEntry {
+            id: r.id.clone(),
+            addr: r.addr.clone(),
+            tls_name: r.tls_name.clone(),
+            region: r.region.clone(),
+            estimated_rtt_ms: est,
+        }
+    };
+    let mut ranked: Vec<(u8, u64, skylane_proto::matchmaking::RelayEntry)> = view
+        .relays()
+        .filter_map(|r| {
+            if let Some(c) = client_to_relay.get(&r.id) {
+                return Some(match r.origin_rtt_ms.get(origin) {
+                    Some(o) => {
+                        let est = c.saturating_add(*o);
+                        (0, u64::from(est), entry(r, Some(est)))
+                    }
+                    None => (1, u64::from(*c), entry(r, None)),
+                });
+            }
+            if !client_to_relay.is_empty() {
+                return None;
+            }
+            let km = match (client_coords, r.coords) {
+                (Some(c), Some(at)) => distance_km(c, at) as u64,
+                _ => u64::MAX,
+            };
+            Some((2, km, entry(r, None)))
+        })
+        .collect();
+    ranked.sort_by(|a, b| (a.0, a.1, &a.2.id).cmp(&(b.0, b.1, &b.2.id)));
+    ranked.into_iter().take(k).map(|(_, _, e)| e).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -129,6 +170,36 @@ mod tests {
             for_ticket(&view, "chess", &measured, Some((48.85, 2.35))),
             None
         );
+    }
+
+    #[test]
+    fn a_players_relays_are_ranked_by_the_path_to_the_origin() {
+        use skylane_control::ClusterView;
+        let mut view = ClusterView::default();
+        for (id, at, rtts) in [
+            (1, (52.37, 4.90), map(&[("o-eu", 10), ("o-us", 80)])),
+            (2, (40.71, -74.0), map(&[("o-us", 5)])),
+            (3, (50.11, 8.68), map(&[("o-eu", 3)])),
+        ] {
+            let mut r = skylane_control::NodeInfo::relay(id, "10.0.0.1:1", "localhost", "x");
+            r.coords = Some(at);
+            r.origin_rtt_ms = rtts;
+            view.nodes.insert(r.id.clone(), r);
+        }
+        let ids = |v: Vec<skylane_proto::matchmaking::RelayEntry>| -> Vec<String> {
+            v.into_iter().map(|e| e.id).collect()
+        };
+        // Measured: 1 (12 + 10) beats 3 (25 + 3 = 28); 2 has no path to o-eu
+        // of its own, so it comes last.
+        let measured = map(&[("relay-1", 12), ("relay-2", 70), ("relay-3", 25)]);
+        let r = relays_for(&view, "o-eu", &measured, None, 3);
+        assert_eq!(r[0].estimated_rtt_ms, Some(22));
+        assert_eq!(ids(r), ["relay-1", "relay-3", "relay-2"]);
+        // Not measured: by distance from the player (New York).
+        let r = relays_for(&view, "o-eu", &BTreeMap::new(), Some((40.0, -75.0)), 2);
+        assert_eq!(ids(r), ["relay-2", "relay-1"]);
+        // Neither: every relay, up to k.
+        assert_eq!(relays_for(&view, "o-eu", &BTreeMap::new(), None, 5).len(), 3);
     }
 
     fn map(pairs: &[(&str, u32)]) -> BTreeMap<String, u32> {

@@ -18,12 +18,14 @@
 //! The service around it (HTTP API, control-plane placement, leader lease,
 //! persistence of tickets and ratings, SDK and CLI) is not built yet.
 
+mod api;
 pub mod book;
 pub mod coordinator;
 pub mod estimate;
 mod matcher;
 pub mod ratings;
 pub mod records;
+pub mod service;
 
 pub use matcher::{
     GameRules, Match, Matcher, MatcherStats, Member, Step, Ticket, TicketError, TicketId, Windows,
