@@ -91,6 +91,24 @@ impl ClientBuilder {
         self
     }
 
+    /// Everything a match found by the matchmaker gives: its world token,
+    /// the world, and the relays nearest this player (their certificate
+    /// name too). Set the CA (and anything else) as usual.
+    #[must_use]
+    pub fn matched(mut self, m: &skylane_proto::matchmaking::MatchFound) -> Self {
+        self.token = Some(m.token.clone());
+        self.world = Some(m.world);
+        self.relays = m
+            .relays
+            .iter()
+            .filter_map(|r| r.addr.parse().ok())
+            .collect();
+        if let Some(r) = m.relays.first() {
+            self.server_name = Some(r.tls_name.clone());
+        }
+        self
+    }
+
     /// Bootstrap relays to probe.
     pub fn relays(mut self, relays: impl IntoIterator<Item = SocketAddr>) -> Self {
         self.relays = relays.into_iter().collect();

@@ -37,6 +37,8 @@
 //!   channel, so nothing is lost or repeated; it follows a relay's go-away.
 //! * **Clock sync:** NTP-style offset against the relay clock with an error
 //!   bound ([`clock`]), used for per-class latency statistics (hdrhistogram).
+//! * **Matchmaking:** [`Matchmaker`] measures the relays, queues a ticket
+//!   and waits for the match; [`ClientBuilder::matched`] connects to it.
 //! * **Spectators:** [`Spectator`] watches a delayed, filtered feed with the
 //!   same reconnect behaviour.
 //!
@@ -53,6 +55,7 @@ mod builder;
 mod choice;
 mod client;
 mod driver;
+pub mod matchmaker;
 mod order;
 mod probe;
 mod spectator;
@@ -76,6 +79,7 @@ pub use skylane_proto::clock::{self, ClockSync, Estimate, Sample};
 /// Samples a client takes at one per second before it slows to its configured
 /// ping interval.
 pub const WARM_UP_SAMPLES: usize = 8;
+pub use matchmaker::{MatchError, Matchmaker, Queued};
 pub use order::{OrderStats, Ordering, Released};
 pub use probe::{probe, Probe, ProbeError, ProbeSample};
 pub use spectator::{Spectator, SPECTATOR_PING_INTERVAL};

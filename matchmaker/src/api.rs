@@ -66,22 +66,22 @@ fn now_secs() -> u64 {
 }
 
 /// The caller's verified claims.
-fn auth(s: &Shared, headers: &HeaderMap) -> Result<Claims, Response> {
+fn auth(s: &Shared, headers: &HeaderMap) -> Result<Claims, Box<Response>> {
     let Some(token) = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
     else {
-        return Err(fail(
+        return Err(Box::new(fail(
             s,
             ErrorKind::BadToken,
             "no `Authorization: Bearer <token>` header",
-        ));
+        )));
     };
     s.cfg
         .verifier
         .verify_role(token.trim(), now_secs(), &[Role::Player])
-        .map_err(|e| token_error(s, &e))
+        .map_err(|e| Box::new(token_error(s, &e)))
 }
 
 /// The router.
@@ -131,7 +131,7 @@ async fn queue(
 ) -> Response {
     let claims = match auth(&s, &headers) {
         Ok(c) => c,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let req = match body {
         Ok(Json(r)) => r,
@@ -164,13 +164,13 @@ async fn queue(
     }
     let mut players = vec![claims.sub.clone()];
     for t in &req.party {
-        match s
-            .cfg
-            .verifier
-            .verify_role(t, now_secs(), &[Role::Player])
-        {
+        match s.cfg.verifier.verify_role(t, now_secs(), &[Role::Player]) {
             Ok(c) if players.contains(&c.sub) => {
-                return fail(&s, ErrorKind::Duplicate, format!("{} is in the party twice", c.sub))
+                return fail(
+                    &s,
+                    ErrorKind::Duplicate,
+                    format!("{} is in the party twice", c.sub),
+                )
             }
             Ok(c) => players.push(c.sub),
             Err(e) => return token_error(&s, &e),
@@ -228,7 +228,7 @@ async fn queue(
         return fail(&s, ErrorKind::Unavailable, e.to_string());
     }
     skylane_ops::count(&s.metrics.tickets, "queued");
-    let view = s.view.borrow().clone_for_ticket();
+    let view = nodes_of(&s.view.borrow());
     (
         StatusCode::CREATED,
         Json(status_of(&s, &view, &rec, &claims.sub)),
@@ -236,17 +236,12 @@ async fn queue(
         .into_response()
 }
 
-/// What a ticket answer needs of the view (relays only).
-trait ForTicket {
-    fn clone_for_ticket(&self) -> ClusterView;
-}
-
-impl ForTicket for ClusterView {
-    fn clone_for_ticket(&self) -> ClusterView {
-        ClusterView {
-            nodes: self.nodes.clone(),
-            ..ClusterView::default()
-        }
+/// What a ticket answer needs of the view: the nodes (relays and their
+/// RTTs), not the records.
+fn nodes_of(v: &ClusterView) -> ClusterView {
+    ClusterView {
+        nodes: v.nodes.clone(),
+        ..ClusterView::default()
     }
 }
 
@@ -330,7 +325,11 @@ fn status_of(s: &Shared, view: &ClusterView, rec: &TicketRecord, sub: &str) -> T
 }
 
 fn players(rec: &TicketRecord) -> Vec<String> {
-    rec.ticket.members.iter().map(|m| m.player.clone()).collect()
+    rec.ticket
+        .members
+        .iter()
+        .map(|m| m.player.clone())
+        .collect()
 }
 
 #[derive(Debug, serde::Deserialize)]
@@ -341,7 +340,11 @@ struct PollParams {
 
 /// The record of ticket `id` and the view's relays, if `sub` is one of its
 /// players.
-fn lookup(s: &Shared, id: TicketId, sub: &str) -> Result<(TicketRecord, ClusterView), Response> {
+fn lookup(
+    s: &Shared,
+    id: TicketId,
+    sub: &str,
+) -> Result<(TicketRecord, ClusterView), Box<Response>> {
     let v = s.view.borrow();
     let Some(rec) = v
         .records
@@ -349,13 +352,21 @@ fn lookup(s: &Shared, id: TicketId, sub: &str) -> Result<(TicketRecord, ClusterV
         .and_then(|b| decode::<TicketRecord>(b))
     else {
         drop(v);
-        return Err(fail(s, ErrorKind::NotFound, format!("no ticket {}", ticket_name(id))));
+        return Err(Box::new(fail(
+            s,
+            ErrorKind::NotFound,
+            format!("no ticket {}", ticket_name(id)),
+        )));
     };
     if !rec.ticket.members.iter().any(|m| m.player == sub) {
         drop(v);
-        return Err(fail(s, ErrorKind::Forbidden, format!("{sub} is not in this ticket")));
+        return Err(Box::new(fail(
+            s,
+            ErrorKind::Forbidden,
+            format!("{sub} is not in this ticket"),
+        )));
     }
-    Ok((rec, v.clone_for_ticket()))
+    Ok((rec, nodes_of(&v)))
 }
 
 async fn poll(
@@ -366,7 +377,7 @@ async fn poll(
 ) -> Response {
     let claims = match auth(&s, &headers) {
         Ok(c) => c,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let Some(id) = parse_ticket_name(&id) else {
         return fail(&s, ErrorKind::NotFound, format!("no ticket {id}"));
@@ -377,7 +388,7 @@ async fn poll(
     loop {
         let (rec, v) = match lookup(&s, id, &claims.sub) {
             Ok(x) => x,
-            Err(r) => return r,
+            Err(r) => return *r,
         };
         view.borrow_and_update();
         if rec.state != Stored::Queued || tokio::time::Instant::now() >= deadline {
@@ -394,14 +405,14 @@ async fn poll(
 async fn cancel(State(s): S, Path(id): Path<String>, headers: HeaderMap) -> Response {
     let claims = match auth(&s, &headers) {
         Ok(c) => c,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let Some(id) = parse_ticket_name(&id) else {
         return fail(&s, ErrorKind::NotFound, format!("no ticket {id}"));
     };
     let (rec, v) = match lookup(&s, id, &claims.sub) {
         Ok(x) => x,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     if rec.state != Stored::Queued {
         return Json(status_of(&s, &v, &rec, &claims.sub)).into_response();

@@ -100,15 +100,14 @@ pub fn relays_for(
     client_coords: Option<(f64, f64)>,
     k: usize,
 ) -> Vec<skylane_proto::matchmaking::RelayEntry> {
-    let entry = |r: &skylane_control::NodeInfo, est: Option<u32>| {
-        skylane_proto::matchmaking::RelayEntry {
+    let entry =
+        |r: &skylane_control::NodeInfo, est: Option<u32>| skylane_proto::matchmaking::RelayEntry {
             id: r.id.clone(),
             addr: r.addr.clone(),
             tls_name: r.tls_name.clone(),
             region: r.region.clone(),
             estimated_rtt_ms: est,
-        }
-    };
+        };
     let mut ranked: Vec<(u8, u64, skylane_proto::matchmaking::RelayEntry)> = view
         .relays()
         .filter_map(|r| {
@@ -199,7 +198,10 @@ mod tests {
         let r = relays_for(&view, "o-eu", &BTreeMap::new(), Some((40.0, -75.0)), 2);
         assert_eq!(ids(r), ["relay-2", "relay-1"]);
         // Neither: every relay, up to k.
-        assert_eq!(relays_for(&view, "o-eu", &BTreeMap::new(), None, 5).len(), 3);
+        assert_eq!(
+            relays_for(&view, "o-eu", &BTreeMap::new(), None, 5).len(),
+            3
+        );
     }
 
     fn map(pairs: &[(&str, u32)]) -> BTreeMap<String, u32> {

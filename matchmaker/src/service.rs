@@ -127,15 +127,31 @@ impl Metrics {
     pub fn new(registry: &mut Registry) -> Self {
         let m = Self::default();
         let r = registry.sub_registry_with_prefix("skylane_match");
-        r.register("tickets", "Tickets by outcome at the API", m.tickets.clone());
-        r.register("matches", "Matches whose world became ready", m.matches.clone());
+        r.register(
+            "tickets",
+            "Tickets by outcome at the API",
+            m.tickets.clone(),
+        );
+        r.register(
+            "matches",
+            "Matches whose world became ready",
+            m.matches.clone(),
+        );
         r.register(
             "placement_failures",
             "World placements that failed (retried elsewhere up to 3 times)",
             m.placement_failures.clone(),
         );
-        r.register("leader", "1 while this instance leads its queue", m.leader.clone());
-        r.register("waiting", "Tickets waiting in the leader's matcher", m.waiting.clone());
+        r.register(
+            "leader",
+            "1 while this instance leads its queue",
+            m.leader.clone(),
+        );
+        r.register(
+            "waiting",
+            "Tickets waiting in the leader's matcher",
+            m.waiting.clone(),
+        );
         r.register(
             "ratings_applied",
             "Match results applied to the rating book",
@@ -224,8 +240,8 @@ impl MatchService {
             leading: AtomicBool::new(false),
             stats: Mutex::new(CoordinatorStats::default()),
         });
-        let router = crate::api::router(shared.clone())
-            .merge(skylane_ops::admin_router(Arc::new(registry)));
+        let router =
+            crate::api::router(shared.clone()).merge(skylane_ops::admin_router(Arc::new(registry)));
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .map_err(|source| ServiceError::Bind {
@@ -383,13 +399,13 @@ async fn lead(
     let mut coord = Coordinator::new(&cfg.queue, &cfg.games, cfg.windows.clone());
     let (placed_tx, mut placed_rx) = mpsc::channel::<(u64, Placed)>(1024);
     let mut view = shared.view.clone();
-    view.mark_changed();
+    let mut dirty = true;
     let far = Duration::from_secs(3600);
     loop {
         if !lease.borrow().writable {
             return;
         }
-        if view.has_changed().unwrap_or(false) {
+        if std::mem::take(&mut dirty) {
             let v = view.borrow_and_update();
             if v.leaders.get(role).map(String::as_str) != Some(node) {
                 return;
@@ -426,7 +442,10 @@ async fn lead(
                 .stats
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            shared.metrics.matches.inc_by(s.placed - st.placed.min(s.placed));
+            shared
+                .metrics
+                .matches
+                .inc_by(s.placed - st.placed.min(s.placed));
             shared
                 .metrics
                 .placement_failures
@@ -438,7 +457,10 @@ async fn lead(
             .poll_timeout()
             .map_or(far, |t| Duration::from_millis(t.saturating_sub(now_ms())));
         tokio::select! {
-            r = view.changed() => if r.is_err() { return },
+            r = view.changed() => {
+                if r.is_err() { return }
+                dirty = true;
+            }
             () = tokio::time::sleep(next) => {}
             Some((id, placed)) = placed_rx.recv() => coord.handle_placed(now_ms(), id, placed),
             r = lease.changed() => if r.is_err() { return },

@@ -257,6 +257,11 @@ pub struct OriginConfig {
     /// Region, for placement (`eu`, `us-east`).
     #[arg(long, env = "SKYLANE_ORIGIN_REGION", default_value = "default")]
     pub region: String,
+    /// Where this origin is, `LAT,LON` (TOML: `coords = [50.1, 8.7]`):
+    /// matchmakers estimate the RTT of players that measured nothing from it.
+    #[arg(long, env = "SKYLANE_ORIGIN_COORDS", value_parser = parse_coords)]
+    #[serde(default)]
+    pub coords: Option<(f64, f64)>,
     /// Most worlds placed on this origin at once (the static world not counted).
     #[arg(long, env = "SKYLANE_ORIGIN_MAX_WORLDS", default_value_t = 1000)]
     pub max_worlds: u32,
@@ -396,6 +401,7 @@ impl OriginConfig {
             admin: Some(self.admin.to_string()),
             region: self.region.clone(),
             capacity: self.max_worlds,
+            coords: self.coords,
             lease_ttl: std::time::Duration::from_secs(self.lease_ttl_secs),
             removal_grace: std::time::Duration::from_secs(self.removal_grace_secs),
             journal_dir: self.world_journals.clone(),
@@ -490,9 +496,38 @@ impl OriginConfig {
     }
 }
 
+/// `LAT,LON` in degrees.
+fn parse_coords(s: &str) -> Result<(f64, f64), String> {
+    let (lat, lon) = s
+        .split_once(',')
+        .ok_or_else(|| format!("{s:?}: expected LAT,LON"))?;
+    let lat: f64 = lat
+        .trim()
+        .parse()
+        .map_err(|e| format!("latitude {lat:?}: {e}"))?;
+    let lon: f64 = lon
+        .trim()
+        .parse()
+        .map_err(|e| format!("longitude {lon:?}: {e}"))?;
+    if !(-90.0..=90.0).contains(&lat) || !(-180.0..=180.0).contains(&lon) {
+        return Err(format!(
+            "{s:?}: latitude must be -90..=90, longitude -180..=180"
+        ));
+    }
+    Ok((lat, lon))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn coordinates_parse_within_bounds() {
+        assert_eq!(parse_coords("50.1, 8.7"), Ok((50.1, 8.7)));
+        assert!(parse_coords("50.1").is_err());
+        assert!(parse_coords("95,0").is_err());
+        assert!(parse_coords("0,x").is_err());
+    }
     use clap::{CommandFactory, FromArgMatches, Parser};
     use std::path::Path;
 

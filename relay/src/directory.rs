@@ -95,6 +95,31 @@ impl WorldDirectory {
     pub fn handle_view(&mut self, view: &ClusterView) -> Vec<DirectoryChange> {
         let mut out = Vec::new();
         let mut seen = HashSet::new();
+        // Every registered origin is linked (and measured: relays publish
+        // their RTT to each, what a matchmaker estimates players' RTT with),
+        // not only those that own a world now.
+        let mut registered = HashSet::new();
+        for o in view.origins() {
+            let Ok(addr) = o.addr.parse::<SocketAddr>() else {
+                continue;
+            };
+            let key = (addr, o.tls_name.clone());
+            let id = match self.origins.get(&key) {
+                Some(id) => *id,
+                None => {
+                    self.next_id += 1;
+                    let id = OriginId(self.next_id);
+                    self.origins.insert(key, id);
+                    out.push(DirectoryChange::OriginAdded(OriginEntry {
+                        id,
+                        addr,
+                        tls_name: o.tls_name.clone(),
+                    }));
+                    id
+                }
+            };
+            registered.insert(id);
+        }
         for rec in view.worlds.values() {
             seen.insert(rec.id);
             let owner = rec.owner.as_ref().and_then(|o| {
@@ -148,7 +173,8 @@ impl WorldDirectory {
             self.declared.retain(|(_, x), _| *x != w);
             out.push(DirectoryChange::WorldRemoved(w));
         }
-        let used: HashSet<OriginId> = self.worlds.values().flatten().map(|(o, _)| *o).collect();
+        let mut used: HashSet<OriginId> = self.worlds.values().flatten().map(|(o, _)| *o).collect();
+        used.extend(registered);
         let unused: Vec<((SocketAddr, String), OriginId)> = self
             .origins
             .iter()
@@ -222,6 +248,29 @@ mod tests {
             addr: "127.0.0.1:5000".parse().unwrap(),
             tls_name: "localhost".into(),
         }
+    }
+
+    #[test]
+    fn registered_origins_are_linked_before_they_own_a_world() {
+        let mut d = WorldDirectory::new([static_one()]);
+        let mut v = view(vec![]);
+        let mut o = skylane_control::NodeInfo::relay(0, "127.0.0.1:7000", "localhost", "eu");
+        o.id = "origin-7".into();
+        o.kind = skylane_control::NodeKind::Origin;
+        v.nodes.insert(o.id.clone(), o);
+        let added = OriginEntry {
+            id: OriginId(2),
+            addr: "127.0.0.1:7000".parse().unwrap(),
+            tls_name: "localhost".into(),
+        };
+        assert_eq!(d.handle_view(&v), vec![DirectoryChange::OriginAdded(added)]);
+        assert!(d.handle_view(&v).is_empty(), "kept while registered");
+        v.nodes.clear();
+        assert_eq!(
+            d.handle_view(&v),
+            vec![DirectoryChange::OriginRemoved(OriginId(2))],
+            "dropped once gone and hosting nothing"
+        );
     }
 
     #[test]

@@ -101,6 +101,7 @@ impl Bench {
             admin: None,
             region: "local".into(),
             capacity: 64,
+            coords: None,
             lease_ttl: TTL,
             removal_grace: Duration::from_secs(1),
             journal_dir: None,

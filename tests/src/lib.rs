@@ -322,6 +322,7 @@ impl Net {
             admin: None,
             region: "eu".into(),
             capacity: 16,
+            coords: None,
             lease_ttl: ttl,
             removal_grace: Duration::from_secs(2),
             journal_dir: None,

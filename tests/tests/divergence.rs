@@ -140,6 +140,7 @@ fn node(id: &str, addr: std::net::SocketAddr, net: &Net) -> ClusterNode {
         admin: None,
         region: "eu".into(),
         capacity: 16,
+        coords: None,
         lease_ttl: Duration::from_secs(3),
         removal_grace: Duration::from_secs(2),
         journal_dir: None,

@@ -35,6 +35,7 @@ async fn cluster_with(net: &mut Net, journal_dir: Option<std::path::PathBuf>) ->
         admin: None,
         region: "eu".into(),
         capacity: 16,
+        coords: None,
         lease_ttl: Duration::from_secs(3),
         removal_grace: Duration::from_secs(2),
         journal_dir,

@@ -11,6 +11,7 @@
 //! * [`fanout`]: the raw quinn fan-out baseline of the spectator benchmark.
 //! * [`loadgen`]: drives a running network and checks the origin's counts.
 //! * [`demo`]: the demo run on [`local`].
+//! * [`matchmaking`]: a matchmaker on [`local`] (the demo's rooms queue through it).
 //! * [`rooms`]: worlds created while the demo runs, filled and played by bots.
 //! * [`probe`]: RTT and clock offset to a relay.
 //!
@@ -24,6 +25,7 @@ pub mod fleet;
 pub mod geoip;
 pub mod loadgen;
 pub mod local;
+pub mod matchmaking;
 pub mod probe;
 pub mod report;
 pub mod rooms;

@@ -200,6 +200,11 @@ pub struct LocalNet {
     pub pki: LocalPki,
     /// Token signer (issues players' and spectators' tokens).
     pub tokens: Arc<TokenSigner>,
+    /// The demo's GeoIP database (the relays' directory uses it).
+    pub geo: Arc<GeoDb>,
+    /// The matchmaker's token signer (its world tokens; the relays trust it
+    /// beside `tokens`).
+    pub matchmaker_tokens: Arc<TokenSigner>,
     /// The origin.
     pub origin: OriginServer,
     /// The origin's relay-facing address.
@@ -286,6 +291,13 @@ impl LocalNet {
         let roots = || pki.roots().map_err(certs);
         let pair = TokenKeyPair::generate()?;
         let tokens = Arc::new(TokenSigner::from_pem(&pair.private_pem)?);
+        // The matchmaker's own key: relays trust both (a key set).
+        let mm_pair = TokenKeyPair::generate()?;
+        let matchmaker_tokens = Arc::new(TokenSigner::from_pem(&mm_pair.private_pem)?);
+        let relay_tokens = skylane_proto::token::TokenVerifier::from_pem(
+            &format!("{}{}", pair.public_pem, mm_pair.public_pem),
+            AUDIENCE,
+        )?;
         let geo = crate::geoip::demo_mmdb()
             .map_err(|e| LocalError::Geo(e.to_string()))
             .and_then(|b| GeoDb::from_bytes(b.bytes).map_err(|e| LocalError::Geo(e.to_string())))?;
@@ -336,13 +348,19 @@ impl LocalNet {
         };
         let mut repl = skylane_certs::repl_client_config(roots()?, &pki.origin).map_err(certs)?;
         repl.transport_config(Arc::new(link_transport()));
-        let node = |id: String, addr: SocketAddr| skylane_origin::ClusterNode {
+        // Origin k sits in region k (round robin): a matchmaker's estimate for
+        // players that measured nothing.
+        let node = |id: String, addr: SocketAddr, k: usize| skylane_origin::ClusterNode {
             id,
             addr: addr.to_string(),
             tls_name: "localhost".into(),
             admin: None,
             region: "local".into(),
             capacity: opts.max_worlds,
+            coords: opts
+                .regions
+                .get(k % opts.regions.len().max(1))
+                .map(|r| (f64::from(r.lat), f64::from(r.lon))),
             lease_ttl: opts.lease_ttl,
             journal_dir: None,
             replication: Some(repl.clone()),
@@ -352,7 +370,7 @@ impl LocalNet {
         let agent = origin
             .join_cluster(
                 control.clone(),
-                node("origin-1".into(), origin_addr),
+                node("origin-1".into(), origin_addr, 0),
                 skylane_origin::Games::builtin(),
                 origin_signer.same_key(),
             )
@@ -374,7 +392,7 @@ impl LocalNet {
             let agent = server
                 .join_cluster(
                     control.clone(),
-                    node(id.clone(), addr),
+                    node(id.clone(), addr, n - 1),
                     skylane_origin::Games::builtin(),
                     origin_signer.same_key(),
                 )
@@ -424,7 +442,7 @@ impl LocalNet {
         let material = RelayMaterial {
             link_tls,
             peer_tls: Some(peer_tls),
-            tokens: tokens.verifier(AUDIENCE),
+            tokens: relay_tokens,
             revocations: Default::default(),
             tickets: TicketKey::new(&rand::random::<[u8; 32]>()),
             geo: Some(geo.clone()),
@@ -475,6 +493,8 @@ impl LocalNet {
         Ok(Self {
             pki,
             tokens,
+            geo,
+            matchmaker_tokens,
             origin,
             origin_addr,
             origin_metrics,

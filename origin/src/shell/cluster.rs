@@ -47,6 +47,9 @@ pub struct ClusterNode {
     pub region: String,
     /// Most worlds it hosts.
     pub capacity: u32,
+    /// Where it is (latitude, longitude): a matchmaker's estimate for
+    /// players that measured nothing.
+    pub coords: Option<(f64, f64)>,
     /// Lease TTL: how long the cluster waits before its worlds can move.
     pub lease_ttl: Duration,
     /// How long an ended world stays (players read the result) before removal.
@@ -209,7 +212,7 @@ impl Agent {
             tls_name: self.node.tls_name.clone(),
             admin: self.node.admin.clone(),
             region: self.node.region.clone(),
-            coords: None,
+            coords: self.node.coords,
             capacity: self.node.capacity,
             games: self.games.names(),
             load: self.hosted.len() as u32,

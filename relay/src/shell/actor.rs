@@ -539,9 +539,9 @@ impl Actor {
     fn direct_rtt(&mut self, origin: OriginId, rtt: Duration) {
         if let Some(l) = self.links.get_mut(&origin) {
             l.rtt = Some(rtt);
-            if l.path.is_some_and(|p| matches!(p, Path::Direct(_))) {
-                self.shared.set_direct(origin, Some(rtt));
-            }
+            // Published for matchmakers whatever the route: a link carried
+            // through a peer is there because it is no slower than this.
+            self.shared.set_direct(origin, Some(rtt));
         }
         self.routing.handle_rtt(now(), Link::Origin(origin), rtt);
     }

@@ -171,7 +171,8 @@ impl Shared {
         self.known().peers.insert(spec.id, spec).is_none()
     }
 
-    /// Direct origin links that are up, with their RTT, by origin address.
+    /// Measured direct RTT to each linked origin (the link itself may run
+    /// through a peer), by origin address.
     pub(crate) fn direct_rtts(&self) -> Vec<(SocketAddr, Duration)> {
         let Ok(d) = self.direct.lock() else {
             return Vec::new();

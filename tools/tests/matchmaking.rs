@@ -1,0 +1,424 @@
+//! The matchmaker service end to end on the local deployment (three relays,
+//! two origins, the embedded control plane): players queue through the SDK,
+//! worlds are placed where the estimates say, players connect with the
+//! matchmaker's tokens through the relays it names and play; results update
+//! ratings; bad tickets get typed errors; tickets survive a failover.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use skylane_client::{Client, ClientEvent, MatchError, Matchmaker};
+use skylane_control::ClusterView;
+use skylane_match::coordinator::GameConfig;
+use skylane_match::records::{decode, tickets_prefix, TicketRecord};
+use skylane_proto::matchmaking::{ErrorKind, MatchFound, QueueRequest};
+use skylane_proto::{Role, WorldPhase};
+use skylane_tools::local::{LocalNet, LocalOptions};
+use skylane_tools::matchmaking::{demo_games, start};
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+async fn local(origins: usize) -> LocalNet {
+    let net = LocalNet::start(LocalOptions {
+        origins,
+        lease_ttl: Duration::from_secs(2),
+        removal_grace: Duration::from_secs(2),
+        ..LocalOptions::default()
+    })
+    .await
+    .expect("local net");
+    // Relays publish their RTT to every origin (what estimates are made of).
+    let mut rx = net.control.watch().await.unwrap();
+    let published = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            let ready = {
+                let v = rx.borrow_and_update();
+                v.relays().count() == 3 && v.relays().all(|r| r.origin_rtt_ms.len() == origins)
+            };
+            if ready {
+                return;
+            }
+            rx.changed().await.unwrap();
+        }
+    })
+    .await;
+    let v = net.control.view().await.unwrap();
+    let rtts: Vec<_> = v.relays().map(|r| (&r.id, &r.origin_rtt_ms)).collect();
+    let origins: Vec<_> = v.origins().map(|o| (&o.id, &o.addr)).collect();
+    assert!(
+        published.is_ok(),
+        "every relay publishes its origin RTTs: {rtts:?} {origins:?}"
+    );
+    net
+}
+
+fn token(net: &LocalNet, who: &str) -> String {
+    net.token_for(who, Role::Player, vec![], Duration::from_secs(300))
+}
+
+async fn until_phase(c: &mut Client, phase: WorldPhase) {
+    tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            match c.next_event().await {
+                Some(ClientEvent::World(ws)) if ws.phase == phase => return,
+                Some(ClientEvent::Error(e)) => panic!("{e}"),
+                Some(_) => {}
+                None => panic!("closed"),
+            }
+        }
+    })
+    .await
+    .expect("in time");
+}
+
+/// The smallest worst-case RTT over origins for these players' tickets.
+fn best_worst(view: &ClusterView, players: &[String]) -> u32 {
+    let tickets: Vec<TicketRecord> = view
+        .records_under(&tickets_prefix("default"))
+        .filter_map(|(_, b)| decode::<TicketRecord>(b))
+        .filter(|r| r.ticket.members.iter().any(|m| players.contains(&m.player)))
+        .collect();
+    let origins: Vec<&String> = tickets[0].ticket.rtt_ms.keys().collect();
+    origins
+        .iter()
+        .map(|o| tickets.iter().map(|t| t.ticket.rtt_ms[*o]).max().unwrap())
+        .min()
+        .unwrap()
+}
+
+#[test]
+fn players_queue_through_the_sdk_and_play_where_the_estimate_says() {
+    runtime().block_on(async {
+        let net = local(2).await;
+        let dir = tempfile::tempdir().unwrap();
+        let mm = start(
+            &net,
+            "mm-1",
+            demo_games(),
+            Duration::from_secs(2),
+            Some(dir.path().join("ratings.redb")),
+        )
+        .await
+        .expect("matchmaker");
+        let url = format!("http://{}", mm.addr());
+        let client = Matchmaker::new([url.clone()]).ca_pem(net.pki.ca_pem.clone());
+
+        // Eight duellists queue at once: four matches.
+        let mut set = tokio::task::JoinSet::new();
+        for i in 0..8 {
+            let (client, token) = (client.clone(), token(&net, &format!("duel-{i}")));
+            set.spawn(async move {
+                let mut t = client.queue(&token, "tictactoe", Vec::new()).await?;
+                assert!(!t.status().ticket.is_empty());
+                t.wait().await.map(|m| (format!("duel-{i}"), m))
+            });
+        }
+        let mut found: BTreeMap<String, MatchFound> = BTreeMap::new();
+        while let Some(r) = set.join_next().await {
+            let (who, m) = r.unwrap().expect("matched");
+            found.insert(who, m);
+        }
+        let view = net.control.view().await.unwrap();
+        let mut worlds: BTreeMap<_, Vec<String>> = BTreeMap::new();
+        for (who, m) in &found {
+            worlds.entry(m.world).or_default().push(who.clone());
+            let rec = &view.worlds[&m.world];
+            assert_eq!(
+                rec.placed_on, m.origin,
+                "placed on the origin the match chose"
+            );
+            assert!(
+                rec.owner.is_some(),
+                "ready: owned before the players hear of it"
+            );
+            assert!(!m.relays.is_empty() && m.relays[0].estimated_rtt_ms.is_some());
+            assert_eq!(m.teams.len(), 2);
+            assert!(m.teams[m.team].contains(who));
+        }
+        assert_eq!(worlds.len(), 4, "{worlds:?}");
+        for (w, players) in &worlds {
+            assert_eq!(players.len(), 2);
+            let m = &found[&players[0]];
+            assert_eq!(
+                m.worst_rtt_ms,
+                best_worst(&view, players),
+                "{w}: the origin with the smallest worst-case RTT"
+            );
+        }
+
+        // The two players of one match connect with its tokens and play.
+        let players = worlds.values().next().unwrap().clone();
+        let mut clients = Vec::new();
+        for p in &players {
+            let c = Client::builder()
+                .matched(&found[p])
+                .ca_pem(net.pki.ca_pem.clone())
+                .connect()
+                .await
+                .expect("the matchmaker's token is accepted by the relay");
+            clients.push(c);
+        }
+        for c in &mut clients {
+            until_phase(c, WorldPhase::Playing).await;
+        }
+        // An operator ends it: a draw; both players' ratings are updated
+        // once (their uncertainty shrinks).
+        let world = found[&players[0]].world;
+        let before = mm.rating(&players[0]).unwrap();
+        net.control.end_world(world).await.unwrap();
+        for c in &mut clients {
+            until_phase(c, WorldPhase::Ended).await;
+        }
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while mm.rating(&players[0]).unwrap().sigma >= before.sigma {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await
+        .expect("the result updates the rating book");
+        assert!(mm.rating(&players[1]).unwrap().sigma < before.sigma);
+        assert_eq!(mm.stats().placed, 4);
+    });
+}
+
+#[test]
+fn parties_stay_together_and_bad_tickets_get_typed_errors() {
+    runtime().block_on(async {
+        let net = local(1).await;
+        let mm = start(&net, "mm-1", demo_games(), Duration::from_secs(2), None)
+            .await
+            .unwrap();
+        let client =
+            Matchmaker::new([format!("http://{}", mm.addr())]).ca_pem(net.pki.ca_pem.clone());
+        let kind = |r: Result<skylane_client::Queued, MatchError>| match r {
+            Err(e) => e.kind(),
+            Ok(t) => panic!("queued: {:?}", t.status()),
+        };
+        let ann = token(&net, "ann");
+        // Unknown game; a party larger than a team; a duplicate party member.
+        assert_eq!(
+            kind(client.queue(&ann, "chess", vec![]).await),
+            Some(ErrorKind::UnknownGame)
+        );
+        assert_eq!(
+            kind(
+                client
+                    .queue(&ann, "tictactoe", vec![token(&net, "bob")])
+                    .await
+            ),
+            Some(ErrorKind::PartyTooLarge)
+        );
+        assert_eq!(
+            kind(client.queue(&ann, "arena", vec![token(&net, "ann")]).await),
+            Some(ErrorKind::Duplicate)
+        );
+        // An expired token, a forged one, and none.
+        let expired = net.token_for("old", Role::Player, vec![], Duration::ZERO);
+        tokio::time::sleep(Duration::from_secs(7)).await; // past the 5 s leeway
+        assert_eq!(
+            kind(client.queue(&expired, "arena", vec![]).await),
+            Some(ErrorKind::ExpiredToken)
+        );
+        let forged = net
+            .matchmaker_tokens
+            .issue(&skylane_proto::token::Claims::new(
+                "eve",
+                Role::Player,
+                vec![],
+                "skylane",
+                0,
+                u64::MAX / 2,
+            ));
+        assert_eq!(
+            kind(client.queue(&forged.unwrap(), "arena", vec![]).await),
+            Some(ErrorKind::BadToken),
+            "world tokens the matchmaker issued are not queue tokens"
+        );
+        // No measurements: coordinates (or GeoIP) stand in; with neither
+        // (an address GeoIP does not know) nothing estimates.
+        let plain = Matchmaker::new([format!("http://{}", mm.addr())]);
+        let by_coords = plain
+            .queue_request(
+                &token(&net, "far"),
+                QueueRequest {
+                    game: "tictactoe".into(),
+                    coords: Some((35.68, 139.69)),
+                    ..QueueRequest::default()
+                },
+            )
+            .await
+            .expect("queued on coordinates");
+        let mut by_coords = by_coords;
+        by_coords.cancel().await.unwrap();
+        tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                let t = plain
+                    .ticket(&token(&net, "far"), by_coords.id())
+                    .await
+                    .unwrap();
+                if t.status().state == skylane_proto::matchmaking::TicketState::Cancelled {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await
+        .expect("cancelled by the leader");
+        // A party of two and two singles in arena (two teams of two): the
+        // party shares a team.
+        let party = client
+            .queue(&ann, "arena", vec![token(&net, "bob")])
+            .await
+            .unwrap();
+        let party_id = party.id().to_owned();
+        assert_eq!(
+            kind(client.queue(&token(&net, "bob"), "arena", vec![]).await),
+            Some(ErrorKind::Duplicate),
+            "bob is queued in ann's party"
+        );
+        let mut waits = tokio::task::JoinSet::new();
+        for (name, mut t) in [
+            ("ann", party),
+            (
+                "cat",
+                client
+                    .queue(&token(&net, "cat"), "arena", vec![])
+                    .await
+                    .unwrap(),
+            ),
+            (
+                "dan",
+                client
+                    .queue(&token(&net, "dan"), "arena", vec![])
+                    .await
+                    .unwrap(),
+            ),
+        ] {
+            waits.spawn(async move { (name, t.wait().await.unwrap()) });
+        }
+        let mut seen = BTreeMap::new();
+        while let Some(r) = waits.join_next().await {
+            let (name, m) = r.unwrap();
+            seen.insert(name, m);
+        }
+        let m = &seen["ann"];
+        assert!(
+            m.teams[m.team].contains(&"bob".to_string()),
+            "{:?}",
+            m.teams
+        );
+        assert_eq!(seen["cat"].world, m.world);
+        // Bob follows the ticket ann queued and gets his own world token;
+        // someone outside the party may not read it.
+        let mut bob = client.ticket(&token(&net, "bob"), &party_id).await.unwrap();
+        let found = bob.wait().await.unwrap();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let claims = net
+            .matchmaker_tokens
+            .verifier("skylane")
+            .verify(&found.token, now)
+            .unwrap();
+        assert_eq!(
+            (claims.sub.as_str(), claims.worlds.clone()),
+            ("bob", vec![m.world])
+        );
+        assert_eq!(
+            client
+                .ticket(&token(&net, "cat"), &party_id)
+                .await
+                .unwrap_err()
+                .kind(),
+            Some(ErrorKind::Forbidden)
+        );
+        assert_eq!(
+            client
+                .ticket(&ann, "0000000000000001")
+                .await
+                .unwrap_err()
+                .kind(),
+            Some(ErrorKind::NotFound)
+        );
+    });
+}
+
+/// Three tickets wait for a fourth player; the leader dies; the standby
+/// takes the queue over and the fourth ticket, queued on it, completes the
+/// match with the three earlier ones (their wait kept).
+pub async fn tickets_survive_failover(net: &LocalNet) {
+    let games = vec![GameConfig::new("arena", 2, 2)];
+    let a = start(net, "mm-a", games.clone(), Duration::from_secs(2), None)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let b = start(net, "mm-b", games, Duration::from_secs(2), None)
+        .await
+        .unwrap();
+    assert!(a.is_leader() && !b.is_leader());
+    let urls = [
+        format!("http://{}", a.addr()),
+        format!("http://{}", b.addr()),
+    ];
+    let client = Matchmaker::new(urls.clone()).ca_pem(net.pki.ca_pem.clone());
+    let mut waits = tokio::task::JoinSet::new();
+    for i in 0..3 {
+        let mut t = client
+            .queue(&token(net, &format!("p{i}")), "arena", vec![])
+            .await
+            .unwrap();
+        waits.spawn(async move { t.wait().await });
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let killed = tokio::time::Instant::now();
+    a.kill();
+    // The SDK falls over to b for the fourth.
+    let mut last = client
+        .queue(&token(net, "p3"), "arena", vec![])
+        .await
+        .expect("queued through the standby");
+    let m = last.wait().await.expect("matched after the failover");
+    let after = killed.elapsed();
+    assert!(b.is_leader());
+    let mut waited = Vec::new();
+    while let Some(r) = waits.join_next().await {
+        let mm = r.unwrap().expect("the earlier tickets are matched too");
+        assert_eq!(mm.world, m.world);
+        waited.push(mm);
+    }
+    assert_eq!(waited.len(), 3);
+    assert!(after < Duration::from_secs(10), "{after:?}");
+    let view = net.control.view().await.unwrap();
+    let waits: Vec<u64> = view
+        .records_under(&tickets_prefix("default"))
+        .filter_map(|(_, v)| decode::<TicketRecord>(v))
+        .filter(|r| r.ticket.members[0].player != "p3")
+        .map(|r| match r.state {
+            skylane_match::records::Stored::Matched { waited_ms, .. } => waited_ms,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(waits.len(), 3);
+    assert!(
+        waits
+            .iter()
+            .all(|w| *w >= 1_000 + after.as_millis() as u64 - 500),
+        "the earlier tickets kept their wait: {waits:?}"
+    );
+    b.stop().await;
+}
+
+#[test]
+fn tickets_survive_a_matchmaker_failover() {
+    runtime().block_on(async {
+        let net = local(1).await;
+        tickets_survive_failover(&net).await;
+    });
+}
