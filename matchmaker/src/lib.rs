@@ -20,6 +20,7 @@
 
 mod api;
 pub mod book;
+pub mod config;
 pub mod coordinator;
 pub mod estimate;
 mod matcher;
