@@ -224,7 +224,10 @@ tick_hz = 10
         huge.games[0].teams = 100;
         assert!(huge.validate().is_err());
         // Missing key files are a clear error.
-        let e = MatchConfig::from_toml(SAMPLE).unwrap().service(None).unwrap_err();
+        let e = MatchConfig::from_toml(SAMPLE)
+            .unwrap()
+            .service(None)
+            .unwrap_err();
         assert!(e.0.contains("p.pub"), "{e}");
     }
 }

@@ -64,6 +64,10 @@ enum Command {
     /// Violations an origin's store kept (its detectors' and the edge's),
     /// by player and time, through its admin endpoint.
     Violations(cmd::violations::ViolationsCmd),
+    /// Matchmaking through a `skylane-match` service: queue a ticket, wait
+    /// for the match, optionally play it.
+    #[command(subcommand)]
+    Match(cmd::matchmaking::MatchCmd),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -80,6 +84,7 @@ fn main() -> anyhow::Result<()> {
         Command::World(c) => c.run(),
         Command::Ban(c) => c.run(),
         Command::Violations(c) => c.run(),
+        Command::Match(c) => c.run(),
         Command::Probe(c) => c.run(),
         Command::Loadgen(c) => c.run(),
         Command::FanoutServer(c) => c.run(),

@@ -422,3 +422,57 @@ fn tickets_survive_a_matchmaker_failover() {
         tickets_survive_failover(&net).await;
     });
 }
+
+#[test]
+fn the_cli_queues_two_players_into_one_duel() {
+    runtime().block_on(async {
+        let net = local(1).await;
+        let mm = start(&net, "mm-1", demo_games(), Duration::from_secs(2), None)
+            .await
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(&ca, &net.pki.ca_pem).unwrap();
+        let mut runs = tokio::task::JoinSet::new();
+        for who in ["cli-a", "cli-b"] {
+            let args = vec![
+                "match".to_string(),
+                "queue".into(),
+                "--matchmaker".into(),
+                format!("http://{}", mm.addr()),
+                "--token".into(),
+                token(&net, who),
+                "--game".into(),
+                "tictactoe".into(),
+                "--ca".into(),
+                ca.display().to_string(),
+                "--play".into(),
+                "--for".into(),
+                "3s".into(),
+            ];
+            runs.spawn_blocking(move || {
+                std::process::Command::new(env!("CARGO_BIN_EXE_skylane"))
+                    .args(&args)
+                    .output()
+                    .unwrap()
+            });
+        }
+        let mut worlds = Vec::new();
+        while let Some(out) = runs.join_next().await {
+            let out = out.unwrap();
+            let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+            assert!(
+                out.status.success(),
+                "{stdout}\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let line = stdout
+                .lines()
+                .find(|l| l.starts_with("matched: world"))
+                .unwrap();
+            worlds.push(line.split_whitespace().nth(2).unwrap().to_owned());
+            assert!(stdout.contains("Playing"), "{stdout}");
+        }
+        assert_eq!(worlds[0], worlds[1], "one duel");
+    });
+}

@@ -5,6 +5,7 @@ pub(crate) mod certs;
 pub(crate) mod demo;
 pub(crate) mod geoip;
 pub(crate) mod loadgen;
+pub(crate) mod matchmaking;
 pub(crate) mod probe;
 pub(crate) mod proxy;
 pub(crate) mod replay;
