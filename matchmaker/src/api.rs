@@ -42,6 +42,9 @@ use crate::records::{
 };
 use crate::service::{now_ms, Shared};
 
+/// How long queueing waits for the ticket to show in this instance's view.
+const VISIBLE_WAIT: Duration = Duration::from_secs(2);
+
 /// Relays a matched player is given.
 pub(crate) const RELAYS_PER_PLAYER: usize = 3;
 
@@ -228,6 +231,18 @@ async fn queue(
         return fail(&s, ErrorKind::Unavailable, e.to_string());
     }
     skylane_ops::count(&s.metrics.tickets, "queued");
+    // Read your writes: answer once this instance's view has the ticket (a
+    // store like etcd shows it a moment after the write).
+    let key = ticket_key(&s.cfg.queue, id);
+    let mut view = s.view.clone();
+    let _ = tokio::time::timeout(VISIBLE_WAIT, async {
+        while !view.borrow_and_update().records.contains_key(&key) {
+            if view.changed().await.is_err() {
+                return;
+            }
+        }
+    })
+    .await;
     let view = nodes_of(&s.view.borrow());
     (
         StatusCode::CREATED,
@@ -385,12 +400,21 @@ async fn poll(
     let wait = Duration::from_secs(p.wait_secs.unwrap_or(0).min(MAX_WAIT_SECS));
     let deadline = tokio::time::Instant::now() + wait;
     let mut view = s.view.clone();
+    let key = ticket_key(&s.cfg.queue, id);
     loop {
+        let visible = view.borrow_and_update().records.contains_key(&key);
+        // A ticket queued through another instance (or just now) may not be
+        // in this instance's view yet: a long poll waits for it.
+        if !visible && tokio::time::Instant::now() < deadline {
+            if let Ok(Err(_)) = tokio::time::timeout_at(deadline, view.changed()).await {
+                return fail(&s, ErrorKind::Unavailable, "shutting down");
+            }
+            continue;
+        }
         let (rec, v) = match lookup(&s, id, &claims.sub) {
             Ok(x) => x,
             Err(r) => return *r,
         };
-        view.borrow_and_update();
         if rec.state != Stored::Queued || tokio::time::Instant::now() >= deadline {
             return Json(status_of(&s, &v, &rec, &claims.sub)).into_response();
         }

@@ -87,6 +87,9 @@ pub enum DemoError {
     /// The scratch directory for the origin's ledger could not be made.
     #[error("scratch directory: {0}")]
     Scratch(#[from] std::io::Error),
+    /// The matchmaker did not start.
+    #[error("matchmaker: {0}")]
+    Matchmaker(String),
 }
 
 /// Runs the demo; `progress` is called about four times a second with the phase
@@ -154,15 +157,26 @@ pub async fn run(
         duration: opts.duration,
     };
     let first_room_bot = opts.players + opts.spectators;
-    let rooms = crate::rooms::run(net.control.clone(), rooms_plan, |world, room, k| {
+    // The rooms' bots queue through a matchmaker on the same control plane.
+    let mm = crate::matchmaking::start(
+        &net,
+        "mm-1",
+        crate::matchmaking::demo_games(),
+        opts.net.lease_ttl,
+        None,
+    )
+    .await
+    .map_err(|e| DemoError::Matchmaker(e.to_string()))?;
+    let mm_client = skylane_client::Matchmaker::new([format!("http://{}", mm.addr())])
+        .ca_pem(net.pki.ca_pem.clone());
+    let rooms = crate::rooms::run(net.control.clone(), mm_client, rooms_plan, |room, k| {
         let j = first_room_bot + room * 4 + k;
         let name = format!("room{room:03}-{k}");
         let b = net
             .player_builder(j % regions, j / regions)
             .map_err(|e| e.to_string())?
-            .token(net.token_for(&name, Role::Player, vec![world], ttl))
             .probe(1);
-        Ok((name, b))
+        Ok((name.clone(), net.token(&name, Role::Player, ttl), b))
     });
     let fleet = fleet::run(
         fleet_opts,

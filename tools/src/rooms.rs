@@ -1,6 +1,8 @@
-//! Rooms in the demo: worlds created on the control plane while the demo runs,
-//! filled by bots through the relays, played to the end, with what the bots
-//! saw and what the control plane recorded merged into a [`RoomsReport`].
+//! Rooms in the demo: bots queue through the matchmaker (`skylane-match`,
+//! which places a world on the control plane for each match and hands out
+//! world tokens and relays), connect through the relays with what the match
+//! gave them, and play to the end; what the bots saw and what the control
+//! plane recorded merge into a [`RoomsReport`].
 //!
 //! * tic-tac-toe rooms of two: each bot keeps the board from the events and,
 //!   on its turn, marks the first free cell of its own preference order; the
@@ -13,8 +15,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::Serialize;
-use skylane_client::{Client, ClientBuilder, ClientEvent};
-use skylane_control::{Phase, PlacementHints, SharedControl, WorldSpec};
+use skylane_client::{Client, ClientBuilder, ClientEvent, Matchmaker};
+use skylane_control::{Phase, SharedControl};
 use skylane_origin::{TttAction, TttEvent};
 use skylane_proto::{EventClass, Outcome, WorldId, WorldPhase, WorldResult};
 use tokio::task::JoinSet;
@@ -45,12 +47,29 @@ pub struct RoomsReport {
     /// Rooms still running when the demo stopped waiting (must be 0 for
     /// tic-tac-toe).
     pub unfinished: u64,
-    /// Creation → first player's welcome, per room (milliseconds): p50, max.
-    pub create_to_welcome_ms: (f64, f64),
+    /// Queueing → first player's welcome, per room (milliseconds): p50, max.
+    pub queue_to_welcome_ms: (f64, f64),
+    /// What the matchmaker did for the rooms.
+    pub matchmaking: MatchmakingReport,
     /// Errors (first few).
     pub errors: Vec<String>,
     /// The primary the demo killed mid-run, and how its worlds failed over.
     pub failover: Option<FailoverReport>,
+}
+
+/// The rooms' tickets through the matchmaker.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct MatchmakingReport {
+    /// Tickets queued (one per bot).
+    pub tickets: u64,
+    /// Tickets matched (each with a world token and relays).
+    pub matched: u64,
+    /// Tickets refused or failed (first errors in `errors`).
+    pub failed: u64,
+    /// Queued → matched, per ticket (milliseconds): p50, max.
+    pub queue_to_match_ms: (f64, f64),
+    /// The largest worst-case estimated RTT of a match, ms.
+    pub worst_rtt_ms: u32,
 }
 
 /// A primary killed mid-run (`skylane demo --kill-primary-at`).
@@ -323,17 +342,58 @@ pub struct RoomsPlan {
     pub duration: Duration,
 }
 
-/// Runs the rooms: creates them over the run, fills them, waits for the
-/// tic-tac-toe games to end and ends the arena rooms at `plan.duration`.
+/// One bot of a room: its name, the token it queues with, and a builder
+/// (CA, endpoint) the match completes.
+pub type RoomBot = (String, String, ClientBuilder);
+
+/// Queues `bots` for `game` together and waits for their matches: the bots
+/// by the world they were matched into, with what each waited.
+async fn matched(
+    mm: &Matchmaker,
+    game: &'static str,
+    bots: Vec<RoomBot>,
+) -> Vec<
+    Result<
+        (
+            String,
+            ClientBuilder,
+            skylane_proto::matchmaking::MatchFound,
+            u64,
+        ),
+        String,
+    >,
+> {
+    let mut set = JoinSet::new();
+    for (name, token, b) in bots {
+        let mm = mm.clone();
+        set.spawn(async move {
+            let mut t = mm
+                .queue(&token, game, Vec::new())
+                .await
+                .map_err(|e| format!("{name}: queue: {e}"))?;
+            let found = t.wait().await.map_err(|e| format!("{name}: {e}"))?;
+            Ok((name, b.matched(&found), found, t.status().waited_ms))
+        });
+    }
+    let mut out = Vec::new();
+    while let Some(r) = set.join_next().await {
+        out.push(r.map_err(|e| e.to_string()).and_then(|r| r));
+    }
+    out
+}
+
+/// Runs the rooms: every `plan.every` the bots of one room queue through
+/// `mm`; each world their matches give is filled and played; tic-tac-toe
+/// games end by themselves, arena rooms are ended at `plan.duration`.
 pub async fn run(
     control: SharedControl,
+    mm: Matchmaker,
     plan: RoomsPlan,
-    builder: impl Fn(WorldId, usize, usize) -> Result<(String, ClientBuilder), String>,
+    bot: impl Fn(usize, usize) -> Result<RoomBot, String>,
 ) -> RoomsReport {
     let mut report = RoomsReport::default();
     let mut games = JoinSet::new();
     let start = tokio::time::Instant::now();
-    let mut arena_rooms = Vec::new();
     // The arena rooms spread among the tic-tac-toe ones.
     let mut kinds: Vec<&'static str> = vec!["tictactoe"; plan.tictactoe];
     for j in 0..plan.arena {
@@ -341,30 +401,8 @@ pub async fn run(
         kinds.insert(pos, "arena");
     }
     for (i, game) in kinds.into_iter().enumerate() {
-        let spec = match game {
-            "arena" => WorldSpec {
-                min_players: 2,
-                start_after_ms: 1_000,
-                ..WorldSpec::new("arena", 20, 4)
-            },
-            _ => WorldSpec::new("tictactoe", 10, 2),
-        };
-        let created = tokio::time::Instant::now();
-        let rec = match control.create_world(spec, &PlacementHints::default()).await {
-            Ok(r) => r,
-            Err(e) => {
-                report.errors.push(format!("create {game}: {e}"));
-                continue;
-            }
-        };
-        *report.created.entry(game.into()).or_default() += 1;
-        if game == "arena" {
-            arena_rooms.push(rec.id);
-        }
         let players = if game == "arena" { 4 } else { 2 };
-        let limit = plan.duration.saturating_sub(start.elapsed()) + Duration::from_secs(20);
-        let id = rec.id;
-        let bots: Result<Vec<_>, String> = (0..players).map(|k| builder(id, i, k)).collect();
+        let bots: Result<Vec<RoomBot>, String> = (0..players).map(|k| bot(i, k)).collect();
         let bots = match bots {
             Ok(b) => b,
             Err(e) => {
@@ -372,51 +410,103 @@ pub async fn run(
                 continue;
             }
         };
+        let limit = plan.duration.saturating_sub(start.elapsed()) + Duration::from_secs(20);
+        let mm = mm.clone();
         games.spawn(async move {
-            let seen = fill(id, game, bots, created, limit).await;
-            (id, game, seen)
+            let queued = tokio::time::Instant::now();
+            let found = matched(&mm, game, bots).await;
+            let mut by_world: BTreeMap<WorldId, Vec<(String, ClientBuilder)>> = BTreeMap::new();
+            let mut tickets = Vec::new();
+            let mut errors = Vec::new();
+            for f in found {
+                match f {
+                    Ok((name, b, m, waited)) => {
+                        tickets.push((waited, m.worst_rtt_ms));
+                        by_world.entry(m.world).or_default().push((name, b));
+                    }
+                    Err(e) => errors.push(e),
+                }
+            }
+            let mut rooms = Vec::new();
+            for (world, bots) in by_world {
+                rooms.push((world, fill(world, game, bots, queued, limit).await));
+            }
+            (game, tickets, errors, rooms)
         });
         tokio::time::sleep(plan.every).await;
     }
     // The arena rooms run until the demo's end, then an operator ends them.
     tokio::time::sleep(plan.duration.saturating_sub(start.elapsed())).await;
-    for id in &arena_rooms {
-        if let Err(e) = control.end_world(*id).await {
-            report.errors.push(format!("end {id}: {e}"));
+    let mut welcomes = Vec::new();
+    let mut waits = Vec::new();
+    // An operator ends every arena room (those matched late included).
+    let ender = {
+        let control = control.clone();
+        tokio::spawn(async move {
+            loop {
+                if let Ok(v) = control.view().await {
+                    for w in v.worlds.values() {
+                        if w.spec.game == "arena" && !w.ending {
+                            let _ = control.end_world(w.id).await;
+                        }
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        })
+    };
+    while let Some(done) = games.join_next().await {
+        let Ok((game, tickets, errors, rooms)) = done else {
+            continue;
+        };
+        report.matchmaking.tickets += (tickets.len() + errors.len()) as u64;
+        report.matchmaking.matched += tickets.len() as u64;
+        report.matchmaking.failed += errors.len() as u64;
+        for (waited, worst) in tickets {
+            waits.push(waited as f64);
+            report.matchmaking.worst_rtt_ms = report.matchmaking.worst_rtt_ms.max(worst);
+        }
+        for e in errors {
+            if report.errors.len() < 5 {
+                report.errors.push(e);
+            }
+        }
+        for (_, seen) in rooms {
+            *report.created.entry(game.into()).or_default() += 1;
+            let mut started = false;
+            let mut result = None;
+            for s in seen {
+                match s {
+                    Ok(s) => {
+                        started |= s.started;
+                        report.moves += s.moves;
+                        report.moves_refused += s.refused;
+                        report.moves_unknown += s.unknown;
+                        report.events_lost += s.lost;
+                        if let Some(w) = s.welcome {
+                            welcomes.push(w.as_secs_f64() * 1000.0);
+                        }
+                        result = result.or(s.result);
+                    }
+                    Err(e) if report.errors.len() < 5 => report.errors.push(e),
+                    Err(_) => {}
+                }
+            }
+            report.started += u64::from(started);
+            match result {
+                Some(r) => {
+                    report.ended += 1;
+                    *report.results.entry(r.reason).or_default() += 1;
+                }
+                None if game == "tictactoe" => report.unfinished += 1,
+                None => {}
+            }
         }
     }
-    let mut welcomes = Vec::new();
-    while let Some(done) = games.join_next().await {
-        let Ok((id, game, seen)) = done else { continue };
-        let mut started = false;
-        let mut result = None;
-        for s in seen {
-            match s {
-                Ok(s) => {
-                    started |= s.started;
-                    report.moves += s.moves;
-                    report.moves_refused += s.refused;
-                    report.moves_unknown += s.unknown;
-                    report.events_lost += s.lost;
-                    if let Some(w) = s.welcome {
-                        welcomes.push(w.as_secs_f64() * 1000.0);
-                    }
-                    result = result.or(s.result);
-                }
-                Err(e) if report.errors.len() < 5 => report.errors.push(e),
-                Err(_) => {}
-            }
-        }
-        report.started += u64::from(started);
-        match result {
-            Some(r) => {
-                report.ended += 1;
-                *report.results.entry(r.reason).or_default() += 1;
-            }
-            None if game == "tictactoe" => report.unfinished += 1,
-            None => {}
-        }
-        let _ = id;
+    ender.abort();
+    waits.sort_by(f64::total_cmp);
+    if let (Some(mid), Some(max)) = (waits.get(waits.len() / 2), waits.last()) {
+        report.matchmaking.queue_to_match_ms = (*mid, *max);
     }
     // What the control plane recorded (published by the owner, fenced by its
     // epoch), for rooms not yet removed.
@@ -429,7 +519,7 @@ pub async fn run(
     }
     welcomes.sort_by(f64::total_cmp);
     if let (Some(mid), Some(max)) = (welcomes.get(welcomes.len() / 2), welcomes.last()) {
-        report.create_to_welcome_ms = (*mid, *max);
+        report.queue_to_welcome_ms = (*mid, *max);
     }
     report
 }
@@ -448,7 +538,13 @@ impl RoomsReport {
             .map(|(r, n)| format!("{n} {r}"))
             .collect();
         format!(
-            "worlds        created {} on the embedded control plane; {} started, {} ended ({}), {} results recorded; {} unfinished\n              {} moves ({} refused, {} unknown and replayed); {} events lost; creation → first welcome p50 {:.1} ms, max {:.1} ms\n",
+            "matchmaking   {} tickets → {} matched ({} failed) through skylane-match; queue → match p50 {:.0} ms, max {:.0} ms; worst estimated RTT in a match {} ms\nworlds        created {} by the matchmaker on the control plane; {} started, {} ended ({}), {} results recorded; {} unfinished\n              {} moves ({} refused, {} unknown and replayed); {} events lost; queue → first welcome p50 {:.1} ms, max {:.1} ms\n",
+            self.matchmaking.tickets,
+            self.matchmaking.matched,
+            self.matchmaking.failed,
+            self.matchmaking.queue_to_match_ms.0,
+            self.matchmaking.queue_to_match_ms.1,
+            self.matchmaking.worst_rtt_ms,
             created.join(" + "),
             self.started,
             self.ended,
@@ -459,8 +555,8 @@ impl RoomsReport {
             self.moves_refused,
             self.moves_unknown,
             self.events_lost,
-            self.create_to_welcome_ms.0,
-            self.create_to_welcome_ms.1,
+            self.queue_to_welcome_ms.0,
+            self.queue_to_welcome_ms.1,
         ) + &self.failover.as_ref().map_or(String::new(), |f| {
             format!(
                 "failover      killed {} at {:.1} s: {}/{} of its worlds taken over by their standbys, kill → new owner p50 {:.0} ms, max {:.0} ms (lease TTL {} ms); room events lost {}\n",

@@ -7,9 +7,12 @@
 //! it over under a higher epoch. Last, with real `skylane-origin` processes
 //! (built first: `cargo build -p skylane-origin --features etcd`), a primary
 //! stopped with SIGSTOP past its lease is replaced, and on SIGCONT writes
-//! nothing more and steps down.
+//! nothing more and steps down. The rooms queue through a matchmaker whose
+//! tickets and leadership live in etcd, and its tickets survive a failover.
 
 #![cfg(feature = "etcd")]
+
+mod mm_support;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -52,17 +55,32 @@ fn rooms_are_placed_learnt_played_and_recorded_through_etcd() {
             duration: Duration::from_secs(3),
         };
         let ttl = Duration::from_secs(600);
-        let report = rooms::run(control.clone(), plan, |world, room, k| {
+        // The rooms' bots queue through a matchmaker whose tickets and
+        // leadership live in etcd.
+        mm_support::published(&net, 1).await;
+        let mm = skylane_tools::matchmaking::start(
+            &net,
+            "mm-etcd",
+            skylane_tools::matchmaking::demo_games(),
+            Duration::from_secs(5),
+            None,
+        )
+        .await
+        .expect("matchmaker");
+        let client = skylane_client::Matchmaker::new([format!("http://{}", mm.addr())])
+            .ca_pem(net.pki.ca_pem.clone());
+        let report = rooms::run(control.clone(), client, plan, |room, k| {
             let j = room * 4 + k;
             let name = format!("r{room}-{k}");
             let b = net
                 .player_builder(j % regions, j / regions)
                 .map_err(|e| e.to_string())?
-                .token(net.token_for(&name, Role::Player, vec![world], ttl))
                 .probe(1);
-            Ok((name, b))
+            Ok((name.clone(), net.token(&name, Role::Player, ttl), b))
         })
         .await;
+        assert_eq!(report.matchmaking.matched, 12, "{report:?}");
+        assert!(v_leader(&control).await.is_some());
         assert!(report.errors.is_empty(), "{report:?}");
         assert_eq!(report.created.values().sum::<u64>(), 5, "{report:?}");
         assert_eq!(report.started, 5, "{report:?}");
@@ -78,6 +96,27 @@ fn rooms_are_placed_learnt_played_and_recorded_through_etcd() {
             .values()
             .all(|w| w.owner.as_ref().is_some_and(|o| o.epoch > 0)));
         assert_eq!(v.relays().count(), 3, "every relay registered");
+        net.shutdown().await;
+    });
+}
+
+async fn v_leader(control: &SharedControl) -> Option<String> {
+    control
+        .view()
+        .await
+        .unwrap()
+        .leaders
+        .get("matchmaker/default")
+        .cloned()
+}
+
+#[test]
+fn matchmaking_tickets_survive_a_failover_on_etcd() {
+    runtime().block_on(async {
+        let etcd = LocalEtcd::start().await.expect("etcd");
+        let (net, _control) = net_on(&etcd, "/skylane/mm", Duration::from_secs(2)).await;
+        mm_support::published(&net, 1).await;
+        mm_support::tickets_survive_failover(&net).await;
         net.shutdown().await;
     });
 }

@@ -4,12 +4,13 @@
 //! matchmaker's tokens through the relays it names and play; results update
 //! ratings; bad tickets get typed errors; tickets survive a failover.
 
+mod mm_support;
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use skylane_client::{Client, ClientEvent, MatchError, Matchmaker};
 use skylane_control::ClusterView;
-use skylane_match::coordinator::GameConfig;
 use skylane_match::records::{decode, tickets_prefix, TicketRecord};
 use skylane_proto::matchmaking::{ErrorKind, MatchFound, QueueRequest};
 use skylane_proto::{Role, WorldPhase};
@@ -33,33 +34,8 @@ async fn local(origins: usize) -> LocalNet {
     })
     .await
     .expect("local net");
-    // Relays publish their RTT to every origin (what estimates are made of).
-    let mut rx = net.control.watch().await.unwrap();
-    let published = tokio::time::timeout(Duration::from_secs(20), async {
-        loop {
-            let ready = {
-                let v = rx.borrow_and_update();
-                v.relays().count() == 3 && v.relays().all(|r| r.origin_rtt_ms.len() == origins)
-            };
-            if ready {
-                return;
-            }
-            rx.changed().await.unwrap();
-        }
-    })
-    .await;
-    let v = net.control.view().await.unwrap();
-    let rtts: Vec<_> = v.relays().map(|r| (&r.id, &r.origin_rtt_ms)).collect();
-    let origins: Vec<_> = v.origins().map(|o| (&o.id, &o.addr)).collect();
-    assert!(
-        published.is_ok(),
-        "every relay publishes its origin RTTs: {rtts:?} {origins:?}"
-    );
+    mm_support::published(&net, origins).await;
     net
-}
-
-fn token(net: &LocalNet, who: &str) -> String {
-    net.token_for(who, Role::Player, vec![], Duration::from_secs(300))
 }
 
 async fn until_phase(c: &mut Client, phase: WorldPhase) {
@@ -112,7 +88,10 @@ fn players_queue_through_the_sdk_and_play_where_the_estimate_says() {
         // Eight duellists queue at once: four matches.
         let mut set = tokio::task::JoinSet::new();
         for i in 0..8 {
-            let (client, token) = (client.clone(), token(&net, &format!("duel-{i}")));
+            let (client, token) = (
+                client.clone(),
+                mm_support::token(&net, &format!("duel-{i}")),
+            );
             set.spawn(async move {
                 let mut t = client.queue(&token, "tictactoe", Vec::new()).await?;
                 assert!(!t.status().ticket.is_empty());
@@ -200,7 +179,7 @@ fn parties_stay_together_and_bad_tickets_get_typed_errors() {
             Err(e) => e.kind(),
             Ok(t) => panic!("queued: {:?}", t.status()),
         };
-        let ann = token(&net, "ann");
+        let ann = mm_support::token(&net, "ann");
         // Unknown game; a party larger than a team; a duplicate party member.
         assert_eq!(
             kind(client.queue(&ann, "chess", vec![]).await),
@@ -209,13 +188,17 @@ fn parties_stay_together_and_bad_tickets_get_typed_errors() {
         assert_eq!(
             kind(
                 client
-                    .queue(&ann, "tictactoe", vec![token(&net, "bob")])
+                    .queue(&ann, "tictactoe", vec![mm_support::token(&net, "bob")])
                     .await
             ),
             Some(ErrorKind::PartyTooLarge)
         );
         assert_eq!(
-            kind(client.queue(&ann, "arena", vec![token(&net, "ann")]).await),
+            kind(
+                client
+                    .queue(&ann, "arena", vec![mm_support::token(&net, "ann")])
+                    .await
+            ),
             Some(ErrorKind::Duplicate)
         );
         // An expired token, a forged one, and none.
@@ -245,7 +228,7 @@ fn parties_stay_together_and_bad_tickets_get_typed_errors() {
         let plain = Matchmaker::new([format!("http://{}", mm.addr())]);
         let by_coords = plain
             .queue_request(
-                &token(&net, "far"),
+                &mm_support::token(&net, "far"),
                 QueueRequest {
                     game: "tictactoe".into(),
                     coords: Some((35.68, 139.69)),
@@ -259,7 +242,7 @@ fn parties_stay_together_and_bad_tickets_get_typed_errors() {
         tokio::time::timeout(Duration::from_secs(5), async {
             loop {
                 let t = plain
-                    .ticket(&token(&net, "far"), by_coords.id())
+                    .ticket(&mm_support::token(&net, "far"), by_coords.id())
                     .await
                     .unwrap();
                 if t.status().state == skylane_proto::matchmaking::TicketState::Cancelled {
@@ -273,12 +256,16 @@ fn parties_stay_together_and_bad_tickets_get_typed_errors() {
         // A party of two and two singles in arena (two teams of two): the
         // party shares a team.
         let party = client
-            .queue(&ann, "arena", vec![token(&net, "bob")])
+            .queue(&ann, "arena", vec![mm_support::token(&net, "bob")])
             .await
             .unwrap();
         let party_id = party.id().to_owned();
         assert_eq!(
-            kind(client.queue(&token(&net, "bob"), "arena", vec![]).await),
+            kind(
+                client
+                    .queue(&mm_support::token(&net, "bob"), "arena", vec![])
+                    .await
+            ),
             Some(ErrorKind::Duplicate),
             "bob is queued in ann's party"
         );
@@ -288,14 +275,14 @@ fn parties_stay_together_and_bad_tickets_get_typed_errors() {
             (
                 "cat",
                 client
-                    .queue(&token(&net, "cat"), "arena", vec![])
+                    .queue(&mm_support::token(&net, "cat"), "arena", vec![])
                     .await
                     .unwrap(),
             ),
             (
                 "dan",
                 client
-                    .queue(&token(&net, "dan"), "arena", vec![])
+                    .queue(&mm_support::token(&net, "dan"), "arena", vec![])
                     .await
                     .unwrap(),
             ),
@@ -316,7 +303,10 @@ fn parties_stay_together_and_bad_tickets_get_typed_errors() {
         assert_eq!(seen["cat"].world, m.world);
         // Bob follows the ticket ann queued and gets his own world token;
         // someone outside the party may not read it.
-        let mut bob = client.ticket(&token(&net, "bob"), &party_id).await.unwrap();
+        let mut bob = client
+            .ticket(&mm_support::token(&net, "bob"), &party_id)
+            .await
+            .unwrap();
         let found = bob.wait().await.unwrap();
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -333,7 +323,7 @@ fn parties_stay_together_and_bad_tickets_get_typed_errors() {
         );
         assert_eq!(
             client
-                .ticket(&token(&net, "cat"), &party_id)
+                .ticket(&mm_support::token(&net, "cat"), &party_id)
                 .await
                 .unwrap_err()
                 .kind(),
@@ -350,76 +340,11 @@ fn parties_stay_together_and_bad_tickets_get_typed_errors() {
     });
 }
 
-/// Three tickets wait for a fourth player; the leader dies; the standby
-/// takes the queue over and the fourth ticket, queued on it, completes the
-/// match with the three earlier ones (their wait kept).
-pub async fn tickets_survive_failover(net: &LocalNet) {
-    let games = vec![GameConfig::new("arena", 2, 2)];
-    let a = start(net, "mm-a", games.clone(), Duration::from_secs(2), None)
-        .await
-        .unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let b = start(net, "mm-b", games, Duration::from_secs(2), None)
-        .await
-        .unwrap();
-    assert!(a.is_leader() && !b.is_leader());
-    let urls = [
-        format!("http://{}", a.addr()),
-        format!("http://{}", b.addr()),
-    ];
-    let client = Matchmaker::new(urls.clone()).ca_pem(net.pki.ca_pem.clone());
-    let mut waits = tokio::task::JoinSet::new();
-    for i in 0..3 {
-        let mut t = client
-            .queue(&token(net, &format!("p{i}")), "arena", vec![])
-            .await
-            .unwrap();
-        waits.spawn(async move { t.wait().await });
-    }
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let killed = tokio::time::Instant::now();
-    a.kill();
-    // The SDK falls over to b for the fourth.
-    let mut last = client
-        .queue(&token(net, "p3"), "arena", vec![])
-        .await
-        .expect("queued through the standby");
-    let m = last.wait().await.expect("matched after the failover");
-    let after = killed.elapsed();
-    assert!(b.is_leader());
-    let mut waited = Vec::new();
-    while let Some(r) = waits.join_next().await {
-        let mm = r.unwrap().expect("the earlier tickets are matched too");
-        assert_eq!(mm.world, m.world);
-        waited.push(mm);
-    }
-    assert_eq!(waited.len(), 3);
-    assert!(after < Duration::from_secs(10), "{after:?}");
-    let view = net.control.view().await.unwrap();
-    let waits: Vec<u64> = view
-        .records_under(&tickets_prefix("default"))
-        .filter_map(|(_, v)| decode::<TicketRecord>(v))
-        .filter(|r| r.ticket.members[0].player != "p3")
-        .map(|r| match r.state {
-            skylane_match::records::Stored::Matched { waited_ms, .. } => waited_ms,
-            other => panic!("{other:?}"),
-        })
-        .collect();
-    assert_eq!(waits.len(), 3);
-    assert!(
-        waits
-            .iter()
-            .all(|w| *w >= 1_000 + after.as_millis() as u64 - 500),
-        "the earlier tickets kept their wait: {waits:?}"
-    );
-    b.stop().await;
-}
-
 #[test]
 fn tickets_survive_a_matchmaker_failover() {
     runtime().block_on(async {
         let net = local(1).await;
-        tickets_survive_failover(&net).await;
+        mm_support::tickets_survive_failover(&net).await;
     });
 }
 
@@ -441,7 +366,7 @@ fn the_cli_queues_two_players_into_one_duel() {
                 "--matchmaker".into(),
                 format!("http://{}", mm.addr()),
                 "--token".into(),
-                token(&net, who),
+                mm_support::token(&net, who),
                 "--game".into(),
                 "tictactoe".into(),
                 "--ca".into(),
