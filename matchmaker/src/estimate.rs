@@ -71,18 +71,28 @@ pub fn for_ticket(
             .get(o)
             .is_some_and(|n| n.games.iter().any(|g| g == game))
     };
+    let origins: BTreeMap<String, (f64, f64)> = view
+        .origins()
+        .filter(|o| runs(&o.id))
+        .filter_map(|o| Some((o.id.clone(), o.coords?)))
+        .collect();
+    // A relay that has not published its RTT to an origin yet (it just
+    // linked) stands in with the distance between them.
     let relays: BTreeMap<String, BTreeMap<String, u32>> = view
         .relays()
-        .map(|r| (r.id.clone(), r.origin_rtt_ms.clone()))
+        .map(|r| {
+            let mut rtts = r.origin_rtt_ms.clone();
+            if let Some(at) = r.coords {
+                for (o, ms) in from_coordinates(at, &origins) {
+                    rtts.entry(o).or_insert(ms);
+                }
+            }
+            (r.id.clone(), rtts)
+        })
         .collect();
     let mut est = through_relays(client_to_relay, &relays);
     est.retain(|o, _| runs(o));
     if est.is_empty() {
-        let origins: BTreeMap<String, (f64, f64)> = view
-            .origins()
-            .filter(|o| runs(&o.id))
-            .filter_map(|o| Some((o.id.clone(), o.coords?)))
-            .collect();
         est = from_coordinates(client_coords?, &origins);
     }
     (!est.is_empty()).then_some(est)
@@ -163,6 +173,12 @@ mod tests {
         // No measurement: coordinates (Paris).
         let geo = for_ticket(&view, "arena", &BTreeMap::new(), Some((48.85, 2.35))).unwrap();
         assert!(geo["origin-fra"] < geo["origin-tyo"], "{geo:?}");
+        // A relay that published nothing yet stands in with its distance.
+        let mut fresh = NodeInfo::relay(2, "10.0.0.3:4433", "localhost", "eu");
+        fresh.coords = Some((48.85, 2.35));
+        view.nodes.insert(fresh.id.clone(), fresh);
+        let est = for_ticket(&view, "arena", &map(&[("relay-2", 5)]), None).unwrap();
+        assert!((15..=30).contains(&est["origin-fra"]), "{est:?}");
         // Neither, or a game no origin runs: no estimate.
         assert_eq!(for_ticket(&view, "arena", &BTreeMap::new(), None), None);
         assert_eq!(

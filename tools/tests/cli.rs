@@ -392,9 +392,14 @@ fn demo_prints_a_json_report_with_nothing_lost() {
         assert_eq!(d["early"], 0, "{r}");
         assert!(d["frames"].as_u64().unwrap() > 10, "{r}");
     }
-    // Rooms created on the embedded control plane while it ran: every
-    // tic-tac-toe room played to its end, the arena rooms ended by the demo.
+    // Rooms formed by the matchmaker (bots queued; every match placed a
+    // world on the embedded control plane): every tic-tac-toe room played to
+    // its end, the arena rooms ended by the demo.
     let w = &r["worlds"];
+    let mm = &w["matchmaking"];
+    assert_eq!(mm["tickets"], 10 * 2 + 2 * 4, "{r}");
+    assert_eq!(mm["matched"], mm["tickets"], "{r}");
+    assert_eq!(mm["failed"], 0, "{r}");
     let created: u64 = w["created"]
         .as_object()
         .unwrap()

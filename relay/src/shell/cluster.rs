@@ -351,8 +351,10 @@ pub(crate) async fn follow(
     Ok(())
 }
 
-/// How often the relay re-measures what it publishes of its origin RTTs.
-const RTT_PUBLISH_EVERY: Duration = Duration::from_secs(5);
+/// How often the relay checks what it publishes of its origin RTTs (it
+/// writes only on a real change: a new origin, or a move by more than 2 ms
+/// and 10%).
+const RTT_PUBLISH_EVERY: Duration = Duration::from_secs(1);
 
 /// The direct links' RTTs by the origins' node ids (an origin is matched by
 /// the address it registered), milliseconds (at least 1).
