@@ -4,19 +4,24 @@
 //! that will host them, within a skill window, with windows that widen as
 //! tickets wait.
 //!
-//! This crate is the pure part (issue 26, in progress):
+//! The pure parts:
 //! * [`Matcher`] (sans-IO: `handle_ticket`, `handle_cancel`,
 //!   `handle_timeout`, `poll_match`, `poll_timeout`, time in milliseconds
 //!   from an injected clock);
+//! * [`coordinator`]: the queue leader's core (tickets from the control
+//!   plane's records in, placements and fenced record writes out);
 //! * [`estimate`]: a ticket's RTT to each origin from what the mesh measures
 //!   (the client's RTT to each relay plus that relay's RTT to the origin), or
 //!   from coordinates when a client has no measurements;
 //! * [`ratings`]: Weng-Lin ratings (the `skillratings` crate) and their update
 //!   from a finished match; [`book`]: every player's rating in an embedded
-//!   database (redb), updated once per match from its world's result.
+//!   database (redb), updated once per match from its world's result;
+//! * [`records`]: what the service keeps in the control plane.
 //!
-//! The service around it (HTTP API, control-plane placement, leader lease,
-//! persistence of tickets and ratings, SDK and CLI) is not built yet.
+//! The shell: [`service`] (lease, campaign for the queue's leadership, the
+//! leader loop, placement through the control plane, ratings from results),
+//! the HTTP API (`api`, types in `skylane_proto::matchmaking`), [`config`]
+//! and the `skylane-match` binary.
 
 mod api;
 pub mod book;

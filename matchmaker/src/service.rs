@@ -1,7 +1,7 @@
 //! The matchmaker service (tokio shell around [`Coordinator`]): one process
 //! per instance, several instances per queue.
 //!
-//! Every instance serves the HTTP API ([`crate::api`]), registers itself in
+//! Every instance serves the HTTP API (`api.rs`), registers itself in
 //! the control plane under a lease, keeps its own rating book up to date
 //! from the results of the worlds its queue's matches created, and
 //! campaigns to lead the queue. The leader (one per queue, by lease) runs
