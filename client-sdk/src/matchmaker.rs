@@ -65,6 +65,7 @@ impl MatchError {
 pub struct Matchmaker {
     urls: Vec<String>,
     ca_pem: Option<String>,
+    coords: Option<(f64, f64)>,
     probe_pings: usize,
 }
 
@@ -87,6 +88,7 @@ impl Matchmaker {
                 .map(|u| u.into().trim_end_matches('/').to_owned())
                 .collect(),
             ca_pem: None,
+            coords: None,
             probe_pings: 3,
         }
     }
@@ -97,6 +99,14 @@ impl Matchmaker {
     #[must_use]
     pub fn ca_pem(mut self, pem: impl Into<String>) -> Self {
         self.ca_pem = Some(pem.into());
+        self
+    }
+
+    /// Where the player is (latitude, longitude), sent with every ticket:
+    /// the matchmaker estimates from it when no relay could be measured.
+    #[must_use]
+    pub fn coords(mut self, lat: f64, lon: f64) -> Self {
+        self.coords = Some((lat, lon));
         self
     }
 
@@ -217,7 +227,7 @@ impl Matchmaker {
                     &name,
                     pings,
                     Duration::from_millis(20),
-                    Duration::from_secs(2),
+                    Duration::from_secs(3),
                     || 0,
                 )
                 .await;
@@ -253,7 +263,7 @@ impl Matchmaker {
                 game: game.into(),
                 party,
                 relay_rtt_ms,
-                coords: None,
+                coords: self.coords,
             },
         )
         .await

@@ -172,11 +172,17 @@ pub async fn run(
     let rooms = crate::rooms::run(net.control.clone(), mm_client, rooms_plan, |room, k| {
         let j = first_room_bot + room * 4 + k;
         let name = format!("room{room:03}-{k}");
-        let b = net
+        let builder = net
             .player_builder(j % regions, j / regions)
             .map_err(|e| e.to_string())?
             .probe(1);
-        Ok((name.clone(), net.token(&name, Role::Player, ttl), b))
+        let at = &net.relays[j % regions].info;
+        Ok(crate::rooms::RoomBot {
+            token: net.token(&name, Role::Player, ttl),
+            name,
+            builder,
+            coords: Some((f64::from(at.lat), f64::from(at.lon))),
+        })
     });
     let fleet = fleet::run(
         fleet_opts,

@@ -342,9 +342,18 @@ pub struct RoomsPlan {
     pub duration: Duration,
 }
 
-/// One bot of a room: its name, the token it queues with, and a builder
-/// (CA, endpoint) the match completes.
-pub type RoomBot = (String, String, ClientBuilder);
+/// One bot of a room.
+#[derive(Debug)]
+pub struct RoomBot {
+    /// Its name (its token's subject).
+    pub name: String,
+    /// The token it queues with.
+    pub token: String,
+    /// A builder (CA, endpoint) the match completes.
+    pub builder: ClientBuilder,
+    /// Where it is, for the matchmaker when its relay probes fail.
+    pub coords: Option<(f64, f64)>,
+}
 
 /// Queues `bots` for `game` together and waits for their matches: the bots
 /// by the world they were matched into, with what each waited.
@@ -364,8 +373,17 @@ async fn matched(
     >,
 > {
     let mut set = JoinSet::new();
-    for (name, token, b) in bots {
-        let mm = mm.clone();
+    for bot in bots {
+        let RoomBot {
+            name,
+            token,
+            builder: b,
+            coords,
+        } = bot;
+        let mm = match coords {
+            Some((lat, lon)) => mm.clone().coords(lat, lon),
+            None => mm.clone(),
+        };
         set.spawn(async move {
             let mut t = mm
                 .queue(&token, game, Vec::new())

@@ -72,11 +72,16 @@ fn rooms_are_placed_learnt_played_and_recorded_through_etcd() {
         let report = rooms::run(control.clone(), client, plan, |room, k| {
             let j = room * 4 + k;
             let name = format!("r{room}-{k}");
-            let b = net
+            let builder = net
                 .player_builder(j % regions, j / regions)
                 .map_err(|e| e.to_string())?
                 .probe(1);
-            Ok((name.clone(), net.token(&name, Role::Player, ttl), b))
+            Ok(rooms::RoomBot {
+                token: net.token(&name, Role::Player, ttl),
+                name,
+                builder,
+                coords: None,
+            })
         })
         .await;
         assert_eq!(report.matchmaking.matched, 12, "{report:?}");
