@@ -253,6 +253,28 @@ fn parties_stay_together_and_bad_tickets_get_typed_errors() {
         })
         .await
         .expect("cancelled by the leader");
+        // GeoIP stands in for a client that sends neither: from Tokyo's
+        // loopback network it is known, from 127.0.0.1 it is not.
+        if net.regional_loopback {
+            let body = r#"{"game":"tictactoe"}"#;
+            let (code, text) = raw_post(
+                mm.addr(),
+                [127, 0, 3, 9],
+                &mm_support::token(&net, "geo"),
+                body,
+            )
+            .await;
+            assert_eq!(code, 201, "{text}");
+            let (code, text) = raw_post(
+                mm.addr(),
+                [127, 0, 0, 1],
+                &mm_support::token(&net, "nowhere"),
+                body,
+            )
+            .await;
+            assert_eq!(code, 400, "{text}");
+            assert!(text.contains("no_estimate"), "{text}");
+        }
         // A party of two and two singles in arena (two teams of two): the
         // party shares a team.
         let party = client
@@ -400,4 +422,32 @@ fn the_cli_queues_two_players_into_one_duel() {
         }
         assert_eq!(worlds[0], worlds[1], "one duel");
     });
+}
+
+/// A raw HTTP/1.1 POST of `body` to `/tickets` from `from` (a loopback
+/// address: what GeoIP sees), with `token`: status and body.
+async fn raw_post(
+    to: std::net::SocketAddr,
+    from: [u8; 4],
+    token: &str,
+    body: &str,
+) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.bind((std::net::Ipv4Addr::from(from), 0).into())
+        .unwrap();
+    let mut s = sock.connect(to).await.unwrap();
+    let req = format!(
+        "POST /tickets HTTP/1.1\r\nHost: {to}\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    let code = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (code, out)
 }
