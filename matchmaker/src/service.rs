@@ -399,6 +399,30 @@ async fn lead(
     let mut coord = Coordinator::new(&cfg.queue, &cfg.games, cfg.windows.clone());
     let (placed_tx, mut placed_rx) = mpsc::channel::<(u64, Placed)>(1024);
     let mut view = shared.view.clone();
+    // The view is ordered like the store: once it shows this node leading,
+    // it holds every write made before (the previous leader's included).
+    // Until then it may lag the campaign; wait (bounded) rather than act on
+    // an older view.
+    let shown = tokio::time::timeout(cfg.lease_ttl * 2, async {
+        loop {
+            if view
+                .borrow_and_update()
+                .leaders
+                .get(role)
+                .map(String::as_str)
+                == Some(node)
+            {
+                return true;
+            }
+            if view.changed().await.is_err() {
+                return false;
+            }
+        }
+    })
+    .await;
+    if !matches!(shown, Ok(true)) {
+        return;
+    }
     let mut dirty = true;
     let far = Duration::from_secs(3600);
     loop {
