@@ -130,30 +130,20 @@ impl Matchmaker {
                     .timeout_global(Some(Duration::from_secs(POLL_SECS + 10)))
                     .build();
                 let agent = ureq::Agent::new_with_config(config);
-                let r = match &*m {
-                    Method::Get => {
-                        let mut req = agent.get(&url);
-                        if let Some(a) = &auth {
-                            req = req.header("Authorization", a);
-                        }
-                        req.call()
-                    }
-                    Method::Delete => {
-                        let mut req = agent.delete(&url);
-                        if let Some(a) = &auth {
-                            req = req.header("Authorization", a);
-                        }
-                        req.call()
-                    }
-                    Method::Post(body) => {
-                        let mut req = agent.post(&url);
-                        if let Some(a) = &auth {
-                            req = req.header("Authorization", a);
-                        }
-                        req.header("Content-Type", "application/json")
-                            .send(body.as_str())
-                    }
+                let (verb, body) = match &*m {
+                    Method::Get => ("GET", String::new()),
+                    Method::Delete => ("DELETE", String::new()),
+                    Method::Post(body) => ("POST", body.clone()),
                 };
+                let mut req = ureq::http::Request::builder().method(verb).uri(&url);
+                if let Some(a) = &auth {
+                    req = req.header("Authorization", a);
+                }
+                if !body.is_empty() {
+                    req = req.header("Content-Type", "application/json");
+                }
+                let req = req.body(body).map_err(|e| format!("{url}: {e}"))?;
+                let r = agent.run(req);
                 let mut r = r.map_err(|e| format!("{url}: {e}"))?;
                 let status = r.status().as_u16();
                 let text = r

@@ -90,6 +90,29 @@ impl WorldDirectory {
         matches!(self.worlds.get(&world), Some(None))
     }
 
+    /// The id of the origin at `addr` named `tls_name`, numbering (and
+    /// announcing in `out`) one not seen before.
+    fn origin_id(
+        &mut self,
+        addr: SocketAddr,
+        tls_name: &str,
+        out: &mut Vec<DirectoryChange>,
+    ) -> OriginId {
+        let key = (addr, tls_name.to_owned());
+        if let Some(id) = self.origins.get(&key) {
+            return *id;
+        }
+        self.next_id += 1;
+        let id = OriginId(self.next_id);
+        self.origins.insert(key, id);
+        out.push(DirectoryChange::OriginAdded(OriginEntry {
+            id,
+            addr,
+            tls_name: tls_name.to_owned(),
+        }));
+        id
+    }
+
     /// A new cluster view: the changes to make, in order (origins before the
     /// worlds routed to them; worlds before the origins removed).
     pub fn handle_view(&mut self, view: &ClusterView) -> Vec<DirectoryChange> {
@@ -103,22 +126,7 @@ impl WorldDirectory {
             let Ok(addr) = o.addr.parse::<SocketAddr>() else {
                 continue;
             };
-            let key = (addr, o.tls_name.clone());
-            let id = match self.origins.get(&key) {
-                Some(id) => *id,
-                None => {
-                    self.next_id += 1;
-                    let id = OriginId(self.next_id);
-                    self.origins.insert(key, id);
-                    out.push(DirectoryChange::OriginAdded(OriginEntry {
-                        id,
-                        addr,
-                        tls_name: o.tls_name.clone(),
-                    }));
-                    id
-                }
-            };
-            registered.insert(id);
+            registered.insert(self.origin_id(addr, &o.tls_name, &mut out));
         }
         for rec in view.worlds.values() {
             seen.insert(rec.id);
@@ -128,21 +136,7 @@ impl WorldDirectory {
             });
             let now = match owner {
                 Some((addr, name, epoch)) => {
-                    let key = (addr, name.clone());
-                    let id = match self.origins.get(&key) {
-                        Some(id) => *id,
-                        None => {
-                            self.next_id += 1;
-                            let id = OriginId(self.next_id);
-                            self.origins.insert(key, id);
-                            out.push(DirectoryChange::OriginAdded(OriginEntry {
-                                id,
-                                addr,
-                                tls_name: name,
-                            }));
-                            id
-                        }
-                    };
+                    let id = self.origin_id(addr, &name, &mut out);
                     let h = self.highest.entry(rec.id).or_insert(0);
                     *h = (*h).max(epoch);
                     Some((id, epoch))
