@@ -28,7 +28,8 @@
 //! * `lease`: the lease clock (pure) and keeper (task).
 //! * `embedded`: the in-process store.
 //! * `settings`: an operator's choice of control plane, and opening it.
-//! * `etcd`: the etcd store (feature `etcd`).
+//! * `etcd`: the etcd store (feature `etcd`); `etcd_mirror`: its view
+//!   rebuilt from key-value events.
 //! * `local_etcd`: an etcd process for tests (feature `etcd`).
 
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
@@ -36,6 +37,8 @@
 mod embedded;
 #[cfg(feature = "etcd")]
 mod etcd;
+#[cfg(feature = "etcd")]
+mod etcd_mirror;
 mod lease;
 #[cfg(feature = "etcd")]
 mod local_etcd;
