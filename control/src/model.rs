@@ -128,6 +128,11 @@ pub struct WorldSpec {
     /// fails (`None`: one when another origin runs the game, else none).
     #[serde(default)]
     pub standbys: Option<u32>,
+    /// Who asked for it (`matchmaker/{queue}` for a matchmaker's worlds;
+    /// `None`: an operator): how a matchmaker recognises a world it placed
+    /// but never handed to players (its leader died mid-placement).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_by: Option<String>,
 }
 
 fn one() -> u32 {
@@ -146,6 +151,7 @@ impl WorldSpec {
             start_after_ms: 0,
             region: None,
             standbys: None,
+            created_by: None,
         }
     }
 
@@ -172,6 +178,13 @@ impl WorldSpec {
         if self.region.as_ref().is_some_and(|r| r.len() > MAX_NAME_LEN) {
             return Err(SpecError::Region);
         }
+        if self
+            .created_by
+            .as_ref()
+            .is_some_and(|c| c.len() > crate::MAX_RECORD_KEY_LEN)
+        {
+            return Err(SpecError::CreatedBy);
+        }
         Ok(())
     }
 }
@@ -188,6 +201,9 @@ pub enum SpecError {
     /// Overlong region name.
     #[error("the region name must be at most {MAX_NAME_LEN} bytes")]
     Region,
+    /// Overlong `created_by`.
+    #[error("created_by must be at most {} bytes", crate::MAX_RECORD_KEY_LEN)]
+    CreatedBy,
     /// Tick rate out of range.
     #[error("tick rate {0} Hz is outside 1..={MAX_TICK_HZ}")]
     TickRate(u32),

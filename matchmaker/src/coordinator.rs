@@ -23,8 +23,8 @@ use skylane_proto::WorldId;
 
 use crate::matcher::{GameRules, Match, Matcher, TicketError, TicketId, Windows};
 use crate::records::{
-    cancels_prefix, decode, encode, match_key, matches_prefix, ticket_key, tickets_prefix,
-    MatchRecord, Stored, TicketRecord,
+    cancels_prefix, decode, encode, leader_role, match_key, matches_prefix, ticket_key,
+    tickets_prefix, MatchRecord, Stored, TicketRecord,
 };
 
 /// Placement attempts per match (each on an origin not tried before).
@@ -32,6 +32,10 @@ pub const PLACE_ATTEMPTS: u32 = 3;
 /// How long settled tickets (matched, cancelled, failed) and matches whose
 /// world is gone stay readable, ms.
 pub const RETAIN_MS: u64 = 600_000;
+/// How long a world this queue created may go without a match record
+/// before it counts as orphaned (a leader died between placing it and
+/// handing it out) and is ended, ms. Far longer than a placement takes.
+pub const ORPHAN_MS: u64 = 30_000;
 /// Most players one match may have (its tickets are written in one
 /// transaction).
 pub const MAX_MATCH_PLAYERS: usize = 64;
@@ -88,12 +92,14 @@ impl GameConfig {
         usize::from(self.teams) * usize::from(self.team_size)
     }
 
-    /// The world a match of this game gets: it starts when everyone joined.
-    pub fn spec(&self) -> WorldSpec {
+    /// The world a match of this game gets: it starts when everyone
+    /// joined; `role` (the queue's) marks it as the matchmaker's.
+    pub fn spec(&self, role: &str) -> WorldSpec {
         let n = self.players() as u32;
         WorldSpec {
             map: self.map.clone(),
             standbys: self.standbys,
+            created_by: Some(role.to_owned()),
             ..WorldSpec::new(self.name.clone(), self.tick_hz, n)
         }
     }
@@ -110,7 +116,7 @@ impl GameConfig {
                 self.players()
             ));
         }
-        self.spec()
+        self.spec("matchmaker/check")
             .validate()
             .map_err(|e| format!("{}: {e}", self.name))
     }
@@ -140,6 +146,11 @@ pub enum Action {
         spec: WorldSpec,
         /// The players' worst RTT per origin, and origins tried already.
         hints: PlacementHints,
+    },
+    /// End a world this queue placed that no match holds (orphaned).
+    End {
+        /// The world.
+        world: WorldId,
     },
     /// Write these records (fenced on leading the queue).
     Write {
@@ -182,6 +193,8 @@ pub struct CoordinatorStats {
     pub tickets_failed: u64,
     /// Tickets cancelled.
     pub cancelled: u64,
+    /// Orphaned worlds ended.
+    pub orphans_ended: u64,
 }
 
 #[derive(Debug)]
@@ -204,6 +217,8 @@ pub struct Coordinator {
     /// never queued again; forgotten once the view shows them settled.
     settled: HashMap<TicketId, u64>,
     placing: BTreeMap<u64, Placing>,
+    /// Worlds of this queue without a match record, since when (ms).
+    unclaimed: HashMap<WorldId, u64>,
     next_place: u64,
     actions: VecDeque<Action>,
     stats: CoordinatorStats,
@@ -219,6 +234,7 @@ impl Coordinator {
             taken: HashMap::new(),
             settled: HashMap::new(),
             placing: BTreeMap::new(),
+            unclaimed: HashMap::new(),
             next_place: 1,
             actions: VecDeque::new(),
             stats: CoordinatorStats::default(),
@@ -313,15 +329,37 @@ impl Coordinator {
                 }
             }
         }
+        let mut matched = std::collections::HashSet::new();
         for (key, value) in view.records_under(&matches_prefix(&self.queue)) {
             let Some(m) = decode::<MatchRecord>(value) else {
                 continue;
             };
+            matched.insert(m.world);
             let old = now_ms.saturating_sub(m.created_ms) > RETAIN_MS;
             if old && !view.worlds.contains_key(&m.world) {
                 deletes.push(key.to_owned());
             }
         }
+        // Worlds this queue placed that no match holds: a placement in
+        // flight (for seconds), or one a dead leader never handed out.
+        let role = leader_role(&self.queue);
+        let mut mine = std::collections::HashSet::new();
+        for w in view.worlds.values() {
+            if w.spec.created_by.as_deref() != Some(role.as_str())
+                || w.ending
+                || matched.contains(&w.id)
+            {
+                continue;
+            }
+            mine.insert(w.id);
+            let since = *self.unclaimed.entry(w.id).or_insert(now_ms);
+            if now_ms.saturating_sub(since) > ORPHAN_MS {
+                self.stats.orphans_ended += 1;
+                self.actions.push_back(Action::End { world: w.id });
+                self.unclaimed.remove(&w.id);
+            }
+        }
+        self.unclaimed.retain(|w, _| mine.contains(w));
         self.write(puts, deletes);
     }
 
@@ -380,7 +418,7 @@ impl Coordinator {
         };
         self.actions.push_back(Action::Place {
             id,
-            spec: game.spec(),
+            spec: game.spec(&leader_role(&self.queue)),
             hints,
         });
     }
@@ -497,6 +535,7 @@ mod tests {
         while let Some(a) = c.poll_action() {
             match a {
                 Action::Place { id, spec, hints } => placements.push((id, spec, hints)),
+                Action::End { .. } => {}
                 Action::Write { puts, deletes } => {
                     for (k, v) in puts {
                         view.records.insert(k, v);
@@ -689,6 +728,56 @@ mod tests {
         fresh.handle_view(now, &v2);
         fresh.handle_timeout(now);
         assert!(run(&mut fresh, &mut v2).is_empty());
+    }
+
+    #[test]
+    fn a_world_a_dead_leader_never_handed_out_is_ended() {
+        use skylane_control::{WorldRecord, WorldStatus};
+        let mut c = Coordinator::new(Q, &[GameConfig::new("duel", 2, 1)], Windows::default());
+        let mut view = ClusterView::default();
+        let world = |id: u64, by: Option<&str>| WorldRecord {
+            id: WorldId(id),
+            spec: WorldSpec {
+                created_by: by.map(str::to_owned),
+                ..WorldSpec::new("duel", 20, 2)
+            },
+            placed_on: "eu".into(),
+            standbys: Vec::new(),
+            ending: false,
+            owner: None,
+            status: WorldStatus::default(),
+            offers: BTreeMap::new(),
+        };
+        view.worlds
+            .insert(WorldId(1), world(1, Some("matchmaker/default")));
+        view.worlds.insert(WorldId(2), world(2, None));
+        view.worlds
+            .insert(WorldId(3), world(3, Some("matchmaker/default")));
+        let m = MatchRecord {
+            world: WorldId(3),
+            game: "duel".into(),
+            teams: vec![],
+            created_ms: 0,
+        };
+        view.records.insert(match_key(Q, WorldId(3)), encode(&m));
+        c.handle_view(0, &view);
+        assert!(
+            run(&mut c, &mut view).is_empty(),
+            "a placement may be in flight"
+        );
+        c.handle_view(ORPHAN_MS + 1, &view);
+        let mut ended = Vec::new();
+        while let Some(a) = c.poll_action() {
+            if let Action::End { world } = a {
+                ended.push(world);
+            }
+        }
+        assert_eq!(
+            ended,
+            [WorldId(1)],
+            "not the operator's, not the matched one"
+        );
+        assert_eq!(c.stats().orphans_ended, 1);
     }
 
     #[test]

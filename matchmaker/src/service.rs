@@ -448,6 +448,12 @@ async fn lead(
                         let _ = tx.send((id, r)).await;
                     });
                 }
+                Action::End { world } => {
+                    warn!(%world, "ending a world this queue placed but never handed out");
+                    if let Err(e) = shared.control.end_world(world).await {
+                        warn!(%world, error = %e, "could not end an orphaned world");
+                    }
+                }
                 Action::Write { puts, deletes } => {
                     let w = RecordWrite {
                         puts,
