@@ -181,7 +181,7 @@ impl WorldSpec {
         if self
             .created_by
             .as_ref()
-            .is_some_and(|c| c.len() > crate::MAX_RECORD_KEY_LEN)
+            .is_some_and(|c| c.len() > MAX_RECORD_KEY_LEN)
         {
             return Err(SpecError::CreatedBy);
         }
