@@ -472,10 +472,10 @@ impl ControlPlane for Embedded {
                 }
             }
             for (k, v) in w.puts {
-                view.records.insert(k, v);
+                view.records_mut().insert(k, v);
             }
             for k in &w.deletes {
-                view.records.remove(k);
+                view.records_mut().remove(k);
             }
             view.revision += 1;
             Ok(())

@@ -128,7 +128,7 @@ impl Mirror {
             }
             Key::Record(k) => {
                 self.view
-                    .records
+                    .records_mut()
                     .insert(k, bytes::Bytes::copy_from_slice(kv.value()));
             }
             Key::Counter => {
@@ -160,7 +160,7 @@ impl Mirror {
                 self.view.leaders.remove(&role);
             }
             Key::Record(k) => {
-                self.view.records.remove(&k);
+                self.view.records_mut().remove(&k);
             }
             Key::Counter => self.counter = None,
             Key::Other => {}

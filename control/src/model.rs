@@ -368,8 +368,11 @@ pub struct ClusterView {
     pub leaders: BTreeMap<String, String>,
     /// Records services keep in the control plane (the matchmaker's tickets
     /// and matches), by key ([`crate::ControlPlane::write_records`]). Opaque
-    /// bytes to the control plane; cheap to clone.
-    pub records: BTreeMap<String, bytes::Bytes>,
+    /// bytes to the control plane. Shared between clones of a view (every
+    /// relay and origin clones the views it follows; most never read these):
+    /// a clone costs nothing, a write copies the map once if a clone holds it
+    /// ([`ClusterView::records_mut`]).
+    pub records: std::sync::Arc<BTreeMap<String, bytes::Bytes>>,
 }
 
 /// A subject banned from the whole cluster: every relay refuses its hellos and
@@ -401,6 +404,11 @@ impl ClusterView {
     /// Relays, in id order.
     pub fn relays(&self) -> impl Iterator<Item = &NodeInfo> {
         self.nodes.values().filter(|n| n.kind == NodeKind::Relay)
+    }
+
+    /// The records, to change (copied first if a clone of the view shares them).
+    pub fn records_mut(&mut self) -> &mut BTreeMap<String, bytes::Bytes> {
+        std::sync::Arc::make_mut(&mut self.records)
     }
 
     /// The records whose keys start with `prefix`, in key order.

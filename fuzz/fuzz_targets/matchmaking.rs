@@ -27,11 +27,11 @@ fuzz_target!(|data: &[u8]| {
     }
     let mut view = ClusterView::default();
     let bytes = bytes::Bytes::copy_from_slice(data);
-    view.records
+    view.records_mut()
         .insert("mm/q/tickets/0000000000000001".into(), bytes.clone());
-    view.records
+    view.records_mut()
         .insert("mm/q/cancels/0000000000000001".into(), bytes.clone());
-    view.records.insert("mm/q/matches/1000".into(), bytes);
+    view.records_mut().insert("mm/q/matches/1000".into(), bytes);
     let mut c = Coordinator::new("q", &[GameConfig::new("duel", 2, 1)], Windows::default());
     c.handle_view(1_000, &view);
     c.handle_timeout(1_000);

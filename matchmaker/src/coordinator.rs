@@ -526,7 +526,8 @@ mod tests {
     }
 
     fn put(view: &mut ClusterView, r: &TicketRecord) {
-        view.records.insert(ticket_key(Q, r.ticket.id), encode(r));
+        view.records_mut()
+            .insert(ticket_key(Q, r.ticket.id), encode(r));
     }
 
     /// Applies the coordinator's writes to `view`; returns the placements.
@@ -538,10 +539,10 @@ mod tests {
                 Action::End { .. } => {}
                 Action::Write { puts, deletes } => {
                     for (k, v) in puts {
-                        view.records.insert(k, v);
+                        view.records_mut().insert(k, v);
                     }
                     for k in deletes {
-                        view.records.remove(&k);
+                        view.records_mut().remove(&k);
                     }
                 }
             }
@@ -699,7 +700,7 @@ mod tests {
         assert!(
             matches!(state(&view, 3), Stored::Failed { error } if error.kind == ErrorKind::Duplicate)
         );
-        view.records
+        view.records_mut()
             .insert(cancel_key(Q, TicketId(1)), Bytes::new());
         c.handle_view(5, &view);
         run(&mut c, &mut view);
@@ -759,7 +760,8 @@ mod tests {
             teams: vec![],
             created_ms: 0,
         };
-        view.records.insert(match_key(Q, WorldId(3)), encode(&m));
+        view.records_mut()
+            .insert(match_key(Q, WorldId(3)), encode(&m));
         c.handle_view(0, &view);
         assert!(
             run(&mut c, &mut view).is_empty(),

@@ -119,10 +119,10 @@ proptest! {
                                         }
                                     }
                                 }
-                                v.records.insert(k, val);
+                                v.records_mut().insert(k, val);
                             }
                             for k in deletes {
-                                v.records.remove(&k);
+                                v.records_mut().remove(&k);
                             }
                         });
                     }
@@ -148,11 +148,11 @@ proptest! {
                         state: Stored::Queued,
                     };
                     queued.push(id);
-                    store.write(|v| { v.records.insert(ticket_key(Q, id), encode(&rec)); });
+                    store.write(|v| { v.records_mut().insert(ticket_key(Q, id), encode(&rec)); });
                 }
                 Op::Cancel(n) => {
                     if let Some(id) = queued.iter().rev().nth(n).copied() {
-                        store.write(|v| { v.records.insert(cancel_key(Q, id), bytes::Bytes::new()); });
+                        store.write(|v| { v.records_mut().insert(cancel_key(Q, id), bytes::Bytes::new()); });
                     }
                 }
                 Op::Wait(ms) => now += ms,
