@@ -293,7 +293,7 @@ impl MatchService {
         self.shared.0.leading.load(Ordering::SeqCst)
     }
 
-    /// The coordinator's counters (while or since it led).
+    /// The coordinator's counters in its current (or last) term as leader.
     pub fn stats(&self) -> CoordinatorStats {
         *self
             .shared
@@ -424,6 +424,7 @@ async fn lead(
         return;
     }
     let mut dirty = true;
+    let mut counted = CoordinatorStats::default();
     let far = Duration::from_secs(3600);
     loop {
         if !lease.borrow().writable {
@@ -467,20 +468,19 @@ async fn lead(
             }
         }
         {
+            // This term's coordinator counts from zero: the metrics take
+            // what it added since the last look.
             let s = coord.stats();
-            let mut st = shared
-                .stats
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            shared
-                .metrics
-                .matches
-                .inc_by(s.placed - st.placed.min(s.placed));
+            shared.metrics.matches.inc_by(s.placed - counted.placed);
             shared
                 .metrics
                 .placement_failures
-                .inc_by(s.placement_failures - st.placement_failures.min(s.placement_failures));
-            *st = s;
+                .inc_by(s.placement_failures - counted.placement_failures);
+            counted = s;
+            *shared
+                .stats
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = s;
         }
         shared.metrics.waiting.set(coord.waiting() as i64);
         let next = coord
