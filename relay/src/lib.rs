@@ -16,7 +16,9 @@
 //!   actions), `routing` (paths to origins), `scheduler` (per-connection
 //!   priority), `session` (session table, resume tickets), `geo` (GeoIP and the
 //!   nearest-relay directory), `spectate` (the spectator delay buffer, filters
-//!   and bandwidth modes), `backoff` (reconnect waits).
+//!   and bandwidth modes), `backoff` (reconnect waits), `movement` (a
+//!   client's latest-wins movement view and its datagrams; not driven by the
+//!   shell yet).
 //! * Plain data: `settings` (what a relay is given), `status` (what `/status`
 //!   shows), `config` (the operator's configuration), `metrics`.
 //! * Shell: `shell` (quinn and tokio tasks around the cores; its own header maps
@@ -42,6 +44,7 @@ mod guard;
 mod hello;
 mod hub;
 mod metrics;
+mod movement;
 mod penalty;
 mod revocation;
 mod routing;
@@ -61,6 +64,10 @@ pub use geo::{Directory, GeoDb, GeoError};
 pub use guard::{EdgeConfig, EdgeGuard, EdgeViolation, Rate, Verdict, REPLAY_WINDOW};
 pub use hub::{BatchFrame, FanoutDelivery, Hub, HubConfig, HubStats};
 pub use metrics::RelayMetrics;
+pub use movement::{
+    ClientMovement, EntityState, MovementConfig, MovementDatagram, MovementError, MovementStats,
+    DATAGRAM_OVERHEAD, ENTRY_OVERHEAD, MAX_ENTITIES, MAX_IN_FLIGHT, MAX_STATE_BYTES,
+};
 pub use penalty::{Penalties, PenaltyConfig};
 pub use revocation::{Revocation, RevocationError, Revocations, MAX_REVOCATIONS};
 pub use routing::{Link, OriginId, Path, RouteChange, RoutingConfig, RoutingTable};
