@@ -49,6 +49,8 @@ pub(crate) struct SharedState {
     pub(crate) latency: [Option<Histogram<u64>>; EventClass::COUNT],
     /// The world's last lifecycle state.
     pub(crate) world: Option<WorldState>,
+    /// The latest movement state of every entity heard of.
+    pub(crate) entities: crate::movement::Entities,
 }
 
 impl Client {
@@ -118,6 +120,24 @@ impl Client {
     /// An event if one is waiting.
     pub fn try_next_event(&mut self) -> Option<ClientEvent> {
         self.events.try_recv().ok()
+    }
+
+    /// `e`'s latest movement state and the one before it (with their ticks
+    /// and origin times), from the movement-class events naming it; latest
+    /// wins. [`crate::movement::Track::at`] interpolates for rendering.
+    pub fn entity(&self, e: skylane_proto::EntityId) -> Option<crate::movement::Track> {
+        self.shared
+            .lock()
+            .ok()
+            .and_then(|s| s.entities.get(e).cloned())
+    }
+
+    /// Every entity's movement track (a snapshot).
+    pub fn entities(&self) -> Vec<(skylane_proto::EntityId, crate::movement::Track)> {
+        self.shared.lock().map_or_else(
+            |_| Vec::new(),
+            |s| s.entities.iter().map(|(e, t)| (e, t.clone())).collect(),
+        )
     }
 
     /// The session id (stable across reconnects and relay moves).

@@ -37,6 +37,9 @@
 //!   channel, so nothing is lost or repeated; it follows a relay's go-away.
 //! * **Clock sync:** NTP-style offset against the relay clock with an error
 //!   bound ([`clock`]), used for per-class latency statistics (hdrhistogram).
+//! * **Movement as state:** [`Client::entity`] gives each entity's latest
+//!   movement state and the one before (latest wins), and
+//!   [`movement::Track::at`] interpolates between them for rendering.
 //! * **Matchmaking:** [`Matchmaker`] measures the relays, queues a ticket
 //!   and waits for the match; [`ClientBuilder::matched`] connects to it.
 //! * **Spectators:** [`Spectator`] watches a delayed, filtered feed with the
@@ -56,6 +59,7 @@ mod choice;
 mod client;
 mod driver;
 pub mod matchmaker;
+pub mod movement;
 mod order;
 mod probe;
 mod spectator;

@@ -1,7 +1,7 @@
 //! Client SDK scenarios over netsim: choosing the fastest of four relays,
 //! moving when the relay's path degrades for longer than the hysteresis window
 //! (and not for a spike), a 3 s outage without loss, and clock sync under
-//! jitter. (Drain without loss: `relay.rs`,
+//! jitter, and the latest movement state per entity. (Drain without loss: `relay.rs`,
 //! `a_drained_relay_moves_its_clients_without_loss`.)
 
 use std::time::Duration;
@@ -253,5 +253,60 @@ fn the_clock_offset_error_stays_within_two_ms_under_five_ms_jitter() {
             (30_000..=36_000).contains(&best),
             "best sample rtt {best} µs"
         );
+    });
+}
+
+/// A player sees another walk: the SDK keeps the walker's latest movement
+/// state (latest wins) and the one before, and interpolates between them;
+/// the newest state is the walker's last position and a few ticks old at
+/// most once it stops.
+#[test]
+fn a_player_holds_each_entitys_latest_movement_and_interpolates_it() {
+    run(|| async {
+        let net = Net::start(NetOptions::default());
+        let relay = net.relays[0].addr;
+        let (_, b) = net.client_builder("paris", "walker");
+        let mut walker = Walker::new(b.relays([relay]).connect().await.unwrap(), "walker");
+        let (_, b) = net.client_builder("paris", "watcher");
+        let mut watcher = Walker::new(b.relays([relay]).connect().await.unwrap(), "watcher");
+        walker.wait_spawn().await;
+        watcher.wait_spawn().await;
+        let avatar = walker.avatar.unwrap();
+        for _ in 0..40 {
+            walker.step().await;
+            walker.absorb();
+            watcher.absorb();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        watcher.absorb();
+        let decode = |b: &[u8]| match skylane_origin::ArenaEvent::decode(b) {
+            Some(skylane_origin::ArenaEvent::Moved { x, y, .. }) => Some((x, y)),
+            _ => None,
+        };
+        let track = watcher
+            .client
+            .entity(avatar)
+            .expect("the walker is tracked");
+        let prev = track.previous.clone().expect("two states at least");
+        assert!(track.latest.tick > prev.tick);
+        let newest = track
+            .at(u64::MAX, decode, skylane_client::movement::lerp_point)
+            .unwrap();
+        assert_eq!(newest, walker.pos, "the newest state is where it stopped");
+        // Halfway between the two states in origin time: halfway in space.
+        let mid_t = (prev.origin_time_us + track.latest.origin_time_us) / 2;
+        let mid = track
+            .at(mid_t, decode, skylane_client::movement::lerp_point)
+            .unwrap();
+        let before = decode(&prev.body).unwrap();
+        assert!(
+            (mid.0 - (before.0 + newest.0) / 2.0).abs() < 0.01,
+            "{mid:?}"
+        );
+        // Fresh: the last move is at most a few ticks older than now.
+        let age = track.age_us(watcher.client.server_time_us().expect("clock synced"));
+        assert!(age < 1_000_000, "{age} µs old");
+        assert!(watcher.client.entities().iter().any(|(e, _)| *e == avatar));
     });
 }

@@ -4,7 +4,9 @@
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
-use skylane_proto::{ErrorCode, FrameDecoder, ServerMsg, SkippedRange, DEFAULT_MAX_FRAME};
+use skylane_proto::{
+    ErrorCode, EventClass, FrameDecoder, ServerMsg, SkippedRange, DEFAULT_MAX_FRAME,
+};
 use tokio::sync::mpsc;
 use tracing::debug;
 
@@ -195,6 +197,16 @@ impl Driver {
                             s.stats.unattested_checkpoints = v.unattested();
                         }
                         s.stats.events += b.events.len() as u64;
+                        for e in &b.events {
+                            if let (EventClass::Movement, Some(entity)) = (e.class, e.entity) {
+                                s.entities.handle_state(
+                                    entity,
+                                    b.tick,
+                                    b.origin_time_us,
+                                    e.payload.bytes().clone(),
+                                );
+                            }
+                        }
                         s.stats.order = self.order.stats();
                         if let Some(t) = server_now {
                             let lat = t.saturating_sub(b.origin_time_us).max(1);
