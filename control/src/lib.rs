@@ -63,7 +63,7 @@ pub use model::{
     WorldRecord, WorldSpec, WorldStatus, MAX_NAME_LEN, MAX_RECORD_KEY_LEN, MAX_RECORD_LEN,
     MAX_RECORD_OPS, MAX_SUBJECT_LEN, MAX_TICK_HZ, MAX_WORLD_CAPACITY,
 };
-pub use placement::{place, place_standbys, PlacementError, PlacementHints};
+pub use placement::{place, place_standbys, PlacementError, PlacementHints, RTT_STEP_US};
 pub use settings::{ControlKind, ControlSettings};
 
 /// A lease's id.

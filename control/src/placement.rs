@@ -4,8 +4,9 @@
 //! placed on them than their capacity; placement counts worlds itself rather than
 //! trusting reported load, so two creations in a row see each other). Among them
 //! it prefers, in order: the spec's region, the lowest round-trip estimate when
-//! the caller has one (the matchmaker's), the lowest fill ratio, then the id (so
-//! the same view always gives the same answer).
+//! the caller has one (the matchmaker's; in 5 ms steps, so near-equal origins
+//! share the load), the lowest fill ratio, then the id (so the same view
+//! always gives the same answer).
 
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
@@ -27,6 +28,10 @@ pub enum PlacementError {
         origins: usize,
     },
 }
+
+/// RTT hints rank origins in steps of this (5 ms): within a step, the
+/// emptier origin wins.
+pub const RTT_STEP_US: u64 = 5_000;
 
 /// Hints a caller may add to a placement.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -106,7 +111,14 @@ fn rank(
     (b, b_placed): (&NodeInfo, u64),
 ) -> Ordering {
     let off_region = |n: &NodeInfo| spec.region.as_ref().is_some_and(|r| *r != n.region);
-    let rtt = |n: &NodeInfo| hints.rtt_us.get(&n.id).copied().unwrap_or(u64::MAX);
+    // In steps of RTT_STEP_US: origins within a step are equally near, and
+    // fill decides (a 1 ms difference must not pile every world on one).
+    let rtt = |n: &NodeInfo| {
+        hints
+            .rtt_us
+            .get(&n.id)
+            .map_or(u64::MAX, |us| us / RTT_STEP_US)
+    };
     off_region(a)
         .cmp(&off_region(b))
         .then_with(|| rtt(a).cmp(&rtt(b)))
@@ -215,11 +227,16 @@ mod tests {
         // Region first, then fill ratio: c is emptier.
         let v = view(nodes.clone(), &[("b", 3), ("c", 1)]);
         assert_eq!(place(&spec, &v, &PlacementHints::default()), Ok("c".into()));
-        // An RTT hint beats fill.
+        // An RTT hint beats fill...
         let mut hints = PlacementHints::default();
         hints.rtt_us.insert("b".into(), 20_000);
         hints.rtt_us.insert("c".into(), 90_000);
         assert_eq!(place(&spec, &v, &hints), Ok("b".into()));
+        // ...unless the two are within a step: then fill decides.
+        let mut close = PlacementHints::default();
+        close.rtt_us.insert("b".into(), 20_000);
+        close.rtt_us.insert("c".into(), 21_000);
+        assert_eq!(place(&spec, &v, &close), Ok("c".into()));
         // Excluded nodes are skipped.
         hints.exclude.push("b".into());
         assert_eq!(place(&spec, &v, &hints), Ok("c".into()));

@@ -437,6 +437,13 @@ impl Coordinator {
                 };
                 self.stats.placed += 1;
                 let teams = p.m.team_players();
+                // Placement may pick an origin within a step of the best
+                // (to share load): the worst RTT to the one it picked.
+                let worst_rtt_ms =
+                    p.m.worst_rtt_by_origin()
+                        .get(&origin)
+                        .copied()
+                        .unwrap_or(p.m.worst_rtt_ms);
                 let mut puts = Vec::new();
                 for t in p.m.tickets() {
                     let Some(mut rec) = self.taken.remove(&t.id) else {
@@ -447,7 +454,7 @@ impl Coordinator {
                         world,
                         origin: origin.clone(),
                         teams: teams.clone(),
-                        worst_rtt_ms: p.m.worst_rtt_ms,
+                        worst_rtt_ms,
                         waited_ms: now_ms.saturating_sub(rec.since_ms),
                     };
                     rec.changed_ms = now_ms;

@@ -124,10 +124,16 @@ fn players_queue_through_the_sdk_and_play_where_the_estimate_says() {
         for (w, players) in &worlds {
             assert_eq!(players.len(), 2);
             let m = &found[&players[0]];
-            assert_eq!(
+            // The origin with the smallest worst-case RTT, or one within a
+            // placement step of it (near-equal origins share the load).
+            let best = best_worst(&view, players);
+            assert!(
+                m.worst_rtt_ms >= best
+                    && u64::from(m.worst_rtt_ms) * 1000 / skylane_control::RTT_STEP_US
+                        == u64::from(best) * 1000 / skylane_control::RTT_STEP_US,
+                "{w}: worst RTT {} ms on {}, best {best} ms",
                 m.worst_rtt_ms,
-                best_worst(&view, players),
-                "{w}: the origin with the smallest worst-case RTT"
+                m.origin
             );
         }
 
