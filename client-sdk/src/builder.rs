@@ -299,6 +299,7 @@ impl ClientBuilder {
             next_origin_ping: 0,
             next_seq: 1,
             streams: HashMap::new(),
+            movement_acks: Vec::new(),
             spectate: self.spectate,
         };
         let (events_tx, events_rx) = mpsc::channel(self.event_buffer.unwrap_or(65_536));

@@ -51,6 +51,8 @@ pub(crate) struct SharedState {
     pub(crate) world: Option<WorldState>,
     /// The latest movement state of every entity heard of.
     pub(crate) entities: crate::movement::Entities,
+    /// Where the game looks from, for the next movement acknowledgement.
+    pub(crate) viewpoint: Option<(f32, f32)>,
 }
 
 impl Client {
@@ -130,6 +132,15 @@ impl Client {
             .lock()
             .ok()
             .and_then(|s| s.entities.get(e).cloned())
+    }
+
+    /// Tells the relay where this client looks from (its avatar, its camera):
+    /// when the movement budget is short, the nearest entities come first.
+    /// Sent with the next movement acknowledgement.
+    pub fn set_viewpoint(&self, x: f32, y: f32) {
+        if let Ok(mut s) = self.shared.lock() {
+            s.viewpoint = Some((x, y));
+        }
     }
 
     /// Every entity's movement track (a snapshot).

@@ -222,8 +222,29 @@ pub enum ClientEvent {
     /// The world's lifecycle changed (waiting for players, playing, ended with a
     /// result); also sent once after every welcome.
     World(WorldState),
+    /// An entity's newer movement state (latest wins: never an older one
+    /// after a newer, and a lost one is simply superseded). Also in
+    /// [`Client::entity`].
+    Movement(MovementUpdate),
     /// A non-retryable error; the client stopped.
     Error(ClientError),
+}
+
+/// An entity's movement state, as [`ClientEvent::Movement`] hands it over.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MovementUpdate {
+    /// The entity.
+    pub entity: skylane_proto::EntityId,
+    /// The cell it is in.
+    pub channel: ChannelId,
+    /// The world tick it was true at.
+    pub tick: u64,
+    /// The origin's clock then, microseconds since the Unix epoch.
+    pub origin_time_us: u64,
+    /// Where it is.
+    pub pos: (f32, f32),
+    /// The game's encoding of the state.
+    pub payload: skylane_proto::Payload,
 }
 
 /// Latency percentiles of one class, in microseconds (origin tick to receipt,
@@ -249,6 +270,13 @@ pub struct ClientStats {
     pub events: u64,
     /// Keyframes received.
     pub keyframes: u64,
+    /// Movement datagrams received (each acknowledged).
+    pub movement_datagrams: u64,
+    /// Movement states taken (newer than the one held: latest wins).
+    pub movement_updates: u64,
+    /// Movement groups refused: their origin signature did not verify (a
+    /// relay forged or altered a state); with [`ClientBuilder::origin_key`].
+    pub movement_rejected: u64,
     /// Connections made after the first.
     pub reconnects: u64,
     /// Fresh tokens fetched from the token provider.

@@ -151,6 +151,9 @@ pub enum Output {
     /// Send a channel's batch to every relay with subscribers of it. Shared with the
     /// resume history, so publishing costs no copy.
     Batch(Arc<EventBatch>),
+    /// Send a cell's movement states of a tick (latest-wins, signed, not
+    /// chained) to every relay with subscribers of it.
+    Movement(Arc<skylane_proto::MovementFrame>),
     /// Send a channel's keyframe.
     Keyframe(Keyframe),
     /// Tell the session's relay that its channels changed.
@@ -206,8 +209,13 @@ pub struct EngineStats {
     pub rejected: u64,
     /// Actions refused because the tick already held `max_queue` actions.
     pub overflowed: u64,
-    /// Events emitted.
+    /// Events emitted (movement states included).
     pub events: u64,
+    /// Movement states published (in movement frames, not chained).
+    pub moves: u64,
+    /// Movement states the world tried to emit over
+    /// [`skylane_proto::MAX_MOVE_STATE`] (refused by [`crate::Emit::moved`]).
+    pub moves_refused: u64,
     /// Violations recorded.
     pub violations: u64,
 }
@@ -782,6 +790,7 @@ impl<W: World> Engine<W> {
             self.detector
                 .handle_attack(session, obs.hit, obs.reaction_us);
         }
+        self.stats.moves_refused += emit.refused_moves;
         pending.append(&mut emit.events);
         if let Some((x, y)) = self.world.position(avatar) {
             if let Some(change) = self.interest.handle_move(avatar, x, y) {
@@ -794,6 +803,7 @@ impl<W: World> Engine<W> {
     /// Events emitted outside a tick's action processing (joins, leaves) wait for the
     /// next tick's batches.
     fn stage(&mut self, emit: Emit) {
+        self.stats.moves_refused += emit.refused_moves;
         self.staged.extend(emit.events);
     }
 }

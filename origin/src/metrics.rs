@@ -27,6 +27,8 @@ pub struct OriginMetrics {
     pub batches_sent: Counter,
     /// Spectator feed frames sent to relays (one per relay per frame).
     pub feed_frames_sent: Counter,
+    /// Movement frames sent to relays (one per relay per cell and tick).
+    pub movement_frames_sent: Counter,
     /// Relays disconnected for falling too far behind.
     pub slow_relays: Counter,
     /// Sessions opened with cursors for a session that had expired: joined
@@ -97,6 +99,7 @@ impl OriginMetrics {
             ticks: Counter::default(),
             batches_sent: Counter::default(),
             feed_frames_sent: Counter::default(),
+            movement_frames_sent: Counter::default(),
             slow_relays: Counter::default(),
             resumes_incomplete: Counter::default(),
             tick_seconds: Histogram::new(exponential_buckets(0.000_05, 2.0, 14)),
@@ -145,6 +148,11 @@ impl OriginMetrics {
             "batches_sent",
             "Channel batches sent to relays",
             m.batches_sent.clone(),
+        );
+        r.register(
+            "movement_frames_sent",
+            "Movement frames (a cell's latest-wins states of a tick) sent to relays",
+            m.movement_frames_sent.clone(),
         );
         r.register(
             "feed_frames_sent",

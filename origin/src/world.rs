@@ -88,12 +88,28 @@ pub struct Emitted {
     pub entity: Option<EntityId>,
     /// Game-encoded body.
     pub payload: Payload,
+    /// `Some` (where the entity is) for a movement *state* ([`Emit::moved`]):
+    /// latest-wins, sent as a signed movement frame, never chained.
+    pub pos: Option<(f32, f32)>,
+}
+
+/// An entity's movement state larger than [`skylane_proto::MAX_MOVE_STATE`]:
+/// it could never fit a movement datagram, so the origin refuses it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("movement state of {size} bytes for entity {entity} is over {max}", max = skylane_proto::MAX_MOVE_STATE)]
+pub struct MoveTooLarge {
+    /// The entity.
+    pub entity: EntityId,
+    /// Its state's size.
+    pub size: usize,
 }
 
 /// Collects the events a world emits.
 #[derive(Debug, Default)]
 pub struct Emit {
     pub(crate) events: Vec<Emitted>,
+    /// Movement states refused as too large (the engine counts them).
+    pub(crate) refused_moves: u64,
 }
 
 impl Emit {
@@ -110,7 +126,40 @@ impl Emit {
             class,
             entity,
             payload: payload.into(),
+            pos: None,
         });
+    }
+
+    /// Emits an entity's movement **state** on a cell channel: where it is
+    /// (`pos`, for nearest-first delivery) and the game's encoding of it
+    /// (position, velocity...). Not an event: relays keep only the newest
+    /// state per entity and send it to each client unreliably, superseding a
+    /// lost one with the next (see `skylane_proto::movement`); a second state
+    /// of the same entity in one tick replaces the first. A state larger than
+    /// [`skylane_proto::MAX_MOVE_STATE`] is refused.
+    pub fn moved(
+        &mut self,
+        channel: ChannelId,
+        entity: EntityId,
+        pos: (f32, f32),
+        payload: impl Into<Payload>,
+    ) -> Result<(), MoveTooLarge> {
+        let payload = payload.into();
+        if payload.len() > skylane_proto::MAX_MOVE_STATE {
+            self.refused_moves += 1;
+            return Err(MoveTooLarge {
+                entity,
+                size: payload.len(),
+            });
+        }
+        self.events.push(Emitted {
+            channel,
+            class: EventClass::Movement,
+            entity: Some(entity),
+            payload,
+            pos: Some(pos),
+        });
+        Ok(())
     }
 
     /// The events emitted so far.

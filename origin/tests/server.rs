@@ -262,7 +262,9 @@ fn relay_joins_sessions_sends_actions_and_receives_signed_batches() {
         }
         let mut results = Vec::new();
         let mut events = Vec::new();
+        let mut moved = false;
         while results.len() < 3
+            || !moved
             || !events
                 .iter()
                 .any(|e| matches!(e, ArenaEvent::Missed { .. }))
@@ -279,6 +281,23 @@ fn relay_joins_sessions_sends_actions_and_receives_signed_batches() {
                             .iter()
                             .filter_map(|e| ArenaEvent::decode(&e.payload)),
                     );
+                }
+                // Movement is state in signed frames, not chained events.
+                LinkMsg::Movement(f) => {
+                    let key = ChainSigner::from_bytes(&KEY).verifying_key();
+                    let g = MoveGroup {
+                        channel: f.channel,
+                        tick: f.tick,
+                        origin_time_us: f.origin_time_us,
+                        entries: f.entries.clone(),
+                        others: Vec::new(),
+                        sig: f.sig.clone(),
+                    };
+                    movement::verify_group(&key, f.world, &g).unwrap();
+                    moved |= f
+                        .entries
+                        .iter()
+                        .any(|e| matches!(ArenaEvent::decode(&e.payload), Some(ArenaEvent::Moved { .. })));
                 }
                 _ => {}
             }
@@ -310,7 +329,8 @@ fn relay_joins_sessions_sends_actions_and_receives_signed_batches() {
             "{:?}",
             results[2]
         );
-        assert!(events.iter().any(|e| matches!(e, ArenaEvent::Moved { .. })));
+        assert!(moved, "the move came as a signed movement frame");
+        assert!(!events.iter().any(|e| matches!(e, ArenaEvent::Moved { .. })));
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &net.registry).unwrap();
         assert!(text.contains("skylane_origin_relays 1"), "{text}");

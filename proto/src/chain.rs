@@ -186,6 +186,11 @@ impl ChainSigner {
         crate::feedsig::sign_feed(&self.key, frame)
     }
 
+    /// Signs a movement frame in place with this key ([`crate::movement`]).
+    pub fn sign_movement(&self, frame: &mut crate::movement::MovementFrame) {
+        crate::movement::sign_frame(&self.key, frame);
+    }
+
     /// The public key receivers verify with.
     pub fn verifying_key(&self) -> VerifyingKey {
         self.key.verifying_key()

@@ -21,6 +21,7 @@
 //! * [`geo`]: great-circle distances.
 //! * [`repl`]: origin-to-origin replication (input log, acknowledgements).
 //! * [`matchmaking`]: the matchmaker's HTTP/JSON API types.
+//! * [`movement`]: movement as latest-wins state (frames, datagrams, their signatures).
 
 // Library code reports errors; tests may unwrap.
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
@@ -40,6 +41,7 @@ pub mod geo;
 pub mod ids;
 pub mod matchmaking;
 pub mod message;
+pub mod movement;
 pub mod payload;
 pub mod repl;
 pub mod replay;
@@ -62,6 +64,9 @@ pub use message::{
     RejectCode, RelayInfo, ResumeTicket, Sanction, SanctionKind, ServerMsg, SkippedRange,
     SpectatorFilter, SpectatorSubscribe, Welcome, WorldPhase, WorldResult, WorldState, ALPN,
     PEER_ALPN, PROTOCOL_VERSION,
+};
+pub use movement::{
+    MoveEntry, MoveGroup, MovementDatagram, MovementFrame, MAX_MOVE_STATE,
 };
 pub use payload::Payload;
 pub use repl::{attestation, CoSig, Evidence, Input, ReplMsg, REPL_ALPN, REPL_MAX_FRAME};

@@ -17,7 +17,7 @@ use crate::payload::Payload;
 use crate::token::Role;
 
 /// Version of the message set; carried in every frame and in [`Hello`].
-pub const PROTOCOL_VERSION: u8 = 4;
+pub const PROTOCOL_VERSION: u8 = 5;
 
 /// QUIC ALPN identifier of this protocol version.
 pub const ALPN: &[u8] = b"skylane/1";
@@ -745,6 +745,16 @@ pub enum ClientMsg {
     /// relay and its link: the client → relay → origin → relay → client round
     /// trip (the relay answers [`ClientMsg::Ping`] itself).
     OriginPing(Ping),
+    /// The client got movement datagram `seq` ([`ServerMsg::Movement`]); sent as
+    /// a datagram. Its states are the client's: the relay sends them again only
+    /// when they change.
+    MovementAck {
+        /// The datagram's number.
+        seq: u64,
+        /// Where the client looks from (its avatar, its camera): the relay sends
+        /// the nearest entities first. `None`: unchanged.
+        viewpoint: Option<(f32, f32)>,
+    },
 }
 
 /// Relay → client.
@@ -795,6 +805,9 @@ pub enum ServerMsg {
     ResumeIncomplete(Vec<SkippedRange>),
     /// The world's lifecycle: sent after the welcome and on every change.
     World(WorldState),
+    /// Movement as latest-wins state, in a QUIC datagram (never on a stream):
+    /// see [`crate::movement`].
+    Movement(crate::movement::MovementDatagram),
 }
 
 /// Events of one channel a resumed session will never receive.
@@ -962,6 +975,9 @@ pub enum LinkMsg {
         /// What was measured, in words and numbers.
         evidence: String,
     },
+    /// Origin → relay: one cell's movement in one tick (latest-wins state, not
+    /// chained; signed per frame, see [`crate::movement`]).
+    Movement(crate::movement::MovementFrame),
 }
 
 /// What a [`Sanction`] is.

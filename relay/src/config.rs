@@ -203,6 +203,18 @@ pub struct RelayConfig {
     /// resyncs it.
     #[arg(long, env = "SKYLANE_RELAY_HUB_GAP_TIMEOUT_MS", default_value_t = 1000)]
     pub hub_gap_timeout_ms: u64,
+    /// Movement bytes per second each client may receive (its datagrams'
+    /// budget; the nearest entities first when it is short).
+    #[arg(
+        long,
+        env = "SKYLANE_RELAY_MOVEMENT_BYTES_PER_SEC",
+        default_value_t = 65536
+    )]
+    pub movement_bytes_per_sec: u64,
+    /// Milliseconds after which an unacknowledged movement datagram counts as
+    /// lost (its entities are sent again, at their newest state).
+    #[arg(long, env = "SKYLANE_RELAY_MOVEMENT_RESEND_MS", default_value_t = 250)]
+    pub movement_resend_ms: u64,
     /// A route changes only to a path costing less than this fraction of the
     /// current one.
     #[arg(long, env = "SKYLANE_RELAY_ROUTING_MARGIN", default_value_t = 0.8)]
@@ -379,6 +391,8 @@ impl Default for RelayConfig {
             scheduler_deadline_ms: "movement=150,chat=10000,bulk=30000".into(),
             hub_ring: 256,
             hub_gap_timeout_ms: 1000,
+            movement_bytes_per_sec: 65536,
+            movement_resend_ms: 250,
             routing_margin: 0.8,
             routing_min_gain_ms: 5,
             routing_hold_ms: 2000,
@@ -565,6 +579,28 @@ impl RelayConfig {
     }
 
     /// The fan-out hub's history and hole timeout.
+    /// Each client's movement view.
+    pub fn movement(&self) -> Result<crate::movement::MovementConfig, ConfigError> {
+        if self.movement_bytes_per_sec < 1200 {
+            return Err(ConfigError::Invalid(format!(
+                "movement_bytes_per_sec must be at least 1200 (one datagram), not {}",
+                self.movement_bytes_per_sec
+            )));
+        }
+        if self.movement_resend_ms == 0 {
+            return Err(ConfigError::Invalid(
+                "movement_resend_ms must be above 0".into(),
+            ));
+        }
+        Ok(crate::movement::MovementConfig {
+            bytes_per_sec: self.movement_bytes_per_sec,
+            burst_bytes: (self.movement_bytes_per_sec / 4).max(2400),
+            resend_after: Duration::from_millis(self.movement_resend_ms),
+            ..Default::default()
+        })
+    }
+
+    /// Fan-out ring and hole timeout.
     pub fn hub(&self) -> HubConfig {
         HubConfig {
             ring: self.hub_ring,

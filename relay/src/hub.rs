@@ -159,6 +159,18 @@ impl Hub {
             .map_or(0, |c| c.subscribers.len())
     }
 
+    /// The local subscribers of a channel.
+    pub fn subscriber_ids(&self, world: WorldId, channel: ChannelId) -> &[SessionId] {
+        self.channels
+            .get(&(world, channel))
+            .map_or(&[], |c| &c.subscribers[..])
+    }
+
+    /// The world a session receives (while it is open here).
+    pub fn world_of(&self, session: SessionId) -> Option<WorldId> {
+        self.feeds.get(&session).map(|f| f.world)
+    }
+
     /// A session opens or resumes here. `resume_from` is what its client last
     /// received per channel; its subscriptions start empty until the origin's
     /// `Subscriptions` arrive.

@@ -65,8 +65,9 @@ pub use guard::{EdgeConfig, EdgeGuard, EdgeViolation, Rate, Verdict, REPLAY_WIND
 pub use hub::{BatchFrame, FanoutDelivery, Hub, HubConfig, HubStats};
 pub use metrics::RelayMetrics;
 pub use movement::{
-    ClientMovement, EntityState, MovementConfig, MovementDatagram, MovementError, MovementStats,
-    DATAGRAM_OVERHEAD, ENTRY_OVERHEAD, MAX_ENTITIES, MAX_IN_FLIGHT, MAX_STATE_BYTES,
+    CellStates, ClientMovement, EntityState, FrameProof, MovementConfig, MovementError,
+    MovementStats, DATAGRAM_OVERHEAD, ENTRY_OVERHEAD, GROUP_OVERHEAD, MAX_ENTITIES,
+    MAX_IN_FLIGHT, OTHER_HASH,
 };
 pub use penalty::{Penalties, PenaltyConfig};
 pub use revocation::{Revocation, RevocationError, Revocations, MAX_REVOCATIONS};

@@ -29,6 +29,15 @@ pub struct RelayMetrics {
     pub batches_in: Counter,
     /// Frames handed to client connections.
     pub frames_out: Counter,
+    /// Movement frames received from origins (one per cell per tick).
+    pub movement_frames_in: Counter,
+    /// Movement datagrams sent to clients.
+    pub movement_datagrams: Counter,
+    /// Movement datagrams that could not be sent (too large for the path, or
+    /// datagrams refused by the peer); their states go again later.
+    pub movement_datagrams_failed: Counter,
+    /// Movement datagram acknowledgements received from clients.
+    pub movement_acks: Counter,
     /// Client messages dropped by the scheduler, by reason (`expired`, `evicted`).
     pub dropped: Family<KindLabel, Counter>,
     /// Clients disconnected for falling too far behind.
@@ -193,6 +202,26 @@ impl RelayMetrics {
             "frames_out",
             "Frames handed to clients",
             m.frames_out.clone(),
+        );
+        r.register(
+            "movement_frames_in",
+            "Movement frames (a cell's states of a tick) received from origins",
+            m.movement_frames_in.clone(),
+        );
+        r.register(
+            "movement_datagrams",
+            "Movement datagrams sent to clients",
+            m.movement_datagrams.clone(),
+        );
+        r.register(
+            "movement_datagrams_failed",
+            "Movement datagrams that could not be sent (their states go again)",
+            m.movement_datagrams_failed.clone(),
+        );
+        r.register(
+            "movement_acks",
+            "Movement datagram acknowledgements from clients",
+            m.movement_acks.clone(),
         );
         r.register(
             "dropped",

@@ -1,97 +1,134 @@
 //! Movement as latest-wins state (pure: no I/O, no clock): what one client
-//! has of each entity's movement, and the datagrams that bring it up to date
-//! (issue 24's relay core; the shell does not drive it yet).
+//! has of each entity's movement, and the datagrams that bring it up to date.
 //!
 //! The relay keeps, per client, the latest movement state of every entity the
 //! client sees ([`ClientMovement::handle_update`]: an older tick never
 //! replaces a newer one) and what the client acknowledged. Each
 //! [`ClientMovement::poll_datagram`] packs the entities whose latest state
-//! the client does not have yet, **nearest to the client's own avatar first**,
-//! into one datagram of at most `mtu` bytes, within a byte budget that refills
-//! at `bytes_per_sec`. Entries carry an entity's *whole* current state, never
-//! a difference, so a lost datagram is simply superseded: the next one carries
+//! the client does not have yet, **nearest to the client's viewpoint first**
+//! (the client says where it looks from in its acknowledgements), into one
+//! datagram of at most `mtu` bytes, within a byte budget that refills at
+//! `bytes_per_sec`. Entries carry an entity's *whole* current state, never a
+//! difference, so a lost datagram is simply superseded: the next one carries
 //! the newest state of whatever is still not acknowledged, and a client that
-//! missed many updates gets the current state, not the queue of stale ones.
-//! A datagram not acknowledged within `resend_after` counts as lost; what it
+//! missed many updates gets the current state, not the queue of stale ones. A
+//! datagram not acknowledged within `resend_after` counts as lost; what it
 //! carried is eligible again (at its newest state).
+//!
+//! Each state keeps the proof of the origin frame it came from
+//! ([`FrameProof`]); a datagram groups its entries by frame and carries, per
+//! group, the frame's signature and the hashes of the frame's entries it does
+//! not carry, so the client can check every state against the origin's key
+//! (`skylane_proto::movement`). The size accounting includes that overhead.
 //!
 //! Bounds: at most [`MAX_ENTITIES`] entities per client (the farthest beyond
 //! it are dropped: a client sees the nearest), [`MAX_IN_FLIGHT`] datagrams
 //! awaiting acknowledgement (the oldest is declared lost to make room), and
-//! [`MAX_STATE_BYTES`] per entity state (larger is refused: the origin must
-//! refuse it first, with a typed error).
+//! [`MAX_MOVE_STATE`] per entity state (larger is refused: the origin refuses
+//! it first, with a typed error).
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use skylane_proto::EntityId;
+use skylane_proto::movement::{entry_hash, EntryHash};
+use skylane_proto::{
+    ChannelId, EntityId, MoveEntry, MoveGroup, MovementDatagram, MovementFrame, Payload, WorldId,
+    MAX_MOVE_STATE,
+};
 
 /// Most entities one client's movement view holds.
 pub const MAX_ENTITIES: usize = 4096;
 /// Most datagrams awaiting acknowledgement per client.
 pub const MAX_IN_FLIGHT: usize = 64;
-/// Largest movement state of one entity, bytes.
-pub const MAX_STATE_BYTES: usize = 256;
-/// Framing of one entry in a datagram (entity id, tick, origin time, length).
-pub const ENTRY_OVERHEAD: usize = 8 + 8 + 8 + 2;
-/// Framing of a datagram (sequence number, entry count).
-pub const DATAGRAM_OVERHEAD: usize = 8 + 2;
+/// Framing of one entry in a datagram, at most (entity, position, length).
+pub const ENTRY_OVERHEAD: usize = 10 + 8 + 3;
+/// Framing of one group, at most (channel, tick, time, counts, signature).
+pub const GROUP_OVERHEAD: usize = 11 + 10 + 10 + 3 + 3 + 1 + 64;
+/// Bytes of one other entry's hash in a group.
+pub const OTHER_HASH: usize = 16;
+/// Framing of a datagram, at most (version, tag, world, sequence, group count).
+pub const DATAGRAM_OVERHEAD: usize = 1 + 1 + 10 + 10 + 3;
 
-/// One entity's movement state as the origin produced it.
+/// What a client needs to check the states of one origin frame: the frame's
+/// identity, the hash of each of its entries and the origin's signature.
+#[derive(Debug, PartialEq)]
+pub struct FrameProof {
+    /// World.
+    pub world: WorldId,
+    /// The cell's channel.
+    pub channel: ChannelId,
+    /// The frame's tick.
+    pub tick: u64,
+    /// The frame's origin time, microseconds since the Unix epoch.
+    pub origin_time_us: u64,
+    /// Each entry's entity and hash, in the frame's order.
+    pub hashes: Vec<(EntityId, EntryHash)>,
+    /// The origin's signature (empty: unsigned, and no hashes are sent).
+    pub sig: Payload,
+}
+
+/// One entity's movement state as the origin produced it, with its frame's
+/// proof.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EntityState {
-    /// The entity.
-    pub entity: EntityId,
-    /// The world tick it was true at.
-    pub tick: u64,
-    /// The origin's clock then, microseconds since the Unix epoch.
-    pub origin_time_us: u64,
-    /// Where it is (for nearest-first ordering).
-    pub pos: (f32, f32),
-    /// The game's encoding of its state (position, velocity...).
-    pub body: Bytes,
+    /// The state.
+    pub entry: MoveEntry,
+    /// The frame it came from.
+    pub frame: Arc<FrameProof>,
 }
 
 impl EntityState {
-    fn wire_len(&self) -> usize {
-        ENTRY_OVERHEAD + self.body.len()
+    /// Every state in an origin frame, sharing one proof.
+    pub fn from_frame(f: &MovementFrame) -> Vec<EntityState> {
+        let frame = Arc::new(FrameProof {
+            world: f.world,
+            channel: f.channel,
+            tick: f.tick,
+            origin_time_us: f.origin_time_us,
+            hashes: if f.sig.is_empty() {
+                Vec::new()
+            } else {
+                f.entries.iter().map(|e| (e.entity, entry_hash(e))).collect()
+            },
+            sig: f.sig.clone(),
+        });
+        f.entries
+            .iter()
+            .map(|e| EntityState {
+                entry: e.clone(),
+                frame: frame.clone(),
+            })
+            .collect()
     }
-}
 
-/// A datagram's worth of movement for one client.
-#[derive(Debug, Clone, PartialEq)]
-pub struct MovementDatagram {
-    /// Its sequence number (what the client acknowledges).
-    pub seq: u64,
-    /// The entities' latest states, nearest first.
-    pub entries: Vec<EntityState>,
-}
+    /// The entity.
+    pub fn entity(&self) -> EntityId {
+        self.entry.entity
+    }
 
-impl MovementDatagram {
-    /// Its size on the wire.
-    pub fn wire_len(&self) -> usize {
-        DATAGRAM_OVERHEAD
-            + self
-                .entries
-                .iter()
-                .map(EntityState::wire_len)
-                .sum::<usize>()
+    /// The tick it was true at.
+    pub fn tick(&self) -> u64 {
+        self.frame.tick
+    }
+
+    fn wire_len(&self) -> usize {
+        ENTRY_OVERHEAD + self.entry.payload.len()
     }
 }
 
 /// Why an update was not taken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum MovementError {
-    /// The state is larger than [`MAX_STATE_BYTES`].
-    #[error("movement state of {0} bytes is over {MAX_STATE_BYTES}")]
+    /// The state is larger than [`MAX_MOVE_STATE`].
+    #[error("movement state of {0} bytes is over {MAX_MOVE_STATE}")]
     TooLarge(usize),
 }
 
 /// Tuning.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct MovementConfig {
-    /// Largest datagram, bytes (the path MTU's payload).
+    /// Largest datagram, bytes (at most `skylane_proto::MAX_DATAGRAM`).
     pub mtu: usize,
     /// Movement bytes per second this client may receive.
     pub bytes_per_sec: u64,
@@ -104,7 +141,7 @@ pub struct MovementConfig {
 impl Default for MovementConfig {
     fn default() -> Self {
         Self {
-            mtu: 1200,
+            mtu: skylane_proto::MAX_DATAGRAM,
             bytes_per_sec: 64 * 1024,
             burst_bytes: 16 * 1024,
             resend_after: Duration::from_millis(250),
@@ -124,6 +161,8 @@ pub struct MovementStats {
     pub superseded: u64,
     /// Datagrams built.
     pub datagrams: u64,
+    /// Entries sent (in all datagrams).
+    pub sent: u64,
     /// Datagrams declared lost (unacknowledged past `resend_after`).
     pub lost: u64,
     /// Entities dropped because the view was full (the farthest).
@@ -192,27 +231,30 @@ impl ClientMovement {
         self.latest.is_empty()
     }
 
-    /// Where the client's own avatar is (nearest first is measured from it).
+    /// Where the client looks from (nearest first is measured from it).
     pub fn handle_viewer(&mut self, pos: (f32, f32)) {
-        self.viewer = pos;
+        if pos.0.is_finite() && pos.1.is_finite() {
+            self.viewer = pos;
+        }
     }
 
     /// An entity's new state: taken if newer than what is held.
     pub fn handle_update(&mut self, s: EntityState) -> Result<(), MovementError> {
-        if s.body.len() > MAX_STATE_BYTES {
-            return Err(MovementError::TooLarge(s.body.len()));
+        if s.entry.payload.len() > MAX_MOVE_STATE {
+            return Err(MovementError::TooLarge(s.entry.payload.len()));
         }
-        if let Some(old) = self.latest.get(&s.entity) {
-            if old.tick >= s.tick {
+        let e = s.entity();
+        if let Some(old) = self.latest.get(&e) {
+            if old.tick() >= s.tick() {
                 self.stats.stale += 1;
                 return Ok(());
             }
-            if self.acked.get(&s.entity).is_none_or(|a| *a < old.tick) {
+            if self.acked.get(&e).is_none_or(|a| *a < old.tick()) {
                 self.stats.superseded += 1;
             }
         }
         self.stats.updates += 1;
-        self.latest.insert(s.entity, s);
+        self.latest.insert(e, s);
         if self.latest.len() > MAX_ENTITIES {
             self.drop_farthest();
         }
@@ -224,8 +266,8 @@ impl ClientMovement {
         if let Some(far) = self
             .latest
             .values()
-            .max_by(|a, b| dist2(a.pos, viewer).total_cmp(&dist2(b.pos, viewer)))
-            .map(|s| s.entity)
+            .max_by(|a, b| dist2(a.entry.pos, viewer).total_cmp(&dist2(b.entry.pos, viewer)))
+            .map(EntityState::entity)
         {
             self.forget(far);
             self.stats.dropped += 1;
@@ -241,6 +283,19 @@ impl ClientMovement {
     /// An entity left the client's view (out of interest, or gone).
     pub fn handle_remove(&mut self, e: EntityId) {
         self.forget(e);
+    }
+
+    /// The client no longer sees `channel`: its entities leave the view.
+    pub fn handle_unsubscribed(&mut self, channel: ChannelId) {
+        let gone: Vec<EntityId> = self
+            .latest
+            .values()
+            .filter(|s| s.frame.channel == channel)
+            .map(EntityState::entity)
+            .collect();
+        for e in gone {
+            self.forget(e);
+        }
     }
 
     /// The client acknowledged datagram `seq`: what it carried is the
@@ -288,9 +343,22 @@ impl ClientMovement {
         }
     }
 
-    /// When [`ClientMovement::handle_timeout`] has something to do.
+    /// When [`ClientMovement::handle_timeout`] has something to do, or (with
+    /// something pending but no budget) when the budget allows a datagram again.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.in_flight.front().map(|s| s.at + self.cfg.resend_after)
+        let resend = self.in_flight.front().map(|s| s.at + self.cfg.resend_after);
+        let refill = match self.refilled {
+            Some(at) if self.budget < self.cfg.mtu as f64 && self.has_pending() => {
+                let need = (self.cfg.mtu as f64 - self.budget).max(0.0);
+                let secs = need / self.cfg.bytes_per_sec.max(1) as f64;
+                Some(at + Duration::from_secs_f64(secs.min(1.0)))
+            }
+            _ => None,
+        };
+        match (resend, refill) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     fn refill(&mut self, now: Instant) {
@@ -305,16 +373,21 @@ impl ClientMovement {
     /// Whether an entity's latest state is one the client neither has nor
     /// has on its way.
     fn pending(&self, s: &EntityState) -> bool {
-        self.acked.get(&s.entity).is_none_or(|a| *a < s.tick)
-            && self.sending.get(&s.entity).is_none_or(|t| *t < s.tick)
+        let (e, t) = (s.entity(), s.tick());
+        self.acked.get(&e).is_none_or(|a| *a < t) && self.sending.get(&e).is_none_or(|x| *x < t)
     }
 
-    /// The next datagram: the pending entities nearest first, up to `mtu`
-    /// bytes and the budget (`None`: nothing pending, or no budget).
+    fn has_pending(&self) -> bool {
+        self.latest.values().any(|s| self.pending(s))
+    }
+
+    /// The next datagram: the pending entities nearest first, grouped by origin
+    /// frame with their proofs, up to `mtu` bytes and the budget (`None`:
+    /// nothing pending, or no budget).
     pub fn poll_datagram(&mut self, now: Instant) -> Option<MovementDatagram> {
         self.refill(now);
         let room = (self.cfg.mtu as f64).min(self.budget);
-        if room < (DATAGRAM_OVERHEAD + ENTRY_OVERHEAD) as f64 {
+        if room < (DATAGRAM_OVERHEAD + GROUP_OVERHEAD + ENTRY_OVERHEAD) as f64 {
             return None;
         }
         let viewer = self.viewer;
@@ -324,39 +397,144 @@ impl ClientMovement {
             return None;
         }
         pending.sort_by(|a, b| {
-            dist2(a.pos, viewer)
-                .total_cmp(&dist2(b.pos, viewer))
-                .then(a.entity.0.cmp(&b.entity.0))
+            dist2(a.entry.pos, viewer)
+                .total_cmp(&dist2(b.entry.pos, viewer))
+                .then(a.entity().0.cmp(&b.entity().0))
         });
         let mut size = DATAGRAM_OVERHEAD;
-        let mut entries = Vec::new();
+        // Groups by frame (pointer identity), in order of their first entry.
+        let mut groups: Vec<(Arc<FrameProof>, Vec<&EntityState>)> = Vec::new();
         for s in pending {
             let len = s.wire_len();
-            if (size + len) as f64 > room {
+            let at = groups.iter().position(|(f, _)| Arc::ptr_eq(f, &s.frame));
+            let grow = match at {
+                // One of the frame's hashes is replaced by the entry itself.
+                Some(_) if !s.frame.sig.is_empty() => len - OTHER_HASH.min(len),
+                Some(_) => len,
+                None => GROUP_OVERHEAD + len + OTHER_HASH * s.frame.hashes.len().saturating_sub(1),
+            };
+            if (size + grow) as f64 > room {
                 continue;
             }
-            size += len;
-            entries.push(s.clone());
+            size += grow;
+            match at {
+                Some(i) => groups[i].1.push(s),
+                None => groups.push((s.frame.clone(), vec![s])),
+            }
         }
-        if entries.is_empty() {
+        if groups.is_empty() {
             return None;
         }
+        let world = groups[0].0.world;
+        let mut carried = Vec::new();
+        let wire: Vec<MoveGroup> = groups
+            .into_iter()
+            .map(|(frame, states)| {
+                for s in &states {
+                    carried.push((s.entity(), s.tick()));
+                }
+                let others = frame
+                    .hashes
+                    .iter()
+                    .filter(|(e, _)| !states.iter().any(|s| s.entity() == *e))
+                    .map(|(_, h)| *h)
+                    .collect();
+                MoveGroup {
+                    channel: frame.channel,
+                    tick: frame.tick,
+                    origin_time_us: frame.origin_time_us,
+                    entries: states.into_iter().map(|s| s.entry.clone()).collect(),
+                    others,
+                    sig: frame.sig.clone(),
+                }
+            })
+            .collect();
         if self.in_flight.len() >= MAX_IN_FLIGHT {
             self.lose_oldest();
         }
         let seq = self.next_seq;
         self.next_seq += 1;
-        for s in &entries {
-            self.sending.insert(s.entity, s.tick);
+        for (e, t) in &carried {
+            self.sending.insert(*e, *t);
         }
+        self.stats.sent += carried.len() as u64;
         self.in_flight.push_back(Sent {
             seq,
             at: now,
-            carried: entries.iter().map(|s| (s.entity, s.tick)).collect(),
+            carried,
         });
         self.budget -= size as f64;
         self.stats.datagrams += 1;
-        Some(MovementDatagram { seq, entries })
+        Some(MovementDatagram {
+            world,
+            seq,
+            groups: wire,
+        })
+    }
+}
+
+/// The newest state of every entity per cell channel of a relay's worlds: what a
+/// client that starts seeing a cell is given first. Bounded: at most
+/// [`MAX_ENTITIES`] entities per cell (a frame beyond it is not stored; its
+/// states still reach the clients that see the cell).
+#[derive(Debug, Default)]
+pub struct CellStates {
+    cells: HashMap<(WorldId, ChannelId), HashMap<EntityId, EntityState>>,
+    /// The cell each entity's newest state is held in.
+    home: HashMap<(WorldId, EntityId), ChannelId>,
+}
+
+impl CellStates {
+    /// Takes a frame's states (newer than what is held; an entity that moved
+    /// here leaves its previous cell); returns them.
+    pub fn handle_frame(&mut self, f: &MovementFrame) -> Vec<EntityState> {
+        let states = EntityState::from_frame(f);
+        for s in &states {
+            let e = s.entity();
+            if let Some(prev) = self.home.get(&(f.world, e)).copied() {
+                let held = self.cells.get(&(f.world, prev)).and_then(|c| c.get(&e));
+                if held.is_some_and(|o| o.tick() >= s.tick()) {
+                    continue;
+                }
+                if prev != f.channel {
+                    if let Some(c) = self.cells.get_mut(&(f.world, prev)) {
+                        c.remove(&e);
+                    }
+                }
+            }
+            let cell = self.cells.entry((f.world, f.channel)).or_default();
+            if cell.len() < MAX_ENTITIES || cell.contains_key(&e) {
+                cell.insert(e, s.clone());
+                self.home.insert((f.world, e), f.channel);
+            } else {
+                self.home.remove(&(f.world, e));
+            }
+        }
+        states
+    }
+
+    /// The newest states held for a cell.
+    pub fn cell(&self, world: WorldId, channel: ChannelId) -> Vec<EntityState> {
+        self.cells
+            .get(&(world, channel))
+            .map(|c| c.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Forgets a world (it ended or moved away).
+    pub fn forget_world(&mut self, world: WorldId) {
+        self.cells.retain(|(w, _), _| *w != world);
+        self.home.retain(|(w, _), _| *w != world);
+    }
+
+    /// Entities held, all cells.
+    pub fn len(&self) -> usize {
+        self.cells.values().map(HashMap::len).sum()
+    }
+
+    /// Whether nothing is held.
+    pub fn is_empty(&self) -> bool {
+        self.cells.is_empty()
     }
 }
 
@@ -364,20 +542,53 @@ impl ClientMovement {
 mod tests {
     use super::*;
 
-    fn st(e: u64, tick: u64, pos: (f32, f32)) -> EntityState {
-        EntityState {
-            entity: EntityId(e),
+    fn frame(world: u64, cell: u16, tick: u64, ents: &[(u64, (f32, f32))]) -> MovementFrame {
+        MovementFrame {
+            world: WorldId(world),
+            channel: ChannelId::Cell { x: cell, y: 0 },
             tick,
             origin_time_us: tick * 50_000,
-            pos,
-            body: Bytes::from_static(&[0u8; 16]),
+            entries: ents
+                .iter()
+                .map(|(e, pos)| MoveEntry {
+                    entity: EntityId(*e),
+                    pos: *pos,
+                    payload: Payload::from(vec![0u8; 16]),
+                })
+                .collect(),
+            sig: Payload::default(),
         }
+    }
+
+    /// One entity's state in its own unsigned frame.
+    fn st(e: u64, tick: u64, pos: (f32, f32)) -> EntityState {
+        EntityState::from_frame(&frame(1, 0, tick, &[(e, pos)])).remove(0)
+    }
+
+    fn ids(d: &MovementDatagram) -> Vec<u64> {
+        d.groups
+            .iter()
+            .flat_map(|g| g.entries.iter().map(|e| e.entity.0))
+            .collect()
+    }
+
+    fn ticks(d: &MovementDatagram) -> Vec<u64> {
+        d.groups
+            .iter()
+            .flat_map(|g| g.entries.iter().map(move |_| g.tick))
+            .collect()
+    }
+
+    fn wire_len(d: &MovementDatagram) -> usize {
+        skylane_proto::encode_datagram(&skylane_proto::ServerMsg::Movement(d.clone()))
+            .map(|b| b.len())
+            .unwrap_or(usize::MAX)
     }
 
     #[test]
     fn the_nearest_go_first_and_a_datagram_fits_the_mtu() {
         let mut m = ClientMovement::new(MovementConfig {
-            mtu: DATAGRAM_OVERHEAD + 3 * (ENTRY_OVERHEAD + 16),
+            mtu: DATAGRAM_OVERHEAD + 3 * (GROUP_OVERHEAD + ENTRY_OVERHEAD + 16),
             ..MovementConfig::default()
         });
         m.handle_viewer((0.0, 0.0));
@@ -387,14 +598,10 @@ mod tests {
         }
         let t = Instant::now();
         let d = m.poll_datagram(t).unwrap();
-        let ids: Vec<u64> = d.entries.iter().map(|s| s.entity.0).collect();
-        assert_eq!(ids, [9, 8, 7], "nearest first");
-        assert!(d.wire_len() <= DATAGRAM_OVERHEAD + 3 * (ENTRY_OVERHEAD + 16));
+        assert_eq!(ids(&d), [9, 8, 7], "nearest first");
+        assert!(wire_len(&d) <= DATAGRAM_OVERHEAD + 3 * (GROUP_OVERHEAD + ENTRY_OVERHEAD + 16));
         let d2 = m.poll_datagram(t).unwrap();
-        assert_eq!(
-            d2.entries[0].entity.0, 6,
-            "the next nearest, not the same again"
-        );
+        assert_eq!(ids(&d2)[0], 6, "the next nearest, not the same again");
     }
 
     #[test]
@@ -403,12 +610,12 @@ mod tests {
         let t0 = Instant::now();
         m.handle_update(st(1, 1, (1.0, 0.0))).unwrap();
         let d = m.poll_datagram(t0).unwrap();
-        assert_eq!(d.entries[0].tick, 1);
+        assert_eq!(ticks(&d), [1]);
         // Lost; meanwhile two newer states, the first never sent.
         m.handle_update(st(1, 2, (2.0, 0.0))).unwrap();
         m.handle_update(st(1, 3, (3.0, 0.0))).unwrap();
         let d = m.poll_datagram(t0).unwrap();
-        assert_eq!(d.entries[0].tick, 3, "only the newest");
+        assert_eq!(ticks(&d), [3], "only the newest");
         // An older update arriving late changes nothing.
         m.handle_update(st(1, 2, (2.0, 0.0))).unwrap();
         assert_eq!(m.stats().stale, 1);
@@ -421,7 +628,7 @@ mod tests {
         m.handle_timeout(t0 + Duration::from_millis(300));
         assert_eq!(m.stats().lost, 2, "the first datagram and this one");
         let again = m.poll_datagram(t0 + Duration::from_millis(300)).unwrap();
-        assert_eq!((again.entries[0].tick, again.seq > d.seq), (4, true));
+        assert_eq!((ticks(&again), again.seq > d.seq), (vec![4], true));
     }
 
     #[test]
@@ -439,26 +646,24 @@ mod tests {
         let mut now = t0;
         for _ in 0..100 {
             while let Some(d) = m.poll_datagram(now) {
-                sent += d.wire_len();
+                sent += wire_len(&d);
                 m.handle_ack(d.seq);
             }
             now += Duration::from_millis(10);
         }
         // One second: the burst plus 10,000 bytes, at most.
         assert!(sent <= 2_000 + 10_000 + 1_200, "{sent}");
-        assert!(sent >= 9_000, "{sent}");
+        assert!(sent >= 8_000, "{sent}");
     }
 
     #[test]
     fn bounds_hold_and_oversized_states_are_refused() {
         let mut m = ClientMovement::new(MovementConfig::default());
-        let big = EntityState {
-            body: Bytes::from(vec![0u8; MAX_STATE_BYTES + 1]),
-            ..st(1, 1, (0.0, 0.0))
-        };
+        let mut big = st(1, 1, (0.0, 0.0));
+        big.entry.payload = Payload::from(vec![0u8; MAX_MOVE_STATE + 1]);
         assert_eq!(
             m.handle_update(big),
-            Err(MovementError::TooLarge(MAX_STATE_BYTES + 1))
+            Err(MovementError::TooLarge(MAX_MOVE_STATE + 1))
         );
         for e in 0..(MAX_ENTITIES as u64 + 10) {
             m.handle_update(st(e, 1, (e as f32, 0.0))).unwrap();
@@ -476,5 +681,54 @@ mod tests {
         assert!(m.in_flight.len() <= MAX_IN_FLIGHT);
         m.handle_remove(EntityId(0));
         assert_eq!(m.len(), MAX_ENTITIES - 1);
+    }
+
+    #[test]
+    fn a_datagram_carries_what_the_client_needs_to_verify_a_signed_subset() {
+        let key = skylane_proto::ed25519_dalek::SigningKey::from_bytes(&[3u8; 32]);
+        let mut f = frame(
+            7,
+            2,
+            5,
+            &[(1, (1.0, 0.0)), (2, (50.0, 0.0)), (3, (2.0, 0.0))],
+        );
+        skylane_proto::movement::sign_frame(&key, &mut f);
+        // Room for the group and two entries only: the farthest stays out, its
+        // hash goes along.
+        let mut m = ClientMovement::new(MovementConfig {
+            mtu: DATAGRAM_OVERHEAD + GROUP_OVERHEAD + 2 * (ENTRY_OVERHEAD + 16) + OTHER_HASH,
+            ..MovementConfig::default()
+        });
+        for s in EntityState::from_frame(&f) {
+            m.handle_update(s).unwrap();
+        }
+        let d = m.poll_datagram(Instant::now()).unwrap();
+        assert_eq!(ids(&d), [1, 3]);
+        assert_eq!(d.groups[0].others.len(), 1);
+        assert!(wire_len(&d) <= m.cfg.mtu);
+        let vk = key.verifying_key();
+        assert_eq!(
+            skylane_proto::movement::verify_group(&vk, d.world, &d.groups[0]),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn cells_hold_each_entity_once_at_its_newest_state() {
+        let mut cells = CellStates::default();
+        cells.handle_frame(&frame(1, 0, 1, &[(1, (0.0, 0.0)), (2, (1.0, 0.0))]));
+        // Entity 1 walks into cell 1; an older frame of cell 0 arrives late.
+        cells.handle_frame(&frame(1, 1, 2, &[(1, (30.0, 0.0))]));
+        cells.handle_frame(&frame(1, 0, 1, &[(1, (0.0, 0.0))]));
+        let c0: Vec<u64> = cells
+            .cell(WorldId(1), ChannelId::Cell { x: 0, y: 0 })
+            .iter()
+            .map(|s| s.entity().0)
+            .collect();
+        assert_eq!(c0, [2]);
+        assert_eq!(cells.cell(WorldId(1), ChannelId::Cell { x: 1, y: 0 })[0].tick(), 2);
+        assert_eq!(cells.len(), 2);
+        cells.forget_world(WorldId(1));
+        assert!(cells.is_empty());
     }
 }

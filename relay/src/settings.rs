@@ -116,6 +116,8 @@ pub struct RelaySettings {
     pub edge: EdgeConfig,
     /// Per-connection scheduler bounds.
     pub scheduler: SchedulerConfig,
+    /// Per-client movement view (datagram size, byte budget, resend time).
+    pub movement: crate::movement::MovementConfig,
     /// Fan-out ring and hole timeout.
     pub hub: HubConfig,
     /// Path selection.
@@ -126,6 +128,10 @@ pub struct RelaySettings {
     /// `None` disables outgoing peer links.
     pub peer_tls: Option<quinn::ClientConfig>,
 }
+
+/// Bytes of datagrams quinn may queue per client connection (the relay itself
+/// keeps movement to about two datagrams in there: see the writer).
+pub(crate) const DATAGRAM_SEND_BUFFER: usize = 64 * 1024;
 
 /// Transport settings for the client-facing endpoint: bounded per-connection
 /// memory (stream and connection windows, a few streams per client), idle
@@ -149,7 +155,7 @@ pub fn client_transport() -> quinn::TransportConfig {
         // without a copy) that the scheduler's per-class bounds already limit.
         .send_window(8 * 1024 * 1024)
         .datagram_receive_buffer_size(Some(64 * 1024))
-        .datagram_send_buffer_size(64 * 1024)
+        .datagram_send_buffer_size(DATAGRAM_SEND_BUFFER)
         // No segmentation offload: with it, every connection keeps a transmit
         // buffer sized for a 10-packet burst (~14 KiB) for its whole life; without,
         // one packet (~1.5 KiB). A game client's traffic is small frames, one or two
@@ -339,6 +345,7 @@ impl RelaySettings {
             limits,
             edge: cfg.edge()?,
             scheduler: cfg.scheduler()?,
+            movement: cfg.movement()?,
             hub: cfg.hub(),
             routing: cfg.routing()?,
             peers,

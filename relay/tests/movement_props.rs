@@ -7,10 +7,42 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use proptest::prelude::*;
-use skylane_proto::EntityId;
+use skylane_proto::{
+    ChannelId, EntityId, MoveEntry, MovementDatagram, MovementFrame, Payload, WorldId,
+};
 use skylane_relay::{ClientMovement, EntityState, MovementConfig};
+
+/// One entity's state in its own unsigned origin frame.
+fn state(e: u64, tick: u64, pos: (f32, f32), len: usize) -> EntityState {
+    EntityState::from_frame(&MovementFrame {
+        world: WorldId(1),
+        channel: ChannelId::Cell { x: 0, y: 0 },
+        tick,
+        origin_time_us: tick,
+        entries: vec![MoveEntry {
+            entity: EntityId(e),
+            pos,
+            payload: Payload::from(vec![0u8; len]),
+        }],
+        sig: Payload::default(),
+    })
+    .remove(0)
+}
+
+/// What a datagram carries, in order: entity, tick, position.
+fn carried(d: &MovementDatagram) -> Vec<(u64, u64, (f32, f32))> {
+    d.groups
+        .iter()
+        .flat_map(|g| g.entries.iter().map(move |e| (e.entity.0, g.tick, e.pos)))
+        .collect()
+}
+
+fn wire_len(d: &MovementDatagram) -> usize {
+    skylane_proto::encode_datagram(&skylane_proto::ServerMsg::Movement(d.clone()))
+        .map(|b| b.len())
+        .unwrap_or(usize::MAX)
+}
 
 #[derive(Debug, Clone)]
 enum Op {
@@ -61,13 +93,7 @@ proptest! {
                 Op::Update { e, dt, x, y, len } => {
                     let tick = latest.get(&e).copied().unwrap_or(0) + dt;
                     latest.insert(e, tick);
-                    m.handle_update(EntityState {
-                        entity: EntityId(e),
-                        tick,
-                        origin_time_us: tick,
-                        pos: (x, y),
-                        body: Bytes::from(vec![0u8; len]),
-                    }).unwrap();
+                    m.handle_update(state(e, tick, (x, y), len)).unwrap();
                 }
                 Op::Viewer(x, y) => {
                     viewer = (x, y);
@@ -76,25 +102,26 @@ proptest! {
                 Op::Poll { delivered, acked } => {
                     m.handle_timeout(now);
                     if let Some(d) = m.poll_datagram(now) {
-                        prop_assert!(d.wire_len() <= cfg.mtu);
-                        for w in d.entries.windows(2) {
-                            prop_assert!(d2(w[0].pos, viewer) <= d2(w[1].pos, viewer));
+                        prop_assert!(wire_len(&d) <= cfg.mtu);
+                        let sent = carried(&d);
+                        for w in sent.windows(2) {
+                            prop_assert!(d2(w[0].2, viewer) <= d2(w[1].2, viewer));
                         }
-                        for s in &d.entries {
-                            let a = relay_acked.get(&s.entity.0).copied().unwrap_or(0);
-                            prop_assert!(s.tick > a, "sent tick {} of {:?} after ack of {}", s.tick, s.entity, a);
-                            prop_assert!(s.tick <= latest[&s.entity.0]);
+                        for (e, tick, _) in &sent {
+                            let a = relay_acked.get(e).copied().unwrap_or(0);
+                            prop_assert!(*tick > a, "sent tick {} of {} after ack of {}", tick, e, a);
+                            prop_assert!(*tick <= latest[e]);
                         }
                         if delivered {
-                            for s in &d.entries {
-                                let c = client.entry(s.entity.0).or_insert(0);
-                                *c = (*c).max(s.tick);
+                            for (e, tick, _) in &sent {
+                                let c = client.entry(*e).or_insert(0);
+                                *c = (*c).max(*tick);
                             }
                             if acked {
                                 m.handle_ack(d.seq);
-                                for s in &d.entries {
-                                    let a = relay_acked.entry(s.entity.0).or_insert(0);
-                                    *a = (*a).max(s.tick);
+                                for (e, tick, _) in &sent {
+                                    let a = relay_acked.entry(*e).or_insert(0);
+                                    *a = (*a).max(*tick);
                                 }
                             }
                         }
@@ -108,9 +135,9 @@ proptest! {
             now += Duration::from_millis(50);
             m.handle_timeout(now);
             while let Some(d) = m.poll_datagram(now) {
-                for s in &d.entries {
-                    let c = client.entry(s.entity.0).or_insert(0);
-                    *c = (*c).max(s.tick);
+                for (e, tick, _) in carried(&d) {
+                    let c = client.entry(e).or_insert(0);
+                    *c = (*c).max(tick);
                 }
                 m.handle_ack(d.seq);
             }

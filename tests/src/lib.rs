@@ -468,9 +468,8 @@ impl Walker {
                         self.avatar = Some(entity);
                         self.pos = (x, y);
                     }
-                    Some(ArenaEvent::Moved { entity, x, y, .. }) if Some(entity) == self.avatar => {
-                        self.pos = (x, y);
-                    }
+                    // Its own moves are state now (latest-wins datagrams): the
+                    // walker keeps the position it stepped to.
                     _ => {}
                 }
             }

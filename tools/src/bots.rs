@@ -156,6 +156,8 @@ pub struct BotCounts {
     pub unknown: u64,
     /// Events received.
     pub events: u64,
+    /// Movement states received (latest wins; not events).
+    pub movement_updates: u64,
     /// Events missing from a channel's sequence (must be 0).
     pub gaps: u64,
     /// Events the SDK skipped by resynchronising from a keyframe (must be 0).
@@ -214,6 +216,7 @@ impl std::ops::AddAssign for BotCounts {
         self.flood_sent += o.flood_sent;
         self.unknown += o.unknown;
         self.events += o.events;
+        self.movement_updates += o.movement_updates;
         self.gaps += o.gaps;
         self.skipped += o.skipped;
         self.resyncs += o.resyncs;
@@ -407,6 +410,20 @@ impl Bot {
                     self.counts.lost_on_resume += n;
                 }
                 self.counts.resumes_incomplete += 1;
+            }
+            // Movement is latest-wins state (datagrams), not a sequenced event.
+            ClientEvent::Movement(u) => {
+                self.counts.movement_updates += 1;
+                if let Some(ArenaEvent::Moved {
+                    entity, version, ..
+                }) = ArenaEvent::decode(&u.payload)
+                {
+                    if Some(entity) == self.avatar {
+                        self.version = self.version.max(version);
+                    } else {
+                        self.meet(entity);
+                    }
+                }
             }
             ClientEvent::Keyframe(k) => {
                 self.check.keyframe(k.channel, k.seq);

@@ -528,12 +528,21 @@ pub async fn run(
     }
     // What the control plane recorded (published by the owner, fenced by its
     // epoch), for rooms not yet removed.
-    if let Ok(v) = control.view().await {
-        report.results_recorded = v
-            .worlds
-            .values()
-            .filter(|w| w.status.phase == Phase::Ended && w.status.result.is_some())
-            .count() as u64;
+    // The owner's write and the view's watch can trail the players' last
+    // event: look for up to 5 s (what is never recorded stays uncounted).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        if let Ok(v) = control.view().await {
+            report.results_recorded = v
+                .worlds
+                .values()
+                .filter(|w| w.status.phase == Phase::Ended && w.status.result.is_some())
+                .count() as u64;
+        }
+        if report.results_recorded >= report.ended || tokio::time::Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     welcomes.sort_by(f64::total_cmp);
     if let (Some(mid), Some(max)) = (welcomes.get(welcomes.len() / 2), welcomes.last()) {

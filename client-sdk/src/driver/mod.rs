@@ -94,6 +94,9 @@ pub(crate) struct Driver {
     pub(crate) streams: HashMap<EventClass, quinn::SendStream>,
     /// The spectator feed to ask for after every (re)connect.
     pub(crate) spectate: Option<SpectatorSubscribe>,
+    /// Movement datagrams received and not acknowledged yet (sent after the
+    /// message that brought them).
+    pub(crate) movement_acks: Vec<u64>,
 }
 
 impl Driver {
@@ -215,6 +218,7 @@ impl Driver {
                             l.conn.close(0u32.into(), b"moving");
                             return end;
                         }
+                        self.ack_movement(&l.conn);
                     }
                     None => {
                         let reason = l.conn.close_reason().map_or_else(|| "streams ended".to_string(), |r| r.to_string());

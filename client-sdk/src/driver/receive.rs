@@ -5,12 +5,13 @@ use std::time::Duration;
 
 use hdrhistogram::Histogram;
 use skylane_proto::{
-    ErrorCode, EventClass, FrameDecoder, ServerMsg, SkippedRange, DEFAULT_MAX_FRAME,
+    encode_datagram, ClientMsg, ErrorCode, EventClass, FrameDecoder, MovementDatagram, ServerMsg,
+    SkippedRange, DEFAULT_MAX_FRAME,
 };
 use tokio::sync::mpsc;
-use tracing::debug;
+use tracing::{debug, warn};
 
-use crate::{ClientError, ClientEvent, Released};
+use crate::{ClientError, ClientEvent, MovementUpdate, Released};
 
 use super::{Driver, End};
 
@@ -42,6 +43,89 @@ pub(super) async fn pump(
 }
 
 impl Driver {
+    /// A movement datagram: acknowledged (after this message), each group
+    /// checked against the origin's key when the client has it, every newer
+    /// state taken into [`crate::Client::entity`] and handed to the game.
+    async fn movement(
+        &mut self,
+        d: MovementDatagram,
+        events: &mpsc::Sender<ClientEvent>,
+    ) -> Option<End> {
+        if self.movement_acks.len() < 64 {
+            self.movement_acks.push(d.seq);
+        }
+        let server_now = self.sync.to_server(self.clock.now_us());
+        let mut updates = Vec::new();
+        if let Ok(mut s) = self.shared.lock() {
+            s.stats.movement_datagrams += 1;
+            for g in d.groups {
+                if let Some(key) = &self.feed_key {
+                    if let Err(e) = skylane_proto::movement::verify_group(key, d.world, &g) {
+                        warn!(error = %e, "movement refused: it does not match the origin's signature");
+                        s.stats.movement_rejected += 1;
+                        continue;
+                    }
+                }
+                for e in g.entries {
+                    let newer = s
+                        .entities
+                        .get(e.entity)
+                        .is_none_or(|t| t.latest.tick < g.tick);
+                    if !newer {
+                        continue;
+                    }
+                    s.entities.handle_state(
+                        e.entity,
+                        g.tick,
+                        g.origin_time_us,
+                        e.payload.bytes().clone(),
+                    );
+                    s.stats.movement_updates += 1;
+                    if let Some(t) = server_now {
+                        let lat = t.saturating_sub(g.origin_time_us).max(1);
+                        let h = s.latency[EventClass::Movement.rank()].get_or_insert_with(|| {
+                            Histogram::new_with_bounds(1, 60_000_000, 2)
+                                .expect("constant, valid bounds")
+                        });
+                        let _ = h.record(lat.min(60_000_000));
+                    }
+                    updates.push(MovementUpdate {
+                        entity: e.entity,
+                        channel: g.channel,
+                        tick: g.tick,
+                        origin_time_us: g.origin_time_us,
+                        pos: e.pos,
+                        payload: e.payload,
+                    });
+                }
+            }
+        }
+        for u in updates {
+            if events.send(ClientEvent::Movement(u)).await.is_err() {
+                return Some(End::Bye);
+            }
+        }
+        None
+    }
+
+    /// Acknowledges the movement datagrams received (one datagram each, with
+    /// the viewpoint when the game changed it).
+    pub(super) fn ack_movement(&mut self, conn: &quinn::Connection) {
+        if self.movement_acks.is_empty() {
+            return;
+        }
+        let mut viewpoint = self.shared.lock().ok().and_then(|mut s| s.viewpoint.take());
+        for seq in self.movement_acks.drain(..) {
+            let msg = ClientMsg::MovementAck {
+                seq,
+                viewpoint: viewpoint.take(),
+            };
+            if let Ok(d) = encode_datagram(&msg) {
+                let _ = conn.send_datagram(d);
+            }
+        }
+    }
+
     /// Handles one message from the relay; `Some` ends the connection.
     pub(super) async fn handle(
         &mut self,
@@ -50,6 +134,7 @@ impl Driver {
     ) -> Option<End> {
         let mut released = Vec::new();
         match m {
+            ServerMsg::Movement(d) => return self.movement(d, events).await,
             ServerMsg::Events(b) => self.order.handle_batch(b, &mut released),
             ServerMsg::Keyframe(k) => self.order.handle_keyframe(k, &mut released),
             ServerMsg::Resync(k) => {

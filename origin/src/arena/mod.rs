@@ -181,10 +181,12 @@ impl World for Arena {
                     p.y = *y;
                     p.last_move_tick = ctx.tick;
                     p.version += 1;
-                    out.push(
+                    // Movement is state (latest wins), not an event; a Moved
+                    // state is a few dozen bytes, never over the limit.
+                    let _ = out.moved(
                         grid.channel_of(*x, *y),
-                        EventClass::Movement,
-                        Some(me),
+                        me,
+                        (*x, *y),
                         ArenaEvent::Moved {
                             entity: me,
                             x: *x,

@@ -1,13 +1,15 @@
 //! The engine's output side: each channel's batches (sequenced, sealed, kept in
 //! a bounded history for resumes), its keyframes, and the spectator feed.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use rustc_hash::FxHashMap as HashMap;
 use skylane_proto::{
     BatchEvent, ChannelCursor, ChannelId, EntityId, EventBatch, EventClass, FeedEvent, FeedFrame,
-    Keyframe, Payload, SessionId,
+    Keyframe, MoveEntry, MovementFrame, Payload, SessionId,
 };
+use skylane_proto::movement::MAX_FRAME_ENTRIES;
 
 use crate::world::{Emitted, World};
 
@@ -96,6 +98,9 @@ impl<W: World> Engine<W> {
         if self.feed {
             self.feed_frame(&pending, now_us);
         }
+        let (moves, pending): (Vec<Emitted>, Vec<Emitted>) =
+            pending.into_iter().partition(|e| e.pos.is_some());
+        self.movement(moves, now_us);
         // Group by channel, channels in order of first emission.
         let mut order: Vec<ChannelId> = Vec::new();
         let mut groups: HashMap<ChannelId, Vec<Emitted>> = HashMap::default();
@@ -158,6 +163,44 @@ impl<W: World> Engine<W> {
                     }
                 }
                 self.outputs.push_back(Output::Batch(batch));
+            }
+        }
+    }
+
+    /// A tick's movement states: per cell, the newest state per entity, sorted
+    /// by entity, in signed frames of at most [`MAX_FRAME_ENTRIES`].
+    fn movement(&mut self, moves: Vec<Emitted>, now_us: u64) {
+        if moves.is_empty() {
+            return;
+        }
+        let mut cells: BTreeMap<ChannelId, BTreeMap<EntityId, MoveEntry>> = BTreeMap::new();
+        for e in moves {
+            let (Some(entity), Some(pos)) = (e.entity, e.pos) else {
+                continue;
+            };
+            cells.entry(e.channel).or_default().insert(
+                entity,
+                MoveEntry {
+                    entity,
+                    pos,
+                    payload: e.payload,
+                },
+            );
+        }
+        for (channel, entries) in cells {
+            self.stats.moves += entries.len() as u64;
+            let entries: Vec<MoveEntry> = entries.into_values().collect();
+            for chunk in entries.chunks(MAX_FRAME_ENTRIES) {
+                let mut frame = MovementFrame {
+                    world: self.cfg.world,
+                    channel,
+                    tick: self.tick,
+                    origin_time_us: now_us,
+                    entries: chunk.to_vec(),
+                    sig: Payload::default(),
+                };
+                self.signer.sign_movement(&mut frame);
+                self.outputs.push_back(Output::Movement(Arc::new(frame)));
             }
         }
     }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use quinn::Connection;
 use skylane_proto::{
-    encode_frame_to_bytes, ChannelId, ErrorCode, ErrorMsg, LinkMsg, RelayId, SessionId, WorldPhase,
+    encode_frame_to_bytes, ChannelId, ErrorCode, ErrorMsg, EventClass, LinkMsg, RelayId, SessionId, WorldPhase,
     DEFAULT_MAX_FRAME,
 };
 use tokio::sync::{mpsc, watch};
@@ -25,7 +25,7 @@ use crate::replica::{AckVerdict, Gate, GateConfig, Recorder, Released};
 use crate::routes::{LinkId, Routes};
 
 use super::host::SharedDir;
-use super::lanes::{lane_of, DownLane, LaneRefused};
+use super::lanes::{lane_for, DownLane, LaneRefused};
 use super::mailbox::{Clock, Cmd, WorldEvent};
 use super::replication::StandbyLink;
 
@@ -608,6 +608,7 @@ impl Actor {
                     _ => tag,
                 },
                 Output::Batch(b) => b.tick,
+                Output::Movement(m) => m.tick,
                 _ => tag,
             };
             let critical = matches!(out, Output::Result { .. });
@@ -676,9 +677,28 @@ impl Actor {
                         return;
                     }
                     let bytes = frame(&LinkMsg::Events((*batch).clone()));
-                    let lane = lane_of(channel, self.cfg.lanes);
+                    let top = batch
+                        .events
+                        .iter()
+                        .map(|e| e.class)
+                        .min_by_key(|c| c.rank())
+                        .unwrap_or(EventClass::State);
+                    let lane = lane_for(channel, top, self.cfg.lanes);
                     for id in targets {
                         self.metrics.batches_sent.inc();
+                        self.send(id, lane, bytes.clone());
+                    }
+                }
+                Output::Movement(m) => {
+                    let channel = m.channel;
+                    let targets = self.routes.relays_for(channel);
+                    if targets.is_empty() {
+                        return;
+                    }
+                    let bytes = frame(&LinkMsg::Movement((*m).clone()));
+                    let lane = lane_for(channel, EventClass::Movement, self.cfg.lanes);
+                    for id in targets {
+                        self.metrics.movement_frames_sent.inc();
                         self.send(id, lane, bytes.clone());
                     }
                 }
@@ -686,7 +706,7 @@ impl Actor {
                     let channel = kf.channel;
                     let targets = self.routes.relays_for(channel);
                     let bytes = frame(&LinkMsg::Keyframe(kf));
-                    let lane = lane_of(channel, self.cfg.lanes);
+                    let lane = lane_for(channel, EventClass::State, self.cfg.lanes);
                     for id in targets {
                         self.send(id, lane, bytes.clone());
                     }
@@ -774,5 +794,6 @@ pub(crate) fn variant(msg: &LinkMsg) -> &'static str {
         LinkMsg::SessionRefused { .. } => "SessionRefused",
         LinkMsg::Sanction(_) => "Sanction",
         LinkMsg::EdgeReport { .. } => "EdgeReport",
+        LinkMsg::Movement(_) => "Movement",
     }
 }

@@ -1,14 +1,20 @@
-//! The downstream lanes of one relay link: lane 0 (control, results,
-//! subscriptions, replays; highest priority) and `lanes` batch lanes sharded by
-//! channel, each drained into its own QUIC stream by its own writer task. A
-//! link's lanes share one byte budget.
+//! The downstream lanes of one relay link, each drained into its own QUIC
+//! stream by its own writer task, and class-aware: lane 0 (control, results,
+//! subscriptions, replays; priority 10), `lanes` lanes for batches whose most
+//! urgent event is critical or state and for keyframes, sharded by channel
+//! (priority 8), then one lane for movement (frames, and batches of chained
+//! movement events; 6), one for chat (4) and one for bulk (2). QUIC sends a
+//! higher-priority stream's data first, so a burst of movement or bulk from the
+//! origin never delays a critical event of another channel towards the relay;
+//! within a channel the chain's order holds (the relay's hub puts a channel's
+//! batches back in sequence). A link's lanes share one byte budget.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
 use quinn::Connection;
-use skylane_proto::ChannelId;
+use skylane_proto::{ChannelId, EventClass};
 use tokio::sync::mpsc;
 
 /// One downstream lane of a relay link: frames waiting for the lane's writer task.
@@ -90,17 +96,38 @@ impl DownLaneQueue {
     }
 }
 
-fn lane_priority(lane: usize) -> i32 {
-    if lane == 0 {
-        10
-    } else {
-        5
+/// Lanes of a link with `lanes` critical/state shards: control, the shards,
+/// movement, chat, bulk.
+pub(crate) fn lane_count(lanes: usize) -> usize {
+    lanes.max(1) + 4
+}
+
+/// The QUIC stream priority of lane `lane` of a link with `lanes` shards.
+pub(crate) fn lane_priority(lane: usize, lanes: usize) -> i32 {
+    let lanes = lanes.max(1);
+    match lane {
+        0 => 10,
+        l if l <= lanes => 8,
+        l if l == lanes + 1 => 6,
+        l if l == lanes + 2 => 4,
+        _ => 2,
+    }
+}
+
+/// The lane of what goes to `channel` with `class` as its most urgent event.
+pub(crate) fn lane_for(channel: ChannelId, class: EventClass, lanes: usize) -> usize {
+    let lanes = lanes.max(1);
+    match class {
+        EventClass::Critical | EventClass::State => lane_of(channel, lanes),
+        EventClass::Movement => lanes + 1,
+        EventClass::Chat => lanes + 2,
+        EventClass::Bulk => lanes + 3,
     }
 }
 
 pub(crate) async fn write_lane(
     conn: Connection,
-    lane: usize,
+    priority: i32,
     stream: Option<quinn::SendStream>,
     mut rx: DownLaneQueue,
 ) {
@@ -114,7 +141,7 @@ pub(crate) async fn write_lane(
             }
         }
         let Some(s) = stream.as_mut() else { return };
-        let _ = s.set_priority(lane_priority(lane));
+        let _ = s.set_priority(priority);
         if s.write_all(&frame).await.is_err() {
             return;
         }
@@ -122,7 +149,7 @@ pub(crate) async fn write_lane(
     }
 }
 
-pub(crate) fn lane_of(channel: ChannelId, lanes: usize) -> usize {
+fn lane_of(channel: ChannelId, lanes: usize) -> usize {
     let h = match channel {
         ChannelId::World => 0,
         ChannelId::Team(t) => 7919 * u64::from(t.0) + 1,
@@ -155,6 +182,21 @@ mod tests {
         qa.written(f.len());
         assert_eq!((a.queued(), a.link_queued()), (0, 300));
         assert_eq!(b.push(bytes(200), 1000), Ok(()));
+    }
+
+    #[test]
+    fn classes_get_their_own_lanes_in_priority_order() {
+        let cell = ChannelId::Cell { x: 3, y: 4 };
+        let l = |c| lane_for(cell, c, 8);
+        // Critical and state share the channel's shard (their order is the chain's).
+        assert_eq!(l(EventClass::Critical), l(EventClass::State));
+        assert!((1..=8).contains(&l(EventClass::Critical)));
+        let p = |c| lane_priority(l(c), 8);
+        assert!(p(EventClass::Critical) > p(EventClass::Movement));
+        assert!(p(EventClass::Movement) > p(EventClass::Chat));
+        assert!(p(EventClass::Chat) > p(EventClass::Bulk));
+        assert!(lane_priority(0, 8) > p(EventClass::Critical));
+        assert_eq!(l(EventClass::Bulk), lane_count(8) - 1);
     }
 
     #[tokio::test]

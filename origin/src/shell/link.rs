@@ -16,7 +16,7 @@ use crate::metrics::OriginMetrics;
 
 use super::actor::frame;
 use super::host::{LinkEntry, SharedDir};
-use super::lanes::{write_lane, DownLane};
+use super::lanes::{lane_count, lane_priority, write_lane, DownLane};
 use super::mailbox::{Clock, Cmd};
 use super::ServerConfig;
 
@@ -84,9 +84,14 @@ async fn serve_relay(id: u64, conn: Connection, env: LinkEnv) {
     info!(relay = %relay, remote = %conn.remote_address(), "relay connected");
 
     let budget = Arc::new(AtomicUsize::new(0));
-    let mut lanes = Vec::with_capacity(cfg.lanes + 1);
+    let mut lanes = Vec::with_capacity(lane_count(cfg.lanes));
     let (control, lane0_rx) = DownLane::new(budget.clone());
-    tokio::spawn(write_lane(conn.clone(), 0, Some(ctl_send), lane0_rx));
+    tokio::spawn(write_lane(
+        conn.clone(),
+        lane_priority(0, cfg.lanes),
+        Some(ctl_send),
+        lane0_rx,
+    ));
     let reader = LinkReader {
         id,
         dir: env.dir.clone(),
@@ -106,9 +111,10 @@ async fn serve_relay(id: u64, conn: Connection, env: LinkEnv) {
         let _ = control.push(f, cfg.link_queue_bytes);
     }
     lanes.push(control);
-    for lane in 1..=cfg.lanes {
+    for lane in 1..lane_count(cfg.lanes) {
         let (ltx, lrx) = DownLane::new(budget.clone());
-        tokio::spawn(write_lane(conn.clone(), lane, None, lrx));
+        let priority = lane_priority(lane, cfg.lanes);
+        tokio::spawn(write_lane(conn.clone(), priority, None, lrx));
         lanes.push(ltx);
     }
     let entry = LinkEntry {

@@ -50,7 +50,7 @@ pub(crate) struct LinkState {
 
 /// A client connection as the actor sees it.
 pub(crate) struct ConnState {
-    out: Arc<Outbox>,
+    pub(crate) out: Arc<Outbox>,
     conn: Connection,
     ip: IpAddr,
 }
@@ -60,6 +60,9 @@ pub(crate) struct Actor {
     pub(crate) shared: Arc<Shared>,
     pub(crate) sessions: SessionTable,
     pub(crate) hub: Hub,
+    /// The newest movement state per entity per cell (what a client that
+    /// starts seeing a cell gets first).
+    pub(crate) cells: crate::movement::CellStates,
     pub(crate) routing: RoutingTable,
     pub(crate) upstream: Upstream,
     pub(crate) spectators: Spectators,

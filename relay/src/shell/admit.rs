@@ -193,7 +193,7 @@ async fn open_session(
         )));
     }
     let role = admitted.role;
-    let outbox = Outbox::new(s.scheduler);
+    let outbox = Outbox::new(s.scheduler, s.movement);
     let (reply, answer) = oneshot::channel();
     let cmd = Cmd::Hello {
         conn_id,

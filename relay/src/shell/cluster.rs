@@ -107,6 +107,7 @@ impl Actor {
                     info!(%world, "world removed");
                     self.routing.forget_world(world);
                     self.world_states.remove(&world);
+                    self.cells.forget_world(world);
                 }
             }
         }

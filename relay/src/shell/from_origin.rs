@@ -6,7 +6,7 @@
 use bytes::Bytes;
 use skylane_proto::{
     decode_message, link_events_to_client_frame, ErrorCode, ErrorMsg, EventBatch, EventClass,
-    LinkMsg, Pong, Sanction, ServerMsg, SessionId,
+    LinkMsg, MovementFrame, Pong, Sanction, ServerMsg, SessionId, MAX_MOVE_STATE,
 };
 use tracing::warn;
 
@@ -34,6 +34,7 @@ impl Actor {
             LinkMsg::Events(b) => Some(b.world),
             LinkMsg::Keyframe(k) => Some(k.world),
             LinkMsg::Feed(f) => Some(f.world),
+            LinkMsg::Movement(m) => Some(m.world),
             _ => None,
         };
         if let Some(w) = world {
@@ -44,6 +45,7 @@ impl Actor {
         }
         match msg {
             LinkMsg::Events(batch) => self.batch(&batch, client_frame),
+            LinkMsg::Movement(m) => self.movement(&m),
             LinkMsg::WorldState(ws) => self.world_state(origin, ws),
             LinkMsg::SessionRefused {
                 session,
@@ -133,6 +135,22 @@ impl Actor {
         }
     }
 
+    /// A cell's movement states of a tick: kept as the cell's newest, and into
+    /// the movement view of every local subscriber of the cell.
+    fn movement(&mut self, m: &MovementFrame) {
+        self.shared.metrics.movement_frames_in.inc();
+        if m.entries.iter().any(|e| e.payload.len() > MAX_MOVE_STATE) {
+            RelayMetrics::count(&self.shared.metrics.decode_errors, "movement_too_large");
+            return;
+        }
+        let states = self.cells.handle_frame(m);
+        for session in self.hub.subscriber_ids(m.world, m.channel) {
+            if let Some(cs) = self.connection_of(*session) {
+                cs.out.push_movement(&states);
+            }
+        }
+    }
+
     /// The origin's subscription changes for a session; the first one
     /// acknowledges the session, and its buffered actions go.
     fn subscriptions(
@@ -144,6 +162,12 @@ impl Actor {
     ) {
         self.hub
             .handle_subscriptions(now(), session, &added, &removed);
+        if let (Some(cs), Some(world)) = (self.connection_of(session), self.hub.world_of(session)) {
+            cs.out.movement_unsubscribed(&removed);
+            for c in &added {
+                cs.out.push_movement(&self.cells.cell(world, c.channel));
+            }
+        }
         let first = !self.upstream.is_acked(session);
         for action in self.upstream.handle_acked(session) {
             self.forward(origin, session, action);

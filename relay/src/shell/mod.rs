@@ -171,6 +171,7 @@ impl Relay {
                 settings.limits.max_sessions,
             ),
             hub: Hub::new(settings.hub),
+            cells: crate::movement::CellStates::default(),
             routing,
             links,
             conns: HashMap::default(),

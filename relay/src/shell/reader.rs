@@ -80,6 +80,10 @@ impl ClientReader {
     pub(crate) async fn handle(&self, msg: ClientMsg) {
         let m = &self.shared.metrics;
         match msg {
+            ClientMsg::MovementAck { seq, viewpoint } => {
+                m.movement_acks.inc();
+                self.out.movement_ack(seq, viewpoint);
+            }
             ClientMsg::Ping(p) => {
                 let now = self.shared.clock.unix_us();
                 self.reply(

@@ -12,6 +12,13 @@
 //! scheduler (no channel in front of it: a message waits in one place, and an idle
 //! session holds no channel blocks), so an idle session's whole writer is one small
 //! allocation and a few hundred bytes of its connection task.
+//!
+//! Movement is not in the scheduler: the outbox also holds the client's
+//! [`ClientMovement`] view (made at its first movement state), and the writer
+//! sends its datagrams, newest state per entity, nearest first, within the
+//! view's byte budget, and only while quinn holds at most two of them unsent
+//! (so a congested path never queues stale positions: what is not sent now is
+//! superseded by the next tick's state).
 
 use std::future::Future;
 use std::pin::{pin, Pin};
@@ -28,9 +35,13 @@ use tracing::warn;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 
-use skylane_proto::{encode_frame_to_bytes, ServerMsg, DEFAULT_MAX_FRAME};
+use skylane_proto::{
+    encode_datagram, encode_frame_to_bytes, ServerMsg, DEFAULT_MAX_FRAME, MAX_DATAGRAM,
+};
 
 use crate::metrics::{KindLabel, RelayMetrics};
+use crate::movement::{ClientMovement, EntityState, MovementConfig};
+use crate::settings::DATAGRAM_SEND_BUFFER;
 use crate::scheduler::{Outgoing, Scheduler, SchedulerConfig, SchedulerStats};
 
 /// A message to a client as one frame (empty if it cannot be encoded: only an
@@ -52,6 +63,9 @@ pub(crate) enum Refused {
 
 struct OutboxState {
     sched: Scheduler,
+    /// The client's movement view, made at the first movement state.
+    movement: Option<Box<ClientMovement>>,
+    movement_cfg: MovementConfig,
     /// Why nothing more is queued: the client was too slow ([`Refused::Full`]) or
     /// the connection ended ([`Refused::Closed`]).
     stopped: Option<Refused>,
@@ -68,10 +82,12 @@ pub(crate) struct Outbox {
 
 impl Outbox {
     /// An empty outbox with the connection's scheduler limits.
-    pub(crate) fn new(cfg: SchedulerConfig) -> Arc<Self> {
+    pub(crate) fn new(cfg: SchedulerConfig, movement: MovementConfig) -> Arc<Self> {
         Arc::new(Self {
             state: Mutex::new(OutboxState {
                 sched: Scheduler::new(cfg),
+                movement: None,
+                movement_cfg: movement,
                 stopped: None,
             }),
             waker: AtomicWaker::new(),
@@ -95,6 +111,52 @@ impl Outbox {
         };
         self.waker.wake();
         result
+    }
+
+    /// New movement states of entities the client sees (latest wins).
+    pub(crate) fn push_movement(&self, states: &[EntityState]) {
+        if states.is_empty() {
+            return;
+        }
+        if let Ok(mut st) = self.state.lock() {
+            if st.stopped.is_some() {
+                return;
+            }
+            let cfg = st.movement_cfg;
+            let view = st
+                .movement
+                .get_or_insert_with(|| Box::new(ClientMovement::new(cfg)));
+            for s in states {
+                // Sizes were checked by the origin and the link decoder.
+                let _ = view.handle_update(s.clone());
+            }
+        }
+        self.waker.wake();
+    }
+
+    /// The client acknowledged movement datagram `seq` (and says where it
+    /// looks from).
+    pub(crate) fn movement_ack(&self, seq: u64, viewpoint: Option<(f32, f32)>) {
+        if let Ok(mut st) = self.state.lock() {
+            if let Some(view) = st.movement.as_mut() {
+                view.handle_ack(seq);
+                if let Some(p) = viewpoint {
+                    view.handle_viewer(p);
+                }
+            }
+        }
+        self.waker.wake();
+    }
+
+    /// The client stopped seeing `channels`: their entities leave its view.
+    pub(crate) fn movement_unsubscribed(&self, channels: &[skylane_proto::ChannelId]) {
+        if let Ok(mut st) = self.state.lock() {
+            if let Some(view) = st.movement.as_mut() {
+                for c in channels {
+                    view.handle_unsubscribed(*c);
+                }
+            }
+        }
     }
 
     /// Stops the writer (the connection ended); later pushes are refused.
@@ -199,6 +261,8 @@ pub(crate) struct Writer {
     frames_out: Counter,
     slow_clients: Counter,
     dropped: Family<KindLabel, Counter>,
+    movement_datagrams: Counter,
+    movement_failed: Counter,
     session: SessionId,
     /// Drops already counted: expired and evicted, per class.
     counted: [[u64; EventClass::COUNT]; 2],
@@ -224,6 +288,8 @@ impl Writer {
             frames_out: metrics.frames_out.clone(),
             slow_clients: metrics.slow_clients.clone(),
             dropped: metrics.dropped.clone(),
+            movement_datagrams: metrics.movement_datagrams.clone(),
+            movement_failed: metrics.movement_datagrams_failed.clone(),
             session,
             counted: Default::default(),
         }
@@ -244,7 +310,7 @@ impl Writer {
                     return Poll::Ready(());
                 }
             }
-            let (handed, stats, deadline) = {
+            let (handed, stats, deadline, datagrams) = {
                 let Ok(mut st) = self.outbox.state.lock() else {
                     return Poll::Ready(());
                 };
@@ -269,11 +335,47 @@ impl Writer {
                     lanes[o.class.rank()].pending = Some(o.bytes);
                     handed += 1;
                 }
-                (handed, *st.sched.stats(), st.sched.poll_timeout())
+                let mut deadline = st.sched.poll_timeout();
+                let mut datagrams = Vec::new();
+                if let Some(view) = st.movement.as_mut() {
+                    view.handle_timeout(now);
+                    // At most two datagrams waiting in quinn: beyond that the
+                    // path is congested and what waits would only go stale.
+                    let queued = DATAGRAM_SEND_BUFFER
+                        .saturating_sub(self.conn.datagram_send_buffer_space());
+                    let room = self.conn.max_datagram_size().unwrap_or(0);
+                    if room > 0 && queued + room <= 2 * MAX_DATAGRAM {
+                        if let Some(d) = view.poll_datagram(now) {
+                            datagrams.push(d);
+                        }
+                    }
+                    deadline = match (deadline, view.poll_timeout()) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
+                    };
+                }
+                (handed, *st.sched.stats(), deadline, datagrams)
             };
+            let sent_datagram = !datagrams.is_empty();
+            for d in datagrams {
+                let sent = encode_datagram(&ServerMsg::Movement(d))
+                    .ok()
+                    .is_some_and(|bytes| self.conn.send_datagram(bytes).is_ok());
+                match sent {
+                    true => {
+                        self.movement_datagrams.inc();
+                    }
+                    // Larger than the path allows (the view sizes for the
+                    // protocol's limit) or datagrams refused: counted; the
+                    // states go again after the resend time.
+                    false => {
+                        self.movement_failed.inc();
+                    }
+                }
+            }
             self.frames_out.inc_by(handed);
             self.count_drops(&stats);
-            if handed == 0 {
+            if handed == 0 && !sent_datagram {
                 break deadline;
             }
             // Go round to start writing what was just handed out (registers the
@@ -342,7 +444,7 @@ mod tests {
 
     #[test]
     fn pushes_wake_the_writer_and_come_out_by_priority() {
-        let outbox = Outbox::new(SchedulerConfig::default());
+        let outbox = Outbox::new(SchedulerConfig::default(), MovementConfig::default());
         let counter = Arc::new(CountingWaker::default());
         let waker = Waker::from(counter.clone());
         let mut cx = Context::from_waker(&waker);
@@ -368,7 +470,7 @@ mod tests {
     fn a_full_reliable_class_stops_the_outbox_as_too_slow() {
         let mut cfg = SchedulerConfig::default();
         cfg.capacity[EventClass::Critical.rank()] = 2;
-        let outbox = Outbox::new(cfg);
+        let outbox = Outbox::new(cfg, MovementConfig::default());
         outbox.push(msg(EventClass::Critical, 1)).unwrap();
         outbox.push(msg(EventClass::Critical, 2)).unwrap();
         assert_eq!(
@@ -389,7 +491,7 @@ mod tests {
 
     #[test]
     fn a_closed_outbox_refuses_and_ends_its_writer() {
-        let outbox = Outbox::new(SchedulerConfig::default());
+        let outbox = Outbox::new(SchedulerConfig::default(), MovementConfig::default());
         outbox.push(msg(EventClass::State, 1)).unwrap();
         outbox.close();
         assert_eq!(outbox.push(msg(EventClass::State, 2)), Err(Refused::Closed));
@@ -404,7 +506,7 @@ mod tests {
     fn lossy_classes_evict_instead_of_overflowing() {
         let mut cfg = SchedulerConfig::default();
         cfg.capacity[EventClass::Bulk.rank()] = 1;
-        let outbox = Outbox::new(cfg);
+        let outbox = Outbox::new(cfg, MovementConfig::default());
         for n in 0..10 {
             outbox.push(msg(EventClass::Bulk, n)).unwrap();
         }
