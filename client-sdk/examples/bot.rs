@@ -91,6 +91,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut avatar = None;
     let mut pos = (0.0f32, 0.0f32);
     let (mut events, mut applied, mut conflicts, mut rejected) = (0u64, 0u64, 0u64, 0u64);
+    let mut moves = 0u64;
     let mut step = tokio::time::interval(Duration::from_millis(100));
     let end = tokio::time::Instant::now() + Duration::from_secs(a.seconds);
     let mut n = 0u64;
@@ -106,10 +107,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                             avatar = Some(entity);
                             pos = (x, y);
                         }
-                        Some(ArenaEvent::Moved { entity, x, y, .. }) if Some(entity) == avatar => pos = (x, y),
                         _ => {}
                     }
                 }
+                // Movement is latest-wins state (the newest per entity), not events.
+                Some(ClientEvent::Movement(_)) => moves += 1,
                 Some(ClientEvent::Error(e)) => return Err(e.into()),
                 Some(ClientEvent::Connected { relay, resumed, .. }) => {
                     println!("on relay {relay} (resumed: {resumed})");
@@ -136,7 +138,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     let st = client.stats();
-    println!("session {me:?}: {events} events, {applied} applied, {conflicts} conflicts, {rejected} rejected");
+    println!("session {me:?}: {events} events, {moves} movement states, {applied} applied, {conflicts} conflicts, {rejected} rejected");
     println!(
         "duplicates dropped {}, resyncs {} ({} events skipped); reconnects {}, relay switches {}",
         st.order.duplicates, st.order.resyncs, st.order.skipped_events, st.reconnects, st.switches

@@ -102,4 +102,6 @@ pub use tictactoe::{
     TicTacToe, TttAction, TttConfig, TttEvent, TttState, BAD_CELL, BOARD, GAME_OVER, NOT_YOUR_TURN,
 };
 pub use view::{ArenaView, Mismatch, TttView, ViewError, ViewItem, ViewPlayer};
-pub use world::{Ctx, Emit, Emitted, Observation, Rejection, TickCtx, Validator, World};
+pub use world::{
+    Ctx, Emit, Emitted, MoveTooLarge, Observation, Rejection, TickCtx, Validator, World,
+};

@@ -163,6 +163,17 @@ impl ArenaView {
         Ok(())
     }
 
+    /// Applies a movement frame's states (latest wins by each player's version;
+    /// movement is state, not chained, so nothing here can be lost or out of
+    /// order in a way the view could detect).
+    pub fn apply_movement(&mut self, f: &skylane_proto::MovementFrame) {
+        for m in &f.entries {
+            if let Some(ev @ ArenaEvent::Moved { .. }) = ArenaEvent::decode(&m.payload) {
+                self.apply_event(&ev);
+            }
+        }
+    }
+
     fn apply_event(&mut self, ev: &ArenaEvent) {
         match ev {
             ArenaEvent::Spawned {

@@ -93,6 +93,15 @@ fn step_in_place(e: &mut Engine<Arena>, seq: u64, x0: f32) {
     tick(e);
 }
 
+/// Session 1 sprays (a chained bulk event in its cell; moves are state, not
+/// chained) and the tick runs.
+fn spray(e: &mut Engine<Arena>, seq: u64) {
+    let a = ArenaAction::Spray {
+        data: vec![seq as u8; 40],
+    };
+    e.handle_action(SessionId(1), act(seq, &a, vec![]));
+}
+
 /// Session 1 (placed at (500, 500)) steps 0.3 units east per sequence number.
 fn move_east(e: &mut Engine<Arena>, seq: u64) {
     let step = ArenaAction::Move {
@@ -497,7 +506,7 @@ fn batches_are_signed_chained_and_sequenced() {
     let mut verifier = ChainVerifier::new(ChainSigner::from_bytes(&KEY).verifying_key());
     let mut batches = 0;
     for seq in 1..=20u64 {
-        move_east(&mut e, seq);
+        spray(&mut e, seq);
         let now = e.poll_timeout();
         e.handle_timeout(now);
         for o in drain(&mut e) {
@@ -517,7 +526,7 @@ fn resume_history_returns_missed_batches_until_it_is_evicted() {
     e.world_mut().place(a, 500.0, 500.0);
     let cell = ChannelId::Cell { x: 5, y: 5 };
     for seq in 1..=10u64 {
-        move_east(&mut e, seq);
+        spray(&mut e, seq);
         tick(&mut e);
     }
     let missed = e
@@ -540,7 +549,8 @@ fn resume_history_returns_missed_batches_until_it_is_evicted() {
         .is_empty());
     // After 300+ more batches the oldest are gone.
     for seq in 11..=320u64 {
-        step_in_place(&mut e, seq, 503.0);
+        spray(&mut e, seq);
+        tick(&mut e);
     }
     assert!(matches!(
         e.history_since(ChannelCursor {
@@ -558,7 +568,8 @@ fn the_history_is_bounded_by_bytes_too() {
     e.world_mut().place(a, 500.0, 500.0);
     let cell = ChannelId::Cell { x: 5, y: 5 };
     for seq in 1..=100u64 {
-        step_in_place(&mut e, seq, 500.0);
+        spray(&mut e, seq);
+        tick(&mut e);
     }
     // 100 batches of ~200 bytes do not fit in 4 KiB: the oldest are gone
     // although 100 < the 1,050-batch count bound.

@@ -294,10 +294,12 @@ fn relay_joins_sessions_sends_actions_and_receives_signed_batches() {
                         sig: f.sig.clone(),
                     };
                     movement::verify_group(&key, f.world, &g).unwrap();
-                    moved |= f
-                        .entries
-                        .iter()
-                        .any(|e| matches!(ArenaEvent::decode(&e.payload), Some(ArenaEvent::Moved { .. })));
+                    moved |= f.entries.iter().any(|e| {
+                        matches!(
+                            ArenaEvent::decode(&e.payload),
+                            Some(ArenaEvent::Moved { .. })
+                        )
+                    });
                 }
                 _ => {}
             }

@@ -95,6 +95,7 @@ fn a_view_rebuilt_from_keyframes_and_batches_matches_the_origin() {
             view.apply_batch(&b).unwrap();
             batches += 1;
         }
+        Output::Movement(f) => view.apply_movement(&f),
         _ => {}
     });
     assert!(

@@ -65,9 +65,7 @@ pub use message::{
     SpectatorFilter, SpectatorSubscribe, Welcome, WorldPhase, WorldResult, WorldState, ALPN,
     PEER_ALPN, PROTOCOL_VERSION,
 };
-pub use movement::{
-    MoveEntry, MoveGroup, MovementDatagram, MovementFrame, MAX_MOVE_STATE,
-};
+pub use movement::{MoveEntry, MoveGroup, MovementDatagram, MovementFrame, MAX_MOVE_STATE};
 pub use payload::Payload;
 pub use repl::{attestation, CoSig, Evidence, Input, ReplMsg, REPL_ALPN, REPL_MAX_FRAME};
 pub use replay::{ReplayWindow, REPLAY_WINDOW};

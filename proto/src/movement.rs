@@ -256,7 +256,10 @@ mod tests {
         // Any subset, in any order, verifies.
         let g = group(&f, &[3, 0]);
         assert_eq!(verify_group(&vk, f.world, &g), Ok(()));
-        assert_eq!(verify_group(&vk, f.world, &group(&f, &[0, 1, 2, 3, 4])), Ok(()));
+        assert_eq!(
+            verify_group(&vk, f.world, &group(&f, &[0, 1, 2, 3, 4])),
+            Ok(())
+        );
         // A moved position, a changed state, another tick, another world, a
         // dropped hash (claiming fewer entries): each detected.
         let mut moved = g.clone();

@@ -66,7 +66,7 @@ pub use hub::{BatchFrame, FanoutDelivery, Hub, HubConfig, HubStats};
 pub use metrics::RelayMetrics;
 pub use movement::{
     CellStates, ClientMovement, EntityState, FrameProof, MovementConfig, MovementError,
-    MovementStats, DATAGRAM_OVERHEAD, ENTRY_OVERHEAD, GROUP_OVERHEAD, MAX_ENTITIES,
+    MovementStats, DATAGRAM_OVERHEAD, ENTRY_OVERHEAD, GROUP_FRAMING, GROUP_OVERHEAD, MAX_ENTITIES,
     MAX_IN_FLIGHT, OTHER_HASH,
 };
 pub use penalty::{Penalties, PenaltyConfig};

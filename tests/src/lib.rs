@@ -430,6 +430,8 @@ pub struct Walker {
     /// Every event received as (channel, seq), and every subscription start as
     /// (channel, seq before the first event).
     pub seen: Vec<Seen>,
+    /// Movement states received (latest-wins datagrams, not events).
+    pub moves_seen: u64,
     dir: f32,
 }
 
@@ -442,6 +444,7 @@ impl Walker {
             avatar: None,
             pos: (0.0, 0.0),
             seen: Vec::new(),
+            moves_seen: 0,
             dir: 1.0,
         }
     }
@@ -454,6 +457,9 @@ impl Walker {
                 for a in added {
                     self.seen.push(Seen::Start(a.channel, a.seq));
                 }
+            }
+            if let ClientEvent::Movement(_) = &ev {
+                self.moves_seen += 1;
             }
             if let ClientEvent::Event(e) = &ev {
                 self.seen.push(Seen::Event(e.channel, e.seq));

@@ -239,7 +239,10 @@ fn the_sdk_examples_run_against_a_local_origin_and_relay() {
             .parse()
             .unwrap()
     };
-    assert!(n(" events") > 10 && n(" applied") >= 2, "{line}");
+    assert!(
+        n(" events") + n(" movement") > 10 && n(" applied") >= 2,
+        "{line}"
+    );
     assert!(text.contains("resyncs 0"), "{text}");
     let out = spectator.wait_with_output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);

@@ -5,11 +5,11 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use rustc_hash::FxHashMap as HashMap;
+use skylane_proto::movement::MAX_FRAME_ENTRIES;
 use skylane_proto::{
     BatchEvent, ChannelCursor, ChannelId, EntityId, EventBatch, EventClass, FeedEvent, FeedFrame,
     Keyframe, MoveEntry, MovementFrame, Payload, SessionId,
 };
-use skylane_proto::movement::MAX_FRAME_ENTRIES;
 
 use crate::world::{Emitted, World};
 

@@ -7,8 +7,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use quinn::Connection;
 use skylane_proto::{
-    encode_frame_to_bytes, ChannelId, ErrorCode, ErrorMsg, EventClass, LinkMsg, RelayId, SessionId, WorldPhase,
-    DEFAULT_MAX_FRAME,
+    encode_frame_to_bytes, ChannelId, ErrorCode, ErrorMsg, EventClass, LinkMsg, RelayId, SessionId,
+    WorldPhase, DEFAULT_MAX_FRAME,
 };
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;

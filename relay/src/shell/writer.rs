@@ -41,8 +41,8 @@ use skylane_proto::{
 
 use crate::metrics::{KindLabel, RelayMetrics};
 use crate::movement::{ClientMovement, EntityState, MovementConfig};
-use crate::settings::DATAGRAM_SEND_BUFFER;
 use crate::scheduler::{Outgoing, Scheduler, SchedulerConfig, SchedulerStats};
+use crate::settings::DATAGRAM_SEND_BUFFER;
 
 /// A message to a client as one frame (empty if it cannot be encoded: only an
 /// oversized message, which the relay never builds).
@@ -341,8 +341,8 @@ impl Writer {
                     view.handle_timeout(now);
                     // At most two datagrams waiting in quinn: beyond that the
                     // path is congested and what waits would only go stale.
-                    let queued = DATAGRAM_SEND_BUFFER
-                        .saturating_sub(self.conn.datagram_send_buffer_space());
+                    let queued =
+                        DATAGRAM_SEND_BUFFER.saturating_sub(self.conn.datagram_send_buffer_space());
                     let room = self.conn.max_datagram_size().unwrap_or(0);
                     if room > 0 && queued + room <= 2 * MAX_DATAGRAM {
                         if let Some(d) = view.poll_datagram(now) {
