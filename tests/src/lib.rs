@@ -109,6 +109,8 @@ pub struct NetOptions {
     pub violations: Option<std::path::PathBuf>,
     /// The origin's economy ledger; `None`: none.
     pub ledger: Option<std::path::PathBuf>,
+    /// Record every packet (`Sim::trace`), for per-host byte counts.
+    pub trace: bool,
 }
 
 impl Default for NetOptions {
@@ -125,6 +127,7 @@ impl Default for NetOptions {
             detector: skylane_origin::DetectorConfig::default(),
             violations: None,
             ledger: None,
+            trace: false,
         }
     }
 }
@@ -132,7 +135,11 @@ impl Default for NetOptions {
 impl Net {
     /// Starts an origin and the relays (inside a netsim runtime).
     pub fn start(opts: NetOptions) -> Self {
-        let sim = Sim::new(opts.seed);
+        let sim = if opts.trace {
+            Sim::with_trace(opts.seed, skylane_netsim::TraceMode::Full)
+        } else {
+            Sim::new(opts.seed)
+        };
         let pki = LocalPki::generate(&[]).expect("pki");
         let pair = TokenKeyPair::generate().expect("token key");
         let tokens = TokenSigner::from_pem(&pair.private_pem).expect("signer");
