@@ -83,18 +83,8 @@ fn answers(e: &mut Engine<Arena>) -> Vec<(SessionId, Outcome)> {
     out
 }
 
-/// Session 1 steps between `x0` and `x0 + 0.3` (one batch on its cell per tick).
-fn step_in_place(e: &mut Engine<Arena>, seq: u64, x0: f32) {
-    let step = ArenaAction::Move {
-        x: x0 + (seq % 2) as f32 * 0.3,
-        y: 500.0,
-    };
-    e.handle_action(SessionId(1), act(seq, &step, vec![]));
-    tick(e);
-}
-
-/// Session 1 sprays (a chained bulk event in its cell; moves are state, not
-/// chained) and the tick runs.
+/// Session 1 sprays: a chained bulk event in its cell (moves are state, not
+/// chained).
 fn spray(e: &mut Engine<Arena>, seq: u64) {
     let a = ArenaAction::Spray {
         data: vec![seq as u8; 40],

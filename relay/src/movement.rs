@@ -83,7 +83,7 @@ pub struct EntityState {
 
 impl EntityState {
     /// Every state in an origin frame, sharing one proof.
-    pub fn from_frame(f: &MovementFrame) -> Vec<EntityState> {
+    pub fn from_frame(f: &MovementFrame) -> Vec<Self> {
         let frame = Arc::new(FrameProof {
             world: f.world,
             channel: f.channel,
@@ -101,7 +101,7 @@ impl EntityState {
         });
         f.entries
             .iter()
-            .map(|e| EntityState {
+            .map(|e| Self {
                 entry: e.clone(),
                 frame: frame.clone(),
             })

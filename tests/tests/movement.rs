@@ -111,7 +111,6 @@ fn freshness_under(loss: Loss) -> (u64, u64, u64, (u64, u64)) {
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
         take(viewer.absorb(), &mut seen);
-        drop(take);
         assert_exactly_once(&seen);
         assert_eq!(marked, marks, "every critical mark arrived, once");
         let st = viewer.client.stats();
