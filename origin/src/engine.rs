@@ -233,25 +233,6 @@ struct SessionState {
     last_move: u64,
 }
 
-#[derive(Debug, Default)]
-struct ChannelLog {
-    next_seq: u64,
-    last_hash: Hash32,
-    history: VecDeque<Arc<EventBatch>>,
-    /// Estimated bytes held in `history`.
-    history_bytes: usize,
-    subscribers: u32,
-    /// The sequence number of the channel's last periodic keyframe.
-    keyframed: Option<u64>,
-    /// Keyframe periods skipped since then because nothing changed.
-    skipped: u64,
-}
-
-/// What a batch costs the history: its payloads plus 64 bytes per event.
-fn batch_bytes(b: &EventBatch) -> usize {
-    b.events.iter().map(|e| e.payload.len() + 64).sum::<usize>() + 128
-}
-
 /// A channel where nothing happened since its last keyframe gets a new one only
 /// every this many keyframe periods (its subscribers already hold that state; the
 /// occasional repeat lets a subscriber stuck behind a hole resync even on a
@@ -300,7 +281,7 @@ pub struct Engine<W: World> {
     accepted: usize,
     /// Applied actions' results, answered when their tick ends.
     applied: Vec<(SessionId, ActionResult)>,
-    channels: HashMap<ChannelId, ChannelLog>,
+    channels: HashMap<ChannelId, channels::ChannelLog>,
     outputs: VecDeque<Output>,
     staged: Vec<Emitted>,
     stats: EngineStats,

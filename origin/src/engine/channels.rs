@@ -1,19 +1,38 @@
 //! The engine's output side: each channel's batches (sequenced, sealed, kept in
 //! a bounded history for resumes), its keyframes, and the spectator feed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
 use rustc_hash::FxHashMap as HashMap;
 use skylane_proto::movement::MAX_FRAME_ENTRIES;
 use skylane_proto::{
     BatchEvent, ChannelCursor, ChannelId, EntityId, EventBatch, EventClass, FeedEvent, FeedFrame,
-    Keyframe, MoveEntry, MovementFrame, Payload, SessionId,
+    Hash32, Keyframe, MoveEntry, MovementFrame, Payload, SessionId,
 };
 
 use crate::world::{Emitted, World};
 
-use super::{batch_bytes, Engine, Output, ResumeError, IDLE_KEYFRAME_PERIODS};
+use super::{Engine, Output, ResumeError, IDLE_KEYFRAME_PERIODS};
+
+#[derive(Debug, Default)]
+pub(super) struct ChannelLog {
+    pub(super) next_seq: u64,
+    pub(super) last_hash: Hash32,
+    pub(super) history: VecDeque<Arc<EventBatch>>,
+    /// Estimated bytes held in `history`.
+    pub(super) history_bytes: usize,
+    pub(super) subscribers: u32,
+    /// The sequence number of the channel's last periodic keyframe.
+    pub(super) keyframed: Option<u64>,
+    /// Keyframe periods skipped since then because nothing changed.
+    pub(super) skipped: u64,
+}
+
+/// What a batch costs the history: its payloads plus 64 bytes per event.
+pub(super) fn batch_bytes(b: &EventBatch) -> usize {
+    b.events.iter().map(|e| e.payload.len() + 64).sum::<usize>() + 128
+}
 
 impl<W: World> Engine<W> {
     /// Turns the public spectator feed on or off. Turning it on emits a keyframe of

@@ -9,7 +9,8 @@ use skylane_proto::{ChainSigner, Hash32};
 use crate::interest::Grid;
 use crate::world::World;
 
-use super::{ChannelLog, Engine, EngineConfig, EngineSnapshot, EngineStats};
+use super::channels::ChannelLog;
+use super::{Engine, EngineConfig, EngineSnapshot, EngineStats};
 
 impl<W: World> Engine<W> {
     /// The world's state hash now.
