@@ -407,6 +407,19 @@ impl ClientMovement {
                 .total_cmp(&dist2(b.entry.pos, viewer))
                 .then(a.entity().0.cmp(&b.entity().0))
         });
+        // Frame by frame, the frame with the nearest entity first and each
+        // frame's entities nearest first: a datagram then splits at most a
+        // frame or two, so it carries few hashes of left-out entries (nearest
+        // first entity by entity would interleave a cell's frames and send
+        // most of their hashes with every datagram).
+        let mut frames: Vec<Vec<&EntityState>> = Vec::new();
+        for s in pending {
+            match frames.iter_mut().find(|f| Arc::ptr_eq(&f[0].frame, &s.frame)) {
+                Some(f) => f.push(s),
+                None => frames.push(vec![s]),
+            }
+        }
+        let pending = frames.into_iter().flatten();
         let mut size = DATAGRAM_OVERHEAD;
         // Groups by frame (pointer identity), in order of their first entry.
         let mut groups: Vec<(Arc<FrameProof>, Vec<&EntityState>)> = Vec::new();

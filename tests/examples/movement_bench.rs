@@ -1,7 +1,9 @@
 //! Movement on the relay → client hop (docs/benchmarks.md, "Movement as
 //! state"), in netsim (seeded, paused time): a dense cell of `movers` walkers
 //! stepping at 20 Hz for `seconds`, watched by one viewer through one relay,
-//! with 0%, 5% random and 20% bursty loss on the relay → viewer link.
+//! with 0%, 5% random and 20% bursty loss on the relay → viewer link, and with
+//! that link squeezed to 160 kbit/s (less than the cell's movement) with a
+//! 50 ms queue.
 //!
 //! Per loss setting: the viewer's freshness (the age of the newest position
 //! it holds of each mover, sampled every 50 ms after the first second, p50 and
@@ -25,7 +27,7 @@ struct Outcome {
     packets_per_sec: f64,
 }
 
-fn scenario(movers: usize, seconds: u64, seed: u64, loss: Loss) -> Outcome {
+fn scenario(movers: usize, seconds: u64, seed: u64, loss: Loss, bps: Option<u64>) -> Outcome {
     run(|| async move {
         let net = Net::start(NetOptions {
             seed,
@@ -49,6 +51,8 @@ fn scenario(movers: usize, seconds: u64, seed: u64, loss: Loss) -> Outcome {
             vhost,
             LinkPatch {
                 loss: Some(loss),
+                bandwidth_bps: bps.map(Some),
+                queue_budget: bps.map(|_| Duration::from_millis(50)),
                 ..LinkPatch::default()
             },
         );
@@ -106,14 +110,15 @@ fn main() {
     let seconds: u64 = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(10);
     let seed: u64 = args.get(3).and_then(|a| a.parse().ok()).unwrap_or(7);
     println!("{movers} movers at 20 Hz for {seconds} s, one viewer, seed {seed}");
-    for (name, loss) in [
-        ("0%", Loss::None),
-        ("5% random", Loss::Independent(0.05)),
-        ("20% bursty", Loss::bursty(0.20, 4.0)),
+    for (name, loss, bps) in [
+        ("0%", Loss::None, None),
+        ("5% random", Loss::Independent(0.05), None),
+        ("20% bursty", Loss::bursty(0.20, 4.0), None),
+        ("0%, 160 kbit/s", Loss::None, Some(160_000)),
     ] {
-        let o = scenario(movers, seconds, seed, loss);
+        let o = scenario(movers, seconds, seed, loss, bps);
         println!(
-            "loss {name:>10}: freshness p50 {:>6.1} ms, p99 {:>7.1} ms; relay -> viewer {:>8.0} B/s, {:>5.0} packets/s",
+            "{name:>15}: freshness p50 {:>6.1} ms, p99 {:>7.1} ms; relay -> viewer {:>8.0} B/s, {:>5.0} packets/s",
             o.p50_us as f64 / 1000.0,
             o.p99_us as f64 / 1000.0,
             o.bytes_per_sec,
