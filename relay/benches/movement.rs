@@ -69,45 +69,51 @@ fn dense_cell(c: &mut Criterion) {
         .collect();
     let mut tick = 0usize;
     let mut base = 0u64;
-    c.bench_function("movement: per client, 50 movers, one tick in and out", |b| {
-        b.iter(|| {
-            if tick == ticks.len() {
-                // Start over with a fresh view (ticks must grow).
-                tick = 0;
-                base += 1;
-                m = ClientMovement::new(MovementConfig {
-                    bytes_per_sec: u64::MAX / 4,
-                    burst_bytes: u64::MAX / 4,
-                    ..MovementConfig::default()
-                });
-            }
-            for s in &ticks[tick] {
-                m.handle_update(s.clone()).expect("fits");
-            }
-            tick += 1;
-            let now = t0 + Duration::from_millis(50 * (tick as u64 + base * 1000));
-            let mut entries = 0;
-            while let Some(d) = m.poll_datagram(now) {
-                entries += d.groups.iter().map(|g| g.entries.len()).sum::<usize>();
-                let seq = d.seq;
-                let bytes = encode_datagram(&ServerMsg::Movement(d)).expect("fits");
-                assert!(bytes.len() <= 1200);
-                m.handle_ack(seq);
-            }
-            assert_eq!(entries, 50);
-        })
-    });
+    c.bench_function(
+        "movement: per client, 50 movers, one tick in and out",
+        |b| {
+            b.iter(|| {
+                if tick == ticks.len() {
+                    // Start over with a fresh view (ticks must grow).
+                    tick = 0;
+                    base += 1;
+                    m = ClientMovement::new(MovementConfig {
+                        bytes_per_sec: u64::MAX / 4,
+                        burst_bytes: u64::MAX / 4,
+                        ..MovementConfig::default()
+                    });
+                }
+                for s in &ticks[tick] {
+                    m.handle_update(s.clone()).expect("fits");
+                }
+                tick += 1;
+                let now = t0 + Duration::from_millis(50 * (tick as u64 + base * 1000));
+                let mut entries = 0;
+                while let Some(d) = m.poll_datagram(now) {
+                    entries += d.groups.iter().map(|g| g.entries.len()).sum::<usize>();
+                    let seq = d.seq;
+                    let bytes = encode_datagram(&ServerMsg::Movement(d)).expect("fits");
+                    assert!(bytes.len() <= 1200);
+                    m.handle_ack(seq);
+                }
+                assert_eq!(entries, 50);
+            })
+        },
+    );
 }
 
 fn per_cell(c: &mut Criterion) {
     let key = SigningKey::from_bytes(&[9u8; 32]);
     let fs = frames(&key, 1);
-    c.bench_function("movement: per cell, 50 movers, one tick's frames taken apart", |b| {
-        b.iter(|| {
-            let n: usize = fs.iter().map(|f| EntityState::from_frame(f).len()).sum();
-            assert_eq!(n, 50);
-        })
-    });
+    c.bench_function(
+        "movement: per cell, 50 movers, one tick's frames taken apart",
+        |b| {
+            b.iter(|| {
+                let n: usize = fs.iter().map(|f| EntityState::from_frame(f).len()).sum();
+                assert_eq!(n, 50);
+            })
+        },
+    );
 }
 
 criterion_group!(benches, dense_cell, per_cell);

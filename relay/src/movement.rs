@@ -414,7 +414,10 @@ impl ClientMovement {
         // most of their hashes with every datagram).
         let mut frames: Vec<Vec<&EntityState>> = Vec::new();
         for s in pending {
-            match frames.iter_mut().find(|f| Arc::ptr_eq(&f[0].frame, &s.frame)) {
+            match frames
+                .iter_mut()
+                .find(|f| Arc::ptr_eq(&f[0].frame, &s.frame))
+            {
                 Some(f) => f.push(s),
                 None => frames.push(vec![s]),
             }
