@@ -38,6 +38,9 @@ pub struct RelayMetrics {
     pub movement_datagrams_failed: Counter,
     /// Movement datagram acknowledgements received from clients.
     pub movement_acks: Counter,
+    /// Movement datagrams sent a second time because the client's path loses
+    /// packets (above 2%).
+    pub movement_repeats: Counter,
     /// Client messages dropped by the scheduler, by reason (`expired`, `evicted`).
     pub dropped: Family<KindLabel, Counter>,
     /// Clients disconnected for falling too far behind.
@@ -217,6 +220,11 @@ impl RelayMetrics {
             "movement_datagrams_failed",
             "Movement datagrams that could not be sent (their states go again)",
             m.movement_datagrams_failed.clone(),
+        );
+        r.register(
+            "movement_repeats",
+            "Movement datagrams sent twice on lossy paths",
+            m.movement_repeats.clone(),
         );
         r.register(
             "movement_acks",

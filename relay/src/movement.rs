@@ -13,7 +13,10 @@
 //! the newest state of whatever is still not acknowledged, and a client that
 //! missed many updates gets the current state, not the queue of stale ones. A
 //! datagram not acknowledged within `resend_after` counts as lost; what it
-//! carried is eligible again (at its newest state).
+//! carried is eligible again (at its newest state). On a lossy path (the
+//! shell measures the loss) the newest datagram is repeated `repeat_after`
+//! after it went (twice above 10% loss), unless acknowledged or superseded,
+//! so a lost one rarely costs a tick.
 //!
 //! Each state keeps the proof of the origin frame it came from
 //! ([`FrameProof`]); a datagram groups its entries by frame and carries, per
@@ -142,6 +145,15 @@ pub struct MovementConfig {
     pub burst_bytes: u64,
     /// An unacknowledged datagram counts as lost after this.
     pub resend_after: Duration,
+    /// On a lossy path, the newest datagram is sent again this long after it
+    /// went (and, on a very lossy one, again as long after that), unless a
+    /// newer one went since or it was acknowledged: a lost datagram's states
+    /// then arrive before the next tick's instead of after.
+    pub repeat_after: Duration,
+    /// The path's packet loss (0..=1) above which datagrams are repeated once.
+    pub repeat_above_loss: f64,
+    /// ... and above which they are repeated twice.
+    pub repeat_twice_above_loss: f64,
 }
 
 impl Default for MovementConfig {
@@ -151,6 +163,9 @@ impl Default for MovementConfig {
             bytes_per_sec: 64 * 1024,
             burst_bytes: 16 * 1024,
             resend_after: Duration::from_millis(250),
+            repeat_after: Duration::from_millis(15),
+            repeat_above_loss: 0.02,
+            repeat_twice_above_loss: 0.10,
         }
     }
 }
@@ -171,6 +186,8 @@ pub struct MovementStats {
     pub sent: u64,
     /// Datagrams declared lost (unacknowledged past `resend_after`).
     pub lost: u64,
+    /// Datagrams sent a second time because the path is lossy.
+    pub repeated: u64,
     /// Entities dropped because the view was full (the farthest).
     pub dropped: u64,
 }
@@ -198,6 +215,11 @@ pub struct ClientMovement {
     budget: f64,
     refilled: Option<Instant>,
     stats: MovementStats,
+    /// The path's recent packet loss, as the shell measures it.
+    path_loss: f64,
+    /// The newest datagram: its number, when it went, how often it was
+    /// repeated, its size as budgeted.
+    last: Option<(u64, Instant, u32, usize)>,
 }
 
 fn dist2(a: (f32, f32), b: (f32, f32)) -> f32 {
@@ -219,6 +241,8 @@ impl ClientMovement {
             budget: cfg.burst_bytes as f64,
             refilled: None,
             stats: MovementStats::default(),
+            path_loss: 0.0,
+            last: None,
         }
     }
 
@@ -349,10 +373,61 @@ impl ClientMovement {
         }
     }
 
-    /// When [`ClientMovement::handle_timeout`] has something to do, or (with
-    /// something pending but no budget) when the budget allows a datagram again.
+    /// The path's recent packet loss (0..=1, from the transport's counters):
+    /// above `repeat_above_loss`, datagrams are repeated.
+    pub fn handle_path_loss(&mut self, loss: f64) {
+        if loss.is_finite() {
+            self.path_loss = loss.clamp(0.0, 1.0);
+        }
+    }
+
+    fn repeats(&self) -> u32 {
+        if self.path_loss > self.cfg.repeat_twice_above_loss {
+            2
+        } else if self.path_loss > self.cfg.repeat_above_loss {
+            1
+        } else {
+            0
+        }
+    }
+
+    fn repeat_due(&self) -> Option<Instant> {
+        match self.last {
+            Some((_, at, done, _)) if done < self.repeats() => {
+                Some(at + self.cfg.repeat_after * (done + 1))
+            }
+            _ => None,
+        }
+    }
+
+    /// The datagram to send once more now (by number; the shell kept its bytes):
+    /// on a lossy path, the newest one, once, `repeat_after` after it went,
+    /// unless acknowledged already or a newer one went since. Costs budget.
+    pub fn poll_repeat(&mut self, now: Instant) -> Option<u64> {
+        let due = self.repeat_due()?;
+        let (seq, at, done, size) = self.last?;
+        if now < due {
+            return None;
+        }
+        self.last = Some((seq, at, done + 1, size));
+        self.refill(now);
+        if !self.in_flight.iter().any(|s| s.seq == seq) || self.budget < size as f64 {
+            return None;
+        }
+        self.budget -= size as f64;
+        self.stats.repeated += 1;
+        Some(seq)
+    }
+
+    /// When [`ClientMovement::handle_timeout`] has something to do, a repeat is
+    /// due, or (with something pending but no budget) when the budget allows a
+    /// datagram again.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let resend = self.in_flight.front().map(|s| s.at + self.cfg.resend_after);
+        let resend = match (resend, self.repeat_due()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         let refill = match self.refilled {
             Some(at) if self.budget < self.cfg.mtu as f64 && self.has_pending() => {
                 let need = (self.cfg.mtu as f64 - self.budget).max(0.0);
@@ -490,6 +565,7 @@ impl ClientMovement {
             at: now,
             carried,
         });
+        self.last = Some((seq, now, 0, size));
         self.budget -= size as f64;
         self.stats.datagrams += 1;
         Some(MovementDatagram {
@@ -740,6 +816,40 @@ mod tests {
             skylane_proto::movement::verify_group(&vk, d.world, &d.groups[0]),
             Ok(())
         );
+    }
+
+    #[test]
+    fn on_a_lossy_path_the_newest_datagram_goes_twice() {
+        let mut m = ClientMovement::new(MovementConfig::default());
+        let t0 = Instant::now();
+        m.handle_update(st(1, 1, (1.0, 0.0))).unwrap();
+        let d = m.poll_datagram(t0).unwrap();
+        // A clean path: never repeated.
+        assert_eq!(m.poll_repeat(t0 + Duration::from_millis(20)), None);
+        m.handle_path_loss(0.05);
+        assert_eq!(m.poll_timeout(), Some(t0 + Duration::from_millis(15)));
+        assert_eq!(
+            m.poll_repeat(t0 + Duration::from_millis(10)),
+            None,
+            "not yet"
+        );
+        assert_eq!(m.poll_repeat(t0 + Duration::from_millis(15)), Some(d.seq));
+        assert_eq!(m.poll_repeat(t0 + Duration::from_millis(40)), None, "once");
+        // A very lossy path: twice.
+        m.handle_path_loss(0.2);
+        assert_eq!(
+            m.poll_repeat(t0 + Duration::from_millis(29)),
+            None,
+            "not yet"
+        );
+        assert_eq!(m.poll_repeat(t0 + Duration::from_millis(30)), Some(d.seq));
+        m.handle_path_loss(0.05);
+        // A newer datagram replaces it; an acknowledged one is not repeated.
+        m.handle_update(st(1, 2, (2.0, 0.0))).unwrap();
+        let d2 = m.poll_datagram(t0 + Duration::from_millis(50)).unwrap();
+        m.handle_ack(d2.seq);
+        assert_eq!(m.poll_repeat(t0 + Duration::from_millis(80)), None);
+        assert_eq!(m.stats().repeated, 2);
     }
 
     #[test]

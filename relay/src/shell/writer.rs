@@ -191,6 +191,37 @@ pub(crate) fn close_too_slow(conn: &Connection, slow_clients: &Counter, session:
     conn.close(4u32.into(), b"too slow");
 }
 
+/// The path's recent packet loss from quinn's counters: the fraction of the
+/// packets sent since the last sample that were declared lost, sampled at most
+/// every 500 ms and once at least 20 packets went.
+#[derive(Default)]
+struct LossMeter {
+    /// Packets sent and lost at the last sample, and when.
+    at: Option<(std::time::Instant, u64, u64)>,
+}
+
+impl LossMeter {
+    fn sample(&mut self, conn: &Connection, now: std::time::Instant) -> Option<f64> {
+        if self.at.is_some_and(|(t, _, _)| {
+            now.saturating_duration_since(t) < std::time::Duration::from_millis(500)
+        }) {
+            return None;
+        }
+        let path = conn.stats().path;
+        let (sent, lost) = (path.sent_packets, path.lost_packets);
+        let Some((_, s0, l0)) = self.at else {
+            self.at = Some((now, sent, lost));
+            return None;
+        };
+        let ds = sent.saturating_sub(s0);
+        if ds < 20 {
+            return None;
+        }
+        self.at = Some((now, sent, lost));
+        Some(lost.saturating_sub(l0) as f64 / ds as f64)
+    }
+}
+
 /// One class's stream and the frame it is writing.
 #[derive(Default)]
 struct Lane {
@@ -263,6 +294,11 @@ pub(crate) struct Writer {
     dropped: Family<KindLabel, Counter>,
     movement_datagrams: Counter,
     movement_failed: Counter,
+    movement_repeats: Counter,
+    /// The newest movement datagram sent (its number and bytes), for a repeat.
+    last_movement: Option<(u64, Bytes)>,
+    /// The path's packet loss, sampled from quinn's counters.
+    loss: LossMeter,
     session: SessionId,
     /// Drops already counted: expired and evicted, per class.
     counted: [[u64; EventClass::COUNT]; 2],
@@ -290,6 +326,9 @@ impl Writer {
             dropped: metrics.dropped.clone(),
             movement_datagrams: metrics.movement_datagrams.clone(),
             movement_failed: metrics.movement_datagrams_failed.clone(),
+            movement_repeats: metrics.movement_repeats.clone(),
+            last_movement: None,
+            loss: LossMeter::default(),
             session,
             counted: Default::default(),
         }
@@ -337,40 +376,67 @@ impl Writer {
                 }
                 let mut deadline = st.sched.poll_timeout();
                 let mut datagrams = Vec::new();
+                let mut repeat = None;
                 if let Some(view) = st.movement.as_mut() {
+                    if let Some(loss) = self.loss.sample(&self.conn, now) {
+                        view.handle_path_loss(loss);
+                    }
                     view.handle_timeout(now);
                     // At most two datagrams waiting in quinn: beyond that the
                     // path is congested and what waits would only go stale.
                     let queued =
                         DATAGRAM_SEND_BUFFER.saturating_sub(self.conn.datagram_send_buffer_space());
                     let room = self.conn.max_datagram_size().unwrap_or(0);
-                    if room > 0 && queued + room <= 2 * MAX_DATAGRAM {
+                    // A repeat only on an idle path: one whose datagrams wait
+                    // is congested, and its losses are the queue's (a copy
+                    // would take the bandwidth the next state needs).
+                    // (quinn counts a bookkeeping record as used even when
+                    // empty: "nothing waits" is under 128 bytes.)
+                    repeat = view.poll_repeat(now).filter(|_| queued < 128);
+                    let polled = room > 0 && queued + room <= 2 * MAX_DATAGRAM;
+                    if polled {
                         if let Some(d) = view.poll_datagram(now) {
                             datagrams.push(d);
                         }
                     }
-                    deadline = match (deadline, view.poll_timeout()) {
+                    // While quinn's queue is full the view is not polled, so a
+                    // due budget refill would wake this task at once, again and
+                    // again: look again in 5 ms instead (quinn has no signal
+                    // for datagram room; the next tick's states wake it too).
+                    let floor = now
+                        + if polled {
+                            std::time::Duration::from_millis(1)
+                        } else {
+                            std::time::Duration::from_millis(5)
+                        };
+                    let next = view.poll_timeout().map(|t| t.max(floor));
+                    deadline = match (deadline, next) {
                         (Some(a), Some(b)) => Some(a.min(b)),
                         (a, b) => a.or(b),
                     };
                 }
-                (handed, *st.sched.stats(), deadline, datagrams)
+                (handed, *st.sched.stats(), deadline, (datagrams, repeat))
             };
+            let (datagrams, repeat) = datagrams;
             let sent_datagram = !datagrams.is_empty();
+            if let (Some(seq), Some((last, bytes))) = (repeat, &self.last_movement) {
+                if seq == *last && self.conn.send_datagram(bytes.clone()).is_ok() {
+                    self.movement_repeats.inc();
+                }
+            }
             for d in datagrams {
+                let seq = d.seq;
+                // Larger than the path allows (the view sizes for the
+                // protocol's limit) or datagrams refused: counted; the states
+                // go again after the resend time.
                 let sent = encode_datagram(&ServerMsg::Movement(d))
                     .ok()
-                    .is_some_and(|bytes| self.conn.send_datagram(bytes).is_ok());
-                match sent {
-                    true => {
-                        self.movement_datagrams.inc();
-                    }
-                    // Larger than the path allows (the view sizes for the
-                    // protocol's limit) or datagrams refused: counted; the
-                    // states go again after the resend time.
-                    false => {
-                        self.movement_failed.inc();
-                    }
+                    .filter(|bytes| self.conn.send_datagram(bytes.clone()).is_ok());
+                if let Some(bytes) = sent {
+                    self.movement_datagrams.inc();
+                    self.last_movement = Some((seq, bytes));
+                } else {
+                    self.movement_failed.inc();
                 }
             }
             self.frames_out.inc_by(handed);
