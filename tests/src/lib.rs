@@ -646,3 +646,58 @@ impl RawConn {
         }
     }
 }
+
+/// What a viewer of the priority scenarios measured (see [`watch_marks`]).
+#[derive(Debug, Default)]
+pub struct Viewed {
+    /// Every event and subscription start seen.
+    pub seen: Vec<Seen>,
+    /// Latency (µs, origin tick to receipt) of each arena mark, by phase (the
+    /// mark's x coordinate).
+    pub marks: Vec<(u32, u64)>,
+    /// Sprays received (bulk).
+    pub sprays: usize,
+    /// Their bytes.
+    pub spray_bytes: usize,
+}
+
+/// Reads `viewer`'s events into a shared [`Viewed`] (marks timed through the
+/// synchronised clock) until the client ends; the task gives the client back.
+pub fn watch_marks(
+    mut viewer: Client,
+) -> (
+    Arc<std::sync::Mutex<Viewed>>,
+    tokio::task::JoinHandle<Client>,
+) {
+    let viewed = Arc::new(std::sync::Mutex::new(Viewed::default()));
+    let shared = viewed.clone();
+    let reader = tokio::spawn(async move {
+        while let Some(ev) = viewer.next_event().await {
+            let Ok(mut v) = shared.lock() else { break };
+            match ev {
+                ClientEvent::Subscriptions { added, .. } => {
+                    v.seen
+                        .extend(added.iter().map(|a| Seen::Start(a.channel, a.seq)));
+                }
+                ClientEvent::Event(e) => {
+                    v.seen.push(Seen::Event(e.channel, e.seq));
+                    match ArenaEvent::decode(&e.payload) {
+                        Some(ArenaEvent::Marked { x, .. }) => {
+                            let now = viewer.server_time_us().unwrap_or(0);
+                            v.marks
+                                .push((x as u32, now.saturating_sub(e.origin_time_us)));
+                        }
+                        Some(ArenaEvent::Sprayed { data, .. }) => {
+                            v.sprays += 1;
+                            v.spray_bytes += data.len();
+                        }
+                        _ => {}
+                    }
+                }
+                _ => {}
+            }
+        }
+        viewer
+    });
+    (viewed, reader)
+}

@@ -3,22 +3,12 @@
 //! another channel (critical p99 within 2x of the same path idle), and
 //! everything still arrives exactly once.
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use skylane_client::ClientEvent;
 use skylane_netsim::{run, LinkPatch};
-use skylane_origin::{ArenaAction, ArenaEvent};
+use skylane_origin::ArenaAction;
 use skylane_proto::EventClass;
-use skylane_tests::{assert_exactly_once, Net, NetOptions, Seen, Walker};
-
-#[derive(Default)]
-struct Viewed {
-    seen: Vec<Seen>,
-    /// (phase, latency in µs) of each mark.
-    marks: Vec<(u32, u64)>,
-    sprays: usize,
-}
+use skylane_tests::{assert_exactly_once, watch_marks, Net, NetOptions, Walker};
 
 fn p99(v: &mut [u64]) -> u64 {
     v.sort_unstable();
@@ -31,7 +21,7 @@ fn a_bulk_burst_from_the_origin_does_not_delay_critical_events() {
         let net = Net::start(NetOptions::default());
         let ams = net.relays[0].clone();
         let (_, b) = net.client_builder("paris", "viewer");
-        let mut viewer = b.relays([ams.addr]).connect().await.unwrap();
+        let viewer = b.relays([ams.addr]).connect().await.unwrap();
         let (_, b) = net.client_builder("paris", "marker");
         let mut marker = Walker::new(b.relays([ams.addr]).connect().await.unwrap(), "marker");
         let mut sprayers = Vec::new();
@@ -47,35 +37,7 @@ fn a_bulk_burst_from_the_origin_does_not_delay_critical_events() {
         for s in &mut sprayers {
             s.wait_spawn().await;
         }
-        let viewed = Arc::new(Mutex::new(Viewed::default()));
-        let reader = {
-            let viewed = viewed.clone();
-            tokio::spawn(async move {
-                while let Some(ev) = viewer.next_event().await {
-                    let mut v = viewed.lock().unwrap();
-                    match ev {
-                        ClientEvent::Subscriptions { added, .. } => {
-                            v.seen
-                                .extend(added.iter().map(|a| Seen::Start(a.channel, a.seq)));
-                        }
-                        ClientEvent::Event(e) => {
-                            v.seen.push(Seen::Event(e.channel, e.seq));
-                            match ArenaEvent::decode(&e.payload) {
-                                Some(ArenaEvent::Marked { x, .. }) => {
-                                    let now = viewer.server_time_us().expect("clock synced");
-                                    v.marks
-                                        .push((x as u32, now.saturating_sub(e.origin_time_us)));
-                                }
-                                Some(ArenaEvent::Sprayed { .. }) => v.sprays += 1,
-                                _ => {}
-                            }
-                        }
-                        _ => {}
-                    }
-                }
-                viewer
-            })
-        };
+        let (viewed, reader) = watch_marks(viewer);
         // The origin → relay link: 5 Mbit/s with a shallow queue (6 ms at line
         // rate, about three full packets; what waits beyond it waits in the
         // origin, where QUIC priority orders it).

@@ -10,7 +10,8 @@ use skylane_proto::{
     ClientMsg, EventClass, Hello, Outcome, RefusalCode, Role, ServerMsg, PROTOCOL_VERSION,
 };
 use skylane_tests::{
-    assert_exactly_once, assert_same_world_events, Net, NetOptions, RawConn, Seen, Walker, WORLD,
+    assert_exactly_once, assert_same_world_events, watch_marks, Net, NetOptions, RawConn, Seen,
+    Walker, WORLD,
 };
 
 /// A player in `region` on `relay` that notices a cut quickly (800 ms idle
@@ -367,28 +368,16 @@ fn a_partitioned_direct_path_is_routed_through_a_peer_relay() {
     });
 }
 
-/// What the viewer of the priority scenario measured.
-#[derive(Default)]
-struct Viewed {
-    /// Latency (µs, origin tick to receipt) of each marker, by phase (the
-    /// marker's x coordinate).
-    marks: Vec<(u32, u64)>,
-    sprays: usize,
-    spray_bytes: usize,
-    seen: Vec<Seen>,
-}
-
 #[test]
 fn critical_events_keep_their_latency_while_bulk_saturates_the_link() {
     use skylane_netsim::LinkPatch;
-    use skylane_origin::{ArenaAction, ArenaEvent};
-    use std::sync::{Arc, Mutex};
+    use skylane_origin::ArenaAction;
 
     run(|| async {
         let net = Net::start(NetOptions::default());
         let ams = net.relays[0].clone();
         let (vhost, b) = net.client_builder("paris", "viewer");
-        let mut viewer = b.relays([ams.addr]).connect().await.unwrap();
+        let viewer = b.relays([ams.addr]).connect().await.unwrap();
         let (_, b) = net.client_builder("paris", "marker");
         let mut marker = Walker::new(b.relays([ams.addr]).connect().await.unwrap(), "marker");
         let mut sprayers = Vec::new();
@@ -405,38 +394,7 @@ fn critical_events_keep_their_latency_while_bulk_saturates_the_link() {
             s.wait_spawn().await;
         }
         // The viewer reads its events as they arrive and times each marker.
-        let viewed = Arc::new(Mutex::new(Viewed::default()));
-        let reader = {
-            let viewed = viewed.clone();
-            tokio::spawn(async move {
-                while let Some(ev) = viewer.next_event().await {
-                    let mut v = viewed.lock().unwrap();
-                    match ev {
-                        ClientEvent::Subscriptions { added, .. } => {
-                            v.seen
-                                .extend(added.iter().map(|a| Seen::Start(a.channel, a.seq)));
-                        }
-                        ClientEvent::Event(e) => {
-                            v.seen.push(Seen::Event(e.channel, e.seq));
-                            match ArenaEvent::decode(&e.payload) {
-                                Some(ArenaEvent::Marked { x, .. }) => {
-                                    let now = viewer.server_time_us().expect("clock synced");
-                                    v.marks
-                                        .push((x as u32, now.saturating_sub(e.origin_time_us)));
-                                }
-                                Some(ArenaEvent::Sprayed { data, .. }) => {
-                                    v.sprays += 1;
-                                    v.spray_bytes += data.len();
-                                }
-                                _ => {}
-                            }
-                        }
-                        _ => {}
-                    }
-                }
-                viewer
-            })
-        };
+        let (viewed, reader) = watch_marks(viewer);
         // The relay → viewer path: 5 Mbit/s with a shallow queue (6 ms at line rate,
         // about three full packets).
         net.sim.patch_link(
