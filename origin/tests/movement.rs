@@ -4,10 +4,10 @@
 //! typed error and counted.
 
 use skylane_origin::*;
-use skylane_proto::movement::{verify_group, MAX_FRAME_ENTRIES};
+use skylane_proto::movement::{verify_frame, MAX_FRAME_ENTRIES};
 use skylane_proto::{
-    Action, ChainSigner, ChannelId, EntityId, EventClass, MoveGroup, MovementFrame, Role,
-    SessionId, WorldId, MAX_MOVE_STATE,
+    Action, ChainSigner, ChannelId, EntityId, EventClass, MovementFrame, Role, SessionId, WorldId,
+    MAX_MOVE_STATE,
 };
 
 const KEY: [u8; 32] = [42; 32];
@@ -86,15 +86,7 @@ fn moves_leave_as_signed_frames_per_cell_newest_state_per_entity() {
         assert!(f.entries.len() <= MAX_FRAME_ENTRIES);
         assert_eq!(f.channel, frames[0].channel);
         assert!(matches!(f.channel, ChannelId::Cell { .. }));
-        let g = MoveGroup {
-            channel: f.channel,
-            tick: f.tick,
-            origin_time_us: f.origin_time_us,
-            entries: f.entries.clone(),
-            others: Vec::new(),
-            sig: f.sig.clone(),
-        };
-        verify_group(&key, f.world, &g).unwrap();
+        verify_frame(&key, f).unwrap();
         entities.extend(f.entries.iter().map(|m| m.entity));
     }
     let mut sorted = entities.clone();

@@ -285,15 +285,7 @@ fn relay_joins_sessions_sends_actions_and_receives_signed_batches() {
                 // Movement is state in signed frames, not chained events.
                 LinkMsg::Movement(f) => {
                     let key = ChainSigner::from_bytes(&KEY).verifying_key();
-                    let g = MoveGroup {
-                        channel: f.channel,
-                        tick: f.tick,
-                        origin_time_us: f.origin_time_us,
-                        entries: f.entries.clone(),
-                        others: Vec::new(),
-                        sig: f.sig.clone(),
-                    };
-                    movement::verify_group(&key, f.world, &g).unwrap();
+                    movement::verify_frame(&key, &f).unwrap();
                     moved |= f.entries.iter().any(|e| {
                         matches!(
                             ArenaEvent::decode(&e.payload),

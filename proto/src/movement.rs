@@ -207,6 +207,20 @@ pub fn verify_group(
     key.verify(&d.0, &sig).map_err(|_| bad)
 }
 
+/// Checks a whole origin frame against the origin's key (the group a client
+/// would get holding all of its entries).
+pub fn verify_frame(key: &VerifyingKey, f: &MovementFrame) -> Result<(), MovementError> {
+    let g = MoveGroup {
+        channel: f.channel,
+        tick: f.tick,
+        origin_time_us: f.origin_time_us,
+        entries: f.entries.clone(),
+        others: Vec::new(),
+        sig: f.sig.clone(),
+    };
+    verify_group(key, f.world, &g)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
