@@ -581,6 +581,17 @@ impl LocalNet {
         let _ = self.origin.shutdown().await;
     }
 
+    /// The origin server named `id` (`origin-1` is [`LocalNet::origin`]).
+    pub fn origin_server(&self, id: &str) -> Option<&OriginServer> {
+        if id == "origin-1" {
+            return Some(&self.origin);
+        }
+        self.more_origins
+            .iter()
+            .find(|o| o.id == id)
+            .map(|o| &o.server)
+    }
+
     /// Kills origin `id` as a crashed process would die (its worlds' tasks
     /// aborted, its sockets closed, its lease no longer renewed): its rooms
     /// fail over to their standbys. `false` if no such origin runs.

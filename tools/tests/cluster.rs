@@ -284,6 +284,32 @@ async fn await_state(
     .expect("the state in time")
 }
 
+/// Waits up to 20 s until `status` (the primary's view of world replication)
+/// shows a standby following: a world's outputs wait for a standby's
+/// acknowledgement only once one follows (until then it runs unreplicated, as
+/// docs/architecture.md says), so a failover scenario starts from there.
+async fn await_following<F, Fut>(status: F, diag: impl Fn() -> String)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Option<serde_json::Value>>,
+{
+    let r = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            let st = status().await;
+            if st
+                .as_ref()
+                .and_then(|s| s["standbys"].as_array())
+                .is_some_and(|a| !a.is_empty())
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(r.is_ok(), "no standby follows the world\n{}", diag());
+}
+
 /// Places `cell` for `c`; its outcome within 20 s.
 async fn place(c: &skylane_client::Client, cell: u8) -> skylane_proto::Outcome {
     let payload = postcard::to_stdvec(&skylane_origin::TttAction::Place { cell }).unwrap();
@@ -334,7 +360,18 @@ fn a_room_fails_over_to_its_standby_through_etcd() {
         let playing = |ws: &skylane_proto::WorldState| ws.phase == WorldPhase::Playing;
         let first = await_state(&mut x, &mut sx, playing).await;
         await_state(&mut o, &mut so, playing).await;
-        // The standby follows from the room's creation; two acknowledged moves.
+        let primary = net
+            .origin_server(&rec.placed_on)
+            .expect("placed on a local origin");
+        await_following(
+            || async {
+                let st = primary.handle().world_status(w).await;
+                st.and_then(|s| serde_json::to_value(s).ok())
+            },
+            String::new,
+        )
+        .await;
+        // Two moves, acknowledged by the standby before they are answered.
         for (c, cell) in [(&x, 0), (&o, 3)] {
             let r = place(c, cell).await;
             assert!(matches!(r, skylane_proto::Outcome::Applied { .. }), "{r:?}");
@@ -635,15 +672,22 @@ fn a_paused_primary_process_steps_down_and_its_late_writes_reach_nobody() {
         let playing = |ws: &skylane_proto::WorldState| ws.phase == WorldPhase::Playing;
         let first = await_state(&mut x, &mut sx, playing).await;
         await_state(&mut o, &mut so, playing).await;
+        let k = origins
+            .iter()
+            .position(|p| p.id == rec.placed_on)
+            .expect("placed on one of the two");
+        let primary = &origins[k];
+        let path = format!("/worlds/{}/status", w.0);
+        await_following(
+            || async { Some(primary.get(&path).await["replication"].clone()) },
+            || logs(&origins),
+        )
+        .await;
         for (c, cell) in [(&x, 0), (&o, 3)] {
             let r = place(c, cell).await;
             assert!(matches!(r, skylane_proto::Outcome::Applied { .. }), "{r:?}");
         }
 
-        let k = origins
-            .iter()
-            .position(|p| p.id == rec.placed_on)
-            .expect("placed on one of the two");
         let old = origins.remove(k);
         let new = origins.pop().unwrap();
         let before = old.get(&format!("/worlds/{}/status", w.0)).await;
