@@ -38,6 +38,8 @@
 //! * `metrics`: Prometheus metrics.
 //! * `config`: operator configuration (file, flags, environment).
 //! * `view`: a client's view rebuilt from keyframes and batches, and the consistency checker.
+//! * `zone`: zones of one world over several origins: the handoff exchange and
+//!   border mirrors, pure ([`Handoffs`], [`MirrorOut`], [`MirrorIn`]).
 
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
@@ -62,6 +64,7 @@ mod shell;
 mod tictactoe;
 mod view;
 mod world;
+mod zone;
 
 pub use admin::{hosted_router, ledger_router, violations_router, worlds_router, CREATE_WAIT};
 pub use anticheat::{
@@ -104,4 +107,8 @@ pub use tictactoe::{
 pub use view::{ArenaView, Mismatch, TttView, ViewError, ViewItem, ViewPlayer};
 pub use world::{
     Ctx, Emit, Emitted, MoveTooLarge, Observation, Rejection, TickCtx, Validator, World,
+};
+pub use zone::{
+    HandoffConfig, HandoffError, HandoffStats, Handoffs, MirrorError, MirrorIn, MirrorOut,
+    ZoneEffect, ZoneOutput, ZoneRecord,
 };

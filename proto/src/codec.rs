@@ -41,6 +41,7 @@ mod sealed {
     impl Sealed for super::LinkMsg {}
     impl Sealed for super::PeerMsg {}
     impl Sealed for crate::repl::ReplMsg {}
+    impl Sealed for crate::zones::ZoneMsg {}
 }
 
 impl WireMessage for ClientMsg {}
@@ -48,6 +49,7 @@ impl WireMessage for ServerMsg {}
 impl WireMessage for LinkMsg {}
 impl WireMessage for crate::repl::ReplMsg {}
 impl WireMessage for PeerMsg {}
+impl WireMessage for crate::zones::ZoneMsg {}
 
 /// Why bytes could not be decoded into a message.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

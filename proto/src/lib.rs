@@ -22,6 +22,7 @@
 //! * [`repl`]: origin-to-origin replication (input log, acknowledgements).
 //! * [`matchmaking`]: the matchmaker's HTTP/JSON API types.
 //! * [`movement`]: movement as latest-wins state (frames, datagrams, their signatures).
+//! * [`zones`]: a world split into static zones, and the zone-to-zone messages (handoffs, mirrors).
 
 // Library code reports errors; tests may unwrap.
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
@@ -46,6 +47,7 @@ pub mod payload;
 pub mod repl;
 pub mod replay;
 pub mod token;
+pub mod zones;
 
 pub use chain::{batch_hash, cosign, ChainError, ChainSigner, ChainVerifier, DEFAULT_SIGN_EVERY};
 pub use class::{ClassSet, Coalescing, Delivery, EventClass, UnknownClass};
