@@ -11,6 +11,8 @@ use skylane_proto::{
     TeamId, WorldId, WorldState,
 };
 
+use skylane_proto::zones::ZoneRecord;
+
 use crate::engine::{Engine, JoinError, Output, ResumeError};
 use crate::journal::JournalError;
 use crate::persist::Persistent;
@@ -60,6 +62,9 @@ pub trait Core: Send + 'static {
     fn state_hash(&self) -> Hash32;
     /// See [`Engine::handle_end`].
     fn handle_end(&mut self, reason: &str);
+    /// See [`Engine::handle_zone`]: a handoff record, durable (journaled
+    /// at once, for a persistent engine) when this returns.
+    fn handle_zone(&mut self, rec: &ZoneRecord) -> Result<(), JournalError>;
     /// See [`Engine::world_state`].
     fn world_state(&self) -> WorldState;
     /// The game's name.
@@ -115,6 +120,10 @@ impl<W: World + Clone + Serialize + DeserializeOwned> Core for Engine<W> {
     }
     fn handle_leave(&mut self, s: SessionId) {
         Self::handle_leave(self, s);
+    }
+    fn handle_zone(&mut self, rec: &ZoneRecord) -> Result<(), JournalError> {
+        Self::handle_zone(self, rec);
+        Ok(())
     }
     fn handle_action(&mut self, s: SessionId, a: Action) {
         Self::handle_action(self, s, a);
@@ -201,6 +210,9 @@ impl<W: World + Clone + Serialize + DeserializeOwned> Core for Persistent<W> {
     }
     fn handle_leave(&mut self, s: SessionId) {
         Self::handle_leave(self, s);
+    }
+    fn handle_zone(&mut self, rec: &ZoneRecord) -> Result<(), JournalError> {
+        Self::handle_zone(self, rec)
     }
     fn handle_action(&mut self, s: SessionId, a: Action) {
         Self::handle_action(self, s, a);

@@ -29,15 +29,13 @@
 //! At the end of the tick each channel's events become one signed, hash-chained
 //! [`EventBatch`], kept in a bounded per-channel history for resumes.
 
-use std::collections::{HashSet, VecDeque};
-use std::sync::Arc;
-
 use rustc_hash::FxHashMap as HashMap;
+use std::collections::{HashSet, VecDeque};
 
 use skylane_proto::{
     Action, ActionResult, ChainSigner, ChannelCursor, ChannelId, EntityId, EntityVersion,
-    EventBatch, EventClass, FeedFrame, Hash32, Keyframe, Outcome, RejectCode, ReplayWindow, Role,
-    SessionId, TeamId, WorldId, WorldPhase, WorldState, REPLAY_WINDOW,
+    EventClass, Hash32, Outcome, RejectCode, ReplayWindow, Role, SessionId, TeamId, WorldId,
+    WorldPhase, REPLAY_WINDOW,
 };
 
 use crate::anticheat::{Detector, DetectorConfig, Enforcement, Violation};
@@ -46,8 +44,13 @@ use crate::lifecycle::{Closed, Lifecycle, LifecycleConfig};
 use crate::world::{Ctx, Emit, Emitted, Rejection, Validator, World};
 
 mod channels;
+mod output;
 mod rooms;
 mod snapshot;
+mod zones;
+
+pub use output::{EngineStats, Output};
+pub use zones::{ZoneSetup, ZoneSetupError};
 
 /// Engine settings.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -138,88 +141,6 @@ pub enum ResumeError {
     },
 }
 
-/// What the engine asks its shell to do.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Output {
-    /// Send an action's result to its session.
-    Result {
-        /// Session.
-        session: SessionId,
-        /// Result.
-        result: ActionResult,
-    },
-    /// Send a channel's batch to every relay with subscribers of it. Shared with the
-    /// resume history, so publishing costs no copy.
-    Batch(Arc<EventBatch>),
-    /// Send a cell's movement states of a tick (latest-wins, signed, not
-    /// chained) to every relay with subscribers of it.
-    Movement(Arc<skylane_proto::MovementFrame>),
-    /// Send a channel's keyframe.
-    Keyframe(Keyframe),
-    /// Tell the session's relay that its channels changed.
-    Subscriptions {
-        /// Session.
-        session: SessionId,
-        /// Added, each with the channel's last sequence number so far (the session
-        /// receives what comes after it).
-        added: Vec<ChannelCursor>,
-        /// Removed.
-        removed: Vec<ChannelId>,
-    },
-    /// A violation was recorded (and enforced if it says so).
-    Violation(Violation),
-    /// Disconnect the session; with a sanction, its player is refused on
-    /// every relay for the sanction's time (a kick's cool-down, a ban).
-    Kick {
-        /// Session.
-        session: SessionId,
-        /// The player (the token's subject).
-        player: String,
-        /// Why.
-        reason: String,
-        /// What keeps the player out, and for how many seconds (0: for good).
-        sanction: Option<(skylane_proto::SanctionKind, u64)>,
-    },
-    /// A frame of the world's public spectator feed, for every relay that asked for
-    /// it (only produced while [`Engine::set_feed`] is on).
-    Feed(Arc<FeedFrame>),
-    /// What the world's economy did in a tick, for the origin's ledger.
-    Ledger {
-        /// The tick.
-        tick: u64,
-        /// Its transactions (ids made unique per world).
-        txs: Vec<crate::ledger::LedgerTx>,
-    },
-    /// The room's lifecycle state changed (phase, or its head count); the shell
-    /// adds the owner's epoch, tells every relay, and publishes it to the
-    /// control plane.
-    Phase(WorldState),
-}
-
-/// Counters since the engine started.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct EngineStats {
-    /// Ticks run.
-    pub ticks: u64,
-    /// Actions applied.
-    pub applied: u64,
-    /// Actions answered with a conflict.
-    pub conflicts: u64,
-    /// Actions rejected.
-    pub rejected: u64,
-    /// Actions refused because the tick already held `max_queue` actions.
-    pub overflowed: u64,
-    /// Events emitted (movement states included).
-    pub events: u64,
-    /// Movement states published (in movement frames, not chained).
-    pub moves: u64,
-    /// Movement states the world tried to emit over
-    /// [`skylane_proto::MAX_MOVE_STATE`] (refused by [`crate::Emit::moved`]).
-    pub moves_refused: u64,
-    /// Violations recorded.
-    pub violations: u64,
-}
-
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct SessionState {
     player: String,
@@ -259,6 +180,8 @@ pub struct EngineSnapshot<W> {
     staged: Vec<Emitted>,
     #[serde(default)]
     life: Option<Lifecycle>,
+    #[serde(default)]
+    zone: Option<Box<zones::ZoneState>>,
 }
 
 /// One world's authoritative state machine.
@@ -287,6 +210,8 @@ pub struct Engine<W: World> {
     stats: EngineStats,
     feed: bool,
     life: Option<Lifecycle>,
+    /// The zone this engine runs, for a zoned world.
+    zone: Option<Box<zones::ZoneState>>,
 }
 
 impl<W: World> std::fmt::Debug for Engine<W> {
@@ -324,6 +249,7 @@ impl<W: World> Engine<W> {
             stats: EngineStats::default(),
             feed: false,
             life: cfg.lifecycle.map(Lifecycle::new),
+            zone: None,
         }
     }
 
@@ -630,6 +556,7 @@ impl<W: World> Engine<W> {
                 self.enforce(v);
             }
         }
+        self.crossings();
     }
 
     fn enforce(&mut self, v: Violation) {
@@ -679,6 +606,16 @@ impl<W: World> Engine<W> {
                 format!("{} sessions cannot act", s.role),
             );
         };
+        if self
+            .zone
+            .as_ref()
+            .is_some_and(|z| z.leaving.contains_key(&avatar))
+        {
+            return Self::reject(
+                RejectCode::Moved,
+                "the avatar is moving to another zone: the action goes there",
+            );
+        }
         if !s.seen.is_new(action.seq) {
             return Self::reject(
                 RejectCode::Replayed,

@@ -357,6 +357,7 @@ pub fn apply_input<W: World>(engine: &mut Engine<W>, input: &Input) {
             },
         ),
         Input::Tick { at_us, .. } => engine.run_tick_at(*at_us),
+        Input::Zone(rec) => engine.handle_zone(rec),
     }
     while engine.poll_output().is_some() {}
 }

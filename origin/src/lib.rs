@@ -77,8 +77,8 @@ pub use arena::{
 pub use config::{merge, ConfigError, OriginConfig};
 pub use core::Core;
 pub use engine::{
-    Engine, EngineConfig, EngineSnapshot, EngineStats, JoinError, Output, ResumeError,
-    IDLE_KEYFRAME_PERIODS,
+    Engine, EngineConfig, EngineSnapshot, EngineStats, JoinError, Output, ResumeError, ZoneSetup,
+    ZoneSetupError, IDLE_KEYFRAME_PERIODS,
 };
 pub use evidence::{
     EvidenceError, Source, ViolationQuery, ViolationRecord, ViolationStore, MAX_QUERY,
@@ -109,6 +109,6 @@ pub use world::{
     Ctx, Emit, Emitted, MoveTooLarge, Observation, Rejection, TickCtx, Validator, World,
 };
 pub use zone::{
-    HandoffConfig, HandoffError, HandoffStats, Handoffs, MirrorError, MirrorIn, MirrorOut,
-    ZoneEffect, ZoneOutput, ZoneRecord,
+    HandoffConfig, HandoffError, HandoffLedger, HandoffStats, Handoffs, MirrorError, MirrorIn,
+    MirrorOut, ZoneOutput,
 };

@@ -215,6 +215,17 @@ where
         self.engine.handle_endow(player, wallet);
     }
 
+    /// See [`Engine::handle_zone`]; the record is written at once (a
+    /// handoff's next step may only happen once it is durable).
+    pub fn handle_zone(
+        &mut self,
+        rec: &skylane_proto::zones::ZoneRecord,
+    ) -> Result<(), JournalError> {
+        self.pending.push(Input::Zone(rec.clone()));
+        self.engine.handle_zone(rec);
+        self.flush()
+    }
+
     /// See [`Engine::handle_leave`].
     pub fn handle_leave(&mut self, session: SessionId) {
         self.pending.push(Input::Leave { session });

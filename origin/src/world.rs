@@ -291,6 +291,54 @@ pub trait World: Send + 'static {
     /// A hash of the whole state (replays compare it tick by tick).
     fn state_hash(&self) -> Hash32;
 
+    /// Zones: confines a new world to one zone of a zoned world. It drops
+    /// what lies outside the zone (`keep(x, y)` is false there: that zone's
+    /// own copy of the world holds it) and makes new entity ids from
+    /// `id_base` on, so ids stay unique across the world's zones. The default
+    /// refuses: a game that cannot be split runs unzoned.
+    fn enter_zone(&mut self, keep: &dyn Fn(f32, f32) -> bool, id_base: u64) -> Result<(), String> {
+        let _ = (keep, id_base);
+        Err(format!("{} cannot be split into zones", self.name()))
+    }
+
+    /// Zones: an entity's whole state as it leaves for another zone
+    /// (whatever goes with it, such as the items an avatar holds). `None`:
+    /// it cannot leave now (the handoff is retried next tick). The default
+    /// never lets an entity leave.
+    fn export_entity(&self, entity: EntityId) -> Option<Payload> {
+        let _ = entity;
+        None
+    }
+
+    /// Zones: whether [`World::import_entity`] would take this state (the
+    /// same checks, without the change): a handoff is only admitted, and
+    /// journaled, when it would. The default refuses.
+    fn check_import(&self, entity: EntityId, state: &[u8]) -> Result<(), String> {
+        let _ = (entity, state);
+        Err(format!("{} cannot be split into zones", self.name()))
+    }
+
+    /// Zones: adds an entity exported by another zone of the same world
+    /// ([`World::export_entity`]). Must refuse (never half-apply) state it
+    /// cannot take: a refusal sends the entity back to its zone. Emits what
+    /// the zone's players need to see of it.
+    fn import_entity(
+        &mut self,
+        entity: EntityId,
+        state: &[u8],
+        tick: u64,
+        out: &mut Emit,
+    ) -> Result<(), String> {
+        let _ = (entity, state, tick, out);
+        Err(format!("{} cannot be split into zones", self.name()))
+    }
+
+    /// Zones: removes an entity that is leaving for another zone (its state
+    /// travels; nothing is dropped and nobody "left" the world).
+    fn remove_entity(&mut self, entity: EntityId) {
+        let _ = entity;
+    }
+
     /// Entities whose state differs between `self` and `other` (a replay names them
     /// when it finds a divergence).
     fn diff(&self, other: &Self) -> Vec<EntityId>

@@ -17,7 +17,7 @@ use crate::payload::Payload;
 use crate::token::Role;
 
 /// Version of the message set; carried in every frame and in [`Hello`].
-pub const PROTOCOL_VERSION: u8 = 5;
+pub const PROTOCOL_VERSION: u8 = 6;
 
 /// QUIC ALPN identifier of this protocol version.
 pub const ALPN: &[u8] = b"skylane/1";
@@ -230,6 +230,10 @@ pub enum RejectCode {
     /// that went through): nothing was applied again. Clients treat it as the
     /// success it was.
     AlreadyApplied,
+    /// The acting avatar is being handed to another zone of a zoned world:
+    /// nothing was applied (its sequence number is not used up), and the
+    /// relay sends the action on to the avatar's new zone. Not a violation.
+    Moved,
 }
 
 /// The outcome of an [`Action`].

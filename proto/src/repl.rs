@@ -84,6 +84,10 @@ pub enum Input {
         /// Items held.
         items: u32,
     },
+    /// A step of a zone handoff (a zoned world's zone): journaled and
+    /// replicated like any input, so recovery and standbys rebuild the same
+    /// entities and the same handoff state.
+    Zone(crate::zones::ZoneRecord),
 }
 
 /// What a standby found when its re-execution disagreed with its primary.

@@ -333,6 +333,11 @@ pub struct EntityTransfer {
     pub state: Payload,
     /// Its version (optimistic concurrency continues from it).
     pub version: u64,
+    /// What the engine carries with an avatar besides the game's state: its
+    /// player's session (id, role, team, the replay window of its action
+    /// sequence numbers), opaque to the game; empty for other entities.
+    #[serde(default)]
+    pub session: Payload,
 }
 
 /// A read-only copy of an entity near a border, for the neighbouring zone.
@@ -405,6 +410,81 @@ pub enum ZoneMsg {
         /// Entities no longer mirrored to the receiver.
         remove: Vec<EntityId>,
     },
+}
+
+/// A journaled step of a handoff: the durable record both sides keep.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ZoneRecord {
+    /// Source: the entity leaves towards `id.to`, frozen from now on.
+    Out {
+        /// The handoff.
+        id: HandoffId,
+        /// The entity as it leaves.
+        transfer: EntityTransfer,
+    },
+    /// Source: the target owns it; it is removed here.
+    Commit {
+        /// The handoff.
+        id: HandoffId,
+        /// The entity that left.
+        entity: EntityId,
+    },
+    /// Source: the target refused it; it is active here again.
+    Abort {
+        /// The handoff.
+        id: HandoffId,
+        /// The entity that stays.
+        entity: EntityId,
+    },
+    /// Target: the entity is imported and owned here.
+    In {
+        /// The handoff.
+        id: HandoffId,
+        /// The entity as it arrived.
+        transfer: EntityTransfer,
+    },
+    /// Target: refused.
+    Refused {
+        /// The handoff.
+        id: HandoffId,
+        /// Why.
+        reason: String,
+    },
+    /// Target: the source will never re-send ids from `from` below `low`.
+    Low {
+        /// The source zone.
+        from: ZoneIdx,
+        /// Its watermark.
+        low: u64,
+    },
+}
+
+/// What applying a [`ZoneRecord`] does to the zone's world.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ZoneEffect<'a> {
+    /// Freeze the entity: no action applies to it.
+    Freeze(EntityId),
+    /// Add the entity (state, position, version, and its player's session).
+    Import(&'a EntityTransfer),
+    /// Remove the entity (its frozen copy).
+    Remove(EntityId),
+    /// Unfreeze the entity: it stays.
+    Unfreeze(EntityId),
+    /// Nothing in the world changes.
+    None,
+}
+
+impl ZoneRecord {
+    /// What the engine does to its world when it applies this record.
+    pub fn effect(&self) -> ZoneEffect<'_> {
+        match self {
+            Self::Out { transfer, .. } => ZoneEffect::Freeze(transfer.entity),
+            Self::In { transfer, .. } => ZoneEffect::Import(transfer),
+            Self::Commit { entity, .. } => ZoneEffect::Remove(*entity),
+            Self::Abort { entity, .. } => ZoneEffect::Unfreeze(*entity),
+            Self::Refused { .. } | Self::Low { .. } => ZoneEffect::None,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -480,6 +480,80 @@ impl World for Arena {
         out.into_iter().collect()
     }
 
+    fn enter_zone(&mut self, keep: &dyn Fn(f32, f32) -> bool, id_base: u64) -> Result<(), String> {
+        if !self.players.is_empty() {
+            return Err("a world is split into zones before anyone joins".into());
+        }
+        self.items
+            .retain(|_, i| i.holder.is_some() || keep(i.x, i.y));
+        self.next_entity = self.next_entity.max(id_base);
+        Ok(())
+    }
+
+    /// A player leaves its zone with the items it holds. Not while it is a
+    /// party to an open offer (the offer would be half here, half there):
+    /// the handoff waits until the offer closes (accepted, declined or
+    /// expired).
+    fn export_entity(&self, entity: EntityId) -> Option<Payload> {
+        let p = self.players.get(&entity)?;
+        if self
+            .offers
+            .values()
+            .any(|o| o.from == entity || o.to == entity)
+        {
+            return None;
+        }
+        let items: Vec<(EntityId, &Item)> = p
+            .items
+            .iter()
+            .filter_map(|i| self.items.get(i).map(|it| (*i, it)))
+            .collect();
+        postcard::to_stdvec(&(p, items)).ok().map(Payload::from)
+    }
+
+    fn check_import(&self, entity: EntityId, state: &[u8]) -> Result<(), String> {
+        self.decode_import(entity, state).map(drop)
+    }
+
+    fn import_entity(
+        &mut self,
+        entity: EntityId,
+        state: &[u8],
+        _tick: u64,
+        out: &mut Emit,
+    ) -> Result<(), String> {
+        let (p, items) = self.decode_import(entity, state)?;
+        let channel = self.announce_on(p.x, p.y);
+        out.push(
+            channel,
+            EventClass::State,
+            Some(entity),
+            ArenaEvent::Spawned {
+                entity,
+                player: p.name.clone(),
+                x: p.x,
+                y: p.y,
+                team: p.team,
+                hp: p.hp,
+                coins: p.coins,
+                version: p.version,
+                items: p.items.iter().copied().collect(),
+            }
+            .payload(),
+        );
+        self.items.extend(items);
+        self.players.insert(entity, p);
+        Ok(())
+    }
+
+    fn remove_entity(&mut self, entity: EntityId) {
+        if let Some(p) = self.players.remove(&entity) {
+            for i in &p.items {
+                self.items.remove(i);
+            }
+        }
+    }
+
     fn state_hash(&self) -> Hash32 {
         let mut h = Sha256::new();
         h.update(b"skylane/arena/1");

@@ -195,6 +195,30 @@ impl Arena {
         self.players.iter()
     }
 
+    /// A player arriving from another zone, checked: it decodes, neither it
+    /// nor its items exist here, and it brings exactly the items it holds.
+    pub(super) fn decode_import(
+        &self,
+        entity: EntityId,
+        state: &[u8],
+    ) -> Result<(Player, Vec<(EntityId, Item)>), String> {
+        let (p, items): (Player, Vec<(EntityId, Item)>) =
+            postcard::from_bytes(state).map_err(|e| format!("not an arena player: {e}"))?;
+        if self.players.contains_key(&entity)
+            || items.iter().any(|(i, _)| self.items.contains_key(i))
+        {
+            return Err(format!("{entity:?} or its items exist here already"));
+        }
+        let whole = items.len() == p.items.len()
+            && items
+                .iter()
+                .all(|(i, it)| p.items.contains(i) && it.holder == Some(entity));
+        if !whole {
+            return Err(format!("{entity:?} arrived without the items it holds"));
+        }
+        Ok((p, items))
+    }
+
     /// Total coins of all players (conserved by trades).
     pub fn total_coins(&self) -> u64 {
         self.players.values().map(|p| p.coins).sum()

@@ -45,6 +45,7 @@ impl<W: World> Engine<W> {
             applied: self.applied.clone(),
             staged: self.staged.clone(),
             life: self.life.clone(),
+            zone: self.zone.clone(),
         }
     }
 
@@ -94,6 +95,7 @@ impl<W: World> Engine<W> {
             life: snap
                 .life
                 .or_else(|| cfg.lifecycle.map(crate::lifecycle::Lifecycle::new)),
+            zone: snap.zone,
             stats: EngineStats::default(),
             feed: false,
         }

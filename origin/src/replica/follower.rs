@@ -151,6 +151,7 @@ impl Follower {
                 Input::Leave { session } => self.core.handle_leave(session),
                 Input::Action { session, action } => self.core.handle_action(session, action),
                 Input::End { reason } => self.core.handle_end(&reason),
+                Input::Zone(rec) => self.core.handle_zone(&rec)?,
                 Input::Endow {
                     player,
                     coins,

@@ -106,6 +106,10 @@ impl Core for Recorder {
         self.record(Input::Leave { session });
         self.inner.handle_leave(session);
     }
+    fn handle_zone(&mut self, rec: &skylane_proto::zones::ZoneRecord) -> Result<(), JournalError> {
+        self.record(Input::Zone(rec.clone()));
+        self.inner.handle_zone(rec)
+    }
     fn handle_action(&mut self, session: SessionId, action: Action) {
         self.record(Input::Action {
             session,

@@ -745,6 +745,10 @@ impl Actor {
                 }
                 Output::Violation(v) => self.violation(&v),
                 Output::Ledger { tick, txs } => self.ledger(tick, &txs),
+                // Zoned worlds are not served by this shell yet (the world
+                // spec has no zones to create one with): an unzoned engine
+                // never reports these.
+                Output::Crossing { .. } | Output::SessionMoved { .. } => {}
                 Output::Phase(mut ws) => {
                     ws.epoch = self.epoch;
                     info!(world = %ws.world, phase = ?ws.phase, players = ws.players, result = ?ws.result, "world phase");

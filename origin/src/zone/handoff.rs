@@ -34,8 +34,9 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
-
-use skylane_proto::zones::{EntityTransfer, HandoffId, ZoneIdx, ZoneMsg, MAX_ZONE_STATE};
+use skylane_proto::zones::{
+    EntityTransfer, HandoffId, ZoneIdx, ZoneMsg, ZoneRecord, MAX_ZONE_STATE,
+};
 use skylane_proto::{EntityId, WorldId};
 
 /// Limits and timers of the handoff exchange.
@@ -84,81 +85,6 @@ pub enum HandoffError {
     WrongZone(ZoneIdx, ZoneIdx),
 }
 
-/// A journaled step of a handoff: the durable record both sides keep.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum ZoneRecord {
-    /// Source: the entity leaves towards `id.to`, frozen from now on.
-    Out {
-        /// The handoff.
-        id: HandoffId,
-        /// The entity as it leaves.
-        transfer: EntityTransfer,
-    },
-    /// Source: the target owns it; it is removed here.
-    Commit {
-        /// The handoff.
-        id: HandoffId,
-        /// The entity that left.
-        entity: EntityId,
-    },
-    /// Source: the target refused it; it is active here again.
-    Abort {
-        /// The handoff.
-        id: HandoffId,
-        /// The entity that stays.
-        entity: EntityId,
-    },
-    /// Target: the entity is imported and owned here.
-    In {
-        /// The handoff.
-        id: HandoffId,
-        /// The entity as it arrived.
-        transfer: EntityTransfer,
-    },
-    /// Target: refused.
-    Refused {
-        /// The handoff.
-        id: HandoffId,
-        /// Why.
-        reason: String,
-    },
-    /// Target: the source will never re-send ids from `from` below `low`.
-    Low {
-        /// The source zone.
-        from: ZoneIdx,
-        /// Its watermark.
-        low: u64,
-    },
-}
-
-/// What applying a [`ZoneRecord`] does to the zone's world.
-#[derive(Debug, Clone, PartialEq)]
-pub enum ZoneEffect<'a> {
-    /// Freeze the entity: no action applies to it.
-    Freeze(EntityId),
-    /// Add the entity (state, position, version, and its player's session).
-    Import(&'a EntityTransfer),
-    /// Remove the entity (its frozen copy).
-    Remove(EntityId),
-    /// Unfreeze the entity: it stays.
-    Unfreeze(EntityId),
-    /// Nothing in the world changes.
-    None,
-}
-
-impl ZoneRecord {
-    /// What the engine does to its world when it applies this record.
-    pub fn effect(&self) -> ZoneEffect<'_> {
-        match self {
-            Self::Out { transfer, .. } => ZoneEffect::Freeze(transfer.entity),
-            Self::In { transfer, .. } => ZoneEffect::Import(transfer),
-            Self::Commit { entity, .. } => ZoneEffect::Remove(*entity),
-            Self::Abort { entity, .. } => ZoneEffect::Unfreeze(*entity),
-            Self::Refused { .. } | Self::Low { .. } => ZoneEffect::None,
-        }
-    }
-}
-
 /// One output, in order.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ZoneOutput {
@@ -196,29 +122,120 @@ pub struct HandoffStats {
     pub forgotten_early: u64,
 }
 
-/// A handoff out and unanswered.
-#[derive(Debug, Clone)]
-struct Leaving {
-    transfer: EntityTransfer,
+/// What a zone's handoff records add up to: everything [`Handoffs`] needs
+/// to recover (the engine keeps one, applying each record it is fed, so its
+/// snapshots carry it; [`Handoffs::recover`] starts from it).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct HandoffLedger {
+    /// The next sequence number towards each target.
+    next_seq: BTreeMap<ZoneIdx, u64>,
+    /// Handoffs out and unanswered.
+    leaving: BTreeMap<HandoffId, EntityTransfer>,
+    /// What this zone answered each source, for duplicates.
+    answered: BTreeMap<ZoneIdx, Answered>,
+    /// Answered ids remembered per source at most (0: unbounded); the oldest
+    /// go first.
+    #[serde(default)]
+    max_remembered: usize,
+    /// Answered ids forgotten early because of that bound.
+    #[serde(default)]
+    forgotten_early: u64,
+}
+
+/// The target's memory of one source zone.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+struct Answered {
+    /// Ids below this are never re-sent.
+    low: u64,
+    /// seq → the verdict given, for answering duplicates.
+    ids: BTreeMap<u64, Verdict>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+enum Verdict {
+    In,
+    Refused(String),
+}
+
+impl HandoffLedger {
+    /// An empty ledger remembering at most `max_remembered` answered ids per
+    /// source.
+    pub fn new(max_remembered: usize) -> Self {
+        Self {
+            max_remembered,
+            ..Self::default()
+        }
+    }
+
+    /// Applies one record (in journal order).
+    pub fn apply(&mut self, r: &ZoneRecord) {
+        match r {
+            ZoneRecord::Out { id, transfer } => {
+                let next = self.next_seq.entry(id.to).or_default();
+                *next = (*next).max(id.seq + 1);
+                self.leaving.insert(*id, transfer.clone());
+            }
+            ZoneRecord::Commit { id, .. } | ZoneRecord::Abort { id, .. } => {
+                self.leaving.remove(id);
+            }
+            ZoneRecord::In { id, .. } => self.remember(*id, Verdict::In),
+            ZoneRecord::Refused { id, reason } => {
+                self.remember(*id, Verdict::Refused(reason.clone()));
+            }
+            ZoneRecord::Low { from, low } => {
+                let a = self.answered.entry(*from).or_default();
+                a.low = a.low.max(*low);
+                a.ids = a.ids.split_off(&a.low);
+            }
+        }
+    }
+
+    fn remember(&mut self, id: HandoffId, v: Verdict) {
+        let a = self.answered.entry(id.from).or_default();
+        if id.seq < a.low {
+            return;
+        }
+        a.ids.insert(id.seq, v);
+        while self.max_remembered > 0 && a.ids.len() > self.max_remembered {
+            a.ids.pop_first();
+            self.forgotten_early += 1;
+        }
+    }
+
+    /// The entity of an unanswered handoff out of this zone.
+    pub fn leaving(&self) -> impl Iterator<Item = (HandoffId, &EntityTransfer)> {
+        self.leaving.iter().map(|(id, t)| (*id, t))
+    }
+
+    /// Whether this zone journaled `In` for `id` (it took the entity), as
+    /// long as it remembers the id (until the source's watermark passes it,
+    /// which it only does once it committed).
+    pub fn took(&self, id: HandoffId) -> bool {
+        self.verdict(id) == Some(&Verdict::In)
+    }
+
+    /// Answered ids remembered, in all.
+    pub fn remembered(&self) -> usize {
+        self.answered.values().map(|a| a.ids.len()).sum()
+    }
+
+    fn low_of(&self, from: ZoneIdx) -> u64 {
+        self.answered.get(&from).map_or(0, |a| a.low)
+    }
+
+    fn verdict(&self, id: HandoffId) -> Option<&Verdict> {
+        self.answered.get(&id.from)?.ids.get(&id.seq)
+    }
+}
+
+/// Re-send timing of an unanswered handoff (not journaled: a recovered zone
+/// re-sends at once).
+#[derive(Debug, Clone, Copy)]
+struct Timer {
     /// When it is re-sent next (ms).
     due: u64,
     /// Re-sends so far.
     attempts: u32,
-}
-
-/// The target's memory of one source zone.
-#[derive(Debug, Clone, Default)]
-struct Answered {
-    /// Ids below this are never re-sent.
-    low: u64,
-    /// seq → the verdict given (true: `In`), for answering duplicates.
-    ids: BTreeMap<u64, Verdict>,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-enum Verdict {
-    In,
-    Refused(String),
 }
 
 /// The handoff state of one zone.
@@ -227,10 +244,9 @@ pub struct Handoffs {
     world: WorldId,
     me: ZoneIdx,
     cfg: HandoffConfig,
-    next_seq: BTreeMap<ZoneIdx, u64>,
-    leaving: BTreeMap<HandoffId, Leaving>,
+    ledger: HandoffLedger,
+    timers: BTreeMap<HandoffId, Timer>,
     by_entity: HashMap<EntityId, HandoffId>,
-    answered: BTreeMap<ZoneIdx, Answered>,
     out: VecDeque<ZoneOutput>,
     stats: HandoffStats,
 }
@@ -238,61 +254,47 @@ pub struct Handoffs {
 impl Handoffs {
     /// A zone with no handoff history.
     pub fn new(world: WorldId, me: ZoneIdx, cfg: HandoffConfig) -> Self {
-        Self {
-            world,
-            me,
-            cfg,
-            next_seq: BTreeMap::new(),
-            leaving: BTreeMap::new(),
-            by_entity: HashMap::new(),
-            answered: BTreeMap::new(),
-            out: VecDeque::new(),
-            stats: HandoffStats::default(),
-        }
+        Self::recover(world, me, cfg, 0, HandoffLedger::new(cfg.max_remembered))
     }
 
-    /// Rebuilds a zone's state from its journaled records, in order (after a
+    /// A zone's state rebuilt from what its records added up to (after a
     /// crash, or on a standby taking the zone over). Unanswered handoffs are
     /// re-sent at once.
-    pub fn recover<'a>(
+    pub fn recover(
         world: WorldId,
         me: ZoneIdx,
         cfg: HandoffConfig,
         now_ms: u64,
-        records: impl IntoIterator<Item = &'a ZoneRecord>,
+        mut ledger: HandoffLedger,
     ) -> Self {
-        let mut s = Self::new(world, me, cfg);
-        for r in records {
-            s.replay(r, now_ms);
-        }
-        s
-    }
-
-    fn replay(&mut self, r: &ZoneRecord, now_ms: u64) {
-        match r {
-            ZoneRecord::Out { id, transfer } => {
-                let next = self.next_seq.entry(id.to).or_default();
-                *next = (*next).max(id.seq + 1);
-                self.by_entity.insert(transfer.entity, *id);
-                self.leaving.insert(
+        ledger.max_remembered = cfg.max_remembered;
+        let timers = ledger
+            .leaving
+            .keys()
+            .map(|id| {
+                (
                     *id,
-                    Leaving {
-                        transfer: transfer.clone(),
+                    Timer {
                         due: now_ms,
                         attempts: 0,
                     },
-                );
-            }
-            ZoneRecord::Commit { id, .. } | ZoneRecord::Abort { id, .. } => {
-                if let Some(l) = self.leaving.remove(id) {
-                    self.by_entity.remove(&l.transfer.entity);
-                }
-            }
-            ZoneRecord::In { id, .. } => self.remember(*id, Verdict::In),
-            ZoneRecord::Refused { id, reason } => {
-                self.remember(*id, Verdict::Refused(reason.clone()));
-            }
-            ZoneRecord::Low { from, low } => self.advance_low(*from, *low),
+                )
+            })
+            .collect();
+        let by_entity = ledger
+            .leaving
+            .iter()
+            .map(|(id, t)| (t.entity, *id))
+            .collect();
+        Self {
+            world,
+            me,
+            cfg,
+            ledger,
+            timers,
+            by_entity,
+            out: VecDeque::new(),
+            stats: HandoffStats::default(),
         }
     }
 
@@ -303,7 +305,10 @@ impl Handoffs {
 
     /// Counters so far.
     pub fn stats(&self) -> HandoffStats {
-        self.stats
+        HandoffStats {
+            forgotten_early: self.ledger.forgotten_early,
+            ..self.stats
+        }
     }
 
     /// Whether `entity` is frozen here (leaving, unanswered).
@@ -313,7 +318,13 @@ impl Handoffs {
 
     /// The handoffs out and unanswered.
     pub fn leaving(&self) -> impl Iterator<Item = (HandoffId, &EntityTransfer)> {
-        self.leaving.iter().map(|(id, l)| (*id, &l.transfer))
+        self.ledger.leaving()
+    }
+
+    /// Journals `rec`: it is applied here and output, in order.
+    fn journal(&mut self, rec: ZoneRecord) {
+        self.ledger.apply(&rec);
+        self.out.push_back(ZoneOutput::Journal(rec));
     }
 
     /// Starts handing `transfer` to zone `to`: journals `Out` (the entity is
@@ -333,30 +344,23 @@ impl Handoffs {
         if transfer.state.len() > MAX_ZONE_STATE {
             return Err(HandoffError::TooLarge(transfer.state.len()));
         }
-        if self.leaving.len() >= self.cfg.max_leaving {
-            return Err(HandoffError::TooMany(self.leaving.len()));
+        if self.ledger.leaving.len() >= self.cfg.max_leaving {
+            return Err(HandoffError::TooMany(self.ledger.leaving.len()));
         }
-        let next = self.next_seq.entry(to).or_default();
         let id = HandoffId {
             from: self.me,
             to,
-            seq: *next,
+            seq: self.ledger.next_seq.get(&to).copied().unwrap_or(0),
         };
-        *next += 1;
-        let rec = ZoneRecord::Out {
-            id,
-            transfer: transfer.clone(),
-        };
-        self.out.push_back(ZoneOutput::Journal(rec));
         self.by_entity.insert(transfer.entity, id);
-        self.leaving.insert(
+        self.timers.insert(
             id,
-            Leaving {
-                transfer,
+            Timer {
                 due: now_ms + self.cfg.resend_ms,
                 attempts: 0,
             },
         );
+        self.journal(ZoneRecord::Out { id, transfer });
         self.send_out(id);
         self.stats.started += 1;
         Ok(id)
@@ -364,34 +368,30 @@ impl Handoffs {
 
     /// The lowest sequence towards `to` not yet answered (or the next one).
     fn low(&self, to: ZoneIdx) -> u64 {
-        self.leaving
-            .range(
-                HandoffId {
-                    from: self.me,
-                    to,
-                    seq: 0,
-                }..=HandoffId {
-                    from: self.me,
-                    to,
-                    seq: u64::MAX,
-                },
-            )
-            .next()
-            .map_or_else(
-                || self.next_seq.get(&to).copied().unwrap_or(0),
-                |(id, _)| id.seq,
-            )
+        let first = HandoffId {
+            from: self.me,
+            to,
+            seq: 0,
+        };
+        let last = HandoffId {
+            seq: u64::MAX,
+            ..first
+        };
+        self.ledger.leaving.range(first..=last).next().map_or_else(
+            || self.ledger.next_seq.get(&to).copied().unwrap_or(0),
+            |(id, _)| id.seq,
+        )
     }
 
     fn send_out(&mut self, id: HandoffId) {
-        let Some(l) = self.leaving.get(&id) else {
+        let Some(t) = self.ledger.leaving.get(&id) else {
             return;
         };
         let msg = ZoneMsg::Out {
             world: self.world,
             id,
             low: self.low(id.to),
-            transfer: l.transfer.clone(),
+            transfer: t.clone(),
         };
         self.out.push_back(ZoneOutput::Send { to: id.to, msg });
     }
@@ -438,55 +438,46 @@ impl Handoffs {
         transfer: &EntityTransfer,
         admit: impl FnOnce(&EntityTransfer) -> Result<(), String>,
     ) {
-        let known = self
-            .answered
-            .get(&id.from)
-            .map(|a| (a.low, a.ids.get(&id.seq).cloned()));
-        let verdict = match known {
-            Some((_, Some(v))) => {
-                self.stats.duplicates += 1;
-                v
+        let verdict = if let Some(v) = self.ledger.verdict(id).cloned() {
+            self.stats.duplicates += 1;
+            v
+        } else if id.seq < self.ledger.low_of(id.from) {
+            // Answered and committed long ago: the source moved on.
+            self.stats.stale += 1;
+            return;
+        } else {
+            // Only an entity's owner hands it off: a copy frozen here from an
+            // earlier handoff of it is stale (that handoff was taken), so it
+            // is committed before the entity comes back.
+            if let Some(old) = self.by_entity.get(&transfer.entity).copied() {
+                self.on_answer(old, None);
             }
-            Some((l, None)) if id.seq < l => {
-                // Answered and committed long ago: the source moved on.
-                self.stats.stale += 1;
-                return;
-            }
-            _ => {
-                // Only an entity's owner hands it off: a copy frozen here
-                // from an earlier handoff of it is stale (that handoff was
-                // taken), so it is committed before the entity comes back.
-                if let Some(old) = self.by_entity.get(&transfer.entity).copied() {
-                    self.on_answer(old, None);
+            let v = match admit(transfer) {
+                Ok(()) if transfer.state.len() <= MAX_ZONE_STATE => Verdict::In,
+                Ok(()) => Verdict::Refused(format!(
+                    "entity state of {} bytes exceeds {MAX_ZONE_STATE}",
+                    transfer.state.len()
+                )),
+                Err(reason) => Verdict::Refused(reason),
+            };
+            let rec = match &v {
+                Verdict::In => {
+                    self.stats.imported += 1;
+                    ZoneRecord::In {
+                        id,
+                        transfer: transfer.clone(),
+                    }
                 }
-                let v = match admit(transfer) {
-                    Ok(()) if transfer.state.len() <= MAX_ZONE_STATE => Verdict::In,
-                    Ok(()) => Verdict::Refused(format!(
-                        "entity state of {} bytes exceeds {MAX_ZONE_STATE}",
-                        transfer.state.len()
-                    )),
-                    Err(reason) => Verdict::Refused(reason),
-                };
-                let rec = match &v {
-                    Verdict::In => {
-                        self.stats.imported += 1;
-                        ZoneRecord::In {
-                            id,
-                            transfer: transfer.clone(),
-                        }
+                Verdict::Refused(reason) => {
+                    self.stats.refused += 1;
+                    ZoneRecord::Refused {
+                        id,
+                        reason: reason.clone(),
                     }
-                    Verdict::Refused(reason) => {
-                        self.stats.refused += 1;
-                        ZoneRecord::Refused {
-                            id,
-                            reason: reason.clone(),
-                        }
-                    }
-                };
-                self.out.push_back(ZoneOutput::Journal(rec));
-                self.remember(id, v.clone());
-                v
-            }
+                }
+            };
+            self.journal(rec);
+            v
         };
         let msg = match verdict {
             Verdict::In => ZoneMsg::In {
@@ -504,7 +495,7 @@ impl Handoffs {
     }
 
     fn on_answer(&mut self, id: HandoffId, refused: Option<&String>) {
-        if !self.leaving.contains_key(&id) {
+        let Some(entity) = self.ledger.leaving.get(&id).map(|t| t.entity) else {
             // Answered before (a duplicate answer) or committed before a
             // crash: say so again so the target can forget it.
             self.stats.stale += 1;
@@ -512,21 +503,15 @@ impl Handoffs {
                 self.send_commit(id);
             }
             return;
-        }
-        let Some(l) = self.leaving.remove(&id) else {
-            return;
         };
-        let entity = l.transfer.entity;
         self.by_entity.remove(&entity);
-        let rec = if refused.is_some() {
+        self.timers.remove(&id);
+        if refused.is_some() {
             self.stats.aborted += 1;
-            ZoneRecord::Abort { id, entity }
+            self.journal(ZoneRecord::Abort { id, entity });
         } else {
             self.stats.committed += 1;
-            ZoneRecord::Commit { id, entity }
-        };
-        self.out.push_back(ZoneOutput::Journal(rec));
-        if refused.is_none() {
+            self.journal(ZoneRecord::Commit { id, entity });
             self.send_commit(id);
         }
     }
@@ -540,48 +525,26 @@ impl Handoffs {
         self.out.push_back(ZoneOutput::Send { to: id.to, msg });
     }
 
-    fn remember(&mut self, id: HandoffId, v: Verdict) {
-        let a = self.answered.entry(id.from).or_default();
-        if id.seq < a.low {
-            return;
-        }
-        a.ids.insert(id.seq, v);
-        while a.ids.len() > self.cfg.max_remembered {
-            a.ids.pop_first();
-            self.stats.forgotten_early += 1;
-        }
-    }
-
     /// The source says it never re-sends ids below `low`: journal it (so a
-    /// recovered target forgets them too) and forget them.
+    /// recovered target forgets them too).
     fn raise_low(&mut self, from: ZoneIdx, low: u64) {
-        let cur = self.answered.get(&from).map_or(0, |a| a.low);
-        if low > cur {
-            self.out
-                .push_back(ZoneOutput::Journal(ZoneRecord::Low { from, low }));
-            self.advance_low(from, low);
+        if low > self.ledger.low_of(from) {
+            self.journal(ZoneRecord::Low { from, low });
         }
-    }
-
-    fn advance_low(&mut self, from: ZoneIdx, low: u64) {
-        let a = self.answered.entry(from).or_default();
-        a.low = a.low.max(low);
-        a.ids = a.ids.split_off(&a.low);
     }
 
     /// Re-sends `Out`s whose answer is overdue (backoff doubling to 8x).
     pub fn handle_timeout(&mut self, now_ms: u64) {
         let due: Vec<HandoffId> = self
-            .leaving
+            .timers
             .iter()
-            .filter(|(_, l)| l.due <= now_ms)
+            .filter(|(_, t)| t.due <= now_ms)
             .map(|(id, _)| *id)
             .collect();
         for id in due {
-            if let Some(l) = self.leaving.get_mut(&id) {
-                l.attempts += 1;
-                let backoff = self.cfg.resend_ms << l.attempts.min(3);
-                l.due = now_ms + backoff;
+            if let Some(t) = self.timers.get_mut(&id) {
+                t.attempts += 1;
+                t.due = now_ms + (self.cfg.resend_ms << t.attempts.min(3));
             }
             self.stats.resent += 1;
             self.send_out(id);
@@ -590,7 +553,7 @@ impl Handoffs {
 
     /// When [`Handoffs::handle_timeout`] has something to do next.
     pub fn poll_timeout(&self) -> Option<u64> {
-        self.leaving.values().map(|l| l.due).min()
+        self.timers.values().map(|t| t.due).min()
     }
 
     /// The next output, in order.
@@ -600,7 +563,12 @@ impl Handoffs {
 
     /// Answered ids remembered (for the bound's tests and status).
     pub fn remembered(&self) -> usize {
-        self.answered.values().map(|a| a.ids.len()).sum()
+        self.ledger.remembered()
+    }
+
+    /// The ledger (what the records so far add up to).
+    pub fn ledger(&self) -> &HandoffLedger {
+        &self.ledger
     }
 }
 

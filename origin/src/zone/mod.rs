@@ -13,7 +13,5 @@
 mod handoff;
 mod mirror;
 
-pub use handoff::{
-    HandoffConfig, HandoffError, HandoffStats, Handoffs, ZoneEffect, ZoneOutput, ZoneRecord,
-};
+pub use handoff::{HandoffConfig, HandoffError, HandoffLedger, HandoffStats, Handoffs, ZoneOutput};
 pub use mirror::{MirrorError, MirrorIn, MirrorOut};

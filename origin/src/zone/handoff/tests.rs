@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use proptest::prelude::*;
-use skylane_proto::zones::{EntityTransfer, HandoffId, ZoneIdx, ZoneMsg};
+use skylane_proto::zones::{EntityTransfer, HandoffId, ZoneEffect, ZoneIdx, ZoneMsg, ZoneRecord};
 use skylane_proto::{EntityId, Payload, WorldId};
 
 use super::*;
@@ -18,6 +18,7 @@ fn transfer(e: u64, n: u64) -> EntityTransfer {
         pos: (0.0, 0.0),
         state: Payload::from(n.to_le_bytes().to_vec()),
         version: n,
+        session: Payload::default(),
     }
 }
 
@@ -98,7 +99,11 @@ impl Node {
                 SimRec::Move(_) => None,
             })
             .collect();
-        self.h = Handoffs::recover(W, self.h.zone(), cfg(), now, &zr);
+        let mut ledger = HandoffLedger::default();
+        for r in &zr {
+            ledger.apply(r);
+        }
+        self.h = Handoffs::recover(W, self.h.zone(), cfg(), now, ledger);
     }
 
     fn admit(&self) -> impl FnOnce(&EntityTransfer) -> Result<(), String> {

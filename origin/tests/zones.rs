@@ -1,0 +1,690 @@
+//! Zones at the engine level: one arena world split over zones, each a
+//! journaled (`Persistent`) engine with its own handoff core, wired by an
+//! in-memory link with latency, loss and partitions in simulated time. What
+//! this proves: avatars that cross a border (with hysteresis) move to the
+//! neighbouring zone exactly once, with their session (replay window,
+//! channels); a crash of either side at each step of the handoff leaves each
+//! avatar in exactly one zone after recovery; a partition freezes the avatar
+//! at its source until it heals; actions sent while it moves are answered
+//! `Moved` and applied once at the new zone.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use skylane_origin::*;
+use skylane_proto::zones::{HandoffId, ZoneIdx, ZoneLayout, ZoneMsg, ZoneRecord};
+use skylane_proto::{
+    Action, ChainSigner, EntityId, EventClass, Outcome, RejectCode, Role, SessionId, WorldId,
+};
+
+const KEY: [u8; 32] = [9; 32];
+const W: WorldId = WorldId(77);
+const TICK_US: u64 = 1_000_000 / 30;
+/// Hysteresis of the handoff (map units).
+const H: f32 = 10.0;
+
+fn arena_cfg() -> ArenaConfig {
+    ArenaConfig {
+        // Fast walkers: 20 units a tick.
+        max_speed: 600.0,
+        items: 40,
+        ..ArenaConfig::default()
+    }
+}
+
+/// A step of the handoff to crash a zone at.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum CrashAt {
+    /// The source, right after journaling `Out` (before sending it).
+    SourceAfterOut,
+    /// The target, right after journaling `In` (before answering).
+    TargetAfterIn,
+    /// The source, with the answer in hand, before journaling `Commit`.
+    SourceBeforeCommit,
+    /// The source, right after journaling `Commit` (before telling the target).
+    SourceAfterCommit,
+}
+
+struct Zone {
+    dir: PathBuf,
+    /// `None` only for the instant of a crash.
+    core: Option<Persistent<Arena>>,
+    handoffs: Handoffs,
+}
+
+impl Zone {
+    fn core(&self) -> &Persistent<Arena> {
+        self.core.as_ref().expect("running")
+    }
+
+    fn core_mut(&mut self) -> &mut Persistent<Arena> {
+        self.core.as_mut().expect("running")
+    }
+
+    fn engine(&self) -> &Engine<Arena> {
+        self.core().engine()
+    }
+}
+
+struct Net {
+    _tmp: tempfile::TempDir,
+    layout: ZoneLayout,
+    zones: Vec<Zone>,
+    /// (deliver at ms, to, message)
+    wire: Vec<(u64, ZoneIdx, ZoneMsg)>,
+    now_ms: u64,
+    latency_ms: u64,
+    partitioned: bool,
+    crash: Option<CrashAt>,
+    crashes: u32,
+    /// When each handoff's `Out` was journaled (ms).
+    outs: BTreeMap<HandoffId, u64>,
+    /// Out journaled → In journaled at the target, per handoff (ms).
+    latencies: Vec<u64>,
+    /// Handoffs started per entity.
+    handoffs_of: BTreeMap<EntityId, u32>,
+    /// Answers to actions, in order.
+    results: Vec<(SessionId, u64, Outcome)>,
+    /// Sessions that moved: (session, to).
+    moved: Vec<(SessionId, ZoneIdx)>,
+}
+
+fn handoff_cfg() -> HandoffConfig {
+    HandoffConfig {
+        resend_ms: 20,
+        ..HandoffConfig::default()
+    }
+}
+
+impl Net {
+    /// `nx` × `ny` zones over the arena's 10 × 10 cells.
+    fn new(nx: u16, ny: u16) -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        let arena = Arena::new(arena_cfg());
+        let grid = arena.grid();
+        let layout = ZoneLayout::even(grid.cols(), grid.rows(), grid.cell, nx, ny).unwrap();
+        let zones = layout
+            .zones()
+            .map(|z| {
+                let mut engine = Engine::new(
+                    Arena::new(arena_cfg()),
+                    grid,
+                    EngineConfig::new(W),
+                    ChainSigner::from_bytes(&KEY),
+                    0,
+                );
+                engine
+                    .enter_zone(ZoneSetup {
+                        layout: layout.clone(),
+                        zone: z,
+                        hysteresis: H,
+                    })
+                    .unwrap();
+                let dir = tmp.path().join(format!("zone-{}", z.0));
+                let meta = JournalMeta {
+                    world_kind: "arena".into(),
+                    world: W,
+                    engine: EngineConfig::new(W),
+                    grid,
+                };
+                let core =
+                    Persistent::create(&dir, &meta, engine, PersistConfig::default()).unwrap();
+                Zone {
+                    dir,
+                    core: Some(core),
+                    handoffs: Handoffs::new(W, z, handoff_cfg()),
+                }
+            })
+            .collect();
+        Self {
+            _tmp: tmp,
+            layout,
+            zones,
+            wire: Vec::new(),
+            now_ms: 0,
+            latency_ms: 5,
+            partitioned: false,
+            crash: None,
+            crashes: 0,
+            outs: BTreeMap::new(),
+            latencies: Vec::new(),
+            handoffs_of: BTreeMap::new(),
+            results: Vec::new(),
+            moved: Vec::new(),
+        }
+    }
+
+    /// Joins a player at the home zone (zone 0); the arena places it
+    /// anywhere, and a handoff takes it to its zone.
+    fn join(&mut self, s: u64) -> EntityId {
+        let e = self.zones[0]
+            .core_mut()
+            .handle_join(SessionId(s), &format!("p{s}"), Role::Player, None)
+            .unwrap()
+            .unwrap();
+        self.pump(0);
+        e
+    }
+
+    /// The zone an entity is owned by now: where it is in the world, or
+    /// frozen at a source whose target has not taken it. Fails the test
+    /// unless exactly one.
+    fn owner(&self, e: EntityId) -> ZoneIdx {
+        let mut owners = Vec::new();
+        for (i, z) in self.zones.iter().enumerate() {
+            let engine = z.engine();
+            let here = engine.world().player(e).is_some();
+            let leaving = engine
+                .handoff_ledger()
+                .and_then(|l| l.leaving().find(|(_, t)| t.entity == e).map(|(id, _)| id));
+            assert!(
+                !(here && leaving.is_some()),
+                "{e:?} both active and leaving in zone {i}"
+            );
+            let owns = here
+                || leaving.is_some_and(|id| {
+                    let target = self.zones[usize::from(id.to.0)].engine();
+                    !target.handoff_ledger().is_some_and(|l| l.took(id))
+                });
+            if owns {
+                owners.push(ZoneIdx(i as u8));
+            }
+        }
+        assert_eq!(owners.len(), 1, "{e:?} owned by {owners:?}");
+        owners[0]
+    }
+
+    /// The zone holding `s`'s session with its avatar active (not moving).
+    fn home_of(&self, s: SessionId, e: EntityId) -> Option<usize> {
+        self.zones
+            .iter()
+            .position(|z| z.core().has_session(s) && z.engine().world().player(e).is_some())
+    }
+
+    fn act(&mut self, zone: usize, s: SessionId, seq: u64, x: f32, y: f32) {
+        self.zones[zone].core_mut().handle_action(
+            s,
+            Action {
+                class: EventClass::Movement,
+                seq,
+                client_time_us: self.now_ms * 1000,
+                reads: vec![],
+                payload: ArenaAction::Move { x, y }.encode(),
+            },
+        );
+        self.pump(zone);
+    }
+
+    /// Zone `i`'s process dies (its handoff core's pending outputs and its
+    /// unwritten inputs with it) and restarts from its journal.
+    fn crash_zone(&mut self, i: usize) {
+        self.crashes += 1;
+        let z = &mut self.zones[i];
+        drop(z.core.take());
+        let mut core = Persistent::open(
+            &z.dir,
+            "arena",
+            ChainSigner::from_bytes(&KEY),
+            PersistConfig::default(),
+        )
+        .unwrap_or_else(|e| panic!("zone {i} reopens: {e}"));
+        core.rebase(self.now_ms * 1000);
+        let ledger = core.engine().handoff_ledger().cloned().unwrap_or_default();
+        z.core = Some(core);
+        z.handoffs = Handoffs::recover(W, ZoneIdx(i as u8), handoff_cfg(), self.now_ms, ledger);
+    }
+
+    /// Acts on zone `i`'s outputs until none is left.
+    fn pump(&mut self, i: usize) {
+        loop {
+            let mut busy = false;
+            while let Some(out) = self.zones[i].core_mut().poll_output() {
+                busy = true;
+                match out {
+                    Output::Crossing { transfer, to } => {
+                        let e = transfer.entity;
+                        let now = self.now_ms;
+                        if self.zones[i].handoffs.begin(now, transfer, to).is_ok() {
+                            *self.handoffs_of.entry(e).or_default() += 1;
+                        }
+                    }
+                    Output::SessionMoved { session, to } => self.moved.push((session, to)),
+                    Output::Result { session, result } => {
+                        self.results.push((session, result.seq, result.outcome));
+                    }
+                    _ => {}
+                }
+            }
+            while let Some(out) = self.zones[i].handoffs.poll_output() {
+                busy = true;
+                match out {
+                    ZoneOutput::Journal(rec) => {
+                        let crash_before = matches!(
+                            (&rec, self.crash),
+                            (ZoneRecord::Commit { .. }, Some(CrashAt::SourceBeforeCommit))
+                        );
+                        if crash_before {
+                            self.crash = None;
+                            self.crash_zone(i);
+                            return;
+                        }
+                        self.zones[i].core_mut().handle_zone(&rec).unwrap();
+                        match &rec {
+                            ZoneRecord::Out { id, .. } => {
+                                self.outs.insert(*id, self.now_ms);
+                            }
+                            ZoneRecord::In { id, .. } => {
+                                if let Some(t) = self.outs.get(id) {
+                                    self.latencies.push(self.now_ms - t);
+                                }
+                            }
+                            _ => {}
+                        }
+                        let crash_after = matches!(
+                            (&rec, self.crash),
+                            (ZoneRecord::Out { .. }, Some(CrashAt::SourceAfterOut))
+                                | (ZoneRecord::In { .. }, Some(CrashAt::TargetAfterIn))
+                                | (ZoneRecord::Commit { .. }, Some(CrashAt::SourceAfterCommit))
+                        );
+                        if crash_after {
+                            self.crash = None;
+                            self.crash_zone(i);
+                            return;
+                        }
+                    }
+                    ZoneOutput::Send { to, msg } => {
+                        if !self.partitioned {
+                            self.wire.push((self.now_ms + self.latency_ms, to, msg));
+                        }
+                    }
+                }
+            }
+            if !busy {
+                return;
+            }
+        }
+    }
+
+    /// One millisecond passes.
+    fn step(&mut self) {
+        self.now_ms += 1;
+        let now = self.now_ms;
+        let (due, later): (Vec<_>, Vec<_>) = self.wire.drain(..).partition(|(at, ..)| *at <= now);
+        self.wire = later;
+        for (_, to, msg) in due {
+            let i = usize::from(to.0);
+            let z = &mut self.zones[i];
+            let engine = z.core.as_ref().expect("running").engine();
+            z.handoffs
+                .handle_msg(&msg, |t| engine.can_import(t))
+                .unwrap();
+            self.pump(i);
+        }
+        for i in 0..self.zones.len() {
+            let now_us = now * 1000;
+            if now_us >= self.zones[i].core().poll_timeout() {
+                self.zones[i].core_mut().handle_timeout(now_us).unwrap();
+            }
+            self.zones[i].handoffs.handle_timeout(now);
+            self.pump(i);
+        }
+    }
+
+    fn run_ms(&mut self, ms: u64) {
+        for _ in 0..ms {
+            self.step();
+        }
+    }
+
+    fn handoffs_in_flight(&self) -> usize {
+        self.zones
+            .iter()
+            .map(|z| z.handoffs.leaving().count())
+            .sum()
+    }
+}
+
+/// A walker: its session, avatar and next sequence number.
+struct Walker {
+    s: SessionId,
+    e: EntityId,
+    seq: u64,
+}
+
+impl Walker {
+    /// One step (≤ 15 units) towards `(x, y)` on the zone holding it, if any
+    /// (while it moves between zones it waits). Returns where it is.
+    fn step_to(&mut self, net: &mut Net, x: f32, y: f32) -> Option<(f32, f32)> {
+        let z = net.home_of(self.s, self.e)?;
+        let p = net.zones[z].engine().world().player(self.e)?.clone();
+        let (dx, dy) = (x - p.x, y - p.y);
+        let d = (dx * dx + dy * dy).sqrt();
+        let k = if d > 15.0 { 15.0 / d } else { 1.0 };
+        let (nx, ny) = (p.x + dx * k, p.y + dy * k);
+        self.seq += 1;
+        net.act(z, self.s, self.seq, nx, ny);
+        Some((nx, ny))
+    }
+}
+
+/// Walks `w` to `(x, y)`, one step a tick, checking ownership every tick.
+fn walk(net: &mut Net, w: &mut Walker, x: f32, y: f32) {
+    for _ in 0..400 {
+        let pos = net
+            .home_of(w.s, w.e)
+            .and_then(|z| net.zones[z].engine().world().player(w.e).cloned())
+            .map(|p| (p.x, p.y));
+        if let Some((px, py)) = pos {
+            if (px - x).abs() < 0.01 && (py - y).abs() < 0.01 {
+                return;
+            }
+        }
+        w.step_to(net, x, y);
+        net.run_ms(TICK_US / 1000 + 1);
+        net.owner(w.e);
+    }
+    panic!("{:?} never reached ({x}, {y})", w.e);
+}
+
+fn settle(net: &mut Net) {
+    for _ in 0..200 {
+        net.run_ms(50);
+        if net.handoffs_in_flight() == 0 && net.wire.is_empty() {
+            return;
+        }
+    }
+    panic!(
+        "handoffs never settled: {} in flight",
+        net.handoffs_in_flight()
+    );
+}
+
+fn walker(net: &mut Net, s: u64) -> Walker {
+    let e = net.join(s);
+    settle(net);
+    Walker {
+        s: SessionId(s),
+        e,
+        seq: 0,
+    }
+}
+
+#[test]
+fn a_player_walking_back_and_forth_is_handed_over_once_per_crossing() {
+    let mut net = Net::new(2, 1);
+    let mut w = walker(&mut net, 1);
+    // Wherever it spawned, it lives in the zone its position is in.
+    let z = net.owner(w.e);
+    let p = net.zones[usize::from(z.0)]
+        .engine()
+        .world()
+        .player(w.e)
+        .unwrap()
+        .clone();
+    assert_eq!(net.layout.zone_at(p.x, p.y), z);
+    walk(&mut net, &mut w, 450.0, 300.0);
+    settle(&mut net);
+    assert_eq!(net.owner(w.e), ZoneIdx(0));
+    let before = net.handoffs_of.get(&w.e).copied().unwrap_or(0);
+    // Along the border, inside the hysteresis band: no handoff.
+    for _ in 0..3 {
+        walk(&mut net, &mut w, 505.0, 300.0);
+        walk(&mut net, &mut w, 495.0, 300.0);
+    }
+    settle(&mut net);
+    assert_eq!(
+        net.handoffs_of.get(&w.e).copied().unwrap_or(0),
+        before,
+        "no bounce"
+    );
+    assert_eq!(net.owner(w.e), ZoneIdx(0));
+    // Across it and back three times: six handoffs, one per crossing.
+    for _ in 0..3 {
+        walk(&mut net, &mut w, 560.0, 300.0);
+        settle(&mut net);
+        assert_eq!(net.owner(w.e), ZoneIdx(1));
+        walk(&mut net, &mut w, 440.0, 300.0);
+        settle(&mut net);
+        assert_eq!(net.owner(w.e), ZoneIdx(0));
+    }
+    assert_eq!(net.handoffs_of[&w.e], before + 6);
+    // Every action was applied exactly once or answered `Moved` (then sent
+    // again, with a new sequence number, by the walker): never applied twice,
+    // never rejected otherwise.
+    let mut applied = std::collections::BTreeSet::new();
+    for (s, seq, o) in &net.results {
+        match o {
+            Outcome::Applied { .. } => assert!(applied.insert((*s, *seq)), "applied twice"),
+            Outcome::Rejected {
+                code: RejectCode::Moved,
+                ..
+            } => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    let p99 = {
+        let mut l = net.latencies.clone();
+        l.sort_unstable();
+        l[(l.len() * 99 / 100).min(l.len() - 1)]
+    };
+    assert!(
+        p99 <= 2 * TICK_US / 1000 + 2 * net.latency_ms,
+        "handoff p99 {p99} ms over 2 ticks + the zones' round trip"
+    );
+}
+
+/// Walks every walker to its target at once, one step a tick each,
+/// checking every avatar's ownership every tick.
+fn walk_all(net: &mut Net, walkers: &mut [Walker], targets: &[(f32, f32)]) {
+    for _ in 0..400 {
+        let mut arrived = true;
+        for (w, &(x, y)) in walkers.iter_mut().zip(targets) {
+            let at = net
+                .home_of(w.s, w.e)
+                .and_then(|z| net.zones[z].engine().world().player(w.e).cloned())
+                .is_some_and(|p| (p.x - x).abs() < 0.01 && (p.y - y).abs() < 0.01);
+            if !at {
+                arrived = false;
+                w.step_to(net, x, y);
+            }
+        }
+        if arrived {
+            return;
+        }
+        net.run_ms(TICK_US / 1000 + 1);
+        for w in walkers.iter() {
+            net.owner(w.e);
+        }
+    }
+    panic!("not everyone arrived");
+}
+
+#[test]
+fn two_hundred_players_crossing_at_once_each_land_once() {
+    let mut net = Net::new(2, 1);
+    let n = 200u64;
+    let mut walkers: Vec<Walker> = (1..=n)
+        .map(|s| Walker {
+            s: SessionId(s),
+            e: net.join(s),
+            seq: 0,
+        })
+        .collect();
+    settle(&mut net);
+    // Joined at the home zone, spawned anywhere, handed to their zones.
+    let per_zone: Vec<usize> = net
+        .zones
+        .iter()
+        .map(|z| z.engine().world().players().count())
+        .collect();
+    assert_eq!(per_zone.iter().sum::<usize>(), n as usize, "{per_zone:?}");
+    assert!(
+        per_zone.iter().all(|c| *c > 50),
+        "spread over the zones: {per_zone:?}"
+    );
+    // Everyone lines up just west of the border...
+    let line: Vec<(f32, f32)> = (0..n).map(|i| (485.0, 5.0 + 4.9 * i as f32)).collect();
+    walk_all(&mut net, &mut walkers, &line);
+    settle(&mut net);
+    let before: BTreeMap<EntityId, u32> = net.handoffs_of.clone();
+    let measured_from = net.latencies.len();
+    // ... and all cross it in the same tick.
+    let across: Vec<(f32, f32)> = line.iter().map(|(_, y)| (515.0, *y)).collect();
+    walk_all(&mut net, &mut walkers, &across);
+    settle(&mut net);
+    for w in &walkers {
+        assert_eq!(net.owner(w.e), ZoneIdx(1));
+        assert_eq!(
+            net.handoffs_of.get(&w.e).copied().unwrap_or(0),
+            before.get(&w.e).copied().unwrap_or(0) + 1,
+            "one handoff for one crossing"
+        );
+    }
+    assert_eq!(net.zones[1].engine().world().players().count(), n as usize);
+    let total_coins: u64 = net
+        .zones
+        .iter()
+        .map(|z| z.engine().world().total_coins())
+        .sum();
+    assert_eq!(
+        total_coins,
+        n * arena_cfg().start_coins,
+        "nothing minted or lost"
+    );
+    let mut l = net.latencies[measured_from..].to_vec();
+    assert_eq!(l.len(), n as usize);
+    l.sort_unstable();
+    let (p50, p99) = (l[l.len() / 2], l[(l.len() * 99 / 100).min(l.len() - 1)]);
+    println!(
+        "200 players crossing at once: Out -> In p50 {p50} ms, p99 {p99} ms (link {} ms one way, {} Hz)",
+        net.latency_ms,
+        1_000_000 / TICK_US
+    );
+    assert!(
+        p99 <= 2 * TICK_US / 1000 + 2 * net.latency_ms,
+        "p99 {p99} ms"
+    );
+}
+
+fn crash_scenario(at: CrashAt) {
+    let mut net = Net::new(2, 1);
+    let mut w = walker(&mut net, 1);
+    walk(&mut net, &mut w, 470.0, 500.0);
+    settle(&mut net);
+    assert_eq!(net.owner(w.e), ZoneIdx(0));
+    let seq_before = w.seq;
+    net.crash = Some(at);
+    // Step over the border until the crash happened.
+    for _ in 0..100 {
+        if net.crash.is_none() {
+            break;
+        }
+        w.step_to(&mut net, 560.0, 500.0);
+        net.run_ms(TICK_US / 1000 + 1);
+    }
+    assert!(net.crash.is_none(), "{at:?}: crashed");
+    // Whatever happened, once the zones recovered and talked, the avatar is
+    // in exactly one zone, with its session and its items.
+    settle(&mut net);
+    let owner = net.owner(w.e);
+    for (i, z) in net.zones.iter().enumerate() {
+        assert_eq!(
+            z.core().has_session(w.s),
+            i == usize::from(owner.0),
+            "{at:?}: the session came along, once"
+        );
+    }
+    // The replay window came along: an old sequence number is refused.
+    let zi = usize::from(owner.0);
+    net.act(zi, w.s, seq_before, 470.0, 500.0);
+    let last = net.results.last().unwrap();
+    assert!(
+        matches!(
+            last.2,
+            Outcome::Rejected {
+                code: RejectCode::Replayed,
+                ..
+            }
+        ),
+        "{at:?}: {last:?}"
+    );
+    // And it walks on.
+    walk(&mut net, &mut w, 560.0, 500.0);
+    settle(&mut net);
+    assert_eq!(net.owner(w.e), ZoneIdx(1), "{at:?}");
+    assert_eq!(net.crashes, 1);
+}
+
+#[test]
+fn a_source_crash_after_out_hands_over_after_recovery() {
+    crash_scenario(CrashAt::SourceAfterOut);
+}
+
+#[test]
+fn a_target_crash_after_in_keeps_the_entity_it_journaled() {
+    crash_scenario(CrashAt::TargetAfterIn);
+}
+
+#[test]
+fn a_source_crash_before_commit_commits_after_recovery() {
+    crash_scenario(CrashAt::SourceBeforeCommit);
+}
+
+#[test]
+fn a_source_crash_after_commit_leaves_the_entity_at_the_target() {
+    crash_scenario(CrashAt::SourceAfterCommit);
+}
+
+#[test]
+fn a_partition_freezes_the_player_at_its_source_until_it_heals() {
+    let mut net = Net::new(2, 1);
+    let mut w = walker(&mut net, 1);
+    walk(&mut net, &mut w, 480.0, 200.0);
+    settle(&mut net);
+    net.partitioned = true;
+    for _ in 0..5 {
+        if w.step_to(&mut net, 540.0, 200.0).is_none() {
+            break;
+        }
+        net.run_ms(TICK_US / 1000 + 1);
+    }
+    // Out went nowhere: frozen at its source, owned there, for as long as the
+    // partition lasts; its actions meanwhile are answered `Moved`.
+    net.run_ms(2_000);
+    assert_eq!(net.owner(w.e), ZoneIdx(0));
+    assert!(net.zones[0].engine().is_leaving(w.e));
+    net.act(0, w.s, w.seq + 1, 540.0, 200.0);
+    assert!(matches!(
+        net.results.last().unwrap().2,
+        Outcome::Rejected {
+            code: RejectCode::Moved,
+            ..
+        }
+    ));
+    net.partitioned = false;
+    settle(&mut net);
+    assert_eq!(net.owner(w.e), ZoneIdx(1));
+    // The action answered `Moved` goes to the new zone and applies there,
+    // once: its sequence number was not used up at the source.
+    net.act(1, w.s, w.seq + 1, 540.0, 200.0);
+    net.run_ms(TICK_US / 1000 + 1);
+    let applied = |net: &Net| {
+        net.results
+            .iter()
+            .filter(|(s, q, o)| {
+                *s == w.s && *q == w.seq + 1 && matches!(o, Outcome::Applied { .. })
+            })
+            .count()
+    };
+    assert_eq!(applied(&net), 1);
+    net.act(1, w.s, w.seq + 1, 540.0, 200.0);
+    net.run_ms(TICK_US / 1000 + 1);
+    assert!(matches!(
+        net.results.last().unwrap().2,
+        Outcome::Rejected {
+            code: RejectCode::Replayed,
+            ..
+        }
+    ));
+    assert_eq!(applied(&net), 1, "never twice");
+}
