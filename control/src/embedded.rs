@@ -15,7 +15,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::model::{Ban, ClusterView, NodeInfo, Offer, Owner, WorldRecord, WorldSpec, WorldStatus};
-use crate::placement::{place, place_standbys, PlacementHints};
+use crate::placement::{place_world, PlacementHints};
 use crate::{Claim, ControlError, ControlPlane, LeaseId, RecordWrite};
 
 #[derive(Debug)]
@@ -268,21 +268,13 @@ impl ControlPlane for Embedded {
     ) -> Result<WorldRecord, ControlError> {
         spec.validate()?;
         self.write(|st, view| {
-            let node = place(&spec, view, hints)?;
-            let standbys = place_standbys(&spec, view, hints, &node);
-            st.next_world = st.next_world.max(crate::FIRST_WORLD_ID - 1) + 1;
-            let id = WorldId(st.next_world);
-            let rec = WorldRecord {
-                id,
-                spec,
-                placed_on: node,
-                standbys,
-                ending: false,
-                owner: None,
-                status: WorldStatus::default(),
-                offers: Default::default(),
-            };
-            view.worlds.insert(id, rec.clone());
+            let first = WorldId(st.next_world.max(crate::FIRST_WORLD_ID - 1) + 1);
+            let recs = place_world(&spec, view, hints, first)?;
+            st.next_world = first.0 + recs.len() as u64 - 1;
+            let rec = recs[0].clone();
+            for r in recs {
+                view.worlds.insert(r.id, r);
+            }
             view.revision += 1;
             Ok(rec)
         })

@@ -25,7 +25,6 @@
 //! "absent → put under my lease" transaction on its leader key; a fenced
 //! record write is a transaction on "leader key's value = me".
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -40,7 +39,7 @@ use tracing::{info, warn};
 
 use crate::etcd_mirror::{parse_key, Key, Mirror, OwnerValue, SpecValue};
 use crate::model::{Ban, ClusterView, NodeInfo, Offer, Owner, WorldRecord, WorldSpec, WorldStatus};
-use crate::placement::{place, place_standbys, PlacementHints};
+use crate::placement::{place_world, PlacementHints};
 use crate::{Claim, ControlError, ControlPlane, LeaseId, RecordWrite};
 
 /// How many times a read-check-write loop retries before giving up.
@@ -346,8 +345,6 @@ impl ControlPlane for Etcd {
             // One read gives both the cluster placement looks at and the counter
             // the commit is guarded by: nothing can be created in between.
             let (mirror, _) = self.load().await?;
-            let node = place(&spec, &mirror.view, hints)?;
-            let standbys = place_standbys(&spec, &mirror.view, hints, &node);
             let (next, guard) = match &mirror.counter {
                 Some((value, rev)) => (
                     value.parse::<u64>().map_err(|e| ControlError::Corrupt {
@@ -361,30 +358,29 @@ impl ControlPlane for Etcd {
                     Compare::create_revision(counter.clone(), CompareOp::Equal, 0),
                 ),
             };
-            let id = WorldId(next);
-            let value = SpecValue {
-                spec: spec.clone(),
-                placed_on: node.clone(),
-                standbys: standbys.clone(),
-                ending: false,
-            };
-            let txn = Txn::new().when([guard]).and_then([
-                TxnOp::put(counter.clone(), (next + 1).to_string(), None),
-                TxnOp::put(self.world_key(id, "spec"), json(&value), None),
-            ]);
+            // A zoned world is several records (its own, then one per
+            // zone), written in the same transaction.
+            let recs = place_world(&spec, &mirror.view, hints, WorldId(next))?;
+            let mut ops = vec![TxnOp::put(
+                counter.clone(),
+                (next + recs.len() as u64).to_string(),
+                None,
+            )];
+            for r in &recs {
+                let value = SpecValue {
+                    spec: r.spec.clone(),
+                    placed_on: r.placed_on.clone(),
+                    standbys: r.standbys.clone(),
+                    ending: false,
+                };
+                ops.push(TxnOp::put(self.world_key(r.id, "spec"), json(&value), None));
+            }
+            let txn = Txn::new().when([guard]).and_then(ops);
             let mut c = self.client.clone();
             let resp = c.txn(txn).await.map_err(unavailable)?;
-            if resp.succeeded() {
-                return Ok(WorldRecord {
-                    id,
-                    spec,
-                    placed_on: node,
-                    standbys,
-                    ending: false,
-                    owner: None,
-                    status: WorldStatus::default(),
-                    offers: BTreeMap::new(),
-                });
+            // (`place_world` gives at least one record.)
+            if let Some(rec) = recs.into_iter().next().filter(|_| resp.succeeded()) {
+                return Ok(rec);
             }
         }
         Err(ControlError::Contention("world creation"))

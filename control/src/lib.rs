@@ -60,10 +60,12 @@ pub use lease::{LeaseClock, LeaseKeeper, LeaseStatus};
 pub use local_etcd::LocalEtcd;
 pub use model::{
     Ban, ClusterView, GameResult, NodeInfo, NodeKind, Offer, Owner, Phase, SpecError, Takeover,
-    WorldRecord, WorldSpec, WorldStatus, MAX_NAME_LEN, MAX_RECORD_KEY_LEN, MAX_RECORD_LEN,
-    MAX_RECORD_OPS, MAX_SUBJECT_LEN, MAX_TICK_HZ, MAX_WORLD_CAPACITY,
+    WorldRecord, WorldSpec, WorldStatus, ZoneOf, ZoneSpec, MAX_NAME_LEN, MAX_RECORD_KEY_LEN,
+    MAX_RECORD_LEN, MAX_RECORD_OPS, MAX_SUBJECT_LEN, MAX_TICK_HZ, MAX_WORLD_CAPACITY,
 };
-pub use placement::{place, place_standbys, PlacementError, PlacementHints, RTT_STEP_US};
+pub use placement::{
+    place, place_standbys, place_world, PlacementError, PlacementHints, RTT_STEP_US,
+};
 pub use settings::{ControlKind, ControlSettings};
 
 /// A lease's id.

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
+use skylane_proto::zones::{ZoneIdx, ZoneLayout};
 use skylane_proto::WorldId;
 
 /// Largest tick rate a world spec may ask for.
@@ -133,6 +134,50 @@ pub struct WorldSpec {
     /// but never handed to players (its leader died mid-placement).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub created_by: Option<String>,
+    /// A zoned world: its map split into static zones, each a world record
+    /// of its own (owned, replicated and failed over like a world). `None`:
+    /// one world on one origin.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zones: Option<Box<ZoneSpec>>,
+    /// Set by the control plane on a zone's record: the world and zone it
+    /// runs. Refused in a spec a client creates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zone_of: Option<ZoneOf>,
+}
+
+/// How a zoned world is split.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ZoneSpec {
+    /// The zones (rectangles of whole cells covering the grid once).
+    pub layout: ZoneLayout,
+    /// How far past its zone's border an avatar goes before it is handed
+    /// over, in map units (0 to one cell).
+    #[serde(default = "default_hysteresis")]
+    pub hysteresis: f32,
+    /// How near a border an entity is mirrored to the neighbouring zone, in
+    /// map units (0 to four cells).
+    #[serde(default = "default_margin")]
+    pub margin: f32,
+}
+
+// `validate` refuses non-finite numbers, so equality is an equivalence.
+impl Eq for ZoneSpec {}
+
+fn default_hysteresis() -> f32 {
+    10.0
+}
+
+fn default_margin() -> f32 {
+    20.0
+}
+
+/// Which zone of which world a world record runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ZoneOf {
+    /// The zoned world (what clients name).
+    pub world: WorldId,
+    /// The zone.
+    pub zone: ZoneIdx,
 }
 
 fn one() -> u32 {
@@ -152,7 +197,15 @@ impl WorldSpec {
             region: None,
             standbys: None,
             created_by: None,
+            zones: None,
+            zone_of: None,
         }
+    }
+
+    /// Whether this is a zoned world's own record (what clients name; never
+    /// claimed: its zones' records are).
+    pub fn is_zoned(&self) -> bool {
+        self.zones.is_some() && self.zone_of.is_none()
     }
 
     /// Checks the spec's own bounds (not whether any origin runs the game).
@@ -185,6 +238,18 @@ impl WorldSpec {
         {
             return Err(SpecError::CreatedBy);
         }
+        if self.zone_of.is_some() {
+            return Err(SpecError::ZoneOf);
+        }
+        if let Some(z) = &self.zones {
+            let cell = z.layout.spec().cell;
+            if !(z.hysteresis.is_finite() && (0.0..=cell).contains(&z.hysteresis)) {
+                return Err(SpecError::Hysteresis(z.hysteresis.to_string()));
+            }
+            if !(z.margin.is_finite() && (0.0..=4.0 * cell).contains(&z.margin)) {
+                return Err(SpecError::Margin(z.margin.to_string()));
+            }
+        }
         Ok(())
     }
 }
@@ -204,6 +269,15 @@ pub enum SpecError {
     /// Overlong `created_by`.
     #[error("created_by must be at most {} bytes", crate::MAX_RECORD_KEY_LEN)]
     CreatedBy,
+    /// A client set `zone_of` (only the control plane does, on zone records).
+    #[error("zone_of is set by the control plane, not in a spec")]
+    ZoneOf,
+    /// Hysteresis outside 0 to one cell.
+    #[error("zone hysteresis {0} is outside 0 to one cell")]
+    Hysteresis(String),
+    /// Mirror margin outside 0 to four cells.
+    #[error("zone mirror margin {0} is outside 0 to four cells")]
+    Margin(String),
     /// Tick rate out of range.
     #[error("tick rate {0} Hz is outside 1..={MAX_TICK_HZ}")]
     TickRate(u32),
@@ -429,6 +503,18 @@ impl ClusterView {
     /// removed).
     pub fn worlds_on<'a>(&'a self, node: &'a str) -> impl Iterator<Item = &'a WorldRecord> + 'a {
         self.worlds.values().filter(move |w| w.placed_on == node)
+    }
+
+    /// A zoned world's zone records, in zone order (empty for an unzoned or
+    /// unknown world).
+    pub fn zones_of(&self, world: WorldId) -> Vec<&WorldRecord> {
+        let mut z: Vec<&WorldRecord> = self
+            .worlds
+            .values()
+            .filter(|r| r.spec.zone_of.is_some_and(|z| z.world == world))
+            .collect();
+        z.sort_by_key(|r| r.spec.zone_of.map(|z| z.zone));
+        z
     }
 }
 

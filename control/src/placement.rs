@@ -11,7 +11,10 @@
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
 
-use crate::model::{ClusterView, NodeInfo, WorldSpec};
+use skylane_proto::zones::ZoneIdx;
+use skylane_proto::WorldId;
+
+use crate::model::{ClusterView, NodeInfo, WorldRecord, WorldSpec, WorldStatus, ZoneOf};
 
 /// Why no origin could take a world.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -102,6 +105,56 @@ pub fn place_standbys(
         .take(want)
         .map(|(n, _)| n.id.clone())
         .collect()
+}
+
+/// The records a new world gets, ids from `first`: one for an unzoned
+/// world; for a zoned one, its own record (what clients name, never claimed;
+/// `placed_on` its home zone's origin) and then one per zone (id
+/// `first + 1 + zone`, `zone_of` set), each placed and given standbys like a
+/// world, every placement seeing the zones placed before it, so the zones
+/// spread over the origins that run the game.
+pub fn place_world(
+    spec: &WorldSpec,
+    view: &ClusterView,
+    hints: &PlacementHints,
+    first: WorldId,
+) -> Result<Vec<WorldRecord>, PlacementError> {
+    let record = |id: WorldId, spec: WorldSpec, node: String, standbys: Vec<String>| WorldRecord {
+        id,
+        spec,
+        placed_on: node,
+        standbys,
+        ending: false,
+        owner: None,
+        status: WorldStatus::default(),
+        offers: BTreeMap::new(),
+    };
+    let Some(zones) = &spec.zones else {
+        let node = place(spec, view, hints)?;
+        let standbys = place_standbys(spec, view, hints, &node);
+        return Ok(vec![record(first, spec.clone(), node, standbys)]);
+    };
+    let mut scratch = view.clone();
+    let mut out = Vec::with_capacity(zones.layout.len() + 1);
+    for z in zones.layout.zones() {
+        let id = WorldId(first.0 + 1 + u64::from(z.0));
+        let zspec = WorldSpec {
+            zone_of: Some(ZoneOf {
+                world: first,
+                zone: z,
+            }),
+            ..spec.clone()
+        };
+        let node = place(&zspec, &scratch, hints)?;
+        let standbys = place_standbys(&zspec, &scratch, hints, &node);
+        let rec = record(id, zspec, node, standbys);
+        scratch.worlds.insert(id, rec.clone());
+        out.push(rec);
+    }
+    let home = out.first().map(|r| r.placed_on.clone()).unwrap_or_default();
+    out.insert(0, record(first, spec.clone(), home, Vec::new()));
+    debug_assert_eq!(out[1].spec.zone_of.map(|z| z.zone), Some(ZoneIdx(0)));
+    Ok(out)
 }
 
 fn rank(

@@ -27,9 +27,10 @@ cases!(
     offers_live_under_their_standbys_lease,
     bans_are_seen_by_watchers_and_lifted,
     one_leader_per_role_and_fenced_record_writes,
+    zoned_worlds_get_a_record_per_zone_spread_over_origins,
 );
 
 #[test]
 fn every_case_runs_here() {
-    assert_eq!(suite::CASES.len(), 11);
+    assert_eq!(suite::CASES.len(), 12);
 }

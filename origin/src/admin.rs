@@ -72,6 +72,18 @@ fn error(e: &ControlError) -> Response {
 }
 
 async fn create(State(control): State<SharedControl>, Json(spec): Json<WorldSpec>) -> Response {
+    if spec.zones.is_some() {
+        // The control plane stores zoned worlds; origins do not host their
+        // zones yet (docs/architecture.md, "Zones").
+        return (
+            StatusCode::NOT_IMPLEMENTED,
+            Json(serde_json::json!({
+                "error": "zones_not_hosted",
+                "message": "zoned worlds are not hosted by this origin version",
+            })),
+        )
+            .into_response();
+    }
     let rec = match control.create_world(spec, &PlacementHints::default()).await {
         Ok(r) => r,
         Err(e) => return error(&e),

@@ -122,6 +122,9 @@ pub struct LayoutSpec {
     pub zones: Vec<ZoneRect>,
 }
 
+// Validation refuses a non-finite cell side, so equality is an equivalence.
+impl Eq for ZoneLayout {}
+
 impl TryFrom<LayoutSpec> for ZoneLayout {
     type Error = ZoneError;
     fn try_from(spec: LayoutSpec) -> Result<Self, ZoneError> {

@@ -78,6 +78,13 @@ fn a_world_created_through_the_admin_api_is_learnt_played_ended_and_forgotten() 
         assert_eq!(status, 201, "{body}");
         let rec: serde_json::Value = serde_json::from_str(&body).unwrap();
         let w = WorldId(rec["id"].as_u64().unwrap());
+        // A zoned world is refused with a typed error until origins host
+        // zones, and nothing is stored.
+        let zoned = r#"{"game":"arena","tick_hz":30,"capacity":100,"zones":{"layout":{"cols":10,"rows":10,"cell":100.0,"zones":[{"x0":0,"y0":0,"x1":5,"y1":10},{"x0":5,"y0":0,"x1":10,"y1":10}]}}}"#;
+        let (status, body) = http("POST", base.clone(), Some(zoned.into())).await;
+        assert_eq!(status, 501, "{body}");
+        assert!(body.contains("zones_not_hosted"), "{body}");
+        assert_eq!(net.control.view().await.unwrap().worlds.len(), 1);
         assert!(rec["owner"]["epoch"].as_u64().unwrap() > 0, "{rec}");
         assert_eq!(rec["placed_on"], "origin-1");
 

@@ -25,6 +25,7 @@ pub const CASES: &[&str] = &[
     "offers_live_under_their_standbys_lease",
     "bans_are_seen_by_watchers_and_lifted",
     "one_leader_per_role_and_fenced_record_writes",
+    "zoned_worlds_get_a_record_per_zone_spread_over_origins",
 ];
 
 /// Runs one case by name.
@@ -41,6 +42,7 @@ pub async fn run(name: &str, c: SharedControl) {
         "offers_live_under_their_standbys_lease" => offers(c).await,
         "bans_are_seen_by_watchers_and_lifted" => bans(c).await,
         "one_leader_per_role_and_fenced_record_writes" => leaders(c).await,
+        "zoned_worlds_get_a_record_per_zone_spread_over_origins" => zoned(c).await,
         other => panic!("no case {other}"),
     }
 }
@@ -583,6 +585,89 @@ async fn bad_specs(c: SharedControl) {
         c.view().await.unwrap().worlds.is_empty(),
         "nothing was stored"
     );
+}
+
+/// A zoned world is its own record (what clients name) and one record per
+/// zone, each owned and fenced like a world; the zones spread over the
+/// origins; ids that follow stay unique.
+async fn zoned(c: SharedControl) {
+    use skylane_control::{SpecError, ZoneOf, ZoneSpec};
+    use skylane_proto::zones::{ZoneIdx, ZoneLayout};
+    let l = c.grant(Duration::from_secs(30)).await.unwrap();
+    for n in ["a", "b"] {
+        c.register(&origin(n, 8), l).await.unwrap();
+    }
+    let spec = WorldSpec {
+        zones: Some(Box::new(ZoneSpec {
+            layout: ZoneLayout::even(10, 10, 100.0, 2, 2).unwrap(),
+            hysteresis: 10.0,
+            margin: 20.0,
+        })),
+        standbys: Some(1),
+        ..WorldSpec::new("arena", 30, 1000)
+    };
+    let w = c
+        .create_world(spec.clone(), &PlacementHints::default())
+        .await
+        .unwrap();
+    assert!(w.spec.is_zoned());
+    let v = c.view().await.unwrap();
+    let zones = v.zones_of(w.id);
+    assert_eq!(zones.len(), 4);
+    for (i, z) in zones.iter().enumerate() {
+        assert_eq!(z.id, WorldId(w.id.0 + 1 + i as u64));
+        assert_eq!(
+            z.spec.zone_of,
+            Some(ZoneOf {
+                world: w.id,
+                zone: ZoneIdx(i as u8)
+            })
+        );
+        assert_eq!(z.standbys.len(), 1, "replicated like a world");
+        assert_ne!(z.standbys[0], z.placed_on);
+    }
+    let on_a = zones.iter().filter(|z| z.placed_on == "a").count();
+    assert_eq!(on_a, 2, "four zones spread over two origins");
+    assert_eq!(w.placed_on, zones[0].placed_on, "named by its home zone");
+    // Each zone is owned under its own epoch.
+    let e0 = c
+        .claim(zones[0].id, &claim(&zones[0].placed_on), l)
+        .await
+        .unwrap();
+    let e1 = c
+        .claim(zones[1].id, &claim(&zones[1].placed_on), l)
+        .await
+        .unwrap();
+    assert!(e0 > 0 && e1 > 0 && e0 != e1);
+    // The next world's id follows the zones'.
+    let next = c
+        .create_world(WorldSpec::new("arena", 30, 8), &PlacementHints::default())
+        .await
+        .unwrap();
+    assert_eq!(next.id, WorldId(w.id.0 + 5));
+    // Bad zone specs are refused; a spec may not claim to be a zone.
+    let bad = WorldSpec {
+        zones: Some(Box::new(ZoneSpec {
+            hysteresis: 500.0,
+            ..*spec.zones.clone().unwrap()
+        })),
+        ..spec.clone()
+    };
+    assert!(matches!(
+        c.create_world(bad, &PlacementHints::default()).await,
+        Err(ControlError::Spec(SpecError::Hysteresis(_)))
+    ));
+    let forged = WorldSpec {
+        zone_of: Some(ZoneOf {
+            world: w.id,
+            zone: ZoneIdx(0),
+        }),
+        ..WorldSpec::new("arena", 30, 8)
+    };
+    assert!(matches!(
+        c.create_world(forged, &PlacementHints::default()).await,
+        Err(ControlError::Spec(SpecError::ZoneOf))
+    ));
 }
 
 async fn end_and_remove(c: SharedControl) {

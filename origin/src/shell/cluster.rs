@@ -294,7 +294,9 @@ impl Agent {
 
     /// Applies the cluster view to this origin.
     async fn follow(&mut self, v: &ClusterView) {
-        for rec in v.worlds.values() {
+        // Zoned worlds (their own record and their zones') are not hosted by
+        // this version: their zones stay unclaimed for origins that do.
+        for rec in v.worlds.values().filter(|r| r.spec.zones.is_none()) {
             if rec.placed_on == self.node.id
                 && rec.owner.is_none()
                 && rec.status.phase == Phase::Placed
@@ -414,6 +416,7 @@ impl Agent {
             .collect();
         for rec in v.worlds.values() {
             if !rec.standbys.contains(&me)
+                || rec.spec.zones.is_some()
                 || rec.status.phase == Phase::Ended
                 || self.hosted.contains_key(&rec.id)
             {
