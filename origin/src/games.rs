@@ -10,7 +10,7 @@ use skylane_proto::{ChainSigner, WorldId};
 
 use crate::arena::{Arena, ArenaConfig};
 use crate::core::Core;
-use crate::engine::{Engine, EngineConfig, EngineSnapshot};
+use crate::engine::{Engine, EngineConfig, EngineSnapshot, ZoneSetup};
 use crate::interest::Grid;
 use crate::journal::JournalMeta;
 use crate::lifecycle::LifecycleConfig;
@@ -42,12 +42,19 @@ pub struct NewWorld<'a> {
 impl NewWorld<'_> {
     /// The engine settings the spec asks for: tick rate, and a room lifecycle
     /// (capacity, minimum, start timer, abandonment grace).
+    ///
+    /// A zone of a zoned world signs as the world it is a zone of (what
+    /// clients name) and has no room lifecycle (a zoned world is persistent).
     pub fn engine_config(&self) -> EngineConfig {
-        let mut cfg = EngineConfig::new(self.id);
+        let world = self.spec.zone_of.map_or(self.id, |z| z.world);
+        let mut cfg = EngineConfig::new(world);
         let hz = u64::from(self.spec.tick_hz.max(1));
         cfg.tick_hz = self.spec.tick_hz.max(1);
         cfg.keyframe_every = hz;
         cfg.history = cfg.history.min(35 * hz as usize).max(64);
+        if self.spec.zone_of.is_some() {
+            return cfg;
+        }
         cfg.lifecycle = Some(LifecycleConfig {
             capacity: self.spec.capacity,
             min_players: self.spec.min_players.max(1),
@@ -56,19 +63,33 @@ impl NewWorld<'_> {
         });
         cfg
     }
+
+    /// The zone this world record runs, for a zone of a zoned world.
+    pub fn zone_setup(&self) -> Option<ZoneSetup> {
+        let (zones, of) = (self.spec.zones.as_ref()?, self.spec.zone_of?);
+        Some(ZoneSetup {
+            layout: zones.layout.clone(),
+            zone: of.zone,
+            hysteresis: zones.hysteresis,
+        })
+    }
 }
 
 /// Runs `engine` in memory, or journaled at `new.journal` (a fresh journal:
-/// a world id is never reused).
+/// a world id is never reused). A zone of a zoned world enters its zone
+/// first (a game that cannot be split refuses).
 pub fn start<W>(
     new: &NewWorld<'_>,
     kind: &str,
     grid: Grid,
-    engine: Engine<W>,
+    mut engine: Engine<W>,
 ) -> Result<Box<dyn Core>, String>
 where
     W: crate::world::World + Clone + serde::Serialize + serde::de::DeserializeOwned,
 {
+    if let Some(setup) = new.zone_setup() {
+        engine.enter_zone(setup).map_err(|e| e.to_string())?;
+    }
     let engine = match new.snapshot {
         None => engine,
         Some(bytes) => {

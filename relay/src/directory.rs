@@ -128,7 +128,9 @@ impl WorldDirectory {
             };
             registered.insert(self.origin_id(addr, &o.tls_name, &mut out));
         }
-        for rec in view.worlds.values() {
+        // Zoned worlds (their own records and their zones') are not routed
+        // yet: relays do not move sessions between zone owners (issue 27).
+        for rec in view.worlds.values().filter(|r| r.spec.zones.is_none()) {
             seen.insert(rec.id);
             let owner = rec.owner.as_ref().and_then(|o| {
                 let addr: SocketAddr = o.addr.parse().ok()?;
@@ -242,6 +244,36 @@ mod tests {
             addr: "127.0.0.1:5000".parse().unwrap(),
             tls_name: "localhost".into(),
         }
+    }
+
+    #[test]
+    fn zoned_worlds_are_not_routed_yet() {
+        let mut d = WorldDirectory::new([static_one()]);
+        let mut zone = rec(11, Some(("127.0.0.1:7001", 3)));
+        zone.spec.zones = Some(Box::new(skylane_control::ZoneSpec {
+            layout: skylane_proto::zones::ZoneLayout::even(2, 1, 1.0, 2, 1).unwrap(),
+            hysteresis: 0.5,
+            margin: 1.0,
+        }));
+        let plain = rec(12, Some(("127.0.0.1:7001", 4)));
+        let changes = d.handle_view(&view(vec![zone, plain]));
+        assert!(
+            changes.iter().all(|c| !matches!(
+                c,
+                DirectoryChange::WorldOwned {
+                    world: WorldId(11),
+                    ..
+                } | DirectoryChange::WorldPending(WorldId(11))
+            )),
+            "{changes:?}"
+        );
+        assert!(changes.iter().any(|c| matches!(
+            c,
+            DirectoryChange::WorldOwned {
+                world: WorldId(12),
+                ..
+            }
+        )));
     }
 
     #[test]

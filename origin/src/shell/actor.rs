@@ -57,6 +57,9 @@ pub(crate) struct WorldEnv {
     pub(crate) metrics: OriginMetrics,
     pub(crate) clock: Clock,
     pub(crate) dir: SharedDir,
+    /// The id it is hosted under: the world's, or for a zone of a zoned
+    /// world its record's (the engine signs as the world it is a zone of).
+    pub(crate) host: skylane_proto::WorldId,
     /// The owner epoch (0 outside a control plane).
     pub(crate) epoch: u64,
     /// Lifecycle reports (a handful per world: bounded by the worlds hosted).
@@ -99,6 +102,7 @@ pub(crate) struct Actor {
     /// acknowledge it. No tick runs meanwhile.
     handover: Option<(u64, Option<Reply>)>,
     dir: SharedDir,
+    host: skylane_proto::WorldId,
     epoch: u64,
     events: super::mailbox::Events,
     writable: watch::Receiver<super::WriteUntil>,
@@ -142,6 +146,7 @@ impl Actor {
             suspect_reported: false,
             handover: None,
             cosigs: HashMap::new(),
+            host: env.host,
             dir: env.dir,
             epoch: env.epoch,
             events: env.events,
@@ -189,7 +194,7 @@ impl Actor {
         mut rx: mpsc::Receiver<Cmd>,
         mut shutdown: watch::Receiver<bool>,
     ) -> Result<(), JournalError> {
-        let world = self.core.world_id();
+        let world = self.host;
         let result = self.serve(&mut rx, &mut shutdown).await;
         let result = result.and_then(|()| self.core.flush());
         self.metrics.sessions.dec_by(self.sessions_counted);
@@ -218,11 +223,11 @@ impl Actor {
             if !self.may_write() {
                 // The lease may have lapsed: another origin may own the world by
                 // now, so this one neither ticks nor answers until it can tell.
-                warn!(world = %self.core.world_id(), "lease unsure: world paused");
+                warn!(world = %self.host, "lease unsure: world paused");
                 if !self.paused(rx, shutdown).await {
                     return Ok(());
                 }
-                info!(world = %self.core.world_id(), "lease renewed: world resumed");
+                info!(world = %self.host, "lease renewed: world resumed");
                 // Do not replay the paused time as a burst of ticks.
                 let now = self.now_us();
                 self.core.rebase(now);
@@ -369,11 +374,11 @@ impl Actor {
                 if self.standbys.is_empty() {
                     let _ = reply.send(Err(format!(
                         "no standby follows {}: nowhere to hand it over to",
-                        self.core.world_id()
+                        self.host
                     )));
                     return;
                 }
-                info!(world = %self.core.world_id(), tick = self.core.tick(), "handing over: ticks stop");
+                info!(world = %self.host, tick = self.core.tick(), "handing over: ticks stop");
                 self.handover = Some((self.core.tick(), Some(reply)));
                 self.check_handover();
             }
@@ -408,7 +413,7 @@ impl Actor {
                 } = self.gate.handle_ack(id, tick, hash)
                 {
                     self.metrics.divergences.inc();
-                    warn!(world = %self.core.world_id(), tick, %primary, %standby, "standby disagrees: critical outcomes of this world are no longer confirmed");
+                    warn!(world = %self.host, tick, %primary, %standby, "standby disagrees: critical outcomes of this world are no longer confirmed");
                     self.report_suspect();
                 }
                 self.check_handover();
@@ -441,16 +446,10 @@ impl Actor {
                 team,
                 resume_from,
             } => {
-                if world != self.core.world_id() {
+                if world != self.host {
                     OriginMetrics::count(&self.metrics.link_errors, "unknown_world");
-                    return self.error(
-                        id,
-                        ErrorCode::UnknownWorld,
-                        format!(
-                            "{session}: this origin hosts {}, not {world}",
-                            self.core.world_id()
-                        ),
-                    );
+                    let msg = format!("{session}: this origin hosts {}, not {world}", self.host);
+                    return self.error(id, ErrorCode::UnknownWorld, msg);
                 }
                 if self.core.has_session(session) {
                     self.resume(id, session, &resume_from);
@@ -535,7 +534,7 @@ impl Actor {
                 self.error(
                     id,
                     ErrorCode::Unexpected,
-                    format!("unexpected message {}", variant(&other)),
+                    format!("unexpected message {}", super::link::variant(&other)),
                 );
             }
         }
@@ -745,9 +744,7 @@ impl Actor {
                 }
                 Output::Violation(v) => self.violation(&v),
                 Output::Ledger { tick, txs } => self.ledger(tick, &txs),
-                // Zoned worlds are not served by this shell yet (the world
-                // spec has no zones to create one with): an unzoned engine
-                // never reports these.
+                // Handoffs between zones do not run in this shell yet.
                 Output::Crossing { .. } | Output::SessionMoved { .. } => {}
                 Output::Phase(mut ws) => {
                     ws.epoch = self.epoch;
@@ -770,34 +767,5 @@ impl Actor {
                 } => self.kick(session, &player, &reason, sanction),
             }
         }
-    }
-}
-
-pub(crate) fn variant(msg: &LinkMsg) -> &'static str {
-    match msg {
-        LinkMsg::LinkHello { .. } => "LinkHello",
-        LinkMsg::SessionOpen { .. } => "SessionOpen",
-        LinkMsg::SessionClose { .. } => "SessionClose",
-        LinkMsg::Action { .. } => "Action",
-        LinkMsg::ActionResult { .. } => "ActionResult",
-        LinkMsg::Events(_) => "Events",
-        LinkMsg::Keyframe(_) => "Keyframe",
-        LinkMsg::Delta(_) => "Delta",
-        LinkMsg::Subscriptions { .. } => "Subscriptions",
-        LinkMsg::Replay { .. } => "Replay",
-        LinkMsg::Ping(_) => "Ping",
-        LinkMsg::Pong(_) => "Pong",
-        LinkMsg::Error(_) => "Error",
-        LinkMsg::FeedSubscribe { .. } => "FeedSubscribe",
-        LinkMsg::FeedUnsubscribe { .. } => "FeedUnsubscribe",
-        LinkMsg::Feed(_) => "Feed",
-        LinkMsg::SessionPing { .. } => "SessionPing",
-        LinkMsg::SessionPong { .. } => "SessionPong",
-        LinkMsg::ResumeIncomplete { .. } => "ResumeIncomplete",
-        LinkMsg::WorldState(_) => "WorldState",
-        LinkMsg::SessionRefused { .. } => "SessionRefused",
-        LinkMsg::Sanction(_) => "Sanction",
-        LinkMsg::EdgeReport { .. } => "EdgeReport",
-        LinkMsg::Movement(_) => "Movement",
     }
 }

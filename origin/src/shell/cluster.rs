@@ -294,9 +294,8 @@ impl Agent {
 
     /// Applies the cluster view to this origin.
     async fn follow(&mut self, v: &ClusterView) {
-        // Zoned worlds (their own record and their zones') are not hosted by
-        // this version: their zones stay unclaimed for origins that do.
-        for rec in v.worlds.values().filter(|r| r.spec.zones.is_none()) {
+        // A zoned world's own record is never claimed: its zones' are.
+        for rec in v.worlds.values().filter(|r| !r.spec.is_zoned()) {
             if rec.placed_on == self.node.id
                 && rec.owner.is_none()
                 && rec.status.phase == Phase::Placed
@@ -355,7 +354,7 @@ impl Agent {
             .map_err(|e| e.to_string())
             .and_then(|core| {
                 self.handle
-                    .add_world(core, epoch)
+                    .add_world_as(core, epoch, rec.id)
                     .map_err(|e| e.to_string())
             });
         if let Err(e) = started {
@@ -416,7 +415,7 @@ impl Agent {
             .collect();
         for rec in v.worlds.values() {
             if !rec.standbys.contains(&me)
-                || rec.spec.zones.is_some()
+                || rec.spec.is_zoned()
                 || rec.status.phase == Phase::Ended
                 || self.hosted.contains_key(&rec.id)
             {
@@ -598,7 +597,7 @@ impl Agent {
         let mut core = follower.into_core();
         // Ticks continue from now, not from the primary's last one.
         core.rebase(self.handle.now_us());
-        if let Err(e) = self.handle.add_world(core, epoch) {
+        if let Err(e) = self.handle.add_world_as(core, epoch, rec.id) {
             warn!(world = %rec.id, error = %e, "cannot serve the world taken over");
             let _ = self.control.release(rec.id, epoch).await;
             return;

@@ -253,7 +253,7 @@ impl LinkReader {
                 OriginMetrics::count(&self.metrics.link_errors, "unexpected");
                 self.reply(&LinkMsg::Error(ErrorMsg {
                     code: ErrorCode::Unexpected,
-                    message: format!("unexpected message {}", super::actor::variant(other)),
+                    message: format!("unexpected message {}", variant(other)),
                 }));
                 return true;
             }
@@ -294,5 +294,35 @@ impl LinkReader {
                 _ => return,
             }
         }
+    }
+}
+
+/// A link message's name, for errors and logs.
+pub(crate) fn variant(msg: &LinkMsg) -> &'static str {
+    match msg {
+        LinkMsg::LinkHello { .. } => "LinkHello",
+        LinkMsg::SessionOpen { .. } => "SessionOpen",
+        LinkMsg::SessionClose { .. } => "SessionClose",
+        LinkMsg::Action { .. } => "Action",
+        LinkMsg::ActionResult { .. } => "ActionResult",
+        LinkMsg::Events(_) => "Events",
+        LinkMsg::Keyframe(_) => "Keyframe",
+        LinkMsg::Delta(_) => "Delta",
+        LinkMsg::Subscriptions { .. } => "Subscriptions",
+        LinkMsg::Replay { .. } => "Replay",
+        LinkMsg::Ping(_) => "Ping",
+        LinkMsg::Pong(_) => "Pong",
+        LinkMsg::Error(_) => "Error",
+        LinkMsg::FeedSubscribe { .. } => "FeedSubscribe",
+        LinkMsg::FeedUnsubscribe { .. } => "FeedUnsubscribe",
+        LinkMsg::Feed(_) => "Feed",
+        LinkMsg::SessionPing { .. } => "SessionPing",
+        LinkMsg::SessionPong { .. } => "SessionPong",
+        LinkMsg::ResumeIncomplete { .. } => "ResumeIncomplete",
+        LinkMsg::WorldState(_) => "WorldState",
+        LinkMsg::SessionRefused { .. } => "SessionRefused",
+        LinkMsg::Sanction(_) => "Sanction",
+        LinkMsg::EdgeReport { .. } => "EdgeReport",
+        LinkMsg::Movement(_) => "Movement",
     }
 }

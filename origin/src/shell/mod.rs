@@ -249,10 +249,22 @@ impl OriginHandle {
     /// Starts a world on its own task, owned at `epoch` (0 outside a control
     /// plane), and introduces it to every relay link that is up.
     pub fn add_world(&self, core: Box<dyn Core>, epoch: u64) -> Result<(), HostError> {
+        let world = core.world_id();
+        self.add_world_as(core, epoch, world)
+    }
+
+    /// Starts a world hosted under `host` (a zone of a zoned world: its
+    /// record's id; the engine signs as the world it is a zone of).
+    pub fn add_world_as(
+        &self,
+        core: Box<dyn Core>,
+        epoch: u64,
+        host: WorldId,
+    ) -> Result<(), HostError> {
         if *self.inner.shutdown.borrow() {
             return Err(HostError::ShuttingDown);
         }
-        let world = core.world_id();
+        let world = host;
         let (tx, rx) = mpsc::channel(self.inner.cfg.mailbox);
         let links = self
             .inner
@@ -264,6 +276,7 @@ impl OriginHandle {
             metrics: self.inner.metrics.clone(),
             clock: self.inner.clock,
             dir: self.inner.dir.clone(),
+            host: world,
             epoch,
             events: self.inner.events.clone(),
             writable: self.inner.writable.subscribe(),

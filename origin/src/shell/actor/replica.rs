@@ -42,7 +42,7 @@ impl Actor {
             return;
         }
         let f = repl_frame(&skylane_proto::ReplMsg::Entries {
-            world: self.core.world_id(),
+            world: self.host,
             epoch: self.epoch,
             inputs,
         });
@@ -94,7 +94,7 @@ impl Actor {
     /// state to compare with; completed (with the entities that differ), it is
     /// kept for the status and the standby is let go.
     pub(super) fn standby_diverged(&mut self, id: u64, evidence: Box<skylane_proto::Evidence>) {
-        let world = self.core.world_id();
+        let world = self.host;
         let Some(at) = evidence.compared_at else {
             self.metrics.divergences.inc();
             self.gate
@@ -150,14 +150,14 @@ impl Actor {
     pub(super) fn cut_standby(&mut self, id: u64, why: &str) {
         self.gate.handle_standby_down(id);
         if let Some(s) = self.standbys.remove(&id) {
-            warn!(world = %self.core.world_id(), standby = %s.node, why, "standby disconnected");
+            warn!(world = %self.host, standby = %s.node, why, "standby disconnected");
             s.conn.close(3u32.into(), why.as_bytes());
             self.metrics.standbys.dec();
         }
     }
 
     pub(super) fn standby_up(&mut self, id: u64, node: String, epoch: u64, link: StandbyLink) {
-        let world = self.core.world_id();
+        let world = self.host;
         if epoch > self.epoch {
             // The standby knows a newer owner: this origin is stale.
             let refused = skylane_proto::ReplMsg::Refused {

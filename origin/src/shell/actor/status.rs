@@ -11,7 +11,7 @@ impl Actor {
     pub(super) fn status(&self) -> OriginStatus {
         let ws = self.core.world_state();
         OriginStatus {
-            world: self.core.world_id().0,
+            world: self.host.0,
             game: self.core.game().to_string(),
             phase: format!("{:?}", ws.phase).to_lowercase(),
             players: ws.players,
