@@ -493,9 +493,9 @@ pub fn relay_server_config(
     Ok(quinn::ServerConfig::with_crypto(Arc::new(quic)))
 }
 
-/// An origin's server configuration: ALPN `skylane/1` for relay links and
-/// `skylane-repl/2` for standby origins, client certificates required (both
-/// chain to `roots`).
+/// An origin's server configuration: ALPN `skylane/1` for relay links,
+/// `skylane-repl/2` for standby origins and `skylane-zone/1` for the owners
+/// of other zones, client certificates required (all chain to `roots`).
 pub fn origin_server_config(
     identity: &Identity,
     roots: RootCertStore,
@@ -504,6 +504,7 @@ pub fn origin_server_config(
     tls.alpn_protocols = vec![
         skylane_proto::ALPN.to_vec(),
         skylane_proto::REPL_ALPN.to_vec(),
+        skylane_proto::zones::ZONE_ALPN.to_vec(),
     ];
     let quic = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
         .map_err(|e| CertError::Quic(e.to_string()))?;
@@ -518,6 +519,20 @@ pub fn repl_client_config(
 ) -> Result<quinn::ClientConfig, CertError> {
     let mut tls = rustls_client_config(roots, Some(identity))?;
     tls.alpn_protocols = vec![skylane_proto::REPL_ALPN.to_vec()];
+    let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
+        .map_err(|e| CertError::Quic(e.to_string()))?;
+    Ok(quinn::ClientConfig::new(Arc::new(quic)))
+}
+
+/// The client configuration an origin uses towards the owners of a zoned
+/// world's other zones: ALPN `skylane-zone/1`, presenting the origin's
+/// identity.
+pub fn zone_client_config(
+    roots: RootCertStore,
+    identity: &Identity,
+) -> Result<quinn::ClientConfig, CertError> {
+    let mut tls = rustls_client_config(roots, Some(identity))?;
+    tls.alpn_protocols = vec![skylane_proto::zones::ZONE_ALPN.to_vec()];
     let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
         .map_err(|e| CertError::Quic(e.to_string()))?;
     Ok(quinn::ClientConfig::new(Arc::new(quic)))

@@ -394,6 +394,7 @@ impl OriginConfig {
     pub fn cluster_node(&self) -> crate::ClusterNode {
         crate::ClusterNode {
             replication: None,
+            zones: None,
             attestation: None,
             id: self.cluster_node_id(),
             addr: self.advertise.unwrap_or(self.listen).to_string(),

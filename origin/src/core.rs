@@ -11,7 +11,9 @@ use skylane_proto::{
     TeamId, WorldId, WorldState,
 };
 
-use skylane_proto::zones::ZoneRecord;
+use skylane_proto::zones::{EntityTransfer, ZoneIdx, ZoneRecord};
+
+use crate::zone::HandoffLedger;
 
 use crate::engine::{Engine, JoinError, Output, ResumeError};
 use crate::journal::JournalError;
@@ -65,6 +67,12 @@ pub trait Core: Send + 'static {
     /// See [`Engine::handle_zone`]: a handoff record, durable (journaled
     /// at once, for a persistent engine) when this returns.
     fn handle_zone(&mut self, rec: &ZoneRecord) -> Result<(), JournalError>;
+    /// See [`Engine::zone`].
+    fn zone(&self) -> Option<ZoneIdx>;
+    /// See [`Engine::can_import`].
+    fn can_import(&self, t: &EntityTransfer) -> Result<(), String>;
+    /// See [`Engine::handoff_ledger`].
+    fn handoff_ledger(&self) -> Option<HandoffLedger>;
     /// See [`Engine::world_state`].
     fn world_state(&self) -> WorldState;
     /// The game's name.
@@ -124,6 +132,15 @@ impl<W: World + Clone + Serialize + DeserializeOwned> Core for Engine<W> {
     fn handle_zone(&mut self, rec: &ZoneRecord) -> Result<(), JournalError> {
         Self::handle_zone(self, rec);
         Ok(())
+    }
+    fn zone(&self) -> Option<ZoneIdx> {
+        Self::zone(self)
+    }
+    fn can_import(&self, t: &EntityTransfer) -> Result<(), String> {
+        Self::can_import(self, t)
+    }
+    fn handoff_ledger(&self) -> Option<HandoffLedger> {
+        Self::handoff_ledger(self).cloned()
     }
     fn handle_action(&mut self, s: SessionId, a: Action) {
         Self::handle_action(self, s, a);
@@ -213,6 +230,15 @@ impl<W: World + Clone + Serialize + DeserializeOwned> Core for Persistent<W> {
     }
     fn handle_zone(&mut self, rec: &ZoneRecord) -> Result<(), JournalError> {
         Self::handle_zone(self, rec)
+    }
+    fn zone(&self) -> Option<ZoneIdx> {
+        self.engine().zone()
+    }
+    fn can_import(&self, t: &EntityTransfer) -> Result<(), String> {
+        self.engine().can_import(t)
+    }
+    fn handoff_ledger(&self) -> Option<HandoffLedger> {
+        self.engine().handoff_ledger().cloned()
     }
     fn handle_action(&mut self, s: SessionId, a: Action) {
         Self::handle_action(self, s, a);

@@ -103,6 +103,7 @@ async fn serve(cfg: OriginConfig) -> anyhow::Result<()> {
                     c.clone(),
                     skylane_origin::ClusterNode {
                         replication: Some(OriginServer::replication_client(&cfg)?),
+                        zones: Some(OriginServer::zone_client(&cfg)?),
                         attestation: OriginServer::attestation_key(&cfg)?,
                         ..cfg.cluster_node()
                     },

@@ -17,6 +17,13 @@ pub struct OriginMetrics {
     pub violations: Family<KindLabel, Counter>,
     /// Link protocol errors by kind (decode errors, unknown sessions, unknown worlds).
     pub link_errors: Family<KindLabel, Counter>,
+    /// Zone link messages by outcome (`sent`, `received`, `dropped`,
+    /// `failed`, `unreachable`, `no_owner`, `unknown_zone`, `malformed`,
+    /// `too_large`).
+    pub zone_messages: Family<KindLabel, Counter>,
+    /// Zone handoff steps by kind (`started`, `committed`, `aborted`,
+    /// `imported`, `refused`, `failed`).
+    pub handoffs: Family<KindLabel, Counter>,
     /// Relays connected.
     pub relays: Gauge,
     /// Sessions in the world.
@@ -94,6 +101,8 @@ impl OriginMetrics {
             actions: Family::default(),
             violations: Family::default(),
             link_errors: Family::default(),
+            zone_messages: Family::default(),
+            handoffs: Family::default(),
             relays: Gauge::default(),
             sessions: Gauge::default(),
             ticks: Counter::default(),
@@ -137,6 +146,12 @@ impl OriginMetrics {
             "Link protocol errors by kind",
             m.link_errors.clone(),
         );
+        r.register(
+            "zone_messages",
+            "Zone link messages by outcome",
+            m.zone_messages.clone(),
+        );
+        r.register("handoffs", "Zone handoff steps by kind", m.handoffs.clone());
         r.register("relays", "Relays connected", m.relays.clone());
         r.register(
             "sessions",

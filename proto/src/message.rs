@@ -982,6 +982,16 @@ pub enum LinkMsg {
     /// Origin → relay: one cell's movement in one tick (latest-wins state, not
     /// chained; signed per frame, see [`crate::movement`]).
     Movement(crate::movement::MovementFrame),
+    /// Origin → relay: a session's avatar was handed to another zone of a
+    /// zoned world (hosted as world record `world`): the relay re-opens the
+    /// session there, from its cursors, and sends there the actions the old
+    /// zone answered `Moved`.
+    SessionMoved {
+        /// Session.
+        session: SessionId,
+        /// The zone's world record (what the relay opens the session on).
+        world: WorldId,
+    },
 }
 
 /// What a [`Sanction`] is.

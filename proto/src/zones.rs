@@ -32,6 +32,18 @@ pub const MAX_ZONE_STATE: usize = 16 * 1024;
 /// Most entities in one [`ZoneMsg::Mirrors`] message.
 pub const MAX_MIRRORS_PER_MSG: usize = 256;
 
+/// QUIC ALPN of the zone owners' link.
+pub const ZONE_ALPN: &[u8] = b"skylane-zone/1";
+
+/// Largest frame on the zone link: a full `Mirrors` message.
+pub const ZONE_MAX_FRAME: usize = 8 << 20;
+
+/// The world record a zone of a zoned world runs under: the world's id plus
+/// one plus the zone's index (the control plane allocates them so).
+pub fn zone_record_id(world: WorldId, zone: ZoneIdx) -> WorldId {
+    WorldId(world.0 + 1 + u64::from(zone.0))
+}
+
 /// A zone's index in its world's layout.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,
@@ -408,6 +420,8 @@ pub enum ZoneMsg {
         world: WorldId,
         /// The owning zone.
         from: ZoneIdx,
+        /// The neighbour it is for.
+        to: ZoneIdx,
         /// Copies, at most [`MAX_MIRRORS_PER_MSG`].
         upsert: Vec<MirrorEntry>,
         /// Entities no longer mirrored to the receiver.
@@ -486,6 +500,28 @@ impl ZoneRecord {
             Self::Commit { entity, .. } => ZoneEffect::Remove(*entity),
             Self::Abort { entity, .. } => ZoneEffect::Unfreeze(*entity),
             Self::Refused { .. } | Self::Low { .. } => ZoneEffect::None,
+        }
+    }
+}
+
+impl ZoneMsg {
+    /// The world it is about.
+    pub fn world(&self) -> WorldId {
+        match self {
+            Self::Out { world, .. }
+            | Self::In { world, .. }
+            | Self::Refused { world, .. }
+            | Self::Commit { world, .. }
+            | Self::Mirrors { world, .. } => *world,
+        }
+    }
+
+    /// The zone it is for.
+    pub fn receiver(&self) -> ZoneIdx {
+        match self {
+            Self::Out { id, .. } | Self::Commit { id, .. } => id.to,
+            Self::In { id, .. } | Self::Refused { id, .. } => id.from,
+            Self::Mirrors { to, .. } => *to,
         }
     }
 }

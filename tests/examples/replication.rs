@@ -106,6 +106,7 @@ impl Bench {
             removal_grace: Duration::from_secs(1),
             journal_dir: None,
             replication: Some(repl),
+            zones: None,
             attestation: None,
         };
         let agent = server

@@ -334,8 +334,18 @@ impl Net {
             removal_grace: Duration::from_secs(2),
             journal_dir: None,
             replication: Some(self.replication_client()),
+            zones: Some(self.zone_client()),
             attestation: None,
         }
+    }
+
+    /// How an origin here reaches the owners of a zoned world's other zones.
+    pub fn zone_client(&self) -> quinn::ClientConfig {
+        let mut c =
+            skylane_certs::zone_client_config(self.pki.roots().expect("roots"), &self.pki.origin)
+                .expect("zone tls");
+        c.transport_config(Arc::new(link_transport()));
+        c
     }
 
     /// How an origin here reaches a world's primary as its standby.

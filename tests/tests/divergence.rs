@@ -145,6 +145,7 @@ fn node(id: &str, addr: std::net::SocketAddr, net: &Net) -> ClusterNode {
         removal_grace: Duration::from_secs(2),
         journal_dir: None,
         replication: Some(net.replication_client()),
+        zones: None,
         attestation: None,
     }
 }

@@ -40,6 +40,7 @@ async fn cluster_with(net: &mut Net, journal_dir: Option<std::path::PathBuf>) ->
         removal_grace: Duration::from_secs(2),
         journal_dir,
         replication: None,
+        zones: None,
         attestation: None,
     };
     let signer = net.origin_signer();

@@ -348,6 +348,9 @@ impl LocalNet {
         };
         let mut repl = skylane_certs::repl_client_config(roots()?, &pki.origin).map_err(certs)?;
         repl.transport_config(Arc::new(link_transport()));
+        let mut zone_link =
+            skylane_certs::zone_client_config(roots()?, &pki.origin).map_err(certs)?;
+        zone_link.transport_config(Arc::new(link_transport()));
         // Origin k sits in region k (round robin): a matchmaker's estimate for
         // players that measured nothing.
         let node = |id: String, addr: SocketAddr, k: usize| skylane_origin::ClusterNode {
@@ -364,6 +367,7 @@ impl LocalNet {
             lease_ttl: opts.lease_ttl,
             journal_dir: None,
             replication: Some(repl.clone()),
+            zones: Some(zone_link.clone()),
             attestation: None,
             removal_grace: opts.removal_grace,
         };

@@ -10,8 +10,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use skylane_control::{ClusterView, Embedded, PlacementHints, SharedControl, WorldSpec, ZoneSpec};
-use skylane_proto::zones::ZoneLayout;
-use skylane_proto::WorldId;
+use skylane_proto::zones::{zone_record_id, ZoneIdx, ZoneLayout};
+use skylane_proto::{
+    encode_frame_to_bytes, Action, EventClass, FrameDecoder, LinkMsg, Outcome, Role, SessionId,
+    WorldId, DEFAULT_MAX_FRAME, PROTOCOL_VERSION,
+};
 use skylane_tools::local::{LocalNet, LocalOptions};
 
 /// Waits up to 20 s for `f` to hold on the control plane's view.
@@ -131,6 +134,225 @@ fn a_zoned_worlds_zones_are_owned_replicated_and_fail_over_like_worlds() {
                 assert_eq!(now, *epoch, "untouched");
             }
         }
+        net.shutdown().await;
+    });
+}
+
+/// A scripted relay on a real QUIC link to one origin (what the relay shell
+/// does, reduced to what the test needs: open sessions, act, read).
+struct FakeRelay {
+    _endpoint: quinn::Endpoint,
+    ctl: quinn::SendStream,
+    rx: tokio::sync::mpsc::UnboundedReceiver<LinkMsg>,
+}
+
+async fn pump(mut recv: quinn::RecvStream, tx: tokio::sync::mpsc::UnboundedSender<LinkMsg>) {
+    let mut dec = FrameDecoder::default();
+    loop {
+        while let Ok(Some(m)) = dec.poll_message::<LinkMsg>() {
+            if tx.send(m).is_err() {
+                return;
+            }
+        }
+        match recv.read_chunk(1 << 20, true).await {
+            Ok(Some(c)) => dec.push(&c.bytes),
+            _ => return,
+        }
+    }
+}
+
+impl FakeRelay {
+    async fn connect(net: &LocalNet, addr: std::net::SocketAddr, id: u32) -> Self {
+        let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+        endpoint.set_default_client_config(
+            skylane_certs::client_config(net.pki.roots().unwrap(), Some(&net.pki.relay)).unwrap(),
+        );
+        let conn = endpoint.connect(addr, "localhost").unwrap().await.unwrap();
+        let (ctl, ctl_recv) = conn.open_bi().await.unwrap();
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(pump(ctl_recv, tx.clone()));
+        tokio::spawn(async move {
+            while let Ok(r) = conn.accept_uni().await {
+                tokio::spawn(pump(r, tx.clone()));
+            }
+        });
+        let mut r = Self {
+            _endpoint: endpoint,
+            ctl,
+            rx,
+        };
+        r.send(&LinkMsg::LinkHello {
+            version: PROTOCOL_VERSION,
+            relay: skylane_proto::RelayId(id),
+        })
+        .await;
+        r.until(|m| matches!(m, LinkMsg::LinkHello { .. })).await;
+        r
+    }
+
+    async fn send(&mut self, msg: &LinkMsg) {
+        let f = encode_frame_to_bytes(msg, DEFAULT_MAX_FRAME).unwrap();
+        self.ctl.write_all(&f).await.unwrap();
+    }
+
+    /// Reads until `pred` matches (10 s at most), returning what matched.
+    async fn until(&mut self, mut pred: impl FnMut(&LinkMsg) -> bool) -> LinkMsg {
+        tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                let m = self.rx.recv().await.expect("link open");
+                if pred(&m) {
+                    return m;
+                }
+            }
+        })
+        .await
+        .expect("in time")
+    }
+
+    async fn open(&mut self, session: u64, world: WorldId) {
+        self.send(&LinkMsg::SessionOpen {
+            session: SessionId(session),
+            player: format!("p{session}"),
+            world,
+            role: Role::Player,
+            team: None,
+            resume_from: Vec::new(),
+        })
+        .await;
+    }
+
+    async fn act(&mut self, session: u64, seq: u64, x: f32, y: f32) -> Outcome {
+        self.send(&LinkMsg::Action {
+            session: SessionId(session),
+            action: Action {
+                class: EventClass::State,
+                seq,
+                client_time_us: 0,
+                reads: vec![],
+                payload: skylane_origin::ArenaAction::Mark { x, y }.encode(),
+            },
+        })
+        .await;
+        match self
+            .until(|m| matches!(m, LinkMsg::ActionResult { session: s, result } if *s == SessionId(session) && result.seq == seq))
+            .await
+        {
+            LinkMsg::ActionResult { result, .. } => result.outcome,
+            _ => unreachable!(),
+        }
+    }
+}
+
+/// Players join a zoned world at its home zone, spawn anywhere, and those
+/// who spawned in the other zone are handed to it over the zone link
+/// between the two origin processes: the home zone's origin tells the relay
+/// the session moved, the session re-opens on the other zone's owner with
+/// its replay window, and acts there.
+#[test]
+fn players_are_handed_between_zone_owners_over_the_zone_link() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let control: SharedControl = Arc::new(Embedded::new());
+        let net = LocalNet::start(LocalOptions {
+            control: Some(control.clone()),
+            lease_ttl: Duration::from_secs(2),
+            origins: 2,
+            ..LocalOptions::default()
+        })
+        .await
+        .expect("local net");
+        let spec = WorldSpec {
+            zones: Some(Box::new(ZoneSpec {
+                layout: ZoneLayout::even(10, 10, 100.0, 2, 1).unwrap(),
+                hysteresis: 10.0,
+                margin: 20.0,
+            })),
+            standbys: Some(1),
+            ..WorldSpec::new("arena", 30, 1000)
+        };
+        let w = control
+            .create_world(spec, &PlacementHints::default())
+            .await
+            .expect("placed")
+            .id;
+        let v = until(&control, "both zones claimed", |v| {
+            let z = v.zones_of(w);
+            z.len() == 2 && z.iter().all(|r| r.owner.is_some())
+        })
+        .await;
+        let owner_addr = |i: usize| -> std::net::SocketAddr {
+            v.zones_of(w)[i]
+                .owner
+                .as_ref()
+                .unwrap()
+                .addr
+                .parse()
+                .unwrap()
+        };
+        let (z0, z1) = (zone_record_id(w, ZoneIdx(0)), zone_record_id(w, ZoneIdx(1)));
+        assert_ne!(owner_addr(0), owner_addr(1), "two zones on two origins");
+        let mut home = FakeRelay::connect(&net, owner_addr(0), 1).await;
+        let mut other = FakeRelay::connect(&net, owner_addr(1), 1).await;
+        // Twenty players: about half spawn in zone 1 (all of them stay home
+        // with probability 2^-20).
+        for s in 1..=20 {
+            home.open(s, z0).await;
+        }
+        let mut moved = Vec::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while tokio::time::Instant::now() < deadline && moved.len() < 20 {
+            let m = tokio::time::timeout(Duration::from_secs(2), home.rx.recv()).await;
+            match m {
+                Ok(Some(LinkMsg::SessionMoved { session, world })) => {
+                    assert_eq!(world, z1);
+                    moved.push(session);
+                }
+                Ok(Some(_)) => {}
+                _ => break,
+            }
+        }
+        assert!(
+            !moved.is_empty(),
+            "someone spawned in zone 1 and was handed over"
+        );
+        let stayed = 20 - moved.len() as u64;
+        println!(
+            "{} of 20 handed to zone 1, {stayed} stayed home",
+            moved.len()
+        );
+        // Every moved session re-opens on zone 1's owner and acts there; its
+        // replay window came along.
+        for s in &moved {
+            other.open(s.0, z1).await;
+            let o = other.act(s.0, 1, 600.0, 500.0).await;
+            assert!(matches!(o, Outcome::Applied { .. }), "{s}: {o:?}");
+            let again = other.act(s.0, 1, 600.0, 500.0).await;
+            assert!(
+                matches!(
+                    again,
+                    Outcome::Rejected {
+                        code: skylane_proto::RejectCode::Replayed,
+                        ..
+                    }
+                ),
+                "{s}: {again:?}"
+            );
+        }
+        // The origins counted it: started at home, imported at zone 1.
+        let h0 = net
+            .origin_server(&v.zones_of(w)[0].owner.as_ref().unwrap().node)
+            .unwrap();
+        let st = h0.handle().world_status(z0).await.expect("zone 0 runs");
+        assert_eq!(st.players as u64, stayed, "{st:?}");
+        let h1 = net
+            .origin_server(&v.zones_of(w)[1].owner.as_ref().unwrap().node)
+            .unwrap();
+        let st = h1.handle().world_status(z1).await.expect("zone 1 runs");
+        assert_eq!(st.players as usize, moved.len(), "{st:?}");
         net.shutdown().await;
     });
 }

@@ -110,6 +110,15 @@ impl Core for Recorder {
         self.record(Input::Zone(rec.clone()));
         self.inner.handle_zone(rec)
     }
+    fn zone(&self) -> Option<skylane_proto::zones::ZoneIdx> {
+        self.inner.zone()
+    }
+    fn can_import(&self, t: &skylane_proto::zones::EntityTransfer) -> Result<(), String> {
+        self.inner.can_import(t)
+    }
+    fn handoff_ledger(&self) -> Option<crate::zone::HandoffLedger> {
+        self.inner.handoff_ledger()
+    }
     fn handle_action(&mut self, session: SessionId, action: Action) {
         self.record(Input::Action {
             session,

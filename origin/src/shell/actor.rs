@@ -34,6 +34,7 @@ mod replica;
 mod resume;
 mod sanctions;
 mod status;
+mod zone;
 use super::ServerConfig;
 
 /// Co-signatures held for batches not yet sent (a bound; more means they
@@ -70,6 +71,8 @@ pub(crate) struct WorldEnv {
     pub(crate) evidence: std::sync::Arc<super::evidence::Evidence>,
     /// The process's economy ledger.
     pub(crate) ledger: std::sync::Arc<super::ledger::Ledgers>,
+    /// The zone link, when this origin has one (a zone's handoffs use it).
+    pub(crate) zones: Option<super::zones::ZoneSender>,
 }
 
 /// The world's task: the engine, the routes, the relay links.
@@ -117,6 +120,8 @@ pub(crate) struct Actor {
     violation_logs: LogLimiter<(SessionId, AnomalyKind)>,
     evidence: std::sync::Arc<super::evidence::Evidence>,
     ledger: std::sync::Arc<super::ledger::Ledgers>,
+    /// A zone's handoffs (`None` for a world that is not a zone).
+    zone: Option<zone::ZoneDriver>,
 }
 
 pub(crate) fn frame(msg: &LinkMsg) -> Option<Bytes> {
@@ -133,6 +138,7 @@ impl Actor {
             },
             tick,
         );
+        let zone = zone::ZoneDriver::new(&*core, env.zones.clone(), env.clock.now_us() / 1000);
         Self {
             core: Recorder::new(core),
             gate,
@@ -146,6 +152,7 @@ impl Actor {
             suspect_reported: false,
             handover: None,
             cosigs: HashMap::new(),
+            zone,
             host: env.host,
             dir: env.dir,
             epoch: env.epoch,
@@ -369,6 +376,7 @@ impl Actor {
                 }
             }
             Cmd::Msg { id, msg } => self.handle_msg(id, msg),
+            Cmd::Zone(msg) => self.zone_msg(&msg),
             Cmd::Handover(reply) => {
                 self.replicate();
                 if self.standbys.is_empty() {
@@ -646,6 +654,7 @@ impl Actor {
             self.cut_standby(id, "standby lags too far behind");
         }
         self.count_lag();
+        self.zone_pump();
     }
 
     fn emit(&mut self, out: Output) {
@@ -744,8 +753,8 @@ impl Actor {
                 }
                 Output::Violation(v) => self.violation(&v),
                 Output::Ledger { tick, txs } => self.ledger(tick, &txs),
-                // Handoffs between zones do not run in this shell yet.
-                Output::Crossing { .. } | Output::SessionMoved { .. } => {}
+                Output::Crossing { transfer, to } => self.crossing(transfer, to),
+                Output::SessionMoved { session, to } => self.session_moved(session, to),
                 Output::Phase(mut ws) => {
                     ws.epoch = self.epoch;
                     info!(world = %ws.world, phase = ?ws.phase, players = ws.players, result = ?ws.result, "world phase");

@@ -62,6 +62,11 @@ pub struct ClusterNode {
     /// (`skylane_certs::repl_client_config` with the origin's identity);
     /// `None`: it never follows a world.
     pub replication: Option<quinn::ClientConfig>,
+    /// How this origin reaches the owners of a zoned world's other zones
+    /// (`skylane_certs::zone_client_config` with the origin's identity);
+    /// `None`: its zones never hand entities over (avatars that cross wait
+    /// at the border).
+    pub zones: Option<quinn::ClientConfig>,
     /// The key it signs standby attestations and checkpoint co-signatures
     /// with (`OriginServer::attestation_key`); `None`: a fresh one.
     pub attestation: Option<SigningKey>,
@@ -142,6 +147,20 @@ impl OriginServer {
         };
         agent.register().await?;
         let view = agent.control.watch().await?;
+        if let Some(client) = agent.node.zones.clone() {
+            let links = super::zones::spawn_links(
+                self.endpoint.clone(),
+                client,
+                view.clone(),
+                self.handle.inner.metrics.clone(),
+            );
+            *self
+                .handle
+                .inner
+                .zones
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(links);
+        }
         let events = self
             .take_events()
             .ok_or_else(|| ControlError::Invalid("this origin already joined a cluster".into()))?;

@@ -43,6 +43,9 @@ pub(crate) async fn accept_loop(endpoint: Endpoint, env: LinkEnv, shutdown: watc
                 Ok(conn) if is_replication(&conn) => {
                     super::replication::serve_standby(conn, env.dir, env.metrics).await;
                 }
+                Ok(conn) if alpn_is(&conn, skylane_proto::zones::ZONE_ALPN) => {
+                    super::zones::serve_zone(conn, env.dir, env.metrics).await;
+                }
                 Ok(conn) => serve_relay(id, conn, env).await,
                 Err(e) => debug!(cause = %e, "relay handshake failed"),
             }
@@ -52,10 +55,15 @@ pub(crate) async fn accept_loop(endpoint: Endpoint, env: LinkEnv, shutdown: watc
 
 /// Whether `conn` negotiated the replication protocol (a standby origin).
 fn is_replication(conn: &Connection) -> bool {
+    alpn_is(conn, skylane_proto::REPL_ALPN)
+}
+
+/// Whether `conn` negotiated `alpn`.
+fn alpn_is(conn: &Connection, alpn: &[u8]) -> bool {
     conn.handshake_data()
         .and_then(|d| d.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
         .and_then(|d| d.protocol)
-        .is_some_and(|p| p == skylane_proto::REPL_ALPN)
+        .is_some_and(|p| p == alpn)
 }
 
 /// Reads one connection's streams and feeds the actor; writes its lanes.
@@ -324,5 +332,6 @@ pub(crate) fn variant(msg: &LinkMsg) -> &'static str {
         LinkMsg::Sanction(_) => "Sanction",
         LinkMsg::EdgeReport { .. } => "EdgeReport",
         LinkMsg::Movement(_) => "Movement",
+        LinkMsg::SessionMoved { .. } => "SessionMoved",
     }
 }

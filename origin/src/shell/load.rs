@@ -149,6 +149,13 @@ impl OriginServer {
         Ok(skylane_certs::repl_client_config(roots, &identity)?)
     }
 
+    /// The client configuration this origin reaches other zones' owners
+    /// with (`skylane-zone/1`, its own identity).
+    pub fn zone_client(cfg: &OriginConfig) -> Result<quinn::ClientConfig, LoadError> {
+        let (identity, roots) = identity(cfg)?;
+        Ok(skylane_certs::zone_client_config(roots, &identity)?)
+    }
+
     /// The attestation key the configuration names: the configured file, or
     /// in development mode `attest-<node id>.key` in `dev_certs` (made if
     /// missing; one per node, since a standby's word must be its own);

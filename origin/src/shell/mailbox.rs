@@ -54,6 +54,8 @@ pub(crate) enum Cmd {
     StandbyDown {
         id: u64,
     },
+    /// A message from another zone's owner (zone link).
+    Zone(Box<skylane_proto::zones::ZoneMsg>),
     /// Stop ticking and answer once a standby acknowledged the last tick
     /// (its tick), so the world can move there without a gap.
     Handover(tokio::sync::oneshot::Sender<Result<u64, String>>),

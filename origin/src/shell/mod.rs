@@ -38,6 +38,7 @@ mod link;
 mod load;
 mod mailbox;
 mod replication;
+mod zones;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -132,6 +133,8 @@ struct HostInner {
     first: Mutex<Option<WorldId>>,
     evidence: Arc<evidence::Evidence>,
     ledger: Arc<ledger::Ledgers>,
+    /// The zone link (set when the origin joins a cluster with one).
+    zones: Mutex<Option<zones::ZoneSender>>,
 }
 
 /// Manages a running origin's worlds; cheap to clone (the admin endpoint and
@@ -282,6 +285,12 @@ impl OriginHandle {
             writable: self.inner.writable.subscribe(),
             evidence: self.inner.evidence.clone(),
             ledger: self.inner.ledger.clone(),
+            zones: self
+                .inner
+                .zones
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone(),
         };
         let actor = Actor::new(core, env);
         let task = tokio::spawn(actor.run(rx, self.inner.shutdown.clone()));
@@ -418,6 +427,7 @@ impl OriginServer {
                 first: Mutex::new(None),
                 evidence: Arc::default(),
                 ledger: Arc::default(),
+                zones: Mutex::new(None),
             }),
         };
         Self {

@@ -105,6 +105,7 @@ impl MirrorOut {
                     ZoneMsg::Mirrors {
                         world: self.world,
                         from: self.me,
+                        to: z,
                         upsert: chunks.next().map(<[_]>::to_vec).unwrap_or_default(),
                         remove: if first { remove.clone() } else { Vec::new() },
                     },
@@ -176,6 +177,7 @@ impl MirrorIn {
             from,
             upsert,
             remove,
+            ..
         } = msg
         else {
             return Ok(());
@@ -331,6 +333,7 @@ mod tests {
         let newer = ZoneMsg::Mirrors {
             world: W,
             from: ZoneIdx(0),
+            to: ZoneIdx(1),
             upsert: vec![MirrorEntry {
                 entity: EntityId(0),
                 tick: 9,
@@ -346,6 +349,7 @@ mod tests {
             small.handle(&ZoneMsg::Mirrors {
                 world: WorldId(2),
                 from: ZoneIdx(0),
+                to: ZoneIdx(1),
                 upsert: vec![],
                 remove: vec![]
             }),
@@ -355,6 +359,7 @@ mod tests {
             small.handle(&ZoneMsg::Mirrors {
                 world: W,
                 from: ZoneIdx(1),
+                to: ZoneIdx(1),
                 upsert: vec![],
                 remove: vec![]
             }),

@@ -69,6 +69,13 @@ impl Actor {
                 self.send_to_client(session, EventClass::Critical, &msg);
             }
             LinkMsg::SessionClose { session } => self.closed_by_origin(session),
+            // Relays do not route zoned worlds yet (the directory leaves
+            // them out), so no session of theirs can move between zones: an
+            // origin saying so is closed like a session it ended.
+            LinkMsg::SessionMoved { session, .. } => {
+                RelayMetrics::count(&self.shared.metrics.origin_errors, "session_moved");
+                self.closed_by_origin(session);
+            }
             LinkMsg::Sanction(s) => self.sanctioned(&s),
             LinkMsg::Error(e) => {
                 RelayMetrics::count(

@@ -1,0 +1,151 @@
+//! A zone's actor side of the handoff: the handoff core driven by the
+//! engine's crossings and the zone link's messages, its records journaled
+//! and replicated through the engine (`Input::Zone`), its messages sent only
+//! once the tick that recorded them is durable on the standbys (so a
+//! standby that takes the zone over holds every record a peer has acted
+//! on), and moved sessions told to their relay.
+
+use std::collections::VecDeque;
+
+use skylane_proto::zones::{zone_record_id, EntityTransfer, ZoneIdx, ZoneMsg};
+use skylane_proto::{LinkMsg, SessionId, WorldId};
+use tracing::warn;
+
+use crate::core::Core;
+use crate::metrics::OriginMetrics;
+use crate::zone::{HandoffConfig, Handoffs, ZoneOutput};
+
+use super::super::zones::ZoneSender;
+use super::{frame, Actor};
+
+/// Messages held until their tick is durable, at most (beyond, the oldest
+/// are dropped: the handoff core re-sends what matters).
+const MAX_HELD: usize = 16_384;
+
+/// The handoff side of a zone's actor.
+pub(crate) struct ZoneDriver {
+    handoffs: Handoffs,
+    links: ZoneSender,
+    /// The world the zone belongs to (what its messages name).
+    world: WorldId,
+    /// Messages and the tick whose durability they wait for.
+    held: VecDeque<(u64, ZoneIdx, ZoneMsg)>,
+}
+
+impl ZoneDriver {
+    /// The driver for `core` if it runs a zone and this origin has zone
+    /// links; its handoff state from what the journal's records add up to.
+    pub(crate) fn new(core: &dyn Core, links: Option<ZoneSender>, now_ms: u64) -> Option<Self> {
+        let zone = core.zone()?;
+        let world = core.world_id();
+        let ledger = core.handoff_ledger().unwrap_or_default();
+        Some(Self {
+            handoffs: Handoffs::recover(world, zone, HandoffConfig::default(), now_ms, ledger),
+            links: links?,
+            world,
+            held: VecDeque::new(),
+        })
+    }
+}
+
+impl Actor {
+    /// An avatar crossed this zone's border: its handoff starts.
+    pub(super) fn crossing(&mut self, transfer: EntityTransfer, to: ZoneIdx) {
+        let now_ms = self.now_us() / 1000;
+        let Some(z) = self.zone.as_mut() else {
+            return;
+        };
+        // Reported every tick until the `Out` is journaled: one start.
+        if z.handoffs.is_leaving(transfer.entity) {
+            return;
+        }
+        match z.handoffs.begin(now_ms, transfer, to) {
+            Ok(_) => OriginMetrics::count(&self.metrics.handoffs, "started"),
+            Err(e) => {
+                OriginMetrics::count(&self.metrics.handoffs, "failed");
+                warn!(world = %self.host, error = %e, "handoff not started");
+            }
+        }
+        self.zone_pump();
+    }
+
+    /// A message from another zone's owner.
+    pub(super) fn zone_msg(&mut self, msg: &ZoneMsg) {
+        let Some(z) = self.zone.as_mut() else {
+            return;
+        };
+        let core = &self.core;
+        if let Err(e) = z.handoffs.handle_msg(msg, |t| core.can_import(t)) {
+            OriginMetrics::count(&self.metrics.zone_messages, "misrouted");
+            warn!(world = %self.host, error = %e, "zone message refused");
+        }
+        self.zone_pump();
+    }
+
+    /// A session's avatar belongs to zone `to` now: its relay re-opens it
+    /// there.
+    pub(super) fn session_moved(&mut self, session: SessionId, to: ZoneIdx) {
+        let Some(z) = self.zone.as_ref() else {
+            return;
+        };
+        let world = zone_record_id(z.world, to);
+        self.dir.forget_session(session);
+        if let Some(id) = self.routes.relay_of(session) {
+            self.send(id, 0, frame(&LinkMsg::SessionMoved { session, world }));
+        }
+    }
+
+    /// Acts on the handoff core's outputs (records journaled now, messages
+    /// held for their tick), re-sends what is overdue, and sends what is
+    /// durable.
+    pub(super) fn zone_pump(&mut self) {
+        let now_ms = self.now_us() / 1000;
+        let Some(z) = self.zone.as_mut() else {
+            return;
+        };
+        z.handoffs.handle_timeout(now_ms);
+        // A record journaled now is an input of the tick being built.
+        let tick = self.core.tick() + 1;
+        while let Some(out) = z.handoffs.poll_output() {
+            match out {
+                ZoneOutput::Journal(rec) => {
+                    let kind = match &rec {
+                        skylane_proto::zones::ZoneRecord::Commit { .. } => Some("committed"),
+                        skylane_proto::zones::ZoneRecord::Abort { .. } => Some("aborted"),
+                        skylane_proto::zones::ZoneRecord::In { .. } => Some("imported"),
+                        skylane_proto::zones::ZoneRecord::Refused { .. } => Some("refused"),
+                        _ => None,
+                    };
+                    if let Err(e) = self.core.handle_zone(&rec) {
+                        // Nothing that depends on it is sent: the peer
+                        // re-sends, and the step is tried again.
+                        warn!(world = %self.host, error = %e, "a zone record could not be journaled");
+                        OriginMetrics::count(&self.metrics.handoffs, "failed");
+                        z.held.clear();
+                        return;
+                    }
+                    if let Some(k) = kind {
+                        OriginMetrics::count(&self.metrics.handoffs, k);
+                    }
+                }
+                ZoneOutput::Send { to, msg } => {
+                    if z.held.len() >= MAX_HELD {
+                        z.held.pop_front();
+                        OriginMetrics::count(&self.metrics.zone_messages, "dropped");
+                    }
+                    z.held.push_back((tick, to, msg));
+                }
+            }
+        }
+        let durable = if self.gate.required() == 0 {
+            u64::MAX
+        } else {
+            self.gate.durable()
+        };
+        while z.held.front().is_some_and(|(t, ..)| *t <= durable) {
+            if let Some((_, to, msg)) = z.held.pop_front() {
+                z.links.send(zone_record_id(z.world, to), msg);
+            }
+        }
+    }
+}
