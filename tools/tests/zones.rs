@@ -299,10 +299,12 @@ fn players_are_handed_between_zone_owners_over_the_zone_link() {
         let mut other = FakeRelay::connect(&net, owner_addr(1), 1).await;
         // Twenty players: about half spawn in zone 1 (all of them stay home
         // with probability 2^-20).
+        let opened = tokio::time::Instant::now();
         for s in 1..=20 {
             home.open(s, z0).await;
         }
         let mut moved = Vec::new();
+        let mut took = Vec::new();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         while tokio::time::Instant::now() < deadline && moved.len() < 20 {
             let m = tokio::time::timeout(Duration::from_secs(2), home.rx.recv()).await;
@@ -310,6 +312,7 @@ fn players_are_handed_between_zone_owners_over_the_zone_link() {
                 Ok(Some(LinkMsg::SessionMoved { session, world })) => {
                     assert_eq!(world, z1);
                     moved.push(session);
+                    took.push(opened.elapsed());
                 }
                 Ok(Some(_)) => {}
                 _ => break,
@@ -320,9 +323,12 @@ fn players_are_handed_between_zone_owners_over_the_zone_link() {
             "someone spawned in zone 1 and was handed over"
         );
         let stayed = 20 - moved.len() as u64;
+        took.sort();
         println!(
-            "{} of 20 handed to zone 1, {stayed} stayed home",
-            moved.len()
+            "{} of 20 handed to zone 1 ({stayed} stayed home): join at the home zone -> SessionMoved p50 {:?}, max {:?}",
+            moved.len(),
+            took[took.len() / 2],
+            took[took.len() - 1]
         );
         // Every moved session re-opens on zone 1's owner and acts there; its
         // replay window came along.
