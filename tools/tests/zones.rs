@@ -36,47 +36,61 @@ async fn until(
     .unwrap_or_else(|_| panic!("{what} in time"))
 }
 
-#[test]
-fn a_zoned_worlds_zones_are_owned_replicated_and_fail_over_like_worlds() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
+/// Two origins on the local deployment (embedded control plane, 2 s
+/// leases) and an arena world split `nx` × `ny` over its 10 × 10 cells with
+/// one standby per zone, every zone claimed: the net, the control plane,
+/// the world and the view that shows its zones owned.
+async fn zoned_net(nx: u16, ny: u16) -> (LocalNet, SharedControl, WorldId, ClusterView) {
+    let control: SharedControl = Arc::new(Embedded::new());
+    let net = LocalNet::start(LocalOptions {
+        control: Some(control.clone()),
+        lease_ttl: Duration::from_secs(2),
+        origins: 2,
+        ..LocalOptions::default()
+    })
+    .await
+    .expect("local net");
+    let spec = WorldSpec {
+        zones: Some(Box::new(ZoneSpec {
+            layout: ZoneLayout::even(10, 10, 100.0, nx, ny).unwrap(),
+            hysteresis: 10.0,
+            margin: 20.0,
+        })),
+        standbys: Some(1),
+        ..WorldSpec::new("arena", 30, 1000)
+    };
+    let w = control
+        .create_world(spec, &PlacementHints::default())
+        .await
+        .expect("placed")
+        .id;
+    let n = usize::from(nx * ny);
+    let v = until(&control, "every zone claimed", |v| {
+        let z = v.zones_of(w);
+        z.len() == n && z.iter().all(|r| r.owner.is_some())
+    })
+    .await;
+    (net, control, w, v)
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
-        .unwrap();
-    rt.block_on(async {
-        let control: SharedControl = Arc::new(Embedded::new());
+        .unwrap()
+}
+
+#[test]
+fn a_zoned_worlds_zones_are_owned_replicated_and_fail_over_like_worlds() {
+    runtime().block_on(async {
         let ttl = Duration::from_secs(2);
-        let net = LocalNet::start(LocalOptions {
-            control: Some(control.clone()),
-            lease_ttl: ttl,
-            origins: 2,
-            ..LocalOptions::default()
-        })
-        .await
-        .expect("local net");
-        let spec = WorldSpec {
-            zones: Some(Box::new(ZoneSpec {
-                layout: ZoneLayout::even(10, 10, 100.0, 2, 2).unwrap(),
-                hysteresis: 10.0,
-                margin: 20.0,
-            })),
-            standbys: Some(1),
-            ..WorldSpec::new("arena", 30, 1000)
-        };
-        let w = control
-            .create_world(spec, &PlacementHints::default())
-            .await
-            .expect("placed");
-        let owned = |v: &ClusterView, w: WorldId| {
-            let z = v.zones_of(w);
-            z.len() == 4 && z.iter().all(|r| r.owner.is_some())
-        };
-        let v = until(&control, "every zone claimed", |v| owned(v, w.id)).await;
+        let (net, control, w, v) = zoned_net(2, 2).await;
         assert!(
-            v.worlds[&w.id].owner.is_none(),
+            v.worlds[&w].owner.is_none(),
             "the world's own record is never claimed"
         );
-        let zones = v.zones_of(w.id);
+        let zones = v.zones_of(w);
         let owners: Vec<String> = zones
             .iter()
             .map(|r| r.owner.as_ref().unwrap().node.clone())
@@ -115,7 +129,7 @@ fn a_zoned_worlds_zones_are_owned_replicated_and_fail_over_like_worlds() {
         assert!(net.crash_origin(&victim), "the origin crashes");
         let crashed = tokio::time::Instant::now();
         let v = until(&control, "every zone owned by the survivor", |v| {
-            let z = v.zones_of(w.id);
+            let z = v.zones_of(w);
             z.len() == 4
                 && z.iter()
                     .all(|r| r.owner.as_ref().is_some_and(|o| o.node != victim))
@@ -125,10 +139,10 @@ fn a_zoned_worlds_zones_are_owned_replicated_and_fail_over_like_worlds() {
             "zones of {victim} taken over {:?} after its crash (lease {ttl:?})",
             crashed.elapsed()
         );
-        for (r, (id, epoch)) in v.zones_of(w.id).iter().zip(&before) {
+        for (r, (id, epoch)) in v.zones_of(w).iter().zip(&before) {
             assert_eq!(r.id, *id);
             let now = r.owner.as_ref().unwrap().epoch;
-            if owners[usize::try_from(id.0 - w.id.0 - 1).unwrap()] == victim {
+            if owners[usize::try_from(id.0 - w.0 - 1).unwrap()] == victim {
                 assert!(now > *epoch, "taken over under a higher epoch");
             } else {
                 assert_eq!(now, *epoch, "untouched");
@@ -250,40 +264,8 @@ impl FakeRelay {
 /// its replay window, and acts there.
 #[test]
 fn players_are_handed_between_zone_owners_over_the_zone_link() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let control: SharedControl = Arc::new(Embedded::new());
-        let net = LocalNet::start(LocalOptions {
-            control: Some(control.clone()),
-            lease_ttl: Duration::from_secs(2),
-            origins: 2,
-            ..LocalOptions::default()
-        })
-        .await
-        .expect("local net");
-        let spec = WorldSpec {
-            zones: Some(Box::new(ZoneSpec {
-                layout: ZoneLayout::even(10, 10, 100.0, 2, 1).unwrap(),
-                hysteresis: 10.0,
-                margin: 20.0,
-            })),
-            standbys: Some(1),
-            ..WorldSpec::new("arena", 30, 1000)
-        };
-        let w = control
-            .create_world(spec, &PlacementHints::default())
-            .await
-            .expect("placed")
-            .id;
-        let v = until(&control, "both zones claimed", |v| {
-            let z = v.zones_of(w);
-            z.len() == 2 && z.iter().all(|r| r.owner.is_some())
-        })
-        .await;
+    runtime().block_on(async {
+        let (net, _control, w, v) = zoned_net(2, 1).await;
         let owner_addr = |i: usize| -> std::net::SocketAddr {
             v.zones_of(w)[i]
                 .owner

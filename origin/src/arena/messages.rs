@@ -255,6 +255,22 @@ pub enum ArenaEvent {
 }
 
 impl ArenaEvent {
+    /// A player as it stands: what spectators start from and a zone shows
+    /// of a player arriving from another.
+    pub(crate) fn spawned(entity: EntityId, p: &super::Player) -> Self {
+        Self::Spawned {
+            entity,
+            player: p.name.clone(),
+            x: p.x,
+            y: p.y,
+            team: p.team,
+            hp: p.hp,
+            coins: p.coins,
+            version: p.version,
+            items: p.items.iter().copied().collect(),
+        }
+    }
+
     /// Decodes an event payload.
     pub fn decode(payload: &[u8]) -> Option<Self> {
         postcard::from_bytes(payload).ok()

@@ -416,20 +416,7 @@ impl World for Arena {
     fn spectator_keyframe(&self) -> Vec<(EntityId, Payload)> {
         self.players
             .iter()
-            .map(|(id, p)| {
-                let e = ArenaEvent::Spawned {
-                    entity: *id,
-                    player: p.name.clone(),
-                    x: p.x,
-                    y: p.y,
-                    team: p.team,
-                    hp: p.hp,
-                    coins: p.coins,
-                    version: p.version,
-                    items: p.items.iter().copied().collect(),
-                };
-                (*id, e.payload())
-            })
+            .map(|(id, p)| (*id, ArenaEvent::spawned(*id, p).payload()))
             .collect()
     }
 
@@ -528,18 +515,7 @@ impl World for Arena {
             channel,
             EventClass::State,
             Some(entity),
-            ArenaEvent::Spawned {
-                entity,
-                player: p.name.clone(),
-                x: p.x,
-                y: p.y,
-                team: p.team,
-                hp: p.hp,
-                coins: p.coins,
-                version: p.version,
-                items: p.items.iter().copied().collect(),
-            }
-            .payload(),
+            ArenaEvent::spawned(entity, &p).payload(),
         );
         self.items.extend(items);
         self.players.insert(entity, p);
