@@ -53,7 +53,7 @@ pub enum Output {
         sanction: Option<(skylane_proto::SanctionKind, u64)>,
     },
     /// A frame of the world's public spectator feed, for every relay that asked for
-    /// it (only produced while [`Engine::set_feed`] is on).
+    /// it (only produced while [`crate::Engine::set_feed`] is on).
     Feed(Arc<FeedFrame>),
     /// What the world's economy did in a tick, for the origin's ledger.
     Ledger {
