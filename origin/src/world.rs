@@ -301,12 +301,13 @@ pub trait World: Send + 'static {
         Err(format!("{} cannot be split into zones", self.name()))
     }
 
-    /// Zones: an entity's whole state as it leaves for another zone
-    /// (whatever goes with it, such as the items an avatar holds). `None`:
-    /// it cannot leave now (the handoff is retried next tick). The default
-    /// never lets an entity leave.
-    fn export_entity(&self, entity: EntityId) -> Option<Payload> {
-        let _ = entity;
+    /// Zones: an entity's whole state as it leaves for another zone at
+    /// this zone's `tick` (whatever goes with it, such as the items an avatar
+    /// holds; times kept in ticks should travel relative to `tick`, since
+    /// each zone counts its own). `None`: it cannot leave now (the handoff is
+    /// retried next tick). The default never lets an entity leave.
+    fn export_entity(&self, entity: EntityId, tick: u64) -> Option<Payload> {
+        let _ = (entity, tick);
         None
     }
 
@@ -319,9 +320,9 @@ pub trait World: Send + 'static {
     }
 
     /// Zones: adds an entity exported by another zone of the same world
-    /// ([`World::export_entity`]). Must refuse (never half-apply) state it
-    /// cannot take: a refusal sends the entity back to its zone. Emits what
-    /// the zone's players need to see of it.
+    /// ([`World::export_entity`]) at this zone's `tick`. Must refuse (never
+    /// half-apply) state it cannot take: a refusal sends the entity back to
+    /// its zone. Emits what the zone's players need to see of it.
     fn import_entity(
         &mut self,
         entity: EntityId,

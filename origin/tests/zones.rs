@@ -688,3 +688,37 @@ fn a_partition_freezes_the_player_at_its_source_until_it_heals() {
     ));
     assert_eq!(applied(&net), 1, "never twice");
 }
+
+/// Zones count ticks apart: a player's last move and shot travel relative to
+/// the source's tick, so the target's speed and cooldown checks see the time
+/// that really passed, whatever its own tick count.
+#[test]
+fn tick_stamps_travel_relative_to_the_zones_clocks() {
+    let mut from = Arena::new(arena_cfg());
+    let mut emit = Emit::default();
+    let e = from.join("p", None, 100, &mut emit);
+    from.place(e, 400.0, 400.0);
+    let state = from.export_entity(e, 130).expect("exports");
+    // The target zone is 90 ticks behind (started later, or caught up
+    // after a failover): the player last moved 30 ticks ago there too.
+    let mut to = Arena::new(ArenaConfig {
+        items: 0,
+        ..arena_cfg()
+    });
+    to.enter_zone(&|_, _| true, 1 << 48).unwrap();
+    to.check_import(e, &state).unwrap();
+    to.import_entity(e, &state, 40, &mut Emit::default())
+        .unwrap();
+    assert_eq!(to.player(e).unwrap().last_move_tick, 10);
+    // A target ahead of the source does not grant extra allowance either.
+    let mut ahead = Arena::new(ArenaConfig {
+        items: 0,
+        ..arena_cfg()
+    });
+    ahead
+        .import_entity(e, &state, 5_000, &mut Emit::default())
+        .unwrap();
+    assert_eq!(ahead.player(e).unwrap().last_move_tick, 4_970);
+    // The same state twice is refused the second time (it exists).
+    assert!(to.check_import(e, &state).is_err());
+}

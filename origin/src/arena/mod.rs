@@ -481,7 +481,7 @@ impl World for Arena {
     /// party to an open offer (the offer would be half here, half there):
     /// the handoff waits until the offer closes (accepted, declined or
     /// expired).
-    fn export_entity(&self, entity: EntityId) -> Option<Payload> {
+    fn export_entity(&self, entity: EntityId, tick: u64) -> Option<Payload> {
         let p = self.players.get(&entity)?;
         if self
             .offers
@@ -495,7 +495,12 @@ impl World for Arena {
             .iter()
             .filter_map(|i| self.items.get(i).map(|it| (*i, it)))
             .collect();
-        postcard::to_stdvec(&(p, items)).ok().map(Payload::from)
+        // The source's tick goes along: the target counts the last move and
+        // shot from its own tick (zones count ticks apart), so the speed and
+        // cooldown checks see the time that really passed.
+        postcard::to_stdvec(&(p, items, tick))
+            .ok()
+            .map(Payload::from)
     }
 
     fn check_import(&self, entity: EntityId, state: &[u8]) -> Result<(), String> {
@@ -506,10 +511,14 @@ impl World for Arena {
         &mut self,
         entity: EntityId,
         state: &[u8],
-        _tick: u64,
+        tick: u64,
         out: &mut Emit,
     ) -> Result<(), String> {
-        let (p, items) = self.decode_import(entity, state)?;
+        let (mut p, items, from_tick) = self.decode_import(entity, state)?;
+        // As many ticks ago here as it was there.
+        let rebase = |t: u64| tick.saturating_sub(from_tick.saturating_sub(t));
+        p.last_fire_tick = p.last_fire_tick.map(rebase);
+        p.last_move_tick = rebase(p.last_move_tick);
         let channel = self.announce_on(p.x, p.y);
         out.push(
             channel,

@@ -36,6 +36,10 @@ pub struct Player {
     pub last_fire_tick: Option<u64>,
 }
 
+/// A player arriving from another zone: it, the items it holds, and the
+/// source zone's tick when it left.
+pub(super) type Arriving = (Player, Vec<(EntityId, Item)>, u64);
+
 /// An item.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Item {
@@ -201,8 +205,8 @@ impl Arena {
         &self,
         entity: EntityId,
         state: &[u8],
-    ) -> Result<(Player, Vec<(EntityId, Item)>), String> {
-        let (p, items): (Player, Vec<(EntityId, Item)>) =
+    ) -> Result<Arriving, String> {
+        let (p, items, tick): Arriving =
             postcard::from_bytes(state).map_err(|e| format!("not an arena player: {e}"))?;
         if self.players.contains_key(&entity)
             || items.iter().any(|(i, _)| self.items.contains_key(i))
@@ -216,7 +220,7 @@ impl Arena {
         if !whole {
             return Err(format!("{entity:?} arrived without the items it holds"));
         }
-        Ok((p, items))
+        Ok((p, items, tick))
     }
 
     /// Total coins of all players (conserved by trades).

@@ -234,7 +234,7 @@ impl<W: World> Engine<W> {
             .collect();
         found.sort_unstable_by_key(|(s, ..)| *s);
         for (session, entity, to) in found {
-            let Some(state) = self.world.export_entity(entity) else {
+            let Some(state) = self.world.export_entity(entity, self.tick) else {
                 continue;
             };
             let Some(s) = self.sessions.get(&session) else {
