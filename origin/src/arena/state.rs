@@ -201,11 +201,7 @@ impl Arena {
 
     /// A player arriving from another zone, checked: it decodes, neither it
     /// nor its items exist here, and it brings exactly the items it holds.
-    pub(super) fn decode_import(
-        &self,
-        entity: EntityId,
-        state: &[u8],
-    ) -> Result<Arriving, String> {
+    pub(super) fn decode_import(&self, entity: EntityId, state: &[u8]) -> Result<Arriving, String> {
         let (p, items, tick): Arriving =
             postcard::from_bytes(state).map_err(|e| format!("not an arena player: {e}"))?;
         if self.players.contains_key(&entity)

@@ -598,6 +598,17 @@ impl Actor {
         // between ticks to the next one.
         let tag = self.core.tick() + u64::from(!std::mem::take(&mut self.ticked));
         while let Some(out) = self.core.poll_output() {
+            // A crossing starts its handoff now, from the state it reports:
+            // held back, the entity could change (a move applied) before its
+            // `Out` is journaled, and the target would get a stale copy. The
+            // `Out` message itself waits for its tick's durability.
+            let out = match out {
+                Output::Crossing { transfer, to } => {
+                    self.crossing(transfer, to);
+                    continue;
+                }
+                other => other,
+            };
             let kept = match &out {
                 Output::Result { result, .. } => {
                     matches!(result.outcome, skylane_proto::Outcome::Applied { .. })
