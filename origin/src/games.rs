@@ -183,7 +183,17 @@ impl Games {
 }
 
 fn arena_world(new: NewWorld<'_>) -> Result<Box<dyn Core>, String> {
-    let arena = Arena::new(ArenaConfig::default());
+    // A zone announces players on their cells, which it alone writes (the
+    // world channel would have a writer per zone).
+    let roster = if new.spec.zone_of.is_some() {
+        crate::arena::Roster::Cells
+    } else {
+        ArenaConfig::default().roster
+    };
+    let arena = Arena::new(ArenaConfig {
+        roster,
+        ..ArenaConfig::default()
+    });
     let grid = arena.grid();
     let cfg = new.engine_config();
     let engine = Engine::new(arena, grid, cfg, new.signer.same_key(), new.now_us);
@@ -268,6 +278,58 @@ mod tests {
             }),
             Err(GameError::Refused { .. })
         ));
+    }
+
+    #[test]
+    fn a_zone_record_builds_a_zone_engine_signing_as_its_world() {
+        use skylane_control::{ZoneOf, ZoneSpec};
+        use skylane_proto::zones::{ZoneIdx, ZoneLayout};
+        let spec = WorldSpec {
+            zones: Some(Box::new(ZoneSpec {
+                layout: ZoneLayout::even(10, 10, 100.0, 2, 1).unwrap(),
+                hysteresis: 10.0,
+                margin: 20.0,
+            })),
+            zone_of: Some(ZoneOf {
+                world: WorldId(40),
+                zone: ZoneIdx(1),
+            }),
+            ..WorldSpec::new("arena", 30, 100)
+        };
+        let new = NewWorld {
+            id: WorldId(42),
+            spec: &spec,
+            now_us: 0,
+            signer: signer(),
+            journal: None,
+            snapshot: None,
+        };
+        assert!(
+            new.engine_config().lifecycle.is_none(),
+            "a zoned world is persistent"
+        );
+        let core = Games::builtin().create(new).unwrap();
+        assert_eq!(core.world_id(), WorldId(40), "signs as the world");
+        assert_eq!(core.zone(), Some(ZoneIdx(1)));
+        // Tic-tac-toe cannot be split.
+        let ttt = WorldSpec {
+            game: "tictactoe".into(),
+            capacity: 2,
+            min_players: 2,
+            ..spec.clone()
+        };
+        let err = Games::builtin()
+            .create(NewWorld {
+                id: WorldId(43),
+                spec: &ttt,
+                now_us: 0,
+                signer: signer(),
+                journal: None,
+                snapshot: None,
+            })
+            .err()
+            .unwrap();
+        assert!(matches!(err, GameError::Refused { .. }), "{err}");
     }
 
     #[test]
