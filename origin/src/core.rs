@@ -69,6 +69,8 @@ pub trait Core: Send + 'static {
     fn handle_zone(&mut self, rec: &ZoneRecord) -> Result<(), JournalError>;
     /// See [`Engine::zone`].
     fn zone(&self) -> Option<ZoneIdx>;
+    /// Ticks per second.
+    fn tick_hz(&self) -> u32;
     /// See [`Engine::can_import`].
     fn can_import(&self, t: &EntityTransfer) -> Result<(), String>;
     /// See [`Engine::handoff_ledger`].
@@ -135,6 +137,9 @@ impl<W: World + Clone + Serialize + DeserializeOwned> Core for Engine<W> {
     }
     fn zone(&self) -> Option<ZoneIdx> {
         Self::zone(self)
+    }
+    fn tick_hz(&self) -> u32 {
+        self.config().tick_hz
     }
     fn can_import(&self, t: &EntityTransfer) -> Result<(), String> {
         Self::can_import(self, t)
@@ -233,6 +238,9 @@ impl<W: World + Clone + Serialize + DeserializeOwned> Core for Persistent<W> {
     }
     fn zone(&self) -> Option<ZoneIdx> {
         self.engine().zone()
+    }
+    fn tick_hz(&self) -> u32 {
+        self.engine().config().tick_hz
     }
     fn can_import(&self, t: &EntityTransfer) -> Result<(), String> {
         self.engine().can_import(t)

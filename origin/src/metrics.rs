@@ -21,6 +21,9 @@ pub struct OriginMetrics {
     /// `failed`, `unreachable`, `no_owner`, `unknown_zone`, `malformed`,
     /// `too_large`).
     pub zone_messages: Family<KindLabel, Counter>,
+    /// New worlds whose named standbys did not follow within 3 s (they ran
+    /// with fewer; unreplicated if none came).
+    pub standby_waits_lapsed: Counter,
     /// Zone handoff steps by kind (`started`, `committed`, `aborted`,
     /// `imported`, `refused`, `failed`).
     pub handoffs: Family<KindLabel, Counter>,
@@ -102,6 +105,7 @@ impl OriginMetrics {
             violations: Family::default(),
             link_errors: Family::default(),
             zone_messages: Family::default(),
+            standby_waits_lapsed: Counter::default(),
             handoffs: Family::default(),
             relays: Gauge::default(),
             sessions: Gauge::default(),
@@ -152,6 +156,11 @@ impl OriginMetrics {
             m.zone_messages.clone(),
         );
         r.register("handoffs", "Zone handoff steps by kind", m.handoffs.clone());
+        r.register(
+            "standby_waits_lapsed",
+            "New worlds whose named standbys did not follow within 3 s",
+            m.standby_waits_lapsed.clone(),
+        );
         r.register("relays", "Relays connected", m.relays.clone());
         r.register(
             "sessions",

@@ -3,7 +3,10 @@
 //! Every output the world produces is held with the tick it belongs to and
 //! released once that tick is *durable*: acknowledged by `min_acks` of the
 //! standbys following the world (all of them if fewer follow; none if none
-//! does, and then the world runs unreplicated). Each acknowledgement carries
+//! does, and then the world runs unreplicated). Standbys named for the world
+//! and not following yet ([`Gate::expect_standbys`]) count as following
+//! until a deadline tick: a new world's first outputs wait for its standby
+//! to connect rather than leave unreplicated (and be lost to a failover). Each acknowledgement carries
 //! the standby's own state hash, compared with the primary's: a mismatch marks
 //! the world suspect, and from then on outputs flagged critical are released
 //! as [`Released::Unconfirmed`] (the shell answers them "unknown") while the
@@ -78,6 +81,10 @@ pub struct Gate<T> {
     tick: u64,
     verified: u64,
     suspect: Option<(u64, String)>,
+    /// Standbys named and counted as following until tick `.1`; the tick
+    /// the expectation began at (`.2`: nothing after it is durable while
+    /// they are awaited).
+    expected: Option<(usize, u64, u64)>,
 }
 
 impl<T> Gate<T> {
@@ -91,12 +98,50 @@ impl<T> Gate<T> {
             tick,
             verified: 0,
             suspect: None,
+            expected: None,
         }
+    }
+
+    /// `n` standbys are named for the world: until tick `until` they count
+    /// as following whether or not they do yet, so ticks wait for their
+    /// acknowledgements; from `until` on, only those following count (a
+    /// standby that never came does not stop the world).
+    pub fn expect_standbys(&mut self, n: usize, until: u64) {
+        self.expected = (n > 0).then_some((n, until, self.tick));
+    }
+
+    /// Whether named standbys are still awaited (see
+    /// [`Gate::expect_standbys`]).
+    pub fn awaiting(&self) -> bool {
+        self.expected
+            .is_some_and(|(n, until, _)| self.tick < until && self.standbys.len() < n)
+    }
+
+    /// Whether named standbys were awaited until the deadline and did not
+    /// all come (the world runs with fewer than it was given).
+    pub fn expectation_lapsed(&self) -> bool {
+        self.expected
+            .is_some_and(|(n, until, _)| self.tick >= until && self.standbys.len() < n)
+    }
+
+    /// `true` once, when the expectation lapsed (for a log line and a
+    /// metric); the gate stops awaiting anyone.
+    pub fn poll_lapsed(&mut self) -> bool {
+        let lapsed = self.expectation_lapsed();
+        if lapsed {
+            self.expected = None;
+        }
+        lapsed
     }
 
     /// Acknowledgements a tick needs now.
     pub fn required(&self) -> usize {
-        self.cfg.min_acks.min(self.standbys.len())
+        let following = self.standbys.len();
+        let counted = match self.expected {
+            Some((n, until, _)) if self.tick < until => following.max(n),
+            _ => following,
+        };
+        self.cfg.min_acks.min(counted)
     }
 
     /// The highest tick that is durable.
@@ -107,7 +152,11 @@ impl<T> Gate<T> {
         }
         let mut acked: Vec<u64> = self.standbys.values().map(|s| s.acked).collect();
         acked.sort_unstable_by(|a, b| b.cmp(a));
-        acked[need - 1]
+        match acked.get(need - 1) {
+            Some(t) => *t,
+            // Fewer follow than are awaited: nothing since the wait began.
+            None => self.expected.map_or(0, |(_, _, from)| from),
+        }
     }
 
     /// A standby (`id`, the shell's handle for its stream) starts following at
@@ -246,6 +295,46 @@ mod tests {
         let mut g = Gate::new(GateConfig::default(), 0);
         g.hold(1, true, 7);
         assert_eq!(drain(&mut g), vec![Released::Confirmed(7)]);
+    }
+
+    #[test]
+    fn outputs_wait_for_a_named_standby_until_the_deadline() {
+        let mut g = Gate::new(GateConfig::default(), 0);
+        g.expect_standbys(1, 10);
+        assert!(g.awaiting());
+        g.hold(1, true, 1);
+        g.handle_tick(1, h(1));
+        assert!(drain(&mut g).is_empty(), "held until the standby follows");
+        // It connects (from the snapshot at tick 1) and acknowledges.
+        g.handle_standby_up(7, "b", 1);
+        assert!(!g.awaiting());
+        assert_eq!(drain(&mut g), vec![Released::Confirmed(1)]);
+        g.hold(2, false, 2);
+        g.handle_tick(2, h(2));
+        assert!(drain(&mut g).is_empty());
+        g.handle_ack(7, 2, h(2));
+        assert_eq!(drain(&mut g), vec![Released::Confirmed(2)]);
+        assert!(!g.expectation_lapsed());
+        // A standby that never comes holds the world only until the deadline.
+        let mut g = Gate::new(GateConfig::default(), 0);
+        g.expect_standbys(1, 3);
+        for t in 1..=2u64 {
+            g.hold(t, true, t as u32);
+            g.handle_tick(t, h(t as u8));
+        }
+        assert!(drain(&mut g).is_empty());
+        g.handle_tick(3, h(3));
+        assert!(g.expectation_lapsed());
+        assert!(g.poll_lapsed() && !g.poll_lapsed(), "reported once");
+        assert_eq!(
+            drain(&mut g),
+            vec![Released::Confirmed(1), Released::Confirmed(2)],
+            "then the world runs unreplicated"
+        );
+        // Nothing named, nothing awaited.
+        let mut g = Gate::<u32>::new(GateConfig::default(), 5);
+        g.expect_standbys(0, 100);
+        assert!(!g.awaiting() && g.required() == 0);
     }
 
     #[test]

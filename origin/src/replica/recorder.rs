@@ -113,6 +113,9 @@ impl Core for Recorder {
     fn zone(&self) -> Option<skylane_proto::zones::ZoneIdx> {
         self.inner.zone()
     }
+    fn tick_hz(&self) -> u32 {
+        self.inner.tick_hz()
+    }
     fn can_import(&self, t: &skylane_proto::zones::EntityTransfer) -> Result<(), String> {
         self.inner.can_import(t)
     }

@@ -73,7 +73,14 @@ pub(crate) struct WorldEnv {
     pub(crate) ledger: std::sync::Arc<super::ledger::Ledgers>,
     /// The zone link, when this origin has one (a zone's handoffs use it).
     pub(crate) zones: Option<super::zones::ZoneSender>,
+    /// Standbys named for the world: its first ticks wait for them (at most
+    /// [`STANDBY_WAIT`]) instead of leaving unreplicated.
+    pub(crate) standbys: usize,
 }
+
+/// How long a new world's outputs wait for the standbys named for it to
+/// follow before it runs with fewer (unreplicated, if none came).
+pub(crate) const STANDBY_WAIT: Duration = Duration::from_secs(3);
 
 /// The world's task: the engine, the routes, the relay links.
 pub(crate) struct Actor {
@@ -131,13 +138,15 @@ pub(crate) fn frame(msg: &LinkMsg) -> Option<Bytes> {
 impl Actor {
     pub(crate) fn new(core: Box<dyn Core>, env: WorldEnv) -> Self {
         let tick = core.tick();
-        let gate = Gate::new(
+        let mut gate = Gate::new(
             GateConfig {
                 min_acks: env.cfg.min_acks,
                 ..GateConfig::default()
             },
             tick,
         );
+        let wait = STANDBY_WAIT.as_secs() * u64::from(core.tick_hz().max(1));
+        gate.expect_standbys(env.standbys, tick + wait);
         let zone = zone::ZoneDriver::new(&*core, env.zones.clone(), env.clock.now_us() / 1000);
         Self {
             core: Recorder::new(core),

@@ -373,7 +373,7 @@ impl Agent {
             .map_err(|e| e.to_string())
             .and_then(|core| {
                 self.handle
-                    .add_world_as(core, epoch, rec.id)
+                    .add_world_as(core, epoch, rec.id, rec.standbys.len())
                     .map_err(|e| e.to_string())
             });
         if let Err(e) = started {
@@ -616,7 +616,8 @@ impl Agent {
         let mut core = follower.into_core();
         // Ticks continue from now, not from the primary's last one.
         core.rebase(self.handle.now_us());
-        if let Err(e) = self.handle.add_world_as(core, epoch, rec.id) {
+        // Its standbys are named anew (`replace_standbys`): none awaited.
+        if let Err(e) = self.handle.add_world_as(core, epoch, rec.id, 0) {
             warn!(world = %rec.id, error = %e, "cannot serve the world taken over");
             let _ = self.control.release(rec.id, epoch).await;
             return;

@@ -253,16 +253,19 @@ impl OriginHandle {
     /// plane), and introduces it to every relay link that is up.
     pub fn add_world(&self, core: Box<dyn Core>, epoch: u64) -> Result<(), HostError> {
         let world = core.world_id();
-        self.add_world_as(core, epoch, world)
+        self.add_world_as(core, epoch, world, 0)
     }
 
     /// Starts a world hosted under `host` (a zone of a zoned world: its
-    /// record's id; the engine signs as the world it is a zone of).
+    /// record's id; the engine signs as the world it is a zone of), with
+    /// `standbys` named for it: its first ticks wait for them to follow (at
+    /// most 3 s) rather than leave unreplicated.
     pub fn add_world_as(
         &self,
         core: Box<dyn Core>,
         epoch: u64,
         host: WorldId,
+        standbys: usize,
     ) -> Result<(), HostError> {
         if *self.inner.shutdown.borrow() {
             return Err(HostError::ShuttingDown);
@@ -291,6 +294,7 @@ impl OriginHandle {
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .clone(),
+            standbys,
         };
         let actor = Actor::new(core, env);
         let task = tokio::spawn(actor.run(rx, self.inner.shutdown.clone()));

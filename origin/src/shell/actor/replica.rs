@@ -208,6 +208,10 @@ impl Actor {
     /// Forgets frames every standby acknowledged and moves the process's lag
     /// gauges by this world's change.
     pub(super) fn count_lag(&mut self) {
+        if self.gate.poll_lapsed() {
+            self.metrics.standby_waits_lapsed.inc();
+            warn!(world = %self.host, "the standbys named for this world did not follow within 3 s: it runs with those that do (unreplicated if none)");
+        }
         match self.gate.followers().into_iter().map(|(_, t)| t).min() {
             Some(acked) => {
                 while self.unacked.front().is_some_and(|(t, _)| *t <= acked) {
