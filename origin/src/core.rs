@@ -75,6 +75,8 @@ pub trait Core: Send + 'static {
     fn can_import(&self, t: &EntityTransfer) -> Result<(), String>;
     /// See [`Engine::handoff_ledger`].
     fn handoff_ledger(&self) -> Option<HandoffLedger>;
+    /// See [`Engine::moved_to`].
+    fn moved_to(&self, session: SessionId) -> Option<ZoneIdx>;
     /// See [`Engine::world_state`].
     fn world_state(&self) -> WorldState;
     /// The game's name.
@@ -143,6 +145,9 @@ impl<W: World + Clone + Serialize + DeserializeOwned> Core for Engine<W> {
     }
     fn can_import(&self, t: &EntityTransfer) -> Result<(), String> {
         Self::can_import(self, t)
+    }
+    fn moved_to(&self, session: SessionId) -> Option<ZoneIdx> {
+        Self::moved_to(self, session)
     }
     fn handoff_ledger(&self) -> Option<HandoffLedger> {
         Self::handoff_ledger(self).cloned()
@@ -244,6 +249,9 @@ impl<W: World + Clone + Serialize + DeserializeOwned> Core for Persistent<W> {
     }
     fn can_import(&self, t: &EntityTransfer) -> Result<(), String> {
         self.engine().can_import(t)
+    }
+    fn moved_to(&self, session: SessionId) -> Option<ZoneIdx> {
+        self.engine().moved_to(session)
     }
     fn handoff_ledger(&self) -> Option<HandoffLedger> {
         self.engine().handoff_ledger().cloned()

@@ -124,6 +124,10 @@ pub enum JoinError {
     /// The room has ended.
     #[error("the world has ended")]
     Ended,
+    /// The session's avatar was handed to another zone of this zoned world:
+    /// it is open there (the relay follows it).
+    #[error("the session moved to {0}")]
+    Moved(skylane_proto::zones::ZoneIdx),
 }
 
 /// Why a resume could not be served from history.
@@ -363,6 +367,9 @@ impl<W: World> Engine<W> {
         if self.sessions.contains_key(&session) {
             return Err(JoinError::Duplicate(session));
         }
+        if let Some(to) = self.moved_to(session) {
+            return Err(JoinError::Moved(to));
+        }
         if self.banned.contains(player) {
             return Err(JoinError::Banned(player.to_owned()));
         }
@@ -598,6 +605,12 @@ impl<W: World> Engine<W> {
         pending: &mut Vec<Emitted>,
     ) -> Outcome {
         let Some(s) = self.sessions.get_mut(&session) else {
+            if self.moved_to(session).is_some() {
+                return Self::reject(
+                    RejectCode::Moved,
+                    "the avatar moved to another zone: the action goes there",
+                );
+            }
             return Self::reject(RejectCode::Forbidden, "unknown session");
         };
         let (Role::Player, Some(avatar)) = (s.role, s.avatar) else {

@@ -448,6 +448,9 @@ fn a_player_walking_back_and_forth_is_handed_over_once_per_crossing() {
         assert_eq!(net.owner(w.e), ZoneIdx(0));
     }
     assert_eq!(net.handoffs_of[&w.e], before + 6);
+    // Back home: zone 1 remembers it left, zone 0 (where it is) does not.
+    assert_eq!(net.zones[1].engine().moved_to(w.s), Some(ZoneIdx(0)));
+    assert_eq!(net.zones[0].engine().moved_to(w.s), None);
     // Every action was applied exactly once or answered `Moved` (then sent
     // again, with a new sequence number, by the walker): never applied twice,
     // never rejected otherwise.
@@ -613,6 +616,32 @@ fn crash_scenario(at: CrashAt) {
     settle(&mut net);
     assert_eq!(net.owner(w.e), ZoneIdx(1), "{at:?}");
     assert_eq!(net.crashes, 1);
+    // The source remembers where the session went (through its crash and
+    // journal): a relay re-opening it there (a resume at the home zone) is
+    // sent after it, never given a second avatar; a late action is
+    // answered `Moved`, nothing applied.
+    assert_eq!(
+        net.zones[0].engine().moved_to(w.s),
+        Some(ZoneIdx(1)),
+        "{at:?}"
+    );
+    let again = net.zones[0]
+        .core_mut()
+        .handle_join(w.s, "p1", Role::Player, None);
+    assert_eq!(again, Err(JoinError::Moved(ZoneIdx(1))), "{at:?}");
+    net.act(0, w.s, w.seq + 100, 560.0, 500.0);
+    let last = net.results.last().unwrap();
+    assert!(
+        matches!(
+            last.2,
+            Outcome::Rejected {
+                code: RejectCode::Moved,
+                ..
+            }
+        ),
+        "{at:?}: {last:?}"
+    );
+    assert_eq!(net.owner(w.e), ZoneIdx(1), "{at:?}");
 }
 
 #[test]

@@ -17,7 +17,7 @@ use crate::payload::Payload;
 use crate::token::Role;
 
 /// Version of the message set; carried in every frame and in [`Hello`].
-pub const PROTOCOL_VERSION: u8 = 6;
+pub const PROTOCOL_VERSION: u8 = 7;
 
 /// QUIC ALPN identifier of this protocol version.
 pub const ALPN: &[u8] = b"skylane/1";
@@ -698,6 +698,9 @@ pub struct WorldState {
     pub world: WorldId,
     /// The owner's fencing epoch (0 for a world outside any control plane).
     pub epoch: u64,
+    /// The world record whose owner reports this: the world itself, or one
+    /// of its zones (a zoned world's zones are owned, and fenced, apart).
+    pub host: WorldId,
     /// Phase.
     pub phase: WorldPhase,
     /// Players in the world.

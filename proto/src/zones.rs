@@ -50,6 +50,12 @@ pub fn zone_record_id(world: WorldId, zone: ZoneIdx) -> WorldId {
 )]
 pub struct ZoneIdx(pub u8);
 
+impl ZoneIdx {
+    /// The home zone: where a zoned world's sessions open (and are sent on
+    /// to their avatar's zone), the writer of its world and team channels.
+    pub const HOME: ZoneIdx = ZoneIdx(0);
+}
+
 impl std::fmt::Display for ZoneIdx {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "zone-{}", self.0)

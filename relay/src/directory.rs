@@ -6,16 +6,26 @@
 //! statically configured ones), and reports the changes the shell must make:
 //! open a link, route a world, forget a world, close a link nobody needs.
 //!
-//! Fencing: every world has the highest owner epoch the relay knows (from the
-//! control plane, or from an origin's [`WorldState`] hello). A link that
-//! declared a lower epoch for a world is an old owner: its frames for that world
-//! are refused. A link that has not declared one yet is not refused (its hello
-//! travels on the control lane and a batch may overtake it on another lane).
+//! Zoned worlds: each zone has its own record (owner, epoch), routed like a
+//! world under the record's id; the world's own id routes to its home zone's
+//! owner (where a hello opens the session), and [`WorldDirectory::home_of`]
+//! names that record.
+//!
+//! Fencing: every world record (a world, or one zone of a zoned world) has
+//! the highest owner epoch the relay knows (from the control plane, or from
+//! an origin's [`WorldState`](skylane_proto::WorldState), which names the
+//! record it reports for). A link that declared a lower epoch for a record is
+//! an old owner: its frames for the record's world are refused (frames name
+//! the world: an origin that is an old owner of one zone has its frames for
+//! the whole world refused until it steps down, at most a lease later). A
+//! link that has not declared one yet is not refused (its hello travels on
+//! the control lane and a batch may overtake it on another lane).
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 
 use skylane_control::ClusterView;
+use skylane_proto::zones::{zone_record_id, ZoneIdx};
 use skylane_proto::WorldId;
 
 use crate::routing::OriginId;
@@ -61,10 +71,16 @@ pub struct WorldDirectory {
     origins: HashMap<(SocketAddr, String), OriginId>,
     static_origins: HashSet<OriginId>,
     next_id: u32,
-    /// World → (owner, epoch) as last applied; `None` while pending.
+    /// World record → (owner, epoch) as last applied; `None` while pending.
     worlds: HashMap<WorldId, Option<(OriginId, u64)>>,
+    /// A zoned world's home zone record, by world.
+    homes: HashMap<WorldId, WorldId>,
+    /// A zone record's world, by record.
+    parents: HashMap<WorldId, WorldId>,
+    /// The highest epoch known per world record.
     highest: HashMap<WorldId, u64>,
-    declared: HashMap<(OriginId, WorldId), u64>,
+    /// Per (link, world): the records it declared, with their epochs.
+    declared: HashMap<(OriginId, WorldId), Vec<(WorldId, u64)>>,
 }
 
 impl WorldDirectory {
@@ -83,6 +99,17 @@ impl WorldDirectory {
     /// Does the control plane know `world` (owned or pending)?
     pub fn knows(&self, world: WorldId) -> bool {
         self.worlds.contains_key(&world)
+    }
+
+    /// The record a session for `world` opens on: the world itself, or its
+    /// home zone's record if it is zoned.
+    pub fn home_of(&self, world: WorldId) -> WorldId {
+        self.homes.get(&world).copied().unwrap_or(world)
+    }
+
+    /// The world a record belongs to (itself, unless it is a zone's).
+    pub fn world_of(&self, record: WorldId) -> WorldId {
+        self.parents.get(&record).copied().unwrap_or(record)
     }
 
     /// Is `world` known but without an owner right now?
@@ -128,19 +155,35 @@ impl WorldDirectory {
             };
             registered.insert(self.origin_id(addr, &o.tls_name, &mut out));
         }
-        // Zoned worlds (their own records and their zones') are not routed
-        // yet: relays do not move sessions between zone owners (issue 27).
-        for rec in view.worlds.values().filter(|r| r.spec.zones.is_none()) {
+        self.homes.clear();
+        self.parents.clear();
+        for rec in view.worlds.values() {
             seen.insert(rec.id);
-            let owner = rec.owner.as_ref().and_then(|o| {
+            // A zoned world routes to its home zone's owner; it is never
+            // claimed itself (no epoch of its own to fence).
+            let home = rec
+                .spec
+                .is_zoned()
+                .then(|| view.worlds.get(&zone_record_id(rec.id, ZoneIdx::HOME)))
+                .flatten();
+            if let Some(z) = rec.spec.zone_of {
+                self.parents.insert(rec.id, z.world);
+            }
+            if let Some(h) = home {
+                self.homes.insert(rec.id, h.id);
+            }
+            let owned_by = home.unwrap_or(rec);
+            let owner = owned_by.owner.as_ref().and_then(|o| {
                 let addr: SocketAddr = o.addr.parse().ok()?;
                 Some((addr, o.tls_name.clone(), o.epoch))
             });
             let now = match owner {
                 Some((addr, name, epoch)) => {
                     let id = self.origin_id(addr, &name, &mut out);
-                    let h = self.highest.entry(rec.id).or_insert(0);
-                    *h = (*h).max(epoch);
+                    if home.is_none() {
+                        let h = self.highest.entry(rec.id).or_insert(0);
+                        *h = (*h).max(epoch);
+                    }
                     Some((id, epoch))
                 }
                 None => None,
@@ -167,6 +210,9 @@ impl WorldDirectory {
             self.worlds.remove(&w);
             self.highest.remove(&w);
             self.declared.retain(|(_, x), _| *x != w);
+            for records in self.declared.values_mut() {
+                records.retain(|(r, _)| *r != w);
+            }
             out.push(DirectoryChange::WorldRemoved(w));
         }
         let mut used: HashSet<OriginId> = self.worlds.values().flatten().map(|(o, _)| *o).collect();
@@ -184,21 +230,35 @@ impl WorldDirectory {
         out
     }
 
-    /// An origin's link declared its epoch for `world`. Returns `false` if the
-    /// declaration is older than the highest known (the link is an old owner).
-    pub fn handle_declared(&mut self, origin: OriginId, world: WorldId, epoch: u64) -> bool {
-        self.declared.insert((origin, world), epoch);
-        let h = self.highest.entry(world).or_insert(0);
+    /// An origin's link declared its epoch for `host`, a record of `world`
+    /// (the world itself, or one of its zones). Returns `false` if the
+    /// declaration is older than the highest known (the link is an old
+    /// owner).
+    pub fn handle_declared(
+        &mut self,
+        origin: OriginId,
+        world: WorldId,
+        host: WorldId,
+        epoch: u64,
+    ) -> bool {
+        let records = self.declared.entry((origin, world)).or_default();
+        match records.iter_mut().find(|(r, _)| *r == host) {
+            Some(d) => d.1 = epoch,
+            None => records.push((host, epoch)),
+        }
+        let h = self.highest.entry(host).or_insert(0);
         *h = (*h).max(epoch);
         epoch >= *h
     }
 
-    /// May frames for `world` from `origin`'s link be used?
+    /// May frames for `world` from `origin`'s link be used? Not if the link
+    /// declared an old epoch for any record of the world.
     pub fn admits(&self, origin: OriginId, world: WorldId) -> bool {
-        match self.declared.get(&(origin, world)) {
-            Some(e) => *e >= self.highest.get(&world).copied().unwrap_or(0),
-            None => true,
-        }
+        self.declared.get(&(origin, world)).is_none_or(|records| {
+            records
+                .iter()
+                .all(|(r, e)| *e >= self.highest.get(r).copied().unwrap_or(0))
+        })
     }
 
     /// An origin's link went down: its declarations go with it.
@@ -246,34 +306,77 @@ mod tests {
         }
     }
 
-    #[test]
-    fn zoned_worlds_are_not_routed_yet() {
-        let mut d = WorldDirectory::new([static_one()]);
-        let mut zone = rec(11, Some(("127.0.0.1:7001", 3)));
-        zone.spec.zones = Some(Box::new(skylane_control::ZoneSpec {
+    fn zone(id: u64, world: u64, zone: u8, owner: Option<(&str, u64)>) -> WorldRecord {
+        let mut r = rec(id, owner);
+        r.spec.zones = Some(Box::new(skylane_control::ZoneSpec {
             layout: skylane_proto::zones::ZoneLayout::even(2, 1, 1.0, 2, 1).unwrap(),
             hysteresis: 0.5,
             margin: 1.0,
         }));
-        let plain = rec(12, Some(("127.0.0.1:7001", 4)));
-        let changes = d.handle_view(&view(vec![zone, plain]));
-        assert!(
-            changes.iter().all(|c| !matches!(
-                c,
-                DirectoryChange::WorldOwned {
-                    world: WorldId(11),
-                    ..
-                } | DirectoryChange::WorldPending(WorldId(11))
-            )),
-            "{changes:?}"
+        if world != id {
+            r.spec.zone_of = Some(skylane_control::ZoneOf {
+                world: WorldId(world),
+                zone: skylane_proto::zones::ZoneIdx(zone),
+            });
+        }
+        r
+    }
+
+    #[test]
+    fn a_zoned_world_routes_to_its_home_zone_and_each_zone_to_its_owner() {
+        let mut d = WorldDirectory::new([static_one()]);
+        let parent = zone(10, 10, 0, None);
+        let home = zone(11, 10, 0, Some(("127.0.0.1:7001", 3)));
+        let other = zone(12, 10, 1, Some(("127.0.0.1:7002", 4)));
+        let changes = d.handle_view(&view(vec![parent, home, other.clone()]));
+        let owned = |w: u64| {
+            changes.iter().find_map(|c| match c {
+                DirectoryChange::WorldOwned { world, origin, .. } if *world == WorldId(w) => {
+                    Some(*origin)
+                }
+                _ => None,
+            })
+        };
+        assert_eq!(
+            owned(10),
+            owned(11),
+            "the world goes to its home zone's owner"
         );
-        assert!(changes.iter().any(|c| matches!(
-            c,
-            DirectoryChange::WorldOwned {
-                world: WorldId(12),
-                ..
-            }
-        )));
+        assert!(owned(12).is_some() && owned(12) != owned(11));
+        assert_eq!(d.home_of(WorldId(10)), WorldId(11));
+        assert_eq!(d.home_of(WorldId(12)), WorldId(12));
+        assert_eq!(d.world_of(WorldId(12)), WorldId(10));
+        assert_eq!(d.world_of(WorldId(10)), WorldId(10));
+        // Two zones' owners declare their own epochs under the one world:
+        // neither fences the other.
+        let (a, b) = (owned(11).unwrap(), owned(12).unwrap());
+        assert!(d.handle_declared(a, WorldId(10), WorldId(11), 3));
+        assert!(d.handle_declared(b, WorldId(10), WorldId(12), 4));
+        assert!(d.admits(a, WorldId(10)) && d.admits(b, WorldId(10)));
+        // Zone 1 fails over to zone 0's origin: the old owner is fenced, the
+        // new one (which also owns zone 0) is not.
+        let parent = zone(10, 10, 0, None);
+        let home = zone(11, 10, 0, Some(("127.0.0.1:7001", 3)));
+        let moved = zone(12, 10, 1, Some(("127.0.0.1:7001", 6)));
+        let ch = d.handle_view(&view(vec![parent, home, moved]));
+        assert!(ch.contains(&DirectoryChange::WorldOwned {
+            world: WorldId(12),
+            origin: a,
+            epoch: 6
+        }));
+        assert!(!d.admits(b, WorldId(10)), "the old owner of zone 1");
+        assert!(d.handle_declared(a, WorldId(10), WorldId(12), 6));
+        assert!(d.admits(a, WorldId(10)));
+        // The world goes: its zones with it.
+        let ch = d.handle_view(&view(vec![]));
+        assert_eq!(
+            ch.iter()
+                .filter(|c| matches!(c, DirectoryChange::WorldRemoved(_)))
+                .count(),
+            3
+        );
+        assert_eq!(d.home_of(WorldId(10)), WorldId(10));
+        assert!(d.admits(b, WorldId(10)));
     }
 
     #[test]
@@ -359,23 +462,23 @@ mod tests {
         d.handle_view(&view(vec![rec(1, Some(("127.0.0.1:6000", 5)))]));
         let old = OriginId(1);
         assert!(d.admits(old, WorldId(1)), "no declaration yet: not refused");
-        assert!(d.handle_declared(old, WorldId(1), 5));
+        assert!(d.handle_declared(old, WorldId(1), WorldId(1), 5));
         assert!(d.admits(old, WorldId(1)));
         // Failover: a new owner at a higher epoch.
         d.handle_view(&view(vec![rec(1, Some(("127.0.0.1:7000", 9)))]));
         assert!(!d.admits(old, WorldId(1)), "the old owner's link is fenced");
         let new = OriginId(2);
-        assert!(d.handle_declared(new, WorldId(1), 9));
+        assert!(d.handle_declared(new, WorldId(1), WorldId(1), 9));
         assert!(d.admits(new, WorldId(1)));
         // The old owner wakes up and re-declares its old epoch: refused.
-        assert!(!d.handle_declared(old, WorldId(1), 5));
+        assert!(!d.handle_declared(old, WorldId(1), WorldId(1), 5));
         assert!(!d.admits(old, WorldId(1)));
         // Its link going down forgets the declaration.
         d.handle_link_down(old);
         assert!(d.admits(old, WorldId(1)));
         // A hello can raise the highest epoch before the control plane does.
-        assert!(d.handle_declared(new, WorldId(1), 12));
-        assert!(!d.handle_declared(old, WorldId(1), 9));
+        assert!(d.handle_declared(new, WorldId(1), WorldId(1), 12));
+        assert!(!d.handle_declared(old, WorldId(1), WorldId(1), 9));
     }
 
     #[test]

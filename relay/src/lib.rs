@@ -85,4 +85,4 @@ pub use skylane_proto::MAX_PROBE_PINGS;
 pub use spectate::{Audience, AudienceConfig, AudienceStats, SpectateError, SpectatorDelivery};
 pub use status::{OriginStatus, RelayStatus, RouteStatus};
 pub use targets::{parse_origin, parse_peer, OriginTarget, PeerTarget};
-pub use upstream::{Route, Upstream};
+pub use upstream::{ResultFate, Route, Upstream, ZoneMove};

@@ -112,6 +112,13 @@ pub struct RelayMetrics {
     /// Errors origins reported on their links (unknown session, unknown world,
     /// a refused join, a kick), by the origin's error code.
     pub origin_errors: Family<KindLabel, Counter>,
+    /// Sessions moved to another zone's owner of a zoned world (their
+    /// avatar crossed a border).
+    pub zone_moves: Counter,
+    /// Actions answered `Moved` by a zone their avatar was leaving, by what
+    /// the relay did (`held` until the session is open where it went,
+    /// `resent` there at once).
+    pub zone_actions: Family<KindLabel, Counter>,
 }
 
 impl RelayMetrics {
@@ -125,6 +132,16 @@ impl RelayMetrics {
             m.connections.clone(),
         );
         r.register("sessions", "Sessions held", m.sessions.clone());
+        r.register(
+            "zone_moves",
+            "Sessions moved to another zone's owner",
+            m.zone_moves.clone(),
+        );
+        r.register(
+            "zone_actions",
+            "Actions answered Moved by a zone, by what was done (held, resent)",
+            m.zone_actions.clone(),
+        );
         r.register(
             "origin_errors",
             "Errors origins reported on their links, by code",

@@ -38,12 +38,13 @@ impl<W: World> Engine<W> {
             .map_or(WorldPhase::Playing, Lifecycle::phase)
     }
 
-    /// The room's lifecycle state now (epoch 0: the shell fills it in).
+    /// The room's lifecycle state now (epoch 0 and the world as its host: the shell fills them in).
     pub fn world_state(&self) -> WorldState {
         let life = self.life.as_ref();
         WorldState {
             world: self.cfg.world,
             epoch: 0,
+            host: self.cfg.world,
             phase: self.phase(),
             players: self.players(),
             capacity: life.map_or(0, |l| l.config().capacity),

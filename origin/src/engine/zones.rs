@@ -60,7 +60,17 @@ pub(super) struct ZoneState {
     /// What the records applied so far add up to: what the zone's handoff
     /// core recovers from after a restart.
     pub(super) ledger: HandoffLedger,
+    /// Sessions committed to another zone, with the zone and the tick (at
+    /// most `MAX_MOVED`, the oldest forgotten first): a resume or an
+    /// action that reaches this zone late is sent after its avatar, never
+    /// given a second one here.
+    pub(super) moved: BTreeMap<SessionId, (ZoneIdx, u64)>,
 }
+
+/// Sessions a zone remembers as moved away, at most (beyond, the oldest
+/// quarter is forgotten; a session detached longer than a relay's grace is
+/// gone anyway).
+pub(super) const MAX_MOVED: usize = 65_536;
 
 /// A player's session as it travels with its avatar.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -95,6 +105,7 @@ impl<W: World> Engine<W> {
             setup,
             leaving: BTreeMap::new(),
             ledger: HandoffLedger::default(),
+            moved: BTreeMap::new(),
         }));
         Ok(())
     }
@@ -108,6 +119,15 @@ impl<W: World> Engine<W> {
     /// ([`crate::Handoffs::recover`] starts from it after a restart).
     pub fn handoff_ledger(&self) -> Option<&HandoffLedger> {
         self.zone.as_ref().map(|z| &z.ledger)
+    }
+
+    /// The zone `session` was handed to, if it left this zone (and is
+    /// still remembered: a zone remembers the last 65,536).
+    pub fn moved_to(&self, session: SessionId) -> Option<ZoneIdx> {
+        self.zone
+            .as_ref()
+            .and_then(|z| z.moved.get(&session))
+            .map(|(to, _)| *to)
     }
 
     /// Whether `entity` is out of this zone and unanswered.
@@ -159,6 +179,10 @@ impl<W: World> Engine<W> {
                     .find(|(_, s)| s.avatar == Some(*entity))
                     .map(|(k, _)| *k);
                 if let Some(session) = session {
+                    zone.moved.insert(session, (id.to, self.tick));
+                    if zone.moved.len() > MAX_MOVED {
+                        forget_oldest(&mut zone.moved);
+                    }
                     let removed = self.channels_of(session);
                     self.sessions.remove(&session);
                     self.detector.handle_leave(session);
@@ -169,10 +193,27 @@ impl<W: World> Engine<W> {
             }
             ZoneRecord::Abort { entity, .. } => {
                 if let Some(t) = zone.leaving.remove(entity) {
+                    let me = zone.setup.zone;
                     self.import(&t, false);
+                    // Its session never left: the relay, holding the
+                    // actions answered `Moved`, sends them here again.
+                    let session = self
+                        .sessions
+                        .iter()
+                        .find(|(_, s)| s.avatar == Some(*entity))
+                        .map(|(k, _)| *k);
+                    if let Some(session) = session {
+                        self.outputs
+                            .push_back(Output::SessionMoved { session, to: me });
+                    }
                 }
             }
-            ZoneRecord::In { transfer, .. } => self.import(transfer, true),
+            ZoneRecord::In { transfer, .. } => {
+                if let Ok(c) = postcard::from_bytes::<CarriedSession>(&transfer.session) {
+                    zone.moved.remove(&c.id);
+                }
+                self.import(transfer, true);
+            }
             ZoneRecord::Refused { .. } | ZoneRecord::Low { .. } => {}
         }
     }
@@ -204,9 +245,15 @@ impl<W: World> Engine<W> {
             return;
         };
         self.detector.handle_join(c.id, &c.state.player);
-        let mut channels = vec![ChannelId::World];
-        if let Some(team) = c.state.team {
-            channels.push(ChannelId::Team(team));
+        // The world and team channels have one writer, the home zone: a
+        // session receives them while its avatar is there (the channels of
+        // other zones' engines reach no one).
+        let mut channels = Vec::new();
+        if self.zone() == Some(ZoneIdx::HOME) {
+            channels.push(ChannelId::World);
+            if let Some(team) = c.state.team {
+                channels.push(ChannelId::Team(team));
+            }
         }
         channels.extend(added);
         self.sessions.insert(c.id, c.state);
@@ -256,5 +303,16 @@ impl<W: World> Engine<W> {
             };
             self.outputs.push_back(Output::Crossing { transfer, to });
         }
+    }
+}
+
+/// Forgets the oldest quarter of the moved sessions.
+fn forget_oldest(moved: &mut BTreeMap<SessionId, (ZoneIdx, u64)>) {
+    let mut ticks: Vec<u64> = moved.values().map(|(_, t)| *t).collect();
+    ticks.sort_unstable();
+    let cut = ticks[ticks.len() / 4];
+    moved.retain(|_, (_, t)| *t >= cut);
+    while moved.len() > MAX_MOVED * 3 / 4 {
+        moved.pop_first();
     }
 }

@@ -119,6 +119,9 @@ impl Core for Recorder {
     fn can_import(&self, t: &skylane_proto::zones::EntityTransfer) -> Result<(), String> {
         self.inner.can_import(t)
     }
+    fn moved_to(&self, session: SessionId) -> Option<skylane_proto::zones::ZoneIdx> {
+        self.inner.moved_to(session)
+    }
     fn handoff_ledger(&self) -> Option<crate::zone::HandoffLedger> {
         self.inner.handoff_ledger()
     }

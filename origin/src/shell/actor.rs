@@ -334,6 +334,7 @@ impl Actor {
     fn announce(&mut self, to: Option<LinkId>) {
         let mut ws = self.core.world_state();
         ws.epoch = self.epoch;
+        ws.host = self.host;
         let f = frame(&LinkMsg::WorldState(ws));
         let targets: Vec<LinkId> = match to {
             Some(id) => vec![id],
@@ -500,6 +501,7 @@ impl Actor {
                                 }),
                             );
                         }
+                        Err(JoinError::Moved(to)) => self.tell_moved(id, session, to),
                         Err(e) => {
                             OriginMetrics::count(&self.metrics.link_errors, "join_refused");
                             self.dir.forget_session(session);
@@ -525,6 +527,8 @@ impl Actor {
             LinkMsg::Action { session, action } => {
                 if self.routes.relay_of(session) == Some(id) {
                     self.core.handle_action(session, action);
+                } else if self.core.moved_to(session).is_some() {
+                    self.moved_action(id, session, action.seq);
                 } else {
                     OriginMetrics::count(&self.metrics.link_errors, "unknown_session");
                     self.error(
@@ -777,6 +781,7 @@ impl Actor {
                 Output::SessionMoved { session, to } => self.session_moved(session, to),
                 Output::Phase(mut ws) => {
                     ws.epoch = self.epoch;
+                    ws.host = self.host;
                     info!(world = %ws.world, phase = ?ws.phase, players = ws.players, result = ?ws.result, "world phase");
                     if ws.phase == WorldPhase::Ended {
                         self.metrics.worlds_ended.inc();

@@ -270,7 +270,16 @@ impl Actor {
         }
         if h.role == Role::Player {
             self.hub.handle_open(session, h.world, &h.last_seen);
-            self.upstream.handle_open(session, origin);
+            // A zoned world's session opens at its home zone (which sends it
+            // on to its avatar's zone), unless this relay still holds it and
+            // knows where it is.
+            let held = self
+                .upstream
+                .record_of(session)
+                .filter(|r| self.directory.world_of(*r) == h.world)
+                .and_then(|r| Some((r, self.routing.origin_of(r)?)));
+            let (record, origin) = held.unwrap_or((self.directory.home_of(h.world), origin));
+            self.upstream.handle_open(session, origin, record);
             self.open_upstream(session, h.last_seen);
         }
         // Spectators stay on the relay: the origin never hears of them, they are
@@ -311,7 +320,10 @@ impl Actor {
         let Some(e) = self.sessions.get(session) else {
             return;
         };
-        let Some(origin) = self.upstream.origin_of(session) else {
+        let (Some(origin), Some(record)) = (
+            self.upstream.origin_of(session),
+            self.upstream.record_of(session),
+        ) else {
             return;
         };
         self.upstream.handle_reopen(session);
@@ -321,7 +333,7 @@ impl Actor {
         link.send_control(&LinkMsg::SessionOpen {
             session,
             player: e.player.clone(),
-            world: e.world,
+            world: record,
             role: e.role,
             team: None,
             resume_from: cursors,
@@ -341,7 +353,9 @@ impl Actor {
         }
     }
 
-    fn action(&mut self, session: SessionId, action: Action) {
+    /// A player's action (or one held for a zone move): forwarded on its
+    /// session's feed, buffered, or refused when the buffer is full.
+    pub(crate) fn action(&mut self, session: SessionId, action: Action) {
         let Some(origin) = self.upstream.origin_of(session) else {
             return;
         };
@@ -355,7 +369,9 @@ impl Actor {
                     seq,
                     outcome: Outcome::Rejected {
                         code: RejectCode::RateLimited,
-                        detail: "origin unreachable; action buffer full".into(),
+                        detail:
+                            "origin unreachable or the avatar changing zones; action buffer full"
+                                .into(),
                     },
                 }),
             ),
@@ -365,13 +381,16 @@ impl Actor {
 
     /// Sends an action on `origin`'s link and remembers it until its outcome.
     pub(crate) fn forward(&mut self, origin: OriginId, session: SessionId, action: Action) {
-        let (class, seq) = (action.class, action.seq);
+        // Kept whole until its outcome (a zone move sends it on).
+        let kept = (action.class != EventClass::Movement).then(|| action.clone());
         let sent = self
             .link(origin)
             .is_some_and(|link| link.send_action(session, action));
         if sent {
             self.shared.metrics.actions_forwarded.inc();
-            self.upstream.handle_forwarded(session, class, seq);
+            if let Some(a) = kept {
+                self.upstream.handle_forwarded(session, a);
+            }
         }
     }
 

@@ -107,6 +107,7 @@ impl Actor {
                     info!(%world, "world removed");
                     self.routing.forget_world(world);
                     self.world_states.remove(&world);
+                    self.world_states.retain(|_, ws| ws.world != world);
                     self.cells.forget_world(world);
                 }
             }
@@ -127,7 +128,7 @@ impl Actor {
             .upstream
             .sessions()
             .filter(|s| self.upstream.origin_of(*s) != Some(origin))
-            .filter(|s| self.sessions.get(*s).is_some_and(|e| e.world == world))
+            .filter(|s| self.upstream.record_of(*s) == Some(world))
             .collect();
         if !moving.is_empty() {
             info!(%world, %origin, sessions = moving.len(), "world moved: sessions re-open on its new owner");
@@ -259,22 +260,45 @@ impl Actor {
     /// An origin's lifecycle report for a world (and its epoch): fenced, kept,
     /// and told to the world's sessions.
     pub(crate) fn world_state(&mut self, origin: OriginId, ws: WorldState) {
-        if !self.directory.handle_declared(origin, ws.world, ws.epoch) {
+        if !self
+            .directory
+            .handle_declared(origin, ws.world, ws.host, ws.epoch)
+        {
             RelayMetrics::count(&self.shared.metrics.fenced_frames, "world_state");
             warn!(%origin, world = %ws.world, epoch = ws.epoch, "world state from an old owner refused");
             return;
         }
-        let changed = self
-            .world_states
-            .get(&ws.world)
-            .is_none_or(|old| old.phase != ws.phase || old.players != ws.players);
-        self.world_states.insert(ws.world, ws.clone());
+        let world = ws.world;
+        let before = self.world_state_of(world);
+        self.world_states.insert(ws.host, ws);
+        let Some(now) = self.world_state_of(world) else {
+            return;
+        };
+        let changed = before.is_none_or(|old| old.phase != now.phase || old.players != now.players);
         if changed {
-            let msg = ServerMsg::World(ws.clone());
-            for s in self.sessions.in_world(ws.world) {
+            let msg = ServerMsg::World(now);
+            for s in self.sessions.in_world(world) {
                 self.send_to_client(s, skylane_proto::EventClass::Critical, &msg);
             }
         }
+    }
+
+    /// What clients are told of `world`: its owner's last report, or for a
+    /// zoned world its home zone's with the players of every zone (clients
+    /// never see zones).
+    fn world_state_of(&self, world: WorldId) -> Option<WorldState> {
+        let home = self.directory.home_of(world);
+        let mut ws = self.world_states.get(&home)?.clone();
+        if home != world {
+            ws.players = self
+                .world_states
+                .values()
+                .filter(|s| s.world == world)
+                .map(|s| s.players)
+                .sum();
+            ws.host = world;
+        }
+        Some(ws)
     }
 
     /// The world's last state, to a session the origin just acknowledged.
@@ -282,7 +306,7 @@ impl Actor {
         let Some(world) = self.sessions.get(session).map(|e| e.world) else {
             return;
         };
-        if let Some(ws) = self.world_states.get(&world).cloned() {
+        if let Some(ws) = self.world_state_of(world) {
             self.send_to_client(
                 session,
                 skylane_proto::EventClass::Critical,

@@ -5,14 +5,16 @@
 
 use bytes::Bytes;
 use skylane_proto::{
-    decode_message, link_events_to_client_frame, ErrorCode, ErrorMsg, EventBatch, EventClass,
-    LinkMsg, MovementFrame, Pong, Sanction, ServerMsg, SessionId, MAX_MOVE_STATE,
+    decode_message, link_events_to_client_frame, ActionResult, ErrorCode, ErrorMsg, EventBatch,
+    EventClass, LinkMsg, MovementFrame, Pong, Sanction, ServerMsg, SessionId, WorldId,
+    MAX_MOVE_STATE,
 };
 use tracing::warn;
 
 use crate::hub::BatchFrame;
 use crate::metrics::RelayMetrics;
 use crate::routing::OriginId;
+use crate::upstream::{ResultFate, ZoneMove};
 
 use super::actor::{now, Actor};
 use super::writer::frame;
@@ -63,19 +65,9 @@ impl Actor {
                 removed,
             } => self.subscriptions(origin, session, added, removed),
             LinkMsg::Replay { session, batches } => self.replay(session, batches),
-            LinkMsg::ActionResult { session, result } => {
-                self.upstream.handle_result(session, result.seq);
-                let msg = ServerMsg::ActionResult(result);
-                self.send_to_client(session, EventClass::Critical, &msg);
-            }
+            LinkMsg::ActionResult { session, result } => self.action_result(session, result),
             LinkMsg::SessionClose { session } => self.closed_by_origin(session),
-            // Relays do not route zoned worlds yet (the directory leaves
-            // them out), so no session of theirs can move between zones: an
-            // origin saying so is closed like a session it ended.
-            LinkMsg::SessionMoved { session, .. } => {
-                RelayMetrics::count(&self.shared.metrics.origin_errors, "session_moved");
-                self.closed_by_origin(session);
-            }
+            LinkMsg::SessionMoved { session, world } => self.zone_moved(origin, session, world),
             LinkMsg::Sanction(s) => self.sanctioned(&s),
             LinkMsg::Error(e) => {
                 RelayMetrics::count(
@@ -116,6 +108,55 @@ impl Actor {
             | LinkMsg::SessionOpen { .. }
             | LinkMsg::EdgeReport { .. }
             | LinkMsg::Action { .. } => {}
+        }
+    }
+
+    /// An action's outcome: to the client, or (answered `Moved`: its avatar
+    /// is changing zones) held or sent on after the avatar.
+    fn action_result(&mut self, session: SessionId, result: ActionResult) {
+        match self.upstream.handle_result(session, &result) {
+            ResultFate::Deliver => {
+                let msg = ServerMsg::ActionResult(result);
+                self.send_to_client(session, EventClass::Critical, &msg);
+            }
+            ResultFate::Held => RelayMetrics::count(&self.shared.metrics.zone_actions, "held"),
+            ResultFate::Resend(action) => {
+                RelayMetrics::count(&self.shared.metrics.zone_actions, "resent");
+                self.action(session, action);
+            }
+        }
+    }
+
+    /// `origin` says the session's avatar is now in zone record `record`: the
+    /// session re-opens on that zone's owner from what its client has been
+    /// given (or, when it never left, what was held goes again).
+    fn zone_moved(&mut self, origin: OriginId, session: SessionId, record: WorldId) {
+        let Some(world) = self.sessions.get(session).map(|e| e.world) else {
+            return;
+        };
+        if self.directory.world_of(record) != world
+            || self.upstream.origin_of(session) != Some(origin)
+        {
+            // Not this session's world, or not from where it is open.
+            RelayMetrics::count(&self.shared.metrics.origin_errors, "session_moved");
+            warn!(%origin, %session, %record, "a session move that does not fit refused");
+            return;
+        }
+        let owner = self.routing.origin_of(record);
+        match self.upstream.handle_zone_moved(session, owner, record) {
+            ZoneMove::Reopen => {
+                self.shared.metrics.zone_moves.inc();
+                let cursors = self.hub.cursors(session);
+                self.open_upstream(session, cursors);
+            }
+            ZoneMove::Release(actions) => {
+                for a in actions {
+                    self.action(session, a);
+                }
+            }
+            ZoneMove::Wait => {
+                self.shared.metrics.zone_moves.inc();
+            }
         }
     }
 

@@ -8,7 +8,7 @@
 use std::collections::VecDeque;
 
 use skylane_proto::zones::{zone_record_id, EntityTransfer, ZoneIdx, ZoneMsg};
-use skylane_proto::{LinkMsg, SessionId, WorldId};
+use skylane_proto::{ActionResult, LinkMsg, Outcome, RejectCode, SessionId, WorldId};
 use tracing::warn;
 
 use crate::core::Core;
@@ -16,7 +16,7 @@ use crate::metrics::OriginMetrics;
 use crate::zone::{HandoffConfig, Handoffs, ZoneOutput};
 
 use super::super::zones::ZoneSender;
-use super::{frame, Actor};
+use super::{frame, Actor, LinkId};
 
 /// Messages held until their tick is durable, at most (beyond, the oldest
 /// are dropped: the handoff core re-sends what matters).
@@ -89,10 +89,37 @@ impl Actor {
             return;
         };
         let world = zone_record_id(z.world, to);
-        self.dir.forget_session(session);
         if let Some(id) = self.routes.relay_of(session) {
             self.send(id, 0, frame(&LinkMsg::SessionMoved { session, world }));
         }
+        if self.core.moved_to(session).is_some() {
+            // Gone from here (not back after an abort): actions that reach
+            // this zone late are answered `Moved` (`moved_action`).
+            self.dir.forget_session(session);
+            self.routes.detach(session);
+        }
+    }
+
+    /// A relay opened (or resumed) a session whose avatar this zone handed
+    /// on: it is told where the session is.
+    pub(super) fn tell_moved(&mut self, id: LinkId, session: SessionId, to: ZoneIdx) {
+        self.dir.forget_session(session);
+        let world = zone_record_id(self.core.world_id(), to);
+        self.send(id, 0, frame(&LinkMsg::SessionMoved { session, world }));
+    }
+
+    /// An action of a session handed on reached this zone late: answered
+    /// `Moved` (its relay sends it after the avatar).
+    pub(super) fn moved_action(&mut self, id: LinkId, session: SessionId, seq: u64) {
+        OriginMetrics::count(&self.metrics.zone_messages, "late_action");
+        let result = ActionResult {
+            seq,
+            outcome: Outcome::Rejected {
+                code: RejectCode::Moved,
+                detail: "the avatar moved to another zone: the action goes there".into(),
+            },
+        };
+        self.send(id, 0, frame(&LinkMsg::ActionResult { session, result }));
     }
 
     /// Acts on the handoff core's outputs (records journaled now, messages
