@@ -72,18 +72,9 @@ fn error(e: &ControlError) -> Response {
 }
 
 async fn create(State(control): State<SharedControl>, Json(spec): Json<WorldSpec>) -> Response {
-    if spec.zones.is_some() {
-        // The control plane stores zoned worlds; origins do not host their
-        // zones yet (docs/architecture.md, "Zones").
-        return (
-            StatusCode::NOT_IMPLEMENTED,
-            Json(serde_json::json!({
-                "error": "zones_not_hosted",
-                "message": "zoned worlds are not hosted by this origin version",
-            })),
-        )
-            .into_response();
-    }
+    // A zoned world is never claimed itself: it is ready once every zone
+    // has an owner.
+    let zoned = spec.is_zoned();
     let rec = match control.create_world(spec, &PlacementHints::default()).await {
         Ok(r) => r,
         Err(e) => return error(&e),
@@ -92,9 +83,18 @@ async fn create(State(control): State<SharedControl>, Json(spec): Json<WorldSpec
     let owned = async {
         let mut rx = control.watch().await.ok()?;
         loop {
-            if let Some(r) = rx.borrow_and_update().worlds.get(&id) {
-                if r.owner.is_some() {
-                    return Some(r.clone());
+            {
+                let v = rx.borrow_and_update();
+                if let Some(r) = v.worlds.get(&id) {
+                    let zones = v.zones_of(id);
+                    let ready = if zoned {
+                        !zones.is_empty() && zones.iter().all(|z| z.owner.is_some())
+                    } else {
+                        r.owner.is_some()
+                    };
+                    if ready {
+                        return Some(r.clone());
+                    }
                 }
             }
             rx.changed().await.ok()?;

@@ -53,7 +53,7 @@ pub struct ZoneIdx(pub u8);
 impl ZoneIdx {
     /// The home zone: where a zoned world's sessions open (and are sent on
     /// to their avatar's zone), the writer of its world and team channels.
-    pub const HOME: ZoneIdx = ZoneIdx(0);
+    pub const HOME: Self = Self(0);
 }
 
 impl std::fmt::Display for ZoneIdx {

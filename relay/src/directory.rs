@@ -316,7 +316,7 @@ mod tests {
         if world != id {
             r.spec.zone_of = Some(skylane_control::ZoneOf {
                 world: WorldId(world),
-                zone: skylane_proto::zones::ZoneIdx(zone),
+                zone: ZoneIdx(zone),
             });
         }
         r

@@ -244,11 +244,11 @@ proptest! {
                     // the other answers `Moved`.
                     let frozen = z == 0 && out && told != Some(false);
                     let outcome = if z == owner && !frozen {
-                        if applied.contains_key(&a.seq) {
-                            Outcome::Rejected { code: RejectCode::Replayed, detail: String::new() }
-                        } else {
-                            applied.insert(a.seq, z);
+                        if let std::collections::btree_map::Entry::Vacant(v) = applied.entry(a.seq) {
+                            v.insert(z);
                             Outcome::Applied { tick: 1 }
+                        } else {
+                            Outcome::Rejected { code: RejectCode::Replayed, detail: String::new() }
                         }
                     } else {
                         Outcome::Rejected { code: RejectCode::Moved, detail: String::new() }

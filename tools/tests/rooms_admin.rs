@@ -78,13 +78,34 @@ fn a_world_created_through_the_admin_api_is_learnt_played_ended_and_forgotten() 
         assert_eq!(status, 201, "{body}");
         let rec: serde_json::Value = serde_json::from_str(&body).unwrap();
         let w = WorldId(rec["id"].as_u64().unwrap());
-        // A zoned world is refused with a typed error until origins host
-        // zones, and nothing is stored.
-        let zoned = r#"{"game":"arena","tick_hz":30,"capacity":100,"zones":{"layout":{"cols":10,"rows":10,"cell":100.0,"zones":[{"x0":0,"y0":0,"x1":5,"y1":10},{"x0":5,"y0":0,"x1":10,"y1":10}]}}}"#;
+        // A zoned world: created once every zone has an owner (the world's
+        // own record never has one); a player joins it like any world.
+        let zoned = r#"{"game":"arena","tick_hz":30,"capacity":100,"zones":{"layout":{"cols":10,"rows":10,"cell":100.0,"zones":[{"x0":0,"y0":0,"x1":5,"y1":10},{"x0":5,"y0":0,"x1":10,"y1":10}]},"hysteresis":10.0,"margin":20.0}}"#;
         let (status, body) = http("POST", base.clone(), Some(zoned.into())).await;
-        assert_eq!(status, 501, "{body}");
-        assert!(body.contains("zones_not_hosted"), "{body}");
-        assert_eq!(net.control.view().await.unwrap().worlds.len(), 1);
+        assert_eq!(status, 201, "{body}");
+        let zrec: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let zw = WorldId(zrec["id"].as_u64().unwrap());
+        let v = net.control.view().await.unwrap();
+        assert_eq!(v.worlds.len(), 4, "the world and its two zones besides the room");
+        assert!(v.zones_of(zw).iter().all(|z| z.owner.is_some()));
+        let zp = net
+            .player_builder(0, 9)
+            .unwrap()
+            .token(net.token_for("zed", Role::Player, vec![zw], Duration::from_secs(600)))
+            .world(zw)
+            .connect()
+            .await
+            .expect("joins the zoned world");
+        let o = zp
+            .act(
+                EventClass::State,
+                vec![],
+                skylane_origin::ArenaAction::Mark { x: 1.0, y: 1.0 }.encode(),
+            )
+            .await
+            .expect("an outcome");
+        assert!(matches!(o, Outcome::Applied { .. }), "{o:?}");
+        zp.close().await;
         assert!(rec["owner"]["epoch"].as_u64().unwrap() > 0, "{rec}");
         assert_eq!(rec["placed_on"], "origin-1");
 
@@ -141,8 +162,8 @@ fn a_world_created_through_the_admin_api_is_learnt_played_ended_and_forgotten() 
         for r in &net.relays {
             assert_eq!(
                 r.metrics.worlds_known.get(),
-                0,
-                "relay {} forgot it",
+                3,
+                "relay {} forgot it (the zoned world and its zones stay)",
                 r.info.id
             );
         }
