@@ -173,12 +173,7 @@ impl<W: World> Engine<W> {
             }
             ZoneRecord::Commit { id, entity } => {
                 zone.leaving.remove(entity);
-                let session = self
-                    .sessions
-                    .iter()
-                    .find(|(_, s)| s.avatar == Some(*entity))
-                    .map(|(k, _)| *k);
-                if let Some(session) = session {
+                if let Some(session) = avatar_session(&self.sessions, *entity) {
                     zone.moved.insert(session, (id.to, self.tick));
                     if zone.moved.len() > MAX_MOVED {
                         forget_oldest(&mut zone.moved);
@@ -197,12 +192,7 @@ impl<W: World> Engine<W> {
                     self.import(&t, false);
                     // Its session never left: the relay, holding the
                     // actions answered `Moved`, sends them here again.
-                    let session = self
-                        .sessions
-                        .iter()
-                        .find(|(_, s)| s.avatar == Some(*entity))
-                        .map(|(k, _)| *k);
-                    if let Some(session) = session {
+                    if let Some(session) = avatar_session(&self.sessions, *entity) {
                         self.outputs
                             .push_back(Output::SessionMoved { session, to: me });
                     }
@@ -315,4 +305,15 @@ fn forget_oldest(moved: &mut BTreeMap<SessionId, (ZoneIdx, u64)>) {
     while moved.len() > MAX_MOVED * 3 / 4 {
         moved.pop_first();
     }
+}
+
+/// The session whose avatar `entity` is.
+fn avatar_session<'a>(
+    sessions: impl IntoIterator<Item = (&'a SessionId, &'a SessionState)>,
+    entity: EntityId,
+) -> Option<SessionId> {
+    sessions
+        .into_iter()
+        .find(|(_, s)| s.avatar == Some(entity))
+        .map(|(k, _)| *k)
 }

@@ -330,21 +330,6 @@ impl Actor {
         true
     }
 
-    /// Tells every relay link the world's state and this owner's epoch.
-    fn announce(&mut self, to: Option<LinkId>) {
-        let mut ws = self.core.world_state();
-        ws.epoch = self.epoch;
-        ws.host = self.host;
-        let f = frame(&LinkMsg::WorldState(ws));
-        let targets: Vec<LinkId> = match to {
-            Some(id) => vec![id],
-            None => self.relays.keys().copied().collect(),
-        };
-        for id in targets {
-            self.send(id, 0, f.clone());
-        }
-    }
-
     fn handle(&mut self, cmd: Cmd) {
         match cmd {
             Cmd::RelayUp {

@@ -1,9 +1,12 @@
 //! The world's state as an operator reads it (`/status`, `skylane world
 //! status`): game, phase, tick, sessions, and the replication side (standbys,
-//! lag, verification, divergence).
+//! lag, verification, divergence), and the world's state as relays are told
+//! it.
 
 use super::super::mailbox::OriginStatus;
-use super::Actor;
+use skylane_proto::LinkMsg;
+
+use super::{frame, Actor, LinkId};
 use crate::core::Core;
 
 impl Actor {
@@ -38,6 +41,21 @@ impl Actor {
                 .map(|e| e.entities.iter().map(|e| e.0).collect())
                 .unwrap_or_default(),
             started_unix_us: self.clock.base_unix_us,
+        }
+    }
+
+    /// Tells every relay link the world's state and this owner's epoch.
+    pub(super) fn announce(&mut self, to: Option<LinkId>) {
+        let mut ws = self.core.world_state();
+        ws.epoch = self.epoch;
+        ws.host = self.host;
+        let f = frame(&LinkMsg::WorldState(ws));
+        let targets: Vec<LinkId> = match to {
+            Some(id) => vec![id],
+            None => self.relays.keys().copied().collect(),
+        };
+        for id in targets {
+            self.send(id, 0, f.clone());
         }
     }
 }
