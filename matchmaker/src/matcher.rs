@@ -694,7 +694,73 @@ fn packs(sizes: &[usize], rules: &GameRules) -> bool {
 /// then by total mu (strongest first), each into the team with the lowest
 /// total that has room.
 fn balance<'a>(parties: &[&'a Waiting], rules: &GameRules) -> Option<Vec<Vec<&'a Waiting>>> {
-    let total = |w: &Waiting| w.ticket.members.iter().map(|m| m.rating.mu).sum::<f64>();
+    let teams = usize::from(rules.teams);
+    // Small matches (every match of a few teams of a few parties): the best
+    // split, found by trying them all; larger ones: greedily.
+    let tries = u32::try_from(parties.len())
+        .ok()
+        .and_then(|n| teams.checked_pow(n))
+        .filter(|n| *n <= MAX_SPLITS);
+    if tries.is_some() {
+        return best_split(parties, rules);
+    }
+    greedy_split(parties, rules)
+}
+
+/// Most team assignments [`balance`] tries one by one.
+const MAX_SPLITS: usize = 1 << 16;
+
+/// The sum of a party's ratings.
+fn party_total(w: &Waiting) -> f64 {
+    w.ticket.members.iter().map(|m| m.rating.mu).sum()
+}
+
+/// Every assignment of parties to teams that fills them exactly; the one
+/// whose strongest and weakest teams differ least (the first such, in a
+/// fixed order: deterministic).
+fn best_split<'a>(parties: &[&'a Waiting], rules: &GameRules) -> Option<Vec<Vec<&'a Waiting>>> {
+    let teams = usize::from(rules.teams);
+    let size = usize::from(rules.team_size);
+    let mut pick = vec![0usize; parties.len()];
+    let mut best: Option<(f64, Vec<usize>)> = None;
+    loop {
+        let mut fill = vec![0usize; teams];
+        let mut sums = vec![0.0f64; teams];
+        for (p, t) in parties.iter().zip(&pick) {
+            fill[*t] += p.ticket.members.len();
+            sums[*t] += party_total(p);
+        }
+        if fill.iter().all(|n| *n == size) {
+            let hi = sums.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            let lo = sums.iter().copied().fold(f64::INFINITY, f64::min);
+            if best.as_ref().is_none_or(|(d, _)| hi - lo < *d) {
+                best = Some((hi - lo, pick.clone()));
+            }
+        }
+        // The next assignment (counting in base `teams`).
+        let mut i = 0;
+        loop {
+            if i == pick.len() {
+                let (_, pick) = best?;
+                let mut out: Vec<Vec<&Waiting>> = (0..teams).map(|_| Vec::new()).collect();
+                for (p, t) in parties.iter().zip(pick) {
+                    out[t].push(p);
+                }
+                return Some(out);
+            }
+            pick[i] += 1;
+            if pick[i] < teams {
+                break;
+            }
+            pick[i] = 0;
+            i += 1;
+        }
+    }
+}
+
+/// Largest parties first, each to the weakest team it fits in.
+fn greedy_split<'a>(parties: &[&'a Waiting], rules: &GameRules) -> Option<Vec<Vec<&'a Waiting>>> {
+    let total = party_total;
     let mut order: Vec<&Waiting> = parties.to_vec();
     order.sort_by(|a, b| {
         b.ticket
