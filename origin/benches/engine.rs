@@ -209,6 +209,7 @@ fn interest(c: &mut Criterion) {
         cell: 100.0,
         radius: 1,
         margin: 10.0,
+        clip: None,
     };
     let mut i = Interest::new(grid);
     for n in 0..10_000u64 {

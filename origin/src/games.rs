@@ -219,6 +219,7 @@ fn tictactoe_world(new: NewWorld<'_>) -> Result<Box<dyn Core>, String> {
         cell: 1.0,
         radius: 0,
         margin: 0.0,
+        clip: None,
     };
     let cfg = new.engine_config();
     let engine = Engine::new(game, grid, cfg, new.signer.same_key(), new.now_us);

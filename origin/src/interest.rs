@@ -10,6 +10,7 @@ use rustc_hash::FxHashMap as HashMap;
 
 use serde::{Deserialize, Serialize};
 
+use skylane_proto::zones::ZoneRect;
 use skylane_proto::{ChannelId, EntityId};
 
 /// The grid over a world's map.
@@ -25,6 +26,11 @@ pub struct Grid {
     pub radius: u16,
     /// How far past its centre cell's border a player must go before the centre moves.
     pub margin: f32,
+    /// The cells a zone of a zoned world owns (`None`: the whole map). A
+    /// point outside them belongs to the nearest of them and a player
+    /// receives only them: every cell channel has one writer, its zone.
+    #[serde(default)]
+    pub clip: Option<ZoneRect>,
 }
 
 impl Grid {
@@ -47,7 +53,27 @@ impl Grid {
                 0
             }
         };
-        (c(x, self.cols()), c(y, self.rows()))
+        let (cx, cy) = (c(x, self.cols()), c(y, self.rows()));
+        match &self.clip {
+            Some(r) => (
+                cx.clamp(r.x0, r.x1.saturating_sub(1).max(r.x0)),
+                cy.clamp(r.y0, r.y1.saturating_sub(1).max(r.y0)),
+            ),
+            None => (cx, cy),
+        }
+    }
+
+    /// Whether cell `(x, y)` is one of this grid's (see `clip`).
+    fn owns(&self, x: i32, y: i32) -> bool {
+        let (w, h) = (i32::from(self.cols()), i32::from(self.rows()));
+        let on_map = x >= 0 && y >= 0 && x < w && y < h;
+        on_map
+            && self.clip.as_ref().is_none_or(|r| {
+                x >= i32::from(r.x0)
+                    && x < i32::from(r.x1)
+                    && y >= i32::from(r.y0)
+                    && y < i32::from(r.y1)
+            })
     }
 
     /// The channel of the cell containing a point.
@@ -65,14 +91,15 @@ impl Grid {
             && y < y0 + self.cell + self.margin
     }
 
-    /// Cells within `radius` of `centre`, clipped to the map, in a fixed order.
+    /// Cells within `radius` of `centre`, clipped to the map (and the zone),
+    /// in a fixed order.
     pub fn block(&self, centre: (u16, u16)) -> Vec<ChannelId> {
         let r = i32::from(self.radius);
         let mut out = Vec::with_capacity(((2 * r + 1) * (2 * r + 1)) as usize);
         for dy in -r..=r {
             for dx in -r..=r {
                 let (x, y) = (i32::from(centre.0) + dx, i32::from(centre.1) + dy);
-                if x >= 0 && y >= 0 && x < i32::from(self.cols()) && y < i32::from(self.rows()) {
+                if self.owns(x, y) {
                     out.push(ChannelId::Cell {
                         x: x as u16,
                         y: y as u16,
@@ -168,7 +195,33 @@ mod tests {
             cell: 100.0,
             radius: 1,
             margin: 10.0,
+            clip: None,
         }
+    }
+
+    #[test]
+    fn a_zone_grid_owns_its_cells_only() {
+        // Columns 5..10 of a 10 x 10 map.
+        let g = Grid {
+            clip: Some(ZoneRect {
+                x0: 5,
+                y0: 0,
+                x1: 10,
+                y1: 10,
+            }),
+            ..grid()
+        };
+        // A point across the border belongs to the nearest owned cell.
+        assert_eq!(g.channel_of(495.0, 250.0), ChannelId::Cell { x: 5, y: 2 });
+        assert_eq!(g.channel_of(705.0, 250.0), ChannelId::Cell { x: 7, y: 2 });
+        // A player at the border receives its own side only.
+        let mut i = Interest::new(g);
+        let ch = i.handle_move(EntityId(1), 505.0, 450.0).unwrap();
+        assert_eq!(ch.added.len(), 6, "{:?}", ch.added);
+        assert!(ch
+            .added
+            .iter()
+            .all(|c| matches!(c, ChannelId::Cell { x, .. } if *x >= 5)));
     }
 
     #[test]
@@ -219,6 +272,7 @@ mod tests {
             cell: 250.0,
             radius: 1,
             margin: 20.0,
+            clip: None,
         });
         for n in 0..10_000u64 {
             let (x, y) = ((n % 100) as f32 * 100.0, (n / 100) as f32 * 100.0);

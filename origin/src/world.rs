@@ -291,13 +291,22 @@ pub trait World: Send + 'static {
     /// A hash of the whole state (replays compare it tick by tick).
     fn state_hash(&self) -> Hash32;
 
-    /// Zones: confines a new world to one zone of a zoned world. It drops
-    /// what lies outside the zone (`keep(x, y)` is false there: that zone's
-    /// own copy of the world holds it) and makes new entity ids from
-    /// `id_base` on, so ids stay unique across the world's zones. The default
-    /// refuses: a game that cannot be split runs unzoned.
-    fn enter_zone(&mut self, keep: &dyn Fn(f32, f32) -> bool, id_base: u64) -> Result<(), String> {
-        let _ = (keep, id_base);
+    /// Zones: confines a new world to one zone of a zoned world, the grid
+    /// cells `cells`. It drops what lies outside the zone (`keep(x, y)` is
+    /// false there: that zone's own copy of the world holds it), makes new
+    /// entity ids from `id_base` on, so ids stay unique across the world's
+    /// zones, and from now on puts its cell events on the zone's cells only
+    /// (a [`Grid`] whose `clip` is `cells`: an avatar past the border, not
+    /// yet handed over, is reported on the nearest of them), so every cell
+    /// channel has one writer. The default refuses: a game that cannot be
+    /// split runs unzoned.
+    fn enter_zone(
+        &mut self,
+        cells: &skylane_proto::zones::ZoneRect,
+        keep: &dyn Fn(f32, f32) -> bool,
+        id_base: u64,
+    ) -> Result<(), String> {
+        let _ = (cells, keep, id_base);
         Err(format!("{} cannot be split into zones", self.name()))
     }
 

@@ -24,6 +24,7 @@ fn room(turn_ticks: u64) -> Engine<TicTacToe> {
         cell: 1.0,
         radius: 0,
         margin: 0.0,
+        clip: None,
     };
     let game = TicTacToe::new(TttConfig {
         turn_ticks,

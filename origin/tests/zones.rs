@@ -14,7 +14,8 @@ use std::path::PathBuf;
 use skylane_origin::*;
 use skylane_proto::zones::{HandoffId, ZoneIdx, ZoneLayout, ZoneMsg, ZoneRecord};
 use skylane_proto::{
-    Action, ChainSigner, EntityId, EventClass, Outcome, RejectCode, Role, SessionId, WorldId,
+    Action, ChainSigner, ChannelId, EntityId, EventClass, Outcome, RejectCode, Role, SessionId,
+    WorldId,
 };
 
 const KEY: [u8; 32] = [9; 32];
@@ -87,6 +88,8 @@ struct Net {
     results: Vec<(SessionId, u64, Outcome)>,
     /// Sessions that moved: (session, to).
     moved: Vec<(SessionId, ZoneIdx)>,
+    /// Cell writes seen (each checked to be its zone's).
+    cell_writes: u64,
 }
 
 fn handoff_cfg() -> HandoffConfig {
@@ -151,6 +154,7 @@ impl Net {
             handoffs_of: BTreeMap::new(),
             results: Vec::new(),
             moved: Vec::new(),
+            cell_writes: 0,
         }
     }
 
@@ -252,6 +256,15 @@ impl Net {
                     Output::Result { session, result } => {
                         self.results.push((session, result.seq, result.outcome));
                     }
+                    // Every cell channel has one writer: the zone that owns
+                    // the cell (and only it subscribes sessions to it).
+                    Output::Batch(b) => self.writes(i, b.channel, false),
+                    Output::Movement(m) => self.writes(i, m.channel, false),
+                    Output::Subscriptions { added, .. } => {
+                        for c in added {
+                            self.writes(i, c.channel, true);
+                        }
+                    }
                     _ => {}
                 }
             }
@@ -302,6 +315,21 @@ impl Net {
             if !busy {
                 return;
             }
+        }
+    }
+
+    /// Zone `i` writes `channel` (or, `subscribed`, subscribes a session to
+    /// it): a cell must be its own; only the home zone subscribes anyone to
+    /// the world and team channels (another zone's reach no relay).
+    fn writes(&mut self, i: usize, channel: ChannelId, subscribed: bool) {
+        match channel {
+            ChannelId::Cell { x, y } => {
+                let owner = usize::from(self.layout.zone_of_cell(x, y).0);
+                assert_eq!(owner, i, "zone {i} writes {channel:?}, zone {owner}'s");
+                self.cell_writes += 1;
+            }
+            _ if subscribed => assert_eq!(i, 0, "zone {i} subscribes someone to {channel:?}"),
+            _ => {}
         }
     }
 
@@ -448,6 +476,7 @@ fn a_player_walking_back_and_forth_is_handed_over_once_per_crossing() {
         assert_eq!(net.owner(w.e), ZoneIdx(0));
     }
     assert_eq!(net.handoffs_of[&w.e], before + 6);
+    assert!(net.cell_writes > 0, "cells were written (each by its zone)");
     // Back home: zone 1 remembers it left, zone 0 (where it is) does not.
     assert_eq!(net.zones[1].engine().moved_to(w.s), Some(ZoneIdx(0)));
     assert_eq!(net.zones[0].engine().moved_to(w.s), None);
@@ -734,7 +763,17 @@ fn tick_stamps_travel_relative_to_the_zones_clocks() {
         items: 0,
         ..arena_cfg()
     });
-    to.enter_zone(&|_, _| true, 1 << 48).unwrap();
+    to.enter_zone(
+        &skylane_proto::zones::ZoneRect {
+            x0: 0,
+            y0: 0,
+            x1: 10,
+            y1: 10,
+        },
+        &|_, _| true,
+        1 << 48,
+    )
+    .unwrap();
     to.check_import(e, &state).unwrap();
     to.import_entity(e, &state, 40, &mut Emit::default())
         .unwrap();

@@ -118,6 +118,7 @@ fn games() -> Games {
             cell: 1.0,
             radius: 0,
             margin: 0.0,
+            clip: None,
         };
         let engine = Engine::new(
             game,

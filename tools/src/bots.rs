@@ -1005,6 +1005,7 @@ mod tests {
             cell: 100.0,
             radius: 1,
             margin: 5.0,
+            clip: None,
         };
         let state = arena.channel_state(ChannelId::World, &grid);
         let players = keyframe_players(&state);

@@ -18,6 +18,7 @@ use std::collections::BTreeSet;
 
 use serde::Serialize;
 use sha2::{Digest, Sha256};
+use skylane_proto::zones::ZoneRect;
 use skylane_proto::{ChannelId, EntityId, EventClass, Hash32, Payload, RejectCode, TeamId};
 
 use crate::interest::Grid;
@@ -467,10 +468,16 @@ impl World for Arena {
         out.into_iter().collect()
     }
 
-    fn enter_zone(&mut self, keep: &dyn Fn(f32, f32) -> bool, id_base: u64) -> Result<(), String> {
+    fn enter_zone(
+        &mut self,
+        cells: &ZoneRect,
+        keep: &dyn Fn(f32, f32) -> bool,
+        id_base: u64,
+    ) -> Result<(), String> {
         if !self.players.is_empty() {
             return Err("a world is split into zones before anyone joins".into());
         }
+        self.zone = Some(*cells);
         self.items
             .retain(|_, i| i.holder.is_some() || keep(i.x, i.y));
         self.next_entity = self.next_entity.max(id_base);

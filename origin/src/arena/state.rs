@@ -69,6 +69,10 @@ pub struct Arena {
     pub(super) closed_order: std::collections::VecDeque<(EntityId, u64)>,
     /// Gifts made so far (their transaction ids).
     pub(super) gifts: u64,
+    /// The cells this arena's zone owns, when it is one zone of a zoned
+    /// world (its events go on those cells only).
+    #[serde(default)]
+    pub(super) zone: Option<skylane_proto::zones::ZoneRect>,
     /// Ledger transactions since the engine last drained them (not state:
     /// drained every tick).
     #[serde(skip)]
@@ -131,6 +135,7 @@ impl Arena {
             closed: BTreeMap::new(),
             closed_order: std::collections::VecDeque::new(),
             gifts: 0,
+            zone: None,
             ledger: Vec::new(),
         };
         for i in 0..cfg.items {
@@ -162,6 +167,7 @@ impl Arena {
             cell: self.cfg.cell,
             radius: 1,
             margin: self.cfg.cell * 0.1,
+            clip: self.zone,
         }
     }
 

@@ -98,9 +98,19 @@ impl<W: World> Engine<W> {
             return Err(ZoneSetupError::NoSuchZone(setup.zone));
         }
         let (layout, me) = (&setup.layout, setup.zone);
+        let Some(cells) = layout.rect(me).copied() else {
+            return Err(ZoneSetupError::NoSuchZone(me));
+        };
         self.world
-            .enter_zone(&|x, y| layout.zone_at(x, y) == me, ZoneSetup::id_base(me))
+            .enter_zone(
+                &cells,
+                &|x, y| layout.zone_at(x, y) == me,
+                ZoneSetup::id_base(me),
+            )
             .map_err(ZoneSetupError::Refused)?;
+        // Sessions receive this zone's cells only (one writer per cell).
+        self.grid.clip = Some(cells);
+        self.interest = crate::interest::Interest::new(self.grid);
         self.zone = Some(Box::new(ZoneState {
             setup,
             leaving: BTreeMap::new(),
