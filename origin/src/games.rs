@@ -88,6 +88,20 @@ where
     W: crate::world::World + Clone + serde::Serialize + serde::de::DeserializeOwned,
 {
     if let Some(setup) = new.zone_setup() {
+        // The layout must cut this game's own grid (else zones and cells
+        // disagree about where a point is).
+        let spec = setup.layout.spec();
+        if spec.cols != grid.cols() || spec.rows != grid.rows() || spec.cell != grid.cell {
+            return Err(format!(
+                "the zone layout's grid ({} x {} cells of {}) is not {kind}'s ({} x {} cells of {})",
+                spec.cols,
+                spec.rows,
+                spec.cell,
+                grid.cols(),
+                grid.rows(),
+                grid.cell
+            ));
+        }
         engine.enter_zone(setup).map_err(|e| e.to_string())?;
     }
     let engine = match new.snapshot {
@@ -331,6 +345,24 @@ mod tests {
             .err()
             .unwrap();
         assert!(matches!(err, GameError::Refused { .. }), "{err}");
+        // A layout that does not cut the arena's grid (4 x 4 cells on its
+        // 10 x 10): refused, naming both.
+        let mut off = spec.clone();
+        if let Some(z) = off.zones.as_mut() {
+            z.layout = ZoneLayout::even(4, 4, 100.0, 2, 1).unwrap();
+        }
+        let err = Games::builtin()
+            .create(NewWorld {
+                id: WorldId(44),
+                spec: &off,
+                now_us: 0,
+                signer: signer(),
+                journal: None,
+                snapshot: None,
+            })
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("4 x 4 cells"), "{err}");
     }
 
     #[test]

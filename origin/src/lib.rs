@@ -93,7 +93,7 @@ pub use ledger::{
     Ledger, LedgerEntry, LedgerError, LedgerTx, Totals, TxKind, TxRecord, Wallet, MAX_TXLOG,
 };
 pub use lifecycle::{Closed, Lifecycle, LifecycleConfig};
-pub use metrics::{KindLabel, OriginMetrics};
+pub use metrics::{KindLabel, LatencyMs, OriginMetrics};
 pub use persist::{PersistConfig, Persistent};
 pub use replica::{AckVerdict, FollowError, Follower, Gate, GateConfig, Recorder, Released};
 pub use routes::{LinkId, Routes};

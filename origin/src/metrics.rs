@@ -27,6 +27,12 @@ pub struct OriginMetrics {
     /// Zone handoff steps by kind (`started`, `committed`, `aborted`,
     /// `imported`, `refused`, `failed`).
     pub handoffs: Family<KindLabel, Counter>,
+    /// Time from a zone handoff's start (the crossing) to its commit at the
+    /// source, seconds.
+    pub handoff_seconds: Histogram,
+    /// The same, in milliseconds, exact (what a demo or load report reads
+    /// its percentiles from; 1 ms to 1 h).
+    pub handoff_ms: std::sync::Arc<std::sync::Mutex<hdrhistogram::Histogram<u64>>>,
     /// Relays connected.
     pub relays: Gauge,
     /// Sessions in the world.
@@ -97,7 +103,41 @@ pub struct OriginMetrics {
     pub ledger_errors: Family<KindLabel, Counter>,
 }
 
+/// Percentiles of a latency, milliseconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct LatencyMs {
+    /// Samples.
+    pub count: u64,
+    /// Median.
+    pub p50: u64,
+    /// 99th percentile.
+    pub p99: u64,
+    /// Largest.
+    pub max: u64,
+}
+
 impl OriginMetrics {
+    /// The handoff latencies recorded so far (crossing → commit).
+    pub fn handoff_latency(&self) -> LatencyMs {
+        let Ok(h) = self.handoff_ms.lock() else {
+            return LatencyMs::default();
+        };
+        LatencyMs {
+            count: h.len(),
+            p50: h.value_at_quantile(0.5),
+            p99: h.value_at_quantile(0.99),
+            max: h.max(),
+        }
+    }
+
+    /// Records one handoff's latency.
+    pub fn record_handoff(&self, ms: u64) {
+        self.handoff_seconds.observe(ms as f64 / 1000.0);
+        if let Ok(mut h) = self.handoff_ms.lock() {
+            let _ = h.record(ms.max(1));
+        }
+    }
+
     /// Creates the metrics and registers them in `registry` under `skylane_origin_`.
     pub fn new(registry: &mut Registry) -> Self {
         let m = Self {
@@ -107,6 +147,11 @@ impl OriginMetrics {
             zone_messages: Family::default(),
             standby_waits_lapsed: Counter::default(),
             handoffs: Family::default(),
+            handoff_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
+            handoff_ms: std::sync::Arc::new(std::sync::Mutex::new(
+                hdrhistogram::Histogram::new_with_bounds(1, 3_600_000, 2)
+                    .unwrap_or_else(|_| hdrhistogram::Histogram::new(2).expect("2 digits")),
+            )),
             relays: Gauge::default(),
             sessions: Gauge::default(),
             ticks: Counter::default(),
@@ -194,6 +239,11 @@ impl OriginMetrics {
             m.resumes_incomplete.clone(),
         );
         r.register("tick_seconds", "Tick duration", m.tick_seconds.clone());
+        r.register(
+            "handoff_seconds",
+            "Zone handoffs from the crossing to the commit at the source",
+            m.handoff_seconds.clone(),
+        );
         r.register(
             "standby_tick_seconds",
             "Re-execution of one primary tick on a standby",

@@ -46,6 +46,12 @@ pub struct DemoOptions {
     /// Kill the primary of the rooms on `origin-2` this far into the run (the
     /// deployment then has two origins; rooms have a standby on the other).
     pub kill_primary_at: Option<Duration>,
+    /// One arena world split into `(cols, rows)` zones, spread over two
+    /// origins, played by `zone_players` more bots walking across borders
+    /// (`None`: no zoned world).
+    pub zones: Option<(u16, u16)>,
+    /// Bots in the zoned world.
+    pub zone_players: usize,
     /// The deployment.
     pub net: LocalOptions,
 }
@@ -70,6 +76,8 @@ impl Default for DemoOptions {
             rooms: 10,
             arena_rooms: 2,
             kill_primary_at: None,
+            zones: None,
+            zone_players: 100,
             net,
         }
     }
@@ -90,6 +98,9 @@ pub enum DemoError {
     /// The matchmaker did not start.
     #[error("matchmaker: {0}")]
     Matchmaker(String),
+    /// The zoned world could not be created.
+    #[error("zones: {0}")]
+    Zones(String),
 }
 
 /// Runs the demo; `progress` is called about four times a second with the phase
@@ -100,7 +111,7 @@ pub async fn run(
     interrupt: impl std::future::Future<Output = ()>,
 ) -> Result<Report, DemoError> {
     let mut net_opts = opts.net.clone();
-    if opts.kill_primary_at.is_some() {
+    if opts.kill_primary_at.is_some() || opts.zones.is_some() {
         net_opts.origins = net_opts.origins.max(2);
     }
     // The origin keeps a ledger for the run (the players' wallets, every
@@ -230,7 +241,29 @@ pub async fn run(
         f.at_s = started.elapsed().as_secs_f64();
         Some(f)
     };
-    let (fleet, mut rooms, failover) = tokio::join!(fleet, rooms, killer);
+    let zoned = async {
+        let (cols, rows) = opts.zones?;
+        let plan = crate::zoned::ZonedPlan {
+            cols,
+            rows,
+            players: opts.zone_players,
+            duration: opts.duration,
+            standbys: 1,
+            connect_parallel: opts.connect_parallel,
+            plan: opts.plan,
+            tick_hz: opts.net.tick_hz,
+        };
+        match crate::zoned::create(&net, &plan).await {
+            Ok(w) => Some(Ok(crate::zoned::run(&net, &plan, w).await)),
+            Err(e) => Some(Err(e)),
+        }
+    };
+    let (fleet, mut rooms, failover, zoned) = tokio::join!(fleet, rooms, killer, zoned);
+    let zones = match zoned {
+        Some(Ok(z)) => Some(z),
+        Some(Err(e)) => return Err(DemoError::Zones(e)),
+        None => None,
+    };
     rooms.failover = failover;
     let fleet = fleet.require_players().map_err(DemoError::NoPlayers)?;
     let outcomes = &fleet.outcomes;
@@ -341,6 +374,7 @@ pub async fn run(
         counts: c,
         errors: merged.errors,
         worlds: (opts.rooms + opts.arena_rooms > 0).then_some(rooms),
+        zones,
     };
     net.shutdown().await;
     Ok(report)

@@ -29,3 +29,4 @@ pub mod matchmaking;
 pub mod probe;
 pub mod report;
 pub mod rooms;
+pub mod zoned;

@@ -907,6 +907,7 @@ pub async fn run(
         economy: ledger
             .as_ref()
             .map(|l| crate::report::EconomyReport::of(&c, l)),
+        zones: None,
     };
     Ok(LoadgenRun {
         report,

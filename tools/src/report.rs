@@ -171,6 +171,8 @@ pub struct Report {
     pub worlds: Option<crate::rooms::RoomsReport>,
     /// Trades with consent and the origin's ledger (when it keeps one).
     pub economy: Option<EconomyReport>,
+    /// The zoned world (demo with `--zones`).
+    pub zones: Option<crate::zoned::ZoneReport>,
 }
 
 /// The players' trades and what the origin's ledger made of them.
@@ -522,6 +524,9 @@ impl Report {
                 e.refused,
                 if e.conserved { "conserved" } else { "NOT CONSERVED" }
             );
+        }
+        if let Some(z) = &self.zones {
+            o.push_str(&z.text());
         }
         for e in &self.errors {
             let _ = writeln!(o, "error         {e}");

@@ -415,6 +415,60 @@ fn demo_prints_a_json_report_with_nothing_lost() {
     assert_eq!(w["results_recorded"], 12, "{r}");
 }
 
+/// `--zones 2x2`: one arena world over four zones on two origins besides the
+/// usual one; bots spawn anywhere (handed from the home zone to their
+/// spawn's) and walk; the relays move their sessions without a reconnect;
+/// every player ends in exactly one zone, every action answered once,
+/// nothing lost; the main world's economy is untouched by the zones.
+#[test]
+fn demo_runs_a_zoned_world_over_two_origins_with_nothing_lost() {
+    let out = ok(&[
+        "demo",
+        "--duration",
+        "8s",
+        "--players",
+        "8",
+        "--cheaters",
+        "0",
+        "--spectators",
+        "0",
+        "--rooms",
+        "0",
+        "--arena-rooms",
+        "0",
+        "--zones",
+        "2x2",
+        "--zone-players",
+        "24",
+        "--json",
+    ]);
+    let r: serde_json::Value = serde_json::from_str(out.trim()).expect("one JSON object");
+    let z = &r["zones"];
+    assert_eq!(z["zones"], 4, "{r}");
+    assert_eq!(z["origins"], 2, "{r}");
+    assert_eq!(z["playing"], 24, "{r}");
+    assert!(z["handoffs"].as_u64().unwrap() > 0, "{r}");
+    assert!(z["sessions_moved"].as_u64().unwrap() > 0, "{r}");
+    assert!(z["handoff_ms"]["count"].as_u64().unwrap() > 0, "{r}");
+    assert_eq!(z["each_in_one_zone"], true, "{r}");
+    let per_zone: u64 = z["players_per_zone"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n.as_u64().unwrap())
+        .sum();
+    assert_eq!(per_zone, 24, "{r}");
+    assert_eq!(z["events_lost"], 0, "{r}");
+    assert_eq!(z["reconnects"], 0, "{r}");
+    assert_eq!(
+        z["actions_answered"].as_u64().unwrap() + z["actions_unknown"].as_u64().unwrap(),
+        z["actions_sent"].as_u64().unwrap(),
+        "{r}"
+    );
+    assert_eq!(r["economy"]["conserved"], true, "{r}");
+    assert_eq!(r["events_lost"], 0, "{r}");
+}
+
 /// Honest bots' moves go as datagrams, so no outcome would report one the origin
 /// refused; the origin's rule counter must stay at 0 with no cheaters, even when a
 /// bot's first step comes soon after its spawn (at 0.1 Hz a step is 10 s of

@@ -259,6 +259,12 @@ impl Follower {
     }
 
     fn keep_ledger(&mut self, o: crate::engine::Output) {
+        // A zone's economy stays in the zoned world's state (its wallets
+        // travel with avatars between origins): no process ledger takes it,
+        // as on the primary.
+        if self.core.zone().is_some() {
+            return;
+        }
         if let crate::engine::Output::Ledger { tick, txs } = o {
             if self.ledger.len() >= MAX_LEDGER_TICKS {
                 self.ledger.pop_front();

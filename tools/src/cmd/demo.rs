@@ -47,6 +47,15 @@ pub(crate) struct DemoCmd {
     /// the failover time and what was lost (must be nothing).
     #[arg(long, value_parser = humantime::parse_duration)]
     kill_primary_at: Option<Duration>,
+    /// Also run one arena world split into zones, COLSxROWS (e.g. 2x2),
+    /// spread over two origins (each zone with a standby on the other),
+    /// played by --zone-players bots walking across borders; the report
+    /// shows handoffs, their latency, and what was lost (must be nothing).
+    #[arg(long, value_parser = parse_zones)]
+    zones: Option<(u16, u16)>,
+    /// Bots in the zoned world.
+    #[arg(long, default_value_t = 100)]
+    zone_players: usize,
     /// Print the report as one JSON object on stdout.
     #[arg(long)]
     json: bool,
@@ -141,6 +150,8 @@ impl DemoCmd {
             rooms: self.rooms,
             arena_rooms: self.arena_rooms,
             kill_primary_at: self.kill_primary_at,
+            zones: self.zones,
+            zone_players: self.zone_players,
             ..DemoOptions::default()
         };
         opts.plan.rate_hz = self.rate;
@@ -158,6 +169,23 @@ impl DemoCmd {
             "{} events were lost or duplicated",
             report.events_lost
         );
+        if let Some(z) = &report.zones {
+            anyhow::ensure!(
+                z.each_in_one_zone
+                    && z.events_lost == 0
+                    && z.actions_answered + z.actions_unknown == z.actions_sent,
+                "zones: players per zone {:?} ({}), {} events lost, {} of {} actions answered",
+                z.players_per_zone,
+                if z.each_in_one_zone {
+                    "each in one zone"
+                } else {
+                    "not each in one zone"
+                },
+                z.events_lost,
+                z.actions_answered + z.actions_unknown,
+                z.actions_sent
+            );
+        }
         if let Some(a) = &report.audience {
             anyhow::ensure!(
                 a.early() == 0,
@@ -192,6 +220,21 @@ impl DemoCmd {
     }
 }
 
+/// `COLSxROWS` (e.g. `2x2`).
+fn parse_zones(s: &str) -> Result<(u16, u16), String> {
+    let (c, r) = s
+        .split_once(['x', 'X'])
+        .ok_or_else(|| format!("{s:?}: expected COLSxROWS, e.g. 2x2"))?;
+    let n = |v: &str| {
+        v.trim()
+            .parse::<u16>()
+            .ok()
+            .filter(|n| (1..=8).contains(n))
+            .ok_or_else(|| format!("{v:?}: 1 to 8 zones per side"))
+    };
+    Ok((n(c)?, n(r)?))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -215,5 +258,14 @@ mod tests {
         );
         assert_eq!(pb.prefix(), "playing");
         assert_eq!(pb.position(), 250);
+    }
+
+    #[test]
+    fn zones_are_cols_by_rows() {
+        assert_eq!(parse_zones("2x2"), Ok((2, 2)));
+        assert_eq!(parse_zones("4X1"), Ok((4, 1)));
+        assert!(parse_zones("2").is_err());
+        assert!(parse_zones("0x2").is_err());
+        assert!(parse_zones("9x1").is_err());
     }
 }

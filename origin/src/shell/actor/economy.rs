@@ -11,6 +11,11 @@ use crate::metrics::OriginMetrics;
 impl Actor {
     /// `player` joins next: it brings its wallet, if the ledger has one.
     pub(super) fn endow(&mut self, player: &str) {
+        // A zoned world's wallets travel with its avatars between origins;
+        // this process's ledger cannot follow them (see `ledger`).
+        if self.core.zone().is_some() {
+            return;
+        }
         match self.ledger.wallet(player) {
             Ok(Some(w)) => self.core.handle_endow(player, w),
             Ok(None) => {}
@@ -26,7 +31,11 @@ impl Actor {
 
     /// A released tick's transactions go into the ledger (one commit).
     pub(super) fn ledger(&mut self, tick: u64, txs: &[crate::ledger::LedgerTx]) {
-        if !self.ledger.attached() {
+        // A zone's transactions stay in the zoned world's state (journaled,
+        // replicated, carried by handoffs): the process's ledger holds the
+        // wallets of the worlds it runs whole, and a zone's players move to
+        // other origins with theirs.
+        if !self.ledger.attached() || self.core.zone().is_some() {
             return;
         }
         let at_ms = self.clock.now_us() / 1000;

@@ -8,7 +8,7 @@
 use std::collections::VecDeque;
 
 use skylane_proto::zones::{zone_record_id, EntityTransfer, ZoneIdx, ZoneMsg};
-use skylane_proto::{ActionResult, LinkMsg, Outcome, RejectCode, SessionId, WorldId};
+use skylane_proto::{ActionResult, EntityId, LinkMsg, Outcome, RejectCode, SessionId, WorldId};
 use tracing::warn;
 
 use crate::core::Core;
@@ -30,6 +30,9 @@ pub(crate) struct ZoneDriver {
     world: WorldId,
     /// Messages and the tick whose durability they wait for.
     held: VecDeque<(u64, ZoneIdx, ZoneMsg)>,
+    /// When each handoff in flight from here started (ms), for its latency
+    /// (at most `MAX_HELD`; one started before a restart is not timed).
+    started: std::collections::HashMap<EntityId, u64>,
 }
 
 impl ZoneDriver {
@@ -44,6 +47,7 @@ impl ZoneDriver {
             links: links?,
             world,
             held: VecDeque::new(),
+            started: std::collections::HashMap::new(),
         })
     }
 }
@@ -59,8 +63,14 @@ impl Actor {
         if z.handoffs.is_leaving(transfer.entity) {
             return;
         }
+        let entity = transfer.entity;
         match z.handoffs.begin(now_ms, transfer, to) {
-            Ok(_) => OriginMetrics::count(&self.metrics.handoffs, "started"),
+            Ok(_) => {
+                OriginMetrics::count(&self.metrics.handoffs, "started");
+                if z.started.len() < MAX_HELD {
+                    z.started.insert(entity, now_ms);
+                }
+            }
             Err(e) => {
                 OriginMetrics::count(&self.metrics.handoffs, "failed");
                 warn!(world = %self.host, error = %e, "handoff not started");
@@ -153,6 +163,15 @@ impl Actor {
                     }
                     if let Some(k) = kind {
                         OriginMetrics::count(&self.metrics.handoffs, k);
+                    }
+                    if let skylane_proto::zones::ZoneRecord::Commit { entity, .. }
+                    | skylane_proto::zones::ZoneRecord::Abort { entity, .. } = &rec
+                    {
+                        if let Some(t) = z.started.remove(entity) {
+                            if matches!(rec, skylane_proto::zones::ZoneRecord::Commit { .. }) {
+                                self.metrics.record_handoff(now_ms.saturating_sub(t));
+                            }
+                        }
                     }
                 }
                 ZoneOutput::Send { to, msg } => {
