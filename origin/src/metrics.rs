@@ -52,6 +52,12 @@ pub struct OriginMetrics {
     pub resumes_incomplete: Counter,
     /// Tick duration in seconds.
     pub tick_seconds: Histogram,
+    /// Time spent ticking worlds, microseconds (summed over worlds: the
+    /// share of a core the ticks take is its rate).
+    pub tick_busy_us: Counter,
+    /// Time standbys spent re-executing their primaries' ticks,
+    /// microseconds.
+    pub standby_busy_us: Counter,
     /// Time a standby spends re-executing one of its primary's ticks (with
     /// its hash check and attestation): the standby's cost per tick, to set
     /// beside the primary's `tick_seconds`.
@@ -161,6 +167,8 @@ impl OriginMetrics {
             slow_relays: Counter::default(),
             resumes_incomplete: Counter::default(),
             tick_seconds: Histogram::new(exponential_buckets(0.000_05, 2.0, 14)),
+            tick_busy_us: Counter::default(),
+            standby_busy_us: Counter::default(),
             standby_tick_seconds: Histogram::new(exponential_buckets(0.000_05, 2.0, 14)),
             worlds: Gauge::default(),
             worlds_started: Counter::default(),
@@ -239,6 +247,16 @@ impl OriginMetrics {
             m.resumes_incomplete.clone(),
         );
         r.register("tick_seconds", "Tick duration", m.tick_seconds.clone());
+        r.register(
+            "tick_busy_us",
+            "Microseconds spent ticking worlds",
+            m.tick_busy_us.clone(),
+        );
+        r.register(
+            "standby_busy_us",
+            "Microseconds standbys spent re-executing ticks",
+            m.standby_busy_us.clone(),
+        );
         r.register(
             "handoff_seconds",
             "Zone handoffs from the crossing to the commit at the source",

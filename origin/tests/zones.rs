@@ -90,6 +90,8 @@ struct Net {
     moved: Vec<(SessionId, ZoneIdx)>,
     /// Cell writes seen (each checked to be its zone's).
     cell_writes: u64,
+    /// Violations the zones recorded.
+    violations: u64,
 }
 
 fn handoff_cfg() -> HandoffConfig {
@@ -155,6 +157,7 @@ impl Net {
             results: Vec::new(),
             moved: Vec::new(),
             cell_writes: 0,
+            violations: 0,
         }
     }
 
@@ -258,6 +261,7 @@ impl Net {
                     }
                     // Every cell channel has one writer: the zone that owns
                     // the cell (and only it subscribes sessions to it).
+                    Output::Violation(_) => self.violations += 1,
                     Output::Batch(b) => self.writes(i, b.channel, false),
                     Output::Movement(m) => self.writes(i, m.channel, false),
                     Output::Subscriptions { added, .. } => {
@@ -789,4 +793,57 @@ fn tick_stamps_travel_relative_to_the_zones_clocks() {
     assert_eq!(ahead.player(e).unwrap().last_move_tick, 4_970);
     // The same state twice is refused the second time (it exists).
     assert!(to.check_import(e, &state).is_err());
+}
+
+/// A trade with a player in another zone (cross-zone trades are not built)
+/// is refused without counting against the player: it broke no rule.
+#[test]
+fn a_trade_with_a_player_in_another_zone_is_refused_as_no_violation() {
+    let mut net = Net::new(2, 1);
+    let mut a = walker(&mut net, 1);
+    let mut b = walker(&mut net, 2);
+    walk(&mut net, &mut a, 400.0, 300.0);
+    walk(&mut net, &mut b, 600.0, 300.0);
+    settle(&mut net);
+    assert_eq!((net.owner(a.e), net.owner(b.e)), (ZoneIdx(0), ZoneIdx(1)));
+    a.seq += 1;
+    net.zones[0].core_mut().handle_action(
+        a.s,
+        Action {
+            class: EventClass::State,
+            seq: a.seq,
+            client_time_us: net.now_ms * 1000,
+            reads: vec![],
+            payload: ArenaAction::Trade {
+                partner: b.e,
+                give_coins: 1,
+                give_items: vec![],
+                get_coins: 0,
+                get_items: vec![],
+            }
+            .encode(),
+        },
+    );
+    net.pump(0);
+    net.run_ms(100);
+    let last = net
+        .results
+        .iter()
+        .rev()
+        .find(|(s, seq, _)| *s == a.s && *seq == a.seq);
+    assert!(
+        matches!(
+            last,
+            Some((
+                _,
+                _,
+                Outcome::Rejected {
+                    code: RejectCode::NotOwner,
+                    ..
+                }
+            ))
+        ),
+        "{last:?}"
+    );
+    assert_eq!(net.violations, 0);
 }

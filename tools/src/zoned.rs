@@ -89,6 +89,16 @@ pub struct ZoneReport {
     pub events_lost: u64,
     /// Reconnections.
     pub reconnects: u64,
+    /// Movement updates the bots sent per second (over the whole run).
+    pub moves_sent_per_s: f64,
+    /// Events delivered to the bots per second.
+    pub events_per_s: f64,
+    /// Event propagation origin → player per class.
+    pub latency: std::collections::BTreeMap<String, crate::report::Percentiles>,
+    /// Per origin (`origin-1` first): the share of one core its world
+    /// ticks took during the run, and its standbys' re-execution (every
+    /// world on it: the zones, and the demo's other worlds).
+    pub origin_cpu: Vec<(f64, f64)>,
     /// Players per zone at the end, from each zone's owner.
     pub players_per_zone: Vec<u64>,
     /// Whether the zones held every playing bot exactly once at the end
@@ -147,6 +157,18 @@ pub async fn create(net: &LocalNet, plan: &ZonedPlan) -> Result<WorldId, String>
 pub async fn run(net: &LocalNet, plan: &ZonedPlan, world: WorldId) -> ZoneReport {
     let regions = net.relays.len();
     let ttl = plan.duration + Duration::from_secs(600);
+    let cpu = || -> Vec<(f64, f64)> {
+        origin_metrics(net)
+            .iter()
+            .map(|m| {
+                (
+                    m.tick_busy_us.get() as f64 / 1e6,
+                    m.standby_busy_us.get() as f64 / 1e6,
+                )
+            })
+            .collect()
+    };
+    let cpu_before = cpu();
     let live = Arc::new(Live::default());
     // Sampled while the bots still play (they leave when the fleet ends).
     let sample = async {
@@ -185,6 +207,12 @@ pub async fn run(net: &LocalNet, plan: &ZonedPlan, world: WorldId) -> ZoneReport
         std::future::pending(),
     );
     let (fleet, (players_per_zone, settled)) = tokio::join!(fleet, sample);
+    let secs = fleet.elapsed.as_secs_f64().max(1e-3);
+    let origin_cpu = cpu()
+        .iter()
+        .zip(&cpu_before)
+        .map(|(a, b)| ((a.0 - b.0) / secs, (a.1 - b.1) / secs))
+        .collect();
     let merged = merge(fleet.outcomes.iter().map(|(_, o)| o));
     let c = merged.counts;
     let origins = origin_metrics(net);
@@ -240,6 +268,10 @@ pub async fn run(net: &LocalNet, plan: &ZonedPlan, world: WorldId) -> ZoneReport
         events: c.events,
         events_lost: merged.events_lost(),
         reconnects: c.reconnects,
+        moves_sent_per_s: c.moves_sent as f64 / secs,
+        events_per_s: c.events as f64 / secs,
+        latency: crate::report::by_class(&merged.propagation),
+        origin_cpu,
         players_per_zone,
         each_in_one_zone: settled,
     }
@@ -309,6 +341,23 @@ impl ZoneReport {
             self.events,
             self.reconnects,
         ));
+        o.push_str(&format!(
+            "              {:.0} moves sent/s, {:.0} events delivered/s; propagation origin → player p50 / p99:",
+            self.moves_sent_per_s, self.events_per_s
+        ));
+        for (class, p) in &self.latency {
+            o.push_str(&format!(
+                " {class} {:.1} / {:.1} ms;",
+                p.p50_us as f64 / 1000.0,
+                p.p99_us as f64 / 1000.0
+            ));
+        }
+        o.push('\n');
+        o.push_str("              origin CPU in ticks (share of a core: primary + standby):");
+        for (i, (p, st)) in self.origin_cpu.iter().enumerate() {
+            o.push_str(&format!(" origin-{} {:.2} + {:.2};", i + 1, p, st));
+        }
+        o.push('\n');
         o
     }
 }

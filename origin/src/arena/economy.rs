@@ -82,10 +82,7 @@ struct Side<'a> {
 
 fn holds(w: &Arena, who: EntityId, side: &Side<'_>) -> Result<(), Rejection> {
     let Some(p) = w.players.get(&who) else {
-        return Err(Rejection::new(
-            RejectCode::NotOwner,
-            format!("{who} is not in this world"),
-        ));
+        return Err(w.absent(who, "is not in this world"));
     };
     if p.coins < side.coins {
         return Err(Rejection::new(
@@ -168,10 +165,7 @@ pub(super) fn check_economy(w: &Arena, ctx: &Ctx, a: &ArenaAction) -> Result<(),
             // The partner must be here; what it holds is checked at accept.
             let _ = (get_coins, get_items);
             if !w.players.contains_key(partner) {
-                return Err(Rejection::new(
-                    RejectCode::NotOwner,
-                    format!("{partner} is not in this world"),
-                ));
+                return Err(w.absent(*partner, "is not in this world"));
             }
             Ok(())
         }

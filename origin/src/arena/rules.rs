@@ -14,10 +14,7 @@ pub(super) fn check_ownership(w: &Arena, ctx: &Ctx, a: &ArenaAction) -> Result<(
     let me = w.me(ctx)?;
     match a {
         ArenaAction::PickUp { item } => match w.items.get(item) {
-            None => Err(Rejection::new(
-                RejectCode::NotOwner,
-                format!("{item} does not exist"),
-            )),
+            None => Err(w.absent(*item, "does not exist")),
             Some(i) if i.holder.is_some() => Err(Rejection::new(
                 RejectCode::NotOwner,
                 format!("{item} is already held"),
@@ -37,10 +34,7 @@ pub(super) fn check_ownership(w: &Arena, ctx: &Ctx, a: &ArenaAction) -> Result<(
                 ));
             }
             let Some(other) = w.players.get(partner) else {
-                return Err(Rejection::new(
-                    RejectCode::NotOwner,
-                    format!("{partner} is not a player"),
-                ));
+                return Err(w.absent(*partner, "is not a player"));
             };
             if let Some(i) = give_items.iter().find(|i| !me.items.contains(i)) {
                 return Err(Rejection::new(

@@ -179,6 +179,20 @@ impl Arena {
         }
     }
 
+    /// The refusal of an action naming `who`, which is not here: a rule
+    /// broken in a whole world; in a zone of a zoned world, most likely a
+    /// player in another zone (actions across zones are not supported yet),
+    /// so refused without counting against the actor.
+    pub(super) fn absent(&self, who: EntityId, what: &str) -> Rejection {
+        if self.zone.is_some() {
+            return Rejection::benign(
+                RejectCode::NotOwner,
+                format!("{who} is not in this zone (actions across zones are not supported yet)"),
+            );
+        }
+        Rejection::new(RejectCode::NotOwner, format!("{who} {what}"))
+    }
+
     pub(super) fn fresh_id(&mut self) -> EntityId {
         let id = EntityId(self.next_entity);
         self.next_entity += 1;

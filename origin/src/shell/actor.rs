@@ -274,7 +274,9 @@ impl Actor {
                     let now = self.now_us();
                     self.core.handle_timeout(now)?;
                     self.metrics.ticks.inc();
-                    self.metrics.tick_seconds.observe(t.elapsed().as_secs_f64());
+                    let took = t.elapsed();
+                    self.metrics.tick_seconds.observe(took.as_secs_f64());
+                    self.metrics.tick_busy_us.inc_by(took.as_micros() as u64);
                     self.replicate();
                     self.ticked = true;
                 }

@@ -344,6 +344,9 @@ async fn follow_once(
                         warn!(world = %spec.world, tick, error = %e, "standby ledger: commit failed");
                     }
                 }
+                spec.metrics
+                    .standby_busy_us
+                    .inc_by(t.elapsed().as_micros() as u64);
                 if ticks > 0 {
                     let per = t.elapsed().as_secs_f64() / ticks as f64;
                     for _ in 0..ticks {
