@@ -37,6 +37,12 @@ pub use state::{Arena, Item, Player};
 use rules::{check_cooldown, check_ownership, check_range, check_resources, check_speed};
 use state::scatter;
 
+/// Ticks an avatar arriving from another zone may have moved for (the
+/// handoff's frozen time: about 2 ticks and two round trips; half a second at
+/// 30 Hz, so at most `max_speed / 2` more map units than a whole world would
+/// allow on that one move).
+pub(crate) const HANDOFF_MOVE_CREDIT: u64 = 15;
+
 impl World for Arena {
     type Action = ArenaAction;
 
@@ -525,7 +531,11 @@ impl World for Arena {
         // As many ticks ago here as it was there.
         let rebase = |t: u64| tick.saturating_sub(from_tick.saturating_sub(t));
         p.last_fire_tick = p.last_fire_tick.map(rebase);
-        p.last_move_tick = rebase(p.last_move_tick);
+        // The avatar stood frozen while it was handed over (from the
+        // source's `Out` to this `In`, plus the relay moving its session),
+        // which the ticks of two zones cannot measure: its first move here
+        // may cover that time, up to `HANDOFF_MOVE_CREDIT` ticks.
+        p.last_move_tick = rebase(p.last_move_tick).min(tick.saturating_sub(HANDOFF_MOVE_CREDIT));
         let channel = self.announce_on(p.x, p.y);
         out.push(
             channel,

@@ -81,6 +81,15 @@ impl SharedDir {
         self.lock().sessions.remove(&session);
     }
 
+    /// Forgets `session` if it still belongs to `world` (it may have opened
+    /// on another world of this origin since).
+    pub(crate) fn forget_session_of(&self, session: SessionId, world: WorldId) {
+        let mut d = self.lock();
+        if d.sessions.get(&session) == Some(&world) {
+            d.sessions.remove(&session);
+        }
+    }
+
     /// A link comes up: recorded, and the worlds to tell.
     pub(crate) fn link_up(&self, id: LinkId, entry: LinkEntry) -> Vec<mpsc::Sender<Cmd>> {
         let mut d = self.lock();

@@ -33,7 +33,14 @@ pub(crate) struct ZoneDriver {
     /// When each handoff in flight from here started (ms), for its latency
     /// (at most `MAX_HELD`; one started before a restart is not timed).
     started: std::collections::HashMap<EntityId, u64>,
+    /// Sessions moved away still routed here (oldest first).
+    routed: VecDeque<SessionId>,
 }
+
+/// Sessions moved away whose late actions are still routed to their old
+/// zone, at most (beyond, the oldest are forgotten: an action of theirs
+/// arriving after so many later moves gets `UnknownSession`).
+const MAX_MOVED_ROUTED: usize = 4_096;
 
 impl ZoneDriver {
     /// The driver for `core` if it runs a zone and this origin has zone
@@ -48,6 +55,7 @@ impl ZoneDriver {
             world,
             held: VecDeque::new(),
             started: std::collections::HashMap::new(),
+            routed: VecDeque::new(),
         })
     }
 }
@@ -103,10 +111,19 @@ impl Actor {
             self.send(id, 0, frame(&LinkMsg::SessionMoved { session, world }));
         }
         if self.core.moved_to(session).is_some() {
-            // Gone from here (not back after an abort): actions that reach
-            // this zone late are answered `Moved` (`moved_action`).
-            self.dir.forget_session(session);
+            // Gone from here (not back after an abort). Actions its relay
+            // sent before it heard are answered `Moved` (`moved_action`):
+            // so the session stays in the directory, which routes them
+            // here, for the last `MAX_MOVED_ROUTED` sessions moved away.
             self.routes.detach(session);
+            if let Some(z) = self.zone.as_mut() {
+                z.routed.push_back(session);
+                if z.routed.len() > MAX_MOVED_ROUTED {
+                    if let Some(old) = z.routed.pop_front() {
+                        self.dir.forget_session_of(old, self.host);
+                    }
+                }
+            }
         }
     }
 
