@@ -296,7 +296,7 @@ pub trait World: Send + 'static {
     /// false there: that zone's own copy of the world holds it), makes new
     /// entity ids from `id_base` on, so ids stay unique across the world's
     /// zones, and from now on puts its cell events on the zone's cells only
-    /// (a [`Grid`] whose `clip` is `cells`: an avatar past the border, not
+    /// (a [`Grid`](crate::interest::Grid) whose `clip` is `cells`: an avatar past the border, not
     /// yet handed over, is reported on the nearest of them), so every cell
     /// channel has one writer. The default refuses: a game that cannot be
     /// split runs unzoned.
