@@ -274,7 +274,11 @@ impl Actor {
         let Some(now) = self.world_state_of(world) else {
             return;
         };
-        let changed = before.is_none_or(|old| old.phase != now.phase || old.players != now.players);
+        // A new owner (a higher epoch) is news too: a client told the old
+        // owner's state at its re-open must learn the new one's.
+        let changed = before.is_none_or(|old| {
+            old.phase != now.phase || old.players != now.players || old.epoch != now.epoch
+        });
         if changed {
             let msg = ServerMsg::World(now);
             for s in self.sessions.in_world(world) {
