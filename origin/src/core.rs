@@ -11,9 +11,9 @@ use skylane_proto::{
     TeamId, WorldId, WorldState,
 };
 
-use skylane_proto::zones::{EntityTransfer, ZoneIdx, ZoneRecord};
+use skylane_proto::zones::{EntityTransfer, ZoneIdx, ZoneMsg, ZoneRecord};
 
-use crate::zone::HandoffLedger;
+use crate::zone::{HandoffLedger, MirrorError};
 
 use crate::engine::{Engine, JoinError, Output, ResumeError};
 use crate::journal::JournalError;
@@ -69,6 +69,8 @@ pub trait Core: Send + 'static {
     fn handle_zone(&mut self, rec: &ZoneRecord) -> Result<(), JournalError>;
     /// See [`Engine::zone`].
     fn zone(&self) -> Option<ZoneIdx>;
+    /// See [`Engine::handle_mirrors`] (never journaled).
+    fn handle_mirrors(&mut self, msg: &ZoneMsg, now_us: u64) -> Result<(), MirrorError>;
     /// Ticks per second.
     fn tick_hz(&self) -> u32;
     /// See [`Engine::can_import`].
@@ -139,6 +141,9 @@ impl<W: World + Clone + Serialize + DeserializeOwned> Core for Engine<W> {
     }
     fn zone(&self) -> Option<ZoneIdx> {
         Self::zone(self)
+    }
+    fn handle_mirrors(&mut self, msg: &ZoneMsg, now_us: u64) -> Result<(), MirrorError> {
+        Self::handle_mirrors(self, msg, now_us)
     }
     fn tick_hz(&self) -> u32 {
         self.config().tick_hz
@@ -243,6 +248,9 @@ impl<W: World + Clone + Serialize + DeserializeOwned> Core for Persistent<W> {
     }
     fn zone(&self) -> Option<ZoneIdx> {
         self.engine().zone()
+    }
+    fn handle_mirrors(&mut self, msg: &ZoneMsg, now_us: u64) -> Result<(), MirrorError> {
+        Self::handle_mirrors(self, msg, now_us)
     }
     fn tick_hz(&self) -> u32 {
         self.engine().config().tick_hz

@@ -216,6 +216,8 @@ pub struct Engine<W: World> {
     life: Option<Lifecycle>,
     /// The zone this engine runs, for a zoned world.
     zone: Option<Box<zones::ZoneState>>,
+    /// A zone's mirrors, sent and held (presentation, not state).
+    border: Option<Box<zones::Border>>,
 }
 
 impl<W: World> std::fmt::Debug for Engine<W> {
@@ -254,6 +256,7 @@ impl<W: World> Engine<W> {
             feed: false,
             life: cfg.lifecycle.map(Lifecycle::new),
             zone: None,
+            border: None,
         }
     }
 
@@ -533,6 +536,7 @@ impl<W: World> Engine<W> {
         for (session, result) in std::mem::take(&mut self.applied) {
             self.outputs.push_back(Output::Result { session, result });
         }
+        self.note_moves(&pending);
         self.publish(pending, now_us);
         let txs = self.world.take_ledger();
         if !txs.is_empty() {
@@ -564,6 +568,7 @@ impl<W: World> Engine<W> {
             }
         }
         self.crossings();
+        self.border_tick(now_us);
     }
 
     fn enforce(&mut self, v: Violation) {

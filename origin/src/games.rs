@@ -71,6 +71,7 @@ impl NewWorld<'_> {
             layout: zones.layout.clone(),
             zone: of.zone,
             hysteresis: zones.hysteresis,
+            margin: zones.margin,
         })
     }
 }

@@ -226,6 +226,16 @@ where
         self.flush()
     }
 
+    /// A neighbour's border mirrors: presentation only, never journaled
+    /// (see [`Engine::handle_mirrors`]).
+    pub fn handle_mirrors(
+        &mut self,
+        msg: &skylane_proto::zones::ZoneMsg,
+        now_us: u64,
+    ) -> Result<(), crate::zone::MirrorError> {
+        self.engine.handle_mirrors(msg, now_us)
+    }
+
     /// See [`Engine::handle_leave`].
     pub fn handle_leave(&mut self, session: SessionId) {
         self.pending.push(Input::Leave { session });

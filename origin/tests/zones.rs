@@ -92,6 +92,8 @@ struct Net {
     cell_writes: u64,
     /// Violations the zones recorded.
     violations: u64,
+    /// Every (zone, entity) a zone published a movement state of.
+    shown: std::collections::BTreeSet<(usize, EntityId)>,
 }
 
 fn handoff_cfg() -> HandoffConfig {
@@ -123,6 +125,7 @@ impl Net {
                         layout: layout.clone(),
                         zone: z,
                         hysteresis: H,
+                        margin: 20.0,
                     })
                     .unwrap();
                 let dir = tmp.path().join(format!("zone-{}", z.0));
@@ -158,6 +161,7 @@ impl Net {
             moved: Vec::new(),
             cell_writes: 0,
             violations: 0,
+            shown: std::collections::BTreeSet::new(),
         }
     }
 
@@ -263,7 +267,17 @@ impl Net {
                     // the cell (and only it subscribes sessions to it).
                     Output::Violation(_) => self.violations += 1,
                     Output::Batch(b) => self.writes(i, b.channel, false),
-                    Output::Movement(m) => self.writes(i, m.channel, false),
+                    Output::Movement(m) => {
+                        self.writes(i, m.channel, false);
+                        for e in &m.entries {
+                            self.shown.insert((i, e.entity));
+                        }
+                    }
+                    Output::Mirror { to, msg } => {
+                        if !self.partitioned {
+                            self.wire.push((self.now_ms + self.latency_ms, to, msg));
+                        }
+                    }
                     Output::Subscriptions { added, .. } => {
                         for c in added {
                             self.writes(i, c.channel, true);
@@ -345,6 +359,14 @@ impl Net {
         self.wire = later;
         for (_, to, msg) in due {
             let i = usize::from(to.0);
+            if matches!(msg, ZoneMsg::Mirrors { .. }) {
+                self.zones[i]
+                    .core_mut()
+                    .handle_mirrors(&msg, now * 1000)
+                    .unwrap();
+                self.pump(i);
+                continue;
+            }
             let z = &mut self.zones[i];
             let engine = z.core.as_ref().expect("running").engine();
             z.handoffs
@@ -846,4 +868,77 @@ fn a_trade_with_a_player_in_another_zone_is_refused_as_no_violation() {
         "{last:?}"
     );
     assert_eq!(net.violations, 0);
+}
+
+/// Border mirrors: a player near a border sees the other side's players
+/// near it (their movement, on its own zone's cells: one writer per cell),
+/// a mirror is never an entity of the zone that holds it, and it goes when
+/// its entity walks away or crosses (then it is the zone's own).
+#[test]
+fn players_near_a_border_see_each_other_through_mirrors() {
+    let mut net = Net::new(2, 1);
+    let mut a = walker(&mut net, 1);
+    let mut b = walker(&mut net, 2);
+    walk(&mut net, &mut a, 400.0, 300.0);
+    walk(&mut net, &mut b, 700.0, 300.0);
+    settle(&mut net);
+    net.run_ms(100);
+    assert_eq!((net.owner(a.e), net.owner(b.e)), (ZoneIdx(0), ZoneIdx(1)));
+    assert_eq!(net.zones[0].engine().mirror_of(b.e), None, "far: no mirror");
+    net.shown.clear();
+    // Both come within the margin (20) of the border, on their own sides.
+    walk(&mut net, &mut a, 490.0, 300.0);
+    walk(&mut net, &mut b, 508.0, 310.0);
+    net.run_ms(200);
+    let held = net.zones[0].engine().mirror_of(b.e);
+    assert_eq!(held, Some((ZoneIdx(1), (508.0, 310.0))), "zone 0 holds b");
+    assert_eq!(
+        net.zones[1].engine().mirror_of(a.e),
+        Some((ZoneIdx(0), (490.0, 300.0)))
+    );
+    assert!(
+        net.shown.contains(&(0, b.e)),
+        "zone 0 shows b to its players"
+    );
+    assert!(
+        net.shown.contains(&(1, a.e)),
+        "zone 1 shows a to its players"
+    );
+    // A mirror is read-only: zone 0's world never has b.
+    assert!(net.zones[0].engine().world().player(b.e).is_none());
+    // b walks deep into its zone: the copy goes.
+    walk(&mut net, &mut b, 800.0, 310.0);
+    net.run_ms(200);
+    assert_eq!(net.zones[0].engine().mirror_of(b.e), None);
+    assert_eq!(net.zones[0].engine().mirrors_held(), 0);
+    // a crosses into zone 1: zone 1 owns it, and holds no copy of it.
+    walk(&mut net, &mut a, 560.0, 300.0);
+    settle(&mut net);
+    net.run_ms(200);
+    assert_eq!(net.owner(a.e), ZoneIdx(1));
+    assert_eq!(net.zones[1].engine().mirror_of(a.e), None);
+    assert!(net.zones[1].engine().world().player(a.e).is_some());
+}
+
+/// A lost removal never leaves a ghost: copies not refreshed expire.
+#[test]
+fn a_mirror_whose_removal_is_lost_expires() {
+    let mut net = Net::new(2, 1);
+    let mut b = walker(&mut net, 2);
+    walk(&mut net, &mut b, 700.0, 300.0);
+    walk(&mut net, &mut b, 505.0, 300.0);
+    net.run_ms(200);
+    assert!(net.zones[0].engine().mirror_of(b.e).is_some());
+    // The link drops everything while b walks away (the removal is lost).
+    net.partitioned = true;
+    walk(&mut net, &mut b, 800.0, 300.0);
+    net.run_ms(200);
+    net.partitioned = false;
+    assert!(
+        net.zones[0].engine().mirror_of(b.e).is_some(),
+        "still held: the removal was lost"
+    );
+    // Within three refreshes (2 s each) of zone 1's ticks it is gone.
+    net.run_ms(7_000);
+    assert_eq!(net.zones[0].engine().mirror_of(b.e), None);
 }

@@ -428,6 +428,9 @@ pub enum ZoneMsg {
         from: ZoneIdx,
         /// The neighbour it is for.
         to: ZoneIdx,
+        /// The owner's tick it is from (a refresh with no copies still
+        /// says how far the owner is: older copies expire against it).
+        tick: u64,
         /// Copies, at most [`MAX_MIRRORS_PER_MSG`].
         upsert: Vec<MirrorEntry>,
         /// Entities no longer mirrored to the receiver.

@@ -99,6 +99,11 @@ pub struct ZoneReport {
     /// ticks took during the run, and its standbys' re-execution (every
     /// world on it: the zones, and the demo's other worlds).
     pub origin_cpu: Vec<(f64, f64)>,
+    /// Border mirror messages the zones sent their neighbours, and those
+    /// received (each shows the other side's players near a border).
+    pub mirrors_sent: u64,
+    /// See `mirrors_sent`.
+    pub mirrors_received: u64,
     /// Players per zone at the end, from each zone's owner.
     pub players_per_zone: Vec<u64>,
     /// Whether the zones held every playing bot exactly once at the end
@@ -244,6 +249,12 @@ pub async fn run(net: &LocalNet, plan: &ZonedPlan, world: WorldId) -> ZoneReport
             .sum()
     };
     let (committed, started) = (count("committed"), count("started"));
+    let zone_msgs = |k: &str| -> u64 {
+        origins
+            .iter()
+            .map(|m| skylane_ops::counted(&m.zone_messages, k))
+            .sum()
+    };
     let view = net.control.view().await.ok();
     ZoneReport {
         zones: usize::from(plan.cols * plan.rows),
@@ -272,6 +283,8 @@ pub async fn run(net: &LocalNet, plan: &ZonedPlan, world: WorldId) -> ZoneReport
         events_per_s: c.events as f64 / secs,
         latency: crate::report::by_class(&merged.propagation),
         origin_cpu,
+        mirrors_sent: zone_msgs("mirrors_sent"),
+        mirrors_received: zone_msgs("mirrors_received"),
         players_per_zone,
         each_in_one_zone: settled,
     }
@@ -327,7 +340,9 @@ impl ZoneReport {
             self.actions_resent,
         );
         o.push_str(&format!(
-            "              players per zone {:?}: {}; actions {} sent, {} answered ({} unknown); events lost or duplicated {} of {}; {} reconnects\n",
+            "              {} border mirror messages sent, {} received; players per zone {:?}: {}; actions {} sent, {} answered ({} unknown); events lost or duplicated {} of {}; {} reconnects\n",
+            self.mirrors_sent,
+            self.mirrors_received,
             self.players_per_zone,
             if self.each_in_one_zone {
                 "each player in exactly one zone"

@@ -188,7 +188,7 @@ impl<W: World> Engine<W> {
 
     /// A tick's movement states: per cell, the newest state per entity, sorted
     /// by entity, in signed frames of at most [`MAX_FRAME_ENTRIES`].
-    fn movement(&mut self, moves: Vec<Emitted>, now_us: u64) {
+    pub(super) fn movement(&mut self, moves: Vec<Emitted>, now_us: u64) {
         if moves.is_empty() {
             return;
         }

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use skylane_proto::zones::{EntityTransfer, ZoneIdx};
+use skylane_proto::zones::{EntityTransfer, ZoneIdx, ZoneMsg};
 use skylane_proto::{
     ActionResult, ChannelCursor, ChannelId, EventBatch, FeedFrame, Keyframe, SessionId, WorldState,
 };
@@ -82,6 +82,14 @@ pub enum Output {
         /// Its new zone.
         to: ZoneIdx,
     },
+    /// Zones: border mirrors for neighbouring zone `to` (presentation, not
+    /// state: sent once the tick is durable, never journaled).
+    Mirror {
+        /// The neighbour.
+        to: ZoneIdx,
+        /// The message ([`ZoneMsg::Mirrors`]).
+        msg: ZoneMsg,
+    },
 }
 
 /// Counters since the engine started.
@@ -109,4 +117,9 @@ pub struct EngineStats {
     /// Zones: entities whose import failed although it was admitted (never
     /// expected: admission runs the same checks).
     pub zone_import_failures: u64,
+    /// Zones: mirror messages sent to neighbours.
+    pub mirrors_sent: u64,
+    /// Zones: neighbours' copies shown to this zone's players (new or
+    /// changed ones; the periodic re-showing is not counted).
+    pub mirrors_shown: u64,
 }

@@ -80,7 +80,6 @@ impl<W: World> Engine<W> {
             cfg,
             validators,
             signer,
-            grid,
             interest: snap.interest,
             detector: snap.detector,
             tick: snap.tick,
@@ -95,6 +94,22 @@ impl<W: World> Engine<W> {
             life: snap
                 .life
                 .or_else(|| cfg.lifecycle.map(crate::lifecycle::Lifecycle::new)),
+            border: snap
+                .zone
+                .as_ref()
+                .map(|z| Box::new(super::zones::Border::new(cfg.world, &z.setup, cfg.tick_hz))),
+            grid: match snap
+                .zone
+                .as_ref()
+                .and_then(|z| z.setup.layout.rect(z.setup.zone))
+            {
+                // A zone's grid is clipped to its cells (as `enter_zone` did).
+                Some(cells) => Grid {
+                    clip: Some(*cells),
+                    ..grid
+                },
+                None => grid,
+            },
             zone: snap.zone,
             stats: EngineStats::default(),
             feed: false,

@@ -18,15 +18,25 @@
 //! Only avatars cross borders (the arena's items lie still or travel held).
 //! A crossing is reported with hysteresis ([`ZoneLayout::crossing`]) once
 //! per tick until the shell starts the handoff.
+//!
+//! Border mirrors ([`Border`]) are presentation, not state: every tick the
+//! zone sends each neighbour the newest movement state of its entities
+//! within the mirror margin of that neighbour ([`Output::Mirror`]), and a
+//! neighbour's copies ([`Engine::handle_mirrors`]) are shown to this zone's
+//! players as movement on the zone's own cell nearest to them (one writer per
+//! cell; movement frames are not chained, so a standby that never saw a copy
+//! continues every channel exactly). Copies are never applied to the world
+//! and never journaled; after a restart the neighbours' next refresh fills
+//! them in.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
-use skylane_proto::zones::{EntityTransfer, ZoneIdx, ZoneLayout, ZoneRecord};
-use skylane_proto::{ChannelId, EntityId, Payload, SessionId};
+use skylane_proto::zones::{EntityTransfer, ZoneIdx, ZoneLayout, ZoneMsg, ZoneRecord};
+use skylane_proto::{ChannelId, EntityId, EventClass, Payload, SessionId};
 
-use crate::world::{Emit, World};
-use crate::zone::HandoffLedger;
+use crate::world::{Emit, Emitted, World};
+use crate::zone::{HandoffLedger, MirrorError, MirrorIn, MirrorOut};
 
 use super::{Engine, Output, SessionState};
 
@@ -40,6 +50,8 @@ pub struct ZoneSetup {
     /// How far past its zone's border an avatar goes before it is handed
     /// over (map units), so walking along a border never bounces it.
     pub hysteresis: f32,
+    /// How near a border an entity is mirrored to the neighbour (map units).
+    pub margin: f32,
 }
 
 impl ZoneSetup {
@@ -71,6 +83,34 @@ pub(super) struct ZoneState {
 /// quarter is forgotten; a session detached longer than a relay's grace is
 /// gone anyway).
 pub(super) const MAX_MOVED: usize = 65_536;
+
+/// Copies of other zones' entities a zone holds, at most.
+pub(super) const MAX_MIRRORS: usize = 8_192;
+
+/// Every mirror is sent again this many seconds apart (a lost message is
+/// made good; a copy not refreshed within three is dropped).
+pub(super) const MIRROR_REFRESH_SECS: u64 = 2;
+
+/// A zone's border: what it mirrors to its neighbours and the copies of
+/// theirs it shows (see the module header). Not part of the engine's state.
+#[derive(Debug)]
+pub(super) struct Border {
+    out: MirrorOut,
+    held: MirrorIn,
+    /// This zone's entities' newest movement state (what neighbours show).
+    moves: HashMap<EntityId, ((f32, f32), Payload)>,
+}
+
+impl Border {
+    pub(super) fn new(world: skylane_proto::WorldId, setup: &ZoneSetup, tick_hz: u32) -> Self {
+        let refresh = MIRROR_REFRESH_SECS * u64::from(tick_hz.max(1));
+        Self {
+            out: MirrorOut::new(world, setup.zone, setup.margin, refresh),
+            held: MirrorIn::new(world, setup.zone, MAX_MIRRORS, 3 * refresh),
+            moves: HashMap::new(),
+        }
+    }
+}
 
 /// A player's session as it travels with its avatar.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -111,6 +151,11 @@ impl<W: World> Engine<W> {
         // Sessions receive this zone's cells only (one writer per cell).
         self.grid.clip = Some(cells);
         self.interest = crate::interest::Interest::new(self.grid);
+        self.border = Some(Box::new(Border::new(
+            self.cfg.world,
+            &setup,
+            self.cfg.tick_hz,
+        )));
         self.zone = Some(Box::new(ZoneState {
             setup,
             leaving: BTreeMap::new(),
@@ -212,6 +257,9 @@ impl<W: World> Engine<W> {
                 if let Ok(c) = postcard::from_bytes::<CarriedSession>(&transfer.session) {
                     zone.moved.remove(&c.id);
                 }
+                if let Some(b) = self.border.as_mut() {
+                    b.held.forget(transfer.entity);
+                }
                 self.import(transfer, true);
             }
             ZoneRecord::Refused { .. } | ZoneRecord::Low { .. } => {}
@@ -302,6 +350,99 @@ impl<W: World> Engine<W> {
                     .unwrap_or_default(),
             };
             self.outputs.push_back(Output::Crossing { transfer, to });
+        }
+    }
+}
+
+impl<W: World> Engine<W> {
+    /// A neighbour's mirrors: kept (bounded, newest tick wins) and the new or
+    /// changed copies shown to this zone's players as movement on the zone's
+    /// cell nearest to each. A copy of an entity this zone owns is ignored.
+    pub fn handle_mirrors(&mut self, msg: &ZoneMsg, now_us: u64) -> Result<(), MirrorError> {
+        let Some(b) = self.border.as_mut() else {
+            return Ok(());
+        };
+        let kept = b.held.handle(msg);
+        let changed = b.held.take_changed();
+        let shown = self.mirror_moves(changed);
+        self.stats.mirrors_shown += shown.len() as u64;
+        self.movement(shown, now_us);
+        kept
+    }
+
+    /// Copies of other zones' entities this zone holds.
+    pub fn mirrors_held(&self) -> usize {
+        self.border.as_ref().map_or(0, |b| b.held.len())
+    }
+
+    /// The copy of another zone's entity this zone holds: its zone and
+    /// where it is.
+    pub fn mirror_of(&self, e: EntityId) -> Option<(ZoneIdx, (f32, f32))> {
+        let b = self.border.as_ref()?;
+        b.held.get(e).map(|(z, m)| (z, m.pos))
+    }
+
+    /// The movement states showing `entities`' copies (those this zone
+    /// does not own) on this zone's cells.
+    fn mirror_moves(&self, entities: Vec<EntityId>) -> Vec<Emitted> {
+        let Some(b) = self.border.as_ref() else {
+            return Vec::new();
+        };
+        entities
+            .into_iter()
+            .filter(|e| self.world.position(*e).is_none() && !self.is_leaving(*e))
+            .filter_map(|e| {
+                let (_, m) = b.held.get(e)?;
+                Some(Emitted {
+                    channel: self.grid.channel_of(m.pos.0, m.pos.1),
+                    class: EventClass::Movement,
+                    entity: Some(e),
+                    payload: m.state.clone(),
+                    pos: Some(m.pos),
+                })
+            })
+            .collect()
+    }
+
+    /// Notes this tick's movement states of this zone's own entities (what
+    /// its mirrors carry).
+    pub(super) fn note_moves(&mut self, pending: &[Emitted]) {
+        let Some(b) = self.border.as_mut() else {
+            return;
+        };
+        for e in pending {
+            if let (Some(entity), Some(pos)) = (e.entity, e.pos) {
+                b.moves.insert(entity, (pos, e.payload.clone()));
+            }
+        }
+    }
+
+    /// The end of a tick at the border: this zone's entities near a
+    /// neighbour go to it ([`Output::Mirror`]); every keyframe period the
+    /// copies held are shown again (for players who came near since).
+    pub(super) fn border_tick(&mut self, now_us: u64) {
+        let (Some(b), Some(zone)) = (self.border.as_mut(), self.zone.as_ref()) else {
+            return;
+        };
+        // Entities gone from the world here (left, or out in a handoff)
+        // are no longer this zone's to mirror.
+        let world = &self.world;
+        b.moves
+            .retain(|e, _| world.position(*e).is_some() && !zone.leaving.contains_key(e));
+        let sources: Vec<(EntityId, (f32, f32), Payload)> = b
+            .moves
+            .iter()
+            .map(|(e, (pos, state))| (*e, *pos, state.clone()))
+            .collect();
+        for (to, msg) in b.out.handle_tick(self.tick, &zone.setup.layout, sources) {
+            self.stats.mirrors_sent += 1;
+            self.outputs.push_back(Output::Mirror { to, msg });
+        }
+        let every = self.cfg.keyframe_every;
+        if every > 0 && self.tick % every == 0 {
+            let all: Vec<EntityId> = b.held.iter().map(|(_, m)| m.entity).collect();
+            let shown = self.mirror_moves(all);
+            self.movement(shown, now_us);
         }
     }
 }

@@ -113,6 +113,14 @@ impl Core for Recorder {
     fn zone(&self) -> Option<skylane_proto::zones::ZoneIdx> {
         self.inner.zone()
     }
+    fn handle_mirrors(
+        &mut self,
+        msg: &skylane_proto::zones::ZoneMsg,
+        now_us: u64,
+    ) -> Result<(), crate::zone::MirrorError> {
+        // Presentation, not an input: standbys never need it.
+        self.inner.handle_mirrors(msg, now_us)
+    }
     fn tick_hz(&self) -> u32 {
         self.inner.tick_hz()
     }

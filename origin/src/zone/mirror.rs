@@ -9,6 +9,11 @@
 //! copies, bounded, newest tick wins, and drops a zone's copies when its
 //! owner changes (the new owner sends them again).
 //!
+//! Messages may be lost (the zone link drops on a full queue or a broken
+//! connection): every `refresh` ticks the owner sends every copy again, and
+//! the neighbour drops a zone's copies that were not refreshed within three
+//! refreshes of the newest tick it heard from that zone.
+//!
 //! A mirror is never authoritative: the zone holding it reads it (line of
 //! sight, collisions, what a player near the border sees) and never applies
 //! an action to it; an action that touches it goes to the owning zone as a
@@ -32,18 +37,25 @@ pub struct MirrorOut {
     world: WorldId,
     me: ZoneIdx,
     margin: f32,
+    /// Every copy is sent again every this many ticks (0: never).
+    refresh: u64,
     sent: BTreeMap<ZoneIdx, HashMap<EntityId, Sent>>,
+    /// Every neighbour ever sent a copy: each refresh reaches them, empty
+    /// or not, so copies whose removal was lost expire there.
+    told: std::collections::BTreeSet<ZoneIdx>,
 }
 
 impl MirrorOut {
     /// Mirrors of zone `me`'s entities within `margin` (map units) of a
-    /// neighbour.
-    pub fn new(world: WorldId, me: ZoneIdx, margin: f32) -> Self {
+    /// neighbour, each sent again every `refresh` ticks (0: only on change).
+    pub fn new(world: WorldId, me: ZoneIdx, margin: f32, refresh: u64) -> Self {
         Self {
             world,
             me,
             margin,
+            refresh,
             sent: BTreeMap::new(),
+            told: std::collections::BTreeSet::new(),
         }
     }
 
@@ -57,6 +69,7 @@ impl MirrorOut {
         layout: &ZoneLayout,
         entities: impl IntoIterator<Item = (EntityId, (f32, f32), Payload)>,
     ) -> Vec<(ZoneIdx, ZoneMsg)> {
+        let refresh = self.refresh > 0 && tick % self.refresh == 0;
         let mut upserts: BTreeMap<ZoneIdx, Vec<MirrorEntry>> = BTreeMap::new();
         let mut seen: BTreeMap<ZoneIdx, HashSet<EntityId>> = BTreeMap::new();
         for (entity, pos, state) in entities {
@@ -67,7 +80,7 @@ impl MirrorOut {
                     pos,
                     state: state.clone(),
                 };
-                if held.get(&entity) != Some(&now) {
+                if refresh || held.get(&entity) != Some(&now) {
                     upserts.entry(z).or_default().push(MirrorEntry {
                         entity,
                         tick,
@@ -79,7 +92,12 @@ impl MirrorOut {
             }
         }
         let mut out = Vec::new();
-        let zones: Vec<ZoneIdx> = self.sent.keys().copied().collect();
+        self.told.extend(upserts.keys().copied());
+        let zones: Vec<ZoneIdx> = if refresh {
+            self.told.iter().copied().collect()
+        } else {
+            self.sent.keys().copied().collect()
+        };
         for z in zones {
             let held = self.sent.entry(z).or_default();
             let keep = seen.get(&z);
@@ -94,7 +112,7 @@ impl MirrorOut {
             }
             let mut up = upserts.remove(&z).unwrap_or_default();
             up.sort_unstable_by_key(|m| m.entity);
-            if up.is_empty() && remove.is_empty() {
+            if up.is_empty() && remove.is_empty() && !refresh {
                 continue;
             }
             let mut chunks = up.chunks(MAX_MIRRORS_PER_MSG).peekable();
@@ -106,6 +124,7 @@ impl MirrorOut {
                         world: self.world,
                         from: self.me,
                         to: z,
+                        tick,
                         upsert: chunks.next().map(<[_]>::to_vec).unwrap_or_default(),
                         remove: if first { remove.clone() } else { Vec::new() },
                     },
@@ -154,18 +173,41 @@ pub struct MirrorIn {
     world: WorldId,
     me: ZoneIdx,
     max: usize,
+    /// A zone's copy older than its newest tick by more than this is
+    /// dropped (it was not refreshed: its removal was lost).
+    stale_after: u64,
     copies: BTreeMap<EntityId, (ZoneIdx, MirrorEntry)>,
+    /// The newest tick heard from each zone.
+    newest: BTreeMap<ZoneIdx, u64>,
+    /// Copies added or changed since [`take_changed`](Self::take_changed).
+    changed: HashSet<EntityId>,
 }
 
 impl MirrorIn {
-    /// Copies held by zone `me`, at most `max`.
-    pub fn new(world: WorldId, me: ZoneIdx, max: usize) -> Self {
+    /// Copies held by zone `me`, at most `max`; a copy `stale_after` ticks
+    /// older than the newest heard from its zone is dropped (0: never).
+    pub fn new(world: WorldId, me: ZoneIdx, max: usize, stale_after: u64) -> Self {
         Self {
             world,
             me,
             max,
+            stale_after,
             copies: BTreeMap::new(),
+            newest: BTreeMap::new(),
+            changed: HashSet::new(),
         }
+    }
+
+    /// The copies added or changed since the last call, in entity order
+    /// (what to show players anew).
+    pub fn take_changed(&mut self) -> Vec<EntityId> {
+        let mut out: Vec<EntityId> = self
+            .changed
+            .drain()
+            .filter(|e| self.copies.contains_key(e))
+            .collect();
+        out.sort_unstable();
+        out
     }
 
     /// Applies a [`ZoneMsg::Mirrors`] (other messages are ignored). A copy
@@ -175,6 +217,7 @@ impl MirrorIn {
         let ZoneMsg::Mirrors {
             world,
             from,
+            tick,
             upsert,
             remove,
             ..
@@ -201,15 +244,25 @@ impl MirrorIn {
             let room = self.copies.len() < self.max;
             match self.copies.get_mut(&m.entity) {
                 Some((z, held)) if m.tick >= held.tick || z != from => {
+                    if held.pos != m.pos || held.state != m.state {
+                        self.changed.insert(m.entity);
+                    }
                     *z = *from;
                     *held = m.clone();
                 }
                 Some(_) => {}
                 None if room => {
                     self.copies.insert(m.entity, (*from, m.clone()));
+                    self.changed.insert(m.entity);
                 }
                 None => refused += 1,
             }
+        }
+        let newest = self.newest.entry(*from).or_default();
+        *newest = (*newest).max(*tick);
+        if self.stale_after > 0 && *newest > self.stale_after {
+            let cut = *newest - self.stale_after;
+            self.copies.retain(|_, (z, m)| z != from || m.tick >= cut);
         }
         if refused > 0 {
             return Err(MirrorError::Full(refused));
@@ -220,6 +273,7 @@ impl MirrorIn {
     /// Drops every copy from zone `z` (its owner changed).
     pub fn drop_zone(&mut self, z: ZoneIdx) {
         self.copies.retain(|_, (from, _)| *from != z);
+        self.newest.remove(&z);
     }
 
     /// Drops the copy of an entity (this zone owns it now).
@@ -271,8 +325,8 @@ mod tests {
     #[test]
     fn entities_near_a_border_are_mirrored_and_removed_when_they_leave_it() {
         let l = layout();
-        let mut out = MirrorOut::new(W, ZoneIdx(0), 5.0);
-        let mut ins: Vec<MirrorIn> = l.zones().map(|z| MirrorIn::new(W, z, 100)).collect();
+        let mut out = MirrorOut::new(W, ZoneIdx(0), 5.0, 0);
+        let mut ins: Vec<MirrorIn> = l.zones().map(|z| MirrorIn::new(W, z, 100, 0)).collect();
         // Entity 1 in the middle of zone 0, entity 2 near the corner.
         let tick1 = out.handle_tick(
             1,
@@ -319,13 +373,13 @@ mod tests {
     #[test]
     fn copies_are_bounded_ordered_by_tick_and_checked() {
         let l = layout();
-        let mut out = MirrorOut::new(W, ZoneIdx(0), 5.0);
+        let mut out = MirrorOut::new(W, ZoneIdx(0), 5.0, 0);
         let many: Vec<_> = (0..600)
             .map(|i| (EntityId(i), (38.0, 1.0), st(0)))
             .collect();
         let msgs = out.handle_tick(1, &l, many);
         assert_eq!(msgs.len(), 3, "600 copies in chunks of 256");
-        let mut small = MirrorIn::new(W, ZoneIdx(1), 300);
+        let mut small = MirrorIn::new(W, ZoneIdx(1), 300, 0);
         assert_eq!(small.handle(&msgs[0].1), Ok(()));
         assert_eq!(small.handle(&msgs[1].1), Err(MirrorError::Full(212)));
         assert_eq!(small.len(), 300);
@@ -334,6 +388,7 @@ mod tests {
             world: W,
             from: ZoneIdx(0),
             to: ZoneIdx(1),
+            tick: 9,
             upsert: vec![MirrorEntry {
                 entity: EntityId(0),
                 tick: 9,
@@ -350,6 +405,7 @@ mod tests {
                 world: WorldId(2),
                 from: ZoneIdx(0),
                 to: ZoneIdx(1),
+                tick: 0,
                 upsert: vec![],
                 remove: vec![]
             }),
@@ -360,6 +416,7 @@ mod tests {
                 world: W,
                 from: ZoneIdx(1),
                 to: ZoneIdx(1),
+                tick: 0,
                 upsert: vec![],
                 remove: vec![]
             }),
@@ -371,5 +428,47 @@ mod tests {
         out.reset(ZoneIdx(1));
         let again = out.handle_tick(2, &l, (0..600).map(|i| (EntityId(i), (38.0, 1.0), st(0))));
         assert_eq!(again.iter().filter(|(z, _)| *z == ZoneIdx(1)).count(), 3);
+    }
+
+    #[test]
+    fn lost_removals_expire_and_refreshes_resend_every_copy() {
+        let l = layout();
+        let mut out = MirrorOut::new(W, ZoneIdx(0), 5.0, 10);
+        let mut inn = MirrorIn::new(W, ZoneIdx(1), 100, 30);
+        let near = |e: u64| (EntityId(e), (38.0, 10.0), st(1));
+        let first = out.handle_tick(1, &l, [near(1), near(2)]);
+        inn.handle(&first[0].1).unwrap();
+        assert_eq!(inn.take_changed(), vec![EntityId(1), EntityId(2)]);
+        assert!(inn.take_changed().is_empty(), "taken once");
+        // Entity 2's removal is lost on the way.
+        let lost = out.handle_tick(2, &l, [near(1)]);
+        assert_eq!(lost.len(), 1);
+        // Unchanged ticks send nothing; a refresh tick sends entity 1 again.
+        for t in 3..10 {
+            assert!(out.handle_tick(t, &l, [near(1)]).is_empty());
+        }
+        let mut t = 10;
+        while t <= 40 {
+            let again = out.handle_tick(t, &l, [near(1)]);
+            assert_eq!(again.len(), 1, "refresh at tick {t}");
+            inn.handle(&again[0].1).unwrap();
+            t += 10;
+        }
+        assert!(inn.take_changed().is_empty(), "a refresh changes nothing");
+        assert!(inn.get(EntityId(1)).is_some());
+        assert!(
+            inn.get(EntityId(2)).is_none(),
+            "not refreshed for 30 ticks: dropped"
+        );
+        // Entity 1 leaves too and its removal is lost: refreshes with no
+        // copies still reach the neighbour, and the copy expires.
+        let _lost = out.handle_tick(41, &l, []);
+        for t in 42..=80 {
+            for (_, m) in out.handle_tick(t, &l, []) {
+                assert!(matches!(&m, ZoneMsg::Mirrors { upsert, .. } if upsert.is_empty()));
+                inn.handle(&m).unwrap();
+            }
+        }
+        assert!(inn.is_empty(), "expired against empty refreshes");
     }
 }

@@ -87,8 +87,26 @@ impl Actor {
         self.zone_pump();
     }
 
+    /// Border mirrors for neighbouring zone `to` (their tick is durable).
+    pub(super) fn send_mirror(&mut self, to: ZoneIdx, msg: ZoneMsg) {
+        if let Some(z) = self.zone.as_ref() {
+            OriginMetrics::count(&self.metrics.zone_messages, "mirrors_sent");
+            z.links.send(zone_record_id(z.world, to), msg);
+        }
+    }
+
     /// A message from another zone's owner.
     pub(super) fn zone_msg(&mut self, msg: &ZoneMsg) {
+        if matches!(msg, ZoneMsg::Mirrors { .. }) {
+            // Presentation: shown to this zone's players, never journaled.
+            let now = self.now_us();
+            OriginMetrics::count(&self.metrics.zone_messages, "mirrors_received");
+            if let Err(e) = self.core.handle_mirrors(msg, now) {
+                OriginMetrics::count(&self.metrics.zone_messages, "mirrors_refused");
+                warn!(world = %self.host, error = %e, "mirrors refused");
+            }
+            return;
+        }
         let Some(z) = self.zone.as_mut() else {
             return;
         };
