@@ -1,12 +1,13 @@
 //! Fuzzes the zone decoders and cores: a zone-to-zone message (`ZoneMsg`),
 //! a zone layout from JSON, the arena's check of an arriving player, and a
-//! handoff core and a mirror store fed whatever decodes. Any panic is a bug.
+//! handoff core and a mirror store fed whatever decodes, the arena's
+//! cross-zone requests and answers. Any panic is a bug.
 //!
 //! Run: `cargo +nightly fuzz run zones` from `fuzz/`.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use skylane_origin::{Arena, ArenaConfig, HandoffConfig, Handoffs, MirrorIn, World};
+use skylane_origin::{Arena, ArenaConfig, Emit, HandoffConfig, Handoffs, MirrorIn, World};
 use skylane_proto::bytes::Bytes;
 use skylane_proto::zones::{ZoneIdx, ZoneLayout, ZoneMsg};
 use skylane_proto::{decode_message, EntityId, WorldId};
@@ -17,7 +18,7 @@ fuzz_target!(|data: &[u8]| {
         let _ = h.handle_msg(&msg, |_| Ok(()));
         h.handle_timeout(1_000);
         while h.poll_output().is_some() {}
-        let mut m = MirrorIn::new(WorldId(1), ZoneIdx(1), 64);
+        let mut m = MirrorIn::new(WorldId(1), ZoneIdx(1), 64, 30);
         let _ = m.handle(&msg);
     }
     if let Ok(text) = std::str::from_utf8(data) {
@@ -27,9 +28,14 @@ fuzz_target!(|data: &[u8]| {
             let _ = layout.crossing(ZoneIdx(0), 5.0, 5.0, 1.0);
         }
     }
-    let arena = Arena::new(ArenaConfig {
+    let mut arena = Arena::new(ArenaConfig {
         items: 2,
         ..ArenaConfig::default()
     });
     let _ = arena.check_import(EntityId(7), data);
+    // A cross-zone request and an answer, whatever the bytes.
+    let mut out = Emit::default();
+    let _ = arena.apply_remote(ZoneIdx(0), data, 1, &mut out);
+    arena.remote_answered(data, Some(data), 1, &mut out);
+    arena.remote_answered(data, None, 1, &mut out);
 });

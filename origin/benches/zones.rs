@@ -67,7 +67,7 @@ fn handoff(c: &mut Criterion) {
         .collect();
     g.throughput(Throughput::Elements(10_000));
     g.bench_function("mirror_tick_10000_entities_unchanged", |b| {
-        let mut out = MirrorOut::new(WorldId(1), ZoneIdx(0), 20.0);
+        let mut out = MirrorOut::new(WorldId(1), ZoneIdx(0), 20.0, 0);
         out.handle_tick(0, &layout, ents.iter().cloned());
         let mut t = 1;
         b.iter(|| {

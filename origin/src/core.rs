@@ -11,11 +11,11 @@ use skylane_proto::{
     TeamId, WorldId, WorldState,
 };
 
-use skylane_proto::zones::{EntityTransfer, ZoneIdx, ZoneMsg, ZoneRecord};
+use skylane_proto::zones::{EntityTransfer, RequestId, ZoneIdx, ZoneMsg, ZoneRecord, MAX_REQUEST};
 
 use crate::zone::{HandoffLedger, MirrorError};
 
-use crate::engine::{Engine, JoinError, Output, ResumeError};
+use crate::engine::{Engine, JoinError, Output, ResumeError, Served};
 use crate::journal::JournalError;
 use crate::persist::Persistent;
 use crate::world::World;
@@ -71,6 +71,61 @@ pub trait Core: Send + 'static {
     fn zone(&self) -> Option<ZoneIdx>;
     /// See [`Engine::handle_mirrors`] (never journaled).
     fn handle_mirrors(&mut self, msg: &ZoneMsg, now_us: u64) -> Result<(), MirrorError>;
+    /// See [`Engine::zone_requests`].
+    fn zone_requests(&self) -> Vec<(u64, ZoneIdx, ZoneMsg)>;
+    /// See [`Engine::zone_served`].
+    fn zone_served(&self, id: RequestId) -> Served;
+    /// See [`Engine::zone_asked`].
+    fn zone_asked(&self, id: RequestId) -> bool;
+    /// A cross-zone request or answer from another zone's owner: a new
+    /// request is journaled (`Served`, applied once) and answered, a
+    /// repeated one answered from its record, a stale one (the asker has
+    /// its answer) ignored; an answer to a request of this zone's awaiting
+    /// it is journaled (`Answered`), a repeated one ignored. Returns the
+    /// message to send back (to send once the tick being built is
+    /// durable). Other messages are ignored.
+    fn handle_request(
+        &mut self,
+        msg: &ZoneMsg,
+    ) -> Result<Option<(ZoneIdx, ZoneMsg)>, JournalError> {
+        match msg {
+            ZoneMsg::Request {
+                world, id, low, op, ..
+            } => {
+                if op.len() > MAX_REQUEST || self.zone() != Some(id.to) {
+                    return Ok(None);
+                }
+                if self.zone_served(*id) == Served::New {
+                    self.handle_zone(&ZoneRecord::Served {
+                        id: *id,
+                        low: *low,
+                        op: op.clone(),
+                    })?;
+                }
+                Ok(match self.zone_served(*id) {
+                    Served::Answer(answer) => Some((
+                        id.from,
+                        ZoneMsg::Answer {
+                            world: *world,
+                            id: *id,
+                            answer,
+                        },
+                    )),
+                    Served::Forgotten | Served::New => None,
+                })
+            }
+            ZoneMsg::Answer { id, answer, .. } => {
+                if answer.len() <= MAX_REQUEST && self.zone_asked(*id) {
+                    self.handle_zone(&ZoneRecord::Answered {
+                        id: *id,
+                        answer: answer.clone(),
+                    })?;
+                }
+                Ok(None)
+            }
+            _ => Ok(None),
+        }
+    }
     /// Ticks per second.
     fn tick_hz(&self) -> u32;
     /// See [`Engine::can_import`].
@@ -98,6 +153,23 @@ pub trait Core: Send + 'static {
     /// one in `snapshot` (another engine's [`Core::snapshot`] of the same
     /// game): how a standby names what diverged.
     fn diff_snapshot(&self, snapshot: &[u8]) -> Result<Vec<EntityId>, postcard::Error>;
+}
+
+/// The engine behind a core (itself, or a persistent one's).
+trait ZoneEngine<W: World> {
+    fn zone_engine(&self) -> &Engine<W>;
+}
+
+impl<W: World> ZoneEngine<W> for Engine<W> {
+    fn zone_engine(&self) -> &Self {
+        self
+    }
+}
+
+impl<W: World + Clone + Serialize + DeserializeOwned> ZoneEngine<W> for Persistent<W> {
+    fn zone_engine(&self) -> &Engine<W> {
+        self.engine()
+    }
 }
 
 fn snapshot_bytes<W: World + Clone + Serialize>(engine: &Engine<W>) -> Vec<u8> {
@@ -144,6 +216,15 @@ impl<W: World + Clone + Serialize + DeserializeOwned> Core for Engine<W> {
     }
     fn handle_mirrors(&mut self, msg: &ZoneMsg, now_us: u64) -> Result<(), MirrorError> {
         Self::handle_mirrors(self, msg, now_us)
+    }
+    fn zone_requests(&self) -> Vec<(u64, ZoneIdx, ZoneMsg)> {
+        self.zone_engine().zone_requests()
+    }
+    fn zone_served(&self, id: RequestId) -> Served {
+        self.zone_engine().zone_served(id)
+    }
+    fn zone_asked(&self, id: RequestId) -> bool {
+        self.zone_engine().zone_asked(id)
     }
     fn tick_hz(&self) -> u32 {
         self.config().tick_hz
@@ -251,6 +332,15 @@ impl<W: World + Clone + Serialize + DeserializeOwned> Core for Persistent<W> {
     }
     fn handle_mirrors(&mut self, msg: &ZoneMsg, now_us: u64) -> Result<(), MirrorError> {
         Self::handle_mirrors(self, msg, now_us)
+    }
+    fn zone_requests(&self) -> Vec<(u64, ZoneIdx, ZoneMsg)> {
+        self.zone_engine().zone_requests()
+    }
+    fn zone_served(&self, id: RequestId) -> Served {
+        self.zone_engine().zone_served(id)
+    }
+    fn zone_asked(&self, id: RequestId) -> bool {
+        self.zone_engine().zone_asked(id)
     }
     fn tick_hz(&self) -> u32 {
         self.engine().config().tick_hz

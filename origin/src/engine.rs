@@ -50,7 +50,7 @@ mod snapshot;
 mod zones;
 
 pub use output::{EngineStats, Output};
-pub use zones::{ZoneSetup, ZoneSetupError};
+pub use zones::{Served, ZoneSetup, ZoneSetupError};
 
 /// Engine settings.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -728,6 +728,10 @@ impl<W: World> Engine<W> {
         }
         self.stats.moves_refused += emit.refused_moves;
         pending.append(&mut emit.events);
+        let remote = std::mem::take(&mut emit.remote);
+        if !remote.is_empty() {
+            self.route_remote(remote, tick, pending);
+        }
         if let Some((x, y)) = self.world.position(avatar) {
             if let Some(change) = self.interest.handle_move(avatar, x, y) {
                 self.subscribe(session, change.added, change.removed);

@@ -71,14 +71,14 @@ pub use anticheat::{
     AnomalyKind, Detector, DetectorConfig, Enforcement, EnforcementPolicy, Violation,
 };
 pub use arena::{
-    Arena, ArenaAction, ArenaConfig, ArenaEvent, Item, Offer, OfferEnd, Player, Roster,
-    CLOSED_KEPT, MAX_OFFER_TICKS, MAX_OPEN_OFFERS, OFFER_CLOSED, UNKNOWN_OFFER,
+    Arena, ArenaAction, ArenaAnswer, ArenaConfig, ArenaEvent, ArenaRemote, Item, Offer, OfferEnd,
+    Player, Roster, CLOSED_KEPT, MAX_OFFER_TICKS, MAX_OPEN_OFFERS, OFFER_CLOSED, UNKNOWN_OFFER,
 };
 pub use config::{merge, ConfigError, OriginConfig};
 pub use core::Core;
 pub use engine::{
-    Engine, EngineConfig, EngineSnapshot, EngineStats, JoinError, Output, ResumeError, ZoneSetup,
-    ZoneSetupError, IDLE_KEYFRAME_PERIODS,
+    Engine, EngineConfig, EngineSnapshot, EngineStats, JoinError, Output, ResumeError, Served,
+    ZoneSetup, ZoneSetupError, IDLE_KEYFRAME_PERIODS,
 };
 pub use evidence::{
     EvidenceError, Source, ViolationQuery, ViolationRecord, ViolationStore, MAX_QUERY,
@@ -106,7 +106,7 @@ pub use tictactoe::{
 };
 pub use view::{ArenaView, Mismatch, TttView, ViewError, ViewItem, ViewPlayer};
 pub use world::{
-    Ctx, Emit, Emitted, MoveTooLarge, Observation, Rejection, TickCtx, Validator, World,
+    Ctx, Emit, Emitted, MoveTooLarge, Observation, Rejection, RemoteOp, TickCtx, Validator, World,
 };
 pub use zone::{
     HandoffConfig, HandoffError, HandoffLedger, HandoffStats, Handoffs, MirrorError, MirrorIn,

@@ -104,12 +104,28 @@ pub struct MoveTooLarge {
     pub size: usize,
 }
 
+/// Zones: something an action does to what another zone holds (see
+/// [`Emit::remote`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RemoteOp {
+    /// Where it lands.
+    pub point: (f32, f32),
+    /// How far from `point` what it touches may stand (a copy of another
+    /// zone's entity within it, mirrored here, names the zone to ask when
+    /// `point` lies in this zone).
+    pub radius: f32,
+    /// The game's encoding (at most [`skylane_proto::zones::MAX_REQUEST`]).
+    pub op: Payload,
+}
+
 /// Collects the events a world emits.
 #[derive(Debug, Default)]
 pub struct Emit {
     pub(crate) events: Vec<Emitted>,
     /// Movement states refused as too large (the engine counts them).
     pub(crate) refused_moves: u64,
+    /// Cross-zone requests of the action being applied.
+    pub(crate) remote: Vec<RemoteOp>,
 }
 
 impl Emit {
@@ -160,6 +176,21 @@ impl Emit {
             pos: Some(pos),
         });
         Ok(())
+    }
+
+    /// Zones: asks the zone that owns what lies at `point` (within
+    /// `radius`) to apply `op` ([`World::apply_remote`] there), once, and
+    /// tells this world what came of it ([`World::remote_answered`]) when
+    /// the answer is back. Only an action's requests are sent (from
+    /// [`World::apply`]); in an unzoned world, or with nowhere to send it,
+    /// the answer is `None` at once. An `op` over
+    /// [`skylane_proto::zones::MAX_REQUEST`] is answered `None` too.
+    pub fn remote(&mut self, point: (f32, f32), radius: f32, op: impl Into<Payload>) {
+        self.remote.push(RemoteOp {
+            point,
+            radius,
+            op: op.into(),
+        });
     }
 
     /// The events emitted so far.
@@ -341,6 +372,28 @@ pub trait World: Send + 'static {
     ) -> Result<(), String> {
         let _ = (entity, state, tick, out);
         Err(format!("{} cannot be split into zones", self.name()))
+    }
+
+    /// Zones: applies another zone's request ([`Emit::remote`] there) to
+    /// this zone's world at `tick`, and says what came of it (sent back to
+    /// the asking zone's [`World::remote_answered`]). Applied once per
+    /// request, journaled, replayed like an action. The default does nothing.
+    fn apply_remote(
+        &mut self,
+        from: skylane_proto::zones::ZoneIdx,
+        op: &[u8],
+        tick: u64,
+        out: &mut Emit,
+    ) -> Payload {
+        let _ = (from, op, tick, out);
+        Payload::default()
+    }
+
+    /// Zones: what came of a request of this zone's ([`Emit::remote`]):
+    /// the owning zone's answer, or `None` when no zone took it (nothing
+    /// there, or too many requests unanswered). Called once per request.
+    fn remote_answered(&mut self, op: &[u8], answer: Option<&[u8]>, tick: u64, out: &mut Emit) {
+        let _ = (op, answer, tick, out);
     }
 
     /// Zones: removes an entity that is leaving for another zone (its state

@@ -94,6 +94,14 @@ struct Net {
     violations: u64,
     /// Every (zone, entity) a zone published a movement state of.
     shown: std::collections::BTreeSet<(usize, EntityId)>,
+    /// Every cross-zone request delivered twice.
+    dup_requests: bool,
+    /// Answers to drop on the wire (lost), this many more.
+    drop_answers: u32,
+    /// Crash the zone that journals the next `Served`, before it answers.
+    crash_after_served: bool,
+    /// Arena events published, per zone: (zone, event).
+    events: Vec<(usize, ArenaEvent)>,
 }
 
 fn handoff_cfg() -> HandoffConfig {
@@ -162,6 +170,10 @@ impl Net {
             cell_writes: 0,
             violations: 0,
             shown: std::collections::BTreeSet::new(),
+            dup_requests: false,
+            drop_answers: 0,
+            crash_after_served: false,
+            events: Vec::new(),
         }
     }
 
@@ -266,18 +278,21 @@ impl Net {
                     // Every cell channel has one writer: the zone that owns
                     // the cell (and only it subscribes sessions to it).
                     Output::Violation(_) => self.violations += 1,
-                    Output::Batch(b) => self.writes(i, b.channel, false),
+                    Output::Batch(b) => {
+                        self.writes(i, b.channel, false);
+                        for e in &b.events {
+                            if let Some(ev) = ArenaEvent::decode(&e.payload) {
+                                self.events.push((i, ev));
+                            }
+                        }
+                    }
                     Output::Movement(m) => {
                         self.writes(i, m.channel, false);
                         for e in &m.entries {
                             self.shown.insert((i, e.entity));
                         }
                     }
-                    Output::Mirror { to, msg } => {
-                        if !self.partitioned {
-                            self.wire.push((self.now_ms + self.latency_ms, to, msg));
-                        }
-                    }
+                    Output::ToZone { to, msg } => self.send(to, msg),
                     Output::Subscriptions { added, .. } => {
                         for c in added {
                             self.writes(i, c.channel, true);
@@ -359,6 +374,20 @@ impl Net {
         self.wire = later;
         for (_, to, msg) in due {
             let i = usize::from(to.0);
+            if matches!(msg, ZoneMsg::Request { .. } | ZoneMsg::Answer { .. }) {
+                let request = matches!(msg, ZoneMsg::Request { .. });
+                let reply = self.zones[i].core_mut().handle_request(&msg).unwrap();
+                if request && self.crash_after_served {
+                    self.crash_after_served = false;
+                    self.crash_zone(i);
+                    continue;
+                }
+                if let Some((to, reply)) = reply {
+                    self.send(to, reply);
+                }
+                self.pump(i);
+                continue;
+            }
             if matches!(msg, ZoneMsg::Mirrors { .. }) {
                 self.zones[i]
                     .core_mut()
@@ -381,7 +410,30 @@ impl Net {
             }
             self.zones[i].handoffs.handle_timeout(now);
             self.pump(i);
+            // Unanswered requests go again every 250 ms.
+            if now % 250 == 0 {
+                for (_, to, msg) in self.zones[i].core().zone_requests() {
+                    self.send(to, msg);
+                }
+            }
         }
+    }
+
+    /// Puts a zone message on the wire (unless partitioned; a request
+    /// twice when `dup_requests`; an answer lost while `drop_answers`).
+    fn send(&mut self, to: ZoneIdx, msg: ZoneMsg) {
+        if self.partitioned {
+            return;
+        }
+        if matches!(msg, ZoneMsg::Answer { .. }) && self.drop_answers > 0 {
+            self.drop_answers -= 1;
+            return;
+        }
+        let at = self.now_ms + self.latency_ms;
+        if self.dup_requests && matches!(msg, ZoneMsg::Request { .. }) {
+            self.wire.push((at + 3, to, msg.clone()));
+        }
+        self.wire.push((at, to, msg));
     }
 
     fn run_ms(&mut self, ms: u64) {
@@ -941,4 +993,165 @@ fn a_mirror_whose_removal_is_lost_expires() {
     // Within three refreshes (2 s each) of zone 1's ticks it is gone.
     net.run_ms(7_000);
     assert_eq!(net.zones[0].engine().mirror_of(b.e), None);
+}
+
+/// `w` fires at `(x, y)` from the zone holding it.
+fn shoot(net: &mut Net, w: &mut Walker, x: f32, y: f32) {
+    let z = net.home_of(w.s, w.e).expect("in a zone");
+    w.seq += 1;
+    net.zones[z].core_mut().handle_action(
+        w.s,
+        Action {
+            class: EventClass::Critical,
+            seq: w.seq,
+            client_time_us: net.now_ms * 1000,
+            reads: vec![],
+            payload: ArenaAction::Fire { x, y }.encode(),
+        },
+    );
+    net.pump(z);
+}
+
+fn hp(net: &Net, e: EntityId) -> u32 {
+    let z = net.owner(e);
+    net.zones[usize::from(z.0)]
+        .engine()
+        .world()
+        .player(e)
+        .expect("owned there")
+        .hp
+}
+
+/// Two players on either side of the border between zones 0 and 1 (a at
+/// x 490, b at x 508), mirrors exchanged.
+fn duel() -> (Net, Walker, Walker) {
+    let mut net = Net::new(2, 1);
+    let mut a = walker(&mut net, 1);
+    let mut b = walker(&mut net, 2);
+    walk(&mut net, &mut a, 400.0, 300.0);
+    walk(&mut net, &mut b, 600.0, 300.0);
+    settle(&mut net);
+    walk(&mut net, &mut a, 490.0, 300.0);
+    walk(&mut net, &mut b, 508.0, 300.0);
+    net.run_ms(200);
+    assert_eq!((net.owner(a.e), net.owner(b.e)), (ZoneIdx(0), ZoneIdx(1)));
+    net.events.clear();
+    (net, a, b)
+}
+
+/// The hits zone 0 (the shooter's) told its players of, and its misses.
+fn told(net: &Net, shooter: EntityId) -> (usize, usize) {
+    let hits = net
+        .events
+        .iter()
+        .filter(|(z, e)| {
+            *z == 0 && matches!(e, ArenaEvent::Hit { shooter: s, .. } if *s == shooter)
+        })
+        .count();
+    let misses = net
+        .events
+        .iter()
+        .filter(|(z, e)| *z == 0 && matches!(e, ArenaEvent::Missed { shooter: s } if *s == shooter))
+        .count();
+    (hits, misses)
+}
+
+/// A shot across a border goes to the zone owning the target as a
+/// cross-zone request, applied there once (its players see the hit on
+/// their cells) and answered (the shooter's zone tells its players),
+/// though every request arrives twice.
+#[test]
+fn a_shot_across_a_border_hits_once_at_the_zone_owning_the_target() {
+    let (mut net, mut a, b) = duel();
+    net.dup_requests = true;
+    let before = hp(&net, b.e);
+    shoot(&mut net, &mut a, 508.0, 300.0);
+    net.run_ms(300);
+    let damage = ArenaConfig::default().damage;
+    assert_eq!(hp(&net, b.e), before - damage, "hit once");
+    let at_target = net
+        .events
+        .iter()
+        .filter(|(z, e)| *z == 1 && matches!(e, ArenaEvent::Hit { target, .. } if *target == b.e))
+        .count();
+    assert_eq!(at_target, 1, "zone 1 published the hit once");
+    assert_eq!(
+        told(&net, a.e),
+        (1, 0),
+        "zone 0 told the shooter's side once"
+    );
+    assert_eq!(net.zones[0].engine().stats().requests_sent, 1);
+    assert_eq!(net.zones[1].engine().stats().requests_served, 1);
+    assert!(net.zones[0].core().zone_requests().is_empty(), "answered");
+    // A shot across the border at nobody: answered missed.
+    net.run_ms(400);
+    shoot(&mut net, &mut a, 530.0, 320.0);
+    net.run_ms(300);
+    assert_eq!(told(&net, a.e), (1, 1));
+    assert_eq!(hp(&net, b.e), before - damage);
+    assert_eq!(net.violations, 0);
+}
+
+/// A lost answer is made good by the re-sent request, answered from the
+/// owner's record (never applied twice); a crash of the owner after it
+/// journaled the request and before it answered leaves it applied once
+/// after recovery.
+#[test]
+fn lost_answers_and_a_crash_of_the_owner_apply_a_shot_once() {
+    let (mut net, mut a, b) = duel();
+    let damage = ArenaConfig::default().damage;
+    let before = hp(&net, b.e);
+    net.drop_answers = 2;
+    shoot(&mut net, &mut a, 508.0, 300.0);
+    net.run_ms(1_000);
+    assert_eq!(net.drop_answers, 0, "two answers were lost");
+    assert_eq!(hp(&net, b.e), before - damage, "applied once");
+    assert_eq!(told(&net, a.e), (1, 0));
+    assert!(net.zones[0].core().zone_requests().is_empty());
+    net.run_ms(400);
+    net.crash_after_served = true;
+    shoot(&mut net, &mut a, 508.0, 300.0);
+    net.run_ms(1_000);
+    assert_eq!(net.crashes, 1);
+    assert_eq!(
+        hp(&net, b.e),
+        before - 2 * damage,
+        "applied once across the crash"
+    );
+    assert_eq!(told(&net, a.e), (2, 0));
+}
+
+/// A crash of the shooter's zone after its shot is journaled and before
+/// the request is sent: after recovery the request goes (it is engine
+/// state, rebuilt from the journal) and is applied once.
+#[test]
+fn a_crash_of_the_asking_zone_still_sends_its_request_once() {
+    let (mut net, mut a, b) = duel();
+    let damage = ArenaConfig::default().damage;
+    let before = hp(&net, b.e);
+    net.partitioned = true;
+    shoot(&mut net, &mut a, 508.0, 300.0);
+    net.run_ms(100);
+    net.crash_zone(0);
+    net.partitioned = false;
+    net.run_ms(1_000);
+    assert_eq!(hp(&net, b.e), before - damage);
+    assert!(net.zones[0].core().zone_requests().is_empty());
+}
+
+/// A neighbour's avatar in the hysteresis band (on this zone's side of the
+/// border, still owned by its zone) is shot through its mirror: the request
+/// goes to the zone that owns it.
+#[test]
+fn a_shot_at_a_neighbour_in_the_hysteresis_band_goes_to_its_owner() {
+    let (mut net, mut a, mut b) = duel();
+    let damage = ArenaConfig::default().damage;
+    walk(&mut net, &mut b, 495.0, 300.0);
+    net.run_ms(200);
+    assert_eq!(net.owner(b.e), ZoneIdx(1), "in the band: still zone 1's");
+    let before = hp(&net, b.e);
+    shoot(&mut net, &mut a, 495.0, 300.0);
+    net.run_ms(300);
+    assert_eq!(hp(&net, b.e), before - damage);
+    assert_eq!(told(&net, a.e), (1, 0));
 }

@@ -29,6 +29,9 @@ pub const MAX_LAYOUT_CELLS: usize = 1 << 20;
 /// too large for this is refused at the source with a typed error.
 pub const MAX_ZONE_STATE: usize = 16 * 1024;
 
+/// Largest cross-zone request or answer a game may send ([`ZoneMsg::Request`]).
+pub const MAX_REQUEST: usize = 1024;
+
 /// Most entities in one [`ZoneMsg::Mirrors`] message.
 pub const MAX_MIRRORS_PER_MSG: usize = 256;
 
@@ -341,6 +344,25 @@ impl std::fmt::Display for HandoffId {
     }
 }
 
+/// A cross-zone request's idempotent id: the zone asking, the zone that
+/// owns what it touches, and the asker's sequence number towards it
+/// (increasing, never reused; a sequence of its own, apart from handoffs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct RequestId {
+    /// The zone asking.
+    pub from: ZoneIdx,
+    /// The zone that applies it.
+    pub to: ZoneIdx,
+    /// The asker's sequence number towards `to`.
+    pub seq: u64,
+}
+
+impl std::fmt::Display for RequestId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}=>{}#{}", self.from.0, self.to.0, self.seq)
+    }
+}
+
 /// An entity as it moves between zones: everything the target needs to own it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EntityTransfer {
@@ -436,6 +458,30 @@ pub enum ZoneMsg {
         /// Entities no longer mirrored to the receiver.
         remove: Vec<EntityId>,
     },
+    /// A cross-zone request (asker → owner): something an action in the
+    /// asking zone does to what the owning zone holds (a shot across the
+    /// border). Re-sent with the same id until answered; the owner applies
+    /// it once (journaled) and answers every copy from that record.
+    Request {
+        /// World.
+        world: WorldId,
+        /// Idempotent id.
+        id: RequestId,
+        /// The lowest sequence towards this owner the asker has not had
+        /// answered: the owner forgets answers below it.
+        low: u64,
+        /// The game's encoding of the request (at most [`MAX_REQUEST`]).
+        op: Payload,
+    },
+    /// The owner's answer to a [`ZoneMsg::Request`] (owner → asker).
+    Answer {
+        /// World.
+        world: WorldId,
+        /// The request answered.
+        id: RequestId,
+        /// The game's encoding of what came of it (at most [`MAX_REQUEST`]).
+        answer: Payload,
+    },
 }
 
 /// A journaled step of a handoff: the durable record both sides keep.
@@ -476,6 +522,24 @@ pub enum ZoneRecord {
         /// Why.
         reason: String,
     },
+    /// Owner: a cross-zone request applied (once: a repeated id is not
+    /// applied again); ids from `id.from` below `low` are forgotten.
+    Served {
+        /// The request.
+        id: RequestId,
+        /// The asker's watermark.
+        low: u64,
+        /// What to apply.
+        op: Payload,
+    },
+    /// Asker: the answer to a request of its own (the game learns what came
+    /// of it; a repeated answer changes nothing).
+    Answered {
+        /// The request.
+        id: RequestId,
+        /// What came of it.
+        answer: Payload,
+    },
     /// Target: the source will never re-send ids from `from` below `low`.
     Low {
         /// The source zone.
@@ -508,7 +572,10 @@ impl ZoneRecord {
             Self::In { transfer, .. } => ZoneEffect::Import(transfer),
             Self::Commit { entity, .. } => ZoneEffect::Remove(*entity),
             Self::Abort { entity, .. } => ZoneEffect::Unfreeze(*entity),
-            Self::Refused { .. } | Self::Low { .. } => ZoneEffect::None,
+            Self::Refused { .. }
+            | Self::Low { .. }
+            | Self::Served { .. }
+            | Self::Answered { .. } => ZoneEffect::None,
         }
     }
 }
@@ -521,7 +588,9 @@ impl ZoneMsg {
             | Self::In { world, .. }
             | Self::Refused { world, .. }
             | Self::Commit { world, .. }
-            | Self::Mirrors { world, .. } => *world,
+            | Self::Mirrors { world, .. }
+            | Self::Request { world, .. }
+            | Self::Answer { world, .. } => *world,
         }
     }
 
@@ -531,6 +600,8 @@ impl ZoneMsg {
             Self::Out { id, .. } | Self::Commit { id, .. } => id.to,
             Self::In { id, .. } | Self::Refused { id, .. } => id.from,
             Self::Mirrors { to, .. } => *to,
+            Self::Request { id, .. } => id.to,
+            Self::Answer { id, .. } => id.from,
         }
     }
 }

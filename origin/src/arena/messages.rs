@@ -106,6 +106,62 @@ impl ArenaAction {
     }
 }
 
+/// Zones: what one zone of an arena asks the zone owning what it touches
+/// (a cross-zone request).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ArenaRemote {
+    /// A shot at a point across the border (or at a neighbour's avatar in
+    /// the hysteresis band) that hit no one in the shooter's zone.
+    Shot {
+        /// Shooter (in the asking zone).
+        shooter: EntityId,
+        /// Aim point.
+        x: f32,
+        /// Aim point.
+        y: f32,
+    },
+}
+
+impl ArenaRemote {
+    /// Encodes the request.
+    pub fn encode(&self) -> Payload {
+        Payload::from(postcard::to_stdvec(self).unwrap_or_default())
+    }
+
+    /// Decodes a request (`None`: not one).
+    pub fn decode(b: &[u8]) -> Option<Self> {
+        postcard::from_bytes(b).ok()
+    }
+}
+
+/// Zones: what came of an [`ArenaRemote`] at the owning zone.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ArenaAnswer {
+    /// The shot hit.
+    Hit {
+        /// Who.
+        target: EntityId,
+        /// Its hit points after the hit (0: it died and respawned).
+        hp: u32,
+        /// Its version after the hit.
+        version: u64,
+    },
+    /// Nobody there.
+    Missed,
+}
+
+impl ArenaAnswer {
+    /// Encodes the answer.
+    pub fn encode(&self) -> Payload {
+        Payload::from(postcard::to_stdvec(self).unwrap_or_default())
+    }
+
+    /// Decodes an answer (`None`: not one).
+    pub fn decode(b: &[u8]) -> Option<Self> {
+        postcard::from_bytes(b).ok()
+    }
+}
+
 /// What happened, as carried in events.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum ArenaEvent {

@@ -31,7 +31,7 @@ pub use config::{ArenaConfig, Roster};
 pub use economy::{
     Offer, OfferEnd, CLOSED_KEPT, MAX_OFFER_TICKS, MAX_OPEN_OFFERS, OFFER_CLOSED, UNKNOWN_OFFER,
 };
-pub use messages::{ArenaAction, ArenaEvent};
+pub use messages::{ArenaAction, ArenaAnswer, ArenaEvent, ArenaRemote};
 pub use state::{Arena, Item, Player};
 
 use rules::{check_cooldown, check_ownership, check_range, check_resources, check_speed};
@@ -42,6 +42,84 @@ use state::scatter;
 /// 30 Hz, so at most `max_speed / 2` more map units than a whole world would
 /// allow on that one move).
 pub(crate) const HANDOFF_MOVE_CREDIT: u64 = 15;
+
+impl Arena {
+    /// A hit on `target` by `shooter` at `tick`: its damage, and its death
+    /// and respawn when its hit points run out. Its hit points and version
+    /// after it (`None`: no such player here).
+    fn strike(
+        &mut self,
+        shooter: EntityId,
+        target: EntityId,
+        tick: u64,
+        out: &mut Emit,
+    ) -> Option<(u32, u64)> {
+        let grid = self.grid();
+        let me = shooter;
+        let mut hit = None;
+        let (roster, w, h, start_hp, dmg) = (
+            self.cfg.roster,
+            self.cfg.width,
+            self.cfg.height,
+            self.cfg.start_hp,
+            self.cfg.damage,
+        );
+        if let Some(t) = self.players.get_mut(&target) {
+            t.hp = t.hp.saturating_sub(dmg);
+            t.version += 1;
+            out.push(
+                grid.channel_of(t.x, t.y),
+                EventClass::Critical,
+                Some(target),
+                ArenaEvent::Hit {
+                    shooter: me,
+                    target,
+                    hp: t.hp,
+                    version: t.version,
+                }
+                .payload(),
+            );
+            hit = Some((t.hp, t.version));
+            if t.hp == 0 {
+                let died_in = grid.channel_of(t.x, t.y);
+                let (nx, ny) = scatter(target.0 ^ tick.rotate_left(29), w, h);
+                t.x = nx;
+                t.y = ny;
+                t.hp = start_hp;
+                t.last_move_tick = tick;
+                // A second change (the respawn): a second version, so receivers
+                // that see the hit after the death keep the respawn.
+                t.version += 1;
+                let died = ArenaEvent::Died {
+                    entity: target,
+                    by: me,
+                    x: nx,
+                    y: ny,
+                    hp: start_hp,
+                    version: t.version,
+                }
+                .payload();
+                // With a spatial roster, both where it died and where it
+                // respawns hear of it.
+                let channels = match roster {
+                    Roster::World => vec![ChannelId::World],
+                    Roster::Cells => {
+                        let respawn = grid.channel_of(nx, ny);
+                        let mut c = vec![died_in];
+                        if respawn != died_in {
+                            c.push(respawn);
+                        }
+                        c
+                    }
+                };
+                for c in channels {
+                    out.push(c, EventClass::Critical, Some(target), died.clone());
+                }
+            }
+        }
+        hit
+    }
+}
 
 impl World for Arena {
     type Action = ArenaAction;
@@ -309,6 +387,21 @@ impl World for Arena {
                     p.version += 1;
                 }
                 let Some(target) = target else {
+                    if self.zone.is_some() {
+                        // Nobody here: the zone owning the aim point (or a
+                        // neighbour's avatar near it) decides, once.
+                        let shot = ArenaRemote::Shot {
+                            shooter: me,
+                            x: *x,
+                            y: *y,
+                        };
+                        out.remote((*x, *y), self.cfg.hit_radius, shot.encode());
+                        return Observation {
+                            attack: true,
+                            hit: false,
+                            reaction_us: None,
+                        };
+                    }
                     out.push(
                         grid.channel_of(*x, *y),
                         EventClass::Critical,
@@ -321,65 +414,7 @@ impl World for Arena {
                         reaction_us: None,
                     };
                 };
-                let (roster, w, h, start_hp, dmg) = (
-                    self.cfg.roster,
-                    self.cfg.width,
-                    self.cfg.height,
-                    self.cfg.start_hp,
-                    self.cfg.damage,
-                );
-                if let Some(t) = self.players.get_mut(&target) {
-                    t.hp = t.hp.saturating_sub(dmg);
-                    t.version += 1;
-                    out.push(
-                        grid.channel_of(t.x, t.y),
-                        EventClass::Critical,
-                        Some(target),
-                        ArenaEvent::Hit {
-                            shooter: me,
-                            target,
-                            hp: t.hp,
-                            version: t.version,
-                        }
-                        .payload(),
-                    );
-                    if t.hp == 0 {
-                        let died_in = grid.channel_of(t.x, t.y);
-                        let (nx, ny) = scatter(target.0 ^ ctx.tick.rotate_left(29), w, h);
-                        t.x = nx;
-                        t.y = ny;
-                        t.hp = start_hp;
-                        t.last_move_tick = ctx.tick;
-                        // A second change (the respawn): a second version, so receivers
-                        // that see the hit after the death keep the respawn.
-                        t.version += 1;
-                        let died = ArenaEvent::Died {
-                            entity: target,
-                            by: me,
-                            x: nx,
-                            y: ny,
-                            hp: start_hp,
-                            version: t.version,
-                        }
-                        .payload();
-                        // With a spatial roster, both where it died and where it
-                        // respawns hear of it.
-                        let channels = match roster {
-                            Roster::World => vec![ChannelId::World],
-                            Roster::Cells => {
-                                let respawn = grid.channel_of(nx, ny);
-                                let mut c = vec![died_in];
-                                if respawn != died_in {
-                                    c.push(respawn);
-                                }
-                                c
-                            }
-                        };
-                        for c in channels {
-                            out.push(c, EventClass::Critical, Some(target), died.clone());
-                        }
-                    }
-                }
+                self.strike(me, target, ctx.tick, out);
                 // No reaction time: arena has no visibility model, and "time since the
                 // target last moved" is near zero for any target that keeps moving,
                 // which flagged honest players in tests.
@@ -389,6 +424,63 @@ impl World for Arena {
                     reaction_us: None,
                 }
             }
+        }
+    }
+
+    fn apply_remote(
+        &mut self,
+        _from: skylane_proto::zones::ZoneIdx,
+        op: &[u8],
+        tick: u64,
+        out: &mut Emit,
+    ) -> Payload {
+        let answer = match ArenaRemote::decode(op) {
+            Some(ArenaRemote::Shot { shooter, x, y }) => match self.nearest_target(shooter, x, y) {
+                Some(target) => match self.strike(shooter, target, tick, out) {
+                    Some((hp, version)) => ArenaAnswer::Hit {
+                        target,
+                        hp,
+                        version,
+                    },
+                    None => ArenaAnswer::Missed,
+                },
+                None => ArenaAnswer::Missed,
+            },
+            None => ArenaAnswer::Missed,
+        };
+        answer.encode()
+    }
+
+    fn remote_answered(&mut self, op: &[u8], answer: Option<&[u8]>, _tick: u64, out: &mut Emit) {
+        let Some(ArenaRemote::Shot { shooter, x, y }) = ArenaRemote::decode(op) else {
+            return;
+        };
+        // Told on this zone's cell nearest the aim point (the shooter's
+        // side of the border), where the shooter hears it.
+        let channel = self.grid().channel_of(x, y);
+        match answer.and_then(ArenaAnswer::decode) {
+            Some(ArenaAnswer::Hit {
+                target,
+                hp,
+                version,
+            }) => out.push(
+                channel,
+                EventClass::Critical,
+                Some(target),
+                ArenaEvent::Hit {
+                    shooter,
+                    target,
+                    hp,
+                    version,
+                }
+                .payload(),
+            ),
+            _ => out.push(
+                channel,
+                EventClass::Critical,
+                Some(shooter),
+                ArenaEvent::Missed { shooter }.payload(),
+            ),
         }
     }
 

@@ -82,12 +82,13 @@ pub enum Output {
         /// Its new zone.
         to: ZoneIdx,
     },
-    /// Zones: border mirrors for neighbouring zone `to` (presentation, not
-    /// state: sent once the tick is durable, never journaled).
-    Mirror {
-        /// The neighbour.
+    /// Zones: a message for zone `to`'s owner, sent once the tick is
+    /// durable: border mirrors (presentation, never journaled) or a
+    /// cross-zone request (engine state, re-sent until answered).
+    ToZone {
+        /// The zone.
         to: ZoneIdx,
-        /// The message ([`ZoneMsg::Mirrors`]).
+        /// The message ([`ZoneMsg::Mirrors`] or [`ZoneMsg::Request`]).
         msg: ZoneMsg,
     },
 }
@@ -122,4 +123,11 @@ pub struct EngineStats {
     /// Zones: neighbours' copies shown to this zone's players (new or
     /// changed ones; the periodic re-showing is not counted).
     pub mirrors_shown: u64,
+    /// Zones: cross-zone requests sent, applied here for other zones, and
+    /// answered `None` at once (nowhere to send, or too many unanswered).
+    pub requests_sent: u64,
+    /// See `requests_sent`.
+    pub requests_served: u64,
+    /// See `requests_sent`.
+    pub requests_unrouted: u64,
 }

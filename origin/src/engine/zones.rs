@@ -19,9 +19,18 @@
 //! A crossing is reported with hysteresis ([`ZoneLayout::crossing`]) once
 //! per tick until the shell starts the handoff.
 //!
+//! Cross-zone requests (an action that touches what another zone owns, such
+//! as a shot across the border: [`Emit::remote`]) are engine state, made
+//! deterministically by the action that asks (so a standby re-executing it
+//! holds the same request) and sent once its tick is durable
+//! ([`Output::ToZone`]); the owner journals `Served` (applied once through
+//! [`World::apply_remote`]; a repeated id is answered from the record), the
+//! asker journals `Answered` ([`World::remote_answered`], once). The shell
+//! re-sends what is unanswered.
+//!
 //! Border mirrors ([`Border`]) are presentation, not state: every tick the
 //! zone sends each neighbour the newest movement state of its entities
-//! within the mirror margin of that neighbour ([`Output::Mirror`]), and a
+//! within the mirror margin of that neighbour ([`Output::ToZone`]), and a
 //! neighbour's copies ([`Engine::handle_mirrors`]) are shown to this zone's
 //! players as movement on the zone's own cell nearest to them (one writer per
 //! cell; movement frames are not chained, so a standby that never saw a copy
@@ -32,10 +41,12 @@
 use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
-use skylane_proto::zones::{EntityTransfer, ZoneIdx, ZoneLayout, ZoneMsg, ZoneRecord};
+use skylane_proto::zones::{
+    EntityTransfer, RequestId, ZoneIdx, ZoneLayout, ZoneMsg, ZoneRecord, MAX_REQUEST,
+};
 use skylane_proto::{ChannelId, EntityId, EventClass, Payload, SessionId};
 
-use crate::world::{Emit, Emitted, World};
+use crate::world::{Emit, Emitted, RemoteOp, World};
 use crate::zone::{HandoffLedger, MirrorError, MirrorIn, MirrorOut};
 
 use super::{Engine, Output, SessionState};
@@ -77,6 +88,35 @@ pub(super) struct ZoneState {
     /// action that reaches this zone late is sent after its avatar, never
     /// given a second one here.
     pub(super) moved: BTreeMap<SessionId, (ZoneIdx, u64)>,
+    /// This zone's requests awaiting their answer: the op and the tick
+    /// that made it (at most `MAX_ASKED`).
+    pub(super) asked: BTreeMap<RequestId, (Payload, u64)>,
+    /// The next request sequence number towards each zone.
+    pub(super) next_ask: BTreeMap<ZoneIdx, u64>,
+    /// Requests applied here, with their answers, until the asker's
+    /// watermark passes them (at most `MAX_SERVED`).
+    pub(super) served: BTreeMap<RequestId, Payload>,
+    /// Each asker's watermark: its ids below were answered and are forgotten.
+    pub(super) served_low: BTreeMap<ZoneIdx, u64>,
+}
+
+/// A zone's requests unanswered at once, at most (beyond, a request is
+/// answered `None` at once: the game treats it like a miss).
+pub(super) const MAX_ASKED: usize = 4_096;
+
+/// Answers a zone remembers, at most (beyond, the oldest are forgotten: an
+/// asker re-sending one of those after so many later requests gets nothing).
+pub(super) const MAX_SERVED: usize = 65_536;
+
+/// What a zone knows of another zone's request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Served {
+    /// Applied here: its answer.
+    Answer(Payload),
+    /// Below the asker's watermark: it has its answer (a stale copy).
+    Forgotten,
+    /// Not seen: to journal and apply.
+    New,
 }
 
 /// Sessions a zone remembers as moved away, at most (beyond, the oldest
@@ -161,6 +201,10 @@ impl<W: World> Engine<W> {
             leaving: BTreeMap::new(),
             ledger: HandoffLedger::default(),
             moved: BTreeMap::new(),
+            asked: BTreeMap::new(),
+            next_ask: BTreeMap::new(),
+            served: BTreeMap::new(),
+            served_low: BTreeMap::new(),
         }));
         Ok(())
     }
@@ -262,8 +306,147 @@ impl<W: World> Engine<W> {
                 }
                 self.import(transfer, true);
             }
+            ZoneRecord::Served { id, low, op } => {
+                let low_now = zone.served_low.entry(id.from).or_default();
+                *low_now = (*low_now).max(*low);
+                let cut = *low_now;
+                zone.served.retain(|k, _| k.from != id.from || k.seq >= cut);
+                if id.seq < cut || zone.served.contains_key(id) {
+                    return;
+                }
+                let mut emit = Emit::default();
+                let answer = self
+                    .world
+                    .apply_remote(id.from, op, self.tick + 1, &mut emit);
+                self.stage(emit);
+                self.stats.requests_served += 1;
+                let Some(zone) = self.zone.as_mut() else {
+                    return;
+                };
+                zone.served.insert(*id, answer);
+                while zone.served.len() > MAX_SERVED {
+                    zone.served.pop_first();
+                }
+            }
+            ZoneRecord::Answered { id, answer } => {
+                if let Some((op, _)) = zone.asked.remove(id) {
+                    let mut emit = Emit::default();
+                    self.world
+                        .remote_answered(&op, Some(answer), self.tick + 1, &mut emit);
+                    self.stage(emit);
+                }
+            }
             ZoneRecord::Refused { .. } | ZoneRecord::Low { .. } => {}
         }
+    }
+
+    /// An action's cross-zone requests: each sent to the zone owning what
+    /// lies at its point (a neighbour's copy within its radius, mirrored
+    /// here, names the zone when the point is this zone's), or answered
+    /// `None` at once when there is none (or too many are unanswered).
+    pub(super) fn route_remote(
+        &mut self,
+        ops: Vec<RemoteOp>,
+        tick: u64,
+        pending: &mut Vec<Emitted>,
+    ) {
+        for RemoteOp { point, radius, op } in ops {
+            let to = self.remote_target(point, radius);
+            let room = self
+                .zone
+                .as_ref()
+                .is_some_and(|z| z.asked.len() < MAX_ASKED);
+            let (Some(to), true, true) = (to, room, op.len() <= MAX_REQUEST) else {
+                self.stats.requests_unrouted += 1;
+                let mut emit = Emit::default();
+                self.world.remote_answered(&op, None, tick, &mut emit);
+                pending.append(&mut emit.events);
+                continue;
+            };
+            let Some(zone) = self.zone.as_mut() else {
+                continue;
+            };
+            let me = zone.setup.zone;
+            let next = zone.next_ask.entry(to).or_default();
+            let id = RequestId {
+                from: me,
+                to,
+                seq: *next,
+            };
+            *next += 1;
+            zone.asked.insert(id, (op.clone(), tick));
+            let low = ask_low(&zone.asked, &zone.next_ask, to);
+            self.stats.requests_sent += 1;
+            self.outputs.push_back(Output::ToZone {
+                to,
+                msg: ZoneMsg::Request {
+                    world: self.cfg.world,
+                    id,
+                    low,
+                    op,
+                },
+            });
+        }
+    }
+
+    /// The zone a request at `point` goes to: the zone holding the point,
+    /// or, if that is this one, the zone of the nearest copy held within
+    /// `radius` (a neighbour's avatar in the hysteresis band).
+    fn remote_target(&self, point: (f32, f32), radius: f32) -> Option<ZoneIdx> {
+        let zone = self.zone.as_ref()?;
+        let me = zone.setup.zone;
+        let at = zone.setup.layout.zone_at(point.0, point.1);
+        if at != me {
+            return Some(at);
+        }
+        let b = self.border.as_ref()?;
+        b.held
+            .iter()
+            .map(|(z, m)| (z, (m.pos.0 - point.0).hypot(m.pos.1 - point.1)))
+            .filter(|(_, d)| *d <= radius)
+            .min_by(|a, b| a.1.total_cmp(&b.1))
+            .map(|(z, _)| z)
+    }
+
+    /// This zone's unanswered requests, each with the tick that made it
+    /// (re-sent once that tick is durable).
+    pub fn zone_requests(&self) -> Vec<(u64, ZoneIdx, ZoneMsg)> {
+        let Some(zone) = self.zone.as_ref() else {
+            return Vec::new();
+        };
+        zone.asked
+            .iter()
+            .map(|(id, (op, tick))| {
+                let msg = ZoneMsg::Request {
+                    world: self.cfg.world,
+                    id: *id,
+                    low: ask_low(&zone.asked, &zone.next_ask, id.to),
+                    op: op.clone(),
+                };
+                (*tick, id.to, msg)
+            })
+            .collect()
+    }
+
+    /// What this zone knows of another zone's request `id`.
+    pub fn zone_served(&self, id: RequestId) -> Served {
+        let Some(zone) = self.zone.as_ref() else {
+            return Served::Forgotten;
+        };
+        if let Some(a) = zone.served.get(&id) {
+            return Served::Answer(a.clone());
+        }
+        if id.seq < zone.served_low.get(&id.from).copied().unwrap_or(0) {
+            return Served::Forgotten;
+        }
+        Served::New
+    }
+
+    /// Whether request `id` of this zone's awaits its answer.
+    pub fn zone_asked(&self, id: RequestId) -> bool {
+        self.zone
+            .as_ref()
+            .is_some_and(|z| z.asked.contains_key(&id))
     }
 
     /// Adds an entity (and its session, when `with_session`: it arrived).
@@ -418,7 +601,7 @@ impl<W: World> Engine<W> {
     }
 
     /// The end of a tick at the border: this zone's entities near a
-    /// neighbour go to it ([`Output::Mirror`]); every keyframe period the
+    /// neighbour go to it ([`Output::ToZone`]); every keyframe period the
     /// copies held are shown again (for players who came near since).
     pub(super) fn border_tick(&mut self, now_us: u64) {
         let (Some(b), Some(zone)) = (self.border.as_mut(), self.zone.as_ref()) else {
@@ -436,7 +619,7 @@ impl<W: World> Engine<W> {
             .collect();
         for (to, msg) in b.out.handle_tick(self.tick, &zone.setup.layout, sources) {
             self.stats.mirrors_sent += 1;
-            self.outputs.push_back(Output::Mirror { to, msg });
+            self.outputs.push_back(Output::ToZone { to, msg });
         }
         let every = self.cfg.keyframe_every;
         if every > 0 && self.tick % every == 0 {
@@ -445,6 +628,20 @@ impl<W: World> Engine<W> {
             self.movement(shown, now_us);
         }
     }
+}
+
+/// The lowest sequence towards `to` not answered yet.
+fn ask_low(
+    asked: &BTreeMap<RequestId, (Payload, u64)>,
+    next: &BTreeMap<ZoneIdx, u64>,
+    to: ZoneIdx,
+) -> u64 {
+    asked
+        .keys()
+        .filter(|id| id.to == to)
+        .map(|id| id.seq)
+        .min()
+        .unwrap_or_else(|| next.get(&to).copied().unwrap_or(0))
 }
 
 /// Forgets the oldest quarter of the moved sessions.

@@ -121,6 +121,21 @@ impl Core for Recorder {
         // Presentation, not an input: standbys never need it.
         self.inner.handle_mirrors(msg, now_us)
     }
+    fn zone_requests(
+        &self,
+    ) -> Vec<(
+        u64,
+        skylane_proto::zones::ZoneIdx,
+        skylane_proto::zones::ZoneMsg,
+    )> {
+        self.inner.zone_requests()
+    }
+    fn zone_served(&self, id: skylane_proto::zones::RequestId) -> crate::engine::Served {
+        self.inner.zone_served(id)
+    }
+    fn zone_asked(&self, id: skylane_proto::zones::RequestId) -> bool {
+        self.inner.zone_asked(id)
+    }
     fn tick_hz(&self) -> u32 {
         self.inner.tick_hz()
     }

@@ -766,7 +766,7 @@ impl Actor {
                 Output::Ledger { tick, txs } => self.ledger(tick, &txs),
                 Output::Crossing { transfer, to } => self.crossing(transfer, to),
                 Output::SessionMoved { session, to } => self.session_moved(session, to),
-                Output::Mirror { to, msg } => self.send_mirror(to, msg),
+                Output::ToZone { to, msg } => self.send_to_zone(to, msg),
                 Output::Phase(mut ws) => {
                     ws.epoch = self.epoch;
                     ws.host = self.host;

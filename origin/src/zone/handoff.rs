@@ -182,6 +182,7 @@ impl HandoffLedger {
             ZoneRecord::Refused { id, reason } => {
                 self.remember(*id, Verdict::Refused(reason.clone()));
             }
+            ZoneRecord::Served { .. } | ZoneRecord::Answered { .. } => {}
             ZoneRecord::Low { from, low } => {
                 let a = self.answered.entry(*from).or_default();
                 a.low = a.low.max(*low);
@@ -409,7 +410,9 @@ impl Handoffs {
             ZoneMsg::Out { world, id, .. } => (*world, id.to),
             ZoneMsg::In { world, id } | ZoneMsg::Refused { world, id, .. } => (*world, id.from),
             ZoneMsg::Commit { world, id, .. } => (*world, id.to),
-            ZoneMsg::Mirrors { world, .. } => (*world, self.me),
+            ZoneMsg::Mirrors { world, .. }
+            | ZoneMsg::Request { world, .. }
+            | ZoneMsg::Answer { world, .. } => (*world, self.me),
         };
         if world != self.world {
             return Err(HandoffError::WrongWorld(world, self.world));
@@ -426,7 +429,8 @@ impl Handoffs {
             // The id itself stays remembered until the watermark passes it:
             // a straggling copy of its `Out` must be answered, not imported.
             ZoneMsg::Commit { id, low, .. } => self.raise_low(id.from, *low),
-            ZoneMsg::Mirrors { .. } => {}
+            // Not the handoff's: the engine's (mirrors, requests).
+            ZoneMsg::Mirrors { .. } | ZoneMsg::Request { .. } | ZoneMsg::Answer { .. } => {}
         }
         Ok(())
     }

@@ -7,7 +7,7 @@
 
 use std::collections::VecDeque;
 
-use skylane_proto::zones::{zone_record_id, EntityTransfer, ZoneIdx, ZoneMsg};
+use skylane_proto::zones::{zone_record_id, EntityTransfer, ZoneIdx, ZoneMsg, ZoneRecord};
 use skylane_proto::{ActionResult, EntityId, LinkMsg, Outcome, RejectCode, SessionId, WorldId};
 use tracing::warn;
 
@@ -35,6 +35,23 @@ pub(crate) struct ZoneDriver {
     started: std::collections::HashMap<EntityId, u64>,
     /// Sessions moved away still routed here (oldest first).
     routed: VecDeque<SessionId>,
+    /// When unanswered requests are sent again next (ms).
+    next_resend: u64,
+}
+
+/// How often unanswered cross-zone requests are sent again.
+const REQUEST_RESEND_MS: u64 = 250;
+
+impl ZoneDriver {
+    /// Holds `msg` for zone `to` until `tick` is durable (beyond
+    /// `MAX_HELD`, the oldest is dropped: what matters is sent again).
+    fn hold(&mut self, tick: u64, to: ZoneIdx, msg: ZoneMsg, metrics: &OriginMetrics) {
+        if self.held.len() >= MAX_HELD {
+            self.held.pop_front();
+            OriginMetrics::count(&metrics.zone_messages, "dropped");
+        }
+        self.held.push_back((tick, to, msg));
+    }
 }
 
 /// Sessions moved away whose late actions are still routed to their old
@@ -56,6 +73,7 @@ impl ZoneDriver {
             held: VecDeque::new(),
             started: std::collections::HashMap::new(),
             routed: VecDeque::new(),
+            next_resend: now_ms + REQUEST_RESEND_MS,
         })
     }
 }
@@ -87,11 +105,38 @@ impl Actor {
         self.zone_pump();
     }
 
-    /// Border mirrors for neighbouring zone `to` (their tick is durable).
-    pub(super) fn send_mirror(&mut self, to: ZoneIdx, msg: ZoneMsg) {
+    /// A message of the engine's for zone `to`'s owner (its tick is
+    /// durable): border mirrors, or a cross-zone request.
+    pub(super) fn send_to_zone(&mut self, to: ZoneIdx, msg: ZoneMsg) {
         if let Some(z) = self.zone.as_ref() {
-            OriginMetrics::count(&self.metrics.zone_messages, "mirrors_sent");
+            let kind = match msg {
+                ZoneMsg::Request { .. } => "requests_sent",
+                _ => "mirrors_sent",
+            };
+            OriginMetrics::count(&self.metrics.zone_messages, kind);
             z.links.send(zone_record_id(z.world, to), msg);
+        }
+    }
+
+    /// Another zone's request (applied once, answered once the record is
+    /// durable) or an answer to one of this zone's (journaled once).
+    fn zone_request(&mut self, msg: &ZoneMsg) {
+        let request = matches!(msg, ZoneMsg::Request { .. });
+        match self.core.handle_request(msg) {
+            Ok(reply) => {
+                let kind = if request {
+                    "requests_received"
+                } else {
+                    "answers_received"
+                };
+                OriginMetrics::count(&self.metrics.zone_messages, kind);
+                let tick = self.core.tick() + 1;
+                if let (Some((to, reply)), Some(z)) = (reply, self.zone.as_mut()) {
+                    z.hold(tick, to, reply, &self.metrics);
+                }
+            }
+            // Not answered: the asker re-sends, and it is tried again.
+            Err(e) => warn!(world = %self.host, error = %e, "a request could not be journaled"),
         }
     }
 
@@ -105,6 +150,11 @@ impl Actor {
                 OriginMetrics::count(&self.metrics.zone_messages, "mirrors_refused");
                 warn!(world = %self.host, error = %e, "mirrors refused");
             }
+            return;
+        }
+        if matches!(msg, ZoneMsg::Request { .. } | ZoneMsg::Answer { .. }) {
+            self.zone_request(msg);
+            self.zone_pump();
             return;
         }
         let Some(z) = self.zone.as_mut() else {
@@ -182,10 +232,10 @@ impl Actor {
             match out {
                 ZoneOutput::Journal(rec) => {
                     let kind = match &rec {
-                        skylane_proto::zones::ZoneRecord::Commit { .. } => Some("committed"),
-                        skylane_proto::zones::ZoneRecord::Abort { .. } => Some("aborted"),
-                        skylane_proto::zones::ZoneRecord::In { .. } => Some("imported"),
-                        skylane_proto::zones::ZoneRecord::Refused { .. } => Some("refused"),
+                        ZoneRecord::Commit { .. } => Some("committed"),
+                        ZoneRecord::Abort { .. } => Some("aborted"),
+                        ZoneRecord::In { .. } => Some("imported"),
+                        ZoneRecord::Refused { .. } => Some("refused"),
                         _ => None,
                     };
                     if let Err(e) = self.core.handle_zone(&rec) {
@@ -199,23 +249,17 @@ impl Actor {
                     if let Some(k) = kind {
                         OriginMetrics::count(&self.metrics.handoffs, k);
                     }
-                    if let skylane_proto::zones::ZoneRecord::Commit { entity, .. }
-                    | skylane_proto::zones::ZoneRecord::Abort { entity, .. } = &rec
+                    if let ZoneRecord::Commit { entity, .. } | ZoneRecord::Abort { entity, .. } =
+                        &rec
                     {
                         if let Some(t) = z.started.remove(entity) {
-                            if matches!(rec, skylane_proto::zones::ZoneRecord::Commit { .. }) {
+                            if matches!(rec, ZoneRecord::Commit { .. }) {
                                 self.metrics.record_handoff(now_ms.saturating_sub(t));
                             }
                         }
                     }
                 }
-                ZoneOutput::Send { to, msg } => {
-                    if z.held.len() >= MAX_HELD {
-                        z.held.pop_front();
-                        OriginMetrics::count(&self.metrics.zone_messages, "dropped");
-                    }
-                    z.held.push_back((tick, to, msg));
-                }
+                ZoneOutput::Send { to, msg } => z.hold(tick, to, msg, &self.metrics),
             }
         }
         let durable = if self.gate.required() == 0 {
@@ -223,6 +267,17 @@ impl Actor {
         } else {
             self.gate.durable()
         };
+        // Unanswered requests whose tick is durable go again, every
+        // `REQUEST_RESEND_MS` (the owner answers a repeat from its record).
+        if now_ms >= z.next_resend {
+            z.next_resend = now_ms + REQUEST_RESEND_MS;
+            for (t, to, msg) in self.core.zone_requests() {
+                if t <= durable && t + 1 < tick {
+                    OriginMetrics::count(&self.metrics.zone_messages, "requests_resent");
+                    z.links.send(zone_record_id(z.world, to), msg);
+                }
+            }
+        }
         while z.held.front().is_some_and(|(t, ..)| *t <= durable) {
             if let Some((_, to, msg)) = z.held.pop_front() {
                 z.links.send(zone_record_id(z.world, to), msg);
