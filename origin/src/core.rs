@@ -77,6 +77,8 @@ pub trait Core: Send + 'static {
     fn zone_served(&self, id: RequestId) -> Served;
     /// See [`Engine::zone_asked`].
     fn zone_asked(&self, id: RequestId) -> bool;
+    /// See [`Engine::writes_channel`].
+    fn writes_channel(&self, channel: ChannelId) -> bool;
     /// A cross-zone request or answer from another zone's owner: a new
     /// request is journaled (`Served`, applied once) and answered, a
     /// repeated one answered from its record, a stale one (the asker has
@@ -90,15 +92,20 @@ pub trait Core: Send + 'static {
     ) -> Result<Option<(ZoneIdx, ZoneMsg)>, JournalError> {
         match msg {
             ZoneMsg::Request {
-                world, id, low, op, ..
+                world,
+                id,
+                low,
+                kind,
+                op,
             } => {
-                if op.len() > MAX_REQUEST || self.zone() != Some(id.to) {
+                if op.len() > kind.max_op() || self.zone() != Some(id.to) {
                     return Ok(None);
                 }
                 if self.zone_served(*id) == Served::New {
                     self.handle_zone(&ZoneRecord::Served {
                         id: *id,
                         low: *low,
+                        kind: *kind,
                         op: op.clone(),
                     })?;
                 }
@@ -226,6 +233,9 @@ impl<W: World + Clone + Serialize + DeserializeOwned> Core for Engine<W> {
     fn zone_asked(&self, id: RequestId) -> bool {
         self.zone_engine().zone_asked(id)
     }
+    fn writes_channel(&self, channel: ChannelId) -> bool {
+        self.zone_engine().writes_channel(channel)
+    }
     fn tick_hz(&self) -> u32 {
         self.config().tick_hz
     }
@@ -341,6 +351,9 @@ impl<W: World + Clone + Serialize + DeserializeOwned> Core for Persistent<W> {
     }
     fn zone_asked(&self, id: RequestId) -> bool {
         self.zone_engine().zone_asked(id)
+    }
+    fn writes_channel(&self, channel: ChannelId) -> bool {
+        self.zone_engine().writes_channel(channel)
     }
     fn tick_hz(&self) -> u32 {
         self.engine().config().tick_hz

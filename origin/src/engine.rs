@@ -300,9 +300,13 @@ impl<W: World> Engine<W> {
         else {
             return Vec::new();
         };
-        let mut out = vec![ChannelId::World];
-        if let Some(t) = s.team {
-            out.push(ChannelId::Team(t));
+        let mut out = Vec::new();
+        // A zone other than the home writes no world or team channel.
+        if self.writes_channel(ChannelId::World) {
+            out.push(ChannelId::World);
+            if let Some(t) = s.team {
+                out.push(ChannelId::Team(t));
+            }
         }
         if let Some(a) = s.avatar {
             out.extend(self.interest.cells(a));
@@ -367,11 +371,12 @@ impl<W: World> Engine<W> {
             .take()
             .filter(|(p, _)| p == player)
             .map(|(_, w)| w);
-        if self.sessions.contains_key(&session) {
-            return Err(JoinError::Duplicate(session));
-        }
+        // (A session away from the home zone is still there: moved first.)
         if let Some(to) = self.moved_to(session) {
             return Err(JoinError::Moved(to));
+        }
+        if self.sessions.contains_key(&session) {
+            return Err(JoinError::Duplicate(session));
         }
         if self.banned.contains(player) {
             return Err(JoinError::Banned(player.to_owned()));
@@ -536,6 +541,8 @@ impl<W: World> Engine<W> {
         for (session, result) in std::mem::take(&mut self.applied) {
             self.outputs.push_back(Output::Result { session, result });
         }
+        let mut pending = pending;
+        self.forward_events(&mut pending);
         self.note_moves(&pending);
         self.publish(pending, now_us);
         let txs = self.world.take_ledger();
@@ -609,8 +616,9 @@ impl<W: World> Engine<W> {
         action: Action,
         pending: &mut Vec<Emitted>,
     ) -> Outcome {
+        let moved = self.moved_to(session).is_some();
         let Some(s) = self.sessions.get_mut(&session) else {
-            if self.moved_to(session).is_some() {
+            if moved {
                 return Self::reject(
                     RejectCode::Moved,
                     "the avatar moved to another zone: the action goes there",
@@ -619,6 +627,13 @@ impl<W: World> Engine<W> {
             return Self::reject(RejectCode::Forbidden, "unknown session");
         };
         let (Role::Player, Some(avatar)) = (s.role, s.avatar) else {
+            if s.role == Role::Player && moved {
+                // Away from the home zone: its avatar is in another.
+                return Self::reject(
+                    RejectCode::Moved,
+                    "the avatar moved to another zone: the action goes there",
+                );
+            }
             return Self::reject(
                 RejectCode::Forbidden,
                 format!("{} sessions cannot act", s.role),

@@ -361,8 +361,12 @@ impl Net {
                 assert_eq!(owner, i, "zone {i} writes {channel:?}, zone {owner}'s");
                 self.cell_writes += 1;
             }
-            _ if subscribed => assert_eq!(i, 0, "zone {i} subscribes someone to {channel:?}"),
-            _ => {}
+            // The world and team channels have one writer, the home zone
+            // (other zones forward their events there).
+            _ => assert_eq!(
+                i, 0,
+                "zone {i} writes {channel:?} (subscribed: {subscribed})"
+            ),
         }
     }
 
@@ -698,11 +702,16 @@ fn crash_scenario(at: CrashAt) {
     settle(&mut net);
     let owner = net.owner(w.e);
     for (i, z) in net.zones.iter().enumerate() {
+        // The home zone (0) keeps the session away for the world channel.
         assert_eq!(
             z.core().has_session(w.s),
-            i == usize::from(owner.0),
+            i == usize::from(owner.0) || i == 0,
             "{at:?}: the session came along, once"
         );
+    }
+    assert_eq!(net.home_of(w.s, w.e), Some(usize::from(owner.0)));
+    if owner != ZoneIdx::HOME {
+        assert_eq!(net.zones[0].engine().moved_to(w.s), Some(owner), "{at:?}");
     }
     // The replay window came along: an old sequence number is refused.
     let zi = usize::from(owner.0);
@@ -1154,4 +1163,69 @@ fn a_shot_at_a_neighbour_in_the_hysteresis_band_goes_to_its_owner() {
     net.run_ms(300);
     assert_eq!(hp(&net, b.e), before - damage);
     assert_eq!(told(&net, a.e), (1, 0));
+}
+
+/// The world channel has one writer, the home zone, and reaches every
+/// player wherever its avatar is: a player in zone 1 is kept at the home
+/// zone (away, no avatar) for it, and what zone 1's game emits on it is
+/// forwarded to the home zone (a journaled request, once though every
+/// request arrives twice) and published there.
+#[test]
+fn world_events_of_every_zone_are_published_once_by_the_home_zone() {
+    let (mut net, a, mut b) = duel();
+    net.dup_requests = true;
+    // b's session is away at the home zone: the world channel, no cells.
+    let home = net.zones[0].core().channels_of(b.s);
+    assert!(home.contains(&ChannelId::World), "{home:?}");
+    assert!(
+        !home.iter().any(|c| matches!(c, ChannelId::Cell { .. })),
+        "{home:?}"
+    );
+    assert!(!net.zones[1]
+        .core()
+        .channels_of(b.s)
+        .contains(&ChannelId::World));
+    assert_eq!(net.zones[0].engine().moved_to(b.s), Some(ZoneIdx(1)));
+    // Zone players are counted once: where the avatar is.
+    assert_eq!(net.zones[0].engine().players(), 1);
+    assert_eq!(net.zones[1].engine().players(), 1);
+    net.run_ms(400);
+    let (out0, in0) = (
+        net.zones[1].engine().stats().events_forwarded_out,
+        net.zones[0].engine().stats().events_forwarded_in,
+    );
+    b.seq += 1;
+    net.zones[1].core_mut().handle_action(
+        b.s,
+        Action {
+            class: EventClass::Critical,
+            seq: b.seq,
+            client_time_us: net.now_ms * 1000,
+            reads: vec![],
+            payload: ArenaAction::Mark { x: 1.0, y: 2.0 }.encode(),
+        },
+    );
+    net.pump(1);
+    net.run_ms(400);
+    let marked = net
+        .events
+        .iter()
+        .filter(|(_, e)| matches!(e, ArenaEvent::Marked { by, .. } if *by == b.e))
+        .map(|(z, _)| *z)
+        .collect::<Vec<_>>();
+    assert_eq!(marked, vec![0], "published once, by the home zone");
+    assert_eq!(net.zones[1].engine().stats().events_forwarded_out, out0 + 1);
+    assert_eq!(net.zones[0].engine().stats().events_forwarded_in, in0 + 1);
+    assert!(net.zones[1].core().zone_requests().is_empty(), "answered");
+    // a (at home) acts as before; b comes home and is one session again.
+    let _ = a;
+    walk(&mut net, &mut b, 440.0, 300.0);
+    settle(&mut net);
+    assert_eq!(net.owner(b.e), ZoneIdx(0));
+    assert_eq!(net.zones[0].engine().moved_to(b.s), None);
+    assert_eq!(net.zones[0].engine().players(), 2);
+    let back = net.zones[0].core().channels_of(b.s);
+    assert!(back.contains(&ChannelId::World));
+    assert!(back.iter().any(|c| matches!(c, ChannelId::Cell { .. })));
+    assert!(!net.zones[1].core().has_session(b.s));
 }

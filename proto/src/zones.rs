@@ -32,6 +32,31 @@ pub const MAX_ZONE_STATE: usize = 16 * 1024;
 /// Largest cross-zone request or answer a game may send ([`ZoneMsg::Request`]).
 pub const MAX_REQUEST: usize = 1024;
 
+/// Largest batch of world and team events a zone forwards to the home zone
+/// in one request ([`RequestKind::Events`]).
+pub const MAX_FORWARD: usize = 256 * 1024;
+
+/// What a cross-zone request carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RequestKind {
+    /// A game's request ([`MAX_REQUEST`] bytes at most), applied by the
+    /// owning zone's game.
+    Game,
+    /// World and team channel events a zone emitted, for the home zone
+    /// (their one writer) to publish ([`MAX_FORWARD`] bytes at most).
+    Events,
+}
+
+impl RequestKind {
+    /// The largest op of this kind.
+    pub fn max_op(self) -> usize {
+        match self {
+            Self::Game => MAX_REQUEST,
+            Self::Events => MAX_FORWARD,
+        }
+    }
+}
+
 /// Most entities in one [`ZoneMsg::Mirrors`] message.
 pub const MAX_MIRRORS_PER_MSG: usize = 256;
 
@@ -470,7 +495,9 @@ pub enum ZoneMsg {
         /// The lowest sequence towards this owner the asker has not had
         /// answered: the owner forgets answers below it.
         low: u64,
-        /// The game's encoding of the request (at most [`MAX_REQUEST`]).
+        /// What it carries.
+        kind: RequestKind,
+        /// The request (at most [`RequestKind::max_op`] bytes).
         op: Payload,
     },
     /// The owner's answer to a [`ZoneMsg::Request`] (owner → asker).
@@ -529,6 +556,8 @@ pub enum ZoneRecord {
         id: RequestId,
         /// The asker's watermark.
         low: u64,
+        /// What it carries.
+        kind: RequestKind,
         /// What to apply.
         op: Payload,
     },

@@ -104,6 +104,11 @@ pub struct ZoneReport {
     pub mirrors_sent: u64,
     /// See `mirrors_sent`.
     pub mirrors_received: u64,
+    /// Cross-zone requests (shots across a border) the zones sent, and the
+    /// answers they got back (every request is answered once).
+    pub requests_sent: u64,
+    /// See `requests_sent`.
+    pub requests_answered: u64,
     /// Players per zone at the end, from each zone's owner.
     pub players_per_zone: Vec<u64>,
     /// Whether the zones held every playing bot exactly once at the end
@@ -285,6 +290,8 @@ pub async fn run(net: &LocalNet, plan: &ZonedPlan, world: WorldId) -> ZoneReport
         origin_cpu,
         mirrors_sent: zone_msgs("mirrors_sent"),
         mirrors_received: zone_msgs("mirrors_received"),
+        requests_sent: zone_msgs("requests_sent"),
+        requests_answered: zone_msgs("answers_received"),
         players_per_zone,
         each_in_one_zone: settled,
     }
@@ -340,9 +347,11 @@ impl ZoneReport {
             self.actions_resent,
         );
         o.push_str(&format!(
-            "              {} border mirror messages sent, {} received; players per zone {:?}: {}; actions {} sent, {} answered ({} unknown); events lost or duplicated {} of {}; {} reconnects\n",
+            "              {} border mirror messages sent, {} received; {} shots across a border, {} answered; players per zone {:?}: {}; actions {} sent, {} answered ({} unknown); events lost or duplicated {} of {}; {} reconnects\n",
             self.mirrors_sent,
             self.mirrors_received,
+            self.requests_sent,
+            self.requests_answered,
             self.players_per_zone,
             if self.each_in_one_zone {
                 "each player in exactly one zone"

@@ -13,8 +13,8 @@ use std::time::Duration;
 use skylane_control::{ClusterView, Embedded, PlacementHints, SharedControl, WorldSpec, ZoneSpec};
 use skylane_proto::zones::{zone_record_id, ZoneIdx, ZoneLayout};
 use skylane_proto::{
-    encode_frame_to_bytes, Action, EventClass, FrameDecoder, LinkMsg, Outcome, Role, SessionId,
-    WorldId, DEFAULT_MAX_FRAME, PROTOCOL_VERSION,
+    encode_frame_to_bytes, Action, ChannelId, EventClass, FrameDecoder, LinkMsg, Outcome, Role,
+    SessionId, WorldId, DEFAULT_MAX_FRAME, PROTOCOL_VERSION,
 };
 use skylane_tools::local::{LocalNet, LocalOptions};
 
@@ -459,6 +459,53 @@ fn sdk_players_follow_their_avatars_between_zone_owners_through_the_relay() {
         assert_eq!(players.iter().sum::<u64>(), PLAYERS as u64, "{players:?}");
         assert_eq!(players[1], moves(), "{players:?}: zone 1 holds those moved");
         assert!(players[1] >= 1, "someone spawned in zone 1 and moved");
+        // The world channel reaches every player, whichever zone its avatar
+        // is in: the home zone writes it (other zones forward their world
+        // events there) and keeps sessions away from it for it. Every
+        // player marks once; every player is told of every mark.
+        for (i, c) in clients.iter().enumerate() {
+            let o = c
+                .act(
+                    EventClass::State,
+                    vec![],
+                    skylane_origin::ArenaAction::Mark {
+                        x: 1.0,
+                        y: 900.0 + i as f32,
+                    }
+                    .encode(),
+                )
+                .await
+                .expect("answered");
+            assert!(matches!(o, Outcome::Applied { .. }), "{o:?}");
+        }
+        for (i, c) in clients.iter_mut().enumerate() {
+            let mut seen = std::collections::BTreeSet::new();
+            tokio::time::timeout(Duration::from_secs(10), async {
+                while seen.len() < PLAYERS {
+                    let Some(ev) = c.next_event().await else {
+                        panic!("player {i}'s events ended");
+                    };
+                    if let skylane_client::ClientEvent::Event(e) = ev {
+                        if let Some(skylane_origin::ArenaEvent::Marked { y, .. }) =
+                            skylane_origin::ArenaEvent::decode(&e.payload)
+                        {
+                            if e.channel == ChannelId::World && y >= 900.0 {
+                                seen.insert(y as u32);
+                            }
+                        }
+                    }
+                }
+            })
+            .await
+            .unwrap_or_else(|_| {
+                panic!("player {i} (zones {players:?}) was told of {} marks of {PLAYERS}", seen.len())
+            });
+            let st = c.stats();
+            assert_eq!(
+                (st.reconnects, st.order.skipped_events, st.order.duplicates),
+                (0, 0, 0)
+            );
+        }
         for c in clients {
             c.close().await;
         }

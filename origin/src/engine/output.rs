@@ -130,4 +130,13 @@ pub struct EngineStats {
     pub requests_served: u64,
     /// See `requests_sent`.
     pub requests_unrouted: u64,
+    /// Zones: world and team events sent to the home zone to publish, those
+    /// published here for other zones (at the home zone), and those
+    /// dropped (too large, or the home zone unanswering for thousands of
+    /// requests).
+    pub events_forwarded_out: u64,
+    /// See `events_forwarded_out`.
+    pub events_forwarded_in: u64,
+    /// See `events_forwarded_out`.
+    pub events_forward_dropped: u64,
 }

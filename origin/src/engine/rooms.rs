@@ -25,9 +25,11 @@ impl<W: World> Engine<W> {
 
     /// Players (not spectators) in the world.
     pub fn players(&self) -> u32 {
+        // A zone's player sessions away (kept at the home zone for the world
+        // channel, their avatar in another zone) are that zone's players.
         self.sessions
             .values()
-            .filter(|s| s.role == Role::Player)
+            .filter(|s| s.role == Role::Player && (self.zone.is_none() || s.avatar.is_some()))
             .count() as u32
     }
 

@@ -42,7 +42,8 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 use skylane_proto::zones::{
-    EntityTransfer, RequestId, ZoneIdx, ZoneLayout, ZoneMsg, ZoneRecord, MAX_REQUEST,
+    EntityTransfer, RequestId, RequestKind, ZoneIdx, ZoneLayout, ZoneMsg, ZoneRecord, MAX_FORWARD,
+    MAX_REQUEST,
 };
 use skylane_proto::{ChannelId, EntityId, EventClass, Payload, SessionId};
 
@@ -88,9 +89,9 @@ pub(super) struct ZoneState {
     /// action that reaches this zone late is sent after its avatar, never
     /// given a second one here.
     pub(super) moved: BTreeMap<SessionId, (ZoneIdx, u64)>,
-    /// This zone's requests awaiting their answer: the op and the tick
-    /// that made it (at most `MAX_ASKED`).
-    pub(super) asked: BTreeMap<RequestId, (Payload, u64)>,
+    /// This zone's requests awaiting their answer: what they carry, and
+    /// the tick that made each (at most `MAX_ASKED`).
+    pub(super) asked: BTreeMap<RequestId, (RequestKind, Payload, u64)>,
     /// The next request sequence number towards each zone.
     pub(super) next_ask: BTreeMap<ZoneIdx, u64>,
     /// Requests applied here, with their answers, until the asker's
@@ -229,6 +230,19 @@ impl<W: World> Engine<W> {
             .map(|(to, _)| *to)
     }
 
+    /// Whether this engine writes `channel` (an unzoned one writes every
+    /// channel; a zone its own cells, and the home zone the world and team
+    /// channels): a resume never removes a channel written elsewhere.
+    pub fn writes_channel(&self, channel: ChannelId) -> bool {
+        let Some(zone) = self.zone.as_ref() else {
+            return true;
+        };
+        match channel {
+            ChannelId::Cell { x, y } => zone.setup.layout.holds_cell(zone.setup.zone, x, y),
+            _ => zone.setup.zone == ZoneIdx::HOME,
+        }
+    }
+
     /// Whether `entity` is out of this zone and unanswered.
     pub fn is_leaving(&self, entity: EntityId) -> bool {
         self.zone
@@ -248,7 +262,9 @@ impl<W: World> Engine<W> {
         if !t.session.is_empty() {
             let c: CarriedSession = postcard::from_bytes(&t.session)
                 .map_err(|e| format!("the carried session does not decode: {e}"))?;
-            if self.sessions.contains_key(&c.id) {
+            // A session away from the home zone (kept there for the world
+            // and team channels) comes back to it.
+            if self.sessions.get(&c.id).is_some_and(|s| s.avatar.is_some()) {
                 return Err(format!("{} exists here already", c.id));
             }
             if c.state.avatar != Some(t.entity) {
@@ -277,8 +293,19 @@ impl<W: World> Engine<W> {
                     if zone.moved.len() > MAX_MOVED {
                         forget_oldest(&mut zone.moved);
                     }
-                    let removed = self.channels_of(session);
-                    self.sessions.remove(&session);
+                    let home = zone.setup.zone == ZoneIdx::HOME;
+                    let mut removed = self.channels_of(session);
+                    if home {
+                        // The home zone writes the world and team channels:
+                        // the session stays here, away (no avatar), for
+                        // them; only its cells go.
+                        removed.retain(|c| matches!(c, ChannelId::Cell { .. }));
+                        if let Some(s) = self.sessions.get_mut(&session) {
+                            s.avatar = None;
+                        }
+                    } else {
+                        self.sessions.remove(&session);
+                    }
                     self.detector.handle_leave(session);
                     self.subscribe(session, Vec::new(), removed);
                     self.outputs
@@ -306,7 +333,7 @@ impl<W: World> Engine<W> {
                 }
                 self.import(transfer, true);
             }
-            ZoneRecord::Served { id, low, op } => {
+            ZoneRecord::Served { id, low, kind, op } => {
                 let low_now = zone.served_low.entry(id.from).or_default();
                 *low_now = (*low_now).max(*low);
                 let cut = *low_now;
@@ -314,11 +341,27 @@ impl<W: World> Engine<W> {
                 if id.seq < cut || zone.served.contains_key(id) {
                     return;
                 }
-                let mut emit = Emit::default();
-                let answer = self
-                    .world
-                    .apply_remote(id.from, op, self.tick + 1, &mut emit);
-                self.stage(emit);
+                let answer = match kind {
+                    RequestKind::Game => {
+                        let mut emit = Emit::default();
+                        let answer = self
+                            .world
+                            .apply_remote(id.from, op, self.tick + 1, &mut emit);
+                        self.stage(emit);
+                        answer
+                    }
+                    RequestKind::Events => {
+                        // Another zone's world and team events: published
+                        // here, their one writer, with the next tick's.
+                        let events: Vec<Emitted> = postcard::from_bytes(op).unwrap_or_default();
+                        self.stats.events_forwarded_in += events.len() as u64;
+                        self.staged.extend(events.into_iter().filter(|e| {
+                            matches!(e.channel, ChannelId::World | ChannelId::Team(_))
+                                && e.pos.is_none()
+                        }));
+                        Payload::default()
+                    }
+                };
                 self.stats.requests_served += 1;
                 let Some(zone) = self.zone.as_mut() else {
                     return;
@@ -329,7 +372,7 @@ impl<W: World> Engine<W> {
                 }
             }
             ZoneRecord::Answered { id, answer } => {
-                if let Some((op, _)) = zone.asked.remove(id) {
+                if let Some((RequestKind::Game, op, _)) = zone.asked.remove(id) {
                     let mut emit = Emit::default();
                     self.world
                         .remote_answered(&op, Some(answer), self.tick + 1, &mut emit);
@@ -352,40 +395,97 @@ impl<W: World> Engine<W> {
     ) {
         for RemoteOp { point, radius, op } in ops {
             let to = self.remote_target(point, radius);
-            let room = self
-                .zone
-                .as_ref()
-                .is_some_and(|z| z.asked.len() < MAX_ASKED);
-            let (Some(to), true, true) = (to, room, op.len() <= MAX_REQUEST) else {
+            let sent = match to {
+                Some(to) if op.len() <= MAX_REQUEST => {
+                    self.ask(to, RequestKind::Game, op.clone(), tick)
+                }
+                _ => false,
+            };
+            if !sent {
                 self.stats.requests_unrouted += 1;
                 let mut emit = Emit::default();
                 self.world.remote_answered(&op, None, tick, &mut emit);
                 pending.append(&mut emit.events);
-                continue;
-            };
-            let Some(zone) = self.zone.as_mut() else {
-                continue;
-            };
-            let me = zone.setup.zone;
-            let next = zone.next_ask.entry(to).or_default();
-            let id = RequestId {
-                from: me,
-                to,
-                seq: *next,
-            };
-            *next += 1;
-            zone.asked.insert(id, (op.clone(), tick));
-            let low = ask_low(&zone.asked, &zone.next_ask, to);
-            self.stats.requests_sent += 1;
-            self.outputs.push_back(Output::ToZone {
-                to,
-                msg: ZoneMsg::Request {
-                    world: self.cfg.world,
-                    id,
-                    low,
-                    op,
-                },
+            }
+        }
+    }
+
+    /// Makes a request of zone `to` (false: too many are unanswered).
+    fn ask(&mut self, to: ZoneIdx, kind: RequestKind, op: Payload, tick: u64) -> bool {
+        let Some(zone) = self.zone.as_mut() else {
+            return false;
+        };
+        if zone.asked.len() >= MAX_ASKED {
+            return false;
+        }
+        let me = zone.setup.zone;
+        let next = zone.next_ask.entry(to).or_default();
+        let id = RequestId {
+            from: me,
+            to,
+            seq: *next,
+        };
+        *next += 1;
+        zone.asked.insert(id, (kind, op.clone(), tick));
+        let low = ask_low(&zone.asked, &zone.next_ask, to);
+        self.stats.requests_sent += 1;
+        self.outputs.push_back(Output::ToZone {
+            to,
+            msg: ZoneMsg::Request {
+                world: self.cfg.world,
+                id,
+                low,
+                kind,
+                op,
+            },
+        });
+        true
+    }
+
+    /// A tick's events of a zone other than the home: those on the world
+    /// and team channels (whose one writer is the home zone) go to the home
+    /// zone to publish (in requests of at most [`MAX_FORWARD`] bytes); the
+    /// rest stay.
+    pub(super) fn forward_events(&mut self, pending: &mut Vec<Emitted>) {
+        if self.zone().is_none_or(|z| z == ZoneIdx::HOME) {
+            return;
+        }
+        let (world, stay): (Vec<Emitted>, Vec<Emitted>) =
+            std::mem::take(pending).into_iter().partition(|e| {
+                matches!(e.channel, ChannelId::World | ChannelId::Team(_)) && e.pos.is_none()
             });
+        *pending = stay;
+        if world.is_empty() {
+            return;
+        }
+        let mut chunk: Vec<Emitted> = Vec::new();
+        let mut size = 0;
+        let tick = self.tick;
+        let n = world.len();
+        for e in world {
+            let len = e.payload.len() + 64;
+            if size + len > MAX_FORWARD && !chunk.is_empty() {
+                self.forward_chunk(std::mem::take(&mut chunk), tick);
+                size = 0;
+            }
+            size += len;
+            chunk.push(e);
+        }
+        if !chunk.is_empty() {
+            self.forward_chunk(chunk, tick);
+        }
+        self.stats.events_forwarded_out += n as u64;
+    }
+
+    fn forward_chunk(&mut self, events: Vec<Emitted>, tick: u64) {
+        let n = events.len() as u64;
+        let op = postcard::to_stdvec(&events)
+            .map(Payload::from)
+            .unwrap_or_default();
+        if op.len() > MAX_FORWARD || !self.ask(ZoneIdx::HOME, RequestKind::Events, op, tick) {
+            // Bounded: an event too large, or the home zone unanswering
+            // for thousands of requests.
+            self.stats.events_forward_dropped += n;
         }
     }
 
@@ -416,11 +516,12 @@ impl<W: World> Engine<W> {
         };
         zone.asked
             .iter()
-            .map(|(id, (op, tick))| {
+            .map(|(id, (kind, op, tick))| {
                 let msg = ZoneMsg::Request {
                     world: self.cfg.world,
                     id: *id,
                     low: ask_low(&zone.asked, &zone.next_ask, id.to),
+                    kind: *kind,
                     op: op.clone(),
                 };
                 (*tick, id.to, msg)
@@ -477,10 +578,12 @@ impl<W: World> Engine<W> {
         };
         self.detector.handle_join(c.id, &c.state.player);
         // The world and team channels have one writer, the home zone: a
-        // session receives them while its avatar is there (the channels of
-        // other zones' engines reach no one).
+        // session receives them from there wherever its avatar is (it stays
+        // at the home zone, away, while its avatar is in another; the
+        // channels of other zones' engines reach no one).
+        let away = self.sessions.contains_key(&c.id);
         let mut channels = Vec::new();
-        if self.zone() == Some(ZoneIdx::HOME) {
+        if self.zone() == Some(ZoneIdx::HOME) && !away {
             channels.push(ChannelId::World);
             if let Some(team) = c.state.team {
                 channels.push(ChannelId::Team(team));
@@ -632,7 +735,7 @@ impl<W: World> Engine<W> {
 
 /// The lowest sequence towards `to` not answered yet.
 fn ask_low(
-    asked: &BTreeMap<RequestId, (Payload, u64)>,
+    asked: &BTreeMap<RequestId, (RequestKind, Payload, u64)>,
     next: &BTreeMap<ZoneIdx, u64>,
     to: ZoneIdx,
 ) -> u64 {

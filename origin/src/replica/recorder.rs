@@ -136,6 +136,9 @@ impl Core for Recorder {
     fn zone_asked(&self, id: skylane_proto::zones::RequestId) -> bool {
         self.inner.zone_asked(id)
     }
+    fn writes_channel(&self, channel: ChannelId) -> bool {
+        self.inner.writes_channel(channel)
+    }
     fn tick_hz(&self) -> u32 {
         self.inner.tick_hz()
     }

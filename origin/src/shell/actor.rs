@@ -458,6 +458,11 @@ impl Actor {
                 }
                 if self.core.has_session(session) {
                     self.resume(id, session, &resume_from);
+                    if let Some(to) = self.core.moved_to(session) {
+                        // Away from the home zone: its world and team
+                        // channels resume here, the rest where its avatar is.
+                        self.tell_away(id, session, to);
+                    }
                 } else {
                     if role == skylane_proto::Role::Player {
                         self.endow(&player);

@@ -343,11 +343,25 @@ impl Actor {
     /// Forgets a session (expired, left, kicked, moved away), and tells its
     /// origin when `tell_origin`.
     pub(crate) fn end_session(&mut self, session: SessionId, tell_origin: bool) {
+        // A zoned world's home zone keeps a session whose avatar is in
+        // another zone (for the world and team channels): it is told too.
+        let home = self
+            .sessions
+            .get(session)
+            .map(|e| self.directory.home_of(e.world))
+            .filter(|h| Some(*h) != self.upstream.record_of(session))
+            .and_then(|h| self.routing.origin_of(h));
         self.hub.handle_close(session);
         self.leave_audience(session);
         self.spectators.forget_tier(session);
         if let Some(origin) = self.upstream.handle_close(session) {
             if let Some(link) = self.link(origin).filter(|_| tell_origin) {
+                link.send_control(&LinkMsg::SessionClose { session });
+            }
+            if let Some(link) = home
+                .filter(|h| *h != origin && tell_origin)
+                .and_then(|h| self.link(h))
+            {
                 link.send_control(&LinkMsg::SessionClose { session });
             }
         }

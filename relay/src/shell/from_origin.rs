@@ -216,9 +216,15 @@ impl Actor {
                 cs.out.push_movement(&self.cells.cell(world, c.channel));
             }
         }
-        let first = !self.upstream.is_acked(session);
-        for action in self.upstream.handle_acked(session) {
-            self.forward(origin, session, action);
+        // Only the origin the session is open on acknowledges it (a zoned
+        // world's home zone also tells a session away from it of its world
+        // and team channels).
+        let from_feed = self.upstream.origin_of(session) == Some(origin);
+        let first = from_feed && !self.upstream.is_acked(session);
+        if from_feed {
+            for action in self.upstream.handle_acked(session) {
+                self.forward(origin, session, action);
+            }
         }
         self.send_to_client(
             session,

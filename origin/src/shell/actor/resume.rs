@@ -63,10 +63,13 @@ impl Actor {
                 }
             }
         }
+        // Only channels this engine writes: a zone never removes another
+        // zone's cells, nor the home zone's world and team channels.
         let removed: Vec<ChannelId> = cursors
             .iter()
             .map(|c| c.channel)
             .filter(|c| !channels.iter().any(|(x, _)| x == c))
+            .filter(|c| self.core.writes_channel(*c))
             .collect();
         self.send(
             id,

@@ -110,6 +110,10 @@ impl Actor {
     pub(super) fn send_to_zone(&mut self, to: ZoneIdx, msg: ZoneMsg) {
         if let Some(z) = self.zone.as_ref() {
             let kind = match msg {
+                ZoneMsg::Request {
+                    kind: skylane_proto::zones::RequestKind::Events,
+                    ..
+                } => "events_forwarded",
                 ZoneMsg::Request { .. } => "requests_sent",
                 _ => "mirrors_sent",
             };
@@ -121,14 +125,13 @@ impl Actor {
     /// Another zone's request (applied once, answered once the record is
     /// durable) or an answer to one of this zone's (journaled once).
     fn zone_request(&mut self, msg: &ZoneMsg) {
-        let request = matches!(msg, ZoneMsg::Request { .. });
+        let kind = match msg {
+            ZoneMsg::Request { .. } => "requests_received",
+            ZoneMsg::Answer { id, .. } if self.core.zone_asked(*id) => "answers_received",
+            _ => "answers_repeated",
+        };
         match self.core.handle_request(msg) {
             Ok(reply) => {
-                let kind = if request {
-                    "requests_received"
-                } else {
-                    "answers_received"
-                };
                 OriginMetrics::count(&self.metrics.zone_messages, kind);
                 let tick = self.core.tick() + 1;
                 if let (Some((to, reply)), Some(z)) = (reply, self.zone.as_mut()) {
@@ -178,8 +181,9 @@ impl Actor {
         if let Some(id) = self.routes.relay_of(session) {
             self.send(id, 0, frame(&LinkMsg::SessionMoved { session, world }));
         }
-        if self.core.moved_to(session).is_some() {
-            // Gone from here (not back after an abort). Actions its relay
+        if self.core.moved_to(session).is_some() && !self.core.has_session(session) {
+            // Gone from here (not back after an abort; not away from the
+            // home zone, which keeps it for the world and team channels). Actions its relay
             // sent before it heard are answered `Moved` (`moved_action`):
             // so the session stays in the directory, which routes them
             // here, for the last `MAX_MOVED_ROUTED` sessions moved away.
@@ -199,6 +203,14 @@ impl Actor {
     /// on: it is told where the session is.
     pub(super) fn tell_moved(&mut self, id: LinkId, session: SessionId, to: ZoneIdx) {
         self.dir.forget_session(session);
+        let world = zone_record_id(self.core.world_id(), to);
+        self.send(id, 0, frame(&LinkMsg::SessionMoved { session, world }));
+    }
+
+    /// A session away from the home zone resumed here (its world and team
+    /// channels): its relay is told where its avatar is, and the session
+    /// stays routed here.
+    pub(super) fn tell_away(&mut self, id: LinkId, session: SessionId, to: ZoneIdx) {
         let world = zone_record_id(self.core.world_id(), to);
         self.send(id, 0, frame(&LinkMsg::SessionMoved { session, world }));
     }
