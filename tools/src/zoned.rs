@@ -104,9 +104,13 @@ pub struct ZoneReport {
     pub mirrors_sent: u64,
     /// See `mirrors_sent`.
     pub mirrors_received: u64,
-    /// Cross-zone requests (shots across a border) the zones sent, and the
-    /// answers they got back (every request is answered once).
+    /// Cross-zone requests the zones sent: the game's (shots across a
+    /// border), and batches of a tick's world and team events forwarded to
+    /// the home zone; and the answers they got back (every request is
+    /// answered once).
     pub requests_sent: u64,
+    /// See `requests_sent`.
+    pub events_forwarded: u64,
     /// See `requests_sent`.
     pub requests_answered: u64,
     /// Players per zone at the end, from each zone's owner.
@@ -291,6 +295,7 @@ pub async fn run(net: &LocalNet, plan: &ZonedPlan, world: WorldId) -> ZoneReport
         mirrors_sent: zone_msgs("mirrors_sent"),
         mirrors_received: zone_msgs("mirrors_received"),
         requests_sent: zone_msgs("requests_sent"),
+        events_forwarded: zone_msgs("events_forwarded"),
         requests_answered: zone_msgs("answers_received"),
         players_per_zone,
         each_in_one_zone: settled,
@@ -347,10 +352,11 @@ impl ZoneReport {
             self.actions_resent,
         );
         o.push_str(&format!(
-            "              {} border mirror messages sent, {} received; {} shots across a border, {} answered; players per zone {:?}: {}; actions {} sent, {} answered ({} unknown); events lost or duplicated {} of {}; {} reconnects\n",
+            "              {} border mirror messages sent, {} received; cross-zone requests: {} shots and {} world-event batches to the home zone, {} answered; players per zone {:?}: {}; actions {} sent, {} answered ({} unknown); events lost or duplicated {} of {}; {} reconnects\n",
             self.mirrors_sent,
             self.mirrors_received,
             self.requests_sent,
+            self.events_forwarded,
             self.requests_answered,
             self.players_per_zone,
             if self.each_in_one_zone {

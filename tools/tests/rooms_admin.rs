@@ -106,6 +106,28 @@ fn a_world_created_through_the_admin_api_is_learnt_played_ended_and_forgotten() 
             .expect("an outcome");
         assert!(matches!(o, Outcome::Applied { .. }), "{o:?}");
         zp.close().await;
+        // Ending it ends every zone; after the grace its zones' records go,
+        // and the world's own with the last of them.
+        let (status, body) = http("DELETE", format!("{base}/{}", zw.0), None).await;
+        assert_eq!(status, 202, "{body}");
+        let mut zones_gone = false;
+        for _ in 0..100 {
+            let v = net.control.view().await.unwrap();
+            if v.zones_of(zw).is_empty() && !v.worlds.contains_key(&zw) {
+                zones_gone = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let v = net.control.view().await.unwrap();
+        assert!(
+            zones_gone,
+            "the zoned world and its zones were removed: {:?}",
+            v.worlds
+                .values()
+                .map(|r| (r.id, r.ending, r.status.phase, r.spec.zone_of))
+                .collect::<Vec<_>>()
+        );
         assert!(rec["owner"]["epoch"].as_u64().unwrap() > 0, "{rec}");
         assert_eq!(rec["placed_on"], "origin-1");
 
@@ -162,8 +184,8 @@ fn a_world_created_through_the_admin_api_is_learnt_played_ended_and_forgotten() 
         for r in &net.relays {
             assert_eq!(
                 r.metrics.worlds_known.get(),
-                3,
-                "relay {} forgot it (the zoned world and its zones stay)",
+                0,
+                "relay {} forgot them all",
                 r.info.id
             );
         }

@@ -323,7 +323,16 @@ impl Agent {
             {
                 self.start(rec).await;
             }
-            if rec.ending && self.hosted.contains_key(&rec.id) && self.ending.insert(rec.id) {
+            // A zone ends with its world (the operator ends the world).
+            let world_ending = rec
+                .spec
+                .zone_of
+                .and_then(|z| v.worlds.get(&z.world))
+                .is_some_and(|w| w.ending);
+            if (rec.ending || world_ending)
+                && self.hosted.contains_key(&rec.id)
+                && self.ending.insert(rec.id)
+            {
                 info!(world = %rec.id, "ending world at the control plane's request");
                 self.handle.end_world(rec.id, "operator").await;
             }
@@ -648,7 +657,9 @@ impl Agent {
     }
 
     async fn phase(&mut self, ws: WorldState) {
-        let Some(&epoch) = self.hosted.get(&ws.world) else {
+        // The record it reports for (a zone's, for a zone of a zoned world).
+        let host = ws.host;
+        let Some(&epoch) = self.hosted.get(&host) else {
             return;
         };
         let status = WorldStatus {
@@ -656,15 +667,15 @@ impl Agent {
             players: ws.players,
             result: ws.result.clone(),
             epoch,
-            suspect: self.suspect.get(&ws.world).copied(),
+            suspect: self.suspect.get(&host).copied(),
         };
         if ws.phase == WorldPhase::Ended {
             // From the end, not from the last player's leaving.
             self.removals
-                .entry(ws.world)
+                .entry(host)
                 .or_insert_with(|| Instant::now() + self.node.removal_grace);
         }
-        self.unpublished.insert(ws.world, status);
+        self.unpublished.insert(host, status);
         self.retry().await;
     }
 
@@ -726,9 +737,31 @@ impl Agent {
         for w in due {
             info!(world = %w, "ended world removed after its grace");
             self.drop_world(w).await;
+            // A zone's world goes with its last zone.
+            let parent = match self.control.view().await {
+                Ok(v) => v
+                    .worlds
+                    .get(&w)
+                    .and_then(|r| r.spec.zone_of)
+                    .map(|z| z.world),
+                Err(_) => None,
+            };
             match self.control.remove_world(w).await {
                 Ok(()) | Err(ControlError::UnknownWorld(_)) => {}
                 Err(e) => self.failed_op("removing a world", &e),
+            }
+            if let Some(p) = parent {
+                let last = self
+                    .control
+                    .view()
+                    .await
+                    .is_ok_and(|v| v.zones_of(p).is_empty());
+                if last {
+                    match self.control.remove_world(p).await {
+                        Ok(()) | Err(ControlError::UnknownWorld(_)) => {}
+                        Err(e) => self.failed_op("removing a world", &e),
+                    }
+                }
             }
         }
         // Worlds that failed to build are removed at once (their status says why).
