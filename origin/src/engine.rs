@@ -218,6 +218,8 @@ pub struct Engine<W: World> {
     zone: Option<Box<zones::ZoneState>>,
     /// A zone's mirrors, sent and held (presentation, not state).
     border: Option<Box<zones::Border>>,
+    /// The action being applied waits for another zone's answer.
+    waiting: bool,
 }
 
 impl<W: World> std::fmt::Debug for Engine<W> {
@@ -257,6 +259,7 @@ impl<W: World> Engine<W> {
             life: cfg.lifecycle.map(Lifecycle::new),
             zone: None,
             border: None,
+            waiting: false,
         }
     }
 
@@ -495,6 +498,10 @@ impl<W: World> Engine<W> {
         let mut staged = std::mem::take(&mut self.staged);
         let outcome = self.process(session, action, &mut staged);
         self.staged = staged;
+        if std::mem::take(&mut self.waiting) {
+            // Its outcome is another zone's answer (`answer_action`).
+            return;
+        }
         let result = ActionResult { seq, outcome };
         match &result.outcome {
             Outcome::Applied { .. } => {
@@ -616,6 +623,7 @@ impl<W: World> Engine<W> {
         action: Action,
         pending: &mut Vec<Emitted>,
     ) -> Outcome {
+        let seq = action.seq;
         let moved = self.moved_to(session).is_some();
         let Some(s) = self.sessions.get_mut(&session) else {
             if moved {
@@ -745,7 +753,9 @@ impl<W: World> Engine<W> {
         pending.append(&mut emit.events);
         let remote = std::mem::take(&mut emit.remote);
         if !remote.is_empty() {
-            self.route_remote(remote, tick, pending);
+            if let Some(o) = self.route_remote(remote, tick, pending, (session, seq)) {
+                return o;
+            }
         }
         if let Some((x, y)) = self.world.position(avatar) {
             if let Some(change) = self.interest.handle_move(avatar, x, y) {

@@ -108,6 +108,10 @@ pub struct MoveTooLarge {
 /// [`Emit::remote`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct RemoteOp {
+    /// The other zone's entity it is for ([`Emit::remote_entity`]), if any:
+    /// the zone owning it (a copy of it is mirrored here) gets it, and the
+    /// action's outcome is the answer's.
+    pub entity: Option<EntityId>,
     /// Where it lands.
     pub point: (f32, f32),
     /// How far from `point` what it touches may stand (a copy of another
@@ -187,8 +191,24 @@ impl Emit {
     /// [`skylane_proto::zones::MAX_REQUEST`] is answered `None` too.
     pub fn remote(&mut self, point: (f32, f32), radius: f32, op: impl Into<Payload>) {
         self.remote.push(RemoteOp {
+            entity: None,
             point,
             radius,
+            op: op.into(),
+        });
+    }
+
+    /// Zones: asks the zone that owns `entity` (another zone's, mirrored
+    /// here: near the border) to apply `op`, once; **the action's outcome
+    /// waits for the answer** and is what [`World::remote_answered`] says
+    /// (applied, or a refusal: the game undoes its side). With no such copy
+    /// (or too many requests unanswered) it is answered `None` at once.
+    /// At most one per action.
+    pub fn remote_entity(&mut self, entity: EntityId, op: impl Into<Payload>) {
+        self.remote.push(RemoteOp {
+            entity: Some(entity),
+            point: (0.0, 0.0),
+            radius: 0.0,
             op: op.into(),
         });
     }
@@ -392,8 +412,17 @@ pub trait World: Send + 'static {
     /// Zones: what came of a request of this zone's ([`Emit::remote`]):
     /// the owning zone's answer, or `None` when no zone took it (nothing
     /// there, or too many requests unanswered). Called once per request.
-    fn remote_answered(&mut self, op: &[u8], answer: Option<&[u8]>, tick: u64, out: &mut Emit) {
+    /// For a request made with [`Emit::remote_entity`], the result is the
+    /// action's outcome (`Err`: refused, say why); otherwise it is unused.
+    fn remote_answered(
+        &mut self,
+        op: &[u8],
+        answer: Option<&[u8]>,
+        tick: u64,
+        out: &mut Emit,
+    ) -> Result<(), Rejection> {
         let _ = (op, answer, tick, out);
+        Ok(())
     }
 
     /// Zones: removes an entity that is leaving for another zone (its state

@@ -78,12 +78,19 @@ impl World for Tally {
         *n += 1;
         Payload::from(n.to_le_bytes().to_vec())
     }
-    fn remote_answered(&mut self, op: &[u8], answer: Option<&[u8]>, _tick: u64, _out: &mut Emit) {
+    fn remote_answered(
+        &mut self,
+        op: &[u8],
+        answer: Option<&[u8]>,
+        _tick: u64,
+        _out: &mut Emit,
+    ) -> Result<(), Rejection> {
         let tag = u64::from_le_bytes(op.try_into().unwrap_or_default());
         self.answers
             .entry(tag)
             .or_default()
             .push(answer.map(<[u8]>::to_vec));
+        Ok(())
     }
     fn describe(&self, _entities: &[EntityId]) -> Payload {
         Payload::default()

@@ -1229,3 +1229,124 @@ fn world_events_of_every_zone_are_published_once_by_the_home_zone() {
     assert!(back.iter().any(|c| matches!(c, ChannelId::Cell { .. })));
     assert!(!net.zones[1].core().has_session(b.s));
 }
+
+fn give(net: &mut Net, w: &mut Walker, to: EntityId, coins: u64) -> u64 {
+    let z = net.home_of(w.s, w.e).expect("in a zone");
+    w.seq += 1;
+    net.zones[z].core_mut().handle_action(
+        w.s,
+        Action {
+            class: EventClass::State,
+            seq: w.seq,
+            client_time_us: net.now_ms * 1000,
+            reads: vec![],
+            payload: ArenaAction::Trade {
+                partner: to,
+                give_coins: coins,
+                give_items: vec![],
+                get_coins: 0,
+                get_items: vec![],
+            }
+            .encode(),
+        },
+    );
+    net.pump(z);
+    w.seq
+}
+
+fn coins(net: &Net, e: EntityId) -> u64 {
+    let z = net.owner(e);
+    net.zones[usize::from(z.0)]
+        .engine()
+        .world()
+        .player(e)
+        .unwrap()
+        .coins
+}
+
+fn outcome(net: &Net, s: SessionId, seq: u64) -> Vec<Outcome> {
+    net.results
+        .iter()
+        .filter(|(x, q, _)| *x == s && *q == seq)
+        .map(|(_, _, o)| o.clone())
+        .collect()
+}
+
+/// A gift to a player across the border (near it) goes to the zone that
+/// owns the receiver as a cross-zone request, applied there once though
+/// every request arrives twice; the gift action's outcome is that answer,
+/// and everyone is told (`Traded`, on the world channel) once.
+#[test]
+fn a_gift_across_a_border_is_taken_once_and_answers_the_action() {
+    let (mut net, mut a, b) = duel();
+    net.dup_requests = true;
+    let (ca, cb) = (coins(&net, a.e), coins(&net, b.e));
+    let seq = give(&mut net, &mut a, b.e, 10);
+    assert!(
+        outcome(&net, a.s, seq).is_empty(),
+        "waits for the other zone"
+    );
+    net.run_ms(300);
+    assert!(
+        matches!(outcome(&net, a.s, seq)[..], [Outcome::Applied { .. }]),
+        "{:?}",
+        outcome(&net, a.s, seq)
+    );
+    assert_eq!((coins(&net, a.e), coins(&net, b.e)), (ca - 10, cb + 10));
+    let traded = net
+        .events
+        .iter()
+        .filter(
+            |(_, e)| matches!(e, ArenaEvent::Traded { a: x, b: y, .. } if *x == a.e && *y == b.e),
+        )
+        .count();
+    assert_eq!(traded, 1);
+    assert_eq!(net.violations, 0);
+}
+
+/// A gift whose receiver left before the request arrived comes back to the
+/// giver, and the action is refused (no violation); the giver does not
+/// leave its zone while its gift is out. A gift to a player nowhere near is
+/// refused at once.
+#[test]
+fn a_gift_to_a_player_who_left_comes_back_and_the_giver_waits_for_it() {
+    let (mut net, mut a, b) = duel();
+    let ca = coins(&net, a.e);
+    net.partitioned = true;
+    let seq = give(&mut net, &mut a, b.e, 10);
+    assert_eq!(coins(&net, a.e), ca - 10, "given away, in flight");
+    // b leaves the world; a walks across the border meanwhile.
+    net.zones[1].core_mut().handle_leave(b.s);
+    net.pump(1);
+    for _ in 0..8 {
+        a.step_to(&mut net, 560.0, 300.0);
+        net.run_ms(TICK_US / 1000 + 1);
+    }
+    assert_eq!(net.owner(a.e), ZoneIdx(0), "stays while its gift is out");
+    net.partitioned = false;
+    net.run_ms(1_000);
+    let o = outcome(&net, a.s, seq);
+    assert!(
+        matches!(
+            o[..],
+            [Outcome::Rejected {
+                code: RejectCode::NotOwner,
+                ..
+            }]
+        ),
+        "{o:?}"
+    );
+    assert_eq!(coins(&net, a.e), ca, "came back");
+    assert_eq!(net.violations, 0);
+    // Now it crosses.
+    walk(&mut net, &mut a, 560.0, 300.0);
+    settle(&mut net);
+    assert_eq!(net.owner(a.e), ZoneIdx(1));
+    // Nobody near: refused at once, nothing leaves.
+    let far = give(&mut net, &mut a, EntityId(999_999), 5);
+    assert!(matches!(
+        outcome(&net, a.s, far)[..],
+        [Outcome::Rejected { .. }]
+    ));
+    assert_eq!(coins(&net, a.e), ca);
+}

@@ -434,3 +434,120 @@ impl Arena {
         }
     }
 }
+
+/// Gifts to players in other zones (a cross-zone request whose answer is the
+/// gift action's outcome): the giver's side leaves at once, the receiver's
+/// zone takes it or says the receiver is not there, and the giver gets it
+/// back then.
+impl Arena {
+    /// Takes what `from` gives to `to` (in another zone) out of this zone:
+    /// the request that carries it.
+    pub(super) fn give_away(
+        &mut self,
+        from: EntityId,
+        to: EntityId,
+        coins: u64,
+        items: &[EntityId],
+    ) -> super::ArenaRemote {
+        if let Some(p) = self.players.get_mut(&from) {
+            p.coins = p.coins.saturating_sub(coins);
+            for i in items {
+                p.items.remove(i);
+            }
+            p.version += 1;
+        }
+        let items = items
+            .iter()
+            .filter_map(|i| self.items.remove(i).map(|it| (*i, it)))
+            .collect();
+        super::ArenaRemote::Gift {
+            from,
+            to,
+            coins,
+            items,
+        }
+    }
+
+    /// Another zone's gift to `to`, if it is here.
+    pub(super) fn take_gift(
+        &mut self,
+        to: EntityId,
+        coins: u64,
+        items: Vec<(EntityId, super::Item)>,
+    ) -> super::ArenaAnswer {
+        let Some(p) = self.players.get_mut(&to) else {
+            return super::ArenaAnswer::NotHere;
+        };
+        p.coins += coins;
+        for (i, _) in &items {
+            p.items.insert(*i);
+        }
+        p.version += 1;
+        let answer = super::ArenaAnswer::Taken {
+            coins: p.coins,
+            version: p.version,
+        };
+        for (i, mut it) in items {
+            it.holder = Some(to);
+            it.version += 1;
+            self.items.insert(i, it);
+        }
+        answer
+    }
+
+    /// What came of a gift of `from`'s to another zone: told to everyone
+    /// (`Traded`) when taken, given back (and the action refused) when not.
+    pub(super) fn gift_answered(
+        &mut self,
+        gift: (EntityId, EntityId, u64, Vec<(EntityId, super::Item)>),
+        answer: Option<super::ArenaAnswer>,
+        out: &mut Emit,
+    ) -> Result<(), Rejection> {
+        let (from, to, coins, items) = gift;
+        if let Some(super::ArenaAnswer::Taken {
+            coins: b_coins,
+            version: b_version,
+        }) = answer
+        {
+            let (a_coins, a_version) = self
+                .players
+                .get(&from)
+                .map_or((0, 0), |p| (p.coins, p.version));
+            let event = ArenaEvent::Traded {
+                a: from,
+                b: to,
+                coins_a_to_b: coins,
+                coins_b_to_a: 0,
+                items_a_to_b: items.iter().map(|(i, _)| *i).collect(),
+                items_b_to_a: Vec::new(),
+                a_coins,
+                b_coins,
+                a_version,
+                b_version,
+            };
+            out.push(
+                ChannelId::World,
+                EventClass::State,
+                Some(from),
+                event.payload(),
+            );
+            return Ok(());
+        }
+        // Not taken: back to the giver (still here: the engine keeps an
+        // avatar whose action waits for another zone's answer in its zone;
+        // a player who left the world meanwhile took its wallet, and what
+        // it gave is lost with it).
+        if let Some(p) = self.players.get_mut(&from) {
+            p.coins += coins;
+            for (i, _) in &items {
+                p.items.insert(*i);
+            }
+            p.version += 1;
+            self.items.extend(items);
+        }
+        Err(Rejection::benign(
+            RejectCode::NotOwner,
+            format!("{to} is not near this zone's border (the gift came back)"),
+        ))
+    }
+}

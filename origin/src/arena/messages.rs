@@ -120,6 +120,19 @@ pub enum ArenaRemote {
         /// Aim point.
         y: f32,
     },
+    /// A gift to a player across the border (near it: mirrored in the
+    /// giver's zone): the giver's coins and items, taken from it until the
+    /// answer (given back if refused).
+    Gift {
+        /// Giver (in the asking zone).
+        from: EntityId,
+        /// Receiver (in the owning zone).
+        to: EntityId,
+        /// Coins.
+        coins: u64,
+        /// Items, with their state.
+        items: Vec<(EntityId, super::Item)>,
+    },
 }
 
 impl ArenaRemote {
@@ -148,6 +161,15 @@ pub enum ArenaAnswer {
     },
     /// Nobody there.
     Missed,
+    /// The gift was taken: the receiver's coins and version after it.
+    Taken {
+        /// Coins.
+        coins: u64,
+        /// Version.
+        version: u64,
+    },
+    /// The receiver is not in the owning zone (it left, or moved on).
+    NotHere,
 }
 
 impl ArenaAnswer {

@@ -315,6 +315,13 @@ impl World for Arena {
                 ..
             } => {
                 // A gift (checked: it takes nothing from the partner).
+                if !self.players.contains_key(partner) {
+                    // In another zone: what is given leaves now, and the
+                    // action's outcome is that zone's answer.
+                    let gift = self.give_away(me, *partner, *give_coins, give_items);
+                    out.remote_entity(*partner, gift.encode());
+                    return Observation::default();
+                }
                 self.gifts += 1;
                 let tx = format!("gift:{}", self.gifts);
                 self.exchange(tx, me, *partner, *give_coins, give_items, 0, &[], out);
@@ -435,6 +442,15 @@ impl World for Arena {
         out: &mut Emit,
     ) -> Payload {
         let answer = match ArenaRemote::decode(op) {
+            Some(ArenaRemote::Gift {
+                from,
+                to,
+                coins,
+                items,
+            }) => {
+                let _ = from;
+                self.take_gift(to, coins, items)
+            }
             Some(ArenaRemote::Shot { shooter, x, y }) => match self.nearest_target(shooter, x, y) {
                 Some(target) => match self.strike(shooter, target, tick, out) {
                     Some((hp, version)) => ArenaAnswer::Hit {
@@ -451,9 +467,25 @@ impl World for Arena {
         answer.encode()
     }
 
-    fn remote_answered(&mut self, op: &[u8], answer: Option<&[u8]>, _tick: u64, out: &mut Emit) {
-        let Some(ArenaRemote::Shot { shooter, x, y }) = ArenaRemote::decode(op) else {
-            return;
+    fn remote_answered(
+        &mut self,
+        op: &[u8],
+        answer: Option<&[u8]>,
+        _tick: u64,
+        out: &mut Emit,
+    ) -> Result<(), Rejection> {
+        let (shooter, x, y) = match ArenaRemote::decode(op) {
+            Some(ArenaRemote::Shot { shooter, x, y }) => (shooter, x, y),
+            Some(ArenaRemote::Gift {
+                from,
+                to,
+                coins,
+                items,
+            }) => {
+                let answer = answer.and_then(ArenaAnswer::decode);
+                return self.gift_answered((from, to, coins, items), answer, out);
+            }
+            None => return Ok(()),
         };
         // Told on this zone's cell nearest the aim point (the shooter's
         // side of the border), where the shooter hears it.
@@ -482,6 +514,7 @@ impl World for Arena {
                 ArenaEvent::Missed { shooter }.payload(),
             ),
         }
+        Ok(())
     }
 
     fn describe(&self, entities: &[EntityId]) -> Payload {

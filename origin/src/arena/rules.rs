@@ -33,16 +33,20 @@ pub(super) fn check_ownership(w: &Arena, ctx: &Ctx, a: &ArenaAction) -> Result<(
                     "cannot trade with yourself",
                 ));
             }
-            let Some(other) = w.players.get(partner) else {
+            let other = w.players.get(partner);
+            // A gift to a player in another zone goes there (the engine
+            // answers the action with what that zone says).
+            let elsewhere = other.is_none() && w.zone.is_some() && get_items.is_empty();
+            if other.is_none() && !elsewhere {
                 return Err(w.absent(*partner, "is not a player"));
-            };
+            }
             if let Some(i) = give_items.iter().find(|i| !me.items.contains(i)) {
                 return Err(Rejection::new(
                     RejectCode::NotOwner,
                     format!("you do not hold {i}"),
                 ));
             }
-            if let Some(i) = get_items.iter().find(|i| !other.items.contains(i)) {
+            if let Some(i) = other.and_then(|o| get_items.iter().find(|i| !o.items.contains(i))) {
                 return Err(Rejection::new(
                     RejectCode::NotOwner,
                     format!("{partner} does not hold {i}"),

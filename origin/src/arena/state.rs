@@ -181,13 +181,13 @@ impl Arena {
 
     /// The refusal of an action naming `who`, which is not here: a rule
     /// broken in a whole world; in a zone of a zoned world, most likely a
-    /// player in another zone (of actions, only shots reach across zones),
+    /// player in another zone (of actions, only shots and gifts reach across),
     /// so refused without counting against the actor.
     pub(super) fn absent(&self, who: EntityId, what: &str) -> Rejection {
         if self.zone.is_some() {
             return Rejection::benign(
                 RejectCode::NotOwner,
-                format!("{who} is not in this zone (only shots reach across zones; trades and pickups do not yet)"),
+                format!("{who} is not in this zone (only shots and gifts reach across zones, to players near the border; offers and pickups do not)"),
             );
         }
         Rejection::new(RejectCode::NotOwner, format!("{who} {what}"))

@@ -111,6 +111,7 @@ impl<W: World> Engine<W> {
                 None => grid,
             },
             zone: snap.zone,
+            waiting: false,
             stats: EngineStats::default(),
             feed: false,
         }

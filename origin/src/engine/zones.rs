@@ -45,7 +45,7 @@ use skylane_proto::zones::{
     EntityTransfer, RequestId, RequestKind, ZoneIdx, ZoneLayout, ZoneMsg, ZoneRecord, MAX_FORWARD,
     MAX_REQUEST,
 };
-use skylane_proto::{ChannelId, EntityId, EventClass, Payload, SessionId};
+use skylane_proto::{ActionResult, ChannelId, EntityId, EventClass, Outcome, Payload, SessionId};
 
 use crate::world::{Emit, Emitted, RemoteOp, World};
 use crate::zone::{HandoffLedger, MirrorError, MirrorIn, MirrorOut};
@@ -89,9 +89,8 @@ pub(super) struct ZoneState {
     /// action that reaches this zone late is sent after its avatar, never
     /// given a second one here.
     pub(super) moved: BTreeMap<SessionId, (ZoneIdx, u64)>,
-    /// This zone's requests awaiting their answer: what they carry, and
-    /// the tick that made each (at most `MAX_ASKED`).
-    pub(super) asked: BTreeMap<RequestId, (RequestKind, Payload, u64)>,
+    /// This zone's requests awaiting their answer (at most `MAX_ASKED`).
+    pub(super) asked: BTreeMap<RequestId, Asked>,
     /// The next request sequence number towards each zone.
     pub(super) next_ask: BTreeMap<ZoneIdx, u64>,
     /// Requests applied here, with their answers, until the asker's
@@ -99,6 +98,17 @@ pub(super) struct ZoneState {
     pub(super) served: BTreeMap<RequestId, Payload>,
     /// Each asker's watermark: its ids below were answered and are forgotten.
     pub(super) served_low: BTreeMap<ZoneIdx, u64>,
+}
+
+/// A request of this zone's awaiting its answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(super) struct Asked {
+    kind: RequestKind,
+    op: Payload,
+    /// The tick that made it (re-sent once that tick is durable).
+    tick: u64,
+    /// The action whose outcome is the answer's: session and sequence.
+    answers: Option<(SessionId, u64)>,
 }
 
 /// A zone's requests unanswered at once, at most (beyond, a request is
@@ -372,11 +382,20 @@ impl<W: World> Engine<W> {
                 }
             }
             ZoneRecord::Answered { id, answer } => {
-                if let Some((RequestKind::Game, op, _)) = zone.asked.remove(id) {
-                    let mut emit = Emit::default();
-                    self.world
-                        .remote_answered(&op, Some(answer), self.tick + 1, &mut emit);
-                    self.stage(emit);
+                let Some(asked) = zone.asked.remove(id) else {
+                    return;
+                };
+                if asked.kind != RequestKind::Game {
+                    return;
+                }
+                let tick = self.tick + 1;
+                let mut emit = Emit::default();
+                let verdict = self
+                    .world
+                    .remote_answered(&asked.op, Some(answer), tick, &mut emit);
+                self.stage(emit);
+                if let Some((session, seq)) = asked.answers {
+                    self.answer_action(session, seq, tick, verdict);
                 }
             }
             ZoneRecord::Refused { .. } | ZoneRecord::Low { .. } => {}
@@ -387,31 +406,98 @@ impl<W: World> Engine<W> {
     /// lies at its point (a neighbour's copy within its radius, mirrored
     /// here, names the zone when the point is this zone's), or answered
     /// `None` at once when there is none (or too many are unanswered).
+    ///
+    /// A request for another zone's entity ([`Emit::remote_entity`]) answers
+    /// the action `(session, seq)`: `Some(outcome)` when it is answered at
+    /// once (refused: nowhere to send it), else the action waits (and
+    /// `self.waiting` says so) for [`Self::answer_action`].
     pub(super) fn route_remote(
         &mut self,
         ops: Vec<RemoteOp>,
         tick: u64,
         pending: &mut Vec<Emitted>,
-    ) {
-        for RemoteOp { point, radius, op } in ops {
-            let to = self.remote_target(point, radius);
+        action: (SessionId, u64),
+    ) -> Option<Outcome> {
+        let mut outcome = None;
+        let mut answering = false;
+        for RemoteOp {
+            entity,
+            point,
+            radius,
+            op,
+        } in ops
+        {
+            // One request per action answers it.
+            let answers = entity.is_some() && !std::mem::replace(&mut answering, true);
+            let to = match entity {
+                Some(e) => self.mirror_of(e).map(|(z, _)| z),
+                None => self.remote_target(point, radius),
+            };
             let sent = match to {
-                Some(to) if op.len() <= MAX_REQUEST => {
-                    self.ask(to, RequestKind::Game, op.clone(), tick)
-                }
+                Some(to) if op.len() <= MAX_REQUEST => self.ask(
+                    to,
+                    RequestKind::Game,
+                    op.clone(),
+                    tick,
+                    answers.then_some(action),
+                ),
                 _ => false,
             };
-            if !sent {
-                self.stats.requests_unrouted += 1;
-                let mut emit = Emit::default();
-                self.world.remote_answered(&op, None, tick, &mut emit);
-                pending.append(&mut emit.events);
+            if sent {
+                self.waiting |= answers;
+                continue;
             }
+            self.stats.requests_unrouted += 1;
+            let mut emit = Emit::default();
+            let verdict = self.world.remote_answered(&op, None, tick, &mut emit);
+            pending.append(&mut emit.events);
+            if answers {
+                if let Err(r) = verdict {
+                    outcome = Some(Outcome::Rejected {
+                        code: r.code,
+                        detail: r.detail,
+                    });
+                }
+            }
+        }
+        outcome
+    }
+
+    /// The answer to an action that waited for another zone: applied (its
+    /// result with the tick being built's) or refused (at once).
+    fn answer_action(
+        &mut self,
+        session: SessionId,
+        seq: u64,
+        tick: u64,
+        verdict: Result<(), crate::world::Rejection>,
+    ) {
+        let outcome = match verdict {
+            Ok(()) => Outcome::Applied { tick },
+            Err(r) => Outcome::Rejected {
+                code: r.code,
+                detail: r.detail,
+            },
+        };
+        let result = ActionResult { seq, outcome };
+        if matches!(result.outcome, Outcome::Applied { .. }) {
+            self.stats.applied += 1;
+            self.applied.push((session, result));
+        } else {
+            self.stats.rejected += 1;
+            self.outputs.push_back(Output::Result { session, result });
         }
     }
 
     /// Makes a request of zone `to` (false: too many are unanswered).
-    fn ask(&mut self, to: ZoneIdx, kind: RequestKind, op: Payload, tick: u64) -> bool {
+    fn ask(
+        &mut self,
+        to: ZoneIdx,
+        kind: RequestKind,
+        op: Payload,
+        tick: u64,
+        answers: Option<(SessionId, u64)>,
+    ) -> bool {
         let Some(zone) = self.zone.as_mut() else {
             return false;
         };
@@ -426,7 +512,15 @@ impl<W: World> Engine<W> {
             seq: *next,
         };
         *next += 1;
-        zone.asked.insert(id, (kind, op.clone(), tick));
+        zone.asked.insert(
+            id,
+            Asked {
+                kind,
+                op: op.clone(),
+                tick,
+                answers,
+            },
+        );
         let low = ask_low(&zone.asked, &zone.next_ask, to);
         self.stats.requests_sent += 1;
         self.outputs.push_back(Output::ToZone {
@@ -482,7 +576,7 @@ impl<W: World> Engine<W> {
         let op = postcard::to_stdvec(&events)
             .map(Payload::from)
             .unwrap_or_default();
-        if op.len() > MAX_FORWARD || !self.ask(ZoneIdx::HOME, RequestKind::Events, op, tick) {
+        if op.len() > MAX_FORWARD || !self.ask(ZoneIdx::HOME, RequestKind::Events, op, tick, None) {
             // Bounded: an event too large, or the home zone unanswering
             // for thousands of requests.
             self.stats.events_forward_dropped += n;
@@ -516,15 +610,15 @@ impl<W: World> Engine<W> {
         };
         zone.asked
             .iter()
-            .map(|(id, (kind, op, tick))| {
+            .map(|(id, a)| {
                 let msg = ZoneMsg::Request {
                     world: self.cfg.world,
                     id: *id,
                     low: ask_low(&zone.asked, &zone.next_ask, id.to),
-                    kind: *kind,
-                    op: op.clone(),
+                    kind: a.kind,
+                    op: a.op.clone(),
                 };
-                (*tick, id.to, msg)
+                (a.tick, id.to, msg)
             })
             .collect()
     }
@@ -606,7 +700,14 @@ impl<W: World> Engine<W> {
             .iter()
             .filter_map(|(id, s)| {
                 let a = s.avatar?;
-                if zone.leaving.contains_key(&a) {
+                // (An avatar whose action waits for another zone's answer
+                // stays until it comes: the answer is given here.)
+                if zone.leaving.contains_key(&a)
+                    || zone
+                        .asked
+                        .values()
+                        .any(|q| q.answers.is_some_and(|(w, _)| w == *id))
+                {
                     return None;
                 }
                 let (x, y) = self.world.position(a)?;
@@ -734,11 +835,7 @@ impl<W: World> Engine<W> {
 }
 
 /// The lowest sequence towards `to` not answered yet.
-fn ask_low(
-    asked: &BTreeMap<RequestId, (RequestKind, Payload, u64)>,
-    next: &BTreeMap<ZoneIdx, u64>,
-    to: ZoneIdx,
-) -> u64 {
+fn ask_low(asked: &BTreeMap<RequestId, Asked>, next: &BTreeMap<ZoneIdx, u64>, to: ZoneIdx) -> u64 {
     asked
         .keys()
         .filter(|id| id.to == to)
