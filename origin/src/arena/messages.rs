@@ -1,5 +1,6 @@
 //! The arena's actions and events as they travel (postcard-encoded).
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use skylane_proto::{EntityId, Payload, TeamId};
 
@@ -102,7 +103,7 @@ pub enum ArenaAction {
 impl ArenaAction {
     /// Encodes the action as an action payload.
     pub fn encode(&self) -> Payload {
-        Payload::from(postcard::to_stdvec(self).unwrap_or_default())
+        encode(self)
     }
 }
 
@@ -138,12 +139,12 @@ pub enum ArenaRemote {
 impl ArenaRemote {
     /// Encodes the request.
     pub fn encode(&self) -> Payload {
-        Payload::from(postcard::to_stdvec(self).unwrap_or_default())
+        encode(self)
     }
 
     /// Decodes a request (`None`: not one).
     pub fn decode(b: &[u8]) -> Option<Self> {
-        postcard::from_bytes(b).ok()
+        decode(b)
     }
 }
 
@@ -175,12 +176,12 @@ pub enum ArenaAnswer {
 impl ArenaAnswer {
     /// Encodes the answer.
     pub fn encode(&self) -> Payload {
-        Payload::from(postcard::to_stdvec(self).unwrap_or_default())
+        encode(self)
     }
 
     /// Decodes an answer (`None`: not one).
     pub fn decode(b: &[u8]) -> Option<Self> {
-        postcard::from_bytes(b).ok()
+        decode(b)
     }
 }
 
@@ -351,10 +352,20 @@ impl ArenaEvent {
 
     /// Decodes an event payload.
     pub fn decode(payload: &[u8]) -> Option<Self> {
-        postcard::from_bytes(payload).ok()
+        decode(payload)
     }
 
     pub(super) fn payload(&self) -> Payload {
-        Payload::from(postcard::to_stdvec(self).unwrap_or_default())
+        encode(self)
     }
+}
+
+/// Any of the arena's messages as bytes (encoding plain data cannot fail).
+fn encode<T: Serialize>(v: &T) -> Payload {
+    Payload::from(postcard::to_stdvec(v).unwrap_or_default())
+}
+
+/// Any of the arena's messages from bytes (`None`: not one).
+fn decode<T: DeserializeOwned>(b: &[u8]) -> Option<T> {
+    postcard::from_bytes(b).ok()
 }
