@@ -506,6 +506,28 @@ fn sdk_players_follow_their_avatars_between_zone_owners_through_the_relay() {
                 (0, 0, 0)
             );
         }
+        // Spectating a zoned world is refused with a clear code (each
+        // zone's feed comes from its own owner; relays do not merge them).
+        let sb = net
+            .player_builder(0, PLAYERS + 1)
+            .unwrap()
+            .token(net.token_for("zw-watcher", Role::Spectator, vec![w], Duration::from_secs(600)))
+            .world(w);
+        let mut watcher = skylane_client::Spectator::connect(
+            sb,
+            skylane_proto::SpectatorFilter::all(),
+            Duration::ZERO,
+            skylane_proto::BandwidthMode::Full,
+        )
+        .await
+        .expect("connects");
+        let refused = tokio::time::timeout(Duration::from_secs(10), watcher.next_frame())
+            .await
+            .expect("answered in time");
+        assert!(
+            matches!(&refused, Err(e) if e.to_string().contains("zones")),
+            "{refused:?}"
+        );
         for c in clients {
             c.close().await;
         }

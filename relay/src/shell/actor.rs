@@ -594,7 +594,15 @@ impl Actor {
             return;
         };
         let now = self.shared.clock.unix_us();
+        let zoned = self.directory.home_of(world) != world;
         let result = match self.routing.origin_of(world) {
+            // Each zone's feed comes from its own owner, and the relay does
+            // not merge them yet: refused with a clear code.
+            Some(_) if zoned => Err(super::spectators::Refusal {
+                code: skylane_proto::ErrorCode::Unsupported,
+                label: "zoned_world",
+                message: format!("{world} is split into zones: spectating it is not supported yet"),
+            }),
             Some(origin) => self
                 .spectators
                 .subscribe(now, session, world, origin, sub, tx),
