@@ -75,6 +75,13 @@ async fn create(State(control): State<SharedControl>, Json(spec): Json<WorldSpec
     // A zoned world is never claimed itself: it is ready once every zone
     // has an owner.
     let zoned = spec.is_zoned();
+    if let Err(message) = crate::games::check_zoning(&spec) {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(serde_json::json!({ "error": "spec", "message": message })),
+        )
+            .into_response();
+    }
     let rec = match control.create_world(spec, &PlacementHints::default()).await {
         Ok(r) => r,
         Err(e) => return error(&e),

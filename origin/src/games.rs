@@ -89,20 +89,7 @@ where
     W: crate::world::World + Clone + serde::Serialize + serde::de::DeserializeOwned,
 {
     if let Some(setup) = new.zone_setup() {
-        // The layout must cut this game's own grid (else zones and cells
-        // disagree about where a point is).
-        let spec = setup.layout.spec();
-        if spec.cols != grid.cols() || spec.rows != grid.rows() || spec.cell != grid.cell {
-            return Err(format!(
-                "the zone layout's grid ({} x {} cells of {}) is not {kind}'s ({} x {} cells of {})",
-                spec.cols,
-                spec.rows,
-                spec.cell,
-                grid.cols(),
-                grid.rows(),
-                grid.cell
-            ));
-        }
+        layout_fits(&setup.layout, kind, &grid)?;
         engine.enter_zone(setup).map_err(|e| e.to_string())?;
     }
     let engine = match new.snapshot {
@@ -194,6 +181,48 @@ impl Games {
             .get(&game)
             .ok_or_else(|| GameError::Unknown(game.clone(), self.names()))?;
         f(new).map_err(|message| GameError::Refused { game, message })
+    }
+}
+
+/// A zone layout must cut its game's own grid (else zones and cells
+/// disagree about where a point is).
+fn layout_fits(
+    layout: &skylane_proto::zones::ZoneLayout,
+    kind: &str,
+    grid: &Grid,
+) -> Result<(), String> {
+    let spec = layout.spec();
+    if spec.cols != grid.cols() || spec.rows != grid.rows() || spec.cell != grid.cell {
+        return Err(format!(
+            "the zone layout's grid ({} x {} cells of {}) is not {kind}'s ({} x {} cells of {})",
+            spec.cols,
+            spec.rows,
+            spec.cell,
+            grid.cols(),
+            grid.rows(),
+            grid.cell
+        ));
+    }
+    Ok(())
+}
+
+/// Whether a zoned world spec fits the built-in game it names, checked
+/// before it is placed (the admin API answers `400` with this; an origin
+/// would refuse to build its zones for the same reason): the arena's zones
+/// must cut its grid, tic-tac-toe cannot be split. Other games are checked
+/// by the origins that run them.
+pub fn check_zoning(spec: &WorldSpec) -> Result<(), String> {
+    let Some(zones) = spec.zones.as_ref() else {
+        return Ok(());
+    };
+    match spec.game.as_str() {
+        "arena" => layout_fits(
+            &zones.layout,
+            "arena",
+            &Arena::new(ArenaConfig::default()).grid(),
+        ),
+        "tictactoe" => Err("tictactoe cannot be split into zones".into()),
+        _ => Ok(()),
     }
 }
 

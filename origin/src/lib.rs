@@ -83,7 +83,7 @@ pub use engine::{
 pub use evidence::{
     EvidenceError, Source, ViolationQuery, ViolationRecord, ViolationStore, MAX_QUERY,
 };
-pub use games::{start, GameError, GameFactory, Games, NewWorld, EMPTY_GRACE_SECS};
+pub use games::{check_zoning, start, GameError, GameFactory, Games, NewWorld, EMPTY_GRACE_SECS};
 pub use interest::{Grid, Interest, InterestChange};
 pub use journal::{
     apply_input, replay, situation, Divergence, Input, Journal, JournalError, JournalMeta,

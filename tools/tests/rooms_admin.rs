@@ -81,6 +81,13 @@ fn a_world_created_through_the_admin_api_is_learnt_played_ended_and_forgotten() 
         // A zoned world: created once every zone has an owner (the world's
         // own record never has one); a player joins it like any world.
         let zoned = r#"{"game":"arena","tick_hz":30,"capacity":100,"zones":{"layout":{"cols":10,"rows":10,"cell":100.0,"zones":[{"x0":0,"y0":0,"x1":5,"y1":10},{"x0":5,"y0":0,"x1":10,"y1":10}]},"hysteresis":10.0,"margin":20.0}}"#;
+        // A layout that does not cut the arena's grid (8 × 8 cells of 100
+        // against its 10 × 10) is refused before anything is placed.
+        let bad = zoned.replace(r#""cols":10,"rows":10"#, r#""cols":8,"rows":8"#);
+        let bad = bad.replace(r#""x1":10"#, r#""x1":8"#).replace(r#""y1":10"#, r#""y1":8"#);
+        let (status, body) = http("POST", base.clone(), Some(bad)).await;
+        assert_eq!(status, 400, "{body}");
+        assert!(body.contains("is not arena's"), "{body}");
         let (status, body) = http("POST", base.clone(), Some(zoned.into())).await;
         assert_eq!(status, 201, "{body}");
         let zrec: serde_json::Value = serde_json::from_str(&body).unwrap();
