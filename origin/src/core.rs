@@ -79,6 +79,10 @@ pub trait Core: Send + 'static {
     fn zone_asked(&self, id: RequestId) -> bool;
     /// See [`Engine::writes_channel`].
     fn writes_channel(&self, channel: ChannelId) -> bool;
+    /// See [`Engine::handle_feed_part`] (never journaled).
+    fn handle_feed_part(&mut self, msg: &ZoneMsg);
+    /// See [`Engine::zones`].
+    fn zones(&self) -> Vec<ZoneIdx>;
     /// A cross-zone request or answer from another zone's owner: a new
     /// request is journaled (`Served`, applied once) and answered, a
     /// repeated one answered from its record, a stale one (the asker has
@@ -224,6 +228,9 @@ impl<W: World + Clone + Serialize + DeserializeOwned> Core for Engine<W> {
     fn handle_mirrors(&mut self, msg: &ZoneMsg, now_us: u64) -> Result<(), MirrorError> {
         Self::handle_mirrors(self, msg, now_us)
     }
+    fn handle_feed_part(&mut self, msg: &ZoneMsg) {
+        Self::handle_feed_part(self, msg);
+    }
     fn zone_requests(&self) -> Vec<(u64, ZoneIdx, ZoneMsg)> {
         self.zone_engine().zone_requests()
     }
@@ -235,6 +242,9 @@ impl<W: World + Clone + Serialize + DeserializeOwned> Core for Engine<W> {
     }
     fn writes_channel(&self, channel: ChannelId) -> bool {
         self.zone_engine().writes_channel(channel)
+    }
+    fn zones(&self) -> Vec<ZoneIdx> {
+        self.zone_engine().zones()
     }
     fn tick_hz(&self) -> u32 {
         self.config().tick_hz
@@ -343,6 +353,9 @@ impl<W: World + Clone + Serialize + DeserializeOwned> Core for Persistent<W> {
     fn handle_mirrors(&mut self, msg: &ZoneMsg, now_us: u64) -> Result<(), MirrorError> {
         Self::handle_mirrors(self, msg, now_us)
     }
+    fn handle_feed_part(&mut self, msg: &ZoneMsg) {
+        Self::handle_feed_part(self, msg);
+    }
     fn zone_requests(&self) -> Vec<(u64, ZoneIdx, ZoneMsg)> {
         self.zone_engine().zone_requests()
     }
@@ -354,6 +367,9 @@ impl<W: World + Clone + Serialize + DeserializeOwned> Core for Persistent<W> {
     }
     fn writes_channel(&self, channel: ChannelId) -> bool {
         self.zone_engine().writes_channel(channel)
+    }
+    fn zones(&self) -> Vec<ZoneIdx> {
+        self.zone_engine().zones()
     }
     fn tick_hz(&self) -> u32 {
         self.engine().config().tick_hz

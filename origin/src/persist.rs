@@ -236,6 +236,12 @@ where
         self.engine.handle_mirrors(msg, now_us)
     }
 
+    /// Another zone's part of the spectator feed: presentation only, never
+    /// journaled (see [`Engine::handle_feed_part`]).
+    pub fn handle_feed_part(&mut self, msg: &skylane_proto::zones::ZoneMsg) {
+        self.engine.handle_feed_part(msg);
+    }
+
     /// See [`Engine::handle_leave`].
     pub fn handle_leave(&mut self, session: SessionId) {
         self.pending.push(Input::Leave { session });

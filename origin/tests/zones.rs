@@ -102,6 +102,8 @@ struct Net {
     crash_after_served: bool,
     /// Arena events published, per zone: (zone, event).
     events: Vec<(usize, ArenaEvent)>,
+    /// Spectator feed frames the zones output: (zone, frame).
+    feeds: Vec<(usize, std::sync::Arc<skylane_proto::FeedFrame>)>,
 }
 
 fn handoff_cfg() -> HandoffConfig {
@@ -174,6 +176,7 @@ impl Net {
             drop_answers: 0,
             crash_after_served: false,
             events: Vec::new(),
+            feeds: Vec::new(),
         }
     }
 
@@ -293,6 +296,7 @@ impl Net {
                         }
                     }
                     Output::ToZone { to, msg } => self.send(to, msg),
+                    Output::Feed(f) => self.feeds.push((i, f)),
                     Output::Subscriptions { added, .. } => {
                         for c in added {
                             self.writes(i, c.channel, true);
@@ -389,6 +393,11 @@ impl Net {
                 if let Some((to, reply)) = reply {
                     self.send(to, reply);
                 }
+                self.pump(i);
+                continue;
+            }
+            if matches!(msg, ZoneMsg::FeedPart { .. }) {
+                self.zones[i].core_mut().handle_feed_part(&msg);
                 self.pump(i);
                 continue;
             }
@@ -1307,4 +1316,40 @@ fn a_gift_to_a_player_who_left_comes_back_and_the_giver_waits_for_it() {
         [Outcome::Rejected { .. }]
     ));
     assert_eq!(coins(&net, a.e), ca);
+}
+
+/// A zoned world has one spectator feed, the home zone's: another zone
+/// feeding it sends its part (a tick's public events, its keyframes) to the
+/// home zone, which merges them into the frames it signs as the world; no
+/// other zone outputs a feed frame of its own.
+#[test]
+fn the_home_zone_signs_one_feed_with_every_zones_part() {
+    let (mut net, _a, mut b) = duel();
+    let now = net.now_ms * 1000;
+    net.zones[0].core_mut().set_feed(true, now);
+    net.zones[1].core_mut().set_feed(true, now);
+    net.pump(0);
+    net.pump(1);
+    walk(&mut net, &mut b, 700.0, 300.0);
+    net.run_ms(1_500);
+    assert!(
+        net.feeds.iter().all(|(z, _)| *z == 0),
+        "only the home zone's feed"
+    );
+    let of_b = |keyframe: bool| {
+        net.feeds
+            .iter()
+            .filter(|(_, f)| f.keyframe == keyframe)
+            .flat_map(|(_, f)| f.events.iter())
+            .filter(|e| e.entity == Some(b.e))
+            .count()
+    };
+    assert!(of_b(false) > 0, "zone 1's events in the home's frames");
+    assert!(of_b(true) > 0, "zone 1's avatar in the home's keyframes");
+    assert!(net.feeds.iter().all(|(_, f)| f.proofs.len() == 1), "signed");
+    // The home's feed off: parts are not kept.
+    net.zones[0].core_mut().set_feed(false, net.now_ms * 1000);
+    net.feeds.clear();
+    net.run_ms(500);
+    assert!(net.feeds.is_empty());
 }

@@ -500,6 +500,30 @@ pub enum ZoneMsg {
         /// The request (at most [`RequestKind::max_op`] bytes).
         op: Payload,
     },
+    /// The home zone's spectator feed is wanted (home → every other zone;
+    /// re-sent every 2 s while it is): the zone sends its part of the feed
+    /// ([`ZoneMsg::FeedPart`]); a zone not told again within 6 s stops.
+    FeedWanted {
+        /// World.
+        world: WorldId,
+        /// The zone told.
+        to: ZoneIdx,
+        /// Wanted (`false`: stop now).
+        on: bool,
+    },
+    /// A zone's part of the world's spectator feed (zone → home): a tick's
+    /// public events, or its keyframe; the home zone merges them into the
+    /// frames it signs as the world.
+    FeedPart {
+        /// World.
+        world: WorldId,
+        /// The zone it comes from.
+        from: ZoneIdx,
+        /// A keyframe (every entity of that zone), not a tick's events.
+        keyframe: bool,
+        /// The events.
+        events: Vec<crate::message::FeedEvent>,
+    },
     /// The owner's answer to a [`ZoneMsg::Request`] (owner → asker).
     Answer {
         /// World.
@@ -619,7 +643,9 @@ impl ZoneMsg {
             | Self::Commit { world, .. }
             | Self::Mirrors { world, .. }
             | Self::Request { world, .. }
-            | Self::Answer { world, .. } => *world,
+            | Self::Answer { world, .. }
+            | Self::FeedWanted { world, .. }
+            | Self::FeedPart { world, .. } => *world,
         }
     }
 
@@ -631,6 +657,8 @@ impl ZoneMsg {
             Self::Mirrors { to, .. } => *to,
             Self::Request { id, .. } => id.to,
             Self::Answer { id, .. } => id.from,
+            Self::FeedWanted { to, .. } => *to,
+            Self::FeedPart { .. } => ZoneIdx::HOME,
         }
     }
 }

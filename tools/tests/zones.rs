@@ -459,6 +459,27 @@ fn sdk_players_follow_their_avatars_between_zone_owners_through_the_relay() {
         assert_eq!(players.iter().sum::<u64>(), PLAYERS as u64, "{players:?}");
         assert_eq!(players[1], moves(), "{players:?}: zone 1 holds those moved");
         assert!(players[1] >= 1, "someone spawned in zone 1 and moved");
+        // A spectator of the zoned world: its feed is the home zone's,
+        // which merges every zone's part (asked for while it is watched).
+        let sb = net
+            .player_builder(0, PLAYERS + 1)
+            .unwrap()
+            .token(net.token_for(
+                "zw-watcher",
+                Role::Spectator,
+                vec![w],
+                Duration::from_secs(600),
+            ))
+            .world(w);
+        let mut watcher = skylane_client::Spectator::connect(
+            sb,
+            skylane_proto::SpectatorFilter::all(),
+            Duration::ZERO,
+            skylane_proto::BandwidthMode::Full,
+        )
+        .await
+        .expect("watches");
+        tokio::time::sleep(Duration::from_millis(500)).await;
         // The world channel reaches every player, whichever zone its avatar
         // is in: the home zone writes it (other zones forward their world
         // events there) and keeps sessions away from it for it. Every
@@ -506,28 +527,36 @@ fn sdk_players_follow_their_avatars_between_zone_owners_through_the_relay() {
                 (0, 0, 0)
             );
         }
-        // Spectating a zoned world is refused with a clear code (each
-        // zone's feed comes from its own owner; relays do not merge them).
-        let sb = net
-            .player_builder(0, PLAYERS + 1)
-            .unwrap()
-            .token(net.token_for("zw-watcher", Role::Spectator, vec![w], Duration::from_secs(600)))
-            .world(w);
-        let mut watcher = skylane_client::Spectator::connect(
-            sb,
-            skylane_proto::SpectatorFilter::all(),
-            Duration::ZERO,
-            skylane_proto::BandwidthMode::Full,
-        )
+        // The spectator saw every mark once (those of zone 1's players
+        // forwarded to the home zone, which publishes the world channel),
+        // and the other zone's players in a keyframe (zone 1's part).
+        let mut marks: Vec<u32> = Vec::new();
+        let mut zone1_in_keyframe = false;
+        tokio::time::timeout(Duration::from_secs(15), async {
+            while marks.len() < PLAYERS || !zone1_in_keyframe {
+                let f = watcher.next_frame().await.expect("a frame");
+                for e in &f.events {
+                    if f.keyframe && e.pos.is_some_and(|(x, _)| x > 510.0) {
+                        zone1_in_keyframe = true;
+                    }
+                    if let Some(skylane_origin::ArenaEvent::Marked { y, .. }) =
+                        skylane_origin::ArenaEvent::decode(&e.payload)
+                    {
+                        if !f.keyframe && y >= 900.0 {
+                            marks.push(y as u32);
+                        }
+                    }
+                }
+            }
+        })
         .await
-        .expect("connects");
-        let refused = tokio::time::timeout(Duration::from_secs(10), watcher.next_frame())
-            .await
-            .expect("answered in time");
-        assert!(
-            matches!(&refused, Err(e) if e.to_string().contains("zones")),
-            "{refused:?}"
-        );
+        .unwrap_or_else(|_| {
+            panic!("the spectator saw {} marks of {PLAYERS}; zone 1 in a keyframe: {zone1_in_keyframe}", marks.len())
+        });
+        marks.sort_unstable();
+        let distinct: std::collections::BTreeSet<u32> = marks.iter().copied().collect();
+        assert_eq!(marks.len(), distinct.len(), "each mark once: {marks:?}");
+        watcher.close().await;
         for c in clients {
             c.close().await;
         }

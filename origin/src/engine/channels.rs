@@ -44,6 +44,9 @@ impl<W: World> Engine<W> {
         if on && !was {
             self.feed_keyframe(now_us);
         }
+        if !on {
+            self.clear_feed_parts();
+        }
     }
 
     /// Whether the spectator feed is on.
@@ -67,12 +70,14 @@ impl<W: World> Engine<W> {
     }
 
     pub(super) fn feed_keyframe(&mut self, now_us: u64) {
-        let events = self
+        let mut events: Vec<FeedEvent> = self
             .world
             .spectator_keyframe()
             .into_iter()
             .map(|(entity, payload)| self.tag(EventClass::State, Some(entity), payload))
             .collect();
+        // A zoned world's home zone: every other zone's last keyframe too.
+        events.extend(self.take_feed_parts(true));
         self.push_feed(FeedFrame {
             world: self.cfg.world,
             tick: self.tick,
@@ -86,19 +91,36 @@ impl<W: World> Engine<W> {
     /// Signs a feed frame (every event's hash, the tick and time: relays can
     /// filter and coalesce it, never forge it) and outputs it.
     fn push_feed(&mut self, mut frame: FeedFrame) {
+        if self.feeds_home() {
+            // A zone's part goes to the home zone, which signs the world's
+            // frames (one feed per world, whatever its zones).
+            let from = self.zone().unwrap_or_default();
+            self.outputs.push_back(Output::ToZone {
+                to: skylane_proto::zones::ZoneIdx::HOME,
+                msg: skylane_proto::zones::ZoneMsg::FeedPart {
+                    world: self.cfg.world,
+                    from,
+                    keyframe: frame.keyframe,
+                    events: frame.events,
+                },
+            });
+            return;
+        }
         frame.proofs = vec![self.signer.sign_feed(&frame)];
         self.outputs.push_back(Output::Feed(Arc::new(frame)));
     }
 
     /// The public part of a tick's events, as one feed frame.
     pub(super) fn feed_frame(&mut self, pending: &[Emitted], now_us: u64) {
-        let events: Vec<FeedEvent> = pending
+        let mut events: Vec<FeedEvent> = pending
             .iter()
             .filter_map(|e| {
                 let payload = self.world.spectator_event(e)?;
                 Some(self.tag(e.class, e.entity, payload))
             })
             .collect();
+        // A zoned world's home zone: the other zones' events since.
+        events.extend(self.take_feed_parts(false));
         if events.is_empty() {
             return;
         }

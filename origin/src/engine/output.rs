@@ -139,4 +139,7 @@ pub struct EngineStats {
     pub events_forwarded_in: u64,
     /// See `events_forwarded_out`.
     pub events_forward_dropped: u64,
+    /// Zones: other zones' feed events the home zone dropped (its next
+    /// frame held `MAX_FEED_PARTS` already).
+    pub feed_parts_dropped: u64,
 }

@@ -45,7 +45,9 @@ use skylane_proto::zones::{
     EntityTransfer, RequestId, RequestKind, ZoneIdx, ZoneLayout, ZoneMsg, ZoneRecord, MAX_FORWARD,
     MAX_REQUEST,
 };
-use skylane_proto::{ActionResult, ChannelId, EntityId, EventClass, Outcome, Payload, SessionId};
+use skylane_proto::{
+    ActionResult, ChannelId, EntityId, EventClass, FeedEvent, Outcome, Payload, SessionId,
+};
 
 use crate::world::{Emit, Emitted, RemoteOp, World};
 use crate::zone::{HandoffLedger, MirrorError, MirrorIn, MirrorOut};
@@ -150,7 +152,15 @@ pub(super) struct Border {
     held: MirrorIn,
     /// This zone's entities' newest movement state (what neighbours show).
     moves: HashMap<EntityId, ((f32, f32), Payload)>,
+    /// At the home zone: other zones' feed events waiting for the next feed
+    /// frame (at most `MAX_FEED_PARTS`), and each zone's last feed keyframe.
+    parts: Vec<FeedEvent>,
+    part_keys: BTreeMap<ZoneIdx, Vec<FeedEvent>>,
 }
+
+/// Other zones' feed events the home zone holds for its next frame, at most
+/// (beyond, they are dropped and counted: the home's feed is slow).
+pub(super) const MAX_FEED_PARTS: usize = 65_536;
 
 impl Border {
     pub(super) fn new(world: skylane_proto::WorldId, setup: &ZoneSetup, tick_hz: u32) -> Self {
@@ -159,6 +169,8 @@ impl Border {
             out: MirrorOut::new(world, setup.zone, setup.margin, refresh),
             held: MirrorIn::new(world, setup.zone, MAX_MIRRORS, 3 * refresh),
             moves: HashMap::new(),
+            parts: Vec::new(),
+            part_keys: BTreeMap::new(),
         }
     }
 }
@@ -755,6 +767,72 @@ impl<W: World> Engine<W> {
         self.stats.mirrors_shown += shown.len() as u64;
         self.movement(shown, now_us);
         kept
+    }
+
+    /// Another zone's part of the world's spectator feed (taken by the home
+    /// zone only): its keyframe replaces the one held, its events go into
+    /// the next frame this zone signs (bounded; beyond, dropped and
+    /// counted). Other messages are ignored.
+    pub fn handle_feed_part(&mut self, msg: &ZoneMsg) {
+        let ZoneMsg::FeedPart {
+            from,
+            keyframe,
+            events,
+            ..
+        } = msg
+        else {
+            return;
+        };
+        if self.zone() != Some(ZoneIdx::HOME) || *from == ZoneIdx::HOME || !self.feed {
+            return;
+        }
+        let Some(b) = self.border.as_mut() else {
+            return;
+        };
+        if *keyframe {
+            let mut events = events.clone();
+            events.truncate(MAX_FEED_PARTS);
+            b.part_keys.insert(*from, events);
+        } else if b.parts.len() + events.len() <= MAX_FEED_PARTS {
+            b.parts.extend(events.iter().cloned());
+        } else {
+            self.stats.feed_parts_dropped += events.len() as u64;
+        }
+    }
+
+    /// The other zones' feed for the frame being made: every zone's last
+    /// keyframe for a keyframe, else the events that came since.
+    pub(super) fn take_feed_parts(&mut self, keyframe: bool) -> Vec<FeedEvent> {
+        let Some(b) = self.border.as_mut() else {
+            return Vec::new();
+        };
+        if keyframe {
+            b.part_keys.values().flatten().cloned().collect()
+        } else {
+            std::mem::take(&mut b.parts)
+        }
+    }
+
+    /// Forgets the other zones' feed (the home's feed stopped).
+    pub(super) fn clear_feed_parts(&mut self) {
+        if let Some(b) = self.border.as_mut() {
+            b.parts.clear();
+            b.part_keys.clear();
+        }
+    }
+
+    /// A zone other than the home sends its feed to the home zone, which
+    /// signs the world's.
+    pub(super) fn feeds_home(&self) -> bool {
+        self.zone().is_some_and(|z| z != ZoneIdx::HOME)
+    }
+
+    /// Every zone of this zoned world (empty for an unzoned one).
+    pub fn zones(&self) -> Vec<ZoneIdx> {
+        self.zone
+            .as_ref()
+            .map(|z| z.setup.layout.zones().collect())
+            .unwrap_or_default()
     }
 
     /// Copies of other zones' entities this zone holds.

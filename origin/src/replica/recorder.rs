@@ -139,6 +139,13 @@ impl Core for Recorder {
     fn writes_channel(&self, channel: ChannelId) -> bool {
         self.inner.writes_channel(channel)
     }
+    fn handle_feed_part(&mut self, msg: &skylane_proto::zones::ZoneMsg) {
+        // Presentation, not an input.
+        self.inner.handle_feed_part(msg);
+    }
+    fn zones(&self) -> Vec<skylane_proto::zones::ZoneIdx> {
+        self.inner.zones()
+    }
     fn tick_hz(&self) -> u32 {
         self.inner.tick_hz()
     }

@@ -555,10 +555,12 @@ impl Actor {
 
     /// The engine produces the spectator feed while any relay wants it.
     fn update_feed(&mut self) {
-        let on = self.routes.feed_wanted();
         let now = self.now_us();
+        // A zone other than the home feeds the home zone while it asks.
+        let on = self.routes.feed_wanted() || self.zone_feed_wanted(now / 1000);
         self.core.set_feed(on, now);
         self.route();
+        self.tell_zones_feed(now / 1000);
     }
 
     fn sweep_orphans(&mut self) {

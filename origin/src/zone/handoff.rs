@@ -412,7 +412,9 @@ impl Handoffs {
             ZoneMsg::Commit { world, id, .. } => (*world, id.to),
             ZoneMsg::Mirrors { world, .. }
             | ZoneMsg::Request { world, .. }
-            | ZoneMsg::Answer { world, .. } => (*world, self.me),
+            | ZoneMsg::Answer { world, .. }
+            | ZoneMsg::FeedWanted { world, .. }
+            | ZoneMsg::FeedPart { world, .. } => (*world, self.me),
         };
         if world != self.world {
             return Err(HandoffError::WrongWorld(world, self.world));
@@ -430,7 +432,11 @@ impl Handoffs {
             // a straggling copy of its `Out` must be answered, not imported.
             ZoneMsg::Commit { id, low, .. } => self.raise_low(id.from, *low),
             // Not the handoff's: the engine's (mirrors, requests).
-            ZoneMsg::Mirrors { .. } | ZoneMsg::Request { .. } | ZoneMsg::Answer { .. } => {}
+            ZoneMsg::Mirrors { .. }
+            | ZoneMsg::Request { .. }
+            | ZoneMsg::Answer { .. }
+            | ZoneMsg::FeedWanted { .. }
+            | ZoneMsg::FeedPart { .. } => {}
         }
         Ok(())
     }

@@ -531,6 +531,8 @@ impl Actor {
         // And every spectator feed it carries.
         if let Some(tx) = self.link(origin) {
             for world in self.spectators.worlds_of(origin) {
+                // A zoned world's feed comes from its home zone's record.
+                let world = self.directory.home_of(world);
                 tx.send_control(&LinkMsg::FeedSubscribe { world });
             }
         }
@@ -594,15 +596,10 @@ impl Actor {
             return;
         };
         let now = self.shared.clock.unix_us();
-        let zoned = self.directory.home_of(world) != world;
-        let result = match self.routing.origin_of(world) {
-            // Each zone's feed comes from its own owner, and the relay does
-            // not merge them yet: refused with a clear code.
-            Some(_) if zoned => Err(super::spectators::Refusal {
-                code: skylane_proto::ErrorCode::Unsupported,
-                label: "zoned_world",
-                message: format!("{world} is split into zones: spectating it is not supported yet"),
-            }),
+        // A zoned world's feed is its home zone's (which merges every
+        // zone's into the frames it signs as the world).
+        let feed = self.directory.home_of(world);
+        let result = match self.routing.origin_of(feed) {
             Some(origin) => self
                 .spectators
                 .subscribe(now, session, world, origin, sub, tx),
@@ -615,7 +612,7 @@ impl Actor {
         match result {
             Ok(Some(origin)) => {
                 if let Some(link) = self.link(origin) {
-                    link.send_control(&LinkMsg::FeedSubscribe { world });
+                    link.send_control(&LinkMsg::FeedSubscribe { world: feed });
                 }
             }
             Ok(None) => {}
@@ -635,6 +632,7 @@ impl Actor {
 
     fn leave_audience(&mut self, session: SessionId) {
         if let Some((world, origin)) = self.spectators.leave(session) {
+            let world = self.directory.home_of(world);
             if let Some(link) = self.link(origin) {
                 link.send_control(&LinkMsg::FeedUnsubscribe { world });
             }

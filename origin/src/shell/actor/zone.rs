@@ -37,7 +37,18 @@ pub(crate) struct ZoneDriver {
     routed: VecDeque<SessionId>,
     /// When unanswered requests are sent again next (ms).
     next_resend: u64,
+    /// A zone other than the home: the home zone wants its feed until then
+    /// (ms).
+    feed_until: Option<u64>,
+    /// The home zone: whether the other zones were last told the feed is
+    /// wanted, and when they are told again (ms).
+    feed_told: (bool, u64),
 }
+
+/// How often the home zone tells the others its feed is still wanted, and
+/// how long a zone keeps feeding without hearing it again.
+const FEED_WANTED_EVERY_MS: u64 = 2_000;
+const FEED_WANTED_FOR_MS: u64 = 6_000;
 
 /// How often unanswered cross-zone requests are sent again.
 const REQUEST_RESEND_MS: u64 = 250;
@@ -74,6 +85,8 @@ impl ZoneDriver {
             started: std::collections::HashMap::new(),
             routed: VecDeque::new(),
             next_resend: now_ms + REQUEST_RESEND_MS,
+            feed_until: None,
+            feed_told: (false, 0),
         })
     }
 }
@@ -155,6 +168,17 @@ impl Actor {
             }
             return;
         }
+        match msg {
+            ZoneMsg::FeedPart { .. } => return self.core.handle_feed_part(msg),
+            ZoneMsg::FeedWanted { on, .. } => {
+                let now = self.now_us() / 1000;
+                if let Some(z) = self.zone.as_mut() {
+                    z.feed_until = on.then_some(now + FEED_WANTED_FOR_MS);
+                }
+                return self.update_feed();
+            }
+            _ => {}
+        }
         if matches!(msg, ZoneMsg::Request { .. } | ZoneMsg::Answer { .. }) {
             self.zone_request(msg);
             self.zone_pump();
@@ -196,6 +220,49 @@ impl Actor {
                     }
                 }
             }
+        }
+    }
+
+    /// Whether the home zone wants this zone's feed now.
+    pub(super) fn zone_feed_wanted(&self, now_ms: u64) -> bool {
+        self.zone
+            .as_ref()
+            .and_then(|z| z.feed_until)
+            .is_some_and(|t| now_ms < t)
+    }
+
+    /// The home zone tells every other zone whether its feed is wanted (at
+    /// once when that changes, and every `FEED_WANTED_EVERY_MS` while it is);
+    /// a zone whose ask lapsed stops feeding.
+    pub(super) fn tell_zones_feed(&mut self, now_ms: u64) {
+        let home = self.core.zone() == Some(ZoneIdx::HOME);
+        let on = self.routes.feed_wanted();
+        let zones = self.core.zones();
+        let lapsed = self
+            .zone
+            .as_ref()
+            .is_some_and(|z| z.feed_until.is_some_and(|t| now_ms >= t));
+        let Some(z) = self.zone.as_mut() else {
+            return;
+        };
+        if lapsed {
+            z.feed_until = None;
+            let now = self.now_us();
+            let on = self.routes.feed_wanted();
+            self.core.set_feed(on, now);
+            return;
+        }
+        if !home || (on == z.feed_told.0 && (!on || now_ms < z.feed_told.1)) {
+            return;
+        }
+        z.feed_told = (on, now_ms + FEED_WANTED_EVERY_MS);
+        for to in zones.into_iter().filter(|t| *t != ZoneIdx::HOME) {
+            let msg = ZoneMsg::FeedWanted {
+                world: z.world,
+                to,
+                on,
+            };
+            z.links.send(zone_record_id(z.world, to), msg);
         }
     }
 
@@ -295,5 +362,6 @@ impl Actor {
                 z.links.send(zone_record_id(z.world, to), msg);
             }
         }
+        self.tell_zones_feed(now_ms);
     }
 }
