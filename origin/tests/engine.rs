@@ -354,6 +354,101 @@ fn a_speed_hack_is_rejected_and_recorded() {
     assert_eq!(e.world().player(a).unwrap().x, 100.0);
 }
 
+/// Movement is checked against a budget refilled at the top speed: two
+/// honest moves that reach the origin in one tick (network jitter) share
+/// what the time since the last move allowed and both apply, while many
+/// moves in one tick never add up to more than that (no speed gained by
+/// sending more often), and a burst after standing still is capped.
+#[test]
+fn the_speed_budget_absorbs_jitter_and_never_adds_speed() {
+    let mut e = engine();
+    let a = join(&mut e, 1);
+    let joined = e.tick();
+    e.world_mut().place(a, 100.0, 100.0);
+    // 30 Hz, 10 units/s: 1/3 unit a tick. Six ticks pass.
+    for _ in 0..6 {
+        tick(&mut e);
+    }
+    // Two moves of 0.9 (one delayed by the network) land in one tick: both
+    // apply (1.8 units, within the 2 units six ticks allow).
+    e.handle_action(
+        SessionId(1),
+        act(1, &ArenaAction::Move { x: 100.9, y: 100.0 }, vec![]),
+    );
+    e.handle_action(
+        SessionId(1),
+        act(2, &ArenaAction::Move { x: 101.8, y: 100.0 }, vec![]),
+    );
+    let out = tick(&mut e);
+    assert!(
+        out.iter()
+            .all(|(_, o)| matches!(o, Outcome::Applied { .. })),
+        "{out:?}"
+    );
+    // Ten moves of 0.2 in the next tick: some apply, the rest are refused
+    // once the budget is spent; never more than the time since joining
+    // allows at the top speed.
+    for k in 0..10u64 {
+        let x = 101.8 + 0.2 * (k + 1) as f32;
+        e.handle_action(
+            SessionId(1),
+            act(3 + k, &ArenaAction::Move { x, y: 100.0 }, vec![]),
+        );
+    }
+    let out = tick(&mut e);
+    let refused = out
+        .iter()
+        .filter(|(_, o)| {
+            matches!(
+                o,
+                Outcome::Rejected {
+                    code: RejectCode::Speed,
+                    ..
+                }
+            )
+        })
+        .count();
+    assert!((1..10).contains(&refused), "{out:?}");
+    let moved = e.world().player(a).unwrap().x - 100.0;
+    let allowed = (e.tick() - joined) as f32 / 3.0;
+    assert!(
+        moved <= allowed * 1.01 + 1e-3,
+        "moved {moved} in {} ticks",
+        e.tick() - joined
+    );
+    // Standing still a long time buys at most 15 ticks' worth (5 units).
+    for _ in 0..100 {
+        tick(&mut e);
+    }
+    let x0 = e.world().player(a).unwrap().x;
+    e.handle_action(
+        SessionId(1),
+        act(
+            20,
+            &ArenaAction::Move {
+                x: x0 + 6.0,
+                y: 100.0,
+            },
+            vec![],
+        ),
+    );
+    let out = tick(&mut e);
+    assert_rejected(&out[0].1, RejectCode::Speed);
+    e.handle_action(
+        SessionId(1),
+        act(
+            21,
+            &ArenaAction::Move {
+                x: x0 + 4.9,
+                y: 100.0,
+            },
+            vec![],
+        ),
+    );
+    let out = tick(&mut e);
+    assert!(matches!(out[0].1, Outcome::Applied { .. }), "{out:?}");
+}
+
 /// Honest bots wander and shoot near their targets with aim error after a human
 /// reaction delay; one aimbot shoots exactly at a target the tick it arrives.
 #[test]

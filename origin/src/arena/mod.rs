@@ -87,6 +87,7 @@ impl Arena {
                 t.y = ny;
                 t.hp = start_hp;
                 t.last_move_tick = tick;
+                t.move_credit = 0.0;
                 // A second change (the respawn): a second version, so receivers
                 // that see the hit after the death keep the respawn.
                 t.version += 1;
@@ -194,6 +195,7 @@ impl World for Arena {
                 coins,
                 items,
                 last_move_tick: tick,
+                move_credit: 0.0,
                 last_fire_tick: None,
             },
         );
@@ -261,7 +263,13 @@ impl World for Arena {
         let me = ctx.avatar;
         match action {
             ArenaAction::Move { x, y } => {
+                let budget = self
+                    .players
+                    .get(&me)
+                    .map_or(0.0, |p| self.move_budget(p, ctx.tick, ctx.tick_hz));
                 if let Some(p) = self.players.get_mut(&me) {
+                    let d = state::dist((p.x, p.y), (*x, *y));
+                    p.move_credit = (budget - d).max(0.0);
                     p.x = *x;
                     p.y = *y;
                     p.last_move_tick = ctx.tick;

@@ -94,14 +94,14 @@ pub(super) fn check_speed(w: &Arena, ctx: &Ctx, a: &ArenaAction) -> Result<(), R
         return Ok(());
     }
     let me = w.me(ctx)?;
-    let ticks = ctx.tick.saturating_sub(me.last_move_tick).max(1);
-    let allowed = w.cfg.max_speed * ticks as f32 / ctx.tick_hz.max(1) as f32;
+    let ticks = ctx.tick.saturating_sub(me.last_move_tick);
+    let allowed = w.move_budget(me, ctx.tick, ctx.tick_hz);
     let d = dist((me.x, me.y), (*x, *y));
     // 1% slack for float rounding in honest clients.
     if d > allowed * 1.01 + 1e-3 {
         return Err(Rejection::new(
             RejectCode::Speed,
-            format!("moved {d:.2} units in {ticks} ticks (max {allowed:.2})"),
+            format!("moved {d:.2} units, {ticks} ticks after the last move (max {allowed:.2})"),
         ));
     }
     Ok(())
