@@ -109,14 +109,14 @@ pub struct MoveTooLarge {
 #[derive(Debug, Clone, PartialEq)]
 pub struct RemoteOp {
     /// The other zone's entity it is for ([`Emit::remote_entity`]), if any:
-    /// the zone owning it (a copy of it is mirrored here) gets it, and the
+    /// the zone across the border the actor stands by gets it, and the
     /// action's outcome is the answer's.
     pub entity: Option<EntityId>,
     /// Where it lands.
     pub point: (f32, f32),
-    /// How far from `point` what it touches may stand (a copy of another
-    /// zone's entity within it, mirrored here, names the zone to ask when
-    /// `point` lies in this zone).
+    /// How far from `point` what it touches may stand: when `point` lies in
+    /// this zone, a neighbour within this (plus the handoff hysteresis: its
+    /// avatars may stand this side of the border) is asked.
     pub radius: f32,
     /// The game's encoding (at most [`skylane_proto::zones::MAX_REQUEST`]).
     pub op: Payload,
@@ -198,11 +198,13 @@ impl Emit {
         });
     }
 
-    /// Zones: asks the zone that owns `entity` (another zone's, mirrored
-    /// here: near the border) to apply `op`, once; **the action's outcome
-    /// waits for the answer** and is what [`World::remote_answered`] says
-    /// (applied, or a refusal: the game undoes its side). With no such copy
-    /// (or too many requests unanswered) it is answered `None` at once.
+    /// Zones: asks the zone across the border the acting player stands by
+    /// (the neighbour nearest its avatar, within the mirror margin) to
+    /// apply `op` to `entity`, once; **the action's outcome waits for the
+    /// answer** and is what [`World::remote_answered`] says (applied, or a
+    /// refusal: the game undoes its side). With no neighbour that near (or
+    /// too many requests unanswered) it is answered `None` at once. Routing
+    /// reads only replicated state, so a standby makes the same request.
     /// At most one per action.
     pub fn remote_entity(&mut self, entity: EntityId, op: impl Into<Payload>) {
         self.remote.push(RemoteOp {

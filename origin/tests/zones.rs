@@ -953,6 +953,7 @@ fn players_near_a_border_see_each_other_through_mirrors() {
     assert_eq!(net.owner(a.e), ZoneIdx(1));
     assert_eq!(net.zones[1].engine().mirror_of(a.e), None);
     assert!(net.zones[1].engine().world().player(a.e).is_some());
+    replays_exactly(&mut net);
 }
 
 /// A lost removal never leaves a ghost: copies not refreshed expire.
@@ -976,6 +977,29 @@ fn a_mirror_whose_removal_is_lost_expires() {
     // Within three refreshes (2 s each) of zone 1's ticks it is gone.
     net.run_ms(7_000);
     assert_eq!(net.zones[0].engine().mirror_of(b.e), None);
+}
+
+/// Every zone's journal re-executes to the same state, tick by tick (what a
+/// standby does): nothing a zone decided depended on what is not
+/// replicated (mirrors, the feed).
+fn replays_exactly(net: &mut Net) {
+    for i in 0..net.zones.len() {
+        net.zones[i].core_mut().flush().unwrap();
+        let z = &net.zones[i];
+        let meta = JournalMeta {
+            world_kind: "arena".into(),
+            world: W,
+            engine: EngineConfig::new(W),
+            grid: Arena::new(arena_cfg()).grid(),
+        };
+        let report = replay::<Arena>(z.core().journal(), &meta).unwrap();
+        assert!(report.checked > 0, "zone {i}: no tick checked");
+        assert!(
+            report.divergence.is_none(),
+            "zone {i} diverged on replay: {:?}",
+            report.divergence
+        );
+    }
 }
 
 /// `w` acts (`a`) on the zone holding it: the action's sequence number.
@@ -1079,6 +1103,7 @@ fn a_shot_across_a_border_hits_once_at_the_zone_owning_the_target() {
     assert_eq!(told(&net, a.e), (1, 1));
     assert_eq!(hp(&net, b.e), before - damage);
     assert_eq!(net.violations, 0);
+    replays_exactly(&mut net);
 }
 
 /// A lost answer is made good by the re-sent request, answered from the
@@ -1143,6 +1168,7 @@ fn a_shot_at_a_neighbour_in_the_hysteresis_band_goes_to_its_owner() {
     net.run_ms(300);
     assert_eq!(hp(&net, b.e), before - damage);
     assert_eq!(told(&net, a.e), (1, 0));
+    replays_exactly(&mut net);
 }
 
 /// The world channel has one writer, the home zone, and reaches every
@@ -1202,6 +1228,7 @@ fn world_events_of_every_zone_are_published_once_by_the_home_zone() {
     assert!(back.contains(&ChannelId::World));
     assert!(back.iter().any(|c| matches!(c, ChannelId::Cell { .. })));
     assert!(!net.zones[1].core().has_session(b.s));
+    replays_exactly(&mut net);
 }
 
 /// `w` gives `coins` to `to`: the action's sequence number.
@@ -1279,6 +1306,7 @@ fn a_gift_across_a_border_is_taken_once_and_answers_the_action() {
         .count();
     assert_eq!(traded, 1);
     assert_eq!(net.violations, 0);
+    replays_exactly(&mut net);
 }
 
 /// A gift whose receiver left before the request arrived comes back to the
@@ -1316,6 +1344,7 @@ fn a_gift_to_a_player_who_left_comes_back_and_the_giver_waits_for_it() {
         [Outcome::Rejected { .. }]
     ));
     assert_eq!(coins(&net, a.e), ca);
+    replays_exactly(&mut net);
 }
 
 /// A zoned world has one spectator feed, the home zone's: another zone

@@ -441,8 +441,11 @@ impl<W: World> Engine<W> {
         {
             // One request per action answers it.
             let answers = entity.is_some() && !std::mem::replace(&mut answering, true);
+            // Routing reads only replicated state (the layout, positions in
+            // this zone's world): a standby re-executing the action makes
+            // the same request (mirrors are not replicated).
             let to = match entity {
-                Some(e) => self.mirror_of(e).map(|(z, _)| z),
+                Some(_) => self.entity_target(action.0),
                 None => self.remote_target(point, radius),
             };
             let sent = match to {
@@ -605,12 +608,30 @@ impl<W: World> Engine<W> {
         if at != me {
             return Some(at);
         }
-        let b = self.border.as_ref()?;
-        b.held
-            .iter()
-            .map(|(z, m)| (z, (m.pos.0 - point.0).hypot(m.pos.1 - point.1)))
-            .filter(|(_, d)| *d <= radius)
-            .min_by(|a, b| a.1.total_cmp(&b.1))
+        // A neighbour's avatar may stand this side of the border, in the
+        // hysteresis band (still its zone's).
+        self.nearest_neighbour(point, radius + zone.setup.hysteresis)
+    }
+
+    /// The zone a request about another zone's entity goes to: the
+    /// neighbour nearest the acting session's avatar within the mirror
+    /// margin (the zone across the border it stands by).
+    fn entity_target(&self, session: SessionId) -> Option<ZoneIdx> {
+        let zone = self.zone.as_ref()?;
+        let avatar = self.sessions.get(&session)?.avatar?;
+        let pos = self.world.position(avatar)?;
+        self.nearest_neighbour(pos, zone.setup.margin)
+    }
+
+    /// The other zone nearest `point` within `within` map units.
+    fn nearest_neighbour(&self, point: (f32, f32), within: f32) -> Option<ZoneIdx> {
+        let zone = self.zone.as_ref()?;
+        let layout = &zone.setup.layout;
+        layout
+            .near(zone.setup.zone, point.0, point.1, within)
+            .into_iter()
+            .map(|z| (z, layout.distance(z, point.0, point.1)))
+            .min_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)))
             .map(|(z, _)| z)
     }
 
