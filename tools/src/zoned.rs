@@ -113,6 +113,9 @@ pub struct ZoneReport {
     pub events_forwarded: u64,
     /// See `requests_sent`.
     pub requests_answered: u64,
+    /// Standby divergences the origins saw during the run (any: a zone's
+    /// standby re-executed its inputs to another state; the run fails).
+    pub divergences: u64,
     /// Players per zone at the end, from each zone's owner.
     pub players_per_zone: Vec<u64>,
     /// Whether the zones held every playing bot exactly once at the end
@@ -296,6 +299,7 @@ pub async fn run(net: &LocalNet, plan: &ZonedPlan, world: WorldId) -> ZoneReport
         mirrors_received: zone_msgs("mirrors_received"),
         requests_sent: zone_msgs("requests_sent"),
         events_forwarded: zone_msgs("events_forwarded"),
+        divergences: origins.iter().map(|m| m.divergences.get()).sum(),
         requests_answered: zone_msgs("answers_received"),
         players_per_zone,
         each_in_one_zone: settled,
@@ -352,12 +356,13 @@ impl ZoneReport {
             self.actions_resent,
         );
         o.push_str(&format!(
-            "              {} border mirror messages sent, {} received; cross-zone requests: {} shots and {} world-event batches to the home zone, {} answered; players per zone {:?}: {}; actions {} sent, {} answered ({} unknown); events lost or duplicated {} of {}; {} reconnects\n",
+            "              {} border mirror messages sent, {} received; cross-zone requests: {} of the game's (shots, gifts) and {} world-event batches to the home zone, {} answered; {} standby divergences; players per zone {:?}: {}; actions {} sent, {} answered ({} unknown); events lost or duplicated {} of {}; {} reconnects\n",
             self.mirrors_sent,
             self.mirrors_received,
             self.requests_sent,
             self.events_forwarded,
             self.requests_answered,
+            self.divergences,
             self.players_per_zone,
             if self.each_in_one_zone {
                 "each player in exactly one zone"

@@ -460,6 +460,7 @@ fn demo_runs_a_zoned_world_over_two_origins_with_nothing_lost() {
     assert_eq!(per_zone, 24, "{r}");
     assert_eq!(z["events_lost"], 0, "{r}");
     assert_eq!(z["reconnects"], 0, "{r}");
+    assert_eq!(z["divergences"], 0, "{r}: every zone's standby agrees");
     assert_eq!(
         z["actions_answered"].as_u64().unwrap() + z["actions_unknown"].as_u64().unwrap(),
         z["actions_sent"].as_u64().unwrap(),

@@ -34,16 +34,15 @@ pub struct Player {
     pub last_move_tick: u64,
     /// Distance the player may still cover at `last_move_tick` without
     /// waiting (the unused part of its movement budget: see
-    /// [`Arena::move_budget`]).
+    /// the speed rule).
     #[serde(default)]
     pub move_credit: f32,
     /// Tick of the last shot (cooldown check).
     pub last_fire_tick: Option<u64>,
 }
 
-/// Ticks of top-speed movement a player's budget holds at most (the
-/// longest burst after standing still; it covers an arriving avatar's
-/// frozen handoff time too, `HANDOFF_MOVE_CREDIT`).
+/// Ticks of top-speed movement a move's unused budget carries to the next
+/// move, at most.
 pub(super) const MOVE_BURST_TICKS: u64 = 15;
 
 /// A player arriving from another zone: it, the items it holds, and the
@@ -263,17 +262,18 @@ impl Arena {
         }
     }
 
-    /// How far `p` may move at `tick`: its movement budget, refilled at the
-    /// top speed since its last move and capped
-    /// at [`MOVE_BURST_TICKS`] of it. Two moves that reach the origin in one
+    /// How far `p` may move at `tick`: the top speed times the ticks since
+    /// its last move, plus what that move left unused (at most
+    /// [`MOVE_BURST_TICKS`]' worth). Two moves that reach the origin in one
     /// tick (datagram jitter) share what the time allowed, so an honest
-    /// client is not refused for its network, and no one moves faster than
-    /// the top speed on average.
+    /// client is not refused for its network, many moves in one tick never
+    /// add up to more, and no one moves faster than the top speed on
+    /// average.
     pub(super) fn move_budget(&self, p: &Player, tick: u64, tick_hz: u32) -> f32 {
         let per_tick = self.cfg.max_speed / tick_hz.max(1) as f32;
         let ticks = tick.saturating_sub(p.last_move_tick);
-        let refill = per_tick * ticks as f32;
-        (p.move_credit + refill).min(per_tick * MOVE_BURST_TICKS as f32)
+        let carried = p.move_credit.min(per_tick * MOVE_BURST_TICKS as f32);
+        carried + per_tick * ticks as f32
     }
 
     pub(super) fn me(&self, ctx: &Ctx) -> Result<&Player, Rejection> {

@@ -173,8 +173,9 @@ impl DemoCmd {
             anyhow::ensure!(
                 z.each_in_one_zone
                     && z.events_lost == 0
+                    && z.divergences == 0
                     && z.actions_answered + z.actions_unknown == z.actions_sent,
-                "zones: players per zone {:?} ({}), {} events lost, {} of {} actions answered",
+                "zones: players per zone {:?} ({}), {} events lost, {} standby divergences, {} of {} actions answered",
                 z.players_per_zone,
                 if z.each_in_one_zone {
                     "each in one zone"
@@ -182,6 +183,7 @@ impl DemoCmd {
                     "not each in one zone"
                 },
                 z.events_lost,
+                z.divergences,
                 z.actions_answered + z.actions_unknown,
                 z.actions_sent
             );
