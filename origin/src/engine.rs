@@ -43,14 +43,17 @@ use crate::interest::{Grid, Interest};
 use crate::lifecycle::{Closed, Lifecycle, LifecycleConfig};
 use crate::world::{Ctx, Emit, Emitted, Rejection, Validator, World};
 
+mod border;
 mod channels;
 mod output;
+mod requests;
 mod rooms;
 mod snapshot;
 mod zones;
 
 pub use output::{EngineStats, Output};
-pub use zones::{Served, ZoneSetup, ZoneSetupError};
+pub use requests::Served;
+pub use zones::{ZoneSetup, ZoneSetupError};
 
 /// Engine settings.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -217,7 +220,7 @@ pub struct Engine<W: World> {
     /// The zone this engine runs, for a zoned world.
     zone: Option<Box<zones::ZoneState>>,
     /// A zone's mirrors, sent and held (presentation, not state).
-    border: Option<Box<zones::Border>>,
+    border: Option<Box<border::Border>>,
     /// The action being applied waits for another zone's answer.
     waiting: bool,
 }

@@ -97,7 +97,7 @@ impl<W: World> Engine<W> {
             border: snap
                 .zone
                 .as_ref()
-                .map(|z| Box::new(super::zones::Border::new(cfg.world, &z.setup, cfg.tick_hz))),
+                .map(|z| Box::new(super::border::Border::new(cfg.world, &z.setup, cfg.tick_hz))),
             grid: match snap
                 .zone
                 .as_ref()
