@@ -642,6 +642,14 @@ impl Agent {
         }
     }
 
+    /// Removes a world's record (already gone is fine).
+    async fn remove_record(&mut self, w: WorldId) {
+        match self.control.remove_world(w).await {
+            Ok(()) | Err(ControlError::UnknownWorld(_)) => {}
+            Err(e) => self.failed_op("removing a world", &e),
+        }
+    }
+
     async fn drop_world(&mut self, w: WorldId) {
         self.hosted.remove(&w);
         self.suspect.remove(&w);
@@ -738,29 +746,13 @@ impl Agent {
             info!(world = %w, "ended world removed after its grace");
             self.drop_world(w).await;
             // A zone's world goes with its last zone.
-            let parent = match self.control.view().await {
-                Ok(v) => v
-                    .worlds
-                    .get(&w)
-                    .and_then(|r| r.spec.zone_of)
-                    .map(|z| z.world),
-                Err(_) => None,
-            };
-            match self.control.remove_world(w).await {
-                Ok(()) | Err(ControlError::UnknownWorld(_)) => {}
-                Err(e) => self.failed_op("removing a world", &e),
-            }
+            let view = self.control.view().await.ok();
+            let parent = view.and_then(|v| Some(v.worlds.get(&w)?.spec.zone_of?.world));
+            self.remove_record(w).await;
             if let Some(p) = parent {
-                let last = self
-                    .control
-                    .view()
-                    .await
-                    .is_ok_and(|v| v.zones_of(p).is_empty());
-                if last {
-                    match self.control.remove_world(p).await {
-                        Ok(()) | Err(ControlError::UnknownWorld(_)) => {}
-                        Err(e) => self.failed_op("removing a world", &e),
-                    }
+                let view = self.control.view().await;
+                if view.is_ok_and(|v| v.zones_of(p).is_empty()) {
+                    self.remove_record(p).await;
                 }
             }
         }
