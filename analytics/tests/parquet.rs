@@ -217,11 +217,11 @@ fn files_rotate_by_size_and_every_row_survives() {
         .unwrap()
         .unwrap();
     let e = a.emitter();
-    // Incompressible evidence strings: ~6 MB in all.
+    // Hardly compressible evidence strings: ~3 MB in all.
     let mut x: u64 = 1;
     for n in 0..3_000u64 {
         let mut v = violation(T0 + n, "aimbot");
-        v.evidence = (0..256)
+        v.evidence = (0..1024)
             .map(|_| {
                 x ^= x << 13;
                 x ^= x >> 7;
