@@ -24,7 +24,7 @@ mod spool;
 mod summary;
 mod writer;
 
-pub use read::{parquet_files, read_table, ReadError, TableRead};
+pub use read::{count_table, parquet_files, read_table, ReadError, TableRead};
 pub use schema::{Event, TABLES};
 pub use sink::{partition, ParquetSink, Rotation, Sink, SinkError};
 pub use spool::{AnalyticsMetrics, Emitter, TableLabel};

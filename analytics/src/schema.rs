@@ -121,14 +121,17 @@ pub struct Violation {
     pub session: u64,
     /// The player.
     pub player: String,
-    /// The detector or rule (`aimbot`, `speed`, `flood`, `edge`, ...).
+    /// Who saw it: `origin` (detectors, game rules) or `edge` (a relay's
+    /// guard).
+    pub source: String,
+    /// The detector or rule (`accuracy`, `rule`, `rate_limited`, ...).
     pub kind: String,
     /// What was measured, in words and numbers.
     pub evidence: String,
-    /// The measured value.
-    pub value: f64,
-    /// The threshold it crossed.
-    pub threshold: f64,
+    /// The measured value (none at the edge).
+    pub value: Option<f64>,
+    /// The threshold it crossed (none at the edge).
+    pub threshold: Option<f64>,
     /// What was done (`logged`, `kicked`, `banned`, ...).
     pub enforcement: String,
 }

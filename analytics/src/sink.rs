@@ -234,12 +234,13 @@ impl ParquetSink {
                 path: tmp.clone(),
                 source,
             })?;
-            let writer = ArrowWriter::try_new(file, schema, Some(self.props.clone())).map_err(
-                |source| SinkError::Parquet {
-                    path: tmp.clone(),
-                    source,
-                },
-            )?;
+            let writer =
+                ArrowWriter::try_new(file, schema, Some(self.props.clone())).map_err(|source| {
+                    SinkError::Parquet {
+                        path: tmp.clone(),
+                        source,
+                    }
+                })?;
             self.open.insert(
                 key.clone(),
                 Open {

@@ -189,7 +189,10 @@ impl fmt::Display for Summary {
         for (p, why) in &self.unreadable {
             writeln!(f, "  skipped {}: {why}", p.display())?;
         }
-        writeln!(f, "sessions by region (started / resumed / ended, median length):")?;
+        writeln!(
+            f,
+            "sessions by region (started / resumed / ended, median length):"
+        )?;
         for (region, r) in &self.sessions {
             let len = r
                 .median_length_s

@@ -50,11 +50,19 @@ impl Analytics {
             },
             metrics.clone(),
         )?;
-        Ok(Some(Self::with_sink(Box::new(sink), cfg.spool_rows, metrics)))
+        Ok(Some(Self::with_sink(
+            Box::new(sink),
+            cfg.spool_rows,
+            metrics,
+        )))
     }
 
     /// Any sink behind a spool of `spool_rows`.
-    pub fn with_sink(mut sink: Box<dyn Sink>, spool_rows: usize, metrics: AnalyticsMetrics) -> Self {
+    pub fn with_sink(
+        mut sink: Box<dyn Sink>,
+        spool_rows: usize,
+        metrics: AnalyticsMetrics,
+    ) -> Self {
         let spool = Arc::new(Spool::new(spool_rows, metrics.clone()));
         let s = spool.clone();
         let thread = std::thread::Builder::new()

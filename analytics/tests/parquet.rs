@@ -65,10 +65,11 @@ fn violation(at_ms: u64, kind: &str) -> Violation {
         world: 1,
         session: 3,
         player: "p3".into(),
+        source: "origin".into(),
         kind: kind.into(),
         evidence: "9 moves in 1 tick".into(),
-        value: 9.0,
-        threshold: 1.0,
+        value: Some(9.0),
+        threshold: None,
         enforcement: "kicked".into(),
     }
 }
@@ -179,10 +180,7 @@ fn every_table_round_trips_and_the_summary_counts_it() {
     // Two hours of actions: two partitions, two files.
     let a = read_table::<ActionSampled>(tmp.path(), "action").unwrap();
     assert_eq!(a.files, 2);
-    assert!(tmp
-        .path()
-        .join("action/date=2026-12-07/hour=01")
-        .is_dir());
+    assert!(tmp.path().join("action/date=2026-12-07/hour=01").is_dir());
 
     let sum = Summary::of_dir(tmp.path()).unwrap();
     assert!(sum.unreadable.is_empty());
@@ -197,7 +195,10 @@ fn every_table_round_trips_and_the_summary_counts_it() {
     assert_eq!(sum.per_hour["2026-12-07 01:00"].conflicts, 10);
     assert_eq!(sum.per_hour["2026-12-07 01:00"].violations, 1);
     assert_eq!(sum.worlds_created["arena"], 1);
-    assert_eq!(sum.worlds_ended["arena"], 1, "one world, however many zones");
+    assert_eq!(
+        sum.worlds_ended["arena"], 1,
+        "one world, however many zones"
+    );
     assert_eq!(sum.coins_in, 5);
     assert_eq!(sum.spectators["delayed"], 1);
     assert_eq!(sum.tickets["matched"], 1);
@@ -274,11 +275,13 @@ fn a_damaged_file_is_skipped_by_name_and_the_rest_still_read() {
 
 #[test]
 fn analytics_off_starts_nothing_and_bad_bounds_are_named() {
-    assert!(
-        Analytics::start(&AnalyticsConfig::default(), "x", AnalyticsMetrics::default())
-            .unwrap()
-            .is_none()
-    );
+    assert!(Analytics::start(
+        &AnalyticsConfig::default(),
+        "x",
+        AnalyticsMetrics::default()
+    )
+    .unwrap()
+    .is_none());
     let bad = AnalyticsConfig {
         spool_rows: 0,
         ..AnalyticsConfig::default()

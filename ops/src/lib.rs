@@ -84,10 +84,14 @@ where
                 message: format!("unknown key `{key}`"),
             });
         }
-        let explicit = matches!(
-            matches.value_source(&key),
-            Some(ValueSource::CommandLine | ValueSource::EnvVariable)
-        );
+        // A key that is no flag (a table such as `[analytics]`, set in
+        // the file only) is never explicit; clap is not asked about it.
+        let flag = matches.ids().any(|id| id.as_str() == key);
+        let explicit = flag
+            && matches!(
+                matches.value_source(&key),
+                Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+            );
         if !explicit {
             let value =
                 serde_json::to_value(value).map_err(|e| ConfigError::Invalid(e.to_string()))?;

@@ -293,6 +293,12 @@ pub struct OriginConfig {
     #[arg(long, env = "SKYLANE_ORIGIN_WORLD_JOURNALS")]
     #[serde(default)]
     pub world_journals: Option<PathBuf>,
+    /// Analytics rows to Parquet files: the file's `[analytics]` table
+    /// (`dir`, `spool_rows`, `rotate_mb`, `rotate_secs`, `sample_actions`;
+    /// see docs/analytics.md). Off without `dir`.
+    #[arg(skip)]
+    #[serde(default)]
+    pub analytics: skylane_analytics::AnalyticsConfig,
 }
 
 impl OriginConfig {
@@ -443,6 +449,9 @@ impl OriginConfig {
                 }
             }
         }
+        self.analytics
+            .validate()
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
         if self.tick_hz == 0 || self.tick_hz > 1000 {
             return Err(ConfigError::Invalid(format!(
                 "tick_hz must be 1..=1000, not {}",

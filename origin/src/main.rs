@@ -86,7 +86,16 @@ async fn serve(cfg: OriginConfig) -> anyhow::Result<()> {
     let mut registry = Registry::default();
     let metrics = OriginMetrics::new(&mut registry);
     skylane_ops::ProcessMetrics::register(&mut registry);
+    let analytics_metrics = skylane_analytics::AnalyticsMetrics::new(&mut registry);
     let mut server = OriginServer::load(&cfg, metrics)?;
+    let node = cfg.cluster_node_id();
+    let analytics = skylane_analytics::Analytics::start(&cfg.analytics, &node, analytics_metrics)
+        .context("starting analytics")?;
+    if let Some(a) = &analytics {
+        server
+            .handle()
+            .attach_analytics(a.emitter(), &node, cfg.analytics.sample_actions);
+    }
     let listen = server.local_addr();
     let world = cfg.world;
     let control = cfg
@@ -166,5 +175,8 @@ async fn serve(cfg: OriginConfig) -> anyhow::Result<()> {
     }
     info!("shutting down");
     server.shutdown().await.context("flushing the journal")?;
+    if let Some(a) = analytics {
+        a.shutdown().context("completing the analytics files")?;
+    }
     Ok(())
 }

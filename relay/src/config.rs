@@ -309,6 +309,11 @@ pub struct RelayConfig {
     #[arg(long, env = "SKYLANE_RELAY_TLS_NAME", default_value = "localhost")]
     #[serde(default = "default_tls_name")]
     pub tls_name: String,
+    /// Analytics rows to Parquet files: the file's `[analytics]` table (see
+    /// docs/analytics.md). Off without `dir`.
+    #[arg(skip)]
+    #[serde(default)]
+    pub analytics: skylane_analytics::AnalyticsConfig,
 }
 
 fn default_tls_name() -> String {
@@ -410,6 +415,7 @@ impl Default for RelayConfig {
             cluster_prefix: default_prefix(),
             lease_ttl_secs: default_lease_ttl(),
             tls_name: default_tls_name(),
+            analytics: skylane_analytics::AnalyticsConfig::default(),
         }
     }
 }
@@ -441,6 +447,9 @@ impl RelayConfig {
         self.control_settings()
             .validate()
             .map_err(ConfigError::Invalid)?;
+        self.analytics
+            .validate()
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
         let tls = [&self.cert, &self.key, &self.ca];
         let some = tls.iter().filter(|p| p.is_some()).count();
         if self.dev_certs.is_some() && some > 0 {

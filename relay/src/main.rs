@@ -79,7 +79,16 @@ async fn serve(cfg: RelayConfig) -> anyhow::Result<()> {
     skylane_ops::ProcessMetrics::register(&mut registry);
     let auth = skylane_ops::AdminAuth::from_file(cfg.admin_token.as_deref())?;
     auth.check(cfg.admin)?;
-    let relay = Relay::load(&cfg, metrics)?;
+    let analytics = skylane_analytics::Analytics::start(
+        &cfg.analytics,
+        &format!("relay-{}", cfg.id),
+        skylane_analytics::AnalyticsMetrics::new(&mut registry),
+    )
+    .context("starting analytics")?;
+    let emitter = analytics
+        .as_ref()
+        .map_or_else(skylane_analytics::Emitter::disabled, |a| a.emitter());
+    let relay = Relay::load_with(&cfg, metrics, emitter)?;
     let listen = relay.local_addr();
     if let Some(control) = cfg
         .control_settings()
@@ -131,6 +140,9 @@ async fn serve(cfg: RelayConfig) -> anyhow::Result<()> {
         () = relay.closed() => {}
     }
     relay.closed().await;
+    if let Some(a) = analytics {
+        a.shutdown().context("completing the analytics files")?;
+    }
     info!("relay exited");
     Ok(())
 }

@@ -13,6 +13,8 @@ pub struct RelayMetrics {
     pub connections: Gauge,
     /// Sessions held (connected and detached).
     pub sessions: Gauge,
+    /// Sessions opened afresh (resumes are counted in `resumes`).
+    pub sessions_opened: Counter,
     /// Connection attempts refused before the handshake, by reason.
     pub admission_refused: Family<KindLabel, Counter>,
     /// Hellos refused, by refusal code.
@@ -132,6 +134,11 @@ impl RelayMetrics {
             m.connections.clone(),
         );
         r.register("sessions", "Sessions held", m.sessions.clone());
+        r.register(
+            "sessions_opened",
+            "Sessions opened afresh (resumes are counted in resumes)",
+            m.sessions_opened.clone(),
+        );
         r.register(
             "zone_moves",
             "Sessions moved to another zone's owner",

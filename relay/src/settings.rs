@@ -127,6 +127,9 @@ pub struct RelaySettings {
     /// Client configuration for peer links (mutual TLS, ALPN `skylane-peer/1`);
     /// `None` disables outgoing peer links.
     pub peer_tls: Option<quinn::ClientConfig>,
+    /// Analytics rows (sessions, spectator joins); disabled unless set
+    /// (the binary sets it from the `[analytics]` table).
+    pub analytics: skylane_analytics::Emitter,
 }
 
 /// Bytes of datagrams quinn may queue per client connection (the relay itself
@@ -350,6 +353,7 @@ impl RelaySettings {
             routing: cfg.routing()?,
             peers,
             peer_tls,
+            analytics: skylane_analytics::Emitter::disabled(),
         })
     }
 }

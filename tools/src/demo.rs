@@ -52,6 +52,12 @@ pub struct DemoOptions {
     pub zones: Option<(u16, u16)>,
     /// Bots in the zoned world.
     pub zone_players: usize,
+    /// Write analytics rows (sessions, worlds, sampled actions, violations,
+    /// economy, spectators) as Parquet files under this directory; the
+    /// report reads them back and checks them against the network's counts.
+    pub analytics: Option<std::path::PathBuf>,
+    /// One action outcome in this many is written.
+    pub sample_actions: u32,
     /// The deployment.
     pub net: LocalOptions,
 }
@@ -78,6 +84,8 @@ impl Default for DemoOptions {
             kill_primary_at: None,
             zones: None,
             zone_players: 100,
+            analytics: None,
+            sample_actions: 10,
             net,
         }
     }
@@ -101,6 +109,9 @@ pub enum DemoError {
     /// The zoned world could not be created.
     #[error("zones: {0}")]
     Zones(String),
+    /// The analytics files could not be written or read back.
+    #[error("analytics: {0}")]
+    Analytics(String),
 }
 
 /// Runs the demo; `progress` is called about four times a second with the phase
@@ -120,6 +131,25 @@ pub async fn run(
     if net_opts.ledger.is_none() {
         net_opts.ledger = Some(scratch.path().join("ledger.redb"));
     }
+    let analytics_metrics = skylane_analytics::AnalyticsMetrics::default();
+    let analytics = match &opts.analytics {
+        Some(dir) => {
+            let cfg = skylane_analytics::AnalyticsConfig {
+                dir: Some(dir.clone()),
+                sample_actions: opts.sample_actions,
+                ..Default::default()
+            };
+            cfg.validate()
+                .map_err(|e| DemoError::Analytics(e.to_string()))?;
+            let a = skylane_analytics::Analytics::start(&cfg, "demo", analytics_metrics.clone())
+                .map_err(|e| DemoError::Analytics(e.to_string()))?;
+            if let Some(a) = &a {
+                net_opts.analytics = Some((a.emitter(), opts.sample_actions));
+            }
+            a
+        }
+        None => None,
+    };
     let net = LocalNet::start(net_opts).await?;
     let ledger_before = net
         .origin
@@ -340,7 +370,8 @@ pub async fn run(
         let check = crate::loadgen::LedgerCheck::of(ledger_before, after);
         crate::report::EconomyReport::of(&c, &check)
     });
-    let report = Report {
+    let mut report = Report {
+        analytics: None,
         economy,
         mode: "demo".into(),
         duration_s: fleet.steady.as_secs_f64(),
@@ -376,8 +407,42 @@ pub async fn run(
         worlds: (opts.rooms + opts.arena_rooms > 0).then_some(rooms),
         zones,
     };
+    let counted = network_counts(&net);
     net.shutdown().await;
+    if let (Some(a), Some(dir)) = (analytics, &opts.analytics) {
+        // Every row emitted is written and every file completed before the
+        // files are read back.
+        a.shutdown()
+            .map_err(|e| DemoError::Analytics(e.to_string()))?;
+        let counted = counted();
+        report.analytics = Some(
+            crate::analytics::AnalyticsReport::of(dir, &analytics_metrics, counted)
+                .map_err(|e| DemoError::Analytics(e.to_string()))?,
+        );
+    }
     Ok(report)
+}
+
+/// What the network counted on its own, read once it stopped (the closure
+/// holds the metrics, not the network).
+fn network_counts(net: &LocalNet) -> impl FnOnce() -> crate::analytics::Counted {
+    let relays: Vec<_> = net.relays.iter().map(|r| r.metrics.clone()).collect();
+    let mut origins = vec![net.origin_metrics.clone()];
+    origins.extend(net.more_origins.iter().map(|o| o.metrics.clone()));
+    move || {
+        let violations = |m: &skylane_origin::OriginMetrics| -> u64 {
+            ["accuracy", "reaction_time", "action_rate", "rule", "edge"]
+                .iter()
+                .map(|k| skylane_ops::counted(&m.violations, k))
+                .sum()
+        };
+        crate::analytics::Counted {
+            sessions: relays.iter().map(|m| m.sessions_opened.get()).sum(),
+            resumes: relays.iter().map(|m| m.resumes.get()).sum(),
+            worlds: origins.iter().map(|m| m.worlds_started.get()).sum(),
+            violations: origins.iter().map(violations).sum(),
+        }
+    }
 }
 
 fn is_cheater(i: usize, opts: &DemoOptions) -> bool {

@@ -17,6 +17,7 @@
 //!
 //! The binary (`src/main.rs`) is a thin clap shell over these modules.
 
+pub mod analytics;
 pub mod audience;
 pub mod bots;
 pub mod demo;

@@ -908,6 +908,7 @@ pub async fn run(
             .as_ref()
             .map(|l| crate::report::EconomyReport::of(&c, l)),
         zones: None,
+        analytics: None,
     };
     Ok(LoadgenRun {
         report,

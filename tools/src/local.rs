@@ -133,6 +133,9 @@ pub struct LocalOptions {
     /// worlds, every trade with its balances, conservation (`GET /ledger`).
     /// `None`: no ledger.
     pub ledger: Option<std::path::PathBuf>,
+    /// Analytics rows from every origin and relay, and one action outcome
+    /// in this many sampled (`None`: analytics off).
+    pub analytics: Option<(skylane_analytics::Emitter, u32)>,
 }
 
 impl Default for LocalOptions {
@@ -159,6 +162,7 @@ impl Default for LocalOptions {
             removal_grace: Duration::from_secs(120),
             origins: 1,
             ledger: None,
+            analytics: None,
         }
     }
 }
@@ -335,6 +339,11 @@ impl LocalNet {
             ServerConfig::new(base_unix_us),
             origin_metrics.clone(),
         );
+        if let Some((e, every)) = &opts.analytics {
+            origin
+                .handle()
+                .attach_analytics(e.clone(), "origin-1", *every);
+        }
         if let Some(path) = &opts.ledger {
             let ledger = skylane_origin::Ledger::open(path)
                 .map_err(|e| LocalError::Config(format!("ledger {}: {e}", path.display())))?;
@@ -393,6 +402,9 @@ impl LocalNet {
             let metrics = OriginMetrics::new(&mut Registry::default());
             let mut server = OriginServer::host(ep, ServerConfig::new(unix_us()), metrics.clone());
             let id = format!("origin-{n}");
+            if let Some((e, every)) = &opts.analytics {
+                server.handle().attach_analytics(e.clone(), &id, *every);
+            }
             let agent = server
                 .join_cluster(
                     control.clone(),
@@ -466,6 +478,9 @@ impl LocalNet {
             let mut settings = RelaySettings::from_config(&cfg, material.clone())
                 .map_err(|e| LocalError::Config(e.to_string()))?;
             settings.limits = opts.limits;
+            if let Some((e, _)) = &opts.analytics {
+                settings.analytics = e.clone();
+            }
             let info = settings.info.clone();
             let relay = Relay::spawn(ep, settings, metrics.clone());
             relay

@@ -68,6 +68,9 @@ enum Command {
     /// for the match, optionally play it.
     #[command(subcommand)]
     Match(cmd::matchmaking::MatchCmd),
+    /// Analytics files (Parquet): `summary DIR` prints what they say.
+    #[command(subcommand)]
+    Analytics(cmd::analytics::AnalyticsCmd),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -85,6 +88,7 @@ fn main() -> anyhow::Result<()> {
         Command::Ban(c) => c.run(),
         Command::Violations(c) => c.run(),
         Command::Match(c) => c.run(),
+        Command::Analytics(c) => c.run(),
         Command::Probe(c) => c.run(),
         Command::Loadgen(c) => c.run(),
         Command::FanoutServer(c) => c.run(),

@@ -173,6 +173,8 @@ pub struct Report {
     pub economy: Option<EconomyReport>,
     /// The zoned world (demo with `--zones`).
     pub zones: Option<crate::zoned::ZoneReport>,
+    /// The analytics files, read back (demo with `--analytics`).
+    pub analytics: Option<crate::analytics::AnalyticsReport>,
 }
 
 /// The players' trades and what the origin's ledger made of them.
@@ -527,6 +529,9 @@ impl Report {
         }
         if let Some(z) = &self.zones {
             o.push_str(&z.text());
+        }
+        if let Some(a) = &self.analytics {
+            o.push_str(&a.text());
         }
         for e in &self.errors {
             let _ = writeln!(o, "error         {e}");

@@ -321,11 +321,17 @@ fn geoip_build_writes_a_database_relays_can_read() {
 }
 
 /// The README's first command, small: a whole network on loopback, bots playing,
-/// the report as JSON, nothing lost, cheats caught, conflicts resolved.
+/// the report as JSON, nothing lost, cheats caught, conflicts resolved; its
+/// analytics written as Parquet hold every session, world and violation.
 #[test]
 fn demo_prints_a_json_report_with_nothing_lost() {
+    let analytics = tempfile::tempdir().unwrap();
     let out = ok(&[
         "demo",
+        "--analytics",
+        p(analytics.path()),
+        "--sample-actions",
+        "1",
         "--duration",
         "4s",
         "--players",
@@ -413,6 +419,57 @@ fn demo_prints_a_json_report_with_nothing_lost() {
     assert_eq!(w["moves_refused"], 0, "{r}");
     assert_eq!(w["results"]["operator"], 2, "{r}");
     assert_eq!(w["results_recorded"], 12, "{r}");
+    demo_analytics_match_the_run(analytics.path(), &r);
+}
+
+/// The demo's Parquet files, read back here with the `parquet` crate, hold
+/// what the run did: a session per player, spectator and room bot, the
+/// arena and its 12 rooms, the cheaters' violations, sampled actions.
+fn demo_analytics_match_the_run(dir: &Path, r: &serde_json::Value) {
+    use skylane_analytics::read_table;
+    use skylane_analytics::schema::{ActionSampled, SessionStarted, Violation, WorldPhase};
+    let a = &r["analytics"];
+    assert_eq!(a["in_files"], a["counted"], "{a}");
+    assert_eq!(a["dropped"], 0, "{a}");
+    assert_eq!(a["unreadable"], 0, "{a}");
+    let sessions = read_table::<SessionStarted>(dir, "session_started").unwrap();
+    let fresh = sessions.rows.iter().filter(|s| !s.resumed).count() as u64;
+    assert_eq!(fresh, a["counted"]["sessions"].as_u64().unwrap());
+    // 12 players, 4 spectators, 28 room bots (each queued once).
+    let players = sessions
+        .rows
+        .iter()
+        .filter(|s| s.role == "player" && !s.resumed);
+    assert!(players.count() >= 12 + 28, "{a}");
+    let spectators = sessions
+        .rows
+        .iter()
+        .filter(|s| s.role == "spectator")
+        .count();
+    assert_eq!(spectators, 4, "{a}");
+    let worlds = read_table::<WorldPhase>(dir, "world_phase").unwrap();
+    let created = worlds.rows.iter().filter(|w| w.phase == "created").count();
+    assert_eq!(created, 1 + 12, "the arena and its rooms: {a}");
+    let ended: std::collections::BTreeSet<u64> = worlds
+        .rows
+        .iter()
+        .filter(|w| w.phase == "ended")
+        .map(|w| w.world)
+        .collect();
+    assert_eq!(ended.len(), 12, "every room ended: {a}");
+    let violations = read_table::<Violation>(dir, "violation").unwrap();
+    assert!(!violations.rows.is_empty(), "the cheaters were caught: {a}");
+    assert_eq!(
+        violations.rows.len() as u64,
+        a["counted"]["violations"].as_u64().unwrap()
+    );
+    let actions = read_table::<ActionSampled>(dir, "action").unwrap();
+    assert!(actions.rows.iter().any(|x| x.outcome == "applied"), "{a}");
+    assert!(actions.rows.iter().all(|x| x.sample_every == 1));
+    // The operator's view of the same files.
+    let summary = ok(&["analytics", "summary", p(dir)]);
+    assert!(summary.contains("sessions by region"), "{summary}");
+    assert!(summary.contains("tictactoe 10"), "{summary}");
 }
 
 /// `--zones 2x2`: one arena world over four zones on two origins besides the

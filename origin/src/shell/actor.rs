@@ -34,6 +34,7 @@ mod replica;
 mod resume;
 mod sanctions;
 mod status;
+mod tap;
 mod zone;
 use super::ServerConfig;
 
@@ -76,6 +77,8 @@ pub(crate) struct WorldEnv {
     /// Standbys named for the world: its first ticks wait for them (at most
     /// [`STANDBY_WAIT`]) instead of leaving unreplicated.
     pub(crate) standbys: usize,
+    /// The process's analytics rows.
+    pub(crate) analytics: super::analytics::SharedTap,
 }
 
 /// How long a new world's outputs wait for the standbys named for it to
@@ -129,6 +132,9 @@ pub(crate) struct Actor {
     ledger: std::sync::Arc<super::ledger::Ledgers>,
     /// A zone's handoffs (`None` for a world that is not a zone).
     zone: Option<zone::ZoneDriver>,
+    analytics: super::analytics::SharedTap,
+    /// Sampled actions waiting for their outcome (analytics).
+    sampler: super::analytics::Sampler,
 }
 
 pub(crate) fn frame(msg: &LinkMsg) -> Option<Bytes> {
@@ -176,6 +182,8 @@ impl Actor {
             violation_logs: LogLimiter::new(Duration::from_secs(10), 10_000),
             evidence: env.evidence,
             ledger: env.ledger,
+            analytics: env.analytics,
+            sampler: Default::default(),
         }
     }
 
@@ -518,6 +526,7 @@ impl Actor {
             }
             LinkMsg::Action { session, action } => {
                 if self.routes.relay_of(session) == Some(id) {
+                    self.tap_action(session, &action);
                     self.core.handle_action(session, action);
                 } else if self.core.moved_to(session).is_some() {
                     self.moved_action(id, session, action.seq);
@@ -679,19 +688,7 @@ impl Actor {
         {
             match out {
                 Output::Result { session, result } => {
-                    match &result.outcome {
-                        skylane_proto::Outcome::Applied { .. } => {
-                            OriginMetrics::count(&self.metrics.actions, "applied")
-                        }
-                        skylane_proto::Outcome::Conflict { .. } => {
-                            OriginMetrics::count(&self.metrics.actions, "conflict")
-                        }
-                        skylane_proto::Outcome::Rejected { code, .. } => OriginMetrics::count(
-                            &self.metrics.actions,
-                            format!("rejected_{code:?}").to_lowercase(),
-                        ),
-                        skylane_proto::Outcome::Unknown { .. } => {}
-                    }
+                    self.result_out(session, &result);
                     if let Some(id) = self.routes.relay_of(session) {
                         self.send(id, 0, frame(&LinkMsg::ActionResult { session, result }));
                     }
@@ -781,6 +778,7 @@ impl Actor {
                     if ws.phase == WorldPhase::Ended {
                         self.metrics.worlds_ended.inc();
                     }
+                    self.tap_phase(&ws);
                     let f = frame(&LinkMsg::WorldState(ws.clone()));
                     let targets: Vec<LinkId> = self.relays.keys().copied().collect();
                     for id in targets {

@@ -29,6 +29,7 @@
 //! behind is disconnected (once, with one warning; its sessions wait for it or for
 
 mod actor;
+mod analytics;
 mod cluster;
 mod evidence;
 mod host;
@@ -135,6 +136,8 @@ struct HostInner {
     ledger: Arc<ledger::Ledgers>,
     /// The zone link (set when the origin joins a cluster with one).
     zones: Mutex<Option<zones::ZoneSender>>,
+    /// Analytics rows (attached once).
+    analytics: analytics::SharedTap,
 }
 
 /// Manages a running origin's worlds; cheap to clone (the admin endpoint and
@@ -174,6 +177,24 @@ impl OriginHandle {
     /// committed. Once per process: a second ledger is ignored.
     pub fn attach_ledger(&self, ledger: crate::ledger::Ledger) {
         self.inner.ledger.attach(ledger);
+    }
+
+    /// Emits analytics rows (world phases, sampled action outcomes,
+    /// violations, economy; see `docs/analytics.md`) for every world hosted
+    /// here from now on, as `node`, one action outcome in `sample_every`
+    /// (0: none). Once per process: `false` if analytics were attached
+    /// already.
+    pub fn attach_analytics(
+        &self,
+        emitter: skylane_analytics::Emitter,
+        node: &str,
+        sample_every: u32,
+    ) -> bool {
+        self.inner.analytics.attach(analytics::Tap {
+            emitter,
+            node: node.to_owned(),
+            sample_every,
+        })
     }
 
     /// The ledger's totals (`None` without a ledger).
@@ -295,7 +316,23 @@ impl OriginHandle {
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .clone(),
             standbys,
+            analytics: self.inner.analytics.clone(),
         };
+        {
+            let ws = skylane_proto::WorldState {
+                world: core.world_id(),
+                epoch,
+                host: world,
+                phase: skylane_proto::WorldPhase::Waiting,
+                players: 0,
+                capacity: 0,
+                tick: core.tick(),
+                result: None,
+            };
+            let mut row = analytics::phase_row(self.inner.clock.now_us() / 1000, core.game(), &ws);
+            row.phase = "created".into();
+            self.inner.analytics.phase(row);
+        }
         let actor = Actor::new(core, env);
         let task = tokio::spawn(actor.run(rx, self.inner.shutdown.clone()));
         self.lock_actors().insert(world, task);
@@ -427,6 +464,7 @@ impl OriginServer {
                 events: mailbox::Events::default(),
                 writable,
                 shutdown: shutdown_rx,
+                analytics: analytics::SharedTap::default(),
                 actors: Mutex::new(HashMap::new()),
                 first: Mutex::new(None),
                 evidence: Arc::default(),

@@ -51,7 +51,7 @@ pub(crate) struct LinkState {
 /// A client connection as the actor sees it.
 pub(crate) struct ConnState {
     pub(crate) out: Arc<Outbox>,
-    conn: Connection,
+    pub(crate) conn: Connection,
     ip: IpAddr,
 }
 
@@ -80,6 +80,8 @@ pub(crate) struct Actor {
     pub(crate) clustered: bool,
     /// Each world's last lifecycle state, from its origin.
     pub(crate) world_states: HashMap<WorldId, skylane_proto::WorldState>,
+    /// Sessions as the analytics rows tell them.
+    pub(crate) session_log: super::analytics::SessionLog,
 }
 
 impl Actor {
@@ -189,7 +191,7 @@ impl Actor {
         self.sessions.handle_timeout(now);
         while let Some((s, _)) = self.sessions.poll_expired() {
             debug!(session = %s, "session grace expired");
-            self.end_session(s, true);
+            self.end_session(s, true, "expired");
         }
         self.routing.handle_timeout(now);
         self.apply_route_changes();
@@ -218,8 +220,11 @@ impl Actor {
             self.park(conn_id, ip, hello, conn, reply);
             return;
         }
+        let who = (hello.player.clone(), hello.world, hello.role);
+        let resumed = hello.resume.is_some();
         let r = self.attach(conn_id, ip, hello);
-        if r.is_ok() {
+        if let Ok(w) = &r {
+            self.analytics_started(w.session, who, resumed, conn.conn.rtt());
             self.conns.insert(conn_id, conn);
         }
         let _ = reply.send(r);
@@ -241,7 +246,10 @@ impl Actor {
                 self.shared.metrics.resumes.inc();
                 s
             }
-            None => self.sessions.new_session_id(),
+            None => {
+                self.shared.metrics.sessions_opened.inc();
+                self.sessions.new_session_id()
+            }
         };
         match self
             .sessions
@@ -340,9 +348,10 @@ impl Actor {
         });
     }
 
-    /// Forgets a session (expired, left, kicked, moved away), and tells its
-    /// origin when `tell_origin`.
-    pub(crate) fn end_session(&mut self, session: SessionId, tell_origin: bool) {
+    /// Forgets a session (expired, left, kicked, moved away: `reason`), and
+    /// tells its origin when `tell_origin`.
+    pub(crate) fn end_session(&mut self, session: SessionId, tell_origin: bool, reason: &str) {
+        self.analytics_ended(session, reason);
         // A zoned world's home zone keeps a session whose avatar is in
         // another zone (for the world and team channels): it is told too.
         let home = self
@@ -454,7 +463,7 @@ impl Actor {
                 cs.conn.close(7u32.into(), why);
             }
             if self.sessions.handle_close(s).is_some() {
-                self.end_session(s, true);
+                self.end_session(s, true, "revoked");
                 closed += 1;
             }
         }
@@ -485,29 +494,32 @@ impl Actor {
             .unwrap_or_default();
         tracing::warn!(%session, %player, cool_down_s = cool.as_secs(), "subject cut at the edge: refused until its cool-down ends");
         if self.sessions.handle_close(session).is_some() {
-            self.end_session(session, true);
+            self.end_session(session, true, "cut");
         }
     }
 
     fn bye(&mut self, session: SessionId) {
         if self.sessions.handle_close(session).is_some() {
-            self.end_session(session, true);
+            self.end_session(session, true, "left");
         }
     }
 
     /// A client connection ended: its sessions wait for a resume, unless they
     /// were sent away (drain), in which case the origin follows them elsewhere.
     fn gone(&mut self, conn_id: ConnId) {
-        self.conns.remove(&conn_id);
+        let rtt = self.conns.remove(&conn_id).map(|c| c.conn.rtt());
         let ids = self.sessions.handle_disconnect(now(), conn_id);
         for s in &ids {
+            if let Some(rtt) = rtt {
+                self.session_log.handle_rtt(*s, rtt);
+            }
             // A spectator resumes by subscribing again; until then it is
             // no one's audience.
             self.leave_audience(*s);
         }
         for s in ids {
             if self.upstream.sent_away(s) && self.sessions.handle_close(s).is_some() {
-                self.end_session(s, false);
+                self.end_session(s, false, "moved");
             }
         }
     }
@@ -609,6 +621,9 @@ impl Actor {
                 message: format!("no origin hosts {world}"),
             }),
         };
+        if result.is_ok() {
+            self.analytics_spectator(session, world, sub);
+        }
         match result {
             Ok(Some(origin)) => {
                 if let Some(link) = self.link(origin) {

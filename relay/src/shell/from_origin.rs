@@ -266,7 +266,7 @@ impl Actor {
         );
         self.close_later(session, b"closed by origin");
         if self.sessions.handle_close(session).is_some() {
-            self.end_session(session, false);
+            self.end_session(session, false, "refused");
         }
     }
 }

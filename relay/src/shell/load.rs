@@ -181,12 +181,22 @@ impl Relay {
     /// endpoint (clients and peer relays) and spawns it. Must be called inside a
     /// tokio runtime.
     pub fn load(cfg: &RelayConfig, metrics: RelayMetrics) -> Result<Self, LoadError> {
+        Self::load_with(cfg, metrics, skylane_analytics::Emitter::disabled())
+    }
+
+    /// [`Relay::load`], emitting analytics rows through `analytics`.
+    pub fn load_with(
+        cfg: &RelayConfig,
+        metrics: RelayMetrics,
+        analytics: skylane_analytics::Emitter,
+    ) -> Result<Self, LoadError> {
         cfg.validate()?;
         let (identity, roots) = tls_identity(cfg)?;
         let material = RelayMaterial::with_identity(cfg, &identity, roots.clone())?;
         let mut sc = relay_server_config(&identity, roots)?;
         sc.transport_config(Arc::new(client_transport()));
-        let settings = RelaySettings::from_config(cfg, material)?;
+        let mut settings = RelaySettings::from_config(cfg, material)?;
+        settings.analytics = analytics;
         let endpoint =
             quinn::Endpoint::server(sc, cfg.listen).map_err(|source| LoadError::Bind {
                 addr: cfg.listen,

@@ -35,6 +35,7 @@
 
 mod actor;
 mod admit;
+mod analytics;
 mod client;
 mod cluster;
 mod from_origin;
@@ -190,6 +191,7 @@ impl Relay {
             parked: Vec::new(),
             clustered: false,
             world_states: HashMap::default(),
+            session_log: analytics::SessionLog::new(settings.limits.max_sessions.saturating_mul(2)),
             shared: shared.clone(),
         };
         tokio::spawn(async move {

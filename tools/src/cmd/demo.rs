@@ -56,6 +56,14 @@ pub(crate) struct DemoCmd {
     /// Bots in the zoned world.
     #[arg(long, default_value_t = 100)]
     zone_players: usize,
+    /// Write analytics rows as Parquet files under DIR (read them with
+    /// `skylane analytics summary DIR`, DuckDB, pyarrow...); the report
+    /// checks them against the network's own counts.
+    #[arg(long, value_name = "DIR")]
+    analytics: Option<std::path::PathBuf>,
+    /// With --analytics: one action outcome in this many is written.
+    #[arg(long, default_value_t = 10)]
+    sample_actions: u32,
     /// Print the report as one JSON object on stdout.
     #[arg(long)]
     json: bool,
@@ -152,6 +160,8 @@ impl DemoCmd {
             kill_primary_at: self.kill_primary_at,
             zones: self.zones,
             zone_players: self.zone_players,
+            analytics: self.analytics,
+            sample_actions: self.sample_actions,
             ..DemoOptions::default()
         };
         opts.plan.rate_hz = self.rate;
@@ -186,6 +196,13 @@ impl DemoCmd {
                 z.divergences,
                 z.actions_answered + z.actions_unknown,
                 z.actions_sent
+            );
+        }
+        if let Some(a) = &report.analytics {
+            anyhow::ensure!(
+                a.consistent(),
+                "analytics: the files do not hold what the network counted: {}",
+                a.text().trim()
             );
         }
         if let Some(a) = &report.audience {

@@ -1,6 +1,7 @@
 //! One module per subcommand group.
 
 pub(crate) mod admin;
+pub(crate) mod analytics;
 pub(crate) mod certs;
 pub(crate) mod demo;
 pub(crate) mod geoip;

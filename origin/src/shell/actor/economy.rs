@@ -31,6 +31,14 @@ impl Actor {
 
     /// A released tick's transactions go into the ledger (one commit).
     pub(super) fn ledger(&mut self, tick: u64, txs: &[crate::ledger::LedgerTx]) {
+        if let Some(tap) = self.analytics.get() {
+            let (at_ms, world) = (self.clock.now_us() / 1000, self.core.world_id().0);
+            for tx in txs {
+                for row in crate::shell::analytics::economy_rows(at_ms, tap, world, tick, tx) {
+                    tap.emitter.emit(row);
+                }
+            }
+        }
         // A zone's transactions stay in the zoned world's state (journaled,
         // replicated, carried by handoffs): the process's ledger holds the
         // wallets of the worlds it runs whole, and a zone's players move to

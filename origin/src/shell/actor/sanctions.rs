@@ -69,6 +69,15 @@ impl Actor {
             action: format!("{:?}", v.enforcement).to_lowercase(),
             relay: None,
         };
+        self.keep_violation(record);
+    }
+
+    /// A violation into the store, and its analytics row.
+    fn keep_violation(&mut self, record: ViolationRecord) {
+        if let Some(tap) = self.analytics.get() {
+            tap.emitter
+                .emit(crate::shell::analytics::violation_row(tap, &record));
+        }
         self.evidence.record(record, &self.metrics);
     }
 
@@ -100,7 +109,7 @@ impl Actor {
             action: "cut".into(),
             relay: Some(relay.to_string()),
         };
-        self.evidence.record(record, &self.metrics);
+        self.keep_violation(record);
     }
 
     /// The engine kicked `session` (and removed it); `sanction` keeps its
