@@ -90,6 +90,10 @@ pub struct MatchConfig {
     /// The windows.
     #[serde(default)]
     pub windows: Option<Windows>,
+    /// Analytics rows (tickets settled, matches) to Parquet files: the
+    /// `[analytics]` table (see docs/analytics.md). Off without `dir`.
+    #[serde(default)]
+    pub analytics: skylane_analytics::AnalyticsConfig,
 }
 
 fn default_listen() -> SocketAddr {
@@ -134,6 +138,9 @@ impl MatchConfig {
 
     /// Checks everything that does not need the files.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.analytics
+            .validate()
+            .map_err(|e| ConfigError(e.to_string()))?;
         if self.control == ControlKind::None {
             return Err(ConfigError(
                 "control must be \"etcd\" (or \"embedded\" for one instance)".into(),
@@ -188,6 +195,7 @@ impl MatchConfig {
             ),
             locate,
             place_wait: PLACE_WAIT,
+            analytics: skylane_analytics::Emitter::disabled(),
         })
     }
 }

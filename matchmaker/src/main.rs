@@ -67,14 +67,24 @@ async fn main() -> anyhow::Result<()> {
         }
         None => None,
     };
-    let service = cfg.service(locate)?;
+    let mut service = cfg.service(locate)?;
+    let mut registry = Registry::default();
+    let analytics = skylane_analytics::Analytics::start(
+        &cfg.analytics,
+        &cfg.node_id,
+        skylane_analytics::AnalyticsMetrics::new(&mut registry),
+    )
+    .context("starting analytics")?;
+    if let Some(a) = &analytics {
+        service.analytics = a.emitter();
+    }
     let control = cfg
         .control()
         .open(Duration::from_secs(30))
         .await
         .context("opening the control plane")?
         .context("no control plane configured")?;
-    let mm = MatchService::start(service, control, cfg.listen, Registry::default())
+    let mm = MatchService::start(service, control, cfg.listen, registry)
         .await
         .context("starting the matchmaker")?;
     println!(
@@ -87,5 +97,8 @@ async fn main() -> anyhow::Result<()> {
         _ = term.recv() => {}
     }
     mm.stop().await;
+    if let Some(a) = analytics {
+        a.shutdown().context("completing the analytics files")?;
+    }
     Ok(())
 }

@@ -69,6 +69,8 @@ pub struct ServiceConfig {
     pub locate: Option<Locate>,
     /// How long a placement waits for the world's owner.
     pub place_wait: Duration,
+    /// Analytics rows (tickets settled, matches placed) go here.
+    pub analytics: skylane_analytics::Emitter,
 }
 
 impl std::fmt::Debug for ServiceConfig {
@@ -467,6 +469,9 @@ async fn lead(
                 }
             }
         }
+        while let Some(s) = coord.poll_settled() {
+            report(cfg, s);
+        }
         {
             // This term's coordinator counts from zero: the metrics take
             // what it added since the last look.
@@ -495,6 +500,52 @@ async fn lead(
             Some((id, placed)) = placed_rx.recv() => coord.handle_placed(now_ms(), id, placed),
             r = lease.changed() => if r.is_err() { return },
         }
+    }
+}
+
+/// A settled ticket's rows (one per player) or a match's row, to analytics.
+fn report(cfg: &ServiceConfig, s: crate::coordinator::Settled) {
+    use skylane_analytics::schema::{Match, Ticket};
+    if !cfg.analytics.enabled() {
+        return;
+    }
+    let at_ms = now_ms();
+    match s {
+        crate::coordinator::Settled::Ticket {
+            ticket,
+            game,
+            players,
+            outcome,
+            waited_ms,
+        } => {
+            for player in players {
+                cfg.analytics.emit(Ticket {
+                    at_ms,
+                    node: cfg.node_id.clone(),
+                    ticket: ticket.0.to_string(),
+                    player,
+                    queue: format!("{}/{game}", cfg.queue),
+                    outcome: outcome.into(),
+                    wait_ms: waited_ms,
+                });
+            }
+        }
+        crate::coordinator::Settled::Match {
+            world,
+            game,
+            players,
+            worst_rtt_ms,
+            skill_spread,
+        } => cfg.analytics.emit(Match {
+            at_ms,
+            node: cfg.node_id.clone(),
+            match_id: world.0.to_string(),
+            queue: format!("{}/{game}", cfg.queue),
+            world: world.0,
+            players,
+            worst_rtt_ms: f64::from(worst_rtt_ms),
+            rating_spread: skill_spread,
+        }),
     }
 }
 

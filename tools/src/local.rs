@@ -228,6 +228,8 @@ pub struct LocalNet {
     agent: std::sync::Mutex<Option<skylane_origin::ClusterAgent>>,
     /// Origins beyond the first (`origin-2`, ...): rooms only.
     pub more_origins: Vec<LocalOrigin>,
+    /// Where the deployment's analytics rows go (disabled without).
+    pub analytics: skylane_analytics::Emitter,
     /// Players' UDP sockets, shared by [`PLAYERS_PER_SOCKET`] players each.
     sockets: std::sync::Mutex<std::collections::HashMap<IpAddr, quinn::Endpoint>>,
 }
@@ -524,6 +526,10 @@ impl LocalNet {
             control,
             agent: std::sync::Mutex::new(Some(agent)),
             more_origins,
+            analytics: opts
+                .analytics
+                .as_ref()
+                .map_or_else(skylane_analytics::Emitter::disabled, |(e, _)| e.clone()),
             sockets: Default::default(),
         })
     }

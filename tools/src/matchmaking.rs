@@ -49,6 +49,7 @@ pub async fn start(
         ratings_db,
         locate: Some(std::sync::Arc::new(move |ip| geo.locate(ip))),
         place_wait: PLACE_WAIT,
+        analytics: net.analytics.clone(),
     };
     let listen = SocketAddr::from(([127, 0, 0, 1], 0));
     MatchService::start(cfg, net.control.clone(), listen, Registry::default()).await

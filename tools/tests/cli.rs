@@ -427,7 +427,9 @@ fn demo_prints_a_json_report_with_nothing_lost() {
 /// arena and its 12 rooms, the cheaters' violations, sampled actions.
 fn demo_analytics_match_the_run(dir: &Path, r: &serde_json::Value) {
     use skylane_analytics::read_table;
-    use skylane_analytics::schema::{ActionSampled, SessionStarted, Violation, WorldPhase};
+    use skylane_analytics::schema::{
+        ActionSampled, Match, SessionStarted, Ticket, Violation, WorldPhase,
+    };
     let a = &r["analytics"];
     assert_eq!(a["in_files"], a["counted"], "{a}");
     assert_eq!(a["dropped"], 0, "{a}");
@@ -466,6 +468,15 @@ fn demo_analytics_match_the_run(dir: &Path, r: &serde_json::Value) {
     let actions = read_table::<ActionSampled>(dir, "action").unwrap();
     assert!(actions.rows.iter().any(|x| x.outcome == "applied"), "{a}");
     assert!(actions.rows.iter().all(|x| x.sample_every == 1));
+    // The matchmaker's: every room bot's ticket matched, a match per room.
+    let tickets = read_table::<Ticket>(dir, "ticket").unwrap();
+    let matched = tickets
+        .rows
+        .iter()
+        .filter(|t| t.outcome == "matched")
+        .count();
+    assert_eq!(matched, 10 * 2 + 2 * 4, "{a}");
+    assert_eq!(read_table::<Match>(dir, "match").unwrap().rows.len(), 12);
     // The operator's view of the same files.
     let summary = ok(&["analytics", "summary", p(dir)]);
     assert!(summary.contains("sessions by region"), "{summary}");
