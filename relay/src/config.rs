@@ -684,6 +684,29 @@ mod tests {
     }
 
     #[test]
+    fn the_analytics_table_comes_from_the_file_and_is_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("relay.toml");
+        std::fs::write(
+            &f,
+            "dev_certs = \"/tmp/x\"\n[analytics]\ndir = \"/var/skylane\"\nrotate_secs = 60\n",
+        )
+        .unwrap();
+        let c = parse(&["x"], Some(&f)).unwrap();
+        assert_eq!(c.analytics.dir, Some("/var/skylane".into()));
+        assert_eq!(c.analytics.rotate_secs, 60);
+        assert_eq!(c.analytics.spool_rows, 65_536, "the rest defaulted");
+        c.analytics.validate().unwrap();
+        std::fs::write(&f, "[analytics]\nrotate_secs = 0\n").unwrap();
+        let c = parse(&["x"], Some(&f)).unwrap();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("analytics.rotate_secs"), "{e}");
+        std::fs::write(&f, "[analytics]\nbogus = 1\n").unwrap();
+        let e = parse(&["x"], Some(&f)).unwrap_err().to_string();
+        assert!(e.contains("bogus"), "unknown keys are named: {e}");
+    }
+
+    #[test]
     fn origins_are_named_by_host_with_an_optional_tls_name() {
         let o = parse_origin("origin-1.example:4500=1+2").unwrap();
         assert_eq!(o.target, "origin-1.example:4500");
