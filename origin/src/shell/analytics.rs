@@ -201,7 +201,12 @@ pub(crate) fn economy_rows<'a>(
         world,
         tick,
         tx: tx.id.clone(),
-        kind: format!("{:?}", tx.kind).to_lowercase(),
+        kind: match tx.kind {
+            crate::ledger::TxKind::Grant => "grant",
+            crate::ledger::TxKind::PickUp => "pick_up",
+            crate::ledger::TxKind::Trade => "trade",
+        }
+        .into(),
         player: e.player.clone(),
         coins: e.after.coins as i64 - e.before.coins as i64,
         items: i64::from(e.after.items) - i64::from(e.before.items),
