@@ -516,9 +516,9 @@ mod props {
                 prop_assert_eq!(c.recency.len(), c.entries.len());
             }
             // Every fetch finished: nobody left waiting.
-            for i in 0..6 {
+            for (i, body) in bodies.iter().enumerate() {
                 let k = PackKey::new(&format!("p{i}"), "1");
-                for w in c.handle_fetched(&k, Ok(Bytes::from(bodies[i].clone()))).waiters {
+                for w in c.handle_fetched(&k, Ok(Bytes::from(body.clone()))).waiters {
                     prop_assert!(waiting.remove(&w));
                 }
             }
