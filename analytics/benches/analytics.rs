@@ -1,6 +1,8 @@
 //! What analytics cost: a hot path's `emit` (the spool's push), and the rows
 //! one core turns into zstd Parquet (the writer thread's work per row).
 
+#![allow(missing_docs)]
+
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};

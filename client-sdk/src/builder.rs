@@ -31,6 +31,7 @@ pub struct ClientBuilder {
     pub(crate) ca_pem: Option<String>,
     pub(crate) endpoint: Option<Endpoint>,
     pub(crate) origin_key: Option<VerifyingKey>,
+    pub(crate) content_key: Option<VerifyingKey>,
     pub(crate) cosigners: Vec<VerifyingKey>,
     pub(crate) probe: Option<usize>,
     pub(crate) idle_timeout: Option<Duration>,
@@ -137,6 +138,14 @@ impl ClientBuilder {
     /// binds a UDP socket on an ephemeral port.
     pub fn endpoint(mut self, endpoint: Endpoint) -> Self {
         self.endpoint = Some(endpoint);
+        self
+    }
+
+    /// The operator's content-signing public key: what
+    /// [`Client::fetch_content`] checks the content manifest with (the pack's
+    /// bytes are then checked against the manifest's SHA-256).
+    pub fn content_key(mut self, key: VerifyingKey) -> Self {
+        self.content_key = Some(key);
         self
     }
 
@@ -296,6 +305,7 @@ impl ClientBuilder {
             shared: shared.clone(),
             pending: HashMap::new(),
             origin_pings: HashMap::new(),
+            content: None,
             next_origin_ping: 0,
             next_seq: 1,
             streams: HashMap::new(),
@@ -311,6 +321,8 @@ impl ClientBuilder {
             events: events_rx,
             shared,
             clock,
+            content_key: self.content_key,
+            content_lock: Default::default(),
         })
     }
 }

@@ -22,6 +22,10 @@ pub struct Client {
     pub(crate) events: mpsc::Receiver<ClientEvent>,
     pub(crate) shared: Arc<Mutex<SharedState>>,
     pub(crate) clock: UnixClock,
+    /// The operator's content key ([`Client::fetch_content`]).
+    pub(crate) content_key: Option<skylane_proto::ed25519_dalek::VerifyingKey>,
+    /// One content download at a time per client.
+    pub(crate) content_lock: tokio::sync::Mutex<()>,
 }
 
 /// Origin pings a client keeps waiting at once; more fail at once.
@@ -37,6 +41,12 @@ pub(crate) enum Cmd {
     },
     Spectate(SpectatorSubscribe),
     OriginPing(oneshot::Sender<Duration>),
+    /// A content request; its answers go to `reply` until the connection
+    /// changes (then `reply` is dropped: the caller resumes).
+    Content {
+        msg: skylane_proto::ClientMsg,
+        reply: mpsc::Sender<skylane_proto::ServerMsg>,
+    },
     Bye(oneshot::Sender<()>),
 }
 

@@ -57,6 +57,7 @@
 mod builder;
 mod choice;
 mod client;
+mod content;
 mod driver;
 pub mod matchmaker;
 pub mod movement;
@@ -78,6 +79,7 @@ pub use builder::{ClientBuilder, TokenFuture, TokenProvider};
 pub const TOKEN_REFRESH_MARGIN: std::time::Duration = std::time::Duration::from_secs(30);
 pub use choice::{ChoiceConfig, RelayChoice};
 pub use client::{Client, Events};
+pub use content::ContentFetchError;
 pub use skylane_proto::clock::{self, ClockSync, Estimate, Sample};
 
 /// Samples a client takes at one per second before it slows to its configured

@@ -348,7 +348,10 @@ mod tests {
         assert_eq!(f.waiters.len(), 500);
         assert_eq!(f.result, Ok(Bytes::from_static(b"hello")));
         assert!(f.cached);
-        assert_eq!(c.handle_request(&k, 9), Lookup::Hit(Bytes::from_static(b"hello")));
+        assert_eq!(
+            c.handle_request(&k, 9),
+            Lookup::Hit(Bytes::from_static(b"hello"))
+        );
         let s = c.stats();
         assert_eq!((s.misses, s.joined, s.hits), (1, 499, 1));
     }
@@ -371,14 +374,20 @@ mod tests {
         assert!(matches!(f.result, Err(ContentError::HashMismatch(_))));
         assert_eq!(c.handle_request(&k, 4), Lookup::Fetch);
         let f = c.handle_fetched(&k, Err("connection refused".into()));
-        assert_eq!(f.result, Err(ContentError::Source("connection refused".into())));
+        assert_eq!(
+            f.result,
+            Err(ContentError::Source("connection refused".into()))
+        );
     }
 
     #[test]
     fn unknown_packs_and_versions_are_refused_by_name() {
         let mut c: PackCache<u32> = PackCache::new(100, 10);
         let k = PackKey::new("map", "1");
-        assert_eq!(c.handle_request(&k, 1), Lookup::Refused(ContentError::NoManifest));
+        assert_eq!(
+            c.handle_request(&k, 1),
+            Lookup::Refused(ContentError::NoManifest)
+        );
         c.handle_manifest(manifest(&[("map", "2", b"x")]));
         assert_eq!(
             c.handle_request(&k, 1),
@@ -410,12 +419,18 @@ mod tests {
             c.handle_fetched(&k, Ok(Bytes::copy_from_slice(body)));
         }
         // `a` served again: `b` is now the least recently used.
-        assert!(matches!(c.handle_request(&PackKey::new("a", "1"), 0), Lookup::Hit(_)));
+        assert!(matches!(
+            c.handle_request(&PackKey::new("a", "1"), 0),
+            Lookup::Hit(_)
+        ));
         let k = PackKey::new("c", "1");
         c.handle_request(&k, 0);
         assert!(c.handle_fetched(&k, Ok(Bytes::from_static(b"cccc"))).cached);
         assert_eq!(c.used_bytes(), 8);
-        assert!(matches!(c.handle_request(&PackKey::new("a", "1"), 0), Lookup::Hit(_)));
+        assert!(matches!(
+            c.handle_request(&PackKey::new("a", "1"), 0),
+            Lookup::Hit(_)
+        ));
         assert_eq!(c.handle_request(&PackKey::new("b", "1"), 0), Lookup::Fetch);
         // Larger than the whole cache: served, not kept, nothing evicted.
         let k = PackKey::new("big", "1");

@@ -131,8 +131,8 @@ impl Manifest {
     /// Signs it with `key`.
     pub fn sign(&self, key: &SigningKey) -> Result<SignedManifest, ManifestError> {
         self.check()?;
-        let body = serde_json::to_vec_pretty(self)
-            .map_err(|e| ManifestError::Malformed(e.to_string()))?;
+        let body =
+            serde_json::to_vec_pretty(self).map_err(|e| ManifestError::Malformed(e.to_string()))?;
         if body.len() > MAX_MANIFEST {
             return Err(ManifestError::Malformed(format!(
                 "{} bytes, at most {MAX_MANIFEST}",
@@ -156,7 +156,8 @@ impl SignedManifest {
         if self.body.len() > MAX_MANIFEST {
             return Err(ManifestError::Malformed("too large".into()));
         }
-        let sig = Signature::from_slice(&self.signature).map_err(|_| ManifestError::BadSignature)?;
+        let sig =
+            Signature::from_slice(&self.signature).map_err(|_| ManifestError::BadSignature)?;
         key.verify(&self.body, &sig)
             .map_err(|_| ManifestError::BadSignature)?;
         let m: Manifest = serde_json::from_slice(&self.body)
@@ -220,16 +221,25 @@ mod tests {
         let mut t = s.clone();
         let i = t.body.iter().position(|b| *b == b'3').unwrap();
         t.body[i] = b'4';
-        assert_eq!(t.verify(&k.verifying_key(), 0), Err(ManifestError::BadSignature));
+        assert_eq!(
+            t.verify(&k.verifying_key(), 0),
+            Err(ManifestError::BadSignature)
+        );
         // Another key's signature.
         assert_eq!(
-            manifest(3).sign(&key(2)).unwrap().verify(&k.verifying_key(), 0),
+            manifest(3)
+                .sign(&key(2))
+                .unwrap()
+                .verify(&k.verifying_key(), 0),
             Err(ManifestError::BadSignature)
         );
         // A cut signature.
         let mut t = s.clone();
         t.signature.truncate(10);
-        assert_eq!(t.verify(&k.verifying_key(), 0), Err(ManifestError::BadSignature));
+        assert_eq!(
+            t.verify(&k.verifying_key(), 0),
+            Err(ManifestError::BadSignature)
+        );
         // An older serial than one trusted.
         assert_eq!(
             s.verify(&k.verifying_key(), 4),

@@ -209,10 +209,18 @@ mod tests {
         assert_eq!(m.serial, 2);
         assert_eq!(m.packs["level1.bin"].version, "1.1");
         assert_eq!(m.packs["skins.bin"].version, "1.0");
-        let read = s.manifest().unwrap().verify(&key.verifying_key(), 2).unwrap();
+        let read = s
+            .manifest()
+            .unwrap()
+            .verify(&key.verifying_key(), 2)
+            .unwrap();
         assert_eq!(read, m);
         assert_eq!(s.read_pack("level1.bin", "1.1").unwrap(), b"second");
-        assert_eq!(s.read_pack("level1.bin", "1.0").unwrap(), b"first", "old versions stay");
+        assert_eq!(
+            s.read_pack("level1.bin", "1.0").unwrap(),
+            b"first",
+            "old versions stay"
+        );
         // Another operator's key cannot publish over it.
         let other = SigningKey::from_bytes(&[8; 32]);
         assert!(matches!(

@@ -37,6 +37,7 @@ pub mod chain;
 pub mod class;
 pub mod clock;
 pub mod codec;
+pub mod content;
 pub mod feedsig;
 pub mod geo;
 pub mod ids;
@@ -56,6 +57,9 @@ pub use codec::{
     decode_datagram, decode_message, encode_datagram, encode_frame, encode_frame_to_bytes,
     keyframe_frame_as_resync, link_events_to_client_frame, DecodeError, EncodeError, FrameDecoder,
     WireMessage, DEFAULT_MAX_FRAME, MAX_DATAGRAM, MAX_PROBE_PINGS,
+};
+pub use content::{
+    ContentChunk, ContentCode, ContentGet, ContentRefusal, CONTENT_PIECE, MAX_CONTENT_WINDOW,
 };
 pub use feedsig::{feed_event_hash, sign_feed, verify_feed, FeedError, FeedProof};
 pub use ids::{ChannelId, EntityId, RelayId, SessionId, TeamId, WorldId};

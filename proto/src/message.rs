@@ -762,6 +762,10 @@ pub enum ClientMsg {
         /// the nearest entities first. `None`: unchanged.
         viewpoint: Option<(f32, f32)>,
     },
+    /// Asks for the signed content manifest ([`ServerMsg::ContentManifest`]).
+    ContentManifest,
+    /// Asks for a window of a content pack ([`ServerMsg::ContentChunk`]s).
+    ContentGet(crate::content::ContentGet),
 }
 
 /// Relay → client.
@@ -815,6 +819,18 @@ pub enum ServerMsg {
     /// Movement as latest-wins state, in a QUIC datagram (never on a stream):
     /// see [`crate::movement`].
     Movement(crate::movement::MovementDatagram),
+    /// The signed content manifest, as the operator published it (the
+    /// client checks the signature with the operator's key).
+    ContentManifest {
+        /// The manifest's bytes.
+        body: bytes::Bytes,
+        /// Their Ed25519 signature.
+        signature: bytes::Bytes,
+    },
+    /// A piece of a content pack.
+    ContentChunk(crate::content::ContentChunk),
+    /// A content request refused.
+    ContentRefused(crate::content::ContentRefusal),
 }
 
 /// Events of one channel a resumed session will never receive.

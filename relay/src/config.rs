@@ -309,6 +309,25 @@ pub struct RelayConfig {
     #[arg(long, env = "SKYLANE_RELAY_TLS_NAME", default_value = "localhost")]
     #[serde(default = "default_tls_name")]
     pub tls_name: String,
+    /// Content source directory (as `skylane content publish` writes it:
+    /// local or a shared mount): packs served to clients from a cache.
+    /// Unset: no content.
+    #[arg(long, env = "SKYLANE_RELAY_CONTENT_SOURCE")]
+    #[serde(default)]
+    pub content_source: Option<PathBuf>,
+    /// The operator's public key (PEM) the content manifest must be signed
+    /// with (required with `content_source`).
+    #[arg(long, env = "SKYLANE_RELAY_CONTENT_KEY")]
+    #[serde(default)]
+    pub content_key: Option<PathBuf>,
+    /// The pack cache's bound, MiB (a larger pack is streamed through).
+    #[arg(long, env = "SKYLANE_RELAY_CONTENT_CACHE_MIB", default_value_t = 256)]
+    #[serde(default = "default_content_cache_mib")]
+    pub content_cache_mib: u64,
+    /// How often the content manifest is read, ms.
+    #[arg(long, env = "SKYLANE_RELAY_CONTENT_REFRESH_MS", default_value_t = 2000)]
+    #[serde(default = "default_content_refresh_ms")]
+    pub content_refresh_ms: u64,
     /// Analytics rows to Parquet files: the file's `[analytics]` table (see
     /// docs/analytics.md). Off without `dir`.
     #[arg(skip)]
@@ -318,6 +337,12 @@ pub struct RelayConfig {
 
 fn default_tls_name() -> String {
     "localhost".into()
+}
+fn default_content_cache_mib() -> u64 {
+    256
+}
+fn default_content_refresh_ms() -> u64 {
+    2000
 }
 
 fn default_prefix() -> String {
@@ -415,6 +440,10 @@ impl Default for RelayConfig {
             cluster_prefix: default_prefix(),
             lease_ttl_secs: default_lease_ttl(),
             tls_name: default_tls_name(),
+            content_source: None,
+            content_key: None,
+            content_cache_mib: default_content_cache_mib(),
+            content_refresh_ms: default_content_refresh_ms(),
             analytics: skylane_analytics::AnalyticsConfig::default(),
         }
     }
@@ -615,6 +644,33 @@ impl RelayConfig {
             ring: self.hub_ring,
             gap_timeout: Duration::from_millis(self.hub_gap_timeout_ms),
         }
+    }
+
+    /// Content serving, when a source is configured (its key read here).
+    pub fn content(&self) -> Result<Option<crate::ContentSettings>, ConfigError> {
+        let Some(source) = &self.content_source else {
+            return Ok(None);
+        };
+        let Some(key) = &self.content_key else {
+            return Err(ConfigError::Invalid(
+                "content_source needs content_key (the operator's public key, PEM)".into(),
+            ));
+        };
+        let pem = std::fs::read_to_string(key)
+            .map_err(|e| ConfigError::Invalid(format!("content_key {}: {e}", key.display())))?;
+        let key = skylane_content::verifying_key_from_pem(&pem)
+            .map_err(|e| ConfigError::Invalid(format!("content_key {}: {e}", key.display())))?;
+        if self.content_cache_mib == 0 || self.content_refresh_ms == 0 {
+            return Err(ConfigError::Invalid(
+                "content_cache_mib and content_refresh_ms must be at least 1".into(),
+            ));
+        }
+        Ok(Some(crate::ContentSettings {
+            source: source.clone(),
+            key,
+            cache_bytes: self.content_cache_mib << 20,
+            refresh: Duration::from_millis(self.content_refresh_ms),
+        }))
     }
 
     /// Path selection (hysteresis).

@@ -80,7 +80,7 @@ pub use settings::{
     client_transport, link_transport, link_transport_with, Current, Limits, OriginSpec, PeerSpec,
     RelayMaterial, RelaySettings, RevocationList, TokenKeys, LINK_IDLE_TIMEOUT, LINK_KEEP_ALIVE,
 };
-pub use shell::{LoadError, Relay};
+pub use shell::{ContentSettings, LoadError, Relay};
 pub use skylane_proto::MAX_PROBE_PINGS;
 pub use spectate::{Audience, AudienceConfig, AudienceStats, SpectateError, SpectatorDelivery};
 pub use status::{OriginStatus, RelayStatus, RouteStatus};

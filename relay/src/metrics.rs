@@ -15,6 +15,23 @@ pub struct RelayMetrics {
     pub sessions: Gauge,
     /// Sessions opened afresh (resumes are counted in `resumes`).
     pub sessions_opened: Counter,
+    /// Content window requests by how the cache answered (`hit`, `miss`:
+    /// started a fetch, `joined`: waited on one, `refused`).
+    pub content_requests: Family<KindLabel, Counter>,
+    /// Fetches from the content source.
+    pub content_fetches: Counter,
+    /// Fetches that served nothing, by why (`hash_mismatch`, `source`,
+    /// `superseded`).
+    pub content_fetch_failed: Family<KindLabel, Counter>,
+    /// Content requests refused, by code.
+    pub content_refused: Family<KindLabel, Counter>,
+    /// Content bytes sent to clients.
+    pub content_bytes_served: Counter,
+    /// Bytes in the pack cache.
+    pub content_cache_bytes: Gauge,
+    /// Manifests read from the source, by fate (`taken`, `refused`,
+    /// `unreadable`).
+    pub content_manifests: Family<KindLabel, Counter>,
     /// Connection attempts refused before the handshake, by reason.
     pub admission_refused: Family<KindLabel, Counter>,
     /// Hellos refused, by refusal code.
@@ -134,6 +151,41 @@ impl RelayMetrics {
             m.connections.clone(),
         );
         r.register("sessions", "Sessions held", m.sessions.clone());
+        r.register(
+            "content_requests",
+            "Content window requests by cache answer",
+            m.content_requests.clone(),
+        );
+        r.register(
+            "content_fetches",
+            "Fetches from the content source",
+            m.content_fetches.clone(),
+        );
+        r.register(
+            "content_fetch_failed",
+            "Content fetches that served nothing, by why",
+            m.content_fetch_failed.clone(),
+        );
+        r.register(
+            "content_refused",
+            "Content requests refused, by code",
+            m.content_refused.clone(),
+        );
+        r.register(
+            "content_bytes_served",
+            "Content bytes sent to clients",
+            m.content_bytes_served.clone(),
+        );
+        r.register(
+            "content_cache_bytes",
+            "Bytes in the pack cache",
+            m.content_cache_bytes.clone(),
+        );
+        r.register(
+            "content_manifests",
+            "Content manifests read from the source, by fate",
+            m.content_manifests.clone(),
+        );
         r.register(
             "sessions_opened",
             "Sessions opened afresh (resumes are counted in resumes)",

@@ -130,6 +130,8 @@ pub struct RelaySettings {
     /// Analytics rows (sessions, spectator joins); disabled unless set
     /// (the binary sets it from the `[analytics]` table).
     pub analytics: skylane_analytics::Emitter,
+    /// Content packs served to clients (`None`: no content).
+    pub content: Option<crate::ContentSettings>,
 }
 
 /// Bytes of datagrams quinn may queue per client connection (the relay itself
@@ -354,6 +356,7 @@ impl RelaySettings {
             peers,
             peer_tls,
             analytics: skylane_analytics::Emitter::disabled(),
+            content: cfg.content()?,
         })
     }
 }

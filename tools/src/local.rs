@@ -136,6 +136,8 @@ pub struct LocalOptions {
     /// Analytics rows from every origin and relay, and one action outcome
     /// in this many sampled (`None`: analytics off).
     pub analytics: Option<(skylane_analytics::Emitter, u32)>,
+    /// Content packs every relay serves (`None`: none).
+    pub content: Option<skylane_relay::ContentSettings>,
 }
 
 impl Default for LocalOptions {
@@ -163,6 +165,7 @@ impl Default for LocalOptions {
             origins: 1,
             ledger: None,
             analytics: None,
+            content: None,
         }
     }
 }
@@ -483,6 +486,7 @@ impl LocalNet {
             if let Some((e, _)) = &opts.analytics {
                 settings.analytics = e.clone();
             }
+            settings.content.clone_from(&opts.content);
             let info = settings.info.clone();
             let relay = Relay::spawn(ep, settings, metrics.clone());
             relay

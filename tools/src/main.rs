@@ -71,6 +71,10 @@ enum Command {
     /// Analytics files (Parquet): `summary DIR` prints what they say.
     #[command(subcommand)]
     Analytics(cmd::analytics::AnalyticsCmd),
+    /// Content packs: `publish DIR --version V` into a content source,
+    /// `show` its verified manifest.
+    #[command(subcommand)]
+    Content(cmd::content::ContentCmd),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -89,6 +93,7 @@ fn main() -> anyhow::Result<()> {
         Command::Violations(c) => c.run(),
         Command::Match(c) => c.run(),
         Command::Analytics(c) => c.run(),
+        Command::Content(c) => c.run(),
         Command::Probe(c) => c.run(),
         Command::Loadgen(c) => c.run(),
         Command::FanoutServer(c) => c.run(),

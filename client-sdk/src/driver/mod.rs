@@ -89,6 +89,8 @@ pub(crate) struct Driver {
     /// Origin pings waiting for their pong, by nonce (at most
     /// `MAX_ORIGIN_PINGS_IN_FLIGHT`).
     pub(crate) origin_pings: HashMap<u64, oneshot::Sender<Duration>>,
+    /// Where content answers go (the download in progress).
+    pub(crate) content: Option<mpsc::Sender<ServerMsg>>,
     pub(crate) next_origin_ping: u64,
     pub(crate) next_seq: u64,
     pub(crate) streams: HashMap<EventClass, quinn::SendStream>,
@@ -149,8 +151,9 @@ impl Driver {
                 let _ = tx.send(Err(ClientError::ConnectionLost));
             }
             // Their answers would come from the old path: dropped (the caller
-            // sees the connection lost).
+            // sees the connection lost; a download resumes from its offset).
             self.origin_pings.clear();
+            self.content = None;
             match end {
                 End::Bye => return,
                 End::Fatal(e) => {
@@ -259,6 +262,12 @@ impl Driver {
                             if let Err(e) = self.write(&l.conn, p, EventClass::Critical).await {
                                 return End::Lost(e);
                             }
+                        }
+                    }
+                    Some(Cmd::Content { msg, reply }) => {
+                        self.content = Some(reply);
+                        if let Err(e) = self.write(&l.conn, msg, EventClass::Bulk).await {
+                            return End::Lost(e);
                         }
                     }
                     Some(Cmd::Bye(done)) => {

@@ -176,6 +176,15 @@ impl Driver {
                     s.stats.rtt_us = Some(best.rtt_us);
                 }
             }
+            m @ (ServerMsg::ContentManifest { .. }
+            | ServerMsg::ContentChunk(_)
+            | ServerMsg::ContentRefused(_)) => {
+                // At most one window (8 pieces) is in flight: the channel
+                // has room; a download that stopped reading loses its answers.
+                if let Some(tx) = &self.content {
+                    let _ = tx.try_send(m);
+                }
+            }
             ServerMsg::OriginPong(p) => {
                 if let Some(tx) = self.origin_pings.remove(&p.nonce) {
                     let rtt = self.clock.now_us().saturating_sub(p.sent_us);

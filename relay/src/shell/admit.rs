@@ -138,6 +138,7 @@ pub(crate) async fn admit(
         out: outbox,
         guard: Mutex::new(EdgeGuard::new(shared.settings.edge, shared.now())),
         origin_pings: Mutex::new((Instant::now(), 0)),
+        content_windows: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
     });
     Some(Opened {
         send,

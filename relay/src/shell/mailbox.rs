@@ -118,6 +118,8 @@ pub(crate) struct Shared {
     /// Origins and peers: the configured ones, and those learnt from the
     /// control plane (the actor updates it; link and peer tasks read it).
     pub(crate) known: Mutex<Known>,
+    /// Content packs (`None`: this relay serves none).
+    pub(crate) content: Option<Arc<super::content::ContentService>>,
 }
 
 /// Origins and peer relays this relay knows.

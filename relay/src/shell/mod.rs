@@ -36,6 +36,8 @@
 mod actor;
 mod admit;
 mod analytics;
+mod content;
+pub use content::ContentSettings;
 mod client;
 mod cluster;
 mod from_origin;
@@ -133,7 +135,14 @@ impl Relay {
             endpoint: endpoint.clone(),
             direct: Mutex::new(HashMap::default()),
             known: Mutex::new(mailbox::Known::from_settings(&settings)),
+            content: settings
+                .content
+                .as_ref()
+                .map(|c| content::ContentService::new(c, metrics.clone())),
         });
+        if let (Some(svc), Some(c)) = (&shared.content, &settings.content) {
+            tokio::spawn(content::refresh_task(svc.clone(), c.refresh, done.clone()));
+        }
         let mut routing = RoutingTable::new(settings.routing);
         for o in &settings.origins {
             for w in &o.worlds {

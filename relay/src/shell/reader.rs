@@ -32,6 +32,8 @@ pub(crate) struct ClientReader {
     pub(crate) guard: Mutex<EdgeGuard>,
     /// Origin pings in the current second (at most [`MAX_ORIGIN_PINGS_PER_SEC`]).
     pub(crate) origin_pings: Mutex<(Instant, u32)>,
+    /// Content windows being served to this client now (bounded).
+    pub(crate) content_windows: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// Origin pings a session may send per second; more are dropped (each costs the
@@ -159,6 +161,8 @@ impl ClientReader {
                 }
             }
             ClientMsg::Bye => self.end(0, b"bye").await,
+            ClientMsg::ContentManifest => self.content_manifest(),
+            ClientMsg::ContentGet(get) => self.content_get(get),
             ClientMsg::Hello(_) | ClientMsg::Directory { .. } => self.reply(
                 EventClass::Critical,
                 &ServerMsg::Error(ErrorMsg {

@@ -3,6 +3,7 @@
 pub(crate) mod admin;
 pub(crate) mod analytics;
 pub(crate) mod certs;
+pub(crate) mod content;
 pub(crate) mod demo;
 pub(crate) mod geoip;
 pub(crate) mod loadgen;

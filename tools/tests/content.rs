@@ -1,0 +1,300 @@
+//! Content packs through the relays, end to end: published with `skylane
+//! content publish`'s code into a source directory, served by the relays
+//! from their cache, fetched by SDK clients and checked against the signed
+//! manifest.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::RngCore as _;
+use skylane_client::{Client, ContentFetchError};
+use skylane_content::SourceDir;
+use skylane_proto::ed25519_dalek::SigningKey;
+use skylane_proto::{ContentCode, Role};
+use skylane_relay::ContentSettings;
+use skylane_tools::local::{LocalNet, LocalOptions};
+
+struct Setup {
+    net: LocalNet,
+    source: tempfile::TempDir,
+    key: SigningKey,
+    pack: Vec<u8>,
+}
+
+async fn setup(pack_len: usize, cache_bytes: u64) -> Setup {
+    let source = tempfile::tempdir().unwrap();
+    let files = tempfile::tempdir().unwrap();
+    let mut pack = vec![0u8; pack_len];
+    rand::thread_rng().fill_bytes(&mut pack);
+    std::fs::write(files.path().join("level1.pak"), &pack).unwrap();
+    let key = SigningKey::from_bytes(&rand::random::<[u8; 32]>());
+    SourceDir::new(source.path())
+        .publish(files.path(), "1.0", &key, 0)
+        .unwrap();
+    let net = LocalNet::start(LocalOptions {
+        content: Some(ContentSettings {
+            source: source.path().to_owned(),
+            key: key.verifying_key(),
+            cache_bytes,
+            refresh: Duration::from_millis(100),
+        }),
+        ..LocalOptions::default()
+    })
+    .await
+    .unwrap();
+    // The relays read the manifest.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    Setup {
+        net,
+        source,
+        key,
+        pack,
+    }
+}
+
+/// A player on relay 0 only (no directory, no re-probing), sixteen to a
+/// UDP socket.
+async fn player(s: &Setup, n: usize) -> Client {
+    use std::sync::Mutex;
+    static SOCKETS: Mutex<Vec<quinn::Endpoint>> = Mutex::new(Vec::new());
+    let endpoint = {
+        let mut sockets = SOCKETS.lock().unwrap();
+        if n % 16 == 0 || sockets.is_empty() {
+            sockets.push(quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap());
+        }
+        sockets.last().unwrap().clone()
+    };
+    Client::builder()
+        .world(skylane_tools::local::WORLD)
+        .ca_pem(s.net.pki.ca_pem.clone())
+        .endpoint(endpoint)
+        .relays([s.net.relays[0].addr])
+        .no_reprobe()
+        .token(s.net.token_for(
+            &format!("c{n}"),
+            Role::Player,
+            vec![skylane_tools::local::WORLD],
+            Duration::from_secs(600),
+        ))
+        .content_key(s.key.verifying_key())
+        .connect()
+        .await
+        .unwrap()
+}
+
+fn fetches(s: &Setup) -> u64 {
+    s.net
+        .relays
+        .iter()
+        .map(|r| r.metrics.content_fetches.get())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_clients_one_source_fetch_identical_verified_bytes() {
+    const CLIENTS: usize = 100;
+    let s = Arc::new(setup(1 << 20, 64 << 20).await);
+    let mut clients = Vec::new();
+    for n in 0..CLIENTS {
+        clients.push(player(&s, n).await);
+    }
+    let mut tasks = Vec::new();
+    for c in clients {
+        tasks.push(tokio::spawn(async move {
+            let mut last = (0, 0);
+            let b = c
+                .fetch_content("level1.pak", "1.0", |got, total| last = (got, total))
+                .await;
+            (b, last)
+        }));
+    }
+    for t in tasks {
+        let (b, last) = t.await.unwrap();
+        let b = b.unwrap();
+        assert!(b[..] == s.pack[..], "identical bytes");
+        assert_eq!(last, (s.pack.len() as u64, s.pack.len() as u64));
+    }
+    assert_eq!(fetches(&s), 1, "one fetch from the source for every client");
+    let m = &s.net.relays[0].metrics;
+    assert!(m.content_bytes_served.get() >= (CLIENTS * s.pack.len()) as u64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_download_resumes_from_its_offset_and_across_a_relay_drain() {
+    let s = setup(3 << 20, 64 << 20).await;
+    let c = player(&s, 0).await;
+    // From bytes kept by an interrupted earlier run.
+    let have = bytes::BytesMut::from(&s.pack[..700_000]);
+    let mut first = None;
+    let b = c
+        .fetch_content_from("level1.pak", "1.0", have, |got, _| {
+            first.get_or_insert(got);
+        })
+        .await
+        .unwrap();
+    assert!(b[..] == s.pack[..]);
+    assert_eq!(
+        first,
+        Some(700_000 + 256 * 1024),
+        "it asked from its offset"
+    );
+    // A cut in the middle: the relay drains (the client is sent to another
+    // relay) once the first window arrived; the download goes on there.
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let mut tx = Some(tx);
+    let c2 = s
+        .net
+        .player_builder(0, 1)
+        .unwrap()
+        .no_reprobe()
+        .token(s.net.token_for(
+            "c1",
+            Role::Player,
+            vec![skylane_tools::local::WORLD],
+            Duration::from_secs(600),
+        ))
+        .content_key(s.key.verifying_key())
+        .connect()
+        .await
+        .unwrap();
+    let on = c2.relay().unwrap();
+    let relay = s
+        .net
+        .relays
+        .iter()
+        .find(|r| r.addr == on)
+        .unwrap()
+        .relay
+        .clone();
+    let drain = tokio::spawn(async move {
+        if rx.await.is_ok() {
+            relay.drain();
+        }
+    });
+    let b = c2
+        .fetch_content("level1.pak", "1.0", |_, _| {
+            if let Some(t) = tx.take() {
+                let _ = t.send(());
+                // Hold this download (not the client's driver) while the
+                // relay tells the client to move: the next window goes to
+                // the relay it moves to.
+                std::thread::sleep(Duration::from_millis(700));
+            }
+        })
+        .await
+        .unwrap();
+    drain.await.unwrap();
+    assert!(b[..] == s.pack[..], "identical after the cut");
+    assert_ne!(c2.relay(), Some(on), "it was moved mid-download");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_content_is_never_served() {
+    let s = setup(100_000, 64 << 20).await;
+    let c = player(&s, 0).await;
+    // Unknown pack and version, by name.
+    assert_eq!(
+        c.fetch_content("nope.pak", "1.0", |_, _| {}).await,
+        Err(ContentFetchError::UnknownPack("nope.pak".into()))
+    );
+    assert!(matches!(
+        c.fetch_content("level1.pak", "0.9", |_, _| {}).await,
+        Err(ContentFetchError::UnknownVersion { .. })
+    ));
+    // The source's file changed behind the manifest's back: same size,
+    // other bytes. Never served; the client and the metric say so.
+    let path = SourceDir::new(s.source.path())
+        .pack_path("level1.pak", "1.0")
+        .unwrap();
+    let mut bad = s.pack.clone();
+    bad[5] ^= 0xff;
+    std::fs::write(&path, &bad).unwrap();
+    match c.fetch_content("level1.pak", "1.0", |_, _| {}).await {
+        Err(ContentFetchError::Refused { code, .. }) => assert_eq!(code, ContentCode::HashMismatch),
+        other => panic!("{other:?}"),
+    }
+    let failed: u64 = s
+        .net
+        .relays
+        .iter()
+        .map(|r| skylane_ops::counted(&r.metrics.content_fetch_failed, "hash_mismatch"))
+        .sum();
+    assert_eq!(failed, 1);
+    // Restored: served again (the bad bytes were not cached).
+    std::fs::write(&path, &s.pack).unwrap();
+    let b = c
+        .fetch_content("level1.pak", "1.0", |_, _| {})
+        .await
+        .unwrap();
+    assert!(b[..] == s.pack[..]);
+    // A tampered manifest is refused by the relay (it keeps serving the one
+    // it had) and a client with the wrong key refuses the relay's.
+    let mf = s.source.path().join(skylane_content::MANIFEST_FILE);
+    let text = std::fs::read_to_string(&mf).unwrap();
+    std::fs::write(&mf, text.replace("\\\"serial\\\": 1", "\\\"serial\\\": 9")).unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let refused: u64 = s
+        .net
+        .relays
+        .iter()
+        .map(|r| skylane_ops::counted(&r.metrics.content_manifests, "refused"))
+        .sum();
+    assert!(refused > 0);
+    let b = c
+        .fetch_content("level1.pak", "1.0", |_, _| {})
+        .await
+        .unwrap();
+    assert!(b[..] == s.pack[..], "the verified manifest still serves");
+    let other = SigningKey::from_bytes(&[3; 32]);
+    let c2 = s
+        .net
+        .player_builder(0, 9)
+        .unwrap()
+        .token(s.net.token_for(
+            "c9",
+            Role::Player,
+            vec![skylane_tools::local::WORLD],
+            Duration::from_secs(600),
+        ))
+        .content_key(other.verifying_key())
+        .connect()
+        .await
+        .unwrap();
+    assert!(matches!(
+        c2.fetch_content("level1.pak", "1.0", |_, _| {}).await,
+        Err(ContentFetchError::Manifest(_))
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pack_larger_than_the_cache_streams_through_and_a_new_version_replaces_the_old() {
+    let s = setup(600_000, 100_000).await;
+    let c = player(&s, 0).await;
+    let b = c
+        .fetch_content("level1.pak", "1.0", |_, _| {})
+        .await
+        .unwrap();
+    assert!(b[..] == s.pack[..]);
+    assert_eq!(
+        s.net.relays[0].metrics.content_cache_bytes.get(),
+        0,
+        "not kept"
+    );
+    // Version 2 published: the relays take the new manifest, the old
+    // version is refused, the new one served.
+    let files = tempfile::tempdir().unwrap();
+    std::fs::write(files.path().join("level1.pak"), b"v2").unwrap();
+    SourceDir::new(s.source.path())
+        .publish(files.path(), "2.0", &s.key, 1)
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(matches!(
+        c.fetch_content("level1.pak", "1.0", |_, _| {}).await,
+        Err(ContentFetchError::UnknownVersion { .. })
+    ));
+    let b = c
+        .fetch_content("level1.pak", "2.0", |_, _| {})
+        .await
+        .unwrap();
+    assert_eq!(&b[..], b"v2");
+}
