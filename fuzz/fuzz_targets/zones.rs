@@ -36,6 +36,6 @@ fuzz_target!(|data: &[u8]| {
     // A cross-zone request and an answer, whatever the bytes.
     let mut out = Emit::default();
     let _ = arena.apply_remote(ZoneIdx(0), data, 1, &mut out);
-    arena.remote_answered(data, Some(data), 1, &mut out);
-    arena.remote_answered(data, None, 1, &mut out);
+    let _ = arena.remote_answered(data, Some(data), 1, &mut out);
+    let _ = arena.remote_answered(data, None, 1, &mut out);
 });
