@@ -70,59 +70,56 @@ fn read_file<T: DeserializeOwned>(path: &Path) -> Result<Vec<T>, String> {
     Ok(rows)
 }
 
-/// Rows of `table` under `dir` as the files' footers count them (nothing
-/// decoded), with the files read and those that could not be.
-pub fn count_table(dir: &Path, table: &str) -> Result<TableRead<()>, ReadError> {
-    let mut read = TableRead {
-        rows: Vec::new(),
-        files: 0,
-        unreadable: Vec::new(),
-    };
-    let tdir = dir.join(table);
-    if !tdir.is_dir() {
-        return Ok(read);
-    }
-    for path in parquet_files(&tdir)? {
-        let n = File::open(&path)
-            .map_err(|e| e.to_string())
-            .and_then(|f| ParquetRecordBatchReaderBuilder::try_new(f).map_err(|e| e.to_string()))
-            .map(|b| b.metadata().file_metadata().num_rows());
-        match n {
-            Ok(n) => {
-                read.files += 1;
-                read.rows.resize(read.rows.len() + n.max(0) as usize, ());
-            }
-            Err(why) => read.unreadable.push((path, why)),
-        }
-    }
-    Ok(read)
-}
-
-/// Every row of `table` under `dir` (none when the table has no files).
-pub fn read_table<T: DeserializeOwned>(dir: &Path, table: &str) -> Result<TableRead<T>, ReadError> {
+/// Every complete file of `table` under `dir` through `read` (a file's
+/// rows, or why it could not be read), gathered; none when the table has no
+/// files.
+fn each_file<T>(
+    dir: &Path,
+    table: &str,
+    read: impl Fn(&Path) -> Result<Vec<T>, String>,
+) -> Result<TableRead<T>, ReadError> {
     if !dir.is_dir() {
         return Err(ReadError::Dir {
             path: dir.to_owned(),
             source: std::io::Error::new(std::io::ErrorKind::NotFound, "not a directory"),
         });
     }
-    let mut read = TableRead {
+    let mut out = TableRead {
         rows: Vec::new(),
         files: 0,
         unreadable: Vec::new(),
     };
     let tdir = dir.join(table);
     if !tdir.is_dir() {
-        return Ok(read);
+        return Ok(out);
     }
     for path in parquet_files(&tdir)? {
-        match read_file::<T>(&path) {
+        match read(&path) {
             Ok(mut rows) => {
-                read.files += 1;
-                read.rows.append(&mut rows);
+                out.files += 1;
+                out.rows.append(&mut rows);
             }
-            Err(why) => read.unreadable.push((path, why)),
+            Err(why) => out.unreadable.push((path, why)),
         }
     }
-    Ok(read)
+    Ok(out)
+}
+
+/// Rows of `table` under `dir` as the files' footers count them (nothing
+/// decoded), with the files read and those that could not be.
+pub fn count_table(dir: &Path, table: &str) -> Result<TableRead<()>, ReadError> {
+    each_file(dir, table, |path| {
+        let n = File::open(path)
+            .map_err(|e| e.to_string())
+            .and_then(|f| ParquetRecordBatchReaderBuilder::try_new(f).map_err(|e| e.to_string()))?
+            .metadata()
+            .file_metadata()
+            .num_rows();
+        Ok(vec![(); n.max(0) as usize])
+    })
+}
+
+/// Every row of `table` under `dir` (none when the table has no files).
+pub fn read_table<T: DeserializeOwned>(dir: &Path, table: &str) -> Result<TableRead<T>, ReadError> {
+    each_file(dir, table, read_file::<T>)
 }

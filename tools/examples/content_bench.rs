@@ -39,7 +39,12 @@ fn pct(v: &mut [f64], p: f64) -> f64 {
         .unwrap_or(0.0)
 }
 
-async fn client(net: &LocalNet, key: &SigningKey, n: usize, sockets: &mut Vec<quinn::Endpoint>) -> Client {
+async fn client(
+    net: &LocalNet,
+    key: &SigningKey,
+    n: usize,
+    sockets: &mut Vec<quinn::Endpoint>,
+) -> Client {
     if n % 16 == 0 {
         sockets.push(quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap());
     }
@@ -49,7 +54,12 @@ async fn client(net: &LocalNet, key: &SigningKey, n: usize, sockets: &mut Vec<qu
         .endpoint(sockets.last().unwrap().clone())
         .relays([net.relays[0].addr])
         .no_reprobe()
-        .token(net.token_for(&format!("b{n}"), Role::Player, vec![WORLD], Duration::from_secs(3600)))
+        .token(net.token_for(
+            &format!("b{n}"),
+            Role::Player,
+            vec![WORLD],
+            Duration::from_secs(3600),
+        ))
         .content_key(key.verifying_key())
         .connect()
         .await
@@ -126,7 +136,10 @@ async fn raw_quinn(net: &LocalNet, pack: Bytes, clients: usize) -> (Duration, Du
 }
 
 fn main() {
-    let args: Vec<usize> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
+    let args: Vec<usize> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
     let clients = args.first().copied().unwrap_or(500);
     let mib = args.get(1).copied().unwrap_or(5);
     tokio::runtime::Builder::new_multi_thread()

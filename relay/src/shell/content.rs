@@ -15,8 +15,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
-use skylane_proto::ed25519_dalek::VerifyingKey;
 use skylane_content::{ContentError, Lookup, PackCache, PackKey, SourceDir};
+use skylane_proto::ed25519_dalek::VerifyingKey;
 use skylane_proto::{
     ContentChunk, ContentCode, ContentGet, ContentRefusal, EventClass, ServerMsg, SessionId,
     CONTENT_PIECE, MAX_CONTENT_WINDOW,
