@@ -111,6 +111,8 @@ pub struct NetOptions {
     pub ledger: Option<std::path::PathBuf>,
     /// Record every packet (`Sim::trace`), for per-host byte counts.
     pub trace: bool,
+    /// Content packs the relays serve; `None`: none.
+    pub content: Option<skylane_relay::ContentSettings>,
 }
 
 impl Default for NetOptions {
@@ -128,6 +130,7 @@ impl Default for NetOptions {
             violations: None,
             ledger: None,
             trace: false,
+            content: None,
         }
     }
 }
@@ -252,6 +255,7 @@ impl Net {
             settings.edge = opts.edge;
             settings.token_key_file.clone_from(&opts.token_key_file);
             settings.revocation_file.clone_from(&opts.revocation_file);
+            settings.content.clone_from(&opts.content);
             let relay = Relay::spawn(endpoint, settings, metrics.clone());
             relays.push(RelayNode {
                 host,
