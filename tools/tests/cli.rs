@@ -604,3 +604,69 @@ fn demo_kills_a_primary_and_its_rooms_fail_over_with_nothing_lost() {
     assert_eq!(w["moves_refused"], 0, "{r}");
     assert_eq!(r["events_lost"], 0, "{r}");
 }
+
+/// `skylane content publish` then `show`: packs from a directory under a
+/// signed manifest; a second publication bumps the serial; a tampered
+/// manifest or another key is refused.
+#[test]
+fn content_publish_and_show() {
+    let keys = tempfile::tempdir().unwrap();
+    let files = tempfile::tempdir().unwrap();
+    let source = tempfile::tempdir().unwrap();
+    ok(&["token", "keygen", "--out", p(keys.path())]);
+    let key = keys.path().join("token.key");
+    let public = keys.path().join("token.pub");
+    std::fs::write(files.path().join("level1.pak"), b"level one").unwrap();
+    std::fs::write(files.path().join("skins.pak"), b"skins").unwrap();
+    let out = ok(&[
+        "content",
+        "publish",
+        p(files.path()),
+        "--version",
+        "1.0",
+        "--source",
+        p(source.path()),
+        "--key",
+        p(&key),
+        "--json",
+    ]);
+    let m: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(m["serial"], 1);
+    assert_eq!(m["packs"]["level1.pak"]["size"], 9);
+    std::fs::write(files.path().join("level1.pak"), b"level one, fixed").unwrap();
+    ok(&[
+        "content",
+        "publish",
+        p(files.path()),
+        "--version",
+        "1.1",
+        "--source",
+        p(source.path()),
+        "--key",
+        p(&key),
+    ]);
+    let shown = ok(&["content", "show", p(source.path()), "--pub", p(&public)]);
+    assert!(shown.contains("serial 2"), "{shown}");
+    assert!(
+        shown.contains("level1.pak") && shown.contains("1.1"),
+        "{shown}"
+    );
+    // Another operator's key does not verify it.
+    let other = tempfile::tempdir().unwrap();
+    ok(&["token", "keygen", "--out", p(other.path())]);
+    let bad = skylane(&[
+        "content",
+        "show",
+        p(source.path()),
+        "--pub",
+        p(&other.path().join("token.pub")),
+    ]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("signature"));
+    // Nor does a tampered manifest.
+    let mf = source.path().join("manifest.signed");
+    let text = std::fs::read_to_string(&mf).unwrap();
+    std::fs::write(&mf, text.replace("1.1", "1.2")).unwrap();
+    let bad = skylane(&["content", "show", p(source.path()), "--pub", p(&public)]);
+    assert!(!bad.status.success());
+}

@@ -18,8 +18,10 @@ pub(crate) enum ContentCmd {
     Show(ShowCmd),
 }
 
-/// Options of `skylane content publish`.
+/// Options of `skylane content publish` (its `--version` is the packs',
+/// not the program's).
 #[derive(Debug, Args)]
+#[command(disable_version_flag = true)]
 pub(crate) struct PublishCmd {
     /// The files to publish (one pack per file, named by the file name).
     dir: PathBuf,
