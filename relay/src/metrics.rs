@@ -108,6 +108,8 @@ pub struct RelayMetrics {
     /// Spectator subscriptions whose delay was raised to the spectator's tier
     /// (its token's minimum delay).
     pub spectator_delays_raised: Counter,
+    /// Watched worlds whose feed moved to a new owner (failover, handover).
+    pub spectator_feeds_moved: Counter,
     /// GeoIP lookups whose record did not decode as a location (the client got
     /// the directory order).
     pub geoip_undecodable: Counter,
@@ -390,6 +392,11 @@ impl RelayMetrics {
             "spectators_refused",
             "Spectator subscriptions refused by reason",
             m.spectators_refused.clone(),
+        );
+        r.register(
+            "spectator_feeds_moved",
+            "Watched worlds whose feed subscription moved to the world's new owner",
+            m.spectator_feeds_moved.clone(),
         );
         r.register(
             "spectator_delays_raised",

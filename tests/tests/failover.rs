@@ -13,12 +13,17 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use skylane_client::{Client, ClientEvent};
+use skylane_client::{Client, ClientEvent, Spectator};
 use skylane_control::{ControlPlane, Embedded, PlacementHints, SharedControl, WorldSpec};
 use skylane_netsim::{run, Side};
-use skylane_origin::{ClusterAgent, ClusterNode, Games, OriginHandle, OriginServer, TttAction};
+use skylane_origin::{
+    ClusterAgent, ClusterNode, Games, OriginHandle, OriginServer, TttAction, TttEvent,
+};
 use skylane_proto::ed25519_dalek::VerifyingKey;
-use skylane_proto::{ChainSigner, ChannelId, EventClass, Outcome, Role, WorldId, WorldPhase};
+use skylane_proto::{
+    BandwidthMode, ChainSigner, ChannelId, EventClass, Outcome, Role, SpectatorFilter, WorldId,
+    WorldPhase,
+};
 use skylane_tests::{CutControl, Net, NetOptions, OriginNode};
 
 const TTL: Duration = Duration::from_secs(3);
@@ -49,6 +54,77 @@ async fn player(net: &Net, name: &str, world: WorldId, standbys: &[VerifyingKey]
         .connect()
         .await
         .expect("player joins")
+}
+
+/// A live spectator of the room, through the players' relay, once its first
+/// frame arrived (the feed runs on the primary), reading its feed in the
+/// background until the game is over: the game's events it saw
+/// (frames checked against the origins' key by the SDK, or it stops), and
+/// how many frames it got and how many of them were signed.
+async fn spectator(net: &Net, w: WorldId) -> tokio::task::JoinHandle<(Vec<TttEvent>, u64, u64)> {
+    let (_, b) = net.builder_as("paris", "sam", Role::Spectator);
+    let b = b
+        .token(net.token_for("sam", Role::Spectator, vec![w]))
+        .world(w)
+        .relays([net.relays[0].addr]);
+    let mut s = Spectator::connect(
+        b,
+        SpectatorFilter::all(),
+        Duration::ZERO,
+        BandwidthMode::Full,
+    )
+    .await
+    .expect("spectator joins");
+    let (first_tx, first) = tokio::sync::oneshot::channel();
+    let mut first_tx = Some(first_tx);
+    let task = tokio::spawn(async move {
+        let mut seen = Vec::new();
+        while !seen.iter().any(|e| matches!(e, TttEvent::Over { .. })) {
+            let f = tokio::time::timeout(Duration::from_secs(60), s.next_frame())
+                .await
+                .unwrap_or_else(|_| panic!("the feed went quiet; saw {seen:?}"))
+                .expect("a feed frame");
+            if let Some(tx) = first_tx.take() {
+                let _ = tx.send(());
+            }
+            if !f.keyframe {
+                seen.extend(
+                    f.events
+                        .iter()
+                        .filter_map(|e| postcard::from_bytes::<TttEvent>(&e.payload).ok()),
+                );
+            }
+        }
+        let st = s.client().stats();
+        (seen, st.spectator_frames, st.spectator_frames_verified)
+    });
+    tokio::time::timeout(Duration::from_secs(20), first)
+        .await
+        .expect("the feed starts in time")
+        .expect("the spectator's first frame");
+    task
+}
+
+/// The spectator saw the moves made after the room changed owner, and the
+/// end, from signed frames.
+async fn watched_to_the_end(watch: tokio::task::JoinHandle<(Vec<TttEvent>, u64, u64)>) {
+    let (seen, frames, verified) = watch.await.expect("spectator task");
+    let cells: Vec<u8> = seen
+        .iter()
+        .filter_map(|e| match e {
+            TttEvent::Placed { cell, .. } => Some(*cell),
+            _ => None,
+        })
+        .collect();
+    for cell in [1, 4, 2] {
+        assert!(cells.contains(&cell), "cell {cell} not seen: {seen:?}");
+    }
+    assert!(
+        seen.iter()
+            .any(|e| matches!(e, TttEvent::Over { winner: Some(w), .. } if w.as_str() == "xavier")),
+        "{seen:?}"
+    );
+    assert_eq!(verified, frames, "every frame signed by an owner");
 }
 
 async fn place(c: &Client, cell: u8) -> Outcome {
@@ -398,6 +474,7 @@ fn a_primary_cut_off_from_the_control_plane_fences_itself_and_steps_down() {
 fn a_handover_moves_a_room_to_its_standby_without_waiting_for_a_lease() {
     run(|| async {
         let mut r = room().await;
+        let watch = spectator(&r.net, r.w).await;
         // An operator drains the primary: ticks stop there, the standby
         // acknowledges the last one, the primary releases the room.
         let started = tokio::time::Instant::now();
@@ -416,6 +493,25 @@ fn a_handover_moves_a_room_to_its_standby_without_waiting_for_a_lease() {
         })
         .await;
         r.finish().await;
+        watched_to_the_end(watch).await;
+        drop(r.b);
+    });
+}
+
+/// A spectator watching the room live keeps watching when its primary dies:
+/// the relay moves the room's feed to the new owner once that owner declares
+/// itself (before, the audience stayed bound to the dead origin and went
+/// quiet for good).
+#[test]
+fn a_spectator_keeps_watching_a_room_through_its_failover() {
+    run(|| async {
+        let mut r = room().await;
+        let watch = spectator(&r.net, r.w).await;
+        r.net.sim.partition(r.primary_host, Side::Any);
+        drop(r.agents.remove(&r.primary));
+        r.taken_over(tokio::time::Instant::now()).await;
+        r.finish().await;
+        watched_to_the_end(watch).await;
         drop(r.b);
     });
 }

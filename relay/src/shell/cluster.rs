@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use skylane_control::{ClusterView, ControlError, LeaseKeeper, NodeInfo, SharedControl};
-use skylane_proto::{Refusal, RefusalCode, ServerMsg, Welcome, WorldId, WorldState};
+use skylane_proto::{LinkMsg, Refusal, RefusalCode, ServerMsg, Welcome, WorldId, WorldState};
 use std::time::Instant;
 use tokio::sync::{oneshot, watch};
 use tracing::{info, warn};
@@ -269,6 +269,11 @@ impl Actor {
             return;
         }
         let world = ws.world;
+        // The owner of the world's feed record (its home zone when zoned):
+        // spectators here are fed from it from now on.
+        if self.directory.home_of(world) == ws.host {
+            self.move_feed(world, origin);
+        }
         let before = self.world_state_of(world);
         self.world_states.insert(ws.host, ws);
         let Some(now) = self.world_state_of(world) else {
@@ -284,6 +289,26 @@ impl Actor {
             for s in self.sessions.in_world(world) {
                 self.send_to_client(s, skylane_proto::EventClass::Critical, &msg);
             }
+        }
+    }
+
+    /// `origin` declared itself the owner of `world`'s feed record: if this
+    /// relay's spectators of the world were fed by another origin (the world
+    /// failed over or was handed over), the feed moves. Done on the owner's
+    /// own declaration, not on the control plane's word, so the world runs
+    /// there before it is asked for the feed.
+    fn move_feed(&mut self, world: WorldId, origin: OriginId) {
+        let now = self.shared.clock.unix_us();
+        let Some(old) = self.spectators.rebind(now, world, origin) else {
+            return;
+        };
+        info!(%world, from = %old, to = %origin, "spectator feed moved to the world's new owner");
+        let feed = self.directory.home_of(world);
+        if let Some(link) = self.link(old) {
+            link.send_control(&LinkMsg::FeedUnsubscribe { world: feed });
+        }
+        if let Some(link) = self.link(origin) {
+            link.send_control(&LinkMsg::FeedSubscribe { world: feed });
         }
     }
 

@@ -146,6 +146,30 @@ impl Spectators {
         Some((world, origin))
     }
 
+    /// `origin` now owns `world` (it declared the highest epoch): the world's
+    /// audience, if any, is fed from it from now on, on its clock. `Some(old)`:
+    /// the feed moved, close it on `old`'s link and open it on `origin`'s.
+    /// The audience keeps its buffer: frames already held are released at
+    /// their times, the new owner's (from the tick it goes on from) follow.
+    pub(crate) fn rebind(
+        &mut self,
+        now_us: u64,
+        world: WorldId,
+        origin: OriginId,
+    ) -> Option<OriginId> {
+        let (bound, audience) = self.audiences.get_mut(&world)?;
+        if *bound == origin {
+            return None;
+        }
+        let old = std::mem::replace(bound, origin);
+        if let Some(e) = self.clocks.get(&origin).and_then(ClockSync::estimate) {
+            audience.handle_clock(now_us, e.offset_us);
+        }
+        self.metrics.spectator_feeds_moved.inc();
+        self.deliver(world);
+        Some(old)
+    }
+
     /// A link pong from `origin`, received at `at_us` (relay clock): the
     /// origin's clock estimate moves, and so do the worlds it feeds.
     pub(crate) fn handle_pong(&mut self, origin: OriginId, pong: &Pong, at_us: u64) {
