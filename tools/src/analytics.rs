@@ -4,11 +4,11 @@
 //! origins' worlds started and violations), so the report can say the files
 //! hold every session, world and violation, or say which do not match.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use serde::Serialize;
-use skylane_analytics::schema::{SessionStarted, Violation, WorldPhase};
+use skylane_analytics::schema::{SessionEnded, SessionStarted, Violation, WorldPhase};
 use skylane_analytics::{read_table, AnalyticsMetrics, ReadError, TABLES};
 
 /// What the network counted itself, to check the files against.
@@ -46,6 +46,10 @@ pub struct AnalyticsReport {
     pub in_files: Counted,
     /// What the network counted.
     pub counted: Counted,
+    /// Sessions a relay started (a `session_started` row) and never ended
+    /// (no `session_ended` row from that relay): once every relay stopped,
+    /// each session it held must have one.
+    pub unended: u64,
 }
 
 impl AnalyticsReport {
@@ -53,6 +57,7 @@ impl AnalyticsReport {
     /// dropped or lost.
     pub fn consistent(&self) -> bool {
         self.in_files == self.counted
+            && self.unended == 0
             && self.unreadable == 0
             && self.dropped == 0
             && self.lost == 0
@@ -64,6 +69,17 @@ impl AnalyticsReport {
         let sessions = read_table::<SessionStarted>(dir, "session_started")?;
         let worlds = read_table::<WorldPhase>(dir, "world_phase")?;
         let violations = read_table::<Violation>(dir, "violation")?;
+        let ends = read_table::<SessionEnded>(dir, "session_ended")?;
+        let ended: BTreeSet<(&str, u64)> = ends
+            .rows
+            .iter()
+            .map(|e| (e.node.as_str(), e.session))
+            .collect();
+        let started: BTreeSet<(&str, u64)> = sessions
+            .rows
+            .iter()
+            .map(|s| (s.node.as_str(), s.session))
+            .collect();
         let mut r = Self {
             dir: dir.display().to_string(),
             emitted: TABLES
@@ -85,6 +101,7 @@ impl AnalyticsReport {
                 worlds: worlds.rows.iter().filter(|w| w.phase == "created").count() as u64,
                 violations: violations.rows.len() as u64,
             },
+            unended: started.difference(&ended).count() as u64,
             ..Self::default()
         };
         for t in TABLES {
@@ -111,7 +128,7 @@ impl AnalyticsReport {
             .map(|(t, n)| format!("{t} {n}"))
             .collect();
         format!(
-            "analytics     {} rows in {} Parquet files ({}) under {}; {} dropped, {} lost, {} unreadable files\n              files: {}\n              counted: {}{}\n",
+            "analytics     {} rows in {} Parquet files ({}) under {}; {} dropped, {} lost, {} unreadable files, {} sessions without an end\n              files: {}\n              counted: {}{}\n",
             self.rows.values().sum::<u64>(),
             self.files,
             rows.join(", "),
@@ -119,6 +136,7 @@ impl AnalyticsReport {
             self.dropped,
             self.lost,
             self.unreadable,
+            self.unended,
             c(&self.in_files),
             c(&self.counted),
             if self.consistent() { "" } else { "  (MISMATCH)" }

@@ -599,10 +599,14 @@ impl LocalNet {
             .directory(self.relays[0].addr))
     }
 
-    /// Stops the relays (drain) and the origin.
+    /// Stops the relays (drain; each is waited for, at most its drain
+    /// deadline, so what it writes on exit is written) and the origins.
     pub async fn shutdown(self) {
         for r in &self.relays {
             r.relay.drain();
+        }
+        for r in &self.relays {
+            r.relay.closed().await;
         }
         for o in self.more_origins {
             let _ = o.server.shutdown().await;

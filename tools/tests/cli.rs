@@ -434,6 +434,10 @@ fn demo_analytics_match_the_run(dir: &Path, r: &serde_json::Value) {
     assert_eq!(a["in_files"], a["counted"], "{a}");
     assert_eq!(a["dropped"], 0, "{a}");
     assert_eq!(a["unreadable"], 0, "{a}");
+    assert_eq!(
+        a["unended"], 0,
+        "every session a relay held has its end: {a}"
+    );
     let sessions = read_table::<SessionStarted>(dir, "session_started").unwrap();
     let fresh = sessions.rows.iter().filter(|s| !s.resumed).count() as u64;
     assert_eq!(fresh, a["counted"]["sessions"].as_u64().unwrap());

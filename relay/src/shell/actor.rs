@@ -113,6 +113,7 @@ impl Actor {
             self.flush();
         }
         info!(relay = %self.shared.settings.info.id, "relay stopped");
+        self.analytics_stopped();
         for t in &self.peer_tasks {
             t.abort();
         }

@@ -143,6 +143,22 @@ impl SessionLog {
             reason: reason.to_owned(),
         })
     }
+
+    /// The relay stops: a row for every session still held here (connected,
+    /// or within its grace), in session order, with `reason`. The log is
+    /// empty afterwards.
+    pub(crate) fn handle_stop(
+        &mut self,
+        now: Instant,
+        l: &Labels<'_>,
+        reason: &str,
+    ) -> Vec<SessionEnded> {
+        let mut open: Vec<SessionId> = self.open.keys().copied().collect();
+        open.sort_unstable();
+        open.into_iter()
+            .filter_map(|s| self.handle_end(now, l, s, reason))
+            .collect()
+    }
 }
 
 impl Actor {
@@ -205,6 +221,24 @@ impl Actor {
             .session_log
             .handle_end(Instant::now(), &l, session, reason)
         {
+            self.shared.settings.analytics.emit(row);
+        }
+    }
+
+    /// The relay stops: every session still held here ends with reason
+    /// `stopped` (its client resumes elsewhere, or its grace would have run
+    /// out here).
+    pub(crate) fn analytics_stopped(&mut self) {
+        if !self.shared.settings.analytics.enabled() {
+            return;
+        }
+        let (at_ms, node, region) = self.labels();
+        let l = Labels {
+            at_ms,
+            node: &node,
+            region: &region,
+        };
+        for row in self.session_log.handle_stop(Instant::now(), &l, "stopped") {
             self.shared.settings.analytics.emit(row);
         }
     }
@@ -314,6 +348,33 @@ mod tests {
         assert_eq!(a.reconnects, 1);
         let b = log.handle_end(t0, &L, SessionId(2), "left").unwrap();
         assert_eq!(b.role, "spectator");
+    }
+
+    #[test]
+    fn a_stopping_relay_ends_every_session_it_holds_once() {
+        let mut log = SessionLog::new(8);
+        let t0 = Instant::now();
+        let rtt = Duration::from_millis(4);
+        for s in [7, 2, 5] {
+            log.handle_start(
+                t0,
+                &L,
+                SessionId(s),
+                "p",
+                WorldId(1),
+                Role::Player,
+                false,
+                rtt,
+            );
+        }
+        assert!(log.handle_end(t0, &L, SessionId(5), "left").is_some());
+        let rows = log.handle_stop(t0 + Duration::from_secs(3), &L, "stopped");
+        let ids: Vec<u64> = rows.iter().map(|r| r.session).collect();
+        assert_eq!(ids, vec![2, 7], "the open ones, in order");
+        assert!(rows
+            .iter()
+            .all(|r| r.reason == "stopped" && r.duration_ms == 3_000));
+        assert!(log.handle_stop(t0, &L, "stopped").is_empty(), "once");
     }
 
     #[test]
