@@ -599,19 +599,33 @@ impl LocalNet {
             .directory(self.relays[0].addr))
     }
 
-    /// Stops the relays (drain; each is waited for, at most its drain
-    /// deadline, so what it writes on exit is written) and the origins.
+    /// Stops the relays (drain) and the origins, without waiting for the
+    /// relays to exit.
     pub async fn shutdown(self) {
+        let _ = self.stop(Duration::ZERO).await;
+    }
+
+    /// Stops the relays (drain) and the origins, waiting up to `wait` for
+    /// every relay to exit first, so what a relay writes on exit (the end
+    /// rows of the sessions it still holds) is written. A relay exits once
+    /// its clients have left (or at its drain deadline); whether it did in
+    /// time: `false` if any was still running.
+    pub async fn stop(self, wait: Duration) -> bool {
         for r in &self.relays {
             r.relay.drain();
         }
-        for r in &self.relays {
-            r.relay.closed().await;
-        }
+        let exited = tokio::time::timeout(wait, async {
+            for r in &self.relays {
+                r.relay.closed().await;
+            }
+        })
+        .await
+        .is_ok();
         for o in self.more_origins {
             let _ = o.server.shutdown().await;
         }
         let _ = self.origin.shutdown().await;
+        exited
     }
 
     /// The origin server named `id` (`origin-1` is [`LocalNet::origin`]).

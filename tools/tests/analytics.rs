@@ -52,7 +52,7 @@ async fn every_session_a_relay_held_ends_in_the_files_when_it_stops() {
     drop(dropped);
     // The relay sees the dropped connection go (its session stays, in grace).
     tokio::time::sleep(Duration::from_millis(500)).await;
-    net.shutdown().await;
+    assert!(net.stop(Duration::from_secs(10)).await, "the relays exit");
     a.shutdown().unwrap();
 
     let started = read_table::<SessionStarted>(dir.path(), "session_started").unwrap();
