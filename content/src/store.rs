@@ -20,6 +20,13 @@ use crate::manifest::{check_name, sha256_hex, Manifest, ManifestError, PackEntry
 /// The manifest's file name in a source directory.
 pub const MANIFEST_FILE: &str = "manifest.signed";
 
+/// The control-plane record holding the signed manifest in its file form
+/// (what `skylane content announce` writes through an origin's admin
+/// endpoint; relays in a cluster take it from their view as soon as it
+/// changes). At most the control plane's record size (16 KiB: some hundred
+/// packs); a larger manifest stays in the source directory only.
+pub const MANIFEST_RECORD: &str = "content/manifest";
+
 /// Why a source directory could not be read or written.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -21,6 +21,13 @@
 //!   subject (every relay refuses its hellos and closes its sessions within a
 //!   view change). `DELETE /bans/{sub}`: lifts it.
 //!
+//! * `GET /content/manifest`: the signed content manifest announced on the
+//!   control plane (`404` if none). `POST /content/manifest` with a
+//!   `manifest.signed` file's bytes: puts it there (`201`), where every
+//!   relay takes it from its next view; `400` if it does not parse, `413`
+//!   beyond a record (16 KiB), `409` if its serial is not newer than the
+//!   announced one. The signature is checked by the relays.
+//!
 //! * `GET /violations?player=P&since_secs=S&limit=N` ([`violations_router`],
 //!   on every origin, control plane or not): the violations the origin's store
 //!   kept (its own and the edge's, as relays report them), the most recent `N`
@@ -45,7 +52,11 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use skylane_control::{ControlError, PlacementHints, SharedControl, WorldRecord, WorldSpec};
+use skylane_content::{SignedManifest, MANIFEST_RECORD};
+use skylane_control::{
+    ControlError, PlacementHints, RecordWrite, SharedControl, WorldRecord, WorldSpec,
+    MAX_RECORD_LEN,
+};
 use skylane_proto::WorldId;
 
 /// How long `POST /worlds` waits for the chosen origin to claim the world.
@@ -363,7 +374,96 @@ pub fn worlds_router(control: SharedControl) -> Router {
         .route("/worlds/{id}", get(one).delete(end))
         .route("/bans", get(bans).post(ban))
         .route("/bans/{sub}", axum::routing::delete(unban))
+        .route(
+            "/content/manifest",
+            get(content_manifest).post(announce_content),
+        )
         .with_state(control)
+}
+
+fn refused(status: StatusCode, kind: &str, message: String) -> Response {
+    (
+        status,
+        Json(serde_json::json!({ "error": kind, "message": message })),
+    )
+        .into_response()
+}
+
+/// The content manifest announced on the control plane (its file form).
+async fn content_manifest(State(control): State<SharedControl>) -> Response {
+    match control.view().await {
+        Ok(v) => match v.records.get(MANIFEST_RECORD) {
+            Some(b) => (
+                [(axum::http::header::CONTENT_TYPE, "application/json")],
+                b.clone(),
+            )
+                .into_response(),
+            None => refused(
+                StatusCode::NOT_FOUND,
+                "no_manifest",
+                "no content manifest was announced".into(),
+            ),
+        },
+        Err(e) => error(&e),
+    }
+}
+
+/// Puts a signed content manifest (its file form, as `skylane content
+/// publish` writes `manifest.signed`) on the control plane, where every
+/// relay of the cluster takes it from its next view. Its signature is the
+/// relays' to check (they hold the operator's key); here it must parse, fit
+/// a control-plane record and not go back in serial.
+async fn announce_content(
+    State(control): State<SharedControl>,
+    body: axum::body::Bytes,
+) -> Response {
+    if body.len() > MAX_RECORD_LEN {
+        return refused(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!(
+                "a manifest record holds at most {MAX_RECORD_LEN} bytes, this is {}",
+                body.len()
+            ),
+        );
+    }
+    let m = match SignedManifest::from_file(&body).and_then(|s| s.unverified()) {
+        Ok(m) => m,
+        Err(e) => return refused(StatusCode::BAD_REQUEST, "bad_manifest", e.to_string()),
+    };
+    let view = match control.view().await {
+        Ok(v) => v,
+        Err(e) => return error(&e),
+    };
+    let announced = view
+        .records
+        .get(MANIFEST_RECORD)
+        .and_then(|b| SignedManifest::from_file(b).ok())
+        .and_then(|s| s.unverified().ok())
+        .map_or(0, |m| m.serial);
+    if m.serial <= announced && announced > 0 {
+        return refused(
+            StatusCode::CONFLICT,
+            "stale",
+            format!(
+                "serial {} is not newer than the announced {announced}",
+                m.serial
+            ),
+        );
+    }
+    let write = RecordWrite {
+        puts: vec![(MANIFEST_RECORD.to_owned(), body)],
+        deletes: Vec::new(),
+        leader: None,
+    };
+    match control.write_records(write).await {
+        Ok(()) => (
+            StatusCode::CREATED,
+            Json(serde_json::json!({ "serial": m.serial, "packs": m.packs.len() })),
+        )
+            .into_response(),
+        Err(e) => error(&e),
+    }
 }
 
 /// A ban as `POST /bans` takes it.

@@ -23,6 +23,11 @@ struct Setup {
 }
 
 async fn setup(pack_len: usize, cache_bytes: u64) -> Setup {
+    setup_with(pack_len, cache_bytes, Duration::from_millis(100)).await
+}
+
+/// A network whose relays read the source's manifest every `refresh`.
+async fn setup_with(pack_len: usize, cache_bytes: u64, refresh: Duration) -> Setup {
     let source = tempfile::tempdir().unwrap();
     let files = tempfile::tempdir().unwrap();
     let mut pack = vec![0u8; pack_len];
@@ -37,7 +42,7 @@ async fn setup(pack_len: usize, cache_bytes: u64) -> Setup {
             source: source.path().to_owned(),
             key: key.verifying_key(),
             cache_bytes,
-            refresh: Duration::from_millis(100),
+            refresh,
         }),
         ..LocalOptions::default()
     })
@@ -298,4 +303,141 @@ async fn a_pack_larger_than_the_cache_streams_through_and_a_new_version_replaces
         .await
         .unwrap();
     assert_eq!(&b[..], b"v2");
+}
+
+/// `POST` (with a body) or `GET` on an admin endpoint: status and body.
+async fn http(url: String, body: Option<Vec<u8>>) -> (u16, String) {
+    tokio::task::spawn_blocking(move || {
+        let agent = ureq::Agent::new_with_config(
+            ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .build(),
+        );
+        let r = match body {
+            Some(b) => agent.post(&url).send(&b[..]),
+            None => agent.get(&url).call(),
+        };
+        let mut r = r.expect("the admin endpoint answers");
+        let status = r.status().as_u16();
+        (status, r.body_mut().read_to_string().unwrap_or_default())
+    })
+    .await
+    .unwrap()
+}
+
+fn manifests(s: &Setup, kind: &str) -> u64 {
+    skylane_ops::counted(&s.net.relays[0].metrics.content_manifests, kind)
+}
+
+/// A new version announced on the control plane (`skylane content
+/// announce`, through an origin's admin endpoint) reaches the relays from
+/// their next cluster view, long before their next read of the source
+/// (an hour here); the announce refuses what does not parse, a record too
+/// large or a serial that goes back; a manifest signed with another key
+/// passes the origin (it holds no operator key) and is refused by the
+/// relays, which keep serving the last good one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manifest_announced_on_the_control_plane_reaches_the_relays_at_once() {
+    let s = setup_with(1000, 1 << 20, Duration::from_secs(3600)).await;
+    let admin = skylane_ops::serve_admin(
+        "127.0.0.1:0".parse().unwrap(),
+        skylane_origin::worlds_router(s.net.control.clone()),
+    )
+    .await
+    .unwrap();
+    let url = format!("http://{admin}/content/manifest");
+    assert_eq!(http(url.clone(), None).await.0, 404, "none announced yet");
+    let c = player(&s, 0).await;
+    assert_eq!(
+        c.fetch_content("level1.pak", "1.0", |_, _| {})
+            .await
+            .unwrap()[..],
+        s.pack[..]
+    );
+    // Version 2 in the source: the relays would not read it for an hour.
+    let files = tempfile::tempdir().unwrap();
+    std::fs::write(files.path().join("level1.pak"), b"v2").unwrap();
+    SourceDir::new(s.source.path())
+        .publish(files.path(), "2.0", &s.key, 1)
+        .unwrap();
+    assert!(matches!(
+        c.fetch_content("level1.pak", "2.0", |_, _| {}).await,
+        Err(ContentFetchError::UnknownVersion { .. })
+    ));
+    // Announced with the CLI, as an operator would.
+    let source = s.source.path().to_owned();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_skylane"))
+            .args(["content", "announce"])
+            .arg(&source)
+            .arg(admin.to_string())
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("\"serial\""), "{said}");
+    let got = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match c.fetch_content("level1.pak", "2.0", |_, _| {}).await {
+                Ok(b) => return b,
+                Err(ContentFetchError::UnknownVersion { .. }) => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+    })
+    .await
+    .expect("the relay took the announced manifest");
+    assert_eq!(&got[..], b"v2");
+    assert_eq!(fetches(&s), 2, "each version fetched once from the source");
+    // The record holds what was announced.
+    let file = std::fs::read(s.source.path().join(skylane_content::MANIFEST_FILE)).unwrap();
+    let (status, body) = http(url.clone(), None).await;
+    assert_eq!(status, 200);
+    let stored = skylane_content::SignedManifest::from_file(body.as_bytes()).unwrap();
+    assert_eq!(
+        stored,
+        skylane_content::SignedManifest::from_file(&file).unwrap()
+    );
+    // Refusals: the same serial again, garbage, a record too large.
+    assert_eq!(http(url.clone(), Some(file.clone())).await.0, 409);
+    assert_eq!(http(url.clone(), Some(b"{not json".to_vec())).await.0, 400);
+    assert_eq!(http(url.clone(), Some(vec![b' '; 20_000])).await.0, 413);
+    // Another key's manifest (serial 3, naming a version 3): stored, but
+    // refused by the relay, which keeps serving version 2.
+    let other = SigningKey::from_bytes(&rand::random::<[u8; 32]>());
+    let forged = skylane_content::Manifest {
+        serial: 3,
+        issued_ms: 3,
+        packs: [(
+            "level1.pak".to_owned(),
+            skylane_content::PackEntry {
+                version: "3.0".into(),
+                size: 2,
+                sha256: skylane_content::sha256_hex(b"v3"),
+            },
+        )]
+        .into(),
+    }
+    .sign(&other)
+    .unwrap();
+    let refused_before = manifests(&s, "refused");
+    assert_eq!(http(url.clone(), Some(forged.to_file())).await.0, 201);
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while manifests(&s, "refused") == refused_before {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the relay saw and refused the forged manifest");
+    assert_eq!(
+        &c.fetch_content("level1.pak", "2.0", |_, _| {})
+            .await
+            .unwrap()[..],
+        b"v2"
+    );
 }

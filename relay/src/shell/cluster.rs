@@ -112,6 +112,12 @@ impl Actor {
                 }
             }
         }
+        if let (Some(content), Some(record)) = (
+            &self.shared.content,
+            view.records.get(skylane_content::MANIFEST_RECORD),
+        ) {
+            content.offer_record(record);
+        }
         self.learn_peers(view);
         self.shared
             .metrics

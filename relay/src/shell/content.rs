@@ -5,9 +5,11 @@
 //!
 //! The source is a content directory (`content_source`, as `skylane content
 //! publish` writes it: local or a shared mount). Its signed manifest is read
-//! every `content_refresh_ms`, checked with the operator's key
-//! (`content_key`) and a serial that only grows; a newer one replaces the
-//! versions it superseded. A client pulls a pack window by window
+//! every `content_refresh_ms`; in a cluster the control plane's manifest
+//! record (`skylane content announce`) is taken too, as soon as a view
+//! carries a new one. Either is checked with the operator's key
+//! (`content_key`) and a serial that only grows (the newer of the two is in
+//! force); a newer one replaces the versions it superseded. A client pulls a pack window by window
 //! ([`ContentGet`], at most 256 KiB each, in 32 KiB pieces), so a download
 //! holds at most one window of queue per client, and resumes at any offset.
 
@@ -15,7 +17,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
-use skylane_content::{ContentError, Lookup, PackCache, PackKey, SourceDir};
+use skylane_content::{ContentError, Lookup, PackCache, PackKey, SignedManifest, SourceDir};
 use skylane_proto::ed25519_dalek::VerifyingKey;
 use skylane_proto::{
     ContentChunk, ContentCode, ContentGet, ContentRefusal, EventClass, ServerMsg, SessionId,
@@ -53,7 +55,9 @@ pub(crate) struct ContentService {
     key: VerifyingKey,
     cache: Mutex<PackCache<Waiter>>,
     /// The manifest in force, as published (what clients are sent).
-    signed: Mutex<Option<(u64, skylane_content::SignedManifest)>>,
+    signed: Mutex<Option<(u64, SignedManifest)>>,
+    /// The control plane's manifest record as last offered.
+    record: Mutex<Option<Bytes>>,
     metrics: RelayMetrics,
 }
 
@@ -83,6 +87,7 @@ impl ContentService {
             key: s.key,
             cache: Mutex::new(PackCache::new(s.cache_bytes, MAX_WAITERS)),
             signed: Mutex::new(None),
+            record: Mutex::new(None),
             metrics,
         })
     }
@@ -93,25 +98,49 @@ impl ContentService {
 
     /// Reads the source's manifest; takes it if it verifies and is newer.
     fn refresh(&self) {
+        match self.source.manifest() {
+            Ok(s) => self.offer(s, "source"),
+            Err(e) => {
+                RelayMetrics::count(&self.metrics.content_manifests, "unreadable");
+                warn!(error = %e, "content manifest unreadable");
+            }
+        }
+    }
+
+    /// The control plane's manifest record (its file form), from a cluster
+    /// view: taken like the source's when it changed since the last view.
+    pub(crate) fn offer_record(&self, bytes: &Bytes) {
+        {
+            let mut last = self.record.lock().unwrap_or_else(PoisonError::into_inner);
+            if last.as_ref() == Some(bytes) {
+                return;
+            }
+            *last = Some(bytes.clone());
+        }
+        match SignedManifest::from_file(bytes) {
+            Ok(s) => self.offer(s, "control plane"),
+            Err(e) => {
+                RelayMetrics::count(&self.metrics.content_manifests, "unreadable");
+                warn!(error = %e, "content manifest record unreadable");
+            }
+        }
+    }
+
+    /// Takes `signed` (from the source directory or the control plane) if it
+    /// verifies with the operator's key and is newer than the one in force.
+    fn offer(&self, signed: SignedManifest, from: &'static str) {
         let known = self
             .signed
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .as_ref()
             .map_or(0, |(s, _)| *s);
-        let signed = match self.source.manifest() {
-            Ok(s) => s,
-            Err(e) => {
-                RelayMetrics::count(&self.metrics.content_manifests, "unreadable");
-                warn!(error = %e, "content manifest unreadable");
-                return;
-            }
-        };
         match signed.verify(&self.key, known) {
             Ok(m) if m.serial > known || known == 0 => {
                 info!(
                     serial = m.serial,
                     packs = m.packs.len(),
+                    from,
                     "content manifest taken"
                 );
                 RelayMetrics::count(&self.metrics.content_manifests, "taken");
@@ -123,7 +152,7 @@ impl ContentService {
             Ok(_) => {}
             Err(e) => {
                 RelayMetrics::count(&self.metrics.content_manifests, "refused");
-                warn!(error = %e, "content manifest refused");
+                warn!(error = %e, from, "content manifest refused");
             }
         }
         self.metrics

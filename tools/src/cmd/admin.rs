@@ -42,7 +42,7 @@ impl AdminTarget {
         self.call_with(method, path, None)
     }
 
-    fn call_with(
+    pub(crate) fn call_with(
         &self,
         method: &str,
         path: &str,

@@ -1,7 +1,11 @@
 //! `skylane content publish DIR --version V --source SRC --key FILE`: every
 //! file of DIR becomes a pack (named by its file name) at version V in the
 //! content source SRC, under a new manifest signed with the operator's key;
-//! `skylane content show SRC --pub FILE`: the manifest, verified.
+//! `skylane content show SRC --pub FILE`: the manifest, verified;
+//! `skylane content announce SRC URL`: the source's signed manifest put on
+//! the control plane through an origin's admin endpoint, so every relay of
+//! the cluster takes it at once (rather than at its next read of the
+//! source).
 
 use std::path::PathBuf;
 
@@ -16,6 +20,19 @@ pub(crate) enum ContentCmd {
     Publish(PublishCmd),
     /// Prints a source's manifest after checking its signature.
     Show(ShowCmd),
+    /// Puts a source's signed manifest on the control plane (through an
+    /// origin's admin endpoint): every relay of the cluster takes it from its
+    /// next view.
+    Announce(AnnounceCmd),
+}
+
+/// Options of `skylane content announce`.
+#[derive(Debug, Args)]
+pub(crate) struct AnnounceCmd {
+    /// The content source directory whose manifest is announced.
+    source: PathBuf,
+    #[command(flatten)]
+    target: super::admin::AdminTarget,
 }
 
 /// Options of `skylane content publish` (its `--version` is the packs',
@@ -79,6 +96,18 @@ impl ContentCmd {
                 } else {
                     print(&m);
                 }
+                Ok(())
+            }
+            Self::Announce(c) => {
+                let path = c.source.join(skylane_content::MANIFEST_FILE);
+                let bytes =
+                    std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+                let body: serde_json::Value = serde_json::from_slice(&bytes)
+                    .with_context(|| format!("{} is not a manifest file", path.display()))?;
+                let answer = c
+                    .target
+                    .call_with("POST", "/content/manifest", Some(&body))?;
+                println!("{}", answer.trim());
                 Ok(())
             }
             Self::Show(c) => {
