@@ -19,4 +19,4 @@ pub use manifest::{
     sha256_hex, signing_key_from_pem, verifying_key_from_pem, Manifest, ManifestError, PackEntry,
     SignedManifest,
 };
-pub use store::{SourceDir, StoreError, MANIFEST_FILE, MANIFEST_RECORD};
+pub use store::{FileStamp, SourceDir, StoreError, MANIFEST_FILE, MANIFEST_RECORD};

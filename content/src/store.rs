@@ -101,6 +101,17 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
     std::fs::rename(&tmp, path).map_err(io(path))
 }
 
+/// A pack file's identity: length, modification time and inode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileStamp {
+    /// Its length, bytes.
+    pub len: u64,
+    /// When it was last written (if the file system says).
+    pub modified: Option<std::time::SystemTime>,
+    /// Its inode (0 where there is none): a file renamed over it is another.
+    pub ino: u64,
+}
+
 /// A source directory.
 #[derive(Debug, Clone)]
 pub struct SourceDir {
@@ -133,6 +144,40 @@ impl SourceDir {
     pub fn read_pack(&self, name: &str, version: &str) -> Result<Vec<u8>, StoreError> {
         let p = self.pack_path(name, version)?;
         std::fs::read(&p).map_err(io(&p))
+    }
+
+    /// What a pack file is now, without reading it: a reader that checked
+    /// the whole file's hash may trust ranges of it while the stamp stays
+    /// the same (a rewrite, a rename over it or a truncation changes it).
+    pub fn pack_stamp(&self, name: &str, version: &str) -> Result<FileStamp, StoreError> {
+        let p = self.pack_path(name, version)?;
+        let m = std::fs::metadata(&p).map_err(io(&p))?;
+        #[cfg(unix)]
+        let ino = std::os::unix::fs::MetadataExt::ino(&m);
+        #[cfg(not(unix))]
+        let ino = 0;
+        Ok(FileStamp {
+            len: m.len(),
+            modified: m.modified().ok(),
+            ino,
+        })
+    }
+
+    /// `len` bytes of a pack from `offset` (fewer at its end).
+    pub fn read_pack_range(
+        &self,
+        name: &str,
+        version: &str,
+        offset: u64,
+        len: usize,
+    ) -> Result<Vec<u8>, StoreError> {
+        use std::io::{Read as _, Seek as _, SeekFrom};
+        let p = self.pack_path(name, version)?;
+        let mut f = std::fs::File::open(&p).map_err(io(&p))?;
+        f.seek(SeekFrom::Start(offset)).map_err(io(&p))?;
+        let mut out = Vec::with_capacity(len);
+        f.take(len as u64).read_to_end(&mut out).map_err(io(&p))?;
+        Ok(out)
     }
 
     /// Publishes every file of `dir` as a pack named by its file name at
@@ -223,6 +268,23 @@ mod tests {
             .unwrap();
         assert_eq!(read, m);
         assert_eq!(s.read_pack("level1.bin", "1.1").unwrap(), b"second");
+        assert_eq!(
+            s.read_pack_range("level1.bin", "1.1", 2, 3).unwrap(),
+            b"con"
+        );
+        assert_eq!(
+            s.read_pack_range("level1.bin", "1.1", 4, 100).unwrap(),
+            b"nd",
+            "short at the end"
+        );
+        let stamp = s.pack_stamp("level1.bin", "1.1").unwrap();
+        assert_eq!(stamp.len, 6);
+        assert_eq!(s.pack_stamp("level1.bin", "1.1").unwrap(), stamp);
+        // Replaced (renamed over, as publishing does): another stamp.
+        let p = s.pack_path("level1.bin", "1.1").unwrap();
+        std::fs::write(p.with_extension("new"), b"SECOND").unwrap();
+        std::fs::rename(p.with_extension("new"), &p).unwrap();
+        assert_ne!(s.pack_stamp("level1.bin", "1.1").unwrap(), stamp);
         assert_eq!(
             s.read_pack("level1.bin", "1.0").unwrap(),
             b"first",

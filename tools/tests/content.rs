@@ -273,7 +273,8 @@ async fn bad_content_is_never_served() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_pack_larger_than_the_cache_streams_through_and_a_new_version_replaces_the_old() {
+async fn a_pack_larger_than_the_cache_streams_through_by_ranges_and_a_new_version_replaces_the_old()
+{
     let s = setup(600_000, 100_000).await;
     let c = player(&s, 0).await;
     let b = c
@@ -286,6 +287,30 @@ async fn a_pack_larger_than_the_cache_streams_through_and_a_new_version_replaces
         0,
         "not kept"
     );
+    // Three windows: the first checked the whole pack once, the other two
+    // were read as ranges of the unchanged file; a second download too.
+    let ranged = || skylane_ops::counted(&s.net.relays[0].metrics.content_requests, "ranged");
+    assert_eq!(fetches(&s), 1, "checked whole once");
+    assert_eq!(ranged(), 2);
+    let b = c
+        .fetch_content("level1.pak", "1.0", |_, _| {})
+        .await
+        .unwrap();
+    assert!(b[..] == s.pack[..]);
+    assert_eq!((fetches(&s), ranged()), (1, 5));
+    // The file rewritten behind the manifest (same size): its stamp
+    // changed, so it is checked whole again, and refused.
+    let path = SourceDir::new(s.source.path())
+        .pack_path("level1.pak", "1.0")
+        .unwrap();
+    let mut bad = s.pack.clone();
+    bad[400_000] ^= 0xff;
+    std::fs::write(&path, &bad).unwrap();
+    match c.fetch_content("level1.pak", "1.0", |_, _| {}).await {
+        Err(ContentFetchError::Refused { code, .. }) => assert_eq!(code, ContentCode::HashMismatch),
+        other => panic!("a changed large pack was served: {other:?}"),
+    }
+    assert_eq!(fetches(&s), 2);
     // Version 2 published: the relays take the new manifest, the old
     // version is refused, the new one served.
     let files = tempfile::tempdir().unwrap();

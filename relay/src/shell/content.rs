@@ -13,11 +13,14 @@
 //! ([`ContentGet`], at most 256 KiB each, in 32 KiB pieces), so a download
 //! holds at most one window of queue per client, and resumes at any offset.
 
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
-use skylane_content::{ContentError, Lookup, PackCache, PackKey, SignedManifest, SourceDir};
+use skylane_content::{
+    ContentError, FileStamp, Lookup, PackCache, PackKey, SignedManifest, SourceDir,
+};
 use skylane_proto::ed25519_dalek::VerifyingKey;
 use skylane_proto::{
     ContentChunk, ContentCode, ContentGet, ContentRefusal, EventClass, ServerMsg, SessionId,
@@ -33,6 +36,10 @@ use super::writer::{frame, Outbox};
 
 /// Clients waiting for one pack's fetch, at most.
 const MAX_WAITERS: usize = 65_536;
+
+/// Packs larger than the cache whose files were checked whole (their
+/// stamps kept, so later windows are read as ranges), at most.
+const MAX_STREAMED: usize = 64;
 
 /// What a relay serves content from.
 #[derive(Debug, Clone)]
@@ -58,6 +65,11 @@ pub(crate) struct ContentService {
     signed: Mutex<Option<(u64, SignedManifest)>>,
     /// The control plane's manifest record as last offered.
     record: Mutex<Option<Bytes>>,
+    /// The cache's bound (packs above it are streamed, not kept).
+    cache_bytes: u64,
+    /// Large packs checked whole, with their files' stamps then (oldest
+    /// first, at most [`MAX_STREAMED`]).
+    streamed: Mutex<VecDeque<(PackKey, FileStamp)>>,
     metrics: RelayMetrics,
 }
 
@@ -88,6 +100,8 @@ impl ContentService {
             cache: Mutex::new(PackCache::new(s.cache_bytes, MAX_WAITERS)),
             signed: Mutex::new(None),
             record: Mutex::new(None),
+            cache_bytes: s.cache_bytes,
+            streamed: Mutex::new(VecDeque::new()),
             metrics,
         })
     }
@@ -226,6 +240,117 @@ impl ContentService {
         }
     }
 
+    /// The bytes of `[offset, offset + len)` of a pack (fewer at its end),
+    /// and the pack's size. A pack the cache holds (or will) comes whole
+    /// from it. One larger than the cache is checked whole once (through
+    /// the cache's single fetch, not kept); its file's stamp is remembered,
+    /// and later windows are read as ranges while the stamp stays the same
+    /// (before, every window re-read and re-hashed the whole pack).
+    async fn window(
+        self: &Arc<Self>,
+        key: PackKey,
+        offset: u64,
+        len: u32,
+    ) -> Result<(Bytes, u64), (ContentCode, String)> {
+        let in_range = |total: u64| -> Result<u64, (ContentCode, String)> {
+            if len == 0 || len > MAX_CONTENT_WINDOW || offset > total {
+                return Err((
+                    ContentCode::BadRange,
+                    format!(
+                        "offset {offset} len {len} of {total} bytes (windows of 1 to {MAX_CONTENT_WINDOW})"
+                    ),
+                ));
+            }
+            Ok((offset + u64::from(len)).min(total))
+        };
+        let large = self.too_large(&key);
+        if let Some(total) = large {
+            let end = in_range(total)?;
+            if let Some(w) = self.ranged(&key, offset, end).await {
+                return Ok((w, total));
+            }
+        }
+        let before = match large {
+            Some(_) => self.stamp(&key).await,
+            None => None,
+        };
+        let bytes = self
+            .pack(key.clone())
+            .await
+            .map_err(|e| (code(&e), e.to_string()))?;
+        let total = bytes.len() as u64;
+        let end = in_range(total)?;
+        // Checked whole: its file may be read by ranges while unchanged.
+        if let Some(stamp) = before {
+            if self.stamp(&key).await == Some(stamp) {
+                self.remember(key, stamp);
+            }
+        }
+        Ok((bytes.slice(offset as usize..end as usize), total))
+    }
+
+    /// The manifest's size of `key` when it is larger than the cache.
+    fn too_large(&self, key: &PackKey) -> Option<u64> {
+        let cache = self.cache();
+        let e = cache.manifest()?.current(&key.name, &key.version)?;
+        (e.size > self.cache_bytes).then_some(e.size)
+    }
+
+    async fn stamp(&self, key: &PackKey) -> Option<FileStamp> {
+        let (source, k) = (self.source.clone(), key.clone());
+        tokio::task::spawn_blocking(move || source.pack_stamp(&k.name, &k.version).ok())
+            .await
+            .ok()
+            .flatten()
+    }
+
+    fn streamed(&self) -> std::sync::MutexGuard<'_, VecDeque<(PackKey, FileStamp)>> {
+        self.streamed.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn remember(&self, key: PackKey, stamp: FileStamp) {
+        let mut s = self.streamed();
+        s.retain(|(k, _)| *k != key);
+        if s.len() >= MAX_STREAMED {
+            s.pop_front();
+        }
+        s.push_back((key, stamp));
+    }
+
+    /// A window of a large pack checked whole earlier, read as a range if
+    /// its file has not changed since (`None`: check it whole again).
+    async fn ranged(&self, key: &PackKey, offset: u64, end: u64) -> Option<Bytes> {
+        let checked = self
+            .streamed()
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, s)| *s)?;
+        let (source, k) = (self.source.clone(), key.clone());
+        let want = (end - offset) as usize;
+        let read = tokio::task::spawn_blocking(move || {
+            if source.pack_stamp(&k.name, &k.version).ok()? != checked {
+                return None;
+            }
+            source
+                .read_pack_range(&k.name, &k.version, offset, want)
+                .ok()
+        })
+        .await
+        .ok()
+        .flatten()
+        .filter(|r| r.len() == want);
+        match read {
+            Some(r) => {
+                RelayMetrics::count(&self.metrics.content_requests, "ranged");
+                Some(Bytes::from(r))
+            }
+            None => {
+                self.streamed().retain(|(k, _)| k != key);
+                None
+            }
+        }
+    }
+
     /// Answers one window request on `out` (pieces in the bulk class).
     pub(crate) async fn serve(
         self: Arc<Self>,
@@ -252,21 +377,11 @@ impl ContentService {
             }));
         };
         let key = PackKey::new(&get.name, &get.version);
-        let bytes = match self.pack(key).await {
-            Ok(b) => b,
-            Err(e) => return refuse(code(&e), e.to_string()),
+        let (window, total) = match self.window(key, get.offset, get.len).await {
+            Ok(w) => w,
+            Err((code, message)) => return refuse(code, message),
         };
-        let total = bytes.len() as u64;
-        if get.len == 0 || get.len > MAX_CONTENT_WINDOW || get.offset > total {
-            return refuse(
-                ContentCode::BadRange,
-                format!(
-                    "offset {} len {} of {total} bytes (windows of 1 to {MAX_CONTENT_WINDOW})",
-                    get.offset, get.len
-                ),
-            );
-        }
-        let end = (get.offset + u64::from(get.len)).min(total);
+        let end = get.offset + window.len() as u64;
         let mut at = get.offset;
         loop {
             let to = (at + CONTENT_PIECE as u64).min(end);
@@ -275,7 +390,7 @@ impl ContentService {
                 version: get.version.clone(),
                 offset: at,
                 total,
-                data: bytes.slice(at as usize..to as usize),
+                data: window.slice((at - get.offset) as usize..(to - get.offset) as usize),
             };
             if !push(&ServerMsg::ContentChunk(chunk)) {
                 return; // the connection is closing as too slow
