@@ -56,6 +56,16 @@ pub(crate) struct Labels<'a> {
     pub(crate) region: &'a str,
 }
 
+impl<'a> Labels<'a> {
+    fn of(at_ms: u64, node: &'a str, region: &'a str) -> Self {
+        Self {
+            at_ms,
+            node,
+            region,
+        }
+    }
+}
+
 impl SessionLog {
     pub(crate) fn new(max: usize) -> Self {
         Self {
@@ -185,11 +195,7 @@ impl Actor {
             return;
         }
         let (at_ms, node, region) = self.labels();
-        let l = Labels {
-            at_ms,
-            node: &node,
-            region: &region,
-        };
+        let l = Labels::of(at_ms, &node, &region);
         let row = self.session_log.handle_start(
             Instant::now(),
             &l,
@@ -212,11 +218,7 @@ impl Actor {
             self.session_log.handle_rtt(session, rtt);
         }
         let (at_ms, node, region) = self.labels();
-        let l = Labels {
-            at_ms,
-            node: &node,
-            region: &region,
-        };
+        let l = Labels::of(at_ms, &node, &region);
         if let Some(row) = self
             .session_log
             .handle_end(Instant::now(), &l, session, reason)
@@ -233,11 +235,7 @@ impl Actor {
             return;
         }
         let (at_ms, node, region) = self.labels();
-        let l = Labels {
-            at_ms,
-            node: &node,
-            region: &region,
-        };
+        let l = Labels::of(at_ms, &node, &region);
         for row in self.session_log.handle_stop(Instant::now(), &l, "stopped") {
             self.shared.settings.analytics.emit(row);
         }
