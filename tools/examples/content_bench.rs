@@ -14,7 +14,11 @@
 //! Everything runs in this process: CPU per MB counts the clients too, on
 //! both sides alike.
 //!
-//! `cargo run --release -p skylane-tools --example content_bench -- [CLIENTS] [PACK_MIB]`
+//! `cargo run --release -p skylane-tools --example content_bench -- [CLIENTS] [PACK_MIB] [CACHE_MIB]`
+//!
+//! (`CACHE_MIB`, default 256: the relays' cache; below the pack's size the
+//! pack is streamed through, not kept, and the source fetches and ranged
+//! reads say how often it was read whole.)
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -142,6 +146,7 @@ fn main() {
         .collect();
     let clients = args.first().copied().unwrap_or(500);
     let mib = args.get(1).copied().unwrap_or(5);
+    let cache_mib = args.get(2).copied().unwrap_or(256);
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -160,7 +165,7 @@ fn main() {
                 content: Some(ContentSettings {
                     source: source.path().to_owned(),
                     key: key.verifying_key(),
-                    cache_bytes: 256 << 20,
+                    cache_bytes: (cache_mib as u64) << 20,
                     refresh: Duration::from_millis(200),
                 }),
                 ..LocalOptions::default()
@@ -201,11 +206,16 @@ fn main() {
             stop.store(true, std::sync::atomic::Ordering::Relaxed);
             let mut busy = p.await.unwrap();
             let fetches: u64 = net.relays.iter().map(|r| r.metrics.content_fetches.get()).sum();
+            let ranged: u64 = net
+                .relays
+                .iter()
+                .map(|r| skylane_ops::counted(&r.metrics.content_requests, "ranged"))
+                .sum();
             drop(done);
             let (raw_wall, raw_cpu) = raw_quinn(&net, Bytes::from(pack.clone()), clients).await;
             let mb = (clients * pack.len()) as f64 / 1e6;
             println!(
-                "clients {clients}, pack {mib} MiB, {:.0} MB delivered each way; source fetches {fetches}",
+                "clients {clients}, pack {mib} MiB, cache {cache_mib} MiB, {:.0} MB delivered each way; source fetches {fetches}, windows read as ranges {ranged}",
                 mb
             );
             println!(
