@@ -203,7 +203,28 @@ impl Directory {
             None => self.relays.iter().take(k).cloned().collect(),
         }
     }
+
+    /// This (configured) directory with the relays `learnt` from the control
+    /// plane after its own, in id order: a relay already listed keeps its
+    /// configured entry; at most 1,024 are added. A learnt
+    /// relay is one that holds a live lease, so one that stops leaves the
+    /// directory with its next view.
+    pub fn with_learnt(&self, learnt: impl IntoIterator<Item = RelayInfo>) -> Directory {
+        let mut extra: Vec<RelayInfo> = learnt
+            .into_iter()
+            .filter(|r| !self.relays.iter().any(|c| c.id == r.id))
+            .collect();
+        extra.sort_by_key(|r| r.id);
+        extra.dedup_by_key(|r| r.id);
+        extra.truncate(MAX_LEARNT_RELAYS);
+        let mut relays = self.relays.clone();
+        relays.extend(extra);
+        Directory { relays }
+    }
 }
+
+/// Relays learnt from the control plane that a directory holds, at most.
+pub(crate) const MAX_LEARNT_RELAYS: usize = 1_024;
 
 #[cfg(test)]
 mod tests {
@@ -260,6 +281,40 @@ mod tests {
             relay(3, "tokyo", 35.68, 139.69),
             relay(4, "singapore", 1.35, 103.82),
         ])
+    }
+
+    #[test]
+    fn relays_learnt_from_the_control_plane_join_the_configured_ones() {
+        let configured = Directory::new(vec![relay(1, "virginia", 37.37, -79.82)]);
+        let learnt = vec![
+            relay(3, "tokyo", 35.68, 139.69),
+            relay(1, "elsewhere", 0.0, 0.0),
+            relay(2, "frankfurt", 50.11, 8.68),
+            relay(3, "tokyo", 35.68, 139.69),
+        ];
+        let d = configured.with_learnt(learnt);
+        let ids: Vec<u32> = d.relays().iter().map(|r| r.id.0).collect();
+        assert_eq!(
+            ids,
+            vec![1, 2, 3],
+            "configured first, then by id, once each"
+        );
+        assert_eq!(
+            d.relays()[0].region,
+            "virginia",
+            "the configured entry kept"
+        );
+        assert_eq!(
+            d.nearest(35.0, 139.0, 1)[0].id.0,
+            3,
+            "placed like the others"
+        );
+        assert_eq!(configured.with_learnt([]).relays().len(), 1, "gone again");
+        let many = (10..2_000).map(|i| relay(i, "x", 0.0, 0.0));
+        assert_eq!(
+            configured.with_learnt(many).relays().len(),
+            1 + MAX_LEARNT_RELAYS
+        );
     }
 
     #[test]

@@ -108,6 +108,9 @@ pub struct RelayMetrics {
     /// Spectator subscriptions whose delay was raised to the spectator's tier
     /// (its token's minimum delay).
     pub spectator_delays_raised: Counter,
+    /// Relays in this relay's directory (configured and learnt from the
+    /// control plane).
+    pub directory_relays: Gauge,
     /// Watched worlds whose feed moved to a new owner (failover, handover).
     pub spectator_feeds_moved: Counter,
     /// GeoIP lookups whose record did not decode as a location (the client got
@@ -392,6 +395,11 @@ impl RelayMetrics {
             "spectators_refused",
             "Spectator subscriptions refused by reason",
             m.spectators_refused.clone(),
+        );
+        r.register(
+            "directory_relays",
+            "Relays offered to clients (configured and learnt from the control plane)",
+            m.directory_relays.clone(),
         );
         r.register(
             "spectator_feeds_moved",

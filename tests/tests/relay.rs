@@ -152,6 +152,64 @@ fn the_directory_answers_nearest_relays_and_bad_tokens_are_refused() {
     });
 }
 
+/// Relays configured with no other relay learn each other from the control
+/// plane: a client in Tokyo asking the Amsterdam relay's directory is offered
+/// the Tokyo relay once it registered, and connects there; a relay whose
+/// lease lapses (cut off from the control plane) leaves the directory.
+#[test]
+fn relays_registered_with_the_control_plane_are_offered_to_clients() {
+    run(|| async {
+        use std::sync::Arc;
+        let net = Net::start(NetOptions {
+            static_peers: false,
+            ..NetOptions::default()
+        });
+        let control: skylane_control::SharedControl = Arc::new(skylane_control::Embedded::new());
+        let ttl = Duration::from_secs(3);
+        let mut access = Vec::new();
+        for (r, (id, region)) in net.relays.iter().zip(NetOptions::default().relays) {
+            let at = skylane_netsim::topology::region(region).expect("region");
+            let cut = skylane_tests::CutControl::new(control.clone());
+            r.relay
+                .follow(
+                    Arc::new(cut.clone()),
+                    skylane_control::NodeInfo {
+                        coords: Some((at.lat, at.lon)),
+                        ..skylane_control::NodeInfo::relay(id, r.addr, "localhost", region)
+                    },
+                    ttl,
+                )
+                .await
+                .expect("relay follows");
+            access.push(cut);
+        }
+        let known = |n: i64| {
+            let m = net.relays[0].metrics.directory_relays.clone();
+            async move {
+                tokio::time::timeout(Duration::from_secs(20), async {
+                    while m.get() != n {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                })
+                .await
+                .unwrap_or_else(|_| panic!("{n} relays in the directory"));
+            }
+        };
+        known(3).await;
+        let (_, b) = net.client_builder("tokyo", "far");
+        let c = b
+            .directory(net.relays[0].addr)
+            .connect()
+            .await
+            .expect("connect");
+        assert_eq!(c.relay(), Some(net.relays[2].addr), "offered, and nearest");
+        // Tokyo's relay loses the control plane: its lease lapses and it
+        // leaves the others' directories.
+        access[2].set_cut(true);
+        known(2).await;
+    });
+}
+
 #[test]
 fn a_two_second_cut_loses_and_duplicates_nothing() {
     run(|| async {

@@ -119,6 +119,7 @@ impl Actor {
             content.offer_record(record);
         }
         self.learn_peers(view);
+        self.learn_directory(view);
         self.shared
             .metrics
             .worlds_known
@@ -155,6 +156,25 @@ impl Actor {
             }
             let cursors = self.hub.cursors(s);
             self.open_upstream(s, cursors);
+        }
+    }
+
+    /// The relays clients are offered: the configured ones and every relay
+    /// registered with the control plane (with a location to place it by).
+    fn learn_directory(&self, view: &ClusterView) {
+        let learnt = view.nodes.values().filter_map(relay_info);
+        let d = self.shared.settings.directory.with_learnt(learnt);
+        let now = self.shared.directory.current();
+        if now.relays() != d.relays() {
+            info!(
+                relays = d.relays().len(),
+                "relay directory from the control plane"
+            );
+            self.shared
+                .metrics
+                .directory_relays
+                .set(d.relays().len() as i64);
+            self.shared.directory.replace(d);
         }
     }
 
@@ -349,6 +369,23 @@ impl Actor {
             );
         }
     }
+}
+
+/// A registered relay as clients are told of it (`relay-<id>`, with its
+/// coordinates; `None` for another kind, another name or no location).
+fn relay_info(node: &NodeInfo) -> Option<skylane_proto::RelayInfo> {
+    if node.kind != skylane_control::NodeKind::Relay {
+        return None;
+    }
+    let id = node.id.strip_prefix("relay-")?.parse().ok()?;
+    let (lat, lon) = node.coords?;
+    Some(skylane_proto::RelayInfo {
+        id: skylane_proto::RelayId(id),
+        region: node.region.clone(),
+        addrs: vec![node.addr.clone()],
+        lat: lat as f32,
+        lon: lon as f32,
+    })
 }
 
 /// Registers the relay and feeds every cluster change to the actor until the

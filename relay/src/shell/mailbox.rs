@@ -120,6 +120,9 @@ pub(crate) struct Shared {
     pub(crate) known: Mutex<Known>,
     /// Content packs (`None`: this relay serves none).
     pub(crate) content: Option<Arc<super::content::ContentService>>,
+    /// The relays clients are offered (directory answers, go-aways): the
+    /// configured ones and those registered with the control plane.
+    pub(crate) directory: crate::settings::Current<crate::geo::Directory>,
 }
 
 /// Origins and peer relays this relay knows.
@@ -237,7 +240,7 @@ impl Shared {
             }
             None => None,
         };
-        self.settings.directory.for_location(location, count)
+        self.directory.current().for_location(location, count)
     }
 
     pub(crate) fn alternatives(&self, ip: IpAddr, count: usize) -> Vec<RelayInfo> {

@@ -139,7 +139,11 @@ impl Relay {
                 .content
                 .as_ref()
                 .map(|c| content::ContentService::new(c, metrics.clone())),
+            directory: crate::settings::Current::new(settings.directory.clone()),
         });
+        metrics
+            .directory_relays
+            .set(settings.directory.relays().len() as i64);
         if let (Some(svc), Some(c)) = (&shared.content, &settings.content) {
             tokio::spawn(content::refresh_task(svc.clone(), c.refresh, done.clone()));
         }
