@@ -209,7 +209,7 @@ impl Directory {
     /// configured entry; at most 1,024 are added. A learnt
     /// relay is one that holds a live lease, so one that stops leaves the
     /// directory with its next view.
-    pub fn with_learnt(&self, learnt: impl IntoIterator<Item = RelayInfo>) -> Directory {
+    pub fn with_learnt(&self, learnt: impl IntoIterator<Item = RelayInfo>) -> Self {
         let mut extra: Vec<RelayInfo> = learnt
             .into_iter()
             .filter(|r| !self.relays.iter().any(|c| c.id == r.id))
@@ -219,7 +219,7 @@ impl Directory {
         extra.truncate(MAX_LEARNT_RELAYS);
         let mut relays = self.relays.clone();
         relays.extend(extra);
-        Directory { relays }
+        Self { relays }
     }
 }
 
