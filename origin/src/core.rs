@@ -11,11 +11,13 @@ use skylane_proto::{
     TeamId, WorldId, WorldState,
 };
 
-use skylane_proto::zones::{EntityTransfer, RequestId, ZoneIdx, ZoneMsg, ZoneRecord, MAX_REQUEST};
+use skylane_proto::zones::{
+    EntityTransfer, RequestId, RequestKind, ZoneIdx, ZoneMsg, ZoneRecord, MAX_REQUEST,
+};
 
 use crate::zone::{HandoffLedger, MirrorError};
 
-use crate::engine::{Engine, JoinError, Output, ResumeError, Served};
+use crate::engine::{forward_ready, Engine, JoinError, Output, ResumeError, Served};
 use crate::journal::JournalError;
 use crate::persist::Persistent;
 use crate::world::World;
@@ -105,7 +107,11 @@ pub trait Core: Send + 'static {
                 if op.len() > kind.max_op() || self.zone() != Some(id.to) {
                     return Ok(None);
                 }
-                if self.zone_served(*id) == Served::New {
+                // Forwarded events wait for the batch before them (the
+                // home publishes them in their emission order).
+                let ready =
+                    *kind != RequestKind::Events || forward_ready(op, *id, |r| self.zone_served(r));
+                if ready && self.zone_served(*id) == Served::New {
                     self.handle_zone(&ZoneRecord::Served {
                         id: *id,
                         low: *low,

@@ -52,6 +52,7 @@ mod snapshot;
 mod zones;
 
 pub use output::{EngineStats, Output};
+pub(crate) use requests::forward_ready;
 pub use requests::Served;
 pub use zones::{ZoneSetup, ZoneSetupError};
 

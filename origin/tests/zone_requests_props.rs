@@ -6,7 +6,10 @@
 //! Whatever happens, once the network heals: every request the asking zone
 //! still knows of (its action was durable) was applied exactly once by the
 //! owner and answered exactly once at the asker, with the owner's answer;
-//! a request lost with its action in a crash was never applied.
+//! a request lost with its action in a crash was never applied. Each
+//! request applied in zone 1 emits a world event there, which zone 1
+//! forwards to the home zone (zone 0, the world channel's one writer): the
+//! home publishes every one exactly once, in the order zone 1 emitted them.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -35,6 +38,8 @@ struct Tally {
     applied: BTreeMap<u64, u32>,
     /// Answers to this zone's requests, by tag (`None`: not sent anywhere).
     answers: BTreeMap<u64, Vec<Option<Vec<u8>>>>,
+    /// World events emitted here (tags), in order.
+    emitted: Vec<u64>,
 }
 
 impl World for Tally {
@@ -72,10 +77,19 @@ impl World for Tally {
         out.remote((150.0, 50.0), 0.0, tag.to_le_bytes().to_vec());
         Observation::default()
     }
-    fn apply_remote(&mut self, _from: ZoneIdx, op: &[u8], _tick: u64, _out: &mut Emit) -> Payload {
+    fn apply_remote(&mut self, _from: ZoneIdx, op: &[u8], _tick: u64, out: &mut Emit) -> Payload {
         let tag = u64::from_le_bytes(op.try_into().unwrap_or_default());
         let n = self.applied.entry(tag).or_default();
         *n += 1;
+        // A world event: this zone is not its channel's writer, so it goes
+        // to the home zone.
+        self.emitted.push(tag);
+        out.push(
+            ChannelId::World,
+            EventClass::State,
+            None,
+            tag.to_le_bytes().to_vec(),
+        );
         Payload::from(n.to_le_bytes().to_vec())
     }
     fn remote_answered(
@@ -192,6 +206,8 @@ fn step() -> impl Strategy<Value = Step> {
 
 struct Sim {
     zones: Vec<Zone>,
+    /// World events the home zone published (tags), in order.
+    published: Vec<u64>,
     wire: Vec<(u8, ZoneMsg)>,
     now_us: u64,
     seq: u64,
@@ -208,6 +224,7 @@ impl Sim {
             .unwrap();
         let mut sim = Self {
             zones,
+            published: Vec::new(),
             wire: Vec::new(),
             now_us: 0,
             seq: 0,
@@ -223,8 +240,15 @@ impl Sim {
         let zone = &mut self.zones[i];
         zone.engine.run_tick(self.now_us);
         while let Some(o) = zone.engine.poll_output() {
-            if let Output::ToZone { to, msg } = o {
-                self.wire.push((to.0, msg));
+            match o {
+                Output::ToZone { to, msg } => self.wire.push((to.0, msg)),
+                Output::Batch(b) if z == 0 && b.channel == ChannelId::World => {
+                    self.published.extend(b.events.iter().filter_map(|e| {
+                        let b: [u8; 8] = e.payload[..].try_into().ok()?;
+                        Some(u64::from_le_bytes(b))
+                    }));
+                }
+                _ => {}
             }
         }
         zone.durable = zone.engine.snapshot();
@@ -287,12 +311,19 @@ impl Sim {
     /// The network heals: ticks and deliveries until nothing is left.
     fn heal(&mut self) {
         for _ in 0..200 {
+            // Both zones tick (zone 1 forwards the events its last requests
+            // emitted, the home publishes what it was forwarded); done when
+            // neither has a request left unanswered.
             self.tick(0);
             self.tick(1);
+            let quiet = self
+                .zones
+                .iter()
+                .all(|z| z.engine.zone_requests().is_empty());
             while !self.wire.is_empty() {
                 self.deliver(0, false);
             }
-            if self.zones[0].engine.zone_requests().is_empty() {
+            if quiet {
                 return;
             }
         }
@@ -327,5 +358,7 @@ proptest! {
                 prop_assert!(!asker.answers.contains_key(&tag));
             }
         }
+        // Forwarded world events: each published once, in emission order.
+        prop_assert_eq!(&sim.published, &owner.emitted);
     }
 }

@@ -38,6 +38,36 @@ impl Asked {
     }
 }
 
+/// A batch of another zone's world and team events forwarded to the home
+/// zone, after the batch of its request `prev` (this zone's previous
+/// forwarded batch): the home applies a batch only once its predecessor is
+/// applied ([`forward_ready`]), so it publishes them in the order they were
+/// emitted however the network reorders, loses or repeats requests.
+#[derive(Debug, Serialize, Deserialize)]
+struct Forwarded {
+    prev: Option<u64>,
+    events: Vec<Emitted>,
+}
+
+/// Whether the forwarded-events request `id` (its `op`) may be applied now:
+/// it names no predecessor, or its predecessor is applied here (or answered
+/// and forgotten). Not yet: it is neither journaled nor answered, and the
+/// asker's next re-send (after its predecessor's) finds it ready. `served`
+/// is what this zone knows of a request ([`Engine::zone_served`]).
+pub(crate) fn forward_ready(
+    op: &[u8],
+    id: RequestId,
+    served: impl Fn(RequestId) -> Served,
+) -> bool {
+    match postcard::from_bytes::<Forwarded>(op) {
+        Ok(Forwarded {
+            prev: Some(seq), ..
+        }) => served(RequestId { seq, ..id }) != Served::New,
+        // Nothing before it, or undecodable (applied as nothing).
+        _ => true,
+    }
+}
+
 /// A zone's requests unanswered at once, at most (beyond, a request is
 /// answered `None` at once: the game treats it like a miss).
 pub(super) const MAX_ASKED: usize = 4_096;
@@ -83,7 +113,9 @@ impl<W: World> Engine<W> {
             RequestKind::Events => {
                 // Another zone's world and team events: published here,
                 // their one writer, with the next tick's.
-                let events: Vec<Emitted> = postcard::from_bytes(op).unwrap_or_default();
+                let events = postcard::from_bytes::<Forwarded>(op)
+                    .map(|f| f.events)
+                    .unwrap_or_default();
                 self.stats.events_forwarded_in += events.len() as u64;
                 self.staged.extend(events.into_iter().filter(|e| {
                     matches!(e.channel, ChannelId::World | ChannelId::Team(_)) && e.pos.is_none()
@@ -296,13 +328,18 @@ impl<W: World> Engine<W> {
 
     fn forward_chunk(&mut self, events: Vec<Emitted>, tick: u64) {
         let n = events.len() as u64;
-        let op = postcard::to_stdvec(&events)
+        let prev = self.zone.as_ref().and_then(|z| z.events_last);
+        let op = postcard::to_stdvec(&Forwarded { prev, events })
             .map(Payload::from)
             .unwrap_or_default();
         if op.len() > MAX_FORWARD || !self.ask(ZoneIdx::HOME, RequestKind::Events, op, tick, None) {
             // Bounded: an event too large, or the home zone unanswering
             // for thousands of requests.
             self.stats.events_forward_dropped += n;
+            return;
+        }
+        if let Some(z) = self.zone.as_mut() {
+            z.events_last = z.next_ask.get(&ZoneIdx::HOME).map(|n| n - 1);
         }
     }
 

@@ -81,6 +81,11 @@ pub(super) struct ZoneState {
     pub(super) served: BTreeMap<RequestId, Payload>,
     /// Each asker's watermark: its ids below were answered and are forgotten.
     pub(super) served_low: BTreeMap<ZoneIdx, u64>,
+    /// The sequence number of this zone's last forwarded-events request to
+    /// the home zone: the next names it, so the home publishes them in the
+    /// order they were emitted.
+    #[serde(default)]
+    pub(super) events_last: Option<u64>,
 }
 
 /// Sessions a zone remembers as moved away, at most (beyond, the oldest
@@ -141,6 +146,7 @@ impl<W: World> Engine<W> {
             next_ask: BTreeMap::new(),
             served: BTreeMap::new(),
             served_low: BTreeMap::new(),
+            events_last: None,
         }));
         Ok(())
     }
