@@ -88,6 +88,23 @@ async fn player(s: &Setup, n: usize) -> Client {
         .unwrap()
 }
 
+/// Rewrites version 1.0 of the pack in the source with one byte (at `at`)
+/// changed, same size, and checks the client is refused `HashMismatch`.
+/// Returns the file's path (to restore it).
+async fn tamper_refused(s: &Setup, c: &Client, at: usize) -> std::path::PathBuf {
+    let path = SourceDir::new(s.source.path())
+        .pack_path("level1.pak", "1.0")
+        .unwrap();
+    let mut bad = s.pack.clone();
+    bad[at] ^= 0xff;
+    std::fs::write(&path, &bad).unwrap();
+    match c.fetch_content("level1.pak", "1.0", |_, _| {}).await {
+        Err(ContentFetchError::Refused { code, .. }) => assert_eq!(code, ContentCode::HashMismatch),
+        other => panic!("a changed pack was served: {other:?}"),
+    }
+    path
+}
+
 fn fetches(s: &Setup) -> u64 {
     s.net
         .relays
@@ -209,16 +226,7 @@ async fn bad_content_is_never_served() {
     ));
     // The source's file changed behind the manifest's back: same size,
     // other bytes. Never served; the client and the metric say so.
-    let path = SourceDir::new(s.source.path())
-        .pack_path("level1.pak", "1.0")
-        .unwrap();
-    let mut bad = s.pack.clone();
-    bad[5] ^= 0xff;
-    std::fs::write(&path, &bad).unwrap();
-    match c.fetch_content("level1.pak", "1.0", |_, _| {}).await {
-        Err(ContentFetchError::Refused { code, .. }) => assert_eq!(code, ContentCode::HashMismatch),
-        other => panic!("{other:?}"),
-    }
+    let path = tamper_refused(&s, &c, 5).await;
     let failed: u64 = s
         .net
         .relays
@@ -300,16 +308,7 @@ async fn a_pack_larger_than_the_cache_streams_through_by_ranges_and_a_new_versio
     assert_eq!((fetches(&s), ranged()), (1, 5));
     // The file rewritten behind the manifest (same size): its stamp
     // changed, so it is checked whole again, and refused.
-    let path = SourceDir::new(s.source.path())
-        .pack_path("level1.pak", "1.0")
-        .unwrap();
-    let mut bad = s.pack.clone();
-    bad[400_000] ^= 0xff;
-    std::fs::write(&path, &bad).unwrap();
-    match c.fetch_content("level1.pak", "1.0", |_, _| {}).await {
-        Err(ContentFetchError::Refused { code, .. }) => assert_eq!(code, ContentCode::HashMismatch),
-        other => panic!("a changed large pack was served: {other:?}"),
-    }
+    tamper_refused(&s, &c, 400_000).await;
     assert_eq!(fetches(&s), 2);
     // Version 2 published: the relays take the new manifest, the old
     // version is refused, the new one served.
